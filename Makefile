@@ -1,0 +1,147 @@
+# buildvm - ephemeral untrusted-build runner
+#
+#   make              the `buildvm` binary and the guest agent
+#   make deps         install every Debian package the build and the tests need
+#   make images       the guest kernel and the `minimal` rootfs (cached)
+#   make image-debian the `debian` rootfs with a build toolchain
+#   make check        unit tests, sanitizer unit tests, integration tests
+#   make bench        the benchmarks in bench/
+#   make fuzz         libFuzzer targets for FUZZ_SECONDS each
+#   make format       clang-format every C file
+
+VERSION := 0.1.0
+CC ?= gcc
+BUILD ?= build
+OPT ?= -O2 -g
+
+# One list of every Debian package the build, the images and the tests need.
+DEBIAN_PACKAGES := \
+	build-essential pkg-config clang lld llvm \
+	libgit2-dev libarchive-dev libcurl4-openssl-dev libjansson-dev liblz4-dev \
+	libcmocka-dev libssl-dev libhiredis-dev libmicrohttpd-dev libseccomp-dev \
+	qemu-system-x86 busybox-static e2fsprogs erofs-utils \
+	linux-source-6.1 bc flex bison libelf-dev xz-utils cpio debootstrap \
+	docker-registry redis-server skopeo umoci git apache2-utils curl \
+	hyperfine jq lz4 procps psmisc iproute2 python3
+
+PKGS := libgit2 libarchive libcurl jansson liblz4 openssl hiredis libmicrohttpd libseccomp
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS = $(shell pkg-config --libs $(PKGS))
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \
+	-Wmissing-prototypes -Wstrict-prototypes -Wvla -Wundef -Wpointer-arith
+CPPFLAGS += -D_GNU_SOURCE -DBUILDVM_VERSION='"$(VERSION)"' -Irunner/lib -Irunner/cli
+BASE_CFLAGS = -std=gnu11 $(OPT) $(WARN) -fno-strict-aliasing -fstack-protector-strong \
+	-D_FORTIFY_SOURCE=2 -fPIE $(PKG_CFLAGS)
+LDFLAGS += -pie -Wl,-z,relro,-z,now
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+LIB_SRC := $(sort $(wildcard runner/lib/*.c))
+CLI_SRC := $(sort $(wildcard runner/cli/*.c))
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+SUPPORT_SRC := $(sort $(wildcard tests/unit/support/*.c))
+AGENT_SRC := $(sort $(wildcard buildvm-image/agent/*.c))
+
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+ASAN_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
+ASAN_SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/asan/%.o)
+ASAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan-tests/%)
+
+IMAGES := $(BUILD)/images
+
+.SECONDARY:
+
+.PHONY: all deps images image-minimal image-debian check unit unit-asan integration \
+	bench fuzz format clean distclean install
+
+all: $(BUILD)/buildvm $(BUILD)/buildvm-agent
+
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f '$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "all $(words $(DEBIAN_PACKAGES)) packages are installed"; fi
+
+# --- the runner ---------------------------------------------------------------
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"; $(CC) $(CPPFLAGS) $(BASE_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libbuildvm.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/buildvm: $(CLI_OBJ) $(BUILD)/libbuildvm.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libbuildvm.a $(PKG_LIBS) -lm
+
+# --- the guest agent: static, no libraries, runs as PID 1 in the guest ----------
+
+AGENT_CFLAGS := -std=gnu11 -Os -g0 $(WARN) -D_GNU_SOURCE -static -fno-strict-aliasing
+$(BUILD)/buildvm-agent: $(AGENT_SRC) $(wildcard buildvm-image/agent/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(AGENT_CFLAGS) -o $@ $(AGENT_SRC)
+
+# --- images -------------------------------------------------------------------
+
+images: image-minimal
+image-minimal: $(BUILD)/buildvm-agent
+	buildvm-image/build-image.sh $(IMAGES) minimal $(BUILD)/buildvm-agent
+image-debian: $(BUILD)/buildvm-agent
+	buildvm-image/build-image.sh $(IMAGES) debian $(BUILD)/buildvm-agent
+
+# --- tests --------------------------------------------------------------------
+
+$(BUILD)/tests/%: tests/unit/%.c $(SUPPORT_OBJ) $(BUILD)/libbuildvm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests/unit/support $(BASE_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(SUPPORT_OBJ) $(BUILD)/libbuildvm.a $(PKG_LIBS) -lcmocka -lm
+
+$(BUILD)/asan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libbuildvm-asan.a: $(ASAN_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/asan-tests/%: tests/unit/%.c $(ASAN_SUPPORT_OBJ) $(BUILD)/libbuildvm-asan.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests/unit/support $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) \
+		$(SAN_FLAGS) $(LDFLAGS) -o $@ $< $(ASAN_SUPPORT_OBJ) $(BUILD)/libbuildvm-asan.a \
+		$(PKG_LIBS) -lcmocka -lm
+
+# Unit tests that need a real registry or redis get them from with-services.sh.
+unit: $(UNIT_BIN) $(BUILD)/buildvm
+	tests/with-services.sh tests/run-unit.sh $(UNIT_BIN)
+
+unit-asan: $(ASAN_UNIT_BIN) $(BUILD)/buildvm
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+		tests/with-services.sh tests/run-unit.sh $(ASAN_UNIT_BIN)
+
+integration: all image-minimal
+	tests/with-services.sh tests/integration/run.sh
+
+check: unit unit-asan integration
+
+bench: all image-minimal
+	bench/run.sh
+
+format:
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(AGENT_SRC) $(wildcard runner/lib/*.h runner/cli/*.h) \
+		$(UNIT_SRC)
+
+clean:
+	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/tests $(BUILD)/asan-tests $(BUILD)/*.a \
+		$(BUILD)/buildvm $(BUILD)/buildvm-agent
+
+# distclean also drops the cached kernel and rootfs images
+distclean:
+	rm -rf $(BUILD)
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d)

@@ -1,0 +1,157 @@
+/* main.c - `buildvm VERB ...`: dispatch to one file per verb */
+#include "cli.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VERB(name) extern int cmd_##name (int argc, char **argv) __attribute__ ((weak));
+VERB (run)
+VERB (vm)
+VERB (image)
+VERB (policy)
+VERB (logs)
+VERB (enqueue)
+VERB (serve)
+VERB (jobs)
+VERB (status)
+VERB (cancel)
+VERB (webhook)
+VERB (dry_run)
+VERB (secrets)
+VERB (doctor)
+#undef VERB
+
+struct verb
+{
+  const char *name;
+  int (*fn) (int argc, char **argv);
+  const char *summary;
+};
+
+static const struct verb *
+verbs (size_t *n)
+{
+  static struct verb table[] = {
+    { "run", NULL, "run one deploy request end to end" },
+    { "dry-run", NULL, "build a local working copy and show what would be pushed" },
+    { "vm", NULL, "boot a throwaway build VM and run a command in it" },
+    { "image", NULL, "inspect and verify build VM images" },
+    { "policy", NULL, "evaluate and check role policies" },
+    { "logs", NULL, "print a job's log stream" },
+    { "enqueue", NULL, "validate a deploy request and put it on the queue" },
+    { "serve", NULL, "the runner daemon: lease and run queued jobs" },
+    { "jobs", NULL, "list queued, running, finished and dead jobs" },
+    { "status", NULL, "print one job's record" },
+    { "cancel", NULL, "cancel a queued or running job" },
+    { "webhook", NULL, "receive git push webhooks and enqueue deploys" },
+    { "secrets", NULL, "manage per-app build secrets" },
+    { "doctor", NULL, "report which isolation layers this host provides" },
+  };
+  table[0].fn = cmd_run;
+  table[1].fn = cmd_dry_run;
+  table[2].fn = cmd_vm;
+  table[3].fn = cmd_image;
+  table[4].fn = cmd_policy;
+  table[5].fn = cmd_logs;
+  table[6].fn = cmd_enqueue;
+  table[7].fn = cmd_serve;
+  table[8].fn = cmd_jobs;
+  table[9].fn = cmd_status;
+  table[10].fn = cmd_cancel;
+  table[11].fn = cmd_webhook;
+  table[12].fn = cmd_secrets;
+  table[13].fn = cmd_doctor;
+  *n = ARRAY_SIZE (table);
+  return table;
+}
+
+static void
+usage (FILE *out)
+{
+  size_t n;
+  const struct verb *v = verbs (&n);
+
+  fprintf (out, "usage: buildvm VERB [OPTIONS] [ARGS]\n\nverbs:\n");
+  for (size_t i = 0; i < n; i++)
+    if (v[i].fn != NULL)
+      fprintf (out, "  %-10s %s\n", v[i].name, v[i].summary);
+  fprintf (out, "\n`buildvm VERB --help` describes each verb.\n");
+}
+
+int
+cli_usage (const char *verb, const char *fmt, ...)
+{
+  va_list ap;
+  fprintf (stderr, "buildvm %s: ", verb);
+  va_start (ap, fmt);
+  vfprintf (stderr, fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "\n(see `buildvm %s --help`)\n", verb);
+  return 2;
+}
+
+int
+cli_status_for (const bvm_error_t *err)
+{
+  switch (bvm_error_get_code (err))
+    {
+    case BVM_E_USAGE:
+    case BVM_E_INVALID:
+      return 2;
+    case BVM_E_DENIED:
+      return 3;
+    case BVM_E_BUILD:
+      return 4;
+    case BVM_E_TIMEOUT:
+      return 5;
+    default:
+      return 1;
+    }
+}
+
+int
+cli_fail (const char *verb, bvm_error_t *err, int status)
+{
+  fprintf (stderr, "buildvm %s: error: %s\n", verb, bvm_error_msg (err));
+  bvm_error_free (err);
+  return status;
+}
+
+int
+main (int argc, char **argv)
+{
+  size_t n;
+  const struct verb *v = verbs (&n);
+  const char *lvl = getenv ("BUILDVM_LOG_LEVEL");
+
+  if (lvl != NULL && log_parse_level (lvl) >= 0)
+    log_set_level ((enum log_level) log_parse_level (lvl));
+
+  if (argc < 2)
+    {
+      usage (stderr);
+      return 2;
+    }
+  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0
+      || strcmp (argv[1], "help") == 0)
+    {
+      usage (stdout);
+      return 0;
+    }
+  if (strcmp (argv[1], "--version") == 0)
+    {
+      printf ("buildvm %s\n", BUILDVM_VERSION);
+      return 0;
+    }
+  for (size_t i = 0; i < n; i++)
+    if (v[i].fn != NULL && strcmp (v[i].name, argv[1]) == 0)
+      return v[i].fn (argc - 1, argv + 1);
+
+  fprintf (stderr, "buildvm: unknown verb `%s`\n\n", argv[1]);
+  usage (stderr);
+  return 2;
+}

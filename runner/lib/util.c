@@ -1,0 +1,215 @@
+/* util.c - cleanup helpers, checked parsers, time */
+#include "util.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+void
+cleanup_freep (void *p)
+{
+  void **pp = (void **) p;
+  free (*pp);
+}
+
+void
+cleanup_closep (int *fd)
+{
+  if (*fd >= 0)
+    {
+      int saved = errno;
+      close (*fd);
+      errno = saved;
+    }
+}
+
+void
+cleanup_fclosep (FILE **f)
+{
+  if (*f != NULL)
+    fclose (*f);
+}
+
+void
+cleanup_pidp (pid_t *pid)
+{
+  if (*pid > 0)
+    {
+      int saved = errno;
+      kill (*pid, SIGKILL);
+      while (waitpid (*pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+      errno = saved;
+    }
+}
+
+void
+cleanup_unlinkp (char **path)
+{
+  if (*path != NULL)
+    {
+      int saved = errno;
+      unlink (*path);
+      free (*path);
+      errno = saved;
+    }
+}
+
+char *
+xstrdup (const char *s)
+{
+  char *r = strdup (s ? s : "");
+  if (r == NULL)
+    abort ();
+  return r;
+}
+
+int
+parse_u64 (const char *s, uint64_t *out)
+{
+  char *end;
+  unsigned long long v;
+
+  if (s == NULL || *s < '0' || *s > '9')
+    {
+      errno = EINVAL;
+      return -1;
+    }
+  errno = 0;
+  v = strtoull (s, &end, 10);
+  if (errno != 0)
+    return -1;
+  if (*end != '\0')
+    {
+      errno = EINVAL;
+      return -1;
+    }
+  *out = v;
+  return 0;
+}
+
+int
+parse_u32 (const char *s, uint32_t *out)
+{
+  uint64_t v;
+  if (parse_u64 (s, &v) < 0)
+    return -1;
+  if (v > UINT32_MAX)
+    {
+      errno = ERANGE;
+      return -1;
+    }
+  *out = (uint32_t) v;
+  return 0;
+}
+
+int
+parse_int (const char *s, int *out)
+{
+  char *end;
+  long v;
+
+  if (s == NULL || *s == '\0')
+    {
+      errno = EINVAL;
+      return -1;
+    }
+  errno = 0;
+  v = strtol (s, &end, 10);
+  if (errno != 0)
+    return -1;
+  if (*end != '\0' || end == s)
+    {
+      errno = EINVAL;
+      return -1;
+    }
+  if (v < INT_MIN || v > INT_MAX)
+    {
+      errno = ERANGE;
+      return -1;
+    }
+  *out = (int) v;
+  return 0;
+}
+
+int
+snprintf_checked (char *buf, size_t size, const char *fmt, ...)
+{
+  va_list ap;
+  int n;
+
+  va_start (ap, fmt);
+  n = vsnprintf (buf, size, fmt, ap);
+  va_end (ap);
+  if (n < 0 || (size_t) n >= size)
+    {
+      errno = ENAMETOOLONG;
+      return -1;
+    }
+  return n;
+}
+
+int64_t
+now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t
+now_ms (void)
+{
+  return now_ns () / 1000000;
+}
+
+int64_t
+wall_s (void)
+{
+  return (int64_t) time (NULL);
+}
+
+void
+format_rfc3339 (char *buf, size_t size, int64_t t)
+{
+  struct tm tm;
+  time_t tt = (time_t) t;
+  gmtime_r (&tt, &tm);
+  strftime (buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+bool
+mem_equal_ct (const void *a, const void *b, size_t n)
+{
+  const volatile unsigned char *x = a, *y = b;
+  unsigned char d = 0;
+  for (size_t i = 0; i < n; i++)
+    d |= x[i] ^ y[i];
+  return d == 0;
+}
+
+void
+mem_wipe (void *p, size_t n)
+{
+  if (p != NULL && n > 0)
+    explicit_bzero (p, n);
+}
+
+void
+hex_encode (char *out, const unsigned char *in, size_t n)
+{
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++)
+    {
+      out[2 * i] = digits[in[i] >> 4];
+      out[2 * i + 1] = digits[in[i] & 15];
+    }
+  out[2 * n] = '\0';
+}

@@ -1,0 +1,83 @@
+/* util.h - cleanup attributes, ownership helpers and checked parsers
+ *
+ * Every module includes this. The cleanup attributes follow crun's utils.h:
+ * a variable declared with one of them is released when it goes out of scope,
+ * so an early `return` on an error path cannot leak it. Hand ownership over
+ * with steal_pointer() / steal_fd().
+ */
+#ifndef BUILDVM_UTIL_H
+#define BUILDVM_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define LIKELY(x) __builtin_expect (!!(x), 1)
+#define UNLIKELY(x) __builtin_expect (!!(x), 0)
+#define ARRAY_SIZE(a) (sizeof (a) / sizeof ((a)[0]))
+
+void cleanup_freep (void *p);
+void cleanup_closep (int *fd);
+void cleanup_fclosep (FILE **f);
+void cleanup_pidp (pid_t *pid); /* SIGKILL + waitpid */
+void cleanup_unlinkp (char **path);
+
+#define cleanup_free __attribute__ ((cleanup (cleanup_freep)))
+#define cleanup_close __attribute__ ((cleanup (cleanup_closep)))
+#define cleanup_fclose __attribute__ ((cleanup (cleanup_fclosep)))
+#define cleanup_pid __attribute__ ((cleanup (cleanup_pidp)))
+#define cleanup_unlink __attribute__ ((cleanup (cleanup_unlinkp)))
+
+static inline void *
+take_ptr (void *pp)
+{
+  void **p = (void **) pp;
+  void *r = *p;
+  *p = NULL;
+  return r;
+}
+#define steal_pointer(pp) ((__typeof__ (*(pp))) take_ptr (pp))
+
+static inline int
+steal_fd (int *fd)
+{
+  int r = *fd;
+  *fd = -1;
+  return r;
+}
+
+/* Allocation that never returns NULL: on exhaustion it aborts. Used only where
+ * an allocation failure cannot be reported sensibly (tiny fixed-size strings in
+ * the CLI). Parsers of untrusted input use plain malloc and report ENOMEM. */
+char *xstrdup (const char *s);
+
+/* Checked number parsing: the whole string must be a number in range.
+ * Return 0 or -1 (with errno set: EINVAL or ERANGE). */
+int parse_u64 (const char *s, uint64_t *out);
+int parse_u32 (const char *s, uint32_t *out);
+int parse_int (const char *s, int *out);
+
+/* Format into a fixed buffer; -1 (errno ENAMETOOLONG) on truncation. */
+int snprintf_checked (char *buf, size_t size, const char *fmt, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+/* Monotonic time in milliseconds / nanoseconds, wall clock in seconds. */
+int64_t now_ms (void);
+int64_t now_ns (void);
+int64_t wall_s (void);
+
+/* RFC 3339 UTC timestamp of `t` into buf (at least 32 bytes). */
+void format_rfc3339 (char *buf, size_t size, int64_t t);
+
+/* Constant-time comparison of two buffers of the same length. */
+bool mem_equal_ct (const void *a, const void *b, size_t n);
+
+/* Overwrite memory in a way the compiler may not elide. */
+void mem_wipe (void *p, size_t n);
+
+/* Lowercase hex of `n` bytes into out (2n+1 bytes). */
+void hex_encode (char *out, const unsigned char *in, size_t n);
+
+#endif

@@ -1,0 +1,81 @@
+# tests/lib/services.sh - start real services on 127.0.0.1 for the tests
+#
+# Sourced by tests/with-services.sh and by integration tests that need a
+# private instance (to kill it, to make it fail). Every function records what
+# it started in $SVC_DIR so svc_stop_all can stop it.
+
+: "${SVC_DIR:=$(mktemp -d /tmp/buildvm-svc.XXXXXX)}"
+export SVC_DIR
+
+svc_free_port () {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+svc_wait_port () { # PORT [SECONDS]
+    local port=$1 deadline=$(( $(date +%s) + ${2:-20} ))
+    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        [ "$(date +%s)" -lt "$deadline" ] || { echo "services: nothing listens on 127.0.0.1:$port" >&2; return 1; }
+        sleep 0.05
+    done
+}
+
+# svc_registry NAME [USER PASS]: a CNCF distribution registry with its own
+# storage. Prints nothing; sets REG_<NAME>_ADDR and writes the pid file.
+svc_registry () {
+    local name=$1 user=${2:-} pass=${3:-} port dir
+    port=$(svc_free_port)
+    dir=$SVC_DIR/registry-$name
+    mkdir -p "$dir/data"
+    {
+        echo "version: 0.1"
+        echo "log: {level: error, accesslog: {disabled: true}}"
+        echo "storage:"
+        echo "  filesystem: {rootdirectory: $dir/data}"
+        echo "  delete: {enabled: true}"
+        echo "http: {addr: 127.0.0.1:$port}"
+        if [ -n "$user" ]; then
+            htpasswd -Bbn "$user" "$pass" >"$dir/htpasswd"
+            echo "auth: {htpasswd: {realm: buildvm-test, path: $dir/htpasswd}}"
+        fi
+    } >"$dir/config.yml"
+    docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+    echo $! >"$dir/pid"
+    svc_wait_port "$port" || { cat "$dir/log" >&2; return 1; }
+    eval "REG_${name}_ADDR=127.0.0.1:$port"
+    eval "REG_${name}_DIR=$dir"
+}
+
+# svc_redis NAME: a redis-server with no persistence.
+svc_redis () {
+    local name=$1 port dir
+    port=$(svc_free_port)
+    dir=$SVC_DIR/redis-$name
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$dir" --daemonize no >"$dir/log" 2>&1 &
+    echo $! >"$dir/pid"
+    svc_wait_port "$port" || { cat "$dir/log" >&2; return 1; }
+    eval "REDIS_${name}_ADDR=127.0.0.1:$port"
+}
+
+svc_stop () { # NAME-DIR under SVC_DIR, e.g. registry-main
+    local pidf=$SVC_DIR/$1/pid
+    [ -f "$pidf" ] || return 0
+    kill "$(cat "$pidf")" 2>/dev/null || true
+    wait "$(cat "$pidf")" 2>/dev/null || true
+    rm -f "$pidf"
+}
+
+svc_stop_all () {
+    local p
+    for p in "$SVC_DIR"/*/pid; do
+        [ -f "$p" ] || continue
+        kill "$(cat "$p")" 2>/dev/null || true
+    done
+    sleep 0.1
+    for p in "$SVC_DIR"/*/pid; do
+        [ -f "$p" ] || continue
+        kill -9 "$(cat "$p")" 2>/dev/null || true
+    done
+    rm -rf "$SVC_DIR"
+}

@@ -1,0 +1,147 @@
+/* test_util.c - error objects, capped buffers, strict JSON, fs helpers */
+#include "support.h"
+
+#include "buf.h"
+#include "error.h"
+#include "fs.h"
+#include "jsonx.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void
+test_error_wrap_keeps_lower_message (void **state)
+{
+  bvm_error_t err = NULL;
+  (void) state;
+  assert_int_equal (bvm_error (&err, ENOENT, "open `%s`", "/x"), -ENOENT);
+  bvm_error_wrap (&err, "loading the config");
+  assert_string_equal (bvm_error_msg (&err), "loading the config: open `/x`: No such file or directory");
+  assert_int_equal (bvm_error_get_code (&err), BVM_E_IO);
+  bvm_error_free (&err);
+  assert_null (err);
+  bvm_error_code (&err, BVM_E_DENIED, 0, "no");
+  bvm_error_wrap (&err, "push");
+  assert_int_equal (bvm_error_get_code (&err), BVM_E_DENIED);
+  bvm_error_free (&err);
+}
+
+static void
+test_buf_cap (void **state)
+{
+  struct buf b = BUF_INIT (8);
+  (void) state;
+  assert_int_equal (buf_adds (&b, "1234"), 0);
+  assert_int_equal (buf_addf (&b, "%d", 5678), 0);
+  assert_string_equal (buf_cstr (&b), "12345678");
+  assert_int_equal (buf_adds (&b, "9"), -1);
+  assert_int_equal (errno, E2BIG);
+  assert_int_equal (b.len, 8);
+  buf_reset (&b);
+  assert_int_equal (buf_addf (&b, "%s", "0123456789"), -1);
+  assert_int_equal (b.len, 0);
+  buf_dispose (&b);
+}
+
+static void
+test_parse_numbers (void **state)
+{
+  uint64_t v;
+  int i;
+  (void) state;
+  assert_int_equal (parse_u64 ("42", &v), 0);
+  assert_int_equal (v, 42);
+  assert_int_equal (parse_u64 ("-1", &v), -1);
+  assert_int_equal (parse_u64 ("1x", &v), -1);
+  assert_int_equal (parse_u64 ("", &v), -1);
+  assert_int_equal (parse_u64 ("99999999999999999999999", &v), -1);
+  assert_int_equal (parse_int ("-7", &i), 0);
+  assert_int_equal (i, -7);
+  assert_int_equal (parse_int ("3000000000", &i), -1);
+}
+
+static void
+test_json_strict (void **state)
+{
+  json_t *j = NULL;
+  bvm_error_t err = NULL;
+  const char *s = NULL;
+  uint64_t n = 0;
+  (void) state;
+
+  assert_fails_with (jsonx_parse (&j, "{\"a\":1,\"a\":2}", 13, 100, "doc", &err), &err,
+                     "duplicate");
+  assert_fails_with (jsonx_parse (&j, "{\"a\":\"\xff\"}", 9, 100, "doc", &err), &err,
+                     "not valid JSON");
+  assert_fails_with (jsonx_parse (&j, "{\"a\":\"\\u0000\"}", 14, 100, "doc", &err), &err,
+                     "not valid JSON");
+  assert_fails_with (jsonx_parse (&j, "{\"a\":1}", 7, 3, "doc", &err), &err, "over the limit");
+  {
+    char deep[200];
+    memset (deep, '[', 100);
+    memset (deep + 100, ']', 100);
+    assert_fails_with (jsonx_parse (&j, deep, 200, 1000, "doc", &err), &err, "nests deeper");
+  }
+  assert_ok (jsonx_parse (&j, "{\"a\":\"x\",\"n\":5}", 15, 100, "doc", &err), &err);
+  assert_ok (jsonx_get_str (&s, j, "a", true, 10, "", &err), &err);
+  assert_string_equal (s, "x");
+  assert_fails_with (jsonx_get_str (&s, j, "n", true, 10, "spec", &err), &err,
+                     "field `spec.n` must be a string, not an integer");
+  assert_fails_with (jsonx_get_str (&s, j, "zz", true, 10, "", &err), &err,
+                     "missing required field `zz`");
+  assert_fails_with (jsonx_get_u64 (&n, j, "n", true, 6, 9, "", &err), &err, "outside the range");
+  {
+    static const char *const allowed[] = { "a", NULL };
+    assert_fails_with (jsonx_check_keys (j, allowed, "top", &err), &err, "unknown field `top.n`");
+  }
+  json_decref (j);
+}
+
+static void
+test_fs_atomic_and_rm (void **state)
+{
+  char *d = t_tmpdir ();
+  char p[512], q[512];
+  bvm_error_t err = NULL;
+  (void) state;
+
+  snprintf (p, sizeof p, "%s/a/b/c", d);
+  assert_ok (fs_mkdir_p (p, 0755, &err), &err);
+  snprintf (q, sizeof q, "%s/a/b/c/file", d);
+  assert_ok (fs_write_atomic (q, "hello", 5, 0600, &err), &err);
+  {
+    char *s = t_read (q);
+    assert_string_equal (s, "hello");
+    free (s);
+  }
+  assert_fails_with (fs_check_private (q, &err) == 0 ? (chmod (q, 0640), fs_check_private (q, &err)) : 0,
+                     &err, "accessible by group or others");
+  /* a symlink to outside must be removed, not followed */
+  t_write ("/tmp/buildvm-test-outside", "keep");
+  snprintf (q, sizeof q, "%s/a/link", d);
+  assert_int_equal (symlink ("/tmp/buildvm-test-outside", q), 0);
+  snprintf (p, sizeof p, "%s/a", d);
+  assert_ok (fs_rm_rf (p, &err), &err);
+  assert_int_equal (access (p, F_OK), -1);
+  assert_int_equal (access ("/tmp/buildvm-test-outside", F_OK), 0);
+  unlink ("/tmp/buildvm-test-outside");
+  t_tmpdir_free (d);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_error_wrap_keeps_lower_message),
+    cmocka_unit_test (test_buf_cap),
+    cmocka_unit_test (test_parse_numbers),
+    cmocka_unit_test (test_json_strict),
+    cmocka_unit_test (test_fs_atomic_and_rm),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
