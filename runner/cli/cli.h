@@ -9,6 +9,22 @@
 
 #include "error.h"
 
+/* The verbs, one per file (main.c declares them weak as well). */
+int cmd_run (int argc, char **argv);
+int cmd_vm (int argc, char **argv);
+int cmd_image (int argc, char **argv);
+int cmd_policy (int argc, char **argv);
+int cmd_logs (int argc, char **argv);
+int cmd_enqueue (int argc, char **argv);
+int cmd_serve (int argc, char **argv);
+int cmd_jobs (int argc, char **argv);
+int cmd_status (int argc, char **argv);
+int cmd_cancel (int argc, char **argv);
+int cmd_webhook (int argc, char **argv);
+int cmd_dry_run (int argc, char **argv);
+int cmd_secrets (int argc, char **argv);
+int cmd_doctor (int argc, char **argv);
+
 /* Print "buildvm: <verb>: <message>" for an error and return `status`. */
 int cli_fail (const char *verb, bvm_error_t *err, int status);
 /* Print a usage error and return 2. */
@@ -18,4 +34,16 @@ int cli_usage (const char *verb, const char *fmt, ...) __attribute__ ((format (p
  * 4 build failed, 5 timeout, 1 anything else. */
 int cli_status_for (const bvm_error_t *err);
 
+
+
+#include <signal.h>
+
+/* Set by SIGINT/SIGTERM (installed by cli_install_cancel); library loops poll
+ * it and wind down cleanly: the VM is killed, files removed, leases released. */
+extern volatile sig_atomic_t cli_cancel_requested;
+void cli_install_cancel (void);
+
+/* Quote one word for a POSIX shell into `out` (appending). */
+struct buf;
+int cli_shell_quote (struct buf *out, const char *word);
 #endif

@@ -1,8 +1,10 @@
 /* main.c - `buildvm VERB ...`: dispatch to one file per verb */
 #include "cli.h"
 #include "log.h"
+#include "buf.h"
 #include "util.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,4 +156,37 @@ main (int argc, char **argv)
   fprintf (stderr, "buildvm: unknown verb `%s`\n\n", argv[1]);
   usage (stderr);
   return 2;
+}
+
+volatile sig_atomic_t cli_cancel_requested;
+
+static void
+on_cancel (int sig)
+{
+  (void) sig;
+  cli_cancel_requested = 1;
+}
+
+void
+cli_install_cancel (void)
+{
+  struct sigaction sa;
+  memset (&sa, 0, sizeof sa);
+  sa.sa_handler = on_cancel;
+  sigemptyset (&sa.sa_mask);
+  sa.sa_flags = 0; /* no SA_RESTART: blocking calls return EINTR */
+  sigaction (SIGINT, &sa, NULL);
+  sigaction (SIGTERM, &sa, NULL);
+  sigaction (SIGHUP, &sa, NULL);
+}
+
+int
+cli_shell_quote (struct buf *out, const char *word)
+{
+  if (buf_adds (out, "'") < 0)
+    return -1;
+  for (const char *p = word; *p; p++)
+    if (*p == '\'' ? buf_adds (out, "'\\''") < 0 : buf_add (out, p, 1) < 0)
+      return -1;
+  return buf_adds (out, "'");
 }

@@ -1,0 +1,669 @@
+/* main.c - buildvm guest agent: PID 1 of every build VM
+ *
+ * A straight line: mount the pseudo file systems, find the disks by their
+ * virtio serial numbers, mount the scratch disk, unpack the input, run each
+ * build step as the unprivileged build user under a deadline while forwarding
+ * its output line by line, write the declared outputs and a result header to
+ * the output disk, sync, reboot. Whatever happens - a failed mount, a hostile
+ * build, a bug here - the VM ends: fatal() writes what it can and reboots, and
+ * if the agent itself dies the kernel panics, and panic=-1 reboots.
+ */
+#include "agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/reboot.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SRC_DIR "/work/src"
+#define SECRET_DIR "/run/secrets"
+#define LINE_MAX_BYTES 8192
+
+static int con_fd = 2;
+static int out_fd = -1;
+static int64_t t_start;
+static struct agent_result result;
+static uint64_t log_max = 16u << 20, log_sent;
+static bool log_capped;
+
+static int64_t
+mono_ms (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- console --------------------------------------------------------------- */
+
+void
+console_open (void)
+{
+  /* virtio-console is ~4x faster than the emulated UART under TCG; fall back
+   * to the kernel console (ttyS0) where there is none (Firecracker). */
+  int fd = open ("/dev/hvc0", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0)
+    fd = open ("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+  if (fd >= 0)
+    {
+      struct termios tio;
+      if (tcgetattr (fd, &tio) == 0)
+        {
+          cfmakeraw (&tio);
+          tcsetattr (fd, TCSANOW, &tio); /* best effort: only affects \r\n */
+        }
+      con_fd = fd;
+    }
+}
+
+int
+console_fd (void)
+{
+  return con_fd;
+}
+
+void
+console_write_raw (const char *data, size_t len)
+{
+  while (len > 0)
+    {
+      ssize_t n = write (con_fd, data, len);
+      if (n < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          return; /* nowhere left to report it */
+        }
+      data += n;
+      len -= (size_t) n;
+    }
+}
+
+void
+console_printf (const char *fmt, ...)
+{
+  char buf[1024];
+  va_list ap;
+  int n;
+  va_start (ap, fmt);
+  n = vsnprintf (buf, sizeof buf, fmt, ap);
+  va_end (ap);
+  if (n < 0)
+    return;
+  if ((size_t) n >= sizeof buf)
+    n = sizeof buf - 1;
+  console_write_raw (buf, (size_t) n);
+}
+
+/* Forward one line of build output, honouring the job's byte cap. */
+static void
+forward_line (const char *line, size_t len)
+{
+  if (log_capped)
+    return;
+  if (log_sent + len + 1 > log_max)
+    {
+      log_capped = true;
+      console_printf ("[buildvm-agent: build output reached %llu bytes; "
+                      "further output is dropped]\n",
+                      (unsigned long long) log_max);
+      return;
+    }
+  console_write_raw (line, len);
+  console_write_raw ("\n", 1);
+  log_sent += len + 1;
+}
+
+/* --- result header and the end of the VM ----------------------------------- */
+
+static void
+write_header (void)
+{
+  static char h[AGENT_HEADER_SIZE];
+  size_t n;
+
+  if (out_fd < 0)
+    return;
+  memset (h, 0, sizeof h);
+  n = (size_t) snprintf (h, sizeof h,
+                         "buildvm-output 1\n"
+                         "status %s\n"
+                         "step %u\n"
+                         "exit %d\n"
+                         "signal %d\n"
+                         "steps %u\n"
+                         "entries %llu\n"
+                         "tar_bytes %llu\n"
+                         "duration_ms %lld\n",
+                         result.status, result.step, result.exit_code, result.signal,
+                         result.steps_run, (unsigned long long) result.entries,
+                         (unsigned long long) result.tar_bytes,
+                         (long long) (mono_ms () - t_start));
+  for (unsigned i = 0; i < result.steps_run && n < sizeof h - 64; i++)
+    n += (size_t) snprintf (h + n, sizeof h - n, "step_ms %u %lld\n", i + 1,
+                            (long long) result.step_ms[i]);
+  if (result.message[0] && n < sizeof h - 600)
+    {
+      /* one line, printable only: the host prints it */
+      for (char *p = result.message; *p; p++)
+        if ((unsigned char) *p < 0x20 || *p == 0x7f)
+          *p = ' ';
+      n += (size_t) snprintf (h + n, sizeof h - n, "message %s\n", result.message);
+    }
+  if (n < sizeof h - 5)
+    snprintf (h + n, sizeof h - n, "end\n");
+  if (pwrite (out_fd, h, sizeof h, 0) != (ssize_t) sizeof h)
+    console_printf ("buildvm-agent: writing the result header failed: %s\n", strerror (errno));
+  if (fsync (out_fd) < 0)
+    console_printf ("buildvm-agent: fsync of the output disk failed: %s\n", strerror (errno));
+}
+
+static void __attribute__ ((noreturn))
+finish (void)
+{
+  write_header ();
+  console_printf ("buildvm-agent: done: %s\n", result.status);
+  sync ();
+  reboot (RB_AUTOBOOT);
+  /* still here: PID 1 exiting panics the kernel, and panic=-1 reboots */
+  _exit (1);
+}
+
+static void __attribute__ ((noreturn, format (printf, 1, 2)))
+fatal (const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  vsnprintf (result.message, sizeof result.message, fmt, ap);
+  va_end (ap);
+  result.status = "agent-error";
+  console_printf ("buildvm-agent: error: %s\n", result.message);
+  finish ();
+}
+
+/* --- setup ------------------------------------------------------------------ */
+
+static void
+do_mount (const char *src, const char *dst, const char *type, unsigned long flags,
+          const char *data)
+{
+  if (mkdir (dst, 0755) < 0 && errno != EEXIST)
+    fatal ("mkdir `%s`: %s", dst, strerror (errno));
+  if (mount (src, dst, type, flags, data) < 0)
+    fatal ("mount %s on `%s`: %s", type, dst, strerror (errno));
+}
+
+static void
+setup_mounts (void)
+{
+  const unsigned long safe = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+
+  do_mount ("proc", "/proc", "proc", safe, NULL);
+  do_mount ("sysfs", "/sys", "sysfs", safe | MS_RDONLY, NULL);
+  do_mount ("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755");
+  do_mount ("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620");
+  do_mount ("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m");
+  do_mount ("tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=256m");
+  do_mount ("run", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=16m");
+}
+
+/* Find /dev/vdX whose virtio serial is `serial`; the runner names its disks. */
+static int
+find_disk (const char *serial, char *out, size_t outsz)
+{
+  for (char c = 'a'; c <= 'z'; c++)
+    {
+      char path[64], buf[64];
+      ssize_t n;
+      int fd;
+      snprintf (path, sizeof path, "/sys/block/vd%c/serial", c);
+      fd = open (path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0)
+        continue;
+      n = read (fd, buf, sizeof buf - 1);
+      close (fd);
+      if (n <= 0)
+        continue;
+      buf[n] = '\0';
+      while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+      if (strcmp (buf, serial) == 0)
+        {
+          snprintf (out, outsz, "/dev/vd%c", c);
+          return 0;
+        }
+    }
+  return -1;
+}
+
+static void
+make_build_dir (const char *path, mode_t mode)
+{
+  if (mkdir (path, mode) < 0 && errno != EEXIST)
+    fatal ("mkdir `%s`: %s", path, strerror (errno));
+  if (chown (path, AGENT_BUILD_UID, AGENT_BUILD_GID) < 0 || chmod (path, mode) < 0)
+    fatal ("chown `%s`: %s", path, strerror (errno));
+}
+
+/* --- build steps ------------------------------------------------------------- */
+
+struct linebuf
+{
+  char data[LINE_MAX_BYTES];
+  size_t len;
+};
+
+static void
+feed (struct linebuf *lb, const char *buf, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    {
+      char c = buf[i];
+      if (c == '\n')
+        {
+          if (lb->len > 0 && lb->data[lb->len - 1] == '\r')
+            lb->len--;
+          forward_line (lb->data, lb->len);
+          lb->len = 0;
+          continue;
+        }
+      if (lb->len == sizeof lb->data)
+        {
+          /* an over-long line is split, never buffered without bound */
+          forward_line (lb->data, lb->len);
+          lb->len = 0;
+        }
+      lb->data[lb->len++] = c;
+    }
+}
+
+static char **
+build_env (const struct agent_job *job, const char *step_name)
+{
+  static char *env[AGENT_MAX_ENV + AGENT_MAX_SECRETS + 16];
+  static char step_var[512];
+  size_t n = 0;
+
+  env[n++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  env[n++] = "HOME=/work/home";
+  env[n++] = "USER=build";
+  env[n++] = "LOGNAME=build";
+  env[n++] = "TMPDIR=/work/tmp";
+  env[n++] = "LANG=C.UTF-8";
+  env[n++] = "BUILDVM=1";
+  env[n++] = "BUILDVM_SECRETS=" SECRET_DIR;
+  snprintf (step_var, sizeof step_var, "BUILDVM_STEP=%s", step_name);
+  env[n++] = step_var;
+  for (size_t i = 0; i < job->n_env; i++)
+    {
+      /* a later assignment of the same name replaces ours (PATH, LANG) */
+      size_t klen = (size_t) (strchr (job->env[i], '=') - job->env[i]) + 1;
+      bool replaced = false;
+      for (size_t j = 0; j < n; j++)
+        if (strncmp (env[j], job->env[i], klen) == 0)
+          {
+            env[j] = job->env[i];
+            replaced = true;
+            break;
+          }
+      if (!replaced)
+        env[n++] = job->env[i];
+    }
+  for (size_t i = 0; i < job->n_secret_env; i++)
+    {
+      static char *vals[AGENT_MAX_SECRETS];
+      char path[512];
+      int fd;
+      struct stat st;
+      snprintf (path, sizeof path, SECRET_DIR "/%s", job->secret_env[i].name);
+      fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0 || fstat (fd, &st) < 0 || st.st_size > (1 << 20))
+        fatal ("secret `%s` is missing from the input", job->secret_env[i].name);
+      free (vals[i]);
+      vals[i] = malloc (strlen (job->secret_env[i].var) + 1 + (size_t) st.st_size + 1);
+      if (vals[i] == NULL)
+        fatal ("out of memory");
+      {
+        size_t k = (size_t) sprintf (vals[i], "%s=", job->secret_env[i].var);
+        ssize_t r = read (fd, vals[i] + k, (size_t) st.st_size);
+        if (r != st.st_size)
+          fatal ("reading secret `%s`", job->secret_env[i].name);
+        vals[i][k + (size_t) r] = '\0';
+      }
+      close (fd);
+      env[n++] = vals[i];
+    }
+  env[n] = NULL;
+  return env;
+}
+
+static void __attribute__ ((noreturn))
+exec_step (const struct agent_job *job, const struct agent_step *s, int out)
+{
+  sigset_t all;
+  struct rlimit core = { 0, 0 }, nproc = { 4096, 4096 };
+  int devnull;
+  char **env = build_env (job, s->name);
+
+  sigemptyset (&all);
+  sigprocmask (SIG_SETMASK, &all, NULL);
+  for (int sig = 1; sig < NSIG; sig++)
+    signal (sig, SIG_DFL);
+  if (setsid () < 0)
+    _exit (126);
+  devnull = open ("/dev/null", O_RDONLY);
+  if (devnull < 0 || dup2 (devnull, 0) < 0 || dup2 (out, 1) < 0 || dup2 (out, 2) < 0)
+    _exit (126);
+  if (setrlimit (RLIMIT_CORE, &core) < 0 || setrlimit (RLIMIT_NPROC, &nproc) < 0)
+    _exit (126);
+  /* the build never regains privileges: no setuid binaries, no file caps */
+  if (prctl (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+    _exit (126);
+  if (setgroups (0, NULL) < 0 || setgid (AGENT_BUILD_GID) < 0 || setuid (AGENT_BUILD_UID) < 0)
+    _exit (126);
+  if (setuid (0) == 0) /* paranoia: dropping privileges must be irreversible */
+    _exit (126);
+  if (chdir (SRC_DIR) < 0)
+    _exit (126);
+  umask (022);
+  execve ("/bin/sh", (char *[]){ "sh", "-c", s->cmd, NULL }, env);
+  _exit (127);
+}
+
+/* Kill every process but PID 1 (us) and reap them all. */
+static void
+kill_all (void)
+{
+  kill (-1, SIGKILL);
+  while (waitpid (-1, NULL, WNOHANG) > 0)
+    ;
+}
+
+enum step_outcome
+{
+  STEP_OK,
+  STEP_FAILED,
+  STEP_TIMEOUT,
+};
+
+static enum step_outcome
+run_step (const struct agent_job *job, unsigned idx, int64_t job_deadline, int sfd)
+{
+  const struct agent_step *s = &job->steps[idx];
+  static struct linebuf lb;
+  int p[2];
+  pid_t pid;
+  int status = 0;
+  bool main_done = false, eof = false, timed_out = false;
+  int64_t t0 = mono_ms ();
+  int64_t deadline = job_deadline;
+  int64_t drain_deadline = 0;
+
+  if (s->timeout_s > 0 && t0 + (int64_t) s->timeout_s * 1000 < deadline)
+    deadline = t0 + (int64_t) s->timeout_s * 1000;
+
+  console_printf ("==> step %u/%zu: %s\n", idx + 1, job->n_steps, s->name);
+  lb.len = 0;
+  if (pipe2 (p, O_CLOEXEC) < 0)
+    fatal ("pipe: %s", strerror (errno));
+  pid = fork ();
+  if (pid < 0)
+    fatal ("fork: %s", strerror (errno));
+  if (pid == 0)
+    {
+      close (p[0]);
+      /* p[1] is close-on-exec; its dup2 copies on 1 and 2 are not */
+      exec_step (job, s, p[1]);
+    }
+  close (p[1]);
+
+  while (!(main_done && eof))
+    {
+      struct pollfd fds[2];
+      int nf = 0, pi = -1, si;
+      int64_t now = mono_ms ();
+      int64_t until = main_done ? drain_deadline : deadline;
+      int timeout;
+      int r;
+
+      if (now >= until)
+        {
+          if (!main_done)
+            {
+              timed_out = true;
+              kill_all ();
+              main_done = true;
+              drain_deadline = mono_ms () + 2000;
+              continue;
+            }
+          break; /* output still open after everyone was killed: stop reading */
+        }
+      timeout = (int) (until - now > 60000 ? 60000 : until - now);
+      if (!eof)
+        {
+          pi = nf;
+          fds[nf++] = (struct pollfd){ p[0], POLLIN, 0 };
+        }
+      si = nf;
+      fds[nf++] = (struct pollfd){ sfd, POLLIN, 0 };
+      r = poll (fds, (nfds_t) nf, timeout);
+      if (r < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          fatal ("poll: %s", strerror (errno));
+        }
+      if (pi >= 0 && (fds[pi].revents & (POLLIN | POLLHUP | POLLERR)))
+        {
+          static char buf[65536];
+          ssize_t n = read (p[0], buf, sizeof buf);
+          if (n > 0)
+            feed (&lb, buf, (size_t) n);
+          else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+            eof = true;
+        }
+      if (fds[si].revents & POLLIN)
+        {
+          struct signalfd_siginfo si_buf;
+          pid_t w;
+          int st;
+          while (read (sfd, &si_buf, sizeof si_buf) == sizeof si_buf)
+            ;
+          while ((w = waitpid (-1, &st, WNOHANG)) > 0)
+            if (w == pid)
+              {
+                status = st;
+                main_done = true;
+                /* the step is over when its shell exits: whatever it left
+                 * running (daemons, double forks, setsid) dies now */
+                kill_all ();
+                drain_deadline = mono_ms () + 2000;
+              }
+        }
+    }
+  if (lb.len > 0)
+    forward_line (lb.data, lb.len);
+  close (p[0]);
+  kill_all ();
+
+  result.step_ms[idx] = mono_ms () - t0;
+  result.steps_run = idx + 1;
+  result.step = idx + 1;
+  if (timed_out)
+    {
+      console_printf ("==> step %u (%s) timed out after %.1fs\n", idx + 1, s->name,
+                      (double) result.step_ms[idx] / 1000.0);
+      return STEP_TIMEOUT;
+    }
+  if (WIFEXITED (status))
+    {
+      result.exit_code = WEXITSTATUS (status);
+      result.signal = 0;
+    }
+  else if (WIFSIGNALED (status))
+    {
+      result.exit_code = 128 + WTERMSIG (status);
+      result.signal = WTERMSIG (status);
+    }
+  console_printf ("==> step %u (%s) exited with status %d after %.1fs\n", idx + 1, s->name,
+                  result.exit_code, (double) result.step_ms[idx] / 1000.0);
+  return result.exit_code == 0 ? STEP_OK : STEP_FAILED;
+}
+
+/* --- outputs ------------------------------------------------------------------- */
+
+static void
+write_outputs (const struct agent_job *job)
+{
+  struct tar_out t;
+  char msg[512];
+
+  if (tarout_init (&t, out_fd, AGENT_HEADER_SIZE, job->output_max) < 0)
+    fatal ("out of memory");
+  if (job->image_from != NULL
+      && tarout_add_tree (&t, SRC_DIR, job->image_from, "image", msg, sizeof msg) < 0)
+    goto fail;
+  for (size_t i = 0; i < job->n_artifacts; i++)
+    {
+      glob_t g;
+      int r;
+      if (chdir (SRC_DIR) < 0)
+        fatal ("chdir: %s", strerror (errno));
+      r = glob (job->artifacts[i], GLOB_NOSORT | GLOB_NOESCAPE, NULL, &g);
+      if (r == GLOB_NOMATCH)
+        {
+          snprintf (msg, sizeof msg, "artifact pattern `%.200s` matched nothing",
+                    job->artifacts[i]);
+          goto fail;
+        }
+      if (r != 0)
+        {
+          snprintf (msg, sizeof msg, "artifact pattern `%.200s`: glob failed",
+                    job->artifacts[i]);
+          goto fail;
+        }
+      for (size_t k = 0; k < g.gl_pathc; k++)
+        if (tarout_add_tree (&t, SRC_DIR, g.gl_pathv[k], "artifacts", msg, sizeof msg) < 0)
+          {
+            globfree (&g);
+            goto fail;
+          }
+      globfree (&g);
+    }
+  if (tarout_finish (&t, msg, sizeof msg) < 0)
+    goto fail;
+  result.tar_bytes = t.offset - t.start;
+  result.entries = t.entries;
+  return;
+
+fail:
+  result.status = "output-error";
+  snprintf (result.message, sizeof result.message, "%s", msg);
+  console_printf ("buildvm-agent: %s\n", msg);
+  result.tar_bytes = 0;
+  finish ();
+}
+
+/* --- main ------------------------------------------------------------------------ */
+
+int
+main (void)
+{
+  static struct agent_job job;
+  char dev_in[32], dev_out[32], dev_scratch[32], msg[512];
+  char *control = NULL;
+  size_t control_len = 0;
+  int in_fd, sfd;
+  sigset_t chld;
+  int64_t job_deadline;
+
+  t_start = mono_ms ();
+  result.status = "agent-error";
+  if (getpid () != 1)
+    {
+      fprintf (stderr, "buildvm-agent: must run as PID 1 inside a build VM\n");
+      return 2;
+    }
+  setup_mounts ();
+  console_open ();
+  console_printf ("buildvm-agent: ready\n");
+
+  if (find_disk ("output", dev_out, sizeof dev_out) < 0)
+    fatal ("no output disk");
+  out_fd = open (dev_out, O_RDWR | O_CLOEXEC);
+  if (out_fd < 0)
+    fatal ("open output disk `%s`: %s", dev_out, strerror (errno));
+  if (find_disk ("input", dev_in, sizeof dev_in) < 0)
+    fatal ("no input disk");
+  if (find_disk ("scratch", dev_scratch, sizeof dev_scratch) < 0)
+    fatal ("no scratch disk");
+
+  do_mount (dev_scratch, "/work", "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, NULL);
+  if (chmod ("/work", 0755) < 0)
+    fatal ("chmod /work: %s", strerror (errno));
+  make_build_dir (SRC_DIR, 0755);
+  make_build_dir ("/work/home", 0755);
+  make_build_dir ("/work/tmp", 01777);
+  make_build_dir (SECRET_DIR, 0500);
+
+  in_fd = open (dev_in, O_RDONLY | O_CLOEXEC);
+  if (in_fd < 0)
+    fatal ("open input disk `%s`: %s", dev_in, strerror (errno));
+  if (agent_input_extract (in_fd, SRC_DIR, SECRET_DIR, &control, &control_len, msg, sizeof msg)
+      < 0)
+    fatal ("%s", msg);
+  close (in_fd);
+  if (agent_control_parse (&job, control, control_len, msg, sizeof msg) < 0)
+    fatal ("%s", msg);
+  log_max = job.log_max;
+
+  /* SIGCHLD through a signalfd: the step loop polls it with the output pipe */
+  sigemptyset (&chld);
+  sigaddset (&chld, SIGCHLD);
+  if (sigprocmask (SIG_BLOCK, &chld, NULL) < 0)
+    fatal ("sigprocmask: %s", strerror (errno));
+  sfd = signalfd (-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (sfd < 0)
+    fatal ("signalfd: %s", strerror (errno));
+
+  job_deadline = mono_ms () + (int64_t) job.timeout_s * 1000;
+  result.status = "ok";
+  for (unsigned i = 0; i < job.n_steps; i++)
+    {
+      enum step_outcome o = run_step (&job, i, job_deadline, sfd);
+      if (o == STEP_TIMEOUT)
+        {
+          result.status = "timeout";
+          snprintf (result.message, sizeof result.message, "step %u (%s) timed out", i + 1,
+                    job.steps[i].name);
+          finish ();
+        }
+      if (o == STEP_FAILED)
+        {
+          result.status = "step-failed";
+          snprintf (result.message, sizeof result.message, "step %u (%s) exited with status %d",
+                    i + 1, job.steps[i].name, result.exit_code);
+          finish ();
+        }
+    }
+  result.exit_code = 0;
+  write_outputs (&job);
+  finish ();
+}

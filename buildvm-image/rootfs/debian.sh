@@ -1,0 +1,36 @@
+#!/bin/bash
+# rootfs/debian.sh STAGING AGENT PKGLIST: a Debian 12 minbase with a build
+# toolchain, made with debootstrap from the machine's configured mirror.
+#
+# The mirror is never written into the project: it is $BUILDVM_DEBIAN_MIRROR,
+# else the first `URIs:` of /etc/apt/sources.list.d/*.sources (deb822), else
+# the first `deb` line of /etc/apt/sources.list.
+set -euo pipefail
+root=$1 agent=$2 pkglist=$3
+. "$(dirname "$0")/common.sh"
+
+PACKAGES=build-essential,git,python3,python3-venv,nodejs,npm,ca-certificates,make,pkg-config,xz-utils,zstd,file,less
+
+mirror=${BUILDVM_DEBIAN_MIRROR:-}
+if [ -z "$mirror" ]; then
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        # the entry whose Suites include plain bookworm (not -security)
+        mirror=$(awk '/^URIs:/{u=$2} /^Suites:/{for(i=2;i<=NF;i++) if($i=="bookworm") s=1} /^$/{if(s&&u){print u; exit} u="";s=0} END{if(s&&u) print u}' "$f" | head -1)
+        [ -n "$mirror" ] && break
+    done
+fi
+if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
+    mirror=$(awk '$1=="deb" && $3=="bookworm" {print $2; exit}' /etc/apt/sources.list)
+fi
+if [ -z "$mirror" ]; then
+    echo "debian: no Debian mirror configured: set BUILDVM_DEBIAN_MIRROR" >&2
+    exit 1
+fi
+echo "debian: debootstrap bookworm from $mirror" >&2
+cache=${BUILDVM_DEBOOTSTRAP_CACHE:-}
+debootstrap --variant=minbase --include="$PACKAGES" bookworm "$root" "$mirror" >&2
+# nothing of the host's apt state or caches belongs in the image
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*
+rootfs_base "$root" "$agent"
+dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${Package} ${Version}\n' >"$pkglist"

@@ -1,0 +1,247 @@
+/* cmd_vm.c - `buildvm vm run`: a command in a fresh throwaway build VM
+ *
+ * A debugging verb: the same VM, agent and limits a deploy gets, with one
+ * step - the given command, run as the build user - and no sources, image or
+ * artifacts. Prints the command's output and exits with its exit status.
+ */
+#include "buf.h"
+#include "cli.h"
+#include "fs.h"
+#include "guest.h"
+#include "image.h"
+#include "util.h"
+#include "vmjob.h"
+#include "workdir.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EXIT_VM_FAILED 125 /* like docker run: the runner, not the command, failed */
+#define EXIT_TIMEOUT 124   /* like timeout(1) */
+
+static void
+usage (FILE *out)
+{
+  fprintf (out,
+           "usage: buildvm vm run [OPTIONS] -- COMMAND [ARGS...]\n"
+           "\n"
+           "Boot a fresh build VM, run COMMAND in it as the unprivileged build user\n"
+           "(in an empty source directory, with no network), print its output and\n"
+           "exit with its exit status. The VM and its disks are destroyed afterwards.\n"
+           "\n"
+           "options:\n"
+           "  --rootfs PROFILE   build VM image profile (default: minimal)\n"
+           "  --timeout SECONDS  deadline for the command (default: 600)\n"
+           "  --memory MIB       guest memory (default: 512)\n"
+           "  --vcpus N          guest vCPUs (default: 1)\n"
+           "  --disk MIB         writable scratch disk (default: 1024)\n"
+           "  --accel MODE       auto | kvm | tcg (default: auto)\n"
+           "  --images DIR       image directory (default: $BUILDVM_IMAGES or <exe dir>/images)\n"
+           "  --work-dir DIR     where the VM's disks live while it runs\n"
+           "  --qemu PATH        QEMU binary (default: qemu-system-x86_64)\n"
+           "  -v, --verbose      also show the agent's and the kernel's messages\n"
+           "\n"
+           "exit status: the command's; 124 if it timed out; 125 if the VM failed.\n");
+}
+
+struct printer
+{
+  bool verbose;
+};
+
+static void
+print_line (void *opaque, const char *line, size_t len)
+{
+  struct printer *p = opaque;
+  if (!p->verbose
+      && ((len >= 15 && memcmp (line, "buildvm-agent: ", 15) == 0)
+          || (len >= 9 && memcmp (line, "==> step ", 9) == 0)
+          || (len >= 5 && memcmp (line, "[vm] ", 5) == 0)))
+    return;
+  fwrite (line, 1, len, stdout);
+  fputc ('\n', stdout);
+  fflush (stdout);
+}
+
+static int
+default_work_dir (char **out)
+{
+  const char *home = getenv ("BUILDVM_HOME");
+  if (home && *home)
+    return asprintf (out, "%s/work", home) < 0 ? -1 : 0;
+  if (geteuid () == 0)
+    return asprintf (out, "/var/lib/buildvm/work") < 0 ? -1 : 0;
+  return asprintf (out, "%s/buildvm-work", getenv ("TMPDIR") ? getenv ("TMPDIR") : "/tmp") < 0
+             ? -1
+             : 0;
+}
+
+static int
+vm_run_main (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "rootfs", required_argument, NULL, 'r' }, { "timeout", required_argument, NULL, 't' },
+    { "memory", required_argument, NULL, 'm' }, { "vcpus", required_argument, NULL, 'c' },
+    { "disk", required_argument, NULL, 'd' },   { "accel", required_argument, NULL, 'a' },
+    { "images", required_argument, NULL, 'i' }, { "work-dir", required_argument, NULL, 'w' },
+    { "qemu", required_argument, NULL, 'q' },   { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
+  };
+  const char *profile = "minimal", *images_opt = NULL, *qemu = NULL, *work_opt = NULL;
+  uint32_t timeout_s = 600, memory = 512, vcpus = 1, disk = 1024;
+  enum vm_accel accel = VM_ACCEL_AUTO;
+  struct printer printer = { false };
+  cleanup_free char *images = NULL, *work = NULL, *input = NULL;
+  struct vm_image *img = NULL;
+  struct workdir *wd = NULL;
+  struct guest_input *in = NULL;
+  struct vmjob_result res = { 0 };
+  struct vmjob_opts o = { 0 };
+  bvm_error_t err = NULL;
+  struct buf cmd = BUF_INIT (64 * 1024);
+  char what[1024];
+  int c, status = EXIT_VM_FAILED;
+
+  optind = 1;
+  while ((c = getopt_long (argc, argv, "+v", opts, NULL)) != -1)
+    switch (c)
+      {
+      case 'r': profile = optarg; break;
+      case 't':
+        if (parse_u32 (optarg, &timeout_s) < 0 || timeout_s == 0)
+          return cli_usage ("vm run", "--timeout needs a positive number of seconds");
+        break;
+      case 'm':
+        if (parse_u32 (optarg, &memory) < 0 || memory < 64)
+          return cli_usage ("vm run", "--memory needs at least 64 (MiB)");
+        break;
+      case 'c':
+        if (parse_u32 (optarg, &vcpus) < 0 || vcpus == 0 || vcpus > 64)
+          return cli_usage ("vm run", "--vcpus needs 1 to 64");
+        break;
+      case 'd':
+        if (parse_u32 (optarg, &disk) < 0 || disk < 16)
+          return cli_usage ("vm run", "--disk needs at least 16 (MiB)");
+        break;
+      case 'a':
+        if (vm_accel_parse (&accel, optarg) < 0)
+          return cli_usage ("vm run", "--accel is auto, kvm or tcg");
+        break;
+      case 'i': images_opt = optarg; break;
+      case 'w': work_opt = optarg; break;
+      case 'q': qemu = optarg; break;
+      case 'v': printer.verbose = true; break;
+      case 'h': usage (stdout); return 0;
+      default: return cli_usage ("vm run", "unknown option");
+      }
+  if (optind >= argc)
+    return cli_usage ("vm run", "no command given (buildvm vm run -- COMMAND ARGS...)");
+
+  /* exec, not a shell line: the words arrive in the guest exactly as given */
+  buf_adds (&cmd, "exec");
+  for (int i = optind; i < argc; i++)
+    if (buf_adds (&cmd, " ") < 0 || cli_shell_quote (&cmd, argv[i]) < 0)
+      return cli_usage ("vm run", "the command is longer than 64 KiB");
+
+  if (images_opt)
+    images = xstrdup (images_opt);
+  else if (image_default_dir (&images, &err) < 0)
+    goto fail;
+  if (work_opt)
+    work = xstrdup (work_opt);
+  else if (default_work_dir (&work) < 0)
+    abort ();
+  if (image_load (&img, images, profile, &err) < 0)
+    goto fail;
+
+  cli_install_cancel ();
+  if (workdir_reap_stale (work, NULL, &err) < 0)
+    bvm_error_free (&err); /* somebody else's mess: not fatal for us */
+  if (workdir_create (&wd, work, "vm-run", &err) < 0)
+    goto fail;
+  input = workdir_file (wd, "input.img");
+  {
+    struct guest_step step = { "command", buf_cstr (&cmd), timeout_s };
+    struct guest_job job = { 0 };
+    job.timeout_s = timeout_s;
+    job.log_max = 64u << 20;
+    job.output_max = 1u << 20;
+    job.steps = &step;
+    job.n_steps = 1;
+    if (guest_input_create (&in, input, &err) < 0 || guest_input_add_control (in, &job, &err) < 0
+        || guest_input_finish (in, NULL, &err) < 0)
+      goto fail;
+  }
+
+  o.image = img;
+  o.vmm = qemu;
+  o.accel = accel;
+  o.name = "vm-run";
+  o.vcpus = vcpus;
+  o.memory_mib = memory;
+  o.disk_mib = disk;
+  o.output_max = 1u << 20;
+  o.boot_timeout_ms = 60000;
+  o.build_timeout_ms = (int64_t) timeout_s * 1000;
+  o.console_max = 64u << 20;
+  o.line = print_line;
+  o.opaque = &printer;
+  o.cancel = &cli_cancel_requested;
+  if (vmjob_run (&res, wd, input, &o, &err) < 0)
+    goto fail;
+
+  if (res.vm.outcome == VM_CANCELED)
+    {
+      fprintf (stderr, "buildvm vm run: canceled\n");
+      status = 130;
+    }
+  else if (res.vm.outcome == VM_EXITED && res.guest.status == GUEST_OK)
+    status = 0;
+  else if (res.vm.outcome == VM_EXITED && res.guest.status == GUEST_STEP_FAILED)
+    status = res.guest.exit_code;
+  else if (res.vm.outcome == VM_TIMEOUT
+           || (res.vm.outcome == VM_EXITED && res.guest.status == GUEST_TIMEOUT))
+    {
+      fprintf (stderr, "buildvm vm run: the command timed out after %u s\n", timeout_s);
+      status = EXIT_TIMEOUT;
+    }
+  else
+    {
+      fprintf (stderr, "buildvm vm run: %s\n", vmjob_describe (what, sizeof what, &res));
+      status = EXIT_VM_FAILED;
+    }
+  goto out;
+
+fail:
+  fprintf (stderr, "buildvm vm run: error: %s\n", bvm_error_msg (&err));
+  bvm_error_free (&err);
+  status = EXIT_VM_FAILED;
+out:
+  guest_input_free (in);
+  vmjob_result_dispose (&res);
+  if (workdir_remove (wd, &err) < 0)
+    {
+      fprintf (stderr, "buildvm vm run: cleanup: %s\n", bvm_error_msg (&err));
+      bvm_error_free (&err);
+    }
+  image_free (img);
+  buf_dispose (&cmd);
+  return status;
+}
+
+int
+cmd_vm (int argc, char **argv)
+{
+  if (argc < 2 || strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0)
+    {
+      usage (argc < 2 ? stderr : stdout);
+      return argc < 2 ? 2 : 0;
+    }
+  if (strcmp (argv[1], "run") == 0)
+    return vm_run_main (argc - 1, argv + 1);
+  return cli_usage ("vm", "unknown subcommand `%s` (try `buildvm vm run`)", argv[1]);
+}

@@ -1,0 +1,232 @@
+/* image.c - build VM image manifests, see image.h */
+#include "image.h"
+#include "digest.h"
+#include "fs.h"
+#include "jsonx.h"
+#include "util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MANIFEST_MAX (1u << 20)
+
+bool
+image_profile_valid (const char *p)
+{
+  size_t n = strlen (p);
+  if (n == 0 || n > 32)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    {
+      char c = p[i];
+      bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i > 0);
+      if (!ok)
+        return false;
+    }
+  return true;
+}
+
+int
+image_default_dir (char **out, bvm_error_t *err)
+{
+  const char *env = getenv ("BUILDVM_IMAGES");
+  cleanup_free char *exe = NULL;
+  int ret;
+
+  if (env != NULL && *env != '\0')
+    {
+      *out = strdup (env);
+      return *out ? 0 : bvm_error (err, ENOMEM, "images dir");
+    }
+  ret = fs_exe_dir (&exe, err);
+  if (ret < 0)
+    return ret;
+  if (asprintf (out, "%s/images", exe) < 0)
+    return bvm_error (err, ENOMEM, "images dir");
+  return 0;
+}
+
+/* A manifest path is relative to the manifest's directory and stays in it. */
+static int
+resolve (char **out, const char *dir, const char *rel, const char *field, bvm_error_t *err)
+{
+  if (rel[0] == '/' || strstr (rel, "..") != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "image manifest field `%s` must be a relative "
+                           "path inside the image directory", field);
+  if (asprintf (out, "%s/%s", dir, rel) < 0)
+    return bvm_error (err, ENOMEM, "image path");
+  return 0;
+}
+
+static int
+dupstr (char **out, const char *s, bvm_error_t *err)
+{
+  *out = strdup (s);
+  return *out ? 0 : bvm_error (err, ENOMEM, "image manifest");
+}
+
+int
+image_load (struct vm_image **out, const char *dir, const char *profile, bvm_error_t *err)
+{
+  static const char *const top_keys[] = { "schema", "profile", "kernel", "rootfs",
+                                          "agent_sha256", "packages", NULL };
+  static const char *const kernel_keys[] = { "path", "sha256", "config_fragment_sha256",
+                                             "cmdline", NULL };
+  static const char *const rootfs_keys[] = { "path", "sha256", "format", "size", NULL };
+  cleanup_json json_t *doc = NULL;
+  json_t *kernel = NULL, *rootfs = NULL, *packages = NULL;
+  const char *s = NULL, *kpath = NULL, *rpath = NULL, *format = NULL;
+  struct vm_image *img;
+  struct stat st;
+  uint64_t schema = 0;
+  int ret;
+
+  if (!image_profile_valid (profile))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "`%.40s` is not a valid image profile name",
+                           profile);
+  img = calloc (1, sizeof *img);
+  if (img == NULL)
+    return bvm_error (err, ENOMEM, "image");
+  if (asprintf (&img->manifest_path, "%s/%s.json", dir, profile) < 0)
+    {
+      free (img);
+      return bvm_error (err, ENOMEM, "image");
+    }
+  if (stat (img->manifest_path, &st) < 0 && errno == ENOENT)
+    {
+      ret = bvm_error_code (err, BVM_E_IO, 0,
+                            "build VM image `%s` not found (no `%s`): build it with `make %s` "
+                            "in the buildvm source tree, or point `images.dir` at a directory "
+                            "that has it",
+                            profile, img->manifest_path,
+                            strcmp (profile, "minimal") == 0 ? "images" : "image-debian");
+      goto fail;
+    }
+  ret = jsonx_parse_file (&doc, img->manifest_path, MANIFEST_MAX, err);
+  if (ret < 0)
+    goto fail;
+  if ((ret = jsonx_check_keys (doc, top_keys, "", err)) < 0
+      || (ret = jsonx_get_u64 (&schema, doc, "schema", true, 1, 1, "", err)) < 0
+      || (ret = jsonx_get_str (&s, doc, "profile", true, 64, "", err)) < 0
+      || (ret = jsonx_get_typed (&kernel, doc, "kernel", JSON_OBJECT, true, "", err)) < 0
+      || (ret = jsonx_get_typed (&rootfs, doc, "rootfs", JSON_OBJECT, true, "", err)) < 0
+      || (ret = jsonx_get_typed (&packages, doc, "packages", JSON_ARRAY, true, "", err)) < 0
+      || (ret = jsonx_check_keys (kernel, kernel_keys, "kernel", err)) < 0
+      || (ret = jsonx_check_keys (rootfs, rootfs_keys, "rootfs", err)) < 0)
+    goto wrap;
+  if (strcmp (s, profile) != 0)
+    {
+      ret = bvm_error_code (err, BVM_E_INVALID, 0, "manifest is for profile `%.40s`", s);
+      goto wrap;
+    }
+  if ((ret = dupstr (&img->profile, profile, err)) < 0
+      || (ret = jsonx_get_str (&kpath, kernel, "path", true, PATH_MAX, "kernel", err)) < 0
+      || (ret = resolve (&img->kernel, dir, kpath, "kernel.path", err)) < 0
+      || (ret = jsonx_get_str (&s, kernel, "sha256", true, 80, "kernel", err)) < 0
+      || (ret = dupstr (&img->kernel_sha256, s, err)) < 0
+      || (ret = jsonx_get_str (&s, kernel, "config_fragment_sha256", true, 80, "kernel", err)) < 0
+      || (ret = dupstr (&img->fragment_sha256, s, err)) < 0
+      || (ret = jsonx_get_str (&s, kernel, "cmdline", true, 1024, "kernel", err)) < 0
+      || (ret = dupstr (&img->cmdline, s, err)) < 0
+      || (ret = jsonx_get_str (&rpath, rootfs, "path", true, PATH_MAX, "rootfs", err)) < 0
+      || (ret = resolve (&img->rootfs, dir, rpath, "rootfs.path", err)) < 0
+      || (ret = jsonx_get_str (&s, rootfs, "sha256", true, 80, "rootfs", err)) < 0
+      || (ret = dupstr (&img->rootfs_sha256, s, err)) < 0
+      || (ret = jsonx_get_str (&format, rootfs, "format", true, 16, "rootfs", err)) < 0
+      || (ret = jsonx_get_u64 (&img->rootfs_size, rootfs, "size", true, 1, UINT64_MAX >> 1,
+                               "rootfs", err)) < 0
+      || (ret = jsonx_get_str (&s, doc, "agent_sha256", true, 80, "", err)) < 0
+      || (ret = dupstr (&img->agent_sha256, s, err)) < 0)
+    goto wrap;
+  if (!digest_is_valid (img->kernel_sha256) || !digest_is_valid (img->rootfs_sha256)
+      || !digest_is_valid (img->agent_sha256))
+    {
+      ret = bvm_error_code (err, BVM_E_INVALID, 0, "a digest is not of the form sha256:<hex>");
+      goto wrap;
+    }
+  if (strcmp (format, "ext4") != 0)
+    {
+      ret = bvm_error_code (err, BVM_E_INVALID, 0, "unsupported rootfs format `%.16s`", format);
+      goto wrap;
+    }
+  img->packages = json_incref (packages);
+  if (stat (img->kernel, &st) < 0)
+    {
+      ret = bvm_error (err, errno, "kernel `%s`", img->kernel);
+      goto wrap;
+    }
+  if (stat (img->rootfs, &st) < 0)
+    {
+      ret = bvm_error (err, errno, "rootfs `%s`", img->rootfs);
+      goto wrap;
+    }
+  if ((uint64_t) st.st_size != img->rootfs_size)
+    {
+      ret = bvm_error_code (err, BVM_E_INVALID, 0,
+                            "rootfs `%s` is %lld bytes but the manifest says %llu: rebuild the "
+                            "image",
+                            img->rootfs, (long long) st.st_size,
+                            (unsigned long long) img->rootfs_size);
+      goto wrap;
+    }
+  *out = img;
+  return 0;
+
+wrap:
+  bvm_error_wrap (err, "image manifest `%s`", img->manifest_path);
+fail:
+  image_free (img);
+  return ret;
+}
+
+int
+image_verify (const struct vm_image *img, bvm_error_t *err)
+{
+  char d[DIGEST_STR_LEN + 1];
+  int ret;
+
+  ret = digest_file (d, NULL, img->kernel, err);
+  if (ret < 0)
+    return ret;
+  if (strcmp (d, img->kernel_sha256) != 0)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "kernel `%s` has digest %s, manifest says %s",
+                           img->kernel, d, img->kernel_sha256);
+  ret = digest_file (d, NULL, img->rootfs, err);
+  if (ret < 0)
+    return ret;
+  if (strcmp (d, img->rootfs_sha256) != 0)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "rootfs `%s` has digest %s, manifest says %s",
+                           img->rootfs, d, img->rootfs_sha256);
+  return 0;
+}
+
+json_t *
+image_to_json (const struct vm_image *img)
+{
+  return json_pack ("{s:s, s:{s:s, s:s}, s:{s:s}, s:s}", "profile", img->profile, "kernel",
+                    "sha256", img->kernel_sha256, "config_fragment_sha256",
+                    img->fragment_sha256, "rootfs", "sha256", img->rootfs_sha256,
+                    "agent_sha256", img->agent_sha256);
+}
+
+void
+image_free (struct vm_image *img)
+{
+  if (img == NULL)
+    return;
+  free (img->profile);
+  free (img->manifest_path);
+  free (img->kernel);
+  free (img->kernel_sha256);
+  free (img->cmdline);
+  free (img->fragment_sha256);
+  free (img->rootfs);
+  free (img->rootfs_sha256);
+  free (img->agent_sha256);
+  if (img->packages)
+    json_decref (img->packages);
+  free (img);
+}

@@ -1,0 +1,44 @@
+/* image.h - build VM images: a kernel, a rootfs and the manifest naming them
+ *
+ * `buildvm-image/build-image.sh` writes <images_dir>/<profile>.json; the
+ * runner loads it for every job and records its digests in the job record.
+ */
+#ifndef BUILDVM_IMAGE_H
+#define BUILDVM_IMAGE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+
+struct vm_image
+{
+  char *profile;
+  char *manifest_path;
+  char *kernel;           /* absolute path */
+  char *kernel_sha256;    /* "sha256:..." */
+  char *cmdline;
+  char *fragment_sha256;
+  char *rootfs;           /* absolute path */
+  char *rootfs_sha256;
+  uint64_t rootfs_size;
+  char *agent_sha256;
+  json_t *packages;       /* [{"name","version"}] */
+};
+
+bool image_profile_valid (const char *profile);
+
+/* Load <dir>/<profile>.json and check that the files it names exist with the
+ * recorded size. A missing image is an error that says how to build it. */
+int image_load (struct vm_image **out, const char *dir, const char *profile, bvm_error_t *err);
+/* Hash the kernel and rootfs and compare with the manifest. */
+int image_verify (const struct vm_image *img, bvm_error_t *err);
+/* {"profile","kernel":{"sha256"...},"rootfs":{"sha256"...},"agent_sha256"} */
+json_t *image_to_json (const struct vm_image *img);
+void image_free (struct vm_image *img);
+
+/* The default image directory: $BUILDVM_IMAGES, else <exe dir>/images. */
+int image_default_dir (char **out, bvm_error_t *err);
+
+#endif

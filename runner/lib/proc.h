@@ -1,0 +1,48 @@
+/* proc.h - spawning helper processes (the VMM, mkfs) safely
+ *
+ * The child gets exactly the file descriptors it is given (everything else is
+ * closed), its own session, and SIGKILL when the runner dies. An exec failure
+ * is reported to the parent through a close-on-exec pipe, so "no such binary"
+ * is an error from proc_spawn(), not a mysterious exit status 127.
+ */
+#ifndef BUILDVM_PROC_H
+#define BUILDVM_PROC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "buf.h"
+#include "error.h"
+
+struct proc_opts
+{
+  int stdin_fd;  /* -1: /dev/null */
+  int stdout_fd; /* -1: /dev/null */
+  int stderr_fd; /* -1: /dev/null */
+  bool new_session;
+  bool die_with_parent;
+  /* Called in the child after the fds are set up and before exec (the jail
+   * hooks in here). Return <0 with errno set to fail the spawn. */
+  int (*pre_exec) (void *opaque);
+  void *opaque;
+};
+#define PROC_OPTS_INIT { -1, -1, -1, true, true, NULL, NULL }
+
+/* argv[0] is looked up in PATH when it has no slash. */
+int proc_spawn (pid_t *out, const char *const *argv, const struct proc_opts *o, bvm_error_t *err);
+
+/* Run to completion, capturing stdout+stderr into `output` (may be NULL;
+ * capped by its own max, excess dropped). Fails when the program cannot be
+ * started or runs past timeout_ms (it is killed); otherwise *status is the
+ * waitpid status. */
+int proc_run (const char *const *argv, struct buf *output, int *status, int64_t timeout_ms,
+              bvm_error_t *err);
+
+/* Resolve a program name through PATH; *out is malloc'd. */
+int proc_which (char **out, const char *name, bvm_error_t *err);
+
+/* Describe a waitpid status: "exited with status 3", "killed by signal 9". */
+const char *proc_status_str (char *buf, size_t size, int status);
+
+#endif

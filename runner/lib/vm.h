@@ -1,0 +1,137 @@
+/* vm.h - throwaway build VMs behind a driver table
+ *
+ * A VM is booted from a kernel and a read-only rootfs with three job disks
+ * (input, output, scratch), runs until the guest agent reboots it or a
+ * deadline passes, and is destroyed: the VMM process is always killed and
+ * reaped, whatever path vm_run() leaves by. The disks belong to the caller
+ * (they live in the job's work directory, which the caller removes).
+ *
+ * Drivers follow crun's custom handlers / curl's connection filters: a table
+ * of function pointers, one per VMM (QEMU microvm here, Firecracker where KVM
+ * works). The generic part - console capture with a byte cap, deadlines,
+ * cancellation - lives in vm.c and is the same for every driver.
+ */
+#ifndef BUILDVM_VM_H
+#define BUILDVM_VM_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+enum vm_accel
+{
+  VM_ACCEL_AUTO = 0,
+  VM_ACCEL_KVM,
+  VM_ACCEL_TCG,
+};
+
+/* Called for every console line (without its newline, \r stripped). */
+typedef void (*vm_line_fn) (void *opaque, const char *line, size_t len);
+
+struct vm_spec
+{
+  const char *driver;   /* "qemu" (default) | "firecracker" */
+  const char *vmm;      /* VMM binary; NULL: the driver's default */
+  enum vm_accel accel;  /* AUTO is resolved by vm_run() */
+  const char *name;     /* shows in ps: a job id */
+  const char *kernel;
+  const char *cmdline;
+  const char *rootfs;
+  const char *input;    /* read-only */
+  const char *output;   /* read-write, fixed size */
+  const char *scratch;  /* read-write */
+  const char *runtime_dir; /* where a driver may put sockets and config files */
+  unsigned vcpus;
+  unsigned memory_mib;
+  int64_t boot_timeout_ms; /* from spawn to the agent's ready line */
+  int64_t timeout_ms;      /* from spawn to VMM exit, boot included */
+  uint64_t console_max;    /* bytes of console delivered to `line` */
+  vm_line_fn line;
+  void *opaque;
+  /* Polled between events: non-zero cancels the VM (signal handlers set it). */
+  const volatile sig_atomic_t *cancel;
+  /* Child hook before exec (the jail). */
+  int (*pre_exec) (void *opaque);
+  void *pre_exec_opaque;
+  /* Called once the VMM runs, with its pid (the daemon journals it). */
+  void (*started) (void *opaque, pid_t pid);
+};
+
+enum vm_outcome
+{
+  VM_EXITED = 0,    /* the VMM exited on its own (normally: the guest rebooted) */
+  VM_BOOT_TIMEOUT,  /* the agent never said it was ready */
+  VM_TIMEOUT,       /* the whole-VM deadline passed */
+  VM_CANCELED,
+};
+
+struct vm_result
+{
+  enum vm_outcome outcome;
+  int vmm_status;        /* waitpid status when VM_EXITED */
+  enum vm_accel accel;   /* what was used */
+  int64_t boot_ms;       /* spawn to agent ready; -1 if never */
+  int64_t total_ms;
+  uint64_t console_bytes;   /* delivered */
+  uint64_t console_dropped; /* over the cap */
+  char vmm_stderr[1024];    /* the VMM's own complaints, for error messages */
+};
+
+struct vm;
+
+struct vm_driver
+{
+  const char *name;
+  const char *default_vmm;
+  /* Start the VMM: set vm->pid, vm->console_fd (read end of the guest's
+   * console) and vm->stderr_fd. */
+  int (*boot) (struct vm *vm, bvm_error_t *err);
+  /* Release driver resources (config files, sockets). The process itself is
+   * killed and reaped by vm.c before this is called. */
+  void (*destroy) (struct vm *vm);
+};
+
+struct vm
+{
+  const struct vm_driver *driver;
+  const struct vm_spec *spec;
+  enum vm_accel accel;
+  pid_t pid;
+  int console_fd;
+  int stderr_fd;
+  char *vmm_path;
+  char *driver_file; /* e.g. Firecracker's config file, removed by destroy */
+};
+
+extern const struct vm_driver vm_driver_qemu;
+extern const struct vm_driver vm_driver_firecracker;
+
+const struct vm_driver *vm_driver_find (const char *name);
+
+/* Parse "auto" | "kvm" | "tcg". */
+int vm_accel_parse (enum vm_accel *out, const char *s);
+const char *vm_accel_name (enum vm_accel a);
+/* KVM only where hardware virtualization really works: the CPU has vmx or
+ * svm, /dev/kvm opens read-write, and it is not the PVM nested layer
+ * (/sys/module/kvm_pvm), under which standard guests hang. `why` (may be
+ * NULL) says why when the answer is TCG. */
+enum vm_accel vm_accel_detect (char *why, size_t whysz);
+
+/* Boot, supervise and destroy one VM. Returns 0 whenever the VM ran and
+ * ended (see res->outcome); <0 only when it could not be started. */
+int vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err);
+
+/* Build the QEMU command line (exposed for tests and `buildvm doctor`).
+ * *argv is a NULL-terminated malloc'd vector of malloc'd strings. */
+int vm_qemu_argv (char ***argv, const struct vm_spec *spec, enum vm_accel accel,
+                  const char *qemu, bvm_error_t *err);
+/* Build Firecracker's --config-file JSON (exposed for tests). */
+int vm_firecracker_config (char **out, const struct vm_spec *spec, bvm_error_t *err);
+void vm_argv_free (char **argv);
+
+const char *vm_outcome_name (enum vm_outcome o);
+
+#endif

@@ -1,0 +1,53 @@
+/* vmjob.h - one build in one throwaway VM: disks, boot, result
+ *
+ * Given an input disk (guest.h), create the output and scratch disks in the
+ * job's work directory, run the VM (vm.h) and read the agent's result header.
+ * Shared by `buildvm vm run` and the deploy pipeline.
+ */
+#ifndef BUILDVM_VMJOB_H
+#define BUILDVM_VMJOB_H
+
+#include "guest.h"
+#include "image.h"
+#include "vm.h"
+#include "workdir.h"
+
+struct vmjob_opts
+{
+  const struct vm_image *image;
+  const char *driver; /* NULL: qemu */
+  const char *vmm;    /* NULL: the driver's default binary */
+  enum vm_accel accel;
+  const char *name;
+  unsigned vcpus;
+  unsigned memory_mib;
+  uint64_t disk_mib;
+  uint64_t output_max;      /* bytes of output tar */
+  int64_t boot_timeout_ms;
+  int64_t build_timeout_ms; /* the agent's own deadline for all steps */
+  uint64_t console_max;
+  vm_line_fn line;
+  void *opaque;
+  const volatile sig_atomic_t *cancel;
+  int (*pre_exec) (void *opaque);
+  void *pre_exec_opaque;
+  void (*started) (void *opaque, pid_t pid);
+};
+
+struct vmjob_result
+{
+  struct vm_result vm;
+  struct guest_result guest;
+  char *output_disk; /* in the work directory; ingest reads the tar from it */
+  int64_t disks_ms;  /* creating the output and scratch disks */
+};
+
+int vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input_disk,
+               const struct vmjob_opts *o, bvm_error_t *err);
+void vmjob_result_dispose (struct vmjob_result *r);
+
+/* One line for humans: "ok", "step 2 failed with exit status 1",
+ * "timed out after 600 s", "the VM never reached the agent: ...". */
+const char *vmjob_describe (char *buf, size_t size, const struct vmjob_result *r);
+
+#endif
