@@ -43,6 +43,8 @@ usage (FILE *out)
            "  --images DIR       image directory (default: $BUILDVM_IMAGES or <exe dir>/images)\n"
            "  --work-dir DIR     where the VM's disks live while it runs\n"
            "  --qemu PATH        QEMU binary (default: qemu-system-x86_64)\n"
+           "  --log-max BYTES    cap on the output kept (default: 64 MiB)\n"
+           "  --boot-timeout S   deadline for the VM to reach the agent (default: 60)\n"
            "  -v, --verbose      also show the agent's and the kernel's messages\n"
            "\n"
            "exit status: the command's; 124 if it timed out; 125 if the VM failed.\n");
@@ -89,10 +91,12 @@ vm_run_main (int argc, char **argv)
     { "disk", required_argument, NULL, 'd' },   { "accel", required_argument, NULL, 'a' },
     { "images", required_argument, NULL, 'i' }, { "work-dir", required_argument, NULL, 'w' },
     { "qemu", required_argument, NULL, 'q' },   { "verbose", no_argument, NULL, 'v' },
+    { "log-max", required_argument, NULL, 'l' }, { "boot-timeout", required_argument, NULL, 'b' },
     { "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
   };
   const char *profile = "minimal", *images_opt = NULL, *qemu = NULL, *work_opt = NULL;
-  uint32_t timeout_s = 600, memory = 512, vcpus = 1, disk = 1024;
+  uint32_t timeout_s = 600, memory = 512, vcpus = 1, disk = 1024, boot_timeout_s = 60;
+  uint64_t log_max = 64u << 20;
   enum vm_accel accel = VM_ACCEL_AUTO;
   struct printer printer = { false };
   cleanup_free char *images = NULL, *work = NULL, *input = NULL;
@@ -135,6 +139,14 @@ vm_run_main (int argc, char **argv)
       case 'w': work_opt = optarg; break;
       case 'q': qemu = optarg; break;
       case 'v': printer.verbose = true; break;
+      case 'l':
+        if (parse_u64 (optarg, &log_max) < 0 || log_max < 1024)
+          return cli_usage ("vm run", "--log-max needs at least 1024 (bytes)");
+        break;
+      case 'b':
+        if (parse_u32 (optarg, &boot_timeout_s) < 0 || boot_timeout_s == 0)
+          return cli_usage ("vm run", "--boot-timeout needs a positive number of seconds");
+        break;
       case 'h': usage (stdout); return 0;
       default: return cli_usage ("vm run", "unknown option");
       }
@@ -168,7 +180,7 @@ vm_run_main (int argc, char **argv)
     struct guest_step step = { "command", buf_cstr (&cmd), timeout_s };
     struct guest_job job = { 0 };
     job.timeout_s = timeout_s;
-    job.log_max = 64u << 20;
+    job.log_max = log_max;
     job.output_max = 1u << 20;
     job.steps = &step;
     job.n_steps = 1;
@@ -185,9 +197,11 @@ vm_run_main (int argc, char **argv)
   o.memory_mib = memory;
   o.disk_mib = disk;
   o.output_max = 1u << 20;
-  o.boot_timeout_ms = 60000;
+  o.boot_timeout_ms = (int64_t) boot_timeout_s * 1000;
   o.build_timeout_ms = (int64_t) timeout_s * 1000;
-  o.console_max = 64u << 20;
+  /* the runner's cap is the backstop for a guest that ignores its own:
+   * room for the agent's and the kernel's lines on top of the build's */
+  o.console_max = log_max + 64 * 1024;
   o.line = print_line;
   o.opaque = &printer;
   o.cancel = &cli_cancel_requested;

@@ -232,9 +232,9 @@ num_u64 (const char *s, uint64_t max, uint64_t *out)
   return 0;
 }
 
-int
-guest_result_parse (struct guest_result *out, const char *hdr, size_t len, uint64_t max_tar,
-                    bvm_error_t *err)
+static int
+parse_header (struct guest_result *out, const char *hdr, size_t len, uint64_t max_tar,
+              bvm_error_t *err)
 {
   static const char magic[] = "buildvm-output 1\n";
   char block[GUEST_HEADER_SIZE + 1];
@@ -362,6 +362,16 @@ guest_result_parse (struct guest_result *out, const char *hdr, size_t len, uint6
       return bvm_error_code (err, BVM_E_INVALID, 0, "guest result header is inconsistent");
     }
   return 0;
+}
+
+int
+guest_result_parse (struct guest_result *out, const char *hdr, size_t len, uint64_t max_tar,
+                    bvm_error_t *err)
+{
+  int ret = parse_header (out, hdr, len, max_tar, err);
+  if (ret < 0)
+    memset (out, 0, sizeof *out); /* a bad header claims nothing */
+  return ret;
 }
 
 int

@@ -1,0 +1,76 @@
+# tests/integration/lib.sh - sourced by every integration test
+#
+# Gives each test its own BUILDVM_HOME under a temporary directory (removed at
+# exit), the path of the binary, and assertions that print what they saw.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILDVM=${BUILDVM:-$ROOT/build/buildvm}
+export BUILDVM_IMAGES=${BUILDVM_IMAGES:-$ROOT/build/images}
+T=$(mktemp -d /tmp/buildvm-it.XXXXXX)
+export BUILDVM_HOME=$T/home
+mkdir -p "$BUILDVM_HOME"
+WORK=$BUILDVM_HOME/work
+
+. "$ROOT/tests/lib/services.sh"
+SVC_DIR=$T/svc
+_cleanup () {
+    local rc=$?
+    svc_stop_all 2>/dev/null || true
+    # never leave a VMM of ours behind, even when a test failed
+    pkill -9 -f "$T" 2>/dev/null || true
+    rm -rf "$T"
+    exit $rc
+}
+trap _cleanup EXIT
+
+fail () { echo "FAIL: $*" >&2; exit 1; }
+skip () { echo "SKIP: $*"; exit 77; }
+note () { echo "-- $*"; }
+
+assert_eq () { # EXPECTED ACTUAL WHAT
+    [ "$1" = "$2" ] || fail "$3: expected [$1], got [$2]"
+}
+assert_contains () { # HAYSTACK-FILE NEEDLE
+    grep -qF -- "$2" "$1" || { echo "---- $1:"; tail -30 "$1"; fail "$1 does not contain [$2]"; }
+}
+assert_not_contains () {
+    if grep -qF -- "$2" "$1"; then echo "---- $1:"; grep -nF -- "$2" "$1" | head; fail "$1 contains [$2]"; fi
+}
+
+# Run a command, record its exit status in $RC, stdout in $T/out, stderr in $T/err.
+run () {
+    set +e
+    "$@" >"$T/out" 2>"$T/err"
+    RC=$?
+    set -e
+}
+
+# Nothing of ours is left: no VMM process started under $T, no job directory.
+assert_no_leftovers () {
+    local procs
+    procs=$(pgrep -af "qemu-system.*$T" || true)
+    [ -z "$procs" ] || fail "VMM processes left behind: $procs"
+    if [ -d "$WORK" ]; then
+        local left
+        left=$(find "$WORK" -mindepth 1 | head -5)
+        [ -z "$left" ] || fail "job files left behind: $left"
+    fi
+}
+
+# Max resident set size (KiB) of a process while a command runs: `peak_rss CMD...`
+# sets PEAK_KB and RC.
+peak_rss () {
+    set +e
+    "$@" >"$T/out" 2>"$T/err" &
+    local pid=$! peak=0 v
+    while kill -0 "$pid" 2>/dev/null; do
+        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        [ -n "$v" ] && [ "$v" -gt "$peak" ] && peak=$v
+        sleep 0.1
+    done
+    wait "$pid"
+    RC=$?
+    set -e
+    PEAK_KB=$peak
+}

@@ -1,0 +1,465 @@
+/* test_vm.c - the VM driver layer without booting a kernel
+ *
+ * The QEMU and Firecracker command lines are checked field by field. The
+ * supervision loop (console capture, caps, deadlines, cancel, teardown) is
+ * driven with stand-in VMM scripts that behave like hostile or broken guests
+ * the real agent would never produce; real boots are in the integration tests.
+ */
+#include "support.h"
+
+#include "proc.h"
+#include "util.h"
+#include "vm.h"
+#include "workdir.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static bool
+argv_has (char **argv, const char *s)
+{
+  for (char **p = argv; *p; p++)
+    if (strcmp (*p, s) == 0)
+      return true;
+  return false;
+}
+
+static bool
+argv_has_sub (char **argv, const char *s)
+{
+  for (char **p = argv; *p; p++)
+    if (strstr (*p, s) != NULL)
+      return true;
+  return false;
+}
+
+static struct vm_spec
+spec_for (const char *dir)
+{
+  static char k[512], r[512], i[512], o[512], s[512];
+  struct vm_spec spec = { 0 };
+  snprintf (k, sizeof k, "%s/vmlinux", dir);
+  snprintf (r, sizeof r, "%s/rootfs,with,commas.ext4", dir);
+  snprintf (i, sizeof i, "%s/input.img", dir);
+  snprintf (o, sizeof o, "%s/output.img", dir);
+  snprintf (s, sizeof s, "%s/scratch.img", dir);
+  spec.kernel = k;
+  spec.rootfs = r;
+  spec.input = i;
+  spec.output = o;
+  spec.scratch = s;
+  spec.cmdline = "console=ttyS0 reboot=t root=/dev/vda";
+  spec.name = "job-1";
+  spec.vcpus = 2;
+  spec.memory_mib = 768;
+  spec.boot_timeout_ms = 5000;
+  spec.timeout_ms = 10000;
+  spec.console_max = 1 << 20;
+  spec.runtime_dir = dir;
+  return spec;
+}
+
+static void
+test_qemu_argv (void **state)
+{
+  struct vm_spec spec = spec_for ("/jobs/x");
+  bvm_error_t err = NULL;
+  char **argv = NULL;
+  (void) state;
+
+  assert_ok (vm_qemu_argv (&argv, &spec, VM_ACCEL_TCG, "/usr/bin/qemu-system-x86_64", &err),
+             &err);
+  assert_string_equal (argv[0], "/usr/bin/qemu-system-x86_64");
+  assert_true (argv_has (argv, "microvm,acpi=off"));
+  assert_true (argv_has (argv, "-nodefaults"));
+  assert_true (argv_has (argv, "-no-user-config"));
+  assert_true (argv_has (argv, "-no-reboot"));
+  assert_true (argv_has (argv, "tcg"));
+  assert_true (argv_has (argv, "768M"));
+  assert_true (argv_has_sub (argv, "on,obsolete=deny,elevateprivileges=deny,spawn=deny"));
+  /* no network device of any kind */
+  assert_false (argv_has_sub (argv, "-net"));
+  assert_false (argv_has_sub (argv, "virtio-net"));
+  /* read-only rootfs and input, commas in paths escaped, disks named */
+  assert_true (argv_has_sub (argv, "id=rootfs,file=/jobs/x/rootfs,,with,,commas.ext4,format=raw,"
+                                   "if=none,readonly=on"));
+  assert_true (argv_has_sub (argv, "id=input,file=/jobs/x/input.img,format=raw,if=none,readonly=on"));
+  assert_true (argv_has_sub (argv, "id=output,file=/jobs/x/output.img,format=raw,if=none,readonly=off"));
+  assert_true (argv_has_sub (argv, "id=scratch,file=/jobs/x/scratch.img,format=raw,if=none,"
+                                   "readonly=off,cache=unsafe"));
+  assert_true (argv_has (argv, "virtio-blk-device,drive=input,serial=input"));
+  vm_argv_free (argv);
+
+  assert_ok (vm_qemu_argv (&argv, &spec, VM_ACCEL_KVM, "qemu", &err), &err);
+  assert_true (argv_has (argv, "kvm"));
+  assert_true (argv_has (argv, "host"));
+  vm_argv_free (argv);
+}
+
+static void
+test_firecracker_config (void **state)
+{
+  struct vm_spec spec = spec_for ("/jobs/x");
+  bvm_error_t err = NULL;
+  char *cfg = NULL;
+  json_error_t jerr;
+  json_t *j, *drives;
+  (void) state;
+
+  assert_ok (vm_firecracker_config (&cfg, &spec, &err), &err);
+  j = json_loads (cfg, 0, &jerr);
+  assert_non_null (j);
+  assert_non_null (strstr (json_string_value (json_object_get (json_object_get (j, "boot-source"),
+                                                               "boot_args")),
+                           "reboot=k"));
+  drives = json_object_get (j, "drives");
+  assert_int_equal (json_array_size (drives), 4);
+  assert_string_equal (json_string_value (json_object_get (json_array_get (drives, 0), "drive_id")),
+                       "rootfs");
+  assert_true (json_is_true (json_object_get (json_array_get (drives, 0), "is_read_only")));
+  assert_true (json_is_true (json_object_get (json_array_get (drives, 1), "is_read_only")));
+  assert_true (json_is_false (json_object_get (json_array_get (drives, 2), "is_read_only")));
+  assert_int_equal (json_array_size (json_object_get (j, "network-interfaces")), 0);
+  assert_int_equal (json_integer_value (json_object_get (json_object_get (j, "machine-config"),
+                                                         "vcpu_count")),
+                    2);
+  json_decref (j);
+  free (cfg);
+}
+
+static void
+test_accel_parse (void **state)
+{
+  enum vm_accel a;
+  char why[256];
+  (void) state;
+  assert_int_equal (vm_accel_parse (&a, "kvm"), 0);
+  assert_int_equal (a, VM_ACCEL_KVM);
+  assert_int_equal (vm_accel_parse (&a, "tcg"), 0);
+  assert_int_equal (vm_accel_parse (&a, "auto"), 0);
+  assert_int_equal (vm_accel_parse (&a, "KVM"), -1);
+  a = vm_accel_detect (why, sizeof why);
+  if (access ("/sys/module/kvm_pvm", F_OK) == 0)
+    {
+      assert_int_equal (a, VM_ACCEL_TCG);
+      assert_non_null (strstr (why, "PVM"));
+    }
+}
+
+/* --- the supervision loop, with stand-in VMMs ------------------------------- */
+
+struct capture
+{
+  char **lines;
+  size_t n;
+  pid_t pid;
+};
+
+static void
+on_line (void *opaque, const char *line, size_t len)
+{
+  struct capture *c = opaque;
+  c->lines = realloc (c->lines, (c->n + 1) * sizeof *c->lines);
+  c->lines[c->n++] = strndup (line, len);
+}
+
+static void
+on_started (void *opaque, pid_t pid)
+{
+  ((struct capture *) opaque)->pid = pid;
+}
+
+static void
+capture_free (struct capture *c)
+{
+  for (size_t i = 0; i < c->n; i++)
+    free (c->lines[i]);
+  free (c->lines);
+  memset (c, 0, sizeof *c);
+}
+
+static char *
+fake_vmm (const char *dir, const char *name, const char *body)
+{
+  char *path = NULL;
+  char *script = NULL;
+  if (asprintf (&path, "%s/%s", dir, name) < 0 || asprintf (&script, "#!/bin/sh\n%s\n", body) < 0)
+    abort ();
+  t_write (path, script);
+  chmod (path, 0755);
+  free (script);
+  return path;
+}
+
+static void
+make_disks (const char *dir)
+{
+  const char *files[] = { "vmlinux", "rootfs,with,commas.ext4", "input.img", "output.img",
+                          "scratch.img" };
+  char p[512];
+  for (size_t i = 0; i < ARRAY_SIZE (files); i++)
+    {
+      snprintf (p, sizeof p, "%s/%s", dir, files[i]);
+      t_write (p, "x");
+    }
+}
+
+static void
+assert_reaped (pid_t pid)
+{
+  assert_true (pid > 0);
+  assert_int_equal (kill (pid, 0), -1);
+  assert_int_equal (errno, ESRCH);
+}
+
+static void
+test_run_console_and_exit (void **state)
+{
+  char *d = t_tmpdir ();
+  struct vm_spec spec;
+  struct vm_result res;
+  struct capture cap = { 0 };
+  bvm_error_t err = NULL;
+  char *vmm;
+  (void) state;
+
+  make_disks (d);
+  spec = spec_for (d);
+  vmm = fake_vmm (d, "vmm", "echo booting >&2; printf 'buildvm-agent: ready\\r\\nline one\\n'; "
+                            "printf 'no newline at the end'; exit 0");
+  spec.vmm = vmm;
+  spec.accel = VM_ACCEL_TCG;
+  spec.line = on_line;
+  spec.opaque = &cap;
+  spec.started = on_started;
+  assert_ok (vm_run (&spec, &res, &err), &err);
+  assert_int_equal (res.outcome, VM_EXITED);
+  assert_true (WIFEXITED (res.vmm_status));
+  assert_true (res.boot_ms >= 0);
+  assert_reaped (cap.pid);
+  /* "[vm] booting" comes from stderr; order across the two pipes is not fixed */
+  {
+    bool saw_ready = false, saw_one = false, saw_tail = false, saw_vm = false;
+    for (size_t i = 0; i < cap.n; i++)
+      {
+        saw_ready |= strcmp (cap.lines[i], "buildvm-agent: ready") == 0;
+        saw_one |= strcmp (cap.lines[i], "line one") == 0;
+        saw_tail |= strcmp (cap.lines[i], "no newline at the end") == 0;
+        saw_vm |= strcmp (cap.lines[i], "[vm] booting") == 0;
+      }
+    assert_true (saw_ready && saw_one && saw_tail && saw_vm);
+  }
+  assert_non_null (strstr (res.vmm_stderr, "booting"));
+  capture_free (&cap);
+  free (vmm);
+  t_tmpdir_free (d);
+}
+
+static void
+test_run_console_cap (void **state)
+{
+  char *d = t_tmpdir ();
+  struct vm_spec spec;
+  struct vm_result res;
+  struct capture cap = { 0 };
+  bvm_error_t err = NULL;
+  char *vmm;
+  size_t markers = 0, bytes = 0;
+  (void) state;
+
+  make_disks (d);
+  spec = spec_for (d);
+  /* 20 MB of console, and one 1 MB line without a newline */
+  vmm = fake_vmm (d, "vmm", "yes 'flood flood flood flood' | head -c 20000000; "
+                            "head -c 1000000 /dev/zero | tr '\\0' 'x'");
+  spec.vmm = vmm;
+  spec.accel = VM_ACCEL_TCG;
+  spec.console_max = 100000;
+  spec.line = on_line;
+  spec.opaque = &cap;
+  assert_ok (vm_run (&spec, &res, &err), &err);
+  assert_int_equal (res.outcome, VM_EXITED);
+  for (size_t i = 0; i < cap.n; i++)
+    {
+      if (strstr (cap.lines[i], "console output exceeded 100000 bytes"))
+        markers++;
+      else
+        bytes += strlen (cap.lines[i]) + 1;
+      assert_true (strlen (cap.lines[i]) <= 8192);
+    }
+  assert_int_equal (markers, 1);
+  assert_true (bytes <= 100000);
+  assert_true (res.console_bytes <= 100000);
+  assert_true (res.console_dropped >= 20000000);
+  capture_free (&cap);
+  free (vmm);
+  t_tmpdir_free (d);
+}
+
+static void
+test_run_deadlines_and_cancel (void **state)
+{
+  char *d = t_tmpdir ();
+  struct vm_spec spec;
+  struct vm_result res;
+  struct capture cap = { 0 };
+  bvm_error_t err = NULL;
+  volatile sig_atomic_t cancel = 0;
+  int64_t t0;
+  char *never, *hangs;
+  (void) state;
+
+  make_disks (d);
+  never = fake_vmm (d, "never", "exec sleep 1000");
+  hangs = fake_vmm (d, "hangs", "echo 'buildvm-agent: ready'; exec sleep 1000");
+
+  spec = spec_for (d);
+  spec.accel = VM_ACCEL_TCG;
+  spec.started = on_started;
+  spec.opaque = &cap;
+  spec.vmm = never;
+  spec.boot_timeout_ms = 300;
+  t0 = now_ms ();
+  assert_ok (vm_run (&spec, &res, &err), &err);
+  assert_int_equal (res.outcome, VM_BOOT_TIMEOUT);
+  assert_true (now_ms () - t0 < 3000);
+  assert_reaped (cap.pid);
+
+  spec.vmm = hangs;
+  spec.boot_timeout_ms = 5000;
+  spec.timeout_ms = 500;
+  assert_ok (vm_run (&spec, &res, &err), &err);
+  assert_int_equal (res.outcome, VM_TIMEOUT);
+  assert_true (res.boot_ms >= 0);
+  assert_reaped (cap.pid);
+
+  spec.timeout_ms = 60000;
+  spec.cancel = &cancel;
+  cancel = 1;
+  assert_ok (vm_run (&spec, &res, &err), &err);
+  assert_int_equal (res.outcome, VM_CANCELED);
+  assert_reaped (cap.pid);
+
+  free (never);
+  free (hangs);
+  t_tmpdir_free (d);
+}
+
+static void
+test_run_errors (void **state)
+{
+  char *d = t_tmpdir ();
+  struct vm_spec spec;
+  struct vm_result res;
+  bvm_error_t err = NULL;
+  char p[512];
+  (void) state;
+
+  make_disks (d);
+  spec = spec_for (d);
+  spec.accel = VM_ACCEL_TCG;
+  spec.vmm = "/nonexistent/qemu";
+  assert_fails_with (vm_run (&spec, &res, &err), &err, "/nonexistent/qemu");
+
+  spec.vmm = "true";
+  snprintf (p, sizeof p, "%s/missing-kernel", d);
+  spec.kernel = p;
+  assert_fails_with (vm_run (&spec, &res, &err), &err, "kernel");
+
+  spec = spec_for (d);
+  spec.driver = "xen";
+  assert_fails_with (vm_run (&spec, &res, &err), &err, "unknown VM driver");
+
+  spec = spec_for (d);
+  spec.driver = "firecracker";
+  spec.accel = VM_ACCEL_TCG;
+  assert_fails_with (vm_run (&spec, &res, &err), &err, "needs KVM");
+  /* nothing of the driver's is left in the runtime dir */
+  snprintf (p, sizeof p, "%s/firecracker.json", d);
+  assert_int_equal (access (p, F_OK), -1);
+  t_tmpdir_free (d);
+}
+
+/* --- work directories ------------------------------------------------------------ */
+
+static void
+test_workdir_reap (void **state)
+{
+  char *d = t_tmpdir ();
+  struct workdir *mine = NULL;
+  bvm_error_t err = NULL;
+  unsigned reaped = 0;
+  pid_t pid;
+  int st;
+  (void) state;
+
+  assert_ok (workdir_create (&mine, d, "job-a", &err), &err);
+  /* a child makes one and dies without cleaning up */
+  pid = fork ();
+  if (pid == 0)
+    {
+      struct workdir *w = NULL;
+      bvm_error_t e = NULL;
+      char *f;
+      if (workdir_create (&w, d, "job-b", &e) < 0)
+        _exit (1);
+      f = workdir_file (w, "disk.img");
+      t_write (f, "data");
+      _exit (0);
+    }
+  assert_int_equal (waitpid (pid, &st, 0), pid);
+  assert_int_equal (WEXITSTATUS (st), 0);
+  assert_int_equal (atoi (t_sh_out ("ls '%s' | wc -l", d)), 2);
+  assert_ok (workdir_reap_stale (d, &reaped, &err), &err);
+  assert_int_equal (reaped, 1);
+  /* ours is alive and stays */
+  assert_int_equal (access (mine->path, F_OK), 0);
+  assert_ok (workdir_remove (mine, &err), &err);
+  assert_int_equal (atoi (t_sh_out ("ls '%s' | wc -l", d)), 0);
+  t_tmpdir_free (d);
+}
+
+static void
+test_proc (void **state)
+{
+  const char *missing[] = { "/no/such/binary", NULL };
+  const char *slow[] = { "sleep", "5", NULL };
+  const char *echo[] = { "sh", "-c", "echo hi; echo err >&2; exit 3", NULL };
+  struct buf out = BUF_INIT (1024);
+  bvm_error_t err = NULL;
+  pid_t pid;
+  int status;
+  struct proc_opts o = PROC_OPTS_INIT;
+  (void) state;
+
+  assert_fails_with (proc_spawn (&pid, missing, &o, &err), &err, "/no/such/binary");
+  assert_fails_with (proc_run (slow, NULL, &status, 200, &err), &err, "did not finish");
+  assert_ok (proc_run (echo, &out, &status, 5000, &err), &err);
+  assert_int_equal (WEXITSTATUS (status), 3);
+  assert_non_null (strstr (buf_cstr (&out), "hi"));
+  assert_non_null (strstr (buf_cstr (&out), "err"));
+  buf_dispose (&out);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_qemu_argv),
+    cmocka_unit_test (test_firecracker_config),
+    cmocka_unit_test (test_accel_parse),
+    cmocka_unit_test (test_run_console_and_exit),
+    cmocka_unit_test (test_run_console_cap),
+    cmocka_unit_test (test_run_deadlines_and_cancel),
+    cmocka_unit_test (test_run_errors),
+    cmocka_unit_test (test_workdir_reap),
+    cmocka_unit_test (test_proc),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
