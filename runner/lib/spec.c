@@ -199,7 +199,12 @@ rel_path_problem (const char *s, bool glob)
       if (glob)
         {
           int depth = 0;
-          if (fnmatch (comp, ".", 0) == 0 || fnmatch (comp, "..", 0) == 0)
+          /* with glob(3)'s rule that a leading `.` is matched only by a
+           * literal `.` (FNM_PERIOD), "*" cannot match `.` but ".*" and ".?"
+           * can match `..`; a leading bracket like "[.]" is refused too, as
+           * it is clearly meant to match a dot */
+          if (fnmatch (comp, ".", FNM_PERIOD) == 0 || fnmatch (comp, "..", FNM_PERIOD) == 0
+              || (comp[0] == '[' && (fnmatch (comp, ".", 0) == 0 || fnmatch (comp, "..", 0) == 0)))
             return "has a pattern that matches `.` or `..`";
           for (size_t i = 0; i < n; i++)
             {
