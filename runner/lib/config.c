@@ -72,11 +72,16 @@ has_control (const char *s)
   return false;
 }
 
+/* dir/name without doubling the slash of "/" or of "/home/u/" */
 static char *
 path_join (const char *dir, const char *name)
 {
+  size_t n = strlen (dir);
   char *r = NULL;
-  if (asprintf (&r, "%s%s%s", dir, strcmp (dir, "/") == 0 ? "" : "/", name) < 0)
+
+  while (n > 0 && dir[n - 1] == '/')
+    n--;
+  if (asprintf (&r, "%.*s/%s", (int) n, dir, name) < 0)
     return NULL;
   return r;
 }
