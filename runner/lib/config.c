@@ -1,0 +1,1349 @@
+/* config.c - the runner configuration `runner.json`, see config.h and docs/schemas.md */
+#include "config.h"
+#include "buf.h"
+#include "fs.h"
+#include "jsonx.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DEFAULT_REGISTRY_URL "http://127.0.0.1:5000"
+#define DEFAULT_REPOSITORY "apps/{app}"
+#define DEFAULT_TAG "{commit}"
+#define DEFAULT_PROFILE "minimal"
+#define DEFAULT_QEMU "qemu-system-x86_64"
+#define DEFAULT_BOOT_TIMEOUT 60
+#define BOOT_TIMEOUT_MAX 600
+
+/* --- errors ------------------------------------------------------------------- */
+
+static int bad (bvm_error_t *err, const char *what, const char *field, const char *fmt, ...)
+    __attribute__ ((format (printf, 4, 5)));
+
+/* "<what>: field `registry.url` <why>" where what is "`/path/runner.json`"
+ * or "built-in defaults" */
+static int
+bad (bvm_error_t *err, const char *what, const char *field, const char *fmt, ...)
+{
+  char msg[1024];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  return bvm_error_code (err, BVM_E_INVALID, 0, "%s: field `%s` %s", what, field, msg);
+}
+
+static int
+bad_value (bvm_error_t *err, const char *what, const char *field, const char *why,
+           const char *value)
+{
+  char shown[JOB__SHOW_SIZE];
+  return bad (err, what, field, "%s, got `%s`", why, job__show (shown, sizeof shown, value));
+}
+
+static int
+nomem (bvm_error_t *err)
+{
+  return bvm_error (err, ENOMEM, "loading the runner config");
+}
+
+static bool
+is_alnum (char c)
+{
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool
+has_control (const char *s)
+{
+  for (; *s; s++)
+    if ((unsigned char) *s < 0x20 || *s == 0x7f)
+      return true;
+  return false;
+}
+
+/* dir/name without doubling the slash of "/" or of "/home/u/" */
+static char *
+path_join (const char *dir, const char *name)
+{
+  size_t n = strlen (dir);
+  char *r = NULL;
+
+  while (n > 0 && dir[n - 1] == '/')
+    n--;
+  if (asprintf (&r, "%.*s/%s", (int) n, dir, name) < 0)
+    return NULL;
+  return r;
+}
+
+/* An absolute path without control characters; trailing slashes dropped so
+ * that joining is predictable. NULL if fine, else the reason. */
+static const char *
+abs_path_problem (const char *s)
+{
+  if (s[0] != '/')
+    return "must be an absolute path";
+  if (strlen (s) > CONFIG_PATH_MAX)
+    return "is longer than 1024 bytes";
+  if (has_control (s))
+    return "must not contain control characters";
+  return NULL;
+}
+
+static char *
+path_dup_trimmed (const char *s)
+{
+  char *r = strdup (s);
+  if (r != NULL)
+    {
+      size_t n = strlen (r);
+      while (n > 1 && r[n - 1] == '/')
+        r[--n] = '\0';
+    }
+  return r;
+}
+
+/* --- home ---------------------------------------------------------------------- */
+
+int
+config_default_home (char **out, bvm_error_t *err)
+{
+  const char *env = getenv ("BUILDVM_HOME");
+  const char *xdg, *home;
+
+  if (env != NULL && *env != '\0')
+    {
+      if (abs_path_problem (env) != NULL)
+        {
+          char shown[JOB__SHOW_SIZE];
+          return bvm_error_code (err, BVM_E_INVALID, 0,
+                                 "environment variable `BUILDVM_HOME` %s, got `%s`",
+                                 abs_path_problem (env), job__show (shown, sizeof shown, env));
+        }
+      *out = path_dup_trimmed (env);
+    }
+  else if (geteuid () == 0)
+    *out = strdup ("/var/lib/buildvm");
+  else if ((xdg = getenv ("XDG_STATE_HOME")) != NULL && xdg[0] == '/'
+           && abs_path_problem (xdg) == NULL)
+    /* the XDG spec says to ignore a relative value */
+    *out = path_join (xdg, "buildvm");
+  else
+    {
+      home = getenv ("HOME");
+      if (home == NULL || home[0] != '/' || abs_path_problem (home) != NULL)
+        {
+          struct passwd *pw = getpwuid (geteuid ());
+          home = pw ? pw->pw_dir : NULL;
+        }
+      if (home == NULL || home[0] != '/')
+        return bvm_error_code (err, BVM_E_INVALID, 0,
+                               "cannot find a home directory for buildvm: set `BUILDVM_HOME`");
+      *out = path_join (home, ".local/state/buildvm");
+    }
+  if (*out == NULL)
+    return nomem (err);
+  return 0;
+}
+
+/* --- URLs --------------------------------------------------------------------- */
+
+/* "host[:port]" of n bytes: a DNS name or IPv4 address, or [IPv6]. */
+static const char *
+hostport_problem (const char *s, size_t n)
+{
+  const char *port = NULL;
+  size_t hlen;
+
+  if (n == 0)
+    return "has no host";
+  if (s[0] == '[')
+    {
+      const char *close = memchr (s, ']', n);
+      if (close == NULL)
+        return "has an unterminated IPv6 address";
+      for (const char *p = s + 1; p < close; p++)
+        if (!(is_alnum (*p) || *p == ':' || *p == '.'))
+          return "has an invalid IPv6 address";
+      hlen = (size_t) (close - s) + 1;
+      if (hlen < n && s[hlen] != ':')
+        return "has an invalid host";
+      port = hlen < n ? s + hlen + 1 : NULL;
+    }
+  else
+    {
+      const char *colon = memchr (s, ':', n);
+      hlen = colon ? (size_t) (colon - s) : n;
+      if (hlen == 0)
+        return "has no host";
+      for (size_t i = 0; i < hlen; i++)
+        if (!(is_alnum (s[i]) || s[i] == '.' || s[i] == '-'))
+          return "has an invalid host name (credentials belong in `registry.credentials`)";
+      port = colon ? colon + 1 : NULL;
+    }
+  if (port != NULL)
+    {
+      size_t plen = (size_t) (s + n - port);
+      char num[8];
+      uint32_t v;
+      if (plen == 0 || plen > 5 || port[0] == '0')
+        return "has an invalid port";
+      memcpy (num, port, plen);
+      num[plen] = '\0';
+      if (parse_u32 (num, &v) < 0 || v < 1 || v > 65535)
+        return "has an invalid port";
+    }
+  return NULL;
+}
+
+/* "http(s)://host[:port]" with at most a trailing "/": the registry API
+ * lives at /v2/ of the root. */
+static const char *
+registry_url_problem (const char *s)
+{
+  const char *hp;
+  size_t n;
+
+  if (strlen (s) > CONFIG_URL_MAX)
+    return "is longer than 1024 bytes";
+  if (strncmp (s, "http://", 7) == 0)
+    hp = s + 7;
+  else if (strncmp (s, "https://", 8) == 0)
+    hp = s + 8;
+  else
+    return "must start with `http://` or `https://`";
+  n = strlen (hp);
+  if (n > 0 && hp[n - 1] == '/')
+    n--;
+  if (memchr (hp, '/', n) != NULL || memchr (hp, '?', n) != NULL || memchr (hp, '#', n) != NULL)
+    return "must be `scheme://host[:port]` without a path";
+  if (memchr (hp, '@', n) != NULL)
+    return "must not contain credentials: use `registry.credentials`";
+  return hostport_problem (hp, n);
+}
+
+static bool
+name_valid (const char *s, size_t n, size_t max)
+{
+  if (n == 0 || n > max)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!(is_alnum (s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
+      return false;
+  return true;
+}
+
+/* A program looked up in PATH: [A-Za-z0-9._+-]{1,64}, no `/`. */
+static bool
+command_name_valid (const char *s)
+{
+  size_t n = strlen (s);
+  if (n == 0 || n > 64 || s[0] == '-')
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!(is_alnum (s[i]) || strchr ("._+-", s[i]) != NULL))
+      return false;
+  return true;
+}
+
+/* "spool:/abs/dir" or "redis://host[:port][/stream][?group=name]". Only the
+ * form is checked here; the queue module connects. */
+static const char *
+queue_problem (const char *s, enum config_queue_kind *kind)
+{
+  if (strlen (s) > CONFIG_URL_MAX)
+    return "is longer than 1024 bytes";
+  if (strncmp (s, "spool:", 6) == 0)
+    {
+      *kind = CONFIG_QUEUE_SPOOL;
+      return abs_path_problem (s + 6) ? "must be `spool:` followed by an absolute directory"
+                                      : NULL;
+    }
+  if (strncmp (s, "redis://", 8) == 0)
+    {
+      const char *hp = s + 8, *p;
+      size_t n = strcspn (hp, "/?#");
+      const char *why;
+
+      *kind = CONFIG_QUEUE_REDIS;
+      if (memchr (hp, '@', n) != NULL)
+        return "must not contain credentials";
+      if ((why = hostport_problem (hp, n)) != NULL)
+        return why;
+      p = hp + n;
+      if (*p == '/')
+        {
+          size_t m = strcspn (p + 1, "?#");
+          if (!name_valid (p + 1, m, 128))
+            return "has an invalid stream name (^[A-Za-z0-9._-]{1,128}$)";
+          p += 1 + m;
+        }
+      if (*p == '?')
+        {
+          if (strncmp (p, "?group=", 7) != 0 || !name_valid (p + 7, strlen (p + 7), 64))
+            return "may only have the query `?group=NAME` (^[A-Za-z0-9._-]{1,64}$)";
+          p += strlen (p);
+        }
+      if (*p != '\0')
+        return "has trailing characters after the redis URL";
+      return NULL;
+    }
+  return "must be `spool:/dir` or `redis://host:port/stream?group=name`";
+}
+
+/* --- templates --------------------------------------------------------------------- */
+
+enum
+{
+  T_APP,
+  T_COMMIT,
+  T_SHORT_COMMIT,
+  T_REF_NAME,
+  T_ID,
+  T_COUNT
+};
+
+static const char *const placeholders[T_COUNT] = { "app", "commit", "short_commit", "ref_name",
+                                                   "id" };
+
+/* Expand `tmpl` with vals (indexed by T_*); *used gets a bit per placeholder.
+ * Returns NULL on success, else why the template is malformed. */
+static const char *
+tmpl_expand (struct buf *out, const char *tmpl, const char *const vals[T_COUNT], unsigned *used)
+{
+  const char *p = tmpl;
+
+  *used = 0;
+  while (*p)
+    {
+      if (*p == '{')
+        {
+          const char *close = strchr (p, '}');
+          size_t n;
+          int k;
+          if (close == NULL)
+            return "has an unterminated `{`";
+          n = (size_t) (close - p - 1);
+          for (k = 0; k < T_COUNT; k++)
+            if (strlen (placeholders[k]) == n && memcmp (placeholders[k], p + 1, n) == 0)
+              break;
+          if (k == T_COUNT)
+            return "has an unknown placeholder (use {app}, {commit}, {short_commit}, "
+                   "{ref_name}, {id})";
+          *used |= 1u << k;
+          if (buf_adds (out, vals[k]) < 0)
+            return "expands to something too long";
+          p = close + 1;
+        }
+      else if (*p == '}')
+        return "has a `}` without `{`";
+      else
+        {
+          if (buf_add (out, p, 1) < 0)
+            return "expands to something too long";
+          p++;
+        }
+    }
+  return NULL;
+}
+
+/* {ref_name}: the ref without refs/heads/ or refs/tags/ (else without
+ * refs/), every byte outside [A-Za-z0-9_.-] turned into `-`, a leading `.`
+ * or `-` into `_`, at most 128 bytes. So "refs/heads/feature/x" gives
+ * "feature-x", always a valid tag. Distinct refs may share a name; the
+ * name is for humans and moving tags, {commit} identifies the build. */
+static void
+ref_name (char out[CONFIG_REF_NAME_MAX + 1], const char *ref)
+{
+  const char *s = ref;
+  size_t i;
+
+  if (strncmp (s, "refs/heads/", 11) == 0)
+    s += 11;
+  else if (strncmp (s, "refs/tags/", 10) == 0)
+    s += 10;
+  else if (strncmp (s, "refs/", 5) == 0)
+    s += 5;
+  for (i = 0; s[i] && i < CONFIG_REF_NAME_MAX; i++)
+    out[i] = (is_alnum (s[i]) || s[i] == '_' || s[i] == '.' || s[i] == '-') ? s[i] : '-';
+  out[i] = '\0';
+  if (i == 0)
+    {
+      out[0] = '_';
+      out[1] = '\0';
+    }
+  if (out[0] == '.' || out[0] == '-')
+    out[0] = '_';
+}
+
+enum tmpl_kind
+{
+  TMPL_REPOSITORY,
+  TMPL_TAG,
+};
+
+static bool
+tmpl_result_valid (const char *s, enum tmpl_kind kind)
+{
+  return kind == TMPL_REPOSITORY ? spec_repository_valid (s) : spec_tag_valid (s);
+}
+
+/* Sample values that every placeholder can take, including the longest and
+ * the most awkward: if each sample row expands to a valid name, any valid
+ * job does too. The one exception is an app id ending in `-`, which the app
+ * grammar allows but a repository component does not; it is caught at
+ * expansion time (config_expand_destination). */
+#define X63 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define X128 "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" \
+             "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+static const char *const samples[][T_COUNT] = {
+  { "a", "0123456789abcdef0123456789abcdef01234567", "0123456789ab", "A", "A" },
+  { "0", "ffffffffffffffffffffffffffffffffffffffff", "ffffffffffff", "_x", "0" },
+  { "a-b", "0000000000000000000000000000000000000000", "000000000000", "a.-b", "a.b" },
+  { "ab--cd", "0123456789abcdef0123456789abcdef01234567", "0123456789ab", "a-b_C", "a_b-C" },
+  { "z9", "0123456789abcdef0123456789abcdef01234567", "0123456789ab", "v1.0.", "a." },
+  { "a0", "0123456789abcdef0123456789abcdef01234567", "0123456789ab", "_", "a-" },
+  { X63, "0123456789abcdef0123456789abcdef01234567", "0123456789ab", X128, X128 },
+};
+
+static int
+tmpl_check (const char *tmpl, enum tmpl_kind kind, bool need_placeholder, const char *what,
+            const char *field, bvm_error_t *err)
+{
+  const char *kname = kind == TMPL_REPOSITORY ? "repository" : "tag";
+  const char *why;
+
+  if (strlen (tmpl) == 0 || strlen (tmpl) > CONFIG_TEMPLATE_MAX)
+    return bad_value (err, what, field, "must be 1 to 255 bytes", tmpl);
+  for (size_t k = 0; k < ARRAY_SIZE (samples); k++)
+    {
+      cleanup_buf struct buf b = BUF_INIT (4096);
+      unsigned used = 0;
+
+      if ((why = tmpl_expand (&b, tmpl, samples[k], &used)) != NULL)
+        return bad_value (err, what, field, why, tmpl);
+      /* without {app} every app would push into one repository and could
+       * overwrite the others' images */
+      if (kind == TMPL_REPOSITORY && !(used & (1u << T_APP)))
+        return bad_value (err, what, field, "must contain `{app}`", tmpl);
+      /* a constant tag is overwritten by every deploy: that is what
+       * extra_tags is for */
+      if (need_placeholder && used == 0)
+        return bad_value (err, what, field,
+                          "must contain a placeholder such as `{commit}` (use "
+                          "`registry.extra_tags` for constant tags)",
+                          tmpl);
+      if (!tmpl_result_valid (buf_cstr (&b), kind) || b.len > 255)
+        {
+          char shown[JOB__SHOW_SIZE], ex[JOB__SHOW_SIZE];
+          return bad (err, what, field,
+                      "`%s` can expand to `%s`, which is not a valid %s name (see "
+                      "docs/schemas.md for what each placeholder may contain)",
+                      job__show (shown, sizeof shown, tmpl), job__show (ex, sizeof ex, buf_cstr (&b)),
+                      kname);
+        }
+    }
+  return 0;
+}
+
+static int
+tmpl_apply (char **out, const char *tmpl, enum tmpl_kind kind, const char *field,
+            const struct job_request *j, bvm_error_t *err)
+{
+  cleanup_buf struct buf b = BUF_INIT (4096);
+  char short_commit[CONFIG_SHORT_COMMIT_LEN + 1], rn[CONFIG_REF_NAME_MAX + 1];
+  const char *vals[T_COUNT];
+  unsigned used = 0;
+  const char *why;
+
+  /* the request was validated by job_parse; check again what reaches a
+   * registry path in case a caller built one by hand */
+  if (!job_app_id_valid (j->app) || !job_commit_valid (j->commit) || !job_id_valid (j->id)
+      || !job_ref_valid (j->ref))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "expanding `%s`: the job request is not valid",
+                           field);
+  memcpy (short_commit, j->commit, CONFIG_SHORT_COMMIT_LEN);
+  short_commit[CONFIG_SHORT_COMMIT_LEN] = '\0';
+  ref_name (rn, j->ref);
+  vals[T_APP] = j->app;
+  vals[T_COMMIT] = j->commit;
+  vals[T_SHORT_COMMIT] = short_commit;
+  vals[T_REF_NAME] = rn;
+  vals[T_ID] = j->id;
+  if ((why = tmpl_expand (&b, tmpl, vals, &used)) != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "expanding `%s`: template %s", field, why);
+  if (b.len > 255 || !tmpl_result_valid (buf_cstr (&b), kind))
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "`%s` gives `%s` for app `%s`, which is not a valid %s name", field,
+                           buf_cstr (&b), j->app,
+                           kind == TMPL_REPOSITORY ? "repository" : "tag");
+  *out = buf_steal (&b);
+  return 0;
+}
+
+void
+config_strv_free (char **v)
+{
+  if (v == NULL)
+    return;
+  for (char **p = v; *p; p++)
+    free (*p);
+  free (v);
+}
+
+int
+config_expand_destination (char **repo_out, char **tag_out, const struct runner_config *c,
+                           const struct job_request *j, bvm_error_t *err)
+{
+  cleanup_free char *repo = NULL;
+  cleanup_free char *tag = NULL;
+  int ret;
+
+  ret = tmpl_apply (&repo, c->registry.repository, TMPL_REPOSITORY, "registry.repository", j, err);
+  if (ret == 0)
+    ret = tmpl_apply (&tag, c->registry.tag, TMPL_TAG, "registry.tag", j, err);
+  if (ret < 0)
+    return ret;
+  *repo_out = steal_pointer (&repo);
+  *tag_out = steal_pointer (&tag);
+  return 0;
+}
+
+int
+config_expand_extra_tags (char ***out, size_t *n, const struct runner_config *c,
+                          const struct job_request *j, bvm_error_t *err)
+{
+  char **v = calloc (c->registry.n_extra_tags + 1, sizeof *v);
+  int ret;
+
+  if (v == NULL)
+    return nomem (err);
+  for (size_t i = 0; i < c->registry.n_extra_tags; i++)
+    {
+      ret = tmpl_apply (&v[i], c->registry.extra_tags[i], TMPL_TAG, "registry.extra_tags", j, err);
+      if (ret < 0)
+        {
+          config_strv_free (v);
+          return ret;
+        }
+    }
+  *out = v;
+  *n = c->registry.n_extra_tags;
+  return 0;
+}
+
+/* --- loading ------------------------------------------------------------------------ */
+
+void
+config_free (struct runner_config *c)
+{
+  if (c == NULL)
+    return;
+  free (c->path);
+  free (c->home);
+  free (c->work_dir);
+  free (c->log_dir);
+  free (c->cache_dir);
+  free (c->state_dir);
+  free (c->artifacts);
+  free (c->artifacts_dir);
+  free (c->registry.url);
+  free (c->registry.credentials);
+  free (c->registry.repository);
+  free (c->registry.tag);
+  config_strv_free (c->registry.extra_tags);
+  free (c->images.dir);
+  free (c->images.default_profile);
+  free (c->vm.driver);
+  free (c->vm.qemu);
+  free (c->policies.role);
+  free (c->policies.boundary);
+  free (c->queue);
+  free (c);
+}
+
+struct loader
+{
+  const char *what; /* "`/path`" or "built-in defaults" */
+  const json_t *doc; /* an empty object for defaults only */
+};
+
+static int
+wrapped (int ret, const struct loader *L, bvm_error_t *err)
+{
+  return ret < 0 ? bvm_error_wrap (err, "%s", L->what) : ret;
+}
+
+/* An optional sub-object with only the listed keys; *out NULL if absent. */
+static int
+get_section (const json_t **out, const struct loader *L, const char *key,
+             const char *const *keys, bvm_error_t *err)
+{
+  json_t *o = NULL;
+  int ret = jsonx_get_typed (&o, L->doc, key, JSON_OBJECT, false, "", err);
+  if (ret == 0 && o != NULL)
+    ret = jsonx_check_keys (o, keys, key, err);
+  *out = o;
+  return wrapped (ret, L, err);
+}
+
+/* A string field of `obj` (which may be NULL): *out is a copy of it, or of
+ * `def` when absent (NULL when def is NULL). */
+static int
+get_string (char **out, const struct loader *L, const json_t *obj, const char *where,
+            const char *key, const char *def, size_t maxlen, bvm_error_t *err)
+{
+  const char *v = def;
+  int ret = 0;
+
+  if (obj != NULL)
+    ret = jsonx_get_str (&v, obj, key, false, maxlen, where, err);
+  if (ret < 0)
+    return wrapped (ret, L, err);
+  if (v == NULL)
+    {
+      *out = NULL;
+      return 0;
+    }
+  *out = strdup (v);
+  return *out == NULL ? nomem (err) : 0;
+}
+
+/* An absolute path field, or `def`. Trailing slashes are dropped. */
+static int
+get_path (char **out, const struct loader *L, const json_t *obj, const char *where,
+          const char *key, const char *def, bvm_error_t *err)
+{
+  cleanup_free char *v = NULL;
+  char field[128];
+  const char *why;
+  int ret;
+
+  ret = get_string (&v, L, obj, where, key, def, 65536, err);
+  if (ret < 0 || v == NULL)
+    return ret;
+  jsonx_path (field, sizeof field, where, key);
+  if ((why = abs_path_problem (v)) != NULL)
+    return bad_value (err, L->what, field, why, v);
+  *out = path_dup_trimmed (v);
+  return *out == NULL ? nomem (err) : 0;
+}
+
+static int
+load_dirs (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const struct
+  {
+    const char *key;
+    const char *sub;
+    size_t off;
+  } dirs[] = {
+    { "work_dir", "work", offsetof (struct runner_config, work_dir) },
+    { "log_dir", "logs", offsetof (struct runner_config, log_dir) },
+    { "cache_dir", "cache", offsetof (struct runner_config, cache_dir) },
+    { "state_dir", "state", offsetof (struct runner_config, state_dir) },
+  };
+  cleanup_free char *home = NULL;
+  int ret;
+
+  /* precedence: the `home` field, then $BUILDVM_HOME, then the default */
+  ret = get_path (&c->home, L, L->doc, "", "home", NULL, err);
+  if (ret < 0)
+    return ret;
+  if (c->home == NULL && (ret = config_default_home (&c->home, err)) < 0)
+    return ret;
+  for (size_t i = 0; i < ARRAY_SIZE (dirs); i++)
+    {
+      cleanup_free char *def = path_join (c->home, dirs[i].sub);
+      char **dst = (char **) ((char *) c + dirs[i].off);
+      if (def == NULL)
+        return nomem (err);
+      ret = get_path (dst, L, L->doc, "", dirs[i].key, def, err);
+      if (ret < 0)
+        return ret;
+    }
+  return 0;
+}
+
+static int
+load_artifacts_and_queue (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  cleanup_free char *def = NULL;
+  const char *why;
+  int ret;
+
+  if (asprintf (&def, "dir:%s%sartifacts", c->home, strcmp (c->home, "/") ? "/" : "") < 0)
+    return nomem (err);
+  ret = get_string (&c->artifacts, L, L->doc, "", "artifacts", def, 65536, err);
+  if (ret < 0)
+    return ret;
+  if (strncmp (c->artifacts, "dir:", 4) != 0 || abs_path_problem (c->artifacts + 4) != NULL)
+    return bad_value (err, L->what, "artifacts",
+                      "must be `dir:` followed by an absolute directory", c->artifacts);
+  c->artifacts_dir = path_dup_trimmed (c->artifacts + 4);
+  if (c->artifacts_dir == NULL)
+    return nomem (err);
+
+  free (def);
+  if (asprintf (&def, "spool:%s%sspool", c->home, strcmp (c->home, "/") ? "/" : "") < 0)
+    {
+      def = NULL;
+      return nomem (err);
+    }
+  ret = get_string (&c->queue, L, L->doc, "", "queue", def, 65536, err);
+  if (ret < 0)
+    return ret;
+  if ((why = queue_problem (c->queue, &c->queue_kind)) != NULL)
+    return bad_value (err, L->what, "queue", why, c->queue);
+  return 0;
+}
+
+static int
+load_registry (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const char *const keys[] = { "url", "credentials", "repository", "tag", "extra_tags",
+                                      NULL };
+  const json_t *o = NULL;
+  json_t *cred;
+  const char *why;
+  int ret;
+
+  ret = get_section (&o, L, "registry", keys, err);
+  if (ret == 0)
+    ret = get_string (&c->registry.url, L, o, "registry", "url", DEFAULT_REGISTRY_URL, 65536, err);
+  if (ret < 0)
+    return ret;
+  if ((why = registry_url_problem (c->registry.url)) != NULL)
+    return bad_value (err, L->what, "registry.url", why, c->registry.url);
+  {
+    size_t n = strlen (c->registry.url);
+    if (c->registry.url[n - 1] == '/')
+      c->registry.url[n - 1] = '\0';
+  }
+
+  /* null and absent both mean "no credentials" */
+  cred = o ? json_object_get (o, "credentials") : NULL;
+  if (cred != NULL && !json_is_null (cred))
+    {
+      ret = get_path (&c->registry.credentials, L, o, "registry", "credentials", NULL, err);
+      if (ret < 0)
+        return ret;
+      /* fail at startup rather than at the first push; the check is done
+       * again on the open file when the credentials are read */
+      ret = fs_check_private (c->registry.credentials, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "%s: field `registry.credentials`", L->what);
+    }
+
+  ret = get_string (&c->registry.repository, L, o, "registry", "repository", DEFAULT_REPOSITORY,
+                    4096, err);
+  if (ret == 0)
+    ret = tmpl_check (c->registry.repository, TMPL_REPOSITORY, true, L->what,
+                      "registry.repository", err);
+  if (ret == 0)
+    ret = get_string (&c->registry.tag, L, o, "registry", "tag", DEFAULT_TAG, 4096, err);
+  if (ret == 0)
+    ret = tmpl_check (c->registry.tag, TMPL_TAG, true, L->what, "registry.tag", err);
+  if (ret < 0)
+    return ret;
+
+  {
+    cleanup_free const char **tags = NULL;
+    size_t n = 0;
+
+    if (o != NULL)
+      ret = jsonx_get_str_array (&tags, &n, o, "extra_tags", false, CONFIG_MAX_EXTRA_TAGS, 4096,
+                                 "registry", err);
+    if (ret < 0)
+      return wrapped (ret, L, err);
+    c->registry.extra_tags = calloc (n + 1, sizeof (char *));
+    if (c->registry.extra_tags == NULL)
+      return nomem (err);
+    for (size_t i = 0; i < n; i++)
+      {
+        char field[64];
+        snprintf (field, sizeof field, "registry.extra_tags[%zu]", i);
+        ret = tmpl_check (tags[i], TMPL_TAG, false, L->what, field, err);
+        if (ret < 0)
+          return ret;
+        for (size_t k = 0; k < i; k++)
+          if (strcmp (tags[k], tags[i]) == 0)
+            return bad_value (err, L->what, field, "repeats a tag", tags[i]);
+        if ((c->registry.extra_tags[i] = strdup (tags[i])) == NULL)
+          return nomem (err);
+        c->registry.n_extra_tags = i + 1;
+      }
+  }
+  return 0;
+}
+
+static int
+load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const char *const ikeys[] = { "dir", "default_profile", NULL };
+  static const char *const vkeys[] = { "driver", "accel", "qemu", "boot_timeout", NULL };
+  const json_t *o = NULL;
+  cleanup_free char *accel = NULL;
+  int ret;
+
+  ret = get_section (&o, L, "images", ikeys, err);
+  if (ret < 0)
+    return ret;
+  if (o == NULL || json_object_get (o, "dir") == NULL)
+    {
+      /* next to the executable, so a build tree (build/buildvm with
+       * build/images from `make images`) works without any config */
+      cleanup_free char *exe = NULL;
+      if ((ret = fs_exe_dir (&exe, err)) < 0)
+        return bvm_error_wrap (err, "the default `images.dir`");
+      c->images.dir = path_join (exe, "images");
+      if (c->images.dir == NULL)
+        return nomem (err);
+    }
+  else if ((ret = get_path (&c->images.dir, L, o, "images", "dir", NULL, err)) < 0)
+    return ret;
+  ret = get_string (&c->images.default_profile, L, o, "images", "default_profile",
+                    DEFAULT_PROFILE, 4096, err);
+  if (ret < 0)
+    return ret;
+  if (!spec_profile_valid (c->images.default_profile))
+    return bad_value (err, L->what, "images.default_profile",
+                      "must match ^[a-z0-9][a-z0-9-]{0,31}$", c->images.default_profile);
+
+  ret = get_section (&o, L, "vm", vkeys, err);
+  if (ret == 0)
+    ret = get_string (&c->vm.driver, L, o, "vm", "driver", "qemu", 4096, err);
+  if (ret == 0)
+    ret = get_string (&accel, L, o, "vm", "accel", "auto", 4096, err);
+  if (ret == 0)
+    ret = get_string (&c->vm.qemu, L, o, "vm", "qemu", DEFAULT_QEMU, 65536, err);
+  if (ret < 0)
+    return ret;
+  if (strcmp (c->vm.driver, "qemu") != 0)
+    return bad_value (err, L->what, "vm.driver", "must be `qemu`", c->vm.driver);
+  if (strcmp (accel, "auto") == 0)
+    c->vm.accel = CONFIG_ACCEL_AUTO;
+  else if (strcmp (accel, "kvm") == 0)
+    c->vm.accel = CONFIG_ACCEL_KVM;
+  else if (strcmp (accel, "tcg") == 0)
+    c->vm.accel = CONFIG_ACCEL_TCG;
+  else
+    return bad_value (err, L->what, "vm.accel", "must be `auto`, `kvm` or `tcg`", accel);
+  if (c->vm.qemu[0] == '/')
+    {
+      if (abs_path_problem (c->vm.qemu) != NULL)
+        return bad_value (err, L->what, "vm.qemu", abs_path_problem (c->vm.qemu), c->vm.qemu);
+    }
+  else if (!command_name_valid (c->vm.qemu))
+    return bad_value (err, L->what, "vm.qemu",
+                      "must be a command name ([A-Za-z0-9._+-]{1,64}) or an absolute path",
+                      c->vm.qemu);
+  c->vm.boot_timeout = DEFAULT_BOOT_TIMEOUT;
+  if (o != NULL)
+    ret = jsonx_get_u64 (&c->vm.boot_timeout, o, "boot_timeout", false, 1, BOOT_TIMEOUT_MAX, "vm",
+                         err);
+  return wrapped (ret, L, err);
+}
+
+struct u64_field
+{
+  const char *key;
+  size_t off;
+  uint64_t min, max, def;
+};
+
+static int
+load_u64_section (void *base, const struct loader *L, const char *section,
+                  const struct u64_field *f, size_t n, bvm_error_t *err)
+{
+  const char *keys[16];
+  const json_t *o = NULL;
+  int ret;
+
+  for (size_t i = 0; i < n; i++)
+    keys[i] = f[i].key;
+  keys[n] = NULL;
+  ret = get_section (&o, L, section, keys, err);
+  for (size_t i = 0; ret == 0 && i < n; i++)
+    {
+      uint64_t *dst = (uint64_t *) ((char *) base + f[i].off);
+      *dst = f[i].def;
+      if (o != NULL)
+        ret = wrapped (jsonx_get_u64 (dst, o, f[i].key, false, f[i].min, f[i].max, section, err),
+                       L, err);
+    }
+  return ret;
+}
+
+#define LIM(k, min, max, def) { #k, offsetof (struct config_limits, k), (min), (max), (def) }
+#define DEF(k, min, max, def) { #k, offsetof (struct config_defaults, k), (min), (max), (def) }
+
+static int
+load_limits (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const struct u64_field limits[] = {
+    LIM (max_vcpus, 1, SPEC_VCPUS_MAX, 2),
+    LIM (max_memory_mib, SPEC_MEMORY_MIB_MIN, SPEC_MEMORY_MIB_MAX, 2048),
+    LIM (max_disk_mib, SPEC_DISK_MIB_MIN, SPEC_DISK_MIB_MAX, 8192),
+    LIM (max_build_seconds, 1, SPEC_TIMEOUT_MAX, 3600),
+    LIM (max_output_bytes, 1, UINT64_C (1) << 44, UINT64_C (2) << 30),
+    LIM (max_log_bytes, 4096, UINT64_C (1) << 36, UINT64_C (16) << 20),
+    LIM (max_source_bytes, 1, UINT64_C (1) << 44, UINT64_C (1) << 30),
+    LIM (max_source_entries, 1, 100000000, 100000),
+  };
+  static const struct u64_field defaults[] = {
+    DEF (vcpus, 1, SPEC_VCPUS_MAX, 1),
+    DEF (memory_mib, SPEC_MEMORY_MIB_MIN, SPEC_MEMORY_MIB_MAX, 1024),
+    DEF (disk_mib, SPEC_DISK_MIB_MIN, SPEC_DISK_MIB_MAX, 2048),
+    DEF (build_seconds, 1, SPEC_TIMEOUT_MAX, 900),
+  };
+  const struct config_limits *l = &c->limits;
+  const struct config_defaults *d = &c->defaults;
+  int ret;
+
+  ret = load_u64_section (&c->limits, L, "limits", limits, ARRAY_SIZE (limits), err);
+  if (ret == 0)
+    ret = load_u64_section (&c->defaults, L, "defaults", defaults, ARRAY_SIZE (defaults), err);
+  if (ret < 0)
+    return ret;
+  /* a default above its limit would make every spec without resources fail */
+#define CHECK(dk, lk)                                                                             \
+  if (d->dk > l->lk)                                                                              \
+    return bad (err, L->what, "defaults." #dk, "is %llu, above `limits." #lk "` (%llu)",           \
+                (unsigned long long) d->dk, (unsigned long long) l->lk);
+  CHECK (vcpus, max_vcpus);
+  CHECK (memory_mib, max_memory_mib);
+  CHECK (disk_mib, max_disk_mib);
+  CHECK (build_seconds, max_build_seconds);
+#undef CHECK
+  return 0;
+}
+
+static int
+load_policies (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const char *const keys[] = { "role", "boundary", NULL };
+  const json_t *o = NULL;
+  int ret;
+
+  ret = get_section (&o, L, "policies", keys, err);
+  if (ret == 0)
+    ret = get_string (&c->policies.role, L, o, "policies", "role", "builtin", 65536, err);
+  if (ret == 0)
+    ret = get_string (&c->policies.boundary, L, o, "policies", "boundary", "builtin", 65536, err);
+  if (ret < 0)
+    return ret;
+  if (strcmp (c->policies.role, "builtin") != 0 && abs_path_problem (c->policies.role) != NULL)
+    return bad_value (err, L->what, "policies.role", "must be `builtin` or an absolute path",
+                      c->policies.role);
+  if (strcmp (c->policies.boundary, "builtin") != 0
+      && abs_path_problem (c->policies.boundary) != NULL)
+    return bad_value (err, L->what, "policies.boundary", "must be `builtin` or an absolute path",
+                      c->policies.boundary);
+  return 0;
+}
+
+int
+config_load (struct runner_config **out, const char *path, bvm_error_t *err)
+{
+  static const char *const keys[] = { "home",      "work_dir", "log_dir", "cache_dir",
+                                      "state_dir", "artifacts", "registry", "images",
+                                      "vm",        "limits",   "defaults", "policies",
+                                      "queue",     NULL };
+  cleanup_json json_t *doc = NULL;
+  cleanup_config struct runner_config *c = NULL;
+  cleanup_free char *what = NULL;
+  struct loader L;
+  int ret;
+
+  c = calloc (1, sizeof *c);
+  if (c == NULL)
+    return nomem (err);
+  if (path != NULL)
+    {
+      cleanup_free char *data = NULL;
+      size_t len = 0;
+      char shown[JOB__SHOW_SIZE];
+
+      if (asprintf (&what, "`%s`", job__show (shown, sizeof shown, path)) < 0)
+        {
+          what = NULL;
+          return nomem (err);
+        }
+      ret = fs_read_file (&data, &len, path, CONFIG_MAX_BYTES, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "loading the runner config");
+      ret = jsonx_parse (&doc, data, len, CONFIG_MAX_BYTES, what, err);
+      if (ret < 0)
+        return ret;
+      if (!json_is_object (doc))
+        return bvm_error_code (err, BVM_E_INVALID, 0, "%s must be a JSON object", what);
+      ret = jsonx_check_keys (doc, keys, "", err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "%s", what);
+      if ((c->path = strdup (path)) == NULL)
+        return nomem (err);
+    }
+  else
+    {
+      doc = json_object ();
+      what = strdup ("built-in defaults");
+      if (doc == NULL || what == NULL)
+        return nomem (err);
+    }
+  L.what = what;
+  L.doc = doc;
+
+  ret = load_dirs (c, &L, err);
+  if (ret == 0)
+    ret = load_artifacts_and_queue (c, &L, err);
+  if (ret == 0)
+    ret = load_registry (c, &L, err);
+  if (ret == 0)
+    ret = load_images_vm (c, &L, err);
+  if (ret == 0)
+    ret = load_limits (c, &L, err);
+  if (ret == 0)
+    ret = load_policies (c, &L, err);
+  if (ret < 0)
+    return ret;
+  *out = steal_pointer (&c);
+  return 0;
+}
+
+/* --- resources ----------------------------------------------------------------------- */
+
+static int
+resolve_one (uint64_t *out, uint64_t asked, uint64_t def, uint64_t limit, const char *field,
+             const char *limit_name, bvm_error_t *err)
+{
+  if (asked == 0)
+    {
+      *out = def;
+      return 0;
+    }
+  if (asked > limit)
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "`buildvm.json`: %s %llu exceeds the runner limit of %llu (`limits.%s`)",
+                           field, (unsigned long long) asked, (unsigned long long) limit,
+                           limit_name);
+  *out = asked;
+  return 0;
+}
+
+int
+config_resolve_resources (struct job_resources *out, const struct runner_config *c,
+                          const struct build_spec *s, bvm_error_t *err)
+{
+  static const struct spec_resources none = { 0, 0, 0, 0 };
+  const struct spec_resources *r = s ? &s->resources : &none;
+  struct job_resources res;
+  int ret;
+
+  ret = resolve_one (&res.vcpus, r->vcpus, c->defaults.vcpus, c->limits.max_vcpus,
+                     "resources.vcpus", "max_vcpus", err);
+  if (ret == 0)
+    ret = resolve_one (&res.memory_mib, r->memory_mib, c->defaults.memory_mib,
+                       c->limits.max_memory_mib, "resources.memory_mib", "max_memory_mib", err);
+  if (ret == 0)
+    ret = resolve_one (&res.disk_mib, r->disk_mib, c->defaults.disk_mib, c->limits.max_disk_mib,
+                       "resources.disk_mib", "max_disk_mib", err);
+  if (ret == 0)
+    ret = resolve_one (&res.timeout, r->timeout, c->defaults.build_seconds,
+                       c->limits.max_build_seconds, "resources.timeout", "max_build_seconds", err);
+  for (size_t i = 0; ret == 0 && s != NULL && i < s->n_steps; i++)
+    if (s->steps[i].timeout > c->limits.max_build_seconds)
+      {
+        char field[64];
+        uint64_t ignored;
+        snprintf (field, sizeof field, "steps[%zu].timeout", i);
+        ret = resolve_one (&ignored, s->steps[i].timeout, 0, c->limits.max_build_seconds, field,
+                           "max_build_seconds", err);
+      }
+  if (ret < 0)
+    return ret;
+  *out = res;
+  return 0;
+}
+
+/* --- serialization --------------------------------------------------------------------- */
+
+static int
+set_s (json_t *o, const char *k, const char *v)
+{
+  return json_object_set_new (o, k, v ? json_string (v) : json_null ());
+}
+
+static int
+set_u (json_t *o, const char *k, uint64_t v)
+{
+  return json_object_set_new (o, k, json_integer ((json_int_t) v));
+}
+
+json_t *
+config_to_json (const struct runner_config *c)
+{
+  static const char *const accel[] = { "auto", "kvm", "tcg" };
+  cleanup_json json_t *o = json_object ();
+  json_t *reg = json_object (), *img = json_object (), *vm = json_object ();
+  json_t *lim = json_object (), *def = json_object (), *pol = json_object ();
+  json_t *tags = json_array ();
+  int r = 0;
+
+  if (o == NULL)
+    {
+      json_decref (reg), json_decref (img), json_decref (vm);
+      json_decref (lim), json_decref (def), json_decref (pol), json_decref (tags);
+      return NULL;
+    }
+  /* set_new takes the references even on failure (and fails on NULL) */
+  r |= json_object_set_new (o, "registry", reg);
+  r |= json_object_set_new (o, "images", img);
+  r |= json_object_set_new (o, "vm", vm);
+  r |= json_object_set_new (o, "limits", lim);
+  r |= json_object_set_new (o, "defaults", def);
+  r |= json_object_set_new (o, "policies", pol);
+  if (reg != NULL)
+    r |= json_object_set_new (reg, "extra_tags", tags);
+  else
+    json_decref (tags);
+  if (r != 0)
+    return NULL;
+
+  r |= set_s (o, "home", c->home);
+  r |= set_s (o, "work_dir", c->work_dir);
+  r |= set_s (o, "log_dir", c->log_dir);
+  r |= set_s (o, "cache_dir", c->cache_dir);
+  r |= set_s (o, "state_dir", c->state_dir);
+  r |= set_s (o, "artifacts", c->artifacts);
+  r |= set_s (o, "queue", c->queue);
+  r |= set_s (reg, "url", c->registry.url);
+  r |= set_s (reg, "credentials", c->registry.credentials);
+  r |= set_s (reg, "repository", c->registry.repository);
+  r |= set_s (reg, "tag", c->registry.tag);
+  for (size_t i = 0; i < c->registry.n_extra_tags; i++)
+    r |= json_array_append_new (tags, json_string (c->registry.extra_tags[i]));
+  r |= set_s (img, "dir", c->images.dir);
+  r |= set_s (img, "default_profile", c->images.default_profile);
+  r |= set_s (vm, "driver", c->vm.driver);
+  r |= set_s (vm, "accel", accel[c->vm.accel]);
+  r |= set_s (vm, "qemu", c->vm.qemu);
+  r |= set_u (vm, "boot_timeout", c->vm.boot_timeout);
+  r |= set_u (lim, "max_vcpus", c->limits.max_vcpus);
+  r |= set_u (lim, "max_memory_mib", c->limits.max_memory_mib);
+  r |= set_u (lim, "max_disk_mib", c->limits.max_disk_mib);
+  r |= set_u (lim, "max_build_seconds", c->limits.max_build_seconds);
+  r |= set_u (lim, "max_output_bytes", c->limits.max_output_bytes);
+  r |= set_u (lim, "max_log_bytes", c->limits.max_log_bytes);
+  r |= set_u (lim, "max_source_bytes", c->limits.max_source_bytes);
+  r |= set_u (lim, "max_source_entries", c->limits.max_source_entries);
+  r |= set_u (def, "vcpus", c->defaults.vcpus);
+  r |= set_u (def, "memory_mib", c->defaults.memory_mib);
+  r |= set_u (def, "disk_mib", c->defaults.disk_mib);
+  r |= set_u (def, "build_seconds", c->defaults.build_seconds);
+  r |= set_s (pol, "role", c->policies.role);
+  r |= set_s (pol, "boundary", c->policies.boundary);
+  if (r != 0)
+    return NULL;
+  return steal_pointer (&o);
+}
+
+/* --- credentials ------------------------------------------------------------------------- */
+
+static void
+wipe_free (char *s)
+{
+  if (s != NULL)
+    {
+      mem_wipe (s, strlen (s));
+      free (s);
+    }
+}
+
+void
+config_credentials_free (struct registry_credentials *cr)
+{
+  if (cr == NULL)
+    return;
+  wipe_free (cr->username);
+  wipe_free (cr->password);
+  wipe_free (cr->token);
+  free (cr);
+}
+
+/* Overwrite jansson's copy of every string in the document before it is
+ * freed. jansson's API hands out const strings, but they live in memory it
+ * malloc'd for the value and nothing else refers to them once we are done. */
+static void
+wipe_json_strings (json_t *j)
+{
+  const char *k;
+  json_t *v;
+  size_t i;
+
+  if (json_is_string (j))
+    mem_wipe ((char *) json_string_value (j), json_string_length (j));
+  else if (json_is_object (j))
+    {
+      json_object_foreach (j, k, v)
+        wipe_json_strings (v);
+    }
+  else if (json_is_array (j))
+    {
+      json_array_foreach (j, i, v)
+        wipe_json_strings (v);
+    }
+}
+
+static int
+read_private (char **out, size_t *len, const char *path, bvm_error_t *err)
+{
+  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  struct stat st;
+  char *data;
+  size_t used = 0;
+
+  if (fd < 0)
+    return bvm_error (err, errno, "open registry credentials `%s`", path);
+  /* checked on the descriptor we read from: a check by path could be
+   * raced by swapping the file between the check and the open */
+  if (fstat (fd, &st) < 0)
+    return bvm_error (err, errno, "stat `%s`", path);
+  if (!S_ISREG (st.st_mode))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not a regular file", path);
+  if (st.st_mode & (S_IRWXG | S_IRWXO))
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "`%s` is accessible by group or others (mode %04o): chmod 600 it", path,
+                           (unsigned) (st.st_mode & 07777));
+  /* someone else's file could be rewritten under us by its owner */
+  if (st.st_uid != geteuid () && st.st_uid != 0)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is owned by uid %u, not by us or root",
+                           path, (unsigned) st.st_uid);
+  if (st.st_size > CONFIG_CREDENTIALS_MAX_BYTES)
+    return bvm_error_code (err, BVM_E_LIMIT, 0, "`%s` is larger than %d bytes", path,
+                           CONFIG_CREDENTIALS_MAX_BYTES);
+  /* one allocation of the final size: growing with realloc would leave
+   * unwiped copies of the secret behind */
+  data = malloc ((size_t) st.st_size + 2);
+  if (data == NULL)
+    return nomem (err);
+  for (;;)
+    {
+      ssize_t n = read (fd, data + used, (size_t) st.st_size + 1 - used);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        {
+          int e = errno;
+          mem_wipe (data, used);
+          free (data);
+          return bvm_error (err, e, "read `%s`", path);
+        }
+      if (n == 0)
+        break;
+      used += (size_t) n;
+      if (used > (size_t) st.st_size)
+        {
+          mem_wipe (data, used);
+          free (data);
+          return bvm_error_code (err, BVM_E_IO, 0, "`%s` changed while being read", path);
+        }
+    }
+  data[used] = '\0';
+  *out = data;
+  *len = used;
+  return 0;
+}
+
+static int
+dup_secret (char **dst, const char *src, bvm_error_t *err)
+{
+  if (src == NULL)
+    return 0;
+  *dst = strdup (src);
+  return *dst == NULL ? nomem (err) : 0;
+}
+
+int
+config_load_credentials (struct registry_credentials **out, const struct runner_config *c,
+                         bvm_error_t *err)
+{
+  static const char *const keys[] = { "username", "password", "token", NULL };
+  const char *path = c->registry.credentials;
+  struct registry_credentials *cr = NULL;
+  const char *user = NULL, *pass = NULL, *token = NULL;
+  char *data = NULL;
+  size_t len = 0;
+  json_t *doc = NULL;
+  char what[CONFIG_PATH_MAX + 8];
+  int ret;
+
+  *out = NULL;
+  if (path == NULL)
+    return 0;
+  ret = read_private (&data, &len, path, err);
+  if (ret < 0)
+    return ret;
+  snprintf (what, sizeof what, "`%s`", path);
+  ret = jsonx_parse (&doc, data, len, CONFIG_CREDENTIALS_MAX_BYTES, what, err);
+  mem_wipe (data, len);
+  free (data);
+  if (ret < 0)
+    /* jansson's message quotes the text near the error: the secret */
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "%s is not a valid JSON object (details withheld: it holds secrets)",
+                           what);
+  if (!json_is_object (doc))
+    ret = bvm_error_code (err, BVM_E_INVALID, 0, "%s must be a JSON object", what);
+  if (ret == 0)
+    ret = jsonx_check_keys (doc, keys, "", err);
+  if (ret == 0)
+    ret = jsonx_get_str (&user, doc, "username", false, 256, "", err);
+  if (ret == 0)
+    ret = jsonx_get_str (&pass, doc, "password", false, 4096, "", err);
+  if (ret == 0)
+    ret = jsonx_get_str (&token, doc, "token", false, 8192, "", err);
+  if (ret < 0)
+    ret = bvm_error_wrap (err, "%s", what);
+  else if (!((user && pass && !token) || (!user && !pass && token)))
+    ret = bvm_error_code (err, BVM_E_INVALID, 0,
+                          "%s must have either `username` and `password`, or `token`", what);
+  else if ((user && (user[0] == '\0' || has_control (user))) || (pass && pass[0] == '\0')
+           || (token && token[0] == '\0'))
+    ret = bvm_error_code (err, BVM_E_INVALID, 0,
+                          "%s has an empty value or a user name with control characters", what);
+  if (ret == 0)
+    {
+      cr = calloc (1, sizeof *cr);
+      if (cr == NULL)
+        ret = nomem (err);
+      if (ret == 0)
+        ret = dup_secret (&cr->username, user, err);
+      if (ret == 0)
+        ret = dup_secret (&cr->password, pass, err);
+      if (ret == 0)
+        ret = dup_secret (&cr->token, token, err);
+    }
+  if (doc != NULL)
+    {
+      wipe_json_strings (doc);
+      json_decref (doc);
+    }
+  if (ret < 0)
+    {
+      config_credentials_free (cr);
+      return ret;
+    }
+  *out = cr;
+  return 0;
+}

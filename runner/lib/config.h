@@ -1,0 +1,174 @@
+/* config.h - the runner's own configuration, `runner.json`
+ *
+ * Every field is optional and has a built-in default, so `buildvm run` works
+ * with no file at all. The file is the operator's, but it is still parsed
+ * strictly (unknown fields, wrong types and out-of-range values are errors):
+ * a typo in a limit must not silently leave the default in place.
+ *
+ * Paths: an explicit field wins over the environment (BUILDVM_HOME), which
+ * wins over the built-in default; see config_default_home().
+ *
+ * The config also turns a job into its plan values: the resources it may use
+ * (config_resolve_resources) and where its image goes
+ * (config_expand_destination), both from trusted inputs only.
+ */
+#ifndef BUILDVM_CONFIG_H
+#define BUILDVM_CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "job.h"
+#include "spec.h"
+
+#define CONFIG_MAX_BYTES (1024 * 1024)
+#define CONFIG_CREDENTIALS_MAX_BYTES (64 * 1024)
+#define CONFIG_PATH_MAX 1024
+#define CONFIG_URL_MAX 1024
+#define CONFIG_TEMPLATE_MAX 255
+#define CONFIG_MAX_EXTRA_TAGS 16
+#define CONFIG_SHORT_COMMIT_LEN 12 /* {short_commit} */
+#define CONFIG_REF_NAME_MAX 128    /* {ref_name} */
+
+enum config_accel
+{
+  CONFIG_ACCEL_AUTO, /* kvm when /dev/kvm is usable, else tcg */
+  CONFIG_ACCEL_KVM,
+  CONFIG_ACCEL_TCG,
+};
+
+enum config_queue_kind
+{
+  CONFIG_QUEUE_SPOOL, /* "spool:/abs/dir" */
+  CONFIG_QUEUE_REDIS, /* "redis://host[:port][/stream][?group=name]" */
+};
+
+struct config_registry
+{
+  char *url;         /* "http(s)://host[:port]", no path, no trailing slash */
+  char *credentials; /* absolute path of a private JSON file, or NULL */
+  char *repository;  /* template, e.g. "apps/{app}" */
+  char *tag;         /* template, e.g. "{commit}" */
+  char **extra_tags; /* templates, NULL-terminated, may be empty */
+  size_t n_extra_tags;
+};
+
+struct config_images
+{
+  char *dir;             /* VM image manifests are <dir>/<profile>.json */
+  char *default_profile; /* for commands that build without a spec profile */
+};
+
+struct config_vm
+{
+  char *driver; /* "qemu" */
+  enum config_accel accel;
+  char *qemu;            /* command name (looked up in PATH) or absolute path */
+  uint64_t boot_timeout; /* seconds */
+};
+
+/* Upper bounds on anything a job asks for or produces. */
+struct config_limits
+{
+  uint64_t max_vcpus;
+  uint64_t max_memory_mib;
+  uint64_t max_disk_mib;
+  uint64_t max_build_seconds;
+  uint64_t max_output_bytes;
+  uint64_t max_log_bytes;
+  uint64_t max_source_bytes;
+  uint64_t max_source_entries;
+};
+
+/* What a job gets when its spec does not say; never above the limits. */
+struct config_defaults
+{
+  uint64_t vcpus;
+  uint64_t memory_mib;
+  uint64_t disk_mib;
+  uint64_t build_seconds;
+};
+
+struct config_policies
+{
+  char *role;     /* "builtin" or an absolute path to a role policy */
+  char *boundary; /* "builtin" or an absolute path to a boundary policy */
+};
+
+struct runner_config
+{
+  char *path; /* the file it was loaded from, or NULL for defaults only */
+  char *home;
+  char *work_dir;
+  char *log_dir;
+  char *cache_dir;
+  char *state_dir;
+  char *artifacts;     /* "dir:/abs" as written */
+  char *artifacts_dir; /* its directory */
+  struct config_registry registry;
+  struct config_images images;
+  struct config_vm vm;
+  struct config_limits limits;
+  struct config_defaults defaults;
+  struct config_policies policies;
+  char *queue; /* as written, validated */
+  enum config_queue_kind queue_kind;
+};
+
+/* Load `path` (NULL = built-in defaults only). Errors name the file and the
+ * field: "`/etc/buildvm/runner.json`: field `limits.max_vcpus` ...". */
+int config_load (struct runner_config **out, const char *path, bvm_error_t *err);
+/* The effective configuration in the schema of runner.json (never secrets). */
+json_t *config_to_json (const struct runner_config *c);
+void config_free (struct runner_config *c);
+
+static inline void
+config_freep (struct runner_config **c)
+{
+  config_free (*c);
+}
+#define cleanup_config __attribute__ ((cleanup (config_freep)))
+
+/* The default home: $BUILDVM_HOME (absolute), else /var/lib/buildvm as root,
+ * else $XDG_STATE_HOME/buildvm (absolute), else $HOME/.local/state/buildvm. */
+int config_default_home (char **out, bvm_error_t *err);
+
+/* A job's effective resources: the spec's values where given, else the
+ * runner's defaults; a spec asking for more than a limit is a BVM_E_INVALID
+ * error, never silently clamped. `s` may be NULL (defaults only). Step
+ * timeouts are checked against max_build_seconds too. */
+int config_resolve_resources (struct job_resources *out, const struct runner_config *c,
+                              const struct build_spec *s, bvm_error_t *err);
+
+/* The image destination: the repository and tag templates expanded with the
+ * job's validated fields only (never anything the guest produced). The
+ * result is validated again; an app id that does not make a valid
+ * repository name (such as one ending in `-`) is a BVM_E_INVALID error. */
+int config_expand_destination (char **repo_out, char **tag_out, const struct runner_config *c,
+                               const struct job_request *j, bvm_error_t *err);
+/* registry.extra_tags expanded the same way: a NULL-terminated vector. */
+int config_expand_extra_tags (char ***out, size_t *n, const struct runner_config *c,
+                              const struct job_request *j, bvm_error_t *err);
+void config_strv_free (char **v);
+
+/* Registry credentials: {"username", "password"} or {"token"}. */
+struct registry_credentials
+{
+  char *username; /* NULL with a token */
+  char *password; /* NULL with a token */
+  char *token;    /* NULL with username/password */
+};
+
+/* Read registry.credentials after checking, on the open file, that it is a
+ * regular file owned by us or root and not accessible by group or others.
+ * *out is NULL when no credentials file is configured. Parse errors never
+ * quote the file's content. */
+int config_load_credentials (struct registry_credentials **out, const struct runner_config *c,
+                             bvm_error_t *err);
+/* Wipes the secrets before freeing. */
+void config_credentials_free (struct registry_credentials *cr);
+
+#endif
