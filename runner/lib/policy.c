@@ -597,7 +597,8 @@ compile_condition (struct stmt *st, struct policy *p, const json_t *c, const cha
 
       json_object_foreach (block, key, vals)
         {
-          struct cond_key *ck = &cd->keys[cd->nkeys];
+          /* counted before it is filled, so an error below frees its values */
+          struct cond_key *ck = &cd->keys[cd->nkeys++];
           const char *colon = strchr (key, ':');
           char ksh[SHOW_SIZE];
           char field[256];
@@ -651,7 +652,6 @@ compile_condition (struct stmt *st, struct policy *p, const json_t *c, const cha
                       return ret;
                   }
             }
-          cd->nkeys++;
         }
     }
   return 0;
