@@ -863,6 +863,8 @@ policy_parse (struct policy **out, const char *json, size_t len, const char *nam
   json_t *doc = NULL;
   int ret;
 
+  if (name == NULL)
+    name = "(unnamed)";
   buf_addf (&what, "policy `%s`", show (sh, sizeof sh, name, 200));
   ret = jsonx_parse (&doc, json, len, POLICY_MAX_BYTES, buf_cstr (&what), err);
   if (ret < 0)
@@ -904,7 +906,9 @@ policy_load_builtin (struct policy **out, bool boundary, bvm_error_t *err)
 static bool
 value_char_ok (unsigned char c)
 {
-  return c > 0x20 && c < 0x7f && c != '*' && c != '?' && c != '$' && c != ':';
+  /* `{ }` could make `${` next to a literal `$`; a backtick or backslash
+   * would break the quoting of error messages and the role id */
+  return c > 0x20 && c < 0x7f && strchr ("*?$:{}`\\", c) == NULL;
 }
 
 static bool
@@ -1059,7 +1063,8 @@ role_mint (struct role **out, const struct policy *tmpl, const struct policy *bo
       if (i == VAR_REF ? !ref_value_ok (in[i]) : !segment_value_ok (in[i]))
         return bvm_error_code (err, BVM_E_INVALID, 0,
                                "minting a role: `${%s}` value `%s` is not allowed: it must be %s "
-                               "of printable ASCII without `: * ? $`",
+                               "of printable ASCII without spaces, backticks, backslashes or "
+                               "`: * ? $ { }`",
                                var_names[i], show (sh, sizeof sh, in[i], 100),
                                i == VAR_REF ? "a path with no empty, `.` or `..` segment"
                                             : "one path segment (no `/`, not `.` or `..`)");
@@ -1315,6 +1320,14 @@ role_decide (const struct role *role, const char *action, const char *resource,
   out->allowed = false;
   out->statement = -1;
 
+  if (action == NULL || resource == NULL)
+    {
+      out->reason = POLICY_INVALID_REQUEST;
+      line_printf (out->why, sizeof out->why, "explicit deny: no %s given",
+                   action == NULL ? "action" : "resource");
+      return;
+    }
+
   if (wall_s () >= role->expires_at)
     {
       out->reason = POLICY_EXPIRED;
@@ -1376,8 +1389,8 @@ role_authorize_ctx (const struct role *role, const char *action, const char *res
   role_decide (role, action, resource, ctx, &d);
   if (d.allowed)
     return 0;
-  show (ash, sizeof ash, action, 100);
-  show (rsh, sizeof rsh, resource, 200);
+  show (ash, sizeof ash, action ? action : "", 100);
+  show (rsh, sizeof rsh, resource ? resource : "", 200);
   if (d.reason == POLICY_EXPIRED)
     return bvm_error_code (err, BVM_E_DENIED, 0, "role `%s` expired at %s: denies `%s` on `%s`",
                            role->id, role->expires_str, ash, rsh);

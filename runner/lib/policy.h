@@ -131,8 +131,9 @@ bool policy_wildcard_match (const char *pattern, const char *s, bool ignore_case
  * may be NULL) with `vars`, give it an id "role-<job id>-<8 random hex>" and
  * an expiry (unix seconds, > 0; the job's deadline). Variable values are
  * validated, never escaped: app, commit and id must be one path segment of
- * printable ASCII without `/ : * ? $`, and not "." or ".."; ref may contain
- * `/` but no empty, "." or ".." segments. A value that could widen or shift a
+ * printable ASCII without spaces or `/ : * ? $ { }`, backticks or
+ * backslashes, and not "." or ".."; ref follows the same rules but may
+ * contain `/` between segments that are not empty, "." or "..". A value that could widen or shift a
  * pattern is refused with BVM_E_INVALID (see policies/README.md for why). */
 int role_mint (struct role **out, const struct policy *tmpl, const struct policy *boundary,
                const struct policy_vars *vars, int64_t expires_at, bvm_error_t *err);

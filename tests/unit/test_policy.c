@@ -659,6 +659,10 @@ test_role_mint_refuses_values (void **state)
     { { "app1", COMMIT, "/refs/x", "j1" }, "`${job:Ref}`" },
     { { "app1", COMMIT, "refs/x/", "j1" }, "`${job:Ref}`" },
     { { "app1", COMMIT, "refs/*", "j1" }, "`${job:Ref}`" },
+    { { "a{b}", COMMIT, "refs/heads/main", "j1" }, "`${job:App}`" },
+    { { "a`b", COMMIT, "refs/heads/main", "j1" }, "`${job:App}` value `a\\x60b`" },
+    { { "a\\b", COMMIT, "refs/heads/main", "j1" }, "`${job:App}`" },
+    { { "app1", COMMIT, "refs/heads/ma in", "j1" }, "`${job:Ref}`" },
     { { "app1", COMMIT, "refs/heads/main", "j/1" }, "`${job:Id}`" },
     { { "app1", COMMIT, "refs/heads/main", "j?" }, "`${job:Id}`" },
   };
@@ -724,6 +728,8 @@ test_role_authorize_messages (void **state)
             "denies `artifacts:PutObject` on `artifacts:a\\x0ab\\x60c` (explicit deny: the resource "
             "contains a control character)");
   assert_fails_with (role_authorize (r, PUT, "artifacts:a\nb`c", &err), &err, needle);
+  assert_fails_with (role_authorize (r, PUT, NULL, &err), &err, "(explicit deny: no resource given)");
+  assert_fails_with (role_authorize (r, NULL, OBJ, &err), &err, "(explicit deny: no action given)");
   {
     struct policy_decision d;
     role_decide (r, "registry:PushImage", "registry:apps/app1:v1", NULL, &d);
