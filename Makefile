@@ -145,3 +145,6 @@ distclean:
 	rm -rf $(BUILD)
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d)
+
+# policy.o embeds the default policies with .incbin (see runner/lib/policy.c)
+$(BUILD)/obj/runner/lib/policy.o $(BUILD)/asan/runner/lib/policy.o: policies/build-role.json policies/boundary.json
