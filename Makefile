@@ -1,5 +1,7 @@
 # buildvm - ephemeral untrusted-build runner
 #
+#   make demo         set up everything and run the main job end to end (README)
+#   make test         set up everything and run all the tests (README, CI)
 #   make              the `buildvm` binary and the guest agent
 #   make deps         install every Debian package the build and the tests need
 #   make images       the guest kernel and the `minimal` rootfs (cached)
@@ -54,10 +56,21 @@ IMAGES := $(BUILD)/images
 
 .SECONDARY:
 
-.PHONY: all deps images image-minimal image-debian check unit unit-asan integration \
+.PHONY: test demo all deps images image-minimal image-debian check unit unit-asan integration \
 	bench fuzz format clean distclean install
 
 all: $(BUILD)/buildvm $(BUILD)/buildvm-agent
+
+# The README's two commands: each does all of its own set-up on a fresh machine.
+test: deps
+	$(MAKE) all
+	$(MAKE) images
+	$(MAKE) check
+
+demo: deps
+	$(MAKE) all
+	$(MAKE) images
+	examples/demo.sh
 
 deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
