@@ -1,0 +1,124 @@
+/* gitsrc.h - the checkout phase: fetch one exact commit into a per-app bare
+ * mirror and export its tree straight from the object database into a tar
+ *
+ * No working tree is ever written on the host: gitsrc_export() reads blobs
+ * from the odb and hands them to an already-open libarchive writer, so a
+ * hostile tree (a `.git` in disguise, `..`, a symlink pointing at /etc) never
+ * touches the host file system. Symlinks are stored as symlinks with their
+ * target verbatim; only the guest ever resolves them, inside the VM.
+ *
+ * One mirror per app, <cache_dir>/<app>.git, guarded by an flock on
+ * <cache_dir>/<app>.lock held from gitsrc_fetch() until gitsrc_repo_free():
+ * two jobs of the same app take turns, different apps never share a mirror.
+ *
+ * libgit2 is set up once per process (gitsrc_global_init, called by every
+ * entry point): the system/global/XDG git config is not read (its search
+ * paths are emptied, so `url.*.insteadOf`, `http.proxy`, credential helpers
+ * and a global excludes file of whoever runs buildvm do not apply).
+ */
+#ifndef BUILDVM_GITSRC_H
+#define BUILDVM_GITSRC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+struct archive;
+struct gitsrc_repo;
+
+#define GITSRC_OID_HEX 40
+#define GITSRC_MAX_URL 2048
+#define GITSRC_MAX_SYMLINK 4095 /* PATH_MAX - 1: what the guest can create */
+
+struct gitsrc_limits
+{
+  uint64_t max_entries;     /* tree entries visited (files, dirs, links, submodules) */
+  uint64_t max_bytes;       /* total file and symlink-target bytes exported */
+  uint64_t max_file_bytes;  /* one file */
+  size_t max_path;          /* bytes of one archive path, prefix included */
+  uint64_t max_fetch_bytes; /* bytes received by one fetch (pack data) */
+  int64_t deadline_ms;      /* absolute, on the now_ms() clock; 0 = none */
+};
+
+#define GITSRC_GIB ((uint64_t) 1 << 30)
+#define GITSRC_LIMITS_INIT                                                                        \
+  {                                                                                               \
+    .max_entries = 100000, .max_bytes = 2 * GITSRC_GIB, .max_file_bytes = GITSRC_GIB,             \
+    .max_path = 4096, .max_fetch_bytes = 4 * GITSRC_GIB, .deadline_ms = 0                         \
+  }
+
+struct gitsrc_stats
+{
+  uint64_t entries;  /* archive entries written: files + dirs + symlinks */
+  uint64_t files, dirs, symlinks;
+  uint64_t skipped;  /* gitlinks (submodules), nested repositories, special files */
+  uint64_t bytes;    /* file data and symlink targets */
+  uint64_t fetch_objects, fetch_bytes; /* received by the fetch (0 when not fetched) */
+  int64_t fetch_ms, export_ms;
+  bool fetched;      /* false when the mirror already had the commit */
+};
+
+/* Set libgit2 up once (thread-safe). Every function below calls it; callers
+ * only need it to fail early. */
+int gitsrc_global_init (bvm_error_t *err);
+
+/* Open or create the bare mirror <cache_dir>/<app>.git and lock it, then make
+ * sure `commit` is in it. `app` must match ^[a-z0-9][a-z0-9-]{0,62}$;
+ * `commit` must be 40 lowercase hex digits (never a ref or an expression);
+ * `ref` is a full ref name (`refs/heads/main`, `refs/tags/v1`) or NULL; `url`
+ * is file:///abs, /abs, http:// or https:// without credentials.
+ *
+ * A commit already in the mirror's odb is used without touching the network.
+ * Otherwise `ref` is fetched incrementally into the mirror (the mirror's refs
+ * are the "haves"), then, if the commit is still missing, all heads and tags.
+ * A mirror recorded for another URL is discarded and rebuilt. Errors:
+ * BVM_E_INVALID for bad arguments and an unreachable commit, BVM_E_NETWORK
+ * for transfer failures, BVM_E_TIMEOUT past lim->deadline_ms, BVM_E_LIMIT past
+ * lim->max_fetch_bytes. `stats` may be NULL. */
+int gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app,
+                  const char *url, const char *ref, const char *commit,
+                  const struct gitsrc_limits *lim, struct gitsrc_stats *stats, bvm_error_t *err);
+
+/* Open a local repository (`dir` is the top of its working tree or a bare
+ * repository) for gitsrc_export(), without a lock: dry-run of committed HEAD. */
+int gitsrc_open_local (struct gitsrc_repo **out, const char *dir, bvm_error_t *err);
+
+/* Write the tree of `commit` (40 hex, must be in `repo`) into `w` with every
+ * path under `prefix` ("" or relative, ending in '/', e.g. "src/"; its
+ * directories are written too). Dirs 0755, files 0644/0755, symlinks with the
+ * target verbatim, uid/gid 0, mtime = committer time; gitlinks skipped and
+ * counted. Every name is checked before anything is written for it (and
+ * duplicate names in one tree are refused): BVM_E_INVALID naming the path.
+ * Caps: BVM_E_LIMIT; deadline: BVM_E_TIMEOUT. `stats` may be NULL. */
+int gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit,
+                   const char *prefix, const struct gitsrc_limits *lim,
+                   struct gitsrc_stats *stats, bvm_error_t *err);
+
+/* Releases the mirror lock. NULL is fine. */
+void gitsrc_repo_free (struct gitsrc_repo *repo);
+
+/* One path component from a tree: 0 if it may be written, else BVM_E_INVALID.
+ * Refuses "", ".", "..", '/' or NUL inside, every spelling of `.git` that git
+ * or libgit2 guard against (any case; trailing dots/spaces; `.git:stream`,
+ * `.git\x`; NTFS short names `git~1`; HFS+ ignorable code points such as
+ * U+200C anywhere in it) and, when `symlink`, every spelling of `.gitmodules`
+ * (incl. `gitmod~1` and the `gi7eba~1` NTFS fallback). Exposed for fuzzing. */
+int gitsrc_check_component (const char *name, size_t len, bool symlink, bvm_error_t *err);
+
+/* dry-run: the commit HEAD points at in the repository whose working tree top
+ * is `dir` (BVM_E_INVALID without commits). */
+int gitsrc_head (char out[GITSRC_OID_HEX + 1], const char *dir, bvm_error_t *err);
+
+/* dry-run --worktree: the working tree as it is, uncommitted changes
+ * included: tracked files that still exist plus untracked files that are not
+ * ignored (.gitignore, .git/info/exclude). Same output format, checks and
+ * caps as gitsrc_export(); mtime is HEAD's committer time (0 without one).
+ * Files are opened component by component with O_NOFOLLOW, so a symlinked
+ * directory in the working tree is exported as a symlink, never followed. */
+int gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
+                            const struct gitsrc_limits *lim, struct gitsrc_stats *stats,
+                            bvm_error_t *err);
+
+#endif
