@@ -894,7 +894,11 @@ media_type_of (char *out, size_t size, const char *ct)
   while (ct[n] && ct[n] != ';' && ct[n] != ' ' && ct[n] != '\t')
     n++;
   if (n >= size)
-    n = size - 1; /* too long to be one we know: compares unequal below */
+    {
+      /* too long to be a type we know: make it one that matches nothing */
+      snprintf (out, size, "%s", "(overlong)");
+      return;
+    }
   memcpy (out, ct, n);
   out[n] = '\0';
 }
@@ -989,7 +993,7 @@ oci_manifest_parse (struct oci_manifest **out, const char *body, size_t len,
   cleanup_json json_t *doc = NULL;
   struct oci_manifest *m;
   const char *body_mt = NULL;
-  char header_mt[OCI_MEDIA_TYPE_MAX + 2];
+  char header_mt[OCI_MEDIA_TYPE_MAX + 1];
   const char *mt;
   uint64_t version = 0;
   int ret;
@@ -1231,7 +1235,8 @@ oci_layout_write (const char *dir, const char *tag, const char *manifest, size_t
   if (oci_manifest_parse (&m, manifest, manifest_len, OCI_MEDIA_MANIFEST, NULL, NULL, err) < 0)
     return bvm_error_wrap (err, "image layout `%s`", dir);
   ml = oci_manifest_layers (m, &n);
-  if (strcmp (oci_manifest_config (m)->digest, cdigest) != 0
+  if (oci_manifest_kind (m) != OCI_MANIFEST_IMAGE || oci_manifest_config (m) == NULL
+      || strcmp (oci_manifest_config (m)->digest, cdigest) != 0
       || oci_manifest_config (m)->size != config_len || n != n_layers)
     {
       oci_manifest_free (m);
