@@ -253,7 +253,8 @@ joblog_open (struct joblog **out, const char *log_dir, const char *app, const ch
       return bvm_error_wrap (err, "log directory");
     }
   /* not O_TRUNC before the lock: another live writer's log must stay intact */
-  l->fd = open (l->path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0640);
+  /* read-write: compression reads the finished log back */
+  l->fd = open (l->path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0640);
   if (l->fd < 0)
     {
       int e = errno;
