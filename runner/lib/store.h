@@ -1,0 +1,107 @@
+/* store.h - the artifact store
+ *
+ * A build's artifacts are kept under `apps/<app>/<commit>/` in an object
+ * store. All artifacts of one job are written in a transaction: objects are
+ * staged, and become visible only at store_txn_commit(), together with an
+ * index `<prefix>index.json`:
+ *
+ *   {"objects":[{"key":"apps/hello/<commit>/bin/app","sha256":"<64 hex>","size":123}, ...],
+ *    "prefix":"apps/hello/<commit>/"}
+ *
+ * (objects sorted by key, keys of each object sorted, no timestamps: the same
+ * content always gives the same bytes, so re-running a commit is idempotent).
+ *
+ * Backends sit behind struct store_backend. The embedded default, "dir", is a
+ * local directory: a transaction stages its objects in a private directory
+ * `<root>/.staging/txn.XXXXXX/tree` on the same file system; commit writes
+ * the index there, fsyncs, and swaps the whole tree into `<root>/<prefix>` with
+ * renameat2(RENAME_EXCHANGE) (a first commit just renames it), so readers see
+ * either the previous complete prefix or the new one, never a mix; the old
+ * tree is then removed. A crash leaves only a staging directory, which a later
+ * transaction removes once nobody holds its lock.
+ *
+ * Keys: relative, valid UTF-8 without control characters, no `.`, `..` or
+ * empty components, no trailing `/`, at most STORE_KEY_MAX bytes, components
+ * at most 255 bytes, starting with the transaction's prefix; `<prefix>index.json`
+ * is reserved. A prefix follows the same rules, ends with `/`, and its first
+ * component may not start with `.` (the backend's own names do).
+ */
+#ifndef BUILDVM_STORE_H
+#define BUILDVM_STORE_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "error.h"
+
+#define STORE_KEY_MAX 1024
+#define STORE_MAX_OBJECTS 100000 /* per transaction */
+
+struct store;
+struct store_txn;
+
+/* spec: "dir:/path" or a plain path (the dir backend). The directory is
+ * created if missing. */
+int store_open (struct store **out, const char *spec, bvm_error_t *err);
+void store_free (struct store *s);
+
+/* Begin a transaction for everything under prefix (e.g. "apps/hello/<commit>/").
+ * One transaction owns the whole prefix: at commit it replaces what was there. */
+int store_txn_begin (struct store_txn **out, struct store *s, const char *prefix,
+                     bvm_error_t *err);
+
+/* One object at a time: begin, write (sha256 computed while writing), end. */
+int store_put_begin (struct store_txn *t, const char *key, bvm_error_t *err);
+int store_put_write (struct store_txn *t, const void *buf, size_t len, bvm_error_t *err);
+int store_put_end (struct store_txn *t, bvm_error_t *err);
+
+/* Another key with the content of an object already put in this transaction
+ * (a hardlink in the output tar). The dir backend hardlinks the staged file. */
+int store_put_link (struct store_txn *t, const char *key, const char *existing_key,
+                    bvm_error_t *err);
+
+/* Make everything visible and write the index. Consumes t, also on failure
+ * (which aborts it). *index_out (may be NULL) receives the index (caller owns). */
+int store_txn_commit (struct store_txn *t, json_t **index_out, bvm_error_t *err);
+
+/* Drop the transaction and its staging area; nothing becomes visible. NULL is
+ * fine. */
+void store_txn_abort (struct store_txn *t);
+
+/* Check a key against the rules above (prefix may be NULL: no prefix rule). */
+int store_check_key (const char *key, const char *prefix, bvm_error_t *err);
+
+static inline void
+store_txn_abortp (struct store_txn **t)
+{
+  store_txn_abort (*t);
+}
+static inline void
+store_freep (struct store **s)
+{
+  store_free (*s);
+}
+#define cleanup_store_txn __attribute__ ((cleanup (store_txn_abortp)))
+#define cleanup_store __attribute__ ((cleanup (store_freep)))
+
+/* --- for backends ------------------------------------------------------------
+ * The generic layer validates keys, rejects duplicates, computes sizes and
+ * digests and builds the index; a backend only stores bytes. A new backend
+ * (say S3-like) adds its table to the list in store.c. */
+struct store_backend
+{
+  const char *name; /* the scheme in "name:location" */
+  int (*open) (void **state, const char *location, bvm_error_t *err);
+  void (*close) (void *state);
+  int (*txn_begin) (void **txn, void *state, const char *prefix, bvm_error_t *err);
+  int (*put_begin) (void *txn, const char *key, bvm_error_t *err);
+  int (*put_write) (void *txn, const void *buf, size_t len, bvm_error_t *err);
+  int (*put_end) (void *txn, bvm_error_t *err);
+  int (*put_link) (void *txn, const char *key, const char *existing_key, bvm_error_t *err);
+  /* store the index under index_key, make it all visible, free txn */
+  int (*commit) (void *txn, const char *index_key, const void *index, size_t len,
+                 bvm_error_t *err);
+  void (*abort) (void *txn); /* free txn; NULL is fine */
+};
+
+#endif

@@ -1,0 +1,376 @@
+/* test_store.c - the artifact store: transactions, index, keys, crash safety */
+#include "support.h"
+
+#include "digest.h"
+#include "fs.h"
+#include "jsonx.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PREFIX "apps/hello/c0ffee/"
+
+static void
+put (struct store_txn *t, const char *key, const char *content)
+{
+  bvm_error_t err = NULL;
+  size_t n = strlen (content), half = n / 2;
+  assert_ok (store_put_begin (t, key, &err), &err);
+  /* in two writes: the digest covers the whole stream */
+  assert_ok (store_put_write (t, content, half, &err), &err);
+  assert_ok (store_put_write (t, content + half, n - half, &err), &err);
+  assert_ok (store_put_end (t, &err), &err);
+}
+
+static char *
+hexof (const char *s)
+{
+  char d[DIGEST_STR_LEN + 1];
+  bvm_error_t err = NULL;
+  assert_ok (digest_buffer (d, s, strlen (s), &err), &err);
+  return strdup (d + 7);
+}
+
+static bool
+exists (const char *dir, const char *rel)
+{
+  char p[PATH_MAX];
+  snprintf (p, sizeof p, "%s/%s", dir, rel);
+  return access (p, F_OK) == 0;
+}
+
+static char *
+read_rel (const char *dir, const char *rel)
+{
+  char p[PATH_MAX];
+  snprintf (p, sizeof p, "%s/%s", dir, rel);
+  return t_read (p);
+}
+
+static bool
+staging_empty (const char *dir)
+{
+  return t_sh ("test -z \"$(ls -A '%s/.staging')\"", dir) == 0;
+}
+
+static void
+test_commit_and_index (void **state)
+{
+  char *d = t_tmpdir ();
+  cleanup_store struct store *s = NULL;
+  struct store_txn *t = NULL;
+  json_t *idx = NULL;
+  bvm_error_t err = NULL;
+  cleanup_free char *ha = hexof ("alpha\n"), *hb = hexof ("bravo bravo\n"), *expect = NULL;
+  cleanup_free char *text = NULL;
+  (void) state;
+
+  assert_ok (store_open (&s, d, &err), &err);
+  assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
+  put (t, PREFIX "z/b.txt", "bravo bravo\n");
+  put (t, PREFIX "a.txt", "alpha\n");
+  assert_ok (store_put_link (t, PREFIX "copy/of/a", PREFIX "a.txt", &err), &err);
+  /* nothing is visible before commit */
+  assert_false (exists (d, "apps"));
+  assert_ok (store_txn_commit (steal_pointer (&t), &idx, &err), &err);
+
+  text = read_rel (d, PREFIX "a.txt");
+  assert_string_equal (text, "alpha\n");
+  free (text);
+  text = read_rel (d, PREFIX "copy/of/a");
+  assert_string_equal (text, "alpha\n");
+  free (text);
+  text = read_rel (d, PREFIX "z/b.txt");
+  assert_string_equal (text, "bravo bravo\n");
+  free (text);
+
+  /* the index: sorted, sizes and sha256s, byte-exact */
+  text = read_rel (d, PREFIX "index.json");
+  if (asprintf (&expect,
+                "{\"objects\":[{\"key\":\"" PREFIX "a.txt\",\"sha256\":\"%s\",\"size\":6},"
+                "{\"key\":\"" PREFIX "copy/of/a\",\"sha256\":\"%s\",\"size\":6},"
+                "{\"key\":\"" PREFIX "z/b.txt\",\"sha256\":\"%s\",\"size\":12}],"
+                "\"prefix\":\"" PREFIX "\"}",
+                ha, ha, hb)
+      < 0)
+    abort ();
+  assert_string_equal (text, expect);
+  free (text);
+  text = json_dumps (idx, JSON_SORT_KEYS | JSON_COMPACT);
+  assert_string_equal (text, expect);
+  json_decref (idx);
+  {
+    struct stat st;
+    char p[PATH_MAX];
+    snprintf (p, sizeof p, "%s/" PREFIX "a.txt", d);
+    assert_int_equal (stat (p, &st), 0);
+    assert_int_equal (st.st_mode & 0777, 0644);
+  }
+  assert_true (staging_empty (d));
+  t_tmpdir_free (d);
+}
+
+static void
+test_abort_leaves_nothing (void **state)
+{
+  char *d = t_tmpdir ();
+  cleanup_store struct store *s = NULL;
+  struct store_txn *t = NULL;
+  bvm_error_t err = NULL;
+  (void) state;
+
+  assert_ok (store_open (&s, d, &err), &err);
+  assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
+  put (t, PREFIX "a", "x");
+  assert_ok (store_put_begin (t, PREFIX "half", &err), &err);
+  assert_ok (store_put_write (t, "par", 3, &err), &err);
+  store_txn_abort (t); /* mid-object */
+  assert_false (exists (d, "apps"));
+  assert_true (staging_empty (d));
+
+  /* cleanup attribute */
+  {
+    cleanup_store_txn struct store_txn *t2 = NULL;
+    assert_ok (store_txn_begin (&t2, s, PREFIX, &err), &err);
+    put (t2, PREFIX "b", "y");
+  }
+  assert_false (exists (d, "apps"));
+  assert_true (staging_empty (d));
+  t_tmpdir_free (d);
+}
+
+/* A process that dies mid-transaction leaves nothing visible; its staging
+ * area is swept by a later transaction once its lock is free and it is old. */
+static void
+test_crash_leaves_nothing_visible (void **state)
+{
+  char *d = t_tmpdir ();
+  cleanup_store struct store *s = NULL;
+  struct store_txn *live = NULL, *t = NULL;
+  bvm_error_t err = NULL;
+  pid_t pid;
+  int st;
+  (void) state;
+
+  assert_ok (store_open (&s, d, &err), &err);
+  pid = fork ();
+  assert_true (pid >= 0);
+  if (pid == 0)
+    {
+      struct store_txn *ct = NULL;
+      bvm_error_t cerr = NULL;
+      if (store_txn_begin (&ct, s, PREFIX, &cerr) < 0 || store_put_begin (ct, PREFIX "a", &cerr) < 0
+          || store_put_write (ct, "partial", 7, &cerr) < 0)
+        _exit (1);
+      _exit (0); /* "crash": no abort, no commit */
+    }
+  assert_int_equal (waitpid (pid, &st, 0), pid);
+  assert_int_equal (WEXITSTATUS (st), 0);
+  assert_false (exists (d, "apps"));
+  assert_false (staging_empty (d));
+
+  /* a live transaction, also made to look old: its lock keeps it */
+  assert_ok (store_txn_begin (&live, s, "apps/other/1/", &err), &err);
+  assert_int_equal (t_sh ("touch -d '2 hours ago' '%s'/.staging/txn.*", d), 0);
+  /* a recent dead one would be kept too; this one is old: swept */
+  assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
+  assert_int_equal (atoi (t_sh_out ("ls '%s/.staging' | wc -l", d)), 2); /* live + t */
+  put (live, "apps/other/1/x", "x");
+  assert_ok (store_txn_commit (steal_pointer (&live), NULL, &err), &err);
+  store_txn_abort (t);
+  assert_true (exists (d, "apps/other/1/x"));
+  assert_false (exists (d, PREFIX));
+  assert_true (staging_empty (d));
+  t_tmpdir_free (d);
+}
+
+static void
+commit_set (struct store *s, const char *const *kv, char **index_text)
+{
+  struct store_txn *t = NULL;
+  json_t *idx = NULL;
+  bvm_error_t err = NULL;
+  assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
+  for (size_t i = 0; kv[i]; i += 2)
+    put (t, kv[i], kv[i + 1]);
+  assert_ok (store_txn_commit (steal_pointer (&t), &idx, &err), &err);
+  *index_text = json_dumps (idx, JSON_SORT_KEYS | JSON_COMPACT);
+  json_decref (idx);
+}
+
+static void
+test_rerun_idempotent_and_replacing (void **state)
+{
+  char *d = t_tmpdir ();
+  cleanup_store struct store *s = NULL;
+  static const char *const run1[] = { PREFIX "bin/app", "v1", PREFIX "old.txt", "gone soon", NULL };
+  static const char *const run3[] = { PREFIX "bin/app", "v2", NULL };
+  cleanup_free char *i1 = NULL, *i2 = NULL, *i3 = NULL, *f1 = NULL, *f2 = NULL;
+  struct store_txn *t = NULL;
+  bvm_error_t err = NULL;
+  (void) state;
+
+  {
+    char spec[PATH_MAX];
+    snprintf (spec, sizeof spec, "dir:%s", d);
+    assert_ok (store_open (&s, spec, &err), &err);
+  }
+  commit_set (s, run1, &i1);
+  f1 = read_rel (d, PREFIX "index.json");
+  commit_set (s, run1, &i2);
+  f2 = read_rel (d, PREFIX "index.json");
+  assert_string_equal (i1, i2);
+  assert_string_equal (f1, f2);
+  assert_true (exists (d, PREFIX "old.txt"));
+
+  /* while a new run is staged, readers still see the previous one whole */
+  assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
+  put (t, PREFIX "bin/app", "v2");
+  {
+    cleanup_free char *v = read_rel (d, PREFIX "bin/app");
+    assert_string_equal (v, "v1");
+  }
+  store_txn_abort (t);
+
+  /* a different run replaces the prefix: no stale objects outlive the index */
+  commit_set (s, run3, &i3);
+  assert_string_not_equal (i1, i3);
+  assert_false (exists (d, PREFIX "old.txt"));
+  {
+    cleanup_free char *v = read_rel (d, PREFIX "bin/app");
+    assert_string_equal (v, "v2");
+  }
+  assert_true (staging_empty (d));
+  t_tmpdir_free (d);
+}
+
+static void
+test_keys_refused (void **state)
+{
+  char *d = t_tmpdir ();
+  cleanup_store struct store *s = NULL;
+  struct store_txn *t = NULL, *t2 = NULL;
+  bvm_error_t err = NULL;
+  char longkey[STORE_KEY_MAX + 20];
+  static const struct
+  {
+    const char *key, *needle;
+  } bad[] = {
+    { "apps/other/x", "outside the prefix" },
+    { "apps/hello/c0ffee", "outside the prefix" },
+    { PREFIX, "must not end with `/`" },
+    { "apps/hello/c0ffeeX/a", "outside the prefix" },
+    { PREFIX "../../../etc/passwd", "`..` component" },
+    { PREFIX "./a", "`.` or `..` component" },
+    { PREFIX "a//b", "empty, `.` or `..`" },
+    { "/" PREFIX "a", "is absolute" },
+    { PREFIX "a\nb", "control characters" },
+    { PREFIX "a\x1b[2J", "control characters" },
+    { PREFIX "\xff", "invalid UTF-8" },
+    { PREFIX "index.json", "reserved for the index" },
+    { PREFIX "dir/", "must not end with `/`" },
+    { "", "empty key" },
+  };
+  (void) state;
+
+  assert_ok (store_open (&s, d, &err), &err);
+  assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
+  for (size_t i = 0; i < ARRAY_SIZE (bad); i++)
+    {
+      if (store_put_begin (t, bad[i].key, &err) == 0)
+        fail_msg ("key `%s` was accepted", bad[i].key);
+      if (strstr (bvm_error_msg (&err), bad[i].needle) == NULL)
+        fail_msg ("key #%zu: \"%s\" does not contain \"%s\"", i, bvm_error_msg (&err),
+                  bad[i].needle);
+      assert_int_equal (bvm_error_get_code (&err), BVM_E_INVALID);
+      bvm_error_free (&err);
+    }
+  memset (longkey, 'k', sizeof longkey - 1);
+  memcpy (longkey, PREFIX, strlen (PREFIX));
+  longkey[sizeof longkey - 1] = '\0';
+  assert_fails_with (store_put_begin (t, longkey, &err), &err, "longer than 1024 bytes");
+  /* refused keys do not poison the transaction */
+  put (t, PREFIX "ok", "fine");
+  assert_fails_with (store_put_begin (t, PREFIX "ok", &err), &err, "duplicate key");
+  assert_fails_with (store_put_link (t, PREFIX "l", PREFIX "missing", &err), &err,
+                     "was not stored before");
+  assert_fails_with (store_put_write (t, "x", 1, &err), &err, "put not begun");
+  assert_ok (store_txn_commit (steal_pointer (&t), NULL, &err), &err);
+  assert_true (exists (d, PREFIX "ok"));
+
+  /* prefixes */
+  assert_fails_with (store_txn_begin (&t2, s, "apps/hello", &err), &err, "must end with `/`");
+  assert_fails_with (store_txn_begin (&t2, s, ".staging/", &err), &err, "may not start with `.`");
+  assert_fails_with (store_txn_begin (&t2, s, "/apps/", &err), &err, "is absolute");
+  assert_fails_with (store_txn_begin (&t2, s, "apps/../../", &err), &err, "`..` component");
+  assert_null (t2);
+  t_tmpdir_free (d);
+}
+
+/* A key that needs a file to be a directory fails the transaction; nothing
+ * becomes visible. */
+static void
+test_conflicting_keys_fail_txn (void **state)
+{
+  char *d = t_tmpdir ();
+  cleanup_store struct store *s = NULL;
+  struct store_txn *t = NULL;
+  bvm_error_t err = NULL;
+  (void) state;
+
+  assert_ok (store_open (&s, d, &err), &err);
+  assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
+  put (t, PREFIX "a", "file");
+  assert_fails_with (store_put_begin (t, PREFIX "a/b", &err), &err, "conflicts with another key");
+  assert_fails_with (store_put_begin (t, PREFIX "c", &err), &err, "already failed");
+  assert_fails_with (store_txn_commit (steal_pointer (&t), NULL, &err), &err, "already failed");
+  assert_false (exists (d, "apps"));
+  assert_true (staging_empty (d));
+  t_tmpdir_free (d);
+}
+
+static void
+test_open_specs (void **state)
+{
+  char *d = t_tmpdir ();
+  struct store *s = NULL;
+  bvm_error_t err = NULL;
+  char p[PATH_MAX];
+  (void) state;
+
+  assert_fails_with (store_open (&s, "s3:bucket/x", &err), &err,
+                     "unknown artifact store backend `s3`");
+  assert_fails_with (store_open (&s, "", &err), &err, "empty artifact store spec");
+  /* a colon after a non-scheme character is part of a plain path */
+  snprintf (p, sizeof p, "%s/with:colon", d);
+  assert_ok (store_open (&s, p, &err), &err);
+  store_free (s);
+  snprintf (p, sizeof p, "%s/with:colon/.staging", d);
+  assert_int_equal (access (p, F_OK), 0);
+  store_free (NULL);
+  store_txn_abort (NULL);
+  t_tmpdir_free (d);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_commit_and_index),
+    cmocka_unit_test (test_abort_leaves_nothing),
+    cmocka_unit_test (test_crash_leaves_nothing_visible),
+    cmocka_unit_test (test_rerun_idempotent_and_replacing),
+    cmocka_unit_test (test_keys_refused),
+    cmocka_unit_test (test_conflicting_keys_fail_txn),
+    cmocka_unit_test (test_open_specs),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
