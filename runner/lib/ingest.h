@@ -100,7 +100,8 @@ struct ingest_entry
                        no trailing `/`, never "", never absolute, no `.`, `..` or
                        empty components, valid UTF-8 without control characters */
   mode_t type;      /* S_IFREG, S_IFDIR or S_IFLNK */
-  mode_t perm;      /* mode & 0777 */
+  mode_t perm;      /* mode & 0777 (for a hardlink: its own header's, which a link
+                       cannot apply; the target's was delivered with it) */
   uint64_t size;
   const char *link_target;
   int64_t mtime;
