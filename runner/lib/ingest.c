@@ -216,6 +216,11 @@ check_name (const char *name, size_t max_path, struct name *out, bvm_error_t *er
       else if (++depth > INGEST_MAX_DEPTH)
         return refuse (err, BVM_E_INVALID, name, len, "more than %d path components",
                        INGEST_MAX_DEPTH);
+      /* In an OCI layer `.wh.x` deletes x from the layers below, and
+       * `.wh..wh..opq` empties a directory: only the layer writer may say that. */
+      else if (out->kind == INGEST_IMAGE && n >= 4 && memcmp (p, ".wh.", 4) == 0)
+        return refuse (err, BVM_E_INVALID, name, len,
+                       "`.wh.` names are OCI whiteouts and are reserved");
       if (slash == NULL)
         break;
       p = slash + 1;

@@ -13,8 +13,9 @@
  * the entry (printable-escaped) and the rule:
  *   - names that are absolute, have `.`, `..` or empty (`//`) components, a
  *     NUL, control characters (C0, DEL, C1) or invalid UTF-8, a component
- *     over 255 bytes or more than INGEST_MAX_DEPTH components, or a trailing
- *     `/` on anything but a directory;
+ *     over 255 bytes or more than INGEST_MAX_DEPTH components, a trailing
+ *     `/` on anything but a directory, or (under `image/`) a component
+ *     starting with `.wh.` (OCI whiteouts);
  *   - names under neither root, and the roots themselves as anything but a
  *     directory (a root directory entry is accepted and not delivered);
  *   - device nodes, FIFOs, sockets and unknown types; setuid, setgid and
@@ -99,7 +100,8 @@ struct ingest_entry
                        no trailing `/`, never "", never absolute, no `.`, `..` or
                        empty components, valid UTF-8 without control characters */
   mode_t type;      /* S_IFREG, S_IFDIR or S_IFLNK */
-  mode_t perm;      /* mode & 0777 */
+  mode_t perm;      /* mode & 0777 (for a hardlink: its own header's, which a link
+                       cannot apply; the target's was delivered with it) */
   uint64_t size;
   const char *link_target;
   int64_t mtime;

@@ -309,6 +309,8 @@ static const struct hcase hostile[] = {
   { "gnu_longname_dotdot", BVM_E_INVALID, "`..` components are not allowed", L_NONE },
   { "long_component", BVM_E_INVALID, "a component is longer than 255 bytes", L_NONE },
   { "too_deep", BVM_E_INVALID, "more than 256 path components", L_NONE },
+  { "whiteout", BVM_E_INVALID, "entry `image/usr/.wh.lib`: `.wh.` names are OCI whiteouts", L_NONE },
+  { "whiteout_opaque", BVM_E_INVALID, "`.wh.` names are OCI whiteouts and are reserved", L_NONE },
   { "trailing_slash_symlink", BVM_E_INVALID, "a trailing `/` on a symlink", L_NONE },
   /* types and modes */
   { "chardev", BVM_E_INVALID, "entry `image/dev/null`: character devices are not allowed", L_NONE },
@@ -660,11 +662,12 @@ test_check_path (void **state)
 {
   static const char *const good[] = { "image/a", "image/", "image", "artifacts/x/y.tar.gz",
                                       "image/a/b/", "image/.hidden", "image/..x", "image/\xc3\xa9",
+                                      "artifacts/.wh.fine-here",
                                       NULL };
   static const char *const bad[] = { "", "/image/a", "image/../a", "image/./a", "image//a",
                                      "images/a", "x", "image/a\tb", "image/\x7f",
                                      "image/\xc0\xaf", "image/\xed\xa0\x80", "image/\xc2\x85",
-                                     "../image/a", "image/a//", NULL };
+                                     "../image/a", "image/a//", "image/d/.wh.x", NULL };
   bvm_error_t err = NULL;
   (void) state;
 

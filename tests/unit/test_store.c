@@ -182,7 +182,10 @@ test_crash_leaves_nothing_visible (void **state)
   assert_int_equal (t_sh ("touch -d '2 hours ago' '%s'/.staging/txn.*", d), 0);
   /* a recent dead one would be kept too; this one is old: swept */
   assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
-  assert_int_equal (atoi (t_sh_out ("ls '%s/.staging' | wc -l", d)), 2); /* live + t */
+  {
+    cleanup_free char *n = t_sh_out ("ls '%s/.staging' | wc -l", d);
+    assert_string_equal (n, "2"); /* live + t */
+  }
   put (live, "apps/other/1/x", "x");
   assert_ok (store_txn_commit (steal_pointer (&live), NULL, &err), &err);
   store_txn_abort (t);

@@ -194,6 +194,8 @@ def cases(outdir):
                                      fmt=tarfile.GNU_FORMAT)
     c["long_component"] = raw(entry("image/ok", b"x", records=[("path", "image/" + "c" * 256)]))
     c["too_deep"] = raw(entry("image/ok", b"x", records=[("path", "image/" + "d/" * 300 + "f")]))
+    c["whiteout"] = raw(entry("image/usr/.wh.lib", b""))
+    c["whiteout_opaque"] = raw(entry("image/etc/.wh..wh..opq", b""))
     c["trailing_slash_symlink"] = raw(entry("image/l/", typeflag=b"2", linkname="x"))
 
     # types and modes
