@@ -394,7 +394,16 @@ agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **c
         const char *leaf;
         int pfd, ofd;
 
-        if (strncmp (path, "src/", 4) == 0)
+        if (strcmp (path, "src") == 0 || strcmp (path, "src/") == 0
+            || strcmp (path, ".buildvm/") == 0 || strcmp (path, ".buildvm") == 0
+            || strcmp (path, ".buildvm/secrets") == 0 || strcmp (path, ".buildvm/secrets/") == 0)
+          {
+            /* the roots exist already */
+            if (type != '5')
+              goto badtype;
+            continue;
+          }
+        else if (strncmp (path, "src/", 4) == 0)
           {
             rootfd = srcfd;
             rel = path + 4;
@@ -405,14 +414,6 @@ agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **c
             rel = path + 17;
             if (strchr (rel, '/') != NULL || (type != '0' && type != '\0'))
               goto badtype;
-          }
-        else if (strcmp (path, "src") == 0 || strcmp (path, "src/") == 0
-                 || strcmp (path, ".buildvm/") == 0 || strcmp (path, ".buildvm") == 0
-                 || strcmp (path, ".buildvm/secrets/") == 0)
-          {
-            if (skip (&r, type == '5' ? 0 : size) < 0)
-              goto trunc;
-            continue;
           }
         else
           {

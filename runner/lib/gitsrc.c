@@ -1660,3 +1660,83 @@ out:
   stats->export_ms = now_ms () - t0;
   return ret;
 }
+
+/* --- reading single files (the build spec) ---------------------------------- */
+
+int
+gitsrc_commit_time (int64_t *out, struct gitsrc_repo *repo, const char *commit, bvm_error_t *err)
+{
+  git_oid oid;
+  git_commit *c = NULL;
+
+  if (gitsrc_global_init (err) < 0 || parse_oid (&oid, commit, err) < 0)
+    return -1;
+  if (git_commit_lookup (&c, repo->repo, &oid) < 0)
+    return git_fail (err, BVM_E_INVALID, "commit `%s`", commit);
+  *out = (int64_t) git_commit_time (c);
+  git_commit_free (c);
+  return 0;
+}
+
+int
+gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char *commit,
+                  const char *path, size_t max, bvm_error_t *err)
+{
+  git_oid oid;
+  git_commit *c = NULL;
+  git_tree *tree = NULL;
+  git_tree_entry *te = NULL;
+  git_blob *blob = NULL;
+  int ret = 0;
+
+  if (gitsrc_global_init (err) < 0 || parse_oid (&oid, commit, err) < 0)
+    return -1;
+  if (git_commit_lookup (&c, repo->repo, &oid) < 0)
+    return git_fail (err, BVM_E_INVALID, "commit `%s`", commit);
+  if (git_commit_tree (&tree, c) < 0)
+    {
+      ret = git_fail (err, BVM_E_INVALID, "tree of commit `%s`", commit);
+      goto out;
+    }
+  if (git_tree_entry_bypath (&te, tree, path) < 0)
+    {
+      git_error_clear ();
+      ret = bvm_error_code (err, BVM_E_INVALID, 0, "commit `%s` has no `%s` at its root", commit,
+                            path);
+      goto out;
+    }
+  /* a symlink or a directory named like the spec is not a spec: the host
+   * never follows links in a tree */
+  if (git_tree_entry_filemode (te) != GIT_FILEMODE_BLOB
+      && git_tree_entry_filemode (te) != GIT_FILEMODE_BLOB_EXECUTABLE)
+    {
+      ret = bvm_error_code (err, BVM_E_INVALID, 0, "`%s` in commit `%s` is not a regular file",
+                            path, commit);
+      goto out;
+    }
+  if (git_blob_lookup (&blob, repo->repo, git_tree_entry_id (te)) < 0)
+    {
+      ret = git_fail (err, BVM_E_INVALID, "`%s`", path);
+      goto out;
+    }
+  if ((uint64_t) git_blob_rawsize (blob) > max)
+    {
+      ret = bvm_error_code (err, BVM_E_LIMIT, 0, "`%s` is larger than %zu bytes", path, max);
+      goto out;
+    }
+  *len = (size_t) git_blob_rawsize (blob);
+  *out = malloc (*len + 1);
+  if (*out == NULL)
+    {
+      ret = bvm_error (err, ENOMEM, "`%s`", path);
+      goto out;
+    }
+  memcpy (*out, git_blob_rawcontent (blob), *len);
+  (*out)[*len] = '\0';
+out:
+  git_blob_free (blob);
+  git_tree_entry_free (te);
+  git_tree_free (tree);
+  git_commit_free (c);
+  return ret;
+}

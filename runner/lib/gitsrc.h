@@ -121,4 +121,14 @@ int gitsrc_export_worktree (struct archive *w, const char *dir, const char *pref
                             const struct gitsrc_limits *lim, struct gitsrc_stats *stats,
                             bvm_error_t *err);
 
+/* The committer time of `commit` (seconds since the epoch). */
+int gitsrc_commit_time (int64_t *out, struct gitsrc_repo *repo, const char *commit,
+                        bvm_error_t *err);
+
+/* Read the regular file at `path` in the tree of `commit` (the build spec)
+ * into a malloc'd NUL-terminated buffer of at most `max` bytes. A missing
+ * path, a symlink or a directory is BVM_E_INVALID; over max, BVM_E_LIMIT. */
+int gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char *commit,
+                      const char *path, size_t max, bvm_error_t *err);
+
 #endif

@@ -1,0 +1,1319 @@
+/* pipeline.c - one deploy request end to end, see pipeline.h */
+#include "pipeline.h"
+#include "digest.h"
+#include "fs.h"
+#include "gitsrc.h"
+#include "guest.h"
+#include "image.h"
+#include "ingest.h"
+#include "joblog.h"
+#include "jsonx.h"
+#include "log.h"
+#include "oci.h"
+#include "policy.h"
+#include "registry.h"
+#include "spec.h"
+#include "store.h"
+#include "util.h"
+#include "vmjob.h"
+#include "workdir.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SPEC_FILE "buildvm.json"
+#define SPEC_FILE_MAX (256 * 1024)
+#define ROLE_MARGIN_S 1800 /* checkout, ingest and push on top of boot + build */
+
+struct run
+{
+  const struct pipeline_opts *o;
+  const struct runner_config *cfg;
+  const struct job_request *job;
+  json_t *record;
+  json_t *phases;
+  int64_t t0;
+  const char *phase;
+  int64_t phase_t0;
+
+  struct policy *tmpl, *boundary;
+  struct role *role;
+  struct joblog *log;
+  bvm_error_t log_err;
+  struct gitsrc_repo *repo;
+  char commit[GITSRC_OID_HEX + 1];
+  int64_t commit_time;
+  struct build_spec *spec;
+  struct job_resources res;
+  struct vm_image *img;
+  char *dest_repo, *dest_tag;
+  char **extra_tags;
+  size_t n_extra_tags;
+  char artifact_prefix[256];
+
+  struct workdir *wd;
+  char *input_path;
+  struct vmjob_result vm;
+
+  /* ingest state */
+  struct oci_layer *layer;
+  char *layer_path;
+  char *to_rel; /* image.to without its leading '/', "" for "/" */
+  struct store *store;
+  struct store_txn *txn;
+  enum ingest_kind cur_kind;
+  bool cur_is_file;
+  bool cur_in_store;
+  uint64_t artifacts_bytes, artifacts_count;
+
+  /* image state */
+  struct registry *reg;
+  char *base_config;
+  size_t base_config_len;
+  struct oci_manifest *base_manifest;
+  char *config_json;
+  size_t config_len;
+  struct oci_descriptor config_desc;
+  struct oci_descriptor layer_desc;
+  char diff_id[DIGEST_STR_LEN + 1];
+  char *manifest_json;
+  size_t manifest_len;
+  char manifest_digest[DIGEST_STR_LEN + 1];
+};
+
+/* --- small helpers --------------------------------------------------------- */
+
+static void
+jset (json_t *obj, const char *key, json_t *val)
+{
+  if (val != NULL)
+    json_object_set_new (obj, key, val);
+}
+
+static json_t *
+jstr_or_null (const char *s)
+{
+  return s ? json_string (s) : json_null ();
+}
+
+/* A progress line in the job's own log: what the runner did, for the app's
+ * developers. Errors writing the log are kept, not fatal here. */
+static void
+note (struct run *r, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+
+static void
+note (struct run *r, const char *fmt, ...)
+{
+  char line[1024];
+  va_list ap;
+  int n = snprintf (line, sizeof line, "[buildvm] ");
+  va_start (ap, fmt);
+  vsnprintf (line + n, sizeof line - (size_t) n, fmt, ap);
+  va_end (ap);
+  if (r->o->echo)
+    {
+      fprintf (r->o->echo, "%s\n", line);
+      fflush (r->o->echo);
+    }
+  if (r->log && r->log_err == NULL)
+    joblog_write (r->log, line, strlen (line), &r->log_err);
+}
+
+static void
+on_console (void *opaque, const char *line, size_t len)
+{
+  struct run *r = opaque;
+  if (r->o->echo)
+    {
+      fwrite (line, 1, len, r->o->echo);
+      fputc ('\n', r->o->echo);
+    }
+  if (r->log && r->log_err == NULL)
+    joblog_write (r->log, line, len, &r->log_err);
+}
+
+static void
+on_vm_started (void *opaque, pid_t pid)
+{
+  struct run *r = opaque;
+  if (r->o->vm_started)
+    r->o->vm_started (r->o->opaque, pid);
+}
+
+static void
+phase_begin (struct run *r, const char *name)
+{
+  r->phase = name;
+  r->phase_t0 = now_ms ();
+  if (r->o->phase)
+    r->o->phase (r->o->opaque, name);
+}
+
+static void
+phase_end (struct run *r)
+{
+  if (r->phase == NULL)
+    return;
+  jset (r->phases, r->phase, json_pack ("{s:I}", "ms", (json_int_t) (now_ms () - r->phase_t0)));
+  r->phase = NULL;
+}
+
+static int
+check_cancel (struct run *r, bvm_error_t *err)
+{
+  if (r->o->cancel && *r->o->cancel)
+    return bvm_error_code (err, BVM_E_CANCELED, 0, "the job was canceled");
+  return 0;
+}
+
+/* Ask the role first; a denied request is never sent. In dry-run the plan
+ * records every decision, and a denial still fails the job. */
+static int
+authorize (struct run *r, const char *action, const char *resource, bvm_error_t *err)
+{
+  struct policy_decision d;
+
+  role_decide (r->role, action, resource, NULL, &d);
+  if (r->o->plan)
+    json_array_append_new (r->o->plan,
+                           json_pack ("{s:s, s:s, s:s, s:s}", "action", action, "resource",
+                                      resource, "decision", d.allowed ? "allow" : "deny", "why",
+                                      d.why));
+  if (d.allowed)
+    return 0;
+  return role_authorize (r->role, action, resource, err);
+}
+
+static char *
+xasprintf_or_null (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+
+static char *
+xasprintf_or_null (const char *fmt, ...)
+{
+  va_list ap;
+  char *s = NULL;
+  va_start (ap, fmt);
+  if (vasprintf (&s, fmt, ap) < 0)
+    s = NULL;
+  va_end (ap);
+  return s;
+}
+
+/* --- role and log ------------------------------------------------------------- */
+
+static int
+load_policy (struct policy **out, const char *which, bool boundary, bvm_error_t *err)
+{
+  if (which == NULL || strcmp (which, "builtin") == 0)
+    return policy_load_builtin (out, boundary, err);
+  return policy_load_file (out, which, err);
+}
+
+static int
+phase_role (struct run *r, bvm_error_t *err)
+{
+  struct policy_vars vars = { r->job->app, r->job->commit, r->job->ref, r->job->id };
+  /* the role expires with the job: the longest build the runner allows,
+   * the boot, and a margin for checkout, ingest and push */
+  int64_t expires = wall_s () + (int64_t) r->cfg->limits.max_build_seconds
+                    + (int64_t) r->cfg->vm.boot_timeout + ROLE_MARGIN_S;
+  int ret;
+
+  if ((ret = load_policy (&r->tmpl, r->cfg->policies.role, false, err)) < 0
+      || (ret = load_policy (&r->boundary, r->cfg->policies.boundary, true, err)) < 0)
+    return bvm_error_wrap (err, "loading the role policies");
+  ret = role_mint (&r->role, r->tmpl, r->boundary, &vars, expires, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "minting the job's role");
+  jset (r->record, "role", role_to_json (r->role));
+  return 0;
+}
+
+static int
+phase_log (struct run *r, bvm_error_t *err)
+{
+  char res[512];
+  int ret;
+
+  snprintf (res, sizeof res, "logs:apps/%s/%s", r->job->app, r->job->id);
+  ret = authorize (r, POLICY_ACTION_PUT_LOG_EVENTS, res, err);
+  if (ret < 0)
+    return ret;
+  if (r->o->dry_run && r->cfg->log_dir == NULL)
+    return 0;
+  ret = joblog_open (&r->log, r->cfg->log_dir, r->job->app, r->job->id,
+                     r->cfg->limits.max_log_bytes, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "opening the job's log stream");
+  {
+    char *p = xasprintf_or_null ("%s/apps/%s/%s.log", r->cfg->log_dir, r->job->app, r->job->id);
+    jset (r->record, "log", jstr_or_null (p));
+    free (p);
+  }
+  note (r, "job %s: app %s, commit %s (%s), attempt %u", r->job->id, r->job->app,
+        r->job->commit, r->job->ref, r->o->attempt);
+  return 0;
+}
+
+/* --- checkout ------------------------------------------------------------------- */
+
+static int
+phase_checkout (struct run *r, bvm_error_t *err)
+{
+  struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
+  struct gitsrc_stats st = { 0 };
+  cleanup_free char *spec_text = NULL;
+  size_t spec_len = 0;
+  int ret;
+
+  lim.max_entries = r->cfg->limits.max_source_entries;
+  lim.max_bytes = r->cfg->limits.max_source_bytes;
+  lim.deadline_ms = now_ms () + 15 * 60 * 1000;
+  if (r->o->dry_run)
+    {
+      ret = gitsrc_open_local (&r->repo, r->o->local_dir, err);
+      if (ret < 0)
+        return ret;
+      snprintf (r->commit, sizeof r->commit, "%s", r->job->commit);
+    }
+  else
+    {
+      ret = gitsrc_fetch (&r->repo, r->cfg->cache_dir, r->job->app, r->job->repo, r->job->ref,
+                          r->job->commit, &lim, &st, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "fetching commit `%s` from `%s`", r->job->commit,
+                               r->job->repo);
+      snprintf (r->commit, sizeof r->commit, "%s", r->job->commit);
+      note (r, "checkout: %s (%llu objects, %llu bytes received in %lld ms)",
+            st.fetched ? "fetched" : "already in the mirror",
+            (unsigned long long) st.fetch_objects, (unsigned long long) st.fetch_bytes,
+            (long long) st.fetch_ms);
+    }
+  ret = gitsrc_commit_time (&r->commit_time, r->repo, r->commit, err);
+  if (ret < 0)
+    return ret;
+
+  if (r->o->dry_run && r->o->worktree)
+    {
+      char path[PATH_MAX];
+      if (snprintf_checked (path, sizeof path, "%s/%s", r->o->local_dir, SPEC_FILE) < 0)
+        return bvm_error (err, ENAMETOOLONG, "spec path");
+      ret = fs_read_file (&spec_text, &spec_len, path, SPEC_FILE_MAX, err);
+      if (ret < 0 && errno == ENOENT)
+        return bvm_error_code (err, BVM_E_INVALID, 0, "the working tree has no `%s` at its root",
+                               SPEC_FILE);
+    }
+  else
+    {
+      ret = gitsrc_read_file (&spec_text, &spec_len, r->repo, r->commit, SPEC_FILE,
+                              SPEC_FILE_MAX, err);
+    }
+  if (ret < 0)
+    return bvm_error_wrap (err, "reading `%s`", SPEC_FILE);
+  ret = spec_parse (&r->spec, spec_text, spec_len, err);
+  if (ret < 0)
+    return ret;
+  jset (r->record, "spec", spec_to_json (r->spec));
+  return 0;
+}
+
+/* --- plan ---------------------------------------------------------------------- */
+
+static int
+phase_plan (struct run *r, bvm_error_t *err)
+{
+  char res[1024];
+  int ret;
+
+  ret = config_resolve_resources (&r->res, r->cfg, r->spec, err);
+  if (ret < 0)
+    return ret;
+  jset (r->record, "resources",
+        json_pack ("{s:I, s:I, s:I, s:I}", "vcpus", (json_int_t) r->res.vcpus, "memory_mib",
+                   (json_int_t) r->res.memory_mib, "disk_mib", (json_int_t) r->res.disk_mib,
+                   "timeout", (json_int_t) r->res.timeout));
+  ret = image_load (&r->img, r->cfg->images.dir, r->spec->profile, err);
+  if (ret < 0)
+    return ret;
+  jset (r->record, "vm_image", image_to_json (r->img));
+
+  /* Destinations come from the job and the runner's config, never from
+   * anything the build produces; the role is the second wall behind that. */
+  if (r->spec->image)
+    {
+      ret = config_expand_destination (&r->dest_repo, &r->dest_tag, r->cfg, r->job, err);
+      if (ret < 0)
+        return ret;
+      ret = config_expand_extra_tags (&r->extra_tags, &r->n_extra_tags, r->cfg, r->job, err);
+      if (ret < 0)
+        return ret;
+      snprintf (res, sizeof res, "registry:%s:%s", r->dest_repo, r->dest_tag);
+      if ((ret = authorize (r, POLICY_ACTION_PUSH_IMAGE, res, err)) < 0)
+        return ret;
+      for (size_t i = 0; i < r->n_extra_tags; i++)
+        {
+          snprintf (res, sizeof res, "registry:%s:%s", r->dest_repo, r->extra_tags[i]);
+          if ((ret = authorize (r, POLICY_ACTION_PUSH_IMAGE, res, err)) < 0)
+            return ret;
+        }
+      if (r->spec->image->base)
+        {
+          snprintf (res, sizeof res, "registry:%s:%s", r->spec->image->base_repository,
+                    r->spec->image->base_tag ? r->spec->image->base_tag
+                                             : r->spec->image->base_digest);
+          if ((ret = authorize (r, POLICY_ACTION_PULL_IMAGE, res, err)) < 0)
+            return ret;
+        }
+    }
+  for (size_t i = 0; i < r->spec->n_secrets; i++)
+    {
+      snprintf (res, sizeof res, "secrets:apps/%s/%s", r->job->app, r->spec->secrets[i].name);
+      if ((ret = authorize (r, POLICY_ACTION_GET_SECRET, res, err)) < 0)
+        return ret;
+    }
+  if (snprintf_checked (r->artifact_prefix, sizeof r->artifact_prefix, "apps/%s/%s/",
+                        r->job->app, r->job->commit)
+      < 0)
+    return bvm_error (err, ENAMETOOLONG, "artifact prefix");
+  note (r, "plan: profile %s, %llu vCPU, %llu MiB memory, %llu MiB disk, %llu s; image %s%s%s",
+        r->spec->profile, (unsigned long long) r->res.vcpus,
+        (unsigned long long) r->res.memory_mib, (unsigned long long) r->res.disk_mib,
+        (unsigned long long) r->res.timeout, r->dest_repo ? r->dest_repo : "(none)",
+        r->dest_tag ? ":" : "", r->dest_tag ? r->dest_tag : "");
+  return 0;
+}
+
+/* --- input ------------------------------------------------------------------------ */
+
+static int
+phase_input (struct run *r, bvm_error_t *err)
+{
+  struct guest_input *in = NULL;
+  struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
+  struct gitsrc_stats st = { 0 };
+  struct guest_job gj = { 0 };
+  struct guest_step *steps = NULL;
+  const char **env = NULL;
+  uint64_t size = 0;
+  int ret;
+
+  ret = workdir_create (&r->wd, r->cfg->work_dir, r->job->id, err);
+  if (ret < 0)
+    return ret;
+  r->input_path = workdir_file (r->wd, "input.img");
+  steps = calloc (r->spec->n_steps, sizeof *steps);
+  env = calloc (r->spec->n_env + 1, sizeof *env);
+  if (r->input_path == NULL || steps == NULL || env == NULL)
+    {
+      ret = bvm_error (err, ENOMEM, "input disk");
+      goto out;
+    }
+  for (size_t i = 0; i < r->spec->n_steps; i++)
+    {
+      steps[i].name = r->spec->steps[i].name;
+      steps[i].cmd = r->spec->steps[i].run;
+      steps[i].timeout_s = r->spec->steps[i].timeout;
+    }
+  for (size_t i = 0; i < r->spec->n_env; i++)
+    {
+      env[i] = xasprintf_or_null ("%s=%s", r->spec->env[i].key, r->spec->env[i].value);
+      if (env[i] == NULL)
+        {
+          ret = bvm_error (err, ENOMEM, "input disk");
+          goto out;
+        }
+    }
+  gj.timeout_s = r->res.timeout;
+  gj.log_max = r->cfg->limits.max_log_bytes;
+  gj.output_max = r->cfg->limits.max_output_bytes;
+  gj.steps = steps;
+  gj.n_steps = r->spec->n_steps;
+  gj.env = env;
+  gj.n_env = r->spec->n_env;
+  gj.image_from = r->spec->image ? r->spec->image->from : NULL;
+  gj.artifacts = (const char *const *) r->spec->artifacts;
+  gj.n_artifacts = r->spec->n_artifacts;
+
+  lim.max_entries = r->cfg->limits.max_source_entries;
+  lim.max_bytes = r->cfg->limits.max_source_bytes;
+  lim.deadline_ms = now_ms () + 10 * 60 * 1000;
+  if ((ret = guest_input_create (&in, r->input_path, err)) < 0
+      || (ret = guest_input_add_control (in, &gj, err)) < 0)
+    goto out;
+  if (r->o->dry_run && r->o->worktree)
+    ret = gitsrc_export_worktree (guest_input_archive (in), r->o->local_dir, "src/", &lim, &st,
+                                  err);
+  else
+    ret = gitsrc_export (guest_input_archive (in), r->repo, r->commit, "src/", &lim, &st, err);
+  if (ret < 0)
+    {
+      bvm_error_wrap (err, "exporting the source tree");
+      goto out;
+    }
+  if ((ret = guest_input_finish (in, &size, err)) < 0)
+    goto out;
+  jset (r->record, "source",
+        json_pack ("{s:I, s:I, s:I, s:I, s:I}", "files", (json_int_t) st.files, "dirs",
+                   (json_int_t) st.dirs, "symlinks", (json_int_t) st.symlinks, "bytes",
+                   (json_int_t) st.bytes, "skipped", (json_int_t) st.skipped));
+  note (r, "input: %llu files, %llu bytes of source", (unsigned long long) st.files,
+        (unsigned long long) st.bytes);
+out:
+  guest_input_free (in);
+  if (env)
+    for (size_t i = 0; i < r->spec->n_env; i++)
+      free ((char *) env[i]);
+  free (env);
+  free (steps);
+  return ret;
+}
+
+/* --- build ----------------------------------------------------------------------- */
+
+static enum vm_accel
+accel_of (enum config_accel a)
+{
+  switch (a)
+    {
+    case CONFIG_ACCEL_KVM: return VM_ACCEL_KVM;
+    case CONFIG_ACCEL_TCG: return VM_ACCEL_TCG;
+    default: return VM_ACCEL_AUTO;
+    }
+}
+
+static int
+phase_build (struct run *r, bvm_error_t *err)
+{
+  struct vmjob_opts vo = { 0 };
+  char what[1024];
+  json_t *steps;
+  int ret;
+
+  vo.image = r->img;
+  vo.driver = r->cfg->vm.driver;
+  vo.vmm = r->cfg->vm.qemu;
+  vo.accel = accel_of (r->cfg->vm.accel);
+  vo.name = r->job->id;
+  vo.vcpus = (unsigned) r->res.vcpus;
+  vo.memory_mib = (unsigned) r->res.memory_mib;
+  vo.disk_mib = r->res.disk_mib;
+  vo.output_max = r->cfg->limits.max_output_bytes;
+  vo.boot_timeout_ms = (int64_t) r->cfg->vm.boot_timeout * 1000;
+  vo.build_timeout_ms = (int64_t) r->res.timeout * 1000;
+  vo.console_max = r->cfg->limits.max_log_bytes + 64 * 1024;
+  vo.line = on_console;
+  vo.opaque = r;
+  vo.cancel = r->o->cancel;
+  vo.started = on_vm_started;
+
+  ret = vmjob_run (&r->vm, r->wd, r->input_path, &vo, err);
+  /* the input disk may hold secrets: gone as soon as the VM is */
+  unlink (r->input_path);
+  if (ret < 0)
+    return bvm_error_wrap (err, "running the build VM");
+
+  steps = json_array ();
+  for (unsigned i = 0; i < r->vm.guest.steps_run && i < r->spec->n_steps; i++)
+    json_array_append_new (steps, json_pack ("{s:s, s:I}", "name", r->spec->steps[i].name, "ms",
+                                             (json_int_t) r->vm.guest.step_ms[i]));
+  jset (r->record, "build",
+        json_pack ("{s:s, s:s, s:I, s:I, s:o, s:I, s:I}", "outcome",
+                   vm_outcome_name (r->vm.vm.outcome), "status",
+                   guest_status_name (r->vm.guest.status), "boot_ms",
+                   (json_int_t) r->vm.vm.boot_ms, "vm_ms", (json_int_t) r->vm.vm.total_ms,
+                   "steps", steps, "console_bytes", (json_int_t) r->vm.vm.console_bytes,
+                   "console_dropped", (json_int_t) r->vm.vm.console_dropped));
+  jset (r->record, "accel", json_string (vm_accel_name (r->vm.vm.accel)));
+
+  if (r->vm.vm.outcome == VM_CANCELED)
+    return bvm_error_code (err, BVM_E_CANCELED, 0, "the job was canceled during the build");
+  if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_OK)
+    return 0;
+  vmjob_describe (what, sizeof what, &r->vm);
+  if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_STEP_FAILED)
+    {
+      unsigned idx = r->vm.guest.step;
+      const char *name = idx >= 1 && idx <= r->spec->n_steps ? r->spec->steps[idx - 1].name : "?";
+      jset (r->record, "failed_step",
+            json_pack ("{s:I, s:s, s:i}", "index", (json_int_t) idx, "name", name, "exit_code",
+                       r->vm.guest.exit_code));
+      return bvm_error_code (err, BVM_E_BUILD, 0, "build step %u (`%s`) failed with exit status %d",
+                             idx, name, r->vm.guest.exit_code);
+    }
+  if (r->vm.vm.outcome == VM_TIMEOUT
+      || (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_TIMEOUT))
+    {
+      if (r->vm.guest.step >= 1 && r->vm.guest.step <= r->spec->n_steps)
+        jset (r->record, "failed_step",
+              json_pack ("{s:I, s:s, s:s}", "index", (json_int_t) r->vm.guest.step, "name",
+                         r->spec->steps[r->vm.guest.step - 1].name, "reason", "timeout"));
+      return bvm_error_code (err, BVM_E_TIMEOUT, 0, "the build timed out: %s", what);
+    }
+  if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_OUTPUT_ERROR)
+    return bvm_error_code (err, BVM_E_BUILD, 0, "%s", what);
+  return bvm_error_code (err, BVM_E_INTERNAL, 0, "the build VM failed: %s", what);
+}
+
+/* --- ingest: hostile tar -> layer + artifact store ---------------------------- */
+
+static int
+sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
+{
+  struct run *r = opaque;
+  r->cur_kind = e->kind;
+  r->cur_is_file = false;
+  r->cur_in_store = false;
+
+  if (e->kind == INGEST_IMAGE)
+    {
+      struct archive *a = oci_layer_archive (r->layer);
+      struct archive_entry *ae;
+      cleanup_free char *path = NULL;
+      int ret = 0;
+
+      /* nothing may land in the kernel's file systems of the final image */
+      if (r->to_rel[0] == '\0')
+        {
+          static const char *forbidden[] = { "proc", "sys", "dev" };
+          for (size_t i = 0; i < ARRAY_SIZE (forbidden); i++)
+            {
+              size_t n = strlen (forbidden[i]);
+              if (strncmp (e->path, forbidden[i], n) == 0 && (e->path[n] == '\0' || e->path[n] == '/'))
+                return bvm_error_code (err, BVM_E_INVALID, 0,
+                                       "output `image/%s` would land in `/%s` of the image",
+                                       e->path, forbidden[i]);
+            }
+        }
+      path = r->to_rel[0] ? xasprintf_or_null ("%s/%s", r->to_rel, e->path)
+                          : xasprintf_or_null ("%s", e->path);
+      ae = archive_entry_new ();
+      if (path == NULL || ae == NULL)
+        {
+          archive_entry_free (ae);
+          return bvm_error (err, ENOMEM, "layer entry");
+        }
+      archive_entry_set_pathname (ae, path);
+      archive_entry_set_uid (ae, 0);
+      archive_entry_set_gid (ae, 0);
+      archive_entry_set_mtime (ae, r->commit_time, 0);
+      archive_entry_set_perm (ae, e->perm);
+      if (e->type == S_IFDIR)
+        archive_entry_set_filetype (ae, AE_IFDIR);
+      else if (e->type == S_IFLNK)
+        {
+          archive_entry_set_filetype (ae, AE_IFLNK);
+          archive_entry_set_symlink (ae, e->link_target);
+        }
+      else if (e->link_target != NULL)
+        {
+          cleanup_free char *target = r->to_rel[0]
+                                          ? xasprintf_or_null ("%s/%s", r->to_rel, e->link_target)
+                                          : xasprintf_or_null ("%s", e->link_target);
+          archive_entry_set_filetype (ae, AE_IFREG);
+          archive_entry_set_hardlink (ae, target);
+          archive_entry_set_size (ae, 0);
+        }
+      else
+        {
+          archive_entry_set_filetype (ae, AE_IFREG);
+          archive_entry_set_size (ae, (la_int64_t) e->size);
+          r->cur_is_file = true;
+        }
+      if (archive_write_header (a, ae) != ARCHIVE_OK)
+        ret = bvm_error (err, 0, "writing `%s` to the image layer: %s", path,
+                         archive_error_string (a));
+      archive_entry_free (ae);
+      return ret;
+    }
+
+  /* an artifact: a key under the job's own prefix, authorized one by one */
+  if (e->type == S_IFDIR)
+    return 0;
+  {
+    char key[STORE_KEY_MAX + 1], res[STORE_KEY_MAX + 32];
+    int ret;
+    if (snprintf_checked (key, sizeof key, "%s%s", r->artifact_prefix, e->path) < 0)
+      return bvm_error_code (err, BVM_E_LIMIT, 0, "artifact key for `%s` is too long", e->path);
+    snprintf (res, sizeof res, "artifacts:%s", key);
+    ret = authorize (r, POLICY_ACTION_PUT_OBJECT, res, err);
+    if (ret < 0)
+      return ret;
+    if (e->type == S_IFLNK)
+      return bvm_error_code (err, BVM_E_INVALID, 0, "artifact `%s` is a symlink", e->path);
+    if (e->link_target != NULL)
+      {
+        char existing[STORE_KEY_MAX + 1];
+        if (snprintf_checked (existing, sizeof existing, "%s%s", r->artifact_prefix,
+                              e->link_target)
+            < 0)
+          return bvm_error_code (err, BVM_E_LIMIT, 0, "artifact key too long");
+        ret = store_put_link (r->txn, key, existing, err);
+      }
+    else
+      {
+        ret = store_put_begin (r->txn, key, err);
+        r->cur_in_store = ret == 0;
+        r->cur_is_file = ret == 0;
+      }
+    if (ret == 0)
+      {
+        r->artifacts_count++;
+        r->artifacts_bytes += e->size;
+      }
+    return ret;
+  }
+}
+
+static int
+sink_data (void *opaque, const void *buf, size_t len, bvm_error_t *err)
+{
+  struct run *r = opaque;
+  if (!r->cur_is_file)
+    return bvm_error (err, 0, "data for an entry that takes none");
+  if (r->cur_kind == INGEST_IMAGE)
+    {
+      struct archive *a = oci_layer_archive (r->layer);
+      if (archive_write_data (a, buf, len) != (la_ssize_t) len)
+        return bvm_error (err, 0, "writing the image layer: %s", archive_error_string (a));
+      return 0;
+    }
+  return store_put_write (r->txn, buf, len, err);
+}
+
+static int
+sink_end (void *opaque, bvm_error_t *err)
+{
+  struct run *r = opaque;
+  if (r->cur_kind == INGEST_ARTIFACT && r->cur_in_store)
+    {
+      r->cur_in_store = false;
+      return store_put_end (r->txn, err);
+    }
+  return 0;
+}
+
+static int
+phase_ingest (struct run *r, bvm_error_t *err)
+{
+  struct ingest_limits lim = INGEST_LIMITS_INIT;
+  struct ingest_sink sink = { r, sink_begin, sink_data, sink_end };
+  struct ingest_stats st = { 0 };
+  cleanup_close int fd = -1;
+  const char *store_spec;
+  int ret;
+
+  if (r->spec->image)
+    {
+      const char *to = r->spec->image->to;
+      r->to_rel = xstrdup (to[0] == '/' ? to + 1 : to);
+      r->layer_path = workdir_file (r->wd, "layer.tar.gz");
+      ret = oci_layer_new (&r->layer, r->layer_path, 1, err);
+      if (ret < 0)
+        return ret;
+      /* the destination's parents, so the layer stands on its own */
+      if (r->to_rel[0])
+        {
+          char dir[SPEC_PATH_MAX + 1];
+          for (size_t i = 0; r->to_rel[i]; i++)
+            if (r->to_rel[i + 1] == '/' || r->to_rel[i + 1] == '\0')
+              {
+                snprintf (dir, sizeof dir, "%.*s", (int) (i + 1), r->to_rel);
+                ret = oci_layer_add_dir (r->layer, dir, 0755, 0, 0, r->commit_time, err);
+                if (ret < 0)
+                  return ret;
+              }
+        }
+    }
+  store_spec = r->o->dry_run ? r->o->out_dir : r->cfg->artifacts;
+  if (r->spec->n_artifacts > 0)
+    {
+      char spec[PATH_MAX];
+      if (r->o->dry_run)
+        snprintf (spec, sizeof spec, "dir:%s/artifacts", store_spec);
+      else
+        snprintf (spec, sizeof spec, "%s", store_spec);
+      if ((ret = store_open (&r->store, spec, err)) < 0
+          || (ret = store_txn_begin (&r->txn, r->store, r->artifact_prefix, err)) < 0)
+        return bvm_error_wrap (err, "opening the artifact store");
+    }
+
+  fd = open (r->vm.output_disk, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0)
+    return bvm_error (err, errno, "open the output disk");
+  lim.max_total_bytes = r->cfg->limits.max_output_bytes;
+  lim.max_entry_bytes = r->cfg->limits.max_output_bytes;
+  lim.deadline_ms = now_ms () + 15 * 60 * 1000;
+  ret = ingest_run (fd, GUEST_HEADER_SIZE, r->vm.guest.tar_bytes, &lim, &sink, &st, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "the build's outputs were refused");
+  if (r->layer)
+    {
+      ret = oci_layer_finish (r->layer, &r->layer_desc, r->diff_id, err);
+      if (ret < 0)
+        return ret;
+    }
+  note (r, "ingest: %llu files, %llu directories, %llu symlinks, %llu bytes",
+        (unsigned long long) st.files, (unsigned long long) st.dirs,
+        (unsigned long long) st.symlinks, (unsigned long long) st.bytes);
+  jset (r->record, "outputs",
+        json_pack ("{s:I, s:I, s:I, s:I, s:I}", "entries", (json_int_t) st.entries, "files",
+                   (json_int_t) st.files, "dirs", (json_int_t) st.dirs, "symlinks",
+                   (json_int_t) st.symlinks, "bytes", (json_int_t) st.bytes));
+  return 0;
+}
+
+/* --- image ------------------------------------------------------------------------ */
+
+static int
+open_registry (struct run *r, bvm_error_t *err)
+{
+  struct registry_options ro = REGISTRY_OPTIONS_INIT;
+  struct registry_credentials *cr = NULL;
+  int ret;
+
+  if (r->reg)
+    return 0;
+  ret = config_load_credentials (&cr, r->cfg, err);
+  if (ret < 0)
+    return ret;
+  ro.url = r->cfg->registry.url;
+  if (cr)
+    {
+      ro.username = cr->username;
+      ro.password = cr->password ? cr->password : cr->token;
+    }
+  ro.cancel = r->o->cancel;
+  ro.deadline_ms = now_ms () + 30 * 60 * 1000;
+  ret = registry_open (&r->reg, &ro, err);
+  config_credentials_free (cr);
+  return ret;
+}
+
+static int
+fetch_base (struct run *r, bvm_error_t *err)
+{
+  const struct spec_image *im = r->spec->image;
+  const char *ref = im->base_tag ? im->base_tag : im->base_digest;
+  cleanup_free char *body = NULL, *mt = NULL;
+  char digest[DIGEST_STR_LEN + 1];
+  size_t len = 0;
+  int ret;
+
+  ret = registry_manifest_get (r->reg, im->base_repository, ref, &body, &len, &mt, digest, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "base image `%s`", im->base);
+  ret = oci_manifest_parse (&r->base_manifest, body, len, mt, "linux", "amd64", err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "base image `%s`", im->base);
+  if (oci_manifest_kind (r->base_manifest) == OCI_MANIFEST_INDEX)
+    {
+      char sel[DIGEST_STR_LEN + 1];
+      snprintf (sel, sizeof sel, "%s", oci_manifest_selected (r->base_manifest)->digest);
+      oci_manifest_free (r->base_manifest);
+      r->base_manifest = NULL;
+      free (body);
+      free (mt);
+      body = mt = NULL;
+      ret = registry_manifest_get (r->reg, im->base_repository, sel, &body, &len, &mt, digest, err);
+      if (ret == 0)
+        ret = oci_manifest_parse (&r->base_manifest, body, len, mt, "linux", "amd64", err);
+      if (ret == 0 && oci_manifest_kind (r->base_manifest) != OCI_MANIFEST_IMAGE)
+        ret = bvm_error_code (err, BVM_E_INVALID, 0, "an index inside an index");
+      if (ret < 0)
+        return bvm_error_wrap (err, "base image `%s`", im->base);
+    }
+  ret = registry_blob_read (r->reg, im->base_repository,
+                            oci_manifest_config (r->base_manifest)->digest, OCI_CONFIG_MAX,
+                            &r->base_config, &r->base_config_len, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "base image `%s` config", im->base);
+  note (r, "image: base %s (%s)", im->base, digest);
+  return 0;
+}
+
+static int
+phase_image (struct run *r, bvm_error_t *err)
+{
+  const struct spec_image *im = r->spec->image;
+  struct oci_image_spec os = { 0 };
+  cleanup_free struct oci_descriptor *layers = NULL;
+  cleanup_free const char **env = NULL;
+  json_t *labels = NULL, *ann = NULL;
+  const char *diff_ids[1] = { r->diff_id };
+  char created[40];
+  size_t n_base = 0;
+  int ret;
+
+  if (im->base && !r->o->dry_run)
+    {
+      if ((ret = open_registry (r, err)) < 0 || (ret = fetch_base (r, err)) < 0)
+        return ret;
+    }
+  format_rfc3339 (created, sizeof created, r->commit_time);
+  env = calloc (im->n_env + 1, sizeof *env);
+  labels = json_object ();
+  if (env == NULL || labels == NULL)
+    {
+      json_decref (labels);
+      return bvm_error (err, ENOMEM, "image config");
+    }
+  for (size_t i = 0; i < im->n_env; i++)
+    env[i] = xasprintf_or_null ("%s=%s", im->env[i].key, im->env[i].value);
+  for (size_t i = 0; i < im->n_labels; i++)
+    json_object_set_new (labels, im->labels[i].key, json_string (im->labels[i].value));
+  /* provenance: what was built, from where, in which build VM */
+  json_object_set_new (labels, "org.opencontainers.image.revision", json_string (r->commit));
+  json_object_set_new (labels, "dev.buildvm.app", json_string (r->job->app));
+  json_object_set_new (labels, "dev.buildvm.commit", json_string (r->commit));
+  json_object_set_new (labels, "dev.buildvm.ref", json_string (r->job->ref));
+  json_object_set_new (labels, "dev.buildvm.vm.kernel", json_string (r->img->kernel_sha256));
+  json_object_set_new (labels, "dev.buildvm.vm.rootfs", json_string (r->img->rootfs_sha256));
+  json_object_set_new (labels, "dev.buildvm.vm.profile", json_string (r->img->profile));
+
+  os.created = created;
+  os.entrypoint = (const char *const *) im->entrypoint;
+  os.cmd = (const char *const *) im->cmd;
+  os.env = im->n_env ? env : NULL;
+  os.workdir = im->workdir;
+  os.user = im->user;
+  os.exposed_ports = (const char *const *) im->ports;
+  os.labels = labels;
+  {
+    char *by = xasprintf_or_null ("buildvm: %s@%s (%zu steps)", r->job->app, r->commit,
+                                  r->spec->n_steps);
+    os.history_created_by = by;
+    ret = oci_config_build (&r->config_json, &r->config_len, &os, r->base_config,
+                            r->base_config_len, diff_ids, 1, err);
+    free (by);
+  }
+  for (size_t i = 0; i < im->n_env; i++)
+    free ((char *) env[i]);
+  json_decref (labels);
+  if (ret < 0)
+    return ret;
+  snprintf (r->config_desc.media_type, sizeof r->config_desc.media_type, "%s", OCI_MEDIA_CONFIG);
+  r->config_desc.size = r->config_len;
+  if ((ret = digest_buffer (r->config_desc.digest, r->config_json, r->config_len, err)) < 0)
+    return ret;
+
+  if (r->base_manifest)
+    oci_manifest_layers (r->base_manifest, &n_base);
+  layers = calloc (n_base + 1, sizeof *layers);
+  if (layers == NULL)
+    return bvm_error (err, ENOMEM, "manifest");
+  if (n_base)
+    memcpy (layers, oci_manifest_layers (r->base_manifest, &n_base), n_base * sizeof *layers);
+  layers[n_base] = r->layer_desc;
+  ann = json_pack ("{s:s, s:s}", "org.opencontainers.image.revision", r->commit,
+                   "org.opencontainers.image.created", created);
+  ret = oci_manifest_build (&r->manifest_json, &r->manifest_len, &r->config_desc, layers,
+                            n_base + 1, ann, err);
+  json_decref (ann);
+  if (ret < 0)
+    return ret;
+  ret = digest_buffer (r->manifest_digest, r->manifest_json, r->manifest_len, err);
+  if (ret < 0)
+    return ret;
+  note (r, "image: layer %s (%llu bytes), manifest %s", r->layer_desc.digest,
+        (unsigned long long) r->layer_desc.size, r->manifest_digest);
+  return 0;
+}
+
+/* --- push ----------------------------------------------------------------------- */
+
+static int
+phase_push (struct run *r, bvm_error_t *err)
+{
+  const struct spec_image *im = r->spec->image;
+  cleanup_free char *config_path = workdir_file (r->wd, "config.json");
+  struct registry_stats st;
+  bool uploaded = false;
+  size_t n_base = 0;
+  const struct oci_descriptor *base_layers = NULL;
+  int ret;
+
+  if ((ret = open_registry (r, err)) < 0)
+    return ret;
+  if ((ret = check_cancel (r, err)) < 0)
+    return ret;
+  /* base layers: already there, or mounted across repositories, or copied */
+  if (r->base_manifest)
+    base_layers = oci_manifest_layers (r->base_manifest, &n_base);
+  for (size_t i = 0; i < n_base; i++)
+    {
+      bool exists = false, mounted = false;
+      ret = registry_blob_exists (r->reg, r->dest_repo, base_layers[i].digest, &exists, NULL, err);
+      if (ret == 0 && !exists)
+        ret = registry_blob_mount (r->reg, r->dest_repo, im->base_repository,
+                                   base_layers[i].digest, &mounted, err);
+      if (ret == 0 && !exists && !mounted)
+        ret = registry_blob_copy (r->reg, r->dest_repo, im->base_repository, base_layers[i].digest,
+                                  base_layers[i].size, r->wd->path, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "base layer %s", base_layers[i].digest);
+    }
+  ret = registry_blob_push (r->reg, r->dest_repo, r->layer_desc.digest, r->layer_desc.size,
+                            r->layer_path, &uploaded, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "pushing the layer");
+  if ((ret = fs_write_atomic (config_path, r->config_json, r->config_len, 0600, err)) < 0)
+    return ret;
+  ret = registry_blob_push (r->reg, r->dest_repo, r->config_desc.digest, r->config_desc.size,
+                            config_path, NULL, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "pushing the image config");
+  /* the manifest by digest: complete and addressable, but no tag moves yet */
+  ret = registry_manifest_put (r->reg, r->dest_repo, r->manifest_digest, OCI_MEDIA_MANIFEST,
+                               r->manifest_json, r->manifest_len, NULL, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "pushing the manifest");
+  registry_get_stats (r->reg, &st);
+  note (r, "push: %llu blob(s) uploaded (%llu bytes), %llu mounted, %llu requests",
+        (unsigned long long) st.blobs_uploaded, (unsigned long long) st.bytes_uploaded,
+        (unsigned long long) st.blobs_mounted, (unsigned long long) st.requests);
+  return 0;
+}
+
+static int
+phase_artifacts (struct run *r, bvm_error_t *err)
+{
+  json_t *index = NULL;
+  int ret;
+
+  if (r->txn == NULL)
+    return 0;
+  if (r->o->fence && (ret = r->o->fence (r->o->opaque, err)) < 0)
+    return ret;
+  ret = store_txn_commit (r->txn, &index, err);
+  r->txn = NULL; /* consumed, also on failure */
+  if (ret < 0)
+    return bvm_error_wrap (err, "committing the artifacts");
+  jset (r->record, "artifacts", index);
+  note (r, "artifacts: %llu objects, %llu bytes under %s", (unsigned long long) r->artifacts_count,
+        (unsigned long long) r->artifacts_bytes, r->artifact_prefix);
+  return 0;
+}
+
+static int
+phase_tag (struct run *r, bvm_error_t *err)
+{
+  json_t *tags = json_array ();
+  const char *host;
+  int ret;
+
+  if (r->o->fence && (ret = r->o->fence (r->o->opaque, err)) < 0)
+    {
+      json_decref (tags);
+      return ret;
+    }
+  ret = registry_manifest_put (r->reg, r->dest_repo, r->dest_tag, OCI_MEDIA_MANIFEST,
+                               r->manifest_json, r->manifest_len, NULL, err);
+  if (ret < 0)
+    {
+      json_decref (tags);
+      return bvm_error_wrap (err, "tagging `%s:%s`", r->dest_repo, r->dest_tag);
+    }
+  json_array_append_new (tags, json_string (r->dest_tag));
+  for (size_t i = 0; i < r->n_extra_tags; i++)
+    {
+      ret = registry_manifest_put (r->reg, r->dest_repo, r->extra_tags[i], OCI_MEDIA_MANIFEST,
+                                   r->manifest_json, r->manifest_len, NULL, err);
+      if (ret < 0)
+        {
+          json_decref (tags);
+          return bvm_error_wrap (err, "tagging `%s:%s`", r->dest_repo, r->extra_tags[i]);
+        }
+      json_array_append_new (tags, json_string (r->extra_tags[i]));
+    }
+  host = strstr (r->cfg->registry.url, "://");
+  host = host ? host + 3 : r->cfg->registry.url;
+  {
+    char *ref = xasprintf_or_null ("%s/%s:%s@%s", host, r->dest_repo, r->dest_tag,
+                                   r->manifest_digest);
+    jset (r->record, "image",
+          json_pack ("{s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "registry", r->cfg->registry.url,
+                     "repository", r->dest_repo, "tag", r->dest_tag, "tags", tags, "digest",
+                     r->manifest_digest, "config", r->config_desc.digest, "reference",
+                     ref ? ref : ""));
+    note (r, "tag: %s", ref ? ref : "");
+    free (ref);
+  }
+  return 0;
+}
+
+/* dry-run: an OCI image layout instead of a push */
+static int
+phase_layout (struct run *r, bvm_error_t *err)
+{
+  char dir[PATH_MAX];
+  const char *blob_paths[OCI_MAX_LAYERS];
+  int ret;
+
+  if (snprintf_checked (dir, sizeof dir, "%s/image", r->o->out_dir) < 0)
+    return bvm_error (err, ENAMETOOLONG, "layout path");
+  blob_paths[0] = r->layer_path;
+  ret = oci_layout_write (dir, r->dest_tag, r->manifest_json, r->manifest_len, r->config_json,
+                          r->config_len, blob_paths, &r->layer_desc, 1, err);
+  if (ret < 0)
+    return ret;
+  jset (r->record, "image",
+        json_pack ("{s:s, s:s, s:s, s:s, s:s}", "layout", dir, "repository", r->dest_repo, "tag",
+                   r->dest_tag, "digest", r->manifest_digest, "config", r->config_desc.digest));
+  note (r, "image: OCI layout %s:%s (%s)", dir, r->dest_tag, r->manifest_digest);
+  return 0;
+}
+
+/* --- the straight line ---------------------------------------------------------- */
+
+#define PHASE(name, fn)                                                                           \
+  do                                                                                              \
+    {                                                                                             \
+      int ret_;                                                                                   \
+      if ((ret_ = check_cancel (r, err)) < 0)                                                     \
+        return ret_;                                                                              \
+      phase_begin (r, name);                                                                      \
+      ret_ = fn (r, err);                                                                         \
+      phase_end (r);                                                                              \
+      if (ret_ < 0)                                                                               \
+        return ret_;                                                                              \
+    }                                                                                             \
+  while (0)
+
+static int
+run_phases (struct run *r, bvm_error_t *err)
+{
+  PHASE ("role", phase_role);
+  PHASE ("log", phase_log);
+  PHASE ("checkout", phase_checkout);
+  PHASE ("plan", phase_plan);
+  PHASE ("input", phase_input);
+  PHASE ("build", phase_build);
+  PHASE ("ingest", phase_ingest);
+  if (r->spec->image)
+    PHASE ("image", phase_image);
+  if (r->o->dry_run)
+    {
+      if (r->spec->image)
+        PHASE ("layout", phase_layout);
+      PHASE ("artifacts", phase_artifacts);
+      return 0;
+    }
+  if (r->spec->image)
+    PHASE ("push", phase_push);
+  PHASE ("artifacts", phase_artifacts);
+  if (r->spec->image)
+    PHASE ("tag", phase_tag);
+  return 0;
+}
+
+int
+pipeline_record_path (char **out, const struct runner_config *cfg, const char *job_id,
+                      bvm_error_t *err)
+{
+  if (!job_id_valid (job_id))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "invalid job id");
+  if (asprintf (out, "%s/jobs/%s.json", cfg->state_dir, job_id) < 0)
+    return bvm_error (err, ENOMEM, "record path");
+  return 0;
+}
+
+static int
+write_record (struct run *r, bvm_error_t *err)
+{
+  cleanup_free char *path = NULL, *dir = NULL;
+  int ret;
+
+  if (r->o->dry_run)
+    return 0;
+  if ((ret = pipeline_record_path (&path, r->cfg, r->job->id, err)) < 0)
+    return ret;
+  if (asprintf (&dir, "%s/jobs", r->cfg->state_dir) < 0)
+    return bvm_error (err, ENOMEM, "record dir");
+  if ((ret = fs_mkdir_p (dir, 0750, err)) < 0)
+    return ret;
+  jset (r->record, "record", json_string (path));
+  return jsonx_write_file (path, r->record, err);
+}
+
+int
+pipeline_run (json_t **record, const struct job_request *job, const struct pipeline_opts *o,
+              bvm_error_t *err)
+{
+  struct run run = { 0 }, *r = &run;
+  char ts[40];
+  int ret, ret2;
+  bvm_error_t cleanup_err = NULL;
+
+  r->o = o;
+  r->cfg = o->cfg;
+  r->job = job;
+  r->t0 = now_ms ();
+  r->record = json_object ();
+  r->phases = json_object ();
+  if (r->record == NULL || r->phases == NULL)
+    return bvm_error (err, ENOMEM, "job record");
+  format_rfc3339 (ts, sizeof ts, wall_s ());
+  jset (r->record, "schema", json_integer (1));
+  jset (r->record, "id", json_string (job->id));
+  jset (r->record, "app", json_string (job->app));
+  jset (r->record, "repo", json_string (job->repo));
+  jset (r->record, "commit", json_string (job->commit));
+  jset (r->record, "ref", json_string (job->ref));
+  jset (r->record, "attempt", json_integer (o->attempt ? o->attempt : 1));
+  jset (r->record, "request", job_to_json (job));
+  jset (r->record, "started_at", json_string (ts));
+  jset (r->record, "dry_run", json_boolean (o->dry_run));
+
+  ret = run_phases (r, err);
+  phase_end (r);
+
+  /* teardown: whatever happened above */
+  if (r->txn)
+    store_txn_abort (r->txn);
+  r->txn = NULL;
+  oci_layer_free (r->layer);
+  r->layer = NULL;
+  vmjob_result_dispose (&r->vm);
+  if (workdir_remove (r->wd, &cleanup_err) < 0)
+    {
+      log_warn ("job=%s app=%s event=cleanup.failed error=\"%s\"", job->id, job->app,
+                bvm_error_msg (&cleanup_err));
+      bvm_error_free (&cleanup_err);
+    }
+  r->wd = NULL;
+
+  format_rfc3339 (ts, sizeof ts, wall_s ());
+  jset (r->record, "finished_at", json_string (ts));
+  jset (r->record, "duration_ms", json_integer (now_ms () - r->t0));
+  jset (r->record, "phases", json_incref (r->phases));
+  if (ret < 0)
+    {
+      int code = bvm_error_get_code (err);
+      jset (r->record, "status",
+            json_string (code == BVM_E_CANCELED ? "canceled"
+                         : code == BVM_E_FENCED ? "fenced"
+                                                : "failed"));
+      jset (r->record, "error", json_pack ("{s:s, s:s}", "code", bvm_errcode_name (code),
+                                           "message", bvm_error_msg (err)));
+      note (r, "job failed: %s", bvm_error_msg (err));
+    }
+  else
+    {
+      jset (r->record, "status", json_string ("succeeded"));
+      jset (r->record, "error", json_null ());
+      note (r, "job succeeded in %lld ms", (long long) (now_ms () - r->t0));
+    }
+  if (r->log)
+    {
+      if (r->log_err)
+        {
+          log_warn ("job=%s app=%s event=log.failed error=\"%s\"", job->id, job->app,
+                    bvm_error_msg (&r->log_err));
+          bvm_error_free (&r->log_err);
+        }
+      if (joblog_close (r->log, true, &cleanup_err) < 0)
+        {
+          log_warn ("job=%s app=%s event=log.close.failed error=\"%s\"", job->id, job->app,
+                    bvm_error_msg (&cleanup_err));
+          bvm_error_free (&cleanup_err);
+        }
+      else
+        {
+          char *p = xasprintf_or_null ("%s/apps/%s/%s.log.lz4", r->cfg->log_dir, job->app, job->id);
+          if (p && access (p, F_OK) == 0)
+            jset (r->record, "log", json_string (p));
+          free (p);
+        }
+      r->log = NULL;
+    }
+  /* A fenced attempt writes nothing: the newer attempt owns the record. */
+  if (!(ret < 0 && bvm_error_get_code (err) == BVM_E_FENCED))
+    {
+      ret2 = write_record (r, &cleanup_err);
+      if (ret2 < 0)
+        {
+          if (ret == 0)
+            {
+              bvm_error_free (err);
+              *err = steal_pointer (&cleanup_err);
+              ret = bvm_error_wrap (err, "writing the job record");
+              jset (r->record, "status", json_string ("failed"));
+            }
+          else
+            bvm_error_free (&cleanup_err);
+        }
+    }
+
+  registry_free (r->reg);
+  store_free (r->store);
+  oci_manifest_free (r->base_manifest);
+  free (r->base_config);
+  free (r->config_json);
+  free (r->manifest_json);
+  free (r->layer_path);
+  free (r->to_rel);
+  free (r->input_path);
+  free (r->dest_repo);
+  free (r->dest_tag);
+  config_strv_free (r->extra_tags);
+  image_free (r->img);
+  spec_free (r->spec);
+  gitsrc_repo_free (r->repo);
+  role_free (r->role);
+  policy_free (r->tmpl);
+  policy_free (r->boundary);
+  json_decref (r->phases);
+  *record = r->record;
+  return ret;
+}
+
+void
+pipeline_print_summary (FILE *out, const json_t *rec)
+{
+  const char *status = json_string_value (json_object_get (rec, "status"));
+  const char *commit = json_string_value (json_object_get (rec, "commit"));
+  json_t *image = json_object_get (rec, "image");
+  json_t *arts = json_object_get (rec, "artifacts");
+  json_t *phases = json_object_get (rec, "phases");
+  const char *k;
+  json_t *v;
+
+  fprintf (out, "job %s (%s @ %.12s) %s in %.1fs\n",
+           json_string_value (json_object_get (rec, "id")),
+           json_string_value (json_object_get (rec, "app")), commit ? commit : "?",
+           status ? status : "?",
+           (double) json_integer_value (json_object_get (rec, "duration_ms")) / 1000.0);
+  if (json_object_get (rec, "error") && !json_is_null (json_object_get (rec, "error")))
+    fprintf (out, "  error     %s\n",
+             json_string_value (json_object_get (json_object_get (rec, "error"), "message")));
+  if (image && json_object_get (image, "reference"))
+    fprintf (out, "  image     %s\n", json_string_value (json_object_get (image, "reference")));
+  else if (image && json_object_get (image, "layout"))
+    fprintf (out, "  image     oci:%s:%s (%s)\n",
+             json_string_value (json_object_get (image, "layout")),
+             json_string_value (json_object_get (image, "tag")),
+             json_string_value (json_object_get (image, "digest")));
+  if (arts && json_is_object (arts))
+    fprintf (out, "  artifacts %zu objects under %s\n",
+             json_array_size (json_object_get (arts, "objects")),
+             json_string_value (json_object_get (arts, "prefix")));
+  if (json_object_get (rec, "log"))
+    fprintf (out, "  log       %s\n", json_string_value (json_object_get (rec, "log")));
+  if (json_object_get (rec, "record"))
+    fprintf (out, "  record    %s\n", json_string_value (json_object_get (rec, "record")));
+  if (phases)
+    {
+      fprintf (out, "  phases   ");
+      json_object_foreach ((json_t *) phases, k, v)
+        fprintf (out, " %s=%lldms", k, (long long) json_integer_value (json_object_get (v, "ms")));
+      fprintf (out, "\n");
+    }
+}

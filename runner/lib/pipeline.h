@@ -1,0 +1,77 @@
+/* pipeline.h - one deploy request, from a commit to a pushed image
+ *
+ * A straight line of phases (nsjail's containProc style), each timed and
+ * recorded:
+ *
+ *   role      mint the job's role from the policy template and boundary
+ *   log       open the app's log stream (authorized)
+ *   checkout  fetch the exact commit into the app's mirror, read buildvm.json
+ *   plan      validate the spec, resolve resources, load the VM image,
+ *             compute every destination from the job and authorize it
+ *   input     write the input disk: control file, source tree, secrets
+ *   build     boot a fresh VM, run the steps, collect the outputs
+ *   ingest    stream the hostile output tar into the layer and the store
+ *   image     base image, layer, config, manifest
+ *   push      blobs, config, manifest by digest (every write authorized)
+ *   artifacts commit the staged artifacts and their index
+ *   tag       check the fencing token, then tag: the single commit point
+ *   record    the terminal job record, written durably
+ *
+ * Whatever happens, the VM is gone, the work directory is removed and a
+ * record exists when pipeline_run() returns.
+ */
+#ifndef BUILDVM_PIPELINE_H
+#define BUILDVM_PIPELINE_H
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "error.h"
+#include "job.h"
+
+struct secrets;
+
+struct pipeline_opts
+{
+  const struct runner_config *cfg;
+  unsigned attempt; /* 1-based delivery attempt (the queue's fencing token) */
+  const volatile sig_atomic_t *cancel;
+  /* Called right before anything becomes visible (artifacts, tags): fails
+   * with BVM_E_FENCED when a newer attempt owns the job. May be NULL. */
+  int (*fence) (void *opaque, bvm_error_t *err);
+  /* Called as each phase starts (the daemon heartbeats and journals here).
+   * May be NULL. */
+  void (*phase) (void *opaque, const char *name);
+  /* Called with the VMM's pid once it runs (the daemon journals it). */
+  void (*vm_started) (void *opaque, pid_t pid);
+  void *opaque;
+  /* Every console line also goes to this stream (e.g. stderr), or NULL. */
+  FILE *echo;
+  /* The per-app secret store for `secrets` in buildvm.json, or NULL. */
+  struct secrets *secrets;
+
+  /* dry-run: build a local directory instead of a fetched commit, and write
+   * an OCI image layout and the artifacts under out_dir instead of pushing. */
+  bool dry_run;
+  const char *local_dir; /* the app's working copy */
+  bool worktree;         /* its working tree as it is, not HEAD */
+  const char *out_dir;
+  /* dry-run: the plan, printed as it is decided ("allow"/"deny" per write) */
+  json_t *plan; /* an array the pipeline appends to; may be NULL */
+};
+
+/* Run one job. *record (always set, even on failure) is the terminal job
+ * record; the return value is 0 on success or the job's error. */
+int pipeline_run (json_t **record, const struct job_request *job, const struct pipeline_opts *o,
+                  bvm_error_t *err);
+
+/* Where a job's record lives: <state_dir>/jobs/<id>.json */
+int pipeline_record_path (char **out, const struct runner_config *cfg, const char *job_id,
+                          bvm_error_t *err);
+
+/* A short summary of a record for humans (several lines). */
+void pipeline_print_summary (FILE *out, const json_t *record);
+
+#endif
