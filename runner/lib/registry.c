@@ -257,6 +257,10 @@ registry_open (struct registry **out, const struct registry_options *o, bvm_erro
     return -1;
   if (o->max_attempts < 1 || o->max_attempts > 100 || o->backoff_ms < 0 || o->backoff_max_ms < 0)
     return bvm_error_code (err, BVM_E_INVALID, 0, "registry retry options are out of range");
+  if (o->user_agent)
+    for (const char *p = o->user_agent; *p; p++)
+      if ((unsigned char) *p < 0x20 || (unsigned char) *p == 0x7f)
+        return bvm_error_code (err, BVM_E_INVALID, 0, "registry user agent has control characters");
   if ((o->username == NULL) != (o->password == NULL))
     return bvm_error_code (err, BVM_E_INVALID, 0, "registry username and password go together");
   if (o->username && o->credentials_file)
