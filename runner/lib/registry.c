@@ -1638,7 +1638,9 @@ registry_blob_push (struct registry *r, const char *repo, const char *digest, ui
     return bvm_error (err, errno, "open blob `%s`", path);
   if (fstat (fd, &st) < 0)
     return bvm_error (err, errno, "stat blob `%s`", path);
-  if (!S_ISREG (st.st_mode) || (uint64_t) st.st_size != size)
+  if (!S_ISREG (st.st_mode))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "blob `%s` is not a regular file", path);
+  if ((uint64_t) st.st_size != size)
     return bvm_error_code (err, BVM_E_INVALID, 0, "blob `%s` is %llu bytes, expected %llu", path,
                            (unsigned long long) st.st_size, (unsigned long long) size);
   if (blob_push_fd (r, repo, digest, size, fd, uploaded, err) < 0)

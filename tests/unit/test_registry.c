@@ -604,12 +604,14 @@ test_wrong_credentials (void **state)
   assert_non_null (strstr (bvm_error_msg (&err), msg_url));
   assert_null (strstr (bvm_error_msg (&err), "not-the-password"));
   bvm_error_free (&err);
-  assert_int_equal (registry_blob_push (r, R ("apps/denied"), ABSENT, 0, "/dev/null", &up, &err), -1);
-  bvm_error_free (&err);
   {
     char f[600];
     snprintf (f, sizeof f, "%s/empty", tmp);
     t_write (f, "");
+    assert_int_equal (registry_blob_push (r, R ("apps/denied"), ABSENT, 0, f, &up, &err), -1);
+    assert_int_equal (bvm_error_get_code (&err), BVM_E_DENIED);
+    assert_false (up);
+    bvm_error_free (&err);
     assert_int_equal (registry_blob_exists (r, R ("apps/denied"), ABSENT, &up, NULL, &err), -1);
     assert_int_equal (bvm_error_get_code (&err), BVM_E_DENIED);
     assert_non_null (strstr (bvm_error_msg (&err), "HEAD `http://"));
@@ -1020,7 +1022,14 @@ test_validation (void **state)
   assert_fails_with (registry_manifest_put (r, R ("apps/x"), ABSENT, OCI_MEDIA_MANIFEST, "{}", 2, d, &err),
                      &err, "manifest has digest");
   assert_fails_with (registry_blob_push (r, R ("apps/x"), ABSENT, 5, "/dev/null", &b, &err), &err,
-                     "expected 5");
+                     "not a regular file");
+  {
+    char f[600];
+    snprintf (f, sizeof f, "%s/four", tmp);
+    t_write (f, "four");
+    assert_fails_with (registry_blob_push (r, R ("apps/x"), ABSENT, 5, f, &b, &err), &err,
+                       "is 4 bytes, expected 5");
+  }
   registry_get_stats (r, &st);
   assert_int_equal (st.requests, 0);
   registry_free (r);
