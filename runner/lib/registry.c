@@ -257,6 +257,10 @@ registry_open (struct registry **out, const struct registry_options *o, bvm_erro
     return -1;
   if (o->max_attempts < 1 || o->max_attempts > 100 || o->backoff_ms < 0 || o->backoff_max_ms < 0)
     return bvm_error_code (err, BVM_E_INVALID, 0, "registry retry options are out of range");
+  if (o->user_agent)
+    for (const char *p = o->user_agent; *p; p++)
+      if ((unsigned char) *p < 0x20 || (unsigned char) *p == 0x7f)
+        return bvm_error_code (err, BVM_E_INVALID, 0, "registry user agent has control characters");
   if ((o->username == NULL) != (o->password == NULL))
     return bvm_error_code (err, BVM_E_INVALID, 0, "registry username and password go together");
   if (o->username && o->credentials_file)
@@ -1634,7 +1638,9 @@ registry_blob_push (struct registry *r, const char *repo, const char *digest, ui
     return bvm_error (err, errno, "open blob `%s`", path);
   if (fstat (fd, &st) < 0)
     return bvm_error (err, errno, "stat blob `%s`", path);
-  if (!S_ISREG (st.st_mode) || (uint64_t) st.st_size != size)
+  if (!S_ISREG (st.st_mode))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "blob `%s` is not a regular file", path);
+  if ((uint64_t) st.st_size != size)
     return bvm_error_code (err, BVM_E_INVALID, 0, "blob `%s` is %llu bytes, expected %llu", path,
                            (unsigned long long) st.st_size, (unsigned long long) size);
   if (blob_push_fd (r, repo, digest, size, fd, uploaded, err) < 0)

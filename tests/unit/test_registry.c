@@ -37,7 +37,23 @@ extern char **environ;
 
 static char *tmp; /* per-run scratch directory */
 
+/* Repository names unique to this process: the registries of a
+ * with-services.sh session are shared with other test binaries. */
+static const char *
+R (const char *name)
+{
+  static char bufs[8][128];
+  static unsigned next;
+  char *b = bufs[next++ % 8];
+  snprintf (b, sizeof bufs[0], "%s-p%d", name, (int) getpid ());
+  return b;
+}
+
 /* --- background helpers ---------------------------------------------------------- */
+
+/* What we started, so that teardown stops it even after a failed assertion
+ * jumped out of a test. */
+static pid_t spawned[16];
 
 static pid_t
 spawn_bg (const char *log, char *const argv[])
@@ -51,6 +67,12 @@ spawn_bg (const char *log, char *const argv[])
   if (posix_spawnp (&pid, argv[0], &fa, NULL, argv, environ) != 0)
     fail_msg ("spawn %s", argv[0]);
   posix_spawn_file_actions_destroy (&fa);
+  for (size_t i = 0; i < ARRAY_SIZE (spawned); i++)
+    if (spawned[i] == 0)
+      {
+        spawned[i] = pid;
+        break;
+      }
   return pid;
 }
 
@@ -61,6 +83,9 @@ stop_bg (pid_t pid)
     return;
   kill (pid, SIGTERM);
   waitpid (pid, NULL, 0);
+  for (size_t i = 0; i < ARRAY_SIZE (spawned); i++)
+    if (spawned[i] == pid)
+      spawned[i] = 0;
 }
 
 static void
@@ -331,12 +356,12 @@ open_auth (void)
 
 /* skopeo inspect [--config] of an image in the auth registry, through jq -c. */
 static char *
-skopeo_auth (bool config, const char *ref, const char *jq)
+skopeo_auth (bool config, const char *repo, const char *tag, const char *jq)
 {
-  return t_sh_out ("skopeo inspect %s --tls-verify=false --creds '%s:%s' docker://%s/%s 2>&1 | jq -c '%s'",
+  return t_sh_out ("skopeo inspect %s --tls-verify=false --creds '%s:%s' docker://%s/%s:%s 2>&1 | jq -c '%s'",
                    config ? "--config" : "", t_service ("BUILDVM_TEST_REGISTRY_USER"),
-                   t_service ("BUILDVM_TEST_REGISTRY_PASS"), t_service ("BUILDVM_TEST_REGISTRY"), ref,
-                   jq);
+                   t_service ("BUILDVM_TEST_REGISTRY_PASS"), t_service ("BUILDVM_TEST_REGISTRY"), repo,
+                   tag, jq);
 }
 
 /* --- tests -------------------------------------------------------------------------- */
@@ -360,29 +385,29 @@ test_push_verify_idempotent (void **state)
 
   image_build (&img, "hello", "app", "hello world\n", 0, NULL, 0, NULL, 0);
   assert_ok (registry_ping (r, &err), &err);
-  assert_ok (push_image (r, "apps/hello", COMMIT, &img, &uploads, d1, &err), &err);
+  assert_ok (push_image (r, R ("apps/hello"), COMMIT, &img, &uploads, d1, &err), &err);
   assert_int_equal (uploads, 2);
 
   /* independent clients see the image */
-  out = skopeo_auth (false, "apps/hello:" COMMIT,
+  out = skopeo_auth (false, R ("apps/hello"), COMMIT,
                      "[.Env, .Labels[\"org.opencontainers.image.revision\"], (.Layers|length), .Architecture]");
   assert_string_equal (out, "[[\"PATH=/app:/usr/bin:/bin\",\"GREETING=hello\"],\"" COMMIT "\",1,\"amd64\"]");
   free (out);
-  out = skopeo_auth (true, "apps/hello:" COMMIT,
+  out = skopeo_auth (true, R ("apps/hello"), COMMIT,
                      "[.config.Entrypoint, .config.WorkingDir, .config.ExposedPorts]");
   assert_string_equal (out, "[[\"/app/run.sh\"],\"/app\",{\"8080/tcp\":{}}]");
   free (out);
-  out = t_sh_out ("skopeo inspect --raw --tls-verify=false --creds '%s:%s' docker://%s/apps/hello:%s | sha256sum | cut -c1-64",
+  out = t_sh_out ("skopeo inspect --raw --tls-verify=false --creds '%s:%s' docker://%s/%s:%s | sha256sum | cut -c1-64",
                   t_service ("BUILDVM_TEST_REGISTRY_USER"), t_service ("BUILDVM_TEST_REGISTRY_PASS"),
-                  t_service ("BUILDVM_TEST_REGISTRY"), COMMIT);
+                  t_service ("BUILDVM_TEST_REGISTRY"), R ("apps/hello"), COMMIT);
   assert_string_equal (out, d1 + 7);
   free (out);
 
   snprintf (oci_dir, sizeof oci_dir, "%s/copied", tmp);
   snprintf (bundle, sizeof bundle, "%s/bundle", tmp);
-  assert_int_equal (t_sh ("skopeo copy -q --src-tls-verify=false --src-creds '%s:%s' docker://%s/apps/hello:%s oci:%s:x >/dev/null",
+  assert_int_equal (t_sh ("skopeo copy -q --src-tls-verify=false --src-creds '%s:%s' docker://%s/%s:%s oci:%s:x >/dev/null",
                           t_service ("BUILDVM_TEST_REGISTRY_USER"), t_service ("BUILDVM_TEST_REGISTRY_PASS"),
-                          t_service ("BUILDVM_TEST_REGISTRY"), COMMIT, oci_dir),
+                          t_service ("BUILDVM_TEST_REGISTRY"), R ("apps/hello"), COMMIT, oci_dir),
                     0);
   assert_int_equal (t_sh ("umoci unpack --image %s:x %s >/dev/null 2>&1", oci_dir, bundle), 0);
   snprintf (p, sizeof p, "%s/rootfs/app/run.sh", bundle);
@@ -399,7 +424,7 @@ test_push_verify_idempotent (void **state)
    * produces the same digest */
   registry_free (r);
   r = open_auth ();
-  assert_ok (push_image (r, "apps/hello", COMMIT, &img, &uploads, d2, &err), &err);
+  assert_ok (push_image (r, R ("apps/hello"), COMMIT, &img, &uploads, d2, &err), &err);
   assert_int_equal (uploads, 0);
   assert_string_equal (d1, d2);
   registry_get_stats (r, &st);
@@ -407,30 +432,30 @@ test_push_verify_idempotent (void **state)
   assert_int_equal (st.blobs_uploaded, 0);
 
   /* pull side: the manifest by tag and by digest, blob presence */
-  assert_ok (registry_manifest_get (r, "apps/hello", COMMIT, &body, &len, &type, gd, &err), &err);
+  assert_ok (registry_manifest_get (r, R ("apps/hello"), COMMIT, &body, &len, &type, gd, &err), &err);
   assert_string_equal (gd, d1);
   assert_int_equal (len, img.manifest_len);
   assert_memory_equal (body, img.manifest, len);
   assert_string_equal (type, OCI_MEDIA_MANIFEST);
   free (body);
   free (type);
-  assert_ok (registry_manifest_get (r, "apps/hello", d1, &body, &len, &type, gd, &err), &err);
+  assert_ok (registry_manifest_get (r, R ("apps/hello"), d1, &body, &len, &type, gd, &err), &err);
   free (body);
   free (type);
-  assert_ok (registry_blob_exists (r, "apps/hello", img.layers[0].digest, &exists, &size, &err), &err);
+  assert_ok (registry_blob_exists (r, R ("apps/hello"), img.layers[0].digest, &exists, &size, &err), &err);
   assert_true (exists);
   assert_int_equal (size, img.layers[0].size);
-  assert_ok (registry_blob_exists (r, "apps/hello", ABSENT, &exists, NULL, &err), &err);
+  assert_ok (registry_blob_exists (r, R ("apps/hello"), ABSENT, &exists, NULL, &err), &err);
   assert_false (exists);
-  assert_fails_with (registry_manifest_get (r, "apps/hello", "nosuchtag", &body, &len, &type, gd, &err),
+  assert_fails_with (registry_manifest_get (r, R ("apps/hello"), "nosuchtag", &body, &len, &type, gd, &err),
                      &err, "returned HTTP 404 (MANIFEST_UNKNOWN");
   {
     char *cfg = NULL;
     size_t cl = 0;
-    assert_ok (registry_blob_read (r, "apps/hello", img.config.digest, 1 << 20, &cfg, &cl, &err), &err);
+    assert_ok (registry_blob_read (r, R ("apps/hello"), img.config.digest, 1 << 20, &cfg, &cl, &err), &err);
     assert_int_equal (cl, img.config.size);
     free (cfg);
-    assert_fails_with (registry_blob_read (r, "apps/hello", img.config.digest, 10, &cfg, &cl, &err),
+    assert_fails_with (registry_blob_read (r, R ("apps/hello"), img.config.digest, 10, &cfg, &cl, &err),
                        &err, "larger than");
   }
   registry_free (r);
@@ -455,14 +480,14 @@ test_base_image_mount (void **state)
 
   /* a base image built with our own code, pushed first */
   image_build (&base, "base", "etc", "alpine-ish 3.19\n", 0, NULL, 0, NULL, 0);
-  assert_ok (push_image (r, "base/alpine-ish", "3", &base, &uploads, bd, &err), &err);
+  assert_ok (push_image (r, R ("base/alpine-ish"), "3", &base, &uploads, bd, &err), &err);
 
   /* pull its manifest and config as the deploy does */
-  assert_ok (registry_manifest_get (r, "base/alpine-ish", "3", &body, &len, &type, d, &err), &err);
+  assert_ok (registry_manifest_get (r, R ("base/alpine-ish"), "3", &body, &len, &type, d, &err), &err);
   assert_string_equal (d, bd);
   assert_ok (oci_manifest_parse (&m, body, len, type, NULL, NULL, &err), &err);
   assert_int_equal (oci_manifest_kind (m), OCI_MANIFEST_IMAGE);
-  assert_ok (registry_blob_read (r, "base/alpine-ish", oci_manifest_config (m)->digest,
+  assert_ok (registry_blob_read (r, R ("base/alpine-ish"), oci_manifest_config (m)->digest,
                                  OCI_CONFIG_MAX, &cfg, &cfg_len, &err),
              &err);
   bl = oci_manifest_layers (m, &n);
@@ -472,47 +497,47 @@ test_base_image_mount (void **state)
   assert_int_equal (app.n_layers, 2);
   for (size_t i = 0; i < n; i++)
     {
-      assert_ok (registry_blob_mount (r, "apps/onbase", "base/alpine-ish", bl[i].digest, &mounted, &err),
+      assert_ok (registry_blob_mount (r, R ("apps/onbase"), R ("base/alpine-ish"), bl[i].digest, &mounted, &err),
                  &err);
       assert_true (mounted);
     }
-  assert_ok (push_image (r, "apps/onbase", COMMIT, &app, &uploads, d, &err), &err);
+  assert_ok (push_image (r, R ("apps/onbase"), COMMIT, &app, &uploads, d, &err), &err);
   assert_int_equal (uploads, 2); /* our layer and config; the base layer was mounted */
   registry_get_stats (r, &st);
   assert_int_equal (st.blobs_mounted, 1);
 
-  out = skopeo_auth (false, "apps/onbase:" COMMIT, "[(.Layers|length), .Layers[0]]");
+  out = skopeo_auth (false, R ("apps/onbase"), COMMIT, "[(.Layers|length), .Layers[0]]");
   {
     char want[200];
     snprintf (want, sizeof want, "[2,\"%s\"]", bl[0].digest);
     assert_string_equal (out, want);
   }
   free (out);
-  out = skopeo_auth (true, "apps/onbase:" COMMIT, "[(.rootfs.diff_ids|length), (.history|length)]");
+  out = skopeo_auth (true, R ("apps/onbase"), COMMIT, "[(.rootfs.diff_ids|length), (.history|length)]");
   assert_string_equal (out, "[2,2]");
   free (out);
 
   /* a mount the registry declines (the source lacks the blob) is no error */
-  assert_ok (registry_blob_mount (r, "apps/onbase2", "base/nothing-here", bl[0].digest, &mounted, &err),
+  assert_ok (registry_blob_mount (r, R ("apps/onbase2"), R ("base/nothing-here"), bl[0].digest, &mounted, &err),
              &err);
   assert_false (mounted);
   /* ... and the copy fallback gets the blob there */
-  assert_ok (registry_blob_copy (r, "apps/onbase2", "base/alpine-ish", bl[0].digest, bl[0].size, tmp,
+  assert_ok (registry_blob_copy (r, R ("apps/onbase2"), R ("base/alpine-ish"), bl[0].digest, bl[0].size, tmp,
                                  &err),
              &err);
   {
     bool exists = false;
-    assert_ok (registry_blob_exists (r, "apps/onbase2", bl[0].digest, &exists, NULL, &err), &err);
+    assert_ok (registry_blob_exists (r, R ("apps/onbase2"), bl[0].digest, &exists, NULL, &err), &err);
     assert_true (exists);
   }
   /* a layer fetched for a local image layout is verified */
   {
     char dest[600];
     snprintf (dest, sizeof dest, "%s/base.layer.copy", tmp);
-    assert_ok (registry_blob_get (r, "base/alpine-ish", bl[0].digest, bl[0].size, dest, &err), &err);
+    assert_ok (registry_blob_get (r, R ("base/alpine-ish"), bl[0].digest, bl[0].size, dest, &err), &err);
     assert_int_equal (t_sh ("cmp -s %s %s", dest, base.layer_path), 0);
     unlink (dest);
-    assert_fails_with (registry_blob_get (r, "base/alpine-ish", bl[0].digest, bl[0].size - 1, dest, &err),
+    assert_fails_with (registry_blob_get (r, R ("base/alpine-ish"), bl[0].digest, bl[0].size - 1, dest, &err),
                        &err, "larger than");
     assert_int_equal (access (dest, F_OK), -1);
   }
@@ -545,16 +570,16 @@ test_chunked_upload (void **state)
   o.chunk_size = 256 * 1024;
   o.backoff_ms = 20;
   assert_ok (registry_open (&r, &o, &err), &err);
-  assert_ok (push_image (r, "apps/chunky", COMMIT, &img, &uploads, d, &err), &err);
+  assert_ok (push_image (r, R ("apps/chunky"), COMMIT, &img, &uploads, d, &err), &err);
   /* 2 MiB of noise in 256 KiB chunks */
   assert_true (proxy_count (&px, "^PATCH .*/blobs/uploads/") >= 8);
   snprintf (dest, sizeof dest, "%s/chunky.back", tmp);
-  assert_ok (registry_blob_get (r, "apps/chunky", img.layers[0].digest, img.layers[0].size, dest, &err),
+  assert_ok (registry_blob_get (r, R ("apps/chunky"), img.layers[0].digest, img.layers[0].size, dest, &err),
              &err);
   assert_int_equal (t_sh ("cmp -s %s %s", dest, img.layer_path), 0);
   unlink (dest);
-  assert_int_equal (t_sh ("skopeo inspect --tls-verify=false docker://%s/apps/chunky:%s >/dev/null 2>&1",
-                          t_service ("BUILDVM_TEST_REGISTRY_OPEN"), COMMIT),
+  assert_int_equal (t_sh ("skopeo inspect --tls-verify=false docker://%s/%s:%s >/dev/null 2>&1",
+                          t_service ("BUILDVM_TEST_REGISTRY_OPEN"), R ("apps/chunky"), COMMIT),
                     0);
   registry_free (r);
   stop_bg (px.pid);
@@ -579,13 +604,15 @@ test_wrong_credentials (void **state)
   assert_non_null (strstr (bvm_error_msg (&err), msg_url));
   assert_null (strstr (bvm_error_msg (&err), "not-the-password"));
   bvm_error_free (&err);
-  assert_int_equal (registry_blob_push (r, "apps/denied", ABSENT, 0, "/dev/null", &up, &err), -1);
-  bvm_error_free (&err);
   {
     char f[600];
     snprintf (f, sizeof f, "%s/empty", tmp);
     t_write (f, "");
-    assert_int_equal (registry_blob_exists (r, "apps/denied", ABSENT, &up, NULL, &err), -1);
+    assert_int_equal (registry_blob_push (r, R ("apps/denied"), ABSENT, 0, f, &up, &err), -1);
+    assert_int_equal (bvm_error_get_code (&err), BVM_E_DENIED);
+    assert_false (up);
+    bvm_error_free (&err);
+    assert_int_equal (registry_blob_exists (r, R ("apps/denied"), ABSENT, &up, NULL, &err), -1);
     assert_int_equal (bvm_error_get_code (&err), BVM_E_DENIED);
     assert_non_null (strstr (bvm_error_msg (&err), "HEAD `http://"));
     assert_non_null (strstr (bvm_error_msg (&err), "returned HTTP 401"));
@@ -619,7 +646,7 @@ test_registry_down (void **state)
   snprintf (addr, sizeof addr, "127.0.0.1:%d", free_port ());
   r = open_registry (addr, NULL, NULL, 3);
   t0 = now_ms ();
-  assert_int_equal (registry_blob_exists (r, "apps/down", ABSENT, &exists, NULL, &err), -1);
+  assert_int_equal (registry_blob_exists (r, R ("apps/down"), ABSENT, &exists, NULL, &err), -1);
   assert_true (now_ms () - t0 < 3000);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_NETWORK);
   assert_non_null (strstr (bvm_error_msg (&err), "giving up after 3 attempts"));
@@ -645,6 +672,21 @@ test_registry_down (void **state)
   assert_int_equal (bvm_error_get_code (&err), BVM_E_TIMEOUT);
   bvm_error_free (&err);
   registry_free (r);
+
+  /* a canceled job stops at once, between retries too */
+  {
+    static volatile sig_atomic_t stop = 1;
+    o.deadline_ms = 0;
+    o.cancel = &stop;
+    assert_ok (registry_open (&r, &o, &err), &err);
+    assert_int_equal (registry_ping (r, &err), -1);
+    assert_int_equal (bvm_error_get_code (&err), BVM_E_CANCELED);
+    bvm_error_free (&err);
+    registry_free (r);
+  }
+  o.cancel = NULL;
+  o.user_agent = "buildvm\r\nX-Evil: 1";
+  assert_fails_with (registry_open (&r, &o, &err), &err, "control characters");
 }
 
 static void
@@ -666,14 +708,14 @@ test_faulty_proxy (void **state)
   image_build (&img, "flaky", "app", "flaky\n", 0, NULL, 0, NULL, 0);
   r = open_registry (px.addr, NULL, NULL, 5);
   proxy_rules (&px, "[{\"method\":\"PUT\",\"path\":\"/blobs/uploads/\",\"status\":500,\"count\":2}]");
-  assert_ok (push_image (r, "apps/flaky", COMMIT, &img, &uploads, d, &err), &err);
+  assert_ok (push_image (r, R ("apps/flaky"), COMMIT, &img, &uploads, d, &err), &err);
   registry_get_stats (r, &st);
   assert_int_equal (st.retries, 2);
   /* each retry restarts the upload: a new session and the whole body */
   assert_int_equal (proxy_count (&px, "^PUT .*/blobs/uploads/"), 4);
   assert_int_equal (proxy_count (&px, "^POST .*/blobs/uploads/"), 4);
-  assert_int_equal (t_sh ("skopeo inspect --tls-verify=false docker://%s/apps/flaky:%s >/dev/null 2>&1",
-                          open_reg, COMMIT),
+  assert_int_equal (t_sh ("skopeo inspect --tls-verify=false docker://%s/%s:%s >/dev/null 2>&1",
+                          open_reg, R ("apps/flaky"), COMMIT),
                     0);
   registry_free (r);
   image_dispose (&img);
@@ -687,7 +729,7 @@ test_faulty_proxy (void **state)
   proxy_rules (&px, "[{\"method\":\"PUT\",\"path\":\"/blobs/uploads/\",\"action\":\"drop\",\"count\":3},"
                     "{\"method\":\"HEAD\",\"path\":\"/blobs/\",\"status\":429,\"count\":1,"
                     "\"headers\":{\"Retry-After\":\"0\"}}]");
-  assert_ok (push_image (r, "apps/dropped", COMMIT, &img, &uploads, d, &err), &err);
+  assert_ok (push_image (r, R ("apps/dropped"), COMMIT, &img, &uploads, d, &err), &err);
   registry_get_stats (r, &st);
   assert_true (st.retries >= 2);
   assert_int_equal (proxy_count (&px, "^PUT .*/blobs/uploads/"), 3 + 2);
@@ -700,7 +742,7 @@ test_faulty_proxy (void **state)
   image_build (&img, "broken", "app", "broken\n", 0, NULL, 0, NULL, 0);
   r = open_registry (px.addr, NULL, NULL, 3);
   proxy_rules (&px, "[{\"method\":\"PUT\",\"path\":\"/blobs/uploads/\",\"status\":500}]");
-  assert_int_equal (push_image (r, "apps/broken", COMMIT, &img, &uploads, d, &err), -1);
+  assert_int_equal (push_image (r, R ("apps/broken"), COMMIT, &img, &uploads, d, &err), -1);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_NETWORK);
   assert_non_null (strstr (bvm_error_msg (&err), "giving up after 3 attempts"));
   assert_non_null (strstr (bvm_error_msg (&err), "returned HTTP 500 (UNKNOWN: injected by faulty-proxy)"));
@@ -710,12 +752,16 @@ test_faulty_proxy (void **state)
 
   /* 500 forever on the manifest: blobs are there, the tag is not */
   proxy_rules (&px, "[{\"method\":\"PUT\",\"path\":\"/manifests/\",\"status\":503}]");
-  assert_int_equal (push_image (r, "apps/broken", COMMIT, &img, &uploads, d, &err), -1);
-  assert_non_null (strstr (bvm_error_msg (&err), "pushing manifest `apps/broken:" COMMIT "`"));
+  assert_int_equal (push_image (r, R ("apps/broken"), COMMIT, &img, &uploads, d, &err), -1);
+  {
+    char want[200];
+    snprintf (want, sizeof want, "pushing manifest `%s:%s`", R ("apps/broken"), COMMIT);
+    assert_non_null (strstr (bvm_error_msg (&err), want));
+  }
   bvm_error_free (&err);
   assert_int_equal (proxy_count (&px, "^PUT .*/manifests/"), 3);
-  assert_int_not_equal (t_sh ("skopeo inspect --tls-verify=false docker://%s/apps/broken:%s >/dev/null 2>&1",
-                              open_reg, COMMIT),
+  assert_int_not_equal (t_sh ("skopeo inspect --tls-verify=false docker://%s/%s:%s >/dev/null 2>&1",
+                              open_reg, R ("apps/broken"), COMMIT),
                         0);
   registry_free (r);
 
@@ -724,7 +770,7 @@ test_faulty_proxy (void **state)
   r = open_registry (px.addr, NULL, NULL, 5);
   proxy_rules (&px, "[{\"method\":\"POST\",\"path\":\"/blobs/uploads/\",\"status\":400,"
                     "\"code\":\"NAME_INVALID\",\"message\":\"no such name\"}]");
-  assert_int_equal (registry_blob_push (r, "apps/fourxx", img.layers[0].digest, img.layers[0].size,
+  assert_int_equal (registry_blob_push (r, R ("apps/fourxx"), img.layers[0].digest, img.layers[0].size,
                                         img.layer_path, NULL, &err),
                     -1);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_INVALID);
@@ -732,7 +778,7 @@ test_faulty_proxy (void **state)
   bvm_error_free (&err);
   assert_int_equal (proxy_count (&px, "^POST .*/blobs/uploads/"), 1);
   proxy_rules (&px, "[{\"method\":\"PUT\",\"path\":\"/manifests/\",\"status\":403,\"code\":\"DENIED\"}]");
-  assert_int_equal (registry_manifest_put (r, "apps/broken", COMMIT, OCI_MEDIA_MANIFEST, img.manifest,
+  assert_int_equal (registry_manifest_put (r, R ("apps/broken"), COMMIT, OCI_MEDIA_MANIFEST, img.manifest,
                                            img.manifest_len, d, &err),
                     -1);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_DENIED);
@@ -744,7 +790,7 @@ test_faulty_proxy (void **state)
   /* an upload location on another origin never gets our data */
   proxy_rules (&px, "[{\"method\":\"POST\",\"path\":\"/blobs/uploads/\",\"status\":202,\"body\":\"\","
                     "\"headers\":{\"Location\":\"http://127.0.0.2:9/v2/steal\"}}]");
-  assert_fails_with (registry_blob_push (r, "apps/fourxx", img.layers[0].digest, img.layers[0].size,
+  assert_fails_with (registry_blob_push (r, R ("apps/fourxx"), img.layers[0].digest, img.layers[0].size,
                                          img.layer_path, NULL, &err),
                      &err, "upload location on another origin");
 
@@ -755,7 +801,7 @@ test_faulty_proxy (void **state)
   {
     char *body = NULL, *type = NULL;
     size_t len;
-    assert_fails_with (registry_manifest_get (r, "apps/flaky", d, &body, &len, &type, d, &err), &err,
+    assert_fails_with (registry_manifest_get (r, R ("apps/flaky"), d, &body, &len, &type, d, &err), &err,
                        "has digest");
   }
   proxy_rules (&px, "[{\"method\":\"GET\",\"path\":\"/manifests/\",\"status\":200,\"body\":\"x\","
@@ -763,14 +809,14 @@ test_faulty_proxy (void **state)
   {
     char *body = NULL, *type = NULL;
     size_t len;
-    assert_fails_with (registry_manifest_get (r, "apps/flaky", "x", &body, &len, &type, d, &err), &err,
+    assert_fails_with (registry_manifest_get (r, R ("apps/flaky"), "x", &body, &len, &type, d, &err), &err,
                        "larger than");
   }
   proxy_rules (&px, "[{\"method\":\"GET\",\"path\":\"/blobs/\",\"status\":200,\"body\":\"evil\"}]");
   {
     char *b = NULL;
     size_t len;
-    assert_fails_with (registry_blob_read (r, "apps/flaky", img.config.digest, 1 << 20, &b, &len, &err),
+    assert_fails_with (registry_blob_read (r, R ("apps/flaky"), img.config.digest, 1 << 20, &b, &len, &err),
                        &err, "with digest");
   }
   registry_free (r);
@@ -852,35 +898,35 @@ test_bearer_token (void **state)
 
   r = open_registry (t.addr, "tok-user", "tok-pass", 5);
   assert_ok (registry_ping (r, &err), &err);
-  assert_ok (push_image (r, "base/tok", "1", &base, &uploads, d, &err), &err);
+  assert_ok (push_image (r, R ("base/tok"), "1", &base, &uploads, d, &err), &err);
   assert_int_equal (uploads, 2);
   /* a token per scope, cached: ping, pull,push on base/tok (the first HEAD
    * asks for pull only) */
   n0 = token_requests (&t);
   assert_true (n0 <= 4);
   /* mount needs one token for push on the target and pull on the source */
-  assert_ok (registry_blob_mount (r, "apps/tok", "base/tok", base.layers[0].digest, &mounted, &err), &err);
+  assert_ok (registry_blob_mount (r, R ("apps/tok"), R ("base/tok"), base.layers[0].digest, &mounted, &err), &err);
   assert_true (mounted);
-  assert_ok (push_image (r, "apps/tok", COMMIT, &app, &uploads, d, &err), &err);
+  assert_ok (push_image (r, R ("apps/tok"), COMMIT, &app, &uploads, d, &err), &err);
   registry_get_stats (r, &st);
   assert_int_equal (st.retries, 0);
   registry_free (r);
 
-  out = t_sh_out ("skopeo inspect --tls-verify=false --creds tok-user:tok-pass docker://%s/apps/tok:%s "
+  out = t_sh_out ("skopeo inspect --tls-verify=false --creds tok-user:tok-pass docker://%s/%s:%s "
                   "| jq -r '.Labels[\"org.opencontainers.image.revision\"]'",
-                  t.addr, COMMIT);
+                  t.addr, R ("apps/tok"), COMMIT);
   assert_string_equal (out, COMMIT);
   free (out);
 
   /* idempotent with bearer auth too */
   r = open_registry (t.addr, "tok-user", "tok-pass", 5);
-  assert_ok (push_image (r, "apps/tok", COMMIT, &app, &uploads, d, &err), &err);
+  assert_ok (push_image (r, R ("apps/tok"), COMMIT, &app, &uploads, d, &err), &err);
   assert_int_equal (uploads, 0);
   registry_free (r);
 
   /* wrong credentials: the token server refuses, we say so, once */
   r = open_registry (t.addr, "tok-user", "wrong-pass", 5);
-  assert_int_equal (registry_blob_exists (r, "apps/tok", ABSENT, &mounted, NULL, &err), -1);
+  assert_int_equal (registry_blob_exists (r, R ("apps/tok"), ABSENT, &mounted, NULL, &err), -1);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_DENIED);
   assert_non_null (strstr (bvm_error_msg (&err), "authentication failed for `http://"));
   assert_non_null (strstr (bvm_error_msg (&err), "wrong credentials?"));
@@ -892,7 +938,7 @@ test_bearer_token (void **state)
 
   /* no credentials: an anonymous token that grants nothing */
   r = open_registry (t.addr, NULL, NULL, 5);
-  assert_int_equal (registry_blob_exists (r, "apps/tok", ABSENT, &mounted, NULL, &err), -1);
+  assert_int_equal (registry_blob_exists (r, R ("apps/tok"), ABSENT, &mounted, NULL, &err), -1);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_DENIED);
   assert_non_null (strstr (bvm_error_msg (&err), "returned HTTP 401"));
   bvm_error_free (&err);
@@ -965,18 +1011,25 @@ test_validation (void **state)
                      "not a valid repository name");
   assert_fails_with (registry_blob_exists (r, "apps/x/../y", ABSENT, &b, NULL, &err), &err,
                      "not a valid repository name");
-  assert_fails_with (registry_blob_exists (r, "apps/x", "sha256:abc", &b, NULL, &err), &err,
+  assert_fails_with (registry_blob_exists (r, R ("apps/x"), "sha256:abc", &b, NULL, &err), &err,
                      "not a sha256 digest");
-  assert_fails_with (registry_blob_mount (r, "apps/x", "a?b=c", ABSENT, &b, &err), &err,
+  assert_fails_with (registry_blob_mount (r, R ("apps/x"), "a?b=c", ABSENT, &b, &err), &err,
                      "not a valid repository name");
-  assert_fails_with (registry_manifest_get (r, "apps/x", "a/b", &body, &len, &type, d, &err), &err,
+  assert_fails_with (registry_manifest_get (r, R ("apps/x"), "a/b", &body, &len, &type, d, &err), &err,
                      "not a valid tag or digest");
-  assert_fails_with (registry_manifest_put (r, "apps/x", "v1", "x\r\nEvil: 1", "{}", 2, d, &err), &err,
+  assert_fails_with (registry_manifest_put (r, R ("apps/x"), "v1", "x\r\nEvil: 1", "{}", 2, d, &err), &err,
                      "media type is not valid");
-  assert_fails_with (registry_manifest_put (r, "apps/x", ABSENT, OCI_MEDIA_MANIFEST, "{}", 2, d, &err),
+  assert_fails_with (registry_manifest_put (r, R ("apps/x"), ABSENT, OCI_MEDIA_MANIFEST, "{}", 2, d, &err),
                      &err, "manifest has digest");
-  assert_fails_with (registry_blob_push (r, "apps/x", ABSENT, 5, "/dev/null", &b, &err), &err,
-                     "expected 5");
+  assert_fails_with (registry_blob_push (r, R ("apps/x"), ABSENT, 5, "/dev/null", &b, &err), &err,
+                     "not a regular file");
+  {
+    char f[600];
+    snprintf (f, sizeof f, "%s/four", tmp);
+    t_write (f, "four");
+    assert_fails_with (registry_blob_push (r, R ("apps/x"), ABSENT, 5, f, &b, &err), &err,
+                       "is 4 bytes, expected 5");
+  }
   registry_get_stats (r, &st);
   assert_int_equal (st.requests, 0);
   registry_free (r);
@@ -1052,6 +1105,8 @@ static int
 teardown (void **state)
 {
   (void) state;
+  for (size_t i = 0; i < ARRAY_SIZE (spawned); i++)
+    stop_bg (spawned[i]);
   t_tmpdir_free (tmp);
   return 0;
 }
