@@ -74,3 +74,46 @@ peak_rss () {
     set -e
     PEAK_KB=$peak
 }
+
+# --- deploy pipeline helpers ------------------------------------------------------
+
+# pl_registry: a private registry with htpasswd auth; sets REG (host:port),
+# REG_CREDS (user:pass) and writes the runner's credentials file (mode 0600).
+pl_registry () {
+    svc_registry main buildvm "pw-$$"
+    REG=$REG_main_ADDR
+    REG_CREDS="buildvm:pw-$$"
+    printf '{"username": "buildvm", "password": "pw-%s"}\n' "$$" >"$T/registry-creds.json"
+    chmod 600 "$T/registry-creds.json"
+}
+
+# pl_config [JQ-FILTER]: write $T/runner.json for this test's home and
+# registry, optionally transformed by a jq filter. Sets CONFIG.
+pl_config () {
+    CONFIG=$T/runner.json
+    jq -n --arg home "$BUILDVM_HOME" --arg url "http://${REG:-127.0.0.1:9}" \
+        --arg creds "$T/registry-creds.json" --arg images "$BUILDVM_IMAGES" '
+        {home: $home, images: {dir: $images},
+         registry: {url: $url, credentials: $creds}}' | jq "${1:-.}" >"$CONFIG"
+}
+
+# pl_repo DIR: make DIR a git repository with everything in it committed on
+# main; prints the commit.
+pl_repo () {
+    (cd "$1" && git init -q -b main . && git add -A && \
+        git -c user.name=t -c user.email=t@example.invalid commit -qm "commit" && git rev-parse HEAD)
+}
+
+# pl_job FILE ID APP REPO COMMIT: write a deploy request.
+pl_job () {
+    jq -n --arg id "$2" --arg app "$3" --arg repo "$4" --arg commit "$5" \
+        '{id: $id, app: $app, repo: $repo, commit: $commit, ref: "refs/heads/main"}' >"$1"
+}
+
+# pl_tag_exists REPO TAG: does the registry have it?
+pl_tag_exists () {
+    skopeo inspect --tls-verify=false --creds "$REG_CREDS" "docker://$REG/$1:$2" >/dev/null 2>&1
+}
+
+# pl_record ID: the job record's path
+pl_record () { echo "$BUILDVM_HOME/state/jobs/$1.json"; }
