@@ -4,6 +4,7 @@
 #include "buf.h"
 #include "util.h"
 
+#include <locale.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -130,6 +131,11 @@ main (int argc, char **argv)
   const struct verb *v = verbs (&n);
   const char *lvl = getenv ("BUILDVM_LOG_LEVEL");
 
+  /* Paths from git trees and build outputs are UTF-8; libarchive converts
+   * names through the locale's character set, so the C locale would refuse
+   * every non-ASCII name. */
+  if (setlocale (LC_CTYPE, "C.UTF-8") == NULL)
+    setlocale (LC_CTYPE, "");
   if (lvl != NULL && log_parse_level (lvl) >= 0)
     log_set_level ((enum log_level) log_parse_level (lvl));
 
