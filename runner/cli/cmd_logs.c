@@ -1,5 +1,6 @@
 /* cmd_logs.c - `buildvm logs [-f] JOB`: print a job's console log */
 #include "cli.h"
+#include "config.h"
 #include "joblog.h"
 #include "util.h"
 
@@ -11,32 +12,38 @@
 static void
 usage (FILE *out)
 {
-  fprintf (out, "usage: buildvm logs [--log-dir DIR] [-f|--follow] JOB\n"
+  fprintf (out, "usage: buildvm logs [--config FILE] [--log-dir DIR] [-f|--follow] JOB\n"
                 "\n"
                 "Print the console log of job JOB (plain or LZ4-compressed).\n"
                 "\n"
                 "  -f, --follow         keep printing while the job runs; stop when its\n"
                 "                       log is closed\n"
-                "      --log-dir DIR    the log directory (default: $BUILDVM_HOME/logs, where\n"
-                "                       BUILDVM_HOME is /var/lib/buildvm as root and\n"
-                "                       ~/.local/state/buildvm otherwise)\n"
+                "      --config FILE    runner configuration: its `log_dir`\n"
+                "      --log-dir DIR    the log directory (default: the config's, else\n"
+                "                       $BUILDVM_HOME/logs, where BUILDVM_HOME is\n"
+                "                       /var/lib/buildvm as root and ~/.local/state/buildvm\n"
+                "                       otherwise)\n"
                 "  -h, --help           this help\n");
 }
 
-/* The log directory: --log-dir, else the default. When the config module
- * lands, the config's value goes between the two. */
+/* The log directory: --log-dir, else the config's (which applies
+ * BUILDVM_HOME and the built-in default itself). */
 static int
-logs_dir (char **out, const char *opt_dir, bvm_error_t *err)
+logs_dir (char **out, const char *opt_dir, const char *config_path, bvm_error_t *err)
 {
+  struct runner_config *cfg = NULL;
+
   if (opt_dir != NULL)
     {
       *out = xstrdup (opt_dir);
       return 0;
     }
-  return joblog_default_dir (out, err);
+  if (config_load (&cfg, config_path, err) < 0)
+    return -1;
+  *out = xstrdup (cfg->log_dir);
+  config_free (cfg);
+  return 0;
 }
-
-int cmd_logs (int argc, char **argv); /* declared weak in main.c */
 
 int
 cmd_logs (int argc, char **argv)
@@ -44,11 +51,12 @@ cmd_logs (int argc, char **argv)
   static const struct option opts[] = {
     { "follow", no_argument, NULL, 'f' },
     { "log-dir", required_argument, NULL, 'L' },
+    { "config", required_argument, NULL, 'c' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   cleanup_free char *dir = NULL;
-  const char *opt_dir = NULL;
+  const char *opt_dir = NULL, *config_path = NULL;
   bvm_error_t err = NULL;
   bool follow = false;
   int c;
@@ -63,6 +71,9 @@ cmd_logs (int argc, char **argv)
       case 'L':
         opt_dir = optarg;
         break;
+      case 'c':
+        config_path = optarg;
+        break;
       case 'h':
         usage (stdout);
         return 0;
@@ -73,7 +84,7 @@ cmd_logs (int argc, char **argv)
     return cli_usage ("logs", "expected exactly one JOB");
   if (!joblog_job_id_ok (argv[optind]))
     return cli_usage ("logs", "invalid job id: letters, digits, `.`, `_`, `-`, at most 128");
-  if (logs_dir (&dir, opt_dir, &err) < 0)
+  if (logs_dir (&dir, opt_dir, config_path, &err) < 0)
     return cli_fail ("logs", &err, cli_status_for (&err));
   if (joblog_cat (dir, argv[optind], stdout, follow, &err) < 0)
     return cli_fail ("logs", &err, cli_status_for (&err));
