@@ -6,6 +6,7 @@
  */
 #include "buf.h"
 #include "cli.h"
+#include "config.h"
 #include "fs.h"
 #include "guest.h"
 #include "image.h"
@@ -40,9 +41,10 @@ usage (FILE *out)
            "  --vcpus N          guest vCPUs (default: 1)\n"
            "  --disk MIB         writable scratch disk (default: 1024)\n"
            "  --accel MODE       auto | kvm | tcg (default: auto)\n"
-           "  --images DIR       image directory (default: $BUILDVM_IMAGES or <exe dir>/images)\n"
-           "  --work-dir DIR     where the VM's disks live while it runs\n"
-           "  --qemu PATH        QEMU binary (default: qemu-system-x86_64)\n"
+           "  --config FILE      runner configuration (images, work_dir, vm.qemu, vm.accel)\n"
+           "  --images DIR       image directory (default: the config's)\n"
+           "  --work-dir DIR     where the VM's disks live while it runs (default: the config's)\n"
+           "  --qemu PATH        QEMU binary (default: the config's, qemu-system-x86_64)\n"
            "  --log-max BYTES    cap on the output kept (default: 64 MiB)\n"
            "  --boot-timeout S   deadline for the VM to reach the agent (default: 60)\n"
            "  -v, --verbose      also show the agent's and the kernel's messages\n"
@@ -70,19 +72,6 @@ print_line (void *opaque, const char *line, size_t len)
 }
 
 static int
-default_work_dir (char **out)
-{
-  const char *home = getenv ("BUILDVM_HOME");
-  if (home && *home)
-    return asprintf (out, "%s/work", home) < 0 ? -1 : 0;
-  if (geteuid () == 0)
-    return asprintf (out, "/var/lib/buildvm/work") < 0 ? -1 : 0;
-  return asprintf (out, "%s/buildvm-work", getenv ("TMPDIR") ? getenv ("TMPDIR") : "/tmp") < 0
-             ? -1
-             : 0;
-}
-
-static int
 vm_run_main (int argc, char **argv)
 {
   static const struct option opts[] = {
@@ -92,9 +81,13 @@ vm_run_main (int argc, char **argv)
     { "images", required_argument, NULL, 'i' }, { "work-dir", required_argument, NULL, 'w' },
     { "qemu", required_argument, NULL, 'q' },   { "verbose", no_argument, NULL, 'v' },
     { "log-max", required_argument, NULL, 'l' }, { "boot-timeout", required_argument, NULL, 'b' },
+    { "config", required_argument, NULL, 'C' },
     { "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
   };
   const char *profile = "minimal", *images_opt = NULL, *qemu = NULL, *work_opt = NULL;
+  const char *config_path = NULL;
+  struct runner_config *cfg = NULL;
+  bool accel_set = false;
   uint32_t timeout_s = 600, memory = 512, vcpus = 1, disk = 1024, boot_timeout_s = 60;
   uint64_t log_max = 64u << 20;
   enum vm_accel accel = VM_ACCEL_AUTO;
@@ -134,7 +127,9 @@ vm_run_main (int argc, char **argv)
       case 'a':
         if (vm_accel_parse (&accel, optarg) < 0)
           return cli_usage ("vm run", "--accel is auto, kvm or tcg");
+        accel_set = true;
         break;
+      case 'C': config_path = optarg; break;
       case 'i': images_opt = optarg; break;
       case 'w': work_opt = optarg; break;
       case 'q': qemu = optarg; break;
@@ -159,14 +154,16 @@ vm_run_main (int argc, char **argv)
     if (buf_adds (&cmd, " ") < 0 || cli_shell_quote (&cmd, argv[i]) < 0)
       return cli_usage ("vm run", "the command is longer than 64 KiB");
 
-  if (images_opt)
-    images = xstrdup (images_opt);
-  else if (image_default_dir (&images, &err) < 0)
+  if (config_load (&cfg, config_path, &err) < 0)
     goto fail;
-  if (work_opt)
-    work = xstrdup (work_opt);
-  else if (default_work_dir (&work) < 0)
-    abort ();
+  images = xstrdup (images_opt ? images_opt : cfg->images.dir);
+  work = xstrdup (work_opt ? work_opt : cfg->work_dir);
+  if (qemu == NULL)
+    qemu = cfg->vm.qemu;
+  if (!accel_set)
+    accel = cfg->vm.accel == CONFIG_ACCEL_KVM   ? VM_ACCEL_KVM
+            : cfg->vm.accel == CONFIG_ACCEL_TCG ? VM_ACCEL_TCG
+                                                : VM_ACCEL_AUTO;
   if (image_load (&img, images, profile, &err) < 0)
     goto fail;
 
@@ -243,6 +240,7 @@ out:
       bvm_error_free (&err);
     }
   image_free (img);
+  config_free (cfg);
   buf_dispose (&cmd);
   return status;
 }

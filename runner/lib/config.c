@@ -1,5 +1,6 @@
 /* config.c - the runner configuration `runner.json`, see config.h and docs/schemas.md */
 #include "config.h"
+#include "image.h"
 #include "buf.h"
 #include "fs.h"
 #include "jsonx.h"
@@ -801,14 +802,11 @@ load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *er
     return ret;
   if (o == NULL || json_object_get (o, "dir") == NULL)
     {
-      /* next to the executable, so a build tree (build/buildvm with
-       * build/images from `make images`) works without any config */
-      cleanup_free char *exe = NULL;
-      if ((ret = fs_exe_dir (&exe, err)) < 0)
+      /* $BUILDVM_IMAGES (image_default_dir), else next to the executable,
+       * so a build tree (build/buildvm with build/images from `make
+       * images`) works without any config */
+      if ((ret = image_default_dir (&c->images.dir, err)) < 0)
         return bvm_error_wrap (err, "the default `images.dir`");
-      c->images.dir = path_join (exe, "images");
-      if (c->images.dir == NULL)
-        return nomem (err);
     }
   else if ((ret = get_path (&c->images.dir, L, o, "images", "dir", NULL, err)) < 0)
     return ret;
