@@ -43,6 +43,8 @@ struct run
   int64_t t0;
   const char *phase;
   int64_t phase_t0;
+  bool denied;       /* dry-run: a planned write was denied */
+  bool base_skipped; /* dry-run: the base image could not be fetched */
 
   struct policy *tmpl, *boundary;
   struct role *role;
@@ -189,6 +191,13 @@ authorize (struct run *r, const char *action, const char *resource, bvm_error_t 
                                       d.why));
   if (d.allowed)
     return 0;
+  if (r->o->dry_run)
+    {
+      /* the plan shows every decision; the job fails at the end */
+      r->denied = true;
+      note (r, "plan: DENY %s on %s (%s)", action, resource, d.why);
+      return 1;
+    }
   return role_authorize (r->role, action, resource, err);
 }
 
@@ -247,8 +256,6 @@ phase_log (struct run *r, bvm_error_t *err)
   ret = authorize (r, POLICY_ACTION_PUT_LOG_EVENTS, res, err);
   if (ret < 0)
     return ret;
-  if (r->o->dry_run && r->cfg->log_dir == NULL)
-    return 0;
   ret = joblog_open (&r->log, r->cfg->log_dir, r->job->app, r->job->id,
                      r->cfg->limits.max_log_bytes, err);
   if (ret < 0)
@@ -371,6 +378,8 @@ phase_plan (struct run *r, bvm_error_t *err)
                                              : r->spec->image->base_digest);
           if ((ret = authorize (r, POLICY_ACTION_PULL_IMAGE, res, err)) < 0)
             return ret;
+          if (ret > 0)
+            r->base_skipped = true; /* dry-run: a denied pull is not made */
         }
     }
   for (size_t i = 0; i < r->spec->n_secrets; i++)
@@ -646,6 +655,8 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
     ret = authorize (r, POLICY_ACTION_PUT_OBJECT, res, err);
     if (ret < 0)
       return ret;
+    if (ret > 0)
+      return 0; /* dry-run: denied, planned, not written */
     if (e->type == S_IFLNK)
       return bvm_error_code (err, BVM_E_INVALID, 0, "artifact `%s` is a symlink", e->path);
     if (e->link_target != NULL)
@@ -792,6 +803,8 @@ open_registry (struct run *r, bvm_error_t *err)
     }
   ro.cancel = r->o->cancel;
   ro.deadline_ms = now_ms () + 30 * 60 * 1000;
+  if (r->o->dry_run)
+    ro.max_attempts = 1; /* the registry is optional here: do not wait on it */
   ret = registry_open (&r->reg, &ro, err);
   config_credentials_free (cr);
   return ret;
@@ -852,10 +865,25 @@ phase_image (struct run *r, bvm_error_t *err)
   size_t n_base = 0;
   int ret;
 
-  if (im->base && !r->o->dry_run)
+  if (im->base && !r->base_skipped)
     {
-      if ((ret = open_registry (r, err)) < 0 || (ret = fetch_base (r, err)) < 0)
+      ret = open_registry (r, err);
+      if (ret == 0)
+        ret = fetch_base (r, err);
+      if (ret < 0 && !r->o->dry_run)
         return ret;
+      if (ret < 0)
+        {
+          /* dry-run needs no registry: build the app's layer alone */
+          note (r, "image: base `%s` not included: %s", im->base, bvm_error_msg (err));
+          bvm_error_free (err);
+          oci_manifest_free (r->base_manifest);
+          r->base_manifest = NULL;
+          free (r->base_config);
+          r->base_config = NULL;
+          r->base_config_len = 0;
+          r->base_skipped = true;
+        }
     }
   format_rfc3339 (created, sizeof created, r->commit_time);
   env = calloc (im->n_env + 1, sizeof *env);
@@ -1057,11 +1085,38 @@ phase_layout (struct run *r, bvm_error_t *err)
   const char *blob_paths[OCI_MAX_LAYERS];
   int ret;
 
+  const struct oci_descriptor *base = NULL;
+  struct oci_descriptor layers[OCI_MAX_LAYERS];
+  char *paths[OCI_MAX_LAYERS] = { NULL };
+  size_t n_base = 0;
+
   if (snprintf_checked (dir, sizeof dir, "%s/image", r->o->out_dir) < 0)
     return bvm_error (err, ENAMETOOLONG, "layout path");
-  blob_paths[0] = r->layer_path;
-  ret = oci_layout_write (dir, r->dest_tag, r->manifest_json, r->manifest_len, r->config_json,
-                          r->config_len, blob_paths, &r->layer_desc, 1, err);
+  if (r->base_manifest)
+    base = oci_manifest_layers (r->base_manifest, &n_base);
+  if (n_base + 1 > OCI_MAX_LAYERS)
+    return bvm_error_code (err, BVM_E_LIMIT, 0, "too many layers");
+  ret = 0;
+  for (size_t i = 0; i < n_base && ret == 0; i++)
+    {
+      char name[32];
+      snprintf (name, sizeof name, "base-%zu.blob", i);
+      paths[i] = workdir_file (r->wd, name);
+      layers[i] = base[i];
+      if (paths[i] == NULL)
+        ret = bvm_error (err, ENOMEM, "layout");
+      else
+        ret = registry_blob_get (r->reg, r->spec->image->base_repository, base[i].digest,
+                                 base[i].size, paths[i], err);
+      blob_paths[i] = paths[i];
+    }
+  layers[n_base] = r->layer_desc;
+  blob_paths[n_base] = r->layer_path;
+  if (ret == 0)
+    ret = oci_layout_write (dir, r->dest_tag, r->manifest_json, r->manifest_len, r->config_json,
+                            r->config_len, blob_paths, layers, n_base + 1, err);
+  for (size_t i = 0; i < n_base; i++)
+    free (paths[i]);
   if (ret < 0)
     return ret;
   jset (r->record, "image",
@@ -1104,6 +1159,10 @@ run_phases (struct run *r, bvm_error_t *err)
       if (r->spec->image)
         PHASE ("layout", phase_layout);
       PHASE ("artifacts", phase_artifacts);
+      if (r->denied)
+        return bvm_error_code (err, BVM_E_DENIED, 0,
+                               "the role denies some of the writes this build would make "
+                               "(see the plan)");
       return 0;
     }
   if (r->spec->image)

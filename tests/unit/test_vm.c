@@ -388,6 +388,15 @@ test_run_errors (void **state)
 
 /* --- work directories ------------------------------------------------------------ */
 
+static int
+count_entries (const char *dir)
+{
+  char *out = t_sh_out ("ls '%s' | wc -l", dir);
+  int n = atoi (out);
+  free (out);
+  return n;
+}
+
 static void
 test_workdir_reap (void **state)
 {
@@ -415,13 +424,13 @@ test_workdir_reap (void **state)
     }
   assert_int_equal (waitpid (pid, &st, 0), pid);
   assert_int_equal (WEXITSTATUS (st), 0);
-  assert_int_equal (atoi (t_sh_out ("ls '%s' | wc -l", d)), 2);
+  assert_int_equal (count_entries (d), 2);
   assert_ok (workdir_reap_stale (d, &reaped, &err), &err);
   assert_int_equal (reaped, 1);
   /* ours is alive and stays */
   assert_int_equal (access (mine->path, F_OK), 0);
   assert_ok (workdir_remove (mine, &err), &err);
-  assert_int_equal (atoi (t_sh_out ("ls '%s' | wc -l", d)), 0);
+  assert_int_equal (count_entries (d), 0);
   t_tmpdir_free (d);
 }
 

@@ -1,0 +1,113 @@
+#!/bin/bash
+# bench/pipeline: a mid-size app (about 2,000 files, 20 MB) through
+# `buildvm run`, RUNS times, with per-phase medians from the job records, and
+# four ratios against baselines measured in the same run on the same bytes:
+#
+#   checkout + input   vs  git clone (file://) of the same commit      target <= 1.5
+#   ingest + image     vs  tar -c | gzip -1 | sha256sum of the same tree  target <= 1.1
+#   push               vs  curl -T of the same layer to the same registry target <= 1.2
+#   job overhead       vs  the bare VM round trip (bench/vm's baseline)   (reported)
+#                      (the job's wall time minus the build steps' own time)
+. "$(dirname "$0")/lib.sh"
+. "$ROOT/tests/lib/services.sh"
+SVC_DIR=$B/svc
+trap 'svc_stop_all; rm -rf "$B"' EXIT
+
+svc_registry bench
+REG=$REG_bench_ADDR
+
+# --- the app: 2,000 files in 50 directories, 20 MB, half of it compressible
+app=$B/app
+python3 - "$app" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rnd = random.Random(42)
+words = [("".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(3, 9)))).encode() for _ in range(500)]
+for i in range(2000):
+    d = os.path.join(root, "data", "d%02d" % (i % 50))
+    os.makedirs(d, exist_ok=True)
+    size = 10485 if i % 2 else 10486
+    if i % 2:
+        data = bytes(rnd.getrandbits(8) for _ in range(size))
+    else:
+        out = bytearray()
+        while len(out) < size:
+            out += rnd.choice(words) + b" "
+        data = bytes(out[:size])
+    with open(os.path.join(d, "f%04d.txt" % i), "wb") as f:
+        f.write(data)
+PY
+cat >"$app/buildvm.json" <<'JSON'
+{"profile": "minimal",
+ "steps": [{"name": "build", "run": "cp -a data dist"}],
+ "resources": {"memory_mib": 512, "disk_mib": 512},
+ "image": {"from": "dist", "to": "/app"}}
+JSON
+(cd "$app" && git init -q -b main . && git add -A && git -c user.name=b -c user.email=b@x commit -qm bench)
+commit=$(git -C "$app" rev-parse HEAD)
+cat >"$B/runner.json" <<JSON
+{"home": "$BUILDVM_HOME", "images": {"dir": "$BUILDVM_IMAGES"}, "registry": {"url": "http://$REG"}}
+JSON
+
+echo "bench/pipeline ($RUNS runs, $(du -sh "$app/data" | cut -f1) in $(find "$app/data" -type f | wc -l) files)"
+
+# --- the pipeline, RUNS times: a fresh app name each time, so the mirror is
+# cold and every blob is uploaded
+for i in $(seq 0 "$RUNS"); do
+    jq -n --arg c "$commit" --arg r "file://$app" --arg i "$i" \
+        '{id: ("bench-" + $i), app: ("bench" + $i), repo: $r, commit: $c, ref: "refs/heads/main"}' >"$B/job.json"
+    "$BUILDVM" run --config "$B/runner.json" "$B/job.json" >/dev/null || { "$BUILDVM" run --config "$B/runner.json" "$B/job.json"; exit 1; }
+done
+recs=$(for i in $(seq 1 "$RUNS"); do echo "$BUILDVM_HOME/state/jobs/bench-$i.json"; done)
+
+med () { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
+phase_med () { for r in $recs; do jq "[.phases[\"$1\"].ms // 0] | add" "$r"; done | med; }
+expr_med () { for r in $recs; do jq "$1" "$r"; done | med; }
+
+echo "  per-phase medians (ms):"
+for p in role log checkout plan input build ingest image push artifacts tag; do
+    printf '    %-10s %6d\n' "$p" "$(phase_med "$p")"
+done
+build_steps=$(expr_med '[.build.steps[].ms] | add')
+boot=$(expr_med '.build.boot_ms')
+total=$(expr_med '.duration_ms')
+printf '    %-10s %6d   (of which boot %d, build steps %d)\n' total "$total" "$boot" "$build_steps"
+
+checkout=$(expr_med '.phases.checkout.ms + .phases.input.ms')
+layer=$(expr_med '.phases.ingest.ms + .phases.image.ms')
+push=$(expr_med '.phases.push.ms')
+overhead=$(expr_med '.duration_ms - ([.build.steps[].ms] | add)')
+
+# --- baselines on the same bytes
+median_ms "git clone file:// (baseline)" sh -c "rm -rf '$B/clone' && git clone -q 'file://$app' '$B/clone'"
+git_ms=$MEDIAN
+rm -rf "$B/dist" && cp -a "$app/data" "$B/dist"
+median_ms "tar -c | gzip -1 | sha256sum (baseline)" sh -c "tar -C '$B/dist' -c . | gzip -1 | sha256sum >/dev/null"
+tar_ms=$MEDIAN
+layer_digest=$(jq -r '.image.digest' "$BUILDVM_HOME/state/jobs/bench-1.json")
+blob=$(curl -fs "http://$REG/v2/bench1/manifests/$layer_digest" -H 'Accept: application/vnd.oci.image.manifest.v1+json' | jq -r '.layers[-1].digest')
+curl -fs "http://$REG/v2/bench1/blobs/$blob" -o "$B/layer.tar.gz"
+n=0
+curl_push () {
+    n=$((n + 1))
+    loc=$(curl -fsi -X POST "http://$REG/v2/curl$n-$RANDOM/blobs/uploads/" | tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+    case $loc in http*) ;; *) loc="http://$REG$loc" ;; esac
+    curl -fs -T "$B/layer.tar.gz" "$loc&digest=$blob" -o /dev/null
+}
+median_ms "curl -T of the layer (baseline)" curl_push
+curl_ms=$MEDIAN
+manifest=$BUILDVM_IMAGES/minimal.json
+kernel=$BUILDVM_IMAGES/$(jq -r .kernel.path "$manifest")
+rootfs=$BUILDVM_IMAGES/$(jq -r .rootfs.path "$manifest")
+median_ms "bare VM round trip (baseline)" qemu-system-x86_64 -M microvm,acpi=off -accel tcg -cpu max -smp 1 -m 512M \
+    -nodefaults -no-user-config -display none -no-reboot -kernel "$kernel" \
+    -append "console=ttyS0 quiet panic=-1 reboot=t root=/dev/vda ro rootfstype=ext4 init=/sbin/reboot" \
+    -serial null -drive "id=rootfs,file=$rootfs,format=raw,if=none,readonly=on" \
+    -device virtio-blk-device,drive=rootfs,serial=rootfs
+bare_ms=$MEDIAN
+
+echo "  ratios (same run):"
+verdict "$(ratio "$checkout" "$git_ms")" 1.5 "checkout+input ${checkout}ms / git clone ${git_ms}ms"
+verdict "$(ratio "$layer" "$tar_ms")" 1.1 "layer ${layer}ms / tar|gzip|sha256 ${tar_ms}ms"
+verdict "$(ratio "$push" "$curl_ms")" 1.2 "push ${push}ms / curl -T ${curl_ms}ms"
+printf '  %-44s %s\n' "job overhead ${overhead}ms / bare VM ${bare_ms}ms" "$(ratio "$overhead" "$bare_ms")"
