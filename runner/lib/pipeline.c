@@ -609,7 +609,7 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
           archive_entry_free (ae);
           return bvm_error (err, ENOMEM, "layer entry");
         }
-      archive_entry_set_pathname_utf8 (ae, path);
+      archive_entry_set_pathname (ae, path);
       archive_entry_set_uid (ae, 0);
       archive_entry_set_gid (ae, 0);
       archive_entry_set_mtime (ae, r->commit_time, 0);
@@ -619,7 +619,7 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
       else if (e->type == S_IFLNK)
         {
           archive_entry_set_filetype (ae, AE_IFLNK);
-          archive_entry_set_symlink_utf8 (ae, e->link_target);
+          archive_entry_set_symlink (ae, e->link_target);
         }
       else if (e->link_target != NULL)
         {
@@ -627,7 +627,7 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
                                           ? xasprintf_or_null ("%s/%s", r->to_rel, e->link_target)
                                           : xasprintf_or_null ("%s", e->link_target);
           archive_entry_set_filetype (ae, AE_IFREG);
-          archive_entry_set_hardlink_utf8 (ae, target);
+          archive_entry_set_hardlink (ae, target);
           archive_entry_set_size (ae, 0);
         }
       else
