@@ -659,14 +659,15 @@ ex_data (struct exporter *ex, size_t pathlen, const void *data, size_t len, bvm_
 
 /* Validate `prefix` and write its directories. */
 static int
-ex_init (struct exporter *ex, struct archive *w, const char *prefix, const struct gitsrc_limits *lim,
-         struct gitsrc_stats *st, bvm_error_t *err)
+ex_init (struct exporter *ex, struct archive *w, const char *prefix, int64_t mtime,
+         const struct gitsrc_limits *lim, struct gitsrc_stats *st, bvm_error_t *err)
 {
   char e[ESC_MAX + 8];
   size_t n = prefix ? strlen (prefix) : 0;
 
   memset (ex, 0, sizeof *ex);
   ex->w = w;
+  ex->mtime = mtime;
   ex->lim = lim;
   ex->st = st;
   if (lim->max_path == 0 || lim->max_path > 1 << 20)
@@ -952,13 +953,10 @@ gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit, 
       return git_fail (err, BVM_E_INVALID, "tree of commit `%s`", commit);
     }
 
-  ret = ex_init (&ex, w, prefix, lim, stats, err);
+  /* committer time: the same commit always gives the same archive */
+  ret = ex_init (&ex, w, prefix, git_commit_time (c), lim, stats, err);
   if (ret == 0)
-    {
-      /* committer time: the same commit always gives the same archive */
-      ex.mtime = git_commit_time (c);
-      ret = export_tree (&ex, repo->repo, tree, err);
-    }
+    ret = export_tree (&ex, repo->repo, tree, err);
   if (ret < 0)
     bvm_error_wrap (err, "exporting commit `%s`", commit);
   ex_dispose (&ex);
@@ -1266,14 +1264,8 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
   if (fs_mkdir_p (cache_dir, 0700, err) < 0)
     return -1;
 
-  if (kind == URL_LOCAL)
-    {
-      if (check_local_path (&resolved, local, cache_dir, err) < 0)
-        return -1;
-      if (asprintf (&canon, "file://%s", local) < 0 || asprintf (&fetch_url, "file://%s", resolved) < 0)
-        return bvm_error (err, ENOMEM, "asprintf");
-    }
-  else if ((canon = strdup (url)) == NULL || (fetch_url = strdup (url)) == NULL)
+  /* file:///x and /x are the same repository for the mirror */
+  if (kind == URL_LOCAL ? asprintf (&canon, "file://%s", local) < 0 : (canon = strdup (url)) == NULL)
     return bvm_error (err, ENOMEM, "strdup");
 
   if (asprintf (&mirror, "%s/%s.git", cache_dir, app) < 0
@@ -1290,12 +1282,28 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
       /* First the ref the request names; the mirror's refs are the "haves"
        * of the negotiation, so only new objects travel. */
       stats->fetched = true;
+      /* resolved only now: a commit in the mirror needs no source at all */
+      if (kind == URL_LOCAL)
+        {
+          if (check_local_path (&resolved, local, cache_dir, err) < 0)
+            goto fail;
+          if (asprintf (&fetch_url, "file://%s", resolved) < 0)
+            {
+              bvm_error (err, ENOMEM, "asprintf");
+              goto fail;
+            }
+        }
+      else if ((fetch_url = strdup (url)) == NULL)
+        {
+          bvm_error (err, ENOMEM, "strdup");
+          goto fail;
+        }
       if (ref != NULL)
         {
           if (asprintf (&spec, "+%s:%s", ref, ref) < 0)
             {
-              git_repository_free (repo);
-              return bvm_error (err, ENOMEM, "asprintf");
+              bvm_error (err, ENOMEM, "asprintf");
+              goto fail;
             }
           if (fetch_specs (repo, fetch_url, url, &spec, 1, ref, lim, stats, err) < 0)
             goto fail;
@@ -1589,12 +1597,11 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
       bvm_error (err, errno, "open `%s`", git_repository_workdir (repo));
       goto out;
     }
-  if (ex_init (&ex, w, prefix, lim, stats, err) < 0)
-    goto out;
   /* no HEAD yet (a fresh repository) is fine for a working-tree build */
-  if (git_repository_head_unborn (repo) != 1 && head_commit (&head, repo, dir, err) == 0)
-    ex.mtime = git_commit_time (head);
-  bvm_error_free (err);
+  if (git_repository_head_unborn (repo) != 1 && head_commit (&head, repo, dir, err) < 0)
+    bvm_error_free (err);
+  if (ex_init (&ex, w, prefix, head ? git_commit_time (head) : 0, lim, stats, err) < 0)
+    goto out;
 
   /* Tracked files (modified or not) and untracked files that no ignore rule
    * matches, from the working tree; deleted ones are reported and skipped. */
