@@ -325,16 +325,6 @@ invalid:
   return -1;
 }
 
-static bool
-utf8_valid (const char *s, size_t len)
-{
-  size_t used;
-  for (size_t i = 0; i < len; i += used)
-    if (utf8_next ((const unsigned char *) s + i, len - i, &used) < 0)
-      return false;
-  return true;
-}
-
 /* Code points HFS+ drops when comparing names (the list git and libgit2 use):
  * ".g\u200cit" is ".git" on a Mac. */
 static bool
@@ -549,12 +539,12 @@ ex_header (struct exporter *ex, size_t pathlen, mode_t type, mode_t perm, uint64
     return bvm_error (err, ENOMEM, "archive_entry_new");
   /* ex->path may go on past this entry (a parent directory of a longer path) */
   ex->path[pathlen] = '\0';
-  /* UTF-8 names go into the pax header as UTF-8 whatever the locale; other
-   * byte strings are stored as they are (pax hdrcharset=BINARY). */
-  if (utf8_valid (ex->path, pathlen))
-    archive_entry_set_pathname_utf8 (ae, ex->path);
-  else
-    archive_entry_set_pathname (ae, ex->path);
+  /* Names are byte strings in git and on Linux: stored as they are. A name
+   * the locale cannot convert to UTF-8 goes into the pax header with
+   * hdrcharset=BINARY (ARCHIVE_WARN below). (The _utf8 setters are no way
+   * round that: libarchive 3.6.2's pax writer crashes on a UTF-8-only name
+   * it cannot convert to the locale.) */
+  archive_entry_set_pathname (ae, ex->path);
   archive_entry_set_filetype (ae, type);
   archive_entry_set_perm (ae, perm);
   archive_entry_set_uid (ae, 0);
@@ -562,12 +552,7 @@ ex_header (struct exporter *ex, size_t pathlen, mode_t type, mode_t perm, uint64
   archive_entry_set_mtime (ae, ex->mtime, 0);
   archive_entry_set_size (ae, (la_int64_t) size);
   if (target != NULL)
-    {
-      if (utf8_valid (target, strlen (target)))
-        archive_entry_set_symlink_utf8 (ae, target);
-      else
-        archive_entry_set_symlink (ae, target);
-    }
+    archive_entry_set_symlink (ae, target);
   r = archive_write_header (ex->w, ae);
   archive_entry_free (ae);
   ex->path[pathlen] = saved;
@@ -1152,6 +1137,11 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
   git_remote *remote = NULL;
   const git_indexer_progress *prog;
   int r;
+
+  /* no connection at all once the deadline has passed */
+  if (fetch_check (&fw, 0) < 0)
+    return bvm_error_code (err, BVM_E_TIMEOUT, 0, "fetching from `%s`: the deadline passed",
+                           esc (e, show_url, strlen (show_url)));
 
   /* An anonymous remote on the mirror, insteadOf ignored, no configured
    * fetchspecs: exactly the refspecs given here. */

@@ -9,6 +9,8 @@ fetch did or did not touch the network.
 
 A path starting with /slow/ is served like the rest of the path, but the
 response is held back for 400 ms first: a client deadline can pass mid-fetch.
+A path starting with /moved/ answers with a redirect to the rest of the path
+on another host name (localhost instead of 127.0.0.1).
 """
 import http.server
 import os
@@ -42,6 +44,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         with open(LOGFILE, "a") as log:
             log.write("%s %s\n" % (self.command, self.path))
+        if path.startswith("/moved/"):
+            self.send_response(302)
+            self.send_header("Location", "http://localhost:%d%s%s" % (
+                self.server.server_address[1], path[len("/moved"):],
+                "?" + query if query else ""))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         slow = path.startswith("/slow/")
         if slow:
             path = path[len("/slow"):]

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -133,10 +134,16 @@ tar_read (struct tarlist *l, const char *path)
   while (archive_read_next_header (r, &ae) == ARCHIVE_OK)
     {
       struct tent *t = &l->e[l->n++];
+      const char *name;
       la_ssize_t n;
       assert_true (l->n < ARRAY_SIZE (l->e));
       memset (t, 0, sizeof *t);
-      snprintf (t->path, sizeof t->path, "%s", archive_entry_pathname (ae));
+      /* pathname: in the locale (C here), or as stored for UTF-8 names */
+      name = archive_entry_pathname (ae);
+      if (name == NULL)
+        name = archive_entry_pathname_utf8 (ae);
+      assert_non_null (name);
+      snprintf (t->path, sizeof t->path, "%s", name);
       t->type = archive_entry_filetype (ae);
       t->perm = archive_entry_perm (ae);
       if (archive_entry_symlink (ae) != NULL)
@@ -284,6 +291,46 @@ test_check_component (void **state)
                      "name `.g\\xe2\\x80\\x8cit` is a spelling of `.git`");
   assert_fails_with (gitsrc_check_component ("a\n`/", 4, false, &err), &err,
                      "name `a\\x0a\\x60/` contains a slash");
+}
+
+/* Random short names from an alphabet of the interesting bytes, each in an
+ * allocation of exactly its length: under ASan this proves the check never
+ * reads past `len` (it is not NUL-terminated), and that every verdict is a
+ * clean 0 or BVM_E_INVALID. Any name refused must involve one of the rules. */
+static void
+test_check_component_random (void **state)
+{
+  static const char alphabet[] = ".gGiItT~19 :\\/a\0\xe2\x80\x8c\xef\xbb\xbf\xff";
+  bvm_error_t err = NULL;
+  unsigned seed = 12345;
+  (void) state;
+
+  for (int i = 0; i < 200000; i++)
+    {
+      size_t len = (size_t) (rand_r (&seed) % 13);
+      char *name = malloc (len ? len : 1);
+      bool link = rand_r (&seed) & 1;
+      int r;
+      for (size_t k = 0; k < len; k++)
+        name[k] = alphabet[(size_t) rand_r (&seed) % (sizeof alphabet - 1)];
+      r = gitsrc_check_component (name, len, link, &err);
+      if (r < 0)
+        {
+          assert_int_equal (bvm_error_get_code (&err), BVM_E_INVALID);
+          bvm_error_free (&err);
+        }
+      else
+        {
+          /* an accepted name is never exactly one of the basic forms */
+          assert_true (len > 0);
+          assert_null (memchr (name, '/', len));
+          assert_null (memchr (name, '\0', len));
+          assert_false (len == 4 && strncasecmp (name, ".git", 4) == 0);
+          assert_false (len == 5 && strncasecmp (name, "git~1", 5) == 0);
+          assert_false (len == 2 && memcmp (name, "..", 2) == 0);
+        }
+      free (name);
+    }
 }
 
 /* --- fetch and export ---------------------------------------------------------- */
@@ -762,6 +809,17 @@ test_fetch_http (void **state)
   bvm_error_free (&err);
   lim.max_fetch_bytes = GITSRC_GIB;
 
+  /* no redirect to another host, not even on the first request */
+  snprintf (url, sizeof url, "http://127.0.0.1:%d/moved/repo.git", h.port);
+  before = http_requests (&h);
+  assert_int_not_equal (
+      gitsrc_fetch (&repo, f->cache, "moved", url, "refs/heads/main", f->c1, &lim, &st, &err), 0);
+  assert_int_equal (bvm_error_get_code (&err), BVM_E_NETWORK);
+  if (strstr (bvm_error_msg (&err), "redirect") == NULL)
+    fail_msg ("unexpected error: %s", bvm_error_msg (&err));
+  bvm_error_free (&err);
+  assert_int_equal (http_requests (&h), before + 1);
+
   /* a repository the server does not have: a network error, not a crash */
   snprintf (url, sizeof url, "http://127.0.0.1:%d/nope.git", h.port);
   assert_int_not_equal (
@@ -1152,6 +1210,49 @@ test_caps (void **state)
   fx_free (f);
 }
 
+/* Names that are not plain ASCII, and paths longer than ustar's 100 bytes,
+ * come back from the archive byte for byte. */
+static void
+test_names_round_trip (void **state)
+{
+  struct fx *f = fx_new ();
+  struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
+  struct gitsrc_repo *repo = NULL;
+  git_repository *g = NULL;
+  bvm_error_t err = NULL;
+  struct tarlist l;
+  git_oid b, t;
+  char c[41], longname[201], want[300];
+  (void) state;
+
+  memset (longname, 'n', 200);
+  longname[200] = '\0';
+  assert_int_equal (git_repository_open (&g, f->src), 0);
+  b = blob (g, "x");
+  {
+    struct rawent e[] = {
+      { "100644", "caf\xc3\xa9", 0, b },   /* UTF-8 */
+      { "100644", "bin\xff\xfe", 0, b },   /* not UTF-8 */
+      { "100644", "new\nline", 0, b },
+      { "100644", longname, 0, b },
+    };
+    t = raw_tree (g, e, ARRAY_SIZE (e));
+  }
+  commit_of (c, g, &t);
+  git_repository_free (g);
+  assert_ok (gitsrc_open_local (&repo, f->src, &err), &err);
+  assert_ok (export_to (f->tar, repo, c, &lim, NULL, &err), &err);
+  tar_read (&l, f->tar);
+  assert_int_equal (l.n, 5);
+  assert_entry (&l, "src/caf\xc3\xa9", AE_IFREG, 0644, "x");
+  assert_entry (&l, "src/bin\xff\xfe", AE_IFREG, 0644, "x");
+  assert_entry (&l, "src/new\nline", AE_IFREG, 0644, "x");
+  snprintf (want, sizeof want, "src/%s", longname);
+  assert_entry (&l, want, AE_IFREG, 0644, "x");
+  gitsrc_repo_free (repo);
+  fx_free (f);
+}
+
 /* Many entries and a deep tree: the walk keeps working (explicit stack). */
 static void
 test_deep_tree (void **state)
@@ -1323,6 +1424,7 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_check_component),
+    cmocka_unit_test (test_check_component_random),
     cmocka_unit_test (test_fetch_file_url_and_export),
     cmocka_unit_test (test_fetch_plain_path_incremental_offline),
     cmocka_unit_test (test_commit_not_on_ref),
@@ -1335,6 +1437,7 @@ main (void)
     cmocka_unit_test (test_submodule_skipped),
     cmocka_unit_test (test_caps),
     cmocka_unit_test (test_deep_tree),
+    cmocka_unit_test (test_names_round_trip),
     cmocka_unit_test (test_head),
     cmocka_unit_test (test_worktree),
   };
