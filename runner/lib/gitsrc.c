@@ -34,6 +34,8 @@
 #define GITSRC_MAX_REF 1024
 #define CHUNK (1 << 20) /* deadline checks between chunks of file data */
 
+static const struct gitsrc_limits default_limits = GITSRC_LIMITS_INIT;
+
 struct gitsrc_repo
 {
   git_repository *repo;
@@ -451,8 +453,8 @@ gitsrc_check_component (const char *name, size_t len, bool symlink, bvm_error_t 
   if (is_dotfile_alias (name, len, "git", NULL))
     return bvm_error_code (err, BVM_E_INVALID, 0, "name `%s` is a spelling of `.git`",
                            esc (e, name, len));
-  /* git refuses a symlinked .gitmodules (CVE-2018-11235 follow-ups): it
-   * would make git read a file from outside the tree. */
+  /* git refuses a symlinked .gitmodules since CVE-2018-11235: it would make
+   * git read a file from outside the tree. */
   if (symlink && is_dotfile_alias (name, len, "gitmodules", "gi7eba"))
     return bvm_error_code (err, BVM_E_INVALID, 0, "symlink `%s` is a spelling of `.gitmodules`",
                            esc (e, name, len));
@@ -499,28 +501,14 @@ static int
 ex_set_name (struct exporter *ex, size_t at, const char *name, size_t len, bool symlink,
              bvm_error_t *err)
 {
-  char e[ESC_MAX + 8];
+  char e[ESC_MAX + 8], e2[ESC_MAX + 8];
 
+  /* the messages name the whole path; the component check names only itself */
   if (gitsrc_check_component (name, len, symlink, err) < 0)
-    {
-      /* name the whole path: the error names only the component */
-      struct buf b = BUF_INIT (ESC_MAX);
-      buf_add (&b, ex->path, at);
-      buf_add (&b, name, len > ESC_MAX ? ESC_MAX : len);
-      bvm_error_wrap (err, "refusing `%s`", esc (e, buf_cstr (&b), b.len));
-      buf_dispose (&b);
-      return -1;
-    }
+    return bvm_error_wrap (err, "refusing `%s%s`", esc (e, ex->path, at), esc (e2, name, len));
   if (at + len > ex->lim->max_path)
-    {
-      struct buf b = BUF_INIT (ESC_MAX);
-      buf_add (&b, ex->path, at > ESC_MAX ? ESC_MAX : at);
-      buf_add (&b, name, len > ESC_MAX ? ESC_MAX : len);
-      bvm_error_code (err, BVM_E_LIMIT, 0, "path `%s` is longer than %zu bytes",
-                      esc (e, buf_cstr (&b), b.len), ex->lim->max_path);
-      buf_dispose (&b);
-      return -1;
-    }
+    return bvm_error_code (err, BVM_E_LIMIT, 0, "path `%s%s` is longer than %zu bytes",
+                           esc (e, ex->path, at), esc (e2, name, len), ex->lim->max_path);
   memcpy (ex->path + at, name, len);
   ex->path[at + len] = '\0';
   return 0;
@@ -751,12 +739,15 @@ export_blob (struct exporter *ex, git_repository *repo, git_odb *odb, const git_
       cleanup_free char *target = NULL;
       if (size <= GITSRC_MAX_SYMLINK)
         {
-          target = strndup (data, size);
+          /* all `size` bytes, a NUL among them included: ex_symlink refuses it */
+          target = malloc (size + 1);
           if (target == NULL)
             {
               git_blob_free (blob);
-              return bvm_error (err, ENOMEM, "strndup");
+              return bvm_error (err, ENOMEM, "malloc");
             }
+          memcpy (target, data, size);
+          target[size] = '\0';
         }
       r = ex_symlink (ex, pathlen, target ? target : "", target ? size : 0, err);
       git_blob_free (blob);
@@ -926,6 +917,8 @@ gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit, 
 
   if (stats == NULL)
     stats = &dummy;
+  if (lim == NULL)
+    lim = &default_limits;
   stats->entries = stats->files = stats->dirs = stats->symlinks = stats->skipped = 0;
   stats->bytes = 0;
   if (gitsrc_global_init (err) < 0 || parse_oid (&oid, commit, err) < 0)
@@ -1242,6 +1235,8 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
 
   if (stats == NULL)
     stats = &dummy;
+  if (lim == NULL)
+    lim = &default_limits;
   stats->fetched = false;
   stats->fetch_objects = stats->fetch_bytes = 0;
   stats->fetch_ms = 0;
@@ -1570,6 +1565,8 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
 
   if (stats == NULL)
     stats = &dummy;
+  if (lim == NULL)
+    lim = &default_limits;
   stats->entries = stats->files = stats->dirs = stats->symlinks = stats->skipped = 0;
   stats->bytes = 0;
   memset (&ex, 0, sizeof ex);

@@ -1002,6 +1002,34 @@ test_hostile_trees (void **state)
     }
   }
 
+  /* symlink targets a file system cannot hold */
+  {
+    git_oid nul, empty, huge;
+    char big[GITSRC_MAX_SYMLINK + 2];
+    assert_int_equal (git_blob_create_from_buffer (&nul, g, "a\0/etc/passwd", 14), 0);
+    assert_int_equal (git_blob_create_from_buffer (&empty, g, "", 0), 0);
+    memset (big, 'x', sizeof big);
+    assert_int_equal (git_blob_create_from_buffer (&huge, g, big, sizeof big), 0);
+    {
+      struct rawent e[] = { { "120000", "l", 0, nul } };
+      git_oid t = raw_tree (g, e, 1);
+      commit_of (c, g, &t);
+      expect_refused (f, repo, c, "symlink `src/l` has an empty, overlong or NUL-containing target");
+    }
+    {
+      struct rawent e[] = { { "120000", "l", 0, empty } };
+      git_oid t = raw_tree (g, e, 1);
+      commit_of (c, g, &t);
+      expect_refused (f, repo, c, "symlink `src/l`");
+    }
+    {
+      struct rawent e[] = { { "120000", "l", 0, huge } };
+      git_oid t = raw_tree (g, e, 1);
+      commit_of (c, g, &t);
+      expect_refused (f, repo, c, "symlink `src/l`");
+    }
+  }
+
   /* a tree entry that claims to be a tree but names a blob */
   {
     struct rawent e[] = { { "40000", "d", 0, b } };
@@ -1331,6 +1359,7 @@ test_worktree (void **state)
                    "printf 'edited\\n' > README && rm gone.txt && echo new > new.txt && "
                    "mkdir -p d/e build && echo f > d/e/f.txt && echo x > x.log && "
                    "echo o > build/out && ln -s /etc sd && chmod 755 new.txt && "
+                   "git init -q nested && echo n > nested/inner && "
                    "echo secret > private.key && "
                    "echo private.key >> .git/info/exclude",
             f->tmp, f->src),
@@ -1359,6 +1388,9 @@ test_worktree (void **state)
   assert_null (tar_find (&l, "src/build/"));
   assert_null (tar_find (&l, "src/build/out"));
   assert_null (tar_find (&l, "src/private.key"));
+  assert_null (tar_find (&l, "src/nested/"));
+  assert_null (tar_find (&l, "src/nested/inner"));
+  assert_int_equal (st.skipped, 1); /* the nested repository */
   for (size_t i = 0; i < l.n; i++)
     {
       assert_null (strstr (l.e[i].path, ".git/"));
