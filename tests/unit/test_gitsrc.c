@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -700,18 +701,21 @@ http_start (struct http_server *h, const char *tmp, const char *root)
   assert_true (h->pid >= 0);
   if (h->pid == 0)
     {
+      /* the server goes away with the test, even when an assertion fails */
+      prctl (PR_SET_PDEATHSIG, SIGTERM);
       execlp ("python3", "python3", script, root, portfile, h->log, (char *) NULL);
       _exit (127);
     }
+  /* the server renames the port file into place once it listens */
   for (;;)
     {
-      FILE *p = fopen (portfile, "r");
-      if (p != NULL)
+      if (access (portfile, F_OK) == 0)
         {
-          int ok = fscanf (p, "%d", &h->port) == 1;
-          fclose (p);
-          if (ok)
-            break;
+          char *s = t_read (portfile);
+          int ok = parse_int (s, &h->port) == 0;
+          free (s);
+          assert_true (ok);
+          break;
         }
       if (now_ms () > until)
         fail_msg ("the git HTTP server did not start");
@@ -734,7 +738,8 @@ static int
 http_requests (const struct http_server *h)
 {
   char *n = t_sh_out ("cat %s 2>/dev/null | wc -l", h->log);
-  int r = atoi (n);
+  int r = -1;
+  assert_int_equal (parse_int (n, &r), 0);
   free (n);
   return r;
 }
