@@ -34,6 +34,8 @@
 #define GITSRC_MAX_REF 1024
 #define CHUNK (1 << 20) /* deadline checks between chunks of file data */
 
+static const struct gitsrc_limits default_limits = GITSRC_LIMITS_INIT;
+
 struct gitsrc_repo
 {
   git_repository *repo;
@@ -325,16 +327,6 @@ invalid:
   return -1;
 }
 
-static bool
-utf8_valid (const char *s, size_t len)
-{
-  size_t used;
-  for (size_t i = 0; i < len; i += used)
-    if (utf8_next ((const unsigned char *) s + i, len - i, &used) < 0)
-      return false;
-  return true;
-}
-
 /* Code points HFS+ drops when comparing names (the list git and libgit2 use):
  * ".g\u200cit" is ".git" on a Mac. */
 static bool
@@ -461,8 +453,8 @@ gitsrc_check_component (const char *name, size_t len, bool symlink, bvm_error_t 
   if (is_dotfile_alias (name, len, "git", NULL))
     return bvm_error_code (err, BVM_E_INVALID, 0, "name `%s` is a spelling of `.git`",
                            esc (e, name, len));
-  /* git refuses a symlinked .gitmodules (CVE-2018-11235 follow-ups): it
-   * would make git read a file from outside the tree. */
+  /* git refuses a symlinked .gitmodules since CVE-2018-11235: it would make
+   * git read a file from outside the tree. */
   if (symlink && is_dotfile_alias (name, len, "gitmodules", "gi7eba"))
     return bvm_error_code (err, BVM_E_INVALID, 0, "symlink `%s` is a spelling of `.gitmodules`",
                            esc (e, name, len));
@@ -509,28 +501,14 @@ static int
 ex_set_name (struct exporter *ex, size_t at, const char *name, size_t len, bool symlink,
              bvm_error_t *err)
 {
-  char e[ESC_MAX + 8];
+  char e[ESC_MAX + 8], e2[ESC_MAX + 8];
 
+  /* the messages name the whole path; the component check names only itself */
   if (gitsrc_check_component (name, len, symlink, err) < 0)
-    {
-      /* name the whole path: the error names only the component */
-      struct buf b = BUF_INIT (ESC_MAX);
-      buf_add (&b, ex->path, at);
-      buf_add (&b, name, len > ESC_MAX ? ESC_MAX : len);
-      bvm_error_wrap (err, "refusing `%s`", esc (e, buf_cstr (&b), b.len));
-      buf_dispose (&b);
-      return -1;
-    }
+    return bvm_error_wrap (err, "refusing `%s%s`", esc (e, ex->path, at), esc (e2, name, len));
   if (at + len > ex->lim->max_path)
-    {
-      struct buf b = BUF_INIT (ESC_MAX);
-      buf_add (&b, ex->path, at > ESC_MAX ? ESC_MAX : at);
-      buf_add (&b, name, len > ESC_MAX ? ESC_MAX : len);
-      bvm_error_code (err, BVM_E_LIMIT, 0, "path `%s` is longer than %zu bytes",
-                      esc (e, buf_cstr (&b), b.len), ex->lim->max_path);
-      buf_dispose (&b);
-      return -1;
-    }
+    return bvm_error_code (err, BVM_E_LIMIT, 0, "path `%s%s` is longer than %zu bytes",
+                           esc (e, ex->path, at), esc (e2, name, len), ex->lim->max_path);
   memcpy (ex->path + at, name, len);
   ex->path[at + len] = '\0';
   return 0;
@@ -549,12 +527,12 @@ ex_header (struct exporter *ex, size_t pathlen, mode_t type, mode_t perm, uint64
     return bvm_error (err, ENOMEM, "archive_entry_new");
   /* ex->path may go on past this entry (a parent directory of a longer path) */
   ex->path[pathlen] = '\0';
-  /* UTF-8 names go into the pax header as UTF-8 whatever the locale; other
-   * byte strings are stored as they are (pax hdrcharset=BINARY). */
-  if (utf8_valid (ex->path, pathlen))
-    archive_entry_set_pathname_utf8 (ae, ex->path);
-  else
-    archive_entry_set_pathname (ae, ex->path);
+  /* Names are byte strings in git and on Linux: stored as they are. A name
+   * the locale cannot convert to UTF-8 goes into the pax header with
+   * hdrcharset=BINARY (ARCHIVE_WARN below). (The _utf8 setters are no way
+   * round that: libarchive 3.6.2's pax writer crashes on a UTF-8-only name
+   * it cannot convert to the locale.) */
+  archive_entry_set_pathname (ae, ex->path);
   archive_entry_set_filetype (ae, type);
   archive_entry_set_perm (ae, perm);
   archive_entry_set_uid (ae, 0);
@@ -562,12 +540,7 @@ ex_header (struct exporter *ex, size_t pathlen, mode_t type, mode_t perm, uint64
   archive_entry_set_mtime (ae, ex->mtime, 0);
   archive_entry_set_size (ae, (la_int64_t) size);
   if (target != NULL)
-    {
-      if (utf8_valid (target, strlen (target)))
-        archive_entry_set_symlink_utf8 (ae, target);
-      else
-        archive_entry_set_symlink (ae, target);
-    }
+    archive_entry_set_symlink (ae, target);
   r = archive_write_header (ex->w, ae);
   archive_entry_free (ae);
   ex->path[pathlen] = saved;
@@ -659,14 +632,15 @@ ex_data (struct exporter *ex, size_t pathlen, const void *data, size_t len, bvm_
 
 /* Validate `prefix` and write its directories. */
 static int
-ex_init (struct exporter *ex, struct archive *w, const char *prefix, const struct gitsrc_limits *lim,
-         struct gitsrc_stats *st, bvm_error_t *err)
+ex_init (struct exporter *ex, struct archive *w, const char *prefix, int64_t mtime,
+         const struct gitsrc_limits *lim, struct gitsrc_stats *st, bvm_error_t *err)
 {
   char e[ESC_MAX + 8];
   size_t n = prefix ? strlen (prefix) : 0;
 
   memset (ex, 0, sizeof *ex);
   ex->w = w;
+  ex->mtime = mtime;
   ex->lim = lim;
   ex->st = st;
   if (lim->max_path == 0 || lim->max_path > 1 << 20)
@@ -765,12 +739,15 @@ export_blob (struct exporter *ex, git_repository *repo, git_odb *odb, const git_
       cleanup_free char *target = NULL;
       if (size <= GITSRC_MAX_SYMLINK)
         {
-          target = strndup (data, size);
+          /* all `size` bytes, a NUL among them included: ex_symlink refuses it */
+          target = malloc (size + 1);
           if (target == NULL)
             {
               git_blob_free (blob);
-              return bvm_error (err, ENOMEM, "strndup");
+              return bvm_error (err, ENOMEM, "malloc");
             }
+          memcpy (target, data, size);
+          target[size] = '\0';
         }
       r = ex_symlink (ex, pathlen, target ? target : "", target ? size : 0, err);
       git_blob_free (blob);
@@ -940,6 +917,8 @@ gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit, 
 
   if (stats == NULL)
     stats = &dummy;
+  if (lim == NULL)
+    lim = &default_limits;
   stats->entries = stats->files = stats->dirs = stats->symlinks = stats->skipped = 0;
   stats->bytes = 0;
   if (gitsrc_global_init (err) < 0 || parse_oid (&oid, commit, err) < 0)
@@ -952,13 +931,10 @@ gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit, 
       return git_fail (err, BVM_E_INVALID, "tree of commit `%s`", commit);
     }
 
-  ret = ex_init (&ex, w, prefix, lim, stats, err);
+  /* committer time: the same commit always gives the same archive */
+  ret = ex_init (&ex, w, prefix, git_commit_time (c), lim, stats, err);
   if (ret == 0)
-    {
-      /* committer time: the same commit always gives the same archive */
-      ex.mtime = git_commit_time (c);
-      ret = export_tree (&ex, repo->repo, tree, err);
-    }
+    ret = export_tree (&ex, repo->repo, tree, err);
   if (ret < 0)
     bvm_error_wrap (err, "exporting commit `%s`", commit);
   ex_dispose (&ex);
@@ -1155,6 +1131,11 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
   const git_indexer_progress *prog;
   int r;
 
+  /* no connection at all once the deadline has passed */
+  if (fetch_check (&fw, 0) < 0)
+    return bvm_error_code (err, BVM_E_TIMEOUT, 0, "fetching from `%s`: the deadline passed",
+                           esc (e, show_url, strlen (show_url)));
+
   /* An anonymous remote on the mirror, insteadOf ignored, no configured
    * fetchspecs: exactly the refspecs given here. */
   git_remote_create_options_init (&ro, GIT_REMOTE_CREATE_OPTIONS_VERSION);
@@ -1254,6 +1235,8 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
 
   if (stats == NULL)
     stats = &dummy;
+  if (lim == NULL)
+    lim = &default_limits;
   stats->fetched = false;
   stats->fetch_objects = stats->fetch_bytes = 0;
   stats->fetch_ms = 0;
@@ -1266,14 +1249,8 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
   if (fs_mkdir_p (cache_dir, 0700, err) < 0)
     return -1;
 
-  if (kind == URL_LOCAL)
-    {
-      if (check_local_path (&resolved, local, cache_dir, err) < 0)
-        return -1;
-      if (asprintf (&canon, "file://%s", local) < 0 || asprintf (&fetch_url, "file://%s", resolved) < 0)
-        return bvm_error (err, ENOMEM, "asprintf");
-    }
-  else if ((canon = strdup (url)) == NULL || (fetch_url = strdup (url)) == NULL)
+  /* file:///x and /x are the same repository for the mirror */
+  if (kind == URL_LOCAL ? asprintf (&canon, "file://%s", local) < 0 : (canon = strdup (url)) == NULL)
     return bvm_error (err, ENOMEM, "strdup");
 
   if (asprintf (&mirror, "%s/%s.git", cache_dir, app) < 0
@@ -1290,12 +1267,28 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
       /* First the ref the request names; the mirror's refs are the "haves"
        * of the negotiation, so only new objects travel. */
       stats->fetched = true;
+      /* resolved only now: a commit in the mirror needs no source at all */
+      if (kind == URL_LOCAL)
+        {
+          if (check_local_path (&resolved, local, cache_dir, err) < 0)
+            goto fail;
+          if (asprintf (&fetch_url, "file://%s", resolved) < 0)
+            {
+              bvm_error (err, ENOMEM, "asprintf");
+              goto fail;
+            }
+        }
+      else if ((fetch_url = strdup (url)) == NULL)
+        {
+          bvm_error (err, ENOMEM, "strdup");
+          goto fail;
+        }
       if (ref != NULL)
         {
           if (asprintf (&spec, "+%s:%s", ref, ref) < 0)
             {
-              git_repository_free (repo);
-              return bvm_error (err, ENOMEM, "asprintf");
+              bvm_error (err, ENOMEM, "asprintf");
+              goto fail;
             }
           if (fetch_specs (repo, fetch_url, url, &spec, 1, ref, lim, stats, err) < 0)
             goto fail;
@@ -1572,6 +1565,8 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
 
   if (stats == NULL)
     stats = &dummy;
+  if (lim == NULL)
+    lim = &default_limits;
   stats->entries = stats->files = stats->dirs = stats->symlinks = stats->skipped = 0;
   stats->bytes = 0;
   memset (&ex, 0, sizeof ex);
@@ -1589,12 +1584,11 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
       bvm_error (err, errno, "open `%s`", git_repository_workdir (repo));
       goto out;
     }
-  if (ex_init (&ex, w, prefix, lim, stats, err) < 0)
-    goto out;
   /* no HEAD yet (a fresh repository) is fine for a working-tree build */
-  if (git_repository_head_unborn (repo) != 1 && head_commit (&head, repo, dir, err) == 0)
-    ex.mtime = git_commit_time (head);
-  bvm_error_free (err);
+  if (git_repository_head_unborn (repo) != 1 && head_commit (&head, repo, dir, err) < 0)
+    bvm_error_free (err);
+  if (ex_init (&ex, w, prefix, head ? git_commit_time (head) : 0, lim, stats, err) < 0)
+    goto out;
 
   /* Tracked files (modified or not) and untracked files that no ignore rule
    * matches, from the working tree; deleted ones are reported and skipped. */

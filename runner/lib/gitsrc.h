@@ -60,6 +60,10 @@ struct gitsrc_stats
   bool fetched;      /* false when the mirror already had the commit */
 };
 
+/* In every function below `lim` may be NULL (GITSRC_LIMITS_INIT) and so may
+ * `stats`. gitsrc_fetch() fills the fetch_* fields and `fetched`,
+ * the exports every other field. */
+
 /* Set libgit2 up once (thread-safe). Every function below calls it; callers
  * only need it to fail early. */
 int gitsrc_global_init (bvm_error_t *err);
@@ -75,8 +79,9 @@ int gitsrc_global_init (bvm_error_t *err);
  * are the "haves"), then, if the commit is still missing, all heads and tags.
  * A mirror recorded for another URL is discarded and rebuilt. Errors:
  * BVM_E_INVALID for bad arguments and an unreachable commit, BVM_E_NETWORK
- * for transfer failures, BVM_E_TIMEOUT past lim->deadline_ms, BVM_E_LIMIT past
- * lim->max_fetch_bytes. `stats` may be NULL. */
+ * for transfer failures, BVM_E_TIMEOUT past lim->deadline_ms (also while
+ * waiting for the lock; without a deadline the wait is unbounded), BVM_E_LIMIT
+ * past lim->max_fetch_bytes. */
 int gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app,
                   const char *url, const char *ref, const char *commit,
                   const struct gitsrc_limits *lim, struct gitsrc_stats *stats, bvm_error_t *err);
@@ -91,7 +96,8 @@ int gitsrc_open_local (struct gitsrc_repo **out, const char *dir, bvm_error_t *e
  * target verbatim, uid/gid 0, mtime = committer time; gitlinks skipped and
  * counted. Every name is checked before anything is written for it (and
  * duplicate names in one tree are refused): BVM_E_INVALID naming the path.
- * Caps: BVM_E_LIMIT; deadline: BVM_E_TIMEOUT. `stats` may be NULL. */
+ * Caps: BVM_E_LIMIT; deadline: BVM_E_TIMEOUT. On error the archive holds a
+ * partial tree: the caller discards it. */
 int gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit,
                    const char *prefix, const struct gitsrc_limits *lim,
                    struct gitsrc_stats *stats, bvm_error_t *err);
