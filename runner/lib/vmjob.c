@@ -46,9 +46,9 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
   spec.boot_timeout_ms = o->boot_timeout_ms;
   /* The agent enforces the build deadline itself and reports it; the VM
    * deadline is the backstop for a guest that stops cooperating, with room
-   * for booting and for writing the outputs (at a pessimistic 10 MB/s). */
+   * for booting and for writing the outputs (at a pessimistic 50 MB/s). */
   spec.timeout_ms = o->boot_timeout_ms + o->build_timeout_ms + 30000
-                    + (int64_t) (o->output_max / (10u << 20)) * 1000;
+                    + (int64_t) (o->output_max / (50u << 20)) * 1000;
   spec.console_max = o->console_max;
   spec.line = o->line;
   spec.opaque = o->opaque;
