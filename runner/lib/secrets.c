@@ -118,11 +118,9 @@ secrets__mem_alloc (size_t n)
       errno = e;
       return NULL;
     }
-  /* best effort: a child forked to exec a VMM gets zeroed pages, and locked
-   * pages never reach swap (RLIMIT_MEMLOCK permitting) */
-#ifdef MADV_WIPEONFORK
-  (void) madvise (p, sz, MADV_WIPEONFORK);
-#endif
+  /* best effort: locked pages never reach swap (RLIMIT_MEMLOCK permitting).
+   * Not MADV_WIPEONFORK: a forked child that used the store would silently
+   * encrypt with an all-zero master key. */
   (void) mlock (p, sz);
   return p;
 }
@@ -232,7 +230,7 @@ secrets_name_valid (const char *s)
 int
 secrets_resource (char *buf, size_t size, const char *app, const char *name)
 {
-  return snprintf_checked (buf, size, "secrets:apps/%s/%s", app, name);
+  return snprintf_checked (buf, size, "secrets:apps/%s/%s", app, name) < 0 ? -1 : 0;
 }
 
 static int
@@ -848,6 +846,7 @@ struct secret_file
 {
   uint32_t version;
   uint64_t updated_at;
+  unsigned char hdr[SECRET_HDR_MAX]; /* the header we expect, not the file's */
   size_t hdr_len;
   const unsigned char *dek_nonce, *dek_ct, *dek_tag;
   const unsigned char *nonce, *ct, *tag;
@@ -871,12 +870,14 @@ secret_header (unsigned char *h, uint32_t version, uint64_t updated_at, const ch
 
 /* Parse and check the structure; NULL if fine, else why not. The header must
  * be exactly the one we would write for this app and name, so a file moved
- * to another app or name is refused here already (and by the AAD anyway). */
+ * to another app or name is refused here already; independently, f->hdr (the
+ * AAD) is built from the app and name we were asked for, never taken from
+ * the file. */
 static const char *
 secret_parse (struct secret_file *f, const unsigned char *d, size_t len, const char *app,
               const char *name)
 {
-  unsigned char want[SECRET_HDR_MAX];
+  unsigned char *want = f->hdr;
   size_t h, p;
 
   if (len < MAGIC_BYTES || memcmp (d, secret_magic, MAGIC_BYTES - 1) != 0)
@@ -1063,14 +1064,14 @@ secrets_get (struct secrets *s, const char *app, const char *name, struct secret
   dek = secrets__mem_alloc (SECRETS_KEY_BYTES);
   if (dek == NULL)
     return bvm_error (err, errno, "allocating locked memory for a key");
-  alen = make_aad (aad, AAD_DEK, file, f.hdr_len);
+  alen = make_aad (aad, AAD_DEK, f.hdr, f.hdr_len);
   if (gcm_open (dek, kek, f.dek_nonce, aad, alen, f.dek_ct, SECRETS_KEY_BYTES, f.dek_tag) < 0)
     return corrupt (err, app, name, "authentication failed");
 
   v = secret_value_new (f.ct_len);
   if (v == NULL)
     return bvm_error (err, errno ? errno : ENOMEM, "allocating locked memory for a secret");
-  alen = make_aad (aad, AAD_PAYLOAD, file, f.hdr_len);
+  alen = make_aad (aad, AAD_PAYLOAD, f.hdr, f.hdr_len);
   if (gcm_open (v->data, dek, f.nonce, aad, alen, f.ct, f.ct_len, f.tag) < 0)
     {
       secret_value_free (v); /* gcm_open wiped it already */

@@ -118,7 +118,8 @@ void secret_value_free (struct secret_value *v);
  * spec's `secrets[].name`). App ids are checked with job_app_id_valid. */
 bool secrets_name_valid (const char *name);
 
-/* The policy resource of a secret into buf: "secrets:apps/<app>/<name>". */
+/* The policy resource of a secret into buf: "secrets:apps/<app>/<name>";
+ * 0, or -1 (errno ENAMETOOLONG) when it does not fit. */
 int secrets_resource (char *buf, size_t size, const char *app, const char *name);
 
 /* Cross-module internal (secrets, redact): memory for plaintext. Zeroed,
