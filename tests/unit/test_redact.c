@@ -628,6 +628,7 @@ test_limit_is_all_or_nothing (void **state)
     }
   assert_true (ret < 0);
   assert_true (added >= 1);
+  print_message ("    %zu random 64 KiB values fit under the cap\n", added);
   o = run_str (r, "keep-this-one\n");
   assert_string_equal (o, "***\n");
   free (o);
