@@ -29,8 +29,10 @@
 #define FORMAT_VERSION 1
 
 /* "BVMSEC" NUL <format>: a secret file; "BVMKEK" NUL <format>: an app's KEK */
-static const unsigned char secret_magic[MAGIC_BYTES] = { 'B', 'V', 'M', 'S', 'E', 'C', 0, FORMAT_VERSION };
-static const unsigned char kek_magic[MAGIC_BYTES] = { 'B', 'V', 'M', 'K', 'E', 'K', 0, FORMAT_VERSION };
+static const unsigned char secret_magic[MAGIC_BYTES] = { 'B', 'V', 'M', 'S',
+                                                         'E', 'C', 0,   FORMAT_VERSION };
+static const unsigned char kek_magic[MAGIC_BYTES] = { 'B', 'V', 'M', 'K',
+                                                      'E', 'K', 0,   FORMAT_VERSION };
 
 /* Domain separation: the same header bytes authenticate the DEK wrap and the
  * payload under different labels, so one can never stand in for the other. */
@@ -43,7 +45,8 @@ static const unsigned char kek_magic[MAGIC_BYTES] = { 'B', 'V', 'M', 'K', 'E', '
 #define SECRET_HDR_FIXED (MAGIC_BYTES + 4 + 8 + 1 + 1)
 #define SECRET_HDR_MAX (SECRET_HDR_FIXED + 63 + SECRETS_NAME_MAX)
 /* after the header: DEK nonce, wrapped DEK, DEK tag, nonce, ct_len u32, ct, tag */
-#define SECRET_BODY_FIXED (NONCE_BYTES + SECRETS_KEY_BYTES + TAG_BYTES + NONCE_BYTES + 4 + TAG_BYTES)
+#define SECRET_BODY_FIXED                                                                         \
+  (NONCE_BYTES + SECRETS_KEY_BYTES + TAG_BYTES + NONCE_BYTES + 4 + TAG_BYTES)
 #define SECRET_FILE_MAX (SECRET_HDR_MAX + SECRET_BODY_FIXED + SECRETS_VALUE_MAX)
 /* magic, key id, app_len u8, app | nonce, wrapped KEK, tag */
 #define KEK_HDR_MAX (MAGIC_BYTES + KEY_ID_BYTES + 1 + 63)
@@ -1103,7 +1106,7 @@ secrets_get_for_job (struct secrets *s, const struct role *role, const char *app
   return secrets_get (s, app, name, out, version_out, err);
 }
 
-/* --- list, remove ------------------------------------------------------------------------------ */
+/* --- list, remove ----------------------------------------------------------------------- */
 
 struct list_entry
 {
@@ -1208,7 +1211,8 @@ secrets_list (struct secrets *s, const char *app, json_t **out, bvm_error_t *err
     {
       char ts[40];
       json_t *o = json_object ();
-      format_rfc3339 (ts, sizeof ts, e[i].updated_at > INT64_MAX ? INT64_MAX : (int64_t) e[i].updated_at);
+      format_rfc3339 (ts, sizeof ts,
+                      e[i].updated_at > INT64_MAX ? INT64_MAX : (int64_t) e[i].updated_at);
       if (o == NULL || json_array_append_new (arr, o) < 0
           || json_object_set_new (o, "name", json_string (e[i].name)) < 0
           || json_object_set_new (o, "version", json_integer (e[i].version)) < 0
@@ -1246,7 +1250,7 @@ secrets_remove (struct secrets *s, const char *app, const char *name, bvm_error_
   return 0;
 }
 
-/* --- master key rotation ------------------------------------------------------------------------ */
+/* --- master key rotation ---------------------------------------------------------------- */
 
 static int
 rewrap_app (bool *done, struct secrets *s, const unsigned char *new_master,
