@@ -586,19 +586,23 @@ load_master_key (unsigned char **out, unsigned char id[KEY_ID_BYTES], const char
     return bvm_error (err, errno, "allocating locked memory for the master key");
   for (;;)
     {
+      /* one byte more than expected, to notice a file that grew */
       ssize_t n = read (fd, k + used, SECRETS_KEY_BYTES + 1 - used);
       if (n < 0 && errno == EINTR)
         continue;
-      if (n <= 0 || (used += (size_t) n) > SECRETS_KEY_BYTES)
+      if (n < 0)
+        {
+          int e = errno;
+          secrets__mem_free (k, SECRETS_KEY_BYTES + 1);
+          return bvm_error (err, e, "read master key `%s`", path);
+        }
+      if (n == 0 || (used += (size_t) n) > SECRETS_KEY_BYTES)
         break;
     }
   if (used != SECRETS_KEY_BYTES)
     {
-      int e = errno;
       secrets__mem_free (k, SECRETS_KEY_BYTES + 1);
-      if (used > SECRETS_KEY_BYTES || e == 0)
-        return bvm_error_code (err, BVM_E_IO, 0, "master key `%s` changed while being read", path);
-      return bvm_error (err, e, "read master key `%s`", path);
+      return bvm_error_code (err, BVM_E_IO, 0, "master key `%s` changed while being read", path);
     }
   if (key_id (id, k, err) < 0)
     {

@@ -177,8 +177,8 @@ test_names_and_values_checked (void **state)
 #define LONG64 "x234567890123456789012345678901234567890123456789012345678901234"
   static const char *const bad_names[] = { "", ".hidden", "..", "a/b", "../x", "a b", "é",
                                            "n\n", LONG64 "5", NULL };
-  static const char *const bad_apps[] = { "", "Web", "-web", "a/b", "..", "a_b", LONG64 /* 64 > 63 */,
-                                          NULL };
+  /* the last one is 64 bytes, one over the limit */
+  static const char *const bad_apps[] = { "", "Web", "-web", "a/b", "..", "a_b", LONG64, NULL };
   bvm_error_t err = NULL;
   struct secret_value *v = NULL;
   json_t *list = NULL;
