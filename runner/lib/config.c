@@ -569,6 +569,8 @@ config_free (struct runner_config *c)
   free (c->vm.qemu);
   free (c->policies.role);
   free (c->policies.boundary);
+  free (c->secrets.dir);
+  free (c->secrets.master_key);
   free (c->queue);
   free (c);
 }
@@ -951,13 +953,36 @@ load_policies (struct runner_config *c, const struct loader *L, bvm_error_t *err
   return 0;
 }
 
+/* The master key defaults to a file in the store's directory; see
+ * docs/secrets.md for keeping it elsewhere. */
+static int
+load_secrets (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const char *const keys[] = { "dir", "master_key", NULL };
+  cleanup_free char *def_dir = path_join (c->home, "secrets");
+  cleanup_free char *def_key = NULL;
+  const json_t *o = NULL;
+  int ret;
+
+  if (def_dir == NULL)
+    return nomem (err);
+  ret = get_section (&o, L, "secrets", keys, err);
+  if (ret == 0)
+    ret = get_path (&c->secrets.dir, L, o, "secrets", "dir", def_dir, err);
+  if (ret < 0)
+    return ret;
+  if ((def_key = path_join (c->secrets.dir, "master.key")) == NULL)
+    return nomem (err);
+  return get_path (&c->secrets.master_key, L, o, "secrets", "master_key", def_key, err);
+}
+
 int
 config_load (struct runner_config **out, const char *path, bvm_error_t *err)
 {
   static const char *const keys[] = { "home",      "work_dir", "log_dir", "cache_dir",
                                       "state_dir", "artifacts", "registry", "images",
                                       "vm",        "limits",   "defaults", "policies",
-                                      "queue",     NULL };
+                                      "queue",     "secrets",  NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
   cleanup_free char *what = NULL;
@@ -1013,6 +1038,8 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
     ret = load_limits (c, &L, err);
   if (ret == 0)
     ret = load_policies (c, &L, err);
+  if (ret == 0)
+    ret = load_secrets (c, &L, err);
   if (ret < 0)
     return ret;
   *out = steal_pointer (&c);
@@ -1095,6 +1122,7 @@ config_to_json (const struct runner_config *c)
   cleanup_json json_t *o = json_object ();
   json_t *reg = json_object (), *img = json_object (), *vm = json_object ();
   json_t *lim = json_object (), *def = json_object (), *pol = json_object ();
+  json_t *sec = json_object ();
   json_t *tags = json_array ();
   int r = 0;
 
@@ -1102,6 +1130,7 @@ config_to_json (const struct runner_config *c)
     {
       json_decref (reg), json_decref (img), json_decref (vm);
       json_decref (lim), json_decref (def), json_decref (pol), json_decref (tags);
+      json_decref (sec);
       return NULL;
     }
   /* set_new takes the references even on failure (and fails on NULL) */
@@ -1111,6 +1140,7 @@ config_to_json (const struct runner_config *c)
   r |= json_object_set_new (o, "limits", lim);
   r |= json_object_set_new (o, "defaults", def);
   r |= json_object_set_new (o, "policies", pol);
+  r |= json_object_set_new (o, "secrets", sec);
   if (reg != NULL)
     r |= json_object_set_new (reg, "extra_tags", tags);
   else
@@ -1151,6 +1181,8 @@ config_to_json (const struct runner_config *c)
   r |= set_u (def, "build_seconds", c->defaults.build_seconds);
   r |= set_s (pol, "role", c->policies.role);
   r |= set_s (pol, "boundary", c->policies.boundary);
+  r |= set_s (sec, "dir", c->secrets.dir);
+  r |= set_s (sec, "master_key", c->secrets.master_key);
   if (r != 0)
     return NULL;
   return steal_pointer (&o);

@@ -98,6 +98,12 @@ struct config_policies
   char *boundary; /* "builtin" or an absolute path to a boundary policy */
 };
 
+struct config_secrets
+{
+  char *dir;        /* the per-app secret store (secrets.h) */
+  char *master_key; /* its master key: 32 random bytes, mode 0600 */
+};
+
 struct runner_config
 {
   char *path; /* the file it was loaded from, or NULL for defaults only */
@@ -114,6 +120,7 @@ struct runner_config
   struct config_limits limits;
   struct config_defaults defaults;
   struct config_policies policies;
+  struct config_secrets secrets;
   char *queue; /* as written, validated */
   enum config_queue_kind queue_kind;
 };

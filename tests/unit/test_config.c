@@ -141,6 +141,17 @@ test_defaults_without_file (void **state)
   assert_int_equal (c->defaults.build_seconds, 900);
   assert_string_equal (c->policies.role, "builtin");
   assert_string_equal (c->policies.boundary, "builtin");
+  snprintf (want, sizeof want, "%s/secrets", tmp);
+  assert_string_equal (c->secrets.dir, want);
+  snprintf (want, sizeof want, "%s/secrets/master.key", tmp);
+  assert_string_equal (c->secrets.master_key, want);
+  config_free (c);
+
+  /* the master key follows a configured secrets directory */
+  t_write (cfg, "{\"secrets\":{\"dir\":\"/srv/sec/\"}}");
+  c = load_ok (cfg);
+  assert_string_equal (c->secrets.dir, "/srv/sec");
+  assert_string_equal (c->secrets.master_key, "/srv/sec/master.key");
   config_free (c);
 
   /* an empty file is the same as no file */
@@ -349,6 +360,8 @@ static const struct field_case cases[] = {
   { "queue", "\"redis://127.0.0.1:6379/buildvm?group=runners\"", NULL },
   { "queue", "\"redis://localhost\"", NULL },
   { "queue", "\"spool:/var/spool/buildvm\"", NULL },
+  { "secrets.dir", "\"/srv/secrets\"", NULL },
+  { "secrets.master_key", "\"/run/keys/buildvm.key\"", NULL },
 
   /* bad: top level and paths */
   { "registy", "{}", "unknown field `registy`" },
@@ -450,6 +463,12 @@ static const struct field_case cases[] = {
   { "queue", "\"redis://h/s?group=\"", "may only have the query" },
   { "queue", "\"redis://h/s#x\"", "has trailing characters" },
   { "queue", "{}", "field `queue` must be a string" },
+  /* secrets */
+  { "secrets", "\"/srv\"", "field `secrets` must be an object" },
+  { "secrets.dir", "\"secrets\"", "field `secrets.dir` must be an absolute path" },
+  { "secrets.master_key", "\"master.key\"", "field `secrets.master_key` must be an absolute path" },
+  { "secrets.master_key", "null", "field `secrets.master_key` must be a string" },
+  { "secrets.kms", "\"x\"", "unknown field `secrets.kms`" },
 };
 
 static void
