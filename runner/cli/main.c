@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <locale.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -131,6 +132,12 @@ main (int argc, char **argv)
   const struct verb *v = verbs (&n);
   const char *lvl = getenv ("BUILDVM_LOG_LEVEL");
 
+  /* Secret values pass through this process's memory: no core dumps, ever
+   * (the buffers that hold them are also excluded with MADV_DONTDUMP). */
+  {
+    struct rlimit no_core = { 0, 0 };
+    setrlimit (RLIMIT_CORE, &no_core);
+  }
   /* Paths from git trees and build outputs are UTF-8; libarchive converts
    * names through the locale's character set, so the C locale would refuse
    * every non-ASCII name. */

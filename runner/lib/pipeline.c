@@ -11,7 +11,9 @@
 #include "log.h"
 #include "oci.h"
 #include "policy.h"
+#include "redact.h"
 #include "registry.h"
+#include "secrets.h"
 #include "spec.h"
 #include "store.h"
 #include "util.h"
@@ -60,6 +62,13 @@ struct run
   char **extra_tags;
   size_t n_extra_tags;
   char artifact_prefix[256];
+
+  /* secrets: read after the plan, written to the input disk, then wiped */
+  struct secrets *store_secrets; /* opened here when o->secrets is NULL */
+  struct secret_value **secret_vals;
+  size_t n_secret_vals;
+  struct redactor *redact;
+  struct buf redact_line; /* redacted bytes until the next newline */
 
   struct workdir *wd;
   char *input_path;
@@ -130,9 +139,8 @@ note (struct run *r, const char *fmt, ...)
 }
 
 static void
-on_console (void *opaque, const char *line, size_t len)
+emit_line (struct run *r, const char *line, size_t len)
 {
-  struct run *r = opaque;
   if (r->o->echo)
     {
       fwrite (line, 1, len, r->o->echo);
@@ -140,6 +148,63 @@ on_console (void *opaque, const char *line, size_t len)
     }
   if (r->log && r->log_err == NULL)
     joblog_write (r->log, line, len, &r->log_err);
+}
+
+/* Redacted bytes come back in arbitrary pieces: cut them into lines again. */
+static void
+on_redacted (void *opaque, const char *data, size_t len)
+{
+  struct run *r = opaque;
+  for (size_t i = 0; i < len; i++)
+    {
+      if (data[i] == '\n')
+        {
+          emit_line (r, buf_cstr (&r->redact_line), r->redact_line.len);
+          buf_reset (&r->redact_line);
+        }
+      else if (buf_add (&r->redact_line, data + i, 1) < 0)
+        {
+          /* a line longer than the console ever delivers: cut it */
+          emit_line (r, buf_cstr (&r->redact_line), r->redact_line.len);
+          buf_reset (&r->redact_line);
+          buf_add (&r->redact_line, data + i, 1);
+        }
+    }
+}
+
+static void
+on_console (void *opaque, const char *line, size_t len)
+{
+  struct run *r = opaque;
+  bvm_error_t e = NULL;
+
+  if (r->redact == NULL)
+    {
+      emit_line (r, line, len);
+      return;
+    }
+  /* A feed failure would mean printing unredacted text: drop the line. */
+  if (redact_feed (r->redact, line, len, on_redacted, r, &e) < 0
+      || redact_feed (r->redact, "\n", 1, on_redacted, r, &e) < 0)
+    {
+      bvm_error_free (&e);
+      emit_line (r, "[buildvm: a line was dropped: the redactor failed]", 50);
+    }
+}
+
+static void
+redact_finish (struct run *r)
+{
+  bvm_error_t e = NULL;
+  if (r->redact == NULL)
+    return;
+  if (redact_flush (r->redact, on_redacted, r, &e) < 0)
+    bvm_error_free (&e);
+  if (r->redact_line.len > 0)
+    {
+      emit_line (r, buf_cstr (&r->redact_line), r->redact_line.len);
+      buf_reset (&r->redact_line);
+    }
 }
 
 static void
@@ -400,6 +465,86 @@ phase_plan (struct run *r, bvm_error_t *err)
   return 0;
 }
 
+/* --- secrets ---------------------------------------------------------------------- */
+
+static void
+secrets_wipe (struct run *r)
+{
+  for (size_t i = 0; i < r->n_secret_vals; i++)
+    secret_value_free (r->secret_vals[i]);
+  free (r->secret_vals);
+  r->secret_vals = NULL;
+  r->n_secret_vals = 0;
+}
+
+/* Every secret the spec names is read now, each asked of the role first, so a
+ * missing or denied one fails the job before any VM boots. The values live
+ * in no-dump memory until the input disk is written, then they are wiped. */
+static int
+phase_secrets (struct run *r, bvm_error_t *err)
+{
+  struct secrets *st = r->o->secrets;
+  json_t *names;
+  int ret = 0;
+
+  if (r->spec->n_secrets == 0)
+    return 0;
+  if (st == NULL)
+    {
+      ret = secrets_open (&r->store_secrets, r->cfg->secrets.dir, r->cfg->secrets.master_key,
+                          err);
+      if (ret < 0 && r->o->dry_run)
+        {
+          note (r, "secrets: not available here (%s): the build runs without them",
+                bvm_error_msg (err));
+          bvm_error_free (err);
+          return 0;
+        }
+      if (ret < 0)
+        return bvm_error_wrap (err, "opening the secret store");
+      st = r->store_secrets;
+    }
+  r->secret_vals = calloc (r->spec->n_secrets, sizeof *r->secret_vals);
+  names = json_array ();
+  if (r->secret_vals == NULL || names == NULL || (ret = redact_new (&r->redact, err)) < 0)
+    {
+      json_decref (names);
+      return r->secret_vals == NULL || names == NULL ? bvm_error (err, ENOMEM, "secrets") : ret;
+    }
+  buf_init (&r->redact_line, 2 * JOBLOG_LINE_MAX);
+  for (size_t i = 0; i < r->spec->n_secrets; i++)
+    {
+      const struct spec_secret *sp = &r->spec->secrets[i];
+      unsigned version = 0;
+      bool too_short = false;
+
+      ret = secrets_get_for_job (st, r->role, r->job->app, sp->name, &r->secret_vals[i],
+                                 &version, err);
+      if (ret < 0)
+        {
+          json_decref (names);
+          return bvm_error_wrap (err, "secret `%s`", sp->name);
+        }
+      r->n_secret_vals = i + 1;
+      ret = redact_add (r->redact, r->secret_vals[i]->data, r->secret_vals[i]->len, &too_short,
+                        err);
+      if (ret < 0)
+        {
+          json_decref (names);
+          return bvm_error_wrap (err, "secret `%s` cannot be masked in the log", sp->name);
+        }
+      if (too_short)
+        note (r, "secrets: warning: `%s` is shorter than %d bytes and is NOT masked in this log",
+              sp->name, REDACT_MIN_LEN);
+      json_array_append_new (names, json_pack ("{s:s, s:I, s:s}", "name", sp->name, "version",
+                                               (json_int_t) version, "delivery",
+                                               sp->env ? "env" : "file"));
+    }
+  jset (r->record, "secrets", names);
+  note (r, "secrets: %zu granted", r->spec->n_secrets);
+  return 0;
+}
+
 /* --- input ------------------------------------------------------------------------ */
 
 static int
@@ -410,6 +555,7 @@ phase_input (struct run *r, bvm_error_t *err)
   struct gitsrc_stats st = { 0 };
   struct guest_job gj = { 0 };
   struct guest_step *steps = NULL;
+  struct guest_secret_env *senv = NULL;
   const char **env = NULL;
   uint64_t size = 0;
   int ret;
@@ -450,6 +596,23 @@ phase_input (struct run *r, bvm_error_t *err)
   gj.image_from = r->spec->image ? r->spec->image->from : NULL;
   gj.artifacts = (const char *const *) r->spec->artifacts;
   gj.n_artifacts = r->spec->n_artifacts;
+  if (r->n_secret_vals > 0)
+    {
+      senv = calloc (r->spec->n_secrets, sizeof *senv);
+      if (senv == NULL)
+        {
+          ret = bvm_error (err, ENOMEM, "input disk");
+          goto out;
+        }
+      for (size_t i = 0; i < r->spec->n_secrets; i++)
+        if (r->spec->secrets[i].env)
+          {
+            senv[gj.n_secret_env].var = r->spec->secrets[i].env;
+            senv[gj.n_secret_env].name = r->spec->secrets[i].name;
+            gj.n_secret_env++;
+          }
+      gj.secret_env = senv;
+    }
 
   lim.max_entries = r->cfg->limits.max_source_entries;
   lim.max_bytes = r->cfg->limits.max_source_bytes;
@@ -467,6 +630,12 @@ phase_input (struct run *r, bvm_error_t *err)
       bvm_error_wrap (err, "exporting the source tree");
       goto out;
     }
+  /* the only copy of a secret on the host's disk: the input disk, which is
+   * removed as soon as the VM is gone */
+  for (size_t i = 0; i < r->n_secret_vals; i++)
+    if ((ret = guest_input_add_secret (in, r->spec->secrets[i].name, r->secret_vals[i]->data,
+                                       r->secret_vals[i]->len, err)) < 0)
+      goto out;
   if ((ret = guest_input_finish (in, &size, err)) < 0)
     goto out;
   jset (r->record, "source",
@@ -476,6 +645,8 @@ phase_input (struct run *r, bvm_error_t *err)
   note (r, "input: %llu files, %llu bytes of source", (unsigned long long) st.files,
         (unsigned long long) st.bytes);
 out:
+  secrets_wipe (r);
+  free (senv);
   guest_input_free (in);
   if (env)
     for (size_t i = 0; i < r->spec->n_env; i++)
@@ -524,6 +695,7 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.started = on_vm_started;
 
   ret = vmjob_run (&r->vm, r->wd, r->input_path, &vo, err);
+  redact_finish (r);
   /* the input disk may hold secrets: gone as soon as the VM is */
   unlink (r->input_path);
   if (ret < 0)
@@ -1149,6 +1321,7 @@ run_phases (struct run *r, bvm_error_t *err)
   PHASE ("log", phase_log);
   PHASE ("checkout", phase_checkout);
   PHASE ("plan", phase_plan);
+  PHASE ("secrets", phase_secrets);
   PHASE ("input", phase_input);
   PHASE ("build", phase_build);
   PHASE ("ingest", phase_ingest);
@@ -1311,6 +1484,10 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
         }
     }
 
+  secrets_wipe (r);
+  redact_free (r->redact);
+  buf_dispose_wipe (&r->redact_line);
+  secrets_close (r->store_secrets);
   registry_free (r->reg);
   store_free (r->store);
   oci_manifest_free (r->base_manifest);
