@@ -587,7 +587,10 @@ phase_input (struct run *r, bvm_error_t *err)
         }
     }
   gj.timeout_s = r->res.timeout;
-  gj.log_max = r->cfg->limits.max_log_bytes;
+  /* the agent's own cap sits under the log's, so its marker line (and the
+   * runner's notes after the build) still fit in the log */
+  gj.log_max = r->cfg->limits.max_log_bytes > (256u << 10) ? r->cfg->limits.max_log_bytes - (64u << 10)
+                                                            : r->cfg->limits.max_log_bytes / 2;
   gj.output_max = r->cfg->limits.max_output_bytes;
   gj.steps = steps;
   gj.n_steps = r->spec->n_steps;
