@@ -183,7 +183,7 @@ static void
 unlink_job_file (struct spool *s, enum spool_dir d, const char *id, const char *ext)
 {
   char n[NAME_BUF];
-  if (name_of (n, id, ext) == 0)
+  if (name_of (n, id, ext) >= 0)
     unlinkat (s->dfd[d], n, 0);
 }
 
@@ -890,7 +890,8 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
       c[nc].lease = lease;
       nc++;
     }
-  qsort (c, nc, sizeof *c, cand_cmp);
+  if (nc > 1)
+    qsort (c, nc, sizeof *c, cand_cmp);
   ret = 0;
   for (size_t i = 0; i < nc && *out == NULL; i++)
     {
@@ -984,7 +985,8 @@ lease_new (struct queue_msg **out, struct spool *s, bvm_error_t *err)
       if (ext != NULL && strcmp (ext, "lease") == 0 && !job_file_exists (s, D_NEW, id, "json"))
         unlinkat (s->dfd[D_NEW], e[i].name, 0);
     }
-  qsort (e, n, sizeof *e, ent_older);
+  if (n > 1)
+    qsort (e, n, sizeof *e, ent_older);
   for (size_t i = 0; i < n && *out == NULL; i++)
     {
       char id[JOB_ID_MAX + 1], ln[NAME_BUF], show[QUEUE__SHOW_SIZE];
@@ -1489,7 +1491,7 @@ spool_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
                         lease ? json_object_get (lease, "host") : NULL, "leased_at",
                         lease ? json_object_get (lease, "leased_at") : NULL, "lease_until",
                         (json_int_t) v.until, "cancel",
-                        job_file_exists (s, D_CUR, job_id, "cancel"),
+                        job_file_exists (s, D_CUR, job_id, "cancel"), "request",
                         request_json (s, D_CUR, jn), "history",
                         lease ? json_object_get (lease, "history") : NULL);
     }
@@ -1530,7 +1532,8 @@ list_dir (json_t *arr, struct spool *s, enum spool_dir d, size_t limit, bvm_erro
 
   if (ret < 0)
     return ret;
-  qsort (e, n, sizeof *e, d == D_NEW ? ent_older : ent_newer);
+  if (n > 1)
+    qsort (e, n, sizeof *e, d == D_NEW ? ent_older : ent_newer);
   for (size_t i = 0; i < n && json_array_size (arr) < limit; i++)
     {
       char id[JOB_ID_MAX + 1], ln[NAME_BUF];
