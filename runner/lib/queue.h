@@ -169,9 +169,10 @@ int queue_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *e
 /* For metrics: jobs waiting (including released ones) and jobs leased. */
 int queue_depth (uint64_t *queued, uint64_t *running, struct queue *q, bvm_error_t *err);
 
-/* Spool: files skipped because they are not regular files owned by us
- * (symlinks, fifos, another user's files). The library cannot log; the
- * daemon may report this counter. Always 0 for redis. */
+/* Spool: how many entries the last queue_lease() pass skipped because they
+ * are not regular files owned by us (symlinks, fifos, another user's files;
+ * they are never read, moved or removed). The library cannot log: the daemon
+ * may report it when it changes. Always 0 for redis. */
 uint64_t queue_ignored_count (const struct queue *q);
 
 void queue_msg_free (struct queue_msg *m);

@@ -77,6 +77,7 @@ struct spool
   int dfd[D_N];
   int lock_fd;
   uid_t uid;
+  bool counting; /* a lease pass is counting skipped files into q.ignored */
   char host[HOST_NAME_MAX + 1];
 };
 
@@ -207,7 +208,7 @@ spool_read (char **data, size_t *len, struct stat *st_out, struct spool *s, enum
         return SR_ABSENT;
       if (errno == ELOOP || errno == ENXIO || errno == EACCES || errno == EPERM)
         {
-          s->q.ignored++;
+          s->q.ignored += s->counting;
           return SR_IGNORED;
         }
       return bvm_error (err, errno, "open `%s/%s/%s`", s->root, dir_names[d], name);
@@ -216,7 +217,7 @@ spool_read (char **data, size_t *len, struct stat *st_out, struct spool *s, enum
     return bvm_error (err, errno, "stat `%s/%s/%s`", s->root, dir_names[d], name);
   if (!S_ISREG (st.st_mode) || st.st_uid != s->uid)
     {
-      s->q.ignored++;
+      s->q.ignored += s->counting;
       return SR_IGNORED;
     }
   if (st_out != NULL)
@@ -379,7 +380,7 @@ spool_scan (struct ent **out, size_t *n, struct spool *s, enum spool_dir d, cons
         continue;
       if (!S_ISREG (st.st_mode) || st.st_uid != s->uid)
         {
-          s->q.ignored++;
+          s->q.ignored += s->counting;
           continue;
         }
       if (used == alloc)
@@ -1108,10 +1109,15 @@ spool_lease (struct queue_msg **out, struct queue *q, bvm_error_t *err)
   if (ret < 0)
     return ret;
   locked = s;
+  /* q.ignored: what this pass skipped, so that a daemon can report a
+   * change without being flooded by the same file on every look */
+  s->q.ignored = 0;
+  s->counting = true;
   ret = take_over_expired (out, s, err);
-  if (ret < 0 || *out != NULL)
-    return ret;
-  return lease_new (out, s, err);
+  if (ret == 0 && *out == NULL)
+    ret = lease_new (out, s, err);
+  s->counting = false;
+  return ret;
 }
 
 /* --- the holder's operations ---------------------------------------------- */

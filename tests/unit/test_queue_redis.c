@@ -908,6 +908,26 @@ test_raw_producers (void **state)
   queue_close (q);
 }
 
+/* An operator deleted the stream (and with it the group) under a running
+ * handle: the group is created again and the queue keeps working. */
+static void
+test_stream_deleted_under_the_handle (void **state)
+{
+  struct fixture *f = *state;
+  struct queue *q = open_q (f->url, "r", 0, 0);
+  struct queue_msg *m;
+
+  free (enqueue (q, "gone-1"));
+  freeReplyObject (raw (f, "DEL %s %s:job:gone-1", f->stream, f->stream));
+  assert_null (lease (q, 0));
+  free (enqueue (q, "gone-2"));
+  m = lease (q, 0);
+  assert_non_null (m);
+  assert_string_equal (m->job_id, "gone-2");
+  queue_msg_free (m);
+  queue_close (q);
+}
+
 static void
 test_list_and_depth (void **state)
 {
@@ -959,6 +979,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_reconnects_after_a_broken_connection, setup, teardown),
     cmocka_unit_test (test_unreachable_and_bad_urls),
     cmocka_unit_test_setup_teardown (test_raw_producers, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_stream_deleted_under_the_handle, setup, teardown),
     cmocka_unit_test_setup_teardown (test_list_and_depth, setup, teardown),
   };
   int ret;

@@ -881,7 +881,10 @@ test_ignores_links_foreign_files_and_fifos (void **state)
     unlink (path);
 
   assert_null (lease (q, 0));
-  assert_true (queue_ignored_count (q) >= 2);
+  assert_int_equal (queue_ignored_count (q), geteuid () == 0 ? 3 : 2);
+  /* the count is per pass, not a running total */
+  assert_null (lease (q, 0));
+  assert_int_equal (queue_ignored_count (q), geteuid () == 0 ? 3 : 2);
   /* untouched */
   snprintf (path, sizeof path, "%s/spool/new/linked.json", f->dir);
   {
