@@ -154,16 +154,18 @@ int queue_cancel (bool *was_running, struct queue *q, const char *job_id, bvm_er
  * its heartbeats; a failure to ask counts as no. */
 bool queue_cancel_requested (struct queue *q, const struct queue_msg *m);
 
-/* {"queued":  [{"job", "msg", "attempts"}],         oldest first
+/* {"queued":  [{"job", "msg", "attempts", "enqueued_at"}],   oldest first
  *  "running": [{"job", "msg", "attempt", "owner", "lease_until", "cancel"}],
  *  "done":    [{"job", "attempt", "finished_at", "record"}],   newest first
  *  "dead":    [{"job", "reason", "attempt", "at"}]}            newest first
- * each at most `limit` long (0: QUEUE_LIST_DEFAULT). Times are ms since the
- * epoch. */
+ * each at most `limit` long (0: QUEUE_LIST_DEFAULT); drivers may add keys.
+ * Times are ms since the epoch. */
 int queue_list (json_t **out, struct queue *q, size_t limit, bvm_error_t *err);
 
-/* One job: {"job", "state", "attempt", ...,"request", "record", "reason"};
- * *out is NULL (and 0 returned) when the queue does not know the id. */
+/* One job: {"job", "state", "attempt", "owner", "request"} and, by state,
+ * "lease_until" and "cancel" (running), "record" (done, dead), "reason"
+ * (dead); drivers add more (spool: "history" of every attempt). *out is NULL
+ * (and 0 returned) when the queue does not know the id. */
 int queue_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err);
 
 /* For metrics: jobs waiting (including released ones) and jobs leased. */

@@ -1180,6 +1180,12 @@ list_stream (json_t *arr, struct rq *r, const char *key, const char *only_state,
           continue;
         }
       json_object_del (o, "body");
+      if (only_state != NULL && json_object_get (o, "at") != NULL)
+        {
+          /* the same key as the spool's done records */
+          json_object_set (o, "finished_at", json_object_get (o, "at"));
+          json_object_del (o, "at");
+        }
       if (json_array_append_new (arr, o) < 0)
         return bvm_error (err, ENOMEM, "listing");
     }
@@ -1211,8 +1217,18 @@ rq_list (json_t **out, struct queue *q, size_t limit, bvm_error_t *err)
   for (size_t i = 0; part != NULL && i < part->elements; i++)
     {
       redisReply *e = el (part, i);
-      json_t *item = json_pack ("{s:s?,s:s?,s:I}", "msg", str_el (e, 0), "job", str_el (e, 1),
-                                "attempts", (json_int_t) int_el (e, 2));
+      uint64_t at = 0;
+      char ms[32];
+      json_t *item;
+      /* an entry id is "<ms>-<seq>": the time it was added */
+      if (str_el (e, 0) != NULL)
+        {
+          snprintf (ms, sizeof ms, "%.*s", (int) strcspn (str_el (e, 0), "-"), str_el (e, 0));
+          if (parse_u64 (ms, &at) < 0 || at > INT64_MAX)
+            at = 0;
+        }
+      item = json_pack ("{s:s?,s:s?,s:I,s:I}", "msg", str_el (e, 0), "job", str_el (e, 1),
+                        "attempts", (json_int_t) int_el (e, 2), "enqueued_at", (json_int_t) at);
       if (item == NULL || json_array_append_new (json_object_get (doc, "queued"), item) < 0)
         return bvm_error (err, ENOMEM, "listing");
     }
