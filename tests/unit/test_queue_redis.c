@@ -502,8 +502,8 @@ static void
 test_takeover_and_fencing (void **state)
 {
   struct fixture *f = *state;
-  struct queue *a = open_q (f->url, "host-a", 300, 0);
-  struct queue *b = open_q (f->url, "host-b", 300, 0);
+  struct queue *a = open_q (f->url, "host-a", 1000, 0);
+  struct queue *b = open_q (f->url, "host-b", 1000, 0);
   struct queue_msg *ma, *mb;
   bvm_error_t err = NULL;
   char *mid = enqueue (a, "d-3"), owner[64];
@@ -511,7 +511,7 @@ test_takeover_and_fencing (void **state)
 
   ma = lease (a, 0);
   assert_non_null (ma);
-  sleep_ms (400);
+  sleep_ms (1100);
   /* expired, not yet taken: not safe to push, but a heartbeat wins it back */
   assert_fails_with (queue_check_fence (a, ma, &err), &err, "no heartbeat");
   assert_ok (queue_heartbeat (a, ma, &err), &err);
@@ -519,7 +519,7 @@ test_takeover_and_fencing (void **state)
   assert_null (lease (b, 0));
   assert_int_equal (deliveries (f, mid, NULL, 0), 1);
 
-  sleep_ms (400);
+  sleep_ms (1100);
   mb = lease (b, 0);
   assert_non_null (mb);
   assert_string_equal (mb->msg_id, mid);

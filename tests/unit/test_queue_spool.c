@@ -463,8 +463,8 @@ static void
 test_lease_expiry_fences_the_old_holder (void **state)
 {
   struct fixture *f = *state;
-  struct queue *a = open_q (f->url, "host-a", 300, 0);
-  struct queue *b = open_q (f->url, "host-b", 300, 0);
+  struct queue *a = open_q (f->url, "host-a", 1000, 0);
+  struct queue *b = open_q (f->url, "host-b", 1000, 0);
   struct queue_msg *ma, *mb;
   bvm_error_t err = NULL;
   json_t *doc, *hist;
@@ -473,13 +473,13 @@ test_lease_expiry_fences_the_old_holder (void **state)
   ma = lease (a, 0);
   assert_non_null (ma);
   /* expired, nobody took it yet: not safe to push, but a heartbeat wins it back */
-  sleep_ms (400);
+  sleep_ms (1100);
   assert_fails_with (queue_check_fence (a, ma, &err), &err, "expired");
   assert_ok (queue_heartbeat (a, ma, &err), &err);
   assert_ok (queue_check_fence (a, ma, &err), &err);
   assert_null (lease (b, 0));
 
-  sleep_ms (400); /* a stops heartbeating */
+  sleep_ms (1100); /* a stops heartbeating */
   mb = lease (b, 0);
   assert_non_null (mb);
   assert_string_equal (mb->job_id, "d-3");
@@ -797,7 +797,7 @@ static void
 test_restart_recovery (void **state)
 {
   struct fixture *f = *state;
-  struct queue *q = open_q (f->url, "r", 300, 0);
+  struct queue *q = open_q (f->url, "r", 1000, 0);
   struct queue_msg *m;
   pid_t pid;
   int st;
@@ -812,7 +812,7 @@ test_restart_recovery (void **state)
       struct queue_msg *cm = NULL;
       bvm_error_t err = NULL;
       o.consumer = "crasher";
-      o.lease_ms = 300;
+      o.lease_ms = 1000;
       if (queue_open (&c, f->url, &o, &err) < 0 || queue_lease (&cm, c, 0, &err) < 0 || cm == NULL)
         _exit (1);
       _exit (0); /* "crash" holding the lease */
@@ -820,7 +820,7 @@ test_restart_recovery (void **state)
   assert_int_equal (waitpid (pid, &st, 0), pid);
   assert_int_equal (WEXITSTATUS (st), 0);
   assert_null (lease (q, 0)); /* still leased */
-  m = lease (q, 1000);
+  m = lease (q, 3000);
   assert_non_null (m);
   assert_int_equal (m->attempt, 2);
   queue_msg_free (m);
