@@ -333,7 +333,7 @@ queue_release (struct queue *q, struct queue_msg *m, const char *reason, bvm_err
       if (asprintf (&dead, "canceled (attempt %u was released: %s)", m->attempt, why) < 0)
         return bvm_error (err, ENOMEM, "release `%s`", m->job_id);
     }
-  else if (m->attempt >= q->max_attempts)
+  else if (m->attempt >= m->last_attempt)
     {
       if (asprintf (&dead, "gave up after %u attempts: %s", m->attempt, why) < 0)
         return bvm_error (err, ENOMEM, "release `%s`", m->job_id);
@@ -341,9 +341,23 @@ queue_release (struct queue *q, struct queue_msg *m, const char *reason, bvm_err
   if (dead != NULL)
     ret = q->drv->dead_letter (q, m, dead, NULL, err);
   else
-    ret = q->drv->release (q, m, why, err);
+    ret = q->drv->release (q, m, why, false, err);
   if (ret < 0)
     return bvm_error_wrap (err, "release `%s` attempt %u", m->job_id, m->attempt);
+  return 0;
+}
+
+int
+queue_drain (struct queue *q, struct queue_msg *m, bvm_error_t *err)
+{
+  int ret = q->drv->cancel_requested (q, m, err);
+
+  if (ret == 0)
+    ret = q->drv->release (q, m, "the runner stopped", true, err);
+  else if (ret > 0)
+    ret = q->drv->dead_letter (q, m, "canceled (the runner stopped)", NULL, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "drain `%s` attempt %u", m->job_id, m->attempt);
   return 0;
 }
 

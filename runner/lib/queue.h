@@ -12,8 +12,8 @@
  *                                           group, for a fleet
  *
  * Fencing: every lease carries an attempt number, 1-based, that grows each
- * time the job is handed to a runner again (after a release, or when a
- * runner's lease expired and another runner took the job over). Only the
+ * time the job is handed to a runner again (after a release or a drain, or
+ * when a runner's lease expired and another runner took the job over). Only the
  * holder of the current attempt may heartbeat, complete, release or
  * dead-letter the job; any older attempt gets BVM_E_FENCED and changes
  * nothing. Before a side effect the queue cannot undo (tagging an image),
@@ -77,6 +77,8 @@ struct queue_msg
   size_t len;
   struct job_request *job; /* body, parsed and validated by job_parse() */
   unsigned attempt;        /* 1-based; the fencing token */
+  unsigned last_attempt;   /* the last attempt the job may have: max_attempts
+                              plus the attempts given back by queue_drain */
   int64_t lease_until_ms;  /* wall clock, ms since the epoch */
   bool redelivered;        /* attempt > 1: an earlier attempt may have pushed */
 };
@@ -138,6 +140,12 @@ int queue_complete (struct queue *q, struct queue_msg *m, const json_t *record,
  * shutdown); it is leasable again at once. When m->attempt has reached
  * max_attempts, or a cancel was requested, the job is dead-lettered instead. */
 int queue_release (struct queue *q, struct queue_msg *m, const char *reason, bvm_error_t *err);
+
+/* The runner is stopping: give the job back without spending one of its
+ * attempts (the next attempt still gets a new, higher fencing token, but the
+ * job's budget grows by one), so that rolling restarts never dead-letter a
+ * job. A canceled job is dead-lettered instead. */
+int queue_drain (struct queue *q, struct queue_msg *m, bvm_error_t *err);
 
 /* Never retry: the job goes to the dead letters with `reason` and, if not
  * NULL, the record. Fenced attempts get BVM_E_FENCED. */
@@ -208,7 +216,9 @@ struct queue_driver
   int (*heartbeat) (struct queue *q, struct queue_msg *m, bvm_error_t *err);
   int (*check_fence) (struct queue *q, const struct queue_msg *m, bvm_error_t *err);
   int (*complete) (struct queue *q, struct queue_msg *m, const char *record, bvm_error_t *err);
-  int (*release) (struct queue *q, struct queue_msg *m, const char *reason, bvm_error_t *err);
+  /* `drain`: the attempt does not count against max_attempts */
+  int (*release) (struct queue *q, struct queue_msg *m, const char *reason, bool drain,
+                  bvm_error_t *err);
   int (*dead_letter) (struct queue *q, struct queue_msg *m, const char *reason,
                       const char *record, bvm_error_t *err);
   int (*cancel) (bool *was_running, struct queue *q, const char *job_id, bvm_error_t *err);

@@ -436,12 +436,14 @@ static const char lua_next[] = LUA_PRELUDE
     "return {'none'}\n";
 
 /* After the body was validated. ARGV[9]: max attempts, ARGV[10]: body.
- * {"ok"} | {"lost"} | {"buried", reason} | {"finished", state} */
+ * {"ok", drained} | {"lost"} | {"buried", reason} | {"finished", state} */
 static const char lua_begin[] = LUA_PRELUDE
     "local ok = owns()\n"
     "if not ok then return {'lost'} end\n"
-    "local h = redis.call('HMGET', hkey, 'state', 'msg', 'cancel', 'owner')\n"
+    "local h = redis.call('HMGET', hkey, 'state', 'msg', 'cancel', 'owner', 'drained')\n"
     "local st, msg, cancel, prev = h[1], h[2], h[3], h[4]\n"
+    "local drained = 0\n"
+    "if msg == id then drained = tonumber(h[5]) or 0 end\n"
     "if msg and msg ~= id and (st == 'queued' or st == 'running' or st == 'done') then\n"
     "  local why = 'duplicate: job `' .. job .. '` is already ' .. st .. ' as entry ' .. msg\n"
     "  finish('dead', why, '', ARGV[10])\n"
@@ -457,7 +459,7 @@ static const char lua_begin[] = LUA_PRELUDE
     "  finish('dead', 'canceled', '', ARGV[10])\n"
     "  return {'buried', 'canceled'}\n"
     "end\n"
-    "if attempt > tonumber(ARGV[9]) then\n"
+    "if attempt > tonumber(ARGV[9]) + drained then\n"
     "  local why = 'gave up after ' .. (attempt - 1) .. ' attempts: the lease of attempt ' ..\n"
     "              (attempt - 1) .. ' (`' .. (prev or '?') .. '`) expired'\n"
     "  finish('dead', why, '', ARGV[10])\n"
@@ -469,7 +471,7 @@ static const char lua_begin[] = LUA_PRELUDE
     "end\n"
     "redis.call('HSET', hkey, 'state', 'running', 'msg', id, 'attempt', attempt, 'owner', me,\n"
     "           'started_at', now, 'lease_until', now + lease)\n"
-    "return {'ok'}\n";
+    "return {'ok', drained}\n";
 
 /* {"ok", cancel} | {"fenced", owner, count} */
 static const char lua_heartbeat[] = LUA_PRELUDE
@@ -505,7 +507,8 @@ static const char lua_dead[] = LUA_PRELUDE
     "finish('dead', ARGV[9], ARGV[10], ARGV[11])\n"
     "return {'ok'}\n";
 
-/* ARGV[9]: reason. Parks the entry: the next XAUTOCLAIM takes it at once. */
+/* ARGV[9]: reason, ARGV[10]: "1" when the runner is draining (the attempt
+ * does not count). Parks the entry: the next XAUTOCLAIM takes it at once. */
 static const char lua_release[] = LUA_PRELUDE
     "local ok, o, n = owns()\n"
     "if not ok then\n"
@@ -515,6 +518,7 @@ static const char lua_release[] = LUA_PRELUDE
     "redis.call('XCLAIM', stream, group, park, 0, id, 'TIME', 0, 'JUSTID')\n"
     "if hash_is_ours() then\n"
     "  redis.call('HSET', hkey, 'state', 'queued', 'last_reason', ARGV[9], 'released_at', now)\n"
+    "  if ARGV[10] == '1' then redis.call('HINCRBY', hkey, 'drained', 1) end\n"
     "  redis.call('HDEL', hkey, 'lease_until')\n"
     "end\n"
     "return {'ok'}\n";
@@ -879,6 +883,7 @@ next_one (struct queue_msg **out, struct rq *r, bvm_error_t *err)
       return bvm_error (err, ENOMEM, "message");
     }
   m->attempt = (unsigned) count;
+  m->last_attempt = r->q.max_attempts + (int_el (brep, 1) > 0 ? (unsigned) int_el (brep, 1) : 0);
   m->lease_until_ms = queue__wall_ms () + r->q.lease_ms;
   m->redelivered = count > 1;
   *out = m;
@@ -972,7 +977,8 @@ rq_complete (struct queue *q, struct queue_msg *m, const char *record, bvm_error
 }
 
 static int
-rq_release (struct queue *q, struct queue_msg *m, const char *reason, bvm_error_t *err)
+rq_release (struct queue *q, struct queue_msg *m, const char *reason, bool drain,
+            bvm_error_t *err)
 {
   struct rq *r = R (q);
   cleanup_reply redisReply *rep = NULL;
@@ -981,6 +987,7 @@ rq_release (struct queue *q, struct queue_msg *m, const char *reason, bvm_error_
 
   call_init (&c, r, lua_release, m->job_id, m->owner, m->msg_id, m->attempt);
   call_adds (&c, reason);
+  call_adds (&c, drain ? "1" : "0");
   ret = call_run (&rep, r, &c, err);
   if (ret < 0)
     return ret;

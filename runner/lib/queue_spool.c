@@ -416,6 +416,7 @@ struct lease_view
   unsigned attempt;
   const char *owner;
   int64_t until;
+  unsigned drained; /* attempts given back by a stopping runner: not counted */
 };
 
 static bool
@@ -423,6 +424,7 @@ lease_view (struct lease_view *v, const json_t *lease)
 {
   json_t *a = json_object_get (lease, "attempt"), *o = json_object_get (lease, "owner");
   json_t *u = json_object_get (lease, "lease_until");
+  json_t *d = json_object_get (lease, "drained");
 
   if (!json_is_integer (a) || !json_is_string (o) || !json_is_integer (u)
       || json_integer_value (a) < 0 || json_integer_value (a) > 1000000)
@@ -430,6 +432,9 @@ lease_view (struct lease_view *v, const json_t *lease)
   v->attempt = (unsigned) json_integer_value (a);
   v->owner = json_string_value (o);
   v->until = json_integer_value (u);
+  v->drained = 0;
+  if (json_is_integer (d) && json_integer_value (d) > 0 && json_integer_value (d) <= 1000000)
+    v->drained = (unsigned) json_integer_value (d);
   return true;
 }
 
@@ -465,11 +470,12 @@ history_with (const json_t *lease, const char *outcome, int64_t now)
 }
 
 static json_t *
-new_lease (struct spool *s, const char *id, unsigned attempt, json_t *history, int64_t now)
+new_lease (struct spool *s, const char *id, unsigned attempt, unsigned drained, json_t *history,
+           int64_t now)
 {
-  return json_pack ("{s:s,s:s,s:i,s:s,s:i,s:I,s:I,s:o}", "job", id, "owner", s->q.consumer,
-                    "attempt", (int) attempt, "host", s->host, "pid", (int) getpid (),
-                    "leased_at", (json_int_t) now, "lease_until",
+  return json_pack ("{s:s,s:s,s:i,s:i,s:s,s:i,s:I,s:I,s:o}", "job", id, "owner", s->q.consumer,
+                    "attempt", (int) attempt, "drained", (int) drained, "host", s->host, "pid",
+                    (int) getpid (), "leased_at", (json_int_t) now, "lease_until",
                     (json_int_t) (now + s->q.lease_ms), "history",
                     history ? history : json_array ());
 }
@@ -745,6 +751,7 @@ make_msg (struct queue_msg **out, struct spool *s, const char *id, json_t *lease
   if (m->msg_id == NULL || m->owner == NULL)
     return -1;
   m->attempt = v.attempt;
+  m->last_attempt = s->q.max_attempts + v.drained;
   m->lease_until_ms = v.until;
   m->redelivered = v.attempt > 1;
   *out = m;
@@ -896,7 +903,7 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
   ret = 0;
   for (size_t i = 0; i < nc && *out == NULL; i++)
     {
-      struct lease_view v = { 0, "(unknown)", 0 };
+      struct lease_view v = { 0, "(unknown)", 0, 0 };
       cleanup_free char *why = NULL, *raw = NULL, *reason = NULL;
       cleanup_json json_t *hist = NULL, *lease = NULL;
       struct queue_msg *m = NULL;
@@ -922,7 +929,7 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
         continue;
       if (why == NULL && job_file_exists (s, D_CUR, c[i].id, "cancel"))
         why = strdup ("canceled");
-      if (why == NULL && next > s->q.max_attempts)
+      if (why == NULL && next > s->q.max_attempts + v.drained)
         {
           if (asprintf (&reason, "gave up after %u attempts: the lease of attempt %u (`%s`) expired",
                         v.attempt, v.attempt, v.owner)
@@ -942,7 +949,7 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
           ack_cur (s, c[i].id);
           continue;
         }
-      lease = new_lease (s, c[i].id, next, steal_pointer (&hist), now);
+      lease = new_lease (s, c[i].id, next, v.drained, steal_pointer (&hist), now);
       if (lease == NULL)
         {
           queue_msg_free (m);
@@ -995,7 +1002,7 @@ lease_new (struct queue_msg **out, struct spool *s, bvm_error_t *err)
       cleanup_free char *why = NULL, *raw = NULL;
       cleanup_json json_t *side = NULL, *hist = NULL, *lease = NULL;
       struct queue_msg *m = NULL;
-      struct lease_view v = { 0, NULL, 0 };
+      struct lease_view v = { 0, NULL, 0, 0 };
       bool valid_name = ext != NULL && strcmp (ext, "json") == 0;
       bool unique = false;
       size_t raw_len = 0;
@@ -1039,7 +1046,7 @@ lease_new (struct queue_msg **out, struct spool *s, bvm_error_t *err)
           if (side != NULL)
             lease_view (&v, side);
         }
-      if (why == NULL && v.attempt + 1 > s->q.max_attempts)
+      if (why == NULL && v.attempt + 1 > s->q.max_attempts + v.drained)
         {
           if (asprintf (&why, "gave up after %u attempts", v.attempt) < 0)
             why = NULL;
@@ -1069,7 +1076,7 @@ lease_new (struct queue_msg **out, struct spool *s, bvm_error_t *err)
         hist = json_array ();
       /* the lease first, then the move: a crash in between leaves a lease
        * without a request in cur/, which the next pass removes */
-      lease = new_lease (s, id, v.attempt + 1, json_deep_copy (hist), now);
+      lease = new_lease (s, id, v.attempt + 1, v.drained, json_deep_copy (hist), now);
       name_of (ln, id, "lease");
       if (lease == NULL)
         ret = bvm_error (err, ENOMEM, "lease");
@@ -1238,12 +1245,14 @@ spool_complete (struct queue *q, struct queue_msg *m, const char *record, bvm_er
 }
 
 static int
-spool_release (struct queue *q, struct queue_msg *m, const char *reason, bvm_error_t *err)
+spool_release (struct queue *q, struct queue_msg *m, const char *reason, bool drain,
+               bvm_error_t *err)
 {
   struct spool *s = S (q);
   cleanup_spool_lock struct spool *locked = NULL;
   cleanup_json json_t *lease = NULL, *side = NULL, *hist = NULL;
   cleanup_free char *outcome = NULL;
+  struct lease_view v = { 0, NULL, 0, 0 };
   char jn[NAME_BUF], ln[NAME_BUF];
   int64_t now = queue__wall_ms ();
   int ret;
@@ -1255,12 +1264,14 @@ spool_release (struct queue *q, struct queue_msg *m, const char *reason, bvm_err
   ret = fence (&lease, s, m, false, err);
   if (ret < 0)
     return ret;
-  if (asprintf (&outcome, "released: %s", reason) < 0)
+  if (asprintf (&outcome, "%s: %s", drain ? "drained" : "released", reason) < 0)
     return bvm_error (err, ENOMEM, "release");
+  lease_view (&v, lease);
   hist = history_with (lease, outcome, now);
-  side = json_pack ("{s:s,s:i,s:s,s:I,s:s,s:I,s:O}", "job", m->job_id, "attempt", (int) m->attempt,
-                    "owner", m->owner, "lease_until", (json_int_t) 0, "reason", reason,
-                    "released_at", (json_int_t) now, "history", hist ? hist : json_null ());
+  side = json_pack ("{s:s,s:i,s:i,s:s,s:I,s:s,s:I,s:O}", "job", m->job_id, "attempt",
+                    (int) m->attempt, "drained", (int) (v.drained + (drain ? 1 : 0)), "owner",
+                    m->owner, "lease_until", (json_int_t) 0, "reason", reason, "released_at",
+                    (json_int_t) now, "history", hist ? hist : json_null ());
   if (side == NULL)
     return bvm_error (err, ENOMEM, "release");
   name_of (jn, m->job_id, "json");
@@ -1341,7 +1352,7 @@ spool_cancel (bool *was_running, struct queue *q, const char *job_id, bvm_error_
     {
       cleanup_free char *raw = NULL;
       cleanup_json json_t *side = NULL;
-      struct lease_view v = { 0, NULL, 0 };
+      struct lease_view v = { 0, NULL, 0, 0 };
       char ln[NAME_BUF];
       size_t len = 0;
 
@@ -1486,7 +1497,7 @@ spool_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
   locked = s;
   if (job_file_exists (s, D_CUR, job_id, "json"))
     {
-      struct lease_view v = { 0, NULL, 0 };
+      struct lease_view v = { 0, NULL, 0, 0 };
       ret = spool_read_json (&lease, s, D_CUR, ln, SPOOL_LEASE_MAX, err);
       if (ret < 0)
         return ret;
@@ -1504,7 +1515,7 @@ spool_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
   else if (job_file_exists (s, D_NEW, job_id, "json")
            && fstatat (s->dfd[D_NEW], jn, &st, AT_SYMLINK_NOFOLLOW) == 0)
     {
-      struct lease_view v = { 0, NULL, 0 };
+      struct lease_view v = { 0, NULL, 0, 0 };
       ret = spool_read_json (&lease, s, D_NEW, ln, SPOOL_LEASE_MAX, err);
       if (ret < 0)
         return ret;
@@ -1545,7 +1556,7 @@ list_dir (json_t *arr, struct spool *s, enum spool_dir d, size_t limit, bvm_erro
       char id[JOB_ID_MAX + 1], ln[NAME_BUF];
       const char *ext = split_name (id, e[i].name);
       cleanup_json json_t *doc = NULL;
-      struct lease_view v = { 0, NULL, 0 };
+      struct lease_view v = { 0, NULL, 0, 0 };
       json_t *item = NULL;
 
       if (d == D_DEAD)

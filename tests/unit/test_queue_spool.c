@@ -747,6 +747,57 @@ test_expired_job_dies_after_max_attempts (void **state)
   queue_close (q);
 }
 
+/* Draining (a runner stopping) gives the job back without spending one of
+ * its attempts; the fencing token still grows. */
+static void
+test_drain_does_not_spend_attempts (void **state)
+{
+  struct fixture *f = *state;
+  struct queue *q = open_q (f->url, "r", 0, 2);
+  struct queue_msg *m;
+  bvm_error_t err = NULL;
+  bool was_running;
+  json_t *doc;
+
+  enqueue (q, "d-10");
+  for (unsigned i = 1; i <= 3; i++)
+    {
+      m = lease (q, 0);
+      assert_non_null (m);
+      assert_int_equal (m->attempt, i);
+      assert_int_equal (m->last_attempt, 2 + i - 1);
+      assert_ok (queue_drain (q, m, &err), &err);
+      queue_msg_free (m);
+    }
+  m = lease (q, 0);
+  assert_non_null (m);
+  assert_int_equal (m->attempt, 4);
+  assert_ok (queue_release (q, m, "flaky", &err), &err);
+  queue_msg_free (m);
+  m = lease (q, 0);
+  assert_non_null (m);
+  assert_int_equal (m->attempt, 5);
+  assert_ok (queue_release (q, m, "flaky", &err), &err);
+  queue_msg_free (m);
+  assert_null (lease (q, 0));
+  doc = get (q, "d-10");
+  assert_string_equal (jstr (doc, "state"), "dead");
+  assert_string_equal (jstr (doc, "reason"), "gave up after 5 attempts: flaky");
+  json_decref (doc);
+
+  /* a canceled job is not handed back */
+  enqueue (q, "d-11");
+  m = lease (q, 0);
+  assert_ok (queue_cancel (&was_running, q, "d-11", &err), &err);
+  assert_ok (queue_drain (q, m, &err), &err);
+  queue_msg_free (m);
+  assert_null (lease (q, 0));
+  doc = get (q, "d-11");
+  assert_string_equal (jstr (doc, "state"), "dead");
+  json_decref (doc);
+  queue_close (q);
+}
+
 static void
 test_cancel (void **state)
 {
@@ -987,6 +1038,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_poison_messages_are_dead_lettered, setup, teardown),
     cmocka_unit_test_setup_teardown (test_released_job_dies_after_max_attempts, setup, teardown),
     cmocka_unit_test_setup_teardown (test_expired_job_dies_after_max_attempts, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_drain_does_not_spend_attempts, setup, teardown),
     cmocka_unit_test_setup_teardown (test_cancel, setup, teardown),
     cmocka_unit_test_setup_teardown (test_restart_recovery, setup, teardown),
     cmocka_unit_test_setup_teardown (test_record_without_ack_is_not_rerun, setup, teardown),
