@@ -1,0 +1,92 @@
+#!/bin/bash
+# t_queue_enqueue.sh: `buildvm enqueue` into the default spool and into a real
+# redis: the job id on stdout, idempotent re-enqueue, invalid requests refused
+# with the field named, nothing enqueued on error
+. "$(dirname "$0")/lib.sh"
+[ -x "$BUILDVM" ] || fail "$BUILDVM is not built (make build/buildvm)"
+
+commit=0123456789abcdef0123456789abcdef01234567
+cat >"$T/job.json" <<JSON
+{"id": "d-42", "app": "app1", "repo": "file:///srv/app1.git", "commit": "$commit",
+ "ref": "refs/heads/main"}
+JSON
+
+note "spool: the default queue under BUILDVM_HOME"
+run "$BUILDVM" enqueue "$T/job.json"
+assert_eq 0 "$RC" "enqueue exit status (stderr: $(cat "$T/err"))"
+assert_eq "d-42" "$(cat "$T/out")" "printed job id"
+spool=$BUILDVM_HOME/spool
+[ -f "$spool/new/d-42.json" ] || fail "no $spool/new/d-42.json"
+assert_eq 700 "$(stat -c %a "$spool/new")" "mode of new/"
+grep -q "\"commit\":\"$commit\"" "$spool/new/d-42.json" || fail "job file: $(cat "$spool/new/d-42.json")"
+
+note "spool: a second enqueue of the same id adds nothing"
+run "$BUILDVM" enqueue "$T/job.json"
+assert_eq 0 "$RC" "re-enqueue exit status"
+assert_eq "d-42" "$(cat "$T/out")" "re-enqueue prints the id"
+assert_contains "$T/err" "job \`d-42\` is already queued"
+assert_eq 1 "$(find "$spool/new" -type f | wc -l)" "files in new/"
+
+note "invalid requests: exit 2, the field named, nothing enqueued"
+sed "s/$commit/abc/" "$T/job.json" >"$T/bad.json"
+sed 's/"d-42"/"d-43"/' "$T/bad.json" >"$T/bad2.json"
+run "$BUILDVM" enqueue "$T/bad2.json"
+assert_eq 2 "$RC" "invalid commit exit status"
+assert_contains "$T/err" "commit"
+[ ! -s "$T/out" ] || fail "printed an id for an invalid request: $(cat "$T/out")"
+[ ! -e "$spool/new/d-43.json" ] || fail "an invalid request was enqueued"
+echo '{"id": "d-44", "app": "app1"' >"$T/trunc.json"
+run "$BUILDVM" enqueue "$T/trunc.json"
+assert_eq 2 "$RC" "truncated JSON exit status"
+assert_contains "$T/err" "not valid JSON"
+echo '{"id": "../x", "app": "app1", "repo": "file:///r.git", "commit": "'$commit'", "ref": "refs/heads/main"}' >"$T/badid.json"
+run "$BUILDVM" enqueue "$T/badid.json"
+assert_eq 2 "$RC" "bad id exit status"
+assert_contains "$T/err" "id"
+run "$BUILDVM" enqueue "$T/missing.json"
+assert_eq 2 "$RC" "missing file exit status"
+assert_contains "$T/err" "No such file"
+assert_eq 1 "$(find "$spool/new" -type f | wc -l)" "files in new/ after the refusals"
+
+note "usage"
+run "$BUILDVM" enqueue
+assert_eq 2 "$RC" "no argument"
+assert_contains "$T/err" "missing JOB.json"
+run "$BUILDVM" enqueue "$T/job.json" extra
+assert_eq 2 "$RC" "two arguments"
+run "$BUILDVM" enqueue --help
+assert_eq 0 "$RC" "--help"
+assert_contains "$T/out" "buildvm enqueue [--config FILE] JOB.json"
+
+note "redis: a real redis-server"
+addr=${BUILDVM_TEST_REDIS:-}
+if [ -z "$addr" ]; then
+    svc_redis q
+    addr=$REDIS_q_ADDR
+fi
+host=${addr%:*} port=${addr##*:}
+rcli () { redis-cli -h "$host" -p "$port" "$@"; }
+stream=t-enqueue-$$
+printf '{"queue": "redis://%s/%s?group=g1"}\n' "$addr" "$stream" >"$T/runner.json"
+trap 'rcli DEL "$stream" "$stream:job:d-42" >/dev/null 2>&1 || true; _cleanup' EXIT
+run "$BUILDVM" enqueue --config "$T/runner.json" "$T/job.json"
+assert_eq 0 "$RC" "redis enqueue exit status (stderr: $(cat "$T/err"))"
+assert_eq "d-42" "$(cat "$T/out")" "redis: printed job id"
+assert_eq 1 "$(rcli XLEN "$stream")" "stream length"
+assert_eq "d-42" "$(rcli XRANGE "$stream" - + | sed -n 3p)" "the entry's job field"
+assert_eq "queued" "$(rcli HGET "$stream:job:d-42" state)" "job hash state"
+rcli XINFO GROUPS "$stream" | grep -qx g1 || fail "consumer group g1 not created"
+run "$BUILDVM" enqueue --config "$T/runner.json" "$T/job.json"
+assert_eq 0 "$RC" "redis re-enqueue"
+assert_contains "$T/err" "already queued"
+assert_eq 1 "$(rcli XLEN "$stream")" "stream length after re-enqueue"
+run "$BUILDVM" enqueue --config "$T/runner.json" "$T/bad2.json"
+assert_eq 2 "$RC" "redis: invalid request"
+assert_eq 1 "$(rcli XLEN "$stream")" "stream length after an invalid request"
+
+note "redis: unreachable"
+printf '{"queue": "redis://127.0.0.1:1/%s"}\n' "$stream" >"$T/down.json"
+run "$BUILDVM" enqueue --config "$T/down.json" "$T/job.json"
+assert_eq 1 "$RC" "unreachable redis exit status"
+assert_contains "$T/err" "connect to redis"
+echo "ok"
