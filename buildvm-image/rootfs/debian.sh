@@ -28,9 +28,17 @@ if [ -z "$mirror" ]; then
     exit 1
 fi
 echo "debian: debootstrap bookworm from $mirror" >&2
-cache=${BUILDVM_DEBOOTSTRAP_CACHE:-}
-debootstrap --variant=minbase --include="$PACKAGES" bookworm "$root" "$mirror" >&2
-# nothing of the host's apt state or caches belongs in the image
+# debootstrap's own resolver fails on large package sets (npm pulls in
+# hundreds of node-* packages), so it makes the minbase and apt, inside the
+# new tree, installs the toolchain with its real resolver.
+debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
+echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
+chroot "$root" apt-get -q update >&2
+chroot "$root" apt-get -q install -y --no-install-recommends $(echo "$PACKAGES" | tr , ' ') >&2
+chroot "$root" apt-get clean
+# nothing of the build machine's apt state, caches or logs belongs in the image
+: >"$root/etc/apt/sources.list"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*
 rootfs_base "$root" "$agent"
 dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${Package} ${Version}\n' >"$pkglist"

@@ -571,6 +571,8 @@ config_free (struct runner_config *c)
   free (c->policies.boundary);
   free (c->secrets.dir);
   free (c->secrets.master_key);
+  free (c->serve.name);
+  free (c->serve.metrics);
   free (c->queue);
   free (c);
 }
@@ -976,13 +978,71 @@ load_secrets (struct runner_config *c, const struct loader *L, bvm_error_t *err)
   return get_path (&c->secrets.master_key, L, o, "secrets", "master_key", def_key, err);
 }
 
+#define SRV(k, min, max, def) { #k, offsetof (struct config_serve, k), (min), (max), (def) }
+
+static int
+load_serve (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const char *const keys[] = { "name",          "concurrency",   "lease_seconds",
+                                      "max_attempts",  "grace_seconds", "metrics", NULL };
+  static const struct u64_field fields[] = {
+    SRV (concurrency, 0, 1024, 0),
+    SRV (lease_seconds, 1, 86400, 60),
+    SRV (max_attempts, 1, 100, 3),
+    SRV (grace_seconds, 0, SPEC_TIMEOUT_MAX, 900),
+  };
+  const json_t *o = NULL;
+  const char *s = NULL;
+  int ret;
+
+  ret = get_section (&o, L, "serve", keys, err);
+  for (size_t i = 0; ret == 0 && i < ARRAY_SIZE (fields); i++)
+    {
+      uint64_t *dst = (uint64_t *) ((char *) &c->serve + fields[i].off);
+      *dst = fields[i].def;
+      if (o != NULL)
+        ret = wrapped (jsonx_get_u64 (dst, o, fields[i].key, false, fields[i].min, fields[i].max,
+                                      "serve", err),
+                       L, err);
+    }
+  if (ret < 0)
+    return ret;
+  if (o != NULL && json_object_get (o, "name") != NULL && !json_is_null (json_object_get (o, "name")))
+    {
+      ret = wrapped (jsonx_get_str (&s, o, "name", true, 128, "serve", err), L, err);
+      if (ret < 0)
+        return ret;
+      for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')
+              || strchr ("._:@-", *p)))
+          return bad_value (err, L->what, "serve.name", "may only hold letters, digits and ._:@-",
+                            s);
+      if (*s == '\0')
+        return bad_value (err, L->what, "serve.name", "is empty", s);
+      if ((c->serve.name = strdup (s)) == NULL)
+        return nomem (err);
+    }
+  if (o != NULL && json_object_get (o, "metrics") != NULL
+      && !json_is_null (json_object_get (o, "metrics")))
+    {
+      ret = wrapped (jsonx_get_str (&s, o, "metrics", true, 64, "serve", err), L, err);
+      if (ret < 0)
+        return ret;
+      if (strchr (s, ':') == NULL)
+        return bad_value (err, L->what, "serve.metrics", "must be HOST:PORT", s);
+      if ((c->serve.metrics = strdup (s)) == NULL)
+        return nomem (err);
+    }
+  return 0;
+}
+
 int
 config_load (struct runner_config **out, const char *path, bvm_error_t *err)
 {
   static const char *const keys[] = { "home",      "work_dir", "log_dir", "cache_dir",
                                       "state_dir", "artifacts", "registry", "images",
                                       "vm",        "limits",   "defaults", "policies",
-                                      "queue",     "secrets",  NULL };
+                                      "queue",     "secrets",  "serve",   NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
   cleanup_free char *what = NULL;
@@ -1040,6 +1100,8 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
     ret = load_policies (c, &L, err);
   if (ret == 0)
     ret = load_secrets (c, &L, err);
+  if (ret == 0)
+    ret = load_serve (c, &L, err);
   if (ret < 0)
     return ret;
   *out = steal_pointer (&c);
@@ -1123,6 +1185,7 @@ config_to_json (const struct runner_config *c)
   json_t *reg = json_object (), *img = json_object (), *vm = json_object ();
   json_t *lim = json_object (), *def = json_object (), *pol = json_object ();
   json_t *sec = json_object ();
+  json_t *srv = json_object ();
   json_t *tags = json_array ();
   int r = 0;
 
@@ -1131,6 +1194,7 @@ config_to_json (const struct runner_config *c)
       json_decref (reg), json_decref (img), json_decref (vm);
       json_decref (lim), json_decref (def), json_decref (pol), json_decref (tags);
       json_decref (sec);
+      json_decref (srv);
       return NULL;
     }
   /* set_new takes the references even on failure (and fails on NULL) */
@@ -1141,6 +1205,7 @@ config_to_json (const struct runner_config *c)
   r |= json_object_set_new (o, "defaults", def);
   r |= json_object_set_new (o, "policies", pol);
   r |= json_object_set_new (o, "secrets", sec);
+  r |= json_object_set_new (o, "serve", srv);
   if (reg != NULL)
     r |= json_object_set_new (reg, "extra_tags", tags);
   else
@@ -1183,6 +1248,13 @@ config_to_json (const struct runner_config *c)
   r |= set_s (pol, "boundary", c->policies.boundary);
   r |= set_s (sec, "dir", c->secrets.dir);
   r |= set_s (sec, "master_key", c->secrets.master_key);
+  r |= json_object_set_new (srv, "name", c->serve.name ? json_string (c->serve.name) : json_null ());
+  r |= set_u (srv, "concurrency", c->serve.concurrency);
+  r |= set_u (srv, "lease_seconds", c->serve.lease_seconds);
+  r |= set_u (srv, "max_attempts", c->serve.max_attempts);
+  r |= set_u (srv, "grace_seconds", c->serve.grace_seconds);
+  r |= json_object_set_new (srv, "metrics",
+                            c->serve.metrics ? json_string (c->serve.metrics) : json_null ());
   if (r != 0)
     return NULL;
   return steal_pointer (&o);

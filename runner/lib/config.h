@@ -104,6 +104,17 @@ struct config_secrets
   char *master_key; /* its master key: 32 random bytes, mode 0600 */
 };
 
+/* `buildvm serve`: the daemon's own settings */
+struct config_serve
+{
+  char *name;             /* the runner's queue consumer name; NULL: "<host>-<uid>" */
+  uint64_t concurrency;   /* jobs at once; 0: what the cores and memory allow */
+  uint64_t lease_seconds; /* every runner on one queue must agree */
+  uint64_t max_attempts;  /* a job is dead-lettered rather than start attempt N+1 */
+  uint64_t grace_seconds; /* SIGTERM: how long running jobs may take to finish */
+  char *metrics;          /* "127.0.0.1:PORT" for /metrics and /healthz, or NULL */
+};
+
 struct runner_config
 {
   char *path; /* the file it was loaded from, or NULL for defaults only */
@@ -121,6 +132,7 @@ struct runner_config
   struct config_defaults defaults;
   struct config_policies policies;
   struct config_secrets secrets;
+  struct config_serve serve;
   char *queue; /* as written, validated */
   enum config_queue_kind queue_kind;
 };
