@@ -1,6 +1,7 @@
 /* pipeline.c - one deploy request end to end, see pipeline.h */
 #include "pipeline.h"
 #include "digest.h"
+#include "fault.h"
 #include "fs.h"
 #include "gitsrc.h"
 #include "guest.h"
@@ -211,6 +212,7 @@ static void
 on_vm_started (void *opaque, pid_t pid)
 {
   struct run *r = opaque;
+  fault_point ("build");
   if (r->o->vm_started)
     r->o->vm_started (r->o->opaque, pid);
 }
@@ -220,6 +222,7 @@ phase_begin (struct run *r, const char *name)
 {
   r->phase = name;
   r->phase_t0 = now_ms ();
+  fault_point (name);
   if (r->o->phase)
     r->o->phase (r->o->opaque, name);
 }
@@ -1173,11 +1176,13 @@ phase_push (struct run *r, bvm_error_t *err)
                             config_path, NULL, err);
   if (ret < 0)
     return bvm_error_wrap (err, "pushing the image config");
+  fault_point ("after-blobs");
   /* the manifest by digest: complete and addressable, but no tag moves yet */
   ret = registry_manifest_put (r->reg, r->dest_repo, r->manifest_digest, OCI_MEDIA_MANIFEST,
                                r->manifest_json, r->manifest_len, NULL, err);
   if (ret < 0)
     return bvm_error_wrap (err, "pushing the manifest");
+  fault_point ("after-manifest");
   registry_get_stats (r->reg, &st);
   note (r, "push: %llu blob(s) uploaded (%llu bytes), %llu mounted, %llu requests",
         (unsigned long long) st.blobs_uploaded, (unsigned long long) st.bytes_uploaded,
@@ -1249,6 +1254,7 @@ phase_tag (struct run *r, bvm_error_t *err)
     note (r, "tag: %s", ref ? ref : "");
     free (ref);
   }
+  fault_point ("after-tag");
   return 0;
 }
 
@@ -1473,6 +1479,8 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   if (!(ret < 0 && bvm_error_get_code (err) == BVM_E_FENCED))
     {
       ret2 = write_record (r, &cleanup_err);
+      if (ret2 == 0)
+        fault_point ("after-record");
       if (ret2 < 0)
         {
           if (ret == 0)

@@ -117,3 +117,35 @@ pl_tag_exists () {
 
 # pl_record ID: the job record's path
 pl_record () { echo "$BUILDVM_HOME/state/jobs/$1.json"; }
+
+# --- daemon helpers -----------------------------------------------------------------
+
+# sv_app DIR [STEP]: a minimal-profile app whose one step is STEP (default a
+# short echo), with an image; prints its commit
+sv_app () {
+    mkdir -p "$1"
+    jq -n --arg step "${2:-echo built}" '{profile: "minimal", steps: [$step], image: {from: "."}}' >"$1/buildvm.json"
+    pl_repo "$1"
+}
+
+# sv_start NAME [ARGS...]: start `buildvm serve` in the background with
+# $CONFIG; its pid in SV_PID_<NAME>, its log in $T/serve-NAME.log
+sv_start () {
+    local name=$1; shift
+    "$BUILDVM" serve --config "$CONFIG" --name "$name" "$@" >"$T/serve-$name.log" 2>&1 &
+    eval "SV_PID_${name//-/_}=$!"
+}
+
+# sv_wait_done COUNT [SECONDS]: wait until COUNT jobs are done or dead
+sv_wait_done () {
+    local want=$1 deadline=$(( $(date +%s) + ${2:-120} )) n
+    while :; do
+        n=$("$BUILDVM" jobs --config "$CONFIG" --json 2>/dev/null | jq '(.done | length) + (.dead | length)' || echo 0)
+        [ "$n" -ge "$want" ] && return 0
+        [ "$(date +%s)" -lt "$deadline" ] || { "$BUILDVM" jobs --config "$CONFIG"; return 1; }
+        sleep 0.3
+    done
+}
+
+# sv_state JOB: the job's state on the queue
+sv_state () { "$BUILDVM" status --config "$CONFIG" --json "$1" 2>/dev/null | jq -r '.queue.state // "none"'; }
