@@ -292,7 +292,7 @@ cg_mount (char *out, size_t size, const char *ctrl)
 
   if (f == NULL)
     return -1;
-  while (ret < 0 && fgets (line, sizeof line, f))
+  while (ret == -1 && fgets (line, sizeof line, f))
     {
       char *sep = strstr (line, " - "), *save = NULL, *tok, *mnt = NULL, *fstype, *opts;
       int k = 0;
@@ -316,7 +316,7 @@ cg_mount (char *out, size_t size, const char *ctrl)
         continue;
       if (ctrl == NULL ? strcmp (fstype, "cgroup2") == 0
                        : (strcmp (fstype, "cgroup") == 0 && opts && has_word (opts, ctrl, ',')))
-        ret = snprintf_checked (out, size, "%s", mnt);
+        ret = snprintf_checked (out, size, "%s", mnt) < 0 ? -2 : 0;
     }
   fclose (f);
   return ret;
@@ -332,7 +332,7 @@ cg_own (char *out, size_t size, const char *ctrl)
 
   if (f == NULL)
     return -1;
-  while (ret < 0 && fgets (line, sizeof line, f))
+  while (ret == -1 && fgets (line, sizeof line, f))
     {
       char *c1 = strchr (line, ':'), *c2 = c1 ? strchr (c1 + 1, ':') : NULL;
       size_t n;
@@ -343,7 +343,7 @@ cg_own (char *out, size_t size, const char *ctrl)
       if (n > 0 && c2[n] == '\n')
         c2[n] = '\0';
       if (ctrl == NULL ? (strcmp (line, "0:") == 0 && c1[1] == '\0') : has_word (c1 + 1, ctrl, ','))
-        ret = snprintf_checked (out, size, "%s", c2 + 1);
+        ret = snprintf_checked (out, size, "%s", c2 + 1) < 0 ? -2 : 0;
     }
   fclose (f);
   return ret;
@@ -848,8 +848,6 @@ jail_prepare (struct jail **out, const struct jail_opts *o, bvm_error_t *err)
   int ret;
 
   settings_resolve (&s, o->settings);
-  if (o->name == NULL || !name_ok (o->name))
-    return bvm_error_code (err, BVM_E_INVALID, 0, "a jail needs a name of [A-Za-z0-9._-]{1,64}");
   if (o->dir == NULL || o->dir[0] != '/' || strlen (o->dir) > PATH_MAX / 2)
     return bvm_error_code (err, BVM_E_INVALID, 0, "a jail needs an absolute directory");
   j = calloc (1, sizeof *j);
@@ -857,7 +855,13 @@ jail_prepare (struct jail **out, const struct jail_opts *o, bvm_error_t *err)
     return bvm_error (err, ENOMEM, "jail");
   j->lock_fd = -1;
   j->pids_max = o->pids_max ? o->pids_max : JAIL_NPROC;
-  j->name = strdup (o->name);
+  /* the name only shows in messages: keep it short and printable */
+  if (asprintf (&j->name, "%.64s", o->name && *o->name ? o->name : "vm") < 0)
+    j->name = NULL;
+  for (char *p = j->name; p && *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')
+          || *p == '.' || *p == '-'))
+      *p = '_';
   j->dir = strdup (o->dir);
   if (j->name == NULL || j->dir == NULL)
     {
@@ -1099,8 +1103,7 @@ struct child_ctx
 {
   const struct jail *j;
   char *const *argv;
-  const char *exec_path; /* inside the jail; NULL: exec_fd */
-  int exec_fd;
+  const char *exec_path; /* inside the jail */
   int stdio[3];
   int err_wr, err_rd, sync_rd, sync_wr;
   bool new_session;
@@ -1186,7 +1189,7 @@ jail_child (const struct child_ctx *c)
 {
   const struct jail *j = c->j;
   int efd = c->err_wr;
-  int want[6], moved[6];
+  int want[5], moved[5];
   char *const env[] = { (char *) "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
   struct __user_cap_header_struct caph = { _LINUX_CAPABILITY_VERSION_3, 0 };
   struct __user_cap_data_struct capd[2];
@@ -1216,15 +1219,14 @@ jail_child (const struct child_ctx *c)
     child_fail (efd, ST_PDEATHSIG, -1);
   umask (022);
 
-  /* stdio onto 0..2, the error pipe onto 3, the sync pipe onto 4, the
-   * binary onto 5; everything out of the way first (a source may be 0..5) */
+  /* stdio onto 0..2, the error pipe onto 3, the sync pipe onto 4;
+   * everything out of the way first (a source may be 0..4) */
   null = open ("/dev/null", O_RDWR | O_CLOEXEC);
   for (int i = 0; i < 3; i++)
     want[i] = c->stdio[i] >= 0 ? c->stdio[i] : null;
   want[3] = efd;
   want[4] = c->sync_rd;
-  want[5] = c->exec_fd;
-  for (int i = 0; i < 6; i++)
+  for (int i = 0; i < 5; i++)
     {
       moved[i] = -1;
       if (want[i] < 0)
@@ -1233,11 +1235,11 @@ jail_child (const struct child_ctx *c)
       if (moved[i] < 0)
         child_fail (efd, ST_SETUP, -1);
     }
-  for (int i = 0; i < 6; i++)
+  for (int i = 0; i < 5; i++)
     if (moved[i] >= 0 && dup3 (moved[i], i, i < 3 ? 0 : O_CLOEXEC) < 0)
       child_fail (efd, ST_SETUP, -1);
   efd = 3;
-  close_from (6);
+  close_from (5);
   if (c->new_session && setsid () < 0)
     child_fail (efd, ST_SESSION, -1);
 
@@ -1320,10 +1322,7 @@ jail_child (const struct child_ctx *c)
     child_fail (efd, ST_NNP, -1);
   if (prctl (PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
     child_fail (efd, ST_SECCOMP, -1);
-  if (c->exec_path != NULL)
-    execve (c->exec_path, c->argv, env);
-  else
-    syscall (SYS_execveat, 5, "", c->argv, env, AT_EMPTY_PATH);
+  execve (c->exec_path, c->argv, env);
   child_fail (efd, ST_EXEC, -1);
 }
 
@@ -1354,7 +1353,6 @@ jail_spawn (pid_t *out, struct jail *j, const char *const *argv, const struct pr
 {
   cleanup_free char *prog = NULL;
   cleanup_free char *real = NULL;
-  cleanup_close int exec_fd = -1;
   struct child_ctx c;
   struct child_report rep;
   int ep[2] = { -1, -1 }, sp[2] = { -1, -1 };
@@ -1373,12 +1371,24 @@ jail_spawn (pid_t *out, struct jail *j, const char *const *argv, const struct pr
   if (real == NULL)
     return bvm_error (err, errno, "`%s`", prog);
   memset (&c, 0, sizeof c);
-  /* /usr is at the same place inside; a binary elsewhere is executed from a
-   * descriptor opened here (its libraries must still come from /usr) */
+  /* /usr is at the same place inside. A VMM installed elsewhere (or a
+   * stand-in script in a test) is bound read-only at /vmm/NAME and run from
+   * there; a script's interpreter still comes from /usr. */
   if (strncmp (real, "/usr/", 5) == 0)
     c.exec_path = real;
-  else if ((exec_fd = open (real, O_PATH | O_CLOEXEC)) < 0)
-    return bvm_error (err, errno, "open `%s`", real);
+  else
+    {
+      const char *base = strrchr (real, '/') + 1;
+      char in_jail[96];
+      struct op *op;
+
+      snprintf (in_jail, sizeof in_jail, "/vmm/%s", name_ok (base) ? base : "vmm");
+      if (plan_mkdir (j, "/vmm", 0755, err) < 0
+          || plan_bind (j, in_jail, real, true, MS_RDONLY | MS_NOSUID | MS_NODEV, err) < 0)
+        return -1;
+      op = &j->ops[j->n_ops - 1];
+      c.exec_path = op->in_jail;
+    }
   if (pipe2 (ep, O_CLOEXEC) < 0 || pipe2 (sp, O_CLOEXEC) < 0)
     {
       ret = bvm_error (err, errno, "pipe");
@@ -1389,7 +1399,6 @@ jail_spawn (pid_t *out, struct jail *j, const char *const *argv, const struct pr
     }
   c.j = j;
   c.argv = (char *const *) argv;
-  c.exec_fd = exec_fd;
   c.stdio[0] = fds->stdin_fd;
   c.stdio[1] = fds->stdout_fd;
   c.stdio[2] = fds->stderr_fd;

@@ -97,7 +97,7 @@ int jail_decide (bool *use, const struct jail_settings *s, bvm_error_t *err);
 
 struct jail_opts
 {
-  const char *name;   /* for error messages and the hostname; [A-Za-z0-9._-]{1,64} */
+  const char *name;   /* for error messages (shown sanitized, at most 64 bytes) */
   const char *dir;    /* the root's mount point on the host: created (must not exist),
                        * removed by jail_destroy; put it in the job's work directory */
   const struct jail_settings *settings; /* uid range and lock directory; NULL: defaults */
@@ -132,7 +132,9 @@ int jail_expose (struct jail *j, const char *host_path, const char *name, unsign
 /* The in-jail path of an exposed host path ("/vm/rootfs.ext4"), or NULL. */
 const char *jail_path (const struct jail *j, const char *host_path);
 
-/* Start argv[0] (looked up in PATH; it must be an ELF binary) in the jail,
+/* Start argv[0] (looked up in PATH) in the jail: a program under /usr runs
+ * from the jail's /usr, one elsewhere is bound read-only at /vmm/NAME first
+ * (its libraries, or a script's interpreter, must come from /usr). It runs
  * with stdin/stdout/stderr from fds->stdin_fd/stdout_fd/stderr_fd (-1:
  * /dev/null) and nothing else; its own session when fds->new_session. The
  * child always gets PR_SET_PDEATHSIG(SIGKILL); fds->pre_exec is not
