@@ -3,6 +3,7 @@
 #include "fs.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -76,6 +77,8 @@ struct jail
   gid_t gid;
   int lock_fd;
   char *lock_path;
+  uint32_t uid_first, uid_count; /* the range, for reaping stale cgroups */
+  char *lock_dir;
   uint64_t pids_max;
   uint64_t fsize; /* RLIMIT_FSIZE */
   struct op ops[JAIL_OPS_MAX];
@@ -187,6 +190,38 @@ settings_resolve (struct jail_settings *out, const struct jail_settings *s)
 
 /* --- uids: one flock per uid in a host-wide directory ------------------------- */
 
+/* Take the lock of `uid` when it is free: 1 taken (*fd set), 0 held by a
+ * live job, <0 an error (errno). */
+static int
+uid_try (int *fd_out, char *path, size_t size, const char *lock_dir, uint32_t uid)
+{
+  struct stat a, b;
+  int fd;
+
+  if (snprintf_checked (path, size, "%s/%u", lock_dir, uid) < 0)
+    return -1;
+  fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0)
+    return -1;
+  if (flock (fd, LOCK_EX | LOCK_NB) < 0)
+    {
+      int e = errno;
+      close (fd);
+      errno = e;
+      return e == EWOULDBLOCK ? 0 : -1;
+    }
+  /* A holder unlinks its file before it lets go of the lock, so a lock
+   * taken on a file that is no longer (or no longer this file) at `path`
+   * holds nothing: someone else may lock the new file. */
+  if (fstat (fd, &a) < 0 || lstat (path, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+    {
+      close (fd);
+      return 0;
+    }
+  *fd_out = fd;
+  return 1;
+}
+
 static int
 uid_take (struct jail *j, const struct jail_settings *s, bvm_error_t *err)
 {
@@ -209,31 +244,13 @@ uid_take (struct jail *j, const struct jail_settings *s, bvm_error_t *err)
     {
       uint32_t uid = s->uid_first + (start + i) % s->uid_count;
       char path[PATH_MAX];
-      struct stat a, b;
-      int fd;
+      int fd = -1;
 
-      if (snprintf_checked (path, sizeof path, "%s/%u", s->lock_dir, uid) < 0)
-        return bvm_error (err, ENAMETOOLONG, "jail uid lock in `%s`", s->lock_dir);
-      fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-      if (fd < 0)
-        return bvm_error (err, errno, "open the jail uid lock `%s`", path);
-      if (flock (fd, LOCK_EX | LOCK_NB) < 0)
-        {
-          int e = errno;
-          close (fd);
-          if (e == EWOULDBLOCK)
-            continue; /* a live job has it */
-          return bvm_error (err, e, "lock `%s`", path);
-        }
-      /* A holder unlinks its file before it lets go of the lock, so a lock
-       * taken on a file that is no longer (or no longer this file) at `path`
-       * holds nothing: someone else may lock the new file. */
-      if (fstat (fd, &a) < 0 || lstat (path, &b) < 0 || a.st_ino != b.st_ino
-          || a.st_dev != b.st_dev)
-        {
-          close (fd);
-          continue;
-        }
+      ret = uid_try (&fd, path, sizeof path, s->lock_dir, uid);
+      if (ret < 0)
+        return bvm_error (err, errno, "the jail uid lock `%s/%u`", s->lock_dir, uid);
+      if (ret == 0)
+        continue; /* a live job has it */
       j->lock_path = strdup (path);
       if (j->lock_path == NULL)
         {
@@ -420,6 +437,38 @@ cg_rmdir (const char *dir)
   return -EBUSY;
 }
 
+/* Remove the leaves under `up` left by runners that died (SIGKILL, power)
+ * with a uid of our range: a leaf whose uid lock is free has no owner. The
+ * lock is taken for the removal, so a job that takes the uid meanwhile
+ * waits for us instead of losing its fresh cgroup; rmdir refuses a leaf
+ * that still has processes. */
+static void
+cg_reap (const struct jail *j, const char *up)
+{
+  DIR *d = opendir (up);
+  struct dirent *de;
+
+  if (d == NULL)
+    return;
+  while ((de = readdir (d)) != NULL)
+    {
+      char leaf[PATH_MAX], lock[PATH_MAX];
+      uint32_t uid;
+      int fd = -1;
+
+      if (de->d_type != DT_DIR || parse_u32 (de->d_name, &uid) < 0 || uid == j->uid
+          || uid < j->uid_first || uid - j->uid_first >= j->uid_count
+          || snprintf_checked (leaf, sizeof leaf, "%s/%s", up, de->d_name) < 0)
+        continue;
+      if (uid_try (&fd, lock, sizeof lock, j->lock_dir, uid) != 1)
+        continue;
+      rmdir (leaf);
+      unlink (lock);
+      close (fd);
+    }
+  closedir (d);
+}
+
 /* <base>/buildvm/<uid>: the job's cgroup under the runner's own, so that
  * whatever limits the runner lives under bind its VMMs too. The name is the
  * uid, which the lock makes ours: a leftover of the same name can only be a
@@ -448,6 +497,7 @@ cg_make (struct jail *j, const char *base, const char *ctrl, bool v2)
       note (j, "%s: mkdir `%s`: %s", ctrl, up, strerror (errno));
       return -1;
     }
+  cg_reap (j, up);
   if (v2)
     {
       static const char *const all[] = { "+memory", "+pids", "+cpu" };
@@ -874,6 +924,14 @@ jail_prepare (struct jail **out, const struct jail_opts *o, bvm_error_t *err)
       goto fail;
     }
   j->dir_made = true;
+  j->uid_first = s.uid_first;
+  j->uid_count = s.uid_count;
+  j->lock_dir = strdup (s.lock_dir);
+  if (j->lock_dir == NULL)
+    {
+      ret = bvm_error (err, ENOMEM, "jail");
+      goto fail;
+    }
   if ((ret = uid_take (j, &s, err)) < 0 || (ret = filter_build (j, err)) < 0
       || (ret = plan_base (j, err)) < 0)
     goto fail;
@@ -1041,6 +1099,7 @@ jail_destroy (struct jail *j)
       free (j->files[i].in_jail);
     }
   free (j->lock_path);
+  free (j->lock_dir);
   free (j->bpf);
   free (j->name);
   free (j->dir);
@@ -1082,7 +1141,7 @@ static const char *const stage_names[] = {
   [ST_OLDROOT] = "detaching the old root",
   [ST_READONLY] = "making the root read-only",
   [ST_HOSTNAME] = "sethostname",
-  [ST_STDIO] = "handing the stdio pipes to the job's uid",
+  [ST_STDIO] = "setting up stdin, stdout and stderr",
   [ST_RLIMIT] = "setrlimit",
   [ST_CAPS] = "dropping capabilities",
   [ST_CREDS] = "changing to the job's uid and gid",
@@ -1276,6 +1335,16 @@ jail_child (const struct child_ctx *c)
     child_fail (efd, ST_READONLY, -1);
   if (sethostname ("buildvm", 7) < 0)
     child_fail (efd, ST_HOSTNAME, -1);
+  /* stdio that was /dev/null: the jail's own, not a reference into the host's
+   * mount tree */
+  for (int fd = 0; fd < 3; fd++)
+    if (c->stdio[fd] < 0)
+      {
+        int n0 = open ("/dev/null", O_RDWR | O_CLOEXEC);
+        if (n0 < 0 || dup2 (n0, fd) < 0)
+          child_fail (efd, ST_STDIO, fd);
+        close (n0);
+      }
 
   /* A pipe belongs to the runner (root, 0600): reopening it through
    * /proc/self/fd/N - QEMU opens /dev/stderr for the kernel console - would

@@ -172,6 +172,56 @@ test_uid_across_processes (void **state)
   close (go[0]), close (go[1]), close (ready[0]), close (ready[1]);
 }
 
+/* A runner killed with its jail leaves its cgroups; the next jail of the
+ * same uid range removes those whose uid lock is free. */
+static void
+test_stale_cgroups (void **state)
+{
+  bvm_error_t err = NULL;
+  struct jail *p0, *p1;
+  char up[700], stale[3][760];
+  const char *const *cg;
+  uid_t u0, u1;
+  (void) state;
+
+  if (!need_root ())
+    skip ();
+  p0 = prepare ("p0", 3, &err);
+  assert_non_null (p0);
+  cg = jail_cgroups (p0);
+  if (cg[0] == NULL)
+    {
+      print_message ("SKIP: no cgroups here: %s\n", jail_cgroup_note (p0));
+      jail_destroy (p0);
+      skip ();
+    }
+  u0 = jail_uid (p0);
+  snprintf (up, sizeof up, "%s", cg[0]);
+  *strrchr (up, '/') = '\0';
+  /* leftovers of dead runners for the two other uids of the range */
+  for (unsigned i = 0; i < 3; i++)
+    {
+      snprintf (stale[i], sizeof stale[i], "%s/%u", up, T_UID_FIRST + i);
+      if (T_UID_FIRST + i != u0)
+        assert_int_equal (mkdir (stale[i], 0755), 0);
+    }
+  p1 = prepare ("p1", 3, &err);
+  assert_non_null (p1);
+  u1 = jail_uid (p1);
+  for (unsigned i = 0; i < 3; i++)
+    {
+      uid_t u = T_UID_FIRST + i;
+      /* ours (p0's, p1's) exist; the third was reaped */
+      if (exists ("%s", stale[i]) != (u == u0 || u == u1))
+        fail_msg ("cgroup `%s`: expected %s", stale[i], u == u0 || u == u1 ? "present" : "reaped");
+    }
+  jail_destroy (p1);
+  jail_destroy (p0);
+  for (unsigned i = 0; i < 3; i++)
+    assert_false (exists ("%s", stale[i]));
+  assert_false (exists ("%s/%u", locks, T_UID_FIRST + 0));
+}
+
 static void
 test_decide (void **state)
 {
@@ -806,6 +856,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown (test_uid_allocation, setup, teardown),
     cmocka_unit_test_setup_teardown (test_uid_across_processes, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_stale_cgroups, setup, teardown),
     cmocka_unit_test_setup_teardown (test_decide, setup, teardown),
     cmocka_unit_test_setup_teardown (test_spawn_inspect, setup, teardown),
     cmocka_unit_test_setup_teardown (test_two_jobs, setup, teardown),
