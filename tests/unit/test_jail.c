@@ -811,6 +811,26 @@ test_dies_with_runner (void **state)
     }
   close (p[0]);
   close (p[1]);
+  /* the dead runner's cgroups go with the next jail of the range */
+  {
+    bvm_error_t err = NULL;
+    struct jail *j = prepare ("next", 8, &err);
+    char ups[JAIL_LAYERS_MAX][700];
+    const char *const *cg;
+    size_t n = 0;
+
+    assert_non_null (j);
+    for (cg = jail_cgroups (j); cg[n] != NULL; n++)
+      {
+        snprintf (ups[n], sizeof ups[n], "%s", cg[n]);
+        *strrchr (ups[n], '/') = '\0';
+      }
+    jail_destroy (j);
+    for (size_t i = 0; i < n; i++)
+      for (unsigned u = 0; u < 8; u++)
+        if (exists ("%s/%u", ups[i], T_UID_FIRST + u))
+          fail_msg ("cgroup `%s/%u` is left", ups[i], T_UID_FIRST + u);
+  }
 }
 
 static void
