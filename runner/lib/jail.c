@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #define JAIL_NS_FLAGS (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)
-#define JAIL_OPS_MAX 48
+#define JAIL_OPS_MAX 64
 #define JAIL_FILES_MAX 16
 #define JAIL_CG_MAX 4
 #define MIB (UINT64_C (1) << 20)
@@ -477,7 +477,6 @@ static int
 cg_make (struct jail *j, const char *base, const char *ctrl, bool v2)
 {
   char up[PATH_MAX], leaf[PATH_MAX];
-  int r;
 
   if (snprintf_checked (up, sizeof up, "%s/buildvm", base) < 0
       || snprintf_checked (leaf, sizeof leaf, "%s/%u", up, (unsigned) j->uid) < 0)
@@ -485,32 +484,43 @@ cg_make (struct jail *j, const char *base, const char *ctrl, bool v2)
       note (j, "%s: path too long", ctrl);
       return -1;
     }
-  if (v2 && (r = cg_write (base, "cgroup.subtree_control", "+memory +pids +cpu")) < 0)
+  /* v2: children get a controller only when the parent enables it in its
+   * subtree_control (refused with EBUSY for a non-root cgroup that has
+   * processes of its own: doctor explains) */
+  if (v2 && cg_write (base, "cgroup.subtree_control", "+memory +pids +cpu") < 0)
     {
       /* enable what we can one by one: a controller may be missing */
       static const char *const all[] = { "+memory", "+pids", "+cpu" };
       for (size_t i = 0; i < ARRAY_SIZE (all); i++)
         cg_write (base, "cgroup.subtree_control", all[i]);
     }
-  if (mkdir (up, 0755) < 0 && errno != EEXIST)
+  /* Another runner removes `up` when its last job there ends: if that
+   * happens between our two mkdirs, make it again. */
+  for (int attempt = 0;; attempt++)
     {
-      note (j, "%s: mkdir `%s`: %s", ctrl, up, strerror (errno));
-      return -1;
-    }
-  cg_reap (j, up);
-  if (v2)
-    {
-      static const char *const all[] = { "+memory", "+pids", "+cpu" };
-      for (size_t i = 0; i < ARRAY_SIZE (all); i++)
-        cg_write (up, "cgroup.subtree_control", all[i]);
-    }
-  if (mkdir (leaf, 0755) < 0)
-    {
+      if (mkdir (up, 0755) < 0 && errno != EEXIST)
+        {
+          note (j, "%s: mkdir `%s`: %s", ctrl, up, strerror (errno));
+          return -1;
+        }
+      if (attempt == 0)
+        cg_reap (j, up);
+      if (v2)
+        {
+          static const char *const all[] = { "+memory", "+pids", "+cpu" };
+          for (size_t i = 0; i < ARRAY_SIZE (all); i++)
+            cg_write (up, "cgroup.subtree_control", all[i]);
+        }
+      if (mkdir (leaf, 0755) == 0)
+        break;
+      if (errno == ENOENT && attempt < 3)
+        continue;
       if (errno != EEXIST || cg_rmdir (leaf) < 0 || mkdir (leaf, 0755) < 0)
         {
           note (j, "%s: mkdir `%s`: %s", ctrl, leaf, strerror (errno));
           return -1;
         }
+      break;
     }
   j->cg[j->n_cg] = strdup (leaf);
   j->cg_up[j->n_cg] = strdup (up);
@@ -538,11 +548,12 @@ cg_drop_last (struct jail *j)
   j->cg[j->n_cg] = j->cg_up[j->n_cg] = NULL;
 }
 
-/* Write the limits of `ctrl` into the newest leaf; on failure drop it. */
+/* Write the limits of `ctrl` into `leaf`. On failure a v1 leaf (this
+ * controller's alone) is dropped; the v2 leaf, shared by the controllers,
+ * stays with the limits that did work. */
 static void
-cg_limit (struct jail *j, const char *ctrl, bool v2, const struct jail_opts *o)
+cg_limit (struct jail *j, const char *leaf, const char *ctrl, bool v2, const struct jail_opts *o)
 {
-  const char *leaf = j->cg[j->n_cg - 1];
   char v[64];
   int r = 0;
 
@@ -578,7 +589,8 @@ cg_limit (struct jail *j, const char *ctrl, bool v2, const struct jail_opts *o)
   if (r < 0)
     {
       note (j, "%s: setting the limit in `%s`: %s", ctrl, leaf, strerror (-r));
-      cg_drop_last (j);
+      if (!v2)
+        cg_drop_last (j);
     }
 }
 
@@ -604,7 +616,7 @@ cg_setup (struct jail *j, const struct jail_opts *o)
               continue;
             }
           if (cg_make (j, base, ctrls[i], false) == 0)
-            cg_limit (j, ctrls[i], false, o);
+            cg_limit (j, j->cg[j->n_cg - 1], ctrls[i], false, o);
         }
       else
         v2_ctrls[n_v2++] = ctrls[i];
@@ -630,12 +642,13 @@ cg_setup (struct jail *j, const struct jail_opts *o)
   }
   if (n_v2 == 0 || cg_make (j, base, "cgroup v2", true) < 0)
     return;
-  for (size_t i = 0; i < n_v2 && j->n_cg > 0; i++)
+  for (size_t i = 0; i < n_v2; i++)
     {
+      const char *leaf = j->cg[j->n_cg - 1];
       /* the leaf has the controller only when the runner's cgroup could
        * delegate it: that fails (EBUSY) when the runner's cgroup has
        * processes of its own and is not the root */
-      if (!cg_has_controller (j->cg[j->n_cg - 1], v2_ctrls[i]))
+      if (!cg_has_controller (leaf, v2_ctrls[i]))
         {
           note (j, "%s: `%s` cannot delegate it (a cgroup v2 with processes cannot have "
                    "controllers for its children: run the runner in a leaf of a delegated "
@@ -643,7 +656,7 @@ cg_setup (struct jail *j, const struct jail_opts *o)
                 v2_ctrls[i], base);
           continue;
         }
-      cg_limit (j, v2_ctrls[i], true, o);
+      cg_limit (j, leaf, v2_ctrls[i], true, o);
     }
 }
 

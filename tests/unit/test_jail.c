@@ -516,7 +516,19 @@ test_spawn_inspect (void **state)
   assert_non_null (strstr (out, "io_uring_setup 1\n"));
   assert_non_null (strstr (out, "thread ok\n"));
 
-  /* from outside: /proc/PID of the jailed `sleep` (exec'd by the shell) */
+  /* from outside: /proc/PID of the jailed `sleep`, once the shell has
+   * exec'd it (READY comes just before) */
+  for (int i = 0; i < 500; i++)
+    {
+      v = status_field (pid, "Name");
+      if (strcmp (v, "sleep") == 0)
+        {
+          free (v);
+          break;
+        }
+      free (v);
+      usleep (10000);
+    }
   snprintf (p, sizeof p, "%u\t%u\t%u\t%u", (unsigned) uid, (unsigned) uid, (unsigned) uid,
             (unsigned) uid);
   assert_field (pid, "Uid", p);
