@@ -1,14 +1,18 @@
 /* cmd_doctor.c - `buildvm doctor`: what this host offers a build runner
  *
  * Reports, one line per layer, what is active and why not when it is not:
- * the accelerator, the VMM, the build VM images.
+ * the accelerator, the VMM, the build VM images, and each layer of the jail
+ * around the VMM (jail.h; docs/security.md).
  */
 #include "cli.h"
+#include "config.h"
 #include "image.h"
+#include "jail.h"
 #include "proc.h"
 #include "util.h"
 #include "vm.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,40 +20,94 @@
 static void
 usage (FILE *out)
 {
-  fprintf (out, "usage: buildvm doctor [--accel]\n"
+  fprintf (out, "usage: buildvm doctor [--config FILE] [--accel]\n"
                 "\n"
                 "Report which isolation layers and components this host provides.\n"
-                "  --accel   print only the accelerator `auto` picks (kvm or tcg)\n");
+                "  --config FILE  runner configuration (its `jail` section; default: built-in)\n"
+                "  --accel        print only the accelerator `auto` picks (kvm or tcg)\n"
+                "\n"
+                "exit status: 0 when everything needed works, 1 otherwise.\n");
 }
 
 static void
 line (const char *state, const char *what, const char *detail)
 {
-  printf ("%-5s %-24s %s\n", state, what, detail);
+  printf ("%-5s %-22s %s\n", state, what, detail);
+}
+
+/* The jail, layer by layer. Missing layers are problems only when the jail
+ * is wanted: `on`, or `auto` as root (as a non-root `auto` runner they are
+ * notes: it runs VMMs unjailed, by design, and says so). */
+static int
+report_jail (const struct runner_config *cfg)
+{
+  struct jail_settings s = { 0 };
+  struct jail_report rep;
+  bool wanted;
+
+  if (cfg != NULL)
+    {
+      s.mode = cfg->jail.mode;
+      s.uid_first = cfg->jail.uid_first;
+      s.uid_count = cfg->jail.uid_count;
+      s.lock_dir = cfg->jail.lock_dir;
+    }
+  wanted = s.mode == JAIL_MODE_ON || (s.mode == JAIL_MODE_AUTO && jail_available (NULL, 0));
+  jail_probe (&rep, &s);
+  for (size_t i = 0; i < rep.n; i++)
+    {
+      char what[64];
+      snprintf (what, sizeof what, "jail %s", rep.layers[i].name);
+      if (i == 0)
+        snprintf (what, sizeof what, "jail");
+      line (rep.layers[i].active ? "ok" : wanted ? "FAIL" : "note", what, rep.layers[i].detail);
+    }
+  /* cgroups are best effort by design: a host without them is a note */
+  {
+    int problems = 0;
+    for (size_t i = 0; wanted && i < rep.n; i++)
+      problems += !rep.layers[i].active && strncmp (rep.layers[i].name, "cgroup", 6) != 0;
+    return problems;
+  }
 }
 
 int
 cmd_doctor (int argc, char **argv)
 {
+  static const struct option opts[] = {
+    { "config", required_argument, NULL, 'c' },
+    { "accel", no_argument, NULL, 'a' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
   char why[256], detail[1024];
   enum vm_accel accel;
   bvm_error_t err = NULL;
   cleanup_free char *qemu = NULL, *images = NULL;
-  int problems = 0;
+  const char *config_path = NULL;
+  struct runner_config *cfg = NULL;
+  bool accel_only = false;
+  int problems = 0, c;
 
-  if (argc > 1 && (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0))
-    {
-      usage (stdout);
-      return 0;
-    }
+  optind = 1;
+  while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1)
+    switch (c)
+      {
+      case 'c': config_path = optarg; break;
+      case 'a': accel_only = true; break;
+      case 'h': usage (stdout); return 0;
+      default: return cli_usage ("doctor", "unknown option");
+      }
+  if (optind < argc)
+    return cli_usage ("doctor", "unknown argument `%s`", argv[optind]);
   accel = vm_accel_detect (why, sizeof why);
-  if (argc > 1 && strcmp (argv[1], "--accel") == 0)
+  if (accel_only)
     {
       printf ("%s\n", vm_accel_name (accel));
       return 0;
     }
-  if (argc > 1)
-    return cli_usage ("doctor", "unknown argument `%s`", argv[1]);
+  if (config_path != NULL && config_load (&cfg, config_path, &err) < 0)
+    return cli_fail ("doctor", &err, 2);
 
   if (accel == VM_ACCEL_KVM)
     line ("ok", "accelerator", "kvm: hardware virtualization works");
@@ -97,5 +155,7 @@ cmd_doctor (int argc, char **argv)
             }
         }
     }
+  problems += report_jail (cfg);
+  config_free (cfg);
   return problems ? 1 : 0;
 }

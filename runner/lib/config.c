@@ -573,6 +573,7 @@ config_free (struct runner_config *c)
   free (c->secrets.master_key);
   free (c->serve.name);
   free (c->serve.metrics);
+  free (c->jail.lock_dir);
   free (c->queue);
   free (c);
 }
@@ -1036,13 +1037,75 @@ load_serve (struct runner_config *c, const struct loader *L, bvm_error_t *err)
   return 0;
 }
 
+/* --- jail (self-contained: jail.h, docs/security.md) -------------------------------- */
+
+#define JAIL_UID_COUNT_MAX (UINT32_C (1) << 24)
+
+static int
+load_jail (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const char *const keys[] = { "enabled", "uid_range", "lock_dir", NULL };
+  const json_t *o = NULL;
+  json_t *range = NULL;
+  cleanup_free char *mode = NULL;
+  int ret;
+
+  ret = get_section (&o, L, "jail", keys, err);
+  if (ret == 0)
+    ret = get_string (&mode, L, o, "jail", "enabled", "auto", 4096, err);
+  if (ret < 0)
+    return ret;
+  if (jail_mode_parse (&c->jail.mode, mode) < 0)
+    return bad_value (err, L->what, "jail.enabled", "must be `auto`, `on` or `off`", mode);
+
+  c->jail.uid_first = JAIL_UID_FIRST_DEFAULT;
+  c->jail.uid_count = JAIL_UID_COUNT_DEFAULT;
+  if (o != NULL
+      && (ret = wrapped (jsonx_get_typed (&range, o, "uid_range", JSON_ARRAY, false, "jail", err),
+                         L, err))
+             < 0)
+    return ret;
+  if (range != NULL)
+    {
+      json_t *f = json_array_get (range, 0), *n = json_array_get (range, 1);
+      json_int_t first, count;
+
+      if (json_array_size (range) != 2 || !json_is_integer (f) || !json_is_integer (n))
+        return bad (err, L->what, "jail.uid_range", "must be [first, count]");
+      first = json_integer_value (f);
+      count = json_integer_value (n);
+      /* below 1000 are system accounts; 65534 is `nobody`, shared by many
+       * daemons; (uid_t) -1 means "no change" to setresuid */
+      if (first < 1000 || count < 1 || count > (json_int_t) JAIL_UID_COUNT_MAX
+          || first + count - 1 > (json_int_t) UINT32_MAX - 1)
+        return bad (err, L->what, "jail.uid_range",
+                    "must be [first, count] with first >= 1000, count 1 to %u, and "
+                    "first + count - 1 below 4294967295",
+                    (unsigned) JAIL_UID_COUNT_MAX);
+      if (first <= 65535 && first + count - 1 >= 65534)
+        return bad (err, L->what, "jail.uid_range",
+                    "must not contain 65534 (`nobody`) or 65535");
+      c->jail.uid_first = (uint32_t) first;
+      c->jail.uid_count = (uint32_t) count;
+    }
+  return get_path (&c->jail.lock_dir, L, o, "jail", "lock_dir", JAIL_LOCK_DIR_DEFAULT, err);
+}
+
+static json_t *
+jail_to_json (const struct config_jail *j)
+{
+  return json_pack ("{s:s, s:[I, I], s:s}", "enabled", jail_mode_name (j->mode), "uid_range",
+                    (json_int_t) j->uid_first, (json_int_t) j->uid_count, "lock_dir",
+                    j->lock_dir);
+}
+
 int
 config_load (struct runner_config **out, const char *path, bvm_error_t *err)
 {
   static const char *const keys[] = { "home",      "work_dir", "log_dir", "cache_dir",
                                       "state_dir", "artifacts", "registry", "images",
                                       "vm",        "limits",   "defaults", "policies",
-                                      "queue",     "secrets",  "serve",   NULL };
+                                      "queue",     "secrets",  "serve",   "jail",    NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
   cleanup_free char *what = NULL;
@@ -1102,6 +1165,8 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
     ret = load_secrets (c, &L, err);
   if (ret == 0)
     ret = load_serve (c, &L, err);
+  if (ret == 0)
+    ret = load_jail (c, &L, err);
   if (ret < 0)
     return ret;
   *out = steal_pointer (&c);
@@ -1255,6 +1320,7 @@ config_to_json (const struct runner_config *c)
   r |= set_u (srv, "grace_seconds", c->serve.grace_seconds);
   r |= json_object_set_new (srv, "metrics",
                             c->serve.metrics ? json_string (c->serve.metrics) : json_null ());
+  r |= json_object_set_new (o, "jail", jail_to_json (&c->jail));
   if (r != 0)
     return NULL;
   return steal_pointer (&o);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "jail.h"
 #include "job.h"
 #include "spec.h"
 
@@ -115,6 +116,15 @@ struct config_serve
   char *metrics;          /* "127.0.0.1:PORT" for /metrics and /healthz, or NULL */
 };
 
+/* The jail around every VMM (jail.h, docs/security.md): `jail` in runner.json. */
+struct config_jail
+{
+  enum jail_mode mode; /* `enabled`: "auto" | "on" | "off" */
+  uint32_t uid_first;  /* `uid_range`: [first, count] */
+  uint32_t uid_count;
+  char *lock_dir; /* `lock_dir` */
+};
+
 struct runner_config
 {
   char *path; /* the file it was loaded from, or NULL for defaults only */
@@ -133,6 +143,7 @@ struct runner_config
   struct config_policies policies;
   struct config_secrets secrets;
   struct config_serve serve;
+  struct config_jail jail;
   char *queue; /* as written, validated */
   enum config_queue_kind queue_kind;
 };

@@ -28,6 +28,8 @@ enum vm_accel
   VM_ACCEL_TCG,
 };
 
+struct jail;
+
 /* Called for every console line (without its newline, \r stripped). */
 typedef void (*vm_line_fn) (void *opaque, const char *line, size_t len);
 
@@ -53,9 +55,13 @@ struct vm_spec
   void *opaque;
   /* Polled between events: non-zero cancels the VM (signal handlers set it). */
   const volatile sig_atomic_t *cancel;
-  /* Child hook before exec (the jail). */
+  /* Child hook before exec (unjailed VMMs only). */
   int (*pre_exec) (void *opaque);
   void *pre_exec_opaque;
+  /* Run the VMM in this jail (jail.h), prepared by the caller and destroyed
+   * by it after vm_run(); NULL: unjailed. The driver exposes the kernel, the
+   * rootfs and the disks in it and gives the VMM their in-jail paths. */
+  struct jail *jail;
   /* Called once the VMM runs, with its pid (the daemon journals it). */
   void (*started) (void *opaque, pid_t pid);
 };

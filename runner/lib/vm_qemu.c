@@ -6,8 +6,13 @@
  * QEMU's stdout, which is a pipe the runner reads. QEMU's own seccomp sandbox
  * is on, denying obsolete syscalls, privilege changes, spawning processes and
  * resource-control calls.
+ *
+ * With a jail (jail.h), QEMU runs in it: the kernel and the rootfs are bound
+ * read-only, the job's disks are handed to the jail's uid, and the command
+ * line names them by their in-jail paths (/vm/...).
  */
 #include "vm.h"
+#include "jail.h"
 #include "proc.h"
 #include "util.h"
 
@@ -160,10 +165,40 @@ vm_qemu_argv (char ***argv, const struct vm_spec *spec, enum vm_accel accel, con
   return 0;
 }
 
+/* Put the VM's files into the jail and point a copy of the spec at their
+ * in-jail paths. The kernel and the rootfs are shared by every job: bound
+ * read-only, never handed over. The disks are the job's own. */
+static int
+qemu_jail_files (struct vm_spec *js, const struct vm_spec *spec, enum vm_accel accel,
+                 bvm_error_t *err)
+{
+  struct jail *j = spec->jail;
+  int ret;
+
+  if ((ret = jail_expose (j, spec->kernel, "vmlinux", JAIL_RO, err)) < 0
+      || (ret = jail_expose (j, spec->rootfs, "rootfs.ext4", JAIL_RO, err)) < 0
+      || (ret = jail_expose (j, spec->input, "input.img", JAIL_RO | JAIL_CHOWN, err)) < 0
+      || (ret = jail_expose (j, spec->output, "output.img", JAIL_RW | JAIL_CHOWN, err)) < 0
+      || (ret = jail_expose (j, spec->scratch, "scratch.img", JAIL_RW | JAIL_CHOWN, err)) < 0)
+    return bvm_error_wrap (err, "preparing the VMM's jail");
+  /* /dev/kvm is usually 0660 root:kvm: a private node owned by the job */
+  if (accel == VM_ACCEL_KVM
+      && (ret = jail_expose (j, "/dev/kvm", "kvm", JAIL_RW | JAIL_CHOWN, err)) < 0)
+    return bvm_error_wrap (err, "preparing the VMM's jail");
+  *js = *spec;
+  js->kernel = jail_path (j, spec->kernel);
+  js->rootfs = jail_path (j, spec->rootfs);
+  js->input = jail_path (j, spec->input);
+  js->output = jail_path (j, spec->output);
+  js->scratch = jail_path (j, spec->scratch);
+  return 0;
+}
+
 static int
 qemu_boot (struct vm *vm, bvm_error_t *err)
 {
   const struct vm_spec *spec = vm->spec;
+  struct vm_spec jailed;
   struct proc_opts o = PROC_OPTS_INIT;
   char **argv = NULL;
   int con[2] = { -1, -1 }, errp[2] = { -1, -1 };
@@ -173,6 +208,13 @@ qemu_boot (struct vm *vm, bvm_error_t *err)
   if (ret < 0)
     return bvm_error_wrap (err, "QEMU is needed to run build VMs (Debian package "
                                 "qemu-system-x86; `make deps`)");
+  if (spec->jail != NULL)
+    {
+      ret = qemu_jail_files (&jailed, spec, vm->accel, err);
+      if (ret < 0)
+        return ret;
+      spec = &jailed;
+    }
   ret = vm_qemu_argv (&argv, spec, vm->accel, vm->vmm_path, err);
   if (ret < 0)
     return ret;
@@ -183,9 +225,14 @@ qemu_boot (struct vm *vm, bvm_error_t *err)
     }
   o.stdout_fd = con[1];
   o.stderr_fd = errp[1];
-  o.pre_exec = spec->pre_exec;
-  o.opaque = spec->pre_exec_opaque;
-  ret = proc_spawn (&vm->pid, (const char *const *) argv, &o, err);
+  if (spec->jail != NULL)
+    ret = jail_spawn (&vm->pid, spec->jail, (const char *const *) argv, &o, err);
+  else
+    {
+      o.pre_exec = spec->pre_exec;
+      o.opaque = spec->pre_exec_opaque;
+      ret = proc_spawn (&vm->pid, (const char *const *) argv, &o, err);
+    }
   if (ret < 0)
     {
       bvm_error_wrap (err, "start QEMU");

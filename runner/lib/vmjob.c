@@ -9,12 +9,58 @@
 #include <string.h>
 #include <sys/wait.h>
 
+/* The jail's memory cgroup limit is the guest's memory plus QEMU's own: its
+ * heap, device state and I/O buffers, and under TCG a translation cache that
+ * can grow to 1 GiB. Too little would kill healthy builds; the point is only
+ * to stop a taken-over QEMU from eating the host. */
+#define JAIL_QEMU_OVERHEAD_MIB 256
+#define JAIL_TCG_CACHE_MIB 1024
+
+/* Decide, and when jailed, prepare the jail in the work directory. */
+static int
+vmjob_jail (struct jail **out, struct vmjob_result *res, const struct workdir *wd,
+            const struct vmjob_opts *o, enum vm_accel accel, bvm_error_t *err)
+{
+  struct jail_opts jo = JAIL_OPTS_INIT;
+  cleanup_free char *dir = NULL;
+  bool use = false;
+  int ret;
+
+  *out = NULL;
+  ret = jail_decide (&use, o->jail, err);
+  if (ret < 0 || !use)
+    return ret;
+  if (o->driver != NULL && strcmp (o->driver, "qemu") != 0)
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "the VMM jail supports the `qemu` driver only, not `%s`", o->driver);
+  dir = workdir_file (wd, "jail");
+  if (dir == NULL)
+    return bvm_error (err, ENOMEM, "vm job");
+  jo.name = o->name ? o->name : "vm";
+  jo.dir = dir;
+  jo.settings = o->jail;
+  jo.memory_max = ((uint64_t) o->memory_mib + JAIL_QEMU_OVERHEAD_MIB
+                   + (accel == VM_ACCEL_TCG ? JAIL_TCG_CACHE_MIB : 0))
+                  << 20;
+  /* the vCPU threads, plus one CPU for QEMU's main loop and I/O */
+  jo.cpus = o->vcpus + 1;
+  ret = jail_prepare (out, &jo, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "jailing the VMM");
+  res->jailed = true;
+  res->jail_uid = (uint32_t) jail_uid (*out);
+  snprintf (res->jail_note, sizeof res->jail_note, "%s", jail_cgroup_note (*out));
+  return 0;
+}
+
 int
 vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input_disk,
            const struct vmjob_opts *o, bvm_error_t *err)
 {
   cleanup_free char *scratch = workdir_file (wd, "scratch.img");
   struct vm_spec spec = { 0 };
+  struct jail *jail = NULL;
+  enum vm_accel accel = o->accel;
   int64_t t0 = now_ms ();
   int ret;
 
@@ -29,10 +75,19 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
   if (ret < 0)
     return ret;
   out->disks_ms = now_ms () - t0;
+  /* resolved here: the jail's memory limit depends on it */
+  if (accel == VM_ACCEL_AUTO)
+    accel = vm_accel_detect (NULL, 0);
+  ret = vmjob_jail (&jail, out, wd, o, accel, err);
+  if (ret < 0)
+    {
+      unlink (scratch);
+      return ret;
+    }
 
   spec.driver = o->driver;
   spec.vmm = o->vmm;
-  spec.accel = o->accel;
+  spec.accel = accel;
   spec.name = o->name;
   spec.kernel = o->image->kernel;
   spec.cmdline = o->image->cmdline;
@@ -56,8 +111,11 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
   spec.pre_exec = o->pre_exec;
   spec.pre_exec_opaque = o->pre_exec_opaque;
   spec.started = o->started;
+  spec.jail = jail;
 
   ret = vm_run (&spec, &out->vm, err);
+  /* the VMM is dead and reaped: its cgroups can go, and its uid */
+  jail_destroy (jail);
   unlink (scratch); /* the biggest file of a job: gone as soon as possible */
   if (ret < 0)
     return ret;

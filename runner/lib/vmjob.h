@@ -9,6 +9,7 @@
 
 #include "guest.h"
 #include "image.h"
+#include "jail.h"
 #include "vm.h"
 #include "workdir.h"
 
@@ -29,9 +30,12 @@ struct vmjob_opts
   vm_line_fn line;
   void *opaque;
   const volatile sig_atomic_t *cancel;
-  int (*pre_exec) (void *opaque);
+  int (*pre_exec) (void *opaque); /* unjailed VMMs only */
   void *pre_exec_opaque;
   void (*started) (void *opaque, pid_t pid);
+  /* The jail around the VMM (jail.h): runner.json `jail`. NULL: the
+   * defaults, i.e. jailed when the runner is root. */
+  const struct jail_settings *jail;
 };
 
 struct vmjob_result
@@ -40,6 +44,9 @@ struct vmjob_result
   struct guest_result guest;
   char *output_disk; /* in the work directory; ingest reads the tar from it */
   int64_t disks_ms;  /* creating the output and scratch disks */
+  bool jailed;       /* the VMM ran in a jail */
+  uint32_t jail_uid; /* its uid and gid */
+  char jail_note[256]; /* cgroup controllers the host did not offer, and why */
 };
 
 int vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input_disk,

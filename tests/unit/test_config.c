@@ -152,6 +152,10 @@ test_defaults_without_file (void **state)
   c = load_ok (cfg);
   assert_string_equal (c->secrets.dir, "/srv/sec");
   assert_string_equal (c->secrets.master_key, "/srv/sec/master.key");
+  assert_int_equal (c->jail.mode, JAIL_MODE_AUTO);
+  assert_int_equal (c->jail.uid_first, JAIL_UID_FIRST_DEFAULT);
+  assert_int_equal (c->jail.uid_count, JAIL_UID_COUNT_DEFAULT);
+  assert_string_equal (c->jail.lock_dir, "/run/buildvm/jail-uids");
   config_free (c);
 
   /* an empty file is the same as no file */
@@ -362,6 +366,12 @@ static const struct field_case cases[] = {
   { "queue", "\"spool:/var/spool/buildvm\"", NULL },
   { "secrets.dir", "\"/srv/secrets\"", NULL },
   { "secrets.master_key", "\"/run/keys/buildvm.key\"", NULL },
+  { "jail.enabled", "\"on\"", NULL },
+  { "jail.enabled", "\"off\"", NULL },
+  { "jail.uid_range", "[1000, 64534]", NULL },
+  { "jail.uid_range", "[65536, 1]", NULL },
+  { "jail.uid_range", "[4294967294, 1]", NULL },
+  { "jail.lock_dir", "\"/var/lib/buildvm/uids/\"", NULL },
 
   /* bad: top level and paths */
   { "registy", "{}", "unknown field `registy`" },
@@ -469,6 +479,24 @@ static const struct field_case cases[] = {
   { "secrets.master_key", "\"master.key\"", "field `secrets.master_key` must be an absolute path" },
   { "secrets.master_key", "null", "field `secrets.master_key` must be a string" },
   { "secrets.kms", "\"x\"", "unknown field `secrets.kms`" },
+  /* jail */
+  { "jail.enabled", "\"yes\"", "field `jail.enabled` must be `auto`, `on` or `off`" },
+  { "jail.enabled", "true", "field `jail.enabled` must be a string" },
+  { "jail.uid_range", "[100000]", "field `jail.uid_range` must be [first, count]" },
+  { "jail.uid_range", "[1, 2, 3]", "field `jail.uid_range` must be [first, count]" },
+  { "jail.uid_range", "[\"1\", 2]", "field `jail.uid_range` must be [first, count]" },
+  { "jail.uid_range", "{}", "field `jail.uid_range` must be an array" },
+  { "jail.uid_range", "[0, 65536]", "first >= 1000" },
+  { "jail.uid_range", "[999, 10]", "first >= 1000" },
+  { "jail.uid_range", "[100000, 0]", "count 1 to 16777216" },
+  { "jail.uid_range", "[100000, 16777217]", "count 1 to 16777216" },
+  { "jail.uid_range", "[4294967295, 1]", "below 4294967295" },
+  { "jail.uid_range", "[4294967290, 6]", "below 4294967295" },
+  { "jail.uid_range", "[-5, 10]", "first >= 1000" },
+  { "jail.uid_range", "[60000, 10000]", "must not contain 65534" },
+  { "jail.uid_range", "[65535, 5]", "must not contain 65534" },
+  { "jail.lock_dir", "\"run/uids\"", "field `jail.lock_dir` must be an absolute path" },
+  { "jail.uids", "1", "unknown field `jail.uids`" },
 };
 
 static void
