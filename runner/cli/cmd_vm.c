@@ -98,6 +98,7 @@ vm_run_main (int argc, char **argv)
   struct guest_input *in = NULL;
   struct vmjob_result res = { 0 };
   struct vmjob_opts o = { 0 };
+  struct jail_settings js = { 0 };
   bvm_error_t err = NULL;
   struct buf cmd = BUF_INIT (64 * 1024);
   char what[1024];
@@ -199,6 +200,11 @@ vm_run_main (int argc, char **argv)
   /* the runner's cap is the backstop for a guest that ignores its own:
    * room for the agent's and the kernel's lines on top of the build's */
   o.console_max = log_max + 64 * 1024;
+  js.mode = cfg->jail.mode;
+  js.uid_first = cfg->jail.uid_first;
+  js.uid_count = cfg->jail.uid_count;
+  js.lock_dir = cfg->jail.lock_dir;
+  o.jail = &js;
   o.line = print_line;
   o.opaque = &printer;
   o.cancel = &cli_cancel_requested;

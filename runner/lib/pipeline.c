@@ -679,6 +679,7 @@ static int
 phase_build (struct run *r, bvm_error_t *err)
 {
   struct vmjob_opts vo = { 0 };
+  struct jail_settings js = { 0 };
   char what[1024];
   json_t *steps;
   int ret;
@@ -699,6 +700,11 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.opaque = r;
   vo.cancel = r->o->cancel;
   vo.started = on_vm_started;
+  js.mode = r->cfg->jail.mode;
+  js.uid_first = r->cfg->jail.uid_first;
+  js.uid_count = r->cfg->jail.uid_count;
+  js.lock_dir = r->cfg->jail.lock_dir;
+  vo.jail = &js;
 
   ret = vmjob_run (&r->vm, r->wd, r->input_path, &vo, err);
   redact_finish (r);
@@ -719,6 +725,10 @@ phase_build (struct run *r, bvm_error_t *err)
                    "steps", steps, "console_bytes", (json_int_t) r->vm.vm.console_bytes,
                    "console_dropped", (json_int_t) r->vm.vm.console_dropped));
   jset (r->record, "accel", json_string (vm_accel_name (r->vm.vm.accel)));
+  jset (r->record, "jail",
+        r->vm.jailed ? json_pack ("{s:b, s:I, s:s}", "enabled", 1, "uid", (json_int_t) r->vm.jail_uid,
+                                  "note", r->vm.jail_note)
+                     : json_pack ("{s:b}", "enabled", 0));
 
   if (r->vm.vm.outcome == VM_CANCELED)
     return bvm_error_code (err, BVM_E_CANCELED, 0, "the job was canceled during the build");

@@ -46,11 +46,19 @@ run () {
     set -e
 }
 
-# Nothing of ours is left: no VMM process started under $T, no job directory.
+# QEMUs that were already running when this test started are not ours.
+# (Every VMM buildvm starts is named `-name buildvm-<job>`; a jailed one has
+# /vm/... paths, so its command line says nothing about this test's files.)
+_preexisting_vmms=" $( (pgrep -f 'qemu-system-x86_64 -name buildvm-' || true) | tr '\n' ' ') "
+
+# Nothing of ours is left: no VMM process started since the test began, no
+# job directory, no jail uid lock.
 assert_no_leftovers () {
-    local procs
-    procs=$(pgrep -af "qemu-system.*$T" || true)
-    [ -z "$procs" ] || fail "VMM processes left behind: $procs"
+    local procs="" p
+    for p in $(pgrep -f 'qemu-system-x86_64 -name buildvm-' || true); do
+        case $_preexisting_vmms in *" $p "*) ;; *) procs="$procs $p" ;; esac
+    done
+    [ -z "$procs" ] || fail "VMM processes left behind:$procs ($(ps -o pid,args -p ${procs// /,} | tail -n +2))"
     if [ -d "$WORK" ]; then
         local left
         left=$(find "$WORK" -mindepth 1 | head -5)

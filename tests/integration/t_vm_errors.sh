@@ -34,6 +34,9 @@ assert_no_leftovers
 rm -f "$img/kernel"
 mkdir -p "$img/kernel/bad"
 head -c 4096 /dev/urandom >"$img/kernel/bad/vmlinux"
+# byte 0x1f1 is the x86 boot protocol's setup_sects: a small value would make
+# QEMU try to boot the noise, so make it unmistakably not a kernel
+printf '\xff' | dd of="$img/kernel/bad/vmlinux" bs=1 seek=$((0x1f1)) conv=notrunc 2>/dev/null
 sed 's|"path": "kernel/[^"]*"|"path": "kernel/bad/vmlinux"|' "$BUILDVM_IMAGES/minimal.json" >"$img/minimal.json"
 rm -f "$img/rootfs"; ln -s "$BUILDVM_IMAGES/rootfs" "$img/rootfs"
 run "$BUILDVM" vm run --images "$img" -- true
