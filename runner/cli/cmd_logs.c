@@ -5,6 +5,8 @@
 #include "util.h"
 
 #include <getopt.h>
+#include <glob.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +88,31 @@ cmd_logs (int argc, char **argv)
     return cli_usage ("logs", "invalid job id: letters, digits, `.`, `_`, `-`, at most 128");
   if (logs_dir (&dir, opt_dir, config_path, &err) < 0)
     return cli_fail ("logs", &err, cli_status_for (&err));
+  /* the latest attempt's log: <job>.attempt<N> after the first (pipeline.c) */
+  {
+    char name[192];
+    int latest = 0;
+    for (int n = 2; n <= 1000; n++)
+      {
+        glob_t g;
+        char pat[PATH_MAX];
+        bool found;
+        snprintf (pat, sizeof pat, "%s/apps/*/%s.attempt%d.log*", dir, argv[optind], n);
+        found = glob (pat, GLOB_NOSORT, NULL, &g) == 0;
+        globfree (&g);
+        if (!found)
+          break;
+        latest = n;
+      }
+    if (latest > 0)
+      {
+        snprintf (name, sizeof name, "%s.attempt%d", argv[optind], latest);
+        fprintf (stderr, "buildvm logs: attempt %d of job `%s`\n", latest, argv[optind]);
+        if (joblog_cat (dir, name, stdout, follow, &err) < 0)
+          return cli_fail ("logs", &err, cli_status_for (&err));
+        return 0;
+      }
+  }
   if (joblog_cat (dir, argv[optind], stdout, follow, &err) < 0)
     return cli_fail ("logs", &err, cli_status_for (&err));
   return 0;

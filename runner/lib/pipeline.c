@@ -52,6 +52,7 @@ struct run
   struct policy *tmpl, *boundary;
   struct role *role;
   struct joblog *log;
+  char log_name[192]; /* the job id, plus ".attempt<N>" after the first */
   bvm_error_t log_err;
   struct gitsrc_repo *repo;
   char commit[GITSRC_OID_HEX + 1];
@@ -324,12 +325,19 @@ phase_log (struct run *r, bvm_error_t *err)
   ret = authorize (r, POLICY_ACTION_PUT_LOG_EVENTS, res, err);
   if (ret < 0)
     return ret;
-  ret = joblog_open (&r->log, r->cfg->log_dir, r->job->app, r->job->id,
+  /* Each attempt has its own file, so a new attempt never waits on an older
+   * one that was paused or fenced off while it still holds its log:
+   * <job>.log for the first, <job>.attempt<N>.log after that. */
+  if (r->o->attempt > 1)
+    snprintf (r->log_name, sizeof r->log_name, "%s.attempt%u", r->job->id, r->o->attempt);
+  else
+    snprintf (r->log_name, sizeof r->log_name, "%s", r->job->id);
+  ret = joblog_open (&r->log, r->cfg->log_dir, r->job->app, r->log_name,
                      r->cfg->limits.max_log_bytes, err);
   if (ret < 0)
     return bvm_error_wrap (err, "opening the job's log stream");
   {
-    char *p = xasprintf_or_null ("%s/apps/%s/%s.log", r->cfg->log_dir, r->job->app, r->job->id);
+    char *p = xasprintf_or_null ("%s/apps/%s/%s.log", r->cfg->log_dir, r->job->app, r->log_name);
     jset (r->record, "log", jstr_or_null (p));
     free (p);
   }
@@ -644,6 +652,10 @@ phase_input (struct run *r, bvm_error_t *err)
       goto out;
   if ((ret = guest_input_finish (in, &size, err)) < 0)
     goto out;
+  /* the app's mirror is locked while we hold it: let the next job of this
+   * app (or a newer attempt of this one) have it as soon as we are done */
+  gitsrc_repo_free (r->repo);
+  r->repo = NULL;
   jset (r->record, "source",
         json_pack ("{s:I, s:I, s:I, s:I, s:I}", "files", (json_int_t) st.files, "dirs",
                    (json_int_t) st.dirs, "symlinks", (json_int_t) st.symlinks, "bytes",
@@ -1478,15 +1490,32 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
         }
       else
         {
-          char *p = xasprintf_or_null ("%s/apps/%s/%s.log.lz4", r->cfg->log_dir, job->app, job->id);
+          char *p = xasprintf_or_null ("%s/apps/%s/%s.log.lz4", r->cfg->log_dir, job->app,
+                                       r->log_name);
           if (p && access (p, F_OK) == 0)
             jset (r->record, "log", json_string (p));
           free (p);
         }
       r->log = NULL;
     }
-  /* A fenced attempt writes nothing: the newer attempt owns the record. */
-  if (!(ret < 0 && bvm_error_get_code (err) == BVM_E_FENCED))
+  /* A fenced attempt writes nothing: the newer attempt owns the record. Ask
+   * again now: a canceled or failed attempt may have lost its lease too. */
+  if (!(ret < 0 && bvm_error_get_code (err) == BVM_E_FENCED) && o->fence)
+    {
+      bvm_error_t ferr = NULL;
+      if (o->fence (o->opaque, &ferr) < 0 && bvm_error_get_code (&ferr) == BVM_E_FENCED)
+        {
+          jset (r->record, "status", json_string ("fenced"));
+          if (ret == 0)
+            {
+              *err = steal_pointer (&ferr);
+              ret = -1;
+            }
+        }
+      bvm_error_free (&ferr);
+    }
+  if (!(ret < 0 && bvm_error_get_code (err) == BVM_E_FENCED)
+      && strcmp (json_string_value (json_object_get (r->record, "status")), "fenced") != 0)
     {
       ret2 = write_record (r, &cleanup_err);
       if (ret2 == 0)

@@ -1,0 +1,38 @@
+#!/bin/bash
+# Kill the runner with SIGKILL at each labelled point of a job, then start a
+# new one: every job ends with exactly one terminal record, its tag is
+# correct, and no VMM process, disk or work directory is left.
+. "$(dirname "$0")/lib.sh"
+
+pl_registry
+c=$(sv_app "$T/app" "echo crash test")
+
+for point in after-lease checkout build after-blobs after-manifest after-tag after-record; do
+    rm -rf "$BUILDVM_HOME"; mkdir -p "$BUILDVM_HOME"
+    pl_config '.serve = {lease_seconds: 3, max_attempts: 5}'
+    app=crash-${point}
+    pl_job "$T/j.json" "job-$point" "$app" "$T/app" "$c"
+    "$BUILDVM" enqueue --config "$CONFIG" "$T/j.json" >/dev/null
+
+    BUILDVM_FAULT=$point "$BUILDVM" serve --config "$CONFIG" --name r1 >"$T/serve-1.log" 2>&1 &
+    pid=$!
+    set +e; wait $pid; rc=$?; set -e
+    [ "$rc" = 137 ] || { cat "$T/serve-1.log"; fail "$point: the runner was not killed (exit $rc)"; }
+    grep -q "point=$point" "$T/serve-1.log" || fail "$point: the fault point was not reached"
+    sleep 0.5 # the workers and VMMs die with their parent (PR_SET_PDEATHSIG)
+
+    # a new runner: it recovers what the dead one left and finishes the job
+    sv_start r1
+    sv_wait_done 1 120 || { cat "$T/serve-r1.log"; fail "$point: the job never finished"; }
+    kill -TERM "$SV_PID_r1"; wait "$SV_PID_r1"
+
+    assert_eq done "$(sv_state "job-$point")" "$point: final state"
+    rec=$(pl_record "job-$point")
+    assert_eq succeeded "$(jq -r .status "$rec")" "$point: record status"
+    [ "$(ls "$BUILDVM_HOME/spool/done" | grep -c "^job-$point")" = 1 ] || fail "$point: not exactly one terminal record"
+    digest=$(skopeo inspect --tls-verify=false --creds "$REG_CREDS" "docker://$REG/apps/$app:$c" | jq -r .Digest)
+    assert_eq "$(jq -r .image.digest "$rec")" "$digest" "$point: the tag points at the recorded image"
+    assert_no_leftovers
+    [ -z "$(ls -A "$BUILDVM_HOME/state/serve/r1/journal")" ] || fail "$point: journal entries left"
+    note "$point: recovered, attempt $(jq -r .attempt "$rec")"
+done
