@@ -276,6 +276,7 @@ journal_recover (struct serve *s, bvm_error_t *err)
 /* --- the worker (a child process per job) ------------------------------------- */
 
 static volatile sig_atomic_t w_cancel;
+static int64_t w_vm_started_ms; /* for the queue-overhead figures in the log */
 static volatile sig_atomic_t w_reason; /* SIGUSR1 canceled, SIGUSR2 fenced, SIGTERM drain */
 
 static void
@@ -309,6 +310,7 @@ w_vm_started (void *opaque, pid_t pid)
 {
   struct wctx *c = opaque;
   bvm_error_t e = NULL;
+  w_vm_started_ms = now_ms ();
   if (journal_write (c->w, pid, &e) < 0)
     {
       log_warn ("job=%s event=journal.failed error=\"%s\"", c->w->m->job_id, bvm_error_msg (&e));
@@ -341,6 +343,7 @@ worker_main (struct serve *s, struct worker *w)
   json_t *record = NULL;
   bvm_error_t err = NULL, qerr = NULL;
   int ret, code, status;
+  int64_t t_record, t_ack;
   const struct queue_msg *m = w->m;
 
   /* never outlive the daemon; a fault point takes the daemon down too */
@@ -381,6 +384,7 @@ worker_main (struct serve *s, struct worker *w)
   po.vm_started = w_vm_started;
   po.opaque = &c;
   ret = pipeline_run (&record, m->job, &po, &err);
+  t_record = now_ms ();
   code = ret < 0 ? bvm_error_get_code (&err) : 0;
 
   if (code == BVM_E_FENCED || w_reason == SIGUSR2)
@@ -409,9 +413,16 @@ worker_main (struct serve *s, struct worker *w)
       log_warn ("job=%s app=%s event=queue.update.failed error=\"%s\"", m->job_id, m->job->app,
                 bvm_error_msg (&qerr));
     }
-  log_info ("job=%s app=%s event=finished status=%s attempt=%u%s%s%s", m->job_id, m->job->app,
-            json_string_value (json_object_get (record, "status")), m->attempt,
-            ret < 0 ? " error=\"" : "", ret < 0 ? bvm_error_msg (&err) : "", ret < 0 ? "\"" : "");
+  t_ack = now_ms ();
+  /* the queue's share of the job: lease to VM start (minus the job's own
+   * checkout, plan and input work, which the record has) and record to ack */
+  log_info ("job=%s app=%s event=finished status=%s attempt=%u total_ms=%lld lease_to_vm_ms=%lld "
+            "record_to_ack_ms=%lld%s%s%s",
+            m->job_id, m->job->app, json_string_value (json_object_get (record, "status")),
+            m->attempt, (long long) (t_ack - w->started_ms),
+            (long long) (w_vm_started_ms ? w_vm_started_ms - w->started_ms : -1),
+            (long long) (t_ack - t_record), ret < 0 ? " error=\"" : "",
+            ret < 0 ? bvm_error_msg (&err) : "", ret < 0 ? "\"" : "");
   unlink (w->journal);
   json_decref (record);
   queue_close (q);

@@ -1,0 +1,60 @@
+#!/bin/bash
+# bench/queue: jobs per minute for 20 trivial jobs (a shell app on the
+# minimal profile) through `buildvm serve` at concurrency 1 and 2, and the
+# queue's overhead per job - lease to VM start plus record to ack, less the
+# job's own pre-VM phases (checkout, plan, input), as recorded - as a
+# fraction of the whole job. The spool queue; REDIS=1 adds the redis driver.
+. "$(dirname "$0")/lib.sh"
+. "$ROOT/tests/lib/services.sh"
+SVC_DIR=$B/svc
+trap 'svc_stop_all; rm -rf "$B"' EXIT
+N=${BENCH_JOBS:-20}
+
+svc_registry bench
+REG=$REG_bench_ADDR
+app=$B/app
+mkdir -p "$app"
+printf '{"profile": "minimal", "steps": ["echo hello"], "image": {"from": "."}}\n' >"$app/buildvm.json"
+(cd "$app" && git init -q -b main . && git add -A && git -c user.name=b -c user.email=b@x commit -qm bench)
+commit=$(git -C "$app" rev-parse HEAD)
+drivers=(spool)
+if [ -n "${REDIS:-}" ]; then svc_redis bench; drivers+=(redis); fi
+
+echo "bench/queue ($N trivial jobs per run)"
+for driver in "${drivers[@]}"; do
+    for conc in 1 2; do
+        home=$B/home-$driver-$conc
+        mkdir -p "$home"
+        if [ "$driver" = spool ]; then q="spool:$home/spool"; else q="redis://$REDIS_bench_ADDR/bench-$conc?group=g"; fi
+        cat >"$B/runner.json" <<JSON
+{"home": "$home", "images": {"dir": "$BUILDVM_IMAGES"}, "registry": {"url": "http://$REG"},
+ "queue": "$q", "serve": {"lease_seconds": 60}}
+JSON
+        for i in $(seq 1 "$N"); do
+            jq -n --arg c "$commit" --arg r "file://$app" --arg i "$i" --arg d "$driver$conc" \
+                '{id: ("q-" + $d + "-" + $i), app: "bench", repo: $r, commit: $c, ref: "refs/heads/main"}' >"$B/job.json"
+            "$BUILDVM" enqueue --config "$B/runner.json" "$B/job.json" >/dev/null
+        done
+        t0=$(date +%s%N)
+        "$BUILDVM" serve --config "$B/runner.json" --concurrency "$conc" --name bench >"$B/serve.log" 2>&1 &
+        pid=$!
+        while [ "$(grep -c 'event=worker.exit' "$B/serve.log")" -lt "$N" ]; do sleep 0.1; done
+        t1=$(date +%s%N)
+        kill -TERM $pid; wait $pid
+        ms=$(( (t1 - t0) / 1000000 ))
+        jpm=$(awk -v n="$N" -v ms="$ms" 'BEGIN { printf "%.1f", n * 60000 / ms }')
+        # per job: (lease_to_vm - pre-VM phases) + record_to_ack, over total
+        frac=$(for r in "$home"/state/jobs/*.json; do
+                   id=$(jq -r .id "$r")
+                   line=$(grep "job=$id app=bench event=finished" "$B/serve.log")
+                   l2v=$(echo "$line" | sed -E 's/.*lease_to_vm_ms=([0-9-]+).*/\1/')
+                   r2a=$(echo "$line" | sed -E 's/.*record_to_ack_ms=([0-9-]+).*/\1/')
+                   tot=$(echo "$line" | sed -E 's/.*total_ms=([0-9-]+).*/\1/')
+                   own=$(jq '[.phases.role.ms, .phases.log.ms, .phases.checkout.ms, .phases.plan.ms, .phases.secrets.ms, .phases.input.ms] | map(. // 0) | add' "$r")
+                   echo "$l2v $own $r2a $tot"
+               done | awk '{ q = ($1 - $2) + $3; if (q < 0) q = 0; print q / $4 }' | sort -n \
+                    | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}')
+        printf '  %-6s concurrency %d: %6d ms for %d jobs = %5s jobs/min; queue overhead per job (median) %.1f%%\n' \
+            "$driver" "$conc" "$ms" "$N" "$jpm" "$(awk -v f="$frac" 'BEGIN { print f * 100 }')"
+    done
+done
