@@ -64,7 +64,7 @@ all: $(BUILD)/buildvm $(BUILD)/buildvm-agent
 # The README's two commands: each does all of its own set-up on a fresh machine.
 test: deps
 	$(MAKE) all
-	$(MAKE) images
+	$(MAKE) images image-debian
 	$(MAKE) check
 
 demo: deps

@@ -50,6 +50,11 @@ if [ ! -s "$img" ]; then
     mv "$pkglist.tmp" "$pkglist"
     mv "$img.tmp" "$img"
     rm -rf "$staging"
+    # older builds of this profile are of no use any more: the manifest below
+    # names the new one (a runner mid-job keeps its open file)
+    for old in "$out/rootfs/$profile"-*; do
+        case $old in "$img"|"$pkglist") ;; *) rm -rf "$old" ;; esac
+    done
 fi
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }

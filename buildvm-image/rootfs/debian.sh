@@ -34,8 +34,8 @@ echo "debian: debootstrap bookworm from $mirror" >&2
 debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
 echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
-chroot "$root" apt-get -q update >&2
-chroot "$root" apt-get -q install -y --no-install-recommends $(echo "$PACKAGES" | tr , ' ') >&2
+chroot "$root" apt-get -q -o Acquire::Retries=3 update >&2
+chroot "$root" apt-get -q -o Acquire::Retries=3 install -y --no-install-recommends $(echo "$PACKAGES" | tr , ' ') >&2
 chroot "$root" apt-get clean
 # nothing of the build machine's apt state, caches or logs belongs in the image
 : >"$root/etc/apt/sources.list"
