@@ -28,7 +28,7 @@ for i in range(2000):
     os.makedirs(d, exist_ok=True)
     size = 10485 if i % 2 else 10486
     if i % 2:
-        data = bytes(rnd.getrandbits(8) for _ in range(size))
+        data = rnd.randbytes(size)
     else:
         out = bytearray()
         while len(out) < size:
@@ -85,8 +85,8 @@ rm -rf "$B/dist" && cp -a "$app/data" "$B/dist"
 median_ms "tar -c | gzip -1 | sha256sum (baseline)" sh -c "tar -C '$B/dist' -c . | gzip -1 | sha256sum >/dev/null"
 tar_ms=$MEDIAN
 layer_digest=$(jq -r '.image.digest' "$BUILDVM_HOME/state/jobs/bench-1.json")
-blob=$(curl -fs "http://$REG/v2/bench1/manifests/$layer_digest" -H 'Accept: application/vnd.oci.image.manifest.v1+json' | jq -r '.layers[-1].digest')
-curl -fs "http://$REG/v2/bench1/blobs/$blob" -o "$B/layer.tar.gz"
+blob=$(curl -fs "http://$REG/v2/apps/bench1/manifests/$layer_digest" -H 'Accept: application/vnd.oci.image.manifest.v1+json' | jq -r '.layers[-1].digest')
+curl -fs "http://$REG/v2/apps/bench1/blobs/$blob" -o "$B/layer.tar.gz"
 n=0
 curl_push () {
     n=$((n + 1))
@@ -101,7 +101,7 @@ kernel=$BUILDVM_IMAGES/$(jq -r .kernel.path "$manifest")
 rootfs=$BUILDVM_IMAGES/$(jq -r .rootfs.path "$manifest")
 median_ms "bare VM round trip (baseline)" qemu-system-x86_64 -M microvm,acpi=off -accel tcg -cpu max -smp 1 -m 512M \
     -nodefaults -no-user-config -display none -no-reboot -kernel "$kernel" \
-    -append "console=ttyS0 quiet panic=-1 reboot=t root=/dev/vda ro rootfstype=ext4 init=/sbin/reboot" \
+    -append "console=ttyS0 quiet panic=-1 reboot=t root=/dev/vda ro rootfstype=ext4 init=/buildvm/agent" \
     -serial null -drive "id=rootfs,file=$rootfs,format=raw,if=none,readonly=on" \
     -device virtio-blk-device,drive=rootfs,serial=rootfs
 bare_ms=$MEDIAN

@@ -10,12 +10,13 @@ rootfs=$BUILDVM_IMAGES/$(jq -r .rootfs.path "$manifest")
 accel=tcg
 if [ "$("$BUILDVM" doctor --accel 2>/dev/null || echo tcg)" = kvm ]; then accel=kvm; fi
 
-# The bare VM: same machine, kernel, rootfs and memory; PID 1 is busybox's
-# reboot, so the guest goes down as soon as user space starts.
+# The bare VM: same machine, kernel, rootfs and memory, and no job: the
+# agent starts as PID 1, mounts /proc, /sys and /dev, finds no job disks and
+# reboots at once - the guest's shortest round trip.
 bare () {
     qemu-system-x86_64 -M microvm,acpi=off -accel "$accel" -cpu max -smp 1 -m 512M \
         -nodefaults -no-user-config -display none -no-reboot \
-        -kernel "$kernel" -append "console=ttyS0 quiet panic=-1 reboot=t root=/dev/vda ro rootfstype=ext4 init=/sbin/reboot" \
+        -kernel "$kernel" -append "console=ttyS0 quiet panic=-1 reboot=t root=/dev/vda ro rootfstype=ext4 init=/buildvm/agent" \
         -serial stdio \
         -drive "id=rootfs,file=$rootfs,format=raw,if=none,readonly=on" \
         -device virtio-blk-device,drive=rootfs,serial=rootfs </dev/null
