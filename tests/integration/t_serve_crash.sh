@@ -5,12 +5,15 @@
 . "$(dirname "$0")/lib.sh"
 
 pl_registry
+svc_redis crash
 c=$(sv_app "$T/app" "echo crash test")
 
+for driver in spool redis; do
 for point in after-lease checkout build after-blobs after-manifest after-tag after-record; do
     rm -rf "$BUILDVM_HOME"; mkdir -p "$BUILDVM_HOME"
-    pl_config '.serve = {lease_seconds: 3, max_attempts: 5}'
-    app=crash-${point}
+    if [ $driver = spool ]; then queue="spool:$BUILDVM_HOME/spool"; else queue="redis://$REDIS_crash_ADDR/crash-$point?group=runners"; fi
+    pl_config ".queue = \"$queue\" | .serve = {lease_seconds: 3, max_attempts: 5}"
+    app=crash-$driver-${point}
     pl_job "$T/j.json" "job-$point" "$app" "$T/app" "$c"
     "$BUILDVM" enqueue --config "$CONFIG" "$T/j.json" >/dev/null
 
@@ -29,10 +32,12 @@ for point in after-lease checkout build after-blobs after-manifest after-tag aft
     assert_eq done "$(sv_state "job-$point")" "$point: final state"
     rec=$(pl_record "job-$point")
     assert_eq succeeded "$(jq -r .status "$rec")" "$point: record status"
-    [ "$(ls "$BUILDVM_HOME/spool/done" | grep -c "^job-$point")" = 1 ] || fail "$point: not exactly one terminal record"
+    terminal=$("$BUILDVM" jobs --config "$CONFIG" --json | jq --arg j "job-$point" '[(.done + .dead)[] | select(.job == $j)] | length')
+    assert_eq 1 "$terminal" "$driver/$point: terminal records"
     digest=$(skopeo inspect --tls-verify=false --creds "$REG_CREDS" "docker://$REG/apps/$app:$c" | jq -r .Digest)
     assert_eq "$(jq -r .image.digest "$rec")" "$digest" "$point: the tag points at the recorded image"
     assert_no_leftovers
     [ -z "$(ls -A "$BUILDVM_HOME/state/serve/r1/journal")" ] || fail "$point: journal entries left"
-    note "$point: recovered, attempt $(jq -r .attempt "$rec")"
+    note "$driver/$point: recovered, attempt $(jq -r .attempt "$rec")"
+done
 done
