@@ -1129,7 +1129,7 @@ make_ids (char *job_id, size_t id_size, char *delivery_out, size_t dsize,
   for (const char *p = delivery; simple && *p; p++)
     if (!(is_alnum (*p) || *p == '.' || *p == '_' || *p == '-'))
       simple = false;
-  if (simple && snprintf_checked (job_id, id_size, "%s-%s", name, delivery) == 0
+  if (simple && snprintf_checked (job_id, id_size, "%s-%s", name, delivery) >= 0
       && job_id_valid (job_id))
     {
       snprintf (delivery_out, dsize, "%s", delivery);
@@ -1213,7 +1213,8 @@ check_event (struct webhook_response *out, const struct format_info *fi, const c
                   job__show (shown, sizeof shown, event));
 }
 
-/* Up to the parsed payload: everything that needs no secret. 1 to go on. */
+/* Everything that needs neither the body nor a secret. 1 to go on, 0 when
+ * out holds the answer. */
 static int
 check_request (struct webhook_response *out, const struct webhook_config *wc,
                const struct webhook_request *req, const struct format_info **fip)
@@ -1281,6 +1282,16 @@ check_request (struct webhook_response *out, const struct webhook_config *wc,
   else if (strlen (sig) > WEBHOOK_SECRET_MAX)
     return respond (out, 401, "malformed token in header `%s`", fi->signature);
   return 1;
+}
+
+bool
+webhook_answer_early (struct webhook_response *out, const struct webhook_config *wc,
+                      const struct webhook_request *req)
+{
+  const struct format_info *fi = NULL;
+
+  memset (out, 0, sizeof *out);
+  return check_request (out, wc, req, &fi) == 0;
 }
 
 int

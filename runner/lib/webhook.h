@@ -148,6 +148,13 @@ int webhook_handle (struct webhook_response *out, const struct webhook_config *w
                     const struct webhook_request *req, const struct webhook_deps *deps,
                     bvm_error_t *err);
 
+/* The checks that need neither the body nor a secret (path, method, size,
+ * format, content type, event, delivery and signature headers): true when
+ * out holds the answer already, so the server need not read the body. A
+ * request that passes still goes through webhook_handle() whole. */
+bool webhook_answer_early (struct webhook_response *out, const struct webhook_config *wc,
+                           const struct webhook_request *req);
+
 /* --- the pieces, exported for tests and the fuzzer ------------------------------------------- */
 
 /* The first value of header `name` and how many times it occurs. */
