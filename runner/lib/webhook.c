@@ -1350,6 +1350,10 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
   app = deploys ? deploys : authentic;
 
   snprintf (out->app, sizeof out->app, "%s", app->app);
+  /* what git itself would refuse is refused before it is looked at */
+  if (!job_ref_valid (p->ref))
+    return respond (out, 400, "field `ref` is not a valid ref, got `%s`",
+                    job__show (shown, sizeof shown, p->ref));
   if (p->tag)
     return respond (out, 200, "ignored: tag push");
   if (p->deleted)
@@ -1364,9 +1368,6 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
   if (!job_commit_valid (p->after))
     return respond (out, 400, "field `after` must be 40 lowercase hex digits, got `%s`",
                     job__show (shown, sizeof shown, p->after));
-  if (!job_ref_valid (p->ref))
-    return respond (out, 400, "field `ref` is not a valid ref, got `%s`",
-                    job__show (shown, sizeof shown, p->ref));
 
   ret = make_ids (out->job_id, sizeof out->job_id, delivery, sizeof delivery, fi->format,
                   webhook_header (req, fi->delivery, NULL), req->body, req->body_len, err);
