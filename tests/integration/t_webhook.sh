@@ -177,6 +177,11 @@ CODE=$(curl -s -o "$T/resp" -w '%{http_code}' "$URL/webhook")
 expect 405 "use POST" "GET /webhook"
 CODE=$(curl -s -o "$T/resp" -w '%{http_code}' -X POST --data-binary @"$T/push2.json" "$URL/hooks")
 expect 404 "not found" "an unknown path"
+CODE=$(curl -s -o "$T/resp" -w '%{http_code}' -H "X-Big: $(head -c 40000 /dev/zero | tr '\0' a)" "$URL/healthz")
+assert_eq 431 "$CODE" "40 KB of headers"
+hdrs=(); for i in $(seq 120); do hdrs+=(-H "X-H$i: v"); done
+CODE=$(curl -s -o "$T/resp" -w '%{http_code}' "${hdrs[@]}" "$URL/healthz")
+expect 431 "more than 100 headers" "120 headers"
 assert_eq 1 "$(queued)" "jobs after the rejections"
 
 note "a second push is enqueued"
