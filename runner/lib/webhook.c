@@ -898,6 +898,7 @@ format_line (struct buf *b, const char *key)
 static int
 compact (struct webhook_replay *r, bvm_error_t *err)
 {
+  /* no cap of its own: the content is our own window of valid keys */
   cleanup_buf struct buf b = BUF_INIT (SIZE_MAX / 2);
   int fd;
 
@@ -1129,17 +1130,24 @@ make_ids (char *job_id, size_t id_size, char *delivery_out, size_t dsize,
   for (const char *p = delivery; simple && *p; p++)
     if (!(is_alnum (*p) || *p == '.' || *p == '_' || *p == '-'))
       simple = false;
+  if (delivery != NULL)
+    {
+      /* the request's own grammar for `delivery` also takes `:` */
+      bool fits = is_alnum (delivery[0]) && strlen (delivery) <= JOB_DELIVERY_MAX;
+      for (const char *p = delivery; fits && *p; p++)
+        fits = is_alnum (*p) || *p == '.' || *p == '_' || *p == '-' || *p == ':';
+      if (fits)
+        snprintf (delivery_out, dsize, "%s", delivery);
+    }
   if (simple && snprintf_checked (job_id, id_size, "%s-%s", name, delivery) >= 0
       && job_id_valid (job_id))
-    {
-      snprintf (delivery_out, dsize, "%s", delivery);
-      return 0;
-    }
+    return 0;
   if (delivery != NULL)
     {
       if (hash_hex (hex, "delivery", delivery, strlen (delivery), err) < 0)
         return -1;
-      snprintf (delivery_out, dsize, "sha256:%s", hex);
+      if (delivery_out[0] == '\0')
+        snprintf (delivery_out, dsize, "sha256:%s", hex);
     }
   else if (hash_hex (hex, "body", body, body_len, err) < 0)
     return -1;
@@ -1148,8 +1156,9 @@ make_ids (char *job_id, size_t id_size, char *delivery_out, size_t dsize,
   return 0;
 }
 
-/* The pusher's name for `requested_by`: control characters become `?`, cut
- * to WEBHOOK_REQUESTED_BY_MAX bytes on a UTF-8 boundary (jansson already
+/* The pusher's name for `requested_by`: control characters (C0, DEL and
+ * the C1 range U+0080-U+009F, which terminals also obey) become `?`, cut to
+ * WEBHOOK_REQUESTED_BY_MAX bytes on a UTF-8 boundary (jansson already
  * refused invalid UTF-8). Empty when there is nothing left. */
 static void
 pusher_name (char *out, size_t size, const char *s)
@@ -1158,7 +1167,13 @@ pusher_name (char *out, size_t size, const char *s)
 
   for (size_t i = 0; s != NULL && s[i] != '\0' && o + 1 < size; i++)
     {
-      unsigned char c = (unsigned char) s[i];
+      unsigned char c = (unsigned char) s[i], next = (unsigned char) s[i + 1];
+      if (c == 0xc2 && next >= 0x80 && next <= 0x9f)
+        {
+          out[o++] = '?';
+          i++;
+          continue;
+        }
       out[o++] = (c < 0x20 || c == 0x7f) ? '?' : (char) c;
     }
   /* do not end inside a multibyte sequence */

@@ -57,7 +57,12 @@ add_app (const char *app, const char *branch, const char *secret)
 {
   static char *match[] = { (char *) "org/hello", (char *) REPO, NULL };
   char *branches[] = { (char *) branch, NULL };
-  struct config_app a = { (char *) app, (char *) CONFIG_REPO, match, 2, branches, 1, NULL };
+  struct config_app a = { .app = (char *) app,
+                          .repo = (char *) CONFIG_REPO,
+                          .match = match,
+                          .n_match = 2,
+                          .branches = branches,
+                          .n_branches = 1 };
   bvm_error_t err = NULL;
 
   if (webhook_config_add_app (g_wc, &a, secret, strlen (secret), &err) < 0)
