@@ -5,6 +5,7 @@
 #include "fs.h"
 #include "jsonx.h"
 #include "util.h"
+#include "webhook.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -575,6 +577,16 @@ config_free (struct runner_config *c)
   free (c->serve.metrics);
   free (c->jail.lock_dir);
   free (c->queue);
+  free (c->webhook.listen);
+  for (size_t i = 0; i < c->n_apps; i++)
+    {
+      free (c->apps[i].app);
+      free (c->apps[i].repo);
+      config_strv_free (c->apps[i].match);
+      config_strv_free (c->apps[i].branches);
+      free (c->apps[i].secret_file);
+    }
+  free (c->apps);
   free (c);
 }
 
@@ -979,6 +991,236 @@ load_secrets (struct runner_config *c, const struct loader *L, bvm_error_t *err)
   return get_path (&c->secrets.master_key, L, o, "secrets", "master_key", def_key, err);
 }
 
+/* --- webhook and apps (docs/webhooks.md) ------------------------------------------------ */
+
+static int
+load_webhook (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+#define WH(k, min, max, def) { #k, offsetof (struct config_webhook, k), (min), (max), (def) }
+  static const struct u64_field fields[] = {
+    WH (max_body_bytes, 1024, UINT64_C (64) << 20, UINT64_C (1) << 20),
+    WH (max_connections, 1, 1024, 32),
+    WH (timeout_seconds, 1, 300, 10),
+    WH (replay_window, 16, 1000000, 10000),
+  };
+#undef WH
+  static const char *const keys[] = { "listen",          "max_body_bytes", "max_connections",
+                                      "timeout_seconds", "replay_window",  NULL };
+  const json_t *o = NULL;
+  struct sockaddr_storage sa;
+  socklen_t salen;
+  int ret;
+
+  ret = get_section (&o, L, "webhook", keys, err);
+  if (ret == 0)
+    ret = get_string (&c->webhook.listen, L, o, "webhook", "listen", "127.0.0.1:8585", 256, err);
+  for (size_t i = 0; ret == 0 && i < ARRAY_SIZE (fields); i++)
+    {
+      uint64_t *dst = (uint64_t *) ((char *) &c->webhook + fields[i].off);
+      *dst = fields[i].def;
+      if (o != NULL)
+        ret = wrapped (jsonx_get_u64 (dst, o, fields[i].key, false, fields[i].min, fields[i].max,
+                                      "webhook", err),
+                       L, err);
+    }
+  if (ret < 0)
+    return ret;
+  if (webhook_parse_listen (&sa, &salen, c->webhook.listen, err) < 0)
+    return bvm_error_wrap (err, "%s: field `webhook.listen`", L->what);
+  return 0;
+}
+
+#define APP_SAMPLE_COMMIT "0000000000000000000000000000000000000000"
+
+/* The deploy request validator is the one judge of what a runner may fetch:
+ * a synthetic request with this repo goes through job_parse. */
+static int
+check_app_repo (const char *repo, const struct loader *L, const char *field, bvm_error_t *err)
+{
+  cleanup_json json_t *doc = json_pack ("{s:s, s:s, s:s, s:s, s:s}", "id", "x", "app", "x",
+                                        "repo", repo, "commit", APP_SAMPLE_COMMIT, "ref",
+                                        "refs/heads/main");
+  cleanup_free char *text = doc ? json_dumps (doc, JSON_COMPACT) : NULL;
+  cleanup_job struct job_request *j = NULL;
+  cleanup_error bvm_error_t jerr = NULL;
+
+  if (text == NULL)
+    return nomem (err);
+  if (job_parse (&j, text, strlen (text), &jerr) < 0)
+    return bad (err, L->what, field, "is not a repository a deploy request may name (%s)",
+                bvm_error_msg (&jerr));
+  return 0;
+}
+
+static bool
+has_space_or_control (const char *s)
+{
+  for (; *s; s++)
+    if ((unsigned char) *s <= 0x20 || *s == 0x7f)
+      return true;
+  return false;
+}
+
+static int
+strv_dup (char ***out, const char *const *v, size_t n, bvm_error_t *err)
+{
+  char **r = calloc (n + 1, sizeof *r);
+
+  if (r == NULL)
+    return nomem (err);
+  for (size_t i = 0; i < n; i++)
+    if ((r[i] = strdup (v[i])) == NULL)
+      {
+        config_strv_free (r);
+        return nomem (err);
+      }
+  *out = r;
+  return 0;
+}
+
+static int
+load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t idx,
+          bvm_error_t *err)
+{
+  static const char *const keys[] = { "app", "repo", "match", "branches", "secret_file", NULL };
+  static const char *const main_branch[] = { "main" };
+  cleanup_free const char **match = NULL;
+  cleanup_free const char **branches = NULL;
+  const char *app = NULL, *repo = NULL;
+  size_t n_match = 0, n_branches = 0;
+  char where[32], field[64];
+  int ret;
+
+  snprintf (where, sizeof where, "apps[%zu]", idx);
+  if (!json_is_object (o))
+    return bad (err, L->what, where, "must be an object");
+  ret = jsonx_check_keys (o, keys, where, err);
+  if (ret == 0)
+    ret = jsonx_get_str (&app, o, "app", true, 256, where, err);
+  if (ret == 0)
+    ret = jsonx_get_str (&repo, o, "repo", true, 65536, where, err);
+  if (ret == 0)
+    ret = jsonx_get_str_array (&match, &n_match, o, "match", false, CONFIG_APP_MAX_MATCH,
+                               JOB_REPO_MAX, where, err);
+  if (ret == 0)
+    ret = jsonx_get_str_array (&branches, &n_branches, o, "branches", false,
+                               CONFIG_APP_MAX_BRANCHES, JOB_REF_MAX, where, err);
+  if (ret < 0)
+    return wrapped (ret, L, err);
+
+  snprintf (field, sizeof field, "%s.app", where);
+  if (!job_app_id_valid (app))
+    return bad_value (err, L->what, field, "must match ^[a-z0-9][a-z0-9-]{0,62}$", app);
+  snprintf (field, sizeof field, "%s.repo", where);
+  if ((ret = check_app_repo (repo, L, field, err)) < 0)
+    return ret;
+  if ((a->app = strdup (app)) == NULL || (a->repo = strdup (repo)) == NULL)
+    return nomem (err);
+
+  /* without `match`, the payload must name the repository the runner fetches */
+  if (match == NULL)
+    {
+      ret = strv_dup (&a->match, &repo, 1, err);
+      a->n_match = 1;
+    }
+  else if (n_match == 0)
+    return bad (err, L->what, where, "has an empty `match`: no push could select it");
+  else
+    {
+      for (size_t i = 0; i < n_match; i++)
+        if (match[i][0] == '\0' || has_space_or_control (match[i]))
+          {
+            snprintf (field, sizeof field, "%s.match[%zu]", where, i);
+            return bad_value (err, L->what, field,
+                              "must be a clone URL or a full name without spaces", match[i]);
+          }
+      ret = strv_dup (&a->match, match, n_match, err);
+      a->n_match = n_match;
+    }
+  if (ret < 0)
+    return ret;
+
+  if (branches == NULL)
+    {
+      ret = strv_dup (&a->branches, main_branch, 1, err);
+      a->n_branches = 1;
+    }
+  else if (n_branches == 0)
+    return bad (err, L->what, where, "has an empty `branches`: no push could deploy it");
+  else
+    {
+      for (size_t i = 0; i < n_branches; i++)
+        {
+          char ref[JOB_REF_MAX + 16];
+          snprintf (field, sizeof field, "%s.branches[%zu]", where, i);
+          if (strncmp (branches[i], "refs/", 5) == 0
+              || snprintf_checked (ref, sizeof ref, "refs/heads/%s", branches[i]) < 0
+              || !job_ref_valid (ref))
+            return bad_value (err, L->what, field,
+                              "must be a branch name such as `main` (without `refs/heads/`)",
+                              branches[i]);
+        }
+      ret = strv_dup (&a->branches, branches, n_branches, err);
+      a->n_branches = n_branches;
+    }
+  if (ret < 0)
+    return ret;
+
+  /* the file is read by the webhook alone (webhook_config_load), so that
+   * `run` and `serve` need no access to it */
+  ret = get_path (&a->secret_file, L, o, where, "secret_file", NULL, err);
+  if (ret == 0 && a->secret_file == NULL)
+    ret = bad (err, L->what, where, "has no `secret_file`");
+  return ret;
+}
+
+static int
+load_apps (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  json_t *arr = NULL, *o;
+  size_t i;
+  int ret;
+
+  ret = wrapped (jsonx_get_typed (&arr, L->doc, "apps", JSON_ARRAY, false, "", err), L, err);
+  if (ret < 0 || arr == NULL)
+    return ret;
+  if (json_array_size (arr) > CONFIG_MAX_APPS)
+    return bad (err, L->what, "apps", "has more than %d entries", CONFIG_MAX_APPS);
+  c->apps = calloc (json_array_size (arr) + 1, sizeof *c->apps);
+  if (c->apps == NULL)
+    return nomem (err);
+  json_array_foreach (arr, i, o)
+    {
+      struct config_app *a = &c->apps[i];
+
+      c->n_apps = i + 1;
+      if ((ret = load_app (a, o, L, i, err)) < 0)
+        return ret;
+      /* one push selects one app: the same repository name and branch in
+       * two entries would leave the choice to the table's order */
+      for (size_t k = 0; k <= i; k++)
+        for (size_t m = 0; m < c->apps[k].n_match; m++)
+          for (size_t n = 0; n < a->n_match; n++)
+            {
+              if ((k == i && m >= n) || strcasecmp (c->apps[k].match[m], a->match[n]) != 0)
+                continue;
+              for (size_t b = 0; b < c->apps[k].n_branches; b++)
+                for (size_t d = 0; d < a->n_branches; d++)
+                  if (strcmp (c->apps[k].branches[b], a->branches[d]) == 0)
+                    {
+                      char field[32];
+                      snprintf (field, sizeof field, "apps[%zu]", i);
+                      return bad_value (err, L->what, field,
+                                        k == i ? "repeats a `match` entry"
+                                               : "deploys a repository and branch that an "
+                                                 "earlier entry already deploys",
+                                        a->match[n]);
+                    }
+            }
+    }
+  return 0;
+}
+
 #define SRV(k, min, max, def) { #k, offsetof (struct config_serve, k), (min), (max), (def) }
 
 static int
@@ -1105,7 +1347,8 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
   static const char *const keys[] = { "home",      "work_dir", "log_dir", "cache_dir",
                                       "state_dir", "artifacts", "registry", "images",
                                       "vm",        "limits",   "defaults", "policies",
-                                      "queue",     "secrets",  "serve",   "jail",    NULL };
+                                      "queue",     "secrets",  "serve",   "jail",
+                                      "webhook",   "apps",     NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
   cleanup_free char *what = NULL;
@@ -1167,6 +1410,10 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
     ret = load_serve (c, &L, err);
   if (ret == 0)
     ret = load_jail (c, &L, err);
+  if (ret == 0)
+    ret = load_webhook (c, &L, err);
+  if (ret == 0)
+    ret = load_apps (c, &L, err);
   if (ret < 0)
     return ret;
   *out = steal_pointer (&c);
@@ -1240,6 +1487,47 @@ static int
 set_u (json_t *o, const char *k, uint64_t v)
 {
   return json_object_set_new (o, k, json_integer ((json_int_t) v));
+}
+
+static json_t *
+strv_to_json (char *const *v, size_t n)
+{
+  json_t *a = json_array ();
+  for (size_t i = 0; a != NULL && i < n; i++)
+    if (json_array_append_new (a, json_string (v[i])) < 0)
+      {
+        json_decref (a);
+        return NULL;
+      }
+  return a;
+}
+
+/* the `webhook` and `apps` sections into o; -1 on ENOMEM */
+static int
+webhook_apps_to_json (json_t *o, const struct runner_config *c)
+{
+  const struct config_webhook *w = &c->webhook;
+  json_t *apps = json_array ();
+  int r = 0;
+
+  r |= json_object_set_new (o, "webhook",
+                            json_pack ("{s:s, s:I, s:I, s:I, s:I}", "listen", w->listen,
+                                       "max_body_bytes", (json_int_t) w->max_body_bytes,
+                                       "max_connections", (json_int_t) w->max_connections,
+                                       "timeout_seconds", (json_int_t) w->timeout_seconds,
+                                       "replay_window", (json_int_t) w->replay_window));
+  r |= json_object_set_new (o, "apps", apps);
+  for (size_t i = 0; r == 0 && i < c->n_apps; i++)
+    {
+      const struct config_app *a = &c->apps[i];
+      r |= json_array_append_new (apps, json_pack ("{s:s, s:s, s:o, s:o, s:s}", "app", a->app,
+                                                   "repo", a->repo, "match",
+                                                   strv_to_json (a->match, a->n_match),
+                                                   "branches",
+                                                   strv_to_json (a->branches, a->n_branches),
+                                                   "secret_file", a->secret_file));
+    }
+  return r != 0 ? -1 : 0;
 }
 
 json_t *
@@ -1321,7 +1609,7 @@ config_to_json (const struct runner_config *c)
   r |= json_object_set_new (srv, "metrics",
                             c->serve.metrics ? json_string (c->serve.metrics) : json_null ());
   r |= json_object_set_new (o, "jail", jail_to_json (&c->jail));
-  if (r != 0)
+  if (r != 0 || webhook_apps_to_json (o, c) < 0)
     return NULL;
   return steal_pointer (&o);
 }

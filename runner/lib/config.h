@@ -33,6 +33,9 @@
 #define CONFIG_MAX_EXTRA_TAGS 16
 #define CONFIG_SHORT_COMMIT_LEN 12 /* {short_commit} */
 #define CONFIG_REF_NAME_MAX 128    /* {ref_name} */
+#define CONFIG_MAX_APPS 256
+#define CONFIG_APP_MAX_MATCH 32
+#define CONFIG_APP_MAX_BRANCHES 32
 
 enum config_accel
 {
@@ -125,6 +128,29 @@ struct config_jail
   char *lock_dir; /* `lock_dir` */
 };
 
+/* The webhook receiver, `buildvm webhook` (docs/webhooks.md). */
+struct config_webhook
+{
+  char *listen;             /* "IPv4:PORT" or "[IPv6]:PORT" */
+  uint64_t max_body_bytes;  /* a larger body is refused with 413, unread */
+  uint64_t max_connections; /* at once; more are refused */
+  uint64_t timeout_seconds; /* an idle connection is closed, a request must be in by then */
+  uint64_t replay_window;   /* delivery ids remembered */
+};
+
+/* One entry of `apps`: which pushes deploy which app. The payload of a push
+ * only selects the entry; the deploy request's repository is `repo`. */
+struct config_app
+{
+  char *app;         /* the app id */
+  char *repo;        /* the clone URL the runner fetches (a valid deploy request repo) */
+  char **match;      /* clone URLs or full names a payload may carry, NULL-terminated */
+  size_t n_match;
+  char **branches;   /* branch names without refs/heads/, NULL-terminated */
+  size_t n_branches;
+  char *secret_file; /* absolute path; only the webhook reads it (webhook_config_load) */
+};
+
 struct runner_config
 {
   char *path; /* the file it was loaded from, or NULL for defaults only */
@@ -146,6 +172,9 @@ struct runner_config
   struct config_jail jail;
   char *queue; /* as written, validated */
   enum config_queue_kind queue_kind;
+  struct config_webhook webhook;
+  struct config_app *apps;
+  size_t n_apps;
 };
 
 /* Load `path` (NULL = built-in defaults only). Errors name the file and the

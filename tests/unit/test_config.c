@@ -928,6 +928,140 @@ test_credentials (void **state)
   config_free (c);
 }
 
+/* --- webhook and apps (docs/webhooks.md) --- */
+
+#define APP_OK "{\"app\":\"hello\",\"repo\":\"file:///srv/git/hello.git\",\"secret_file\":\"/etc/s\""
+static const struct field_case webhook_cases[] = {
+  { "webhook.listen", "\"[::1]:9000\"", NULL },
+  { "webhook.listen", "\"0.0.0.0:80\"", NULL },
+  { "webhook.max_body_bytes", "1024", NULL },
+  { "webhook.max_connections", "1024", NULL },
+  { "webhook.timeout_seconds", "300", NULL },
+  { "webhook.replay_window", "16", NULL },
+  { "apps", "[]", NULL },
+  { "apps", "[" APP_OK "}]", NULL },
+  { "apps", "[" APP_OK ",\"match\":[\"acme/hello\",\"https://git.example/acme/hello.git\"],"
+            "\"branches\":[\"main\",\"release/1.x\"]}]", NULL },
+  /* one repository, two apps on different branches */
+  { "apps", "[" APP_OK ",\"match\":[\"acme/hello\"]},{\"app\":\"hello-staging\",\"repo\":"
+            "\"file:///srv/git/hello.git\",\"secret_file\":\"/etc/s\",\"match\":[\"acme/hello\"],"
+            "\"branches\":[\"staging\"]}]", NULL },
+
+  { "webhook.listen", "\"localhost:8585\"", "field `webhook.listen`: listen address `localhost:8585` must be `IPv4:PORT`" },
+  { "webhook.listen", "\"127.0.0.1\"", "field `webhook.listen`: listen address" },
+  { "webhook.listen", "\"127.0.0.1:0\"", "field `webhook.listen`: listen address" },
+  { "webhook.listen", "\"127.0.0.1:08585\"", "field `webhook.listen`: listen address" },
+  { "webhook.listen", "\"127.0.0.1:65536\"", "field `webhook.listen`: listen address" },
+  { "webhook.listen", "\":8585\"", "field `webhook.listen`: listen address" },
+  { "webhook.listen", "\"127.1:8585\"", "field `webhook.listen`: listen address" },
+  { "webhook.listen", "\"::1:8585\"", "field `webhook.listen`: listen address" },
+  { "webhook.listen", "\"[::1]8585\"", "field `webhook.listen`: listen address" },
+  { "webhook.listen", "8585", "field `webhook.listen` must be a string" },
+  { "webhook.max_body_bytes", "1023", "field `webhook.max_body_bytes` is 1023, outside the range 1024..67108864" },
+  { "webhook.max_body_bytes", "67108865", "field `webhook.max_body_bytes` is 67108865" },
+  { "webhook.max_connections", "0", "field `webhook.max_connections` is 0" },
+  { "webhook.timeout_seconds", "301", "field `webhook.timeout_seconds` is 301" },
+  { "webhook.replay_window", "15", "field `webhook.replay_window` is 15" },
+  { "webhook.port", "1", "unknown field `webhook.port`" },
+  { "apps", "{}", "field `apps` must be an array" },
+  { "apps", "[1]", "field `apps[0]` must be an object" },
+  { "apps", "[{\"app\":\"Hello\",\"repo\":\"/srv/h.git\",\"secret_file\":\"/s\"}]", "field `apps[0].app` must match ^[a-z0-9][a-z0-9-]{0,62}$, got `Hello`" },
+  { "apps", "[{\"app\":\"hello\",\"secret_file\":\"/s\"}]", "missing required field `apps[0].repo`" },
+  { "apps", "[{\"app\":\"hello\",\"repo\":\"ssh://git.example/h.git\",\"secret_file\":\"/s\"}]", "field `apps[0].repo` is not a repository a deploy request may name" },
+  { "apps", "[{\"app\":\"hello\",\"repo\":\"https://u:p@git.example/h.git\",\"secret_file\":\"/s\"}]", "must not contain credentials" },
+  { "apps", "[{\"app\":\"hello\",\"repo\":\"/srv/../etc\",\"secret_file\":\"/s\"}]", "`..`" },
+  { "apps", "[" APP_OK ",\"match\":[]}]", "field `apps[0]` has an empty `match`" },
+  { "apps", "[" APP_OK ",\"match\":[\"acme hello\"]}]", "field `apps[0].match[0]` must be a clone URL or a full name" },
+  { "apps", "[" APP_OK ",\"match\":[\"\"]}]", "field `apps[0].match[0]`" },
+  { "apps", "[" APP_OK ",\"match\":\"acme/hello\"}]", "field `apps[0].match` must be an array" },
+  { "apps", "[" APP_OK ",\"branches\":[]}]", "field `apps[0]` has an empty `branches`" },
+  { "apps", "[" APP_OK ",\"branches\":[\"refs/heads/main\"]}]", "field `apps[0].branches[0]` must be a branch name" },
+  { "apps", "[" APP_OK ",\"branches\":[\"a..b\"]}]", "field `apps[0].branches[0]` must be a branch name" },
+  { "apps", "[" APP_OK ",\"branches\":[\"x.lock\"]}]", "field `apps[0].branches[0]`" },
+  { "apps", "[{\"app\":\"hello\",\"repo\":\"/srv/h.git\"}]", "field `apps[0]` has no `secret_file`" },
+  { "apps", "[{\"app\":\"hello\",\"repo\":\"/srv/h.git\",\"secret_file\":\"s\"}]", "field `apps[0].secret_file` must be an absolute path" },
+  { "apps", "[" APP_OK ",\"secret\":\"x\"}]", "unknown field `apps[0].secret`" },
+  { "apps", "[" APP_OK ",\"match\":[\"acme/hello\",\"ACME/hello\"]}]", "field `apps[0]` repeats a `match` entry" },
+  { "apps", "[" APP_OK ",\"match\":[\"acme/hello\"]},{\"app\":\"other\",\"repo\":\"/srv/o.git\","
+            "\"secret_file\":\"/s\",\"match\":[\"Acme/Hello\"],\"branches\":[\"dev\",\"main\"]}]",
+    "field `apps[1]` deploys a repository and branch that an earlier entry already deploys, got `Acme/Hello`" },
+};
+
+static void
+test_webhook_and_apps (void **state)
+{
+  struct runner_config *c;
+  json_t *j;
+  char *s;
+  (void) state;
+
+  setenv ("BUILDVM_HOME", tmp, 1);
+  for (size_t i = 0; i < ARRAY_SIZE (webhook_cases); i++)
+    {
+      bvm_error_t err = NULL;
+      int r;
+
+      c = NULL;
+      write_with (webhook_cases[i].path, webhook_cases[i].value);
+      r = config_load (&c, cfg, &err);
+      if (webhook_cases[i].needle == NULL)
+        {
+          if (r < 0)
+            fail_msg ("%s = %s: %s", webhook_cases[i].path, webhook_cases[i].value,
+                      bvm_error_msg (&err));
+          config_free (c);
+          continue;
+        }
+      if (r >= 0)
+        fail_msg ("%s = %s loaded, expected \"%s\"", webhook_cases[i].path,
+                  webhook_cases[i].value, webhook_cases[i].needle);
+      if (strstr (bvm_error_msg (&err), webhook_cases[i].needle) == NULL
+          || strstr (bvm_error_msg (&err), cfg) == NULL)
+        fail_msg ("%s = %s: error \"%s\" does not contain \"%s\" and the file",
+                  webhook_cases[i].path, webhook_cases[i].value, bvm_error_msg (&err),
+                  webhook_cases[i].needle);
+      bvm_error_free (&err);
+    }
+
+  /* defaults: no webhook section, no apps */
+  c = load_ok (NULL);
+  assert_string_equal (c->webhook.listen, "127.0.0.1:8585");
+  assert_int_equal (c->webhook.max_body_bytes, 1048576);
+  assert_int_equal (c->webhook.max_connections, 32);
+  assert_int_equal (c->webhook.timeout_seconds, 10);
+  assert_int_equal (c->webhook.replay_window, 10000);
+  assert_int_equal (c->n_apps, 0);
+  config_free (c);
+
+  /* an app's defaults: match is its own repo, branches is main; the
+   * secret file is not touched by config_load (it does not exist) */
+  write_with ("apps", "[" APP_OK "}]");
+  c = load_ok (cfg);
+  assert_int_equal (c->n_apps, 1);
+  assert_string_equal (c->apps[0].app, "hello");
+  assert_string_equal (c->apps[0].repo, "file:///srv/git/hello.git");
+  assert_int_equal (c->apps[0].n_match, 1);
+  assert_string_equal (c->apps[0].match[0], "file:///srv/git/hello.git");
+  assert_null (c->apps[0].match[1]);
+  assert_int_equal (c->apps[0].n_branches, 1);
+  assert_string_equal (c->apps[0].branches[0], "main");
+  assert_string_equal (c->apps[0].secret_file, "/etc/s");
+  /* and it round-trips with the defaults written out */
+  j = config_to_json (c);
+  assert_non_null (j);
+  s = json_dumps (json_object_get (j, "apps"), JSON_COMPACT | JSON_SORT_KEYS);
+  assert_string_equal (s, "[{\"app\":\"hello\",\"branches\":[\"main\"],\"match\":"
+                          "[\"file:///srv/git/hello.git\"],\"repo\":\"file:///srv/git/hello.git\","
+                          "\"secret_file\":\"/etc/s\"}]");
+  free (s);
+  write_json (cfg, j);
+  json_decref (j);
+  config_free (c);
+  c = load_ok (cfg);
+  assert_int_equal (c->n_apps, 1);
+  config_free (c);
+}
+
 int
 main (void)
 {
@@ -940,6 +1074,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_resources, setup, teardown),
     cmocka_unit_test_setup_teardown (test_destinations, setup, teardown),
     cmocka_unit_test_setup_teardown (test_credentials, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_webhook_and_apps, setup, teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
