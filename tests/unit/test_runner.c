@@ -1,0 +1,183 @@
+/* test_runner.c - the small modules around the pipeline and the daemon:
+ * image manifests, digests, metrics, fault points, record paths and summaries */
+#include "support.h"
+
+#include "buf.h"
+#include "config.h"
+#include "digest.h"
+#include "fault.h"
+#include "image.h"
+#include "metrics.h"
+#include "pipeline.h"
+#include "serve.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void
+test_digest (void **state)
+{
+  char d[DIGEST_STR_LEN + 1];
+  bvm_error_t err = NULL;
+  (void) state;
+  assert_ok (digest_buffer (d, "abc", 3, &err), &err);
+  assert_string_equal (d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  assert_true (digest_is_valid (d));
+  assert_false (digest_is_valid ("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
+  assert_false (digest_is_valid ("sha256:abc"));
+  assert_false (digest_is_valid ("md5:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+}
+
+static void
+write_manifest (const char *dir, const char *extra_kernel, const char *rootfs_size)
+{
+  char path[512], body[2048];
+  snprintf (path, sizeof path, "%s/minimal.json", dir);
+  snprintf (body, sizeof body,
+            "{\"schema\": 1, \"profile\": \"minimal\","
+            " \"kernel\": {\"path\": \"%s\", \"sha256\": \"sha256:%064d\","
+            " \"config_fragment_sha256\": \"sha256:%064d\", \"cmdline\": \"console=ttyS0\"},"
+            " \"rootfs\": {\"path\": \"rootfs.ext4\", \"sha256\": \"sha256:%064d\","
+            " \"format\": \"ext4\", \"size\": %s},"
+            " \"agent_sha256\": \"sha256:%064d\", \"packages\": []}",
+            extra_kernel, 0, 0, 0, rootfs_size, 0);
+  t_write (path, body);
+}
+
+static void
+test_image_manifest (void **state)
+{
+  char *d = t_tmpdir ();
+  char p[512];
+  struct vm_image *img = NULL;
+  bvm_error_t err = NULL;
+  (void) state;
+
+  assert_fails_with (image_load (&img, d, "minimal", &err), &err, "make images");
+  assert_fails_with (image_load (&img, d, "../etc", &err), &err, "not a valid image profile");
+  snprintf (p, sizeof p, "%s/vmlinux", d);
+  t_write (p, "kernel");
+  snprintf (p, sizeof p, "%s/rootfs.ext4", d);
+  t_write (p, "rootfs!");
+  write_manifest (d, "vmlinux", "7");
+  assert_ok (image_load (&img, d, "minimal", &err), &err);
+  assert_non_null (strstr (img->kernel, "/vmlinux"));
+  /* the recorded digests are checked only by verify: these are zeros */
+  assert_fails_with (image_verify (img, &err), &err, "manifest says");
+  image_free (img);
+  write_manifest (d, "vmlinux", "8");
+  assert_fails_with (image_load (&img, d, "minimal", &err), &err, "rebuild the image");
+  write_manifest (d, "../../etc/passwd", "7");
+  assert_fails_with (image_load (&img, d, "minimal", &err), &err, "relative path inside");
+  write_manifest (d, "missing", "7");
+  assert_fails_with (image_load (&img, d, "minimal", &err), &err, "No such file");
+  t_tmpdir_free (d);
+}
+
+static void
+test_metrics_render (void **state)
+{
+  struct metrics *m = NULL;
+  struct buf b = BUF_INIT (1 << 20);
+  bvm_error_t err = NULL;
+  (void) state;
+
+  assert_ok (metrics_new (&m, &err), &err);
+  metrics_job (m, "succeeded");
+  metrics_job (m, "succeeded");
+  metrics_job (m, "no-such-outcome");
+  metrics_phase (m, "build", 1.5);
+  metrics_phase (m, "build", 0.2);
+  metrics_set_depth (m, 4, 1);
+  metrics_set_vms (m, 1, 2);
+  assert_int_equal (metrics_render (m, &b), 0);
+  assert_non_null (strstr (b.ptr, "buildvm_jobs_total{outcome=\"succeeded\"} 2\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_jobs_total{outcome=\"crashed\"} 0\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_bucket{phase=\"build\",le=\"0.25\"} 1\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_bucket{phase=\"build\",le=\"2.5\"} 2\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_bucket{phase=\"build\",le=\"+Inf\"} 2\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_count{phase=\"build\"} 2\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_sum{phase=\"build\"} 1.700000\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_queue_depth{state=\"queued\"} 4\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_workers_max 2\n"));
+  /* every series has its TYPE line before it */
+  assert_non_null (strstr (b.ptr, "# TYPE buildvm_phase_duration_seconds histogram\n"));
+  buf_dispose (&b);
+  assert_fails_with (metrics_listen (m, "localhost:80", &err), &err, "IPv4-ADDRESS:PORT");
+  assert_fails_with (metrics_listen (m, "127.0.0.1", &err), &err, "HOST:PORT");
+  metrics_free (m);
+}
+
+static void
+test_fault_points (void **state)
+{
+  pid_t pid;
+  int st;
+  (void) state;
+
+  unsetenv ("BUILDVM_FAULT");
+  fault_point ("checkout"); /* not armed: nothing happens */
+  pid = fork ();
+  if (pid == 0)
+    {
+      setenv ("BUILDVM_FAULT", "after-tag", 1);
+      fault_point ("checkout");
+      fault_point ("after-tag");
+      _exit (0);
+    }
+  assert_int_equal (waitpid (pid, &st, 0), pid);
+  assert_true (WIFSIGNALED (st));
+  assert_int_equal (WTERMSIG (st), SIGKILL);
+}
+
+static void
+test_record_path_and_summary (void **state)
+{
+  struct runner_config *cfg = NULL;
+  bvm_error_t err = NULL;
+  char *path = NULL;
+  char *out = NULL;
+  size_t len = 0;
+  FILE *f;
+  json_t *rec;
+  (void) state;
+
+  setenv ("BUILDVM_HOME", "/tmp/buildvm-test-home", 1);
+  assert_ok (config_load (&cfg, NULL, &err), &err);
+  assert_ok (pipeline_record_path (&path, cfg, "job-1", &err), &err);
+  assert_string_equal (path, "/tmp/buildvm-test-home/state/jobs/job-1.json");
+  free (path);
+  assert_fails_with (pipeline_record_path (&path, cfg, "../x", &err), &err, "invalid job id");
+  assert_true (serve_default_concurrency (cfg) >= 1);
+  config_free (cfg);
+  unsetenv ("BUILDVM_HOME");
+
+  rec = json_pack ("{s:s, s:s, s:s, s:s, s:I, s:{s:s, s:s}, s:{s:{s:I}}}", "id", "j", "app", "a",
+                   "commit", "0123456789abcdef0123456789abcdef01234567", "status", "failed",
+                   "duration_ms", (json_int_t) 1500, "error", "code", "build", "message",
+                   "build step 2 (`test`) failed with exit status 1", "phases", "build", "ms",
+                   (json_int_t) 1200);
+  f = open_memstream (&out, &len);
+  pipeline_print_summary (f, rec);
+  fclose (f);
+  assert_non_null (strstr (out, "job j (a @ 0123456789ab) failed in 1.5s"));
+  assert_non_null (strstr (out, "error     build step 2 (`test`) failed with exit status 1"));
+  assert_non_null (strstr (out, "build=1200ms"));
+  free (out);
+  json_decref (rec);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_digest),          cmocka_unit_test (test_image_manifest),
+    cmocka_unit_test (test_metrics_render),  cmocka_unit_test (test_fault_points),
+    cmocka_unit_test (test_record_path_and_summary),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
