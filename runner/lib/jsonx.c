@@ -41,10 +41,38 @@ depth_ok (const json_t *j, int depth)
   return 1;
 }
 
+/* Untrusted text for an error message: every byte outside printable ASCII,
+ * and every byte in `also`, becomes \xNN; cut to fit `size`. Two messages
+ * here quoted input verbatim, so a hostile document could put escape
+ * sequences on the operator's terminal or split a log line: jansson's error
+ * text ("invalid token near '<bytes>'", found by tests/fuzz/fuzz_job.c,
+ * corpus/job/crash-64e5c7a3...) and an unknown key in jsonx_check_keys
+ * (corpus/job/crash-unknown-field-control.json). */
+static const char *
+escape_text (char *out, size_t size, const char *text, const char *also)
+{
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+
+  for (const unsigned char *p = (const unsigned char *) text; *p && o + 5 < size; p++)
+    if (*p >= 0x20 && *p < 0x7f && strchr (also, *p) == NULL)
+      out[o++] = (char) *p;
+    else
+      {
+        out[o++] = '\\';
+        out[o++] = 'x';
+        out[o++] = hex[*p >> 4];
+        out[o++] = hex[*p & 15];
+      }
+  out[o] = '\0';
+  return out;
+}
+
 int
 jsonx_parse (json_t **out, const char *data, size_t len, size_t max, const char *what,
              bvm_error_t *err)
 {
+  char text[4 * JSON_ERROR_TEXT_LENGTH + 1];
   json_error_t jerr;
   json_t *j;
 
@@ -56,7 +84,8 @@ jsonx_parse (json_t **out, const char *data, size_t len, size_t max, const char 
   j = json_loadb (data, len, JSON_REJECT_DUPLICATES, &jerr);
   if (j == NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "%s is not valid JSON: %s at line %d column %d",
-                           what, jerr.text, jerr.line, jerr.column);
+                           what, escape_text (text, sizeof text, jerr.text, ""), jerr.line,
+                           jerr.column);
   if (!depth_ok (j, 0))
     {
       json_decref (j);
@@ -100,8 +129,12 @@ jsonx_check_keys (const json_t *obj, const char *const *allowed, const char *whe
             break;
           }
       if (!ok)
-        return bvm_error_code (err, BVM_E_INVALID, 0, "unknown field `%.200s`",
-                               jsonx_path (path, sizeof path, where, k));
+        {
+          char shown[4 * 50 + 1];
+          return bvm_error_code (
+              err, BVM_E_INVALID, 0, "unknown field `%.200s`",
+              jsonx_path (path, sizeof path, where, escape_text (shown, sizeof shown, k, "`\\")));
+        }
     }
   return 0;
 }

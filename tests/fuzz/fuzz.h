@@ -42,9 +42,11 @@ fuzz_fail (const char *file, int line, const char *what)
   while (0)
 
 /* Every failure must come with an error object whose message is one line of
- * text without control characters: messages quote untrusted values and end
- * up in logs and terminals, so an unescaped byte from the input would be a
- * log-injection bug. (A NULL message is the documented out-of-memory case.) */
+ * printable ASCII: messages quote untrusted values and end up in logs and
+ * terminals, so an unescaped byte from the input (ESC, a newline, a UTF-8 C1
+ * control such as U+009B CSI) would be a log-injection bug. docs/schemas.md:
+ * "any byte outside printable ASCII ... becomes \xNN". (A NULL message is
+ * the documented out-of-memory case and reads as a fixed text.) */
 static inline void
 fuzz_check_error (int ret, bvm_error_t *err)
 {
@@ -54,7 +56,7 @@ fuzz_check_error (int ret, bvm_error_t *err)
   FUZZ_CHECK (*err != NULL);
   msg = bvm_error_msg (err);
   for (const unsigned char *p = (const unsigned char *) msg; *p; p++)
-    if (*p < 0x20 || *p == 0x7f)
+    if (*p < 0x20 || *p >= 0x7f)
       {
         fprintf (stderr, "error message with a control character: %s\n", msg);
         fuzz_fail (__FILE__, __LINE__, "error message is printable");

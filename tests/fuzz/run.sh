@@ -43,7 +43,11 @@ fuzz() {
         local work=$build/work/$name
         local dict=()
         mkdir -p "$work/corpus" "$work/artifacts"
-        [ -f "$here/$name.dict" ] && dict=(-dict="$here/$name.dict")
+        if [ -f "$here/$name.dict" ]; then
+            dict=(-dict="$here/$name.dict")
+        else
+            case $name in job|spec|config|policy|jsonx) dict=(-dict="$here/json.dict") ;; esac
+        fi
         echo "== fuzz_$name for ${seconds}s (scratch corpus $work/corpus)"
         # -timeout: an input that takes 10 s is a hang worth a reproducer;
         # -rss_limit_mb: the machine is shared, and no parser needs this much

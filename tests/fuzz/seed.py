@@ -249,8 +249,8 @@ def policy_seeds():
     p("too-many-statements", [dict(allow, Sid="S%d" % i) for i in range(101)])
     p("sid-dup", [dict(allow, Sid="A"), dict(allow, Sid="A")])
     p("wildcard-bomb", [{"Effect": "Allow", "Action": "registry:*u*s*h*i*m*a*g*e",
-                         "Resource": "*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*!"}],
-      requests="app1 %s refs/heads/main j1\n%s %s\n" % (COMMIT, "a" * 250, "x" * 4000))
+                         "Resource": "registry:*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*!"}],
+      requests="app1 %s refs/heads/main j1\nregistry:PushImage registry:%s\n" % (COMMIT, "x" * 4000))
     p("requests-traversal", [allow],
       requests="app1 %s refs/heads/main j1\n"
                "artifacts:PutObject artifacts:apps/app1/../app2/x\n"
