@@ -8,6 +8,8 @@
  *   - config_to_json gives a document config_load accepts again, with the
  *     same content (the effective config is a fixed point);
  *   - config_resolve_resources with no spec stays within the limits;
+ *   - failures have a one-line message without control characters (UTF-8 in
+ *     the operator's paths may be quoted as written);
  *   - the destination templates, expanded for a fixed valid job, either fail
  *     or give a repository that contains the app id (the template must
  *     contain `{app}`: otherwise every app would share one repository).
@@ -52,7 +54,7 @@ check_config (const struct runner_config *c)
 
   ret = config_resolve_resources (&r, c, NULL, &err);
   if (ret < 0)
-    fuzz_check_error (ret, &err);
+    fuzz_check_error_ex (ret, &err, true);
   else
     FUZZ_CHECK (r.vcpus <= c->limits.max_vcpus && r.memory_mib <= c->limits.max_memory_mib
                 && r.disk_mib <= c->limits.max_disk_mib
@@ -60,7 +62,7 @@ check_config (const struct runner_config *c)
 
   ret = config_expand_destination (&repo, &tag, c, g_job, &err);
   if (ret < 0)
-    fuzz_check_error (ret, &err);
+    fuzz_check_error_ex (ret, &err, true);
   else
     {
       FUZZ_CHECK (repo != NULL && tag != NULL && strstr (repo, g_job->app) != NULL);
@@ -69,7 +71,7 @@ check_config (const struct runner_config *c)
     }
   ret = config_expand_extra_tags (&extra, &n, c, g_job, &err);
   if (ret < 0)
-    fuzz_check_error (ret, &err);
+    fuzz_check_error_ex (ret, &err, true);
   else
     {
       FUZZ_CHECK (n <= CONFIG_MAX_EXTRA_TAGS && extra != NULL && extra[n] == NULL);
@@ -96,7 +98,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   if (ret < 0)
     {
       FUZZ_CHECK (c == NULL);
-      fuzz_check_error (ret, &err);
+      fuzz_check_error_ex (ret, &err, true);
       return 0;
     }
   check_config (c);
