@@ -417,6 +417,11 @@ def ingest_seeds():
     cases["hardlink_via_symlink"] = gen.pytar([t_link("image/s", ".."),
                                                t_link("image/h", "image/s/etc/passwd",
                                                       tarfile.LNKTYPE)])
+    # valid: a hardlink whose directory is only implied by an earlier name
+    cases["hardlink_under_implied_dir"] = gen.pytar([t_dir("image/"),
+                                                     t_file("image/bin/app", b"x"),
+                                                     t_link("image/bin/app2", "image/bin/app",
+                                                            tarfile.LNKTYPE)])
     cases["hardlink_to_root"] = gen.pytar([t_link("image/h", "image", tarfile.LNKTYPE)])
     # 2^60-byte entries: old GNU sparse, base-256 ustar size, pax size
     cases["sparse_old_gnu_huge"] = gnu_sparse_old("image/huge", 1 << 60) + END
