@@ -19,7 +19,7 @@ OPT ?= -O2 -g
 
 # One list of every Debian package the build, the images and the tests need.
 DEBIAN_PACKAGES := \
-	build-essential pkg-config clang lld llvm \
+	build-essential pkg-config clang libclang-rt-14-dev lld llvm \
 	libgit2-dev libarchive-dev libcurl4-openssl-dev libjansson-dev liblz4-dev zlib1g-dev \
 	libcmocka-dev libssl-dev libhiredis-dev libmicrohttpd-dev libseccomp-dev \
 	qemu-system-x86 busybox-static e2fsprogs erofs-utils \
