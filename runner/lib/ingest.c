@@ -373,8 +373,13 @@ tree_find_file (struct vnode **out, struct vnode *root, const struct name *t, co
       memcpy (comp, p, n);
       comp[n] = '\0';
       node = node_child (node, comp);
-      if (node == NULL || !node->declared || (slash != NULL && node->type != S_IFDIR)
-          || (slash == NULL && node->type != S_IFREG))
+      /* A directory on the way may be one only implied by earlier names
+       * (`image/bin/app` implies `image/bin`): requiring it to be declared
+       * refused `image/bin/app2` linked to `image/bin/app` in a tar without a
+       * `image/bin/` entry (found by tests/unit/test_allocfail.c). The target
+       * itself must be a declared regular file. */
+      if (node == NULL || (slash != NULL && node->type != S_IFDIR)
+          || (slash == NULL && (node->type != S_IFREG || !node->declared)))
         return refuse (err, BVM_E_INVALID, name, strlen (name),
                        "hardlink target `%s` is not an earlier regular file",
                        esc (e, sizeof e, target, strlen (target)));
@@ -1043,11 +1048,20 @@ ingest_read (struct ingest_ctx *c, const struct ingest_sink *sink, struct ingest
              bvm_error_t *err)
 {
   struct archive *a = archive_read_new ();
-  struct archive_entry *ae;
+  /* Our own entry for archive_read_next_header2: libarchive 3.6.2's
+   * archive_read_new does not check the allocation of its internal entry,
+   * and archive_read_next_header would then dereference NULL (fixed upstream
+   * in libarchive#3233). Found by tests/unit/test_allocfail.c. */
+  struct archive_entry *ae = archive_entry_new ();
   int ret = -1, r;
 
-  if (a == NULL)
-    return bvm_error (err, ENOMEM, "archive_read_new");
+  if (a == NULL || ae == NULL)
+    {
+      archive_entry_free (ae);
+      if (a != NULL)
+        archive_read_free (a);
+      return bvm_error (err, ENOMEM, "archive_read_new");
+    }
   /* tar only, and no decompression filter: a compressed stream fails to bid
    * and is refused, and no decompressor ever sees guest bytes. */
   if (archive_read_support_format_tar (a) != ARCHIVE_OK
@@ -1077,7 +1091,7 @@ ingest_read (struct ingest_ctx *c, const struct ingest_sink *sink, struct ingest
           archive_fail (c, a, hdr_start, err);
           goto out;
         }
-      r = archive_read_next_header (a, &ae);
+      r = archive_read_next_header2 (a, ae);
       if (r == ARCHIVE_EOF && !c->timed_out && !c->read_errno)
         break;
       if (r != ARCHIVE_OK || c->timed_out || c->read_errno)
@@ -1127,6 +1141,7 @@ ingest_read (struct ingest_ctx *c, const struct ingest_sink *sink, struct ingest
   ret = 0;
 out:
   archive_read_free (a);
+  archive_entry_free (ae);
   return ret;
 }
 

@@ -143,6 +143,13 @@ ref_problem (const char *s)
         return "must not contain control characters";
       if (strchr (" ~^:?*[\\", c) != NULL)
         return "must not contain space or any of ~ ^ : ? * [ \\";
+      /* Stricter than git: the ref becomes ${job:Ref} in the job's role, and
+       * role_mint refuses these bytes in a variable value (policies/README.md,
+       * "Values are validated, not escaped"). Accepting them here let a valid
+       * request fail only at lease time; found by tests/fuzz/fuzz_job.c
+       * (corpus/job/crash-75f0191f...). */
+      if (c >= 0x80 || strchr ("$`{}", c) != NULL)
+        return "must be ASCII without any of $ { } or backticks (role policies refuse them)";
     }
   for (comp = s; comp != NULL;)
     {

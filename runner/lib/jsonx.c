@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,10 +42,90 @@ depth_ok (const json_t *j, int depth)
   return 1;
 }
 
+/* Untrusted text for an error message: every byte outside printable ASCII,
+ * and every byte in `also`, becomes \xNN; cut to fit `size`. Two messages
+ * here quoted input verbatim, so a hostile document could put escape
+ * sequences on the operator's terminal or split a log line: jansson's error
+ * text ("invalid token near '<bytes>'", found by tests/fuzz/fuzz_job.c,
+ * corpus/job/crash-64e5c7a3...) and an unknown key in jsonx_check_keys
+ * (corpus/job/crash-unknown-field-control.json). */
+static const char *
+escape_text (char *out, size_t size, const char *text, const char *also)
+{
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+
+  for (const unsigned char *p = (const unsigned char *) text; *p && o + 5 < size; p++)
+    if (*p >= 0x20 && *p < 0x7f && strchr (also, *p) == NULL)
+      out[o++] = (char) *p;
+    else
+      {
+        out[o++] = '\\';
+        out[o++] = 'x';
+        out[o++] = hex[*p >> 4];
+        out[o++] = hex[*p & 15];
+      }
+  out[o] = '\0';
+  return out;
+}
+
+/* jansson 2.14 cannot survive a failed allocation in its lexer: lex_save()
+ * ignores strbuffer_append_byte()'s result, so the saved token loses a byte
+ * and the parse either succeeds with a corrupted string ("1.36" loaded as
+ * "136", "build-role" as "build-ole": a resource pattern could lose a `/`
+ * the same way) or trips an assert / reads past its buffer (upstream
+ * akheron/jansson#362, still open). Found by tests/unit/test_allocfail.c.
+ * So for the duration of a parse jansson allocates through these hooks: an
+ * allocation that fails is served from a reserve taken before the parse, so
+ * the lexer never sees the failure, and the document is then refused with
+ * ENOMEM. Blocks from the reserve never outlive the parse. Outside a parse
+ * the hooks are plain malloc and free. */
+struct jansson_reserve
+{
+  char *base;
+  size_t size, used;
+  bool failed;
+};
+static __thread struct jansson_reserve *jansson_reserve;
+
+static void *
+jansson_malloc (size_t n)
+{
+  struct jansson_reserve *r = jansson_reserve;
+  void *p = malloc (n);
+
+  if (p != NULL || r == NULL)
+    return p;
+  r->failed = true;
+  if (n > r->size - r->used || ((n + 15) & ~(size_t) 15) > r->size - r->used)
+    return NULL;
+  p = r->base + r->used;
+  r->used += (n + 15) & ~(size_t) 15;
+  return p;
+}
+
+static void
+jansson_free (void *p)
+{
+  struct jansson_reserve *r = jansson_reserve;
+  if (r != NULL && (char *) p >= r->base && (char *) p < r->base + r->size)
+    return;
+  free (p);
+}
+
+static void
+jansson_hooks (void)
+{
+  json_set_alloc_funcs (jansson_malloc, jansson_free);
+}
+
 int
 jsonx_parse (json_t **out, const char *data, size_t len, size_t max, const char *what,
              bvm_error_t *err)
 {
+  char text[4 * JSON_ERROR_TEXT_LENGTH + 1];
+  static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+  struct jansson_reserve reserve = { NULL, 0, 0, false };
   json_error_t jerr;
   json_t *j;
 
@@ -53,10 +134,30 @@ jsonx_parse (json_t **out, const char *data, size_t len, size_t max, const char 
                            len, max);
   /* jansson's own nesting limit is 2048; we check a much smaller one after
    * parsing, which is cheap next to the parse itself. */
+  /* room for the largest single allocation a document of len bytes can
+   * make jansson do (its token buffer, an array or a hash table) */
+  pthread_once (&hooks_once, jansson_hooks);
+  if (len > (SIZE_MAX - 65536) / 16)
+    return bvm_error_code (err, BVM_E_LIMIT, 0, "%s is too large to parse", what);
+  reserve.size = 16 * len + 65536;
+  reserve.base = malloc (reserve.size);
+  if (reserve.base == NULL)
+    return bvm_error (err, ENOMEM, "parsing %s", what);
+  jansson_reserve = &reserve;
   j = json_loadb (data, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (reserve.failed && j != NULL)
+    {
+      json_decref (j); /* frees its reserve blocks as no-ops */
+      j = NULL;
+    }
+  jansson_reserve = NULL;
+  free (reserve.base);
+  if (reserve.failed)
+    return bvm_error (err, ENOMEM, "parsing %s", what);
   if (j == NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "%s is not valid JSON: %s at line %d column %d",
-                           what, jerr.text, jerr.line, jerr.column);
+                           what, escape_text (text, sizeof text, jerr.text, ""), jerr.line,
+                           jerr.column);
   if (!depth_ok (j, 0))
     {
       json_decref (j);
@@ -100,8 +201,12 @@ jsonx_check_keys (const json_t *obj, const char *const *allowed, const char *whe
             break;
           }
       if (!ok)
-        return bvm_error_code (err, BVM_E_INVALID, 0, "unknown field `%.200s`",
-                               jsonx_path (path, sizeof path, where, k));
+        {
+          char shown[4 * 50 + 1];
+          return bvm_error_code (
+              err, BVM_E_INVALID, 0, "unknown field `%.200s`",
+              jsonx_path (path, sizeof path, where, escape_text (shown, sizeof shown, k, "`\\")));
+        }
     }
   return 0;
 }

@@ -753,7 +753,8 @@ test_destinations (void **state)
       { "refs/tags/v1.0", "v1.0" },
       { "refs/pull/12/head", "pull-12-head" },
       { "refs/heads/-x", "_x" },
-      { "refs/heads/caf\xc3\xa9", "caf--" },
+      /* (a non-ASCII ref such as `refs/heads/café` no longer parses: job.c
+       * refuses what role_mint cannot hold) */
       { "refs/heads/a+b=c", "a-b-c" },
     };
     for (size_t i = 0; i < ARRAY_SIZE (refs); i++)

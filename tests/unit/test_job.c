@@ -165,7 +165,6 @@ static const struct field_case good_values[] = {
   { "ref", "\"refs/tags/v1.0\"", NULL },
   { "ref", "\"refs/pull/12/head\"", NULL },
   { "ref", "\"refs/heads/a.b\"", NULL },
-  { "ref", "\"refs/heads/caf\\u00e9\"", NULL },
   { "trigger", "\"api\"", NULL },
   { "trigger", "\"manual\"", NULL },
   { "delivery", "\"abc:123\"", NULL },
@@ -240,6 +239,11 @@ static const struct field_case bad_values[] = {
   { "ref", "\"refs/heads/x/\"", "must not end with `/`" },
   { "ref", "\"refs/heads/x.\"", "must not end with `.`" },
   { "ref", "\"refs/heads/@\"", "component `@`" },
+  /* stricter than git: the ref is a role variable (fuzz_job found these) */
+  { "ref", "\"refs/heads/caf\\u00e9\"", "must be ASCII without any of $ { }" },
+  { "ref", "\"refs/$heads/main\"", "must be ASCII without any of $ { }" },
+  { "ref", "\"refs/heads/${job:App}\"", "must be ASCII without any of $ { }" },
+  { "ref", "\"refs/heads/a`b\"", "must be ASCII without any of $ { }" },
   /* repo */
   { "repo", "\"ssh://git@host/x\"", "field `repo` must be an absolute path, a `file:///` URL" },
   { "repo", "\"git://host/x\"", "other transports such as ssh, git and ext:: are refused" },
