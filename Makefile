@@ -172,7 +172,7 @@ FUZZ_STANDALONE := $(FUZZ_NAMES:%=$(BUILD)/fuzz/standalone/fuzz_%)
 FUZZ_CFLAGS = $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) $(SAN_FLAGS)
 # clang, unlike gcc, flags a cleanup_free variable that is never used
 # (config.c load_dirs `home`); gcc is the compiler that enforces warnings here.
-FUZZ_LIB_WARN := -Wno-unused-variable
+FUZZ_LIB_WARN :=
 
 $(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -671,7 +671,6 @@ load_dirs (struct runner_config *c, const struct loader *L, bvm_error_t *err)
     { "cache_dir", "cache", offsetof (struct runner_config, cache_dir) },
     { "state_dir", "state", offsetof (struct runner_config, state_dir) },
   };
-  cleanup_free char *home = NULL;
   int ret;
 
   /* precedence: the `home` field, then $BUILDVM_HOME, then the default */
