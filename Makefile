@@ -19,13 +19,13 @@ OPT ?= -O2 -g
 
 # One list of every Debian package the build, the images and the tests need.
 DEBIAN_PACKAGES := \
-	build-essential pkg-config clang libclang-rt-14-dev lld llvm \
+	build-essential pkg-config clang llvm libclang-rt-14-dev \
 	libgit2-dev libarchive-dev libcurl4-openssl-dev libjansson-dev liblz4-dev zlib1g-dev \
 	libcmocka-dev libssl-dev libhiredis-dev libmicrohttpd-dev libseccomp-dev \
-	qemu-system-x86 busybox-static e2fsprogs erofs-utils \
-	linux-source-6.1 bc flex bison libelf-dev xz-utils cpio debootstrap \
-	docker-registry redis-server skopeo umoci git apache2-utils curl \
-	hyperfine jq lz4 procps psmisc iproute2 python3
+	qemu-system-x86 busybox-static e2fsprogs \
+	linux-source-6.1 bc flex bison libelf-dev xz-utils debootstrap \
+	docker-registry redis-server skopeo umoci git apache2-utils curl openssl \
+	jq lz4 procps iproute2 python3
 
 PKGS := libgit2 libarchive libcurl jansson liblz4 openssl hiredis libmicrohttpd libseccomp zlib
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
