@@ -138,6 +138,26 @@ cmd_dry_run (int argc, char **argv)
   if (fs_mkdir_p (out_opt, 0755, &err) < 0 || realpath (out_opt, out_dir) == NULL)
     return cli_fail ("dry-run", &err, 1);
 
+  /* --worktree exports what is not ignored: our own output must not end up
+   * in the next build's sources */
+  if (worktree)
+    {
+      size_t n = strlen (dir);
+      if (strncmp (out_dir, dir, n) == 0 && out_dir[n] == '/')
+        {
+          bool ignored = false;
+          char rel[PATH_MAX];
+          snprintf (rel, sizeof rel, "%s/", out_dir + n + 1);
+          if (gitsrc_path_ignored (&ignored, dir, rel, &err) < 0)
+            return cli_fail ("dry-run", &err, 2);
+          if (!ignored)
+            return cli_usage ("dry-run",
+                              "the output directory `%s` is inside the working tree and not "
+                              "ignored, so --worktree would build it into the sources: add "
+                              "`%s` to .gitignore or choose another --out",
+                              out_dir + n + 1, rel);
+        }
+    }
   if (gitsrc_head (head, dir, &err) < 0)
     {
       bvm_error_wrap (&err, "`%s` must be a git repository with at least one commit", dir);

@@ -1405,6 +1405,24 @@ gitsrc_head (char out[GITSRC_OID_HEX + 1], const char *dir, bvm_error_t *err)
   return r;
 }
 
+int
+gitsrc_path_ignored (bool *ignored, const char *dir, const char *rel, bvm_error_t *err)
+{
+  git_repository *repo = NULL;
+  int v = 0;
+
+  if (open_local (&repo, dir, err) < 0)
+    return -1;
+  if (git_ignore_path_is_ignored (&v, repo, rel) < 0)
+    {
+      git_repository_free (repo);
+      return git_fail (err, BVM_E_INVALID, "ignore rules for `%s`", rel);
+    }
+  git_repository_free (repo);
+  *ignored = v != 0;
+  return 0;
+}
+
 /* Open the parent directory of `rel` (relative to rootfd) one component at a
  * time with O_NOFOLLOW: a directory replaced by a symlink in the working tree
  * is never traversed. *base points at the last component of rel. Returns the

@@ -137,4 +137,8 @@ int gitsrc_commit_time (int64_t *out, struct gitsrc_repo *repo, const char *comm
 int gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char *commit,
                       const char *path, size_t max, bvm_error_t *err);
 
+/* dry-run --worktree: whether `rel` (relative to the top of the working tree
+ * `dir`) is ignored by its .gitignore rules. */
+int gitsrc_path_ignored (bool *ignored, const char *dir, const char *rel, bvm_error_t *err);
+
 #endif

@@ -67,6 +67,10 @@ run env -C "$d" "$BUILDVM" dry-run
 [ "$RC" = 0 ] || { cat "$T/out"; fail "dry-run of HEAD failed"; }
 umoci unpack --image "$d/buildvm-out/image:$c" "$T/b-head" >/dev/null
 grep -q "Built in a throwaway VM" "$T/b-head/rootfs/app/www/index.html" || fail "HEAD build has the change"
+# the output directory inside the working tree, not ignored: refused
+run env -C "$d" "$BUILDVM" dry-run --worktree --out "$d/out-here"
+assert_eq 2 "$RC" "--worktree with an unignored output directory"
+assert_contains "$T/err" "add \`out-here/\` to .gitignore"
 run env -C "$d" "$BUILDVM" dry-run --worktree --out "$T/out-wt" --verbose
 [ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "dry-run --worktree failed"; }
 umoci unpack --image "$T/out-wt/image:$c" "$T/b-wt" >/dev/null
