@@ -50,30 +50,7 @@ struct gitsrc_repo
 static const char *
 esc (char out[ESC_MAX + 8], const char *s, size_t len)
 {
-  static const char hex[] = "0123456789abcdef";
-  size_t o = 0;
-
-  for (size_t i = 0; i < len; i++)
-    {
-      unsigned char c = (unsigned char) s[i];
-      if (o + 4 > ESC_MAX)
-        {
-          memcpy (out + o, "...", 3);
-          o += 3;
-          break;
-        }
-      if (c < 0x20 || c >= 0x7f || c == '`' || c == '\\')
-        {
-          out[o++] = '\\';
-          out[o++] = 'x';
-          out[o++] = hex[c >> 4];
-          out[o++] = hex[c & 15];
-        }
-      else
-        out[o++] = (char) c;
-    }
-  out[o] = '\0';
-  return out;
+  return str_escape (out, ESC_MAX + 8, s, len, ESC_MAX);
 }
 
 /* Fail with libgit2's last message appended: "context: libgit2 message". The

@@ -76,30 +76,7 @@ struct name
 static const char *
 esc (char *out, size_t size, const char *s, size_t len)
 {
-  static const char hex[] = "0123456789abcdef";
-  size_t o = 0;
-
-  for (size_t i = 0; i < len; i++)
-    {
-      unsigned char ch = (unsigned char) s[i];
-      if (o + 8 >= size)
-        {
-          memcpy (out + o, "...", 3);
-          o += 3;
-          break;
-        }
-      if (ch >= 0x20 && ch < 0x7f && ch != '\\' && ch != '`')
-        out[o++] = (char) ch;
-      else
-        {
-          out[o++] = '\\';
-          out[o++] = 'x';
-          out[o++] = hex[ch >> 4];
-          out[o++] = hex[ch & 15];
-        }
-    }
-  out[o] = '\0';
-  return out;
+  return str_escape (out, size, s, len, len);
 }
 
 /* "entry `<name>`: <why>" */

@@ -14,38 +14,7 @@
 const char *
 job__show (char *buf, size_t size, const char *s)
 {
-  static const char digits[] = "0123456789abcdef";
-  const size_t shown = 48;
-  size_t o = 0, i;
-
-  if (size < 16)
-    {
-      if (size > 0)
-        buf[0] = '\0';
-      return buf;
-    }
-  for (i = 0; s[i] != '\0' && i < shown; i++)
-    {
-      unsigned char c = (unsigned char) s[i];
-      if (o + 8 >= size)
-        break;
-      if (c < 0x20 || c >= 0x7f || c == '`' || c == '\\')
-        {
-          buf[o++] = '\\';
-          buf[o++] = 'x';
-          buf[o++] = digits[c >> 4];
-          buf[o++] = digits[c & 15];
-        }
-      else
-        buf[o++] = (char) c;
-    }
-  if (s[i] != '\0')
-    {
-      memcpy (buf + o, "...", 3);
-      o += 3;
-    }
-  buf[o] = '\0';
-  return buf;
+  return str_escape (buf, size, s, strlen (s), 48);
 }
 
 static bool

@@ -50,23 +50,9 @@ depth_ok (const json_t *j, int depth)
  * corpus/job/crash-64e5c7a3...) and an unknown key in jsonx_check_keys
  * (corpus/job/crash-unknown-field-control.json). */
 static const char *
-escape_text (char *out, size_t size, const char *text, const char *also)
+escape_text (char *out, size_t size, const char *text)
 {
-  static const char hex[] = "0123456789abcdef";
-  size_t o = 0;
-
-  for (const unsigned char *p = (const unsigned char *) text; *p && o + 5 < size; p++)
-    if (*p >= 0x20 && *p < 0x7f && strchr (also, *p) == NULL)
-      out[o++] = (char) *p;
-    else
-      {
-        out[o++] = '\\';
-        out[o++] = 'x';
-        out[o++] = hex[*p >> 4];
-        out[o++] = hex[*p & 15];
-      }
-  out[o] = '\0';
-  return out;
+  return str_escape (out, size, text, strlen (text), (size_t) -1);
 }
 
 /* jansson 2.14 cannot survive a failed allocation in its lexer: lex_save()
@@ -156,7 +142,7 @@ jsonx_parse (json_t **out, const char *data, size_t len, size_t max, const char 
     return bvm_error (err, ENOMEM, "parsing %s", what);
   if (j == NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "%s is not valid JSON: %s at line %d column %d",
-                           what, escape_text (text, sizeof text, jerr.text, ""), jerr.line,
+                           what, escape_text (text, sizeof text, jerr.text), jerr.line,
                            jerr.column);
   if (!depth_ok (j, 0))
     {
@@ -205,7 +191,7 @@ jsonx_check_keys (const json_t *obj, const char *const *allowed, const char *whe
           char shown[4 * 50 + 1];
           return bvm_error_code (
               err, BVM_E_INVALID, 0, "unknown field `%.200s`",
-              jsonx_path (path, sizeof path, where, escape_text (shown, sizeof shown, k, "`\\")));
+              jsonx_path (path, sizeof path, where, escape_text (shown, sizeof shown, k)));
         }
     }
   return 0;

@@ -278,31 +278,7 @@ any_match (const char *const *patterns, size_t n, const char *s, bool icase)
 static const char *
 show (char *buf, size_t size, const char *s, size_t max)
 {
-  static const char hex[] = "0123456789abcdef";
-  size_t o = 0, i;
-
-  for (i = 0; s[i] != '\0' && i < max; i++)
-    {
-      unsigned char c = (unsigned char) s[i];
-      if (o + 8 >= size)
-        break;
-      if (c < 0x20 || c >= 0x7f || c == '`' || c == '\\')
-        {
-          buf[o++] = '\\';
-          buf[o++] = 'x';
-          buf[o++] = hex[c >> 4];
-          buf[o++] = hex[c & 15];
-        }
-      else
-        buf[o++] = (char) c;
-    }
-  if (s[i] != '\0')
-    {
-      memcpy (buf + o, "...", 3);
-      o += 3;
-    }
-  buf[o] = '\0';
-  return buf;
+  return str_escape (buf, size, s, strlen (s), max);
 }
 
 #define SHOW_SIZE 1024

@@ -202,6 +202,42 @@ mem_wipe (void *p, size_t n)
     explicit_bzero (p, n);
 }
 
+const char *
+str_escape (char *out, size_t size, const char *s, size_t len, size_t max)
+{
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0, i;
+
+  if (size < 8)
+    {
+      if (size > 0)
+        out[0] = '\0';
+      return out;
+    }
+  for (i = 0; i < len && i < max; i++)
+    {
+      unsigned char c = (unsigned char) s[i];
+      if (o + 8 >= size) /* room for one escape, "..." and the NUL */
+        break;
+      if (c < 0x20 || c >= 0x7f || c == '`' || c == '\\')
+        {
+          out[o++] = '\\';
+          out[o++] = 'x';
+          out[o++] = hex[c >> 4];
+          out[o++] = hex[c & 15];
+        }
+      else
+        out[o++] = (char) c;
+    }
+  if (i < len)
+    {
+      memcpy (out + o, "...", 3);
+      o += 3;
+    }
+  out[o] = '\0';
+  return out;
+}
+
 void
 hex_encode (char *out, const unsigned char *in, size_t n)
 {

@@ -77,6 +77,14 @@ bool mem_equal_ct (const void *a, const void *b, size_t n);
 /* Overwrite memory in a way the compiler may not elide. */
 void mem_wipe (void *p, size_t n);
 
+/* The printable one-line form of untrusted bytes, for error and log
+ * messages: every byte outside printable ASCII, the backtick and the
+ * backslash become \xNN, so a hostile name can neither put escape sequences
+ * on an operator's terminal, split a log line, nor end the `quoting` around
+ * it. At most `max` input bytes are shown, and no more than fit in `size`
+ * (at least 8); a cut is marked "...". Returns out. */
+const char *str_escape (char *out, size_t size, const char *s, size_t len, size_t max);
+
 /* Lowercase hex of `n` bytes into out (2n+1 bytes). */
 void hex_encode (char *out, const unsigned char *in, size_t n);
 

@@ -133,6 +133,25 @@ test_fs_atomic_and_rm (void **state)
   t_tmpdir_free (d);
 }
 
+static void
+test_str_escape (void **state)
+{
+  char out[64];
+  (void) state;
+  assert_string_equal (str_escape (out, sizeof out, "plain", 5, 100), "plain");
+  assert_string_equal (str_escape (out, sizeof out, "a\033[2Jb`c\\", 9, 100),
+                       "a\\x1b[2Jb\\x60c\\x5c");
+  assert_string_equal (str_escape (out, sizeof out, "\xff\n", 2, 100), "\\xff\\x0a");
+  /* cut at max input bytes, marked */
+  assert_string_equal (str_escape (out, sizeof out, "abcdefgh", 8, 3), "abc...");
+  /* cut where the output is full, still NUL-terminated and marked */
+  str_escape (out, 16, "0123456789abcdefghij", 20, 100);
+  assert_true (strlen (out) < 16);
+  assert_non_null (strstr (out, "..."));
+  /* a NUL inside `len` is shown, not an end */
+  assert_string_equal (str_escape (out, sizeof out, "a\0b", 3, 100), "a\\x00b");
+}
+
 int
 main (void)
 {
@@ -142,6 +161,7 @@ main (void)
     cmocka_unit_test (test_parse_numbers),
     cmocka_unit_test (test_json_strict),
     cmocka_unit_test (test_fs_atomic_and_rm),
+    cmocka_unit_test (test_str_escape),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
