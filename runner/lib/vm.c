@@ -1,6 +1,8 @@
 /* vm.c - the driver-independent half of a VM's life: see vm.h */
 #include "vm.h"
 #include "guest.h"
+#include "jail.h"
+#include "proc.h"
 #include "util.h"
 
 #include <errno.h>
@@ -264,6 +266,50 @@ pump_console (struct console *c, int fd)
       return false;
     }
   return true;
+}
+
+int
+vm__spawn (struct vm *vm, const char *const *argv, bvm_error_t *err)
+{
+  const struct vm_spec *spec = vm->spec;
+  struct proc_opts o = PROC_OPTS_INIT;
+  int con[2] = { -1, -1 }, errp[2] = { -1, -1 };
+  int ret;
+
+  if (pipe2 (con, O_CLOEXEC) < 0 || pipe2 (errp, O_CLOEXEC) < 0)
+    {
+      ret = bvm_error (err, errno, "pipe");
+      goto out;
+    }
+  o.stdout_fd = con[1];
+  o.stderr_fd = errp[1];
+  if (spec->jail != NULL)
+    ret = jail_spawn (&vm->pid, spec->jail, argv, &o, err);
+  else
+    {
+      o.pre_exec = spec->pre_exec;
+      o.opaque = spec->pre_exec_opaque;
+      ret = proc_spawn (&vm->pid, argv, &o, err);
+    }
+  if (ret < 0)
+    {
+      bvm_error_wrap (err, "start %s", vm->driver->name);
+      goto out;
+    }
+  vm->console_fd = steal_fd (&con[0]);
+  vm->stderr_fd = steal_fd (&errp[0]);
+  if (fcntl (vm->console_fd, F_SETFL, O_NONBLOCK) < 0
+      || fcntl (vm->stderr_fd, F_SETFL, O_NONBLOCK) < 0)
+    ret = bvm_error (err, errno, "fcntl");
+out:
+  for (int i = 0; i < 2; i++)
+    {
+      if (con[i] >= 0)
+        close (con[i]);
+      if (errp[i] >= 0)
+        close (errp[i]);
+    }
+  return ret;
 }
 
 static int

@@ -112,6 +112,12 @@ struct vm
   char *driver_file; /* e.g. Firecracker's config file, removed by destroy */
 };
 
+/* For drivers: start the VMM with argv, its stdout (the guest's console) and
+ * stderr on fresh pipes whose read ends become vm->console_fd and
+ * vm->stderr_fd (non-blocking); in spec->jail when there is one, else with
+ * spec->pre_exec. */
+int vm__spawn (struct vm *vm, const char *const *argv, bvm_error_t *err);
+
 extern const struct vm_driver vm_driver_qemu;
 extern const struct vm_driver vm_driver_firecracker;
 

@@ -72,9 +72,7 @@ static int
 firecracker_boot (struct vm *vm, bvm_error_t *err)
 {
   const struct vm_spec *spec = vm->spec;
-  struct proc_opts o = PROC_OPTS_INIT;
   cleanup_free char *config = NULL;
-  int con[2] = { -1, -1 }, errp[2] = { -1, -1 };
   int ret;
 
   if (vm->accel != VM_ACCEL_KVM)
@@ -96,36 +94,11 @@ firecracker_boot (struct vm *vm, bvm_error_t *err)
   ret = fs_write_atomic (vm->driver_file, config, strlen (config), 0600, err);
   if (ret < 0)
     return ret;
-  if (pipe2 (con, O_CLOEXEC) < 0 || pipe2 (errp, O_CLOEXEC) < 0)
-    {
-      ret = bvm_error (err, errno, "pipe");
-      goto out;
-    }
-  o.stdout_fd = con[1];
-  o.stderr_fd = errp[1];
-  o.pre_exec = spec->pre_exec;
-  o.opaque = spec->pre_exec_opaque;
   {
     const char *argv[] = { vm->vmm_path, "--no-api", "--config-file", vm->driver_file,
                            "--level", "Error", NULL };
-    ret = proc_spawn (&vm->pid, argv, &o, err);
+    return vm__spawn (vm, argv, err);
   }
-  if (ret < 0)
-    goto out;
-  vm->console_fd = steal_fd (&con[0]);
-  vm->stderr_fd = steal_fd (&errp[0]);
-  if (fcntl (vm->console_fd, F_SETFL, O_NONBLOCK) < 0
-      || fcntl (vm->stderr_fd, F_SETFL, O_NONBLOCK) < 0)
-    ret = bvm_error (err, errno, "fcntl");
-out:
-  for (int i = 0; i < 2; i++)
-    {
-      if (con[i] >= 0)
-        close (con[i]);
-      if (errp[i] >= 0)
-        close (errp[i]);
-    }
-  return ret;
 }
 
 static void

@@ -199,9 +199,7 @@ qemu_boot (struct vm *vm, bvm_error_t *err)
 {
   const struct vm_spec *spec = vm->spec;
   struct vm_spec jailed;
-  struct proc_opts o = PROC_OPTS_INIT;
   char **argv = NULL;
-  int con[2] = { -1, -1 }, errp[2] = { -1, -1 };
   int ret;
 
   ret = proc_which (&vm->vmm_path, spec->vmm ? spec->vmm : vm->driver->default_vmm, err);
@@ -218,39 +216,7 @@ qemu_boot (struct vm *vm, bvm_error_t *err)
   ret = vm_qemu_argv (&argv, spec, vm->accel, vm->vmm_path, err);
   if (ret < 0)
     return ret;
-  if (pipe2 (con, O_CLOEXEC) < 0 || pipe2 (errp, O_CLOEXEC) < 0)
-    {
-      ret = bvm_error (err, errno, "pipe");
-      goto out;
-    }
-  o.stdout_fd = con[1];
-  o.stderr_fd = errp[1];
-  if (spec->jail != NULL)
-    ret = jail_spawn (&vm->pid, spec->jail, (const char *const *) argv, &o, err);
-  else
-    {
-      o.pre_exec = spec->pre_exec;
-      o.opaque = spec->pre_exec_opaque;
-      ret = proc_spawn (&vm->pid, (const char *const *) argv, &o, err);
-    }
-  if (ret < 0)
-    {
-      bvm_error_wrap (err, "start QEMU");
-      goto out;
-    }
-  vm->console_fd = steal_fd (&con[0]);
-  vm->stderr_fd = steal_fd (&errp[0]);
-  if (fcntl (vm->console_fd, F_SETFL, O_NONBLOCK) < 0
-      || fcntl (vm->stderr_fd, F_SETFL, O_NONBLOCK) < 0)
-    ret = bvm_error (err, errno, "fcntl");
-out:
-  for (int i = 0; i < 2; i++)
-    {
-      if (con[i] >= 0)
-        close (con[i]);
-      if (errp[i] >= 0)
-        close (errp[i]);
-    }
+  ret = vm__spawn (vm, (const char *const *) argv, err);
   vm_argv_free (argv);
   return ret;
 }
