@@ -1190,17 +1190,6 @@ child_fail (int fd, int stage, int op)
   _exit (127);
 }
 
-static void
-close_from (int lowfd)
-{
-#ifdef SYS_close_range
-  if (syscall (SYS_close_range, lowfd, ~0U, 0) == 0)
-    return;
-#endif
-  for (int fd = lowfd; fd < 65536; fd++)
-    close (fd);
-}
-
 static int
 op_run (const struct op *op, uid_t uid, gid_t gid)
 {
@@ -1311,7 +1300,7 @@ jail_child (const struct child_ctx *c)
     if (moved[i] >= 0 && dup3 (moved[i], i, i < 3 ? 0 : O_CLOEXEC) < 0)
       child_fail (efd, ST_SETUP, -1);
   efd = 3;
-  close_from (5);
+  proc_close_from (5);
   if (c->new_session && setsid () < 0)
     child_fail (efd, ST_SESSION, -1);
 

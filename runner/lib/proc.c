@@ -47,8 +47,8 @@ proc_which (char **out, const char *name, bvm_error_t *err)
   return bvm_error_code (err, BVM_E_IO, ENOENT, "`%s` is not installed or not in PATH", name);
 }
 
-static void
-close_from (int lowfd)
+void
+proc_close_from (int lowfd)
 {
 #ifdef SYS_close_range
   if (syscall (SYS_close_range, lowfd, ~0U, 0) == 0)
@@ -121,7 +121,7 @@ proc_spawn (pid_t *out, const char *const *argv, const struct proc_opts *o, bvm_
       ep[1] = 3;
       if (fcntl (3, F_SETFD, FD_CLOEXEC) < 0)
         goto fail;
-      close_from (4);
+      proc_close_from (4);
       if (o->pre_exec && o->pre_exec (o->opaque) < 0)
         goto fail;
       execv (prog, (char *const *) argv);

@@ -39,6 +39,10 @@ int proc_spawn (pid_t *out, const char *const *argv, const struct proc_opts *o, 
 int proc_run (const char *const *argv, struct buf *output, int *status, int64_t timeout_ms,
               bvm_error_t *err);
 
+/* Close every file descriptor from lowfd up (close_range, else a loop):
+ * for a child between fork and exec. */
+void proc_close_from (int lowfd);
+
 /* Resolve a program name through PATH; *out is malloc'd. */
 int proc_which (char **out, const char *name, bvm_error_t *err);
 
