@@ -82,6 +82,21 @@ for driver in spool redis; do
     assert_eq succeeded "$(jq -r .status "$(pl_record "$driver-term")")" "$driver: its record"
     assert_contains "$T/serve-main.log" "event=serve.draining"
 
+    # --- ^C twice: running jobs are canceled at once and given back (queued
+    # again, no attempt spent), and the daemon exits
+    sv_start main
+    pl_job "$T/j.json" "$driver-int" slow-$driver "$T/slow" "$c_slow"
+    "$BUILDVM" enqueue --config "$CONFIG" "$T/j.json" >/dev/null
+    for _ in $(seq 100); do [ "$(sv_state "$driver-int")" = running ] && break; sleep 0.1; done
+    kill -INT "$SV_PID_main"; sleep 0.3; kill -INT "$SV_PID_main"
+    start=$(date +%s)
+    wait "$SV_PID_main"
+    assert_eq 0 "$?" "$driver: daemon exit status after two SIGINTs"
+    [ $(( $(date +%s) - start )) -lt 15 ] || fail "$driver: the second ^C did not cancel at once"
+    assert_eq queued "$(sv_state "$driver-int")" "$driver: the canceled job is queued again"
+    "$BUILDVM" cancel --config "$CONFIG" "$driver-int" >/dev/null
+    assert_no_leftovers
+
     # --- a job that always fails for a reason that may pass (registry down):
     # retried, then dead-lettered after max_attempts (2)
     pl_config ".queue = \"$queue\" | .serve = {lease_seconds: 10, max_attempts: 2} | .registry.url = \"http://127.0.0.1:$(svc_free_port)\""

@@ -32,3 +32,17 @@ assert_eq 125 "$RC" "exit status when the VM never boots"
 assert_contains "$T/err" "did not reach the guest agent"
 [ "$elapsed" -lt 30 ] || fail "boot deadline took ${elapsed}s"
 assert_no_leftovers
+
+# a signal to the runner: the VM is killed and reaped, its files removed, and
+# `vm run` says it was canceled (exit 130)
+"$BUILDVM" vm run -- sleep 1000 >"$T/out" 2>"$T/err" &
+pid=$!
+for _ in $(seq 100); do pgrep -f 'qemu-system-x86_64 -name buildvm-vm-run' >/dev/null && break; sleep 0.1; done
+sleep 1
+start=$(date +%s)
+kill -TERM $pid
+set +e; wait $pid; rc=$?; set -e
+assert_eq 130 "$rc" "exit status after SIGTERM"
+[ $(( $(date +%s) - start )) -lt 10 ] || fail "SIGTERM took too long"
+assert_contains "$T/err" "canceled"
+assert_no_leftovers
