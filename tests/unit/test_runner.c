@@ -10,6 +10,10 @@
 #include "metrics.h"
 #include "pipeline.h"
 #include "serve.h"
+#include "spec.h"
+#include "fs.h"
+
+#include <glob.h>
 #include "util.h"
 
 #include <signal.h>
@@ -171,6 +175,33 @@ test_record_path_and_summary (void **state)
   json_decref (rec);
 }
 
+/* every example and hostile app's buildvm.json is a valid spec */
+static void
+test_example_specs (void **state)
+{
+  glob_t g;
+  size_t n = 0;
+  (void) state;
+
+  assert_int_equal (glob ("examples/apps/*/buildvm.json", 0, NULL, &g), 0);
+  assert_int_equal (glob ("examples/hostile/*/buildvm.json", GLOB_APPEND, NULL, &g), 0);
+  for (size_t i = 0; i < g.gl_pathc; i++)
+    {
+      char *text = NULL;
+      size_t len = 0;
+      struct build_spec *spec = NULL;
+      bvm_error_t err = NULL;
+      assert_ok (fs_read_file (&text, &len, g.gl_pathv[i], 1 << 20, &err), &err);
+      if (spec_parse (&spec, text, len, &err) < 0)
+        fail_msg ("%s: %s", g.gl_pathv[i], bvm_error_msg (&err));
+      spec_free (spec);
+      free (text);
+      n++;
+    }
+  globfree (&g);
+  assert_true (n >= 11);
+}
+
 int
 main (void)
 {
@@ -178,6 +209,7 @@ main (void)
     cmocka_unit_test (test_digest),          cmocka_unit_test (test_image_manifest),
     cmocka_unit_test (test_metrics_render),  cmocka_unit_test (test_fault_points),
     cmocka_unit_test (test_record_path_and_summary),
+    cmocka_unit_test (test_example_specs),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
