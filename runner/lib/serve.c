@@ -548,6 +548,43 @@ supervise (struct serve *s)
     }
 }
 
+/* With an `apps` table in the config, it is the list of apps this runner
+ * deploys and of the repository each one builds from: a request for another
+ * app, or for an app from another repository, is dead-lettered at once (a
+ * producer that can write to the queue must not pick what an app is built
+ * from). Without the table every valid app id is accepted. */
+static int
+check_app (struct serve *s, struct queue_msg *m)
+{
+  const struct runner_config *cfg = s->cfg;
+  char reason[512];
+  bvm_error_t e = NULL;
+
+  if (cfg->n_apps == 0)
+    return 0;
+  for (size_t i = 0; i < cfg->n_apps; i++)
+    if (strcmp (cfg->apps[i].app, m->job->app) == 0)
+      {
+        if (strcmp (cfg->apps[i].repo, m->job->repo) == 0)
+          return 0;
+        snprintf (reason, sizeof reason,
+                  "app `%.63s` builds from `%.200s`, not from the requested repository",
+                  m->job->app, cfg->apps[i].repo);
+        goto dead;
+      }
+  snprintf (reason, sizeof reason, "unknown app `%.63s`: not in the config's `apps` table",
+            m->job->app);
+dead:
+  log_warn ("job=%s app=%s event=refused reason=\"%s\"", m->job_id, m->job->app, reason);
+  if (queue_dead_letter (s->q, m, reason, NULL, &e) < 0)
+    {
+      log_warn ("job=%s event=dead_letter.failed error=\"%s\"", m->job_id, bvm_error_msg (&e));
+      bvm_error_free (&e);
+    }
+  metrics_job (s->metrics, "dead");
+  return -1;
+}
+
 static int
 start_worker (struct serve *s, struct queue_msg *m, bvm_error_t *err)
 {
@@ -708,6 +745,11 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
           if (m == NULL)
             continue;
           fault_point ("after-lease");
+          if (check_app (s, m) < 0)
+            {
+              queue_msg_free (m);
+              continue;
+            }
           if (start_worker (s, m, &e) < 0)
             {
               log_error ("job=%s event=worker.start.failed error=\"%s\"", m->job_id,

@@ -34,7 +34,6 @@ for driver in spool redis; do
         stream=$(echo "$queue" | sed -E 's|redis://[^/]*/([^?]*).*|\1|')
         redis-cli -h 127.0.0.1 -p "${REDIS_q_ADDR#*:}" XADD "$stream" '*' job poison-1 body 'not json at all' >/dev/null
     fi
-    # a job that always fails: its registry repository is refused by a proxy-less dead port
     sv_start main
     sv_wait_done 4 90 || { cat "$T/serve-main.log"; fail "$driver: jobs did not finish"; }
     for i in 1 2 3; do
@@ -42,6 +41,7 @@ for driver in spool redis; do
         assert_eq succeeded "$(jq -r .status "$(pl_record "$driver-ok-$i")")" "$driver job $i record"
     done
     assert_eq dead "$(sv_state poison-1)" "$driver poison state"
+
     "$BUILDVM" jobs --config "$CONFIG" >"$T/jobs.txt"
     assert_contains "$T/jobs.txt" "poison-1"
     grep -q "dead.*poison-1" "$T/jobs.txt" || fail "$driver: poison not listed as dead"
@@ -52,6 +52,26 @@ for driver in spool redis; do
     assert_contains "$T/metrics.txt" 'buildvm_vms_running'
     assert_eq ok "$(curl -fs "http://127.0.0.1:$port/healthz")" "healthz"
     grep -q "job=$driver-ok-1 app=ok-$driver event=leased" "$T/serve-main.log" || fail "no per-event log line"
+
+    # --- with an `apps` table: unknown apps and foreign repositories are refused
+    kill -TERM "$SV_PID_main"; wait "$SV_PID_main"
+    printf 'not-used' >"$T/secret" && chmod 600 "$T/secret"
+    pl_config ".queue = \"$queue\" | .serve = {lease_seconds: 10, max_attempts: 2, metrics: \"127.0.0.1:$port\"}
+               | .apps = [{app: \"ok-$driver\", repo: \"$T/ok\", secret_file: \"$T/secret\"}]"
+    pl_job "$T/j.json" "$driver-unknown" stranger "$T/ok" "$c_ok"
+    "$BUILDVM" enqueue --config "$CONFIG" "$T/j.json" >/dev/null
+    pl_job "$T/j.json" "$driver-foreign" ok-$driver "$T/slow" "$c_slow"
+    "$BUILDVM" enqueue --config "$CONFIG" "$T/j.json" >/dev/null
+    sv_start main
+    sv_wait_done 6 60 || fail "$driver: refused jobs not dead-lettered"
+    assert_eq dead "$(sv_state "$driver-unknown")" "$driver: unknown app"
+    assert_eq dead "$(sv_state "$driver-foreign")" "$driver: foreign repository"
+    "$BUILDVM" jobs --config "$CONFIG" >"$T/jobs.txt"
+    assert_contains "$T/jobs.txt" "unknown app \`stranger\`"
+    assert_contains "$T/jobs.txt" "not from the requested repository"
+    kill -TERM "$SV_PID_main"; wait "$SV_PID_main"
+    pl_config ".queue = \"$queue\" | .serve = {lease_seconds: 10, max_attempts: 2, metrics: \"127.0.0.1:$port\"}"
+    sv_start main
 
     # --- cancel: a queued job is dead at once; a running one is stopped
     pl_job "$T/j.json" "$driver-cancel-q" ok-$driver "$T/ok" "$c_ok"
