@@ -47,7 +47,8 @@ joblog_job_id_ok (const char *s)
                      || (s[0] >= '0' && s[0] <= '9')))
     return false;
   n = strlen (s);
-  return n <= 128
+  /* a job id (at most 128) plus the pipeline's ".attempt<N>" for retries */
+  return n <= 128 + 20
          && strspn (s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
 }
 

@@ -231,13 +231,14 @@ test_bad_ids (void **state)
   char *d = t_tmpdir ();
   struct joblog *l = NULL;
   bvm_error_t err = NULL;
-  char long_id[140];
+  char long_id[160];
   static const char *const bad_jobs[] = { "", "../x", "a/b", "-x", ".x", "a b", "a\nb", "j\x1b", "x*", NULL };
   static const char *const bad_apps[] = { "", "Hello", "-a", "a_b", "a/b", "..", NULL };
   (void) state;
 
-  memset (long_id, 'a', 129);
-  long_id[129] = '\0';
+  /* a job id of 128 plus ".attempt<N>" fits; longer does not */
+  memset (long_id, 'a', 149);
+  long_id[149] = '\0';
   for (size_t i = 0; bad_jobs[i]; i++)
     {
       assert_false (joblog_job_id_ok (bad_jobs[i]));
@@ -246,7 +247,7 @@ test_bad_ids (void **state)
       assert_fails_with (joblog_cat (d, bad_jobs[i], stdout, false, &err), &err, "invalid job id");
     }
   assert_fails_with (joblog_open (&l, d, "hello", long_id, 100, &err), &err, "invalid job id");
-  long_id[128] = '\0';
+  long_id[148] = '\0';
   assert_true (joblog_job_id_ok (long_id));
   assert_true (joblog_job_id_ok ("J.1_x-2"));
   for (size_t i = 0; bad_apps[i]; i++)
