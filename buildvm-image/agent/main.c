@@ -337,11 +337,15 @@ build_env (const struct agent_job *job, const char *step_name)
       if (fd < 0 || fstat (fd, &st) < 0 || st.st_size > (1 << 20))
         fatal ("secret `%s` is missing from the input", job->secret_env[i].name);
       free (vals[i]);
-      vals[i] = malloc (strlen (job->secret_env[i].var) + 1 + (size_t) st.st_size + 1);
-      if (vals[i] == NULL)
-        fatal ("out of memory");
       {
-        size_t k = (size_t) sprintf (vals[i], "%s=", job->secret_env[i].var);
+        size_t cap = strlen (job->secret_env[i].var) + 1 + (size_t) st.st_size + 1;
+        vals[i] = malloc (cap);
+        if (vals[i] == NULL)
+          fatal ("out of memory");
+      }
+      {
+        size_t k = (size_t) snprintf (vals[i], strlen (job->secret_env[i].var) + 2, "%s=",
+                                      job->secret_env[i].var);
         ssize_t r = read (fd, vals[i] + k, (size_t) st.st_size);
         if (r != st.st_size)
           fatal ("reading secret `%s`", job->secret_env[i].name);
