@@ -1670,20 +1670,8 @@ read_private (char **out, size_t *len, const char *path, bvm_error_t *err)
 
   if (fd < 0)
     return bvm_error (err, errno, "open registry credentials `%s`", path);
-  /* checked on the descriptor we read from: a check by path could be
-   * raced by swapping the file between the check and the open */
-  if (fstat (fd, &st) < 0)
-    return bvm_error (err, errno, "stat `%s`", path);
-  if (!S_ISREG (st.st_mode))
-    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not a regular file", path);
-  if (st.st_mode & (S_IRWXG | S_IRWXO))
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "`%s` is accessible by group or others (mode %04o): chmod 600 it", path,
-                           (unsigned) (st.st_mode & 07777));
-  /* someone else's file could be rewritten under us by its owner */
-  if (st.st_uid != geteuid () && st.st_uid != 0)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is owned by uid %u, not by us or root",
-                           path, (unsigned) st.st_uid);
+  if (fs_check_private_fd (&st, fd, path, NULL, err) < 0)
+    return -1;
   if (st.st_size > CONFIG_CREDENTIALS_MAX_BYTES)
     return bvm_error_code (err, BVM_E_LIMIT, 0, "`%s` is larger than %d bytes", path,
                            CONFIG_CREDENTIALS_MAX_BYTES);

@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -299,17 +300,43 @@ fs_exe_dir (char **out, bvm_error_t *err)
   return 0;
 }
 
+/* The checks shared by the path and descriptor forms; `what` (or NULL)
+ * names the file in errors: "master key `/x` is ...". */
+static int
+check_private_stat (const struct stat *st, const char *path, const char *what, bool owner,
+                    bvm_error_t *err)
+{
+  const char *sp = what ? " " : "";
+  if (what == NULL)
+    what = "";
+  if (!S_ISREG (st->st_mode))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "%s%s`%s` is not a regular file", what, sp,
+                           path);
+  if (st->st_mode & (S_IRWXG | S_IRWXO))
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "%s%s`%s` is accessible by group or others (mode %04o): chmod 600 it",
+                           what, sp, path, (unsigned) (st->st_mode & 07777));
+  /* someone else's file could be rewritten under us by its owner */
+  if (owner && st->st_uid != geteuid () && st->st_uid != 0)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "%s%s`%s` is owned by uid %u, not by us or root",
+                           what, sp, path, (unsigned) st->st_uid);
+  return 0;
+}
+
 int
 fs_check_private (const char *path, bvm_error_t *err)
 {
   struct stat st;
   if (stat (path, &st) < 0)
     return bvm_error (err, errno, "stat `%s`", path);
-  if (!S_ISREG (st.st_mode))
-    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not a regular file", path);
-  if (st.st_mode & (S_IRWXG | S_IRWXO))
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "`%s` is accessible by group or others (mode %04o): chmod 600 it",
-                           path, (unsigned) (st.st_mode & 07777));
-  return 0;
+  return check_private_stat (&st, path, NULL, false, err);
+}
+
+int
+fs_check_private_fd (struct stat *st, int fd, const char *path, const char *what,
+                     bvm_error_t *err)
+{
+  if (fstat (fd, st) < 0)
+    return bvm_error (err, errno, "stat `%s`", path);
+  return check_private_stat (st, path, what, true, err);
 }

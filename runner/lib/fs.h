@@ -36,4 +36,12 @@ int fs_exe_dir (char **out, bvm_error_t *err);
 /* Refuse a file that group or others can read or write (credentials, keys). */
 int fs_check_private (const char *path, bvm_error_t *err);
 
+/* The same on the descriptor about to be read (checking by path could be
+ * raced by swapping the file in between), and the file must also be owned by
+ * us or root. `what` (or NULL) prefixes the path in errors ("master key");
+ * *st gets the file's stat. */
+struct stat;
+int fs_check_private_fd (struct stat *st, int fd, const char *path, const char *what,
+                         bvm_error_t *err);
+
 #endif

@@ -561,22 +561,8 @@ load_master_key (unsigned char **out, unsigned char id[KEY_ID_BYTES], const char
                            path);
   if (fd < 0)
     return bvm_error (err, errno, "open master key `%s`", path);
-  /* checked on the descriptor we read from, not by path: a check by path
-   * could be raced by swapping the file in between */
-  if (fstat (fd, &st) < 0)
-    return bvm_error (err, errno, "stat `%s`", path);
-  if (!S_ISREG (st.st_mode))
-    return bvm_error_code (err, BVM_E_INVALID, 0, "master key `%s` is not a regular file", path);
-  if (st.st_mode & (S_IRWXG | S_IRWXO))
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "master key `%s` is accessible by group or others (mode %04o): "
-                           "chmod 600 it",
-                           path, (unsigned) (st.st_mode & 07777));
-  /* someone else's file could be replaced under us by its owner */
-  if (st.st_uid != geteuid () && st.st_uid != 0)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "master key `%s` is owned by uid %u, not by us or root", path,
-                           (unsigned) st.st_uid);
+  if (fs_check_private_fd (&st, fd, path, "master key", err) < 0)
+    return -1;
   if (st.st_size != SECRETS_KEY_BYTES)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "master key `%s` must be exactly %d bytes, not %lld", path,

@@ -678,17 +678,8 @@ read_secret (unsigned char *buf, size_t *len, const char *path, bvm_error_t *err
 
   if (fd < 0)
     return bvm_error (err, errno, "open webhook secret `%s`", path);
-  if (fstat (fd, &st) < 0)
-    return bvm_error (err, errno, "stat `%s`", path);
-  if (!S_ISREG (st.st_mode))
-    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not a regular file", path);
-  if (st.st_mode & (S_IRWXG | S_IRWXO))
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "`%s` is accessible by group or others (mode %04o): chmod 600 it", path,
-                           (unsigned) (st.st_mode & 07777));
-  if (st.st_uid != geteuid () && st.st_uid != 0)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is owned by uid %u, not by us or root",
-                           path, (unsigned) st.st_uid);
+  if (fs_check_private_fd (&st, fd, path, NULL, err) < 0)
+    return -1;
   for (;;)
     {
       ssize_t n = read (fd, buf + used, WEBHOOK_SECRET_MAX + 1 - used);
