@@ -827,6 +827,22 @@ cand_cmp (const void *a, const void *b)
   return strcmp (x->id, y->id);
 }
 
+/* Remove the sidecars in directory d (from a scan of it) whose request,
+ * <id>.json, is gone: every sidecar, or only those with extension `only`. */
+static void
+sweep_orphans (struct spool *s, int d, const struct ent *e, size_t n, const char *only)
+{
+  for (size_t i = 0; i < n; i++)
+    {
+      char id[JOB_ID_MAX + 1];
+      const char *ext = split_name (id, e[i].name);
+      if (ext == NULL || strcmp (ext, "json") == 0 || (only && strcmp (ext, only) != 0))
+        continue;
+      if (!job_file_exists (s, d, id, "json"))
+        unlinkat (s->dfd[d], e[i].name, 0);
+    }
+}
+
 /* Take over one expired lease in cur/, under the lock. */
 static int
 take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
@@ -841,13 +857,7 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
   ret = spool_scan (&e, &n, s, D_CUR, NULL, err);
   if (ret < 0)
     return ret;
-  for (size_t i = 0; i < n; i++)
-    {
-      char id[JOB_ID_MAX + 1];
-      const char *ext = split_name (id, e[i].name);
-      if (ext != NULL && strcmp (ext, "json") != 0 && !job_file_exists (s, D_CUR, id, "json"))
-        unlinkat (s->dfd[D_CUR], e[i].name, 0);
-    }
+  sweep_orphans (s, D_CUR, e, n, NULL);
   c = calloc (n ? n : 1, sizeof *c);
   if (c == NULL)
     {
@@ -986,13 +996,7 @@ lease_new (struct queue_msg **out, struct spool *s, bvm_error_t *err)
   if (ret < 0)
     return ret;
   /* sidecars of released jobs whose request is gone */
-  for (size_t i = 0; i < n; i++)
-    {
-      char id[JOB_ID_MAX + 1];
-      const char *ext = split_name (id, e[i].name);
-      if (ext != NULL && strcmp (ext, "lease") == 0 && !job_file_exists (s, D_NEW, id, "json"))
-        unlinkat (s->dfd[D_NEW], e[i].name, 0);
-    }
+  sweep_orphans (s, D_NEW, e, n, "lease");
   if (n > 1)
     qsort (e, n, sizeof *e, ent_older);
   for (size_t i = 0; i < n && *out == NULL; i++)
