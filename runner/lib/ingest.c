@@ -94,53 +94,6 @@ refuse (bvm_error_t *err, int code, const char *name, size_t len, const char *fm
 
 /* --- names ---------------------------------------------------------------- */
 
-/* Valid UTF-8 without C0, DEL or C1 controls (C1 0x9b is a CSI on some
- * terminals). Returns why not, or NULL. */
-static const char *
-text_problem (const char *str, size_t len)
-{
-  const unsigned char *s = (const unsigned char *) str;
-  size_t i = 0;
-
-  while (i < len)
-    {
-      unsigned c = s[i];
-      uint32_t cp;
-      size_t n;
-
-      if (c < 0x80)
-        {
-          if (c < 0x20 || c == 0x7f)
-            return "control character in name";
-          i++;
-          continue;
-        }
-      if (c >= 0xc2 && c <= 0xdf)
-        n = 2, cp = c & 0x1f;
-      else if (c >= 0xe0 && c <= 0xef)
-        n = 3, cp = c & 0x0f;
-      else if (c >= 0xf0 && c <= 0xf4)
-        n = 4, cp = c & 0x07;
-      else
-        return "invalid UTF-8 in name";
-      if (len - i < n)
-        return "invalid UTF-8 in name";
-      for (size_t k = 1; k < n; k++)
-        {
-          if ((s[i + k] & 0xc0) != 0x80)
-            return "invalid UTF-8 in name";
-          cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-      if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
-          || (cp >= 0xd800 && cp <= 0xdfff))
-        return "invalid UTF-8 in name";
-      if (cp <= 0x9f)
-        return "control character in name";
-      i += n;
-    }
-  return NULL;
-}
-
 /* Check an archive name (`image/...`, `artifacts/...`) and split it. */
 static int
 check_name (const char *name, size_t max_path, struct name *out, bvm_error_t *err)
@@ -155,7 +108,7 @@ check_name (const char *name, size_t max_path, struct name *out, bvm_error_t *er
   if (len > max_path)
     return refuse (err, BVM_E_LIMIT, name, len, "name is longer than %zu bytes", max_path);
   if ((why = text_problem (name, len)) != NULL)
-    return refuse (err, BVM_E_INVALID, name, len, "%s", why);
+    return refuse (err, BVM_E_INVALID, name, len, "%s in name", why);
   if (name[0] == '/')
     return refuse (err, BVM_E_INVALID, name, len, "absolute paths are not allowed");
   end = name + len;

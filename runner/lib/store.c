@@ -43,47 +43,6 @@ struct store_txn
 
 /* --- keys ----------------------------------------------------------------- */
 
-/* Valid UTF-8 without C0, DEL or C1 controls. */
-static bool
-text_ok (const unsigned char *s, size_t len)
-{
-  size_t i = 0;
-  while (i < len)
-    {
-      unsigned c = s[i];
-      uint32_t cp;
-      size_t n;
-      if (c < 0x80)
-        {
-          if (c < 0x20 || c == 0x7f)
-            return false;
-          i++;
-          continue;
-        }
-      if (c >= 0xc2 && c <= 0xdf)
-        n = 2, cp = c & 0x1f;
-      else if (c >= 0xe0 && c <= 0xef)
-        n = 3, cp = c & 0x0f;
-      else if (c >= 0xf0 && c <= 0xf4)
-        n = 4, cp = c & 0x07;
-      else
-        return false;
-      if (len - i < n)
-        return false;
-      for (size_t k = 1; k < n; k++)
-        {
-          if ((s[i + k] & 0xc0) != 0x80)
-            return false;
-          cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-      if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
-          || (cp >= 0xd800 && cp <= 0xdfff) || cp <= 0x9f)
-        return false;
-      i += n;
-    }
-  return true;
-}
-
 /* The shape shared by keys and prefixes; `what` names it in messages. The
  * value is not echoed when it has control characters. */
 static int
@@ -97,7 +56,7 @@ check_relpath (const char *p, bool want_trailing_slash, const char *what, bvm_er
   if (len > STORE_KEY_MAX)
     return bvm_error_code (err, BVM_E_INVALID, 0, "%s is longer than %d bytes", what,
                            STORE_KEY_MAX);
-  if (!text_ok ((const unsigned char *) p, len))
+  if (text_problem (p, len) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "%s has control characters or invalid UTF-8", what);
   if (p[0] == '/')

@@ -238,6 +238,51 @@ str_escape (char *out, size_t size, const char *s, size_t len, size_t max)
   return out;
 }
 
+const char *
+text_problem (const char *str, size_t len)
+{
+  const unsigned char *s = (const unsigned char *) str;
+  size_t i = 0;
+
+  while (i < len)
+    {
+      unsigned c = s[i];
+      uint32_t cp;
+      size_t n;
+
+      if (c < 0x80)
+        {
+          if (c < 0x20 || c == 0x7f)
+            return "control character";
+          i++;
+          continue;
+        }
+      if (c >= 0xc2 && c <= 0xdf)
+        n = 2, cp = c & 0x1f;
+      else if (c >= 0xe0 && c <= 0xef)
+        n = 3, cp = c & 0x0f;
+      else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, cp = c & 0x07;
+      else
+        return "invalid UTF-8";
+      if (len - i < n)
+        return "invalid UTF-8";
+      for (size_t k = 1; k < n; k++)
+        {
+          if ((s[i + k] & 0xc0) != 0x80)
+            return "invalid UTF-8";
+          cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+      if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
+          || (cp >= 0xd800 && cp <= 0xdfff))
+        return "invalid UTF-8";
+      if (cp <= 0x9f)
+        return "control character";
+      i += n;
+    }
+  return NULL;
+}
+
 void
 hex_encode (char *out, const unsigned char *in, size_t n)
 {

@@ -85,6 +85,12 @@ void mem_wipe (void *p, size_t n);
  * (at least 8); a cut is marked "...". Returns out. */
 const char *str_escape (char *out, size_t size, const char *s, size_t len, size_t max);
 
+/* Whether `len` bytes are printable text for a name: valid UTF-8 (no
+ * overlong forms, surrogates or code points past U+10FFFF) without C0, DEL
+ * or C1 control characters (C1 0x9b is a CSI on some terminals). Returns
+ * NULL, or why not: "control character" or "invalid UTF-8". */
+const char *text_problem (const char *s, size_t len);
+
 /* Lowercase hex of `n` bytes into out (2n+1 bytes). */
 void hex_encode (char *out, const unsigned char *in, size_t n);
 
