@@ -30,12 +30,6 @@ put_u64 (struct buf *b, uint64_t v)
   return put (b, num);
 }
 
-static bool
-has_nul_free (const char *s)
-{
-  return s != NULL;
-}
-
 int
 guest_control_encode (struct buf *out, const struct guest_job *job, bvm_error_t *err)
 {
@@ -58,7 +52,7 @@ guest_control_encode (struct buf *out, const struct guest_job *job, bvm_error_t 
   for (size_t i = 0; i < job->n_steps; i++)
     {
       const struct guest_step *s = &job->steps[i];
-      if (!has_nul_free (s->cmd) || !has_nul_free (s->name))
+      if (s->cmd == NULL || s->name == NULL)
         return bvm_error_code (err, BVM_E_INVALID, 0, "step %zu has no command", i + 1);
       r |= put (out, "step") | put_u64 (out, s->timeout_s) | put (out, s->name) | put (out, s->cmd);
     }

@@ -78,35 +78,6 @@ check_job_id (const char *job_id, bvm_error_t *err)
                          shown);
 }
 
-int
-joblog_default_dir (char **out, bvm_error_t *err)
-{
-  const char *home = getenv ("BUILDVM_HOME");
-  char *p = NULL;
-  int r;
-
-  if (home != NULL && *home != '\0')
-    r = asprintf (&p, "%s/logs", home);
-  else if (geteuid () == 0)
-    r = asprintf (&p, "/var/lib/buildvm/logs");
-  else
-    {
-      const char *h = getenv ("HOME");
-      if (h == NULL || *h == '\0')
-        {
-          struct passwd *pw = getpwuid (geteuid ());
-          h = pw ? pw->pw_dir : NULL;
-        }
-      if (h == NULL)
-        return bvm_error_code (err, BVM_E_USAGE, 0, "no home directory: set BUILDVM_HOME");
-      r = asprintf (&p, "%s/.local/state/buildvm/logs", h);
-    }
-  if (r < 0)
-    return bvm_error (err, ENOMEM, "log directory");
-  *out = p;
-  return 0;
-}
-
 /* --- writing -------------------------------------------------------------- */
 
 /* Length of the valid, printable UTF-8 sequence at s (0: escape s[0]). */

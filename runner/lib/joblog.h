@@ -42,10 +42,6 @@ struct joblog;
 bool joblog_job_id_ok (const char *job_id);
 bool joblog_app_id_ok (const char *app);
 
-/* $BUILDVM_HOME/logs; BUILDVM_HOME defaults to /var/lib/buildvm for root and
- * ~/.local/state/buildvm for anyone else. Until the config module provides it. */
-int joblog_default_dir (char **out, bvm_error_t *err);
-
 /* Create (or start afresh) the log of job_id for app. Directories are created
  * 0750, the file 0640. Fails if another writer holds the log. */
 int joblog_open (struct joblog **out, const char *log_dir, const char *app, const char *job_id,
