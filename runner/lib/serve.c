@@ -431,24 +431,28 @@ worker_main (struct serve *s, struct worker *w)
 
 /* --- the daemon --------------------------------------------------------------- */
 
-static void
-feed_metrics (struct serve *s, const char *job_id)
+/* A completed job's record: its outcome, and its phases into the histograms. */
+static const char *
+completed_outcome (struct serve *s, const char *job_id)
 {
   cleanup_free char *path = NULL;
-  json_t *rec = NULL, *phases, *v;
+  const char *outcome = "failed", *st, *k;
+  json_t *rec = NULL, *v;
   bvm_error_t e = NULL;
-  const char *k;
 
-  if (s->metrics == NULL || pipeline_record_path (&path, s->cfg, job_id, &e) < 0
+  if (pipeline_record_path (&path, s->cfg, job_id, &e) < 0
       || jsonx_parse_file (&rec, path, 16 << 20, &e) < 0)
     {
       bvm_error_free (&e);
-      return;
+      return outcome;
     }
-  phases = json_object_get (rec, "phases");
-  json_object_foreach (phases, k, v)
+  st = json_string_value (json_object_get (rec, "status"));
+  if (st && strcmp (st, "succeeded") == 0)
+    outcome = "succeeded";
+  json_object_foreach (json_object_get (rec, "phases"), k, v)
     metrics_phase (s->metrics, k, (double) json_integer_value (json_object_get (v, "ms")) / 1000.0);
   json_decref (rec);
+  return outcome;
 }
 
 static void
@@ -469,24 +473,7 @@ reap_workers (struct serve *s)
       if (WIFEXITED (status))
         switch (WEXITSTATUS (status))
           {
-          case W_COMPLETED:
-            {
-              cleanup_free char *path = NULL;
-              json_t *rec = NULL;
-              bvm_error_t e = NULL;
-              outcome = "failed";
-              if (pipeline_record_path (&path, s->cfg, w->m->job_id, &e) == 0
-                  && jsonx_parse_file (&rec, path, 16 << 20, &e) == 0)
-                {
-                  const char *st = json_string_value (json_object_get (rec, "status"));
-                  if (st && strcmp (st, "succeeded") == 0)
-                    outcome = "succeeded";
-                  json_decref (rec);
-                }
-              bvm_error_free (&e);
-              feed_metrics (s, w->m->job_id);
-              break;
-            }
+          case W_COMPLETED: outcome = completed_outcome (s, w->m->job_id); break;
           case W_RELEASED: outcome = "released"; break;
           case W_DEAD: outcome = "dead"; break;
           case W_FENCED: outcome = "fenced"; break;
