@@ -159,12 +159,7 @@ vm_run_main (int argc, char **argv)
     goto fail;
   images = xstrdup (images_opt ? images_opt : cfg->images.dir);
   work = xstrdup (work_opt ? work_opt : cfg->work_dir);
-  if (qemu == NULL)
-    qemu = cfg->vm.qemu;
-  if (!accel_set)
-    accel = cfg->vm.accel == CONFIG_ACCEL_KVM   ? VM_ACCEL_KVM
-            : cfg->vm.accel == CONFIG_ACCEL_TCG ? VM_ACCEL_TCG
-                                                : VM_ACCEL_AUTO;
+
   if (image_load (&img, images, profile, &err) < 0)
     goto fail;
 
@@ -188,8 +183,11 @@ vm_run_main (int argc, char **argv)
   }
 
   o.image = img;
-  o.vmm = qemu;
-  o.accel = accel;
+  vmjob_opts_from_config (&o, &js, cfg);
+  if (qemu != NULL)
+    o.vmm = qemu;
+  if (accel_set)
+    o.accel = accel;
   o.name = "vm-run";
   o.vcpus = vcpus;
   o.memory_mib = memory;
@@ -200,11 +198,6 @@ vm_run_main (int argc, char **argv)
   /* the runner's cap is the backstop for a guest that ignores its own:
    * room for the agent's and the kernel's lines on top of the build's */
   o.console_max = log_max + 64 * 1024;
-  js.mode = cfg->jail.mode;
-  js.uid_first = cfg->jail.uid_first;
-  js.uid_count = cfg->jail.uid_count;
-  js.lock_dir = cfg->jail.lock_dir;
-  o.jail = &js;
   o.line = print_line;
   o.opaque = &printer;
   o.cancel = &cli_cancel_requested;

@@ -676,17 +676,6 @@ out:
 
 /* --- build ----------------------------------------------------------------------- */
 
-static enum vm_accel
-accel_of (enum config_accel a)
-{
-  switch (a)
-    {
-    case CONFIG_ACCEL_KVM: return VM_ACCEL_KVM;
-    case CONFIG_ACCEL_TCG: return VM_ACCEL_TCG;
-    default: return VM_ACCEL_AUTO;
-    }
-}
-
 static int
 phase_build (struct run *r, bvm_error_t *err)
 {
@@ -697,9 +686,7 @@ phase_build (struct run *r, bvm_error_t *err)
   int ret;
 
   vo.image = r->img;
-  vo.driver = r->cfg->vm.driver;
-  vo.vmm = r->cfg->vm.qemu;
-  vo.accel = accel_of (r->cfg->vm.accel);
+  vmjob_opts_from_config (&vo, &js, r->cfg);
   vo.name = r->job->id;
   vo.vcpus = (unsigned) r->res.vcpus;
   vo.memory_mib = (unsigned) r->res.memory_mib;
@@ -712,11 +699,6 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.opaque = r;
   vo.cancel = r->o->cancel;
   vo.started = on_vm_started;
-  js.mode = r->cfg->jail.mode;
-  js.uid_first = r->cfg->jail.uid_first;
-  js.uid_count = r->cfg->jail.uid_count;
-  js.lock_dir = r->cfg->jail.lock_dir;
-  vo.jail = &js;
 
   ret = vmjob_run (&r->vm, r->wd, r->input_path, &vo, err);
   redact_finish (r);

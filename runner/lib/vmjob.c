@@ -1,5 +1,6 @@
 /* vmjob.c - one build in one throwaway VM, see vmjob.h */
 #include "vmjob.h"
+#include "config.h"
 #include "proc.h"
 #include "util.h"
 
@@ -51,6 +52,22 @@ vmjob_jail (struct jail **out, struct vmjob_result *res, const struct workdir *w
   res->jail_uid = (uint32_t) jail_uid (*out);
   snprintf (res->jail_note, sizeof res->jail_note, "%s", jail_cgroup_note (*out));
   return 0;
+}
+
+void
+vmjob_opts_from_config (struct vmjob_opts *o, struct jail_settings *js,
+                        const struct runner_config *cfg)
+{
+  o->driver = cfg->vm.driver;
+  o->vmm = cfg->vm.qemu;
+  o->accel = cfg->vm.accel == CONFIG_ACCEL_KVM   ? VM_ACCEL_KVM
+             : cfg->vm.accel == CONFIG_ACCEL_TCG ? VM_ACCEL_TCG
+                                                 : VM_ACCEL_AUTO;
+  js->mode = cfg->jail.mode;
+  js->uid_first = cfg->jail.uid_first;
+  js->uid_count = cfg->jail.uid_count;
+  js->lock_dir = cfg->jail.lock_dir;
+  o->jail = js;
 }
 
 int

@@ -49,6 +49,14 @@ struct vmjob_result
   char jail_note[256]; /* cgroup controllers the host did not offer, and why */
 };
 
+struct runner_config;
+
+/* The VM settings of the runner's config (`vm` and `jail`) into o: driver,
+ * VMM binary, accelerator, and the jail, whose settings go into *js (which
+ * must outlive o). */
+void vmjob_opts_from_config (struct vmjob_opts *o, struct jail_settings *js,
+                             const struct runner_config *cfg);
+
 int vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input_disk,
                const struct vmjob_opts *o, bvm_error_t *err);
 void vmjob_result_dispose (struct vmjob_result *r);
