@@ -45,7 +45,13 @@ for driver in spool redis; do
     "$BUILDVM" jobs --config "$CONFIG" >"$T/jobs.txt"
     assert_contains "$T/jobs.txt" "poison-1"
     grep -q "dead.*poison-1" "$T/jobs.txt" || fail "$driver: poison not listed as dead"
-    curl -fs "http://127.0.0.1:$port/metrics" >"$T/metrics.txt"
+    # the queue says done as the worker acks; the daemon counts it when it
+    # reaps the worker a moment later
+    for _ in $(seq 50); do
+        curl -fs "http://127.0.0.1:$port/metrics" >"$T/metrics.txt"
+        grep -qF 'buildvm_jobs_total{outcome="succeeded"} 3' "$T/metrics.txt" && break
+        sleep 0.1
+    done
     assert_contains "$T/metrics.txt" 'buildvm_jobs_total{outcome="succeeded"} 3'
     assert_contains "$T/metrics.txt" 'buildvm_phase_duration_seconds_count{phase="build"} 3'
     assert_contains "$T/metrics.txt" 'buildvm_queue_depth{state="queued"}'
