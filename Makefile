@@ -39,7 +39,9 @@ BASE_CFLAGS = -std=gnu11 $(OPT) $(WARN) -fno-strict-aliasing -fstack-protector-s
 LDFLAGS += -pie -Wl,-z,relro,-z,now
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-LIB_SRC := $(sort $(wildcard runner/lib/*.c))
+# runner/lib/*/ holds the drivers of a module (vm/, queue/): their objects,
+# sanitizer and fuzz builds included, come from this one list.
+LIB_SRC := $(sort $(wildcard runner/lib/*.c runner/lib/*/*.c))
 CLI_SRC := $(sort $(wildcard runner/cli/*.c))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 SUPPORT_SRC := $(sort $(wildcard tests/unit/support/*.c))
@@ -147,7 +149,7 @@ bench: all image-minimal
 	bench/run.sh
 
 format:
-	clang-format -i $(LIB_SRC) $(CLI_SRC) $(AGENT_SRC) $(wildcard runner/lib/*.h runner/cli/*.h) \
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(AGENT_SRC) $(wildcard runner/lib/*.h runner/lib/*/*.h runner/cli/*.h) \
 		$(UNIT_SRC)
 
 clean:
