@@ -1,6 +1,6 @@
 /* queue.c - the queue interface: URL dispatch, validation shared by both
  * drivers, the lease wait loop and the release rules. See queue.h. */
-#include "queue.h"
+#include "queue/queue_int.h"
 #include "jsonx.h"
 #include "util.h"
 

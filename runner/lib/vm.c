@@ -1,5 +1,5 @@
 /* vm.c - the driver-independent half of a VM's life: see vm.h */
-#include "vm.h"
+#include "vm/vm_int.h"
 #include "guest.h"
 #include "jail.h"
 #include "proc.h"

@@ -86,42 +86,8 @@ struct vm_result
   char vmm_stderr[1024];    /* the VMM's own complaints, for error messages */
 };
 
-struct vm;
-
-struct vm_driver
-{
-  const char *name;
-  const char *default_vmm;
-  /* Start the VMM: set vm->pid, vm->console_fd (read end of the guest's
-   * console) and vm->stderr_fd. */
-  int (*boot) (struct vm *vm, bvm_error_t *err);
-  /* Release driver resources (config files, sockets). The process itself is
-   * killed and reaped by vm.c before this is called. */
-  void (*destroy) (struct vm *vm);
-};
-
-struct vm
-{
-  const struct vm_driver *driver;
-  const struct vm_spec *spec;
-  enum vm_accel accel;
-  pid_t pid;
-  int console_fd;
-  int stderr_fd;
-  char *vmm_path;
-  char *driver_file; /* e.g. Firecracker's config file, removed by destroy */
-};
-
-/* For drivers: start the VMM with argv, its stdout (the guest's console) and
- * stderr on fresh pipes whose read ends become vm->console_fd and
- * vm->stderr_fd (non-blocking); in spec->jail when there is one, else with
- * spec->pre_exec. */
-int vm__spawn (struct vm *vm, const char *const *argv, bvm_error_t *err);
-
-extern const struct vm_driver vm_driver_qemu;
-extern const struct vm_driver vm_driver_firecracker;
-
-const struct vm_driver *vm_driver_find (const char *name);
+/* The driver interface (struct vm_driver, struct vm) is in vm/vm_int.h, for
+ * vm.c and the drivers (vm/qemu.c, vm/firecracker.c) only. */
 
 /* Parse "auto" | "kvm" | "tcg". */
 int vm_accel_parse (enum vm_accel *out, const char *s);

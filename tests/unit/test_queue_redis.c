@@ -8,7 +8,7 @@
 #include "fs.h"
 #include "job.h"
 #include "jsonx.h"
-#include "queue.h"
+#include "queue/queue_int.h" /* queue__wall_ms */
 #include "util.h"
 
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* queue_redis.c - the `redis://HOST:PORT/STREAM?group=NAME` queue driver
+/* queue/redis.c - the `redis://HOST:PORT/STREAM?group=NAME` queue driver
  *
  * A Redis Stream with a consumer group; each runner is a consumer.
  *
@@ -36,7 +36,7 @@
  * instance, not a cluster. The handle holds one connection, reconnects once
  * when it breaks and is not thread-safe.
  */
-#include "queue.h"
+#include "queue_int.h"
 #include "jsonx.h"
 #include "util.h"
 

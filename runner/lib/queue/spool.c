@@ -1,4 +1,4 @@
-/* queue_spool.c - the `spool:DIR` queue driver: a Maildir-style directory
+/* queue/spool.c - the `spool:DIR` queue driver: a Maildir-style directory
  *
  *   DIR/lock              flock(2)ed around every state change
  *   DIR/tmp/              files being written; renamed into place when whole
@@ -34,7 +34,7 @@
  * q->ignored, never read, moved or removed. The directories are created 0700
  * and refused when group or others can write them.
  */
-#include "queue.h"
+#include "queue_int.h"
 #include "fs.h"
 #include "jsonx.h"
 #include "util.h"

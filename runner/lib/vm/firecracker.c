@@ -1,4 +1,4 @@
-/* vm_firecracker.c - the Firecracker driver, for hosts where KVM works
+/* vm/firecracker.c - the Firecracker driver, for hosts where KVM works
  *
  * Firecracker takes its whole machine description as one JSON file
  * (--config-file) and runs without its API socket (--no-api). It has no
@@ -9,7 +9,7 @@
  *
  * Firecracker needs KVM; under TCG this driver refuses to start.
  */
-#include "vm.h"
+#include "vm_int.h"
 #include "fs.h"
 #include "proc.h"
 #include "util.h"

@@ -1,4 +1,4 @@
-/* vm_qemu.c - the QEMU `microvm` driver
+/* vm/qemu.c - the QEMU `microvm` driver
  *
  * A PVH vmlinux booted directly (no firmware, no PCI, no ACPI), virtio-mmio
  * devices only and no network device at all. The rootfs and input disks are
@@ -11,7 +11,7 @@
  * read-only, the job's disks are handed to the jail's uid, and the command
  * line names them by their in-jail paths (/vm/...).
  */
-#include "vm.h"
+#include "vm_int.h"
 #include "jail.h"
 #include "proc.h"
 #include "util.h"
