@@ -1,9 +1,8 @@
 /* jail.c - the jail around every VMM process, see jail.h and docs/security.md */
-#include "jail.h"
+#include "jail_int.h"
 #include "fs.h"
 #include "util.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -12,9 +11,7 @@
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
-#include <seccomp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,71 +25,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#define JAIL_NS_FLAGS (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)
-#define JAIL_OPS_MAX 64
-#define JAIL_FILES_MAX 16
-#define JAIL_CG_MAX 4
-#define MIB (UINT64_C (1) << 20)
-#define CPU_PERIOD_US 100000
-
-/* --- the plan: what the child does between clone and exec ------------------- */
-
-enum op_kind
-{
-  OP_MKDIR,
-  OP_SYMLINK,
-  OP_BIND,
-  OP_MKNOD,
-  OP_TMPFS,
-  OP_PROC,
-};
-
-struct op
-{
-  enum op_kind kind;
-  char *src;           /* OP_BIND: host path; OP_SYMLINK: the link's target */
-  char *dst;           /* absolute host path under the jail's root (before pivot_root) */
-  const char *in_jail; /* dst without the root's prefix, for messages */
-  unsigned long flags; /* OP_BIND: flags of the bind remount; OP_TMPFS: mount flags */
-  mode_t mode;         /* OP_MKDIR, OP_MKNOD */
-  dev_t rdev;          /* OP_MKNOD */
-  bool file;           /* OP_BIND: the mount point is a file */
-  bool own;            /* OP_MKNOD: owned by the job's uid/gid */
-};
-
-struct exposed
-{
-  char *host;
-  char *in_jail;
-};
-
-struct jail
-{
-  char *name;
-  char *dir;
-  bool dir_made;
-  bool spawned;
-  uid_t uid;
-  gid_t gid;
-  int lock_fd;
-  char *lock_path;
-  uint32_t uid_first, uid_count; /* the range, for reaping stale cgroups */
-  char *lock_dir;
-  uint64_t pids_max;
-  uint64_t fsize; /* RLIMIT_FSIZE */
-  struct op ops[JAIL_OPS_MAX];
-  size_t n_ops;
-  struct exposed files[JAIL_FILES_MAX];
-  size_t n_files;
-  char *cg[JAIL_CG_MAX + 1];    /* leaf cgroups, NULL-terminated */
-  char *cg_up[JAIL_CG_MAX + 1]; /* their `buildvm` parents, removed when empty */
-  size_t n_cg;
-  char cg_note[512];
-  struct sock_filter *bpf;
-  unsigned short bpf_len;
-  unsigned n_denied;
-};
 
 int
 jail_mode_parse (enum jail_mode *out, const char *s)
@@ -173,8 +105,8 @@ name_ok (const char *s)
   return true;
 }
 
-static void
-settings_resolve (struct jail_settings *out, const struct jail_settings *s)
+void
+jail__settings_resolve (struct jail_settings *out, const struct jail_settings *s)
 {
   if (s != NULL)
     *out = *s;
@@ -192,8 +124,8 @@ settings_resolve (struct jail_settings *out, const struct jail_settings *s)
 
 /* Take the lock of `uid` when it is free: 1 taken (*fd set), 0 held by a
  * live job, <0 an error (errno). */
-static int
-uid_try (int *fd_out, char *path, size_t size, const char *lock_dir, uint32_t uid)
+int
+jail__uid_try (int *fd_out, char *path, size_t size, const char *lock_dir, uint32_t uid)
 {
   struct stat a, b;
   int fd;
@@ -246,7 +178,7 @@ uid_take (struct jail *j, const struct jail_settings *s, bvm_error_t *err)
       char path[PATH_MAX];
       int fd = -1;
 
-      ret = uid_try (&fd, path, sizeof path, s->lock_dir, uid);
+      ret = jail__uid_try (&fd, path, sizeof path, s->lock_dir, uid);
       if (ret < 0)
         return bvm_error (err, errno, "the jail uid lock `%s/%u`", s->lock_dir, uid);
       if (ret == 0)
@@ -276,499 +208,6 @@ uid_release (struct jail *j)
   unlink (j->lock_path);
   close (j->lock_fd);
   j->lock_fd = -1;
-}
-
-/* --- cgroups ------------------------------------------------------------------ */
-
-static bool
-has_word (const char *list, const char *word, char sep)
-{
-  size_t n = strlen (word);
-  const char *p = list;
-  while (*p)
-    {
-      const char *end = strchr (p, sep);
-      size_t len = end ? (size_t) (end - p) : strlen (p);
-      if (len == n && memcmp (p, word, n) == 0)
-        return true;
-      if (end == NULL)
-        break;
-      p = end + 1;
-    }
-  return false;
-}
-
-/* The mount point of the v1 hierarchy with controller `ctrl`, or of the v2
- * hierarchy when ctrl is NULL. */
-static int
-cg_mount (char *out, size_t size, const char *ctrl)
-{
-  FILE *f = fopen ("/proc/self/mountinfo", "re");
-  char line[4096];
-  int ret = -1;
-
-  if (f == NULL)
-    return -1;
-  while (ret == -1 && fgets (line, sizeof line, f))
-    {
-      char *sep = strstr (line, " - "), *save = NULL, *tok, *mnt = NULL, *fstype, *opts;
-      int k = 0;
-
-      if (sep == NULL)
-        continue;
-      *sep = '\0';
-      for (tok = strtok_r (line, " ", &save); tok; tok = strtok_r (NULL, " ", &save))
-        if (++k == 5)
-          {
-            mnt = tok;
-            break;
-          }
-      save = NULL;
-      fstype = strtok_r (sep + 3, " ", &save);
-      if (fstype != NULL)
-        strtok_r (NULL, " ", &save); /* the source */
-      opts = fstype ? strtok_r (NULL, " \n", &save) : NULL;
-      /* an escaped (\040) mount point is not one of the usual cgroup mounts */
-      if (mnt == NULL || fstype == NULL || strchr (mnt, '\\') != NULL)
-        continue;
-      if (ctrl == NULL ? strcmp (fstype, "cgroup2") == 0
-                       : (strcmp (fstype, "cgroup") == 0 && opts && has_word (opts, ctrl, ',')))
-        ret = snprintf_checked (out, size, "%s", mnt) < 0 ? -2 : 0;
-    }
-  fclose (f);
-  return ret;
-}
-
-/* The runner's own cgroup in the v1 hierarchy of `ctrl`, or the v2 one. */
-static int
-cg_own (char *out, size_t size, const char *ctrl)
-{
-  FILE *f = fopen ("/proc/self/cgroup", "re");
-  char line[4096];
-  int ret = -1;
-
-  if (f == NULL)
-    return -1;
-  while (ret == -1 && fgets (line, sizeof line, f))
-    {
-      char *c1 = strchr (line, ':'), *c2 = c1 ? strchr (c1 + 1, ':') : NULL;
-      size_t n;
-      if (c2 == NULL)
-        continue;
-      *c2 = '\0';
-      n = strlen (c2 + 1);
-      if (n > 0 && c2[n] == '\n')
-        c2[n] = '\0';
-      if (ctrl == NULL ? (strcmp (line, "0:") == 0 && c1[1] == '\0') : has_word (c1 + 1, ctrl, ','))
-        ret = snprintf_checked (out, size, "%s", c2 + 1) < 0 ? -2 : 0;
-    }
-  fclose (f);
-  return ret;
-}
-
-static int
-cg_write (const char *dir, const char *file, const char *value)
-{
-  char path[PATH_MAX];
-  int fd, e = 0;
-  size_t n = strlen (value);
-
-  if (snprintf_checked (path, sizeof path, "%s/%s", dir, file) < 0)
-    return -ENAMETOOLONG;
-  fd = open (path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0)
-    return -errno;
-  if (write (fd, value, n) != (ssize_t) n)
-    e = errno ? errno : EIO;
-  close (fd);
-  return -e;
-}
-
-static bool
-cg_has_controller (const char *dir, const char *ctrl)
-{
-  char path[PATH_MAX], *data = NULL;
-  size_t len;
-  bool yes = false;
-
-  if (snprintf_checked (path, sizeof path, "%s/cgroup.controllers", dir) < 0
-      || fs_read_file (&data, &len, path, 4096, NULL) < 0)
-    return false;
-  for (char *p = data; *p; p++)
-    if (*p == '\n')
-      *p = ' ';
-  yes = has_word (data, ctrl, ' ');
-  free (data);
-  return yes;
-}
-
-static void
-note (struct jail *j, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
-
-static void
-note (struct jail *j, const char *fmt, ...)
-{
-  size_t have = strlen (j->cg_note);
-  va_list ap;
-
-  if (have > 0 && have + 2 < sizeof j->cg_note)
-    {
-      memcpy (j->cg_note + have, "; ", 3);
-      have += 2;
-    }
-  va_start (ap, fmt);
-  vsnprintf (j->cg_note + have, sizeof j->cg_note - have, fmt, ap);
-  va_end (ap);
-}
-
-/* Remove a leaf cgroup; its processes are gone but the kernel may need a
- * moment to notice. */
-static int
-cg_rmdir (const char *dir)
-{
-  for (int i = 0; i < 100; i++)
-    {
-      if (rmdir (dir) == 0 || errno == ENOENT)
-        return 0;
-      if (errno != EBUSY)
-        return -errno;
-      usleep (10000);
-    }
-  return -EBUSY;
-}
-
-/* Remove the leaves under `up` left by runners that died (SIGKILL, power)
- * with a uid of our range: a leaf whose uid lock is free has no owner. The
- * lock is taken for the removal, so a job that takes the uid meanwhile
- * waits for us instead of losing its fresh cgroup; rmdir refuses a leaf
- * that still has processes. */
-static void
-cg_reap (const struct jail *j, const char *up)
-{
-  DIR *d = opendir (up);
-  struct dirent *de;
-
-  if (d == NULL)
-    return;
-  while ((de = readdir (d)) != NULL)
-    {
-      char leaf[PATH_MAX], lock[PATH_MAX];
-      uint32_t uid;
-      int fd = -1;
-
-      if (de->d_type != DT_DIR || parse_u32 (de->d_name, &uid) < 0 || uid == j->uid
-          || uid < j->uid_first || uid - j->uid_first >= j->uid_count
-          || snprintf_checked (leaf, sizeof leaf, "%s/%s", up, de->d_name) < 0)
-        continue;
-      if (uid_try (&fd, lock, sizeof lock, j->lock_dir, uid) != 1)
-        continue;
-      rmdir (leaf);
-      unlink (lock);
-      close (fd);
-    }
-  closedir (d);
-}
-
-/* <base>/buildvm/<uid>: the job's cgroup under the runner's own, so that
- * whatever limits the runner lives under bind its VMMs too. The name is the
- * uid, which the lock makes ours: a leftover of the same name can only be a
- * crashed runner's, empty since its VMM died with it, and is removed. */
-static int
-cg_make (struct jail *j, const char *base, const char *ctrl, bool v2)
-{
-  char up[PATH_MAX], leaf[PATH_MAX];
-
-  if (snprintf_checked (up, sizeof up, "%s/buildvm", base) < 0
-      || snprintf_checked (leaf, sizeof leaf, "%s/%u", up, (unsigned) j->uid) < 0)
-    {
-      note (j, "%s: path too long", ctrl);
-      return -1;
-    }
-  /* v2: children get a controller only when the parent enables it in its
-   * subtree_control (refused with EBUSY for a non-root cgroup that has
-   * processes of its own: doctor explains) */
-  if (v2 && cg_write (base, "cgroup.subtree_control", "+memory +pids +cpu") < 0)
-    {
-      /* enable what we can one by one: a controller may be missing */
-      static const char *const all[] = { "+memory", "+pids", "+cpu" };
-      for (size_t i = 0; i < ARRAY_SIZE (all); i++)
-        cg_write (base, "cgroup.subtree_control", all[i]);
-    }
-  /* Another runner removes `up` when its last job there ends: if that
-   * happens between our two mkdirs, make it again. */
-  for (int attempt = 0;; attempt++)
-    {
-      if (mkdir (up, 0755) < 0 && errno != EEXIST)
-        {
-          note (j, "%s: mkdir `%s`: %s", ctrl, up, strerror (errno));
-          return -1;
-        }
-      if (attempt == 0)
-        cg_reap (j, up);
-      if (v2)
-        {
-          static const char *const all[] = { "+memory", "+pids", "+cpu" };
-          for (size_t i = 0; i < ARRAY_SIZE (all); i++)
-            cg_write (up, "cgroup.subtree_control", all[i]);
-        }
-      if (mkdir (leaf, 0755) == 0)
-        break;
-      if (errno == ENOENT && attempt < 3)
-        continue;
-      if (errno != EEXIST || cg_rmdir (leaf) < 0 || mkdir (leaf, 0755) < 0)
-        {
-          note (j, "%s: mkdir `%s`: %s", ctrl, leaf, strerror (errno));
-          return -1;
-        }
-      break;
-    }
-  j->cg[j->n_cg] = strdup (leaf);
-  j->cg_up[j->n_cg] = strdup (up);
-  if (j->cg[j->n_cg] == NULL || j->cg_up[j->n_cg] == NULL)
-    {
-      rmdir (leaf);
-      free (j->cg[j->n_cg]);
-      free (j->cg_up[j->n_cg]);
-      j->cg[j->n_cg] = j->cg_up[j->n_cg] = NULL;
-      note (j, "%s: out of memory", ctrl);
-      return -1;
-    }
-  j->n_cg++;
-  return 0;
-}
-
-static void
-cg_drop_last (struct jail *j)
-{
-  j->n_cg--;
-  cg_rmdir (j->cg[j->n_cg]);
-  rmdir (j->cg_up[j->n_cg]);
-  free (j->cg[j->n_cg]);
-  free (j->cg_up[j->n_cg]);
-  j->cg[j->n_cg] = j->cg_up[j->n_cg] = NULL;
-}
-
-/* Write the limits of `ctrl` into `leaf`. On failure a v1 leaf (this
- * controller's alone) is dropped; the v2 leaf, shared by the controllers,
- * stays with the limits that did work. */
-static void
-cg_limit (struct jail *j, const char *leaf, const char *ctrl, bool v2, const struct jail_opts *o)
-{
-  char v[64];
-  int r = 0;
-
-  if (strcmp (ctrl, "memory") == 0 && o->memory_max > 0)
-    {
-      snprintf (v, sizeof v, "%llu", (unsigned long long) o->memory_max);
-      r = cg_write (leaf, v2 ? "memory.max" : "memory.limit_in_bytes", v);
-      if (r == 0 && v2)
-        cg_write (leaf, "memory.swap.max", "0"); /* absent without swap accounting */
-    }
-  else if (strcmp (ctrl, "pids") == 0)
-    {
-      snprintf (v, sizeof v, "%llu", (unsigned long long) j->pids_max);
-      r = cg_write (leaf, "pids.max", v);
-    }
-  else if (strcmp (ctrl, "cpu") == 0 && o->cpus > 0)
-    {
-      if (v2)
-        {
-          snprintf (v, sizeof v, "%llu %u", (unsigned long long) o->cpus * CPU_PERIOD_US,
-                    CPU_PERIOD_US);
-          r = cg_write (leaf, "cpu.max", v);
-        }
-      else
-        {
-          snprintf (v, sizeof v, "%u", CPU_PERIOD_US);
-          r = cg_write (leaf, "cpu.cfs_period_us", v);
-          snprintf (v, sizeof v, "%llu", (unsigned long long) o->cpus * CPU_PERIOD_US);
-          if (r == 0)
-            r = cg_write (leaf, "cpu.cfs_quota_us", v);
-        }
-    }
-  if (r < 0)
-    {
-      note (j, "%s: setting the limit in `%s`: %s", ctrl, leaf, strerror (-r));
-      if (!v2)
-        cg_drop_last (j);
-    }
-}
-
-/* Best effort: every controller the host offers gets a cgroup; what is
- * missing is recorded in cg_note (doctor and the job record show it). */
-static void
-cg_setup (struct jail *j, const struct jail_opts *o)
-{
-  static const char *const ctrls[] = { "memory", "pids", "cpu" };
-  const char *v2_ctrls[ARRAY_SIZE (ctrls)];
-  size_t n_v2 = 0;
-  char mnt[PATH_MAX], own[PATH_MAX], base[PATH_MAX * 2];
-
-  for (size_t i = 0; i < ARRAY_SIZE (ctrls); i++)
-    {
-      if (cg_mount (mnt, sizeof mnt, ctrls[i]) == 0)
-        {
-          if (cg_own (own, sizeof own, ctrls[i]) < 0
-              || snprintf_checked (base, sizeof base, "%s%s", mnt,
-                                   strcmp (own, "/") == 0 ? "" : own) < 0)
-            {
-              note (j, "%s: cannot find the runner's own cgroup", ctrls[i]);
-              continue;
-            }
-          if (cg_make (j, base, ctrls[i], false) == 0)
-            cg_limit (j, j->cg[j->n_cg - 1], ctrls[i], false, o);
-        }
-      else
-        v2_ctrls[n_v2++] = ctrls[i];
-    }
-  if (n_v2 == 0)
-    return;
-  if (cg_mount (mnt, sizeof mnt, NULL) < 0 || cg_own (own, sizeof own, NULL) < 0
-      || snprintf_checked (base, sizeof base, "%s%s", mnt, strcmp (own, "/") == 0 ? "" : own)
-             < 0)
-    {
-      for (size_t i = 0; i < n_v2; i++)
-        note (j, "%s: no cgroup v1 or v2 hierarchy has this controller", v2_ctrls[i]);
-      return;
-    }
-  {
-    size_t usable = 0;
-    for (size_t i = 0; i < n_v2; i++)
-      if (cg_has_controller (base, v2_ctrls[i]))
-        v2_ctrls[usable++] = v2_ctrls[i];
-      else
-        note (j, "%s: not available to the runner's cgroup `%s` (cgroup v2)", v2_ctrls[i], base);
-    n_v2 = usable;
-  }
-  if (n_v2 == 0 || cg_make (j, base, "cgroup v2", true) < 0)
-    return;
-  for (size_t i = 0; i < n_v2; i++)
-    {
-      const char *leaf = j->cg[j->n_cg - 1];
-      /* the leaf has the controller only when the runner's cgroup could
-       * delegate it: that fails (EBUSY) when the runner's cgroup has
-       * processes of its own and is not the root */
-      if (!cg_has_controller (leaf, v2_ctrls[i]))
-        {
-          note (j, "%s: `%s` cannot delegate it (a cgroup v2 with processes cannot have "
-                   "controllers for its children: run the runner in a leaf of a delegated "
-                   "subtree)",
-                v2_ctrls[i], base);
-          continue;
-        }
-      cg_limit (j, leaf, v2_ctrls[i], true, o);
-    }
-}
-
-static int
-cg_attach (struct jail *j, pid_t pid, bvm_error_t *err)
-{
-  char v[32];
-  snprintf (v, sizeof v, "%d\n", (int) pid);
-  for (size_t i = 0; i < j->n_cg; i++)
-    {
-      int r = cg_write (j->cg[i], "cgroup.procs", v);
-      if (r < 0)
-        return bvm_error (err, -r, "move the jail into the cgroup `%s`", j->cg[i]);
-    }
-  return 0;
-}
-
-static void
-cg_remove (struct jail *j)
-{
-  while (j->n_cg > 0)
-    cg_drop_last (j);
-}
-
-/* --- seccomp ------------------------------------------------------------------ */
-
-/* Refused with EPERM. None of these is needed by QEMU (nor by anything it
- * links) to run a VM, and each either changes the system, reaches other
- * processes or opens a large kernel attack surface. */
-static const char *const denied_syscalls[] = {
-  /* mounts and namespaces: the jail's view of the world stays as built */
-  "mount", "umount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
-  "fsconfig", "fsmount", "fspick", "mount_setattr", "unshare", "setns",
-  /* other processes */
-  "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
-  /* the kernel itself */
-  "kexec_load", "kexec_file_load", "reboot", "init_module", "finit_module", "delete_module",
-  "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "swapon",
-  "swapoff", "acct", "quotactl", "quotactl_fd", "open_by_handle_at", "name_to_handle_at",
-  "iopl", "ioperm", "syslog", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-  "sethostname", "setdomainname", "lookup_dcookie", "nfsservctl", "uselib", "ustat", "sysfs",
-  "_sysctl", "vhangup", "fanotify_init",
-  /* io_uring: a history of kernel bugs; QEMU falls back to ppoll and threads */
-  "io_uring_setup", "io_uring_enter", "io_uring_register",
-};
-
-static int
-filter_build (struct jail *j, bvm_error_t *err)
-{
-  static const unsigned long ns_flags[] = { CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,
-                                            CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
-                                            CLONE_NEWCGROUP };
-  scmp_filter_ctx ctx = seccomp_init (SCMP_ACT_ALLOW);
-  cleanup_close int fd = -1;
-  struct stat st;
-  int r = 0;
-
-  if (ctx == NULL)
-    return bvm_error (err, ENOMEM, "seccomp_init");
-  /* the child sets no_new_privs itself, before loading */
-  r = seccomp_attr_set (ctx, SCMP_FLTATR_CTL_NNP, 0);
-  /* x32 and i386 system calls would bypass a filter written for x86_64
-   * numbers: kill the process that tries */
-  if (r == 0)
-    r = seccomp_attr_set (ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-  j->n_denied = 0;
-  for (size_t i = 0; r == 0 && i < ARRAY_SIZE (denied_syscalls); i++)
-    {
-      int nr = seccomp_syscall_resolve_name (denied_syscalls[i]);
-      if (nr < 0)
-        continue; /* not on this architecture */
-      r = seccomp_rule_add (ctx, SCMP_ACT_ERRNO (EPERM), nr, 0);
-      j->n_denied++;
-    }
-  /* New namespaces through clone(): CLONE_NEWUSER needs no privilege and
-   * would hand the jail a user namespace in which it is root. Threads
-   * (QEMU's, glibc's) use none of these flags. */
-  for (size_t i = 0; r == 0 && i < ARRAY_SIZE (ns_flags); i++)
-    r = seccomp_rule_add (ctx, SCMP_ACT_ERRNO (EPERM), SCMP_SYS (clone), 1,
-                          SCMP_A0 (SCMP_CMP_MASKED_EQ, ns_flags[i], ns_flags[i]));
-  /* clone3 passes its flags in memory, where a filter cannot look: ENOSYS
-   * makes glibc fall back to clone(), whose flags are checked above */
-  if (r == 0)
-    r = seccomp_rule_add (ctx, SCMP_ACT_ERRNO (ENOSYS), SCMP_SYS (clone3), 0);
-  if (r < 0)
-    {
-      seccomp_release (ctx);
-      return bvm_error (err, -r, "building the jail's seccomp filter");
-    }
-  fd = memfd_create ("buildvm-jail-seccomp", MFD_CLOEXEC);
-  if (fd < 0)
-    {
-      seccomp_release (ctx);
-      return bvm_error (err, errno, "memfd_create");
-    }
-  r = seccomp_export_bpf (ctx, fd);
-  seccomp_release (ctx);
-  if (r < 0)
-    return bvm_error (err, -r, "exporting the jail's seccomp filter");
-  if (fstat (fd, &st) < 0)
-    return bvm_error (err, errno, "fstat");
-  if (st.st_size <= 0 || st.st_size % (off_t) sizeof (struct sock_filter) != 0
-      || st.st_size / (off_t) sizeof (struct sock_filter) > BPF_MAXINSNS)
-    return bvm_error_code (err, BVM_E_INTERNAL, 0, "the jail's seccomp filter has %lld bytes",
-                           (long long) st.st_size);
-  j->bpf = malloc ((size_t) st.st_size);
-  if (j->bpf == NULL)
-    return bvm_error (err, ENOMEM, "jail");
-  if (pread (fd, j->bpf, (size_t) st.st_size, 0) != (ssize_t) st.st_size)
-    return bvm_error (err, errno ? errno : EIO, "reading the jail's seccomp filter");
-  j->bpf_len = (unsigned short) (st.st_size / (off_t) sizeof (struct sock_filter));
-  return 0;
 }
 
 /* --- planning the root -------------------------------------------------------- */
@@ -910,7 +349,7 @@ jail_prepare (struct jail **out, const struct jail_opts *o, bvm_error_t *err)
   struct jail *j;
   int ret;
 
-  settings_resolve (&s, o->settings);
+  jail__settings_resolve (&s, o->settings);
   if (o->dir == NULL || o->dir[0] != '/' || strlen (o->dir) > PATH_MAX / 2)
     return bvm_error_code (err, BVM_E_INVALID, 0, "a jail needs an absolute directory");
   j = calloc (1, sizeof *j);
@@ -945,10 +384,10 @@ jail_prepare (struct jail **out, const struct jail_opts *o, bvm_error_t *err)
       ret = bvm_error (err, ENOMEM, "jail");
       goto fail;
     }
-  if ((ret = uid_take (j, &s, err)) < 0 || (ret = filter_build (j, err)) < 0
+  if ((ret = uid_take (j, &s, err)) < 0 || (ret = jail__filter_build (j, err)) < 0
       || (ret = plan_base (j, err)) < 0)
     goto fail;
-  cg_setup (j, o);
+  jail__cg_setup (j, o);
   *out = j;
   return 0;
 fail:
@@ -1095,7 +534,7 @@ jail_destroy (struct jail *j)
 {
   if (j == NULL)
     return;
-  cg_remove (j);
+  jail__cg_remove (j);
   /* only an empty mount point on the host: the root's mounts lived in the
    * child's mount namespace and went with it */
   if (j->dir_made)
@@ -1494,7 +933,7 @@ jail_spawn (pid_t *out, struct jail *j, const char *const *argv, const struct pr
   j->spawned = true;
   close (ep[1]);
   close (sp[0]);
-  ret = cg_attach (j, pid, err);
+  ret = jail__cg_attach (j, pid, err);
   if (ret == 0 && write (sp[1], "g", 1) != 1)
     ret = bvm_error (err, errno, "start the jail `%s`", j->name);
   if (ret == 0)
@@ -1519,217 +958,4 @@ jail_spawn (pid_t *out, struct jail *j, const char *const *argv, const struct pr
     }
   *out = pid;
   return 0;
-}
-
-/* --- doctor ------------------------------------------------------------------- */
-
-static struct jail_layer *
-layer (struct jail_report *r, const char *name, bool active, const char *fmt, ...)
-    __attribute__ ((format (printf, 4, 5)));
-
-static struct jail_layer *
-layer (struct jail_report *r, const char *name, bool active, const char *fmt, ...)
-{
-  struct jail_layer *l;
-  va_list ap;
-
-  if (r->n == JAIL_LAYERS_MAX)
-    return NULL;
-  l = &r->layers[r->n++];
-  l->name = name;
-  l->active = active;
-  va_start (ap, fmt);
-  vsnprintf (l->detail, sizeof l->detail, fmt, ap);
-  va_end (ap);
-  return l;
-}
-
-/* An entry of /etc/subuid or /etc/subgid that shares uids with the range,
- * into `who` ("" when none does). Such uids belong to someone's user
- * namespaces: a jailed VMM would share them. */
-static void
-subid_overlap (char *who, size_t size, const char *file, uint32_t first, uint32_t count)
-{
-  FILE *f = fopen (file, "re");
-  char line[512];
-
-  who[0] = '\0';
-  if (f == NULL)
-    return;
-  while (fgets (line, sizeof line, f))
-    {
-      char *c1 = strchr (line, ':'), *c2 = c1 ? strchr (c1 + 1, ':') : NULL;
-      uint64_t start, n;
-      size_t len;
-
-      if (c2 == NULL)
-        continue;
-      *c1 = *c2 = '\0';
-      len = strlen (c2 + 1);
-      while (len > 0 && (c2[len] == '\n' || c2[len] == ' '))
-        c2[len--] = '\0';
-      if (parse_u64 (c1 + 1, &start) < 0 || parse_u64 (c2 + 1, &n) < 0)
-        continue;
-      if (start < (uint64_t) first + count && (uint64_t) first < start + n)
-        {
-          snprintf (who, size, "%s has %.64s:%llu:%llu", file, line, (unsigned long long) start,
-                    (unsigned long long) n);
-          break;
-        }
-    }
-  fclose (f);
-}
-
-/* The job cgroup of `ctrl`, or NULL: v1 has a hierarchy per controller
- * (its mount point starts the path), v2 one leaf with the controller on. */
-static const char *
-cg_for (const struct jail *j, const char *ctrl)
-{
-  char m[PATH_MAX];
-  bool v1 = cg_mount (m, sizeof m, ctrl) == 0;
-
-  if (!v1 && cg_mount (m, sizeof m, NULL) < 0)
-    return NULL;
-  for (size_t k = 0; k < j->n_cg; k++)
-    {
-      size_t n = strlen (m);
-      if (strncmp (j->cg[k], m, n) != 0 || j->cg[k][n] != '/')
-        continue;
-      if (v1 || cg_has_controller (j->cg[k], ctrl))
-        return j->cg[k];
-    }
-  return NULL;
-}
-
-int
-jail_probe (struct jail_report *out, const struct jail_settings *settings)
-{
-  static const char *const ctrls[] = { "memory", "pids", "cpu" };
-  static const char *const cg_layers[] = { "cgroup memory", "cgroup pids", "cgroup cpu" };
-  struct jail_settings s;
-  char why[256], who[256], tmp[] = "/tmp/buildvm-jail-probe.XXXXXX", root[64];
-  struct jail_opts o = JAIL_OPTS_INIT;
-  struct jail *j = NULL;
-  bvm_error_t err = NULL;
-  bool avail, trial_ok = false;
-  char trial[320] = "";
-  int inactive = 0;
-
-  memset (out, 0, sizeof *out);
-  settings_resolve (&s, settings);
-  avail = jail_available (why, sizeof why);
-  if (s.mode == JAIL_MODE_OFF)
-    layer (out, "jail", false, "disabled (`jail.enabled` is `off`): VMMs run unjailed");
-  else if (!avail)
-    layer (out, "jail", false, "%s; %s", why,
-           s.mode == JAIL_MODE_ON ? "`jail.enabled` is `on`, so every job fails"
-                                  : "`jail.enabled` is `auto`, so VMMs run unjailed");
-  else
-    layer (out, "jail", true, "every VMM is jailed (`jail.enabled` is `%s`)",
-           jail_mode_name (s.mode));
-
-  subid_overlap (who, sizeof who, "/etc/subuid", s.uid_first, s.uid_count);
-  if (who[0] == '\0')
-    subid_overlap (who, sizeof who, "/etc/subgid", s.uid_first, s.uid_count);
-  if (who[0] != '\0')
-    layer (out, "uid range", false, "%u..%u overlaps user namespace ids (%s): choose another "
-                                    "`jail.uid_range`",
-           s.uid_first, s.uid_first + (s.uid_count - 1), who);
-  else
-    layer (out, "uid range", avail, "%u..%u (%u uids), one per live job, locks in `%s`",
-           s.uid_first, s.uid_first + (s.uid_count - 1), s.uid_count, s.lock_dir);
-
-  if (!avail)
-    {
-      static const char *const names[] = { "namespaces", "root",       "capabilities",
-                                           "no_new_privs", "rlimits",  "descriptors",
-                                           "seccomp",    "cgroups" };
-      for (size_t i = 0; i < ARRAY_SIZE (names); i++)
-        layer (out, names[i], false, "needs root");
-      layer (out, "qemu -sandbox", true,
-             "QEMU's own seccomp filter: on for every VM (obsolete, elevateprivileges, spawn, "
-             "resourcecontrol denied)");
-      goto count;
-    }
-
-  /* a real jail around /usr/bin/true: the whole chain, on this host */
-  if (mkdtemp (tmp) == NULL)
-    snprintf (trial, sizeof trial, "mkdtemp: %s", strerror (errno));
-  else
-    {
-      const char *argv[] = { "true", NULL };
-      struct proc_opts fds = PROC_OPTS_INIT;
-      pid_t pid;
-      int st;
-
-      snprintf (root, sizeof root, "%s/root", tmp);
-      o.name = "doctor-probe";
-      o.dir = root;
-      o.settings = &s;
-      o.memory_max = 256 * MIB;
-      o.cpus = 1;
-      if (jail_prepare (&j, &o, &err) < 0)
-        snprintf (trial, sizeof trial, "%s", bvm_error_msg (&err));
-      else if (jail_spawn (&pid, j, argv, &fds, &err) < 0)
-        snprintf (trial, sizeof trial, "%s", bvm_error_msg (&err));
-      else
-        {
-          while (waitpid (pid, &st, 0) < 0 && errno == EINTR)
-            ;
-          trial_ok = WIFEXITED (st) && WEXITSTATUS (st) == 0;
-          if (!trial_ok)
-            snprintf (trial, sizeof trial, "the trial jail's `true` %s",
-                      proc_status_str (why, sizeof why, st));
-        }
-      bvm_error_free (&err);
-    }
-
-  if (trial_ok)
-    {
-      layer (out, "namespaces", true,
-             "mount, pid, ipc, uts, net (loopback only), cgroup where the kernel has it");
-      layer (out, "root", true,
-             "pivot_root into a tmpfs: /usr read-only, /vm (the job's files), /dev (null, zero, "
-             "urandom, kvm when used), /proc (subset=pid)");
-      layer (out, "capabilities", true,
-             "all dropped: bounding, ambient, inheritable, permitted, effective");
-      layer (out, "no_new_privs", true, "set before exec");
-      layer (out, "rlimits", true,
-             "nofile %d, nproc %d, fsize largest disk + 1 MiB, core 0", JAIL_NOFILE, JAIL_NPROC);
-      layer (out, "descriptors", true, "stdin, stdout, stderr only; environment PATH only");
-      layer (out, "seccomp", true,
-             "%u system calls refused with EPERM, namespace flags of clone refused, clone3 ENOSYS, "
-             "other ABIs killed",
-             j->n_denied);
-    }
-  else
-    {
-      static const char *const names[] = { "namespaces",  "root",     "capabilities",
-                                           "no_new_privs", "rlimits", "descriptors", "seccomp" };
-      for (size_t i = 0; i < ARRAY_SIZE (names); i++)
-        layer (out, names[i], false, "the trial jail failed: %s", trial);
-    }
-  layer (out, "qemu -sandbox", true,
-         "QEMU's own seccomp filter: on for every VM (obsolete, elevateprivileges, spawn, "
-         "resourcecontrol denied)");
-  for (size_t i = 0; i < ARRAY_SIZE (ctrls); i++)
-    {
-      const char *dir = j ? cg_for (j, ctrls[i]) : NULL;
-      if (dir != NULL)
-        layer (out, cg_layers[i], true, "a cgroup per job, such as `%s`", dir);
-      else
-        layer (out, cg_layers[i], false, "%s",
-               j == NULL ? trial : j->cg_note[0] ? j->cg_note : "not created");
-    }
-  if (trial_ok)
-    layer (out, "trial", true, "a jail ran `true` as uid %u and was removed", (unsigned) j->uid);
-  else
-    layer (out, "trial", false, "%s", trial);
-  jail_destroy (j);
-  rmdir (tmp);
-
-count:
-  for (size_t i = 0; i < out->n; i++)
-    inactive += !out->layers[i].active;
-  return inactive;
 }
