@@ -26,7 +26,6 @@
 #include "spec.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
-#define CONFIG_CREDENTIALS_MAX_BYTES (64 * 1024)
 #define CONFIG_PATH_MAX 1024
 #define CONFIG_URL_MAX 1024
 #define CONFIG_TEMPLATE_MAX 255
@@ -213,21 +212,7 @@ int config_expand_extra_tags (char ***out, size_t *n, const struct runner_config
                               const struct job_request *j, bvm_error_t *err);
 void config_strv_free (char **v);
 
-/* Registry credentials: {"username", "password"} or {"token"}. */
-struct registry_credentials
-{
-  char *username; /* NULL with a token */
-  char *password; /* NULL with a token */
-  char *token;    /* NULL with username/password */
-};
-
-/* Read registry.credentials after checking, on the open file, that it is a
- * regular file owned by us or root and not accessible by group or others.
- * *out is NULL when no credentials file is configured. Parse errors never
- * quote the file's content. */
-int config_load_credentials (struct registry_credentials **out, const struct runner_config *c,
-                             bvm_error_t *err);
-/* Wipes the secrets before freeing. */
-void config_credentials_free (struct registry_credentials *cr);
+/* The registry credentials file (registry.credentials) is read by
+ * registry_credentials_load (registry.h). */
 
 #endif

@@ -974,7 +974,7 @@ open_registry (struct run *r, bvm_error_t *err)
 
   if (r->reg)
     return 0;
-  ret = config_load_credentials (&cr, r->cfg, err);
+  ret = registry_credentials_load (&cr, r->cfg->registry.credentials, err);
   if (ret < 0)
     return ret;
   ro.url = r->cfg->registry.url;
@@ -988,7 +988,7 @@ open_registry (struct run *r, bvm_error_t *err)
   if (r->o->dry_run)
     ro.max_attempts = 1; /* the registry is optional here: do not wait on it */
   ret = registry_open (&r->reg, &ro, err);
-  config_credentials_free (cr);
+  registry_credentials_free (cr);
   return ret;
 }
 

@@ -126,6 +126,25 @@ int registry_manifest_put (struct registry *r, const char *repo, const char *ref
                            const char *media_type, const char *body, size_t len,
                            char digest[DIGEST_STR_LEN + 1], bvm_error_t *err);
 
+/* Registry credentials: {"username", "password"} or {"token"}. */
+struct registry_credentials
+{
+  char *username; /* NULL with a token */
+  char *password; /* NULL with a token */
+  char *token;    /* NULL with username/password */
+};
+
+#define REGISTRY_CREDENTIALS_MAX (64 * 1024)
+
+/* Read a credentials file (the runner config's registry.credentials) after
+ * checking, on the open file, that it is a regular file owned by us or root
+ * and not accessible by group or others. *out is NULL when path is NULL.
+ * Parse errors never quote the file's content. */
+int registry_credentials_load (struct registry_credentials **out, const char *path,
+                               bvm_error_t *err);
+/* Wipes the secrets before freeing. */
+void registry_credentials_free (struct registry_credentials *cr);
+
 /* Internal, exposed for the unit tests: parse one WWW-Authenticate challenge.
  * *scheme is 1 for Basic, 2 for Bearer. -1 on anything malformed. */
 int registry__parse_challenge (const char *h, int *scheme, char *realm, size_t realm_size,

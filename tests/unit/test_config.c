@@ -5,6 +5,7 @@
 #include "fs.h"
 #include "job.h"
 #include "jsonx.h"
+#include "registry.h"
 #include "spec.h"
 #include "util.h"
 
@@ -819,7 +820,7 @@ test_credentials (void **state)
   /* none configured */
   c = load_ok (NULL);
   cr = (struct registry_credentials *) 1;
-  assert_ok (config_load_credentials (&cr, c, &err), &err);
+  assert_ok (registry_credentials_load (&cr, c->registry.credentials, &err), &err);
   assert_null (cr);
   config_free (c);
 
@@ -839,11 +840,11 @@ test_credentials (void **state)
   config_with_credentials ("{\"username\":\"buildvm\",\"password\":\"s3cret\"}", 0600);
   c = load_ok (cfg);
   assert_string_equal (c->registry.credentials, creds);
-  assert_ok (config_load_credentials (&cr, c, &err), &err);
+  assert_ok (registry_credentials_load (&cr, c->registry.credentials, &err), &err);
   assert_string_equal (cr->username, "buildvm");
   assert_string_equal (cr->password, "s3cret");
   assert_null (cr->token);
-  config_credentials_free (cr);
+  registry_credentials_free (cr);
   /* the config never shows the secrets, only the path */
   {
     json_t *j = config_to_json (c);
@@ -856,16 +857,16 @@ test_credentials (void **state)
 
   /* the mode is checked again, on the open file, when reading */
   assert_int_equal (chmod (creds, 0644), 0);
-  assert_fails_with (config_load_credentials (&cr, c, &err), &err,
+  assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err,
                      "is accessible by group or others (mode 0644)");
   assert_int_equal (chmod (creds, 0400), 0);
 
   /* token form */
   t_write (creds, "{\"token\":\"tok-123\"}");
-  assert_ok (config_load_credentials (&cr, c, &err), &err);
+  assert_ok (registry_credentials_load (&cr, c->registry.credentials, &err), &err);
   assert_null (cr->username);
   assert_string_equal (cr->token, "tok-123");
-  config_credentials_free (cr);
+  registry_credentials_free (cr);
 
   /* malformed: never quote the content */
   {
@@ -892,7 +893,7 @@ test_credentials (void **state)
         assert_int_equal (chmod (creds, 0600), 0);
         t_write (creds, bad[i].content);
         cr = NULL;
-        if (config_load_credentials (&cr, c, &err) >= 0)
+        if (registry_credentials_load (&cr, c->registry.credentials, &err) >= 0)
           fail_msg ("credentials %s loaded", bad[i].content);
         assert_null (cr);
         if (strstr (bvm_error_msg (&err), bad[i].needle) == NULL)
@@ -905,17 +906,17 @@ test_credentials (void **state)
 
   /* too big, not a regular file, gone */
   {
-    char *big = malloc (CONFIG_CREDENTIALS_MAX_BYTES + 2);
-    memset (big, ' ', CONFIG_CREDENTIALS_MAX_BYTES + 1);
-    big[CONFIG_CREDENTIALS_MAX_BYTES + 1] = '\0';
+    char *big = malloc (REGISTRY_CREDENTIALS_MAX + 2);
+    memset (big, ' ', REGISTRY_CREDENTIALS_MAX + 1);
+    big[REGISTRY_CREDENTIALS_MAX + 1] = '\0';
     t_write (creds, big);
     free (big);
-    assert_fails_with (config_load_credentials (&cr, c, &err), &err, "larger than 65536");
+    assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err, "larger than 65536");
   }
   unlink (creds);
-  assert_fails_with (config_load_credentials (&cr, c, &err), &err, "No such file");
+  assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err, "No such file");
   assert_int_equal (mkdir (creds, 0700), 0);
-  assert_fails_with (config_load_credentials (&cr, c, &err), &err, "is not a regular file");
+  assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err, "is not a regular file");
   rmdir (creds);
 
   /* owned by someone else (only testable as root) */
@@ -924,7 +925,7 @@ test_credentials (void **state)
       t_write (creds, "{\"token\":\"t\"}");
       assert_int_equal (chmod (creds, 0600), 0);
       assert_int_equal (chown (creds, 12345, 12345), 0);
-      assert_fails_with (config_load_credentials (&cr, c, &err), &err, "is owned by uid 12345");
+      assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err, "is owned by uid 12345");
     }
   config_free (c);
 }
