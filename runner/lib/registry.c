@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -306,6 +307,46 @@ scope_for (char *out, size_t size, const char *repo, const char *actions, bvm_er
   return 0;
 }
 
+#define SCOPE_MAX 400
+
+/* The request of an operation on `repo`: METHOD on /v2/<repo>/<path>, under
+ * the token scope "repository:<repo>:<actions>", which is written into
+ * scope. *url is the caller's to free (a cleanup_free variable); q points
+ * at both. */
+static int
+repo_request (struct http_req *q, char **url, char scope[SCOPE_MAX], struct registry *r,
+              const char *method, const char *repo, const char *actions, bvm_error_t *err,
+              const char *path_fmt, ...) __attribute__ ((format (printf, 9, 10)));
+
+static int
+repo_request (struct http_req *q, char **url, char scope[SCOPE_MAX], struct registry *r,
+              const char *method, const char *repo, const char *actions, bvm_error_t *err,
+              const char *path_fmt, ...)
+{
+  struct buf u = BUF_INIT (HTTP_LOCATION_MAX * 2);
+  va_list ap;
+  int ret;
+
+  ret = buf_addf (&u, "%s/v2/%s/", r->url, repo);
+  if (ret == 0)
+    {
+      va_start (ap, path_fmt);
+      ret = buf_vaddf (&u, path_fmt, ap);
+      va_end (ap);
+    }
+  if (ret < 0)
+    {
+      buf_dispose (&u);
+      return bvm_error (err, ENOMEM, "registry URL");
+    }
+  *url = buf_steal (&u);
+  if (scope_for (scope, SCOPE_MAX, repo, actions, err) < 0)
+    return -1;
+  http_req_init (q, &r->http, method, *url);
+  q->scope = scope;
+  return 0;
+}
+
 /* --- operations -------------------------------------------------------------------- */
 
 static int
@@ -352,17 +393,13 @@ static int
 exists_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
 {
   struct blob_ctx *b = ctx;
-  cleanup_free char *url = make_url (r, "/v2/%s/blobs/%s", b->repo, b->digest);
-  char scope[400];
+  cleanup_free char *url = NULL;
+  char scope[SCOPE_MAX];
   struct http_req q;
   int ret;
 
-  if (url == NULL)
-    return bvm_error (err, ENOMEM, "registry URL");
-  if (scope_for (scope, sizeof scope, b->repo, "pull", err) < 0)
+  if (repo_request (&q, &url, scope, r, "HEAD", b->repo, "pull", err, "blobs/%s", b->digest) < 0)
     return -1;
-  http_req_init (&q, &r->http, "HEAD", url);
-  q.scope = scope;
   q.follow = true;
   ret = registry__request (r, &q, retryable, err);
   if (ret == 0)
@@ -408,22 +445,17 @@ static int
 upload_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
 {
   struct blob_ctx *b = ctx;
-  cleanup_free char *url = make_url (r, "/v2/%s/blobs/uploads/", b->repo);
+  cleanup_free char *url = NULL;
   cleanup_free char *loc = NULL;
   cleanup_free char *put_url = NULL;
-  char scope[400], *esc;
+  char scope[SCOPE_MAX], *esc;
   struct http_req q;
   bool chunked = r->chunk_size > 0 && b->size > r->chunk_size;
   uint64_t off = 0;
   int ret;
 
-  if (url == NULL)
-    return bvm_error (err, ENOMEM, "registry URL");
-  if (scope_for (scope, sizeof scope, b->repo, "pull,push", err) < 0)
+  if (repo_request (&q, &url, scope, r, "POST", b->repo, "pull,push", err, "blobs/uploads/") < 0)
     return -1;
-
-  http_req_init (&q, &r->http, "POST", url);
-  q.scope = scope;
   ret = registry__request (r, &q, retryable, err);
   if (ret == 0 && q.status != 202)
     ret = registry__status_error (r, &q, retryable, err);
@@ -553,7 +585,7 @@ mount_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
 {
   struct blob_ctx *b = ctx;
   cleanup_free char *url = NULL;
-  char scope[800], to_scope[400], from_scope[400];
+  char scope[2 * SCOPE_MAX], to_scope[SCOPE_MAX], from_scope[SCOPE_MAX];
   char *ed = curl_easy_escape (r->http.curl, b->digest, 0);
   char *ef = curl_easy_escape (r->http.curl, b->from_repo, 0);
   struct http_req q;
@@ -613,23 +645,26 @@ static int
 get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
 {
   struct blob_ctx *b = ctx;
-  cleanup_free char *url = make_url (r, "/v2/%s/blobs/%s", b->repo, b->digest);
-  char scope[400], got[DIGEST_STR_LEN + 1];
+  cleanup_free char *url = NULL;
+  char scope[SCOPE_MAX], got[DIGEST_STR_LEN + 1];
   struct digest_ctx dg;
   struct http_req q;
   int ret;
 
-  if (url == NULL)
-    return bvm_error (err, ENOMEM, "registry URL");
-  if (scope_for (scope, sizeof scope, b->repo, "pull", err) < 0)
+  if (repo_request (&q, &url, scope, r, "GET", b->repo, "pull", err, "blobs/%s", b->digest) < 0)
     return -1;
   /* a retry starts the file over */
   if (b->mem == NULL && (ftruncate (b->fd, 0) < 0 || lseek (b->fd, 0, SEEK_SET) < 0))
-    return bvm_error (err, errno, "truncate `%s`", b->dest);
+    {
+      ret = bvm_error (err, errno, "truncate `%s`", b->dest);
+      http_req_dispose (&q);
+      return ret;
+    }
   if (digest_init (&dg, err) < 0)
-    return -1;
-  http_req_init (&q, &r->http, "GET", url);
-  q.scope = scope;
+    {
+      http_req_dispose (&q);
+      return -1;
+    }
   q.follow = true;
   if (b->mem)
     q.body_max = b->size;
@@ -771,17 +806,15 @@ static int
 manifest_get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
 {
   struct manifest_ctx *mc = ctx;
-  cleanup_free char *url = make_url (r, "/v2/%s/manifests/%s", mc->repo, mc->reference);
-  char scope[400];
+  cleanup_free char *url = NULL;
+  char scope[SCOPE_MAX];
   struct http_req q;
   int ret;
 
-  if (url == NULL)
-    return bvm_error (err, ENOMEM, "registry URL");
-  if (scope_for (scope, sizeof scope, mc->repo, "pull", err) < 0)
+  if (repo_request (&q, &url, scope, r, "GET", mc->repo, "pull", err, "manifests/%s",
+                    mc->reference)
+      < 0)
     return -1;
-  http_req_init (&q, &r->http, "GET", url);
-  q.scope = scope;
   q.accept = MANIFEST_ACCEPT;
   q.body_max = OCI_MANIFEST_MAX;
   ret = registry__request (r, &q, retryable, err);
@@ -846,17 +879,15 @@ static int
 manifest_put_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
 {
   struct manifest_ctx *mc = ctx;
-  cleanup_free char *url = make_url (r, "/v2/%s/manifests/%s", mc->repo, mc->reference);
-  char scope[400];
+  cleanup_free char *url = NULL;
+  char scope[SCOPE_MAX];
   struct http_req q;
   int ret;
 
-  if (url == NULL)
-    return bvm_error (err, ENOMEM, "registry URL");
-  if (scope_for (scope, sizeof scope, mc->repo, "pull,push", err) < 0)
+  if (repo_request (&q, &url, scope, r, "PUT", mc->repo, "pull,push", err, "manifests/%s",
+                    mc->reference)
+      < 0)
     return -1;
-  http_req_init (&q, &r->http, "PUT", url);
-  q.scope = scope;
   q.upload = true;
   q.mem = mc->body;
   q.len = mc->len;
