@@ -46,12 +46,7 @@ report_jail (const struct runner_config *cfg)
   bool wanted;
 
   if (cfg != NULL)
-    {
-      s.mode = cfg->jail.mode;
-      s.uid_first = cfg->jail.uid_first;
-      s.uid_count = cfg->jail.uid_count;
-      s.lock_dir = cfg->jail.lock_dir;
-    }
+    s = cfg->jail;
   wanted = s.mode == JAIL_MODE_ON || (s.mode == JAIL_MODE_AUTO && jail_available (NULL, 0));
   jail_probe (&rep, &s);
   for (size_t i = 0; i < rep.n; i++)

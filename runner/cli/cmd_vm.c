@@ -98,7 +98,6 @@ vm_run_main (int argc, char **argv)
   struct guest_input *in = NULL;
   struct vmjob_result res = { 0 };
   struct vmjob_opts o = { 0 };
-  struct jail_settings js = { 0 };
   bvm_error_t err = NULL;
   struct buf cmd = BUF_INIT (64 * 1024);
   char what[1024];
@@ -183,7 +182,7 @@ vm_run_main (int argc, char **argv)
   }
 
   o.image = img;
-  vmjob_opts_from_config (&o, &js, cfg);
+  vmjob_opts_settings (&o, &cfg->vm, &cfg->jail);
   if (qemu != NULL)
     o.vmm = qemu;
   if (accel_set)

@@ -575,7 +575,7 @@ config_free (struct runner_config *c)
   free (c->secrets.master_key);
   free (c->serve.name);
   free (c->serve.metrics);
-  free (c->jail.lock_dir);
+  free ((char *) c->jail.lock_dir);
   free (c->queue);
   free (c->webhook.listen);
   for (size_t i = 0; i < c->n_apps; i++)
@@ -846,11 +846,11 @@ load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *er
   if (strcmp (c->vm.driver, "qemu") != 0)
     return bad_value (err, L->what, "vm.driver", "must be `qemu`", c->vm.driver);
   if (strcmp (accel, "auto") == 0)
-    c->vm.accel = CONFIG_ACCEL_AUTO;
+    c->vm.accel = VM_ACCEL_AUTO;
   else if (strcmp (accel, "kvm") == 0)
-    c->vm.accel = CONFIG_ACCEL_KVM;
+    c->vm.accel = VM_ACCEL_KVM;
   else if (strcmp (accel, "tcg") == 0)
-    c->vm.accel = CONFIG_ACCEL_TCG;
+    c->vm.accel = VM_ACCEL_TCG;
   else
     return bad_value (err, L->what, "vm.accel", "must be `auto`, `kvm` or `tcg`", accel);
   if (c->vm.qemu[0] == '/')
@@ -1289,6 +1289,7 @@ load_jail (struct runner_config *c, const struct loader *L, bvm_error_t *err)
   const json_t *o = NULL;
   json_t *range = NULL;
   cleanup_free char *mode = NULL;
+  char *lock_dir = NULL;
   int ret;
 
   ret = get_section (&o, L, "jail", keys, err);
@@ -1329,11 +1330,14 @@ load_jail (struct runner_config *c, const struct loader *L, bvm_error_t *err)
       c->jail.uid_first = (uint32_t) first;
       c->jail.uid_count = (uint32_t) count;
     }
-  return get_path (&c->jail.lock_dir, L, o, "jail", "lock_dir", JAIL_LOCK_DIR_DEFAULT, err);
+  /* jail_settings' lock_dir is const for jail.c; the config owns it */
+  ret = get_path (&lock_dir, L, o, "jail", "lock_dir", JAIL_LOCK_DIR_DEFAULT, err);
+  c->jail.lock_dir = lock_dir;
+  return ret;
 }
 
 static json_t *
-jail_to_json (const struct config_jail *j)
+jail_to_json (const struct jail_settings *j)
 {
   return json_pack ("{s:s, s:[I, I], s:s}", "enabled", jail_mode_name (j->mode), "uid_range",
                     (json_int_t) j->uid_first, (json_int_t) j->uid_count, "lock_dir",

@@ -24,6 +24,7 @@
 #include "jail.h"
 #include "job.h"
 #include "spec.h"
+#include "vm.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 #define CONFIG_PATH_MAX 1024
@@ -35,13 +36,6 @@
 #define CONFIG_MAX_APPS 256
 #define CONFIG_APP_MAX_MATCH 32
 #define CONFIG_APP_MAX_BRANCHES 32
-
-enum config_accel
-{
-  CONFIG_ACCEL_AUTO, /* kvm when /dev/kvm is usable, else tcg */
-  CONFIG_ACCEL_KVM,
-  CONFIG_ACCEL_TCG,
-};
 
 enum config_queue_kind
 {
@@ -63,14 +57,6 @@ struct config_images
 {
   char *dir;             /* VM image manifests are <dir>/<profile>.json */
   char *default_profile; /* for commands that build without a spec profile */
-};
-
-struct config_vm
-{
-  char *driver; /* "qemu" */
-  enum config_accel accel;
-  char *qemu;            /* command name (looked up in PATH) or absolute path */
-  uint64_t boot_timeout; /* seconds */
 };
 
 /* Upper bounds on anything a job asks for or produces. */
@@ -118,15 +104,6 @@ struct config_serve
   char *metrics;          /* "127.0.0.1:PORT" for /metrics and /healthz, or NULL */
 };
 
-/* The jail around every VMM (jail.h, docs/security.md): `jail` in runner.json. */
-struct config_jail
-{
-  enum jail_mode mode; /* `enabled`: "auto" | "on" | "off" */
-  uint32_t uid_first;  /* `uid_range`: [first, count] */
-  uint32_t uid_count;
-  char *lock_dir; /* `lock_dir` */
-};
-
 /* The webhook receiver, `buildvm webhook` (docs/webhooks.md). */
 struct config_webhook
 {
@@ -162,13 +139,13 @@ struct runner_config
   char *artifacts_dir; /* its directory */
   struct config_registry registry;
   struct config_images images;
-  struct config_vm vm;
+  struct vm_settings vm; /* `vm` (vm.h); accel AUTO: kvm when /dev/kvm is usable, else tcg */
   struct config_limits limits;
   struct config_defaults defaults;
   struct config_policies policies;
   struct config_secrets secrets;
   struct config_serve serve;
-  struct config_jail jail;
+  struct jail_settings jail; /* `jail` (jail.h, docs/security.md); lock_dir is malloc'd */
   char *queue; /* as written, validated */
   enum config_queue_kind queue_kind;
   struct config_webhook webhook;

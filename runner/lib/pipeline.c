@@ -680,13 +680,12 @@ static int
 phase_build (struct run *r, bvm_error_t *err)
 {
   struct vmjob_opts vo = { 0 };
-  struct jail_settings js = { 0 };
   char what[1024];
   json_t *steps;
   int ret;
 
   vo.image = r->img;
-  vmjob_opts_from_config (&vo, &js, r->cfg);
+  vmjob_opts_settings (&vo, &r->cfg->vm, &r->cfg->jail);
   vo.name = r->job->id;
   vo.vcpus = (unsigned) r->res.vcpus;
   vo.memory_mib = (unsigned) r->res.memory_mib;

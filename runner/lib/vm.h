@@ -86,6 +86,16 @@ struct vm_result
   char vmm_stderr[1024];    /* the VMM's own complaints, for error messages */
 };
 
+/* The runner's VM settings: runner.json `vm`, as runner_config holds them
+ * (config.c loads and checks them; vmjob_opts_settings() maps them). */
+struct vm_settings
+{
+  char *driver; /* "qemu" */
+  enum vm_accel accel;
+  char *qemu;            /* command name (looked up in PATH) or absolute path */
+  uint64_t boot_timeout; /* seconds */
+};
+
 /* The driver interface (struct vm_driver, struct vm) is in vm/vm_int.h, for
  * vm.c and the drivers (vm/qemu.c, vm/firecracker.c) only. */
 

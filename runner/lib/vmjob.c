@@ -1,6 +1,5 @@
 /* vmjob.c - one build in one throwaway VM, see vmjob.h */
 #include "vmjob.h"
-#include "config.h"
 #include "proc.h"
 #include "util.h"
 
@@ -55,19 +54,13 @@ vmjob_jail (struct jail **out, struct vmjob_result *res, const struct workdir *w
 }
 
 void
-vmjob_opts_from_config (struct vmjob_opts *o, struct jail_settings *js,
-                        const struct runner_config *cfg)
+vmjob_opts_settings (struct vmjob_opts *o, const struct vm_settings *vm,
+                     const struct jail_settings *jail)
 {
-  o->driver = cfg->vm.driver;
-  o->vmm = cfg->vm.qemu;
-  o->accel = cfg->vm.accel == CONFIG_ACCEL_KVM   ? VM_ACCEL_KVM
-             : cfg->vm.accel == CONFIG_ACCEL_TCG ? VM_ACCEL_TCG
-                                                 : VM_ACCEL_AUTO;
-  js->mode = cfg->jail.mode;
-  js->uid_first = cfg->jail.uid_first;
-  js->uid_count = cfg->jail.uid_count;
-  js->lock_dir = cfg->jail.lock_dir;
-  o->jail = js;
+  o->driver = vm->driver;
+  o->vmm = vm->qemu;
+  o->accel = vm->accel;
+  o->jail = jail;
 }
 
 int

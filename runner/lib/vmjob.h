@@ -49,13 +49,11 @@ struct vmjob_result
   char jail_note[256]; /* cgroup controllers the host did not offer, and why */
 };
 
-struct runner_config;
-
-/* The VM settings of the runner's config (`vm` and `jail`) into o: driver,
- * VMM binary, accelerator, and the jail, whose settings go into *js (which
- * must outlive o). */
-void vmjob_opts_from_config (struct vmjob_opts *o, struct jail_settings *js,
-                             const struct runner_config *cfg);
+/* The runner's VM and jail settings (runner.json `vm` and `jail`, which
+ * runner_config embeds) into o: driver, VMM binary, accelerator, and the
+ * jail (o->jail points at `jail`, which must outlive o). */
+void vmjob_opts_settings (struct vmjob_opts *o, const struct vm_settings *vm,
+                          const struct jail_settings *jail);
 
 int vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input_disk,
                const struct vmjob_opts *o, bvm_error_t *err);

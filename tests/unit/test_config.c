@@ -125,7 +125,7 @@ test_defaults_without_file (void **state)
   assert_string_equal (c->images.dir, want);
   assert_string_equal (c->images.default_profile, "minimal");
   assert_string_equal (c->vm.driver, "qemu");
-  assert_int_equal (c->vm.accel, CONFIG_ACCEL_AUTO);
+  assert_int_equal (c->vm.accel, VM_ACCEL_AUTO);
   assert_string_equal (c->vm.qemu, "qemu-system-x86_64");
   assert_int_equal (c->vm.boot_timeout, 60);
   assert_int_equal (c->limits.max_vcpus, 2);
