@@ -406,7 +406,7 @@ cmd_webhook (int argc, char **argv)
     listen_addr = cfg->webhook.listen;
   if (webhook_parse_listen (&sa, &salen, listen_addr, &err) < 0)
     return cli_fail ("webhook", &err, 2);
-  if (webhook_config_load (&wc, cfg, &err) < 0)
+  if (webhook_config_load (&wc, &cfg->webhook, cfg->apps, cfg->n_apps, &err) < 0)
     return cli_fail ("webhook", &err, 2);
 
   /* the replay store lives with the runner's state, private to us */

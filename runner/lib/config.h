@@ -24,6 +24,7 @@
 #include "jail.h"
 #include "job.h"
 #include "spec.h"
+#include "webhook.h"
 #include "vm.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
@@ -102,29 +103,6 @@ struct config_serve
   uint64_t max_attempts;  /* a job is dead-lettered rather than start attempt N+1 */
   uint64_t grace_seconds; /* SIGTERM: how long running jobs may take to finish */
   char *metrics;          /* "127.0.0.1:PORT" for /metrics and /healthz, or NULL */
-};
-
-/* The webhook receiver, `buildvm webhook` (docs/webhooks.md). */
-struct config_webhook
-{
-  char *listen;             /* "IPv4:PORT" or "[IPv6]:PORT" */
-  uint64_t max_body_bytes;  /* a larger body is refused with 413, unread */
-  uint64_t max_connections; /* at once; more are refused */
-  uint64_t timeout_seconds; /* an idle connection is closed, a request must be in by then */
-  uint64_t replay_window;   /* delivery ids remembered */
-};
-
-/* One entry of `apps`: which pushes deploy which app. The payload of a push
- * only selects the entry; the deploy request's repository is `repo`. */
-struct config_app
-{
-  char *app;         /* the app id */
-  char *repo;        /* the clone URL the runner fetches (a valid deploy request repo) */
-  char **match;      /* clone URLs or full names a payload may carry, NULL-terminated */
-  size_t n_match;
-  char **branches;   /* branch names without refs/heads/, NULL-terminated */
-  size_t n_branches;
-  char *secret_file; /* absolute path; only the webhook reads it (webhook_config_load) */
 };
 
 struct runner_config

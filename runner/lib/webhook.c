@@ -1,7 +1,6 @@
 /* webhook.c - git push webhooks in, deploy requests out; see webhook.h and docs/webhooks.md */
 #include "webhook.h"
 #include "buf.h"
-#include "config.h"
 #include "digest.h"
 #include "fs.h"
 #include "jsonx.h"
@@ -705,27 +704,27 @@ read_secret (unsigned char *buf, size_t *len, const char *path, bvm_error_t *err
 }
 
 int
-webhook_config_load (struct webhook_config **out, const struct runner_config *c,
-                     bvm_error_t *err)
+webhook_config_load (struct webhook_config **out, const struct config_webhook *w,
+                     const struct config_app *apps, size_t n_apps, bvm_error_t *err)
 {
   cleanup_webhook_config struct webhook_config *wc = NULL;
   int ret;
 
-  if (c->n_apps == 0)
+  if (n_apps == 0)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "the runner config has no `apps`: no push could deploy anything");
-  ret = webhook_config_new (&wc, c->webhook.max_body_bytes, err);
-  for (size_t i = 0; ret == 0 && i < c->n_apps; i++)
+  ret = webhook_config_new (&wc, w->max_body_bytes, err);
+  for (size_t i = 0; ret == 0 && i < n_apps; i++)
     {
       unsigned char secret[WEBHOOK_SECRET_MAX + 1];
       size_t len = 0;
 
-      ret = read_secret (secret, &len, c->apps[i].secret_file, err);
+      ret = read_secret (secret, &len, apps[i].secret_file, err);
       if (ret == 0)
-        ret = webhook_config_add_app (wc, &c->apps[i], secret, len, err);
+        ret = webhook_config_add_app (wc, &apps[i], secret, len, err);
       mem_wipe (secret, sizeof secret);
       if (ret < 0)
-        ret = bvm_error_wrap (err, "apps[%zu] (`%s`)", i, c->apps[i].app);
+        ret = bvm_error_wrap (err, "apps[%zu] (`%s`)", i, apps[i].app);
     }
   if (ret < 0)
     return ret;

@@ -37,9 +37,6 @@
 #include "error.h"
 #include "job.h"
 
-struct runner_config;
-struct config_app;
-
 #define WEBHOOK_PATH "/webhook"
 #define WEBHOOK_HEALTH_PATH "/healthz"
 #define WEBHOOK_MAX_HEADERS 100      /* the server answers 431 past this */
@@ -48,6 +45,31 @@ struct config_app;
 #define WEBHOOK_FIELD_MAX 2048       /* any string read from a payload */
 #define WEBHOOK_REQUESTED_BY_MAX 128 /* pusher names are cut to this */
 #define WEBHOOK_MAX_REPO_NAMES 8     /* names of the repository a payload carries */
+
+/* The webhook receiver's settings: runner.json `webhook`, which config.c
+ * loads and runner_config embeds. */
+struct config_webhook
+{
+  char *listen;             /* "IPv4:PORT" or "[IPv6]:PORT" */
+  uint64_t max_body_bytes;  /* a larger body is refused with 413, unread */
+  uint64_t max_connections; /* at once; more are refused */
+  uint64_t timeout_seconds; /* an idle connection is closed, a request must be in by then */
+  uint64_t replay_window;   /* delivery ids remembered */
+};
+
+/* One entry of runner.json `apps` (config.c loads and checks them): which
+ * pushes deploy which app. The payload of a push
+ * only selects the entry; the deploy request's repository is `repo`. */
+struct config_app
+{
+  char *app;         /* the app id */
+  char *repo;        /* the clone URL the runner fetches (a valid deploy request repo) */
+  char **match;      /* clone URLs or full names a payload may carry, NULL-terminated */
+  size_t n_match;
+  char **branches;   /* branch names without refs/heads/, NULL-terminated */
+  size_t n_branches;
+  char *secret_file; /* absolute path; only the webhook reads it (webhook_config_load) */
+};
 
 enum webhook_format
 {
@@ -101,12 +123,12 @@ int webhook_config_new (struct webhook_config **out, size_t max_body_bytes, bvm_
  * is wiped when the table is freed). */
 int webhook_config_add_app (struct webhook_config *wc, const struct config_app *app,
                             const void *secret, size_t secret_len, bvm_error_t *err);
-/* The table of runner.json: every app's secret_file is read after checking,
- * on the open file, that it is a regular file of ours or root's that group and
- * others cannot access. A trailing newline is dropped; an empty secret is an
- * error. Fails when the config has no apps. */
-int webhook_config_load (struct webhook_config **out, const struct runner_config *c,
-                         bvm_error_t *err);
+/* The table of runner.json (`webhook`, `apps`): every app's secret_file is
+ * read after checking, on the open file, that it is a regular file of ours or
+ * root's that group and others cannot access. A trailing newline is dropped;
+ * an empty secret is an error. Fails when the config has no apps. */
+int webhook_config_load (struct webhook_config **out, const struct config_webhook *w,
+                         const struct config_app *apps, size_t n_apps, bvm_error_t *err);
 void webhook_config_free (struct webhook_config *wc);
 
 /* --- replays ------------------------------------------------------------------------------- */

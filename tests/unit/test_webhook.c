@@ -1266,7 +1266,7 @@ test_config_load_secrets (void **state)
 
   t_write (cfg, "{}");
   assert_ok (config_load (&c, cfg, &err), &err);
-  assert_fails_with (webhook_config_load (&wc, c, &err), &err, "has no `apps`");
+  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err, "has no `apps`");
   config_free (c);
 
   {
@@ -1281,14 +1281,14 @@ test_config_load_secrets (void **state)
     free (doc);
   }
   assert_ok (config_load (&c, cfg, &err), &err);
-  assert_fails_with (webhook_config_load (&wc, c, &err), &err,
+  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err,
                      "apps[0] (`hello`): open webhook secret");
   t_write (secret, SECRET "\n");
   assert_int_equal (chmod (secret, 0644), 0);
-  assert_fails_with (webhook_config_load (&wc, c, &err), &err,
+  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err,
                      "is accessible by group or others (mode 0644)");
   assert_int_equal (chmod (secret, 0600), 0);
-  assert_ok (webhook_config_load (&wc, c, &err), &err);
+  assert_ok (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err);
 
   /* the trailing newline is not part of the secret */
   {
@@ -1317,7 +1317,7 @@ test_config_load_secrets (void **state)
   }
 
   t_write (secret, "\n");
-  assert_fails_with (webhook_config_load (&wc, c, &err), &err, "is empty");
+  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err, "is empty");
   {
     char *big = malloc (WEBHOOK_SECRET_MAX + 2);
     memset (big, 'k', WEBHOOK_SECRET_MAX + 1);
@@ -1325,10 +1325,10 @@ test_config_load_secrets (void **state)
     t_write (secret, big);
     free (big);
   }
-  assert_fails_with (webhook_config_load (&wc, c, &err), &err, "is larger than 4096 bytes");
+  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err, "is larger than 4096 bytes");
   unlink (secret);
   assert_int_equal (mkdir (secret, 0700), 0);
-  assert_fails_with (webhook_config_load (&wc, c, &err), &err, "is not a regular file");
+  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err, "is not a regular file");
   config_free (c);
   unsetenv ("BUILDVM_HOME");
 }
