@@ -1,6 +1,6 @@
 /* webhook.h - git push webhooks in, deploy requests out (docs/webhooks.md)
  *
- * The HTTP server (`buildvm webhook`, runner/cli/cmd_webhook.c) only moves
+ * The HTTP server (`buildvm webhook`, runner/lib/webhook_http.c) only moves
  * bytes: it hands every request to webhook_handle(), which decides the answer.
  * So the whole decision (routing, the signature check, the payload parser, the
  * app table, replays, what gets enqueued) is unit-tested and fuzzed without a
