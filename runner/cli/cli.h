@@ -1,15 +1,18 @@
 /* cli.h - the `buildvm` front-end: one small file per verb
  *
  * Each verb is `int cmd_<verb> (int argc, char **argv)` in cmd_<verb>.c,
- * returning the process exit status. Verbs are declared weak in main.c, so a
- * verb exists exactly when its file is linked in.
+ * returning the process exit status, and one line of main.c's commands[]
+ * (name, handler, one-line help).
  */
 #ifndef BUILDVM_CLI_H
 #define BUILDVM_CLI_H
 
 #include "error.h"
 
-/* The verbs, one per file (main.c declares them weak as well). */
+#include <stdbool.h>
+#include <stdio.h>
+
+/* The verbs, one per file. */
 int cmd_run (int argc, char **argv);
 int cmd_vm (int argc, char **argv);
 int cmd_image (int argc, char **argv);
@@ -29,6 +32,15 @@ int cmd_doctor (int argc, char **argv);
 int cli_fail (const char *verb, bvm_error_t *err, int status);
 /* Print a usage error and return 2. */
 int cli_usage (const char *verb, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+
+/* For the queue verbs (cli_queue.c): load the config and open its queue;
+ * parse [--config FILE] [--json] (1 after --help printed the usage). */
+struct queue;
+struct runner_config;
+int cli_open_queue (struct queue **q, struct runner_config **cfg, const char *config_path,
+                    bvm_error_t *err);
+int cli_parse_queue_opts (int argc, char **argv, const char *verb, const char **config_path,
+                          bool *as_json, void (*usage) (FILE *));
 
 /* Exit status for an error: 2 usage/invalid input, 3 denied by policy,
  * 4 build failed, 5 timeout, 1 anything else. */

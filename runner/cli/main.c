@@ -12,77 +12,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VERB(name) extern int cmd_##name (int argc, char **argv) __attribute__ ((weak));
-VERB (run)
-VERB (vm)
-VERB (image)
-VERB (policy)
-VERB (logs)
-VERB (enqueue)
-VERB (serve)
-VERB (jobs)
-VERB (status)
-VERB (cancel)
-VERB (webhook)
-VERB (dry_run)
-VERB (secrets)
-VERB (doctor)
-#undef VERB
-
-struct verb
+/* The verbs: one file each (cmd_<verb>.c), in the order `buildvm --help`
+ * lists them. */
+static const struct command
 {
   const char *name;
-  int (*fn) (int argc, char **argv);
-  const char *summary;
+  int (*handler) (int argc, char **argv);
+  const char *help;
+} commands[] = {
+  { "run", cmd_run, "run one deploy request end to end" },
+  { "dry-run", cmd_dry_run, "build a local working copy and show what would be pushed" },
+  { "vm", cmd_vm, "boot a throwaway build VM and run a command in it" },
+  { "image", cmd_image, "inspect and verify build VM images" },
+  { "policy", cmd_policy, "evaluate and check role policies" },
+  { "logs", cmd_logs, "print a job's log stream" },
+  { "enqueue", cmd_enqueue, "validate a deploy request and put it on the queue" },
+  { "serve", cmd_serve, "the runner daemon: lease and run queued jobs" },
+  { "jobs", cmd_jobs, "list queued, running, finished and dead jobs" },
+  { "status", cmd_status, "print one job's record" },
+  { "cancel", cmd_cancel, "cancel a queued or running job" },
+  { "webhook", cmd_webhook, "receive git push webhooks and enqueue deploys" },
+  { "secrets", cmd_secrets, "manage per-app build secrets" },
+  { "doctor", cmd_doctor, "report which isolation layers this host provides" },
 };
-
-static const struct verb *
-verbs (size_t *n)
-{
-  static struct verb table[] = {
-    { "run", NULL, "run one deploy request end to end" },
-    { "dry-run", NULL, "build a local working copy and show what would be pushed" },
-    { "vm", NULL, "boot a throwaway build VM and run a command in it" },
-    { "image", NULL, "inspect and verify build VM images" },
-    { "policy", NULL, "evaluate and check role policies" },
-    { "logs", NULL, "print a job's log stream" },
-    { "enqueue", NULL, "validate a deploy request and put it on the queue" },
-    { "serve", NULL, "the runner daemon: lease and run queued jobs" },
-    { "jobs", NULL, "list queued, running, finished and dead jobs" },
-    { "status", NULL, "print one job's record" },
-    { "cancel", NULL, "cancel a queued or running job" },
-    { "webhook", NULL, "receive git push webhooks and enqueue deploys" },
-    { "secrets", NULL, "manage per-app build secrets" },
-    { "doctor", NULL, "report which isolation layers this host provides" },
-  };
-  table[0].fn = cmd_run;
-  table[1].fn = cmd_dry_run;
-  table[2].fn = cmd_vm;
-  table[3].fn = cmd_image;
-  table[4].fn = cmd_policy;
-  table[5].fn = cmd_logs;
-  table[6].fn = cmd_enqueue;
-  table[7].fn = cmd_serve;
-  table[8].fn = cmd_jobs;
-  table[9].fn = cmd_status;
-  table[10].fn = cmd_cancel;
-  table[11].fn = cmd_webhook;
-  table[12].fn = cmd_secrets;
-  table[13].fn = cmd_doctor;
-  *n = ARRAY_SIZE (table);
-  return table;
-}
 
 static void
 usage (FILE *out)
 {
-  size_t n;
-  const struct verb *v = verbs (&n);
-
   fprintf (out, "usage: buildvm VERB [OPTIONS] [ARGS]\n\nverbs:\n");
-  for (size_t i = 0; i < n; i++)
-    if (v[i].fn != NULL)
-      fprintf (out, "  %-10s %s\n", v[i].name, v[i].summary);
+  for (size_t i = 0; i < ARRAY_SIZE (commands); i++)
+    fprintf (out, "  %-10s %s\n", commands[i].name, commands[i].help);
   fprintf (out, "\n`buildvm VERB --help` describes each verb.\n");
 }
 
@@ -128,8 +87,6 @@ cli_fail (const char *verb, bvm_error_t *err, int status)
 int
 main (int argc, char **argv)
 {
-  size_t n;
-  const struct verb *v = verbs (&n);
   const char *lvl = getenv ("BUILDVM_LOG_LEVEL");
 
   /* Secret values pass through this process's memory: no core dumps, ever
@@ -162,9 +119,9 @@ main (int argc, char **argv)
       printf ("buildvm %s\n", BUILDVM_VERSION);
       return 0;
     }
-  for (size_t i = 0; i < n; i++)
-    if (v[i].fn != NULL && strcmp (v[i].name, argv[1]) == 0)
-      return v[i].fn (argc - 1, argv + 1);
+  for (size_t i = 0; i < ARRAY_SIZE (commands); i++)
+    if (strcmp (commands[i].name, argv[1]) == 0)
+      return commands[i].handler (argc - 1, argv + 1);
 
   fprintf (stderr, "buildvm: unknown verb `%s`\n\n", argv[1]);
   usage (stderr);

@@ -1,0 +1,47 @@
+/* cmd_cancel.c - `buildvm cancel JOB` */
+#include "cli.h"
+#include "config.h"
+#include "queue.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void
+usage_cancel (FILE *out)
+{
+  fprintf (out, "usage: buildvm cancel [--config FILE] JOB\n"
+                "\nCancel a queued job (it is dead-lettered at once) or a running one (its\n"
+                "runner stops the VM, removes its files and dead-letters it).\n");
+}
+
+int
+cmd_cancel (int argc, char **argv)
+{
+  const char *config_path = NULL;
+  bool as_json = false, was_running = false;
+  struct runner_config *cfg = NULL;
+  struct queue *q = NULL;
+  bvm_error_t err = NULL;
+  int r;
+
+  if ((r = cli_parse_queue_opts (argc, argv, "cancel", &config_path, &as_json, usage_cancel)) != 0)
+    return r == 1 ? 0 : r;
+  if (optind != argc - 1)
+    return cli_usage ("cancel", "expected exactly one JOB");
+  if (!job_id_valid (argv[optind]))
+    return cli_usage ("cancel", "`%.64s` is not a valid job id", argv[optind]);
+  if (cli_open_queue (&q, &cfg, config_path, &err) < 0
+      || queue_cancel (&was_running, q, argv[optind], &err) < 0)
+    {
+      queue_close (q);
+      config_free (cfg);
+      return cli_fail ("cancel", &err, cli_status_for (&err));
+    }
+  printf ("%s: %s\n", argv[optind],
+          was_running ? "cancel requested: its runner stops it at its next heartbeat"
+                      : "canceled (it had not started)");
+  queue_close (q);
+  config_free (cfg);
+  return 0;
+}
