@@ -1,4 +1,7 @@
 /* config.c - the runner configuration `runner.json`, see config.h and docs/schemas.md */
+/* Over 1,500 lines: one loader and one serializer per section of runner.json,
+ * each checking through the module that owns the grammar. Resource
+ * resolution leaves for the job plan (issue 12, item 2). */
 #include "config.h"
 #include "image.h"
 #include "buf.h"

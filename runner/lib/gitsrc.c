@@ -7,6 +7,10 @@
  *   3. the export walks the tree from the odb and checks each name before
  *      writing anything for it, so a refused tree leaves at most a partial
  *      archive that the caller discards - and never a file on the host.
+ *
+ * Over 1,500 lines: the mirror, both tree exports and the hostile-name checks
+ * share one archive writer and one set of libgit2 rules; the sections below are
+ * the seams to split along.
  */
 #include "gitsrc.h"
 

@@ -1,4 +1,7 @@
 /* pipeline.c - one deploy request end to end, see pipeline.h */
+/* Over 1,500 lines: every phase of the straight line lives here until the
+ * plan (struct job_plan) and the tar-to-layer sink move out (issue 12,
+ * item 2). */
 #include "pipeline.h"
 #include "digest.h"
 #include "fault.h"

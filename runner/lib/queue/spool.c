@@ -33,6 +33,9 @@
  * (symlinks, fifos, another user's files) is skipped and counted in
  * q->ignored, never read, moved or removed. The directories are created 0700
  * and refused when group or others can write them.
+ *
+ * Over 1,500 lines: one driver, every state change a rename under one lock;
+ * the sections below are the seams to split along.
  */
 #include "queue_int.h"
 #include "fs.h"
