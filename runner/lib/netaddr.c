@@ -355,8 +355,12 @@ parse_range (struct netaddr_range *out, const char *s, size_t len, bvm_error_t *
   else if (strchr (tmp, '%') == NULL && inet_pton (AF_INET6, tmp, out->base.b) == 1)
     out->base.family = NETADDR_V6, max = 128;
   else
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "allowed range `%s`: `%s` is no IPv4 or IPv6 address", sh, tmp);
+    {
+      char ash[128];
+      return bvm_error_code (err, BVM_E_INVALID, 0,
+                             "allowed range `%s`: `%s` is no IPv4 or IPv6 address", sh,
+                             str_escape (ash, sizeof ash, tmp, alen, 80));
+    }
   prefix = max;
   if (slash != NULL)
     {

@@ -355,6 +355,15 @@ test_allow_errors (void **state)
       struct netaddr_allow allow = { 0 };
       assert_fails_with (netaddr_allow_parse (&allow, bad[i].in, &err), &err, bad[i].msg);
     }
+  /* an operator's typo is quoted escaped (fuzz_netaddr found the raw quote) */
+  {
+    struct netaddr_allow allow = { 0 };
+    assert_true (netaddr_allow_parse (&allow, "\x1b[2J\xc3\xbc/8", &err) < 0);
+    assert_null (strchr (bvm_error_msg (&err), '\x1b'));
+    assert_null (strchr (bvm_error_msg (&err), '\xc3'));
+    assert_non_null (strstr (bvm_error_msg (&err), "`\\x1b[2J\\xc3\\xbc` is no IPv4"));
+    bvm_error_free (&err);
+  }
   for (int i = 0; i <= NETADDR_ALLOW_MAX; i++)
     o += (size_t) snprintf (many + o, sizeof many - o, "10.0.%d.0/24,", i);
   {
