@@ -589,6 +589,10 @@ netaddr_host_match (const char *pattern, const char *host)
     return false;
   if (pl >= 3 && pattern[0] == '*' && pattern[1] == '.')
     {
+      struct netaddr lit;
+      /* labels are a name's: `*.0.0.1` must not reach 127.0.0.1 */
+      if (netaddr_parse_literal (&lit, host) != 0)
+        return false;
       /* host = LABELS + ".suffix" with LABELS non-empty: a normalized host
        * has no empty label, so the byte before the suffix is no dot */
       const char *suffix = pattern + 1;

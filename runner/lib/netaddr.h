@@ -137,7 +137,8 @@ const char *netaddr_resource (char *buf, size_t size, const struct netaddr_hostp
 /* Whether `host` (normalized, as from netaddr_hostport_parse) matches an
  * allow rule: an exact name (ASCII case-insensitive, a trailing dot
  * ignored), or `*.suffix`, which matches one or more labels followed by
- * `.suffix` and never `suffix` itself. A `*` anywhere else matches nothing. */
+ * `.suffix` and never `suffix` itself, nor an IP address in any spelling
+ * (only an exact rule matches one). A `*` anywhere else matches nothing. */
 bool netaddr_host_match (const char *pattern, const char *host);
 
 /* NULL when `pat` (of `len` bytes) is a valid host part of a `net:` policy

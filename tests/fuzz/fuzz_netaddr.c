@@ -11,7 +11,7 @@
  *     libc parser reads as a number, or the canonical text of a literal, a
  *     port in 1..65535, and formats to a string that parses back the same;
  *   - accepted allow-lists have no host bits set past their prefixes;
- *   - a wildcard allow rule never matches its bare domain.
+ *   - a wildcard allow rule never matches its bare domain, nor an address.
  * Every error message is one printable line.
  */
 #include "fuzz.h"
@@ -172,8 +172,10 @@ match (const char *s)
         bl--;
       if (hl > 0 && host[hl - 1] == '.')
         hl--;
+      struct netaddr a;
       FUZZ_CHECK (pattern[1] == '.');
       FUZZ_CHECK (hl > bl + 1);
+      FUZZ_CHECK (netaddr_parse_literal (&a, host) == 0);
     }
   else
     FUZZ_CHECK (strchr (pattern, '*') == NULL);

@@ -567,6 +567,11 @@ test_host_match (void **state)
     { "a.*.com", "a.b.com", false },
     { "*.*.com", "a.b.com", false },
     { "ex*.com", "example.com", false },
+    /* addresses are not names: a wildcard never matches one */
+    { "*.0.0.1", "127.0.0.1", false },
+    { "*.1", "127.1", false },
+    { "*.ffff:7f00:1", "::ffff:7f00:1", false },
+    { "127.0.0.1", "127.0.0.1", true },
     { "", "", false },
     { "example.com", "", false },
   };
