@@ -106,7 +106,8 @@ egress_frame_feed (struct egress_frame_parser *p, const uint8_t *data, size_t le
       size_t n = EGRESS_HEADER_LEN - p->hdr_have;
       if (n > len)
         n = len;
-      memcpy (p->hdr + p->hdr_have, data, n);
+      if (n > 0)
+        memcpy (p->hdr + p->hdr_have, data, n);
       p->hdr_have += n;
       pos += n;
       p->offset += n;

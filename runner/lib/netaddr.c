@@ -537,8 +537,6 @@ netaddr_hostport_parse (struct netaddr_hostport *out, const char *s, bvm_error_t
 
   memcpy (host, s, hlen);
   host[hlen] = '\0';
-  if (memchr (host, '\0', hlen) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "destination `%s`: NUL in host", sh);
   lit = netaddr_parse_literal (&out->addr, host);
   if (lit < 0)
     return bvm_error_code (err, BVM_E_INVALID, 0,

@@ -184,6 +184,13 @@ test_one_frame_at_a_time (void **state)
       frames++;
     }
   assert_int_equal (frames, 101);
+  {
+    /* an empty feed is no frame */
+    struct egress_frame f;
+    size_t used = 7;
+    assert_int_equal (egress_frame_feed (&p, NULL, 0, &used, &f, &err), 0);
+    assert_int_equal (used, 0);
+  }
   assert_int_equal (p.frames, 101);
   egress_frame_parser_dispose (&p);
 }
