@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "fs.h"
 #include "jsonx.h"
+#include "netaddr.h"
 #include "util.h"
 
 #include <errno.h>
@@ -72,10 +73,12 @@ policy_builtin_boundary (size_t *len)
 
 static const char *const known_actions[] = {
   POLICY_ACTION_PUSH_IMAGE, POLICY_ACTION_PULL_IMAGE,    POLICY_ACTION_PUT_OBJECT,
-  POLICY_ACTION_GET_SECRET, POLICY_ACTION_PUT_LOG_EVENTS, NULL,
+  POLICY_ACTION_GET_SECRET, POLICY_ACTION_PUT_LOG_EVENTS, POLICY_ACTION_NET_CONNECT,
+  NULL,
 };
 
-static const char *const known_services[] = { "registry", "artifacts", "secrets", "logs", NULL };
+static const char *const known_services[]
+    = { "registry", "artifacts", "secrets", "logs", "net", NULL };
 
 enum
 {
@@ -484,8 +487,48 @@ check_action (struct policy *p, const char *a, const char *where, bvm_error_t *e
       return 0;
   return perr (err, p,
                "action `%s` in %s matches no known action (registry:PushImage, "
-               "registry:PullImage, artifacts:PutObject, secrets:GetSecret, logs:PutLogEvents)",
+               "registry:PullImage, artifacts:PutObject, secrets:GetSecret, logs:PutLogEvents, "
+               "net:Connect)",
                show (sh, sizeof sh, a, 200), where);
+}
+
+/* `net:*` or `net:<host>:<port>`. The requests are built by the runner from
+ * a parsed destination (netaddr_resource): a lowercase name or the canonical
+ * text of an address, and a port from 1 to 65535. A pattern that can never
+ * match such a request (an upper-case letter, a port `0443`, a missing port)
+ * is a mistake, and for a Deny a silent one, so it is a load error. Host
+ * wildcards are the language's own: `*.example.com` matches one or more
+ * labels (a request host has no empty label, so never `example.com`
+ * itself), and `*` crosses `.`, so `*example.com` would also match
+ * `evilexample.com`. */
+static int
+check_net_resource (struct policy *p, const char *r, const char *where, bvm_error_t *err)
+{
+  const char *rest = r + 4, *colon, *why = NULL;
+  char sh[SHOW_SIZE];
+
+  if (strcmp (rest, "*") == 0)
+    return 0;
+  if (rest[0] == '[')
+    {
+      const char *close = strchr (rest, ']');
+      colon = close != NULL && close[1] == ':' ? close + 1 : NULL;
+    }
+  else
+    colon = strrchr (rest, ':');
+  if (colon == NULL)
+    why = "it must be `net:*` or `net:<host>:<port>`";
+  else
+    why = netaddr_host_pattern_problem (rest, (size_t) (colon - rest));
+  if (why == NULL && strcmp (colon + 1, "*") != 0)
+    {
+      uint32_t port;
+      if (colon[1] == '0' || parse_u32 (colon + 1, &port) < 0 || port < 1 || port > 65535)
+        why = "the port must be `*` or a number from 1 to 65535";
+    }
+  if (why != NULL)
+    return perr (err, p, "resource `%s` in %s: %s", show (sh, sizeof sh, r, 200), where, why);
+  return 0;
 }
 
 static int
@@ -505,11 +548,14 @@ check_resource (struct policy *p, const char *r, const char *where, bvm_error_t 
                  show (sh, sizeof sh, r, 200), where);
   memcpy (svc, r, n);
   svc[n] = '\0';
+  if (strcmp (svc, "net") == 0)
+    return check_net_resource (p, r, where, err);
   for (size_t i = 0; known_services[i]; i++)
     if (policy_wildcard_match (svc, known_services[i], false))
       return 0;
   return perr (err, p,
-               "resource `%s` in %s names no known service (registry, artifacts, secrets, logs)",
+               "resource `%s` in %s names no known service (registry, artifacts, secrets, logs, "
+               "net)",
                show (sh, sizeof sh, r, 200), where);
 }
 

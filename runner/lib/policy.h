@@ -42,6 +42,9 @@
 #define POLICY_ACTION_PUT_OBJECT "artifacts:PutObject"
 #define POLICY_ACTION_GET_SECRET "secrets:GetSecret"
 #define POLICY_ACTION_PUT_LOG_EVENTS "logs:PutLogEvents"
+/* one outgoing connection of a build, resource `net:<host>:<port>` as made by
+ * netaddr_resource (netaddr.h) */
+#define POLICY_ACTION_NET_CONNECT "net:Connect"
 
 struct policy;
 struct role;

@@ -12,7 +12,8 @@
  *   - `why` is one printable line; role_authorize agrees with role_decide;
  *   - whatever the fuzzed template says, an allowed request is one the
  *     builtin boundary allows, checked by an independent oracle: the
- *     job's own image, artifact, secret and log prefixes only, and never a
+ *     job's own image, artifact, secret and log prefixes and connections
+ *     to ports 443 and 80 only, and never a
  *     push under `registry:base/`. This catches a variable value that widens
  *     a pattern, an evaluator that lets an Allow beat a Deny, and a `..`
  *     segment slipping past the resource check;
@@ -53,6 +54,9 @@ static const char *const fixed[][2] = {
   { "secrets:GetSecret", "secrets:apps/app10/token" },
   { "logs:PutLogEvents", "logs:apps/app1/j1" },
   { "logs:PutLogEvents", "logs:apps/app1:." },
+  { "net:Connect", "net:registry.npmjs.org:443" },
+  { "net:Connect", "net:example.com:8080" },
+  { "net:Connect", "net:[::1]:80" },
   { "*", "*" },
 };
 
@@ -80,6 +84,14 @@ boundary_allows (const char *app, const char *action, const char *resource)
   snprintf (p, sizeof p, "logs:apps/%s/", app);
   if (strcasecmp (action, "logs:PutLogEvents") == 0 && strncmp (resource, p, strlen (p)) == 0)
     return true;
+  /* net:*:443 and net:*:80: "net:", anything, then the port */
+  if (strcasecmp (action, "net:Connect") == 0 && strncmp (resource, "net:", 4) == 0)
+    {
+      size_t n = strlen (resource);
+      if ((n >= 8 && strcmp (resource + n - 4, ":443") == 0)
+          || (n >= 7 && strcmp (resource + n - 3, ":80") == 0))
+        return true;
+    }
   return false;
 }
 

@@ -521,6 +521,95 @@ def jsonx_seeds():
     put("jsonx", "raw-nul.json", b'{"a":1}\0')
 
 
+# --- egress: destinations and addresses, channel frames ----------------------------
+
+
+def netaddr_seeds():
+    literals = [
+        "127.0.0.1", "2130706433", "0x7f000001", "0x7f.1", "0177.0.0.1", "0177.1", "127.1",
+        "127.0.0.1.", "017700000001", "169.254.169.254", "2852039166", "0xa9fea9fe",
+        "0251.0376.0251.0376", "169.254.43518", "0", "0x", "4294967295", "4294967296",
+        "256.0.0.1", "1.2.3.4.5", "1..1", "08.0.0.1", "example.123", "foo.0x10",
+        "[::1]", "::1", "[::ffff:7f00:1]", "[::ffff:127.0.0.1]", "::127.0.0.1",
+        "[64:ff9b::a9fe:a9fe]", "[2002:a9fe:a9fe::]", "[fe80::1%eth0]", "fd00:ec2::254",
+        "[::1", "[127.0.0.1]", "1:2:3:4:5:6:7:8:9",
+    ]
+    for i, lit in enumerate(literals):
+        put("netaddr", "literal-%02d-%s" % (i, lit), lit)
+    hostports = [
+        "registry.npmjs.org:443", "EXAMPLE.com.:80", "[::1]:443", "2130706433:80",
+        "0x7f.1:443", "[::ffff:a9fe:a9fe]:80", "example.com", "example.com:0443",
+        "example.com:65536", "::1:443", "[::1]443", "a_b:80", "b\xc3\xbccher.de:443",
+        "a" * 64 + ".example:443", ("a" * 63 + ".") * 4 + "com:443", "\x1b[2J:443",
+    ]
+    for i, hp in enumerate(hostports):
+        put("netaddr", "hostport-%02d" % i, hp)
+    for i, al in enumerate(["127.0.0.1/32", "10.0.0.0/8, ::1/128 fd00::/8", "10.0.0.1/8",
+                            "::ffff:127.0.0.0/104", "0.0.0.0/0 ::/0", "10.0.0.0/08",
+                            ",".join("10.0.%d.0/24" % n for n in range(70))]):
+        put("netaddr", "allow-%02d" % i, al)
+    for i, m in enumerate(["*.example.com\na.example.com", "*.example.com\nexample.com",
+                           "*.example.com\naexample.com", "example.com\nEXAMPLE.COM.",
+                           "*.\n.", "*\nx"]):
+        put("netaddr", "match-%02d" % i, m)
+
+
+def egress_frame_seeds():
+    import struct
+
+    def fr(t, flags, stream, payload=b"", reserved=0, length=None):
+        if isinstance(payload, str):
+            payload = payload.encode()
+        n = len(payload) if length is None else length
+        return struct.pack(">BBHII", t, flags, reserved, stream, n) + payload
+
+    HELLO, OPEN, OK, ERR, DATA, WINDOW, CLOSE, RESET = range(1, 9)
+    hello = fr(HELLO, 0, 0, struct.pack(">I", 1))
+    g = b"\x00"  # from the guest, fed whole then in pieces
+    h = b"\x01"  # from the host
+    session = (hello + fr(OPEN, 1, 1, "registry.npmjs.org:443") + fr(OPEN, 2, 3, "[::1]:80")
+               + fr(DATA, 0, 1, b"\x16\x03\x01" + bytes(range(256)) * 4)
+               + fr(WINDOW, 0, 1, struct.pack(">I", 65536)) + fr(CLOSE, 0, 1)
+               + fr(RESET, 0, 3, "client went away"))
+    put("egress_frame", "guest-session.bin", g + session)
+    put("egress_frame", "guest-session-pieces.bin", b"\x7e" + session)
+    put("egress_frame", "host-session.bin",
+        h + hello + fr(OK, 0, 1) + fr(ERR, 1, 3, "role denies net:Connect on net:x:443")
+        + fr(DATA, 0, 1, "HTTP/1.1 200 OK\r\n\r\n") + fr(CLOSE, 0, 1))
+    put("egress_frame", "big-data.bin", g + hello + fr(DATA, 0, 7, b"x" * 8000))
+    bad = {
+        "no-hello": fr(DATA, 0, 1, "x"),
+        "hello-twice": hello + hello,
+        "hello-v2": fr(HELLO, 0, 0, struct.pack(">I", 2)),
+        "unknown-type": hello + fr(9, 0, 1),
+        "type-zero": hello + fr(0, 0, 1),
+        "reserved": hello + fr(DATA, 0, 1, "x", reserved=1),
+        "length-4g": hello + fr(DATA, 0, 1, length=0xFFFFFFFF),
+        "length-over-cap": hello + fr(DATA, 0, 1, length=65537) + b"y" * 100,
+        "stream-zero": hello + fr(DATA, 0, 0, "x"),
+        "stream-too-big": hello + fr(CLOSE, 0, 0x01000000),
+        "open-ok-from-guest": hello + fr(OK, 0, 1),
+        "open-no-mode": hello + fr(OPEN, 0, 1, "a:1"),
+        "open-both-modes": hello + fr(OPEN, 3, 1, "a:1"),
+        "open-control": hello + fr(OPEN, 1, 1, "a:1\n"),
+        "open-too-long": hello + fr(OPEN, 1, 1, "a" * 301),
+        "data-empty": hello + fr(DATA, 0, 1),
+        "data-flags": hello + fr(DATA, 1, 1, "x"),
+        "window-zero": hello + fr(WINDOW, 0, 1, struct.pack(">I", 0)),
+        "window-huge": hello + fr(WINDOW, 0, 1, struct.pack(">I", 0xFFFFFFFF)),
+        "window-short": hello + fr(WINDOW, 0, 1, b"\x00\x01"),
+        "close-payload": hello + fr(CLOSE, 0, 1, "x"),
+        "reset-escape": hello + fr(RESET, 0, 1, "\x1b[2J"),
+        "truncated-header": hello + fr(DATA, 0, 1, "abc")[:7],
+        "truncated-payload": hello + fr(DATA, 0, 1, "abcdef")[:15],
+    }
+    for name, data in bad.items():
+        put("egress_frame", "guest-" + name + ".bin", g + data)
+    put("egress_frame", "host-open-from-host.bin", h + hello + fr(OPEN, 1, 1, "a:1"))
+    put("egress_frame", "host-err-bad-code.bin", h + hello + fr(ERR, 9, 1, "x"))
+    put("egress_frame", "empty.bin", b"")
+
+
 def main():
     for d in glob.glob(os.path.join(CORPUS, "*", "seed-*")):
         os.unlink(d)
@@ -535,6 +624,8 @@ def main():
     skipped = ingest_seeds()
     webhook_seeds()
     jsonx_seeds()
+    netaddr_seeds()
+    egress_frame_seeds()
     total = 0
     for target in sorted(written):
         size = sum(os.path.getsize(os.path.join(CORPUS, target, f)) for f in written[target])

@@ -74,6 +74,27 @@ expect 0 allow "AllArtifacts" -- eval --policy "$tmp/wide.json" --action artifac
 expect 0 deny "not allowed by the permission boundary \`policies/boundary.json\`" -- \
     eval --policy "$tmp/wide.json" --boundary policies/boundary.json --job "$tmp/job.json" \
     --action artifacts:PutObject --resource artifacts:apps/app2/x
+# egress: the template grants none; a role's egress is capped at the boundary's web ports
+expect 0 deny "implicit deny: no statement allows it" -- \
+    eval "${role[@]}" --action net:Connect --resource net:registry.npmjs.org:443
+cat >"$tmp/egress.json" <<'JSON'
+{"Version": "2012-10-17",
+ "Statement": [{"Sid": "Registries", "Effect": "Allow", "Action": "net:Connect",
+                "Resource": ["net:registry.npmjs.org:443", "net:*.example.com:*"]}]}
+JSON
+egress=(--policy "$tmp/egress.json" --boundary policies/boundary.json --job "$tmp/job.json")
+expect 0 allow "allowed by \`$tmp/egress.json\` statement \`Registries\`" -- \
+    eval "${egress[@]}" --action net:Connect --resource net:registry.npmjs.org:443
+expect 0 allow "Registries" -- \
+    eval "${egress[@]}" --action NET:connect --resource net:a.b.example.com:80
+expect 0 deny "implicit deny" -- \
+    eval "${egress[@]}" --action net:Connect --resource net:example.com:443
+expect 0 deny "not allowed by the permission boundary \`policies/boundary.json\`" -- \
+    eval "${egress[@]}" --action net:Connect --resource net:a.example.com:5432
+echo '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "net:Connect", "Resource": "net:Registry.npmjs.org:443"}]}' >"$tmp/netcase.json"
+expect_error 2 "upper-case letters in a host never match" -- check "$tmp/netcase.json"
+echo '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "net:Connect", "Resource": "net:registry.npmjs.org"}]}' >"$tmp/netport.json"
+expect_error 2 "it must be \`net:*\` or \`net:<host>:<port>\`" -- check "$tmp/netport.json"
 # --context keys feed conditions
 cat >"$tmp/cond.json" <<'JSON'
 {"Version": "2012-10-17",
@@ -91,7 +112,7 @@ expect 0 deny "implicit deny" -- eval --policy "$tmp/cond.json" --job "$tmp/job.
 # check
 "$bvm" policy check policies/build-role.json policies/boundary.json >"$tmp/out"
 grep -qx "policies/build-role.json: ok (5 statements)" "$tmp/out" || fail "check: $(cat "$tmp/out")"
-grep -qx "policies/boundary.json: ok (6 statements)" "$tmp/out" || fail "check: $(cat "$tmp/out")"
+grep -qx "policies/boundary.json: ok (7 statements)" "$tmp/out" || fail "check: $(cat "$tmp/out")"
 echo '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*", "Foo": 1}]}' >"$tmp/bad.json"
 expect_error 2 "policy \`$tmp/bad.json\`: unknown statement key \`Foo\` in Statement[0]" -- check "$tmp/bad.json"
 echo '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "artifacts:apps/${job:Name}/*"}]}' >"$tmp/var.json"

@@ -29,6 +29,7 @@
 #include "support.h"
 
 #include "config.h"
+#include "egress_frame.h"
 #include "guest.h"
 #include "ingest.h"
 #include "job.h"
@@ -899,6 +900,96 @@ test_guest (void **state)
   run_cases (cases, ARRAY_SIZE (cases));
 }
 
+/* --- egress frames ------------------------------------------------------------------ */
+
+/* A guest's bytes: HELLO, OPEN, DATA, WINDOW, CLOSE (valid), or then a frame
+ * of an unknown type (hostile). The result is the list of frames seen. */
+struct egress_input
+{
+  bool hostile;
+};
+
+static size_t
+egress_bytes (uint8_t *buf, bool hostile)
+{
+  uint8_t v[4], w[4];
+  size_t o = 0;
+
+  egress_proto_put32 (v, EGRESS_VERSION);
+  egress_proto_put32 (w, 4096);
+  o += egress_proto_encode (buf + o, 64, EGRESS_HELLO, 0, 0, v, 4, EGRESS_FROM_GUEST);
+  o += egress_proto_encode (buf + o, 64, EGRESS_OPEN, EGRESS_OPEN_CONNECT, 1, "a.example:443", 13,
+                            EGRESS_FROM_GUEST);
+  o += egress_proto_encode (buf + o, 64, EGRESS_DATA, 0, 1, "hello", 5, EGRESS_FROM_GUEST);
+  o += egress_proto_encode (buf + o, 64, EGRESS_WINDOW, 0, 1, w, 4, EGRESS_FROM_GUEST);
+  o += egress_proto_encode (buf + o, 64, EGRESS_CLOSE, 0, 1, NULL, 0, EGRESS_FROM_GUEST);
+  if (hostile)
+    {
+      egress_proto_put_header (buf + o, 0x42, 0, 1, 0);
+      o += EGRESS_HEADER_LEN;
+    }
+  return o;
+}
+
+static int
+p_egress (void **out, const void *arg, bvm_error_t *err)
+{
+  const struct egress_input *in = arg;
+  struct egress_frame_parser p;
+  uint8_t buf[512];
+  size_t len = egress_bytes (buf, in->hostile), pos = 0;
+  char *seen = calloc (1, 256);
+  int ret;
+
+  if (seen == NULL)
+    return bvm_error (err, ENOMEM, "test result");
+  ret = egress_frame_parser_init (&p, EGRESS_FROM_GUEST, err);
+  if (ret < 0)
+    {
+      free (seen);
+      return ret;
+    }
+  while (pos < len)
+    {
+      struct egress_frame f;
+      size_t used;
+      /* three bytes at a time: every frame is buffered */
+      ret = egress_frame_feed (&p, buf + pos, len - pos < 3 ? len - pos : 3, &used, &f, err);
+      if (ret < 0)
+        break;
+      if (ret == 1)
+        snprintf (seen + strlen (seen), 256 - strlen (seen), "%s:%u:%u ",
+                  egress_proto_type_name (f.type), f.stream, f.len);
+      pos += used;
+    }
+  egress_frame_parser_dispose (&p);
+  if (ret < 0)
+    {
+      free (seen);
+      return ret;
+    }
+  *out = seen;
+  return 0;
+}
+
+static char *
+d_egress (void *res)
+{
+  return strdup (res);
+}
+
+static void
+test_egress_frame (void **state)
+{
+  static const struct egress_input valid = { false }, hostile = { true };
+  const struct afcase cases[] = {
+    { "egress_frame_feed", p_egress, d_egress, free, &valid, true, false },
+    { "egress_frame_feed (unknown type)", p_egress, d_egress, free, &hostile, false, false },
+  };
+  (void) state;
+  run_cases (cases, ARRAY_SIZE (cases));
+}
+
 /* --- config ------------------------------------------------------------------------- */
 
 static const char config_full[]
@@ -1205,6 +1296,7 @@ main (void)
     cmocka_unit_test (test_job),
     cmocka_unit_test (test_spec),
     cmocka_unit_test (test_policy),
+    cmocka_unit_test (test_egress_frame),
     cmocka_unit_test (test_guest),
     cmocka_unit_test (test_config),
     cmocka_unit_test (test_ingest),

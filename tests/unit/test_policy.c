@@ -297,6 +297,41 @@ static const struct eval_case eval_cases[] = {
   /* names that only look like segments are fine */
   { P (ALLOW ("\"*\"", "\"*\"")), PUT, "artifacts:apps/app1/.../x.tar.gz", NULL, true, "" },
   { P (ALLOW ("\"*\"", "\"*\"")), PUT, "artifacts:apps/app1/.hidden", NULL, true, "" },
+  /* net: one label wildcard, exact names, port wildcards; requests are
+   * `net:<host>:<port>` as netaddr_resource makes them */
+#define NET "net:Connect"
+#define NET_ALLOW(res) P (ALLOW ("\"net:Connect\"", "\"" res "\""))
+  { NET_ALLOW ("net:*.example.com:443"), NET, "net:a.example.com:443", NULL, true, "" },
+  { NET_ALLOW ("net:*.example.com:443"), NET, "net:a.b.example.com:443", NULL, true, "" },
+  { NET_ALLOW ("net:*.example.com:443"), NET, "net:example.com:443", NULL, false, "implicit" },
+  { NET_ALLOW ("net:*.example.com:443"), NET, "net:evilexample.com:443", NULL, false,
+    "implicit" },
+  { NET_ALLOW ("net:*.example.com:443"), NET, "net:a.example.com:80", NULL, false, "implicit" },
+  { NET_ALLOW ("net:*.example.com:443"), NET, "net:a.example.com.evil:443", NULL, false,
+    "implicit" },
+  { NET_ALLOW ("net:registry.npmjs.org:443"), NET, "net:registry.npmjs.org:443", NULL, true, "" },
+  { NET_ALLOW ("net:registry.npmjs.org:443"), "NET:connect", "net:registry.npmjs.org:443", NULL,
+    true, "" },
+  { NET_ALLOW ("net:registry.npmjs.org:443"), NET, "net:registry.npmjs.org:4430", NULL, false,
+    "implicit" },
+  { NET_ALLOW ("net:registry.npmjs.org:443"), NET, "net:registry.npmjs.org:44", NULL, false,
+    "implicit" },
+  { NET_ALLOW ("net:registry.npmjs.org:443"), NET, "net:REGISTRY.npmjs.org:443", NULL, false,
+    "implicit" },
+  { NET_ALLOW ("net:example.com:*"), NET, "net:example.com:8080", NULL, true, "" },
+  { NET_ALLOW ("net:example.com:*"), NET, "net:example.com:1", NULL, true, "" },
+  { NET_ALLOW ("net:example.com:*"), NET, "net:a.example.com:8080", NULL, false, "implicit" },
+  { NET_ALLOW ("net:*:443"), NET, "net:[::1]:443", NULL, true, "" },
+  { NET_ALLOW ("net:[::1]:*"), NET, "net:[::1]:8080", NULL, true, "" },
+  { NET_ALLOW ("net:127.0.0.1:8080"), NET, "net:127.0.0.1:8080", NULL, true, "" },
+  { NET_ALLOW ("net:*"), NET, "net:anything.example:9", NULL, true, "" },
+  { NET_ALLOW ("net:*"), PUT, OBJ, NULL, false, "implicit" },
+  { P (ALLOW ("\"net:*\"", "\"*\"")), NET, "net:a.example:443", NULL, true, "" },
+  { P (ALLOW ("\"registry:*\"", "\"*\"")), NET, "net:a.example:443", NULL, false, "implicit" },
+  { P (ALLOW ("\"*\"", "\"*\"") ",{\"Effect\":\"Deny\",\"Action\":\"net:Connect\","
+       "\"Resource\":\"net:*.internal.example:*\"}"),
+    NET, "net:db.internal.example:5432", NULL, false, "explicit deny" },
+  { NET_ALLOW ("net:*"), NET, "net:..:443", NULL, false, "path segment" },
 };
 
 static void
@@ -466,6 +501,27 @@ static const struct load_case load_cases[] = {
     "policy variables need `\"Version\": \"2012-10-17\"`" },
   { "{\"Version\":\"2008-10-17\",\"Statement\":[" ALLOW ("\"*\"", "\"artifacts:apps/${job:App}/*\"") "]}",
     "policy variables need" },
+  /* net: patterns that could never match a request */
+  { S1 ("{\"Effect\":\"Allow\",\"Action\":\"net:Conect\",\"Resource\":\"*\"}"),
+    "action `net:Conect` in Statement[1] matches no known action" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:Example.com:443\"")),
+    "resource `net:Example.com:443` in Statement[1]: upper-case letters in a host never match" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:example.com\"")),
+    "resource `net:example.com` in Statement[1]: it must be `net:*` or `net:<host>:<port>`" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:example.com:0443\"")),
+    "the port must be `*` or a number from 1 to 65535" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:example.com:0\"")), "the port must be" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:example.com:65536\"")), "the port must be" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:example.com:https\"")), "the port must be" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:example.com:4*\"")), "the port must be" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:example.com:\"")), "the port must be" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net::443\"")), "empty host" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:a_b.example:443\"")), "invalid character in a host" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:a/b:443\"")), "invalid character in a host" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:[::1:443\"")), "it must be `net:*` or" },
+  { S1 (ALLOW ("\"net:Connect\"", "\"net:[::1]\"")), "it must be `net:*` or" },
+  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"", "\"net:${job:App}:443\"") "]}",
+    "invalid character in a host" },
 };
 
 static void
@@ -921,6 +977,9 @@ static const struct tmpl_case tmpl_cases[] = {
   { "registry:DeleteImage", "registry:apps/app1:latest", false, "implicit deny" },
   { "artifacts:GetObject", "artifacts:apps/app1/" COMMIT "/x", false, "implicit deny" },
   { "secrets:PutSecret", "secrets:apps/app1/x", false, "implicit deny" },
+  /* the template grants no egress: the runner's config and the app ask for it */
+  { "net:Connect", "net:registry.npmjs.org:443", false, "implicit deny" },
+  { "net:Connect", "net:127.0.0.1:80", false, "implicit deny" },
 };
 
 static void
@@ -962,6 +1021,36 @@ test_builtin_template (void **state)
     assert_true (d.allowed);
     role_decide (r, "registry:PullImage", "registry:apps/app10:cache", NULL, &d);
     assert_false (d.allowed);
+    role_free (r);
+  }
+
+  /* egress granted by a role is capped by the boundary's web ports */
+  {
+    cleanup_policy struct policy *net = parse_ok (
+        P (ALLOW ("\"net:Connect\"", "[\"net:*\"]")), "egress.json");
+    static const struct
+    {
+      const char *resource;
+      bool allow;
+      const char *why;
+    } cases[] = {
+      { "net:registry.npmjs.org:443", true, "allowed by `egress.json`" },
+      { "net:deb.debian.org:80", true, "" },
+      { "net:[2001:db8::1]:443", true, "" },
+      { "net:example.com:8080", false, "not allowed by the permission boundary" },
+      { "net:example.com:4430", false, "not allowed by the permission boundary" },
+      { "net:example.com:44", false, "not allowed by the permission boundary" },
+      { "net:example.com:8443", false, "not allowed by the permission boundary" },
+    };
+    assert_ok (role_mint (&r, net, b, &job1, wall_s () + 600, &err), &err);
+    for (size_t i = 0; i < ARRAY_SIZE (cases); i++)
+      {
+        struct policy_decision d;
+        role_decide (r, "net:Connect", cases[i].resource, NULL, &d);
+        if (d.allowed != cases[i].allow || strstr (d.why, cases[i].why) == NULL)
+          fail_msg ("net:Connect %s: got %s (%s)", cases[i].resource,
+                    d.allowed ? "allow" : "deny", d.why);
+      }
     role_free (r);
   }
 }

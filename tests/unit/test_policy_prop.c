@@ -330,11 +330,22 @@ ref_decide (const struct rpolicy *p, const struct rpolicy *b, const struct rreq 
 
 static const char *const actions[] = {
   "registry:PushImage", "registry:PullImage", "artifacts:PutObject",
-  "secrets:GetSecret",  "logs:PutLogEvents",
+  "secrets:GetSecret",  "logs:PutLogEvents", "net:Connect",
 };
 static const char *const other_actions[] = { "registry:DeleteImage", "artifacts:GetObject",
-                                             "secrets:PutSecret", "logs:PutLogEvent" };
-static const char *const services[] = { "registry", "artifacts", "secrets", "logs" };
+                                             "secrets:PutSecret", "logs:PutLogEvent",
+                                             "net:Listen" };
+static const char *const services[] = { "registry", "artifacts", "secrets", "logs", "net" };
+/* net: patterns are `net:<host>:<port>` (the loader refuses other shapes),
+ * requests are what netaddr_resource makes */
+static const char *const net_host_pats[] = { "*",          "*.example.com", "example.com",
+                                             "*example.com", "a?.example.com", "registry.npmjs.org",
+                                             "*.npmjs.org", "127.0.0.1",     "[::1]" };
+static const char *const net_port_pats[] = { "*", "443", "80", "8080" };
+static const char *const net_hosts[] = { "example.com",     "a.example.com", "a.b.example.com",
+                                         "evilexample.com", "ab.example.com", "registry.npmjs.org",
+                                         "npmjs.org",       "127.0.0.1",     "[::1]" };
+static const char *const net_ports[] = { "443", "80", "8080", "4430", "1" };
 static const char *const apps[] = { "app1", "app10", "app", "a", "hello" };
 static const char *const commits[] = { "c1", "c10", "0123abcd" };
 static const char *const refs[] = { "refs/heads/main", "refs/tags/v1" };
@@ -419,7 +430,18 @@ gen_resource_pattern (char *out, size_t size, const struct rjob *job)
       snprintf (out, size, "*");
       return;
     }
-  o = (size_t) snprintf (out, size, "%s:", chance (90) ? PICK (services) : "*");
+  {
+    const char *svc = chance (90) ? PICK (services) : "*";
+    if (strcmp (svc, "net") == 0)
+      {
+        if (chance (10))
+          snprintf (out, size, "net:*");
+        else
+          snprintf (out, size, "net:%s:%s", PICK (net_host_pats), PICK (net_port_pats));
+        return;
+      }
+    o = (size_t) snprintf (out, size, "%s:", svc);
+  }
   nseg = 1 + (int) pick (4);
   for (int i = 0; i < nseg; i++)
     {
@@ -531,6 +553,11 @@ gen_request (struct rreq *rq, const struct rjob *job)
   snprintf (rq->action, sizeof rq->action, "%s", chance (90) ? PICK (actions) : PICK (other_actions));
   mangle_case (rq->action);
   o = (size_t) snprintf (rq->resource, sizeof rq->resource, "%s:", PICK (services));
+  if (strcmp (rq->resource, "net:") == 0 && chance (80))
+    {
+      snprintf (rq->resource, sizeof rq->resource, "net:%s:%s", PICK (net_hosts), PICK (net_ports));
+      nseg = 0;
+    }
   for (int i = 0; i < nseg; i++)
     {
       const char *seg;
@@ -843,8 +870,13 @@ test_template_stays_inside_own_app (void **state)
       for (int i = 0; i < REQS_PER_TEMPLATE_JOB; i++)
         {
           char resource[STR * 2];
-          const char *action = chance (95) ? PICK (actions) : PICK (other_actions);
-          const char *svc = PICK (services);
+          /* net:Connect and net: resources at 4%, so the allowed cases
+           * stay frequent enough for the check not to be vacuous; the
+           * template grants no egress at all */
+          const char *action = chance (4)    ? "net:Connect"
+                               : chance (95) ? actions[pick (ARRAY_SIZE (actions) - 1)]
+                                             : PICK (other_actions);
+          const char *svc = chance (4) ? "net" : services[pick (ARRAY_SIZE (services) - 1)];
           const char *app = chance (50) ? job.v[0] : PICK (tmpl_apps);
           struct policy_decision d, d2;
           char act[64];
@@ -853,7 +885,10 @@ test_template_stays_inside_own_app (void **state)
             {
             case 0:
             case 1: /* what the pipeline would ask */
-              if (strcmp (svc, "registry") == 0)
+              if (strcmp (svc, "net") == 0)
+                snprintf (resource, sizeof resource, "net:%s:%s", PICK (net_hosts),
+                          PICK (net_ports));
+              else if (strcmp (svc, "registry") == 0)
                 snprintf (resource, sizeof resource, "registry:%s/%s:%s",
                           chance (70) ? "apps" : "base", app, PICK (tails));
               else if (strcmp (svc, "logs") == 0)
