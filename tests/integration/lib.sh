@@ -15,7 +15,8 @@ WORK=$BUILDVM_HOME/work
 . "$ROOT/tests/lib/services.sh"
 SVC_DIR=$T/svc
 _cleanup () {
-    local rc=$?
+    # a test's own EXIT trap that runs commands first saves the status in _rc
+    local rc=${_rc:-$?}
     svc_stop_all 2>/dev/null || true
     # never leave a VMM of ours behind, even when a test failed
     pkill -9 -f "$T" 2>/dev/null || true
