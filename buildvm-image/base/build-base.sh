@@ -211,7 +211,7 @@ build_one () {
     tar -C "$root" --sort=name --format=pax --mtime="@$sde" --owner=0 --group=0 --numeric-owner \
         --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime -cf "$tmp/layer.tar" .
     diff_id=$(sha "$tmp/layer.tar")
-    gzip -9 -n -c "$tmp/layer.tar" >"$tmp/layer.tar.gz"
+    gzip -n -c "$tmp/layer.tar" >"$tmp/layer.tar.gz"
     layer=$(sha "$tmp/layer.tar.gz")
     mv "$tmp/layer.tar.gz" "$tmp/layout/blobs/sha256/$layer"
 
