@@ -6,7 +6,7 @@
 
 pl_registry
 pl_config
-"$ROOT/examples/base-image.sh" "$REG" "$REG_CREDS" >/dev/null
+svc_base_images "$REG" "$REG_CREDS" base/busybox:1.35 >/dev/null
 
 app=$T/src
 mkdir -p "$app"
