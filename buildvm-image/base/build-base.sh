@@ -31,6 +31,10 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 debs=${BUILDVM_BASE_DEBS:-$out/debs}
 mkdir -p "$debs"
+# one build at a time per output directory; nothing half-made left behind
+exec 9>"$out/.lock"
+flock 9
+trap 'rm -rf "$out"/.tmp-*.$$.*' EXIT
 export LC_ALL=C
 
 die () { echo "build-base: $*" >&2; exit 1; }
@@ -149,19 +153,18 @@ finish () {
     # translations, caches, logs, apt's and debconf's state
     rm -rf "$root"/usr/share/{man,info,lintian,linda,bug,doc-base,locale,menu} "$root"/var/cache/* \
         "$root"/var/log/* "$root"/var/lib/apt "$root"/etc/machine-id "$root"/var/lib/dbus/machine-id
-    find "$root/usr/share/doc" -type f ! -name copyright -delete 2>/dev/null || true
+    find "$root/usr/share/doc" \( -type f -o -type l \) ! -name copyright -delete 2>/dev/null || true
     find "$root/usr/share/doc" -depth -type d -empty -delete 2>/dev/null || true
     # never a device node, a fifo or a socket in a base layer
     find "$root" \( -type b -o -type c -o -type p -o -type s \) -delete
 }
 
-# json_sha FILE: sha256 and size as a descriptor's fields
+# sha FILE: its sha256, in hex
 sha () { sha256sum "$1" | cut -d' ' -f1; }
 
 build_one () {
     local name=$1 tmp ref tag cmd title desc pkgs key dir root sde created layer diff_id
-    tmp=$(mktemp -d "$out/.tmp-$name.XXXXXX")
-    trap 'rm -rf "$tmp"' RETURN
+    tmp=$(mktemp -d "$out/.tmp-$name.$$.XXXXXX")
     ref=$(header "$name" image)
     [ -n "$ref" ] || die "$name: the recipe has no \`# image:\` line"
     tag=${ref##*:}
@@ -193,6 +196,7 @@ build_one () {
     dir=$out/$name-$key
     if [ "$force" = 0 ] && [ -f "$dir/index.json" ]; then
         ln -sfn "$name-$key" "$out/$name"
+        rm -rf "$tmp"
         report "$name" "$ref" "$dir"
         return 0
     fi
@@ -262,9 +266,10 @@ build_one () {
     ln -sfn "$name-$key" "$out/$name"
     # older builds of this recipe are of no use any more
     for old in "$out/$name"-*; do
-        [ "$old" = "$dir" ] || rm -rf "$old"
+        case ${old##*/} in "$name"-????????????????) [ "$old" = "$dir" ] || rm -rf "$old" ;; esac
     done
     echo "build-base: $ref: $(du -sh "$dir" | cut -f1) compressed, $(du -sh --apparent-size "$root" | cut -f1) unpacked" >&2
+    rm -rf "$tmp"
     report "$name" "$ref" "$dir"
 }
 
