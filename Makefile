@@ -6,6 +6,7 @@
 #   make deps         install every Debian package the build and the tests need
 #   make images       the guest kernel and the `minimal` rootfs (cached)
 #   make image-debian the `debian` rootfs with a build toolchain
+#   make base-images  the runtime base images (base/debian:12, base/node:18, base/python:3.11; cached)
 #   make check        unit tests, sanitizer unit tests, integration tests
 #   make bench        the benchmarks in bench/
 #   make fuzz         libFuzzer targets for FUZZ_SECONDS each (docs/fuzzing.md)
@@ -24,7 +25,7 @@ DEBIAN_PACKAGES := \
 	libcmocka-dev libssl-dev libhiredis-dev libmicrohttpd-dev libseccomp-dev \
 	qemu-system-x86 busybox-static e2fsprogs \
 	linux-source-6.1 bc flex bison libelf-dev xz-utils debootstrap \
-	docker-registry redis-server skopeo umoci git apache2-utils curl openssl \
+	docker-registry redis-server skopeo umoci runc git apache2-utils curl openssl \
 	jq lz4 procps iproute2 python3
 
 PKGS := libgit2 libarchive libcurl jansson liblz4 openssl hiredis libmicrohttpd libseccomp zlib
@@ -59,7 +60,7 @@ IMAGES := $(BUILD)/images
 
 .SECONDARY:
 
-.PHONY: test demo all deps images image-minimal image-debian check unit unit-asan integration \
+.PHONY: test demo all deps images image-minimal image-debian base-images check unit unit-asan integration \
 	bench fuzz fuzz-corpus format clean distclean install
 
 all: $(BUILD)/buildvm $(BUILD)/buildvm-agent
@@ -67,7 +68,7 @@ all: $(BUILD)/buildvm $(BUILD)/buildvm-agent
 # The README's two commands: each does all of its own set-up on a fresh machine.
 test: deps
 	$(MAKE) all
-	$(MAKE) images image-debian
+	$(MAKE) images image-debian base-images
 	$(MAKE) check
 
 demo: deps
@@ -110,6 +111,10 @@ image-minimal: $(BUILD)/buildvm-agent
 	buildvm-image/build-image.sh $(IMAGES) minimal $(BUILD)/buildvm-agent
 image-debian: $(BUILD)/buildvm-agent
 	buildvm-image/build-image.sh $(IMAGES) debian $(BUILD)/buildvm-agent
+# OCI layouts under $(IMAGES)/base/, from the machine's apt; push them with
+# buildvm-image/base/push-base.sh HOST:PORT
+base-images:
+	buildvm-image/base/build-base.sh $(IMAGES)/base
 
 # --- tests --------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 #
 #   1. start a registry (docker-registry) on 127.0.0.1:5000, the runner's
 #      default registry, with its storage under $BUILDVM_HOME/registry;
-#   2. push the base image the example builds on (base-image.sh);
+#   2. push the base image the example builds on (push-base.sh: base/busybox
+#      from the host's busybox-static, or a runtime base image built from
+#      Debian packages and cached under build/images/base);
 #   3. make the example's git repository (make-repos.sh) at the commit the
 #      deploy request in examples/jobs/ names;
 #   4. `buildvm run` that deploy request: fetch, build in a fresh VM, push the
@@ -47,8 +49,9 @@ YML
     echo "demo: started a registry on $REG (storage: $home/registry/data)"
 fi
 
-# 2. the base image
-"$ROOT/examples/base-image.sh" "$REG"
+# 2. the base image the app's spec names
+base=$(jq -r '.image.base // empty' "$ROOT/examples/apps/$APP/buildvm.json")
+[ -z "$base" ] || "$ROOT/buildvm-image/base/push-base.sh" "$REG" "$base"
 
 # 3. the app's repository, at the commit the deploy request names
 job=$ROOT/examples/jobs/$APP.json

@@ -15,7 +15,8 @@ WORK=$BUILDVM_HOME/work
 . "$ROOT/tests/lib/services.sh"
 SVC_DIR=$T/svc
 _cleanup () {
-    local rc=$?
+    # a test's own EXIT trap that runs commands first saves the status in _rc
+    local rc=${_rc:-$?}
     svc_stop_all 2>/dev/null || true
     # never leave a VMM of ours behind, even when a test failed
     pkill -9 -f "$T" 2>/dev/null || true
@@ -51,14 +52,23 @@ run () {
 # /vm/... paths, so its command line says nothing about this test's files.)
 _preexisting_vmms=" $( (pgrep -f 'qemu-system-x86_64 -name buildvm-' || true) | tr '\n' ' ') "
 
+# A VMM started by this test names this test's files: on its command line, in
+# its open files, or - jailed, where it sees only /vm/... - as the sources of
+# its bind mounts. (Other tests, of other trees, run VMs at the same time.)
+_vmm_is_ours () {
+    grep -qF "$T/" "/proc/$1/cmdline" "/proc/$1/mountinfo" 2>/dev/null && return 0
+    ls -l "/proc/$1/fd" 2>/dev/null | grep -qF "$T/"
+}
+
 # Nothing of ours is left: no VMM process started since the test began, no
 # job directory, no jail uid lock.
 assert_no_leftovers () {
     local procs="" p
     for p in $(pgrep -f 'qemu-system-x86_64 -name buildvm-' || true); do
-        case $_preexisting_vmms in *" $p "*) ;; *) procs="$procs $p" ;; esac
+        case $_preexisting_vmms in *" $p "*) continue ;; esac
+        _vmm_is_ours "$p" && procs="$procs $p"
     done
-    [ -z "$procs" ] || fail "VMM processes left behind:$procs ($(ps -o pid,args -p ${procs// /,} | tail -n +2))"
+    [ -z "$procs" ] || fail "VMM processes left behind:$procs ($(ps -o pid,args -p "$(echo $procs | tr ' ' ,)" | tail -n +2))"
     if [ -d "$WORK" ]; then
         local left
         left=$(find "$WORK" -mindepth 1 | head -5)

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The example deploy requests name the commits that examples/make-repos.sh
 # makes from examples/apps (the demo depends on it), and examples/runner.json
-# loads.
+# loads. Each example builds on a base image the project makes.
 . "$(dirname "$0")/lib.sh"
 
 "$ROOT/examples/make-repos.sh" "$T/repos" >"$T/commits"
@@ -13,6 +13,16 @@ while read -r app commit; do
     git -C "$T/repos/$app.git" cat-file -e "$commit^{commit}" || fail "$app: commit not in the made repository"
 done <"$T/commits"
 [ "$(wc -l <"$T/commits")" -ge 3 ] || fail "fewer than three example apps"
+
+# every example runs on a base image the project makes (push-base.sh pushes it)
+while read -r app commit; do
+    base=$(jq -r '.image.base // empty' "$ROOT/examples/apps/$app/buildvm.json")
+    [ -n "$base" ] || fail "$app: no base image, so nothing in its image can run it"
+    case $base in
+        base/busybox:1.35) ;;
+        *) grep -qx "# image: $base" "$ROOT"/buildvm-image/base/*.list || fail "$app: no recipe in buildvm-image/base makes $base" ;;
+    esac
+done <"$T/commits"
 
 # (every example spec is parsed by tests/unit/test_runner.c)
 jq --arg h "$BUILDVM_HOME" '.home = $h | del(.work_dir, .log_dir, .cache_dir, .state_dir, .artifacts, .queue, .secrets)' \

@@ -6,7 +6,7 @@
 
 pl_registry
 pl_config
-"$ROOT/examples/base-image.sh" "$REG" "$REG_CREDS" >/dev/null
+svc_base_images "$REG" "$REG_CREDS" base/busybox:1.35 >/dev/null
 
 app=$T/src
 mkdir -p "$app"
@@ -25,7 +25,7 @@ skopeo inspect --config --tls-verify=false --creds "$REG_CREDS" "docker://$REG/a
 assert_eq "$commit" "$(jq -r '.Labels["dev.buildvm.commit"]' "$T/inspect.json")" "commit label"
 assert_eq "hello-shell" "$(jq -r '.Labels["org.opencontainers.image.title"]' "$T/inspect.json")" "spec label"
 assert_eq "2" "$(jq '.Layers | length' "$T/inspect.json")" "base layer + app layer"
-assert_eq '["/bin/httpd","-f","-p","8080","-h","/app/www"]' "$(jq -c .config.Entrypoint "$T/config.json")" "entrypoint"
+assert_eq '["/bin/sh","-c","exec /usr/sbin/httpd -f -p \"${PORT:-8080}\" -h /app/www"]' "$(jq -c .config.Entrypoint "$T/config.json")" "entrypoint"
 assert_eq "/app" "$(jq -r .config.WorkingDir "$T/config.json")" "workdir"
 assert_eq "1000:1000" "$(jq -r .config.User "$T/config.json")" "user"
 assert_eq '{"8080/tcp":{}}' "$(jq -c .config.ExposedPorts "$T/config.json")" "ports"

@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 pl_registry
-"$ROOT/examples/base-image.sh" "$REG" "$REG_CREDS" >/dev/null
+svc_base_images "$REG" "$REG_CREDS" base/busybox:1.35 >/dev/null
 app=$T/src
 mkdir -p "$app"
 cp -r "$ROOT/examples/apps/hello-shell/." "$app/"

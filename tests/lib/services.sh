@@ -58,6 +58,15 @@ svc_redis () {
     eval "REDIS_${name}_ADDR=127.0.0.1:$port"
 }
 
+# svc_base_images ADDR [USER:PASS] [IMAGE...]: push runtime base images
+# (base/debian:12, base/node:18, base/python:3.11, base/busybox:1.35) to the
+# registry at ADDR; buildvm-image/base/push-base.sh builds them first if the
+# cache under $BUILDVM_IMAGES/base does not have them (that needs the
+# machine's apt mirror and a minute or two).
+svc_base_images () {
+    "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/buildvm-image/base/push-base.sh" "$@"
+}
+
 svc_stop () { # NAME-DIR under SVC_DIR, e.g. registry-main
     local pidf=$SVC_DIR/$1/pid
     [ -f "$pidf" ] || return 0

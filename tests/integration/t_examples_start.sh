@@ -1,0 +1,93 @@
+#!/bin/bash
+# Every bundled example's pushed image starts and answers HTTP: deploy it with
+# `buildvm run` (at the commit examples/jobs/ names) onto the base image its
+# spec names (pushed by push-base.sh), pull it back with skopeo, unpack it
+# with umoci and run it with runc - host network, 127.0.0.1, a free port in
+# $PORT - then curl it, kill and delete the container.
+. "$(dirname "$0")/lib.sh"
+
+command -v runc >/dev/null || fail "runc is not installed (make deps)"
+pl_registry
+pl_config
+"$ROOT/examples/make-repos.sh" "$T/repos" >"$T/commits"
+
+RUNC_ROOT=$T/runc
+started=()
+stop_containers () {
+    local id
+    for id in "${started[@]}"; do
+        timeout 10 runc --root "$RUNC_ROOT" kill "$id" KILL 2>/dev/null || true
+        timeout 10 runc --root "$RUNC_ROOT" delete --force "$id" 2>/dev/null || true
+    done
+    started=()
+}
+trap '_rc=$?; stop_containers; _cleanup' EXIT
+
+# wait_http URL SECONDS: the body of the first 200 answer, or nothing
+wait_http () {
+    local deadline=$(( $(date +%s) + $2 ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        curl -fsS --max-time 2 "$1" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+ran=0
+for ex in hello-shell hello-c hello-node; do
+    spec=$ROOT/examples/apps/$ex/buildvm.json
+    if [ "$(jq -r .profile "$spec")" = debian ] && [ ! -f "$BUILDVM_IMAGES/debian.json" ]; then
+        note "$ex: needs the debian image (make image-debian): not started"
+        continue
+    fi
+    commit=$(awk -v a="$ex" '$1 == a {print $2}' "$T/commits")
+    assert_eq "$(jq -r .commit "$ROOT/examples/jobs/$ex.json")" "$commit" "$ex: the commit examples/jobs names"
+    base=$(jq -r '.image.base // empty' "$spec")
+    [ -n "$base" ] || fail "$ex: no base image: nothing would run it"
+    svc_base_images "$REG" "$REG_CREDS" "$base" >"$T/push-$ex" 2>&1 \
+        || { cat "$T/push-$ex"; fail "$ex: pushing $base failed"; }
+
+    jq --arg r "file://$T/repos/$ex.git" --arg id "start-$ex" '.repo = $r | .id = $id' \
+        "$ROOT/examples/jobs/$ex.json" >"$T/job-$ex.json"
+    t0=$(date +%s)
+    run "$BUILDVM" run --config "$CONFIG" "$T/job-$ex.json"
+    [ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "$ex: run failed"; }
+    note "$ex: built and pushed in $(( $(date +%s) - t0 ))s"
+
+    skopeo copy -q --src-tls-verify=false --src-creds "$REG_CREDS" \
+        "docker://$REG/apps/$ex:$commit" "oci:$T/layout-$ex:app" || fail "$ex: skopeo cannot pull the image"
+    skopeo inspect --config "oci:$T/layout-$ex:app" >"$T/config-$ex.json"
+    # the base's labels name its packages (and pass through to the app image)
+    case $base in
+        base/busybox:*) ;;
+        *) jq -e '.config.Labels["org.buildvm.base.packages"] | test("libc6=")' "$T/config-$ex.json" >/dev/null \
+               || fail "$ex: no package list from $base in the image labels" ;;
+    esac
+    b=$T/bundle-$ex
+    umoci unpack --image "$T/layout-$ex:app" "$b" >/dev/null || fail "$ex: umoci cannot unpack"
+
+    port=$(svc_free_port)
+    # host network (no network namespace), the port in $PORT, no terminal
+    jq --arg port "$port" '
+        .linux.namespaces |= map(select(.type != "network"))
+        | .process.terminal = false
+        | .process.env = ([.process.env[] | select(startswith("PORT=") | not)] + ["PORT=" + $port])' \
+        "$b/config.json" >"$b/config.json.new" && mv "$b/config.json.new" "$b/config.json"
+    id=bvm-it-$$-$ex
+    started+=("$id")
+    timeout 30 runc --root "$RUNC_ROOT" run -d --bundle "$b" "$id" </dev/null >"$T/ctr-$ex.log" 2>&1 \
+        || { cat "$T/ctr-$ex.log"; fail "$ex: runc could not start the image"; }
+    body=$(wait_http "http://127.0.0.1:$port/" 20) \
+        || { cat "$T/ctr-$ex.log"; runc --root "$RUNC_ROOT" state "$id" || true; fail "$ex: no HTTP answer on 127.0.0.1:$port"; }
+    case $ex in
+        hello-shell) want="<title>hello from buildvm</title>" ;;
+        *) want="hello, world" ;;
+    esac
+    case $body in *"$want"*) ;; *) fail "$ex: answered [$body], not [$want]" ;; esac
+    note "$ex: the image answers on 127.0.0.1:$port"
+    stop_containers
+    runc --root "$RUNC_ROOT" list -q | grep -qx "$id" && fail "$ex: the container was not deleted"
+    ran=$((ran + 1))
+done
+[ "$ran" -gt 0 ] || fail "no example was started"
+assert_no_leftovers
