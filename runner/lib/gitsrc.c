@@ -1676,6 +1676,9 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
   git_tree *tree = NULL;
   git_tree_entry *te = NULL;
   git_blob *blob = NULL;
+  git_odb *odb = NULL;
+  git_object_t type = GIT_OBJECT_INVALID;
+  size_t size = 0;
   int ret = 0;
 
   if (gitsrc_global_init (err) < 0 || parse_oid (&oid, commit, err) < 0)
@@ -1703,6 +1706,28 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
                             path, commit);
       goto out;
     }
+  /* The size from the object header first, as export_blob does: a blob of
+   * zeros compresses ~1000:1, and git_blob_lookup would inflate all of it
+   * before its size could be checked (issue 11: 1 MB of objects, 1 GB RSS). */
+  if (git_repository_odb (&odb, repo->repo) < 0)
+    {
+      ret = git_fail (err, BVM_E_INTERNAL, "opening the object database");
+      goto out;
+    }
+  if (git_odb_read_header (&size, &type, odb, git_tree_entry_id (te)) < 0)
+    {
+      ret = git_fail (err, BVM_E_INVALID, "`%s`", path);
+      goto out;
+    }
+  if (type != GIT_OBJECT_BLOB || size > max)
+    {
+      ret = type != GIT_OBJECT_BLOB
+                ? bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is a %s, not a blob", path,
+                                  git_object_type2string (type))
+                : bvm_error_code (err, BVM_E_LIMIT, 0,
+                                  "`%s` is %zu bytes, over the %zu bytes allowed", path, size, max);
+      goto out;
+    }
   if (git_blob_lookup (&blob, repo->repo, git_tree_entry_id (te)) < 0)
     {
       ret = git_fail (err, BVM_E_INVALID, "`%s`", path);
@@ -1724,6 +1749,7 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
   (*out)[*len] = '\0';
 out:
   git_blob_free (blob);
+  git_odb_free (odb);
   git_tree_entry_free (te);
   git_tree_free (tree);
   git_commit_free (c);
