@@ -77,6 +77,10 @@ git_fail (bvm_error_t *err, int code, const char *fmt, ...)
   if (vasprintf (&ctx, fmt, ap) < 0)
     ctx = NULL;
   va_end (ap);
+  /* An allocation refused by the worker's memory cap (an inflation bomb):
+   * a limit of this job, which would be hit again - never retried. */
+  if (ge != NULL && ge->klass == GIT_ERROR_NOMEMORY)
+    return bvm_error_code (err, BVM_E_LIMIT, 0, "%s: out of memory", ctx ? ctx : "libgit2");
   return bvm_error_code (err, code, 0, "%s: %s", ctx ? ctx : "libgit2", esc (e, gmsg, strlen (gmsg)));
 }
 

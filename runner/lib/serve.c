@@ -333,10 +333,14 @@ w_phase (void *opaque, const char *name)
 }
 
 static bool
-retryable (int code)
+retryable (const bvm_error_t *err)
 {
+  int code = bvm_error_get_code (err);
   /* the registry, the network or the host may be fine next time; a build,
-   * a spec or a policy would fail the same way again */
+   * a spec or a policy would fail the same way again - and so would a job
+   * that ran out of its memory cap (an inflation bomb is in the commit) */
+  if (*err != NULL && (*err)->errnum == ENOMEM)
+    return false;
   return code == BVM_E_NETWORK || code == BVM_E_IO || code == BVM_E_INTERNAL;
 }
 
@@ -369,6 +373,14 @@ worker_main (struct serve *s, struct worker *w)
     sigemptyset (&none);
     sigprocmask (SIG_SETMASK, &none, NULL);
   }
+
+  /* An inflation bomb or any other runaway allocation fails this job with
+   * ENOMEM (not retried: retryable()) instead of taking the host down. */
+  if (proc_limit_memory (s->cfg->limits.max_worker_memory_mib, &err) < 0)
+    {
+      log_warn ("job=%s event=worker.memory_cap error=\"%s\"", m->job_id, bvm_error_msg (&err));
+      bvm_error_free (&err);
+    }
 
   /* a handle of our own: the daemon's is not to be shared across fork */
   if (queue_open (&q, s->cfg->queue, &s->qo, &err) < 0)
@@ -406,7 +418,7 @@ worker_main (struct serve *s, struct worker *w)
                                                                                    : W_DEAD;
   else if (code == BVM_E_CANCELED)
     status = queue_drain (q, w->m, &qerr) < 0 ? W_QUEUE_ERROR : W_DRAINED;
-  else if (retryable (code))
+  else if (retryable (&err))
     status = queue_release (q, w->m, bvm_error_msg (&err), &qerr) < 0 ? W_QUEUE_ERROR
                                                                        : W_RELEASED;
   else
