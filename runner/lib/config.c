@@ -1621,7 +1621,7 @@ config_to_json (const struct runner_config *c)
   r |= set_u (srv, "lease_seconds", c->serve.lease_seconds);
   r |= set_u (srv, "max_attempts", c->serve.max_attempts);
   r |= set_u (srv, "grace_seconds", c->serve.grace_seconds);
-  r |= set_u (srv, "job_seconds", config_job_seconds (c));
+  r |= set_u (srv, "job_seconds", c->serve.job_seconds);
   r |= json_object_set_new (srv, "metrics",
                             c->serve.metrics ? json_string (c->serve.metrics) : json_null ());
   r |= json_object_set_new (o, "jail", jail_to_json (&c->jail));

@@ -1269,10 +1269,16 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
   if (timed_out)
     {
       *discard = true;
+      int64_t tenths = (lim->deadline_ms - t0 + 50) / 100;
+      char secs[32];
+      if (tenths % 10 == 0)
+        snprintf (secs, sizeof secs, "%lld", (long long) (tenths / 10));
+      else
+        snprintf (secs, sizeof secs, "%lld.%lld", (long long) (tenths / 10),
+                  (long long) (tenths % 10));
       bvm_error_code (err, BVM_E_TIMEOUT, 0,
-                      "fetch of `%s` timed out after %lld s (%" PRIu64 " bytes received)",
-                      esc (e, show_url, strlen (show_url)),
-                      (long long) ((lim->deadline_ms - t0 + 500) / 1000), (uint64_t) sh->bytes);
+                      "fetch of `%s` timed out after %s s (%" PRIu64 " bytes received)",
+                      esc (e, show_url, strlen (show_url)), secs, (uint64_t) sh->bytes);
     }
   else if (!WIFEXITED (status) || WEXITSTATUS (status) != 0)
     {
