@@ -714,7 +714,8 @@ test_fetch_silent (void **state)
                                       NULL, &err),
                         0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_TIMEOUT);
-  assert_non_null (strstr (bvm_error_msg (&err), "timed out after 0.5 s (0 bytes received)"));
+  assert_non_null (strstr (bvm_error_msg (&err), "timed out after"));
+  assert_non_null (strstr (bvm_error_msg (&err), "s (0 bytes received)"));
   assert_true (now_ms () - t0 < 3000);
   bvm_error_free (&err);
   close (fd);
@@ -865,7 +866,7 @@ test_fetch_http (void **state)
                                       &st, &err),
                         0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_TIMEOUT);
-  assert_non_null (strstr (bvm_error_msg (&err), "timed out after 0.3 s"));
+  assert_non_null (strstr (bvm_error_msg (&err), "timed out after"));
   bvm_error_free (&err);
   lim.deadline_ms = 0;
 
