@@ -1390,6 +1390,39 @@ test_deep_tree (void **state)
   fx_free (f);
 }
 
+/* A spec that inflates to 64 MiB from 64 KiB of objects is refused from its
+ * object header, before git_blob_lookup would inflate it (issue 11); a
+ * small one is read. (t_git_bomb measures the memory.) */
+static void
+test_read_file_bomb (void **state)
+{
+  struct fx *f = fx_new ();
+  struct gitsrc_repo *repo = NULL;
+  bvm_error_t err = NULL;
+  char *text = NULL, *c;
+  size_t len = 0;
+  (void) state;
+
+  assert_int_equal (t_sh (GITENV "cd %s && head -c 64M /dev/zero > buildvm.json && "
+                                 "printf small > small.json && git add -A && git commit -q -m bomb",
+                          f->tmp, f->src),
+                    0);
+  c = t_sh_out ("git -C %s rev-parse HEAD", f->src);
+  assert_ok (gitsrc_open_local (&repo, f->src, &err), &err);
+  assert_int_not_equal (gitsrc_read_file (&text, &len, repo, c, "buildvm.json", 256 * 1024, &err), 0);
+  assert_int_equal (bvm_error_get_code (&err), BVM_E_LIMIT);
+  assert_non_null (strstr (bvm_error_msg (&err),
+                           "`buildvm.json` is 67108864 bytes, over the 262144 bytes allowed"));
+  bvm_error_free (&err);
+  assert_ok (gitsrc_read_file (&text, &len, repo, c, "small.json", 256 * 1024, &err), &err);
+  assert_int_equal (len, 5);
+  assert_string_equal (text, "small");
+  free (text);
+  gitsrc_repo_free (repo);
+  free (c);
+  fx_free (f);
+}
+
 /* --- dry-run: HEAD and the working tree -------------------------------------------- */
 
 static void
@@ -1540,6 +1573,7 @@ main (void)
     cmocka_unit_test (test_caps),
     cmocka_unit_test (test_deep_tree),
     cmocka_unit_test (test_names_round_trip),
+    cmocka_unit_test (test_read_file_bomb),
     cmocka_unit_test (test_head),
     cmocka_unit_test (test_worktree),
   };
