@@ -3,6 +3,7 @@
 #include "config.h"
 #include "job.h"
 #include "log.h"
+#include "proc.h"
 #include "pipeline.h"
 #include "util.h"
 
@@ -63,6 +64,13 @@ cmd_run (int argc, char **argv)
   if (config_load (&cfg, config_path, &err) < 0)
     {
       job_free (job);
+      return cli_fail ("run", &err, 2);
+    }
+  /* an inflation bomb in a repository fails this job, not the host */
+  if (proc_limit_memory (cfg->limits.max_worker_memory_mib, &err) < 0)
+    {
+      job_free (job);
+      config_free (cfg);
       return cli_fail ("run", &err, 2);
     }
   cli_install_cancel ();

@@ -917,6 +917,8 @@ load_limits (struct runner_config *c, const struct loader *L, bvm_error_t *err)
     LIM (max_log_bytes, 4096, UINT64_C (1) << 36, UINT64_C (16) << 20),
     LIM (max_source_bytes, 1, UINT64_C (1) << 44, UINT64_C (1) << 30),
     LIM (max_source_entries, 1, 100000000, 100000),
+    LIM (max_checkout_seconds, 1, 86400, 900),
+    LIM (max_worker_memory_mib, 0, SPEC_MEMORY_MIB_MAX, 4096),
   };
   static const struct u64_field defaults[] = {
     DEF (vcpus, 1, SPEC_VCPUS_MAX, 1),
@@ -1223,18 +1225,30 @@ load_apps (struct runner_config *c, const struct loader *L, bvm_error_t *err)
   return 0;
 }
 
+uint64_t
+config_job_seconds (const struct runner_config *c)
+{
+  if (c->serve.job_seconds > 0)
+    return c->serve.job_seconds;
+  /* every phase has a deadline of its own; the job's is their sum, so that
+   * only a worker stuck where no phase deadline reaches is ever killed */
+  return c->limits.max_checkout_seconds + c->vm.boot_timeout + c->limits.max_build_seconds + 3600;
+}
+
 #define SRV(k, min, max, def) { #k, offsetof (struct config_serve, k), (min), (max), (def) }
 
 static int
 load_serve (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 {
   static const char *const keys[] = { "name",          "concurrency",   "lease_seconds",
-                                      "max_attempts",  "grace_seconds", "metrics", NULL };
+                                      "max_attempts",  "grace_seconds", "job_seconds",
+                                      "metrics",       NULL };
   static const struct u64_field fields[] = {
     SRV (concurrency, 0, 1024, 0),
     SRV (lease_seconds, 1, 86400, 60),
     SRV (max_attempts, 1, 100, 3),
     SRV (grace_seconds, 0, SPEC_TIMEOUT_MAX, 900),
+    SRV (job_seconds, 0, 4 * SPEC_TIMEOUT_MAX, 0),
   };
   const json_t *o = NULL;
   const char *s = NULL;
@@ -1599,6 +1613,8 @@ config_to_json (const struct runner_config *c)
   r |= set_u (lim, "max_log_bytes", c->limits.max_log_bytes);
   r |= set_u (lim, "max_source_bytes", c->limits.max_source_bytes);
   r |= set_u (lim, "max_source_entries", c->limits.max_source_entries);
+  r |= set_u (lim, "max_checkout_seconds", c->limits.max_checkout_seconds);
+  r |= set_u (lim, "max_worker_memory_mib", c->limits.max_worker_memory_mib);
   r |= set_u (def, "vcpus", c->defaults.vcpus);
   r |= set_u (def, "memory_mib", c->defaults.memory_mib);
   r |= set_u (def, "disk_mib", c->defaults.disk_mib);
@@ -1612,6 +1628,7 @@ config_to_json (const struct runner_config *c)
   r |= set_u (srv, "lease_seconds", c->serve.lease_seconds);
   r |= set_u (srv, "max_attempts", c->serve.max_attempts);
   r |= set_u (srv, "grace_seconds", c->serve.grace_seconds);
+  r |= set_u (srv, "job_seconds", c->serve.job_seconds);
   r |= json_object_set_new (srv, "metrics",
                             c->serve.metrics ? json_string (c->serve.metrics) : json_null ());
   r |= json_object_set_new (o, "jail", jail_to_json (&c->jail));

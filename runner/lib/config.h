@@ -71,6 +71,8 @@ struct config_limits
   uint64_t max_log_bytes;
   uint64_t max_source_bytes;
   uint64_t max_source_entries;
+  uint64_t max_checkout_seconds;  /* the checkout phase: lock wait, fetch, export */
+  uint64_t max_worker_memory_mib; /* RLIMIT_DATA of the process running a job; 0: none */
 };
 
 /* What a job gets when its spec does not say; never above the limits. */
@@ -102,6 +104,7 @@ struct config_serve
   uint64_t lease_seconds; /* every runner on one queue must agree */
   uint64_t max_attempts;  /* a job is dead-lettered rather than start attempt N+1 */
   uint64_t grace_seconds; /* SIGTERM: how long running jobs may take to finish */
+  uint64_t job_seconds;   /* a worker is killed past it; 0: config_job_seconds() derives it */
   char *metrics;          /* "127.0.0.1:PORT" for /metrics and /healthz, or NULL */
 };
 
@@ -144,6 +147,11 @@ config_freep (struct runner_config **c)
   config_free (*c);
 }
 #define cleanup_config __attribute__ ((cleanup (config_freep)))
+
+/* The wall-clock deadline of one job under `buildvm serve`, in seconds:
+ * serve.job_seconds, or when that is 0 the sum of the phase deadlines a job
+ * can use: checkout + boot + build + 3600 (inputs, outputs, push). */
+uint64_t config_job_seconds (const struct runner_config *c);
 
 /* The default home: $BUILDVM_HOME (absolute), else /var/lib/buildvm as root,
  * else $XDG_STATE_HOME/buildvm (absolute), else $HOME/.local/state/buildvm. */

@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "fs.h"
+#include "proc.h"
 #include "util.h"
 
 #include <archive.h>
@@ -29,8 +30,13 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,6 +81,10 @@ git_fail (bvm_error_t *err, int code, const char *fmt, ...)
   if (vasprintf (&ctx, fmt, ap) < 0)
     ctx = NULL;
   va_end (ap);
+  /* An allocation refused by the worker's memory cap (an inflation bomb):
+   * a limit of this job, which would be hit again - never retried. */
+  if (ge != NULL && ge->klass == GIT_ERROR_NOMEMORY)
+    return bvm_error_code (err, BVM_E_LIMIT, 0, "%s: out of memory", ctx ? ctx : "libgit2");
   return bvm_error_code (err, code, 0, "%s: %s", ctx ? ctx : "libgit2", esc (e, gmsg, strlen (gmsg)));
 }
 
@@ -1063,15 +1073,25 @@ enum
   ABORT_SIZE,
 };
 
+/* What a fetch child shares with its parent (a MAP_SHARED page): progress
+ * while it runs, the outcome when it is done. */
+struct fetch_shared
+{
+  volatile uint64_t objects, bytes;
+  int ret, code;
+  char msg[1024];
+};
+
 struct fetch_watch
 {
   const struct gitsrc_limits *lim;
   int aborted;
+  struct fetch_shared *sh;
 };
 
-/* libgit2 1.5 has no transfer timeout; the progress callbacks are where a
- * fetch can be stopped. (A server that sends nothing at all never calls
- * them: the job's overall deadline must cover that.) */
+/* The progress callbacks stop a fetch that is over its size cap or that
+ * goes on past the deadline while data still flows. They are never called
+ * while a server sends nothing at all: fetch_specs() bounds that case. */
 static int
 fetch_check (struct fetch_watch *fw, uint64_t bytes)
 {
@@ -1085,7 +1105,10 @@ fetch_check (struct fetch_watch *fw, uint64_t bytes)
 static int
 on_transfer (const git_indexer_progress *p, void *payload)
 {
-  return fetch_check (payload, p->received_bytes);
+  struct fetch_watch *fw = payload;
+  fw->sh->objects = p->received_objects;
+  fw->sh->bytes = p->received_bytes;
+  return fetch_check (fw, p->received_bytes);
 }
 
 static int
@@ -1097,9 +1120,9 @@ on_sideband (const char *str, int len, void *payload)
 }
 
 static int
-fetch_specs (git_repository *repo, const char *url, const char *show_url, char **specs,
-             size_t nspecs, const char *what, const struct gitsrc_limits *lim,
-             struct gitsrc_stats *st, bvm_error_t *err)
+fetch_here (git_repository *repo, const char *url, const char *show_url, char **specs,
+            size_t nspecs, const char *what, const struct gitsrc_limits *lim,
+            struct fetch_shared *st, bvm_error_t *err)
 {
   char e[ESC_MAX + 8];
   /* the _INIT macros leave fields to zero-initialisation, which
@@ -1107,7 +1130,7 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
   git_remote_create_options ro;
   git_fetch_options fo;
   git_strarray refspecs = { specs, nspecs };
-  struct fetch_watch fw = { lim, ABORT_NONE };
+  struct fetch_watch fw = { lim, ABORT_NONE, st };
   git_remote *remote = NULL;
   const git_indexer_progress *prog;
   int r;
@@ -1143,8 +1166,8 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
   prog = git_remote_stats (remote);
   if (prog != NULL)
     {
-      st->fetch_objects += prog->received_objects;
-      st->fetch_bytes += prog->received_bytes;
+      st->objects = prog->received_objects;
+      st->bytes = prog->received_bytes;
     }
   if (r < 0)
     {
@@ -1160,6 +1183,121 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
     }
   git_remote_free (remote);
   return r < 0 ? -1 : 0;
+}
+
+/* libgit2 1.5 has no socket timeout (GIT_OPT_SET_SERVER_TIMEOUT came in
+ * 1.7) and calls no callback while a server is silent, so a server that
+ * accepts the connection and never answers would block git_remote_fetch()
+ * for ever, holding the app's mirror lock (issue 11). The fetch runs in a
+ * child process instead, killed at the deadline: that bounds every
+ * transport and every blocking step alike - DNS, connect, TLS, a silent
+ * HTTP server, a FIFO in a local repository. The child writes the mirror
+ * itself and reports through a shared page; a killed child may have left
+ * lock files or half a pack behind, so *discard tells the caller to drop
+ * the mirror (it is a cache). The process is single-threaded here (the
+ * daemon forks a worker per job), so the child may go on using libgit2. */
+static int
+fetch_specs (git_repository *repo, const char *url, const char *show_url, char **specs,
+             size_t nspecs, const char *what, const struct gitsrc_limits *lim,
+             struct gitsrc_stats *st, bool *discard, bvm_error_t *err)
+{
+  char e[ESC_MAX + 8];
+  struct fetch_shared *sh;
+  int64_t t0 = now_ms ();
+  pid_t parent = getpid (), pid;
+  int p[2], status = 0, ret = -1;
+  bool timed_out = false;
+
+  sh = mmap (NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (sh == MAP_FAILED)
+    return bvm_error (err, errno, "mmap");
+  sh->ret = -1;
+  sh->code = BVM_E_INTERNAL;
+  snprintf (sh->msg, sizeof sh->msg, "the fetch process died");
+  if (pipe2 (p, O_CLOEXEC) < 0)
+    {
+      bvm_error (err, errno, "pipe");
+      goto out;
+    }
+  pid = fork ();
+  if (pid < 0)
+    {
+      bvm_error (err, errno, "fork the fetch");
+      close (p[0]);
+      close (p[1]);
+      goto out;
+    }
+  if (pid == 0)
+    {
+      bvm_error_t cerr = NULL;
+      close (p[0]);
+      if (prctl (PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid () != parent)
+        _exit (127);
+      sh->ret = fetch_here (repo, url, show_url, specs, nspecs, what, lim, sh, &cerr);
+      if (sh->ret < 0)
+        {
+          sh->code = bvm_error_get_code (&cerr);
+          snprintf (sh->msg, sizeof sh->msg, "%s", bvm_error_msg (&cerr));
+        }
+      _exit (0); /* p[1] closes: the parent wakes up */
+    }
+  close (p[1]);
+  for (;;)
+    {
+      struct pollfd pfd = { p[0], POLLIN, 0 };
+      int64_t left = lim->deadline_ms > 0 ? lim->deadline_ms - now_ms () : -1;
+      char c;
+      int n;
+
+      if (lim->deadline_ms > 0 && left <= 0)
+        {
+          timed_out = true;
+          break;
+        }
+      n = poll (&pfd, 1, left < 0 ? -1 : (int) (left < 1000 ? left : 1000));
+      if (n < 0 && errno != EINTR)
+        {
+          timed_out = true; /* cannot watch it: do not let it run unwatched */
+          break;
+        }
+      if (n > 0 && read (p[0], &c, 1) <= 0)
+        break; /* EOF: the child is gone */
+    }
+  close (p[0]);
+  if (timed_out)
+    kill (pid, SIGKILL);
+  while (waitpid (pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  st->fetch_objects += sh->objects;
+  st->fetch_bytes += sh->bytes;
+  if (timed_out)
+    {
+      *discard = true;
+      int64_t tenths = (lim->deadline_ms - t0 + 50) / 100;
+      char secs[32];
+      if (tenths % 10 == 0)
+        snprintf (secs, sizeof secs, "%lld", (long long) (tenths / 10));
+      else
+        snprintf (secs, sizeof secs, "%lld.%lld", (long long) (tenths / 10),
+                  (long long) (tenths % 10));
+      bvm_error_code (err, BVM_E_TIMEOUT, 0,
+                      "fetch of `%s` timed out after %s s (%" PRIu64 " bytes received)",
+                      esc (e, show_url, strlen (show_url)), secs, (uint64_t) sh->bytes);
+    }
+  else if (!WIFEXITED (status) || WEXITSTATUS (status) != 0)
+    {
+      char ps[96];
+      *discard = true;
+      bvm_error_code (err, BVM_E_INTERNAL, 0, "the fetch of `%s` %s",
+                      esc (e, show_url, strlen (show_url)), proc_status_str (ps, sizeof ps, status));
+    }
+  else if (sh->ret < 0)
+    bvm_error_code (err, sh->code, 0, "%s", sh->msg);
+  else
+    ret = 0;
+out:
+  munmap (sh, sizeof *sh);
+  return ret;
 }
 
 /* A local URL must not reach into the checkout cache: app a naming
@@ -1212,6 +1350,7 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
   git_repository *repo = NULL;
   git_oid oid;
   int64_t t0 = now_ms ();
+  bool discard = false;
   int have;
 
   if (stats == NULL)
@@ -1271,7 +1410,7 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
               bvm_error (err, ENOMEM, "asprintf");
               goto fail;
             }
-          if (fetch_specs (repo, fetch_url, url, &spec, 1, ref, lim, stats, err) < 0)
+          if (fetch_specs (repo, fetch_url, url, &spec, 1, ref, lim, stats, &discard, err) < 0)
             goto fail;
           have = have_commit (repo, &oid, commit, err);
         }
@@ -1279,7 +1418,7 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
         {
           char *all[] = { (char *) "+refs/heads/*:refs/heads/*", (char *) "+refs/tags/*:refs/tags/*" };
           if (fetch_specs (repo, fetch_url, url, all, ARRAY_SIZE (all), "refs/heads/* refs/tags/*",
-                           lim, stats, err)
+                           lim, stats, &discard, err)
               < 0)
             goto fail;
           have = have_commit (repo, &oid, commit, err);
@@ -1308,6 +1447,13 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
 
 fail:
   git_repository_free (repo);
+  if (discard)
+    {
+      /* still under the lock: the next job rebuilds the mirror */
+      bvm_error_t e2 = NULL;
+      if (fs_rm_rf (mirror, &e2) < 0)
+        bvm_error_free (&e2);
+    }
   stats->fetch_ms = now_ms () - t0;
   return bvm_error_wrap (err, "checking out `%s` for app `%s`", commit, app);
 }
@@ -1680,6 +1826,9 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
   git_tree *tree = NULL;
   git_tree_entry *te = NULL;
   git_blob *blob = NULL;
+  git_odb *odb = NULL;
+  git_object_t type = GIT_OBJECT_INVALID;
+  size_t size = 0;
   int ret = 0;
 
   if (gitsrc_global_init (err) < 0 || parse_oid (&oid, commit, err) < 0)
@@ -1707,6 +1856,28 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
                             path, commit);
       goto out;
     }
+  /* The size from the object header first, as export_blob does: a blob of
+   * zeros compresses ~1000:1, and git_blob_lookup would inflate all of it
+   * before its size could be checked (issue 11: 1 MB of objects, 1 GB RSS). */
+  if (git_repository_odb (&odb, repo->repo) < 0)
+    {
+      ret = git_fail (err, BVM_E_INTERNAL, "opening the object database");
+      goto out;
+    }
+  if (git_odb_read_header (&size, &type, odb, git_tree_entry_id (te)) < 0)
+    {
+      ret = git_fail (err, BVM_E_INVALID, "`%s`", path);
+      goto out;
+    }
+  if (type != GIT_OBJECT_BLOB || size > max)
+    {
+      ret = type != GIT_OBJECT_BLOB
+                ? bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is a %s, not a blob", path,
+                                  git_object_type2string (type))
+                : bvm_error_code (err, BVM_E_LIMIT, 0,
+                                  "`%s` is %zu bytes, over the %zu bytes allowed", path, size, max);
+      goto out;
+    }
   if (git_blob_lookup (&blob, repo->repo, git_tree_entry_id (te)) < 0)
     {
       ret = git_fail (err, BVM_E_INVALID, "`%s`", path);
@@ -1728,6 +1899,7 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
   (*out)[*len] = '\0';
 out:
   git_blob_free (blob);
+  git_odb_free (odb);
   git_tree_entry_free (te);
   git_tree_free (tree);
   git_commit_free (c);

@@ -77,11 +77,14 @@ int gitsrc_global_init (bvm_error_t *err);
  * A commit already in the mirror's odb is used without touching the network.
  * Otherwise `ref` is fetched incrementally into the mirror (the mirror's refs
  * are the "haves"), then, if the commit is still missing, all heads and tags.
- * A mirror recorded for another URL is discarded and rebuilt. Errors:
+ * A mirror recorded for another URL is discarded and rebuilt. The fetch
+ * runs in a child process killed at lim->deadline_ms, whatever the transport
+ * is blocked in (a mirror such a fetch wrote to is discarded). The caller
+ * must be single-threaded (the child goes on using libgit2). Errors:
  * BVM_E_INVALID for bad arguments and an unreachable commit, BVM_E_NETWORK
  * for transfer failures, BVM_E_TIMEOUT past lim->deadline_ms (also while
- * waiting for the lock; without a deadline the wait is unbounded), BVM_E_LIMIT
- * past lim->max_fetch_bytes. */
+ * waiting for the lock; without a deadline both are unbounded), BVM_E_LIMIT
+ * past lim->max_fetch_bytes or out of memory. */
 int gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app,
                   const char *url, const char *ref, const char *commit,
                   const struct gitsrc_limits *lim, struct gitsrc_stats *stats, bvm_error_t *err);
@@ -133,7 +136,8 @@ int gitsrc_commit_time (int64_t *out, struct gitsrc_repo *repo, const char *comm
 
 /* Read the regular file at `path` in the tree of `commit` (the build spec)
  * into a malloc'd NUL-terminated buffer of at most `max` bytes. A missing
- * path, a symlink or a directory is BVM_E_INVALID; over max, BVM_E_LIMIT. */
+ * path, a symlink or a directory is BVM_E_INVALID; over max, BVM_E_LIMIT,
+ * decided from the object header before anything is inflated. */
 int gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char *commit,
                       const char *path, size_t max, bvm_error_t *err);
 

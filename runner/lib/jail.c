@@ -1,6 +1,7 @@
 /* jail.c - the jail around every VMM process, see jail.h and docs/security.md */
 #include "jail_int.h"
 #include "fs.h"
+#include "proc.h"
 #include "util.h"
 
 #include <errno.h>
@@ -801,6 +802,8 @@ jail_child (const struct child_ctx *c)
   if (setrlimit (RLIMIT_NOFILE, &lim_nofile) < 0 || setrlimit (RLIMIT_NPROC, &lim_nproc) < 0
       || setrlimit (RLIMIT_FSIZE, &lim_fsize) < 0 || setrlimit (RLIMIT_CORE, &lim_core) < 0)
     child_fail (efd, ST_RLIMIT, -1);
+  /* the worker's own memory cap is not the VMM's: it needs the guest's */
+  proc_lift_memory_limit ();
 
   /* the bounding set needs CAP_SETPCAP: drop it while we are root */
   for (int cap = 0; prctl (PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)

@@ -362,7 +362,7 @@ phase_checkout (struct run *r, bvm_error_t *err)
 
   lim.max_entries = r->cfg->limits.max_source_entries;
   lim.max_bytes = r->cfg->limits.max_source_bytes;
-  lim.deadline_ms = now_ms () + 15 * 60 * 1000;
+  lim.deadline_ms = now_ms () + (int64_t) r->cfg->limits.max_checkout_seconds * 1000;
   if (r->o->dry_run)
     {
       ret = gitsrc_open_local (&r->repo, r->o->local_dir, err);

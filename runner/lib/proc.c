@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,6 +123,7 @@ proc_spawn (pid_t *out, const char *const *argv, const struct proc_opts *o, bvm_
       if (fcntl (3, F_SETFD, FD_CLOEXEC) < 0)
         goto fail;
       proc_close_from (4);
+      proc_lift_memory_limit ();
       if (o->pre_exec && o->pre_exec (o->opaque) < 0)
         goto fail;
       execv (prog, (char *const *) argv);
@@ -234,4 +236,33 @@ proc_status_str (char *buf, size_t size, int status)
   else
     snprintf (buf, size, "ended with wait status %#x", (unsigned) status);
   return buf;
+}
+
+int
+proc_limit_memory (uint64_t mib, bvm_error_t *err)
+{
+  struct rlimit rl;
+
+  if (mib == 0)
+    return 0;
+  if (getrlimit (RLIMIT_DATA, &rl) < 0)
+    return bvm_error (err, errno, "getrlimit RLIMIT_DATA");
+  rl.rlim_cur = (rlim_t) mib << 20;
+  if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)
+    rl.rlim_cur = rl.rlim_max;
+  if (setrlimit (RLIMIT_DATA, &rl) < 0)
+    return bvm_error (err, errno, "setrlimit RLIMIT_DATA to %llu MiB", (unsigned long long) mib);
+  return 0;
+}
+
+void
+proc_lift_memory_limit (void)
+{
+  struct rlimit rl;
+
+  if (getrlimit (RLIMIT_DATA, &rl) == 0 && rl.rlim_cur != rl.rlim_max)
+    {
+      rl.rlim_cur = rl.rlim_max;
+      (void) setrlimit (RLIMIT_DATA, &rl);
+    }
 }

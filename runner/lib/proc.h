@@ -46,6 +46,19 @@ void proc_close_from (int lowfd);
 /* Resolve a program name through PATH; *out is malloc'd. */
 int proc_which (char **out, const char *name, bvm_error_t *err);
 
+/* Cap the calling process's memory: the soft RLIMIT_DATA (heap and private
+ * writable mappings, so an allocation past it fails with ENOMEM instead of
+ * the host's OOM killer choosing a victim; read-only mappings of pack files
+ * do not count). The hard limit is left as it is, so the programs the
+ * process starts (the VMM needs guest memory) get it lifted again:
+ * proc_spawn and the jail call proc_lift_memory_limit() before exec.
+ * 0 = no cap. */
+int proc_limit_memory (uint64_t mib, bvm_error_t *err);
+
+/* Between fork and exec: the soft RLIMIT_DATA back up to the hard limit.
+ * Async-signal-safe (system calls only). */
+void proc_lift_memory_limit (void);
+
 /* Describe a waitpid status: "exited with status 3", "killed by signal 9". */
 const char *proc_status_str (char *buf, size_t size, int status);
 

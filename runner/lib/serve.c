@@ -47,7 +47,8 @@ struct worker
   struct queue_msg *m;
   int64_t started_ms;
   int64_t next_heartbeat_ms;
-  bool cancel_sent, fenced_sent, term_sent;
+  int64_t deadline_ms; /* killed past it (config_job_seconds) */
+  bool cancel_sent, fenced_sent, term_sent, killed;
   char journal[PATH_MAX];
 };
 
@@ -178,6 +179,17 @@ journal_write (struct worker *w, pid_t vmm, bvm_error_t *err)
   return ret;
 }
 
+/* Kill the VMM a journal names, if it is still the process recorded there
+ * (pid and start time: pids are reused). */
+static bool
+journal_kill_vmm (json_int_t vmm, json_int_t vmm_start)
+{
+  uint64_t st = 0;
+  if (vmm <= 0 || proc_start_time ((pid_t) vmm, &st) < 0 || (json_int_t) st != vmm_start)
+    return false;
+  return kill ((pid_t) vmm, SIGKILL) == 0;
+}
+
 /* A previous instance under our name died: kill what it left running, give
  * its jobs back to the queue, remove its files. */
 static int
@@ -224,15 +236,10 @@ journal_recover (struct serve *s, bvm_error_t *err)
         }
       n++;
       /* the VMM, if it is still the process we recorded */
-      if (vmm > 0)
+      if (journal_kill_vmm (vmm, vmm_start))
         {
-          uint64_t st = 0;
-          if (proc_start_time ((pid_t) vmm, &st) == 0 && (json_int_t) st == vmm_start)
-            {
-              kill ((pid_t) vmm, SIGKILL);
-              reaped++;
-              log_warn ("job=%s event=recover.vmm.killed pid=%lld", job, (long long) vmm);
-            }
+          reaped++;
+          log_warn ("job=%s event=recover.vmm.killed pid=%lld", job, (long long) vmm);
         }
       /* its lease: give the job back now rather than when the lease runs out */
       m.msg_id = (char *) msg_id;
@@ -326,10 +333,14 @@ w_phase (void *opaque, const char *name)
 }
 
 static bool
-retryable (int code)
+retryable (const bvm_error_t *err)
 {
+  int code = bvm_error_get_code (err);
   /* the registry, the network or the host may be fine next time; a build,
-   * a spec or a policy would fail the same way again */
+   * a spec or a policy would fail the same way again - and so would a job
+   * that ran out of its memory cap (an inflation bomb is in the commit) */
+  if (*err != NULL && (*err)->errnum == ENOMEM)
+    return false;
   return code == BVM_E_NETWORK || code == BVM_E_IO || code == BVM_E_INTERNAL;
 }
 
@@ -362,6 +373,14 @@ worker_main (struct serve *s, struct worker *w)
     sigemptyset (&none);
     sigprocmask (SIG_SETMASK, &none, NULL);
   }
+
+  /* An inflation bomb or any other runaway allocation fails this job with
+   * ENOMEM (not retried: retryable()) instead of taking the host down. */
+  if (proc_limit_memory (s->cfg->limits.max_worker_memory_mib, &err) < 0)
+    {
+      log_warn ("job=%s event=worker.memory_cap error=\"%s\"", m->job_id, bvm_error_msg (&err));
+      bvm_error_free (&err);
+    }
 
   /* a handle of our own: the daemon's is not to be shared across fork */
   if (queue_open (&q, s->cfg->queue, &s->qo, &err) < 0)
@@ -399,7 +418,7 @@ worker_main (struct serve *s, struct worker *w)
                                                                                    : W_DEAD;
   else if (code == BVM_E_CANCELED)
     status = queue_drain (q, w->m, &qerr) < 0 ? W_QUEUE_ERROR : W_DRAINED;
-  else if (retryable (code))
+  else if (retryable (&err))
     status = queue_release (q, w->m, bvm_error_msg (&err), &qerr) < 0 ? W_QUEUE_ERROR
                                                                        : W_RELEASED;
   else
@@ -455,6 +474,39 @@ completed_outcome (struct serve *s, const char *job_id)
   return outcome;
 }
 
+/* A worker killed at its job deadline (supervise) is gone with its fetch;
+ * what it started in a session of its own goes too: the VMM it named in
+ * its journal (its parent-death signal has most likely done that already),
+ * its work directory (the flock that guarded it died with the worker). The
+ * job is dead-lettered: a job that hung this long would hang again. */
+static void
+worker_past_deadline (struct serve *s, struct worker *w)
+{
+  char reason[160];
+  json_t *j = NULL;
+  json_int_t vmm = 0, vmm_start = 0;
+  bvm_error_t e = NULL;
+  unsigned dirs = 0;
+
+  if (jsonx_parse_file (&j, w->journal, 1 << 20, &e) == 0
+      && json_unpack (j, "{s:I, s:I}", "vmm", &vmm, "vmm_start", &vmm_start) == 0
+      && journal_kill_vmm (vmm, vmm_start))
+    log_warn ("job=%s event=deadline.vmm.killed pid=%lld", w->m->job_id, (long long) vmm);
+  bvm_error_free (&e);
+  if (j != NULL)
+    json_decref (j);
+  unlink (w->journal);
+  if (workdir_reap_stale (s->cfg->work_dir, &dirs, &e) < 0)
+    bvm_error_free (&e);
+  snprintf (reason, sizeof reason, "the job ran past its deadline of %llu s: its worker was killed",
+            (unsigned long long) config_job_seconds (s->cfg));
+  if (queue_dead_letter (s->q, w->m, reason, NULL, &e) < 0)
+    {
+      log_warn ("job=%s event=dead_letter.failed error=\"%s\"", w->m->job_id, bvm_error_msg (&e));
+      bvm_error_free (&e);
+    }
+}
+
 static void
 reap_workers (struct serve *s)
 {
@@ -470,7 +522,9 @@ reap_workers (struct serve *s)
           w = &s->workers[i];
       if (w == NULL)
         continue;
-      if (WIFEXITED (status))
+      if (w->killed)
+        outcome = "dead";
+      else if (WIFEXITED (status))
         switch (WEXITSTATUS (status))
           {
           case W_COMPLETED: outcome = completed_outcome (s, w->m->job_id); break;
@@ -480,7 +534,9 @@ reap_workers (struct serve *s)
           case W_DRAINED: outcome = "released"; break;
           default: outcome = "crashed"; break;
           }
-      if (strcmp (outcome, "crashed") == 0)
+      if (w->killed)
+        worker_past_deadline (s, w);
+      else if (strcmp (outcome, "crashed") == 0)
         {
           /* the worker died without telling the queue: give the job back
            * (an attempt spent), unless a newer attempt owns it already */
@@ -508,6 +564,22 @@ supervise (struct serve *s)
     {
       struct worker *w = &s->workers[i];
       bvm_error_t e = NULL;
+      /* Past its deadline a worker is killed, with its process group (the
+       * fetch child), and gets no more heartbeats: a hung job must not keep
+       * its lease, its app's mirror lock and a worker slot for ever. */
+      if (now >= w->deadline_ms)
+        {
+          if (!w->killed)
+            {
+              log_warn ("job=%s app=%s event=deadline job_s=%llu attempt=%u", w->m->job_id,
+                        w->m->job->app, (unsigned long long) config_job_seconds (s->cfg),
+                        w->m->attempt);
+              kill (-w->pid, SIGKILL);
+              kill (w->pid, SIGKILL);
+              w->killed = true;
+            }
+          continue;
+        }
       if (now < w->next_heartbeat_ms)
         continue;
       w->next_heartbeat_ms = now + s->qo.lease_ms / 3;
@@ -582,6 +654,7 @@ start_worker (struct serve *s, struct queue_msg *m, bvm_error_t *err)
   w->m = m;
   w->started_ms = now_ms ();
   w->next_heartbeat_ms = w->started_ms + s->qo.lease_ms / 3;
+  w->deadline_ms = w->started_ms + (int64_t) config_job_seconds (s->cfg) * 1000;
   if (snprintf_checked (w->journal, sizeof w->journal, "%s/journal/%s.json", s->dir, m->job_id)
       < 0)
     return bvm_error (err, ENAMETOOLONG, "journal path");
@@ -592,8 +665,10 @@ start_worker (struct serve *s, struct queue_msg *m, bvm_error_t *err)
   if (pid == 0)
     {
       w->pid = getpid ();
+      setpgid (0, 0); /* its own group: a deadline kill takes its children too */
       worker_main (s, w);
     }
+  setpgid (pid, pid); /* both sides, whichever runs first */
   w->pid = pid;
   s->n_workers++;
   log_info ("job=%s app=%s event=leased attempt=%u worker=%d", m->job_id, m->job->app, m->attempt,

@@ -136,6 +136,11 @@ test_defaults_without_file (void **state)
   assert_int_equal (c->limits.max_log_bytes, 16777216);
   assert_int_equal (c->limits.max_source_bytes, 1073741824);
   assert_int_equal (c->limits.max_source_entries, 100000);
+  assert_int_equal (c->limits.max_checkout_seconds, 900);
+  assert_int_equal (c->limits.max_worker_memory_mib, 4096);
+  /* no serve.job_seconds: the sum of the phase deadlines */
+  assert_int_equal (c->serve.job_seconds, 0);
+  assert_int_equal (config_job_seconds (c), 900 + 60 + 3600 + 3600);
   assert_int_equal (c->defaults.vcpus, 1);
   assert_int_equal (c->defaults.memory_mib, 1024);
   assert_int_equal (c->defaults.disk_mib, 2048);

@@ -13,6 +13,9 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <git2.h>
 #include <signal.h>
@@ -20,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -678,6 +682,66 @@ test_lock (void **state)
   fx_free (f);
 }
 
+/* A server that accepts the connection and never answers (issue 11): the
+ * listening socket's backlog completes the handshake, nobody ever reads or
+ * writes. libgit2 1.5 would wait for ever; the fetch process is killed at
+ * the deadline. The same for a local repository whose ref is a FIFO (an
+ * open() that never returns), and the mirror lock is free again after. */
+static void
+test_fetch_silent (void **state)
+{
+  struct fx *f = fx_new ();
+  struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
+  struct gitsrc_repo *repo = NULL;
+  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+  socklen_t slen = sizeof sa;
+  bvm_error_t err = NULL;
+  char url[128], fifo_repo[PATH_MAX];
+  int64_t t0;
+  int fd;
+  (void) state;
+
+  fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true (fd >= 0);
+  assert_int_equal (bind (fd, (struct sockaddr *) &sa, sizeof sa), 0);
+  assert_int_equal (listen (fd, 16), 0);
+  assert_int_equal (getsockname (fd, (struct sockaddr *) &sa, &slen), 0);
+  snprintf (url, sizeof url, "http://127.0.0.1:%d/app.git", ntohs (sa.sin_port));
+
+  t0 = now_ms ();
+  lim.deadline_ms = t0 + 500;
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "silent", url, "refs/heads/main", f->c1, &lim,
+                                      NULL, &err),
+                        0);
+  assert_int_equal (bvm_error_get_code (&err), BVM_E_TIMEOUT);
+  assert_non_null (strstr (bvm_error_msg (&err), "timed out after"));
+  assert_non_null (strstr (bvm_error_msg (&err), "s (0 bytes received)"));
+  assert_true (now_ms () - t0 < 3000);
+  bvm_error_free (&err);
+  close (fd);
+
+  /* a local repository whose branch is a FIFO */
+  snprintf (fifo_repo, sizeof fifo_repo, "%s/fifo.git", f->tmp);
+  assert_int_equal (t_sh ("git clone -q --bare %s %s && rm %s/refs/heads/main %s/packed-refs; "
+                          "mkfifo %s/refs/heads/main",
+                          f->src, fifo_repo, fifo_repo, fifo_repo, fifo_repo),
+                    0);
+  t0 = now_ms ();
+  lim.deadline_ms = t0 + 500;
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "silent", fifo_repo, "refs/heads/main", f->c1,
+                                      &lim, NULL, &err),
+                        0);
+  assert_int_equal (bvm_error_get_code (&err), BVM_E_TIMEOUT);
+  assert_true (now_ms () - t0 < 3000);
+  bvm_error_free (&err);
+
+  /* the lock was released and the dropped mirror is rebuilt */
+  lim.deadline_ms = now_ms () + 10000;
+  assert_ok (gitsrc_fetch (&repo, f->cache, "silent", f->src, NULL, f->c1, &lim, NULL, &err), &err);
+  gitsrc_repo_free (repo);
+  fx_free (f);
+}
+
 /* --- HTTP ----------------------------------------------------------------------- */
 
 struct http_server
@@ -802,7 +866,7 @@ test_fetch_http (void **state)
                                       &st, &err),
                         0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_TIMEOUT);
-  assert_non_null (strstr (bvm_error_msg (&err), "the deadline passed"));
+  assert_non_null (strstr (bvm_error_msg (&err), "timed out after"));
   bvm_error_free (&err);
   lim.deadline_ms = 0;
 
@@ -1326,6 +1390,39 @@ test_deep_tree (void **state)
   fx_free (f);
 }
 
+/* A spec that inflates to 64 MiB from 64 KiB of objects is refused from its
+ * object header, before git_blob_lookup would inflate it (issue 11); a
+ * small one is read. (t_git_bomb measures the memory.) */
+static void
+test_read_file_bomb (void **state)
+{
+  struct fx *f = fx_new ();
+  struct gitsrc_repo *repo = NULL;
+  bvm_error_t err = NULL;
+  char *text = NULL, *c;
+  size_t len = 0;
+  (void) state;
+
+  assert_int_equal (t_sh (GITENV "cd %s && head -c 64M /dev/zero > buildvm.json && "
+                                 "printf small > small.json && git add -A && git commit -q -m bomb",
+                          f->tmp, f->src),
+                    0);
+  c = t_sh_out ("git -C %s rev-parse HEAD", f->src);
+  assert_ok (gitsrc_open_local (&repo, f->src, &err), &err);
+  assert_int_not_equal (gitsrc_read_file (&text, &len, repo, c, "buildvm.json", 256 * 1024, &err), 0);
+  assert_int_equal (bvm_error_get_code (&err), BVM_E_LIMIT);
+  assert_non_null (strstr (bvm_error_msg (&err),
+                           "`buildvm.json` is 67108864 bytes, over the 262144 bytes allowed"));
+  bvm_error_free (&err);
+  assert_ok (gitsrc_read_file (&text, &len, repo, c, "small.json", 256 * 1024, &err), &err);
+  assert_int_equal (len, 5);
+  assert_string_equal (text, "small");
+  free (text);
+  gitsrc_repo_free (repo);
+  free (c);
+  fx_free (f);
+}
+
 /* --- dry-run: HEAD and the working tree -------------------------------------------- */
 
 static void
@@ -1468,6 +1565,7 @@ main (void)
     cmocka_unit_test (test_bad_arguments),
     cmocka_unit_test (test_per_app_isolation),
     cmocka_unit_test (test_lock),
+    cmocka_unit_test (test_fetch_silent),
     cmocka_unit_test (test_fetch_http),
     cmocka_unit_test (test_hostile_trees),
     cmocka_unit_test (test_hostile_tree_fetched),
@@ -1475,6 +1573,7 @@ main (void)
     cmocka_unit_test (test_caps),
     cmocka_unit_test (test_deep_tree),
     cmocka_unit_test (test_names_round_trip),
+    cmocka_unit_test (test_read_file_bomb),
     cmocka_unit_test (test_head),
     cmocka_unit_test (test_worktree),
   };
