@@ -61,12 +61,6 @@ nomem (bvm_error_t *err)
 }
 
 static bool
-is_alnum (char c)
-{
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-static bool
 has_control (const char *s)
 {
   for (; *s; s++)

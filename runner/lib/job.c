@@ -18,18 +18,6 @@ job__show (char *buf, size_t size, const char *s)
 }
 
 static bool
-is_lower_alnum (char c)
-{
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-static bool
-is_alnum (char c)
-{
-  return is_lower_alnum (c) || (c >= 'A' && c <= 'Z');
-}
-
-static bool
 is_hex_lower (char c)
 {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');

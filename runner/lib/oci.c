@@ -18,20 +18,14 @@
 
 /* --- names ------------------------------------------------------------------ */
 
-static bool
-lower_alnum (char c)
-{
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
 /* One path component `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`: the end of it, or
  * NULL when it does not match. */
 static const char *
 repo_component_end (const char *p)
 {
-  if (!lower_alnum (*p))
+  if (!is_lower_alnum (*p))
     return NULL;
-  while (lower_alnum (*p))
+  while (is_lower_alnum (*p))
     p++;
   for (;;)
     {
@@ -45,9 +39,9 @@ repo_component_end (const char *p)
           q++;
       else
         return p;
-      if (!lower_alnum (*q))
+      if (!is_lower_alnum (*q))
         return NULL;
-      while (lower_alnum (*q))
+      while (is_lower_alnum (*q))
         q++;
       p = q;
     }

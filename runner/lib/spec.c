@@ -54,18 +54,6 @@ nomem (bvm_error_t *err)
 /* --- character classes and validators ----------------------------------------- */
 
 static bool
-is_lower_alnum (char c)
-{
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-static bool
-is_alnum (char c)
-{
-  return is_lower_alnum (c) || (c >= 'A' && c <= 'Z');
-}
-
-static bool
 has_control (const char *s)
 {
   for (; *s; s++)

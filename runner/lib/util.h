@@ -48,6 +48,20 @@ steal_fd (int *fd)
   return r;
 }
 
+/* ASCII character classes of the name grammars ([a-z0-9], [A-Za-z0-9]), not
+ * <ctype.h>'s, whose answer depends on the locale. */
+static inline bool
+is_lower_alnum (char c)
+{
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static inline bool
+is_alnum (char c)
+{
+  return is_lower_alnum (c) || (c >= 'A' && c <= 'Z');
+}
+
 /* Allocation that never returns NULL: on exhaustion it aborts. Used only where
  * an allocation failure cannot be reported sensibly (tiny fixed-size strings in
  * the CLI). Parsers of untrusted input use plain malloc and report ENOMEM. */

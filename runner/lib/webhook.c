@@ -29,12 +29,6 @@
 
 /* --- small helpers ------------------------------------------------------------------------ */
 
-static bool
-is_alnum (char c)
-{
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
 static int
 hex_value (char c)
 {
