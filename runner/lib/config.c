@@ -4,6 +4,7 @@
 #include "buf.h"
 #include "fs.h"
 #include "jsonx.h"
+#include "oci.h"
 #include "util.h"
 #include "webhook.h"
 
@@ -392,7 +393,7 @@ enum tmpl_kind
 static bool
 tmpl_result_valid (const char *s, enum tmpl_kind kind)
 {
-  return kind == TMPL_REPOSITORY ? spec_repository_valid (s) : spec_tag_valid (s);
+  return kind == TMPL_REPOSITORY ? oci_repository_is_valid (s) : oci_tag_is_valid (s);
 }
 
 /* Sample values that every placeholder can take, including the longest and

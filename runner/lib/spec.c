@@ -3,6 +3,7 @@
 #include "digest.h"
 #include "job.h"
 #include "jsonx.h"
+#include "oci.h"
 #include "util.h"
 
 #include <errno.h>
@@ -83,69 +84,6 @@ spec_env_name_valid (const char *s)
   for (i = 1; s[i]; i++)
     if (i >= SPEC_ENV_KEY_MAX || !(is_alnum (s[i]) || s[i] == '_'))
       return false;
-  return true;
-}
-
-bool
-spec_tag_valid (const char *s)
-{
-  size_t i;
-  if (s == NULL || !(is_alnum (s[0]) || s[0] == '_'))
-    return false;
-  for (i = 1; s[i]; i++)
-    if (i >= 128 || !(is_alnum (s[i]) || s[i] == '_' || s[i] == '.' || s[i] == '-'))
-      return false;
-  return true;
-}
-
-/* One path component of the OCI distribution grammar:
- * [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)* */
-static bool
-repo_component_valid (const char *s, size_t n)
-{
-  size_t i = 0;
-  if (n == 0 || !is_lower_alnum (s[0]))
-    return false;
-  while (i < n)
-    {
-      if (is_lower_alnum (s[i]))
-        {
-          i++;
-          continue;
-        }
-      /* a separator: ".", "_", "__" or "-+", then an alnum */
-      if (s[i] == '.')
-        i++;
-      else if (s[i] == '_')
-        i += (i + 1 < n && s[i + 1] == '_') ? 2 : 1;
-      else if (s[i] == '-')
-        while (i < n && s[i] == '-')
-          i++;
-      else
-        return false;
-      if (i >= n || !is_lower_alnum (s[i]))
-        return false;
-    }
-  return true;
-}
-
-bool
-spec_repository_valid (const char *s)
-{
-  size_t len;
-  if (s == NULL)
-    return false;
-  len = strlen (s);
-  if (len == 0 || len > 255)
-    return false;
-  for (const char *comp = s; comp != NULL;)
-    {
-      const char *slash = strchr (comp, '/');
-      size_t n = slash ? (size_t) (slash - comp) : strlen (comp);
-      if (!repo_component_valid (comp, n))
-        return false;
-      comp = slash ? slash + 1 : NULL;
-    }
   return true;
 }
 
@@ -529,7 +467,7 @@ parse_base (struct spec_image *im, const char *base, bvm_error_t *err)
     }
   else if (colon != NULL && (slash == NULL || colon > slash))
     {
-      if (!spec_tag_valid (colon + 1))
+      if (!oci_tag_is_valid (colon + 1))
         return bad_value (err, field, "has an invalid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})",
                           base);
       repo = strndup (base, (size_t) (colon - base));
@@ -546,7 +484,7 @@ parse_base (struct spec_image *im, const char *base, bvm_error_t *err)
               || strncmp (repo, "localhost/", 10) == 0)))
     return bad_value (err, field,
                       "must name a repository in the runner's registry, without a host", base);
-  if (!spec_repository_valid (repo))
+  if (!oci_repository_is_valid (repo))
     return bad_value (err, field,
                       "has an invalid repository name (lowercase components such as "
                       "`base/busybox`)",

@@ -131,10 +131,6 @@ spec_freep (struct build_spec **s)
 
 /* Validators shared with other modules. */
 bool spec_profile_valid (const char *s);
-/* A repository name of the OCI distribution spec, without a host. */
-bool spec_repository_valid (const char *s);
-/* [A-Za-z0-9_][A-Za-z0-9_.-]{0,127} */
-bool spec_tag_valid (const char *s);
 /* ^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes */
 bool spec_env_name_valid (const char *s);
 

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "jsonx.h"
+#include "oci.h"
 #include "spec.h"
 
 static struct runner_config *g_config;
@@ -82,9 +83,9 @@ check_spec (const struct build_spec *s)
       if (im->base != NULL)
         {
           FUZZ_CHECK (im->base_repository != NULL
-                      && spec_repository_valid (im->base_repository));
+                      && oci_repository_is_valid (im->base_repository));
           FUZZ_CHECK ((im->base_tag == NULL) != (im->base_digest == NULL));
-          FUZZ_CHECK (im->base_tag == NULL || spec_tag_valid (im->base_tag));
+          FUZZ_CHECK (im->base_tag == NULL || oci_tag_is_valid (im->base_tag));
         }
     }
 }

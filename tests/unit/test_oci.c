@@ -106,6 +106,10 @@ test_names (void **state)
   assert_true (oci_repository_is_valid ("a"));
   assert_true (oci_repository_is_valid ("base/alpine-ish"));
   assert_true (oci_repository_is_valid ("a.b__c--d/e_f/0"));
+  /* the cases of the copy spec.c had (the build spec's base image) */
+  assert_true (oci_repository_is_valid ("a/b.c/d__e/f-g--h"));
+  assert_false (oci_repository_is_valid ("apps/hello-"));
+  assert_false (oci_repository_is_valid ("apps/Hello"));
   assert_false (oci_repository_is_valid (""));
   assert_false (oci_repository_is_valid ("Apps/hello"));
   assert_false (oci_repository_is_valid ("apps//hello"));
@@ -123,9 +127,16 @@ test_names (void **state)
     memset (longname, 'a', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
     assert_false (oci_repository_is_valid (longname));
+    longname[256] = '\0';
+    assert_false (oci_repository_is_valid (longname));
+    longname[255] = '\0';
+    assert_true (oci_repository_is_valid (longname));
   }
   assert_true (oci_tag_is_valid ("0123456789abcdef0123456789abcdef01234567"));
   assert_true (oci_tag_is_valid ("_v1.2-rc"));
+  assert_true (oci_tag_is_valid ("_"));
+  assert_true (oci_tag_is_valid ("v1.0-rc_1"));
+  assert_true (oci_tag_is_valid ("V1"));
   assert_false (oci_tag_is_valid (".v1"));
   assert_false (oci_tag_is_valid ("-v1"));
   assert_false (oci_tag_is_valid (""));

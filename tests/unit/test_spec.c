@@ -630,16 +630,6 @@ static void
 test_validators (void **state)
 {
   (void) state;
-  assert_true (spec_repository_valid ("apps/hello"));
-  assert_true (spec_repository_valid ("a/b.c/d__e/f-g--h"));
-  assert_false (spec_repository_valid ("apps/hello-"));
-  assert_false (spec_repository_valid ("apps/Hello"));
-  assert_false (spec_repository_valid ("apps/"));
-  assert_false (spec_repository_valid (""));
-  assert_true (spec_tag_valid ("_"));
-  assert_true (spec_tag_valid ("v1.0-rc_1"));
-  assert_false (spec_tag_valid (".x"));
-  assert_false (spec_tag_valid (""));
   assert_true (spec_env_name_valid ("_A1"));
   assert_false (spec_env_name_valid ("A B"));
   assert_true (spec_profile_valid ("debian"));
