@@ -4,6 +4,7 @@
 #include "job.h"
 #include "jsonx.h"
 #include "oci.h"
+#include "secrets.h"
 #include "util.h"
 
 #include <errno.h>
@@ -680,20 +681,6 @@ parse_artifacts (struct build_spec *s, const json_t *doc, bvm_error_t *err)
   return 0;
 }
 
-static bool
-secret_name_valid (const char *s)
-{
-  size_t i;
-  /* names become file names under the agent's secrets directory: no `/`,
-   * and no leading `.` so that neither `.` nor `..` can be one */
-  if (s[0] == '\0' || s[0] == '.')
-    return false;
-  for (i = 0; s[i]; i++)
-    if (i >= SPEC_SECRET_NAME_MAX || !(is_alnum (s[i]) || s[i] == '_' || s[i] == '.' || s[i] == '-'))
-      return false;
-  return true;
-}
-
 static int
 parse_secrets (struct build_spec *s, const json_t *doc, bvm_error_t *err)
 {
@@ -732,7 +719,7 @@ parse_secrets (struct build_spec *s, const json_t *doc, bvm_error_t *err)
         }
       else
         return bad (err, where, "must be a string or an object with `name`");
-      if (!secret_name_valid (name))
+      if (!secrets_name_valid (name))
         return bad_value (err, field,
                           "must match ^[A-Za-z0-9_.-]{1,64}$ and not start with `.`", name);
       for (size_t k = 0; k < i; k++)

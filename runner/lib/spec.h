@@ -40,7 +40,6 @@
 #define SPEC_USER_MAX 65             /* "user[:group]", each part <= 32 */
 #define SPEC_MAX_ARTIFACTS 256
 #define SPEC_MAX_SECRETS 64
-#define SPEC_SECRET_NAME_MAX 64
 
 /* Bounds the spec itself enforces; the runner's limits are usually lower. */
 #define SPEC_VCPUS_MAX 1024

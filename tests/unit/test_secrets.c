@@ -201,6 +201,17 @@ test_names_and_values_checked (void **state)
     }
   assert_true (secrets_name_valid ("A.b_c-9"));
   assert_true (secrets_name_valid (LONG64));
+  /* the one grammar of a secret name, also the build spec's `secrets[]`:
+   * the union of what the copy in spec.c refused */
+  assert_true (secrets_name_valid ("a.b-c_D"));
+  assert_true (secrets_name_valid ("x."));
+  for (size_t i = 0; bad_names[i]; i++)
+    assert_false (secrets_name_valid (bad_names[i]));
+  assert_false (secrets_name_valid (".env"));
+  assert_false (secrets_name_valid ("."));
+  assert_false (secrets_name_valid ("a:b"));
+  assert_false (secrets_name_valid ("a\x7f"));
+  assert_false (secrets_name_valid (NULL));
 #undef LONG64
   assert_fails_with (secrets_set (S, "web", "EMPTY", "", 0, NULL, &err), &err,
                      "secret `EMPTY` of app `web`: the value is empty");
