@@ -5,6 +5,7 @@
 #include "fs.h"
 #include "jsonx.h"
 #include "oci.h"
+#include "queue.h"
 #include "util.h"
 #include "webhook.h"
 
@@ -156,54 +157,6 @@ config_default_home (char **out, bvm_error_t *err)
 
 /* --- URLs --------------------------------------------------------------------- */
 
-/* "host[:port]" of n bytes: a DNS name or IPv4 address, or [IPv6]. */
-static const char *
-hostport_problem (const char *s, size_t n)
-{
-  const char *port = NULL;
-  size_t hlen;
-
-  if (n == 0)
-    return "has no host";
-  if (s[0] == '[')
-    {
-      const char *close = memchr (s, ']', n);
-      if (close == NULL)
-        return "has an unterminated IPv6 address";
-      for (const char *p = s + 1; p < close; p++)
-        if (!(is_alnum (*p) || *p == ':' || *p == '.'))
-          return "has an invalid IPv6 address";
-      hlen = (size_t) (close - s) + 1;
-      if (hlen < n && s[hlen] != ':')
-        return "has an invalid host";
-      port = hlen < n ? s + hlen + 1 : NULL;
-    }
-  else
-    {
-      const char *colon = memchr (s, ':', n);
-      hlen = colon ? (size_t) (colon - s) : n;
-      if (hlen == 0)
-        return "has no host";
-      for (size_t i = 0; i < hlen; i++)
-        if (!(is_alnum (s[i]) || s[i] == '.' || s[i] == '-'))
-          return "has an invalid host name (credentials belong in `registry.credentials`)";
-      port = colon ? colon + 1 : NULL;
-    }
-  if (port != NULL)
-    {
-      size_t plen = (size_t) (s + n - port);
-      char num[8];
-      uint32_t v;
-      if (plen == 0 || plen > 5 || port[0] == '0')
-        return "has an invalid port";
-      memcpy (num, port, plen);
-      num[plen] = '\0';
-      if (parse_u32 (num, &v) < 0 || v < 1 || v > 65535)
-        return "has an invalid port";
-    }
-  return NULL;
-}
-
 /* "http(s)://host[:port]" with at most a trailing "/": the registry API
  * lives at /v2/ of the root. */
 static const char *
@@ -230,17 +183,6 @@ registry_url_problem (const char *s)
   return hostport_problem (hp, n);
 }
 
-static bool
-name_valid (const char *s, size_t n, size_t max)
-{
-  if (n == 0 || n > max)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!(is_alnum (s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
-      return false;
-  return true;
-}
-
 /* A program looked up in PATH: [A-Za-z0-9._+-]{1,64}, no `/`. */
 static bool
 command_name_valid (const char *s)
@@ -254,49 +196,14 @@ command_name_valid (const char *s)
   return true;
 }
 
-/* "spool:/abs/dir" or "redis://host[:port][/stream][?group=name]". Only the
- * form is checked here; the queue module connects. */
+/* "spool:/abs/dir" or "redis://host[:port][/stream][?group=name]": the
+ * grammar is the queue drivers' (queue_url_check); only the form is checked
+ * here, the queue module connects. */
 static const char *
 queue_problem (const char *s, enum config_queue_kind *kind)
 {
-  if (strlen (s) > CONFIG_URL_MAX)
-    return "is longer than 1024 bytes";
-  if (strncmp (s, "spool:", 6) == 0)
-    {
-      *kind = CONFIG_QUEUE_SPOOL;
-      return abs_path_problem (s + 6) ? "must be `spool:` followed by an absolute directory"
-                                      : NULL;
-    }
-  if (strncmp (s, "redis://", 8) == 0)
-    {
-      const char *hp = s + 8, *p;
-      size_t n = strcspn (hp, "/?#");
-      const char *why;
-
-      *kind = CONFIG_QUEUE_REDIS;
-      if (memchr (hp, '@', n) != NULL)
-        return "must not contain credentials";
-      if ((why = hostport_problem (hp, n)) != NULL)
-        return why;
-      p = hp + n;
-      if (*p == '/')
-        {
-          size_t m = strcspn (p + 1, "?#");
-          if (!name_valid (p + 1, m, 128))
-            return "has an invalid stream name (^[A-Za-z0-9._-]{1,128}$)";
-          p += 1 + m;
-        }
-      if (*p == '?')
-        {
-          if (strncmp (p, "?group=", 7) != 0 || !name_valid (p + 7, strlen (p + 7), 64))
-            return "may only have the query `?group=NAME` (^[A-Za-z0-9._-]{1,64}$)";
-          p += strlen (p);
-        }
-      if (*p != '\0')
-        return "has trailing characters after the redis URL";
-      return NULL;
-    }
-  return "must be `spool:/dir` or `redis://host:port/stream?group=name`";
+  *kind = strncmp (s, "redis://", 8) == 0 ? CONFIG_QUEUE_REDIS : CONFIG_QUEUE_SPOOL;
+  return queue_url_check (s);
 }
 
 /* --- templates --------------------------------------------------------------------- */

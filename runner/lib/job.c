@@ -226,44 +226,10 @@ repo_problem (const char *s)
     {
       const char *host = strstr (s, "://") + 3;
       size_t alen = strcspn (host, "/?#");
-      const char *port = NULL;
-      size_t hlen;
 
       if (memchr (host, '@', alen) != NULL)
         return "must not contain credentials (`user:password@`): configure them on the runner";
-      if (alen == 0)
-        return "has no host";
-      if (host[0] == '[')
-        {
-          const char *close = memchr (host, ']', alen);
-          if (close == NULL)
-            return "has an unterminated IPv6 address";
-          for (const char *p = host + 1; p < close; p++)
-            if (!(is_alnum (*p) || *p == ':' || *p == '.'))
-              return "has an invalid IPv6 address";
-          hlen = (size_t) (close - host) + 1;
-          if (hlen < alen && host[hlen] != ':')
-            return "has an invalid host";
-          port = hlen < alen ? host + hlen + 1 : NULL;
-        }
-      else
-        {
-          const char *colon = memchr (host, ':', alen);
-          hlen = colon ? (size_t) (colon - host) : alen;
-          if (hlen == 0)
-            return "has no host";
-          for (size_t i = 0; i < hlen; i++)
-            if (!(is_alnum (host[i]) || host[i] == '.' || host[i] == '-'))
-              return "has an invalid host name";
-          port = colon ? colon + 1 : NULL;
-        }
-      if (port != NULL)
-        {
-          size_t plen = (size_t) (host + alen - port);
-          if (plen == 0 || plen > 5 || port[0] == '0' || !digits_in (port, plen, 1, 65535, NULL))
-            return "has an invalid port";
-        }
-      return NULL;
+      return hostport_problem (host, alen);
     }
   else
     return "must be an absolute path, a `file:///` URL or an `http://` or `https://` URL "

@@ -136,15 +136,32 @@ driver_for (const char *url)
   return NULL;
 }
 
+const char *
+queue_url_check (const char *url)
+{
+  const struct queue_driver *drv;
+
+  if (strlen (url) > QUEUE_URL_MAX)
+    return "is longer than 1024 bytes";
+  drv = driver_for (url);
+  if (drv == NULL)
+    return "must be `spool:/dir` or `redis://host:port/stream?group=name`";
+  return drv->check_url (url);
+}
+
 int
 queue_open (struct queue **out, const char *url, const struct queue_opts *o, bvm_error_t *err)
 {
   const struct queue_driver *drv = driver_for (url);
+  const char *why = queue_url_check (url);
   int ret;
 
-  if (drv == NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "queue `%s` must be `spool:/dir` or `redis://host:port/stream`", url);
+  if (why != NULL)
+    {
+      char show[QUEUE__SHOW_SIZE];
+      return bvm_error_code (err, BVM_E_INVALID, 0, "queue `%s` %s",
+                             queue__show (show, sizeof show, url, strlen (url)), why);
+    }
   ret = drv->open (out, url, o, err);
   if (ret < 0)
     return bvm_error_wrap (err, "queue `%s`", url);

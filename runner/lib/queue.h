@@ -37,6 +37,7 @@
 
 #define QUEUE_CONSUMER_MAX 128    /* ^[A-Za-z0-9._:@-]{1,128}$ */
 #define QUEUE_REASON_MAX 1024     /* longer reasons are cut */
+#define QUEUE_URL_MAX 1024
 #define QUEUE_RECORD_MAX (1024 * 1024)
 #define QUEUE_LIST_DEFAULT 100
 
@@ -84,6 +85,11 @@ struct queue_msg
 };
 
 struct queue;
+
+/* The one grammar of a queue URL: "spool:/abs/dir" or
+ * "redis://host[:port][/STREAM][?group=GROUP]", each checked by its driver's
+ * check_url. Nothing is opened. Returns NULL, or why not. */
+const char *queue_url_check (const char *url);
 
 /* Open (and create: spool directories, the redis consumer group) a queue
  * from the config's `queue` string. `o` may be NULL for the defaults. A
@@ -206,6 +212,9 @@ struct queue_driver
 {
   const char *scheme; /* "spool:" or "redis://" */
   int64_t poll_ms;    /* how often queue_lease looks again while waiting */
+  /* The form of a URL of this scheme, without I/O: NULL, or why not.
+   * queue_open calls it before `open`. */
+  const char *(*check_url) (const char *url);
   int (*open) (struct queue **out, const char *url, const struct queue_opts *o,
                bvm_error_t *err);
   int (*enqueue) (char **msg_id, enum queue_state *existing, struct queue *q,

@@ -650,6 +650,18 @@ spool_close (struct queue *q)
   free (s);
 }
 
+/* "spool:" and an absolute directory, as text (no control characters: the
+ * path is shown in messages and logs). */
+static const char *
+spool_check_url (const char *url)
+{
+  const char *path = url + strlen ("spool:");
+
+  if (path[0] != '/' || text_problem (path, strlen (path)) != NULL)
+    return "must be `spool:` followed by an absolute directory";
+  return NULL;
+}
+
 static int
 spool_open (struct queue **out, const char *url, const struct queue_opts *o, bvm_error_t *err)
 {
@@ -672,12 +684,7 @@ spool_open (struct queue **out, const char *url, const struct queue_opts *o, bvm
   s->uid = geteuid ();
   if (gethostname (s->host, sizeof s->host - 1) < 0)
     strcpy (s->host, "localhost");
-  if (path[0] != '/')
-    {
-      ret = bvm_error_code (err, BVM_E_INVALID, 0, "the spool must be an absolute directory");
-      goto fail;
-    }
-  s->root = strdup (path);
+  s->root = strdup (path); /* checked by spool_check_url */
   if (s->root == NULL)
     {
       ret = bvm_error (err, ENOMEM, "spool");
@@ -1664,6 +1671,7 @@ spool_depth (uint64_t *queued, uint64_t *running, struct queue *q, bvm_error_t *
 const struct queue_driver queue__spool_driver = {
   .scheme = "spool:",
   .poll_ms = 100,
+  .check_url = spool_check_url,
   .open = spool_open,
   .enqueue = spool_enqueue,
   .lease = spool_lease,

@@ -239,6 +239,53 @@ str_escape (char *out, size_t size, const char *s, size_t len, size_t max)
 }
 
 const char *
+hostport_problem (const char *s, size_t n)
+{
+  const char *port = NULL;
+  size_t hlen;
+
+  if (n == 0)
+    return "has no host";
+  if (s[0] == '[')
+    {
+      const char *close = memchr (s, ']', n);
+      if (close == NULL)
+        return "has an unterminated IPv6 address";
+      for (const char *p = s + 1; p < close; p++)
+        if (!(is_alnum (*p) || *p == ':' || *p == '.'))
+          return "has an invalid IPv6 address";
+      hlen = (size_t) (close - s) + 1;
+      if (hlen < n && s[hlen] != ':')
+        return "has an invalid host";
+      port = hlen < n ? s + hlen + 1 : NULL;
+    }
+  else
+    {
+      const char *colon = memchr (s, ':', n);
+      hlen = colon ? (size_t) (colon - s) : n;
+      if (hlen == 0)
+        return "has no host";
+      for (size_t i = 0; i < hlen; i++)
+        if (!(is_alnum (s[i]) || s[i] == '.' || s[i] == '-'))
+          return "has an invalid host name";
+      port = colon ? colon + 1 : NULL;
+    }
+  if (port != NULL)
+    {
+      size_t plen = (size_t) (s + n - port);
+      char num[8];
+      uint32_t v;
+      if (plen == 0 || plen > 5 || port[0] == '0')
+        return "has an invalid port";
+      memcpy (num, port, plen);
+      num[plen] = '\0';
+      if (parse_u32 (num, &v) < 0 || v < 1 || v > 65535)
+        return "has an invalid port";
+    }
+  return NULL;
+}
+
+const char *
 text_problem (const char *str, size_t len)
 {
   const unsigned char *s = (const unsigned char *) str;

@@ -105,6 +105,13 @@ const char *str_escape (char *out, size_t size, const char *s, size_t len, size_
  * NULL, or why not: "control character" or "invalid UTF-8". */
 const char *text_problem (const char *s, size_t len);
 
+/* "host[:port]" of `n` bytes, the authority of a registry, redis or git URL
+ * without credentials: a DNS name or IPv4 address ([A-Za-z0-9.-]+) or an
+ * [IPv6] address, and a port 1-65535 without a leading zero. Returns NULL, or
+ * why not ("has an invalid port"). One rule, so that the URL parsers behind
+ * (curl, libgit2, hiredis) see the host we checked. */
+const char *hostport_problem (const char *s, size_t n);
+
 /* Lowercase hex of `n` bytes into out (2n+1 bytes). */
 void hex_encode (char *out, const unsigned char *in, size_t n);
 

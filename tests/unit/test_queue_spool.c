@@ -980,6 +980,15 @@ test_open_refuses_shared_directories (void **state)
   queue_close (q);
   assert_fails_with (queue_open (&q, "spool:relative/dir", NULL, &err), &err, "absolute");
   assert_fails_with (queue_open (&q, "amqp://x", NULL, &err), &err, "must be `spool:/dir`");
+  /* the config refused control characters in the directory, the driver did not */
+  assert_fails_with (queue_open (&q, "spool:/tmp/a\nb", NULL, &err), &err, "absolute directory");
+  assert_null (queue_url_check ("spool:/var/lib/buildvm/spool"));
+  assert_null (queue_url_check ("spool:/"));
+  assert_non_null (strstr (queue_url_check ("spool:"), "absolute directory"));
+  assert_non_null (strstr (queue_url_check ("spool:rel"), "absolute directory"));
+  assert_non_null (strstr (queue_url_check ("spool:/a\x7f"), "absolute directory"));
+  assert_non_null (strstr (queue_url_check ("spool:/a\xc2\x9b"), "absolute directory"));
+  assert_non_null (strstr (queue_url_check ("spool"), "must be `spool:/dir`"));
   o.consumer = "has space";
   assert_fails_with (queue_open (&q, f->url, &o, &err), &err, "consumer name");
   if (asprintf (&url, "spool:%s/spool/lock/x", f->dir) < 0)
