@@ -36,29 +36,7 @@ queue__wall_ms (void)
 const char *
 queue__show (char *buf, size_t size, const char *s, size_t len)
 {
-  size_t o = 0;
-
-  if (size < 16)
-    {
-      if (size > 0)
-        buf[0] = '\0';
-      return buf;
-    }
-  for (size_t i = 0; i < len; i++)
-    {
-      unsigned char c = (unsigned char) s[i];
-      if (i >= 64 || o + 8 >= size)
-        {
-          memcpy (buf + o, "...", 4);
-          return buf;
-        }
-      if (c >= 0x20 && c < 0x7f && c != '`' && c != '\\')
-        buf[o++] = (char) c;
-      else
-        o += (size_t) snprintf (buf + o, size - o, "\\x%02x", c);
-    }
-  buf[o] = '\0';
-  return buf;
+  return str_escape (buf, size, s, len, 64);
 }
 
 bool

@@ -267,8 +267,7 @@ int queue__parse_body (struct queue_msg *m, const char *body, size_t len, const 
 /* Wall clock in ms since the epoch: leases are compared across processes. */
 int64_t queue__wall_ms (void);
 
-/* Render an untrusted name for a message: printable ASCII, at most 64 bytes,
- * other bytes as \xNN. */
+/* Render an untrusted name for a message: str_escape of at most 64 bytes. */
 const char *queue__show (char *buf, size_t size, const char *s, size_t len);
 #define QUEUE__SHOW_SIZE 300
 

@@ -1034,6 +1034,19 @@ test_list_and_depth (void **state)
   queue_close (q);
 }
 
+/* queue__show is str_escape with the queue's 64-byte cut */
+static void
+test_show (void **state)
+{
+  char buf[QUEUE__SHOW_SIZE], long_name[100];
+  (void) state;
+  assert_string_equal (queue__show (buf, sizeof buf, "a`b\\\n\x9b", 6), "a\\x60b\\x5c\\x0a\\x9b");
+  memset (long_name, 'x', sizeof long_name);
+  queue__show (buf, sizeof buf, long_name, sizeof long_name);
+  assert_int_equal (strlen (buf), 64 + 3);
+  assert_string_equal (buf + 64, "...");
+}
+
 int
 main (void)
 {
@@ -1054,6 +1067,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_ignores_links_foreign_files_and_fifos, setup, teardown),
     cmocka_unit_test_setup_teardown (test_open_refuses_shared_directories, setup, teardown),
     cmocka_unit_test_setup_teardown (test_list_and_depth, setup, teardown),
+    cmocka_unit_test (test_show),
   };
   int ret;
 
