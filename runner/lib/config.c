@@ -399,11 +399,7 @@ tmpl_apply (char **out, const char *tmpl, enum tmpl_kind kind, const char *field
 void
 config_strv_free (char **v)
 {
-  if (v == NULL)
-    return;
-  for (char **p = v; *p; p++)
-    free (*p);
-  free (v);
+  strv_free (v);
 }
 
 int
@@ -963,23 +959,6 @@ has_space_or_control (const char *s)
 }
 
 static int
-strv_dup (char ***out, const char *const *v, size_t n, bvm_error_t *err)
-{
-  char **r = calloc (n + 1, sizeof *r);
-
-  if (r == NULL)
-    return nomem (err);
-  for (size_t i = 0; i < n; i++)
-    if ((r[i] = strdup (v[i])) == NULL)
-      {
-        config_strv_free (r);
-        return nomem (err);
-      }
-  *out = r;
-  return 0;
-}
-
-static int
 load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t idx,
           bvm_error_t *err)
 {
@@ -1021,7 +1000,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
   /* without `match`, the payload must name the repository the runner fetches */
   if (match == NULL)
     {
-      ret = strv_dup (&a->match, &repo, 1, err);
+      ret = (a->match = strv_dup (&repo, 1)) != NULL ? 0 : nomem (err);
       a->n_match = 1;
     }
   else if (n_match == 0)
@@ -1035,7 +1014,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
             return bad_value (err, L->what, field,
                               "must be a clone URL or a full name without spaces", match[i]);
           }
-      ret = strv_dup (&a->match, match, n_match, err);
+      ret = (a->match = strv_dup (match, n_match)) != NULL ? 0 : nomem (err);
       a->n_match = n_match;
     }
   if (ret < 0)
@@ -1043,7 +1022,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
 
   if (branches == NULL)
     {
-      ret = strv_dup (&a->branches, main_branch, 1, err);
+      ret = (a->branches = strv_dup (main_branch, 1)) != NULL ? 0 : nomem (err);
       a->n_branches = 1;
     }
   else if (n_branches == 0)
@@ -1061,7 +1040,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
                               "must be a branch name such as `main` (without `refs/heads/`)",
                               branches[i]);
         }
-      ret = strv_dup (&a->branches, branches, n_branches, err);
+      ret = (a->branches = strv_dup (branches, n_branches)) != NULL ? 0 : nomem (err);
       a->n_branches = n_branches;
     }
   if (ret < 0)

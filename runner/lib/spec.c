@@ -191,32 +191,6 @@ path_is_under (const char *s, const char *dir)
 /* --- owned copies ------------------------------------------------------------ */
 
 static void
-strv_free (char **v)
-{
-  if (v == NULL)
-    return;
-  for (char **p = v; *p; p++)
-    free (*p);
-  free (v);
-}
-
-static int
-strv_copy (char ***out, const char **src, size_t n, bvm_error_t *err)
-{
-  char **v = calloc (n + 1, sizeof *v);
-  if (v == NULL)
-    return nomem (err);
-  for (size_t i = 0; i < n; i++)
-    if ((v[i] = strdup (src[i])) == NULL)
-      {
-        strv_free (v);
-        return nomem (err);
-      }
-  *out = v;
-  return 0;
-}
-
-static void
 kv_free (struct spec_kv *kv, size_t n)
 {
   if (kv == NULL)
@@ -337,9 +311,8 @@ parse_strv (char ***out, size_t *n_out, const json_t *parent, const char *key, c
   ret = jsonx_get_str_array (&vec, &n, parent, key, false, maxn, maxlen, where, err);
   if (ret < 0 || vec == NULL)
     return wrapped (ret, err);
-  ret = strv_copy (out, vec, n, err);
-  if (ret < 0)
-    return ret;
+  if ((*out = strv_dup (vec, n)) == NULL)
+    return nomem (err);
   *n_out = n;
   return 0;
 }

@@ -95,6 +95,30 @@ parse_u64 (const char *s, uint64_t *out)
   return 0;
 }
 
+char **
+strv_dup (const char *const *v, size_t n)
+{
+  char **r = calloc (n + 1, sizeof *r);
+
+  for (size_t i = 0; r != NULL && i < n; i++)
+    if ((r[i] = strdup (v[i])) == NULL)
+      {
+        strv_free (r);
+        return NULL;
+      }
+  return r;
+}
+
+void
+strv_free (char **v)
+{
+  if (v == NULL)
+    return;
+  for (char **p = v; *p; p++)
+    free (*p);
+  free (v);
+}
+
 int
 parse_u32 (const char *s, uint32_t *out)
 {

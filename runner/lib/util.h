@@ -67,6 +67,11 @@ is_alnum (char c)
  * the CLI). Parsers of untrusted input use plain malloc and report ENOMEM. */
 char *xstrdup (const char *s);
 
+/* A NULL-terminated copy of `n` strings, or NULL (ENOMEM). */
+char **strv_dup (const char *const *v, size_t n);
+/* Free a NULL-terminated vector and its strings; NULL is fine. */
+void strv_free (char **v);
+
 /* Checked number parsing: the whole string must be a number in range.
  * Return 0 or -1 (with errno set: EINVAL or ERANGE). */
 int parse_u64 (const char *s, uint64_t *out);

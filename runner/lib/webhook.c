@@ -558,36 +558,12 @@ struct webhook_config
 };
 
 static void
-strv_free (char **v, size_t n)
-{
-  if (v == NULL)
-    return;
-  for (size_t i = 0; i < n; i++)
-    free (v[i]);
-  free (v);
-}
-
-static char **
-strv_dup (char *const *v, size_t n)
-{
-  char **r = calloc (n + 1, sizeof *r);
-
-  for (size_t i = 0; r != NULL && i < n; i++)
-    if ((r[i] = strdup (v[i])) == NULL)
-      {
-        strv_free (r, i);
-        return NULL;
-      }
-  return r;
-}
-
-static void
 app_dispose (struct webhook_app *a)
 {
   free (a->app);
   free (a->repo);
-  strv_free (a->match, a->n_match);
-  strv_free (a->branches, a->n_branches);
+  strv_free (a->match);
+  strv_free (a->branches);
   if (a->secret != NULL)
     {
       mem_wipe (a->secret, a->secret_len);
@@ -639,9 +615,9 @@ webhook_config_add_app (struct webhook_config *wc, const struct config_app *app,
     }
   a.app = strdup (app->app);
   a.repo = strdup (app->repo);
-  a.match = strv_dup (app->match, app->n_match);
+  a.match = strv_dup ((const char *const *) app->match, app->n_match);
   a.n_match = app->n_match;
-  a.branches = strv_dup (app->branches, app->n_branches);
+  a.branches = strv_dup ((const char *const *) app->branches, app->n_branches);
   a.n_branches = app->n_branches;
   a.secret = malloc (secret_len);
   a.secret_len = secret_len;

@@ -183,6 +183,27 @@ test_hostport (void **state)
   assert_null (hostport_problem ("h:80/path", 4));
 }
 
+static void
+test_strv (void **state)
+{
+  const char *const in[] = { "a", "", "bc" };
+  char **v;
+  (void) state;
+  v = strv_dup (in, 3);
+  assert_non_null (v);
+  assert_string_equal (v[0], "a");
+  assert_string_equal (v[1], "");
+  assert_string_equal (v[2], "bc");
+  assert_null (v[3]);
+  assert_true (v[0] != in[0]);
+  strv_free (v);
+  v = strv_dup (NULL, 0);
+  assert_non_null (v);
+  assert_null (v[0]);
+  strv_free (v);
+  strv_free (NULL);
+}
+
 int
 main (void)
 {
@@ -194,6 +215,7 @@ main (void)
     cmocka_unit_test (test_fs_atomic_and_rm),
     cmocka_unit_test (test_str_escape),
     cmocka_unit_test (test_hostport),
+    cmocka_unit_test (test_strv),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
