@@ -62,15 +62,6 @@ nomem (bvm_error_t *err)
   return bvm_error (err, ENOMEM, "loading the runner config");
 }
 
-static bool
-has_control (const char *s)
-{
-  for (; *s; s++)
-    if ((unsigned char) *s < 0x20 || *s == 0x7f)
-      return true;
-  return false;
-}
-
 /* dir/name without doubling the slash of "/" or of "/home/u/" */
 static char *
 path_join (const char *dir, const char *name)

@@ -413,15 +413,6 @@ subst_vars (char **out, const char *s, char *const vals[N_VARS], bvm_error_t *er
 /* ------------------------------------------------------------------------ */
 /* compiling a document                                                      */
 
-static bool
-has_control (const char *s)
-{
-  for (; *s; s++)
-    if ((unsigned char) *s < 0x20 || (unsigned char) *s == 0x7f)
-      return true;
-  return false;
-}
-
 /* A string or a non-empty array of strings. The vector points into the
  * document. An empty array is refused: `"NotAction": []` would silently
  * match every action. */

@@ -55,15 +55,6 @@ nomem (bvm_error_t *err)
 
 /* --- character classes and validators ----------------------------------------- */
 
-static bool
-has_control (const char *s)
-{
-  for (; *s; s++)
-    if ((unsigned char) *s < 0x20 || *s == 0x7f)
-      return true;
-  return false;
-}
-
 bool
 spec_profile_valid (const char *s)
 {

@@ -110,6 +110,14 @@ const char *str_escape (char *out, size_t size, const char *s, size_t len, size_
  * NULL, or why not: "control character" or "invalid UTF-8". */
 const char *text_problem (const char *s, size_t len);
 
+/* Whether the string is not printable text by text_problem's rule: a C0 or
+ * C1 control character, DEL, or invalid UTF-8. */
+static inline bool
+has_control (const char *s)
+{
+  return text_problem (s, __builtin_strlen (s)) != NULL;
+}
+
 /* "host[:port]" of `n` bytes, the authority of a registry, redis or git URL
  * without credentials: a DNS name or IPv4 address ([A-Za-z0-9.-]+) or an
  * [IPv6] address, and a port 1-65535 without a leading zero. Returns NULL, or

@@ -413,6 +413,9 @@ static const struct field_case bad_values[] = {
   { "artifacts", "[\"a[bc\"]", "field `artifacts[0]` has an unterminated `[`" },
   { "artifacts", "[\"\"]", "field `artifacts[0]` must not be empty" },
   { "artifacts", "[\"a\\tb\"]", "must not contain control characters" },
+  /* C1 controls too (0x9b is a CSI on some terminals): text_problem's rule */
+  { "artifacts", "[\"a\\u009bb\"]", "must not contain control characters" },
+  { "steps", "[{\"name\":\"a\\u0085\",\"run\":\"x\"}]", "without control characters" },
   /* secrets */
   { "secrets", "\"X\"", "field `secrets` must be an array" },
   { "secrets", "[1]", "field `secrets[0]` must be a string or an object with `name`" },

@@ -183,6 +183,21 @@ test_hostport (void **state)
   assert_null (hostport_problem ("h:80/path", 4));
 }
 
+/* has_control is text_problem's rule: C0, DEL, C1 and invalid UTF-8 */
+static void
+test_has_control (void **state)
+{
+  (void) state;
+  assert_false (has_control (""));
+  assert_false (has_control ("plain /path-\xc3\xa9"));
+  assert_true (has_control ("a\tb"));
+  assert_true (has_control ("a\x7f"));
+  assert_true (has_control ("a\xc2\x9b[2J"));
+  assert_true (has_control ("a\xc2\x85"));
+  assert_true (has_control ("\xff"));
+  assert_true (has_control ("\xc0\xaf"));
+}
+
 static void
 test_strv (void **state)
 {
@@ -216,6 +231,7 @@ main (void)
     cmocka_unit_test (test_str_escape),
     cmocka_unit_test (test_hostport),
     cmocka_unit_test (test_strv),
+    cmocka_unit_test (test_has_control),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
