@@ -248,8 +248,8 @@ repo_problem (const char *s)
   return NULL;
 }
 
-static bool
-delivery_valid (const char *s)
+bool
+job_delivery_valid (const char *s)
 {
   size_t i;
   if (!is_alnum (s[0]))
@@ -369,7 +369,7 @@ job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *
   if (strcmp (trigger, "manual") != 0 && strcmp (trigger, "webhook") != 0
       && strcmp (trigger, "api") != 0)
     return invalid (err, "trigger", "must be one of `manual`, `webhook`, `api`", trigger);
-  if (delivery != NULL && !delivery_valid (delivery))
+  if (delivery != NULL && !job_delivery_valid (delivery))
     return invalid (err, "delivery", "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", delivery);
   if (at != NULL && !job_rfc3339_valid (at))
     return invalid (err, "requested_at", "must be an RFC 3339 date-time", at);

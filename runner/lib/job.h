@@ -73,6 +73,8 @@ bool job_app_id_valid (const char *s);
 bool job_id_valid (const char *s);
 bool job_commit_valid (const char *s);
 bool job_ref_valid (const char *s);
+/* A webhook delivery id: ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$ */
+bool job_delivery_valid (const char *s);
 /* RFC 3339 date-time, e.g. "2026-11-26T11:34:54Z" or with .frac / +01:00. */
 bool job_rfc3339_valid (const char *s);
 

@@ -1,6 +1,7 @@
 /* joblog.c - per-job console logs, see joblog.h */
 #include "joblog.h"
 #include "fs.h"
+#include "job.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -50,16 +51,6 @@ joblog_job_id_ok (const char *s)
   /* a job id (at most 128) plus the pipeline's ".attempt<N>" for retries */
   return n <= 128 + 20
          && strspn (s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
-
-bool
-joblog_app_id_ok (const char *s)
-{
-  size_t n;
-  if (s == NULL || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
-    return false;
-  n = strlen (s);
-  return n <= 63 && strspn (s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
 }
 
 static int
@@ -199,7 +190,7 @@ joblog_open (struct joblog **out, const char *log_dir, const char *app, const ch
 
   if (check_job_id (job_id, err) < 0)
     return -1;
-  if (!joblog_app_id_ok (app))
+  if (!job_app_id_valid (app))
     return bvm_error_code (err, BVM_E_INVALID, 0, "invalid app id for job `%s`", job_id);
   if (log_dir == NULL || *log_dir == '\0')
     return bvm_error_code (err, BVM_E_INVALID, 0, "empty log directory");
@@ -448,7 +439,7 @@ find_log (char **out, bool *compressed, const char *log_dir, const char *job_id,
       struct stat st;
       bool hit = false;
 
-      if (!joblog_app_id_ok (de->d_name))
+      if (!job_app_id_valid (de->d_name))
         continue;
       /* prefer the .lz4: both exist only between compress and unlink, when
        * the .lz4 is already complete */

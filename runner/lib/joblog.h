@@ -40,7 +40,6 @@
 struct joblog;
 
 bool joblog_job_id_ok (const char *job_id);
-bool joblog_app_id_ok (const char *app);
 
 /* Create (or start afresh) the log of job_id for app. Directories are created
  * 0750, the file 0640. Fails if another writer holds the log. */

@@ -1094,10 +1094,7 @@ make_ids (char *job_id, size_t id_size, char *delivery_out, size_t dsize,
   if (delivery != NULL)
     {
       /* the request's own grammar for `delivery` also takes `:` */
-      bool fits = is_alnum (delivery[0]) && strlen (delivery) <= JOB_DELIVERY_MAX;
-      for (const char *p = delivery; fits && *p; p++)
-        fits = is_alnum (*p) || *p == '.' || *p == '_' || *p == '-' || *p == ':';
-      if (fits)
+      if (job_delivery_valid (delivery))
         snprintf (delivery_out, dsize, "%s", delivery);
     }
   if (simple && snprintf_checked (job_id, id_size, "%s-%s", name, delivery) >= 0

@@ -472,6 +472,29 @@ test_validators (void **state)
   assert_false (job_app_id_valid (NULL));
   assert_false (job_app_id_valid ("Hello"));
   assert_false (job_app_id_valid ("a b"));
+  /* the cases of joblog.c's copy (joblog_app_id_ok) */
+  assert_false (job_app_id_valid (""));
+  assert_false (job_app_id_valid ("-a"));
+  assert_false (job_app_id_valid ("a_b"));
+  assert_false (job_app_id_valid ("a/b"));
+  assert_false (job_app_id_valid (".."));
+  assert_true (job_app_id_valid ("abcdefghij0123456789abcdefghij0123456789abcdefghij0123456789abc"));
+  assert_false (job_app_id_valid ("abcdefghij0123456789abcdefghij0123456789abcdefghij0123456789abcd"));
+  /* delivery ids, also what the webhook keeps of a delivery header */
+  assert_true (job_delivery_valid ("72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+  assert_true (job_delivery_valid ("a:b.c_d-e"));
+  assert_false (job_delivery_valid (""));
+  assert_false (job_delivery_valid (":a"));
+  assert_false (job_delivery_valid ("a b"));
+  assert_false (job_delivery_valid ("a/b"));
+  {
+    char d[JOB_DELIVERY_MAX + 2];
+    memset (d, 'a', sizeof d - 1);
+    d[sizeof d - 1] = '\0';
+    assert_false (job_delivery_valid (d));
+    d[JOB_DELIVERY_MAX] = '\0';
+    assert_true (job_delivery_valid (d));
+  }
   assert_true (job_id_valid ("X.y_z-1"));
   assert_false (job_id_valid ("_x"));
   assert_true (job_commit_valid (COMMIT));

@@ -3,6 +3,7 @@
 
 #include "buf.h"
 #include "fs.h"
+#include "job.h"
 #include "joblog.h"
 #include "util.h"
 
@@ -252,11 +253,11 @@ test_bad_ids (void **state)
   assert_true (joblog_job_id_ok ("J.1_x-2"));
   for (size_t i = 0; bad_apps[i]; i++)
     {
-      assert_false (joblog_app_id_ok (bad_apps[i]));
+      assert_false (job_app_id_valid (bad_apps[i]));
       assert_fails_with (joblog_open (&l, d, bad_apps[i], "j1", 100, &err), &err,
                          "invalid app id");
     }
-  assert_true (joblog_app_id_ok ("hello-2"));
+  assert_true (job_app_id_valid ("hello-2"));
   /* nothing was created */
   assert_int_equal (t_sh ("test -z \"$(ls -A '%s')\"", d), 0);
   /* the CLI refuses them as usage errors */
