@@ -719,7 +719,7 @@ load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *er
                     DEFAULT_PROFILE, 4096, err);
   if (ret < 0)
     return ret;
-  if (!spec_profile_valid (c->images.default_profile))
+  if (!image_profile_valid (c->images.default_profile))
     return bad_value (err, L->what, "images.default_profile",
                       "must match ^[a-z0-9][a-z0-9-]{0,31}$", c->images.default_profile);
 

@@ -16,7 +16,7 @@
 bool
 image_profile_valid (const char *p)
 {
-  size_t n = strlen (p);
+  size_t n = p ? strlen (p) : 0;
   if (n == 0 || n > 32)
     return false;
   for (size_t i = 0; i < n; i++)

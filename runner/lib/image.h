@@ -27,6 +27,8 @@ struct vm_image
   json_t *packages;       /* [{"name","version"}] */
 };
 
+/* ^[a-z0-9][a-z0-9-]{0,31}$: the images directory, the build spec's
+ * `profile` and the config's `images.default_profile` */
 bool image_profile_valid (const char *profile);
 
 /* Load <dir>/<profile>.json and check that the files it names exist with the

@@ -1,6 +1,7 @@
 /* spec.c - the app build spec `buildvm.json`, see spec.h and docs/schemas.md */
 #include "spec.h"
 #include "digest.h"
+#include "image.h"
 #include "job.h"
 #include "jsonx.h"
 #include "oci.h"
@@ -54,18 +55,6 @@ nomem (bvm_error_t *err)
 }
 
 /* --- character classes and validators ----------------------------------------- */
-
-bool
-spec_profile_valid (const char *s)
-{
-  size_t i;
-  if (s == NULL || !is_lower_alnum (s[0]))
-    return false;
-  for (i = 1; s[i]; i++)
-    if (i >= SPEC_PROFILE_MAX || !(is_lower_alnum (s[i]) || s[i] == '-'))
-      return false;
-  return true;
-}
 
 bool
 spec_env_name_valid (const char *s)
@@ -778,7 +767,7 @@ spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *
     ret = jsonx_get_str (&profile, doc, "profile", true, 4096, "", err);
   if (ret < 0)
     return wrapped (ret, err);
-  if (!spec_profile_valid (profile))
+  if (!image_profile_valid (profile))
     return bad_value (err, "profile", "must match ^[a-z0-9][a-z0-9-]{0,31}$", profile);
 
   s = calloc (1, sizeof *s);

@@ -129,7 +129,6 @@ spec_freep (struct build_spec **s)
 #define cleanup_spec __attribute__ ((cleanup (spec_freep)))
 
 /* Validators shared with other modules. */
-bool spec_profile_valid (const char *s);
 /* ^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes */
 bool spec_env_name_valid (const char *s);
 

@@ -15,6 +15,7 @@
 #include "fuzz.h"
 
 #include "config.h"
+#include "image.h"
 #include "jsonx.h"
 #include "oci.h"
 #include "spec.h"
@@ -52,7 +53,7 @@ check_env (const struct spec_kv *kv, size_t n)
 static void
 check_spec (const struct build_spec *s)
 {
-  FUZZ_CHECK (spec_profile_valid (s->profile));
+  FUZZ_CHECK (image_profile_valid (s->profile));
   FUZZ_CHECK (s->n_steps >= 1 && s->n_steps <= SPEC_MAX_STEPS);
   for (size_t i = 0; i < s->n_steps; i++)
     {

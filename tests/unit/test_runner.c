@@ -63,6 +63,17 @@ test_image_manifest (void **state)
 
   assert_fails_with (image_load (&img, d, "minimal", &err), &err, "make images");
   assert_fails_with (image_load (&img, d, "../etc", &err), &err, "not a valid image profile");
+  /* the one profile grammar, also the spec's and the config's (union of
+   * the cases of spec.c's former copy) */
+  assert_true (image_profile_valid ("debian"));
+  assert_true (image_profile_valid ("a-1"));
+  assert_true (image_profile_valid ("abcdefghij0123456789abcdefghij01"));
+  assert_false (image_profile_valid ("abcdefghij0123456789abcdefghij012"));
+  assert_false (image_profile_valid ("-debian"));
+  assert_false (image_profile_valid ("Debian"));
+  assert_false (image_profile_valid ("a_b"));
+  assert_false (image_profile_valid (""));
+  assert_false (image_profile_valid (NULL));
   snprintf (p, sizeof p, "%s/vmlinux", d);
   t_write (p, "kernel");
   snprintf (p, sizeof p, "%s/rootfs.ext4", d);

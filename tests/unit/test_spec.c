@@ -635,8 +635,6 @@ test_validators (void **state)
   (void) state;
   assert_true (spec_env_name_valid ("_A1"));
   assert_false (spec_env_name_valid ("A B"));
-  assert_true (spec_profile_valid ("debian"));
-  assert_false (spec_profile_valid ("-debian"));
 }
 
 int
