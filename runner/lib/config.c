@@ -291,7 +291,7 @@ enum tmpl_kind
 static bool
 tmpl_result_valid (const char *s, enum tmpl_kind kind)
 {
-  return kind == TMPL_REPOSITORY ? oci_repository_is_valid (s) : oci_tag_is_valid (s);
+  return kind == TMPL_REPOSITORY ? oci_repository_problem (s) == NULL : oci_tag_problem (s) == NULL;
 }
 
 /* Sample values that every placeholder can take, including the longest and
@@ -364,8 +364,8 @@ tmpl_apply (char **out, const char *tmpl, enum tmpl_kind kind, const char *field
 
   /* the request was validated by job_parse; check again what reaches a
    * registry path in case a caller built one by hand */
-  if (!job_app_id_valid (j->app) || !job_commit_valid (j->commit) || !job_id_valid (j->id)
-      || !job_ref_valid (j->ref))
+  if (job_app_id_problem (j->app) != NULL || job_commit_problem (j->commit) != NULL
+      || job_id_problem (j->id) != NULL || job_ref_problem (j->ref) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "expanding `%s`: the job request is not valid",
                            field);
   memcpy (short_commit, j->commit, CONFIG_SHORT_COMMIT_LEN);
@@ -719,7 +719,7 @@ load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *er
                     DEFAULT_PROFILE, 4096, err);
   if (ret < 0)
     return ret;
-  if (!image_profile_valid (c->images.default_profile))
+  if (image_profile_problem (c->images.default_profile) != NULL)
     return bad_value (err, L->what, "images.default_profile",
                       "must match ^[a-z0-9][a-z0-9-]{0,31}$", c->images.default_profile);
 
@@ -980,7 +980,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
     return wrapped (ret, L, err);
 
   snprintf (field, sizeof field, "%s.app", where);
-  if (!job_app_id_valid (app))
+  if (job_app_id_problem (app) != NULL)
     return bad_value (err, L->what, field, "must match ^[a-z0-9][a-z0-9-]{0,62}$", app);
   snprintf (field, sizeof field, "%s.repo", where);
   if ((ret = check_app_repo (repo, L, field, err)) < 0)
@@ -1026,7 +1026,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
           snprintf (field, sizeof field, "%s.branches[%zu]", where, i);
           if (strncmp (branches[i], "refs/", 5) == 0
               || snprintf_checked (ref, sizeof ref, "refs/heads/%s", branches[i]) < 0
-              || !job_ref_valid (ref))
+              || job_ref_problem (ref) != NULL)
             return bad_value (err, L->what, field,
                               "must be a branch name such as `main` (without `refs/heads/`)",
                               branches[i]);

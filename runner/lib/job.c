@@ -29,43 +29,46 @@ is_digit (char c)
   return c >= '0' && c <= '9';
 }
 
-bool
-job_app_id_valid (const char *s)
+const char *
+job_app_id_problem (const char *s)
 {
+  static const char why[] = "must match ^[a-z0-9][a-z0-9-]{0,62}$";
   size_t i;
 
   if (s == NULL || !is_lower_alnum (s[0]))
-    return false;
+    return why;
   for (i = 1; s[i] != '\0'; i++)
     if (i >= JOB_APP_MAX || !(is_lower_alnum (s[i]) || s[i] == '-'))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
-bool
-job_id_valid (const char *s)
+const char *
+job_id_problem (const char *s)
 {
+  static const char why[] = "must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
   size_t i;
 
   if (s == NULL || !is_alnum (s[0]))
-    return false;
+    return why;
   for (i = 1; s[i] != '\0'; i++)
     if (i >= JOB_ID_MAX || !(is_alnum (s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
-bool
-job_commit_valid (const char *s)
+const char *
+job_commit_problem (const char *s)
 {
+  static const char why[] = "must be 40 lowercase hex digits";
   size_t i;
 
   if (s == NULL)
-    return false;
+    return why;
   for (i = 0; s[i] != '\0'; i++)
     if (i >= JOB_COMMIT_LEN || !is_hex_lower (s[i]))
-      return false;
-  return i == JOB_COMMIT_LEN;
+      return why;
+  return i == JOB_COMMIT_LEN ? NULL : why;
 }
 
 /* git-check-ref-format(1), plus our own "refs/" prefix and length cap. The
@@ -123,10 +126,10 @@ ref_problem (const char *s)
   return NULL;
 }
 
-bool
-job_ref_valid (const char *s)
+const char *
+job_ref_problem (const char *s)
 {
-  return s != NULL && ref_problem (s) == NULL;
+  return s != NULL ? ref_problem (s) : "is missing";
 }
 
 static bool
@@ -146,26 +149,27 @@ digits_in (const char *s, size_t n, int min, int max, int *out)
   return true;
 }
 
-bool
-job_rfc3339_valid (const char *s)
+const char *
+job_rfc3339_problem (const char *s)
 {
+  static const char why[] = "must be an RFC 3339 date-time";
   static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
   int year, month, day;
   const char *p;
 
   if (s == NULL || strlen (s) > JOB_REQUESTED_AT_MAX || strlen (s) < 20)
-    return false;
+    return why;
   /* YYYY-MM-DDTHH:MM:SS */
   if (!digits_in (s, 4, 0, 9999, &year) || s[4] != '-' || !digits_in (s + 5, 2, 1, 12, &month)
       || s[7] != '-' || !digits_in (s + 8, 2, 1, 31, &day)
       || (s[10] != 'T' && s[10] != 't') || !digits_in (s + 11, 2, 0, 23, NULL) || s[13] != ':'
       || !digits_in (s + 14, 2, 0, 59, NULL) || s[16] != ':'
       || !digits_in (s + 17, 2, 0, 60, NULL))
-    return false;
+    return why;
   if (day > mdays[month - 1])
-    return false;
+    return why;
   if (month == 2 && day == 29 && !((year % 4 == 0 && year % 100 != 0) || year % 400 == 0))
-    return false;
+    return why;
   p = s + 19;
   if (*p == '.')
     {
@@ -173,14 +177,14 @@ job_rfc3339_valid (const char *s)
       for (p++; is_digit (*p); p++)
         n++;
       if (n == 0 || n > 9)
-        return false;
+        return why;
     }
   if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
-    return true;
+    return NULL;
   if ((*p == '+' || *p == '-') && strlen (p) == 6 && digits_in (p + 1, 2, 0, 23, NULL)
       && p[3] == ':' && digits_in (p + 4, 2, 0, 59, NULL))
-    return true;
-  return false;
+    return NULL;
+  return why;
 }
 
 /* The repository URL reaches libgit2, which understands many transports. We
@@ -248,17 +252,18 @@ repo_problem (const char *s)
   return NULL;
 }
 
-bool
-job_delivery_valid (const char *s)
+const char *
+job_delivery_problem (const char *s)
 {
+  static const char why[] = "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$";
   size_t i;
   if (!is_alnum (s[0]))
-    return false;
+    return why;
   for (i = 1; s[i] != '\0'; i++)
     if (i >= JOB_DELIVERY_MAX
         || !(is_alnum (s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-' || s[i] == ':'))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
 static bool
@@ -347,13 +352,13 @@ job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *
   if (ret < 0)
     return bvm_error_wrap (err, WHAT);
 
-  if (!job_id_valid (id))
+  if (job_id_problem (id) != NULL)
     return invalid (err, "id", "must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", id);
-  if (!job_app_id_valid (app))
+  if (job_app_id_problem (app) != NULL)
     return invalid (err, "app", "must match ^[a-z0-9][a-z0-9-]{0,62}$", app);
   if ((why = repo_problem (repo)) != NULL)
     return invalid (err, "repo", why, repo);
-  if (!job_commit_valid (commit))
+  if (job_commit_problem (commit) != NULL)
     {
       bool upper = strlen (commit) == JOB_COMMIT_LEN;
       for (size_t i = 0; upper && i < JOB_COMMIT_LEN; i++)
@@ -369,9 +374,9 @@ job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *
   if (strcmp (trigger, "manual") != 0 && strcmp (trigger, "webhook") != 0
       && strcmp (trigger, "api") != 0)
     return invalid (err, "trigger", "must be one of `manual`, `webhook`, `api`", trigger);
-  if (delivery != NULL && !job_delivery_valid (delivery))
+  if (delivery != NULL && job_delivery_problem (delivery) != NULL)
     return invalid (err, "delivery", "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", delivery);
-  if (at != NULL && !job_rfc3339_valid (at))
+  if (at != NULL && job_rfc3339_problem (at) != NULL)
     return invalid (err, "requested_at", "must be an RFC 3339 date-time", at);
   if (by != NULL && (strlen (by) == 0 || strlen (by) > JOB_REQUESTED_BY_MAX || !printable_text (by)))
     return invalid (err, "requested_by",

@@ -47,51 +47,56 @@ repo_component_end (const char *p)
     }
 }
 
-bool
-oci_repository_is_valid (const char *name)
+const char *
+oci_repository_problem (const char *name)
 {
+  static const char why[] = "must be a repository name of the OCI distribution spec (lowercase "
+                            "components such as `apps/hello`, at most 255 bytes)";
   const char *p = name;
 
   if (name == NULL || strlen (name) > 255)
-    return false;
+    return why;
   for (;;)
     {
       p = repo_component_end (p);
       if (p == NULL)
-        return false;
+        return why;
       if (*p == '\0')
-        return true;
+        return NULL;
       if (*p != '/')
-        return false;
+        return why;
       p++;
     }
 }
 
-bool
-oci_tag_is_valid (const char *tag)
+const char *
+oci_tag_problem (const char *tag)
 {
+  static const char why[] = "must match ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$";
   size_t n;
 
   if (tag == NULL)
-    return false;
+    return why;
   n = strlen (tag);
   if (n == 0 || n > 128)
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
     {
       char c = tag[i];
       bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
                 || c == '_' || (i > 0 && (c == '.' || c == '-'));
       if (!ok)
-        return false;
+        return why;
     }
-  return true;
+  return NULL;
 }
 
-bool
-oci_reference_is_valid (const char *ref)
+const char *
+oci_reference_problem (const char *ref)
 {
-  return oci_tag_is_valid (ref) || digest_is_valid (ref);
+  if (oci_tag_problem (ref) == NULL || digest_problem (ref) == NULL)
+    return NULL;
+  return "must be a tag or a `sha256:` digest";
 }
 
 /* --- layers ----------------------------------------------------------------- */
@@ -530,7 +535,7 @@ base_config_check (const json_t *base, bvm_error_t *err)
     return bvm_error_code (err, BVM_E_LIMIT, 0, "base image has more than %d layers",
                            OCI_MAX_LAYERS);
   json_array_foreach (ids, i, v)
-    if (!digest_is_valid (json_string_value (v)))
+    if (digest_problem (json_string_value (v)) != NULL)
       return bvm_error_code (err, BVM_E_INVALID, 0,
                              "base image config: `rootfs.diff_ids[%zu]` is not a sha256 digest", i);
   if (jsonx_get_typed (&hist, base, "history", JSON_ARRAY, false, "", err) < 0)
@@ -747,7 +752,7 @@ oci_config_build (char **out, size_t *len, const struct oci_image_spec *spec,
     return nomem (err, "the image config");
   for (i = 0; i < n_diff_ids; i++)
     {
-      if (!digest_is_valid (diff_ids[i]))
+      if (digest_problem (diff_ids[i]) != NULL)
         return bvm_error_code (err, BVM_E_INVALID, 0, "diff_id `%.80s` is not a sha256 digest",
                                diff_ids[i]);
       if (json_array_append_new (ids, json_string (diff_ids[i])) < 0)
@@ -786,7 +791,7 @@ descriptor_json (const struct oci_descriptor *d)
 static int
 descriptor_check (const struct oci_descriptor *d, const char *what, bvm_error_t *err)
 {
-  if (!digest_is_valid (d->digest))
+  if (digest_problem (d->digest) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "%s digest `%.80s` is not a sha256 digest", what,
                            d->digest);
   if (d->media_type[0] == '\0' || !printable_ascii (d->media_type))
@@ -864,7 +869,7 @@ descriptor_parse (struct oci_descriptor *d, const json_t *j, const char *where, 
   if (!printable_ascii (mt))
     return bvm_error_code (err, BVM_E_INVALID, 0, "manifest: `%s.mediaType` is not a media type",
                            where);
-  if (!digest_is_valid (dg))
+  if (digest_problem (dg) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "manifest: `%s.digest` is not a sha256 digest (only sha256 is supported)",
                            where);
@@ -1219,7 +1224,7 @@ oci_layout_write (const char *dir, const char *tag, const char *manifest, size_t
   const struct oci_descriptor *ml;
   size_t n;
 
-  if (!oci_tag_is_valid (tag))
+  if (oci_tag_problem (tag) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "`%.200s` is not a valid tag", tag);
   if (digest_buffer (mdigest, manifest, manifest_len, err) < 0
       || digest_buffer (cdigest, config, config_len, err) < 0)

@@ -39,20 +39,21 @@ queue__show (char *buf, size_t size, const char *s, size_t len)
   return str_escape (buf, size, s, len, 64);
 }
 
-bool
-queue__consumer_valid (const char *s)
+const char *
+queue__consumer_problem (const char *s)
 {
+  static const char why[] = "must match ^[A-Za-z0-9._:@-]{1,128}$";
   size_t n = strlen (s);
   if (n == 0 || n > QUEUE_CONSUMER_MAX)
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
     {
       char c = s[i];
       if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
             || strchr ("._:@-", c) != NULL))
-        return false;
+        return why;
     }
-  return true;
+  return NULL;
 }
 
 int
@@ -70,7 +71,7 @@ queue__init (struct queue *q, const struct queue_driver *drv, const struct queue
   q->ignored = 0;
   if (o->consumer != NULL)
     {
-      if (!queue__consumer_valid (o->consumer))
+      if (queue__consumer_problem (o->consumer) != NULL)
         return bvm_error_code (err, BVM_E_INVALID, 0,
                                "queue consumer name `%s` must match ^[A-Za-z0-9._:@-]{1,128}$",
                                o->consumer);
@@ -169,7 +170,7 @@ queue_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
     *existing = QUEUE_STATE_NONE;
   /* The job came through job_parse(), but this is the last gate before the
    * queue: never enqueue an id the spool could not use as a file name. */
-  if (!job_id_valid (job->id))
+  if (job_id_problem (job->id) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "enqueue: invalid job id");
   if (doc == NULL || (body = json_dumps (doc, JSON_COMPACT)) == NULL)
     return bvm_error (err, ENOMEM, "enqueue `%s`", job->id);
@@ -363,7 +364,7 @@ queue_cancel (bool *was_running, struct queue *q, const char *job_id, bvm_error_
   int ret;
 
   *was_running = false;
-  if (!job_id_valid (job_id))
+  if (job_id_problem (job_id) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "cancel: `%s` is not a valid job id",
                            queue__show (show, sizeof show, job_id, strlen (job_id)));
   ret = q->drv->cancel (was_running, q, job_id, err);
@@ -398,7 +399,7 @@ queue_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
   int ret;
 
   *out = NULL;
-  if (!job_id_valid (job_id))
+  if (job_id_problem (job_id) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not a valid job id",
                            queue__show (show, sizeof show, job_id, strlen (job_id)));
   ret = q->drv->get (out, q, job_id, err);

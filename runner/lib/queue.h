@@ -271,7 +271,7 @@ int64_t queue__wall_ms (void);
 const char *queue__show (char *buf, size_t size, const char *s, size_t len);
 #define QUEUE__SHOW_SIZE 300
 
-bool queue__consumer_valid (const char *s);
+const char *queue__consumer_problem (const char *s);
 
 /* A reason for a record: one line, at most QUEUE_REASON_MAX bytes, valid
  * UTF-8 (bytes of an invalid sequence become `?`). NULL on ENOMEM. */

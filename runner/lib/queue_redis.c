@@ -652,7 +652,7 @@ call_init (struct call *c, struct rq *r, const char *script, const char *job, co
            const char *id, unsigned attempt)
 {
   c->n = 0;
-  if (job == NULL || !job_id_valid (job))
+  if (job == NULL || job_id_problem (job) != NULL)
     job = "";
   snprintf (c->hkey, sizeof c->hkey, "%s:job:%s", r->stream, job);
   snprintf (c->nums[0], sizeof c->nums[0], "%u", attempt);
@@ -842,7 +842,7 @@ next_one (struct queue_msg **out, struct rq *r, bvm_error_t *err)
     }
   if (nfields != 4 || job == NULL || body == NULL)
     why = strdup ("the entry must have exactly the fields `job` and `body`");
-  else if (!job_id_valid (job))
+  else if (job_id_problem (job) != NULL)
     {
       if (asprintf (&why, "the entry's job `%s` is not a valid job id",
                     queue__show (show, sizeof show, job, strlen (job)))
@@ -1060,7 +1060,7 @@ rq_cancel_requested (struct queue *q, const struct queue_msg *m, bvm_error_t *er
   const char *argv[] = { "HMGET", hkey, "cancel", "msg" };
   int ret;
 
-  if (m == NULL || m->job_id == NULL || !job_id_valid (m->job_id))
+  if (m == NULL || m->job_id == NULL || job_id_problem (m->job_id) != NULL)
     return 0;
   snprintf (hkey, sizeof hkey, "%s:job:%s", r->stream, m->job_id);
   ret = rq_cmd (&rep, r, (int) ARRAY_SIZE (argv), argv, NULL, err);

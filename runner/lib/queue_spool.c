@@ -156,7 +156,7 @@ split_name (char id[JOB_ID_MAX + 1], const char *name)
     return NULL;
   memcpy (id, name, n);
   id[n] = '\0';
-  if (!job_id_valid (id))
+  if (job_id_problem (id) != NULL)
     return NULL;
   return dot + 1;
 }
@@ -1143,7 +1143,7 @@ spool_lease (struct queue_msg **out, struct queue *q, bvm_error_t *err)
 static bool
 msg_id_ok (const struct queue_msg *m)
 {
-  return m != NULL && m->job_id != NULL && job_id_valid (m->job_id) && m->owner != NULL;
+  return m != NULL && m->job_id != NULL && job_id_problem (m->job_id) == NULL && m->owner != NULL;
 }
 
 /* The current lease of m's job when m's attempt holds it, else BVM_E_FENCED. */

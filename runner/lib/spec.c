@@ -56,16 +56,18 @@ nomem (bvm_error_t *err)
 
 /* --- character classes and validators ----------------------------------------- */
 
-bool
-spec_env_name_valid (const char *s)
+const char *
+spec_env_name_problem (const char *s)
 {
+  static const char why[]
+      = "is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes)";
   size_t i;
   if (s == NULL || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
-    return false;
+    return why;
   for (i = 1; s[i]; i++)
     if (i >= SPEC_ENV_KEY_MAX || !(is_alnum (s[i]) || s[i] == '_'))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
 /* A relative path inside the source tree: never absolute, never `..`, no
@@ -197,7 +199,7 @@ dup_to (char **dst, const char *src, bvm_error_t *err)
 static const char *
 build_env_key_problem (const char *k)
 {
-  if (!spec_env_name_valid (k))
+  if (spec_env_name_problem (k) != NULL)
     return "is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes)";
   if (strcmp (k, "HOME") == 0 || strcmp (k, "USER") == 0 || strncmp (k, "BUILDVM_", 8) == 0)
     return "is reserved (HOME, USER and BUILDVM_* are set by the build agent)";
@@ -207,7 +209,7 @@ build_env_key_problem (const char *k)
 static const char *
 image_env_key_problem (const char *k)
 {
-  if (!spec_env_name_valid (k))
+  if (spec_env_name_problem (k) != NULL)
     return "is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes)";
   return NULL;
 }
@@ -413,7 +415,7 @@ parse_base (struct spec_image *im, const char *base, bvm_error_t *err)
   colon = strrchr (base, ':');
   if (at != NULL)
     {
-      if (!digest_is_valid (at + 1))
+      if (digest_problem (at + 1) != NULL)
         return bad_value (err, field, "must end in `@sha256:` and 64 lowercase hex digits", base);
       repo = strndup (base, (size_t) (at - base));
       if (repo == NULL || dup_to (&im->base_digest, at + 1, err) < 0)
@@ -421,7 +423,7 @@ parse_base (struct spec_image *im, const char *base, bvm_error_t *err)
     }
   else if (colon != NULL && (slash == NULL || colon > slash))
     {
-      if (!oci_tag_is_valid (colon + 1))
+      if (oci_tag_problem (colon + 1) != NULL)
         return bad_value (err, field, "has an invalid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})",
                           base);
       repo = strndup (base, (size_t) (colon - base));
@@ -438,7 +440,7 @@ parse_base (struct spec_image *im, const char *base, bvm_error_t *err)
               || strncmp (repo, "localhost/", 10) == 0)))
     return bad_value (err, field,
                       "must name a repository in the runner's registry, without a host", base);
-  if (!oci_repository_is_valid (repo))
+  if (oci_repository_problem (repo) != NULL)
     return bad_value (err, field,
                       "has an invalid repository name (lowercase components such as "
                       "`base/busybox`)",
@@ -672,7 +674,7 @@ parse_secrets (struct build_spec *s, const json_t *doc, bvm_error_t *err)
         }
       else
         return bad (err, where, "must be a string or an object with `name`");
-      if (!secrets_name_valid (name))
+      if (secrets_name_problem (name) != NULL)
         return bad_value (err, field,
                           "must match ^[A-Za-z0-9_.-]{1,64}$ and not start with `.`", name);
       for (size_t k = 0; k < i; k++)
@@ -767,7 +769,7 @@ spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *
     ret = jsonx_get_str (&profile, doc, "profile", true, 4096, "", err);
   if (ret < 0)
     return wrapped (ret, err);
-  if (!image_profile_valid (profile))
+  if (image_profile_problem (profile) != NULL)
     return bad_value (err, "profile", "must match ^[a-z0-9][a-z0-9-]{0,31}$", profile);
 
   s = calloc (1, sizeof *s);

@@ -130,6 +130,6 @@ spec_freep (struct build_spec **s)
 
 /* Validators shared with other modules. */
 /* ^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes */
-bool spec_env_name_valid (const char *s);
+const char *spec_env_name_problem (const char *s);
 
 #endif

@@ -1094,11 +1094,11 @@ make_ids (char *job_id, size_t id_size, char *delivery_out, size_t dsize,
   if (delivery != NULL)
     {
       /* the request's own grammar for `delivery` also takes `:` */
-      if (job_delivery_valid (delivery))
+      if (job_delivery_problem (delivery) == NULL)
         snprintf (delivery_out, dsize, "%s", delivery);
     }
   if (simple && snprintf_checked (job_id, id_size, "%s-%s", name, delivery) >= 0
-      && job_id_valid (job_id))
+      && job_id_problem (job_id) == NULL)
     return 0;
   if (delivery != NULL)
     {
@@ -1324,7 +1324,7 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
 
   snprintf (out->app, sizeof out->app, "%s", app->app);
   /* what git itself would refuse is refused before it is looked at */
-  if (!job_ref_valid (p->ref))
+  if (job_ref_problem (p->ref) != NULL)
     return respond (out, 400, "field `ref` is not a valid ref, got `%s`",
                     job__show (shown, sizeof shown, p->ref));
   if (p->tag)
@@ -1338,7 +1338,7 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
   if (!app_has_branch (app, branch))
     return respond (out, 200, "ignored: branch `%s` does not deploy",
                     job__show (shown, sizeof shown, branch));
-  if (!job_commit_valid (p->after))
+  if (job_commit_problem (p->after) != NULL)
     return respond (out, 400, "field `after` must be 40 lowercase hex digits, got `%s`",
                     job__show (shown, sizeof shown, p->after));
 

@@ -633,8 +633,8 @@ static void
 test_validators (void **state)
 {
   (void) state;
-  assert_true (spec_env_name_valid ("_A1"));
-  assert_false (spec_env_name_valid ("A B"));
+  assert_null (spec_env_name_problem ("_A1"));
+  assert_non_null (spec_env_name_problem ("A B"));
 }
 
 int

@@ -986,7 +986,7 @@ test_handle_ids_and_names (void **state)
   assert_int_equal (res.status, 202);
   assert_int_equal (strncmp (res.job_id, "github_", 7), 0);
   assert_int_equal (strlen (res.job_id), 7 + 40);
-  assert_true (job_id_valid (res.job_id));
+  assert_null (job_id_problem (res.job_id));
   snprintf (path, sizeof path, "%s/new/%s.json", e.spool, res.job_id);
   assert_ok (jsonx_parse_file (&job, path, 65536, &err), &err);
   assert_int_equal (strncmp (json_string_value (json_object_get (job, "delivery")), "sha256:", 7),
