@@ -175,16 +175,17 @@ registry_url_problem (const char *s)
 }
 
 /* A program looked up in PATH: [A-Za-z0-9._+-]{1,64}, no `/`. */
-static bool
-command_name_valid (const char *s)
+static const char *
+command_name_problem (const char *s)
 {
+  static const char why[] = "must be a program name ([A-Za-z0-9._+-]{1,64}, not starting with `-`)";
   size_t n = strlen (s);
   if (n == 0 || n > 64 || s[0] == '-')
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
     if (!(is_alnum (s[i]) || strchr ("._+-", s[i]) != NULL))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
 /* "spool:/abs/dir" or "redis://host[:port][/stream][?group=name]": the
@@ -288,10 +289,10 @@ enum tmpl_kind
   TMPL_TAG,
 };
 
-static bool
-tmpl_result_valid (const char *s, enum tmpl_kind kind)
+static const char *
+tmpl_result_problem (const char *s, enum tmpl_kind kind)
 {
-  return kind == TMPL_REPOSITORY ? oci_repository_problem (s) == NULL : oci_tag_problem (s) == NULL;
+  return kind == TMPL_REPOSITORY ? oci_repository_problem (s) : oci_tag_problem (s);
 }
 
 /* Sample values that every placeholder can take, including the longest and
@@ -339,7 +340,7 @@ tmpl_check (const char *tmpl, enum tmpl_kind kind, bool need_placeholder, const 
                           "must contain a placeholder such as `{commit}` (use "
                           "`registry.extra_tags` for constant tags)",
                           tmpl);
-      if (!tmpl_result_valid (buf_cstr (&b), kind) || b.len > 255)
+      if (tmpl_result_problem (buf_cstr (&b), kind) != NULL || b.len > 255)
         {
           char shown[JOB__SHOW_SIZE], ex[JOB__SHOW_SIZE];
           return bad (err, what, field,
@@ -378,7 +379,7 @@ tmpl_apply (char **out, const char *tmpl, enum tmpl_kind kind, const char *field
   vals[T_ID] = j->id;
   if ((why = tmpl_expand (&b, tmpl, vals, &used)) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "expanding `%s`: template %s", field, why);
-  if (b.len > 255 || !tmpl_result_valid (buf_cstr (&b), kind))
+  if (b.len > 255 || tmpl_result_problem (buf_cstr (&b), kind) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "`%s` gives `%s` for app `%s`, which is not a valid %s name", field,
                            buf_cstr (&b), j->app,
@@ -747,7 +748,7 @@ load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *er
       if (abs_path_problem (c->vm.qemu) != NULL)
         return bad_value (err, L->what, "vm.qemu", abs_path_problem (c->vm.qemu), c->vm.qemu);
     }
-  else if (!command_name_valid (c->vm.qemu))
+  else if (command_name_problem (c->vm.qemu) != NULL)
     return bad_value (err, L->what, "vm.qemu",
                       "must be a command name ([A-Za-z0-9._+-]{1,64}) or an absolute path",
                       c->vm.qemu);

@@ -276,21 +276,23 @@ oci_layer_tar_size (const struct oci_layer *l)
   return l->tar_bytes;
 }
 
-static bool
-layer_path_ok (const char *path)
+static const char *
+layer_path_problem (const char *path)
 {
+  static const char why[]
+      = "must be a relative path without `.` or `..` components, at most 4096 bytes";
   const char *p = path;
 
   if (*p == '\0' || *p == '/' || strlen (path) > 4096)
-    return false;
+    return why;
   while (*p)
     {
       const char *e = strchrnul (p, '/');
       if ((e - p == 2 && p[0] == '.' && p[1] == '.') || (e - p == 1 && p[0] == '.'))
-        return false;
+        return why;
       p = *e ? e + 1 : e;
     }
-  return true;
+  return NULL;
 }
 
 int
@@ -300,7 +302,7 @@ oci_layer_add_dir (struct oci_layer *l, const char *path, mode_t mode, uid_t uid
   struct archive_entry *e;
   int r;
 
-  if (!layer_path_ok (path))
+  if (layer_path_problem (path) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "layer path `%.200s` must be relative and without `.` or `..`", path);
   e = archive_entry_new ();

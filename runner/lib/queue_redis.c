@@ -76,15 +76,16 @@ R (struct queue *q)
 
 /* --- URL ------------------------------------------------------------------ */
 
-static bool
-name_ok (const char *s, size_t n, size_t max)
+static const char *
+name_problem (const char *s, size_t n, size_t max)
 {
+  static const char why[] = "must be 1 to max bytes of [A-Za-z0-9._-]";
   if (n == 0 || n > max)
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
     if (!(is_alnum (s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
 /* "redis://host[:port][/STREAM][?group=GROUP]", the one grammar of a redis
@@ -103,13 +104,14 @@ rq_check_url (const char *url)
   if (*p == '/')
     {
       size_t m = strcspn (p + 1, "?#");
-      if (!name_ok (p + 1, m, RQ_STREAM_MAX))
+      if (name_problem (p + 1, m, RQ_STREAM_MAX) != NULL)
         return "has an invalid stream name (^[A-Za-z0-9._-]{1,128}$)";
       p += 1 + m;
     }
   if (*p == '?')
     {
-      if (strncmp (p, "?group=", 7) != 0 || !name_ok (p + 7, strlen (p + 7), RQ_GROUP_MAX))
+      if (strncmp (p, "?group=", 7) != 0
+          || name_problem (p + 7, strlen (p + 7), RQ_GROUP_MAX) != NULL)
         return "may only have the query `?group=NAME` (^[A-Za-z0-9._-]{1,64}$)";
       p += strlen (p);
     }

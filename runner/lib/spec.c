@@ -474,14 +474,16 @@ parse_port (char **out, const char *p, const char *field, bvm_error_t *err)
   return 0;
 }
 
-static bool
-user_part_valid (const char *s, size_t n)
+static const char *
+user_part_problem (const char *s, size_t n)
 {
+  static const char why[]
+      = "must be a name ([A-Za-z0-9_][A-Za-z0-9_.-]{0,31}) or a numeric id below 4294967295";
   if (n == 0 || n > 32 || !(is_alnum (s[0]) || s[0] == '_'))
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
     if (!(is_alnum (s[i]) || s[i] == '_' || s[i] == '.' || s[i] == '-'))
-      return false;
+      return why;
   /* all digits: a numeric id that must fit */
   if (strspn (s, "0123456789") >= n)
     {
@@ -490,9 +492,9 @@ user_part_valid (const char *s, size_t n)
       memcpy (num, s, n);
       num[n] = '\0';
       if (parse_u32 (num, &v) < 0 || v == UINT32_MAX)
-        return false;
+        return why;
     }
-  return true;
+  return NULL;
 }
 
 static int
@@ -570,8 +572,8 @@ parse_image (struct build_spec *s, const json_t *doc, bvm_error_t *err)
     {
       const char *colon = strchr (user, ':');
       size_t n1 = colon ? (size_t) (colon - user) : strlen (user);
-      if (!user_part_valid (user, n1)
-          || (colon != NULL && !user_part_valid (colon + 1, strlen (colon + 1))))
+      if (user_part_problem (user, n1) != NULL
+          || (colon != NULL && user_part_problem (colon + 1, strlen (colon + 1)) != NULL))
         return bad_value (err, "image.user",
                           "must be `user` or `user:group`, names or numeric ids", user);
       if ((ret = dup_to (&im->user, user, err)) < 0)

@@ -157,14 +157,15 @@ webhook_detect_format (const struct webhook_request *req)
  * UTF-8 is refused (the payload is parsed as UTF-8). GitHub's form encoding
  * (`payload=` + URL-encoded JSON) is refused too: one more decoder in front
  * of the parser buys nothing, and every forge can send JSON. */
-static bool
-content_type_ok (const char *ct)
+static const char *
+content_type_problem (const char *ct)
 {
+  static const char why[] = "must be `application/json`, with charset utf-8 if any";
   static const char json[] = "application/json";
   const char *p;
 
   if (ct == NULL || strncasecmp (ct, json, sizeof json - 1) != 0)
-    return false;
+    return why;
   p = ct + sizeof json - 1;
   while (*p == ' ' || *p == '\t')
     p++;
@@ -180,7 +181,7 @@ content_type_ok (const char *ct)
       nlen = strcspn (p, "=; \t");
       p += nlen;
       if (*p != '=')
-        return false;
+        return why;
       val = ++p;
       vlen = strcspn (p, "; \t");
       p += vlen;
@@ -189,11 +190,11 @@ content_type_ok (const char *ct)
       if (nlen == 7 && strncasecmp (name, "charset", 7) == 0
           && !((vlen == 5 && strncasecmp (val, "utf-8", 5) == 0)
                || (vlen == 4 && strncasecmp (val, "utf8", 4) == 0)))
-        return false;
+        return why;
       while (*p == ' ' || *p == '\t')
         p++;
     }
-  return *p == '\0';
+  return *p == '\0' ? NULL : why;
 }
 
 /* --- signatures ---------------------------------------------------------------------------- */
@@ -773,17 +774,18 @@ table_delete (struct webhook_replay *r, size_t i)
     }
 }
 
-static bool
-key_valid (const char *k)
+static const char *
+key_problem (const char *k)
 {
+  static const char why[] = "must be 1 to 160 bytes of [A-Za-z0-9._:-]";
   size_t n = strlen (k);
 
   if (n == 0 || n > WEBHOOK_REPLAY_KEY_MAX)
-    return false;
+    return why;
   for (; *k; k++)
     if (!(is_alnum (*k) || *k == '.' || *k == '_' || *k == ':' || *k == '-'))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
 /* In memory only. 0, or -1 on ENOMEM. */
@@ -821,7 +823,7 @@ webhook_replay_seen (const struct webhook_replay *r, const char *key)
 {
   bool found = false;
 
-  if (r != NULL && key_valid (key))
+  if (r != NULL && key_problem (key) == NULL)
     slot_of (r, key, &found);
   return found;
 }
@@ -907,8 +909,8 @@ load_file (struct webhook_replay *r, bool *needs_newline, bvm_error_t *err)
       *nl = '\0';
       r->file_lines++;
       sp = strchr (line, ' ');
-      if (sp == NULL || sp == line || strspn (line, "0123456789") != (size_t) (sp - line)
-          || !key_valid (sp + 1))
+      if (sp == NULL || sp == line || strspn (line, "0123456789") != (size_t)(sp - line)
+          || key_problem (sp + 1) != NULL)
         continue;
       if (remember (r, sp + 1) < 0)
         return bvm_error (err, ENOMEM, "reading the replay store");
@@ -994,7 +996,7 @@ webhook_replay_add (struct webhook_replay *r, const char *key, bvm_error_t *err)
   cleanup_buf struct buf line = BUF_INIT (WEBHOOK_REPLAY_KEY_MAX + 32);
   bool found;
 
-  if (!key_valid (key))
+  if (key_problem (key) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "replay key is not valid");
   slot_of (r, key, &found);
   if (found)
@@ -1217,7 +1219,7 @@ check_request (struct webhook_response *out, const struct webhook_config *wc,
                               "X-Forgejo-Event or X-Gitlab-Event header");
   *fip = fi;
   ct = webhook_header (req, "Content-Type", &n);
-  if (n > 1 || !content_type_ok (ct))
+  if (n > 1 || content_type_problem (ct) != NULL)
     return respond (out, 415, "unsupported content type: send application/json");
   event = webhook_header (req, fi->event, &n);
   if (n != 1)
