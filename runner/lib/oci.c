@@ -83,8 +83,7 @@ oci_tag_problem (const char *tag)
   for (size_t i = 0; i < n; i++)
     {
       char c = tag[i];
-      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-                || c == '_' || (i > 0 && (c == '.' || c == '-'));
+      bool ok = is_alnum (c) || c == '_' || (i > 0 && (c == '.' || c == '-'));
       if (!ok)
         return why;
     }

@@ -631,7 +631,7 @@ sid_problem (const char *s)
   if (*s == '\0' || strlen (s) > 128)
     return why;
   for (; *s; s++)
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+    if (!is_alnum (*s))
       return why;
   return NULL;
 }

@@ -49,8 +49,7 @@ queue__consumer_problem (const char *s)
   for (size_t i = 0; i < n; i++)
     {
       char c = s[i];
-      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-            || strchr ("._:@-", c) != NULL))
+      if (!(is_alnum (c) || strchr ("._:@-", c) != NULL))
         return why;
     }
   return NULL;
@@ -86,8 +85,7 @@ queue__init (struct queue *q, const struct queue_driver *drv, const struct queue
       host[sizeof host - 1] = '\0';
       /* a host name may hold characters we do not allow in a consumer name */
       for (p = host; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')
-              || *p == '.' || *p == '-'))
+        if (!(is_alnum (*p) || *p == '.' || *p == '-'))
           *p = '-';
       if (asprintf (&q->consumer, "%.100s:%d", host, (int) getpid ()) < 0)
         q->consumer = NULL;

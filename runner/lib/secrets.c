@@ -223,9 +223,7 @@ secrets_name_problem (const char *s)
   for (i = 0; s[i]; i++)
     {
       char c = s[i];
-      if (i >= SECRETS_NAME_MAX
-          || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-               || c == '_' || c == '.' || c == '-'))
+      if (i >= SECRETS_NAME_MAX || !(is_alnum (c) || c == '_' || c == '.' || c == '-'))
         return why;
     }
   return NULL;
