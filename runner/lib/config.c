@@ -2,6 +2,7 @@
 #include "config.h"
 #include "image.h"
 #include "buf.h"
+#include "caps.h"
 #include "fs.h"
 #include "jsonx.h"
 #include "oci.h"
@@ -669,8 +670,8 @@ load_registry (struct runner_config *c, const struct loader *L, bvm_error_t *err
     size_t n = 0;
 
     if (o != NULL)
-      ret = jsonx_get_str_array (&tags, &n, o, "extra_tags", false, CONFIG_MAX_EXTRA_TAGS, 4096,
-                                 "registry", err);
+      ret = jsonx_get_str_array (&tags, &n, o, "extra_tags", false, CONFIG_MAX_EXTRA_TAGS,
+                                 CAP_FIELD_READ, "registry", err);
     if (ret < 0)
       return wrapped (ret, L, err);
     c->registry.extra_tags = calloc (n + 1, sizeof (char *));
@@ -970,7 +971,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
   if (ret == 0)
     ret = jsonx_get_str (&app, o, "app", true, 256, where, err);
   if (ret == 0)
-    ret = jsonx_get_str (&repo, o, "repo", true, 65536, where, err);
+    ret = jsonx_get_str (&repo, o, "repo", true, CAP_TEXT_READ, where, err);
   if (ret == 0)
     ret = jsonx_get_str_array (&match, &n_match, o, "match", false, CONFIG_APP_MAX_MATCH,
                                JOB_REPO_MAX, where, err);

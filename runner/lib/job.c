@@ -2,6 +2,7 @@
 #include "job.h"
 #include "fs.h"
 #include "jsonx.h"
+#include "caps.h"
 #include "util.h"
 
 #include <errno.h>
@@ -332,23 +333,23 @@ job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *
     return bvm_error_code (err, BVM_E_INVALID, 0, WHAT " must be a JSON object");
   ret = jsonx_check_keys (doc, keys, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&id, doc, "id", true, 4096, "", err);
+    ret = jsonx_get_str (&id, doc, "id", true, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&app, doc, "app", true, 4096, "", err);
+    ret = jsonx_get_str (&app, doc, "app", true, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&repo, doc, "repo", true, 65536, "", err);
+    ret = jsonx_get_str (&repo, doc, "repo", true, CAP_TEXT_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&commit, doc, "commit", true, 4096, "", err);
+    ret = jsonx_get_str (&commit, doc, "commit", true, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&ref, doc, "ref", true, 65536, "", err);
+    ret = jsonx_get_str (&ref, doc, "ref", true, CAP_TEXT_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&trigger, doc, "trigger", false, 4096, "", err);
+    ret = jsonx_get_str (&trigger, doc, "trigger", false, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&delivery, doc, "delivery", false, 4096, "", err);
+    ret = jsonx_get_str (&delivery, doc, "delivery", false, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&at, doc, "requested_at", false, 4096, "", err);
+    ret = jsonx_get_str (&at, doc, "requested_at", false, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&by, doc, "requested_by", false, 65536, "", err);
+    ret = jsonx_get_str (&by, doc, "requested_by", false, CAP_TEXT_READ, "", err);
   if (ret < 0)
     return bvm_error_wrap (err, WHAT);
 

@@ -3,6 +3,7 @@
 #include "oci.h"
 #include "fs.h"
 #include "jsonx.h"
+#include "caps.h"
 #include "util.h"
 
 #include <archive.h>
@@ -569,7 +570,7 @@ base_config_check (const json_t *base, bvm_error_t *err)
     const char *s = NULL;
     json_t *o = NULL;
     const char *k;
-    if (jsonx_get_str (&s, cfg, "WorkingDir", false, 4096, "config", err) < 0
+    if (jsonx_get_str (&s, cfg, "WorkingDir", false, CAP_FIELD_READ, "config", err) < 0
         || jsonx_get_str (&s, cfg, "User", false, 256, "config", err) < 0)
       return -1;
     v = json_object_get (cfg, "Labels");

@@ -6,6 +6,7 @@
 #include "jsonx.h"
 #include "oci.h"
 #include "secrets.h"
+#include "caps.h"
 #include "util.h"
 
 #include <errno.h>
@@ -337,7 +338,7 @@ parse_steps (struct build_spec *s, const json_t *doc, bvm_error_t *err)
         {
           ret = jsonx_check_keys (v, keys, where, err);
           if (ret == 0)
-            ret = jsonx_get_str (&name, v, "name", false, 4096, where, err);
+            ret = jsonx_get_str (&name, v, "name", false, CAP_FIELD_READ, where, err);
           if (ret == 0)
             ret = jsonx_get_str (&run, v, "run", true, SPEC_STEP_RUN_MAX, where, err);
           if (ret == 0)
@@ -518,13 +519,13 @@ parse_image (struct build_spec *s, const json_t *doc, bvm_error_t *err)
     return nomem (err);
   ret = jsonx_check_keys (o, keys, "image", err);
   if (ret == 0)
-    ret = jsonx_get_str (&from, o, "from", true, 65536, "image", err);
+    ret = jsonx_get_str (&from, o, "from", true, CAP_TEXT_READ, "image", err);
   if (ret == 0)
-    ret = jsonx_get_str (&to, o, "to", false, 65536, "image", err);
+    ret = jsonx_get_str (&to, o, "to", false, CAP_TEXT_READ, "image", err);
   if (ret == 0)
-    ret = jsonx_get_str (&workdir, o, "workdir", false, 65536, "image", err);
+    ret = jsonx_get_str (&workdir, o, "workdir", false, CAP_TEXT_READ, "image", err);
   if (ret == 0)
-    ret = jsonx_get_str (&user, o, "user", false, 4096, "image", err);
+    ret = jsonx_get_str (&user, o, "user", false, CAP_FIELD_READ, "image", err);
   if (ret < 0)
     return wrapped (ret, err);
 
@@ -625,7 +626,7 @@ parse_artifacts (struct build_spec *s, const json_t *doc, bvm_error_t *err)
   int ret;
 
   ret = parse_strv (&s->artifacts, &s->n_artifacts, doc, "artifacts", "", SPEC_MAX_ARTIFACTS,
-                    65536, err);
+                    CAP_TEXT_READ, err);
   if (ret < 0)
     return ret;
   for (size_t i = 0; i < s->n_artifacts; i++)
@@ -667,9 +668,9 @@ parse_secrets (struct build_spec *s, const json_t *doc, bvm_error_t *err)
         {
           ret = jsonx_check_keys (v, keys, where, err);
           if (ret == 0)
-            ret = jsonx_get_str (&name, v, "name", true, 4096, where, err);
+            ret = jsonx_get_str (&name, v, "name", true, CAP_FIELD_READ, where, err);
           if (ret == 0)
-            ret = jsonx_get_str (&env, v, "env", false, 4096, where, err);
+            ret = jsonx_get_str (&env, v, "env", false, CAP_FIELD_READ, where, err);
           if (ret < 0)
             return wrapped (ret, err);
           snprintf (field, sizeof field, "%s.name", where);
@@ -768,7 +769,7 @@ spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *
   if (ret == 0)
     ret = jsonx_get_u64 (&version, doc, "version", false, SPEC_VERSION, SPEC_VERSION, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&profile, doc, "profile", true, 4096, "", err);
+    ret = jsonx_get_str (&profile, doc, "profile", true, CAP_FIELD_READ, "", err);
   if (ret < 0)
     return wrapped (ret, err);
   if (image_profile_problem (profile) != NULL)
