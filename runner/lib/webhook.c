@@ -851,6 +851,9 @@ webhook_replay_close (struct webhook_replay *r)
   free (r);
 }
 
+/* "<seconds> <key>\n": at most 20 digits and a sign, a space, the key, a newline */
+#define REPLAY_LINE_MAX (WEBHOOK_REPLAY_KEY_MAX + 24)
+
 static int
 format_line (struct buf *b, const char *key)
 {
@@ -861,8 +864,8 @@ format_line (struct buf *b, const char *key)
 static int
 compact (struct webhook_replay *r, bvm_error_t *err)
 {
-  /* no cap of its own: the content is our own window of valid keys */
-  cleanup_buf struct buf b = BUF_INIT (SIZE_MAX / 2);
+  /* our own window of valid keys: count lines of at most REPLAY_LINE_MAX */
+  cleanup_buf struct buf b = BUF_INIT ((r->count + 1) * REPLAY_LINE_MAX);
   int fd;
 
   for (size_t n = 0; n < r->count; n++)
@@ -892,7 +895,7 @@ load_file (struct webhook_replay *r, bool *needs_newline, bvm_error_t *err)
   size_t len = 0;
   /* twice the window of the longest lines, plus slack: compaction keeps the
    * file below that */
-  size_t max = (2 * r->window + 64) * (WEBHOOK_REPLAY_KEY_MAX + 24);
+  size_t max = (2 * r->window + 64) * REPLAY_LINE_MAX;
   char *line, *next;
 
   if (fs_read_fd (&data, &len, r->fd, max, r->path, err) < 0)

@@ -1242,6 +1242,22 @@ test_replay_file (void **state)
   assert_false (webhook_replay_seen (r, "k-95"));
   webhook_replay_close (r);
 
+  /* compaction's buffer is capped by the window of the longest lines: keys
+   * of the maximal length compact without hitting the cap */
+  assert_ok (webhook_replay_open (&r, path, 4, &err), &err);
+  for (int i = 0; i < 20; i++)
+    {
+      char big[WEBHOOK_REPLAY_KEY_MAX + 1];
+      memset (big, 'k', WEBHOOK_REPLAY_KEY_MAX);
+      big[WEBHOOK_REPLAY_KEY_MAX] = '\0';
+      snprintf (big, 8, "big-%02d", i);
+      big[6] = 'k';
+      assert_ok (webhook_replay_add (r, big, &err), &err);
+      assert_true (webhook_replay_seen (r, big));
+    }
+  assert_true (file_lines (path) <= 9);
+  webhook_replay_close (r);
+
   /* not a regular file */
   snprintf (path, sizeof path, "%s/dir", tmp);
   assert_int_equal (mkdir (path, 0700), 0);
