@@ -1128,13 +1128,12 @@ load_serve (struct runner_config *c, const struct loader *L, bvm_error_t *err)
       ret = wrapped (jsonx_get_str (&s, o, "name", true, 128, "serve", err), L, err);
       if (ret < 0)
         return ret;
-      for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')
-              || strchr ("._:@-", *p)))
-          return bad_value (err, L->what, "serve.name", "may only hold letters, digits and ._:@-",
-                            s);
+      /* the name is the queue consumer: the queue's grammar */
       if (*s == '\0')
         return bad_value (err, L->what, "serve.name", "is empty", s);
+      if (queue_consumer_problem (s) != NULL)
+        return bad_value (err, L->what, "serve.name", "may only hold letters, digits and ._:@-",
+                          s);
       if ((c->serve.name = strdup (s)) == NULL)
         return nomem (err);
     }

@@ -40,7 +40,7 @@ queue__show (char *buf, size_t size, const char *s, size_t len)
 }
 
 const char *
-queue__consumer_problem (const char *s)
+queue_consumer_problem (const char *s)
 {
   static const char why[] = "must match ^[A-Za-z0-9._:@-]{1,128}$";
   size_t n = strlen (s);
@@ -70,7 +70,7 @@ queue__init (struct queue *q, const struct queue_driver *drv, const struct queue
   q->ignored = 0;
   if (o->consumer != NULL)
     {
-      if (queue__consumer_problem (o->consumer) != NULL)
+      if (queue_consumer_problem (o->consumer) != NULL)
         return bvm_error_code (err, BVM_E_INVALID, 0,
                                "queue consumer name `%s` must match ^[A-Za-z0-9._:@-]{1,128}$",
                                o->consumer);

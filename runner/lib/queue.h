@@ -91,6 +91,10 @@ struct queue;
  * check_url. Nothing is opened. Returns NULL, or why not. */
 const char *queue_url_check (const char *url);
 
+/* A consumer name (the daemon's `serve.name`): ^[A-Za-z0-9._:@-]{1,128}$.
+ * NULL, or why not. */
+const char *queue_consumer_problem (const char *s);
+
 /* Open (and create: spool directories, the redis consumer group) a queue
  * from the config's `queue` string. `o` may be NULL for the defaults. A
  * redis server that cannot be reached is BVM_E_NETWORK. */
@@ -271,7 +275,6 @@ int64_t queue__wall_ms (void);
 const char *queue__show (char *buf, size_t size, const char *s, size_t len);
 #define QUEUE__SHOW_SIZE 300
 
-const char *queue__consumer_problem (const char *s);
 
 /* A reason for a record: one line, at most QUEUE_REASON_MAX bytes, valid
  * UTF-8 (bytes of an invalid sequence become `?`). NULL on ENOMEM. */
