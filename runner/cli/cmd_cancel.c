@@ -29,7 +29,7 @@ cmd_cancel (int argc, char **argv)
     return r == 1 ? 0 : r;
   if (optind != argc - 1)
     return cli_usage ("cancel", "expected exactly one JOB");
-  if (!job_id_valid (argv[optind]))
+  if (job_id_problem (argv[optind]) != NULL)
     return cli_usage ("cancel", "`%.64s` is not a valid job id", argv[optind]);
   if (cli_open_queue (&q, &cfg, config_path, &err) < 0
       || queue_cancel (&was_running, q, argv[optind], &err) < 0)

@@ -131,7 +131,7 @@ cmd_dry_run (int argc, char **argv)
     snprintf (app, sizeof app, "%s", app_opt);
   else
     app_from_dir (app, sizeof app, dir);
-  if (!job_app_id_valid (app))
+  if (job_app_id_problem (app) != NULL)
     return cli_usage ("dry-run", "`%s` is not a valid app id (^[a-z0-9][a-z0-9-]{0,62}$): "
                                  "use --app",
                       app);

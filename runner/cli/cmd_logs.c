@@ -84,7 +84,7 @@ cmd_logs (int argc, char **argv)
       }
   if (argc - optind != 1)
     return cli_usage ("logs", "expected exactly one JOB");
-  if (!joblog_job_id_ok (argv[optind]))
+  if (joblog_job_id_problem (argv[optind]) != NULL)
     return cli_usage ("logs", "invalid job id: letters, digits, `.`, `_`, `-`, at most 128");
   if (logs_dir (&dir, opt_dir, config_path, &err) < 0)
     return cli_fail ("logs", &err, cli_status_for (&err));

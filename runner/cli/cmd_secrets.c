@@ -139,9 +139,9 @@ do_set (struct secrets *s, const char *app, const char *name, bool strip)
   int ret;
 
   /* validate before asking for a value that would then be refused */
-  if (!job_app_id_valid (app))
+  if (job_app_id_problem (app) != NULL)
     return cli_usage ("secrets", "invalid app id (^[a-z0-9][a-z0-9-]{0,62}$)");
-  if (!secrets_name_valid (name))
+  if (secrets_name_problem (name) != NULL)
     return cli_usage ("secrets", "invalid secret name (^[A-Za-z0-9_.-]{1,64}$, no leading `.`)");
   ret = read_value (&v, &tty, app, name, &err);
   if (ret == 0 && strip && v.len > 0 && v.data[v.len - 1] == '\n')

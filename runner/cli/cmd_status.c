@@ -32,7 +32,7 @@ cmd_status (int argc, char **argv)
     return r == 1 ? 0 : r;
   if (optind != argc - 1)
     return cli_usage ("status", "expected exactly one JOB");
-  if (!job_id_valid (argv[optind]))
+  if (job_id_problem (argv[optind]) != NULL)
     return cli_usage ("status", "`%.64s` is not a valid job id", argv[optind]);
   if (cli_open_queue (&q, &cfg, config_path, &err) < 0
       || queue_get (&st, q, argv[optind], &err) < 0)

@@ -5,8 +5,11 @@
 #include "config.h"
 #include "image.h"
 #include "buf.h"
+#include "caps.h"
 #include "fs.h"
 #include "jsonx.h"
+#include "oci.h"
+#include "queue.h"
 #include "util.h"
 #include "webhook.h"
 
@@ -61,21 +64,6 @@ static int
 nomem (bvm_error_t *err)
 {
   return bvm_error (err, ENOMEM, "loading the runner config");
-}
-
-static bool
-is_alnum (char c)
-{
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-static bool
-has_control (const char *s)
-{
-  for (; *s; s++)
-    if ((unsigned char) *s < 0x20 || *s == 0x7f)
-      return true;
-  return false;
 }
 
 /* dir/name without doubling the slash of "/" or of "/home/u/" */
@@ -164,54 +152,6 @@ config_default_home (char **out, bvm_error_t *err)
 
 /* --- URLs --------------------------------------------------------------------- */
 
-/* "host[:port]" of n bytes: a DNS name or IPv4 address, or [IPv6]. */
-static const char *
-hostport_problem (const char *s, size_t n)
-{
-  const char *port = NULL;
-  size_t hlen;
-
-  if (n == 0)
-    return "has no host";
-  if (s[0] == '[')
-    {
-      const char *close = memchr (s, ']', n);
-      if (close == NULL)
-        return "has an unterminated IPv6 address";
-      for (const char *p = s + 1; p < close; p++)
-        if (!(is_alnum (*p) || *p == ':' || *p == '.'))
-          return "has an invalid IPv6 address";
-      hlen = (size_t) (close - s) + 1;
-      if (hlen < n && s[hlen] != ':')
-        return "has an invalid host";
-      port = hlen < n ? s + hlen + 1 : NULL;
-    }
-  else
-    {
-      const char *colon = memchr (s, ':', n);
-      hlen = colon ? (size_t) (colon - s) : n;
-      if (hlen == 0)
-        return "has no host";
-      for (size_t i = 0; i < hlen; i++)
-        if (!(is_alnum (s[i]) || s[i] == '.' || s[i] == '-'))
-          return "has an invalid host name (credentials belong in `registry.credentials`)";
-      port = colon ? colon + 1 : NULL;
-    }
-  if (port != NULL)
-    {
-      size_t plen = (size_t) (s + n - port);
-      char num[8];
-      uint32_t v;
-      if (plen == 0 || plen > 5 || port[0] == '0')
-        return "has an invalid port";
-      memcpy (num, port, plen);
-      num[plen] = '\0';
-      if (parse_u32 (num, &v) < 0 || v < 1 || v > 65535)
-        return "has an invalid port";
-    }
-  return NULL;
-}
-
 /* "http(s)://host[:port]" with at most a trailing "/": the registry API
  * lives at /v2/ of the root. */
 static const char *
@@ -238,73 +178,28 @@ registry_url_problem (const char *s)
   return hostport_problem (hp, n);
 }
 
-static bool
-name_valid (const char *s, size_t n, size_t max)
-{
-  if (n == 0 || n > max)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!(is_alnum (s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
-      return false;
-  return true;
-}
-
 /* A program looked up in PATH: [A-Za-z0-9._+-]{1,64}, no `/`. */
-static bool
-command_name_valid (const char *s)
+static const char *
+command_name_problem (const char *s)
 {
+  static const char why[] = "must be a program name ([A-Za-z0-9._+-]{1,64}, not starting with `-`)";
   size_t n = strlen (s);
   if (n == 0 || n > 64 || s[0] == '-')
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
     if (!(is_alnum (s[i]) || strchr ("._+-", s[i]) != NULL))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
-/* "spool:/abs/dir" or "redis://host[:port][/stream][?group=name]". Only the
- * form is checked here; the queue module connects. */
+/* "spool:/abs/dir" or "redis://host[:port][/stream][?group=name]": the
+ * grammar is the queue drivers' (queue_url_check); only the form is checked
+ * here, the queue module connects. */
 static const char *
 queue_problem (const char *s, enum config_queue_kind *kind)
 {
-  if (strlen (s) > CONFIG_URL_MAX)
-    return "is longer than 1024 bytes";
-  if (strncmp (s, "spool:", 6) == 0)
-    {
-      *kind = CONFIG_QUEUE_SPOOL;
-      return abs_path_problem (s + 6) ? "must be `spool:` followed by an absolute directory"
-                                      : NULL;
-    }
-  if (strncmp (s, "redis://", 8) == 0)
-    {
-      const char *hp = s + 8, *p;
-      size_t n = strcspn (hp, "/?#");
-      const char *why;
-
-      *kind = CONFIG_QUEUE_REDIS;
-      if (memchr (hp, '@', n) != NULL)
-        return "must not contain credentials";
-      if ((why = hostport_problem (hp, n)) != NULL)
-        return why;
-      p = hp + n;
-      if (*p == '/')
-        {
-          size_t m = strcspn (p + 1, "?#");
-          if (!name_valid (p + 1, m, 128))
-            return "has an invalid stream name (^[A-Za-z0-9._-]{1,128}$)";
-          p += 1 + m;
-        }
-      if (*p == '?')
-        {
-          if (strncmp (p, "?group=", 7) != 0 || !name_valid (p + 7, strlen (p + 7), 64))
-            return "may only have the query `?group=NAME` (^[A-Za-z0-9._-]{1,64}$)";
-          p += strlen (p);
-        }
-      if (*p != '\0')
-        return "has trailing characters after the redis URL";
-      return NULL;
-    }
-  return "must be `spool:/dir` or `redis://host:port/stream?group=name`";
+  *kind = strncmp (s, "redis://", 8) == 0 ? CONFIG_QUEUE_REDIS : CONFIG_QUEUE_SPOOL;
+  return queue_url_check (s);
 }
 
 /* --- templates --------------------------------------------------------------------- */
@@ -398,10 +293,10 @@ enum tmpl_kind
   TMPL_TAG,
 };
 
-static bool
-tmpl_result_valid (const char *s, enum tmpl_kind kind)
+static const char *
+tmpl_result_problem (const char *s, enum tmpl_kind kind)
 {
-  return kind == TMPL_REPOSITORY ? spec_repository_valid (s) : spec_tag_valid (s);
+  return kind == TMPL_REPOSITORY ? oci_repository_problem (s) : oci_tag_problem (s);
 }
 
 /* Sample values that every placeholder can take, including the longest and
@@ -449,7 +344,7 @@ tmpl_check (const char *tmpl, enum tmpl_kind kind, bool need_placeholder, const 
                           "must contain a placeholder such as `{commit}` (use "
                           "`registry.extra_tags` for constant tags)",
                           tmpl);
-      if (!tmpl_result_valid (buf_cstr (&b), kind) || b.len > 255)
+      if (tmpl_result_problem (buf_cstr (&b), kind) != NULL || b.len > 255)
         {
           char shown[JOB__SHOW_SIZE], ex[JOB__SHOW_SIZE];
           return bad (err, what, field,
@@ -474,8 +369,8 @@ tmpl_apply (char **out, const char *tmpl, enum tmpl_kind kind, const char *field
 
   /* the request was validated by job_parse; check again what reaches a
    * registry path in case a caller built one by hand */
-  if (!job_app_id_valid (j->app) || !job_commit_valid (j->commit) || !job_id_valid (j->id)
-      || !job_ref_valid (j->ref))
+  if (job_app_id_problem (j->app) != NULL || job_commit_problem (j->commit) != NULL
+      || job_id_problem (j->id) != NULL || job_ref_problem (j->ref) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "expanding `%s`: the job request is not valid",
                            field);
   memcpy (short_commit, j->commit, CONFIG_SHORT_COMMIT_LEN);
@@ -488,7 +383,7 @@ tmpl_apply (char **out, const char *tmpl, enum tmpl_kind kind, const char *field
   vals[T_ID] = j->id;
   if ((why = tmpl_expand (&b, tmpl, vals, &used)) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "expanding `%s`: template %s", field, why);
-  if (b.len > 255 || !tmpl_result_valid (buf_cstr (&b), kind))
+  if (b.len > 255 || tmpl_result_problem (buf_cstr (&b), kind) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "`%s` gives `%s` for app `%s`, which is not a valid %s name", field,
                            buf_cstr (&b), j->app,
@@ -500,11 +395,7 @@ tmpl_apply (char **out, const char *tmpl, enum tmpl_kind kind, const char *field
 void
 config_strv_free (char **v)
 {
-  if (v == NULL)
-    return;
-  for (char **p = v; *p; p++)
-    free (*p);
-  free (v);
+  strv_free (v);
 }
 
 int
@@ -782,8 +673,8 @@ load_registry (struct runner_config *c, const struct loader *L, bvm_error_t *err
     size_t n = 0;
 
     if (o != NULL)
-      ret = jsonx_get_str_array (&tags, &n, o, "extra_tags", false, CONFIG_MAX_EXTRA_TAGS, 4096,
-                                 "registry", err);
+      ret = jsonx_get_str_array (&tags, &n, o, "extra_tags", false, CONFIG_MAX_EXTRA_TAGS,
+                                 CAP_FIELD_READ, "registry", err);
     if (ret < 0)
       return wrapped (ret, L, err);
     c->registry.extra_tags = calloc (n + 1, sizeof (char *));
@@ -833,7 +724,7 @@ load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *er
                     DEFAULT_PROFILE, 4096, err);
   if (ret < 0)
     return ret;
-  if (!spec_profile_valid (c->images.default_profile))
+  if (image_profile_problem (c->images.default_profile) != NULL)
     return bad_value (err, L->what, "images.default_profile",
                       "must match ^[a-z0-9][a-z0-9-]{0,31}$", c->images.default_profile);
 
@@ -861,7 +752,7 @@ load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *er
       if (abs_path_problem (c->vm.qemu) != NULL)
         return bad_value (err, L->what, "vm.qemu", abs_path_problem (c->vm.qemu), c->vm.qemu);
     }
-  else if (!command_name_valid (c->vm.qemu))
+  else if (command_name_problem (c->vm.qemu) != NULL)
     return bad_value (err, L->what, "vm.qemu",
                       "must be a command name ([A-Za-z0-9._+-]{1,64}) or an absolute path",
                       c->vm.qemu);
@@ -1066,23 +957,6 @@ has_space_or_control (const char *s)
 }
 
 static int
-strv_dup (char ***out, const char *const *v, size_t n, bvm_error_t *err)
-{
-  char **r = calloc (n + 1, sizeof *r);
-
-  if (r == NULL)
-    return nomem (err);
-  for (size_t i = 0; i < n; i++)
-    if ((r[i] = strdup (v[i])) == NULL)
-      {
-        config_strv_free (r);
-        return nomem (err);
-      }
-  *out = r;
-  return 0;
-}
-
-static int
 load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t idx,
           bvm_error_t *err)
 {
@@ -1102,7 +976,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
   if (ret == 0)
     ret = jsonx_get_str (&app, o, "app", true, 256, where, err);
   if (ret == 0)
-    ret = jsonx_get_str (&repo, o, "repo", true, 65536, where, err);
+    ret = jsonx_get_str (&repo, o, "repo", true, CAP_TEXT_READ, where, err);
   if (ret == 0)
     ret = jsonx_get_str_array (&match, &n_match, o, "match", false, CONFIG_APP_MAX_MATCH,
                                JOB_REPO_MAX, where, err);
@@ -1113,7 +987,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
     return wrapped (ret, L, err);
 
   snprintf (field, sizeof field, "%s.app", where);
-  if (!job_app_id_valid (app))
+  if (job_app_id_problem (app) != NULL)
     return bad_value (err, L->what, field, "must match ^[a-z0-9][a-z0-9-]{0,62}$", app);
   snprintf (field, sizeof field, "%s.repo", where);
   if ((ret = check_app_repo (repo, L, field, err)) < 0)
@@ -1124,7 +998,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
   /* without `match`, the payload must name the repository the runner fetches */
   if (match == NULL)
     {
-      ret = strv_dup (&a->match, &repo, 1, err);
+      ret = (a->match = strv_dup (&repo, 1)) != NULL ? 0 : nomem (err);
       a->n_match = 1;
     }
   else if (n_match == 0)
@@ -1138,7 +1012,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
             return bad_value (err, L->what, field,
                               "must be a clone URL or a full name without spaces", match[i]);
           }
-      ret = strv_dup (&a->match, match, n_match, err);
+      ret = (a->match = strv_dup (match, n_match)) != NULL ? 0 : nomem (err);
       a->n_match = n_match;
     }
   if (ret < 0)
@@ -1146,7 +1020,7 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
 
   if (branches == NULL)
     {
-      ret = strv_dup (&a->branches, main_branch, 1, err);
+      ret = (a->branches = strv_dup (main_branch, 1)) != NULL ? 0 : nomem (err);
       a->n_branches = 1;
     }
   else if (n_branches == 0)
@@ -1159,12 +1033,12 @@ load_app (struct config_app *a, const json_t *o, const struct loader *L, size_t 
           snprintf (field, sizeof field, "%s.branches[%zu]", where, i);
           if (strncmp (branches[i], "refs/", 5) == 0
               || snprintf_checked (ref, sizeof ref, "refs/heads/%s", branches[i]) < 0
-              || !job_ref_valid (ref))
+              || job_ref_problem (ref) != NULL)
             return bad_value (err, L->what, field,
                               "must be a branch name such as `main` (without `refs/heads/`)",
                               branches[i]);
         }
-      ret = strv_dup (&a->branches, branches, n_branches, err);
+      ret = (a->branches = strv_dup (branches, n_branches)) != NULL ? 0 : nomem (err);
       a->n_branches = n_branches;
     }
   if (ret < 0)
@@ -1271,13 +1145,12 @@ load_serve (struct runner_config *c, const struct loader *L, bvm_error_t *err)
       ret = wrapped (jsonx_get_str (&s, o, "name", true, 128, "serve", err), L, err);
       if (ret < 0)
         return ret;
-      for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')
-              || strchr ("._:@-", *p)))
-          return bad_value (err, L->what, "serve.name", "may only hold letters, digits and ._:@-",
-                            s);
+      /* the name is the queue consumer: the queue's grammar */
       if (*s == '\0')
         return bad_value (err, L->what, "serve.name", "is empty", s);
+      if (queue_consumer_problem (s) != NULL)
+        return bad_value (err, L->what, "serve.name", "may only hold letters, digits and ._:@-",
+                          s);
       if ((c->serve.name = strdup (s)) == NULL)
         return nomem (err);
     }

@@ -93,13 +93,14 @@ digest_file (char out[DIGEST_STR_LEN + 1], uint64_t *size, const char *path, bvm
   return 0;
 }
 
-bool
-digest_is_valid (const char *s)
+const char *
+digest_problem (const char *s)
 {
+  static const char why[] = "must be `sha256:` and 64 lowercase hex digits";
   if (s == NULL || strncmp (s, "sha256:", 7) != 0 || strlen (s) != DIGEST_STR_LEN)
-    return false;
+    return why;
   for (const char *p = s + 7; *p; p++)
     if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }

@@ -27,7 +27,7 @@ void digest_dispose (struct digest_ctx *d);
 int digest_buffer (char out[DIGEST_STR_LEN + 1], const void *data, size_t len, bvm_error_t *err);
 int digest_file (char out[DIGEST_STR_LEN + 1], uint64_t *size, const char *path, bvm_error_t *err);
 
-/* "sha256:" followed by exactly 64 lowercase hex digits. */
-bool digest_is_valid (const char *s);
+/* "sha256:" followed by exactly 64 lowercase hex digits: NULL, or why not. */
+const char *digest_problem (const char *s);
 
 #endif

@@ -13,20 +13,21 @@
 
 #define MANIFEST_MAX (1u << 20)
 
-bool
-image_profile_valid (const char *p)
+const char *
+image_profile_problem (const char *p)
 {
-  size_t n = strlen (p);
+  static const char why[] = "must match ^[a-z0-9][a-z0-9-]{0,31}$";
+  size_t n = p ? strlen (p) : 0;
   if (n == 0 || n > 32)
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
     {
       char c = p[i];
       bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i > 0);
       if (!ok)
-        return false;
+        return why;
     }
-  return true;
+  return NULL;
 }
 
 int
@@ -84,7 +85,7 @@ image_load (struct vm_image **out, const char *dir, const char *profile, bvm_err
   uint64_t schema = 0;
   int ret;
 
-  if (!image_profile_valid (profile))
+  if (image_profile_problem (profile) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "`%.40s` is not a valid image profile name",
                            profile);
   img = calloc (1, sizeof *img);
@@ -141,8 +142,8 @@ image_load (struct vm_image **out, const char *dir, const char *profile, bvm_err
       || (ret = jsonx_get_str (&s, doc, "agent_sha256", true, 80, "", err)) < 0
       || (ret = dupstr (&img->agent_sha256, s, err)) < 0)
     goto wrap;
-  if (!digest_is_valid (img->kernel_sha256) || !digest_is_valid (img->rootfs_sha256)
-      || !digest_is_valid (img->agent_sha256))
+  if (digest_problem (img->kernel_sha256) != NULL || digest_problem (img->rootfs_sha256) != NULL
+      || digest_problem (img->agent_sha256) != NULL)
     {
       ret = bvm_error_code (err, BVM_E_INVALID, 0, "a digest is not of the form sha256:<hex>");
       goto wrap;

@@ -27,7 +27,9 @@ struct vm_image
   json_t *packages;       /* [{"name","version"}] */
 };
 
-bool image_profile_valid (const char *profile);
+/* ^[a-z0-9][a-z0-9-]{0,31}$: the images directory, the build spec's
+ * `profile` and the config's `images.default_profile` */
+const char *image_profile_problem (const char *profile);
 
 /* Load <dir>/<profile>.json and check that the files it names exist with the
  * recorded size. A missing image is an error that says how to build it. */

@@ -2,6 +2,7 @@
 #include "job.h"
 #include "fs.h"
 #include "jsonx.h"
+#include "caps.h"
 #include "util.h"
 
 #include <errno.h>
@@ -18,18 +19,6 @@ job__show (char *buf, size_t size, const char *s)
 }
 
 static bool
-is_lower_alnum (char c)
-{
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-static bool
-is_alnum (char c)
-{
-  return is_lower_alnum (c) || (c >= 'A' && c <= 'Z');
-}
-
-static bool
 is_hex_lower (char c)
 {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -41,43 +30,46 @@ is_digit (char c)
   return c >= '0' && c <= '9';
 }
 
-bool
-job_app_id_valid (const char *s)
+const char *
+job_app_id_problem (const char *s)
 {
+  static const char why[] = "must match ^[a-z0-9][a-z0-9-]{0,62}$";
   size_t i;
 
   if (s == NULL || !is_lower_alnum (s[0]))
-    return false;
+    return why;
   for (i = 1; s[i] != '\0'; i++)
     if (i >= JOB_APP_MAX || !(is_lower_alnum (s[i]) || s[i] == '-'))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
-bool
-job_id_valid (const char *s)
+const char *
+job_id_problem (const char *s)
 {
+  static const char why[] = "must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
   size_t i;
 
   if (s == NULL || !is_alnum (s[0]))
-    return false;
+    return why;
   for (i = 1; s[i] != '\0'; i++)
     if (i >= JOB_ID_MAX || !(is_alnum (s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
-bool
-job_commit_valid (const char *s)
+const char *
+job_commit_problem (const char *s)
 {
+  static const char why[] = "must be 40 lowercase hex digits";
   size_t i;
 
   if (s == NULL)
-    return false;
+    return why;
   for (i = 0; s[i] != '\0'; i++)
     if (i >= JOB_COMMIT_LEN || !is_hex_lower (s[i]))
-      return false;
-  return i == JOB_COMMIT_LEN;
+      return why;
+  return i == JOB_COMMIT_LEN ? NULL : why;
 }
 
 /* git-check-ref-format(1), plus our own "refs/" prefix and length cap. The
@@ -135,10 +127,10 @@ ref_problem (const char *s)
   return NULL;
 }
 
-bool
-job_ref_valid (const char *s)
+const char *
+job_ref_problem (const char *s)
 {
-  return s != NULL && ref_problem (s) == NULL;
+  return s != NULL ? ref_problem (s) : "is missing";
 }
 
 static bool
@@ -158,26 +150,27 @@ digits_in (const char *s, size_t n, int min, int max, int *out)
   return true;
 }
 
-bool
-job_rfc3339_valid (const char *s)
+const char *
+job_rfc3339_problem (const char *s)
 {
+  static const char why[] = "must be an RFC 3339 date-time";
   static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
   int year, month, day;
   const char *p;
 
   if (s == NULL || strlen (s) > JOB_REQUESTED_AT_MAX || strlen (s) < 20)
-    return false;
+    return why;
   /* YYYY-MM-DDTHH:MM:SS */
   if (!digits_in (s, 4, 0, 9999, &year) || s[4] != '-' || !digits_in (s + 5, 2, 1, 12, &month)
       || s[7] != '-' || !digits_in (s + 8, 2, 1, 31, &day)
       || (s[10] != 'T' && s[10] != 't') || !digits_in (s + 11, 2, 0, 23, NULL) || s[13] != ':'
       || !digits_in (s + 14, 2, 0, 59, NULL) || s[16] != ':'
       || !digits_in (s + 17, 2, 0, 60, NULL))
-    return false;
+    return why;
   if (day > mdays[month - 1])
-    return false;
+    return why;
   if (month == 2 && day == 29 && !((year % 4 == 0 && year % 100 != 0) || year % 400 == 0))
-    return false;
+    return why;
   p = s + 19;
   if (*p == '.')
     {
@@ -185,14 +178,14 @@ job_rfc3339_valid (const char *s)
       for (p++; is_digit (*p); p++)
         n++;
       if (n == 0 || n > 9)
-        return false;
+        return why;
     }
   if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
-    return true;
+    return NULL;
   if ((*p == '+' || *p == '-') && strlen (p) == 6 && digits_in (p + 1, 2, 0, 23, NULL)
       && p[3] == ':' && digits_in (p + 4, 2, 0, 59, NULL))
-    return true;
-  return false;
+    return NULL;
+  return why;
 }
 
 /* The repository URL reaches libgit2, which understands many transports. We
@@ -238,44 +231,10 @@ repo_problem (const char *s)
     {
       const char *host = strstr (s, "://") + 3;
       size_t alen = strcspn (host, "/?#");
-      const char *port = NULL;
-      size_t hlen;
 
       if (memchr (host, '@', alen) != NULL)
         return "must not contain credentials (`user:password@`): configure them on the runner";
-      if (alen == 0)
-        return "has no host";
-      if (host[0] == '[')
-        {
-          const char *close = memchr (host, ']', alen);
-          if (close == NULL)
-            return "has an unterminated IPv6 address";
-          for (const char *p = host + 1; p < close; p++)
-            if (!(is_alnum (*p) || *p == ':' || *p == '.'))
-              return "has an invalid IPv6 address";
-          hlen = (size_t) (close - host) + 1;
-          if (hlen < alen && host[hlen] != ':')
-            return "has an invalid host";
-          port = hlen < alen ? host + hlen + 1 : NULL;
-        }
-      else
-        {
-          const char *colon = memchr (host, ':', alen);
-          hlen = colon ? (size_t) (colon - host) : alen;
-          if (hlen == 0)
-            return "has no host";
-          for (size_t i = 0; i < hlen; i++)
-            if (!(is_alnum (host[i]) || host[i] == '.' || host[i] == '-'))
-              return "has an invalid host name";
-          port = colon ? colon + 1 : NULL;
-        }
-      if (port != NULL)
-        {
-          size_t plen = (size_t) (host + alen - port);
-          if (plen == 0 || plen > 5 || port[0] == '0' || !digits_in (port, plen, 1, 65535, NULL))
-            return "has an invalid port";
-        }
-      return NULL;
+      return hostport_problem (host, alen);
     }
   else
     return "must be an absolute path, a `file:///` URL or an `http://` or `https://` URL "
@@ -294,17 +253,18 @@ repo_problem (const char *s)
   return NULL;
 }
 
-static bool
-delivery_valid (const char *s)
+const char *
+job_delivery_problem (const char *s)
 {
+  static const char why[] = "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$";
   size_t i;
   if (!is_alnum (s[0]))
-    return false;
+    return why;
   for (i = 1; s[i] != '\0'; i++)
     if (i >= JOB_DELIVERY_MAX
         || !(is_alnum (s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-' || s[i] == ':'))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
 static bool
@@ -373,33 +333,33 @@ job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *
     return bvm_error_code (err, BVM_E_INVALID, 0, WHAT " must be a JSON object");
   ret = jsonx_check_keys (doc, keys, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&id, doc, "id", true, 4096, "", err);
+    ret = jsonx_get_str (&id, doc, "id", true, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&app, doc, "app", true, 4096, "", err);
+    ret = jsonx_get_str (&app, doc, "app", true, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&repo, doc, "repo", true, 65536, "", err);
+    ret = jsonx_get_str (&repo, doc, "repo", true, CAP_TEXT_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&commit, doc, "commit", true, 4096, "", err);
+    ret = jsonx_get_str (&commit, doc, "commit", true, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&ref, doc, "ref", true, 65536, "", err);
+    ret = jsonx_get_str (&ref, doc, "ref", true, CAP_TEXT_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&trigger, doc, "trigger", false, 4096, "", err);
+    ret = jsonx_get_str (&trigger, doc, "trigger", false, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&delivery, doc, "delivery", false, 4096, "", err);
+    ret = jsonx_get_str (&delivery, doc, "delivery", false, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&at, doc, "requested_at", false, 4096, "", err);
+    ret = jsonx_get_str (&at, doc, "requested_at", false, CAP_FIELD_READ, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&by, doc, "requested_by", false, 65536, "", err);
+    ret = jsonx_get_str (&by, doc, "requested_by", false, CAP_TEXT_READ, "", err);
   if (ret < 0)
     return bvm_error_wrap (err, WHAT);
 
-  if (!job_id_valid (id))
+  if (job_id_problem (id) != NULL)
     return invalid (err, "id", "must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", id);
-  if (!job_app_id_valid (app))
+  if (job_app_id_problem (app) != NULL)
     return invalid (err, "app", "must match ^[a-z0-9][a-z0-9-]{0,62}$", app);
   if ((why = repo_problem (repo)) != NULL)
     return invalid (err, "repo", why, repo);
-  if (!job_commit_valid (commit))
+  if (job_commit_problem (commit) != NULL)
     {
       bool upper = strlen (commit) == JOB_COMMIT_LEN;
       for (size_t i = 0; upper && i < JOB_COMMIT_LEN; i++)
@@ -415,9 +375,9 @@ job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *
   if (strcmp (trigger, "manual") != 0 && strcmp (trigger, "webhook") != 0
       && strcmp (trigger, "api") != 0)
     return invalid (err, "trigger", "must be one of `manual`, `webhook`, `api`", trigger);
-  if (delivery != NULL && !delivery_valid (delivery))
+  if (delivery != NULL && job_delivery_problem (delivery) != NULL)
     return invalid (err, "delivery", "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", delivery);
-  if (at != NULL && !job_rfc3339_valid (at))
+  if (at != NULL && job_rfc3339_problem (at) != NULL)
     return invalid (err, "requested_at", "must be an RFC 3339 date-time", at);
   if (by != NULL && (strlen (by) == 0 || strlen (by) > JOB_REQUESTED_BY_MAX || !printable_text (by)))
     return invalid (err, "requested_by",

@@ -68,13 +68,16 @@ job_freep (struct job_request **j)
 }
 #define cleanup_job __attribute__ ((cleanup (job_freep)))
 
-/* Validators shared with other modules (queue, webhook, store, logs). */
-bool job_app_id_valid (const char *s);
-bool job_id_valid (const char *s);
-bool job_commit_valid (const char *s);
-bool job_ref_valid (const char *s);
+/* Validators shared with other modules (queue, webhook, store, logs): each
+ * returns NULL, or why not as a static string for a message. */
+const char *job_app_id_problem (const char *s);
+const char *job_id_problem (const char *s);
+const char *job_commit_problem (const char *s);
+const char *job_ref_problem (const char *s);
+/* A webhook delivery id: ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$ */
+const char *job_delivery_problem (const char *s);
 /* RFC 3339 date-time, e.g. "2026-11-26T11:34:54Z" or with .frac / +01:00. */
-bool job_rfc3339_valid (const char *s);
+const char *job_rfc3339_problem (const char *s);
 
 /* Cross-module internal (job, spec, config): render an untrusted value for an
  * error message: at most ~48 bytes, every byte outside printable ASCII and

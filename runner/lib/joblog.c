@@ -1,6 +1,7 @@
 /* joblog.c - per-job console logs, see joblog.h */
 #include "joblog.h"
 #include "fs.h"
+#include "job.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -39,34 +40,28 @@ struct joblog
 
 /* --- ids ------------------------------------------------------------------ */
 
-bool
-joblog_job_id_ok (const char *s)
+const char *
+joblog_job_id_problem (const char *s)
 {
+  static const char why[]
+      = "must be a job id, with `.attempt<N>` for a retry (^[A-Za-z0-9][A-Za-z0-9._-]{0,147}$)";
   size_t n;
   if (s == NULL || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z')
                      || (s[0] >= '0' && s[0] <= '9')))
-    return false;
+    return why;
   n = strlen (s);
   /* a job id (at most 128) plus the pipeline's ".attempt<N>" for retries */
-  return n <= 128 + 20
-         && strspn (s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
-
-bool
-joblog_app_id_ok (const char *s)
-{
-  size_t n;
-  if (s == NULL || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
-    return false;
-  n = strlen (s);
-  return n <= 63 && strspn (s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
+  if (n > 128 + 20
+      || strspn (s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != n)
+    return why;
+  return NULL;
 }
 
 static int
 check_job_id (const char *job_id, bvm_error_t *err)
 {
   char shown[64];
-  if (joblog_job_id_ok (job_id))
+  if (joblog_job_id_problem (job_id) == NULL)
     return 0;
   /* do not echo control characters from an untrusted argument */
   snprintf (shown, sizeof shown, "%s", job_id ? job_id : "");
@@ -199,7 +194,7 @@ joblog_open (struct joblog **out, const char *log_dir, const char *app, const ch
 
   if (check_job_id (job_id, err) < 0)
     return -1;
-  if (!joblog_app_id_ok (app))
+  if (job_app_id_problem (app) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "invalid app id for job `%s`", job_id);
   if (log_dir == NULL || *log_dir == '\0')
     return bvm_error_code (err, BVM_E_INVALID, 0, "empty log directory");
@@ -448,7 +443,7 @@ find_log (char **out, bool *compressed, const char *log_dir, const char *job_id,
       struct stat st;
       bool hit = false;
 
-      if (!joblog_app_id_ok (de->d_name))
+      if (job_app_id_problem (de->d_name) != NULL)
         continue;
       /* prefer the .lz4: both exist only between compress and unlink, when
        * the .lz4 is already complete */

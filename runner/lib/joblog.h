@@ -39,8 +39,7 @@
 
 struct joblog;
 
-bool joblog_job_id_ok (const char *job_id);
-bool joblog_app_id_ok (const char *app);
+const char *joblog_job_id_problem (const char *job_id);
 
 /* Create (or start afresh) the log of job_id for app. Directories are created
  * 0750, the file 0640. Fails if another writer holds the log. */

@@ -3,6 +3,7 @@
 #include "oci.h"
 #include "fs.h"
 #include "jsonx.h"
+#include "caps.h"
 #include "util.h"
 
 #include <archive.h>
@@ -18,20 +19,14 @@
 
 /* --- names ------------------------------------------------------------------ */
 
-static bool
-lower_alnum (char c)
-{
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
 /* One path component `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`: the end of it, or
  * NULL when it does not match. */
 static const char *
 repo_component_end (const char *p)
 {
-  if (!lower_alnum (*p))
+  if (!is_lower_alnum (*p))
     return NULL;
-  while (lower_alnum (*p))
+  while (is_lower_alnum (*p))
     p++;
   for (;;)
     {
@@ -45,59 +40,63 @@ repo_component_end (const char *p)
           q++;
       else
         return p;
-      if (!lower_alnum (*q))
+      if (!is_lower_alnum (*q))
         return NULL;
-      while (lower_alnum (*q))
+      while (is_lower_alnum (*q))
         q++;
       p = q;
     }
 }
 
-bool
-oci_repository_is_valid (const char *name)
+const char *
+oci_repository_problem (const char *name)
 {
+  static const char why[] = "must be a repository name of the OCI distribution spec (lowercase "
+                            "components such as `apps/hello`, at most 255 bytes)";
   const char *p = name;
 
   if (name == NULL || strlen (name) > 255)
-    return false;
+    return why;
   for (;;)
     {
       p = repo_component_end (p);
       if (p == NULL)
-        return false;
+        return why;
       if (*p == '\0')
-        return true;
+        return NULL;
       if (*p != '/')
-        return false;
+        return why;
       p++;
     }
 }
 
-bool
-oci_tag_is_valid (const char *tag)
+const char *
+oci_tag_problem (const char *tag)
 {
+  static const char why[] = "must match ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$";
   size_t n;
 
   if (tag == NULL)
-    return false;
+    return why;
   n = strlen (tag);
   if (n == 0 || n > 128)
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
     {
       char c = tag[i];
-      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-                || c == '_' || (i > 0 && (c == '.' || c == '-'));
+      bool ok = is_alnum (c) || c == '_' || (i > 0 && (c == '.' || c == '-'));
       if (!ok)
-        return false;
+        return why;
     }
-  return true;
+  return NULL;
 }
 
-bool
-oci_reference_is_valid (const char *ref)
+const char *
+oci_reference_problem (const char *ref)
 {
-  return oci_tag_is_valid (ref) || digest_is_valid (ref);
+  if (oci_tag_problem (ref) == NULL || digest_problem (ref) == NULL)
+    return NULL;
+  return "must be a tag or a `sha256:` digest";
 }
 
 /* --- layers ----------------------------------------------------------------- */
@@ -277,21 +276,23 @@ oci_layer_tar_size (const struct oci_layer *l)
   return l->tar_bytes;
 }
 
-static bool
-layer_path_ok (const char *path)
+static const char *
+layer_path_problem (const char *path)
 {
+  static const char why[]
+      = "must be a relative path without `.` or `..` components, at most 4096 bytes";
   const char *p = path;
 
   if (*p == '\0' || *p == '/' || strlen (path) > 4096)
-    return false;
+    return why;
   while (*p)
     {
       const char *e = strchrnul (p, '/');
       if ((e - p == 2 && p[0] == '.' && p[1] == '.') || (e - p == 1 && p[0] == '.'))
-        return false;
+        return why;
       p = *e ? e + 1 : e;
     }
-  return true;
+  return NULL;
 }
 
 int
@@ -301,7 +302,7 @@ oci_layer_add_dir (struct oci_layer *l, const char *path, mode_t mode, uid_t uid
   struct archive_entry *e;
   int r;
 
-  if (!layer_path_ok (path))
+  if (layer_path_problem (path) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "layer path `%.200s` must be relative and without `.` or `..`", path);
   e = archive_entry_new ();
@@ -536,7 +537,7 @@ base_config_check (const json_t *base, bvm_error_t *err)
     return bvm_error_code (err, BVM_E_LIMIT, 0, "base image has more than %d layers",
                            OCI_MAX_LAYERS);
   json_array_foreach (ids, i, v)
-    if (!digest_is_valid (json_string_value (v)))
+    if (digest_problem (json_string_value (v)) != NULL)
       return bvm_error_code (err, BVM_E_INVALID, 0,
                              "base image config: `rootfs.diff_ids[%zu]` is not a sha256 digest", i);
   if (jsonx_get_typed (&hist, base, "history", JSON_ARRAY, false, "", err) < 0)
@@ -569,7 +570,7 @@ base_config_check (const json_t *base, bvm_error_t *err)
     const char *s = NULL;
     json_t *o = NULL;
     const char *k;
-    if (jsonx_get_str (&s, cfg, "WorkingDir", false, 4096, "config", err) < 0
+    if (jsonx_get_str (&s, cfg, "WorkingDir", false, CAP_FIELD_READ, "config", err) < 0
         || jsonx_get_str (&s, cfg, "User", false, 256, "config", err) < 0)
       return -1;
     v = json_object_get (cfg, "Labels");
@@ -753,7 +754,7 @@ oci_config_build (char **out, size_t *len, const struct oci_image_spec *spec,
     return nomem (err, "the image config");
   for (i = 0; i < n_diff_ids; i++)
     {
-      if (!digest_is_valid (diff_ids[i]))
+      if (digest_problem (diff_ids[i]) != NULL)
         return bvm_error_code (err, BVM_E_INVALID, 0, "diff_id `%.80s` is not a sha256 digest",
                                diff_ids[i]);
       if (json_array_append_new (ids, json_string (diff_ids[i])) < 0)
@@ -792,7 +793,7 @@ descriptor_json (const struct oci_descriptor *d)
 static int
 descriptor_check (const struct oci_descriptor *d, const char *what, bvm_error_t *err)
 {
-  if (!digest_is_valid (d->digest))
+  if (digest_problem (d->digest) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "%s digest `%.80s` is not a sha256 digest", what,
                            d->digest);
   if (d->media_type[0] == '\0' || !printable_ascii (d->media_type))
@@ -870,7 +871,7 @@ descriptor_parse (struct oci_descriptor *d, const json_t *j, const char *where, 
   if (!printable_ascii (mt))
     return bvm_error_code (err, BVM_E_INVALID, 0, "manifest: `%s.mediaType` is not a media type",
                            where);
-  if (!digest_is_valid (dg))
+  if (digest_problem (dg) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "manifest: `%s.digest` is not a sha256 digest (only sha256 is supported)",
                            where);
@@ -1225,7 +1226,7 @@ oci_layout_write (const char *dir, const char *tag, const char *manifest, size_t
   const struct oci_descriptor *ml;
   size_t n;
 
-  if (!oci_tag_is_valid (tag))
+  if (oci_tag_problem (tag) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "`%.200s` is not a valid tag", tag);
   if (digest_buffer (mdigest, manifest, manifest_len, err) < 0
       || digest_buffer (cdigest, config, config_len, err) < 0)

@@ -61,11 +61,13 @@ struct oci_descriptor
 
 /* OCI distribution grammar, checked before any name goes into a URL:
  * repository `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`,
- * at most 255 bytes; tag `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`. */
-bool oci_repository_is_valid (const char *name);
-bool oci_tag_is_valid (const char *tag);
+ * at most 255 bytes; tag `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`. The one
+ * implementation: the build spec, the config's templates and the registry
+ * client all call these. Each returns NULL, or why not. */
+const char *oci_repository_problem (const char *name);
+const char *oci_tag_problem (const char *tag);
 /* A tag or a digest. */
-bool oci_reference_is_valid (const char *ref);
+const char *oci_reference_problem (const char *ref);
 
 /* --- layers ----------------------------------------------------------------- */
 

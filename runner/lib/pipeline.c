@@ -1365,7 +1365,7 @@ int
 pipeline_record_path (char **out, const struct runner_config *cfg, const char *job_id,
                       bvm_error_t *err)
 {
-  if (!job_id_valid (job_id))
+  if (job_id_problem (job_id) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "invalid job id");
   if (asprintf (out, "%s/jobs/%s.json", cfg->state_dir, job_id) < 0)
     return bvm_error (err, ENOMEM, "record path");

@@ -416,15 +416,6 @@ subst_vars (char **out, const char *s, char *const vals[N_VARS], bvm_error_t *er
 /* ------------------------------------------------------------------------ */
 /* compiling a document                                                      */
 
-static bool
-has_control (const char *s)
-{
-  for (; *s; s++)
-    if ((unsigned char) *s < 0x20 || (unsigned char) *s == 0x7f)
-      return true;
-  return false;
-}
-
 /* A string or a non-empty array of strings. The vector points into the
  * document. An empty array is refused: `"NotAction": []` would silently
  * match every action. */
@@ -679,15 +670,16 @@ compile_condition (struct stmt *st, struct policy *p, const json_t *c, const cha
   return 0;
 }
 
-static bool
-sid_valid (const char *s)
+static const char *
+sid_problem (const char *s)
 {
+  static const char why[] = "must be 1 to 128 letters or digits";
   if (*s == '\0' || strlen (s) > 128)
-    return false;
+    return why;
   for (; *s; s++)
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
-      return false;
-  return true;
+    if (!is_alnum (*s))
+      return why;
+  return NULL;
 }
 
 static int
@@ -720,7 +712,7 @@ compile_statement (struct policy *p, size_t idx, const json_t *s, const char *wh
     {
       /* IAM's own rule (ASCII letters and digits); it also keeps the Sid
        * safe to quote in error messages and logs. */
-      if (!json_is_string (v) || !sid_valid (json_string_value (v)))
+      if (!json_is_string (v) || sid_problem (json_string_value (v)) != NULL)
         return perr (err, p, "`Sid` in %s must be 1 to 128 ASCII letters and digits", where);
       st->sid = json_string_value (v);
       for (size_t i = 0; i < idx; i++)
@@ -933,28 +925,31 @@ value_char_ok (unsigned char c)
   return c > 0x20 && c < 0x7f && strchr ("*?$:{}`\\", c) == NULL;
 }
 
-static bool
-segment_value_ok (const char *s)
+static const char *
+segment_value_problem (const char *s)
 {
+  static const char why[] = "must be one path segment of safe characters, not `.` or `..`";
   size_t n = strlen (s);
   if (n == 0 || n > POLICY_VAR_MAX || strcmp (s, ".") == 0 || strcmp (s, "..") == 0)
-    return false;
+    return why;
   for (; *s; s++)
     if (!value_char_ok ((unsigned char) *s) || *s == '/')
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
 /* A ref ("refs/heads/main") may span segments but never has an empty, `.` or
  * `..` one. */
-static bool
-ref_value_ok (const char *s)
+static const char *
+ref_value_problem (const char *s)
 {
+  static const char why[]
+      = "must be `/`-separated segments of safe characters, none empty, `.` or `..`";
   size_t n = strlen (s);
   const char *seg = s;
 
   if (n == 0 || n > POLICY_VAR_MAX)
-    return false;
+    return why;
   for (const char *c = s;; c++)
     {
       if (*c == '/' || *c == '\0')
@@ -962,13 +957,13 @@ ref_value_ok (const char *s)
           size_t len = (size_t) (c - seg);
           if (len == 0 || (len == 1 && seg[0] == '.')
               || (len == 2 && seg[0] == '.' && seg[1] == '.'))
-            return false;
+            return why;
           if (*c == '\0')
-            return true;
+            return NULL;
           seg = c + 1;
         }
       else if (!value_char_ok ((unsigned char) *c))
-        return false;
+        return why;
     }
 }
 
@@ -1082,7 +1077,7 @@ role_mint (struct role **out, const struct policy *tmpl, const struct policy *bo
     {
       if (in[i] == NULL)
         continue;
-      if (i == VAR_REF ? !ref_value_ok (in[i]) : !segment_value_ok (in[i]))
+      if (i == VAR_REF ? ref_value_problem (in[i]) != NULL : segment_value_problem (in[i]) != NULL)
         return bvm_error_code (err, BVM_E_INVALID, 0,
                                "minting a role: `${%s}` value `%s` is not allowed: it must be %s "
                                "of printable ASCII without spaces, backticks, backslashes or "

@@ -36,45 +36,23 @@ queue__wall_ms (void)
 const char *
 queue__show (char *buf, size_t size, const char *s, size_t len)
 {
-  size_t o = 0;
-
-  if (size < 16)
-    {
-      if (size > 0)
-        buf[0] = '\0';
-      return buf;
-    }
-  for (size_t i = 0; i < len; i++)
-    {
-      unsigned char c = (unsigned char) s[i];
-      if (i >= 64 || o + 8 >= size)
-        {
-          memcpy (buf + o, "...", 4);
-          return buf;
-        }
-      if (c >= 0x20 && c < 0x7f && c != '`' && c != '\\')
-        buf[o++] = (char) c;
-      else
-        o += (size_t) snprintf (buf + o, size - o, "\\x%02x", c);
-    }
-  buf[o] = '\0';
-  return buf;
+  return str_escape (buf, size, s, len, 64);
 }
 
-bool
-queue__consumer_valid (const char *s)
+const char *
+queue_consumer_problem (const char *s)
 {
+  static const char why[] = "must match ^[A-Za-z0-9._:@-]{1,128}$";
   size_t n = strlen (s);
   if (n == 0 || n > QUEUE_CONSUMER_MAX)
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
     {
       char c = s[i];
-      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-            || strchr ("._:@-", c) != NULL))
-        return false;
+      if (!(is_alnum (c) || strchr ("._:@-", c) != NULL))
+        return why;
     }
-  return true;
+  return NULL;
 }
 
 int
@@ -92,7 +70,7 @@ queue__init (struct queue *q, const struct queue_driver *drv, const struct queue
   q->ignored = 0;
   if (o->consumer != NULL)
     {
-      if (!queue__consumer_valid (o->consumer))
+      if (queue_consumer_problem (o->consumer) != NULL)
         return bvm_error_code (err, BVM_E_INVALID, 0,
                                "queue consumer name `%s` must match ^[A-Za-z0-9._:@-]{1,128}$",
                                o->consumer);
@@ -107,8 +85,7 @@ queue__init (struct queue *q, const struct queue_driver *drv, const struct queue
       host[sizeof host - 1] = '\0';
       /* a host name may hold characters we do not allow in a consumer name */
       for (p = host; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')
-              || *p == '.' || *p == '-'))
+        if (!(is_alnum (*p) || *p == '.' || *p == '-'))
           *p = '-';
       if (asprintf (&q->consumer, "%.100s:%d", host, (int) getpid ()) < 0)
         q->consumer = NULL;
@@ -136,15 +113,32 @@ driver_for (const char *url)
   return NULL;
 }
 
+const char *
+queue_url_check (const char *url)
+{
+  const struct queue_driver *drv;
+
+  if (strlen (url) > QUEUE_URL_MAX)
+    return "is longer than 1024 bytes";
+  drv = driver_for (url);
+  if (drv == NULL)
+    return "must be `spool:/dir` or `redis://host:port/stream?group=name`";
+  return drv->check_url (url);
+}
+
 int
 queue_open (struct queue **out, const char *url, const struct queue_opts *o, bvm_error_t *err)
 {
   const struct queue_driver *drv = driver_for (url);
+  const char *why = queue_url_check (url);
   int ret;
 
-  if (drv == NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "queue `%s` must be `spool:/dir` or `redis://host:port/stream`", url);
+  if (why != NULL)
+    {
+      char show[QUEUE__SHOW_SIZE];
+      return bvm_error_code (err, BVM_E_INVALID, 0, "queue `%s` %s",
+                             queue__show (show, sizeof show, url, strlen (url)), why);
+    }
   ret = drv->open (out, url, o, err);
   if (ret < 0)
     return bvm_error_wrap (err, "queue `%s`", url);
@@ -174,7 +168,7 @@ queue_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
     *existing = QUEUE_STATE_NONE;
   /* The job came through job_parse(), but this is the last gate before the
    * queue: never enqueue an id the spool could not use as a file name. */
-  if (!job_id_valid (job->id))
+  if (job_id_problem (job->id) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "enqueue: invalid job id");
   if (doc == NULL || (body = json_dumps (doc, JSON_COMPACT)) == NULL)
     return bvm_error (err, ENOMEM, "enqueue `%s`", job->id);
@@ -368,7 +362,7 @@ queue_cancel (bool *was_running, struct queue *q, const char *job_id, bvm_error_
   int ret;
 
   *was_running = false;
-  if (!job_id_valid (job_id))
+  if (job_id_problem (job_id) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "cancel: `%s` is not a valid job id",
                            queue__show (show, sizeof show, job_id, strlen (job_id)));
   ret = q->drv->cancel (was_running, q, job_id, err);
@@ -403,7 +397,7 @@ queue_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
   int ret;
 
   *out = NULL;
-  if (!job_id_valid (job_id))
+  if (job_id_problem (job_id) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not a valid job id",
                            queue__show (show, sizeof show, job_id, strlen (job_id)));
   ret = q->drv->get (out, q, job_id, err);

@@ -37,6 +37,7 @@
 
 #define QUEUE_CONSUMER_MAX 128    /* ^[A-Za-z0-9._:@-]{1,128}$ */
 #define QUEUE_REASON_MAX 1024     /* longer reasons are cut */
+#define QUEUE_URL_MAX 1024
 #define QUEUE_RECORD_MAX (1024 * 1024)
 #define QUEUE_LIST_DEFAULT 100
 
@@ -84,6 +85,15 @@ struct queue_msg
 };
 
 struct queue;
+
+/* The one grammar of a queue URL: "spool:/abs/dir" or
+ * "redis://host[:port][/STREAM][?group=GROUP]", each checked by its driver's
+ * check_url. Nothing is opened. Returns NULL, or why not. */
+const char *queue_url_check (const char *url);
+
+/* A consumer name (the daemon's `serve.name`): ^[A-Za-z0-9._:@-]{1,128}$.
+ * NULL, or why not. */
+const char *queue_consumer_problem (const char *s);
 
 /* Open (and create: spool directories, the redis consumer group) a queue
  * from the config's `queue` string. `o` may be NULL for the defaults. A

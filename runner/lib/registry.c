@@ -232,7 +232,7 @@ with_retries (struct registry *r, registry_op op, void *ctx, bvm_error_t *err)
 static int
 check_repo (const char *repo, bvm_error_t *err)
 {
-  if (!oci_repository_is_valid (repo))
+  if (oci_repository_problem (repo) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "`%.300s` is not a valid repository name", repo);
   return 0;
 }
@@ -240,7 +240,7 @@ check_repo (const char *repo, bvm_error_t *err)
 static int
 check_digest (const char *digest, bvm_error_t *err)
 {
-  if (!digest_is_valid (digest))
+  if (digest_problem (digest) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "`%.100s` is not a sha256 digest", digest);
   return 0;
 }
@@ -408,7 +408,7 @@ exists_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
         {
           b->exists = true;
           b->found_size = q.has_length ? q.length : 0;
-          if (q.docker_digest[0] && digest_is_valid (q.docker_digest)
+          if (q.docker_digest[0] && digest_problem (q.docker_digest) == NULL
               && strcmp (q.docker_digest, b->digest) != 0)
             ret = bvm_error_code (err, BVM_E_INVALID, 0,
                                   "registry answered for blob `%s` with digest `%s`", b->digest,
@@ -824,10 +824,10 @@ manifest_get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *er
     ret = -1;
   /* Content addressing is what makes a base image trustworthy: the bytes
    * must hash to the digest we asked for, and to what the registry says. */
-  if (ret == 0 && digest_is_valid (mc->reference) && strcmp (mc->digest, mc->reference) != 0)
+  if (ret == 0 && digest_problem (mc->reference) == NULL && strcmp (mc->digest, mc->reference) != 0)
     ret = bvm_error_code (err, BVM_E_INVALID, 0, "manifest `%s` has digest `%s`", mc->reference,
                           mc->digest);
-  if (ret == 0 && q.docker_digest[0] && digest_is_valid (q.docker_digest)
+  if (ret == 0 && q.docker_digest[0] && digest_problem (q.docker_digest) == NULL
       && strcmp (q.docker_digest, mc->digest) != 0)
     ret = bvm_error_code (err, BVM_E_INVALID, 0,
                           "manifest `%s` has digest `%s` but the registry says `%s`", mc->reference,
@@ -853,7 +853,7 @@ registry_manifest_get (struct registry *r, const char *repo, const char *referen
 
   if (check_repo (repo, err) < 0)
     return -1;
-  if (!oci_reference_is_valid (reference))
+  if (oci_reference_problem (reference) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "`%.200s` is not a valid tag or digest",
                            reference);
   buf_init (&mc.got, 0);
@@ -913,7 +913,7 @@ registry_manifest_put (struct registry *r, const char *repo, const char *referen
 
   if (check_repo (repo, err) < 0)
     return -1;
-  if (!oci_reference_is_valid (reference))
+  if (oci_reference_problem (reference) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "`%.200s` is not a valid tag or digest",
                            reference);
   if (media_type == NULL || strlen (media_type) > OCI_MEDIA_TYPE_MAX || strchr (media_type, '\n')
@@ -924,7 +924,7 @@ registry_manifest_put (struct registry *r, const char *repo, const char *referen
                            OCI_MANIFEST_MAX);
   if (digest_buffer (mc.digest, body, len, err) < 0)
     return -1;
-  if (digest_is_valid (reference) && strcmp (reference, mc.digest) != 0)
+  if (digest_problem (reference) == NULL && strcmp (reference, mc.digest) != 0)
     return bvm_error_code (err, BVM_E_INVALID, 0, "manifest has digest `%s`, not `%s`", mc.digest,
                            reference);
   if (with_retries (r, manifest_put_op, &mc, err) < 0)

@@ -211,23 +211,22 @@ get_u64 (const unsigned char *p)
   return (uint64_t) get_u32 (p) << 32 | get_u32 (p + 4);
 }
 
-bool
-secrets_name_valid (const char *s)
+const char *
+secrets_name_problem (const char *s)
 {
+  static const char why[] = "must match ^[A-Za-z0-9_.-]{1,64}$ and not start with `.`";
   size_t i;
   /* names become file names: no `/`, and no leading `.` so that neither `.`
    * nor `..` can be one and none collides with `.kek` or a temporary file */
   if (s == NULL || s[0] == '\0' || s[0] == '.')
-    return false;
+    return why;
   for (i = 0; s[i]; i++)
     {
       char c = s[i];
-      if (i >= SECRETS_NAME_MAX
-          || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-               || c == '_' || c == '.' || c == '-'))
-        return false;
+      if (i >= SECRETS_NAME_MAX || !(is_alnum (c) || c == '_' || c == '.' || c == '-'))
+        return why;
     }
-  return true;
+  return NULL;
 }
 
 int
@@ -240,11 +239,11 @@ static int
 check_app_name (const char *app, const char *name, bvm_error_t *err)
 {
   char shown[JOB__SHOW_SIZE];
-  if (app == NULL || !job_app_id_valid (app))
+  if (app == NULL || job_app_id_problem (app) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "invalid app id `%s`: it must match ^[a-z0-9][a-z0-9-]{0,62}$",
                            job__show (shown, sizeof shown, app ? app : ""));
-  if (name != NULL && !secrets_name_valid (name))
+  if (name != NULL && secrets_name_problem (name) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "invalid secret name `%s`: it must match ^[A-Za-z0-9_.-]{1,64}$ and "
                            "not start with `.`",
@@ -1165,7 +1164,7 @@ secrets_list (struct secrets *s, const char *app, json_t **out, bvm_error_t *err
         continue;
       memcpy (name, de->d_name, nl - sl);
       name[nl - sl] = '\0';
-      if (!secrets_name_valid (name))
+      if (secrets_name_problem (name) != NULL)
         continue;
       ret = secret_read (&file, &len, &f, &absent, appfd, apppath, app, name, err);
       free (file);
@@ -1325,7 +1324,7 @@ secrets_rotate_master_key (struct secrets *s, const char *new_master_key_path, s
   while (ret == 0 && (errno = 0, de = readdir (d)) != NULL)
     {
       bool done = false;
-      if (!job_app_id_valid (de->d_name))
+      if (job_app_id_problem (de->d_name) != NULL)
         continue; /* `.`, `..` and anything that is not an app */
       ret = rewrap_app (&done, s, new_master, new_id, de->d_name, err);
       n += done;

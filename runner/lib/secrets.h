@@ -115,8 +115,9 @@ int secrets_rotate_master_key (struct secrets *s, const char *new_master_key_pat
 void secret_value_free (struct secret_value *v);
 
 /* ^[A-Za-z0-9_.-]{1,64}$ and not starting with `.` (the rule of the build
- * spec's `secrets[].name`). App ids are checked with job_app_id_valid. */
-bool secrets_name_valid (const char *name);
+ * spec's `secrets[].name`). App ids are checked with job_app_id_problem.
+ * Returns NULL, or why not. */
+const char *secrets_name_problem (const char *name);
 
 /* The policy resource of a secret into buf: "secrets:apps/<app>/<name>";
  * 0, or -1 (errno ENAMETOOLONG) when it does not fit. */

@@ -1,8 +1,12 @@
 /* spec.c - the app build spec `buildvm.json`, see spec.h and docs/schemas.md */
 #include "spec.h"
 #include "digest.h"
+#include "image.h"
 #include "job.h"
 #include "jsonx.h"
+#include "oci.h"
+#include "secrets.h"
+#include "caps.h"
 #include "util.h"
 
 #include <errno.h>
@@ -53,112 +57,18 @@ nomem (bvm_error_t *err)
 
 /* --- character classes and validators ----------------------------------------- */
 
-static bool
-is_lower_alnum (char c)
+const char *
+spec_env_name_problem (const char *s)
 {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-static bool
-is_alnum (char c)
-{
-  return is_lower_alnum (c) || (c >= 'A' && c <= 'Z');
-}
-
-static bool
-has_control (const char *s)
-{
-  for (; *s; s++)
-    if ((unsigned char) *s < 0x20 || *s == 0x7f)
-      return true;
-  return false;
-}
-
-bool
-spec_profile_valid (const char *s)
-{
-  size_t i;
-  if (s == NULL || !is_lower_alnum (s[0]))
-    return false;
-  for (i = 1; s[i]; i++)
-    if (i >= SPEC_PROFILE_MAX || !(is_lower_alnum (s[i]) || s[i] == '-'))
-      return false;
-  return true;
-}
-
-bool
-spec_env_name_valid (const char *s)
-{
+  static const char why[]
+      = "is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes)";
   size_t i;
   if (s == NULL || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
-    return false;
+    return why;
   for (i = 1; s[i]; i++)
     if (i >= SPEC_ENV_KEY_MAX || !(is_alnum (s[i]) || s[i] == '_'))
-      return false;
-  return true;
-}
-
-bool
-spec_tag_valid (const char *s)
-{
-  size_t i;
-  if (s == NULL || !(is_alnum (s[0]) || s[0] == '_'))
-    return false;
-  for (i = 1; s[i]; i++)
-    if (i >= 128 || !(is_alnum (s[i]) || s[i] == '_' || s[i] == '.' || s[i] == '-'))
-      return false;
-  return true;
-}
-
-/* One path component of the OCI distribution grammar:
- * [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)* */
-static bool
-repo_component_valid (const char *s, size_t n)
-{
-  size_t i = 0;
-  if (n == 0 || !is_lower_alnum (s[0]))
-    return false;
-  while (i < n)
-    {
-      if (is_lower_alnum (s[i]))
-        {
-          i++;
-          continue;
-        }
-      /* a separator: ".", "_", "__" or "-+", then an alnum */
-      if (s[i] == '.')
-        i++;
-      else if (s[i] == '_')
-        i += (i + 1 < n && s[i + 1] == '_') ? 2 : 1;
-      else if (s[i] == '-')
-        while (i < n && s[i] == '-')
-          i++;
-      else
-        return false;
-      if (i >= n || !is_lower_alnum (s[i]))
-        return false;
-    }
-  return true;
-}
-
-bool
-spec_repository_valid (const char *s)
-{
-  size_t len;
-  if (s == NULL)
-    return false;
-  len = strlen (s);
-  if (len == 0 || len > 255)
-    return false;
-  for (const char *comp = s; comp != NULL;)
-    {
-      const char *slash = strchr (comp, '/');
-      size_t n = slash ? (size_t) (slash - comp) : strlen (comp);
-      if (!repo_component_valid (comp, n))
-        return false;
-      comp = slash ? slash + 1 : NULL;
-    }
-  return true;
+      return why;
+  return NULL;
 }
 
 /* A relative path inside the source tree: never absolute, never `..`, no
@@ -264,32 +174,6 @@ path_is_under (const char *s, const char *dir)
 /* --- owned copies ------------------------------------------------------------ */
 
 static void
-strv_free (char **v)
-{
-  if (v == NULL)
-    return;
-  for (char **p = v; *p; p++)
-    free (*p);
-  free (v);
-}
-
-static int
-strv_copy (char ***out, const char **src, size_t n, bvm_error_t *err)
-{
-  char **v = calloc (n + 1, sizeof *v);
-  if (v == NULL)
-    return nomem (err);
-  for (size_t i = 0; i < n; i++)
-    if ((v[i] = strdup (src[i])) == NULL)
-      {
-        strv_free (v);
-        return nomem (err);
-      }
-  *out = v;
-  return 0;
-}
-
-static void
 kv_free (struct spec_kv *kv, size_t n)
 {
   if (kv == NULL)
@@ -316,7 +200,7 @@ dup_to (char **dst, const char *src, bvm_error_t *err)
 static const char *
 build_env_key_problem (const char *k)
 {
-  if (!spec_env_name_valid (k))
+  if (spec_env_name_problem (k) != NULL)
     return "is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes)";
   if (strcmp (k, "HOME") == 0 || strcmp (k, "USER") == 0 || strncmp (k, "BUILDVM_", 8) == 0)
     return "is reserved (HOME, USER and BUILDVM_* are set by the build agent)";
@@ -326,7 +210,7 @@ build_env_key_problem (const char *k)
 static const char *
 image_env_key_problem (const char *k)
 {
-  if (!spec_env_name_valid (k))
+  if (spec_env_name_problem (k) != NULL)
     return "is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes)";
   return NULL;
 }
@@ -410,9 +294,8 @@ parse_strv (char ***out, size_t *n_out, const json_t *parent, const char *key, c
   ret = jsonx_get_str_array (&vec, &n, parent, key, false, maxn, maxlen, where, err);
   if (ret < 0 || vec == NULL)
     return wrapped (ret, err);
-  ret = strv_copy (out, vec, n, err);
-  if (ret < 0)
-    return ret;
+  if ((*out = strv_dup (vec, n)) == NULL)
+    return nomem (err);
   *n_out = n;
   return 0;
 }
@@ -455,7 +338,7 @@ parse_steps (struct build_spec *s, const json_t *doc, bvm_error_t *err)
         {
           ret = jsonx_check_keys (v, keys, where, err);
           if (ret == 0)
-            ret = jsonx_get_str (&name, v, "name", false, 4096, where, err);
+            ret = jsonx_get_str (&name, v, "name", false, CAP_FIELD_READ, where, err);
           if (ret == 0)
             ret = jsonx_get_str (&run, v, "run", true, SPEC_STEP_RUN_MAX, where, err);
           if (ret == 0)
@@ -533,7 +416,7 @@ parse_base (struct spec_image *im, const char *base, bvm_error_t *err)
   colon = strrchr (base, ':');
   if (at != NULL)
     {
-      if (!digest_is_valid (at + 1))
+      if (digest_problem (at + 1) != NULL)
         return bad_value (err, field, "must end in `@sha256:` and 64 lowercase hex digits", base);
       repo = strndup (base, (size_t) (at - base));
       if (repo == NULL || dup_to (&im->base_digest, at + 1, err) < 0)
@@ -541,7 +424,7 @@ parse_base (struct spec_image *im, const char *base, bvm_error_t *err)
     }
   else if (colon != NULL && (slash == NULL || colon > slash))
     {
-      if (!spec_tag_valid (colon + 1))
+      if (oci_tag_problem (colon + 1) != NULL)
         return bad_value (err, field, "has an invalid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})",
                           base);
       repo = strndup (base, (size_t) (colon - base));
@@ -558,7 +441,7 @@ parse_base (struct spec_image *im, const char *base, bvm_error_t *err)
               || strncmp (repo, "localhost/", 10) == 0)))
     return bad_value (err, field,
                       "must name a repository in the runner's registry, without a host", base);
-  if (!spec_repository_valid (repo))
+  if (oci_repository_problem (repo) != NULL)
     return bad_value (err, field,
                       "has an invalid repository name (lowercase components such as "
                       "`base/busybox`)",
@@ -592,14 +475,16 @@ parse_port (char **out, const char *p, const char *field, bvm_error_t *err)
   return 0;
 }
 
-static bool
-user_part_valid (const char *s, size_t n)
+static const char *
+user_part_problem (const char *s, size_t n)
 {
+  static const char why[]
+      = "must be a name ([A-Za-z0-9_][A-Za-z0-9_.-]{0,31}) or a numeric id below 4294967295";
   if (n == 0 || n > 32 || !(is_alnum (s[0]) || s[0] == '_'))
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
     if (!(is_alnum (s[i]) || s[i] == '_' || s[i] == '.' || s[i] == '-'))
-      return false;
+      return why;
   /* all digits: a numeric id that must fit */
   if (strspn (s, "0123456789") >= n)
     {
@@ -608,9 +493,9 @@ user_part_valid (const char *s, size_t n)
       memcpy (num, s, n);
       num[n] = '\0';
       if (parse_u32 (num, &v) < 0 || v == UINT32_MAX)
-        return false;
+        return why;
     }
-  return true;
+  return NULL;
 }
 
 static int
@@ -634,13 +519,13 @@ parse_image (struct build_spec *s, const json_t *doc, bvm_error_t *err)
     return nomem (err);
   ret = jsonx_check_keys (o, keys, "image", err);
   if (ret == 0)
-    ret = jsonx_get_str (&from, o, "from", true, 65536, "image", err);
+    ret = jsonx_get_str (&from, o, "from", true, CAP_TEXT_READ, "image", err);
   if (ret == 0)
-    ret = jsonx_get_str (&to, o, "to", false, 65536, "image", err);
+    ret = jsonx_get_str (&to, o, "to", false, CAP_TEXT_READ, "image", err);
   if (ret == 0)
-    ret = jsonx_get_str (&workdir, o, "workdir", false, 65536, "image", err);
+    ret = jsonx_get_str (&workdir, o, "workdir", false, CAP_TEXT_READ, "image", err);
   if (ret == 0)
-    ret = jsonx_get_str (&user, o, "user", false, 4096, "image", err);
+    ret = jsonx_get_str (&user, o, "user", false, CAP_FIELD_READ, "image", err);
   if (ret < 0)
     return wrapped (ret, err);
 
@@ -688,8 +573,8 @@ parse_image (struct build_spec *s, const json_t *doc, bvm_error_t *err)
     {
       const char *colon = strchr (user, ':');
       size_t n1 = colon ? (size_t) (colon - user) : strlen (user);
-      if (!user_part_valid (user, n1)
-          || (colon != NULL && !user_part_valid (colon + 1, strlen (colon + 1))))
+      if (user_part_problem (user, n1) != NULL
+          || (colon != NULL && user_part_problem (colon + 1, strlen (colon + 1)) != NULL))
         return bad_value (err, "image.user",
                           "must be `user` or `user:group`, names or numeric ids", user);
       if ((ret = dup_to (&im->user, user, err)) < 0)
@@ -741,7 +626,7 @@ parse_artifacts (struct build_spec *s, const json_t *doc, bvm_error_t *err)
   int ret;
 
   ret = parse_strv (&s->artifacts, &s->n_artifacts, doc, "artifacts", "", SPEC_MAX_ARTIFACTS,
-                    65536, err);
+                    CAP_TEXT_READ, err);
   if (ret < 0)
     return ret;
   for (size_t i = 0; i < s->n_artifacts; i++)
@@ -752,20 +637,6 @@ parse_artifacts (struct build_spec *s, const json_t *doc, bvm_error_t *err)
         return bad_value (err, field, why, s->artifacts[i]);
       }
   return 0;
-}
-
-static bool
-secret_name_valid (const char *s)
-{
-  size_t i;
-  /* names become file names under the agent's secrets directory: no `/`,
-   * and no leading `.` so that neither `.` nor `..` can be one */
-  if (s[0] == '\0' || s[0] == '.')
-    return false;
-  for (i = 0; s[i]; i++)
-    if (i >= SPEC_SECRET_NAME_MAX || !(is_alnum (s[i]) || s[i] == '_' || s[i] == '.' || s[i] == '-'))
-      return false;
-  return true;
 }
 
 static int
@@ -797,16 +668,16 @@ parse_secrets (struct build_spec *s, const json_t *doc, bvm_error_t *err)
         {
           ret = jsonx_check_keys (v, keys, where, err);
           if (ret == 0)
-            ret = jsonx_get_str (&name, v, "name", true, 4096, where, err);
+            ret = jsonx_get_str (&name, v, "name", true, CAP_FIELD_READ, where, err);
           if (ret == 0)
-            ret = jsonx_get_str (&env, v, "env", false, 4096, where, err);
+            ret = jsonx_get_str (&env, v, "env", false, CAP_FIELD_READ, where, err);
           if (ret < 0)
             return wrapped (ret, err);
           snprintf (field, sizeof field, "%s.name", where);
         }
       else
         return bad (err, where, "must be a string or an object with `name`");
-      if (!secret_name_valid (name))
+      if (secrets_name_problem (name) != NULL)
         return bad_value (err, field,
                           "must match ^[A-Za-z0-9_.-]{1,64}$ and not start with `.`", name);
       for (size_t k = 0; k < i; k++)
@@ -898,10 +769,10 @@ spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *
   if (ret == 0)
     ret = jsonx_get_u64 (&version, doc, "version", false, SPEC_VERSION, SPEC_VERSION, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&profile, doc, "profile", true, 4096, "", err);
+    ret = jsonx_get_str (&profile, doc, "profile", true, CAP_FIELD_READ, "", err);
   if (ret < 0)
     return wrapped (ret, err);
-  if (!spec_profile_valid (profile))
+  if (image_profile_problem (profile) != NULL)
     return bad_value (err, "profile", "must match ^[a-z0-9][a-z0-9-]{0,31}$", profile);
 
   s = calloc (1, sizeof *s);

@@ -40,7 +40,6 @@
 #define SPEC_USER_MAX 65             /* "user[:group]", each part <= 32 */
 #define SPEC_MAX_ARTIFACTS 256
 #define SPEC_MAX_SECRETS 64
-#define SPEC_SECRET_NAME_MAX 64
 
 /* Bounds the spec itself enforces; the runner's limits are usually lower. */
 #define SPEC_VCPUS_MAX 1024
@@ -130,12 +129,7 @@ spec_freep (struct build_spec **s)
 #define cleanup_spec __attribute__ ((cleanup (spec_freep)))
 
 /* Validators shared with other modules. */
-bool spec_profile_valid (const char *s);
-/* A repository name of the OCI distribution spec, without a host. */
-bool spec_repository_valid (const char *s);
-/* [A-Za-z0-9_][A-Za-z0-9_.-]{0,127} */
-bool spec_tag_valid (const char *s);
 /* ^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes */
-bool spec_env_name_valid (const char *s);
+const char *spec_env_name_problem (const char *s);
 
 #endif

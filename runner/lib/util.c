@@ -95,6 +95,30 @@ parse_u64 (const char *s, uint64_t *out)
   return 0;
 }
 
+char **
+strv_dup (const char *const *v, size_t n)
+{
+  char **r = calloc (n + 1, sizeof *r);
+
+  for (size_t i = 0; r != NULL && i < n; i++)
+    if ((r[i] = strdup (v[i])) == NULL)
+      {
+        strv_free (r);
+        return NULL;
+      }
+  return r;
+}
+
+void
+strv_free (char **v)
+{
+  if (v == NULL)
+    return;
+  for (char **p = v; *p; p++)
+    free (*p);
+  free (v);
+}
+
 int
 parse_u32 (const char *s, uint32_t *out)
 {
@@ -236,6 +260,53 @@ str_escape (char *out, size_t size, const char *s, size_t len, size_t max)
     }
   out[o] = '\0';
   return out;
+}
+
+const char *
+hostport_problem (const char *s, size_t n)
+{
+  const char *port = NULL;
+  size_t hlen;
+
+  if (n == 0)
+    return "has no host";
+  if (s[0] == '[')
+    {
+      const char *close = memchr (s, ']', n);
+      if (close == NULL)
+        return "has an unterminated IPv6 address";
+      for (const char *p = s + 1; p < close; p++)
+        if (!(is_alnum (*p) || *p == ':' || *p == '.'))
+          return "has an invalid IPv6 address";
+      hlen = (size_t) (close - s) + 1;
+      if (hlen < n && s[hlen] != ':')
+        return "has an invalid host";
+      port = hlen < n ? s + hlen + 1 : NULL;
+    }
+  else
+    {
+      const char *colon = memchr (s, ':', n);
+      hlen = colon ? (size_t) (colon - s) : n;
+      if (hlen == 0)
+        return "has no host";
+      for (size_t i = 0; i < hlen; i++)
+        if (!(is_alnum (s[i]) || s[i] == '.' || s[i] == '-'))
+          return "has an invalid host name";
+      port = colon ? colon + 1 : NULL;
+    }
+  if (port != NULL)
+    {
+      size_t plen = (size_t) (s + n - port);
+      char num[8];
+      uint32_t v;
+      if (plen == 0 || plen > 5 || port[0] == '0')
+        return "has an invalid port";
+      memcpy (num, port, plen);
+      num[plen] = '\0';
+      if (parse_u32 (num, &v) < 0 || v < 1 || v > 65535)
+        return "has an invalid port";
+    }
+  return NULL;
 }
 
 const char *

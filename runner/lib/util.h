@@ -48,10 +48,29 @@ steal_fd (int *fd)
   return r;
 }
 
+/* ASCII character classes of the name grammars ([a-z0-9], [A-Za-z0-9]), not
+ * <ctype.h>'s, whose answer depends on the locale. */
+static inline bool
+is_lower_alnum (char c)
+{
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static inline bool
+is_alnum (char c)
+{
+  return is_lower_alnum (c) || (c >= 'A' && c <= 'Z');
+}
+
 /* Allocation that never returns NULL: on exhaustion it aborts. Used only where
  * an allocation failure cannot be reported sensibly (tiny fixed-size strings in
  * the CLI). Parsers of untrusted input use plain malloc and report ENOMEM. */
 char *xstrdup (const char *s);
+
+/* A NULL-terminated copy of `n` strings, or NULL (ENOMEM). */
+char **strv_dup (const char *const *v, size_t n);
+/* Free a NULL-terminated vector and its strings; NULL is fine. */
+void strv_free (char **v);
 
 /* Checked number parsing: the whole string must be a number in range.
  * Return 0 or -1 (with errno set: EINVAL or ERANGE). */
@@ -90,6 +109,21 @@ const char *str_escape (char *out, size_t size, const char *s, size_t len, size_
  * or C1 control characters (C1 0x9b is a CSI on some terminals). Returns
  * NULL, or why not: "control character" or "invalid UTF-8". */
 const char *text_problem (const char *s, size_t len);
+
+/* Whether the string is not printable text by text_problem's rule: a C0 or
+ * C1 control character, DEL, or invalid UTF-8. */
+static inline bool
+has_control (const char *s)
+{
+  return text_problem (s, __builtin_strlen (s)) != NULL;
+}
+
+/* "host[:port]" of `n` bytes, the authority of a registry, redis or git URL
+ * without credentials: a DNS name or IPv4 address ([A-Za-z0-9.-]+) or an
+ * [IPv6] address, and a port 1-65535 without a leading zero. Returns NULL, or
+ * why not ("has an invalid port"). One rule, so that the URL parsers behind
+ * (curl, libgit2, hiredis) see the host we checked. */
+const char *hostport_problem (const char *s, size_t n);
 
 /* Lowercase hex of `n` bytes into out (2n+1 bytes). */
 void hex_encode (char *out, const unsigned char *in, size_t n);

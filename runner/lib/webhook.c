@@ -28,12 +28,6 @@
 
 /* --- small helpers ------------------------------------------------------------------------ */
 
-static bool
-is_alnum (char c)
-{
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
 static int
 hex_value (char c)
 {
@@ -162,14 +156,15 @@ webhook_detect_format (const struct webhook_request *req)
  * UTF-8 is refused (the payload is parsed as UTF-8). GitHub's form encoding
  * (`payload=` + URL-encoded JSON) is refused too: one more decoder in front
  * of the parser buys nothing, and every forge can send JSON. */
-static bool
-content_type_ok (const char *ct)
+static const char *
+content_type_problem (const char *ct)
 {
+  static const char why[] = "must be `application/json`, with charset utf-8 if any";
   static const char json[] = "application/json";
   const char *p;
 
   if (ct == NULL || strncasecmp (ct, json, sizeof json - 1) != 0)
-    return false;
+    return why;
   p = ct + sizeof json - 1;
   while (*p == ' ' || *p == '\t')
     p++;
@@ -185,7 +180,7 @@ content_type_ok (const char *ct)
       nlen = strcspn (p, "=; \t");
       p += nlen;
       if (*p != '=')
-        return false;
+        return why;
       val = ++p;
       vlen = strcspn (p, "; \t");
       p += vlen;
@@ -194,11 +189,11 @@ content_type_ok (const char *ct)
       if (nlen == 7 && strncasecmp (name, "charset", 7) == 0
           && !((vlen == 5 && strncasecmp (val, "utf-8", 5) == 0)
                || (vlen == 4 && strncasecmp (val, "utf8", 4) == 0)))
-        return false;
+        return why;
       while (*p == ' ' || *p == '\t')
         p++;
     }
-  return *p == '\0';
+  return *p == '\0' ? NULL : why;
 }
 
 /* --- signatures ---------------------------------------------------------------------------- */
@@ -563,36 +558,12 @@ struct webhook_config
 };
 
 static void
-strv_free (char **v, size_t n)
-{
-  if (v == NULL)
-    return;
-  for (size_t i = 0; i < n; i++)
-    free (v[i]);
-  free (v);
-}
-
-static char **
-strv_dup (char *const *v, size_t n)
-{
-  char **r = calloc (n + 1, sizeof *r);
-
-  for (size_t i = 0; r != NULL && i < n; i++)
-    if ((r[i] = strdup (v[i])) == NULL)
-      {
-        strv_free (r, i);
-        return NULL;
-      }
-  return r;
-}
-
-static void
 app_dispose (struct webhook_app *a)
 {
   free (a->app);
   free (a->repo);
-  strv_free (a->match, a->n_match);
-  strv_free (a->branches, a->n_branches);
+  strv_free (a->match);
+  strv_free (a->branches);
   if (a->secret != NULL)
     {
       mem_wipe (a->secret, a->secret_len);
@@ -644,9 +615,9 @@ webhook_config_add_app (struct webhook_config *wc, const struct config_app *app,
     }
   a.app = strdup (app->app);
   a.repo = strdup (app->repo);
-  a.match = strv_dup (app->match, app->n_match);
+  a.match = strv_dup ((const char *const *) app->match, app->n_match);
   a.n_match = app->n_match;
-  a.branches = strv_dup (app->branches, app->n_branches);
+  a.branches = strv_dup ((const char *const *) app->branches, app->n_branches);
   a.n_branches = app->n_branches;
   a.secret = malloc (secret_len);
   a.secret_len = secret_len;
@@ -802,17 +773,18 @@ table_delete (struct webhook_replay *r, size_t i)
     }
 }
 
-static bool
-key_valid (const char *k)
+static const char *
+key_problem (const char *k)
 {
+  static const char why[] = "must be 1 to 160 bytes of [A-Za-z0-9._:-]";
   size_t n = strlen (k);
 
   if (n == 0 || n > WEBHOOK_REPLAY_KEY_MAX)
-    return false;
+    return why;
   for (; *k; k++)
     if (!(is_alnum (*k) || *k == '.' || *k == '_' || *k == ':' || *k == '-'))
-      return false;
-  return true;
+      return why;
+  return NULL;
 }
 
 /* In memory only. 0, or -1 on ENOMEM. */
@@ -850,7 +822,7 @@ webhook_replay_seen (const struct webhook_replay *r, const char *key)
 {
   bool found = false;
 
-  if (r != NULL && key_valid (key))
+  if (r != NULL && key_problem (key) == NULL)
     slot_of (r, key, &found);
   return found;
 }
@@ -878,6 +850,9 @@ webhook_replay_close (struct webhook_replay *r)
   free (r);
 }
 
+/* "<seconds> <key>\n": at most 20 digits and a sign, a space, the key, a newline */
+#define REPLAY_LINE_MAX (WEBHOOK_REPLAY_KEY_MAX + 24)
+
 static int
 format_line (struct buf *b, const char *key)
 {
@@ -888,8 +863,8 @@ format_line (struct buf *b, const char *key)
 static int
 compact (struct webhook_replay *r, bvm_error_t *err)
 {
-  /* no cap of its own: the content is our own window of valid keys */
-  cleanup_buf struct buf b = BUF_INIT (SIZE_MAX / 2);
+  /* our own window of valid keys: count lines of at most REPLAY_LINE_MAX */
+  cleanup_buf struct buf b = BUF_INIT ((r->count + 1) * REPLAY_LINE_MAX);
   int fd;
 
   for (size_t n = 0; n < r->count; n++)
@@ -919,7 +894,7 @@ load_file (struct webhook_replay *r, bool *needs_newline, bvm_error_t *err)
   size_t len = 0;
   /* twice the window of the longest lines, plus slack: compaction keeps the
    * file below that */
-  size_t max = (2 * r->window + 64) * (WEBHOOK_REPLAY_KEY_MAX + 24);
+  size_t max = (2 * r->window + 64) * REPLAY_LINE_MAX;
   char *line, *next;
 
   if (fs_read_fd (&data, &len, r->fd, max, r->path, err) < 0)
@@ -936,8 +911,8 @@ load_file (struct webhook_replay *r, bool *needs_newline, bvm_error_t *err)
       *nl = '\0';
       r->file_lines++;
       sp = strchr (line, ' ');
-      if (sp == NULL || sp == line || strspn (line, "0123456789") != (size_t) (sp - line)
-          || !key_valid (sp + 1))
+      if (sp == NULL || sp == line || strspn (line, "0123456789") != (size_t)(sp - line)
+          || key_problem (sp + 1) != NULL)
         continue;
       if (remember (r, sp + 1) < 0)
         return bvm_error (err, ENOMEM, "reading the replay store");
@@ -1023,7 +998,7 @@ webhook_replay_add (struct webhook_replay *r, const char *key, bvm_error_t *err)
   cleanup_buf struct buf line = BUF_INIT (WEBHOOK_REPLAY_KEY_MAX + 32);
   bool found;
 
-  if (!key_valid (key))
+  if (key_problem (key) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "replay key is not valid");
   slot_of (r, key, &found);
   if (found)
@@ -1123,14 +1098,11 @@ make_ids (char *job_id, size_t id_size, char *delivery_out, size_t dsize,
   if (delivery != NULL)
     {
       /* the request's own grammar for `delivery` also takes `:` */
-      bool fits = is_alnum (delivery[0]) && strlen (delivery) <= JOB_DELIVERY_MAX;
-      for (const char *p = delivery; fits && *p; p++)
-        fits = is_alnum (*p) || *p == '.' || *p == '_' || *p == '-' || *p == ':';
-      if (fits)
+      if (job_delivery_problem (delivery) == NULL)
         snprintf (delivery_out, dsize, "%s", delivery);
     }
   if (simple && snprintf_checked (job_id, id_size, "%s-%s", name, delivery) >= 0
-      && job_id_valid (job_id))
+      && job_id_problem (job_id) == NULL)
     return 0;
   if (delivery != NULL)
     {
@@ -1249,7 +1221,7 @@ check_request (struct webhook_response *out, const struct webhook_config *wc,
                               "X-Forgejo-Event or X-Gitlab-Event header");
   *fip = fi;
   ct = webhook_header (req, "Content-Type", &n);
-  if (n > 1 || !content_type_ok (ct))
+  if (n > 1 || content_type_problem (ct) != NULL)
     return respond (out, 415, "unsupported content type: send application/json");
   event = webhook_header (req, fi->event, &n);
   if (n != 1)
@@ -1356,7 +1328,7 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
 
   snprintf (out->app, sizeof out->app, "%s", app->app);
   /* what git itself would refuse is refused before it is looked at */
-  if (!job_ref_valid (p->ref))
+  if (job_ref_problem (p->ref) != NULL)
     return respond (out, 400, "field `ref` is not a valid ref, got `%s`",
                     job__show (shown, sizeof shown, p->ref));
   if (p->tag)
@@ -1370,7 +1342,7 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
   if (!app_has_branch (app, branch))
     return respond (out, 200, "ignored: branch `%s` does not deploy",
                     job__show (shown, sizeof shown, branch));
-  if (!job_commit_valid (p->after))
+  if (job_commit_problem (p->after) != NULL)
     return respond (out, 400, "field `after` must be 40 lowercase hex digits, got `%s`",
                     job__show (shown, sizeof shown, p->after));
 

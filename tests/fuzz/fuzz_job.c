@@ -132,12 +132,12 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       fuzz_check_error (ret, &err);
       return 0;
     }
-  FUZZ_CHECK (job_id_valid (j->id));
-  FUZZ_CHECK (job_app_id_valid (j->app));
-  FUZZ_CHECK (job_commit_valid (j->commit));
-  FUZZ_CHECK (job_ref_valid (j->ref));
+  FUZZ_CHECK (job_id_problem (j->id) == NULL);
+  FUZZ_CHECK (job_app_id_problem (j->app) == NULL);
+  FUZZ_CHECK (job_commit_problem (j->commit) == NULL);
+  FUZZ_CHECK (job_ref_problem (j->ref) == NULL);
   FUZZ_CHECK (j->trigger != NULL);
-  FUZZ_CHECK (j->requested_at == NULL || job_rfc3339_valid (j->requested_at));
+  FUZZ_CHECK (j->requested_at == NULL || job_rfc3339_problem (j->requested_at) == NULL);
 
   doc = job_to_json (j);
   FUZZ_CHECK (doc != NULL);

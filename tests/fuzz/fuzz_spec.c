@@ -15,7 +15,9 @@
 #include "fuzz.h"
 
 #include "config.h"
+#include "image.h"
 #include "jsonx.h"
+#include "oci.h"
 #include "spec.h"
 
 static struct runner_config *g_config;
@@ -42,7 +44,7 @@ check_env (const struct spec_kv *kv, size_t n)
   for (size_t i = 0; i < n; i++)
     {
       FUZZ_CHECK (kv[i].key != NULL && kv[i].value != NULL);
-      FUZZ_CHECK (spec_env_name_valid (kv[i].key));
+      FUZZ_CHECK (spec_env_name_problem (kv[i].key) == NULL);
       FUZZ_CHECK (strcmp (kv[i].key, "HOME") != 0 && strcmp (kv[i].key, "USER") != 0);
       FUZZ_CHECK (strncmp (kv[i].key, "BUILDVM_", 8) != 0);
     }
@@ -51,7 +53,7 @@ check_env (const struct spec_kv *kv, size_t n)
 static void
 check_spec (const struct build_spec *s)
 {
-  FUZZ_CHECK (spec_profile_valid (s->profile));
+  FUZZ_CHECK (image_profile_problem (s->profile) == NULL);
   FUZZ_CHECK (s->n_steps >= 1 && s->n_steps <= SPEC_MAX_STEPS);
   for (size_t i = 0; i < s->n_steps; i++)
     {
@@ -82,9 +84,9 @@ check_spec (const struct build_spec *s)
       if (im->base != NULL)
         {
           FUZZ_CHECK (im->base_repository != NULL
-                      && spec_repository_valid (im->base_repository));
+                      && oci_repository_problem (im->base_repository) == NULL);
           FUZZ_CHECK ((im->base_tag == NULL) != (im->base_digest == NULL));
-          FUZZ_CHECK (im->base_tag == NULL || spec_tag_valid (im->base_tag));
+          FUZZ_CHECK (im->base_tag == NULL || oci_tag_problem (im->base_tag) == NULL);
         }
     }
 }

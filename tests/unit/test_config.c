@@ -370,6 +370,11 @@ static const struct field_case cases[] = {
   { "queue", "\"redis://127.0.0.1:6379/buildvm?group=runners\"", NULL },
   { "queue", "\"redis://localhost\"", NULL },
   { "queue", "\"spool:/var/spool/buildvm\"", NULL },
+  /* serve.name is a queue consumer name (queue_consumer_problem) */
+  { "serve.name", "\"build-7.a_b:c@d\"", NULL },
+  { "serve.name", "\"a b\"", "field `serve.name` may only hold letters, digits and ._:@-" },
+  { "serve.name", "\"a/b\"", "field `serve.name` may only hold letters" },
+  { "serve.name", "\"\"", "field `serve.name` is empty" },
   { "secrets.dir", "\"/srv/secrets\"", NULL },
   { "secrets.master_key", "\"/run/keys/buildvm.key\"", NULL },
   { "jail.enabled", "\"on\"", NULL },

@@ -467,19 +467,44 @@ static void
 test_validators (void **state)
 {
   (void) state;
-  assert_true (job_app_id_valid ("a"));
-  assert_true (job_app_id_valid ("hello-world-2"));
-  assert_false (job_app_id_valid (NULL));
-  assert_false (job_app_id_valid ("Hello"));
-  assert_false (job_app_id_valid ("a b"));
-  assert_true (job_id_valid ("X.y_z-1"));
-  assert_false (job_id_valid ("_x"));
-  assert_true (job_commit_valid (COMMIT));
-  assert_false (job_commit_valid ("0123"));
-  assert_true (job_ref_valid ("refs/heads/main"));
-  assert_false (job_ref_valid ("HEAD"));
-  assert_true (job_rfc3339_valid ("2000-02-29T00:00:00Z"));
-  assert_false (job_rfc3339_valid ("1900-02-29T00:00:00Z"));
+  assert_null (job_app_id_problem ("a"));
+  assert_null (job_app_id_problem ("hello-world-2"));
+  assert_non_null (job_app_id_problem (NULL));
+  assert_non_null (job_app_id_problem ("Hello"));
+  assert_non_null (job_app_id_problem ("a b"));
+  /* the cases of joblog.c's copy (joblog_app_id_ok) */
+  assert_non_null (job_app_id_problem (""));
+  assert_non_null (job_app_id_problem ("-a"));
+  assert_non_null (job_app_id_problem ("a_b"));
+  assert_non_null (job_app_id_problem ("a/b"));
+  assert_non_null (job_app_id_problem (".."));
+  assert_null (
+      job_app_id_problem ("abcdefghij0123456789abcdefghij0123456789abcdefghij0123456789abc"));
+  assert_non_null (
+      job_app_id_problem ("abcdefghij0123456789abcdefghij0123456789abcdefghij0123456789abcd"));
+  /* delivery ids, also what the webhook keeps of a delivery header */
+  assert_null (job_delivery_problem ("72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+  assert_null (job_delivery_problem ("a:b.c_d-e"));
+  assert_non_null (job_delivery_problem (""));
+  assert_non_null (job_delivery_problem (":a"));
+  assert_non_null (job_delivery_problem ("a b"));
+  assert_non_null (job_delivery_problem ("a/b"));
+  {
+    char d[JOB_DELIVERY_MAX + 2];
+    memset (d, 'a', sizeof d - 1);
+    d[sizeof d - 1] = '\0';
+    assert_non_null (job_delivery_problem (d));
+    d[JOB_DELIVERY_MAX] = '\0';
+    assert_null (job_delivery_problem (d));
+  }
+  assert_null (job_id_problem ("X.y_z-1"));
+  assert_non_null (job_id_problem ("_x"));
+  assert_null (job_commit_problem (COMMIT));
+  assert_non_null (job_commit_problem ("0123"));
+  assert_null (job_ref_problem ("refs/heads/main"));
+  assert_non_null (job_ref_problem ("HEAD"));
+  assert_null (job_rfc3339_problem ("2000-02-29T00:00:00Z"));
+  assert_non_null (job_rfc3339_problem ("1900-02-29T00:00:00Z"));
 }
 
 static void

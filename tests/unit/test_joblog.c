@@ -3,6 +3,7 @@
 
 #include "buf.h"
 #include "fs.h"
+#include "job.h"
 #include "joblog.h"
 #include "util.h"
 
@@ -241,22 +242,22 @@ test_bad_ids (void **state)
   long_id[149] = '\0';
   for (size_t i = 0; bad_jobs[i]; i++)
     {
-      assert_false (joblog_job_id_ok (bad_jobs[i]));
+      assert_non_null (joblog_job_id_problem (bad_jobs[i]));
       assert_fails_with (joblog_open (&l, d, "hello", bad_jobs[i], 100, &err), &err,
                          "invalid job id");
       assert_fails_with (joblog_cat (d, bad_jobs[i], stdout, false, &err), &err, "invalid job id");
     }
   assert_fails_with (joblog_open (&l, d, "hello", long_id, 100, &err), &err, "invalid job id");
   long_id[148] = '\0';
-  assert_true (joblog_job_id_ok (long_id));
-  assert_true (joblog_job_id_ok ("J.1_x-2"));
+  assert_null (joblog_job_id_problem (long_id));
+  assert_null (joblog_job_id_problem ("J.1_x-2"));
   for (size_t i = 0; bad_apps[i]; i++)
     {
-      assert_false (joblog_app_id_ok (bad_apps[i]));
+      assert_non_null (job_app_id_problem (bad_apps[i]));
       assert_fails_with (joblog_open (&l, d, bad_apps[i], "j1", 100, &err), &err,
                          "invalid app id");
     }
-  assert_true (joblog_app_id_ok ("hello-2"));
+  assert_null (job_app_id_problem ("hello-2"));
   /* nothing was created */
   assert_int_equal (t_sh ("test -z \"$(ls -A '%s')\"", d), 0);
   /* the CLI refuses them as usage errors */

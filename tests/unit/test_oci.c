@@ -102,46 +102,57 @@ static void
 test_names (void **state)
 {
   (void) state;
-  assert_true (oci_repository_is_valid ("apps/hello"));
-  assert_true (oci_repository_is_valid ("a"));
-  assert_true (oci_repository_is_valid ("base/alpine-ish"));
-  assert_true (oci_repository_is_valid ("a.b__c--d/e_f/0"));
-  assert_false (oci_repository_is_valid (""));
-  assert_false (oci_repository_is_valid ("Apps/hello"));
-  assert_false (oci_repository_is_valid ("apps//hello"));
-  assert_false (oci_repository_is_valid ("/apps"));
-  assert_false (oci_repository_is_valid ("apps/"));
-  assert_false (oci_repository_is_valid ("apps/-x"));
-  assert_false (oci_repository_is_valid ("a..b"));
-  assert_false (oci_repository_is_valid ("a___b"));
-  assert_false (oci_repository_is_valid ("a._b"));
-  assert_false (oci_repository_is_valid ("apps/../x"));
-  assert_false (oci_repository_is_valid ("apps/x?y"));
-  assert_false (oci_repository_is_valid ("apps/x%2f"));
+  assert_null (oci_repository_problem ("apps/hello"));
+  assert_null (oci_repository_problem ("a"));
+  assert_null (oci_repository_problem ("base/alpine-ish"));
+  assert_null (oci_repository_problem ("a.b__c--d/e_f/0"));
+  /* the cases of the copy spec.c had (the build spec's base image) */
+  assert_null (oci_repository_problem ("a/b.c/d__e/f-g--h"));
+  assert_non_null (oci_repository_problem ("apps/hello-"));
+  assert_non_null (oci_repository_problem ("apps/Hello"));
+  assert_non_null (oci_repository_problem (""));
+  assert_non_null (oci_repository_problem ("Apps/hello"));
+  assert_non_null (oci_repository_problem ("apps//hello"));
+  assert_non_null (oci_repository_problem ("/apps"));
+  assert_non_null (oci_repository_problem ("apps/"));
+  assert_non_null (oci_repository_problem ("apps/-x"));
+  assert_non_null (oci_repository_problem ("a..b"));
+  assert_non_null (oci_repository_problem ("a___b"));
+  assert_non_null (oci_repository_problem ("a._b"));
+  assert_non_null (oci_repository_problem ("apps/../x"));
+  assert_non_null (oci_repository_problem ("apps/x?y"));
+  assert_non_null (oci_repository_problem ("apps/x%2f"));
   {
     char longname[300];
     memset (longname, 'a', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    assert_false (oci_repository_is_valid (longname));
+    assert_non_null (oci_repository_problem (longname));
+    longname[256] = '\0';
+    assert_non_null (oci_repository_problem (longname));
+    longname[255] = '\0';
+    assert_null (oci_repository_problem (longname));
   }
-  assert_true (oci_tag_is_valid ("0123456789abcdef0123456789abcdef01234567"));
-  assert_true (oci_tag_is_valid ("_v1.2-rc"));
-  assert_false (oci_tag_is_valid (".v1"));
-  assert_false (oci_tag_is_valid ("-v1"));
-  assert_false (oci_tag_is_valid (""));
-  assert_false (oci_tag_is_valid ("a/b"));
-  assert_false (oci_tag_is_valid ("a:b"));
+  assert_null (oci_tag_problem ("0123456789abcdef0123456789abcdef01234567"));
+  assert_null (oci_tag_problem ("_v1.2-rc"));
+  assert_null (oci_tag_problem ("_"));
+  assert_null (oci_tag_problem ("v1.0-rc_1"));
+  assert_null (oci_tag_problem ("V1"));
+  assert_non_null (oci_tag_problem (".v1"));
+  assert_non_null (oci_tag_problem ("-v1"));
+  assert_non_null (oci_tag_problem (""));
+  assert_non_null (oci_tag_problem ("a/b"));
+  assert_non_null (oci_tag_problem ("a:b"));
   {
     char t[130];
     memset (t, 'a', 129);
     t[129] = '\0';
-    assert_false (oci_tag_is_valid (t));
+    assert_non_null (oci_tag_problem (t));
     t[128] = '\0';
-    assert_true (oci_tag_is_valid (t));
+    assert_null (oci_tag_problem (t));
   }
-  assert_true (oci_reference_is_valid (
+  assert_null (oci_reference_problem (
       "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"));
-  assert_false (oci_reference_is_valid ("sha256:0123"));
+  assert_non_null (oci_reference_problem ("sha256:0123"));
 }
 
 /* --- layers ----------------------------------------------------------------- */

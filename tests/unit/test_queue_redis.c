@@ -925,9 +925,70 @@ test_unreachable_and_bad_urls (void **state)
   assert_non_null (strstr (bvm_error_msg (&err), "connect to redis `127.0.0.1:1`"));
   bvm_error_free (&err);
   assert_fails_with (queue_open (&q, "redis://u:p@127.0.0.1/s", NULL, &err), &err, "credentials");
-  assert_fails_with (queue_open (&q, "redis://127.0.0.1:99999/s", NULL, &err), &err, "bad redis port");
+  assert_fails_with (queue_open (&q, "redis://127.0.0.1:99999/s", NULL, &err), &err, "invalid port");
   assert_fails_with (queue_open (&q, "redis://127.0.0.1/a:b", NULL, &err), &err, "stream name");
   assert_fails_with (queue_open (&q, "redis://127.0.0.1/s?x=1", NULL, &err), &err, "?group=NAME");
+  /* the config refused these and the driver took them: one rule now, the
+   * stricter, checked before any connection is made */
+  assert_fails_with (queue_open (&q, "redis://ho_st/s", NULL, &err), &err, "invalid host name");
+  assert_fails_with (queue_open (&q, "redis://127.0.0.1:06379/s", NULL, &err), &err,
+                     "invalid port");
+  assert_fails_with (queue_open (&q, "redis://127.0.0.1/", NULL, &err), &err, "stream name");
+  assert_fails_with (queue_open (&q, "redis://127.0.0.1/?group=g", NULL, &err), &err,
+                     "stream name");
+}
+
+/* The one grammar of a redis queue URL (queue_url_check, the driver's
+ * check_url): what the config's copy and the driver's copy refused. */
+static void
+test_url_grammar (void **state)
+{
+  static const char *const good[] = {
+    "redis://127.0.0.1", "redis://h:6379", "redis://h/s", "redis://[::1]:6379/s.t_u-v",
+    "redis://h/s?group=g", "redis://redis.example-1.org:1/S?group=A.b_c-9", NULL,
+  };
+  static const char *const bad[][2] = {
+    { "redis://", "has no host" },
+    { "redis://:6379/s", "has no host" },
+    { "redis://u:p@h/s", "credentials" },
+    { "redis://h:0", "invalid port" },
+    { "redis://h:70000", "invalid port" },
+    { "redis://h:99999/s", "invalid port" },
+    { "redis://h:/s", "invalid port" },
+    { "redis://h:8a/s", "invalid port" },
+    { "redis://h:06379/s", "invalid port" },
+    { "redis://ho_st/s", "invalid host name" },
+    { "redis://ho st/s", "invalid host name" },
+    { "redis://[::1/s", "unterminated IPv6" },
+    { "redis://[::1]x/s", "invalid host" },
+    { "redis://[::g%1]/s", "invalid IPv6" },
+    { "redis://h/", "stream name" },
+    { "redis://h/a/b", "stream name" },
+    { "redis://h/a:b", "stream name" },
+    { "redis://h/?group=g", "stream name" },
+    { "redis://h/s?x=1", "?group=NAME" },
+    { "redis://h/s?group=", "?group=NAME" },
+    { "redis://h/s?group=a b", "?group=NAME" },
+    { "redis://h/s#x", "trailing characters" },
+    { "amqp://x", "must be `spool:/dir` or `redis://" },
+    { "", "must be `spool:/dir` or `redis://" },
+  };
+  char longurl[1100];
+  (void) state;
+
+  for (size_t i = 0; good[i]; i++)
+    if (queue_url_check (good[i]) != NULL)
+      fail_msg ("`%s` refused: %s", good[i], queue_url_check (good[i]));
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    {
+      const char *why = queue_url_check (bad[i][0]);
+      if (why == NULL || strstr (why, bad[i][1]) == NULL)
+        fail_msg ("`%s`: want `%s`, got `%s`", bad[i][0], bad[i][1], why ? why : "(accepted)");
+    }
+  memset (longurl, 'a', sizeof longurl - 1);
+  longurl[sizeof longurl - 1] = '\0';
+  memcpy (longurl, "redis://h/", 10);
+  assert_non_null (strstr (queue_url_check (longurl), "longer than"));
 }
 
 /* Producers that XADD by hand: a valid entry is adopted; a second entry for
@@ -1064,6 +1125,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_finished_entry_is_only_acknowledged, setup, teardown),
     cmocka_unit_test_setup_teardown (test_stream_deleted_under_the_handle, setup, teardown),
     cmocka_unit_test_setup_teardown (test_list_and_depth, setup, teardown),
+    cmocka_unit_test (test_url_grammar),
   };
   int ret;
 

@@ -980,6 +980,15 @@ test_open_refuses_shared_directories (void **state)
   queue_close (q);
   assert_fails_with (queue_open (&q, "spool:relative/dir", NULL, &err), &err, "absolute");
   assert_fails_with (queue_open (&q, "amqp://x", NULL, &err), &err, "must be `spool:/dir`");
+  /* the config refused control characters in the directory, the driver did not */
+  assert_fails_with (queue_open (&q, "spool:/tmp/a\nb", NULL, &err), &err, "absolute directory");
+  assert_null (queue_url_check ("spool:/var/lib/buildvm/spool"));
+  assert_null (queue_url_check ("spool:/"));
+  assert_non_null (strstr (queue_url_check ("spool:"), "absolute directory"));
+  assert_non_null (strstr (queue_url_check ("spool:rel"), "absolute directory"));
+  assert_non_null (strstr (queue_url_check ("spool:/a\x7f"), "absolute directory"));
+  assert_non_null (strstr (queue_url_check ("spool:/a\xc2\x9b"), "absolute directory"));
+  assert_non_null (strstr (queue_url_check ("spool"), "must be `spool:/dir`"));
   o.consumer = "has space";
   assert_fails_with (queue_open (&q, f->url, &o, &err), &err, "consumer name");
   if (asprintf (&url, "spool:%s/spool/lock/x", f->dir) < 0)
@@ -1025,6 +1034,19 @@ test_list_and_depth (void **state)
   queue_close (q);
 }
 
+/* queue__show is str_escape with the queue's 64-byte cut */
+static void
+test_show (void **state)
+{
+  char buf[QUEUE__SHOW_SIZE], long_name[100];
+  (void) state;
+  assert_string_equal (queue__show (buf, sizeof buf, "a`b\\\n\x9b", 6), "a\\x60b\\x5c\\x0a\\x9b");
+  memset (long_name, 'x', sizeof long_name);
+  queue__show (buf, sizeof buf, long_name, sizeof long_name);
+  assert_int_equal (strlen (buf), 64 + 3);
+  assert_string_equal (buf + 64, "...");
+}
+
 int
 main (void)
 {
@@ -1045,6 +1067,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_ignores_links_foreign_files_and_fifos, setup, teardown),
     cmocka_unit_test_setup_teardown (test_open_refuses_shared_directories, setup, teardown),
     cmocka_unit_test_setup_teardown (test_list_and_depth, setup, teardown),
+    cmocka_unit_test (test_show),
   };
   int ret;
 

@@ -30,10 +30,12 @@ test_digest (void **state)
   (void) state;
   assert_ok (digest_buffer (d, "abc", 3, &err), &err);
   assert_string_equal (d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  assert_true (digest_is_valid (d));
-  assert_false (digest_is_valid ("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
-  assert_false (digest_is_valid ("sha256:abc"));
-  assert_false (digest_is_valid ("md5:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+  assert_null (digest_problem (d));
+  assert_non_null (
+      digest_problem ("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
+  assert_non_null (digest_problem ("sha256:abc"));
+  assert_non_null (
+      digest_problem ("md5:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
 }
 
 static void
@@ -63,6 +65,17 @@ test_image_manifest (void **state)
 
   assert_fails_with (image_load (&img, d, "minimal", &err), &err, "make images");
   assert_fails_with (image_load (&img, d, "../etc", &err), &err, "not a valid image profile");
+  /* the one profile grammar, also the spec's and the config's (union of
+   * the cases of spec.c's former copy) */
+  assert_null (image_profile_problem ("debian"));
+  assert_null (image_profile_problem ("a-1"));
+  assert_null (image_profile_problem ("abcdefghij0123456789abcdefghij01"));
+  assert_non_null (image_profile_problem ("abcdefghij0123456789abcdefghij012"));
+  assert_non_null (image_profile_problem ("-debian"));
+  assert_non_null (image_profile_problem ("Debian"));
+  assert_non_null (image_profile_problem ("a_b"));
+  assert_non_null (image_profile_problem (""));
+  assert_non_null (image_profile_problem (NULL));
   snprintf (p, sizeof p, "%s/vmlinux", d);
   t_write (p, "kernel");
   snprintf (p, sizeof p, "%s/rootfs.ext4", d);

@@ -199,8 +199,19 @@ test_names_and_values_checked (void **state)
                          "invalid app id");
       assert_fails_with (secrets_list (S, bad_apps[i], &list, &err), &err, "invalid app id");
     }
-  assert_true (secrets_name_valid ("A.b_c-9"));
-  assert_true (secrets_name_valid (LONG64));
+  assert_null (secrets_name_problem ("A.b_c-9"));
+  assert_null (secrets_name_problem (LONG64));
+  /* the one grammar of a secret name, also the build spec's `secrets[]`:
+   * the union of what the copy in spec.c refused */
+  assert_null (secrets_name_problem ("a.b-c_D"));
+  assert_null (secrets_name_problem ("x."));
+  for (size_t i = 0; bad_names[i]; i++)
+    assert_non_null (secrets_name_problem (bad_names[i]));
+  assert_non_null (secrets_name_problem (".env"));
+  assert_non_null (secrets_name_problem ("."));
+  assert_non_null (secrets_name_problem ("a:b"));
+  assert_non_null (secrets_name_problem ("a\x7f"));
+  assert_non_null (secrets_name_problem (NULL));
 #undef LONG64
   assert_fails_with (secrets_set (S, "web", "EMPTY", "", 0, NULL, &err), &err,
                      "secret `EMPTY` of app `web`: the value is empty");
@@ -482,7 +493,7 @@ test_list (void **state)
   assert_string_equal (json_string_value (ITEM (1, "name")), "b-second");
   assert_int_equal (json_integer_value (ITEM (1, "version")), 2);
   assert_string_equal (json_string_value (ITEM (2, "name")), "c.third");
-  assert_true (job_rfc3339_valid (json_string_value (ITEM (0, "updated_at"))));
+  assert_null (job_rfc3339_problem (json_string_value (ITEM (0, "updated_at"))));
 #undef ITEM
   assert_int_equal (json_object_size (json_array_get (list, 0)), 3);
   s = json_dumps (list, 0);

@@ -152,6 +152,73 @@ test_str_escape (void **state)
   assert_string_equal (str_escape (out, sizeof out, "a\0b", 3, 100), "a\\x00b");
 }
 
+/* The authority of a registry, redis and git URL: one rule, the union of
+ * what the copies in config.c, job.c and queue_redis.c refused. */
+static void
+test_hostport (void **state)
+{
+  static const char *const good[] = { "h", "127.0.0.1", "a.b-c.D9", "h:1", "h:65535",
+                                      "[::1]", "[::1]:6379", "[fe80::1.2.3.4]:80", NULL };
+  static const char *const bad[][2] = {
+    { "", "has no host" },          { ":80", "has no host" },
+    { "h:", "invalid port" },       { "h:0", "invalid port" },
+    { "h:65536", "invalid port" },  { "h:080", "invalid port" },
+    { "h:8a", "invalid port" },     { "h:+80", "invalid port" },
+    { "h:123456", "invalid port" }, { "ho_st", "invalid host name" },
+    { "ho st", "invalid host name" }, { "h\x80", "invalid host name" },
+    { "u@h", "invalid host name" }, { "[::1", "unterminated IPv6" },
+    { "[::1]x", "invalid host" },   { "[::1]:", "invalid port" },
+    { "[::%1]", "invalid IPv6" },
+  };
+  (void) state;
+  for (size_t i = 0; good[i]; i++)
+    assert_null (hostport_problem (good[i], strlen (good[i])));
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    {
+      const char *why = hostport_problem (bad[i][0], strlen (bad[i][0]));
+      if (why == NULL || strstr (why, bad[i][1]) == NULL)
+        fail_msg ("`%s`: want `%s`, got `%s`", bad[i][0], bad[i][1], why ? why : "(accepted)");
+    }
+  /* only `n` bytes are looked at */
+  assert_null (hostport_problem ("h:80/path", 4));
+}
+
+/* has_control is text_problem's rule: C0, DEL, C1 and invalid UTF-8 */
+static void
+test_has_control (void **state)
+{
+  (void) state;
+  assert_false (has_control (""));
+  assert_false (has_control ("plain /path-\xc3\xa9"));
+  assert_true (has_control ("a\tb"));
+  assert_true (has_control ("a\x7f"));
+  assert_true (has_control ("a\xc2\x9b[2J"));
+  assert_true (has_control ("a\xc2\x85"));
+  assert_true (has_control ("\xff"));
+  assert_true (has_control ("\xc0\xaf"));
+}
+
+static void
+test_strv (void **state)
+{
+  const char *const in[] = { "a", "", "bc" };
+  char **v;
+  (void) state;
+  v = strv_dup (in, 3);
+  assert_non_null (v);
+  assert_string_equal (v[0], "a");
+  assert_string_equal (v[1], "");
+  assert_string_equal (v[2], "bc");
+  assert_null (v[3]);
+  assert_true (v[0] != in[0]);
+  strv_free (v);
+  v = strv_dup (NULL, 0);
+  assert_non_null (v);
+  assert_null (v[0]);
+  strv_free (v);
+  strv_free (NULL);
+}
+
 int
 main (void)
 {
@@ -162,6 +229,9 @@ main (void)
     cmocka_unit_test (test_json_strict),
     cmocka_unit_test (test_fs_atomic_and_rm),
     cmocka_unit_test (test_str_escape),
+    cmocka_unit_test (test_hostport),
+    cmocka_unit_test (test_strv),
+    cmocka_unit_test (test_has_control),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

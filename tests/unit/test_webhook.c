@@ -986,7 +986,7 @@ test_handle_ids_and_names (void **state)
   assert_int_equal (res.status, 202);
   assert_int_equal (strncmp (res.job_id, "github_", 7), 0);
   assert_int_equal (strlen (res.job_id), 7 + 40);
-  assert_true (job_id_valid (res.job_id));
+  assert_null (job_id_problem (res.job_id));
   snprintf (path, sizeof path, "%s/new/%s.json", e.spool, res.job_id);
   assert_ok (jsonx_parse_file (&job, path, 65536, &err), &err);
   assert_int_equal (strncmp (json_string_value (json_object_get (job, "delivery")), "sha256:", 7),
@@ -1240,6 +1240,23 @@ test_replay_file (void **state)
   assert_int_equal (webhook_replay_count (r), 4);
   assert_true (webhook_replay_seen (r, "k-99"));
   assert_false (webhook_replay_seen (r, "k-95"));
+  webhook_replay_close (r);
+
+  /* compaction's buffer is capped by the window of the longest lines: keys
+   * of the maximal length compact without hitting the cap */
+  assert_ok (webhook_replay_open (&r, path, 4, &err), &err);
+  for (int i = 0; i < 20; i++)
+    {
+      char big[WEBHOOK_REPLAY_KEY_MAX + 1];
+      memset (big, 'k', WEBHOOK_REPLAY_KEY_MAX);
+      big[WEBHOOK_REPLAY_KEY_MAX] = '\0';
+      memcpy (big, "big-", 4);
+      big[4] = (char) ('0' + i / 10);
+      big[5] = (char) ('0' + i % 10);
+      assert_ok (webhook_replay_add (r, big, &err), &err);
+      assert_true (webhook_replay_seen (r, big));
+    }
+  assert_true (file_lines (path) <= 9);
   webhook_replay_close (r);
 
   /* not a regular file */

@@ -10,6 +10,9 @@ struct queue_driver
 {
   const char *scheme; /* "spool:" or "redis://" */
   int64_t poll_ms;    /* how often queue_lease looks again while waiting */
+  /* The form of a URL of this scheme, without I/O: NULL, or why not.
+   * queue_open calls it before `open`. */
+  const char *(*check_url) (const char *url);
   int (*open) (struct queue **out, const char *url, const struct queue_opts *o,
                bvm_error_t *err);
   int (*enqueue) (char **msg_id, enum queue_state *existing, struct queue *q,
@@ -62,12 +65,10 @@ int queue__parse_body (struct queue_msg *m, const char *body, size_t len, const 
 /* Wall clock in ms since the epoch: leases are compared across processes. */
 int64_t queue__wall_ms (void);
 
-/* Render an untrusted name for a message: printable ASCII, at most 64 bytes,
- * other bytes as \xNN. */
+/* Render an untrusted name for a message: str_escape of at most 64 bytes. */
 const char *queue__show (char *buf, size_t size, const char *s, size_t len);
 #define QUEUE__SHOW_SIZE 300
 
-bool queue__consumer_valid (const char *s);
 
 /* A reason for a record: one line, at most QUEUE_REASON_MAX bytes, valid
  * UTF-8 (bytes of an invalid sequence become `?`). NULL on ENOMEM. */

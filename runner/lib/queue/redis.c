@@ -76,41 +76,67 @@ R (struct queue *q)
 
 /* --- URL ------------------------------------------------------------------ */
 
-static bool
-name_ok (const char *s, size_t n, size_t max)
+static const char *
+name_problem (const char *s, size_t n, size_t max)
 {
+  static const char why[] = "must be 1 to max bytes of [A-Za-z0-9._-]";
   if (n == 0 || n > max)
-    return false;
+    return why;
   for (size_t i = 0; i < n; i++)
-    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')
-          || (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
-      return false;
-  return true;
+    if (!(is_alnum (s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
+      return why;
+  return NULL;
 }
 
+/* "redis://host[:port][/STREAM][?group=GROUP]", the one grammar of a redis
+ * queue URL (the config checks it through queue_url_check). */
+static const char *
+rq_check_url (const char *url)
+{
+  const char *hp = url + strlen ("redis://"), *p, *why;
+  size_t n = strcspn (hp, "/?#");
+
+  if (memchr (hp, '@', n) != NULL)
+    return "must not contain credentials";
+  if ((why = hostport_problem (hp, n)) != NULL)
+    return why;
+  p = hp + n;
+  if (*p == '/')
+    {
+      size_t m = strcspn (p + 1, "?#");
+      if (name_problem (p + 1, m, RQ_STREAM_MAX) != NULL)
+        return "has an invalid stream name (^[A-Za-z0-9._-]{1,128}$)";
+      p += 1 + m;
+    }
+  if (*p == '?')
+    {
+      if (strncmp (p, "?group=", 7) != 0
+          || name_problem (p + 7, strlen (p + 7), RQ_GROUP_MAX) != NULL)
+        return "may only have the query `?group=NAME` (^[A-Za-z0-9._-]{1,64}$)";
+      p += strlen (p);
+    }
+  if (*p != '\0')
+    return "has trailing characters after the redis URL";
+  return NULL;
+}
+
+/* Split a URL that rq_check_url accepted. */
 static int
 parse_url (struct rq *r, const char *url, bvm_error_t *err)
 {
-  const char *hp = url + strlen ("redis://"), *p, *colon = NULL, *hend;
+  const char *hp = url + strlen ("redis://"), *p, *colon = NULL, *hend, *why;
   size_t n = strcspn (hp, "/?#");
   uint32_t port = RQ_DEFAULT_PORT;
-  char portbuf[16];
+  char portbuf[8];
 
-  if (memchr (hp, '@', n) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "the redis URL must not contain credentials");
+  if ((why = rq_check_url (url)) != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the redis URL %s", why);
   hend = hp + n;
   if (hp[0] == '[')
     {
       const char *rb = memchr (hp, ']', n);
-      if (rb == NULL)
-        return bvm_error_code (err, BVM_E_INVALID, 0, "unterminated `[` in the redis host");
       r->host = strndup (hp + 1, (size_t) (rb - hp - 1));
-      if (rb + 1 < hend)
-        {
-          if (rb[1] != ':')
-            return bvm_error_code (err, BVM_E_INVALID, 0, "bad redis host");
-          colon = rb + 1;
-        }
+      colon = rb + 1 < hend ? rb + 1 : NULL;
     }
   else
     {
@@ -119,42 +145,25 @@ parse_url (struct rq *r, const char *url, bvm_error_t *err)
     }
   if (r->host == NULL)
     return bvm_error (err, ENOMEM, "redis URL");
-  if (r->host[0] == '\0')
-    return bvm_error_code (err, BVM_E_INVALID, 0, "the redis URL has no host");
   if (colon != NULL)
     {
-      size_t pl = (size_t) (hend - colon - 1);
-      if (pl == 0 || pl >= sizeof portbuf)
-        return bvm_error_code (err, BVM_E_INVALID, 0, "bad redis port");
+      size_t pl = (size_t) (hend - colon - 1); /* 1 to 5 digits, checked */
       memcpy (portbuf, colon + 1, pl);
       portbuf[pl] = '\0';
-      if (parse_u32 (portbuf, &port) < 0 || port == 0 || port > 65535)
+      if (parse_u32 (portbuf, &port) < 0)
         return bvm_error_code (err, BVM_E_INVALID, 0, "bad redis port `%s`", portbuf);
     }
   r->port = (int) port;
   p = hend;
-  if (*p == '/' && p[1] != '\0' && p[1] != '?')
+  if (*p == '/')
     {
       size_t m = strcspn (p + 1, "?#");
-      if (!name_ok (p + 1, m, RQ_STREAM_MAX))
-        return bvm_error_code (err, BVM_E_INVALID, 0,
-                               "the stream name must match ^[A-Za-z0-9._-]{1,128}$");
-      r->stream = strndup (p + 1, m);
+      if ((r->stream = strndup (p + 1, m)) == NULL)
+        return bvm_error (err, ENOMEM, "redis URL");
       p += 1 + m;
     }
-  else if (*p == '/')
-    p++;
   if (*p == '?')
-    {
-      if (strncmp (p, "?group=", 7) != 0 || !name_ok (p + 7, strlen (p + 7), RQ_GROUP_MAX))
-        return bvm_error_code (err, BVM_E_INVALID, 0,
-                               "the only query allowed is `?group=NAME` with NAME matching "
-                               "^[A-Za-z0-9._-]{1,64}$");
-      r->group = strdup (p + 7);
-      p += strlen (p);
-    }
-  if (*p != '\0')
-    return bvm_error_code (err, BVM_E_INVALID, 0, "trailing characters in the redis URL");
+    r->group = strdup (p + 7);
   if (r->stream == NULL)
     r->stream = strdup (RQ_DEFAULT_STREAM);
   if (r->group == NULL)
@@ -645,7 +654,7 @@ call_init (struct call *c, struct rq *r, const char *script, const char *job, co
            const char *id, unsigned attempt)
 {
   c->n = 0;
-  if (job == NULL || !job_id_valid (job))
+  if (job == NULL || job_id_problem (job) != NULL)
     job = "";
   snprintf (c->hkey, sizeof c->hkey, "%s:job:%s", r->stream, job);
   snprintf (c->nums[0], sizeof c->nums[0], "%u", attempt);
@@ -835,7 +844,7 @@ next_one (struct queue_msg **out, struct rq *r, bvm_error_t *err)
     }
   if (nfields != 4 || job == NULL || body == NULL)
     why = strdup ("the entry must have exactly the fields `job` and `body`");
-  else if (!job_id_valid (job))
+  else if (job_id_problem (job) != NULL)
     {
       if (asprintf (&why, "the entry's job `%s` is not a valid job id",
                     queue__show (show, sizeof show, job, strlen (job)))
@@ -1053,7 +1062,7 @@ rq_cancel_requested (struct queue *q, const struct queue_msg *m, bvm_error_t *er
   const char *argv[] = { "HMGET", hkey, "cancel", "msg" };
   int ret;
 
-  if (m == NULL || m->job_id == NULL || !job_id_valid (m->job_id))
+  if (m == NULL || m->job_id == NULL || job_id_problem (m->job_id) != NULL)
     return 0;
   snprintf (hkey, sizeof hkey, "%s:job:%s", r->stream, m->job_id);
   ret = rq_cmd (&rep, r, (int) ARRAY_SIZE (argv), argv, NULL, err);
@@ -1281,6 +1290,7 @@ rq_depth (uint64_t *queued, uint64_t *running, struct queue *q, bvm_error_t *err
 const struct queue_driver queue__redis_driver = {
   .scheme = "redis://",
   .poll_ms = 200,
+  .check_url = rq_check_url,
   .open = rq_open,
   .enqueue = rq_enqueue,
   .lease = rq_lease,

@@ -159,7 +159,7 @@ split_name (char id[JOB_ID_MAX + 1], const char *name)
     return NULL;
   memcpy (id, name, n);
   id[n] = '\0';
-  if (!job_id_valid (id))
+  if (job_id_problem (id) != NULL)
     return NULL;
   return dot + 1;
 }
@@ -653,6 +653,18 @@ spool_close (struct queue *q)
   free (s);
 }
 
+/* "spool:" and an absolute directory, as text (no control characters: the
+ * path is shown in messages and logs). */
+static const char *
+spool_check_url (const char *url)
+{
+  const char *path = url + strlen ("spool:");
+
+  if (path[0] != '/' || text_problem (path, strlen (path)) != NULL)
+    return "must be `spool:` followed by an absolute directory";
+  return NULL;
+}
+
 static int
 spool_open (struct queue **out, const char *url, const struct queue_opts *o, bvm_error_t *err)
 {
@@ -675,12 +687,7 @@ spool_open (struct queue **out, const char *url, const struct queue_opts *o, bvm
   s->uid = geteuid ();
   if (gethostname (s->host, sizeof s->host - 1) < 0)
     strcpy (s->host, "localhost");
-  if (path[0] != '/')
-    {
-      ret = bvm_error_code (err, BVM_E_INVALID, 0, "the spool must be an absolute directory");
-      goto fail;
-    }
-  s->root = strdup (path);
+  s->root = strdup (path); /* checked by spool_check_url */
   if (s->root == NULL)
     {
       ret = bvm_error (err, ENOMEM, "spool");
@@ -1139,7 +1146,7 @@ spool_lease (struct queue_msg **out, struct queue *q, bvm_error_t *err)
 static bool
 msg_id_ok (const struct queue_msg *m)
 {
-  return m != NULL && m->job_id != NULL && job_id_valid (m->job_id) && m->owner != NULL;
+  return m != NULL && m->job_id != NULL && job_id_problem (m->job_id) == NULL && m->owner != NULL;
 }
 
 /* The current lease of m's job when m's attempt holds it, else BVM_E_FENCED. */
@@ -1667,6 +1674,7 @@ spool_depth (uint64_t *queued, uint64_t *running, struct queue *q, bvm_error_t *
 const struct queue_driver queue__spool_driver = {
   .scheme = "spool:",
   .poll_ms = 100,
+  .check_url = spool_check_url,
   .open = spool_open,
   .enqueue = spool_enqueue,
   .lease = spool_lease,
