@@ -43,7 +43,7 @@ stop_server () {
     SERVER_PID=
     assert_eq 0 "$rc" "exit status after SIGTERM"
 }
-trap '[ -z "$SERVER_PID" ] || kill -9 "$SERVER_PID" 2>/dev/null; _cleanup' EXIT
+trap '_rc=$?; [ -z "$SERVER_PID" ] || kill -9 "$SERVER_PID" 2>/dev/null; (exit $_rc); _cleanup' EXIT
 
 # push_body FILE REF AFTER [FULL_NAME]: a GitHub push payload; the clone URL
 # in it is an attacker's, to show that the config's repo is used
@@ -246,7 +246,7 @@ rcli () { redis-cli -h "$host" -p "$rport" "$@"; }
 stream=t-webhook-$$
 rm -rf "$BUILDVM_HOME/state/webhook"
 webhook_config "redis://$addr/$stream?group=g1"
-trap 'rcli DEL "$stream" "$stream:job:github-r-1" >/dev/null 2>&1 || true; [ -z "$SERVER_PID" ] || kill -9 "$SERVER_PID" 2>/dev/null; _cleanup' EXIT
+trap '_rc=$?; rcli DEL "$stream" "$stream:job:github-r-1" >/dev/null 2>&1 || true; [ -z "$SERVER_PID" ] || kill -9 "$SERVER_PID" 2>/dev/null; (exit $_rc); _cleanup' EXIT
 start_server
 gh_post r-1 "$T/push.json"
 expect 202 '"job":"github-r-1"' "redis: a signed push"
