@@ -75,6 +75,9 @@ bool job_commit_valid (const char *s);
 bool job_ref_valid (const char *s);
 /* RFC 3339 date-time, e.g. "2026-11-26T11:34:54Z" or with .frac / +01:00. */
 bool job_rfc3339_valid (const char *s);
+/* The same, as seconds since the epoch (the offset applied, the fraction
+ * dropped); false when not valid. */
+bool job_rfc3339_epoch (const char *s, int64_t *out);
 
 /* Cross-module internal (job, spec, config): render an untrusted value for an
  * error message: at most ~48 bytes, every byte outside printable ASCII and

@@ -375,6 +375,23 @@ all_zeros (const char *s)
   return true;
 }
 
+/* An optional `timestamp` (RFC 3339) of a commit object: 0 when absent; a
+ * value that is not a date is refused like any mistyped field. */
+static int
+get_time (int64_t *out, const json_t *commit, const char *where, bvm_error_t *err)
+{
+  cleanup_free char *ts = NULL;
+
+  *out = 0;
+  if (get_str (&ts, commit, "timestamp", false, where, err) < 0)
+    return -1;
+  if (ts != NULL && !job_rfc3339_epoch (ts, out))
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "push payload: field `%s.timestamp` is not an RFC 3339 date-time",
+                           where);
+  return 0;
+}
+
 /* GitHub, Gitea and Forgejo share GitHub's push payload. */
 static int
 parse_github_like (struct webhook_push *p, const json_t *doc, bvm_error_t *err)
@@ -401,7 +418,8 @@ parse_github_like (struct webhook_push *p, const json_t *doc, bvm_error_t *err)
       || add_repo_name (p, repo, "html_url", "repository", err) < 0
       || add_repo_name (p, repo, "full_name", "repository", err) < 0
       || get_first_str (&p->pusher, pusher, pusher_keys, "pusher", err) < 0
-      || (head != NULL && get_str (&p->head_commit, head, "id", false, "head_commit", err) < 0))
+      || (head != NULL && get_str (&p->head_commit, head, "id", false, "head_commit", err) < 0)
+      || (head != NULL && get_time (&p->head_time, head, "head_commit", err) < 0))
     return -1;
   return 0;
 }
@@ -431,6 +449,23 @@ parse_gitlab (struct webhook_push *p, const json_t *doc, bvm_error_t *err)
       || get_obj (&repo, doc, "repository", false, err) < 0
       || get_first_str (&p->pusher, doc, user_keys, "", err) < 0)
     return -1;
+  /* GitLab has no head_commit: the head is the commit of `commits` whose id
+   * is checkout_sha */
+  {
+    const json_t *commits = json_object_get (doc, "commits"), *c;
+    size_t i;
+    if (commits != NULL && json_is_array (commits) && p->head_commit != NULL)
+      json_array_foreach (commits, i, c)
+        {
+          const char *id = json_string_value (json_object_get (c, "id"));
+          if (json_is_object (c) && id != NULL && strcmp (id, p->head_commit) == 0)
+            {
+              if (get_time (&p->head_time, c, "commits[]", err) < 0)
+                return -1;
+              break;
+            }
+        }
+  }
   if (add_repo_name (p, project, "git_http_url", "project", err) < 0
       || add_repo_name (p, project, "web_url", "project", err) < 0
       || add_repo_name (p, project, "path_with_namespace", "project", err) < 0
@@ -945,6 +980,27 @@ webhook_replay_seen (const struct webhook_replay *r, const char *app, const char
   return ring_seen (r, app, key, now) || ring_seen (r, LEGACY_APP, key, now);
 }
 
+int64_t
+webhook_replay_newest (const struct webhook_replay *r, const char *app, const char *prefix,
+                       int64_t now)
+{
+  const struct ring *g = r ? ring_of ((struct webhook_replay *) r, app, false) : NULL;
+  size_t plen = strlen (prefix);
+  int64_t best = 0;
+
+  for (size_t i = 0; g != NULL && i < r->window; i++)
+    {
+      uint64_t v;
+      if (g->keys[i] == NULL || g->times[i] <= now - r->span_s
+          || strncmp (g->keys[i], prefix, plen) != 0 || parse_u64 (g->keys[i] + plen, &v) < 0
+          || v > INT64_MAX)
+        continue;
+      if ((int64_t) v > best)
+        best = (int64_t) v;
+    }
+  return best;
+}
+
 size_t
 webhook_replay_count (const struct webhook_replay *r)
 {
@@ -1424,8 +1480,8 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
   const char *sig, *branch;
   char shown[JOB__SHOW_SIZE], delivery[JOB_DELIVERY_MAX + 1];
   char body_key[8 + DIGEST_HEX_LEN + 1], hex[DIGEST_HEX_LEN + 1];
-  char after_key[8 + 16 + 1 + JOB_COMMIT_LEN + 1];
-  int64_t now;
+  char after_key[8 + 16 + 1 + JOB_COMMIT_LEN + 1], head_prefix[8 + 16 + 2], head_key[8 + 16 + 2 + 24];
+  int64_t now, newest;
   bool candidates = false, duplicate = false, is_branch;
   size_t n;
   int ret;
@@ -1517,6 +1573,18 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
   if (webhook_replay_seen (deps->replay, app->app, after_key, now))
     return respond (out, 200, "ignored: `%s` already had commit %.12s (a replayed push?)",
                     job__show (shown, sizeof shown, p->ref), p->after);
+  /* Past the span the keys are gone; what stays is the newest head commit
+   * time the branch accepted. A push whose head is older than that by more
+   * than the span is an old push replayed, not a rebase or a merge of a
+   * branch of last month (commit dates are the author's, so only a wide
+   * margin is safe). */
+  snprintf (head_prefix, sizeof head_prefix, "head:%.16s:", hex);
+  newest = webhook_replay_newest (deps->replay, app->app, head_prefix, now);
+  if (p->head_time > 0 && newest > 0 && p->head_time < newest - WEBHOOK_REPLAY_SPAN_S)
+    return respond (out, 200,
+                    "ignored: the pushed commit is more than %d days older than the newest "
+                    "push of `%s` (a replayed push?)",
+                    WEBHOOK_REPLAY_SPAN_S / 86400, job__show (shown, sizeof shown, p->ref));
 
   ret = make_job (&job, app, p, out->job_id, delivery, now, &perr);
   if (ret < 0)
@@ -1538,7 +1606,10 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
       cleanup_error bvm_error_t rerr = NULL;
       if (webhook_replay_add (deps->replay, app->app, out->job_id, now, &rerr) < 0
           || webhook_replay_add (deps->replay, app->app, body_key, now, &rerr) < 0
-          || webhook_replay_add (deps->replay, app->app, after_key, now, &rerr) < 0)
+          || webhook_replay_add (deps->replay, app->app, after_key, now, &rerr) < 0
+          || (p->head_time > 0 && snprintf (head_key, sizeof head_key, "%s%lld", head_prefix,
+                                            (long long) p->head_time) > 0
+              && webhook_replay_add (deps->replay, app->app, head_key, now, &rerr) < 0))
         copy_printable (out->warning, sizeof out->warning, bvm_error_msg (&rerr));
     }
   if (duplicate)

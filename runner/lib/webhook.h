@@ -135,6 +135,10 @@ bool webhook_replay_seen (const struct webhook_replay *r, const char *app, const
  * memory even when the write fails. */
 int webhook_replay_add (struct webhook_replay *r, const char *app, const char *key, int64_t now,
                         bvm_error_t *err);
+/* The largest N of the keys "<prefix>N" that `app` holds (unexpired), 0
+ * when none: the newest head commit time of a branch. */
+int64_t webhook_replay_newest (const struct webhook_replay *r, const char *app,
+                               const char *prefix, int64_t now);
 /* Keys held, all apps together. */
 size_t webhook_replay_count (const struct webhook_replay *r);
 void webhook_replay_close (struct webhook_replay *r);
@@ -198,6 +202,8 @@ struct webhook_push
   size_t n_repo_names;
   char *pusher;                                /* the name as sent (not yet cut) */
   char *head_commit;
+  int64_t head_time;                           /* the head commit's timestamp (seconds
+                                                * since the epoch), 0 when not sent */
 };
 
 /* Parse a push payload of `len` bytes (at most `max`): strict JSON (no

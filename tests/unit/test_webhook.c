@@ -1214,7 +1214,8 @@ test_replay_file (void **state)
   webhook_replay_close (r);
 
   /* a restart remembers; a torn last line and garbage are skipped */
-  t_sh ("printf 'garbage\\n12 bad key\\nx1 k\\n1795692615 github-torn' >> %s", path);
+  /* the torn line is recent: it must be skipped for being torn, not stale */
+  t_sh ("printf 'garbage\\n12 bad key\\nx1 k\\n%%s github-torn' \"$(date +%%s)\" >> %s", path);
   assert_ok (webhook_replay_open (&r, path, 16, SPAN, &err), &err);
   assert_true (webhook_replay_seen (r, "a", "github-d-1", NOW));
   assert_true (webhook_replay_seen (r, "a", "body:abc", NOW));
@@ -1270,33 +1271,34 @@ test_replay_per_app (void **state)
   struct webhook_replay *r = NULL;
   bvm_error_t err = NULL;
   char path[1024], key[64];
+  const int64_t t0 = NOW; /* one clock reading: the span checks are to the second */
   (void) state;
 
   snprintf (path, sizeof path, "%s/per-app", tmp);
   assert_ok (webhook_replay_open (&r, path, 16, 3600, &err), &err);
-  assert_ok (webhook_replay_add (r, "victim", "body:old", NOW, &err), &err);
+  assert_ok (webhook_replay_add (r, "victim", "body:old", t0, &err), &err);
   /* another app's keys, many times its window, evict nothing of the victim's */
   for (int i = 0; i < 1000; i++)
     {
       snprintf (key, sizeof key, "body:t-%d", i);
-      assert_ok (webhook_replay_add (r, "tenant", key, NOW, &err), &err);
+      assert_ok (webhook_replay_add (r, "tenant", key, t0, &err), &err);
     }
-  assert_true (webhook_replay_seen (r, "victim", "body:old", NOW));
-  assert_false (webhook_replay_seen (r, "tenant", "body:old", NOW));
-  assert_false (webhook_replay_seen (r, "victim", "body:t-999", NOW));
-  assert_true (webhook_replay_seen (r, "tenant", "body:t-999", NOW));
-  assert_false (webhook_replay_seen (r, "tenant", "body:t-983", NOW));
+  assert_true (webhook_replay_seen (r, "victim", "body:old", t0));
+  assert_false (webhook_replay_seen (r, "tenant", "body:old", t0));
+  assert_false (webhook_replay_seen (r, "victim", "body:t-999", t0));
+  assert_true (webhook_replay_seen (r, "tenant", "body:t-999", t0));
+  assert_false (webhook_replay_seen (r, "tenant", "body:t-983", t0));
   assert_int_equal (webhook_replay_count (r), 17);
-  assert_fails_with (webhook_replay_add (r, "Not-An-App", "k", NOW, &err), &err, "not valid");
+  assert_fails_with (webhook_replay_add (r, "Not-An-App", "k", t0, &err), &err, "not valid");
   /* the span: an hour here */
-  assert_true (webhook_replay_seen (r, "victim", "body:old", NOW + 3599));
-  assert_false (webhook_replay_seen (r, "victim", "body:old", NOW + 3601));
+  assert_true (webhook_replay_seen (r, "victim", "body:old", t0 + 3599));
+  assert_false (webhook_replay_seen (r, "victim", "body:old", t0 + 3601));
   webhook_replay_close (r);
   /* a restart keeps each app's keys; stale lines are dropped */
   t_sh ("printf '12 victim body:ancient\\n' >> %s", path);
   assert_ok (webhook_replay_open (&r, path, 16, 3600, &err), &err);
-  assert_true (webhook_replay_seen (r, "victim", "body:old", NOW));
-  assert_false (webhook_replay_seen (r, "victim", "body:ancient", NOW));
+  assert_true (webhook_replay_seen (r, "victim", "body:old", t0));
+  assert_false (webhook_replay_seen (r, "victim", "body:ancient", t0));
   assert_int_equal (webhook_replay_count (r), 17);
   webhook_replay_close (r);
 }
@@ -1345,6 +1347,50 @@ test_handle_replay_across_apps (void **state)
   github_req (&r, "d-victim-reformatted", other, SECRET);
   expect (&e, &r, 200, "already had commit");
   assert_int_equal (queued (&e), 201);
+  env_dispose (&e);
+}
+
+/* Past the span only the newest head commit time of a branch is left: a
+ * push more than the span older than it is refused; a merely older one
+ * (a rebase, a merge of last month's branch) is not. */
+static void
+test_handle_stale_push (void **state)
+{
+  struct env e;
+  struct req r;
+  char body[1024];
+  (void) state;
+
+  env_init (&e);
+#define PUSH(after, ts)                                                                           \
+  snprintf (body, sizeof body,                                                                    \
+            "{\"ref\": \"refs/heads/main\", \"after\": \"%040d\", \"repository\": {\"full_name\": " \
+            "\"acme/hello\"}, \"head_commit\": {\"id\": \"%040d\", \"timestamp\": \"%s\"}}",       \
+            after, after, ts)
+  PUSH (1, "2026-11-20T10:00:00Z");
+  github_req (&r, "s-1", body, SECRET);
+  expect (&e, &r, 202, "enqueued");
+  /* a week older: a rebased or merged branch, fine */
+  PUSH (2, "2026-11-13T10:00:00Z");
+  github_req (&r, "s-2", body, SECRET);
+  expect (&e, &r, 202, "enqueued");
+  /* a push from half a year before, which the store no longer knows */
+  PUSH (3, "2026-05-01T10:00:00Z");
+  github_req (&r, "s-3", body, SECRET);
+  expect (&e, &r, 200, "more than 90 days older than the newest push");
+  /* another branch of the app has its own newest */
+  snprintf (body, sizeof body,
+            "{\"ref\": \"refs/heads/staging\", \"after\": \"%040d\", \"repository\": "
+            "{\"full_name\": \"acme/hello\"}, \"head_commit\": {\"id\": \"%040d\", "
+            "\"timestamp\": \"2026-05-01T10:00:00Z\"}}",
+            3, 3);
+  github_req (&r, "s-4", body, SECRET_STAGING);
+  expect (&e, &r, 202, "enqueued");
+  /* a timestamp that is not a date is a malformed payload */
+  PUSH (4, "yesterday");
+  github_req (&r, "s-5", body, SECRET);
+  expect (&e, &r, 400, "is not an RFC 3339 date-time");
+#undef PUSH
   env_dispose (&e);
 }
 
@@ -1453,6 +1499,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_replay_file, setup, teardown),
     cmocka_unit_test_setup_teardown (test_replay_per_app, setup, teardown),
     cmocka_unit_test_setup_teardown (test_handle_replay_across_apps, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_handle_stale_push, setup, teardown),
     cmocka_unit_test_setup_teardown (test_config_load_secrets, setup, teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
