@@ -1190,7 +1190,8 @@ check_local_path (char **resolved, const char *path, const char *cache_dir, bvm_
 
 static int check_on_ref (git_repository *repo, const char *ref, const char *commit, const char *url,
                          bvm_error_t *err);
-static int ref_is_stale (git_repository *repo, const char *ref, const char *commit, bvm_error_t *err);
+static int ref_is_stale (git_repository *repo, const char *ref, const char *commit,
+                         bvm_error_t *err);
 
 int
 gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, const char *url,
@@ -1782,7 +1783,8 @@ gitsrc_descends (bool *out, struct gitsrc_repo *repo, const char *newer, const c
   int r;
 
   *out = false;
-  if (gitsrc_global_init (err) < 0 || parse_oid (&n, newer, err) < 0 || parse_oid (&o, older, err) < 0)
+  if (gitsrc_global_init (err) < 0 || parse_oid (&n, newer, err) < 0
+      || parse_oid (&o, older, err) < 0)
     return -1;
   if (git_oid_equal (&n, &o))
     {
@@ -1791,7 +1793,8 @@ gitsrc_descends (bool *out, struct gitsrc_repo *repo, const char *newer, const c
     }
   /* a commit the mirror does not have is not an ancestor of anything in it;
    * asking libgit2 would fail the walk instead of answering */
-  if ((r = have_commit (repo->repo, &o, older, err)) <= 0 || (r = have_commit (repo->repo, &n, newer, err)) <= 0)
+  if ((r = have_commit (repo->repo, &o, older, err)) <= 0
+      || (r = have_commit (repo->repo, &n, newer, err)) <= 0)
     return r;
   r = git_graph_descendant_of (repo->repo, &n, &o);
   if (r < 0)
@@ -1830,8 +1833,9 @@ check_on_ref (git_repository *repo, const char *ref, const char *commit, const c
   if (on)
     return 0;
   if (!found)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "commit `%s` is not on `%s` (no such ref in `%s`)",
-                           commit, ref, esc (e, url, strlen (url)));
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "commit `%s` is not on `%s` (no such ref in `%s`)", commit, ref,
+                           esc (e, url, strlen (url)));
   return bvm_error_code (err, BVM_E_INVALID, 0, "commit `%s` is not on `%s` (its tip is `%s`)",
                          commit, ref, tip);
 }

@@ -1220,8 +1220,8 @@ phase_artifacts (struct run *r, bvm_error_t *err)
  * *found false: no such tag. `out` "": the tag names something buildvm did
  * not build (an index, no or a bad label). */
 static int
-tagged_commit (char out[GITSRC_OID_HEX + 1], char ref[JOB_REF_MAX + 1], bool *found,
-               struct run *r, const char *tag, bvm_error_t *err)
+tagged_commit (char out[GITSRC_OID_HEX + 1], char ref[JOB_REF_MAX + 1], bool *found, struct run *r,
+               const char *tag, bvm_error_t *err)
 {
   cleanup_free char *body = NULL, *mt = NULL, *cfg = NULL;
   char digest[DIGEST_STR_LEN + 1];
@@ -1248,8 +1248,8 @@ tagged_commit (char out[GITSRC_OID_HEX + 1], char ref[JOB_REF_MAX + 1], bool *fo
       return 0;
     }
   if (oci_manifest_kind (m) == OCI_MANIFEST_IMAGE)
-    ret = registry_blob_read (r->reg, r->dest_repo, oci_manifest_config (m)->digest,
-                              OCI_CONFIG_MAX, &cfg, &cfg_len, err);
+    ret = registry_blob_read (r->reg, r->dest_repo, oci_manifest_config (m)->digest, OCI_CONFIG_MAX,
+                              &cfg, &cfg_len, err);
   oci_manifest_free (m);
   if (ret < 0)
     return bvm_error_wrap (err, "reading the image at `%s:%s`", r->dest_repo, tag);
@@ -1300,10 +1300,13 @@ tag_may_move (bool *ok, char *why, size_t why_size, struct run *r, const char *t
     snprintf (why, why_size, "it names commit %s of %s, which %s does not descend from", old,
               old_ref[0] ? old_ref : "another ref", r->commit);
   else if (old[0])
-    snprintf (why, why_size, "it names commit %s, which %s does not descend from, and %s is not the tip of %s (%s)",
-              old, r->commit, r->commit, r->job->ref, has_tip ? tip : "not in the mirror");
+    snprintf (
+        why, why_size,
+        "it names commit %s, which %s does not descend from, and %s is not the tip of %s (%s)", old,
+        r->commit, r->commit, r->job->ref, has_tip ? tip : "not in the mirror");
   else
-    snprintf (why, why_size, "it names an image without a buildvm commit label, and %s is not the tip of %s (%s)",
+    snprintf (why, why_size,
+              "it names an image without a buildvm commit label, and %s is not the tip of %s (%s)",
               r->commit, r->job->ref, has_tip ? tip : "not in the mirror");
   return 0;
 }
@@ -1361,7 +1364,8 @@ phase_tag (struct run *r, bvm_error_t *err)
   r->repo = NULL;
   if (ret < 0)
     goto out;
-  tagged = json_array_size (tags) > 0 && strcmp (json_string_value (json_array_get (tags, 0)), r->dest_tag) == 0;
+  tagged = json_array_size (tags) > 0
+           && strcmp (json_string_value (json_array_get (tags, 0)), r->dest_tag) == 0;
   host = strstr (r->cfg->registry.url, "://");
   host = host ? host + 3 : r->cfg->registry.url;
   {

@@ -1918,9 +1918,8 @@ manifest_get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *er
 }
 
 static int
-manifest_get (struct registry *r, const char *repo, const char *reference, bool *found,
-              char **body, size_t *len, char **media_type, char digest[DIGEST_STR_LEN + 1],
-              bvm_error_t *err)
+manifest_get (struct registry *r, const char *repo, const char *reference, bool *found, char **body,
+              size_t *len, char **media_type, char digest[DIGEST_STR_LEN + 1], bvm_error_t *err)
 {
   struct manifest_ctx mc = { .repo = repo, .reference = reference, .found = found };
   char *type;

@@ -1480,7 +1480,8 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
   const char *sig, *branch;
   char shown[JOB__SHOW_SIZE], delivery[JOB_DELIVERY_MAX + 1];
   char body_key[8 + DIGEST_HEX_LEN + 1], hex[DIGEST_HEX_LEN + 1];
-  char after_key[8 + 16 + 1 + JOB_COMMIT_LEN + 1], head_prefix[8 + 16 + 2], head_key[8 + 16 + 2 + 24];
+  char after_key[8 + 16 + 1 + JOB_COMMIT_LEN + 1], head_prefix[8 + 16 + 2];
+  char head_key[8 + 16 + 2 + 24];
   int64_t now, newest;
   bool candidates = false, duplicate = false, is_branch;
   size_t n;
