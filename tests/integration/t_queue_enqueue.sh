@@ -68,7 +68,7 @@ host=${addr%:*} port=${addr##*:}
 rcli () { redis-cli -h "$host" -p "$port" "$@"; }
 stream=t-enqueue-$$
 printf '{"queue": "redis://%s/%s?group=g1"}\n' "$addr" "$stream" >"$T/runner.json"
-trap 'rcli DEL "$stream" "$stream:job:d-42" >/dev/null 2>&1 || true; _cleanup' EXIT
+trap '_rc=$?; rcli DEL "$stream" "$stream:job:d-42" >/dev/null 2>&1 || true; (exit $_rc); _cleanup' EXIT
 run "$BUILDVM" enqueue --config "$T/runner.json" "$T/job.json"
 assert_eq 0 "$RC" "redis enqueue exit status (stderr: $(cat "$T/err"))"
 assert_eq "d-42" "$(cat "$T/out")" "redis: printed job id"

@@ -51,7 +51,7 @@ pl_config ".queue = \"spool:$BUILDVM_HOME/spool\"
                 branches: [\"main\"], secret_file: \"$SECRET_FILE\"}]"
 
 WH_PID= SV_PID=
-trap '[ -z "$WH_PID" ] || kill "$WH_PID" 2>/dev/null; [ -z "$SV_PID" ] || kill "$SV_PID" 2>/dev/null; _cleanup' EXIT
+trap '_rc=$?; [ -z "$WH_PID" ] || kill "$WH_PID" 2>/dev/null; [ -z "$SV_PID" ] || kill "$SV_PID" 2>/dev/null; (exit $_rc); _cleanup' EXIT
 "$BUILDVM" webhook --config "$CONFIG" >"$T/webhook.log" 2>&1 &
 WH_PID=$!
 svc_wait_port "$WEB_PORT" 10 || { cat "$T/webhook.log"; fail "the webhook server did not start"; }
