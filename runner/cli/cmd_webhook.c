@@ -98,7 +98,9 @@ cmd_webhook (int argc, char **argv)
       return cli_fail ("webhook", &err, 1);
     }
   if (fs_mkdir_p (dir, 0700, &err) < 0
-      || webhook_replay_open (&replay, store, cfg->webhook.replay_window, &err) < 0)
+      || webhook_replay_open (&replay, store, cfg->webhook.replay_window, WEBHOOK_REPLAY_SPAN_S,
+                              &err)
+             < 0)
     return cli_fail ("webhook", &err, 1);
 
   /* a redis that stalls holds the server's one thread: not for long */

@@ -416,6 +416,19 @@ config_expand_destination (char **repo_out, char **tag_out, const struct runner_
   return 0;
 }
 
+bool
+config_tag_mutable (const char *tmpl)
+{
+  cleanup_buf struct buf b = BUF_INIT (4096);
+  unsigned used = 0;
+
+  /* a tag that names the commit is only ever pushed for that commit; every
+   * other one (`latest`, `{ref_name}`, `{id}`) can be asked to name another */
+  if (tmpl_expand (&b, tmpl, samples[0], &used) != NULL)
+    return true;
+  return !(used & ((1u << T_COMMIT) | (1u << T_SHORT_COMMIT)));
+}
+
 int
 config_expand_extra_tags (char ***out, size_t *n, const struct runner_config *c,
                           const struct job_request *j, bvm_error_t *err)

@@ -170,6 +170,11 @@ int config_resolve_resources (struct job_resources *out, const struct runner_con
  * repository name (such as one ending in `-`) is a BVM_E_INVALID error. */
 int config_expand_destination (char **repo_out, char **tag_out, const struct runner_config *c,
                                const struct job_request *j, bvm_error_t *err);
+/* Whether a tag template (registry.tag or one of registry.extra_tags) can
+ * name different commits over time (`latest`, `{ref_name}`): every template
+ * without `{commit}` or `{short_commit}`. The tag phase moves such a tag
+ * only forwards along the ref (docs/queue.md). */
+bool config_tag_mutable (const char *tmpl);
 /* registry.extra_tags expanded the same way: a NULL-terminated vector. */
 int config_expand_extra_tags (char ***out, size_t *n, const struct runner_config *c,
                               const struct job_request *j, bvm_error_t *err);

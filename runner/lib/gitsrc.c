@@ -1330,6 +1330,11 @@ check_local_path (char **resolved, const char *path, const char *cache_dir, bvm_
   return 0;
 }
 
+static int check_on_ref (git_repository *repo, const char *ref, const char *commit, const char *url,
+                         bvm_error_t *err);
+static int ref_is_stale (git_repository *repo, const char *ref, const char *commit,
+                         bvm_error_t *err);
+
 int
 gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, const char *url,
               const char *ref, const char *commit, const struct gitsrc_limits *lim,
@@ -1382,6 +1387,8 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
     return -1;
 
   have = have_commit (repo, &oid, commit, err);
+  if (have == 1 && ref != NULL && (have = ref_is_stale (repo, ref, commit, err)) >= 0)
+    have = !have; /* on the mirror's copy of the ref: no network */
   if (have == 0)
     {
       /* First the ref the request names; the mirror's refs are the "haves"
@@ -1414,7 +1421,9 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
             goto fail;
           have = have_commit (repo, &oid, commit, err);
         }
-      if (have == 0)
+      /* with a ref, only the ref: a commit that another branch reaches is
+       * not on it (see check_on_ref) */
+      if (have == 0 && ref == NULL)
         {
           char *all[] = { (char *) "+refs/heads/*:refs/heads/*", (char *) "+refs/tags/*:refs/tags/*" };
           if (fetch_specs (repo, fetch_url, url, all, ARRAY_SIZE (all), "refs/heads/* refs/tags/*",
@@ -1431,6 +1440,8 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
         }
     }
   if (have < 0)
+    goto fail;
+  if (ref != NULL && check_on_ref (repo, ref, commit, url, err) < 0)
     goto fail;
 
   r = calloc (1, sizeof *r);
@@ -1904,4 +1915,119 @@ out:
   git_tree_free (tree);
   git_commit_free (c);
   return ret;
+}
+
+/* --- ancestry (the ref check and the tag check) ----------------------------- */
+
+int
+gitsrc_ref_tip (char out[GITSRC_OID_HEX + 1], bool *found, struct gitsrc_repo *repo,
+                const char *ref, bvm_error_t *err)
+{
+  git_reference *gref = NULL;
+  git_object *obj = NULL;
+  int r;
+
+  *found = false;
+  out[0] = '\0';
+  if (gitsrc_global_init (err) < 0 || check_ref (ref, err) < 0)
+    return -1;
+  r = git_reference_lookup (&gref, repo->repo, ref);
+  if (r == GIT_ENOTFOUND)
+    {
+      git_error_clear ();
+      return 0;
+    }
+  if (r < 0)
+    return git_fail (err, BVM_E_IO, "reading `%s` in the mirror", ref);
+  /* an annotated tag names its commit through a tag object: peel it; a ref
+   * to a tree or a blob has no tip commit and no commit is on it */
+  r = git_reference_peel (&obj, gref, GIT_OBJECT_COMMIT);
+  git_reference_free (gref);
+  if (r < 0)
+    return git_fail (err, BVM_E_INVALID, "`%s` does not name a commit", ref);
+  git_oid_tostr (out, GITSRC_OID_HEX + 1, git_object_id (obj));
+  git_object_free (obj);
+  *found = true;
+  return 0;
+}
+
+int
+gitsrc_descends (bool *out, struct gitsrc_repo *repo, const char *newer, const char *older,
+                 bvm_error_t *err)
+{
+  git_oid n, o;
+  int r;
+
+  *out = false;
+  if (gitsrc_global_init (err) < 0 || parse_oid (&n, newer, err) < 0
+      || parse_oid (&o, older, err) < 0)
+    return -1;
+  if (git_oid_equal (&n, &o))
+    {
+      *out = true;
+      return 0;
+    }
+  /* a commit the mirror does not have is not an ancestor of anything in it;
+   * asking libgit2 would fail the walk instead of answering */
+  if ((r = have_commit (repo->repo, &o, older, err)) <= 0
+      || (r = have_commit (repo->repo, &n, newer, err)) <= 0)
+    return r;
+  r = git_graph_descendant_of (repo->repo, &n, &o);
+  if (r < 0)
+    return git_fail (err, BVM_E_IO, "walking the history of `%s`", newer);
+  *out = r == 1;
+  return 0;
+}
+
+/* Issue 11, item 9: the ref is what a role condition on `job:Ref` and the
+ * `{ref_name}` tag trust, so a commit that only an unreviewed branch (or no
+ * branch at all) reaches must not be built as `refs/heads/main`. The
+ * commit is on the ref when it is the ref's tip in the mirror or an
+ * ancestor of it. `*on` false also when the mirror lacks the ref. */
+static int
+on_ref (bool *on, char tip[GITSRC_OID_HEX + 1], bool *found, struct gitsrc_repo *repo,
+        const char *ref, const char *commit, bvm_error_t *err)
+{
+  *on = false;
+  if (gitsrc_ref_tip (tip, found, repo, ref, err) < 0)
+    return -1;
+  if (!*found)
+    return 0;
+  return gitsrc_descends (on, repo, tip, commit, err);
+}
+
+static int
+check_on_ref (git_repository *repo, const char *ref, const char *commit, const char *url,
+              bvm_error_t *err)
+{
+  struct gitsrc_repo view = { repo, -1 };
+  char tip[GITSRC_OID_HEX + 1], e[ESC_MAX + 8];
+  bool on, found;
+
+  if (on_ref (&on, tip, &found, &view, ref, commit, err) < 0)
+    return -1;
+  if (on)
+    return 0;
+  if (!found)
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "commit `%s` is not on `%s` (no such ref in `%s`)", commit, ref,
+                           esc (e, url, strlen (url)));
+  return bvm_error_code (err, BVM_E_INVALID, 0, "commit `%s` is not on `%s` (its tip is `%s`)",
+                         commit, ref, tip);
+}
+
+/* A commit already in the mirror but not on the mirror's copy of the ref:
+ * the ref may have moved since the last fetch (a branch fast-forwarded onto
+ * a commit fetched before through another branch). 1 when the ref must be
+ * fetched again. */
+static int
+ref_is_stale (git_repository *repo, const char *ref, const char *commit, bvm_error_t *err)
+{
+  struct gitsrc_repo view = { repo, -1 };
+  char tip[GITSRC_OID_HEX + 1];
+  bool on, found;
+
+  if (on_ref (&on, tip, &found, &view, ref, commit, err) < 0)
+    return -1;
+  return on ? 0 : 1;
 }

@@ -69,14 +69,18 @@ struct gitsrc_stats
 int gitsrc_global_init (bvm_error_t *err);
 
 /* Open or create the bare mirror <cache_dir>/<app>.git and lock it, then make
- * sure `commit` is in it. `app` must match ^[a-z0-9][a-z0-9-]{0,62}$;
+ * sure `commit` is in it and, with a `ref`, on that ref: the ref's tip or
+ * one of its ancestors (else BVM_E_INVALID, "commit X is not on `ref` (its
+ * tip is Y)"). `app` must match ^[a-z0-9][a-z0-9-]{0,62}$;
  * `commit` must be 40 lowercase hex digits (never a ref or an expression);
  * `ref` is a full ref name (`refs/heads/main`, `refs/tags/v1`) or NULL; `url`
  * is file:///abs, /abs, http:// or https:// without credentials.
  *
- * A commit already in the mirror's odb is used without touching the network.
- * Otherwise `ref` is fetched incrementally into the mirror (the mirror's refs
- * are the "haves"), then, if the commit is still missing, all heads and tags.
+ * A commit already in the mirror's odb and on the mirror's copy of `ref` is
+ * used without touching the network. Otherwise `ref` is fetched
+ * incrementally into the mirror (the mirror's refs are the "haves"); without
+ * a ref (internal callers only: every job request has one), all heads and
+ * tags, and any commit they reach is accepted.
  * A mirror recorded for another URL is discarded and rebuilt. The fetch
  * runs in a child process killed at lim->deadline_ms, whatever the transport
  * is blocked in (a mirror such a fetch wrote to is discarded). The caller
@@ -144,5 +148,18 @@ int gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const c
 /* dry-run --worktree: whether `rel` (relative to the top of the working tree
  * `dir`) is ignored by its .gitignore rules. */
 int gitsrc_path_ignored (bool *ignored, const char *dir, const char *rel, bvm_error_t *err);
+
+/* The commit `ref` names in the mirror, peeled (an annotated tag gives its
+ * commit): the tip as of the last fetch of that ref. *found is false, and
+ * `out` empty, when the mirror has no such ref. */
+int gitsrc_ref_tip (char out[GITSRC_OID_HEX + 1], bool *found, struct gitsrc_repo *repo,
+                    const char *ref, bvm_error_t *err);
+
+/* *out: whether commit `newer` is `older` or a descendant of it (both 40 hex)
+ * in the mirror's history. A commit the mirror does not have descends from
+ * nothing and nothing descends from it (false, no error), unless both are
+ * the same id. */
+int gitsrc_descends (bool *out, struct gitsrc_repo *repo, const char *newer, const char *older,
+                     bvm_error_t *err);
 
 #endif

@@ -440,3 +440,39 @@ job_to_json (const struct job_request *j)
     }
   return o;
 }
+
+bool
+job_rfc3339_epoch (const char *s, int64_t *out)
+{
+  int y = 0, mo = 1, d = 1, h = 0, mi = 0, sec = 0, oh = 0, om = 0;
+  const char *p;
+  int64_t days, era, yoe, doy, doe;
+
+  if (job_rfc3339_problem (s) != NULL)
+    return false;
+  digits_in (s, 4, 0, 9999, &y);
+  digits_in (s + 5, 2, 1, 12, &mo);
+  digits_in (s + 8, 2, 1, 31, &d);
+  digits_in (s + 11, 2, 0, 23, &h);
+  digits_in (s + 14, 2, 0, 59, &mi);
+  digits_in (s + 17, 2, 0, 60, &sec);
+  for (p = s + 19; *p == '.' || is_digit (*p); p++)
+    ;
+  if (*p == '+' || *p == '-')
+    {
+      digits_in (p + 1, 2, 0, 23, &oh);
+      digits_in (p + 4, 2, 0, 59, &om);
+      if (*p == '-')
+        oh = -oh, om = -om;
+    }
+  /* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+   * days_from_civil) */
+  y -= mo <= 2;
+  era = (y >= 0 ? y : y - 399) / 400;
+  yoe = y - era * 400;
+  doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  days = era * 146097 + doe - 719468;
+  *out = days * 86400 + h * 3600 + mi * 60 + sec - (oh * 3600 + om * 60);
+  return true;
+}

@@ -78,6 +78,9 @@ const char *job_ref_problem (const char *s);
 const char *job_delivery_problem (const char *s);
 /* RFC 3339 date-time, e.g. "2026-11-26T11:34:54Z" or with .frac / +01:00. */
 const char *job_rfc3339_problem (const char *s);
+/* The same, as seconds since the epoch (the offset applied, the fraction
+ * dropped); false when not valid. */
+bool job_rfc3339_epoch (const char *s, int64_t *out);
 
 /* Cross-module internal (job, spec, config): render an untrusted value for an
  * error message: at most ~48 bytes, every byte outside printable ASCII and

@@ -1216,52 +1216,178 @@ phase_artifacts (struct run *r, bvm_error_t *err)
   return 0;
 }
 
+/* The commit and the ref the image at `tag` was built from: the
+ * `dev.buildvm.commit` and `dev.buildvm.ref` labels of its config, which
+ * phase_image sets after the spec's own labels (an app cannot choose them).
+ * *found false: no such tag. `out` "": the tag names something buildvm did
+ * not build (an index, no or a bad label). */
+static int
+tagged_commit (char out[GITSRC_OID_HEX + 1], char ref[JOB_REF_MAX + 1], bool *found, struct run *r,
+               const char *tag, bvm_error_t *err)
+{
+  cleanup_free char *body = NULL, *mt = NULL, *cfg = NULL;
+  char digest[DIGEST_STR_LEN + 1];
+  struct oci_manifest *m = NULL;
+  size_t len = 0, cfg_len = 0;
+  json_t *doc = NULL, *labels;
+  const char *c;
+  int ret;
+
+  out[0] = ref[0] = '\0';
+  ret = registry_manifest_find (r->reg, r->dest_repo, tag, found, &body, &len, &mt, digest, err);
+  if (ret < 0 || !*found)
+    return ret;
+  if (strcmp (digest, r->manifest_digest) == 0)
+    {
+      /* this very image: an earlier attempt of this job got this far */
+      snprintf (out, GITSRC_OID_HEX + 1, "%s", r->commit);
+      snprintf (ref, JOB_REF_MAX + 1, "%s", r->job->ref);
+      return 0;
+    }
+  if (oci_manifest_parse (&m, body, len, mt, "linux", "amd64", err) < 0)
+    {
+      bvm_error_free (err);
+      return 0;
+    }
+  if (oci_manifest_kind (m) == OCI_MANIFEST_IMAGE)
+    ret = registry_blob_read (r->reg, r->dest_repo, oci_manifest_config (m)->digest, OCI_CONFIG_MAX,
+                              &cfg, &cfg_len, err);
+  oci_manifest_free (m);
+  if (ret < 0)
+    return bvm_error_wrap (err, "reading the image at `%s:%s`", r->dest_repo, tag);
+  if (cfg == NULL || (doc = json_loadb (cfg, cfg_len, 0, NULL)) == NULL)
+    return 0;
+  labels = json_object_get (json_object_get (doc, "config"), "Labels");
+  c = json_string_value (json_object_get (labels, "dev.buildvm.commit"));
+  if (c != NULL && job_commit_problem (c) == NULL)
+    snprintf (out, GITSRC_OID_HEX + 1, "%s", c);
+  c = json_string_value (json_object_get (labels, "dev.buildvm.ref"));
+  if (out[0] && c != NULL && job_ref_problem (c) == NULL)
+    snprintf (ref, JOB_REF_MAX + 1, "%s", c);
+  json_decref (doc);
+  return 0;
+}
+
+/* Issue 11 item 6: two pushes to main build concurrently, the older commit
+ * finishes last, and `latest` must not go back to it. A mutable tag moves
+ * when nothing has it yet, when it names this commit or an ancestor of it,
+ * or when this commit is the tip of the job's ref in the mirror and the
+ * tag's image was built from that same ref (or carries no buildvm labels):
+ * a force-push moves a branch backwards or sideways, and the ref's tip is
+ * the authority then (which also covers a tag naming a commit the mirror
+ * does not have). The tip of another branch never takes a tag back: `latest`
+ * built from main does not go back to a feature branch's older tip. */
+static int
+tag_may_move (bool *ok, char *why, size_t why_size, struct run *r, const char *tag,
+              bvm_error_t *err)
+{
+  char old[GITSRC_OID_HEX + 1], tip[GITSRC_OID_HEX + 1], old_ref[JOB_REF_MAX + 1];
+  bool found, desc = false, has_tip;
+
+  *ok = true;
+  if (tagged_commit (old, old_ref, &found, r, tag, err) < 0)
+    return -1;
+  if (!found)
+    return 0;
+  if (old[0] && gitsrc_descends (&desc, r->repo, r->commit, old, err) < 0)
+    return -1;
+  if (desc)
+    return 0;
+  if (gitsrc_ref_tip (tip, &has_tip, r->repo, r->job->ref, err) < 0)
+    return -1;
+  if (has_tip && strcmp (tip, r->commit) == 0 && (!old[0] || strcmp (old_ref, r->job->ref) == 0))
+    return 0;
+  *ok = false;
+  if (old[0] && strcmp (old_ref, r->job->ref) != 0)
+    snprintf (why, why_size, "it names commit %s of %s, which %s does not descend from", old,
+              old_ref[0] ? old_ref : "another ref", r->commit);
+  else if (old[0])
+    snprintf (
+        why, why_size,
+        "it names commit %s, which %s does not descend from, and %s is not the tip of %s (%s)", old,
+        r->commit, r->commit, r->job->ref, has_tip ? tip : "not in the mirror");
+  else
+    snprintf (why, why_size,
+              "it names an image without a buildvm commit label, and %s is not the tip of %s (%s)",
+              r->commit, r->job->ref, has_tip ? tip : "not in the mirror");
+  return 0;
+}
+
+/* Put the manifest under `tag` unless it is a mutable tag that would go
+ * backwards; a tag left alone is noted in `skipped`, not an error. */
+static int
+put_tag (struct run *r, const char *tag, const char *tmpl, json_t *tags, json_t *skipped,
+         bvm_error_t *err)
+{
+  char why[512];
+  bool ok = true;
+  int ret;
+
+  if (config_tag_mutable (tmpl) && (ret = tag_may_move (&ok, why, sizeof why, r, tag, err)) < 0)
+    return bvm_error_wrap (err, "checking `%s:%s`", r->dest_repo, tag);
+  if (!ok)
+    {
+      note (r, "tag: left `%s` where it is: %s", tag, why);
+      json_array_append_new (skipped, json_pack ("{s:s, s:s}", "tag", tag, "reason", why));
+      return 0;
+    }
+  ret = registry_manifest_put (r->reg, r->dest_repo, tag, OCI_MEDIA_MANIFEST, r->manifest_json,
+                               r->manifest_len, NULL, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "tagging `%s:%s`", r->dest_repo, tag);
+  json_array_append_new (tags, json_string (tag));
+  return 0;
+}
+
 static int
 phase_tag (struct run *r, bvm_error_t *err)
 {
+  struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
   json_t *tags = json_array ();
+  json_t *skipped = json_array ();
   const char *host;
+  bool tagged;
   int ret;
 
   if (r->o->fence && (ret = r->o->fence (r->o->opaque, err)) < 0)
-    {
-      json_decref (tags);
-      return ret;
-    }
-  ret = registry_manifest_put (r->reg, r->dest_repo, r->dest_tag, OCI_MEDIA_MANIFEST,
-                               r->manifest_json, r->manifest_len, NULL, err);
+    goto out;
+  /* the app's mirror again (no network: the commit is in it), locked from
+   * the checks to the last tag so that two jobs of the app on this runner
+   * never interleave a check and a move */
+  lim.deadline_ms = now_ms () + 15 * 60 * 1000;
+  ret = gitsrc_fetch (&r->repo, r->cfg->cache_dir, r->job->app, r->job->repo, NULL, r->commit, &lim,
+                      NULL, err);
   if (ret < 0)
-    {
-      json_decref (tags);
-      return bvm_error_wrap (err, "tagging `%s:%s`", r->dest_repo, r->dest_tag);
-    }
-  json_array_append_new (tags, json_string (r->dest_tag));
-  for (size_t i = 0; i < r->n_extra_tags; i++)
-    {
-      ret = registry_manifest_put (r->reg, r->dest_repo, r->extra_tags[i], OCI_MEDIA_MANIFEST,
-                                   r->manifest_json, r->manifest_len, NULL, err);
-      if (ret < 0)
-        {
-          json_decref (tags);
-          return bvm_error_wrap (err, "tagging `%s:%s`", r->dest_repo, r->extra_tags[i]);
-        }
-      json_array_append_new (tags, json_string (r->extra_tags[i]));
-    }
+    goto out;
+  ret = put_tag (r, r->dest_tag, r->cfg->registry.tag, tags, skipped, err);
+  for (size_t i = 0; ret == 0 && i < r->n_extra_tags; i++)
+    ret = put_tag (r, r->extra_tags[i], r->cfg->registry.extra_tags[i], tags, skipped, err);
+  gitsrc_repo_free (r->repo);
+  r->repo = NULL;
+  if (ret < 0)
+    goto out;
+  tagged = json_array_size (tags) > 0
+           && strcmp (json_string_value (json_array_get (tags, 0)), r->dest_tag) == 0;
   host = strstr (r->cfg->registry.url, "://");
   host = host ? host + 3 : r->cfg->registry.url;
   {
-    char *ref = xasprintf_or_null ("%s/%s:%s@%s", host, r->dest_repo, r->dest_tag,
-                                   r->manifest_digest);
+    char *ref = xasprintf_or_null ("%s/%s%s%s@%s", host, r->dest_repo, tagged ? ":" : "",
+                                   tagged ? r->dest_tag : "", r->manifest_digest);
     jset (r->record, "image",
-          json_pack ("{s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "registry", r->cfg->registry.url,
+          json_pack ("{s:s, s:s, s:s, s:O, s:s, s:s, s:s}", "registry", r->cfg->registry.url,
                      "repository", r->dest_repo, "tag", r->dest_tag, "tags", tags, "digest",
                      r->manifest_digest, "config", r->config_desc.digest, "reference",
                      ref ? ref : ""));
+    if (json_array_size (skipped) > 0)
+      jset (json_object_get (r->record, "image"), "tags_skipped", json_incref (skipped));
     note (r, "tag: %s", ref ? ref : "");
     free (ref);
   }
   fault_point ("after-tag");
-  return 0;
+out:
+  json_decref (tags);
+  json_decref (skipped);
+  return ret;
 }
 
 /* dry-run: an OCI image layout instead of a push */
@@ -1566,6 +1692,13 @@ pipeline_print_summary (FILE *out, const json_t *rec)
              json_string_value (json_object_get (json_object_get (rec, "error"), "message")));
   if (image && json_object_get (image, "reference"))
     fprintf (out, "  image     %s\n", json_string_value (json_object_get (image, "reference")));
+  if (image && json_is_array (json_object_get (image, "tags_skipped")))
+    {
+      size_t i;
+      json_array_foreach (json_object_get (image, "tags_skipped"), i, v)
+        fprintf (out, "  tag left  %s: %s\n", json_string_value (json_object_get (v, "tag")),
+                 json_string_value (json_object_get (v, "reason")));
+    }
   else if (image && json_object_get (image, "layout"))
     fprintf (out, "  image     oci:%s:%s (%s)\n",
              json_string_value (json_object_get (image, "layout")),

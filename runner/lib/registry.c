@@ -797,6 +797,7 @@ struct manifest_ctx
   char digest[DIGEST_STR_LEN + 1];
   struct buf got;
   char got_type[OCI_MEDIA_TYPE_MAX + 64];
+  bool *found; /* registry_manifest_find: a 404 is an answer, not an error */
 };
 
 #define MANIFEST_ACCEPT                                                                            \
@@ -818,6 +819,12 @@ manifest_get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *er
   q.accept = MANIFEST_ACCEPT;
   q.body_max = OCI_MANIFEST_MAX;
   ret = registry__request (r, &q, retryable, err);
+  if (ret == 0 && q.status == 404 && mc->found != NULL)
+    {
+      *mc->found = false;
+      http_req_dispose (&q);
+      return 0;
+    }
   if (ret == 0 && q.status != 200)
     ret = registry__status_error (r, &q, retryable, err);
   if (ret == 0 && digest_buffer (mc->digest, buf_cstr (&q.body), q.body.len, err) < 0)
@@ -843,12 +850,11 @@ manifest_get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *er
   return ret;
 }
 
-int
-registry_manifest_get (struct registry *r, const char *repo, const char *reference, char **body,
-                       size_t *len, char **media_type, char digest[DIGEST_STR_LEN + 1],
-                       bvm_error_t *err)
+static int
+manifest_get (struct registry *r, const char *repo, const char *reference, bool *found, char **body,
+              size_t *len, char **media_type, char digest[DIGEST_STR_LEN + 1], bvm_error_t *err)
 {
-  struct manifest_ctx mc = { .repo = repo, .reference = reference };
+  struct manifest_ctx mc = { .repo = repo, .reference = reference, .found = found };
   char *type;
 
   if (check_repo (repo, err) < 0)
@@ -862,6 +868,11 @@ registry_manifest_get (struct registry *r, const char *repo, const char *referen
       buf_dispose (&mc.got);
       return bvm_error_wrap (err, "getting manifest `%s:%s`", repo, reference);
     }
+  if (found != NULL && !*found)
+    {
+      buf_dispose (&mc.got);
+      return 0;
+    }
   type = strdup (mc.got_type);
   if (type == NULL)
     {
@@ -873,6 +884,26 @@ registry_manifest_get (struct registry *r, const char *repo, const char *referen
   *media_type = type;
   memcpy (digest, mc.digest, DIGEST_STR_LEN + 1);
   return 0;
+}
+
+int
+registry_manifest_get (struct registry *r, const char *repo, const char *reference, char **body,
+                       size_t *len, char **media_type, char digest[DIGEST_STR_LEN + 1],
+                       bvm_error_t *err)
+{
+  return manifest_get (r, repo, reference, NULL, body, len, media_type, digest, err);
+}
+
+int
+registry_manifest_find (struct registry *r, const char *repo, const char *reference, bool *found,
+                        char **body, size_t *len, char **media_type,
+                        char digest[DIGEST_STR_LEN + 1], bvm_error_t *err)
+{
+  *found = true;
+  *body = NULL;
+  *media_type = NULL;
+  *len = 0;
+  return manifest_get (r, repo, reference, found, body, len, media_type, digest, err);
 }
 
 static int

@@ -120,6 +120,12 @@ int registry_manifest_get (struct registry *r, const char *repo, const char *ref
                            char **body, size_t *len, char **media_type,
                            char digest[DIGEST_STR_LEN + 1], bvm_error_t *err);
 
+/* The same, for a tag that may not exist: *found is false (and nothing is
+ * allocated) when the registry answers 404 (no such tag or repository). */
+int registry_manifest_find (struct registry *r, const char *repo, const char *reference,
+                            bool *found, char **body, size_t *len, char **media_type,
+                            char digest[DIGEST_STR_LEN + 1], bvm_error_t *err);
+
 /* PUT a manifest under a tag or its digest. `digest` receives its digest
  * (may be NULL); the registry's Docker-Content-Digest must agree. */
 int registry_manifest_put (struct registry *r, const char *repo, const char *reference,

@@ -369,6 +369,23 @@ all_zeros (const char *s)
   return true;
 }
 
+/* An optional `timestamp` (RFC 3339) of a commit object: 0 when absent; a
+ * value that is not a date is refused like any mistyped field. */
+static int
+get_time (int64_t *out, const json_t *commit, const char *where, bvm_error_t *err)
+{
+  cleanup_free char *ts = NULL;
+
+  *out = 0;
+  if (get_str (&ts, commit, "timestamp", false, where, err) < 0)
+    return -1;
+  if (ts != NULL && !job_rfc3339_epoch (ts, out))
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "push payload: field `%s.timestamp` is not an RFC 3339 date-time",
+                           where);
+  return 0;
+}
+
 /* GitHub, Gitea and Forgejo share GitHub's push payload. */
 static int
 parse_github_like (struct webhook_push *p, const json_t *doc, bvm_error_t *err)
@@ -395,7 +412,8 @@ parse_github_like (struct webhook_push *p, const json_t *doc, bvm_error_t *err)
       || add_repo_name (p, repo, "html_url", "repository", err) < 0
       || add_repo_name (p, repo, "full_name", "repository", err) < 0
       || get_first_str (&p->pusher, pusher, pusher_keys, "pusher", err) < 0
-      || (head != NULL && get_str (&p->head_commit, head, "id", false, "head_commit", err) < 0))
+      || (head != NULL && get_str (&p->head_commit, head, "id", false, "head_commit", err) < 0)
+      || (head != NULL && get_time (&p->head_time, head, "head_commit", err) < 0))
     return -1;
   return 0;
 }
@@ -425,6 +443,23 @@ parse_gitlab (struct webhook_push *p, const json_t *doc, bvm_error_t *err)
       || get_obj (&repo, doc, "repository", false, err) < 0
       || get_first_str (&p->pusher, doc, user_keys, "", err) < 0)
     return -1;
+  /* GitLab has no head_commit: the head is the commit of `commits` whose id
+   * is checkout_sha */
+  {
+    const json_t *commits = json_object_get (doc, "commits"), *c;
+    size_t i;
+    if (commits != NULL && json_is_array (commits) && p->head_commit != NULL)
+      json_array_foreach (commits, i, c)
+        {
+          const char *id = json_string_value (json_object_get (c, "id"));
+          if (json_is_object (c) && id != NULL && strcmp (id, p->head_commit) == 0)
+            {
+              if (get_time (&p->head_time, c, "commits[]", err) < 0)
+                return -1;
+              break;
+            }
+        }
+  }
   if (add_repo_name (p, project, "git_http_url", "project", err) < 0
       || add_repo_name (p, project, "web_url", "project", err) < 0
       || add_repo_name (p, project, "path_with_namespace", "project", err) < 0
@@ -705,19 +740,35 @@ webhook_config_load (struct webhook_config **out, const struct config_webhook *w
 
 /* --- replays ------------------------------------------------------------------------------- */
 
+/* Issue 11 item 8: one window shared by every app let one tenant's own
+ * signed pushes evict another app's keys, after which a captured authentic
+ * push of that app could be sent again under a fresh (unsigned) delivery
+ * id. So every app has its own ring, and only that app's authentic
+ * deliveries add to it; a key also expires after the span. */
+
 #define SLOT_EMPTY UINT32_MAX
+#define LEGACY_APP "-" /* lines of the old "<time> <key>" format: checked for every app */
+
+struct ring
+{
+  char app[JOB_APP_MAX + 1];
+  char **keys;      /* oldest at `head` once full */
+  int64_t *times;   /* when each key was added */
+  size_t head;      /* the next slot to write */
+  size_t count;
+  uint32_t *table;  /* open addressing, linear probing: indices into keys */
+  size_t mask;
+};
 
 struct webhook_replay
 {
-  char **ring;      /* the keys, oldest at `head` once full */
-  size_t window;
-  size_t head;      /* the next slot to write */
-  size_t count;
-  uint32_t *table;  /* open addressing, linear probing: indices into ring */
-  size_t mask;
-  char *path;       /* NULL: memory only */
-  int fd;           /* the file, O_APPEND */
-  int lock_fd;      /* <path>.lock, flock'ed for the store's life */
+  struct ring *rings; /* one per app seen */
+  size_t n_rings;
+  size_t window;      /* keys per app */
+  int64_t span_s;     /* keys older than this are forgotten */
+  char *path;         /* NULL: memory only */
+  int fd;             /* the file, O_APPEND */
+  int lock_fd;        /* <path>.lock, flock'ed for the store's life */
   size_t file_lines;
 };
 
@@ -732,18 +783,18 @@ key_hash (const char *s)
 
 /* The table slot holding key, or the empty slot where it would go. */
 static size_t
-slot_of (const struct webhook_replay *r, const char *key, bool *found)
+slot_of (const struct ring *g, const char *key, bool *found)
 {
-  size_t i = (size_t) key_hash (key) & r->mask;
+  size_t i = (size_t) key_hash (key) & g->mask;
 
-  while (r->table[i] != SLOT_EMPTY)
+  while (g->table[i] != SLOT_EMPTY)
     {
-      if (strcmp (r->ring[r->table[i]], key) == 0)
+      if (strcmp (g->keys[g->table[i]], key) == 0)
         {
           *found = true;
           return i;
         }
-      i = (i + 1) & r->mask;
+      i = (i + 1) & g->mask;
     }
   *found = false;
   return i;
@@ -752,23 +803,23 @@ slot_of (const struct webhook_replay *r, const char *key, bool *found)
 /* Remove the entry at slot i, shifting later entries of its probe run back
  * (no tombstones, so lookups stay short however long the store runs). */
 static void
-table_delete (struct webhook_replay *r, size_t i)
+table_delete (struct ring *g, size_t i)
 {
   size_t j = i;
 
-  r->table[i] = SLOT_EMPTY;
+  g->table[i] = SLOT_EMPTY;
   for (;;)
     {
       size_t k;
-      j = (j + 1) & r->mask;
-      if (r->table[j] == SLOT_EMPTY)
+      j = (j + 1) & g->mask;
+      if (g->table[j] == SLOT_EMPTY)
         return;
-      k = (size_t) key_hash (r->ring[r->table[j]]) & r->mask;
+      k = (size_t) key_hash (g->keys[g->table[j]]) & g->mask;
       /* move j back to i unless its home k lies cyclically in (i, j] */
       if ((i <= j) ? (i < k && k <= j) : (i < k || k <= j))
         continue;
-      r->table[i] = r->table[j];
-      r->table[j] = SLOT_EMPTY;
+      g->table[i] = g->table[j];
+      g->table[j] = SLOT_EMPTY;
       i = j;
     }
 }
@@ -787,50 +838,148 @@ key_problem (const char *k)
   return NULL;
 }
 
-/* In memory only. 0, or -1 on ENOMEM. */
-static int
-remember (struct webhook_replay *r, const char *key)
+static const char *
+replay_app_problem (const char *app)
 {
+  return strcmp (app, LEGACY_APP) == 0 ? NULL : job_app_id_problem (app);
+}
+
+static void
+ring_dispose (struct ring *g, size_t window)
+{
+  for (size_t i = 0; g->keys != NULL && i < window; i++)
+    free (g->keys[i]);
+  free (g->keys);
+  free (g->times);
+  free (g->table);
+}
+
+/* The ring of `app`, made when `create`; NULL when absent (or ENOMEM). */
+static struct ring *
+ring_of (struct webhook_replay *r, const char *app, bool create)
+{
+  struct ring *rings, *g;
+  size_t tsize = 16;
+
+  for (size_t i = 0; i < r->n_rings; i++)
+    if (strcmp (r->rings[i].app, app) == 0)
+      return &r->rings[i];
+  if (!create)
+    return NULL;
+  rings = realloc (r->rings, (r->n_rings + 1) * sizeof *rings);
+  if (rings == NULL)
+    return NULL;
+  r->rings = rings;
+  g = &rings[r->n_rings];
+  memset (g, 0, sizeof *g);
+  snprintf (g->app, sizeof g->app, "%s", app);
+  while (tsize < 2 * r->window)
+    tsize *= 2;
+  g->mask = tsize - 1;
+  g->keys = calloc (r->window, sizeof *g->keys);
+  g->times = calloc (r->window, sizeof *g->times);
+  g->table = malloc (tsize * sizeof *g->table);
+  if (g->keys == NULL || g->times == NULL || g->table == NULL)
+    {
+      ring_dispose (g, r->window);
+      return NULL;
+    }
+  memset (g->table, 0xff, tsize * sizeof *g->table);
+  r->n_rings++;
+  return g;
+}
+
+/* In memory only. 0, or -1 on ENOMEM. A key already there gets the newer
+ * time. */
+static int
+remember (struct webhook_replay *r, const char *app, const char *key, int64_t t)
+{
+  struct ring *g = ring_of (r, app, true);
   bool found;
-  size_t slot = slot_of (r, key, &found);
+  size_t slot;
   char *copy;
 
+  if (g == NULL)
+    return -1;
+  slot = slot_of (g, key, &found);
   if (found)
-    return 0;
+    {
+      if (g->times[g->table[slot]] < t)
+        g->times[g->table[slot]] = t;
+      return 0;
+    }
   if ((copy = strdup (key)) == NULL)
     return -1;
-  if (r->count == r->window)
+  if (g->count == r->window)
     {
       bool old_found;
-      size_t old = slot_of (r, r->ring[r->head], &old_found);
+      size_t old = slot_of (g, g->keys[g->head], &old_found);
       if (old_found)
-        table_delete (r, old);
-      free (r->ring[r->head]);
-      r->ring[r->head] = NULL;
-      r->count--;
-      slot = slot_of (r, key, &found); /* the deletion may have moved the empty slot */
+        table_delete (g, old);
+      free (g->keys[g->head]);
+      g->keys[g->head] = NULL;
+      g->count--;
+      slot = slot_of (g, key, &found); /* the deletion may have moved the empty slot */
     }
-  r->ring[r->head] = copy;
-  r->table[slot] = (uint32_t) r->head;
-  r->head = (r->head + 1) % r->window;
-  r->count++;
+  g->keys[g->head] = copy;
+  g->times[g->head] = t;
+  g->table[slot] = (uint32_t) g->head;
+  g->head = (g->head + 1) % r->window;
+  g->count++;
   return 0;
 }
 
-bool
-webhook_replay_seen (const struct webhook_replay *r, const char *key)
+static bool
+ring_seen (const struct webhook_replay *r, const char *app, const char *key, int64_t now)
 {
+  const struct ring *g = ring_of ((struct webhook_replay *) r, app, false);
   bool found = false;
+  size_t slot;
 
-  if (r != NULL && key_problem (key) == NULL)
-    slot_of (r, key, &found);
-  return found;
+  if (g == NULL)
+    return false;
+  slot = slot_of (g, key, &found);
+  return found && g->times[g->table[slot]] > now - r->span_s;
+}
+
+bool
+webhook_replay_seen (const struct webhook_replay *r, const char *app, const char *key,
+                     int64_t now)
+{
+  if (r == NULL || job_app_id_problem (app) != NULL || key_problem (key) != NULL)
+    return false;
+  return ring_seen (r, app, key, now) || ring_seen (r, LEGACY_APP, key, now);
+}
+
+int64_t
+webhook_replay_newest (const struct webhook_replay *r, const char *app, const char *prefix,
+                       int64_t now)
+{
+  const struct ring *g = r ? ring_of ((struct webhook_replay *) r, app, false) : NULL;
+  size_t plen = strlen (prefix);
+  int64_t best = 0;
+
+  for (size_t i = 0; g != NULL && i < r->window; i++)
+    {
+      uint64_t v;
+      if (g->keys[i] == NULL || g->times[i] <= now - r->span_s
+          || strncmp (g->keys[i], prefix, plen) != 0 || parse_u64 (g->keys[i] + plen, &v) < 0
+          || v > INT64_MAX)
+        continue;
+      if ((int64_t) v > best)
+        best = (int64_t) v;
+    }
+  return best;
 }
 
 size_t
 webhook_replay_count (const struct webhook_replay *r)
 {
-  return r ? r->count : 0;
+  size_t n = 0;
+
+  for (size_t i = 0; r != NULL && i < r->n_rings; i++)
+    n += r->rings[i].count;
+  return n;
 }
 
 void
@@ -838,10 +987,9 @@ webhook_replay_close (struct webhook_replay *r)
 {
   if (r == NULL)
     return;
-  for (size_t i = 0; r->ring != NULL && i < r->window; i++)
-    free (r->ring[i]);
-  free (r->ring);
-  free (r->table);
+  for (size_t i = 0; i < r->n_rings; i++)
+    ring_dispose (&r->rings[i], r->window);
+  free (r->rings);
   if (r->fd >= 0)
     close (r->fd);
   if (r->lock_fd >= 0)
@@ -850,28 +998,37 @@ webhook_replay_close (struct webhook_replay *r)
   free (r);
 }
 
-/* "<seconds> <key>\n": at most 20 digits and a sign, a space, the key, a newline */
-#define REPLAY_LINE_MAX (WEBHOOK_REPLAY_KEY_MAX + 24)
+/* "<seconds> <app> <key>\n": at most 20 digits and a sign, a space, the app,
+ * a space, the key, a newline */
+#define REPLAY_LINE_MAX (JOB_APP_MAX + WEBHOOK_REPLAY_KEY_MAX + 32)
 
 static int
-format_line (struct buf *b, const char *key)
+format_line (struct buf *b, int64_t t, const char *app, const char *key)
 {
-  return buf_addf (b, "%lld %s\n", (long long) wall_s (), key);
+  return buf_addf (b, "%lld %s %s\n", (long long) t, app, key);
 }
 
-/* Rewrite the file with the keys in memory, oldest first. */
+/* Rewrite the file with the live keys in memory, each app's oldest first. */
 static int
-compact (struct webhook_replay *r, bvm_error_t *err)
+compact (struct webhook_replay *r, int64_t now, bvm_error_t *err)
 {
-  /* our own window of valid keys: count lines of at most REPLAY_LINE_MAX */
-  cleanup_buf struct buf b = BUF_INIT ((r->count + 1) * REPLAY_LINE_MAX);
+  /* our own windows of valid keys: count lines of at most REPLAY_LINE_MAX */
+  cleanup_buf struct buf b = BUF_INIT ((webhook_replay_count (r) + 1) * REPLAY_LINE_MAX);
+  size_t lines = 0;
   int fd;
 
-  for (size_t n = 0; n < r->count; n++)
+  for (size_t k = 0; k < r->n_rings; k++)
     {
-      size_t i = (r->head + r->window - r->count + n) % r->window;
-      if (format_line (&b, r->ring[i]) < 0)
-        return bvm_error (err, errno, "compacting `%s`", r->path);
+      const struct ring *g = &r->rings[k];
+      for (size_t n = 0; n < g->count; n++)
+        {
+          size_t i = (g->head + r->window - g->count + n) % r->window;
+          if (g->times[i] <= now - r->span_s)
+            continue;
+          if (format_line (&b, g->times[i], g->app, g->keys[i]) < 0)
+            return bvm_error (err, errno, "compacting `%s`", r->path);
+          lines++;
+        }
     }
   if (fs_write_atomic (r->path, buf_cstr (&b), b.len, 0600, err) < 0)
     return bvm_error_wrap (err, "compacting the replay store");
@@ -881,29 +1038,38 @@ compact (struct webhook_replay *r, bvm_error_t *err)
   if (r->fd >= 0)
     close (r->fd);
   r->fd = fd;
-  r->file_lines = r->count;
+  r->file_lines = lines;
   return 0;
 }
 
-/* Read the file back: the last `window` well-formed lines count. A line cut
- * by a crash, or anything else malformed, is skipped. */
+/* Past this many lines the file is rewritten: twice what is remembered,
+ * plus slack so that a small store is not rewritten on every add. */
+static bool
+needs_compaction (const struct webhook_replay *r)
+{
+  return r->file_lines > 2 * webhook_replay_count (r) + 2 * r->window;
+}
+
+/* Read the file back: "<time> <app> <key>" (and the old "<time> <key>",
+ * kept under LEGACY_APP); keys past the span are dropped. A line cut by a
+ * crash, or anything else malformed, is skipped. */
 static int
-load_file (struct webhook_replay *r, bool *needs_newline, bvm_error_t *err)
+load_file (struct webhook_replay *r, bool *needs_newline, int64_t now, bvm_error_t *err)
 {
   cleanup_free char *data = NULL;
   size_t len = 0;
-  /* twice the window of the longest lines, plus slack: compaction keeps the
-   * file below that */
-  size_t max = (2 * r->window + 64) * REPLAY_LINE_MAX;
   char *line, *next;
 
-  if (fs_read_fd (&data, &len, r->fd, max, r->path, err) < 0)
+  /* our own file, which compaction keeps near twice the live keys: the cap
+   * only guards against a file that is not what we wrote */
+  if (fs_read_fd (&data, &len, r->fd, (size_t) 1 << 30, r->path, err) < 0)
     return bvm_error_wrap (err, "reading the replay store");
   *needs_newline = len > 0 && data[len - 1] != '\n';
   for (line = data; line < data + len; line = next)
     {
       char *nl = memchr (line, '\n', (size_t) (data + len - line));
-      char *sp;
+      char *sp, *sp2, *app = (char *) LEGACY_APP, *key;
+      uint64_t t;
 
       next = nl ? nl + 1 : data + len;
       if (nl == NULL)
@@ -911,10 +1077,22 @@ load_file (struct webhook_replay *r, bool *needs_newline, bvm_error_t *err)
       *nl = '\0';
       r->file_lines++;
       sp = strchr (line, ' ');
-      if (sp == NULL || sp == line || strspn (line, "0123456789") != (size_t)(sp - line)
-          || key_problem (sp + 1) != NULL)
+      if (sp == NULL || sp == line || strspn (line, "0123456789") != (size_t) (sp - line))
         continue;
-      if (remember (r, sp + 1) < 0)
+      *sp = '\0';
+      key = sp + 1;
+      if ((sp2 = strchr (key, ' ')) != NULL)
+        {
+          *sp2 = '\0';
+          app = key;
+          key = sp2 + 1;
+        }
+      if (parse_u64 (line, &t) < 0 || t > INT64_MAX || replay_app_problem (app) != NULL
+          || key_problem (key) != NULL)
+        continue;
+      if ((int64_t) t <= now - r->span_s)
+        continue;
+      if (remember (r, app, key, (int64_t) t) < 0)
         return bvm_error (err, ENOMEM, "reading the replay store");
     }
   return 0;
@@ -922,30 +1100,23 @@ load_file (struct webhook_replay *r, bool *needs_newline, bvm_error_t *err)
 
 int
 webhook_replay_open (struct webhook_replay **out, const char *path, size_t window,
-                     bvm_error_t *err)
+                     int64_t span_s, bvm_error_t *err)
 {
   struct webhook_replay *r;
-  size_t tsize = 16;
   bool needs_newline = false;
+  int64_t now = wall_s ();
   int ret = 0;
 
   if (window == 0 || window > UINT32_MAX / 4)
     return bvm_error_code (err, BVM_E_INVALID, 0, "replay window %zu is out of range", window);
-  while (tsize < 2 * window)
-    tsize *= 2;
+  if (span_s <= 0)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "replay span %lld is out of range",
+                           (long long) span_s);
   if ((r = calloc (1, sizeof *r)) == NULL)
     return bvm_error (err, ENOMEM, "replay store");
   r->fd = r->lock_fd = -1;
   r->window = window;
-  r->mask = tsize - 1;
-  r->ring = calloc (window, sizeof *r->ring);
-  r->table = malloc (tsize * sizeof *r->table);
-  if (r->ring == NULL || r->table == NULL)
-    {
-      webhook_replay_close (r);
-      return bvm_error (err, ENOMEM, "replay store");
-    }
-  memset (r->table, 0xff, tsize * sizeof *r->table);
+  r->span_s = span_s;
   if (path != NULL)
     {
       cleanup_free char *lock = NULL;
@@ -976,12 +1147,12 @@ webhook_replay_open (struct webhook_replay **out, const char *path, size_t windo
         ret = bvm_error_code (err, BVM_E_INVALID, 0,
                               "replay store `%s` is not a regular file of ours", path);
       if (ret == 0)
-        ret = load_file (r, &needs_newline, err);
+        ret = load_file (r, &needs_newline, now, err);
       /* a line torn by a crash must not swallow the next key */
       if (ret == 0 && needs_newline && fs_write_all (r->fd, "\n", 1) < 0)
         ret = bvm_error (err, errno, "write `%s`", path);
-      if (ret == 0 && r->file_lines > 2 * r->window)
-        ret = compact (r, err);
+      if (ret == 0 && needs_compaction (r))
+        ret = compact (r, now, err);
     }
   if (ret < 0)
     {
@@ -993,28 +1164,26 @@ webhook_replay_open (struct webhook_replay **out, const char *path, size_t windo
 }
 
 int
-webhook_replay_add (struct webhook_replay *r, const char *key, bvm_error_t *err)
+webhook_replay_add (struct webhook_replay *r, const char *app, const char *key, int64_t now,
+                    bvm_error_t *err)
 {
-  cleanup_buf struct buf line = BUF_INIT (WEBHOOK_REPLAY_KEY_MAX + 32);
-  bool found;
+  cleanup_buf struct buf line = BUF_INIT (REPLAY_LINE_MAX);
 
-  if (key_problem (key) != NULL)
+  if (job_app_id_problem (app) != NULL || key_problem (key) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "replay key is not valid");
-  slot_of (r, key, &found);
-  if (found)
-    return 0;
-  if (remember (r, key) < 0)
+  if (remember (r, app, key, now) < 0)
     return bvm_error (err, ENOMEM, "replay store");
   if (r->path == NULL)
     return 0;
-  if (format_line (&line, key) < 0)
+  if (format_line (&line, now, app, key) < 0)
     return bvm_error (err, errno, "replay store");
   /* one write of a whole line to an O_APPEND file; fdatasync so that a
    * crash right after a 202 does not forget the delivery */
   if (fs_write_all (r->fd, line.ptr, line.len) < 0 || fdatasync (r->fd) < 0)
     return bvm_error (err, errno, "append to `%s`", r->path);
-  if (++r->file_lines > 2 * r->window)
-    return compact (r, err);
+  r->file_lines++;
+  if (needs_compaction (r))
+    return compact (r, now, err);
   return 0;
 }
 
@@ -1284,6 +1453,9 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
   const char *sig, *branch;
   char shown[JOB__SHOW_SIZE], delivery[JOB_DELIVERY_MAX + 1];
   char body_key[8 + DIGEST_HEX_LEN + 1], hex[DIGEST_HEX_LEN + 1];
+  char after_key[8 + 16 + 1 + JOB_COMMIT_LEN + 1], head_prefix[8 + 16 + 2];
+  char head_key[8 + 16 + 2 + 24];
+  int64_t now, newest;
   bool candidates = false, duplicate = false, is_branch;
   size_t n;
   int ret;
@@ -1357,12 +1529,38 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
     }
   /* The delivery header is not signed: a captured body replayed under a
    * fresh delivery id is caught by the body's hash (a real push always has
-   * a new body: before and after differ). */
+   * a new body: before and after differ), and a push of a commit this
+   * branch of this app already had, by the commit. Every key belongs to
+   * the app that authenticated the body, so no other app's pushes can
+   * evict it (issue 11 item 8). */
   snprintf (body_key, sizeof body_key, "body:%s", hex);
-  if (webhook_replay_seen (deps->replay, out->job_id) || webhook_replay_seen (deps->replay, body_key))
+  if ((ret = hash_hex (hex, "ref", p->ref, strlen (p->ref), err)) < 0)
+    {
+      respond (out, 500, "internal error");
+      return ret;
+    }
+  snprintf (after_key, sizeof after_key, "after:%.16s:%s", hex, p->after);
+  now = deps->now ? deps->now : wall_s ();
+  if (webhook_replay_seen (deps->replay, app->app, out->job_id, now)
+      || webhook_replay_seen (deps->replay, app->app, body_key, now))
     return respond (out, 200, "duplicate delivery: already received");
+  if (webhook_replay_seen (deps->replay, app->app, after_key, now))
+    return respond (out, 200, "ignored: `%s` already had commit %.12s (a replayed push?)",
+                    job__show (shown, sizeof shown, p->ref), p->after);
+  /* Past the span the keys are gone; what stays is the newest head commit
+   * time the branch accepted. A push whose head is older than that by more
+   * than the span is an old push replayed, not a rebase or a merge of a
+   * branch of last month (commit dates are the author's, so only a wide
+   * margin is safe). */
+  snprintf (head_prefix, sizeof head_prefix, "head:%.16s:", hex);
+  newest = webhook_replay_newest (deps->replay, app->app, head_prefix, now);
+  if (p->head_time > 0 && newest > 0 && p->head_time < newest - WEBHOOK_REPLAY_SPAN_S)
+    return respond (out, 200,
+                    "ignored: the pushed commit is more than %d days older than the newest "
+                    "push of `%s` (a replayed push?)",
+                    WEBHOOK_REPLAY_SPAN_S / 86400, job__show (shown, sizeof shown, p->ref));
 
-  ret = make_job (&job, app, p, out->job_id, delivery, deps->now ? deps->now : wall_s (), &perr);
+  ret = make_job (&job, app, p, out->job_id, delivery, now, &perr);
   if (ret < 0)
     return respond (out, 400, "cannot make a deploy request: %s", bvm_error_msg (&perr));
   if (deps->enqueue == NULL)
@@ -1380,8 +1578,12 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
   if (deps->replay != NULL)
     {
       cleanup_error bvm_error_t rerr = NULL;
-      if (webhook_replay_add (deps->replay, out->job_id, &rerr) < 0
-          || webhook_replay_add (deps->replay, body_key, &rerr) < 0)
+      if (webhook_replay_add (deps->replay, app->app, out->job_id, now, &rerr) < 0
+          || webhook_replay_add (deps->replay, app->app, body_key, now, &rerr) < 0
+          || webhook_replay_add (deps->replay, app->app, after_key, now, &rerr) < 0
+          || (p->head_time > 0 && snprintf (head_key, sizeof head_key, "%s%lld", head_prefix,
+                                            (long long) p->head_time) > 0
+              && webhook_replay_add (deps->replay, app->app, head_key, now, &rerr) < 0))
         copy_printable (out->warning, sizeof out->warning, bvm_error_msg (&rerr));
     }
   if (duplicate)

@@ -19,7 +19,8 @@
  *   repository -> apps      404         the apps table of runner.json
  *   signature               401         HMAC-SHA256 / token of a matching app
  *   tag, deletion, branch   200         ignored, nothing enqueued
- *   replay                  200         delivery id or body seen before
+ *   replay                  200         delivery id, body or the branch's commit
+ *                                       seen before for this app
  *   enqueue                 202         with the job id (200 when the queue
  *                                       already had it, 503 when it failed)
  *
@@ -133,20 +134,34 @@ void webhook_config_free (struct webhook_config *wc);
 
 /* --- replays ------------------------------------------------------------------------------- */
 
-/* The deliveries seen last: at most `window` keys, in memory and, with a
- * path, in an append-only file that is read back when the store opens (so a
- * restart remembers) and rewritten when it grows past twice the window. The
- * file is locked: two receivers cannot share it. */
+/* The deliveries seen, per app: for each app at most `window` keys, each
+ * for `span_s` seconds after it was added, in memory and, with a path, in
+ * an append-only file ("<time> <app> <key>" lines) that is read back when
+ * the store opens (so a restart remembers) and rewritten when it grows past
+ * twice what it holds. The file is locked: two receivers cannot share it.
+ * An app's keys are added only for deliveries that app's secret
+ * authenticated, so no app can push another app's keys out of the window.
+ * Lines of the older "<time> <key>" format count for every app. */
 struct webhook_replay;
 
 #define WEBHOOK_REPLAY_KEY_MAX 160 /* keys are [A-Za-z0-9._:-] */
+#define WEBHOOK_REPLAY_SPAN_S (90 * 24 * 3600)
 
 int webhook_replay_open (struct webhook_replay **out, const char *path, size_t window,
-                         bvm_error_t *err);
-bool webhook_replay_seen (const struct webhook_replay *r, const char *key);
-/* Remember `key` (evicting the oldest past the window) and append it to the
- * file (fsync'd). The key is remembered in memory even when the write fails. */
-int webhook_replay_add (struct webhook_replay *r, const char *key, bvm_error_t *err);
+                         int64_t span_s, bvm_error_t *err);
+/* Whether `app` has `key`, added less than the span before `now`. */
+bool webhook_replay_seen (const struct webhook_replay *r, const char *app, const char *key,
+                          int64_t now);
+/* Remember `key` for `app` as of `now` (evicting that app's oldest past the
+ * window) and append it to the file (fsync'd). The key is remembered in
+ * memory even when the write fails. */
+int webhook_replay_add (struct webhook_replay *r, const char *app, const char *key, int64_t now,
+                        bvm_error_t *err);
+/* The largest N of the keys "<prefix>N" that `app` holds (unexpired), 0
+ * when none: the newest head commit time of a branch. */
+int64_t webhook_replay_newest (const struct webhook_replay *r, const char *app,
+                               const char *prefix, int64_t now);
+/* Keys held, all apps together. */
 size_t webhook_replay_count (const struct webhook_replay *r);
 void webhook_replay_close (struct webhook_replay *r);
 
@@ -209,6 +224,8 @@ struct webhook_push
   size_t n_repo_names;
   char *pusher;                                /* the name as sent (not yet cut) */
   char *head_commit;
+  int64_t head_time;                           /* the head commit's timestamp (seconds
+                                                * since the epoch), 0 when not sent */
 };
 
 /* Parse a push payload of `len` bytes (at most `max`): strict JSON (no

@@ -355,7 +355,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   check_parsers (&p);
   check_verify (&req, webhook_detect_format (&req));
 
-  FUZZ_CHECK (webhook_replay_open (&replay, NULL, 16, &err) == 0);
+  FUZZ_CHECK (webhook_replay_open (&replay, NULL, 16, WEBHOOK_REPLAY_SPAN_S, &err) == 0);
   deps.replay = replay;
   answered_early = webhook_answer_early (&early, g_wc, &req);
   ret = webhook_handle (&res, g_wc, &req, &deps, &err);

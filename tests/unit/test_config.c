@@ -785,6 +785,13 @@ test_destinations (void **state)
         job_free (j);
       }
   }
+  /* which tags can name another commit later (the tag phase's check) */
+  assert_false (config_tag_mutable ("{commit}"));
+  assert_false (config_tag_mutable ("v-{short_commit}"));
+  assert_false (config_tag_mutable ("{ref_name}-{commit}"));
+  assert_true (config_tag_mutable ("latest"));
+  assert_true (config_tag_mutable ("{ref_name}"));
+  assert_true (config_tag_mutable ("{id}"));
   /* a 244-byte branch name is cut to 128 bytes */
   {
     char ref[300], **tags = NULL;

@@ -457,7 +457,8 @@ test_commit_not_on_ref (void **state)
   (void) state;
 
   snprintf (url, sizeof url, "file://%s", f->src);
-  /* a commit only on another branch: found by the heads-and-tags fallback */
+  /* issue 11 item 9: a commit only on another (unreviewed) branch is not
+   * built as `refs/heads/main`, neither fetched fresh ... */
   assert_int_equal (t_sh (GITENV "cd %s && git checkout -q -b other && echo x > other.txt && "
                                  "git add other.txt && git commit -q -m side && git checkout -q main",
                           f->tmp, f->src),
@@ -465,10 +466,41 @@ test_commit_not_on_ref (void **state)
   s = t_sh_out ("git -C %s rev-parse other", f->src);
   memcpy (side, s, 41);
   free (s);
+  assert_fails_with (
+      gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", side, &lim, &st, &err), &err,
+      "` is not "); /* on, or reachable from, `refs/heads/main`: libgit2's local
+                     * transport may send more objects than the ref needs */
+  /* ... nor once the mirror has it from a job of its own branch */
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/other", side, &lim, &st, &err),
+             &err);
+  gitsrc_repo_free (repo);
+  {
+    char want[256];
+    snprintf (want, sizeof want, "commit `%s` is not on `refs/heads/main` (its tip is `%s`)", side,
+              f->c1);
+    assert_fails_with (
+        gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", side, &lim, &st, &err), &err,
+        want);
+  }
+  /* once main is fast-forwarded onto it, the mirror's stale main is fetched
+   * again and the same request is fine */
+  assert_int_equal (t_sh (GITENV "cd %s && git merge -q --ff-only other", f->tmp, f->src), 0);
   assert_ok (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", side, &lim, &st, &err),
              &err);
   assert_true (st.fetched);
   gitsrc_repo_free (repo);
+  /* an older commit of main (a redeploy) needs no network */
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", f->c1, &lim, &st, &err),
+             &err);
+  assert_false (st.fetched);
+  gitsrc_repo_free (repo);
+  /* an annotated tag names its commit through a tag object */
+  assert_int_equal (t_sh (GITENV "cd %s && git tag -a -m v1 v1 %s", f->tmp, f->src, f->c1), 0);
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app", url, "refs/tags/v1", f->c1, &lim, &st, &err),
+             &err);
+  gitsrc_repo_free (repo);
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/tags/v1", side, &lim, &st, &err),
+                     &err, "is not on `refs/tags/v1`");
 
   /* a commit that no ref reaches is never sent */
   s = t_sh_out (GITENV "cd %s && echo dangling | git commit-tree HEAD^{tree}", f->tmp, f->src);
@@ -495,6 +527,41 @@ test_commit_not_on_ref (void **state)
   assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", s, &lim, &st, &err),
                      &err, "is a blob, not a commit");
   free (s);
+  fx_free (f);
+}
+
+/* the ancestry questions the tag phase asks (issue 11 item 6) */
+static void
+test_descends_and_ref_tip (void **state)
+{
+  struct fx *f = fx_new ();
+  struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
+  struct gitsrc_repo *repo = NULL;
+  bvm_error_t err = NULL;
+  char c2[41], tip[41];
+  bool b, found;
+  (void) state;
+
+  add_commit (f, f->src, "two\n", c2);
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app", f->src, "refs/heads/main", c2, &lim, NULL, &err),
+             &err);
+  assert_ok (gitsrc_descends (&b, repo, c2, f->c1, &err), &err);
+  assert_true (b);
+  assert_ok (gitsrc_descends (&b, repo, f->c1, c2, &err), &err);
+  assert_false (b);
+  assert_ok (gitsrc_descends (&b, repo, c2, c2, &err), &err);
+  assert_true (b);
+  /* unknown to the mirror: not an ancestor, not an error */
+  assert_ok (gitsrc_descends (&b, repo, c2, "0123456789abcdef0123456789abcdef01234567", &err), &err);
+  assert_false (b);
+  assert_fails_with (gitsrc_descends (&b, repo, c2, "HEAD", &err), &err, "HEAD");
+  assert_ok (gitsrc_ref_tip (tip, &found, repo, "refs/heads/main", &err), &err);
+  assert_true (found);
+  assert_string_equal (tip, c2);
+  assert_ok (gitsrc_ref_tip (tip, &found, repo, "refs/heads/nope", &err), &err);
+  assert_false (found);
+  assert_string_equal (tip, "");
+  gitsrc_repo_free (repo);
   fx_free (f);
 }
 
@@ -1562,6 +1629,7 @@ main (void)
     cmocka_unit_test (test_fetch_file_url_and_export),
     cmocka_unit_test (test_fetch_plain_path_incremental_offline),
     cmocka_unit_test (test_commit_not_on_ref),
+    cmocka_unit_test (test_descends_and_ref_tip),
     cmocka_unit_test (test_bad_arguments),
     cmocka_unit_test (test_per_app_isolation),
     cmocka_unit_test (test_lock),

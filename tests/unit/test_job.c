@@ -505,6 +505,20 @@ test_validators (void **state)
   assert_non_null (job_ref_problem ("HEAD"));
   assert_null (job_rfc3339_problem ("2000-02-29T00:00:00Z"));
   assert_non_null (job_rfc3339_problem ("1900-02-29T00:00:00Z"));
+  {
+    int64_t t = -1;
+    assert_true (job_rfc3339_epoch ("1970-01-01T00:00:00Z", &t));
+    assert_int_equal (t, 0);
+    assert_true (job_rfc3339_epoch ("2026-11-26T11:30:15Z", &t));
+    assert_int_equal (t, 1795692615);
+    assert_true (job_rfc3339_epoch ("2026-11-26T12:30:15.123+01:00", &t));
+    assert_int_equal (t, 1795692615);
+    assert_true (job_rfc3339_epoch ("2015-05-05T19:40:15-04:00", &t));
+    assert_int_equal (t, 1430869215);
+    assert_true (job_rfc3339_epoch ("2000-03-01T00:00:00Z", &t));
+    assert_int_equal (t, 951868800);
+    assert_false (job_rfc3339_epoch ("2026-11-26 11:30:15Z", &t));
+  }
 }
 
 static void

@@ -449,6 +449,26 @@ test_push_verify_idempotent (void **state)
   assert_false (exists);
   assert_fails_with (registry_manifest_get (r, R ("apps/hello"), "nosuchtag", &body, &len, &type, gd, &err),
                      &err, "returned HTTP 404 (MANIFEST_UNKNOWN");
+  /* the tag phase asks whether a tag exists: a 404 is an answer */
+  {
+    bool found = true;
+    assert_ok (registry_manifest_find (r, R ("apps/hello"), "nosuchtag", &found, &body, &len, &type,
+                                       gd, &err),
+               &err);
+    assert_false (found);
+    assert_null (body);
+    assert_ok (registry_manifest_find (r, R ("apps/nosuchrepo"), "x", &found, &body, &len, &type, gd,
+                                       &err),
+               &err);
+    assert_false (found);
+    assert_ok (registry_manifest_find (r, R ("apps/hello"), COMMIT, &found, &body, &len, &type, gd,
+                                       &err),
+               &err);
+    assert_true (found);
+    assert_string_equal (gd, d1);
+    free (body);
+    free (type);
+  }
   {
     char *cfg = NULL;
     size_t cl = 0;

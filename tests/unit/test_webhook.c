@@ -576,7 +576,7 @@ env_init (struct env *e)
            SECRET_STAGING);
   add_app (e->wc, "other", "https://git.internal/other.git", other_match, main_branch,
            GITLAB_SECRET);
-  assert_ok (webhook_replay_open (&e->replay, NULL, 64, &err), &err);
+  assert_ok (webhook_replay_open (&e->replay, NULL, 64, WEBHOOK_REPLAY_SPAN_S, &err), &err);
   e->deps.enqueue = enqueue_cb;
   e->deps.ctx = e;
   e->deps.replay = e->replay;
@@ -934,7 +934,7 @@ test_handle_enqueue_and_replays (void **state)
 
   /* the replay store lost (a new one): the queue's idempotency holds */
   webhook_replay_close (e.replay);
-  assert_ok (webhook_replay_open (&e.replay, NULL, 64, &err), &err);
+  assert_ok (webhook_replay_open (&e.replay, NULL, 64, WEBHOOK_REPLAY_SPAN_S, &err), &err);
   e.deps.replay = e.replay;
   github_req (&r, "72d3162e-cc78-11e3-81ab-4c9367dc0958", body, SECRET);
   assert_int_equal (handle (&res, &e, &r), 0);
@@ -1080,7 +1080,14 @@ test_handle_gitea_forgejo_gitlab (void **state)
   expect (&e, &r, 401, "missing signature: header `X-Gitea-Signature`");
   free (body);
 
-  /* Forgejo */
+  /* Forgejo (its sample pushes the same commit to the same branch as
+   * Gitea's, which the replay store would refuse: a store of its own) */
+  {
+    bvm_error_t err = NULL;
+    webhook_replay_close (e.replay);
+    assert_ok (webhook_replay_open (&e.replay, NULL, 64, WEBHOOK_REPLAY_SPAN_S, &err), &err);
+    e.deps.replay = e.replay;
+  }
   body = data_file ("forgejo-push.json", &len);
   hmac_hex (hex, SECRET, body, len);
   memset (&r, 0, sizeof r);
@@ -1141,6 +1148,9 @@ test_handle_gitlab (void **state)
 
 /* --- replays -------------------------------------------------------------------------------- */
 
+#define SPAN WEBHOOK_REPLAY_SPAN_S
+#define NOW ((int64_t) time (NULL))
+
 static void
 test_replay_memory (void **state)
 {
@@ -1149,28 +1159,28 @@ test_replay_memory (void **state)
   char key[64];
   (void) state;
 
-  assert_ok (webhook_replay_open (&r, NULL, 16, &err), &err);
-  assert_false (webhook_replay_seen (r, "github-a"));
-  assert_ok (webhook_replay_add (r, "github-a", &err), &err);
-  assert_true (webhook_replay_seen (r, "github-a"));
-  assert_ok (webhook_replay_add (r, "github-a", &err), &err); /* no second copy */
+  assert_ok (webhook_replay_open (&r, NULL, 16, SPAN, &err), &err);
+  assert_false (webhook_replay_seen (r, "a", "github-a", NOW));
+  assert_ok (webhook_replay_add (r, "a", "github-a", NOW, &err), &err);
+  assert_true (webhook_replay_seen (r, "a", "github-a", NOW));
+  assert_ok (webhook_replay_add (r, "a", "github-a", NOW, &err), &err); /* no second copy */
   assert_int_equal (webhook_replay_count (r), 1);
-  assert_fails_with (webhook_replay_add (r, "has space", &err), &err, "not valid");
-  assert_false (webhook_replay_seen (r, "has space"));
+  assert_fails_with (webhook_replay_add (r, "a", "has space", NOW, &err), &err, "not valid");
+  assert_false (webhook_replay_seen (r, "a", "has space", NOW));
   /* a long run through a small window: exactly the last 16 are known */
   for (int i = 0; i < 1000; i++)
     {
       snprintf (key, sizeof key, "k-%d", i);
-      assert_ok (webhook_replay_add (r, key, &err), &err);
+      assert_ok (webhook_replay_add (r, "a", key, NOW, &err), &err);
     }
   assert_int_equal (webhook_replay_count (r), 16);
   for (int i = 0; i < 1000; i++)
     {
       snprintf (key, sizeof key, "k-%d", i);
-      if (webhook_replay_seen (r, key) != (i >= 1000 - 16))
-        fail_msg ("key %s: seen %d", key, webhook_replay_seen (r, key));
+      if (webhook_replay_seen (r, "a", key, NOW) != (i >= 1000 - 16))
+        fail_msg ("key %s: seen %d", key, webhook_replay_seen (r, "a", key, NOW));
     }
-  assert_false (webhook_replay_seen (r, "github-a"));
+  assert_false (webhook_replay_seen (r, "a", "github-a", NOW));
   webhook_replay_close (r);
 }
 
@@ -1193,58 +1203,63 @@ test_replay_file (void **state)
   (void) state;
 
   snprintf (path, sizeof path, "%s/deliveries", tmp);
-  assert_ok (webhook_replay_open (&r, path, 16, &err), &err);
-  assert_ok (webhook_replay_add (r, "github-d-1", &err), &err);
-  assert_ok (webhook_replay_add (r, "body:abc", &err), &err);
+  assert_ok (webhook_replay_open (&r, path, 16, SPAN, &err), &err);
+  assert_ok (webhook_replay_add (r, "a", "github-d-1", NOW, &err), &err);
+  assert_ok (webhook_replay_add (r, "a", "body:abc", NOW, &err), &err);
   assert_int_equal (stat (path, &st), 0);
   assert_int_equal (st.st_mode & 0777, 0600);
   /* one receiver per store */
-  assert_fails_with (webhook_replay_open (&r2, path, 16, &err), &err,
+  assert_fails_with (webhook_replay_open (&r2, path, 16, SPAN, &err), &err,
                      "is in use by another buildvm webhook");
   webhook_replay_close (r);
 
   /* a restart remembers; a torn last line and garbage are skipped */
-  t_sh ("printf 'garbage\\n12 bad key\\nx1 k\\n1795692615 github-torn' >> %s", path);
-  assert_ok (webhook_replay_open (&r, path, 16, &err), &err);
-  assert_true (webhook_replay_seen (r, "github-d-1"));
-  assert_true (webhook_replay_seen (r, "body:abc"));
-  assert_false (webhook_replay_seen (r, "github-torn"));
-  assert_false (webhook_replay_seen (r, "k"));
+  /* the torn line is recent: it must be skipped for being torn, not stale */
+  t_sh ("printf 'garbage\\n12 bad key\\nx1 k\\n%%s github-torn' \"$(date +%%s)\" >> %s", path);
+  assert_ok (webhook_replay_open (&r, path, 16, SPAN, &err), &err);
+  assert_true (webhook_replay_seen (r, "a", "github-d-1", NOW));
+  assert_true (webhook_replay_seen (r, "a", "body:abc", NOW));
+  assert_false (webhook_replay_seen (r, "a", "github-torn", NOW));
+  assert_false (webhook_replay_seen (r, "a", "k", NOW));
   assert_int_equal (webhook_replay_count (r), 2);
   /* the torn line was closed, so the next key has a line of its own */
-  assert_ok (webhook_replay_add (r, "github-d-2", &err), &err);
+  assert_ok (webhook_replay_add (r, "a", "github-d-2", NOW, &err), &err);
   webhook_replay_close (r);
-  assert_ok (webhook_replay_open (&r, path, 16, &err), &err);
-  assert_true (webhook_replay_seen (r, "github-d-2"));
+  assert_ok (webhook_replay_open (&r, path, 16, SPAN, &err), &err);
+  assert_true (webhook_replay_seen (r, "a", "github-d-2", NOW));
 
-  /* the file stays below twice the window: compacted to the last 16 */
+  /* the file stays below twice what it holds plus slack: compacted to the
+   * last 16 */
   for (int i = 0; i < 100; i++)
     {
       snprintf (key, sizeof key, "k-%d", i);
-      assert_ok (webhook_replay_add (r, key, &err), &err);
-      assert_true (file_lines (path) <= 33);
+      assert_ok (webhook_replay_add (r, "a", key, NOW, &err), &err);
+      assert_true (file_lines (path) <= 2 * 18 + 2 * 16 + 1); /* 16 keys of "a", 1 legacy */
     }
   webhook_replay_close (r);
-  assert_ok (webhook_replay_open (&r, path, 16, &err), &err);
-  assert_int_equal (webhook_replay_count (r), 16);
-  assert_true (webhook_replay_seen (r, "k-99"));
-  assert_true (webhook_replay_seen (r, "k-84"));
-  assert_false (webhook_replay_seen (r, "k-83"));
-  assert_false (webhook_replay_seen (r, "github-d-1"));
+  assert_ok (webhook_replay_open (&r, path, 16, SPAN, &err), &err);
+  /* the last 16 of "a", and the once-torn line, closed since: an old-format
+   * key, which counts for every app */
+  assert_int_equal (webhook_replay_count (r), 17);
+  assert_true (webhook_replay_seen (r, "zz", "github-torn", NOW));
+  assert_true (webhook_replay_seen (r, "a", "k-99", NOW));
+  assert_true (webhook_replay_seen (r, "a", "k-84", NOW));
+  assert_false (webhook_replay_seen (r, "a", "k-83", NOW));
+  assert_false (webhook_replay_seen (r, "a", "github-d-1", NOW));
   /* after compaction the lock still holds */
-  assert_fails_with (webhook_replay_open (&r2, path, 16, &err), &err, "in use");
+  assert_fails_with (webhook_replay_open (&r2, path, 16, SPAN, &err), &err, "in use");
   webhook_replay_close (r);
 
   /* a smaller window on reopen keeps the newest */
-  assert_ok (webhook_replay_open (&r, path, 4, &err), &err);
-  assert_int_equal (webhook_replay_count (r), 4);
-  assert_true (webhook_replay_seen (r, "k-99"));
-  assert_false (webhook_replay_seen (r, "k-95"));
+  assert_ok (webhook_replay_open (&r, path, 4, SPAN, &err), &err);
+  assert_int_equal (webhook_replay_count (r), 4 + 1);
+  assert_true (webhook_replay_seen (r, "a", "k-99", NOW));
+  assert_false (webhook_replay_seen (r, "a", "k-95", NOW));
   webhook_replay_close (r);
 
   /* compaction's buffer is capped by the window of the longest lines: keys
    * of the maximal length compact without hitting the cap */
-  assert_ok (webhook_replay_open (&r, path, 4, &err), &err);
+  assert_ok (webhook_replay_open (&r, path, 4, SPAN, &err), &err);
   for (int i = 0; i < 20; i++)
     {
       char big[WEBHOOK_REPLAY_KEY_MAX + 1];
@@ -1253,17 +1268,147 @@ test_replay_file (void **state)
       memcpy (big, "big-", 4);
       big[4] = (char) ('0' + i / 10);
       big[5] = (char) ('0' + i % 10);
-      assert_ok (webhook_replay_add (r, big, &err), &err);
-      assert_true (webhook_replay_seen (r, big));
+      assert_ok (webhook_replay_add (r, "a", big, NOW, &err), &err);
+      assert_true (webhook_replay_seen (r, "a", big, NOW));
     }
-  assert_true (file_lines (path) <= 9);
+  assert_true ((size_t) file_lines (path) <= 2 * webhook_replay_count (r) + 2 * 4 + 1); /* compaction bounds it */
   webhook_replay_close (r);
 
   /* not a regular file */
   snprintf (path, sizeof path, "%s/dir", tmp);
   assert_int_equal (mkdir (path, 0700), 0);
-  assert_true (webhook_replay_open (&r, path, 16, &err) < 0);
+  assert_true (webhook_replay_open (&r, path, 16, SPAN, &err) < 0);
   bvm_error_free (&err);
+}
+
+/* issue 11 item 8: every app has its own window, and keys expire */
+static void
+test_replay_per_app (void **state)
+{
+  struct webhook_replay *r = NULL;
+  bvm_error_t err = NULL;
+  char path[1024], key[64];
+  const int64_t t0 = NOW; /* one clock reading: the span checks are to the second */
+  (void) state;
+
+  snprintf (path, sizeof path, "%s/per-app", tmp);
+  assert_ok (webhook_replay_open (&r, path, 16, 3600, &err), &err);
+  assert_ok (webhook_replay_add (r, "victim", "body:old", t0, &err), &err);
+  /* another app's keys, many times its window, evict nothing of the victim's */
+  for (int i = 0; i < 1000; i++)
+    {
+      snprintf (key, sizeof key, "body:t-%d", i);
+      assert_ok (webhook_replay_add (r, "tenant", key, t0, &err), &err);
+    }
+  assert_true (webhook_replay_seen (r, "victim", "body:old", t0));
+  assert_false (webhook_replay_seen (r, "tenant", "body:old", t0));
+  assert_false (webhook_replay_seen (r, "victim", "body:t-999", t0));
+  assert_true (webhook_replay_seen (r, "tenant", "body:t-999", t0));
+  assert_false (webhook_replay_seen (r, "tenant", "body:t-983", t0));
+  assert_int_equal (webhook_replay_count (r), 17);
+  assert_fails_with (webhook_replay_add (r, "Not-An-App", "k", t0, &err), &err, "not valid");
+  /* the span: an hour here */
+  assert_true (webhook_replay_seen (r, "victim", "body:old", t0 + 3599));
+  assert_false (webhook_replay_seen (r, "victim", "body:old", t0 + 3601));
+  webhook_replay_close (r);
+  /* a restart keeps each app's keys; stale lines are dropped */
+  t_sh ("printf '12 victim body:ancient\\n' >> %s", path);
+  assert_ok (webhook_replay_open (&r, path, 16, 3600, &err), &err);
+  assert_true (webhook_replay_seen (r, "victim", "body:old", t0));
+  assert_false (webhook_replay_seen (r, "victim", "body:ancient", t0));
+  assert_int_equal (webhook_replay_count (r), 17);
+  webhook_replay_close (r);
+}
+
+/* The attack: after many signed pushes of its own app, a tenant resends a
+ * captured authentic push of another app under a fresh delivery id. */
+static void
+test_handle_replay_across_apps (void **state)
+{
+  struct env e;
+  struct req r;
+  char body[1024], other[1024], after[41];
+  int n;
+  (void) state;
+
+  env_init (&e); /* a window of 64 keys per app */
+  n = snprintf (body, sizeof body,
+                "{\"ref\": \"refs/heads/main\", \"before\": \"%040d\", \"after\": \"%040d\", "
+                "\"repository\": {\"full_name\": \"acme/hello\"}}",
+                0, 1);
+  github_req (&r, "d-victim", body, SECRET);
+  assert_int_equal (n, (int) strlen (body));
+  expect (&e, &r, 202, "enqueued");
+  for (int i = 0; i < 200; i++)
+    {
+      snprintf (after, sizeof after, "%040d", 1000 + i);
+      char delivery[32];
+      snprintf (other, sizeof other,
+                "{\"ref\": \"refs/heads/main\", \"before\": \"%040d\", \"after\": \"%s\", "
+                "\"repository\": {\"full_name\": \"acme/other\"}}",
+                999 + i, after);
+      snprintf (delivery, sizeof delivery, "d-tenant-%d", i);
+      github_req (&r, delivery, other, GITLAB_SECRET);
+      expect (&e, &r, 202, "enqueued");
+    }
+  assert_int_equal (queued (&e), 201);
+  github_req (&r, "d-victim-replayed", body, SECRET);
+  expect (&e, &r, 200, "duplicate delivery: already received");
+  assert_int_equal (queued (&e), 201);
+  /* the same push re-serialised (a forge's redelivery, another body): the
+   * branch already had that commit */
+  snprintf (other, sizeof other,
+            "{\"ref\":\"refs/heads/main\",\"before\":\"%040d\",\"after\":\"%040d\","
+            "\"repository\":{\"full_name\":\"acme/hello\"}}",
+            0, 1);
+  github_req (&r, "d-victim-reformatted", other, SECRET);
+  expect (&e, &r, 200, "already had commit");
+  assert_int_equal (queued (&e), 201);
+  env_dispose (&e);
+}
+
+/* Past the span only the newest head commit time of a branch is left: a
+ * push more than the span older than it is refused; a merely older one
+ * (a rebase, a merge of last month's branch) is not. */
+static void
+test_handle_stale_push (void **state)
+{
+  struct env e;
+  struct req r;
+  char body[1024];
+  (void) state;
+
+  env_init (&e);
+#define PUSH(after, ts)                                                                           \
+  snprintf (body, sizeof body,                                                                    \
+            "{\"ref\": \"refs/heads/main\", \"after\": \"%040d\", \"repository\": {\"full_name\": " \
+            "\"acme/hello\"}, \"head_commit\": {\"id\": \"%040d\", \"timestamp\": \"%s\"}}",       \
+            after, after, ts)
+  PUSH (1, "2026-11-20T10:00:00Z");
+  github_req (&r, "s-1", body, SECRET);
+  expect (&e, &r, 202, "enqueued");
+  /* a week older: a rebased or merged branch, fine */
+  PUSH (2, "2026-11-13T10:00:00Z");
+  github_req (&r, "s-2", body, SECRET);
+  expect (&e, &r, 202, "enqueued");
+  /* a push from half a year before, which the store no longer knows */
+  PUSH (3, "2026-05-01T10:00:00Z");
+  github_req (&r, "s-3", body, SECRET);
+  expect (&e, &r, 200, "more than 90 days older than the newest push");
+  /* another branch of the app has its own newest */
+  snprintf (body, sizeof body,
+            "{\"ref\": \"refs/heads/staging\", \"after\": \"%040d\", \"repository\": "
+            "{\"full_name\": \"acme/hello\"}, \"head_commit\": {\"id\": \"%040d\", "
+            "\"timestamp\": \"2026-05-01T10:00:00Z\"}}",
+            3, 3);
+  github_req (&r, "s-4", body, SECRET_STAGING);
+  expect (&e, &r, 202, "enqueued");
+  /* a timestamp that is not a date is a malformed payload */
+  PUSH (4, "yesterday");
+  github_req (&r, "s-5", body, SECRET);
+  expect (&e, &r, 400, "is not an RFC 3339 date-time");
+#undef PUSH
+  env_dispose (&e);
 }
 
 /* --- secrets from runner.json ------------------------------------------------------------------ */
@@ -1369,6 +1514,9 @@ main (void)
     cmocka_unit_test_setup_teardown (test_handle_gitlab, setup, teardown),
     cmocka_unit_test_setup_teardown (test_replay_memory, setup, teardown),
     cmocka_unit_test_setup_teardown (test_replay_file, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_replay_per_app, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_handle_replay_across_apps, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_handle_stale_push, setup, teardown),
     cmocka_unit_test_setup_teardown (test_config_load_secrets, setup, teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
