@@ -49,6 +49,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "buf.h"
 #include "error.h"
 
 #define REDACT_MIN_LEN 4           /* shorter values are not redacted */
@@ -83,6 +84,25 @@ int redact_feed (struct redactor *r, const void *data, size_t len, redact_out_fn
  * fed a new stream. Never flush in the middle of a stream (on a timer, say):
  * the held bytes may be the first part of a secret. */
 int redact_flush (struct redactor *r, redact_out_fn out, void *opaque, bvm_error_t *err);
+
+/* More streams over the same patterns: each has its own hold-back, so the
+ * agent's console and the kernel's console are redacted each as one stream
+ * (interleaving them in one would break a secret between two chunks). Create
+ * streams after the last redact_add: while one is alive, redact_add fails.
+ * Free every stream before the redactor. */
+struct redact_stream;
+int redact_stream_new (struct redact_stream **out, struct redactor *r, bvm_error_t *err);
+int redact_stream_feed (struct redact_stream *s, const void *data, size_t len, redact_out_fn out,
+                        void *opaque, bvm_error_t *err);
+int redact_stream_flush (struct redact_stream *s, redact_out_fn out, void *opaque,
+                         bvm_error_t *err);
+void redact_stream_free (struct redact_stream *s);
+
+/* One whole text (an error message) redacted on a stream of its own and
+ * appended to out; r NULL: copied as it is. Going over out's cap is a
+ * BVM_E_LIMIT error, and out then holds a part: do not use it. */
+int redact_text (struct redactor *r, struct buf *out, const char *text, size_t len,
+                 bvm_error_t *err);
 
 /* Bytes currently held back (for tests and metrics). */
 size_t redact_pending (const struct redactor *r);
