@@ -41,7 +41,8 @@
  *
  * Memory: patterns, the automaton and the held-back bytes all spell secret
  * values, so they live in secrets__mem_alloc memory (excluded from core
- * dumps) and are wiped by redact_free. Not thread-safe: one per stream.
+ * dumps) and are wiped by redact_free. Not thread-safe: redact_feed is one
+ * stream; redact_stream_new makes more over the same patterns.
  */
 #ifndef BUILDVM_REDACT_H
 #define BUILDVM_REDACT_H
@@ -59,8 +60,8 @@
 
 struct redactor;
 
-/* Receives redacted bytes, in order. Not aligned to lines: the pipeline
- * cuts lines from this stream. */
+/* Receives redacted bytes, in order. Not aligned to lines: the console
+ * (vm.c) cuts lines from this stream. */
 typedef void (*redact_out_fn) (void *opaque, const char *data, size_t len);
 
 int redact_new (struct redactor **out, bvm_error_t *err);
