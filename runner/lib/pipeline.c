@@ -673,6 +673,13 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.started = on_vm_started;
 
   ret = vmjob_run (&r->vm, r->wd, r->input_path, &vo, err);
+  /* a line the console cap cut in the middle */
+  for (size_t i = 0; i < ARRAY_SIZE (r->console_line); i++)
+    if (r->console_line[i].len > 0)
+      {
+        emit_line (r, buf_cstr (&r->console_line[i]), r->console_line[i].len);
+        buf_reset (&r->console_line[i]);
+      }
   /* the input disk may hold secrets: gone as soon as the VM is */
   unlink (r->input_path);
   if (ret < 0)
