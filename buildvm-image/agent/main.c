@@ -3,7 +3,7 @@
  * A straight line: mount the pseudo file systems, find the disks by their
  * virtio serial numbers, mount the scratch disk, unpack the input, run each
  * build step as the unprivileged build user under a deadline while forwarding
- * its output line by line, write the declared outputs and a result header to
+ * its output byte for byte, write the declared outputs and a result header to
  * the output disk, sync, reboot. Whatever happens - a failed mount, a hostile
  * build, a bug here - the VM ends: fatal() writes what it can and reboots, and
  * if the agent itself dies the kernel panics, and panic=-1 reboots.
@@ -33,7 +33,6 @@
 
 #define SRC_DIR "/work/src"
 #define SECRET_DIR "/run/secrets"
-#define LINE_MAX_BYTES 8192
 
 static int con_fd = 2;
 static int out_fd = -1;
@@ -41,6 +40,7 @@ static int64_t t_start;
 static struct agent_result result;
 static uint64_t log_max = 16u << 20, log_sent;
 static bool log_capped;
+static bool at_bol = true; /* the console's last byte was a newline */
 
 static int64_t
 mono_ms (void)
@@ -81,6 +81,8 @@ console_fd (void)
 void
 console_write_raw (const char *data, size_t len)
 {
+  if (len > 0)
+    at_bol = data[len - 1] == '\n';
   while (len > 0)
     {
       ssize_t n = write (con_fd, data, len);
@@ -108,26 +110,37 @@ console_printf (const char *fmt, ...)
     return;
   if ((size_t) n >= sizeof buf)
     n = sizeof buf - 1;
+  /* the agent's own lines start a line of their own */
+  if (!at_bol)
+    console_write_raw ("\n", 1);
   console_write_raw (buf, (size_t) n);
 }
 
-/* Forward one line of build output, honouring the job's byte cap. */
+/* Forward build output as it comes, honouring the job's byte cap. Never cut
+ * into lines here: the host redacts secrets in the byte stream and cuts the
+ * lines after that, so a split here (a newline added at some length, a `\r`
+ * dropped) would cut a secret in two and let it through unmasked. At the cap,
+ * the output is cut after its last whole line where it can be. */
 static void
-forward_line (const char *line, size_t len)
+forward_output (const char *data, size_t len)
 {
   if (log_capped)
     return;
-  if (log_sent + len + 1 > log_max)
+  if (len > log_max - log_sent)
     {
+      size_t keep = (size_t) (log_max - log_sent);
+      while (keep > 0 && data[keep - 1] != '\n')
+        keep--;
+      console_write_raw (data, keep);
+      log_sent += keep;
       log_capped = true;
       console_printf ("[buildvm-agent: build output reached %llu bytes; "
                       "further output is dropped]\n",
                       (unsigned long long) log_max);
       return;
     }
-  console_write_raw (line, len);
-  console_write_raw ("\n", 1);
-  log_sent += len + 1;
+  console_write_raw (data, len);
+  log_sent += len;
 }
 
 /* --- result header and the end of the VM ----------------------------------- */
@@ -160,10 +173,11 @@ write_header (void)
                             (long long) result.step_ms[i]);
   if (result.message[0] && n < sizeof h - 600)
     {
-      /* one line, printable only: the host prints it */
+      /* one line, printable ASCII only: the host refuses controls and
+       * invalid UTF-8, and a name quoted here may have either */
       for (char *p = result.message; *p; p++)
-        if ((unsigned char) *p < 0x20 || *p == 0x7f)
-          *p = ' ';
+        if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
+          *p = '?';
       n += (size_t) snprintf (h + n, sizeof h - n, "message %s\n", result.message);
     }
   if (n < sizeof h - 5)
@@ -263,36 +277,6 @@ make_build_dir (const char *path, mode_t mode)
 }
 
 /* --- build steps ------------------------------------------------------------- */
-
-struct linebuf
-{
-  char data[LINE_MAX_BYTES];
-  size_t len;
-};
-
-static void
-feed (struct linebuf *lb, const char *buf, size_t n)
-{
-  for (size_t i = 0; i < n; i++)
-    {
-      char c = buf[i];
-      if (c == '\n')
-        {
-          if (lb->len > 0 && lb->data[lb->len - 1] == '\r')
-            lb->len--;
-          forward_line (lb->data, lb->len);
-          lb->len = 0;
-          continue;
-        }
-      if (lb->len == sizeof lb->data)
-        {
-          /* an over-long line is split, never buffered without bound */
-          forward_line (lb->data, lb->len);
-          lb->len = 0;
-        }
-      lb->data[lb->len++] = c;
-    }
-}
 
 static char **
 build_env (const struct agent_job *job, const char *step_name)
@@ -417,7 +401,6 @@ static enum step_outcome
 run_step (const struct agent_job *job, unsigned idx, int64_t job_deadline, int sfd)
 {
   const struct agent_step *s = &job->steps[idx];
-  static struct linebuf lb;
   int p[2];
   pid_t pid;
   int status = 0;
@@ -430,7 +413,6 @@ run_step (const struct agent_job *job, unsigned idx, int64_t job_deadline, int s
     deadline = t0 + (int64_t) s->timeout_s * 1000;
 
   console_printf ("==> step %u/%zu: %s\n", idx + 1, job->n_steps, s->name);
-  lb.len = 0;
   if (pipe2 (p, O_CLOEXEC) < 0)
     fatal ("pipe: %s", strerror (errno));
   pid = fork ();
@@ -485,7 +467,7 @@ run_step (const struct agent_job *job, unsigned idx, int64_t job_deadline, int s
           static char buf[65536];
           ssize_t n = read (p[0], buf, sizeof buf);
           if (n > 0)
-            feed (&lb, buf, (size_t) n);
+            forward_output (buf, (size_t) n);
           else if (n == 0 || (errno != EINTR && errno != EAGAIN))
             eof = true;
         }
@@ -508,8 +490,8 @@ run_step (const struct agent_job *job, unsigned idx, int64_t job_deadline, int s
               }
         }
     }
-  if (lb.len > 0)
-    forward_line (lb.data, lb.len);
+  if (!at_bol)
+    console_write_raw ("\n", 1); /* an unfinished last line ends with the step */
   close (p[0]);
   kill_all ();
 

@@ -58,16 +58,17 @@ struct printer
 };
 
 static void
-print_line (void *opaque, const char *line, size_t len)
+print_line (void *opaque, enum vm_stream stream, const char *line, size_t len, bool more)
 {
   struct printer *p = opaque;
   if (!p->verbose
-      && ((len >= 15 && memcmp (line, "buildvm-agent: ", 15) == 0)
-          || (len >= 9 && memcmp (line, "==> step ", 9) == 0)
-          || (len >= 5 && memcmp (line, "[vm] ", 5) == 0)))
+      && (stream == VM_STREAM_STDERR || (len >= 15 && memcmp (line, "buildvm-agent: ", 15) == 0)
+          || (len >= 9 && memcmp (line, "==> step ", 9) == 0)))
     return;
-  fwrite (line, 1, len, stdout);
-  fputc ('\n', stdout);
+  /* the guest's text: no escape sequence reaches the terminal */
+  str_escape_fwrite (stdout, line, len);
+  if (!more)
+    fputc ('\n', stdout);
   fflush (stdout);
 }
 

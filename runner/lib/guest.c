@@ -235,6 +235,7 @@ parse_header (struct guest_result *out, const char *hdr, size_t len, uint64_t ma
   char *line, *save = NULL;
   unsigned lineno = 1;
   bool have_status = false, have_end = false;
+  const char *why;
   uint64_t v;
 
   memset (out, 0, sizeof *out);
@@ -267,9 +268,10 @@ parse_header (struct guest_result *out, const char *hdr, size_t len, uint64_t ma
       if (val == NULL)
         return bad (err, lineno, "no value");
       *val++ = '\0';
-      for (const char *p = val; *p; p++)
-        if ((unsigned char) *p < 0x20 || *p == 0x7f)
-          return bad (err, lineno, "control character");
+      /* the message goes into records (JSON: UTF-8 only) and onto terminals:
+       * refuse, do not repair, what the agent never writes */
+      if ((why = text_problem (val, strlen (val))) != NULL)
+        return bad (err, lineno, why);
       if (strcmp (line, "status") == 0)
         {
           static const struct { const char *name; enum guest_status s; } map[] = {

@@ -93,7 +93,7 @@ struct guest_result
   uint64_t tar_bytes;
   int64_t duration_ms;
   int64_t step_ms[GUEST_MAX_STEPS];
-  char message[512]; /* printable, from the guest: quote it, never trust it */
+  char message[512]; /* valid UTF-8 without controls, from the guest: escape it */
 };
 
 /* Parse a header block. A block that does not start with the magic line is

@@ -73,7 +73,7 @@ struct run
   struct secret_value **secret_vals;
   size_t n_secret_vals;
   struct redactor *redact;
-  struct buf redact_line; /* redacted bytes until the next newline */
+  struct buf console_line[2]; /* the pieces of a long console line, per stream */
 
   struct workdir *wd;
   char *input_path;
@@ -148,67 +148,39 @@ emit_line (struct run *r, const char *line, size_t len)
 {
   if (r->o->echo)
     {
-      fwrite (line, 1, len, r->o->echo);
+      /* the guest's text: no escape sequence reaches the terminal */
+      str_escape_fwrite (r->o->echo, line, len);
       fputc ('\n', r->o->echo);
     }
   if (r->log && r->log_err == NULL)
     joblog_write (r->log, line, len, &r->log_err);
 }
 
-/* Redacted bytes come back in arbitrary pieces: cut them into lines again. */
+/* Console lines come redacted (vm.c), a long one in pieces: join them up to
+ * a log line per stream, and mark where a longer one is split. */
 static void
-on_redacted (void *opaque, const char *data, size_t len)
+on_console (void *opaque, enum vm_stream stream, const char *line, size_t len, bool more)
 {
+  static const char cont[] = " [buildvm: line continues]";
   struct run *r = opaque;
-  for (size_t i = 0; i < len; i++)
-    {
-      if (data[i] == '\n')
-        {
-          emit_line (r, buf_cstr (&r->redact_line), r->redact_line.len);
-          buf_reset (&r->redact_line);
-        }
-      else if (buf_add (&r->redact_line, data + i, 1) < 0)
-        {
-          /* a line longer than the console ever delivers: cut it */
-          emit_line (r, buf_cstr (&r->redact_line), r->redact_line.len);
-          buf_reset (&r->redact_line);
-          buf_add (&r->redact_line, data + i, 1);
-        }
-    }
-}
+  struct buf *b = &r->console_line[stream == VM_STREAM_STDERR];
 
-static void
-on_console (void *opaque, const char *line, size_t len)
-{
-  struct run *r = opaque;
-  bvm_error_t e = NULL;
-
-  if (r->redact == NULL)
+  if (!more && b->len == 0)
     {
       emit_line (r, line, len);
       return;
     }
-  /* A feed failure would mean printing unredacted text: drop the line. */
-  if (redact_feed (r->redact, line, len, on_redacted, r, &e) < 0
-      || redact_feed (r->redact, "\n", 1, on_redacted, r, &e) < 0)
+  if (b->len + len + sizeof cont > JOBLOG_LINE_MAX)
     {
-      bvm_error_free (&e);
-      emit_line (r, "[buildvm: a line was dropped: the redactor failed]", 50);
+      buf_adds (b, cont);
+      emit_line (r, buf_cstr (b), b->len);
+      buf_reset (b);
     }
-}
-
-static void
-redact_finish (struct run *r)
-{
-  bvm_error_t e = NULL;
-  if (r->redact == NULL)
-    return;
-  if (redact_flush (r->redact, on_redacted, r, &e) < 0)
-    bvm_error_free (&e);
-  if (r->redact_line.len > 0)
+  buf_add (b, line, len);
+  if (!more)
     {
-      emit_line (r, buf_cstr (&r->redact_line), r->redact_line.len);
-      buf_reset (&r->redact_line);
+      emit_line (r, buf_cstr (b), b->len);
+      buf_reset (b);
     }
 }
 
@@ -525,7 +497,6 @@ phase_secrets (struct run *r, bvm_error_t *err)
       json_decref (names);
       return r->secret_vals == NULL || names == NULL ? bvm_error (err, ENOMEM, "secrets") : ret;
     }
-  buf_init (&r->redact_line, 2 * JOBLOG_LINE_MAX);
   for (size_t i = 0; i < r->spec->n_secrets; i++)
     {
       const struct spec_secret *sp = &r->spec->secrets[i];
@@ -697,13 +668,20 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.boot_timeout_ms = (int64_t) r->cfg->vm.boot_timeout * 1000;
   vo.build_timeout_ms = (int64_t) r->res.timeout * 1000;
   vo.console_max = r->cfg->limits.max_log_bytes + 64 * 1024;
+  vo.redact = r->redact;
   vo.line = on_console;
   vo.opaque = r;
   vo.cancel = r->o->cancel;
   vo.started = on_vm_started;
 
   ret = vmjob_run (&r->vm, r->wd, r->input_path, &vo, err);
-  redact_finish (r);
+  /* a line the console cap cut in the middle */
+  for (size_t i = 0; i < ARRAY_SIZE (r->console_line); i++)
+    if (r->console_line[i].len > 0)
+      {
+        emit_line (r, buf_cstr (&r->console_line[i]), r->console_line[i].len);
+        buf_reset (&r->console_line[i]);
+      }
   /* the input disk may hold secrets: gone as soon as the VM is */
   unlink (r->input_path);
   if (ret < 0)
@@ -1516,6 +1494,31 @@ write_record (struct run *r, bvm_error_t *err)
   return jsonx_write_file (path, r->record, err);
 }
 
+/* The job's error is final here, and from here it reaches every sink: the
+ * record, the log's last line, the CLI, the daemon's log and the queue's
+ * release reason. It may quote guest or secret-adjacent text, so the job's
+ * secrets are masked in it once, here; no phase logs an error before. */
+static void
+redact_error (struct run *r, bvm_error_t *err)
+{
+  struct buf b = BUF_INIT (64 * 1024);
+  bvm_error_t e = NULL;
+  const char *msg = bvm_error_msg (err);
+
+  if (r->redact == NULL || *err == NULL)
+    return;
+  if (redact_text (r->redact, &b, msg, strlen (msg), &e) < 0)
+    {
+      /* never the unredacted text */
+      bvm_error_free (&e);
+      buf_reset (&b);
+      buf_adds (&b, "the job failed; its error message could not be redacted and is withheld");
+    }
+  free ((*err)->msg);
+  (*err)->msg = buf_steal (&b);
+  buf_dispose_wipe (&b);
+}
+
 int
 pipeline_run (json_t **record, const struct job_request *job, const struct pipeline_opts *o,
               bvm_error_t *err)
@@ -1531,6 +1534,8 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   r->t0 = now_ms ();
   r->record = json_object ();
   r->phases = json_object ();
+  buf_init (&r->console_line[0], JOBLOG_LINE_MAX);
+  buf_init (&r->console_line[1], JOBLOG_LINE_MAX);
   if (r->record == NULL || r->phases == NULL)
     return bvm_error (err, ENOMEM, "job record");
   format_rfc3339 (ts, sizeof ts, wall_s ());
@@ -1567,6 +1572,8 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   jset (r->record, "finished_at", json_string (ts));
   jset (r->record, "duration_ms", json_integer (now_ms () - r->t0));
   jset (r->record, "phases", json_incref (r->phases));
+  if (ret < 0)
+    redact_error (r, err);
   if (ret < 0)
     {
       int code = bvm_error_get_code (err);
@@ -1646,7 +1653,8 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
 
   secrets_wipe (r);
   redact_free (r->redact);
-  buf_dispose_wipe (&r->redact_line);
+  buf_dispose_wipe (&r->console_line[0]);
+  buf_dispose_wipe (&r->console_line[1]);
   secrets_close (r->store_secrets);
   registry_free (r->reg);
   store_free (r->store);

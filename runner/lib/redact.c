@@ -37,6 +37,20 @@ struct interval
   uint64_t s, e; /* absolute stream positions, inclusive */
 };
 
+/* One stream's state: the held-back bytes and the masked runs among them. */
+struct redact_stream
+{
+  struct redactor *r;
+  uint32_t st;
+  uint64_t pos;  /* bytes consumed */
+  uint64_t base; /* stream position of pend[0] */
+  unsigned char *pend;
+  size_t pend_cap;
+  struct interval *iv; /* masked runs within pend: sorted, disjoint, not adjacent */
+  size_t n_iv, iv_cap;
+  bool last_was_mask; /* the last thing emitted was `***` */
+};
+
 struct redactor
 {
   /* the patterns: an arena of bytes and their (offset, length) */
@@ -55,15 +69,8 @@ struct redactor
   unsigned char *edge_byte;
   uint32_t root[256];
 
-  /* the stream */
-  uint32_t st;
-  uint64_t pos;  /* bytes consumed */
-  uint64_t base; /* stream position of pend[0] */
-  unsigned char *pend;
-  size_t pend_cap;
-  struct interval *iv; /* masked runs within pend: sorted, disjoint, not adjacent */
-  size_t n_iv, iv_cap;
-  bool last_was_mask; /* the last thing emitted was `***` */
+  struct redact_stream s0; /* the stream of redact_feed / redact_flush */
+  size_t n_streams;        /* more streams (redact_stream_new) alive */
 };
 
 static int
@@ -78,8 +85,24 @@ redact_new (struct redactor **out, bvm_error_t *err)
   struct redactor *r = calloc (1, sizeof *r);
   if (r == NULL)
     return nomem (err);
+  r->s0.r = r;
   *out = r;
   return 0;
+}
+
+/* The stream's buffers, which spell secret values: wiped. */
+static void
+stream_dispose (struct redact_stream *s)
+{
+  secrets__mem_free (s->pend, s->pend_cap);
+  s->pend = NULL;
+  s->pend_cap = 0;
+  free (s->iv);
+  s->iv = NULL;
+  s->iv_cap = 0;
+  s->n_iv = 0;
+  s->st = 0;
+  s->base = s->pos;
 }
 
 static void
@@ -90,12 +113,7 @@ free_automaton (struct redactor *r)
   r->ac_size = 0;
   r->n_nodes = 0;
   memset (r->root, 0, sizeof r->root);
-  secrets__mem_free (r->pend, r->pend_cap);
-  r->pend = NULL;
-  r->pend_cap = 0;
-  free (r->iv);
-  r->iv = NULL;
-  r->iv_cap = 0;
+  stream_dispose (&r->s0);
 }
 
 void
@@ -112,7 +130,7 @@ redact_free (struct redactor *r)
 size_t
 redact_pending (const struct redactor *r)
 {
-  return (size_t) (r->pos - r->base);
+  return (size_t) (r->s0.pos - r->s0.base);
 }
 
 size_t
@@ -320,7 +338,7 @@ redact_add (struct redactor *r, const void *value, size_t len, bool *too_short, 
       return 0;
     }
   /* a new pattern would change the meaning of what is already held back */
-  if (r->st != 0 || r->pos != r->base || r->n_iv != 0)
+  if (r->s0.st != 0 || r->s0.pos != r->s0.base || r->s0.n_iv != 0 || r->n_streams > 0)
     return bvm_error_code (err, BVM_E_INTERNAL, 0,
                            "secret values must be added before the log stream or after a flush");
   if (len > REDACT_MAX_BYTES)
@@ -426,11 +444,10 @@ build (struct redactor *r, bvm_error_t *err)
 {
   size_t cap = r->arena_len + 1, n = 1; /* nodes: at most one per pattern byte, and the root */
   uint32_t *order = NULL, *path = NULL, *first = NULL, *last = NULL, *next = NULL, *queue = NULL;
-  unsigned char *byte = NULL, *pend;
+  unsigned char *byte = NULL;
   size_t sz_u32 = align8 (cap * 4), sz_edges = align8 ((cap + 1) * 4);
-  size_t ac_size, pend_cap, iv_cap, k = 0, qh = 0, qt = 0;
+  size_t ac_size, k = 0, qh = 0, qt = 0;
   unsigned char *ac;
-  struct interval *iv;
   int ret = 0;
 
   free_automaton (r);
@@ -439,11 +456,7 @@ build (struct redactor *r, bvm_error_t *err)
     return 0;
 
   ac_size = 4 * sz_u32 + sz_edges + align8 (cap);
-  pend_cap = r->max_len + CHUNK;
-  iv_cap = pend_cap / 2 + 2;
   ac = secrets__mem_alloc (ac_size);
-  pend = secrets__mem_alloc (pend_cap);
-  iv = calloc (iv_cap, sizeof *iv);
   byte = secrets__mem_alloc (cap);
   order = malloc (r->n_pats * sizeof *order);
   path = malloc ((r->max_len + 1) * sizeof *path);
@@ -451,21 +464,15 @@ build (struct redactor *r, bvm_error_t *err)
   last = calloc (cap, sizeof *last);
   next = calloc (cap, sizeof *next);
   queue = malloc (cap * sizeof *queue);
-  if (ac == NULL || pend == NULL || iv == NULL || byte == NULL || order == NULL || path == NULL
-      || first == NULL || last == NULL || next == NULL || queue == NULL)
+  if (ac == NULL || byte == NULL || order == NULL || path == NULL || first == NULL
+      || last == NULL || next == NULL || queue == NULL)
     {
       secrets__mem_free (ac, ac_size);
-      secrets__mem_free (pend, pend_cap);
-      free (iv);
       ret = nomem (err);
       goto done;
     }
   r->ac = ac;
-  r->pend = pend;
   r->ac_size = ac_size;
-  r->pend_cap = pend_cap;
-  r->iv = iv;
-  r->iv_cap = iv_cap;
   r->fail = (uint32_t *) ac;
   r->depth = (uint32_t *) (ac + sz_u32);
   r->out_len = (uint32_t *) (ac + 2 * sz_u32);
@@ -541,9 +548,6 @@ build (struct redactor *r, bvm_error_t *err)
           queue[qt++] = c;
         }
     }
-  r->st = 0;
-  r->base = r->pos;
-  r->n_iv = 0;
 
 done:
   secrets__mem_free (byte, cap);
@@ -560,9 +564,36 @@ done:
 
 /* --- the stream --------------------------------------------------------------------- */
 
-/* Mask [s, e] (e is the newest byte, so at least every earlier end). */
+/* A stream's buffers, once the automaton is built: the held-back bytes
+ * (at most max_len - 1) plus one chunk. */
+static int
+stream_ready (struct redact_stream *s, bvm_error_t *err)
+{
+  struct redactor *r = s->r;
+  int ret;
+
+  if (r->dirty && (ret = build (r, err)) < 0)
+    return ret;
+  if (r->n_pats == 0 || s->pend != NULL)
+    return 0;
+  s->pend_cap = r->max_len + CHUNK;
+  s->iv_cap = s->pend_cap / 2 + 2;
+  s->pend = secrets__mem_alloc (s->pend_cap);
+  s->iv = calloc (s->iv_cap, sizeof *s->iv);
+  if (s->pend == NULL || s->iv == NULL)
+    {
+      stream_dispose (s);
+      return nomem (err);
+    }
+  s->st = 0;
+  s->base = s->pos;
+  s->n_iv = 0;
+  return 0;
+}
+
+/* Mask [b, e] (e is the newest byte, so at least every earlier end). */
 static void
-add_interval (struct redactor *r, uint64_t s, uint64_t e)
+add_interval (struct redact_stream *r, uint64_t s, uint64_t e)
 {
   if (s < r->base)
     s = r->base; /* the rest is out already, as `***` */
@@ -580,7 +611,7 @@ add_interval (struct redactor *r, uint64_t s, uint64_t e)
 /* Pass on every byte before stream position b (and all of a masked run
  * that starts before b). */
 static void
-emit (struct redactor *r, uint64_t b, redact_out_fn out, void *opaque)
+emit (struct redact_stream *r, uint64_t b, redact_out_fn out, void *opaque)
 {
   uint64_t cur = r->base;
   size_t i = 0, keep;
@@ -620,13 +651,14 @@ emit (struct redactor *r, uint64_t b, redact_out_fn out, void *opaque)
 }
 
 int
-redact_feed (struct redactor *r, const void *data, size_t len, redact_out_fn out, void *opaque,
-             bvm_error_t *err)
+redact_stream_feed (struct redact_stream *s, const void *data, size_t len, redact_out_fn out,
+                    void *opaque, bvm_error_t *err)
 {
+  const struct redactor *r = s->r;
   const unsigned char *d = data;
   int ret;
 
-  if (r->dirty && (ret = build (r, err)) < 0)
+  if ((ret = stream_ready (s, err)) < 0)
     return ret;
   if (r->n_pats == 0)
     {
@@ -637,8 +669,8 @@ redact_feed (struct redactor *r, const void *data, size_t len, redact_out_fn out
   while (len > 0)
     {
       size_t n = len < CHUNK ? len : CHUNK;
-      unsigned char *p = r->pend + (r->pos - r->base);
-      uint32_t st = r->st;
+      unsigned char *p = s->pend + (s->pos - s->base);
+      uint32_t st = s->st;
 
       memcpy (p, d, n);
       for (size_t i = 0; i < n; i++)
@@ -647,11 +679,11 @@ redact_feed (struct redactor *r, const void *data, size_t len, redact_out_fn out
           st = step (r, st, p[i]);
           l = r->out_len[st];
           if (l != 0)
-            add_interval (r, r->pos + i + 1 - l, r->pos + i);
+            add_interval (s, s->pos + i + 1 - l, s->pos + i);
         }
-      r->st = st;
-      r->pos += n;
-      emit (r, r->pos - r->depth[st], out, opaque);
+      s->st = st;
+      s->pos += n;
+      emit (s, s->pos - r->depth[st], out, opaque);
       d += n;
       len -= n;
     }
@@ -659,14 +691,89 @@ redact_feed (struct redactor *r, const void *data, size_t len, redact_out_fn out
 }
 
 int
-redact_flush (struct redactor *r, redact_out_fn out, void *opaque, bvm_error_t *err)
+redact_stream_flush (struct redact_stream *s, redact_out_fn out, void *opaque, bvm_error_t *err)
 {
   int ret;
+  if ((ret = stream_ready (s, err)) < 0)
+    return ret;
+  if (s->pend != NULL)
+    emit (s, s->pos, out, opaque);
+  s->st = 0;
+  s->last_was_mask = false;
+  return 0;
+}
+
+int
+redact_feed (struct redactor *r, const void *data, size_t len, redact_out_fn out, void *opaque,
+             bvm_error_t *err)
+{
+  return redact_stream_feed (&r->s0, data, len, out, opaque, err);
+}
+
+int
+redact_flush (struct redactor *r, redact_out_fn out, void *opaque, bvm_error_t *err)
+{
+  return redact_stream_flush (&r->s0, out, opaque, err);
+}
+
+int
+redact_stream_new (struct redact_stream **out, struct redactor *r, bvm_error_t *err)
+{
+  struct redact_stream *s;
+  int ret;
+
+  /* built now, so that adding a pattern later is refused, not half-seen */
   if (r->dirty && (ret = build (r, err)) < 0)
     return ret;
-  if (r->pend != NULL)
-    emit (r, r->pos, out, opaque);
-  r->st = 0;
-  r->last_was_mask = false;
+  s = calloc (1, sizeof *s);
+  if (s == NULL)
+    return nomem (err);
+  s->r = r;
+  r->n_streams++;
+  *out = s;
   return 0;
+}
+
+void
+redact_stream_free (struct redact_stream *s)
+{
+  if (s == NULL)
+    return;
+  stream_dispose (s);
+  s->r->n_streams--;
+  free (s);
+}
+
+struct text_out
+{
+  struct buf *b;
+  bool full;
+};
+
+static void
+text_add (void *opaque, const char *data, size_t len)
+{
+  struct text_out *t = opaque;
+  if (!t->full && buf_add (t->b, data, len) < 0)
+    t->full = true;
+}
+
+int
+redact_text (struct redactor *r, struct buf *out, const char *text, size_t len, bvm_error_t *err)
+{
+  struct redact_stream *s = NULL;
+  struct text_out t = { out, false };
+  int ret;
+
+  if (r == NULL)
+    return buf_add (out, text, len) < 0 ? bvm_error (err, ENOMEM, "redacting a message") : 0;
+  if ((ret = redact_stream_new (&s, r, err)) < 0)
+    return ret;
+  ret = redact_stream_feed (s, text, len, text_add, &t, err);
+  if (ret == 0)
+    ret = redact_stream_flush (s, text_add, &t, err);
+  redact_stream_free (s);
+  if (ret == 0 && t.full)
+    ret = bvm_error_code (err, BVM_E_LIMIT, 0, "a redacted message exceeds %zu bytes", out->max);
+  return ret;
 }

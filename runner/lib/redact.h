@@ -41,7 +41,8 @@
  *
  * Memory: patterns, the automaton and the held-back bytes all spell secret
  * values, so they live in secrets__mem_alloc memory (excluded from core
- * dumps) and are wiped by redact_free. Not thread-safe: one per stream.
+ * dumps) and are wiped by redact_free. Not thread-safe: redact_feed is one
+ * stream; redact_stream_new makes more over the same patterns.
  */
 #ifndef BUILDVM_REDACT_H
 #define BUILDVM_REDACT_H
@@ -49,6 +50,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "buf.h"
 #include "error.h"
 
 #define REDACT_MIN_LEN 4           /* shorter values are not redacted */
@@ -58,8 +60,8 @@
 
 struct redactor;
 
-/* Receives redacted bytes, in order. Not aligned to lines: the pipeline
- * cuts lines from this stream. */
+/* Receives redacted bytes, in order. Not aligned to lines: the console
+ * (vm.c) cuts lines from this stream. */
 typedef void (*redact_out_fn) (void *opaque, const char *data, size_t len);
 
 int redact_new (struct redactor **out, bvm_error_t *err);
@@ -83,6 +85,25 @@ int redact_feed (struct redactor *r, const void *data, size_t len, redact_out_fn
  * fed a new stream. Never flush in the middle of a stream (on a timer, say):
  * the held bytes may be the first part of a secret. */
 int redact_flush (struct redactor *r, redact_out_fn out, void *opaque, bvm_error_t *err);
+
+/* More streams over the same patterns: each has its own hold-back, so the
+ * agent's console and the kernel's console are redacted each as one stream
+ * (interleaving them in one would break a secret between two chunks). Create
+ * streams after the last redact_add: while one is alive, redact_add fails.
+ * Free every stream before the redactor. */
+struct redact_stream;
+int redact_stream_new (struct redact_stream **out, struct redactor *r, bvm_error_t *err);
+int redact_stream_feed (struct redact_stream *s, const void *data, size_t len, redact_out_fn out,
+                        void *opaque, bvm_error_t *err);
+int redact_stream_flush (struct redact_stream *s, redact_out_fn out, void *opaque,
+                         bvm_error_t *err);
+void redact_stream_free (struct redact_stream *s);
+
+/* One whole text (an error message) redacted on a stream of its own and
+ * appended to out; r NULL: copied as it is. Going over out's cap is a
+ * BVM_E_LIMIT error, and out then holds a part: do not use it. */
+int redact_text (struct redactor *r, struct buf *out, const char *text, size_t len,
+                 bvm_error_t *err);
 
 /* Bytes currently held back (for tests and metrics). */
 size_t redact_pending (const struct redactor *r);

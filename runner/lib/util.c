@@ -262,6 +262,17 @@ str_escape (char *out, size_t size, const char *s, size_t len, size_t max)
   return out;
 }
 
+void
+str_escape_fwrite (FILE *f, const char *s, size_t len)
+{
+  char out[4 * 1024 + 8];
+  for (size_t i = 0; i < len; i += 1024)
+    {
+      size_t n = len - i < 1024 ? len - i : 1024;
+      fputs (str_escape (out, sizeof out, s + i, n, n), f);
+    }
+}
+
 const char *
 hostport_problem (const char *s, size_t n)
 {

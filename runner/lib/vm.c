@@ -3,6 +3,7 @@
 #include "guest.h"
 #include "jail.h"
 #include "proc.h"
+#include "redact.h"
 #include "util.h"
 
 #include <errno.h>
@@ -138,7 +139,7 @@ vm_argv_free (char **argv)
   free (argv);
 }
 
-/* --- console: lines, a byte cap, the ready marker ----------------------------- */
+/* --- console: redaction, lines, a byte cap, the ready marker ------------------ */
 
 /* Shared by both streams: the cap is per VM, not per stream. */
 struct console_state
@@ -150,21 +151,38 @@ struct console_state
   int64_t t0;
 };
 
+/* One stream (the agent's console or the VMM's stderr, which carries the
+ * kernel's console). The raw bytes go through the job's redactor first and
+ * are cut into lines after it: a secret is masked wherever the line splits
+ * fall, and a split is delivered as a piece with `more` set, never as two
+ * lines. Each stream has its own redaction state: interleaving the two in
+ * one would cut a secret in two at a chunk boundary. */
 struct console
 {
   struct console_state *st;
   const char *prefix; /* "" for the agent's console, "[vm] " for the VMM's stderr */
   bool is_stderr;
+  struct redact_stream *rs; /* NULL: nothing to redact */
+  bool redact_failed;
+  char raw[32]; /* the start of the current raw line, for the ready marker */
+  size_t raw_len;
+  bool raw_long;
   char line[CONSOLE_LINE_MAX];
   size_t len;
+  bool mid; /* the last piece delivered was not the end of its line */
 };
 
 static void
-emit (struct console_state *st, const char *prefix, const char *line, size_t len)
+emit (struct console *c, const char *line, size_t len, bool more)
 {
+  struct console_state *st = c->st;
   char buf[CONSOLE_LINE_MAX + 16];
+  /* the prefix marks a line, not each of its pieces */
+  const char *prefix = c->mid ? "" : c->prefix;
   size_t plen = strlen (prefix);
+  enum vm_stream stream = c->is_stderr ? VM_STREAM_STDERR : VM_STREAM_CONSOLE;
 
+  c->mid = more;
   if (st->capped)
     {
       st->res->console_dropped += plen + len + 1;
@@ -179,7 +197,7 @@ emit (struct console_state *st, const char *prefix, const char *line, size_t len
       st->capped = true;
       st->res->console_dropped += plen + len + 1;
       if (st->spec->line)
-        st->spec->line (st->spec->opaque, marker, (size_t) n);
+        st->spec->line (st->spec->opaque, stream, marker, (size_t) n, false);
       return;
     }
   st->res->console_bytes += plen + len + 1;
@@ -187,46 +205,44 @@ emit (struct console_state *st, const char *prefix, const char *line, size_t len
     return;
   if (plen == 0)
     {
-      st->spec->line (st->spec->opaque, line, len);
+      st->spec->line (st->spec->opaque, stream, line, len, more);
       return;
     }
   memcpy (buf, prefix, plen);
   memcpy (buf + plen, line, len);
-  st->spec->line (st->spec->opaque, buf, plen + len);
+  st->spec->line (st->spec->opaque, stream, buf, plen + len, more);
 }
 
 static void
-deliver (struct console *c, const char *line, size_t len)
+deliver (struct console *c, const char *line, size_t len, bool more)
 {
   struct console_state *st = c->st;
   if (c->is_stderr)
     {
-      /* keep the tail of the VMM's own output for error messages */
+      /* keep the tail of the VMM's own output for error messages: it is
+       * cut from the redacted stream, so it holds no secret, whole or part */
       size_t have = strlen (st->res->vmm_stderr), room = sizeof st->res->vmm_stderr - 1;
-      if (len + 1 > room)
-        len = room - 1;
-      if (have + len + 1 > room)
+      size_t tl = len; /* the whole line still goes to emit() */
+      if (tl + 1 > room)
+        tl = room - 1;
+      if (have + tl + 1 > room)
         {
-          size_t drop = have + len + 1 - room;
+          size_t drop = have + tl + 1 - room;
           memmove (st->res->vmm_stderr, st->res->vmm_stderr + drop, have - drop + 1);
           have -= drop;
         }
-      memcpy (st->res->vmm_stderr + have, line, len);
-      st->res->vmm_stderr[have + len] = '\n';
-      st->res->vmm_stderr[have + len + 1] = '\0';
+      memcpy (st->res->vmm_stderr + have, line + (len - tl), tl);
+      st->res->vmm_stderr[have + tl] = '\n';
+      st->res->vmm_stderr[have + tl + 1] = '\0';
     }
-  else if (!st->ready && len == strlen (GUEST_READY_LINE)
-           && memcmp (line, GUEST_READY_LINE, len) == 0)
-    {
-      st->ready = true;
-      st->res->boot_ms = now_ms () - st->t0;
-    }
-  emit (st, c->prefix, line, len);
+  emit (c, line, len, more);
 }
 
+/* Redacted bytes, in any pieces: cut them into lines. */
 static void
-console_feed (struct console *c, const char *data, size_t n)
+cut_lines (void *opaque, const char *data, size_t n)
 {
+  struct console *c = opaque;
   for (size_t i = 0; i < n; i++)
     {
       char ch = data[i];
@@ -235,17 +251,82 @@ console_feed (struct console *c, const char *data, size_t n)
           size_t len = c->len;
           if (len > 0 && c->line[len - 1] == '\r')
             len--;
-          deliver (c, c->line, len);
+          deliver (c, c->line, len, false);
           c->len = 0;
           continue;
         }
       if (c->len == sizeof c->line)
         {
-          deliver (c, c->line, c->len);
+          deliver (c, c->line, c->len, true);
           c->len = 0;
         }
       c->line[c->len++] = ch;
     }
+}
+
+/* The agent's ready line, looked for in the raw stream: a secret that
+ * happens to spell part of it must not keep the VM from booting. */
+static void
+watch_ready (struct console *c, const char *data, size_t n)
+{
+  static const size_t rlen = sizeof GUEST_READY_LINE - 1;
+  for (size_t i = 0; i < n && !c->st->ready; i++)
+    {
+      if (data[i] == '\n')
+        {
+          size_t len = c->raw_len;
+          if (len > 0 && c->raw[len - 1] == '\r')
+            len--;
+          if (!c->raw_long && len == rlen && memcmp (c->raw, GUEST_READY_LINE, rlen) == 0)
+            {
+              c->st->ready = true;
+              c->st->res->boot_ms = now_ms () - c->st->t0;
+            }
+          c->raw_len = 0;
+          c->raw_long = false;
+        }
+      else if (c->raw_len < sizeof c->raw)
+        c->raw[c->raw_len++] = data[i];
+      else
+        c->raw_long = true;
+    }
+}
+
+static void
+console_feed (struct console *c, const char *data, size_t n)
+{
+  bvm_error_t e = NULL;
+
+  if (!c->is_stderr)
+    watch_ready (c, data, n);
+  if (c->rs == NULL)
+    {
+      cut_lines (c, data, n);
+      return;
+    }
+  if (c->redact_failed)
+    return;
+  /* A redactor that fails (out of memory) would pass secrets: drop the
+   * rest of the stream instead. */
+  if (redact_stream_feed (c->rs, data, n, cut_lines, c, &e) < 0)
+    {
+      static const char dropped[] = "[buildvm: the redactor failed; the rest of this stream is dropped]";
+      bvm_error_free (&e);
+      c->redact_failed = true;
+      deliver (c, dropped, sizeof dropped - 1, false);
+    }
+}
+
+/* End of the stream: what the redactor held back, then the last line. */
+static void
+console_end (struct console *c)
+{
+  bvm_error_t e = NULL;
+  if (c->rs != NULL && !c->redact_failed && redact_stream_flush (c->rs, cut_lines, c, &e) < 0)
+    bvm_error_free (&e);
+  if (c->len > 0)
+    deliver (c, c->line, c->len, false);
+  c->len = 0;
 }
 
 /* Read what is there; false at EOF or error. Never blocks (O_NONBLOCK). */
@@ -362,6 +443,13 @@ vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
   if (spec->vcpus == 0 || spec->memory_mib < 64)
     return bvm_error_code (err, BVM_E_INVALID, 0, "a VM needs at least 1 vCPU and 64 MiB");
 
+  if (spec->redact != NULL
+      && ((ret = redact_stream_new (&con.rs, spec->redact, err)) < 0
+          || (ret = redact_stream_new (&kcon.rs, spec->redact, err)) < 0))
+    {
+      redact_stream_free (con.rs);
+      return ret;
+    }
   vm.driver = drv;
   vm.spec = spec;
   vm.pid = -1;
@@ -376,6 +464,8 @@ vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
     {
       drv->destroy (&vm);
       free (vm.vmm_path);
+      redact_stream_free (con.rs);
+      redact_stream_free (kcon.rs);
       return ret;
     }
   if (spec->started)
@@ -475,10 +565,10 @@ vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
     }
   else
     kill_and_reap (&vm, &res->vmm_status);
-  if (con.len > 0)
-    deliver (&con, con.line, con.len);
-  if (kcon.len > 0)
-    deliver (&kcon, kcon.line, kcon.len);
+  console_end (&con);
+  console_end (&kcon);
+  redact_stream_free (con.rs);
+  redact_stream_free (kcon.rs);
   res->total_ms = now_ms () - t0;
   if (vm.console_fd >= 0)
     close (vm.console_fd);

@@ -30,8 +30,21 @@ enum vm_accel
 
 struct jail;
 
-/* Called for every console line (without its newline, \r stripped). */
-typedef void (*vm_line_fn) (void *opaque, const char *line, size_t len);
+struct redactor;
+
+enum vm_stream
+{
+  VM_STREAM_CONSOLE = 0, /* the agent's console */
+  VM_STREAM_STDERR,      /* the VMM's stderr and the kernel's console, as "[vm] " lines */
+};
+
+/* Called for every console line (without its newline, \r stripped), after
+ * redaction. A line longer than the console's line buffer comes in pieces:
+ * `more` says the line goes on in the next call for the same stream (the
+ * other stream's lines may come in between; the "[vm] " prefix is on the
+ * first piece only). */
+typedef void (*vm_line_fn) (void *opaque, enum vm_stream stream, const char *line, size_t len,
+                            bool more);
 
 struct vm_spec
 {
@@ -51,6 +64,9 @@ struct vm_spec
   int64_t boot_timeout_ms; /* from spawn to the agent's ready line */
   int64_t timeout_ms;      /* from spawn to VMM exit, boot included */
   uint64_t console_max;    /* bytes of console delivered to `line` */
+  /* Mask these secrets in both console streams before they are cut into
+   * lines (and so in vmm_stderr too); NULL: none. All patterns added. */
+  struct redactor *redact;
   vm_line_fn line;
   void *opaque;
   /* Polled between events: non-zero cancels the VM (signal handlers set it). */

@@ -1,6 +1,7 @@
 /* vmjob.c - one build in one throwaway VM, see vmjob.h */
 #include "vmjob.h"
 #include "proc.h"
+#include "redact.h"
 #include "util.h"
 
 #include <errno.h>
@@ -63,6 +64,19 @@ vmjob_opts_settings (struct vmjob_opts *o, const struct vm_settings *vm,
   o->jail = jail;
 }
 
+/* The guest's message goes into error messages, records and queue reasons:
+ * mask the job's secrets in it, as on the console. */
+static int
+redact_message (char *msg, size_t size, struct redactor *r, bvm_error_t *err)
+{
+  struct buf b = BUF_INIT (4 * size);
+  int ret = redact_text (r, &b, msg, strlen (msg), err);
+  if (ret == 0)
+    snprintf (msg, size, "%s", buf_cstr (&b));
+  buf_dispose_wipe (&b);
+  return ret < 0 ? bvm_error_wrap (err, "redacting the guest's message") : 0;
+}
+
 int
 vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input_disk,
            const struct vmjob_opts *o, bvm_error_t *err)
@@ -115,6 +129,7 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
   spec.timeout_ms = o->boot_timeout_ms + o->build_timeout_ms + 30000
                     + (int64_t) (o->output_max / (50u << 20)) * 1000;
   spec.console_max = o->console_max;
+  spec.redact = o->redact;
   spec.line = o->line;
   spec.opaque = o->opaque;
   spec.cancel = o->cancel;
@@ -134,6 +149,9 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
       ret = guest_result_read (&out->guest, out->output_disk, err);
       if (ret < 0)
         return bvm_error_wrap (err, "reading the build result");
+      if (o->redact != NULL && (ret = redact_message (out->guest.message, sizeof out->guest.message,
+                                                      o->redact, err)) < 0)
+        return ret;
     }
   return 0;
 }
@@ -149,13 +167,22 @@ const char *
 vmjob_describe (char *buf, size_t size, const struct vmjob_result *r)
 {
   const struct guest_result *g = &r->guest;
-  char st[96];
+  char st[96], msg[4 * sizeof g->message + 8], vmm[4 * sizeof r->vm.vmm_stderr + 8];
+  size_t n = strlen (r->vm.vmm_stderr);
+
+  /* guest text: escaped, so it can drive no terminal and is valid JSON */
+  str_escape (msg, sizeof msg, g->message, strlen (g->message), sizeof g->message);
+  /* without QEMU's trailing newline */
+  while (n > 0 && (r->vm.vmm_stderr[n - 1] == '\n' || r->vm.vmm_stderr[n - 1] == '\r'))
+    n--;
 
   switch (r->vm.outcome)
     {
     case VM_BOOT_TIMEOUT:
-      snprintf (buf, size, "the VM did not reach the guest agent within the boot timeout%s%.300s",
-                r->vm.vmm_stderr[0] ? ": " : "", r->vm.vmm_stderr);
+      str_escape (vmm, sizeof vmm, r->vm.vmm_stderr + (n > 300 ? n - 300 : 0), n > 300 ? 300 : n,
+                  300);
+      snprintf (buf, size, "the VM did not reach the guest agent within the boot timeout%s%s",
+                n ? ": " : "", vmm);
       return buf;
     case VM_TIMEOUT:
       snprintf (buf, size, "the VM ran past its deadline and was killed");
@@ -179,23 +206,17 @@ vmjob_describe (char *buf, size_t size, const struct vmjob_result *r)
       snprintf (buf, size, "step %u timed out", g->step);
       break;
     case GUEST_OUTPUT_ERROR:
-      snprintf (buf, size, "collecting the outputs failed: %s", g->message);
+      snprintf (buf, size, "collecting the outputs failed: %s", msg);
       break;
     case GUEST_AGENT_ERROR:
-      snprintf (buf, size, "the guest agent failed: %s", g->message);
+      snprintf (buf, size, "the guest agent failed: %s", msg);
       break;
     case GUEST_NO_RESULT:
-      /* strip a trailing newline of QEMU's message */
-      {
-        char msg[512];
-        size_t n;
-        snprintf (msg, sizeof msg, "%.500s", r->vm.vmm_stderr);
-        n = strlen (msg);
-        while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-          msg[--n] = '\0';
-        snprintf (buf, size, "the VM ended without a result (VMM %s%s%.400s)",
-                  proc_status_str (st, sizeof st, r->vm.vmm_status), msg[0] ? ": " : "", msg);
-      }
+      /* the last 300 bytes of what the VMM and the kernel said */
+      str_escape (vmm, sizeof vmm, r->vm.vmm_stderr + (n > 300 ? n - 300 : 0), n > 300 ? 300 : n,
+                  300);
+      snprintf (buf, size, "the VM ended without a result (VMM %s%s%s)",
+                proc_status_str (st, sizeof st, r->vm.vmm_status), n ? ": " : "", vmm);
       break;
     }
   return buf;

@@ -27,6 +27,9 @@ struct vmjob_opts
   int64_t boot_timeout_ms;
   int64_t build_timeout_ms; /* the agent's own deadline for all steps */
   uint64_t console_max;
+  /* The job's secrets: masked on both consoles (vm.h) and in the guest's
+   * result message. NULL: none. */
+  struct redactor *redact;
   vm_line_fn line;
   void *opaque;
   const volatile sig_atomic_t *cancel;
@@ -60,7 +63,9 @@ int vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *i
 void vmjob_result_dispose (struct vmjob_result *r);
 
 /* One line for humans: "ok", "step 2 failed with exit status 1",
- * "timed out after 600 s", "the VM never reached the agent: ...". */
+ * "timed out after 600 s", "the VM never reached the agent: ...". The
+ * guest's text in it (its message, the VMM's stderr) is redacted (vmjob_run)
+ * and escaped with str_escape: printable ASCII only. */
 const char *vmjob_describe (char *buf, size_t size, const struct vmjob_result *r);
 
 #endif

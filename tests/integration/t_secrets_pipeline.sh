@@ -34,6 +34,17 @@ echo "env: $API_TOKEN"
 printf %s "$v" | base64 | sed 's/^/base64: /'
 printf %s "$v" | od -An -tx1 | tr -d ' \n' | sed 's/^/hex: /'; echo
 echo "split: ${v%????????}"; echo "${v#${v%????????}}"
+# at every offset of an 8 KiB line split (the agent's and the runner's
+# console lines), raw and in base64: masked whole each time
+b=$(printf %s "$v" | base64 -w0)
+pad=$(head -c 8192 /dev/zero | tr '\0' x)
+for f in "$v" "$b"; do
+    i=$((8192 - ${#f}))
+    while [ $i -lt 8192 ]; do
+        printf '%s%s split\n' "$(printf %s "$pad" | head -c $i)" "$f"
+        i=$((i + 1))
+    done
+done
 ls -la /run/secrets
 env | sort
 mkdir -p out && cp "$BUILDVM_SECRETS/CANARY" out/canary && echo "$API_TOKEN" > out/token
@@ -67,6 +78,10 @@ check_job () { # ID APP OWN-CANARY OTHER-CANARY COMMIT
     assert_not_contains "$T/log-$id" "$own"
     assert_not_contains "$T/log-$id" "$(printf %s "$own" | base64)"
     assert_not_contains "$T/log-$id" "$other"
+    local b64
+    b64=$(printf %s "$own" | base64 -w0)
+    assert_eq "$(( ${#own} + ${#b64} ))" "$(grep -c '^x*\*\*\* split$' "$T/log-$id")" \
+        "$id: lines masked whole at every split offset"
     rm -rf "$T/img-$id"
     skopeo copy -q --src-tls-verify=false --src-creds "$REG_CREDS" \
         "docker://$REG/apps/$app:$c" "oci:$T/img-$id:x"

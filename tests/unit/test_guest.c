@@ -188,6 +188,44 @@ test_header_hostile (void **state)
 }
 
 static void
+test_header_text (void **state)
+{
+  struct guest_result r;
+  bvm_error_t err = NULL;
+  char block[GUEST_HEADER_SIZE];
+  (void) state;
+
+  /* the record is JSON and the message is printed: invalid UTF-8, C0 and C1
+   * controls and escape sequences are refused, never passed on */
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage bad \xff\xfe\nend\n", 100,
+                     "invalid UTF-8");
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage \xc3\x28\nend\n", 100,
+                     "invalid UTF-8");
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage cut \xe2\x82\nend\n", 100,
+                     "invalid UTF-8");
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage overlong \xc0\xaf\nend\n",
+                     100, "invalid UTF-8");
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage surrogate \xed\xa0\x80 \nend\n",
+                     100, "invalid UTF-8");
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage c1 csi \xc2\x9b\x32J\nend\n", 100,
+                     "control character");
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage osc \033]0;title\007\nend\n",
+                     100, "control character");
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage tab\there\nend\n", 100,
+                     "control character");
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage del \x7f\nend\n", 100,
+                     "control character");
+  expect_bad_header ("buildvm-output 1\nstatus ok\nstep 1\xff\nend\n", 100, "invalid UTF-8");
+
+  /* valid UTF-8 text is kept as it is */
+  memset (block, 0, sizeof block);
+  snprintf (block, sizeof block,
+            "buildvm-output 1\nstatus agent-error\nmessage caf\xc3\xa9 \xe2\x82\xac.\nend\n");
+  assert_ok (guest_result_parse (&r, block, sizeof block, 100, &err), &err);
+  assert_string_equal (r.message, "caf\xc3\xa9 \xe2\x82\xac.");
+}
+
+static void
 test_input_disk (void **state)
 {
   char *d = t_tmpdir ();
@@ -286,6 +324,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_control_roundtrip), cmocka_unit_test (test_control_limits),
     cmocka_unit_test (test_header_parse),      cmocka_unit_test (test_header_hostile),
+    cmocka_unit_test (test_header_text),
     cmocka_unit_test (test_input_disk),        cmocka_unit_test (test_output_and_scratch),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);

@@ -637,6 +637,175 @@ test_limit_is_all_or_nothing (void **state)
 }
 
 /* Console throughput with a job's worth of secrets: 64 tokens of 40 bytes. */
+/* Feed `text` on a stream of its own in pieces of `piece` bytes (the first
+ * one `first` bytes), flush; the output in *out. */
+static void
+run_stream (struct redact_stream *s, struct buf *out, const char *text, size_t len, size_t first,
+            size_t piece)
+{
+  bvm_error_t err = NULL;
+  size_t i = 0, n = first;
+  buf_reset (out);
+  while (i < len)
+    {
+      if (n > len - i)
+        n = len - i;
+      assert_ok (redact_stream_feed (s, text + i, n, collect, out, &err), &err);
+      i += n;
+      n = piece;
+    }
+  assert_ok (redact_stream_flush (s, collect, out, &err), &err);
+}
+
+/* base64 wrapped with `\n` every `wrap` columns, as base64(1) and openssl do */
+static size_t
+enc_b64_wrapped (char *out, const unsigned char *in, size_t n, size_t wrap)
+{
+  char *flat = malloc (4 * n + 8);
+  size_t fl = enc_b64 (flat, in, n, false, true), o = 0;
+  assert_non_null (flat);
+  for (size_t i = 0; i < fl; i++)
+    {
+      if (i > 0 && i % wrap == 0)
+        out[o++] = '\n';
+      out[o++] = flat[i];
+    }
+  free (flat);
+  return o;
+}
+
+/* The maximal secret (64 KiB, SECRETS_MAX_VALUE) in every form, in the
+ * console's 8 KiB pieces, with the piece boundaries at many offsets into the
+ * form: masked whole every time, nothing of it left. */
+static void
+test_max_size_every_form_every_piece_offset (void **state)
+{
+  enum
+  {
+    V = 64 * 1024,
+    PIECE = 8192,
+  };
+  struct buf out = BUF_INIT (OUT_MAX);
+  unsigned char *v = malloc (V);
+  char *form = malloc (4 * V + 4096), *text = malloc (4 * V + 8192);
+  struct redactor *r = NULL;
+  struct redact_stream *s = NULL;
+  bvm_error_t err = NULL;
+  bool short_;
+  size_t checked = 0;
+  (void) state;
+
+  assert_non_null (v);
+  assert_non_null (form);
+  assert_non_null (text);
+  rng_state = 0xb16;
+  for (size_t i = 0; i < V; i++)
+    v[i] = (unsigned char) rng ();
+  assert_ok (redact_new (&r, &err), &err);
+  assert_ok (redact_add (r, v, V, &short_, &err), &err);
+  assert_ok (redact_stream_new (&s, r, &err), &err);
+  for (int f = 0; f < N_FORMS + 2; f++)
+    {
+      size_t fl = f < N_FORMS ? encode (form, f, v, V) : enc_b64_wrapped (form, v, V, f == N_FORMS ? 76 : 64);
+      memcpy (text, "<", 1);
+      memcpy (text + 1, form, fl);
+      memcpy (text + 1 + fl, ">\n", 2);
+      for (size_t first = 1; first <= PIECE; first += 251)
+        {
+          run_stream (s, &out, text, fl + 3, first, PIECE);
+          if (out.len != 6 || memcmp (out.ptr, "<***>\n", 6) != 0)
+            fail_msg ("form %d (%zu bytes), first piece %zu: %zu bytes out", f, fl, first,
+                      out.len);
+          checked++;
+        }
+    }
+  print_message ("    %zu feeds of a 64 KiB secret checked\n", checked);
+  redact_stream_free (s);
+  redact_free (r);
+  buf_dispose (&out);
+  free (v);
+  free (form);
+  free (text);
+}
+
+/* A value with `\r\n` inside: masked at every split, in every form. */
+static void
+test_crlf_inside_a_value (void **state)
+{
+  static const char *const vals[] = { "first-line\r\nsecond-line", NULL };
+  struct redactor *r = new_with (vals);
+  struct buf out = BUF_INIT (OUT_MAX);
+  char form[256], text[300];
+  (void) state;
+
+  for (int f = 0; f < N_FORMS; f++)
+    {
+      size_t fl = encode (form, f, (const unsigned char *) vals[0], strlen (vals[0]));
+      snprintf (text, sizeof text, "a %.*s b\r\n", (int) fl, form);
+      for (size_t split = 0; split <= strlen (text); split++)
+        {
+          run_split (r, &out, text, strlen (text), split);
+          if (out.len != 9 || memcmp (out.ptr, "a *** b\r\n", 9) != 0)
+            fail_msg ("form %s, split at %zu: `%.*s`", form_names[f], split, (int) out.len, out.ptr);
+        }
+    }
+  buf_dispose (&out);
+  redact_free (r);
+}
+
+/* Two streams over one set of patterns, fed in turns (the agent's console
+ * and the kernel's): each masks its own secret across the turns; one text
+ * on a stream of its own; no pattern can be added while a stream lives. */
+static void
+test_streams_and_text (void **state)
+{
+  static const char *const vals[] = { "secret-one-0123", "secret-two-4567", NULL };
+  static const char a[] = "A: secret-one-0123 end\n", b[] = "B: secret-two-4567 end\n";
+  struct redactor *r = new_with (vals);
+  struct redact_stream *sa = NULL, *sb = NULL;
+  struct buf oa = BUF_INIT (OUT_MAX), ob = BUF_INIT (OUT_MAX), t = BUF_INIT (64);
+  bvm_error_t err = NULL;
+  bool short_;
+  (void) state;
+
+  assert_ok (redact_stream_new (&sa, r, &err), &err);
+  assert_ok (redact_stream_new (&sb, r, &err), &err);
+  for (size_t i = 0; i < sizeof a - 1; i++)
+    {
+      assert_ok (redact_stream_feed (sa, a + i, 1, collect, &oa, &err), &err);
+      assert_ok (redact_stream_feed (sb, b + i, 1, collect, &ob, &err), &err);
+    }
+  assert_ok (redact_stream_flush (sa, collect, &oa, &err), &err);
+  assert_ok (redact_stream_flush (sb, collect, &ob, &err), &err);
+  assert_string_equal (buf_cstr (&oa), "A: *** end\n");
+  assert_string_equal (buf_cstr (&ob), "B: *** end\n");
+
+  assert_int_equal (redact_add (r, "another-value", 13, &short_, &err), -1);
+  assert_int_equal (bvm_error_get_code (&err), BVM_E_INTERNAL);
+  bvm_error_free (&err);
+
+  assert_ok (redact_text (r, &t, "failed: secret-two-4567", 23, &err), &err);
+  assert_string_equal (buf_cstr (&t), "failed: ***");
+  buf_reset (&t);
+  /* over the cap: an error, never a cut text that could end in a prefix */
+  assert_int_equal (redact_text (r, &t, "0123456789012345678901234567890123456789012345678901234567890123456789",
+                                 70, &err), -1);
+  assert_int_equal (bvm_error_get_code (&err), BVM_E_LIMIT);
+  bvm_error_free (&err);
+  buf_reset (&t);
+  assert_ok (redact_text (NULL, &t, "as it is", 8, &err), &err);
+  assert_string_equal (buf_cstr (&t), "as it is");
+
+  redact_stream_free (sa);
+  redact_stream_free (sb);
+  /* with no stream left, values can be added again */
+  assert_ok (redact_add (r, "another-value", 13, &short_, &err), &err);
+  buf_dispose (&oa);
+  buf_dispose (&ob);
+  buf_dispose (&t);
+  redact_free (r);
+}
+
 static void
 test_throughput (void **state)
 {
@@ -708,6 +877,9 @@ main (void)
     cmocka_unit_test (test_trailing_newline),
     cmocka_unit_test (test_pathological_input_is_linear),
     cmocka_unit_test (test_limit_is_all_or_nothing),
+    cmocka_unit_test (test_max_size_every_form_every_piece_offset),
+    cmocka_unit_test (test_crlf_inside_a_value),
+    cmocka_unit_test (test_streams_and_text),
     cmocka_unit_test (test_throughput),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);

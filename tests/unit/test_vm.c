@@ -7,7 +7,10 @@
  */
 #include "support.h"
 
+#include "buf.h"
+#include "fs.h"
 #include "proc.h"
+#include "redact.h"
 #include "util.h"
 #include "vm.h"
 #include "workdir.h"
@@ -157,15 +160,21 @@ test_accel_parse (void **state)
 struct capture
 {
   char **lines;
+  bool *more;
+  enum vm_stream *stream;
   size_t n;
   pid_t pid;
 };
 
 static void
-on_line (void *opaque, const char *line, size_t len)
+on_line (void *opaque, enum vm_stream stream, const char *line, size_t len, bool more)
 {
   struct capture *c = opaque;
   c->lines = realloc (c->lines, (c->n + 1) * sizeof *c->lines);
+  c->more = realloc (c->more, (c->n + 1) * sizeof *c->more);
+  c->stream = realloc (c->stream, (c->n + 1) * sizeof *c->stream);
+  c->more[c->n] = more;
+  c->stream[c->n] = stream;
   c->lines[c->n++] = strndup (line, len);
 }
 
@@ -181,6 +190,8 @@ capture_free (struct capture *c)
   for (size_t i = 0; i < c->n; i++)
     free (c->lines[i]);
   free (c->lines);
+  free (c->more);
+  free (c->stream);
   memset (c, 0, sizeof *c);
 }
 
@@ -298,6 +309,113 @@ test_run_console_cap (void **state)
   assert_true (res.console_bytes <= 100000);
   assert_true (res.console_dropped >= 20000000);
   capture_free (&cap);
+  free (vmm);
+  t_tmpdir_free (d);
+}
+
+/* Whether any `w`-byte piece of v[0..n) is in text. */
+static bool
+has_piece (const char *text, size_t tlen, const char *v, size_t n, size_t w)
+{
+  for (size_t i = 0; i + w <= n; i++)
+    if (memmem (text, tlen, v + i, w) != NULL)
+      return true;
+  return false;
+}
+
+/* Secrets are masked in the console before it is cut into lines: a secret
+ * at every offset of the 8 KiB line split, a 64 KiB one, one with `\r\n`
+ * inside, on the agent's console and on the VMM's stderr (and in its tail
+ * for error messages). A split line comes in pieces marked `more`. */
+static void
+test_run_console_redacted_at_every_split (void **state)
+{
+  enum
+  {
+    SPLIT = 8192,
+    BIG = 64 * 1024,
+  };
+  static const char small[] = "s3cr3t-value-0123456789abcdef";
+  static const char crlf[] = "crlf-part-one\r\ncrlf-part-two";
+  char *d = t_tmpdir ();
+  struct vm_spec spec;
+  struct vm_result res;
+  struct capture cap = { 0 };
+  struct redactor *r = NULL;
+  bvm_error_t err = NULL;
+  struct buf con = BUF_INIT (64u << 20), joined = BUF_INIT (64u << 20);
+  char *vmm, path[512], *big = malloc (BIG + 1);
+  size_t lines = 0, pieces = 0, masked = 0, expect = 0, start = 0;
+  bool short_;
+  (void) state;
+
+  assert_non_null (big);
+  for (size_t i = 0; i < BIG; i++)
+    big[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7 + i / 36) % 36];
+  big[BIG] = '\0';
+  assert_ok (redact_new (&r, &err), &err);
+  assert_ok (redact_add (r, small, strlen (small), &short_, &err), &err);
+  assert_ok (redact_add (r, crlf, strlen (crlf), &short_, &err), &err);
+  assert_ok (redact_add (r, big, BIG, &short_, &err), &err);
+
+  buf_adds (&con, "buildvm-agent: ready\n");
+  for (size_t k = SPLIT - strlen (small); k < SPLIT; k++)
+    {
+      for (size_t i = 0; i < k; i++)
+        buf_add (&con, "x", 1);
+      buf_addf (&con, "%s end\n", small);
+      expect++;
+    }
+  buf_addf (&con, "a %s b\r\n", crlf);
+  buf_addf (&con, "big %s end\n", big);
+  make_disks (d);
+  snprintf (path, sizeof path, "%s/console.txt", d);
+  assert_ok (fs_write_atomic (path, con.ptr, con.len, 0600, &err), &err);
+  vmm = fake_vmm (d, "vmm", "cat \"$(dirname \"$0\")/console.txt\"; "
+                            "cat \"$(dirname \"$0\")/console.txt\" >&2; exit 0");
+  spec = spec_for (d);
+  spec.vmm = vmm;
+  spec.accel = VM_ACCEL_TCG;
+  spec.console_max = 64u << 20;
+  spec.redact = r;
+  spec.line = on_line;
+  spec.opaque = &cap;
+  assert_ok (vm_run (&spec, &res, &err), &err);
+  assert_int_equal (res.outcome, VM_EXITED);
+  assert_true (res.boot_ms >= 0); /* the ready line was seen */
+
+  for (int stream = 0; stream < 2; stream++)
+    for (size_t i = 0; i < cap.n; i++)
+      {
+        if ((int) cap.stream[i] != stream)
+          continue;
+        buf_adds (&joined, cap.lines[i]);
+        if (cap.more[i])
+          {
+            pieces++;
+            continue;
+          }
+        lines++;
+        if (strstr (buf_cstr (&joined) + start, "*** end") != NULL)
+          masked++;
+        buf_add (&joined, "\n", 1);
+        start = joined.len;
+      }
+  assert_false (has_piece (joined.ptr, joined.len, small, strlen (small), 12));
+  assert_false (has_piece (joined.ptr, joined.len, crlf, strlen (crlf), 12));
+  assert_false (has_piece (joined.ptr, joined.len, big, BIG, 16));
+  assert_false (has_piece (res.vmm_stderr, strlen (res.vmm_stderr), big, BIG, 16));
+  assert_non_null (strstr (buf_cstr (&joined), "a *** b\n"));
+  /* both streams, every printed line masked, long lines in marked pieces */
+  assert_int_equal (masked, 2 * (expect + 1));
+  /* "x..x*** end" is longer than a console line for the last 6 offsets */
+  assert_int_equal (pieces, 2 * 6);
+  assert_true (lines == 2 * (expect + 3));
+  capture_free (&cap);
+  buf_dispose (&con);
+  buf_dispose (&joined);
+  redact_free (r);
+  free (big);
   free (vmm);
   t_tmpdir_free (d);
 }
@@ -465,6 +583,7 @@ main (void)
     cmocka_unit_test (test_accel_parse),
     cmocka_unit_test (test_run_console_and_exit),
     cmocka_unit_test (test_run_console_cap),
+    cmocka_unit_test (test_run_console_redacted_at_every_split),
     cmocka_unit_test (test_run_deadlines_and_cancel),
     cmocka_unit_test (test_run_errors),
     cmocka_unit_test (test_workdir_reap),
