@@ -13,14 +13,16 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "protocol.h"
+
 #define AGENT_BUILD_UID 1000
 #define AGENT_BUILD_GID 1000
-#define AGENT_HEADER_SIZE 4096
-#define AGENT_MAX_STEPS 64
+#define AGENT_HEADER_SIZE PROTO_HEADER_SIZE
+#define AGENT_MAX_STEPS PROTO_MAX_STEPS
 #define AGENT_MAX_ENV 512
 #define AGENT_MAX_OUTPUTS 256
 #define AGENT_MAX_SECRETS 64
-#define AGENT_MAX_CONTROL (8u << 20)
+#define AGENT_MAX_CONTROL PROTO_MAX_CONTROL
 
 struct agent_step
 {

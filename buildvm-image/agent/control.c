@@ -69,18 +69,18 @@ agent_control_parse (struct agent_job *job, char *data, size_t len, char *msg, s
         }                                                                                         \
     }                                                                                             \
   while (0)
-      if (strcmp (key, "version") == 0)
+      if (strcmp (key, PROTO_CTL_VERSION) == 0)
         {
           NEED (v1);
-          if (strcmp (v1, "1") != 0)
+          if (strcmp (v1, PROTO_CONTROL_VERSION) != 0)
             {
               snprintf (msg, msgsz, "control: unsupported version `%.16s`", v1);
               return -1;
             }
           have_version = true;
         }
-      else if (strcmp (key, "timeout") == 0 || strcmp (key, "log_max") == 0
-               || strcmp (key, "output_max") == 0)
+      else if (strcmp (key, PROTO_CTL_TIMEOUT) == 0 || strcmp (key, PROTO_CTL_LOG_MAX) == 0
+               || strcmp (key, PROTO_CTL_OUTPUT_MAX) == 0)
         {
           uint64_t n;
           NEED (v1);
@@ -89,14 +89,14 @@ agent_control_parse (struct agent_job *job, char *data, size_t len, char *msg, s
               snprintf (msg, msgsz, "control: `%s` is not a number", key);
               return -1;
             }
-          if (key[0] == 't')
+          if (strcmp (key, PROTO_CTL_TIMEOUT) == 0)
             job->timeout_s = n;
-          else if (key[0] == 'l')
+          else if (strcmp (key, PROTO_CTL_LOG_MAX) == 0)
             job->log_max = n;
           else
             job->output_max = n;
         }
-      else if (strcmp (key, "env") == 0)
+      else if (strcmp (key, PROTO_CTL_ENV) == 0)
         {
           NEED (v1);
           if (strchr (v1, '=') == NULL || v1[0] == '=' || job->n_env >= AGENT_MAX_ENV)
@@ -106,7 +106,7 @@ agent_control_parse (struct agent_job *job, char *data, size_t len, char *msg, s
             }
           job->env[job->n_env++] = v1;
         }
-      else if (strcmp (key, "step") == 0)
+      else if (strcmp (key, PROTO_CTL_STEP) == 0)
         {
           struct agent_step *s;
           NEED (v1);
@@ -126,12 +126,12 @@ agent_control_parse (struct agent_job *job, char *data, size_t len, char *msg, s
           s->name = v2;
           s->cmd = v3;
         }
-      else if (strcmp (key, "image") == 0)
+      else if (strcmp (key, PROTO_CTL_IMAGE) == 0)
         {
           NEED (v1);
           job->image_from = v1;
         }
-      else if (strcmp (key, "artifact") == 0)
+      else if (strcmp (key, PROTO_CTL_ARTIFACT) == 0)
         {
           NEED (v1);
           if (job->n_artifacts >= AGENT_MAX_OUTPUTS)
@@ -141,7 +141,7 @@ agent_control_parse (struct agent_job *job, char *data, size_t len, char *msg, s
             }
           job->artifacts[job->n_artifacts++] = v1;
         }
-      else if (strcmp (key, "secret_env") == 0)
+      else if (strcmp (key, PROTO_CTL_SECRET_ENV) == 0)
         {
           NEED (v1);
           NEED (v2);

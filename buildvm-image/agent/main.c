@@ -155,21 +155,21 @@ write_header (void)
     return;
   memset (h, 0, sizeof h);
   n = (size_t) snprintf (h, sizeof h,
-                         "buildvm-output 1\n"
-                         "status %s\n"
-                         "step %u\n"
-                         "exit %d\n"
-                         "signal %d\n"
-                         "steps %u\n"
-                         "entries %llu\n"
-                         "tar_bytes %llu\n"
-                         "duration_ms %lld\n",
+                         PROTO_HEADER_MAGIC /* the contract: protocol.h */
+                         PROTO_HDR_STATUS " %s\n"
+                         PROTO_HDR_STEP " %u\n"
+                         PROTO_HDR_EXIT " %d\n"
+                         PROTO_HDR_SIGNAL " %d\n"
+                         PROTO_HDR_STEPS " %u\n"
+                         PROTO_HDR_ENTRIES " %llu\n"
+                         PROTO_HDR_TAR_BYTES " %llu\n"
+                         PROTO_HDR_DURATION_MS " %lld\n",
                          result.status, result.step, result.exit_code, result.signal,
                          result.steps_run, (unsigned long long) result.entries,
                          (unsigned long long) result.tar_bytes,
                          (long long) (mono_ms () - t_start));
   for (unsigned i = 0; i < result.steps_run && n < sizeof h - 64; i++)
-    n += (size_t) snprintf (h + n, sizeof h - n, "step_ms %u %lld\n", i + 1,
+    n += (size_t) snprintf (h + n, sizeof h - n, PROTO_HDR_STEP_MS " %u %lld\n", i + 1,
                             (long long) result.step_ms[i]);
   if (result.message[0] && n < sizeof h - 600)
     {
@@ -178,10 +178,10 @@ write_header (void)
       for (char *p = result.message; *p; p++)
         if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
           *p = '?';
-      n += (size_t) snprintf (h + n, sizeof h - n, "message %s\n", result.message);
+      n += (size_t) snprintf (h + n, sizeof h - n, PROTO_HDR_MESSAGE " %s\n", result.message);
     }
   if (n < sizeof h - 5)
-    snprintf (h + n, sizeof h - n, "end\n");
+    snprintf (h + n, sizeof h - n, PROTO_HDR_END "\n");
   if (pwrite (out_fd, h, sizeof h, 0) != (ssize_t) sizeof h)
     console_printf ("buildvm-agent: writing the result header failed: %s\n", strerror (errno));
   if (fsync (out_fd) < 0)
@@ -206,7 +206,7 @@ fatal (const char *fmt, ...)
   va_start (ap, fmt);
   vsnprintf (result.message, sizeof result.message, fmt, ap);
   va_end (ap);
-  result.status = "agent-error";
+  result.status = PROTO_STATUS_AGENT_ERROR;
   console_printf ("buildvm-agent: error: %s\n", result.message);
   finish ();
 }
@@ -566,7 +566,7 @@ write_outputs (const struct agent_job *job)
   return;
 
 fail:
-  result.status = "output-error";
+  result.status = PROTO_STATUS_OUTPUT_ERROR;
   snprintf (result.message, sizeof result.message, "%s", msg);
   console_printf ("buildvm-agent: %s\n", msg);
   result.tar_bytes = 0;
@@ -587,7 +587,7 @@ main (void)
   int64_t job_deadline;
 
   t_start = mono_ms ();
-  result.status = "agent-error";
+  result.status = PROTO_STATUS_AGENT_ERROR;
   if (getpid () != 1)
     {
       fprintf (stderr, "buildvm-agent: must run as PID 1 inside a build VM\n");
@@ -597,7 +597,7 @@ main (void)
     fatal ("setpriority: %s", strerror (errno));
   setup_mounts ();
   console_open ();
-  console_printf ("buildvm-agent: ready\n");
+  console_printf (PROTO_READY_LINE "\n");
 
   if (find_disk ("output", dev_out, sizeof dev_out) < 0)
     fatal ("no output disk");
@@ -638,20 +638,20 @@ main (void)
     fatal ("signalfd: %s", strerror (errno));
 
   job_deadline = mono_ms () + (int64_t) job.timeout_s * 1000;
-  result.status = "ok";
+  result.status = PROTO_STATUS_OK;
   for (unsigned i = 0; i < job.n_steps; i++)
     {
       enum step_outcome o = run_step (&job, i, job_deadline, sfd);
       if (o == STEP_TIMEOUT)
         {
-          result.status = "timeout";
+          result.status = PROTO_STATUS_TIMEOUT;
           snprintf (result.message, sizeof result.message, "step %u (%s) timed out", i + 1,
                     job.steps[i].name);
           finish ();
         }
       if (o == STEP_FAILED)
         {
-          result.status = "step-failed";
+          result.status = PROTO_STATUS_STEP_FAILED;
           snprintf (result.message, sizeof result.message, "step %u (%s) exited with status %d",
                     i + 1, job.steps[i].name, result.exit_code);
           finish ();

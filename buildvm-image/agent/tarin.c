@@ -355,7 +355,7 @@ agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **c
           link[100] = '\0';
         }
 
-      if (strcmp (path, ".buildvm/job") == 0)
+      if (strcmp (path, PROTO_CONTROL_PATH) == 0)
         {
           if (type != '0' && type != '\0')
             goto badtype;
@@ -403,12 +403,12 @@ agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **c
               goto badtype;
             continue;
           }
-        else if (strncmp (path, "src/", 4) == 0)
+        else if (strncmp (path, PROTO_SOURCE_DIR "/", sizeof PROTO_SOURCE_DIR) == 0)
           {
             rootfd = srcfd;
             rel = path + 4;
           }
-        else if (strncmp (path, ".buildvm/secrets/", 17) == 0)
+        else if (strncmp (path, PROTO_SECRETS_DIR "/", sizeof PROTO_SECRETS_DIR) == 0)
           {
             rootfd = secfd;
             rel = path + 17;

@@ -38,30 +38,30 @@ guest_control_encode (struct buf *out, const struct guest_job *job, bvm_error_t 
   if (job->n_steps == 0 || job->n_steps > GUEST_MAX_STEPS)
     return bvm_error_code (err, BVM_E_INVALID, 0, "a job needs 1 to %d steps, not %zu",
                            GUEST_MAX_STEPS, job->n_steps);
-  r |= put (out, "version") | put (out, "1");
-  r |= put (out, "timeout") | put_u64 (out, job->timeout_s);
-  r |= put (out, "log_max") | put_u64 (out, job->log_max);
-  r |= put (out, "output_max") | put_u64 (out, job->output_max);
+  r |= put (out, PROTO_CTL_VERSION) | put (out, PROTO_CONTROL_VERSION);
+  r |= put (out, PROTO_CTL_TIMEOUT) | put_u64 (out, job->timeout_s);
+  r |= put (out, PROTO_CTL_LOG_MAX) | put_u64 (out, job->log_max);
+  r |= put (out, PROTO_CTL_OUTPUT_MAX) | put_u64 (out, job->output_max);
   for (size_t i = 0; i < job->n_env; i++)
     {
       if (strchr (job->env[i], '=') == NULL || job->env[i][0] == '=')
         return bvm_error_code (err, BVM_E_INVALID, 0, "environment entry `%.64s` is not NAME=value",
                                job->env[i]);
-      r |= put (out, "env") | put (out, job->env[i]);
+      r |= put (out, PROTO_CTL_ENV) | put (out, job->env[i]);
     }
   for (size_t i = 0; i < job->n_steps; i++)
     {
       const struct guest_step *s = &job->steps[i];
       if (s->cmd == NULL || s->name == NULL)
         return bvm_error_code (err, BVM_E_INVALID, 0, "step %zu has no command", i + 1);
-      r |= put (out, "step") | put_u64 (out, s->timeout_s) | put (out, s->name) | put (out, s->cmd);
+      r |= put (out, PROTO_CTL_STEP) | put_u64 (out, s->timeout_s) | put (out, s->name) | put (out, s->cmd);
     }
   if (job->image_from)
-    r |= put (out, "image") | put (out, job->image_from);
+    r |= put (out, PROTO_CTL_IMAGE) | put (out, job->image_from);
   for (size_t i = 0; i < job->n_artifacts; i++)
-    r |= put (out, "artifact") | put (out, job->artifacts[i]);
+    r |= put (out, PROTO_CTL_ARTIFACT) | put (out, job->artifacts[i]);
   for (size_t i = 0; i < job->n_secret_env; i++)
-    r |= put (out, "secret_env") | put (out, job->secret_env[i].var)
+    r |= put (out, PROTO_CTL_SECRET_ENV) | put (out, job->secret_env[i].var)
          | put (out, job->secret_env[i].name);
   if (r != 0)
     return bvm_error_code (err, BVM_E_LIMIT, errno == ENOMEM ? ENOMEM : 0,
@@ -135,7 +135,7 @@ guest_input_add_control (struct guest_input *in, const struct guest_job *job, bv
   struct buf b = BUF_INIT (GUEST_MAX_CONTROL);
   int r = guest_control_encode (&b, job, err);
   if (r == 0)
-    r = add_file (in, ".buildvm/job", b.ptr, b.len, 0600, err);
+    r = add_file (in, PROTO_CONTROL_PATH, b.ptr, b.len, 0600, err);
   buf_dispose (&b);
   return r;
 }
@@ -146,7 +146,7 @@ guest_input_add_secret (struct guest_input *in, const char *name, const void *da
 {
   char path[256];
   if (strchr (name, '/') || strcmp (name, ".") == 0 || strcmp (name, "..") == 0
-      || snprintf_checked (path, sizeof path, ".buildvm/secrets/%s", name) < 0)
+      || snprintf_checked (path, sizeof path, PROTO_SECRETS_DIR "/%s", name) < 0)
     return bvm_error_code (err, BVM_E_INVALID, 0, "bad secret name `%.64s`", name);
   return add_file (in, path, data, len, 0400, err);
 }
@@ -201,11 +201,11 @@ guest_status_name (enum guest_status s)
   switch (s)
     {
     case GUEST_NO_RESULT: return "no-result";
-    case GUEST_OK: return "ok";
-    case GUEST_STEP_FAILED: return "step-failed";
-    case GUEST_TIMEOUT: return "timeout";
-    case GUEST_OUTPUT_ERROR: return "output-error";
-    case GUEST_AGENT_ERROR: return "agent-error";
+    case GUEST_OK: return PROTO_STATUS_OK;
+    case GUEST_STEP_FAILED: return PROTO_STATUS_STEP_FAILED;
+    case GUEST_TIMEOUT: return PROTO_STATUS_TIMEOUT;
+    case GUEST_OUTPUT_ERROR: return PROTO_STATUS_OUTPUT_ERROR;
+    case GUEST_AGENT_ERROR: return PROTO_STATUS_AGENT_ERROR;
     }
   return "unknown";
 }
@@ -230,7 +230,7 @@ static int
 parse_header (struct guest_result *out, const char *hdr, size_t len, uint64_t max_tar,
               bvm_error_t *err)
 {
-  static const char magic[] = "buildvm-output 1\n";
+  static const char magic[] = PROTO_HEADER_MAGIC;
   char block[GUEST_HEADER_SIZE + 1];
   char *line, *save = NULL;
   unsigned lineno = 1;
@@ -260,7 +260,7 @@ parse_header (struct guest_result *out, const char *hdr, size_t len, uint64_t ma
       lineno++;
       if (have_end)
         return bad (err, lineno, "text after `end`");
-      if (strcmp (line, "end") == 0)
+      if (strcmp (line, PROTO_HDR_END) == 0)
         {
           have_end = true;
           continue;
@@ -272,12 +272,12 @@ parse_header (struct guest_result *out, const char *hdr, size_t len, uint64_t ma
        * refuse, do not repair, what the agent never writes */
       if ((why = text_problem (val, strlen (val))) != NULL)
         return bad (err, lineno, why);
-      if (strcmp (line, "status") == 0)
+      if (strcmp (line, PROTO_HDR_STATUS) == 0)
         {
           static const struct { const char *name; enum guest_status s; } map[] = {
-            { "ok", GUEST_OK }, { "step-failed", GUEST_STEP_FAILED },
-            { "timeout", GUEST_TIMEOUT }, { "output-error", GUEST_OUTPUT_ERROR },
-            { "agent-error", GUEST_AGENT_ERROR },
+            { PROTO_STATUS_OK, GUEST_OK }, { PROTO_STATUS_STEP_FAILED, GUEST_STEP_FAILED },
+            { PROTO_STATUS_TIMEOUT, GUEST_TIMEOUT }, { PROTO_STATUS_OUTPUT_ERROR, GUEST_OUTPUT_ERROR },
+            { PROTO_STATUS_AGENT_ERROR, GUEST_AGENT_ERROR },
           };
           for (size_t i = 0; i < ARRAY_SIZE (map); i++)
             if (strcmp (val, map[i].name) == 0)
@@ -288,49 +288,49 @@ parse_header (struct guest_result *out, const char *hdr, size_t len, uint64_t ma
           if (!have_status)
             return bad (err, lineno, "unknown status");
         }
-      else if (strcmp (line, "step") == 0)
+      else if (strcmp (line, PROTO_HDR_STEP) == 0)
         {
           if (num_u64 (val, GUEST_MAX_STEPS, &v) < 0)
             return bad (err, lineno, "bad step");
           out->step = (unsigned) v;
         }
-      else if (strcmp (line, "exit") == 0)
+      else if (strcmp (line, PROTO_HDR_EXIT) == 0)
         {
           if (num_u64 (val, 255 + 128, &v) < 0)
             return bad (err, lineno, "bad exit status");
           out->exit_code = (int) v;
         }
-      else if (strcmp (line, "signal") == 0)
+      else if (strcmp (line, PROTO_HDR_SIGNAL) == 0)
         {
           if (num_u64 (val, 128, &v) < 0)
             return bad (err, lineno, "bad signal");
           out->signal = (int) v;
         }
-      else if (strcmp (line, "steps") == 0)
+      else if (strcmp (line, PROTO_HDR_STEPS) == 0)
         {
           if (num_u64 (val, GUEST_MAX_STEPS, &v) < 0)
             return bad (err, lineno, "bad step count");
           out->steps_run = (unsigned) v;
         }
-      else if (strcmp (line, "entries") == 0)
+      else if (strcmp (line, PROTO_HDR_ENTRIES) == 0)
         {
           if (num_u64 (val, UINT32_MAX, &v) < 0)
             return bad (err, lineno, "bad entry count");
           out->entries = v;
         }
-      else if (strcmp (line, "tar_bytes") == 0)
+      else if (strcmp (line, PROTO_HDR_TAR_BYTES) == 0)
         {
           if (num_u64 (val, max_tar, &v) < 0)
             return bad (err, lineno, "tar_bytes is not a number within the output disk");
           out->tar_bytes = v;
         }
-      else if (strcmp (line, "duration_ms") == 0)
+      else if (strcmp (line, PROTO_HDR_DURATION_MS) == 0)
         {
           if (num_u64 (val, INT32_MAX, &v) < 0)
             return bad (err, lineno, "bad duration");
           out->duration_ms = (int64_t) v;
         }
-      else if (strcmp (line, "step_ms") == 0)
+      else if (strcmp (line, PROTO_HDR_STEP_MS) == 0)
         {
           char *ms = strchr (val, ' ');
           uint64_t idx;
@@ -342,7 +342,7 @@ parse_header (struct guest_result *out, const char *hdr, size_t len, uint64_t ma
             return bad (err, lineno, "bad step_ms");
           out->step_ms[idx - 1] = (int64_t) v;
         }
-      else if (strcmp (line, "message") == 0)
+      else if (strcmp (line, PROTO_HDR_MESSAGE) == 0)
         snprintf (out->message, sizeof out->message, "%s", val);
       else
         return bad (err, lineno, "unknown key");

@@ -17,12 +17,15 @@
 #include "buf.h"
 #include "error.h"
 
+#include "../../buildvm-image/agent/protocol.h"
+
 struct archive;
 
-#define GUEST_HEADER_SIZE 4096 /* AGENT_HEADER_SIZE */
-#define GUEST_MAX_STEPS 64     /* AGENT_MAX_STEPS */
-#define GUEST_MAX_CONTROL (8u << 20)
-#define GUEST_READY_LINE "buildvm-agent: ready"
+/* the contract's numbers, from the header the agent is built with */
+#define GUEST_HEADER_SIZE PROTO_HEADER_SIZE
+#define GUEST_MAX_STEPS PROTO_MAX_STEPS
+#define GUEST_MAX_CONTROL PROTO_MAX_CONTROL
+#define GUEST_READY_LINE PROTO_READY_LINE
 
 struct guest_step
 {
