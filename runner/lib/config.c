@@ -1326,61 +1326,6 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
   return 0;
 }
 
-/* --- resources ----------------------------------------------------------------------- */
-
-static int
-resolve_one (uint64_t *out, uint64_t asked, uint64_t def, uint64_t limit, const char *field,
-             const char *limit_name, bvm_error_t *err)
-{
-  if (asked == 0)
-    {
-      *out = def;
-      return 0;
-    }
-  if (asked > limit)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "`buildvm.json`: %s %llu exceeds the runner limit of %llu (`limits.%s`)",
-                           field, (unsigned long long) asked, (unsigned long long) limit,
-                           limit_name);
-  *out = asked;
-  return 0;
-}
-
-int
-config_resolve_resources (struct job_resources *out, const struct runner_config *c,
-                          const struct build_spec *s, bvm_error_t *err)
-{
-  static const struct spec_resources none = { 0, 0, 0, 0 };
-  const struct spec_resources *r = s ? &s->resources : &none;
-  struct job_resources res;
-  int ret;
-
-  ret = resolve_one (&res.vcpus, r->vcpus, c->defaults.vcpus, c->limits.max_vcpus,
-                     "resources.vcpus", "max_vcpus", err);
-  if (ret == 0)
-    ret = resolve_one (&res.memory_mib, r->memory_mib, c->defaults.memory_mib,
-                       c->limits.max_memory_mib, "resources.memory_mib", "max_memory_mib", err);
-  if (ret == 0)
-    ret = resolve_one (&res.disk_mib, r->disk_mib, c->defaults.disk_mib, c->limits.max_disk_mib,
-                       "resources.disk_mib", "max_disk_mib", err);
-  if (ret == 0)
-    ret = resolve_one (&res.timeout, r->timeout, c->defaults.build_seconds,
-                       c->limits.max_build_seconds, "resources.timeout", "max_build_seconds", err);
-  for (size_t i = 0; ret == 0 && s != NULL && i < s->n_steps; i++)
-    if (s->steps[i].timeout > c->limits.max_build_seconds)
-      {
-        char field[64];
-        uint64_t ignored;
-        snprintf (field, sizeof field, "steps[%zu].timeout", i);
-        ret = resolve_one (&ignored, s->steps[i].timeout, 0, c->limits.max_build_seconds, field,
-                           "max_build_seconds", err);
-      }
-  if (ret < 0)
-    return ret;
-  *out = res;
-  return 0;
-}
-
 /* --- serialization --------------------------------------------------------------------- */
 
 static int

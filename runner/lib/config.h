@@ -8,9 +8,8 @@
  * Paths: an explicit field wins over the environment (BUILDVM_HOME), which
  * wins over the built-in default; see config_default_home().
  *
- * The config also turns a job into its plan values: the resources it may use
- * (config_resolve_resources) and where its image goes
- * (config_expand_destination), both from trusted inputs only.
+ * The config also says where a job's image goes (config_expand_destination),
+ * from trusted inputs only; plan.c turns a job into its whole plan.
  */
 #ifndef BUILDVM_CONFIG_H
 #define BUILDVM_CONFIG_H
@@ -157,12 +156,6 @@ uint64_t config_job_seconds (const struct runner_config *c);
  * else $XDG_STATE_HOME/buildvm (absolute), else $HOME/.local/state/buildvm. */
 int config_default_home (char **out, bvm_error_t *err);
 
-/* A job's effective resources: the spec's values where given, else the
- * runner's defaults; a spec asking for more than a limit is a BVM_E_INVALID
- * error, never silently clamped. `s` may be NULL (defaults only). Step
- * timeouts are checked against max_build_seconds too. */
-int config_resolve_resources (struct job_resources *out, const struct runner_config *c,
-                              const struct build_spec *s, bvm_error_t *err);
 
 /* The image destination: the repository and tag templates expanded with the
  * job's validated fields only (never anything the guest produced). The

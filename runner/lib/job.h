@@ -42,7 +42,7 @@ struct job_request
 };
 
 /* The effective resources of one job, resolved from the build spec, the
- * runner's defaults and its limits by config_resolve_resources(). */
+ * runner's defaults and its limits by plan_resolve_resources(). */
 struct job_resources
 {
   uint64_t vcpus;

@@ -14,6 +14,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "oci.h"
+#include "plan.h"
 #include "policy.h"
 #include "redact.h"
 #include "registry.h"
@@ -61,12 +62,8 @@ struct run
   char commit[GITSRC_OID_HEX + 1];
   int64_t commit_time;
   struct build_spec *spec;
-  struct job_resources res;
-  struct vm_image *img;
-  char *dest_repo, *dest_tag;
-  char **extra_tags;
-  size_t n_extra_tags;
-  char artifact_prefix[256];
+  struct job_plan plan_store; /* filled by phase_plan */
+  const struct job_plan *plan; /* the same, const once the plan phase ends */
 
   /* secrets: read after the plan, written to the input disk, then wiped */
   struct secrets *store_secrets; /* opened here when o->secrets is NULL */
@@ -388,37 +385,28 @@ phase_checkout (struct run *r, bvm_error_t *err)
 static int
 phase_plan (struct run *r, bvm_error_t *err)
 {
+  struct job_plan *p = &r->plan_store;
   char res[1024];
   int ret;
 
-  ret = config_resolve_resources (&r->res, r->cfg, r->spec, err);
+  ret = plan_make (p, r->cfg, r->job, r->spec, err);
   if (ret < 0)
     return ret;
   jset (r->record, "resources",
-        json_pack ("{s:I, s:I, s:I, s:I}", "vcpus", (json_int_t) r->res.vcpus, "memory_mib",
-                   (json_int_t) r->res.memory_mib, "disk_mib", (json_int_t) r->res.disk_mib,
-                   "timeout", (json_int_t) r->res.timeout));
-  ret = image_load (&r->img, r->cfg->images.dir, r->spec->profile, err);
-  if (ret < 0)
-    return ret;
-  jset (r->record, "vm_image", image_to_json (r->img));
+        json_pack ("{s:I, s:I, s:I, s:I}", "vcpus", (json_int_t) p->res.vcpus, "memory_mib",
+                   (json_int_t) p->res.memory_mib, "disk_mib", (json_int_t) p->res.disk_mib,
+                   "timeout", (json_int_t) p->res.timeout));
+  jset (r->record, "vm_image", image_to_json (p->img));
 
-  /* Destinations come from the job and the runner's config, never from
-   * anything the build produces; the role is the second wall behind that. */
-  if (r->spec->image)
+  /* every write the plan makes is asked of the role now, before anything runs */
+  if (p->dest_repo)
     {
-      ret = config_expand_destination (&r->dest_repo, &r->dest_tag, r->cfg, r->job, err);
-      if (ret < 0)
-        return ret;
-      ret = config_expand_extra_tags (&r->extra_tags, &r->n_extra_tags, r->cfg, r->job, err);
-      if (ret < 0)
-        return ret;
-      snprintf (res, sizeof res, "registry:%s:%s", r->dest_repo, r->dest_tag);
+      snprintf (res, sizeof res, "registry:%s:%s", p->dest_repo, p->dest_tag);
       if ((ret = authorize (r, POLICY_ACTION_PUSH_IMAGE, res, err)) < 0)
         return ret;
-      for (size_t i = 0; i < r->n_extra_tags; i++)
+      for (size_t i = 0; i < p->n_extra_tags; i++)
         {
-          snprintf (res, sizeof res, "registry:%s:%s", r->dest_repo, r->extra_tags[i]);
+          snprintf (res, sizeof res, "registry:%s:%s", p->dest_repo, p->extra_tags[i]);
           if ((ret = authorize (r, POLICY_ACTION_PUSH_IMAGE, res, err)) < 0)
             return ret;
         }
@@ -433,21 +421,18 @@ phase_plan (struct run *r, bvm_error_t *err)
             r->base_skipped = true; /* dry-run: a denied pull is not made */
         }
     }
-  for (size_t i = 0; i < r->spec->n_secrets; i++)
+  for (size_t i = 0; i < p->n_secrets; i++)
     {
-      snprintf (res, sizeof res, "secrets:apps/%s/%s", r->job->app, r->spec->secrets[i].name);
+      snprintf (res, sizeof res, "secrets:apps/%s/%s", r->job->app, p->secrets[i].name);
       if ((ret = authorize (r, POLICY_ACTION_GET_SECRET, res, err)) < 0)
         return ret;
     }
-  if (snprintf_checked (r->artifact_prefix, sizeof r->artifact_prefix, "apps/%s/%s/",
-                        r->job->app, r->job->commit)
-      < 0)
-    return bvm_error (err, ENAMETOOLONG, "artifact prefix");
   note (r, "plan: profile %s, %llu vCPU, %llu MiB memory, %llu MiB disk, %llu s; image %s%s%s",
-        r->spec->profile, (unsigned long long) r->res.vcpus,
-        (unsigned long long) r->res.memory_mib, (unsigned long long) r->res.disk_mib,
-        (unsigned long long) r->res.timeout, r->dest_repo ? r->dest_repo : "(none)",
-        r->dest_tag ? ":" : "", r->dest_tag ? r->dest_tag : "");
+        r->spec->profile, (unsigned long long) p->res.vcpus,
+        (unsigned long long) p->res.memory_mib, (unsigned long long) p->res.disk_mib,
+        (unsigned long long) p->res.timeout, p->dest_repo ? p->dest_repo : "(none)",
+        p->dest_tag ? ":" : "", p->dest_tag ? p->dest_tag : "");
+  r->plan = p; /* const from here on */
   return 0;
 }
 
@@ -473,7 +458,7 @@ phase_secrets (struct run *r, bvm_error_t *err)
   json_t *names;
   int ret = 0;
 
-  if (r->spec->n_secrets == 0)
+  if (r->plan->n_secrets == 0)
     return 0;
   if (st == NULL)
     {
@@ -490,16 +475,16 @@ phase_secrets (struct run *r, bvm_error_t *err)
         return bvm_error_wrap (err, "opening the secret store");
       st = r->store_secrets;
     }
-  r->secret_vals = calloc (r->spec->n_secrets, sizeof *r->secret_vals);
+  r->secret_vals = calloc (r->plan->n_secrets, sizeof *r->secret_vals);
   names = json_array ();
   if (r->secret_vals == NULL || names == NULL || (ret = redact_new (&r->redact, err)) < 0)
     {
       json_decref (names);
       return r->secret_vals == NULL || names == NULL ? bvm_error (err, ENOMEM, "secrets") : ret;
     }
-  for (size_t i = 0; i < r->spec->n_secrets; i++)
+  for (size_t i = 0; i < r->plan->n_secrets; i++)
     {
-      const struct spec_secret *sp = &r->spec->secrets[i];
+      const struct spec_secret *sp = &r->plan->secrets[i];
       unsigned version = 0;
       bool too_short = false;
 
@@ -526,7 +511,7 @@ phase_secrets (struct run *r, bvm_error_t *err)
                                                sp->env ? "env" : "file"));
     }
   jset (r->record, "secrets", names);
-  note (r, "secrets: %zu granted", r->spec->n_secrets);
+  note (r, "secrets: %zu granted", r->plan->n_secrets);
   return 0;
 }
 
@@ -571,7 +556,7 @@ phase_input (struct run *r, bvm_error_t *err)
           goto out;
         }
     }
-  gj.timeout_s = r->res.timeout;
+  gj.timeout_s = r->plan->res.timeout;
   /* the agent's own cap sits under the log's, so its marker line (and the
    * runner's notes after the build) still fit in the log */
   gj.log_max = r->cfg->limits.max_log_bytes > (256u << 10) ? r->cfg->limits.max_log_bytes - (64u << 10)
@@ -586,17 +571,17 @@ phase_input (struct run *r, bvm_error_t *err)
   gj.n_artifacts = r->spec->n_artifacts;
   if (r->n_secret_vals > 0)
     {
-      senv = calloc (r->spec->n_secrets, sizeof *senv);
+      senv = calloc (r->plan->n_secrets, sizeof *senv);
       if (senv == NULL)
         {
           ret = bvm_error (err, ENOMEM, "input disk");
           goto out;
         }
-      for (size_t i = 0; i < r->spec->n_secrets; i++)
-        if (r->spec->secrets[i].env)
+      for (size_t i = 0; i < r->plan->n_secrets; i++)
+        if (r->plan->secrets[i].env)
           {
-            senv[gj.n_secret_env].var = r->spec->secrets[i].env;
-            senv[gj.n_secret_env].name = r->spec->secrets[i].name;
+            senv[gj.n_secret_env].var = r->plan->secrets[i].env;
+            senv[gj.n_secret_env].name = r->plan->secrets[i].name;
             gj.n_secret_env++;
           }
       gj.secret_env = senv;
@@ -621,7 +606,7 @@ phase_input (struct run *r, bvm_error_t *err)
   /* the only copy of a secret on the host's disk: the input disk, which is
    * removed as soon as the VM is gone */
   for (size_t i = 0; i < r->n_secret_vals; i++)
-    if ((ret = guest_input_add_secret (in, r->spec->secrets[i].name, r->secret_vals[i]->data,
+    if ((ret = guest_input_add_secret (in, r->plan->secrets[i].name, r->secret_vals[i]->data,
                                        r->secret_vals[i]->len, err)) < 0)
       goto out;
   if ((ret = guest_input_finish (in, &size, err)) < 0)
@@ -658,15 +643,15 @@ phase_build (struct run *r, bvm_error_t *err)
   json_t *steps;
   int ret;
 
-  vo.image = r->img;
+  vo.image = r->plan->img;
   vmjob_opts_settings (&vo, &r->cfg->vm, &r->cfg->jail);
   vo.name = r->job->id;
-  vo.vcpus = (unsigned) r->res.vcpus;
-  vo.memory_mib = (unsigned) r->res.memory_mib;
-  vo.disk_mib = r->res.disk_mib;
+  vo.vcpus = (unsigned) r->plan->res.vcpus;
+  vo.memory_mib = (unsigned) r->plan->res.memory_mib;
+  vo.disk_mib = r->plan->res.disk_mib;
   vo.output_max = r->cfg->limits.max_output_bytes;
   vo.boot_timeout_ms = (int64_t) r->cfg->vm.boot_timeout * 1000;
-  vo.build_timeout_ms = (int64_t) r->res.timeout * 1000;
+  vo.build_timeout_ms = (int64_t) r->plan->res.timeout * 1000;
   vo.console_max = r->cfg->limits.max_log_bytes + 64 * 1024;
   vo.redact = r->redact;
   vo.line = on_console;
@@ -811,7 +796,7 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
   {
     char key[STORE_KEY_MAX + 1], res[STORE_KEY_MAX + 32];
     int ret;
-    if (snprintf_checked (key, sizeof key, "%s%s", r->artifact_prefix, e->path) < 0)
+    if (snprintf_checked (key, sizeof key, "%s%s", r->plan->artifact_prefix, e->path) < 0)
       return bvm_error_code (err, BVM_E_LIMIT, 0, "artifact key for `%s` is too long", e->path);
     snprintf (res, sizeof res, "artifacts:%s", key);
     ret = authorize (r, POLICY_ACTION_PUT_OBJECT, res, err);
@@ -824,7 +809,7 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
     if (e->link_target != NULL)
       {
         char existing[STORE_KEY_MAX + 1];
-        if (snprintf_checked (existing, sizeof existing, "%s%s", r->artifact_prefix,
+        if (snprintf_checked (existing, sizeof existing, "%s%s", r->plan->artifact_prefix,
                               e->link_target)
             < 0)
           return bvm_error_code (err, BVM_E_LIMIT, 0, "artifact key too long");
@@ -914,7 +899,7 @@ phase_ingest (struct run *r, bvm_error_t *err)
       else
         snprintf (spec, sizeof spec, "%s", store_spec);
       if ((ret = store_open (&r->store, spec, err)) < 0
-          || (ret = store_txn_begin (&r->txn, r->store, r->artifact_prefix, err)) < 0)
+          || (ret = store_txn_begin (&r->txn, r->store, r->plan->artifact_prefix, err)) < 0)
         return bvm_error_wrap (err, "opening the artifact store");
     }
 
@@ -1064,9 +1049,9 @@ phase_image (struct run *r, bvm_error_t *err)
   json_object_set_new (labels, "dev.buildvm.app", json_string (r->job->app));
   json_object_set_new (labels, "dev.buildvm.commit", json_string (r->commit));
   json_object_set_new (labels, "dev.buildvm.ref", json_string (r->job->ref));
-  json_object_set_new (labels, "dev.buildvm.vm.kernel", json_string (r->img->kernel_sha256));
-  json_object_set_new (labels, "dev.buildvm.vm.rootfs", json_string (r->img->rootfs_sha256));
-  json_object_set_new (labels, "dev.buildvm.vm.profile", json_string (r->img->profile));
+  json_object_set_new (labels, "dev.buildvm.vm.kernel", json_string (r->plan->img->kernel_sha256));
+  json_object_set_new (labels, "dev.buildvm.vm.rootfs", json_string (r->plan->img->rootfs_sha256));
+  json_object_set_new (labels, "dev.buildvm.vm.profile", json_string (r->plan->img->profile));
 
   os.created = created;
   os.entrypoint = (const char *const *) im->entrypoint;
@@ -1140,29 +1125,29 @@ phase_push (struct run *r, bvm_error_t *err)
   for (size_t i = 0; i < n_base; i++)
     {
       bool exists = false, mounted = false;
-      ret = registry_blob_exists (r->reg, r->dest_repo, base_layers[i].digest, &exists, NULL, err);
+      ret = registry_blob_exists (r->reg, r->plan->dest_repo, base_layers[i].digest, &exists, NULL, err);
       if (ret == 0 && !exists)
-        ret = registry_blob_mount (r->reg, r->dest_repo, im->base_repository,
+        ret = registry_blob_mount (r->reg, r->plan->dest_repo, im->base_repository,
                                    base_layers[i].digest, &mounted, err);
       if (ret == 0 && !exists && !mounted)
-        ret = registry_blob_copy (r->reg, r->dest_repo, im->base_repository, base_layers[i].digest,
+        ret = registry_blob_copy (r->reg, r->plan->dest_repo, im->base_repository, base_layers[i].digest,
                                   base_layers[i].size, r->wd->path, err);
       if (ret < 0)
         return bvm_error_wrap (err, "base layer %s", base_layers[i].digest);
     }
-  ret = registry_blob_push (r->reg, r->dest_repo, r->layer_desc.digest, r->layer_desc.size,
+  ret = registry_blob_push (r->reg, r->plan->dest_repo, r->layer_desc.digest, r->layer_desc.size,
                             r->layer_path, &uploaded, err);
   if (ret < 0)
     return bvm_error_wrap (err, "pushing the layer");
   if ((ret = fs_write_atomic (config_path, r->config_json, r->config_len, 0600, err)) < 0)
     return ret;
-  ret = registry_blob_push (r->reg, r->dest_repo, r->config_desc.digest, r->config_desc.size,
+  ret = registry_blob_push (r->reg, r->plan->dest_repo, r->config_desc.digest, r->config_desc.size,
                             config_path, NULL, err);
   if (ret < 0)
     return bvm_error_wrap (err, "pushing the image config");
   fault_point ("after-blobs");
   /* the manifest by digest: complete and addressable, but no tag moves yet */
-  ret = registry_manifest_put (r->reg, r->dest_repo, r->manifest_digest, OCI_MEDIA_MANIFEST,
+  ret = registry_manifest_put (r->reg, r->plan->dest_repo, r->manifest_digest, OCI_MEDIA_MANIFEST,
                                r->manifest_json, r->manifest_len, NULL, err);
   if (ret < 0)
     return bvm_error_wrap (err, "pushing the manifest");
@@ -1190,7 +1175,7 @@ phase_artifacts (struct run *r, bvm_error_t *err)
     return bvm_error_wrap (err, "committing the artifacts");
   jset (r->record, "artifacts", index);
   note (r, "artifacts: %llu objects, %llu bytes under %s", (unsigned long long) r->artifacts_count,
-        (unsigned long long) r->artifacts_bytes, r->artifact_prefix);
+        (unsigned long long) r->artifacts_bytes, r->plan->artifact_prefix);
   return 0;
 }
 
@@ -1212,7 +1197,7 @@ tagged_commit (char out[GITSRC_OID_HEX + 1], char ref[JOB_REF_MAX + 1], bool *fo
   int ret;
 
   out[0] = ref[0] = '\0';
-  ret = registry_manifest_find (r->reg, r->dest_repo, tag, found, &body, &len, &mt, digest, err);
+  ret = registry_manifest_find (r->reg, r->plan->dest_repo, tag, found, &body, &len, &mt, digest, err);
   if (ret < 0 || !*found)
     return ret;
   if (strcmp (digest, r->manifest_digest) == 0)
@@ -1228,11 +1213,11 @@ tagged_commit (char out[GITSRC_OID_HEX + 1], char ref[JOB_REF_MAX + 1], bool *fo
       return 0;
     }
   if (oci_manifest_kind (m) == OCI_MANIFEST_IMAGE)
-    ret = registry_blob_read (r->reg, r->dest_repo, oci_manifest_config (m)->digest, OCI_CONFIG_MAX,
+    ret = registry_blob_read (r->reg, r->plan->dest_repo, oci_manifest_config (m)->digest, OCI_CONFIG_MAX,
                               &cfg, &cfg_len, err);
   oci_manifest_free (m);
   if (ret < 0)
-    return bvm_error_wrap (err, "reading the image at `%s:%s`", r->dest_repo, tag);
+    return bvm_error_wrap (err, "reading the image at `%s:%s`", r->plan->dest_repo, tag);
   if (cfg == NULL || (doc = json_loadb (cfg, cfg_len, 0, NULL)) == NULL)
     return 0;
   labels = json_object_get (json_object_get (doc, "config"), "Labels");
@@ -1302,17 +1287,17 @@ put_tag (struct run *r, const char *tag, const char *tmpl, json_t *tags, json_t 
   int ret;
 
   if (config_tag_mutable (tmpl) && (ret = tag_may_move (&ok, why, sizeof why, r, tag, err)) < 0)
-    return bvm_error_wrap (err, "checking `%s:%s`", r->dest_repo, tag);
+    return bvm_error_wrap (err, "checking `%s:%s`", r->plan->dest_repo, tag);
   if (!ok)
     {
       note (r, "tag: left `%s` where it is: %s", tag, why);
       json_array_append_new (skipped, json_pack ("{s:s, s:s}", "tag", tag, "reason", why));
       return 0;
     }
-  ret = registry_manifest_put (r->reg, r->dest_repo, tag, OCI_MEDIA_MANIFEST, r->manifest_json,
+  ret = registry_manifest_put (r->reg, r->plan->dest_repo, tag, OCI_MEDIA_MANIFEST, r->manifest_json,
                                r->manifest_len, NULL, err);
   if (ret < 0)
-    return bvm_error_wrap (err, "tagging `%s:%s`", r->dest_repo, tag);
+    return bvm_error_wrap (err, "tagging `%s:%s`", r->plan->dest_repo, tag);
   json_array_append_new (tags, json_string (tag));
   return 0;
 }
@@ -1337,23 +1322,23 @@ phase_tag (struct run *r, bvm_error_t *err)
                       NULL, err);
   if (ret < 0)
     goto out;
-  ret = put_tag (r, r->dest_tag, r->cfg->registry.tag, tags, skipped, err);
-  for (size_t i = 0; ret == 0 && i < r->n_extra_tags; i++)
-    ret = put_tag (r, r->extra_tags[i], r->cfg->registry.extra_tags[i], tags, skipped, err);
+  ret = put_tag (r, r->plan->dest_tag, r->cfg->registry.tag, tags, skipped, err);
+  for (size_t i = 0; ret == 0 && i < r->plan->n_extra_tags; i++)
+    ret = put_tag (r, r->plan->extra_tags[i], r->cfg->registry.extra_tags[i], tags, skipped, err);
   gitsrc_repo_free (r->repo);
   r->repo = NULL;
   if (ret < 0)
     goto out;
   tagged = json_array_size (tags) > 0
-           && strcmp (json_string_value (json_array_get (tags, 0)), r->dest_tag) == 0;
+           && strcmp (json_string_value (json_array_get (tags, 0)), r->plan->dest_tag) == 0;
   host = strstr (r->cfg->registry.url, "://");
   host = host ? host + 3 : r->cfg->registry.url;
   {
-    char *ref = xasprintf_or_null ("%s/%s%s%s@%s", host, r->dest_repo, tagged ? ":" : "",
-                                   tagged ? r->dest_tag : "", r->manifest_digest);
+    char *ref = xasprintf_or_null ("%s/%s%s%s@%s", host, r->plan->dest_repo, tagged ? ":" : "",
+                                   tagged ? r->plan->dest_tag : "", r->manifest_digest);
     jset (r->record, "image",
           json_pack ("{s:s, s:s, s:s, s:O, s:s, s:s, s:s}", "registry", r->cfg->registry.url,
-                     "repository", r->dest_repo, "tag", r->dest_tag, "tags", tags, "digest",
+                     "repository", r->plan->dest_repo, "tag", r->plan->dest_tag, "tags", tags, "digest",
                      r->manifest_digest, "config", r->config_desc.digest, "reference",
                      ref ? ref : ""));
     if (json_array_size (skipped) > 0)
@@ -1404,16 +1389,16 @@ phase_layout (struct run *r, bvm_error_t *err)
   layers[n_base] = r->layer_desc;
   blob_paths[n_base] = r->layer_path;
   if (ret == 0)
-    ret = oci_layout_write (dir, r->dest_tag, r->manifest_json, r->manifest_len, r->config_json,
+    ret = oci_layout_write (dir, r->plan->dest_tag, r->manifest_json, r->manifest_len, r->config_json,
                             r->config_len, blob_paths, layers, n_base + 1, err);
   for (size_t i = 0; i < n_base; i++)
     free (paths[i]);
   if (ret < 0)
     return ret;
   jset (r->record, "image",
-        json_pack ("{s:s, s:s, s:s, s:s, s:s}", "layout", dir, "repository", r->dest_repo, "tag",
-                   r->dest_tag, "digest", r->manifest_digest, "config", r->config_desc.digest));
-  note (r, "image: OCI layout %s:%s (%s)", dir, r->dest_tag, r->manifest_digest);
+        json_pack ("{s:s, s:s, s:s, s:s, s:s}", "layout", dir, "repository", r->plan->dest_repo, "tag",
+                   r->plan->dest_tag, "digest", r->manifest_digest, "config", r->config_desc.digest));
+  note (r, "image: OCI layout %s:%s (%s)", dir, r->plan->dest_tag, r->manifest_digest);
   return 0;
 }
 
@@ -1665,10 +1650,7 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   free (r->layer_path);
   free (r->to_rel);
   free (r->input_path);
-  free (r->dest_repo);
-  free (r->dest_tag);
-  config_strv_free (r->extra_tags);
-  image_free (r->img);
+  plan_dispose (&r->plan_store);
   spec_free (r->spec);
   gitsrc_repo_free (r->repo);
   role_free (r->role);

@@ -5,7 +5,7 @@
  * artifacts to keep. It comes from the app's repository, so it is untrusted:
  * spec_parse() validates every field (docs/schemas.md) into an immutable plan
  * object. Resources are bounded by the runner's limits later, at plan time
- * (config_resolve_resources), because the limits are not the spec's to know.
+ * (plan_resolve_resources), because the limits are not the spec's to know.
  */
 #ifndef BUILDVM_SPEC_H
 #define BUILDVM_SPEC_H

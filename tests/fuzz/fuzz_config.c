@@ -7,7 +7,7 @@
  *   - the defaults are within the limits and the limits are positive;
  *   - config_to_json gives a document config_load accepts again, with the
  *     same content (the effective config is a fixed point);
- *   - config_resolve_resources with no spec stays within the limits;
+ *   - plan_resolve_resources with no spec stays within the limits;
  *   - failures have a one-line message without control characters (UTF-8 in
  *     the operator's paths may be quoted as written);
  *   - the destination templates, expanded for a fixed valid job, either fail
@@ -17,6 +17,7 @@
 #include "fuzz.h"
 
 #include "config.h"
+#include "plan.h"
 #include "job.h"
 #include "jsonx.h"
 
@@ -52,7 +53,7 @@ check_config (const struct runner_config *c)
   FUZZ_CHECK (c->defaults.build_seconds <= c->limits.max_build_seconds);
   FUZZ_CHECK (c->registry.repository != NULL && strstr (c->registry.repository, "{app}"));
 
-  ret = config_resolve_resources (&r, c, NULL, &err);
+  ret = plan_resolve_resources (&r, c, NULL, &err);
   if (ret < 0)
     fuzz_check_error_ex (ret, &err, true);
   else

@@ -9,12 +9,13 @@
  *   - environment names are valid and never HOME, USER or BUILDVM_*;
  *   - spec_to_json gives a document spec_parse accepts again, with the same
  *     normalized content (the plan object is a fixed point);
- *   - config_resolve_resources with the default config either fails or
+ *   - plan_resolve_resources with the default config either fails or
  *     stays within the runner's limits.
  */
 #include "fuzz.h"
 
 #include "config.h"
+#include "plan.h"
 #include "image.h"
 #include "jsonx.h"
 #include "oci.h"
@@ -98,7 +99,7 @@ check_resources (const struct build_spec *s)
   struct job_resources r;
   int ret;
 
-  ret = config_resolve_resources (&r, g_config, s, &err);
+  ret = plan_resolve_resources (&r, g_config, s, &err);
   if (ret < 0)
     {
       fuzz_check_error (ret, &err);

@@ -2,6 +2,7 @@
 #include "support.h"
 
 #include "config.h"
+#include "plan.h"
 #include "fs.h"
 #include "job.h"
 #include "jsonx.h"
@@ -625,7 +626,7 @@ test_resources (void **state)
   c = load_ok (NULL);
 
   /* no spec: the defaults */
-  assert_ok (config_resolve_resources (&r, c, NULL, &err), &err);
+  assert_ok (plan_resolve_resources (&r, c, NULL, &err), &err);
   assert_int_equal (r.vcpus, 1);
   assert_int_equal (r.memory_mib, 1024);
   assert_int_equal (r.disk_mib, 2048);
@@ -633,14 +634,14 @@ test_resources (void **state)
 
   /* a spec without resources: the defaults too */
   s = spec_of ("{\"profile\":\"minimal\",\"steps\":[\"make\"]}");
-  assert_ok (config_resolve_resources (&r, c, s, &err), &err);
+  assert_ok (plan_resolve_resources (&r, c, s, &err), &err);
   assert_int_equal (r.memory_mib, 1024);
   spec_free (s);
 
   /* some given, some defaulted, exactly at the limits */
   s = spec_of ("{\"profile\":\"minimal\",\"steps\":[{\"run\":\"x\",\"timeout\":3600}],"
                "\"resources\":{\"vcpus\":2,\"memory_mib\":2048,\"timeout\":3600}}");
-  assert_ok (config_resolve_resources (&r, c, s, &err), &err);
+  assert_ok (plan_resolve_resources (&r, c, s, &err), &err);
   assert_int_equal (r.vcpus, 2);
   assert_int_equal (r.memory_mib, 2048);
   assert_int_equal (r.disk_mib, 2048);
@@ -650,24 +651,24 @@ test_resources (void **state)
   /* over any limit: a clear error, never clamped */
   r.memory_mib = 7;
   s = spec_of ("{\"profile\":\"minimal\",\"steps\":[\"x\"],\"resources\":{\"memory_mib\":65536}}");
-  assert_fails_with (config_resolve_resources (&r, c, s, &err), &err,
+  assert_fails_with (plan_resolve_resources (&r, c, s, &err), &err,
                      "`buildvm.json`: resources.memory_mib 65536 exceeds the runner limit of 2048");
   assert_int_equal (r.memory_mib, 7); /* *out untouched on failure */
   spec_free (s);
   s = spec_of ("{\"profile\":\"minimal\",\"steps\":[\"x\"],\"resources\":{\"vcpus\":3}}");
-  assert_fails_with (config_resolve_resources (&r, c, s, &err), &err,
+  assert_fails_with (plan_resolve_resources (&r, c, s, &err), &err,
                      "resources.vcpus 3 exceeds the runner limit of 2 (`limits.max_vcpus`)");
   spec_free (s);
   s = spec_of ("{\"profile\":\"minimal\",\"steps\":[\"x\"],\"resources\":{\"disk_mib\":8193}}");
-  assert_fails_with (config_resolve_resources (&r, c, s, &err), &err,
+  assert_fails_with (plan_resolve_resources (&r, c, s, &err), &err,
                      "resources.disk_mib 8193 exceeds the runner limit of 8192");
   spec_free (s);
   s = spec_of ("{\"profile\":\"minimal\",\"steps\":[\"x\"],\"resources\":{\"timeout\":3601}}");
-  assert_fails_with (config_resolve_resources (&r, c, s, &err), &err,
+  assert_fails_with (plan_resolve_resources (&r, c, s, &err), &err,
                      "resources.timeout 3601 exceeds the runner limit of 3600");
   spec_free (s);
   s = spec_of ("{\"profile\":\"minimal\",\"steps\":[\"a\",{\"run\":\"x\",\"timeout\":7200}]}");
-  assert_fails_with (config_resolve_resources (&r, c, s, &err), &err,
+  assert_fails_with (plan_resolve_resources (&r, c, s, &err), &err,
                      "`buildvm.json`: steps[1].timeout 7200 exceeds the runner limit of 3600");
   spec_free (s);
   config_free (c);
@@ -677,7 +678,7 @@ test_resources (void **state)
                 "\"defaults\":{\"vcpus\":4}}");
   c = load_ok (cfg);
   s = spec_of ("{\"profile\":\"minimal\",\"steps\":[\"x\"],\"resources\":{\"memory_mib\":65536}}");
-  assert_ok (config_resolve_resources (&r, c, s, &err), &err);
+  assert_ok (plan_resolve_resources (&r, c, s, &err), &err);
   assert_int_equal (r.memory_mib, 65536);
   assert_int_equal (r.vcpus, 4);
   spec_free (s);
