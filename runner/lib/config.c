@@ -4,6 +4,7 @@
 #include "buf.h"
 #include "fs.h"
 #include "jsonx.h"
+#include "store.h"
 #include "util.h"
 #include "webhook.h"
 
@@ -914,6 +915,7 @@ load_limits (struct runner_config *c, const struct loader *L, bvm_error_t *err)
     LIM (max_log_bytes, 4096, UINT64_C (1) << 36, UINT64_C (16) << 20),
     LIM (max_source_bytes, 1, UINT64_C (1) << 44, UINT64_C (1) << 30),
     LIM (max_source_entries, 1, 100000000, 100000),
+    LIM (max_artifacts, 1, STORE_MAX_OBJECTS, 10000),
   };
   static const struct u64_field defaults[] = {
     DEF (vcpus, 1, SPEC_VCPUS_MAX, 1),
@@ -1592,6 +1594,7 @@ config_to_json (const struct runner_config *c)
   r |= set_u (lim, "max_log_bytes", c->limits.max_log_bytes);
   r |= set_u (lim, "max_source_bytes", c->limits.max_source_bytes);
   r |= set_u (lim, "max_source_entries", c->limits.max_source_entries);
+  r |= set_u (lim, "max_artifacts", c->limits.max_artifacts);
   r |= set_u (def, "vcpus", c->defaults.vcpus);
   r |= set_u (def, "memory_mib", c->defaults.memory_mib);
   r |= set_u (def, "disk_mib", c->defaults.disk_mib);

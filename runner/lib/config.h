@@ -85,6 +85,7 @@ struct config_limits
   uint64_t max_log_bytes;
   uint64_t max_source_bytes;
   uint64_t max_source_entries;
+  uint64_t max_artifacts; /* per job, counted while the outputs are read */
 };
 
 /* What a job gets when its spec does not say; never above the limits. */

@@ -841,6 +841,13 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
       return 0; /* dry-run: denied, planned, not written */
     if (e->type == S_IFLNK)
       return bvm_error_code (err, BVM_E_INVALID, 0, "artifact `%s` is a symlink", e->path);
+    /* Counted here, before the store's list of objects grows: a build that
+     * writes more fails at once with memory bounded by the cap, instead of
+     * costing the runner memory and a record per artifact (issue 11). */
+    if (r->artifacts_count >= r->cfg->limits.max_artifacts)
+      return bvm_error_code (err, BVM_E_LIMIT, 0,
+                             "the build wrote more than %llu artifacts (limits.max_artifacts)",
+                             (unsigned long long) r->cfg->limits.max_artifacts);
     if (e->link_target != NULL)
       {
         char existing[STORE_KEY_MAX + 1];
@@ -1197,18 +1204,20 @@ phase_push (struct run *r, bvm_error_t *err)
 static int
 phase_artifacts (struct run *r, bvm_error_t *err)
 {
-  json_t *index = NULL;
+  struct store_summary sum;
   int ret;
 
   if (r->txn == NULL)
     return 0;
   if (r->o->fence && (ret = r->o->fence (r->o->opaque, err)) < 0)
     return ret;
-  ret = store_txn_commit (r->txn, &index, err);
+  ret = store_txn_commit (r->txn, &sum, NULL, err);
   r->txn = NULL; /* consumed, also on failure */
   if (ret < 0)
     return bvm_error_wrap (err, "committing the artifacts");
-  jset (r->record, "artifacts", index);
+  /* the summary, not the index: the record stays small however many
+   * artifacts there are, and the index it names is already in the store */
+  jset (r->record, "artifacts", store_summary_to_json (&sum));
   note (r, "artifacts: %llu objects, %llu bytes under %s", (unsigned long long) r->artifacts_count,
         (unsigned long long) r->artifacts_bytes, r->artifact_prefix);
   return 0;
@@ -1570,8 +1579,8 @@ pipeline_print_summary (FILE *out, const json_t *rec)
              json_string_value (json_object_get (image, "tag")),
              json_string_value (json_object_get (image, "digest")));
   if (arts && json_is_object (arts))
-    fprintf (out, "  artifacts %zu objects under %s\n",
-             json_array_size (json_object_get (arts, "objects")),
+    fprintf (out, "  artifacts %lld objects under %s\n",
+             (long long) json_integer_value (json_object_get (arts, "count")),
              json_string_value (json_object_get (arts, "prefix")));
   if (json_object_get (rec, "log"))
     fprintf (out, "  log       %s\n", json_string_value (json_object_get (rec, "log")));
