@@ -750,6 +750,17 @@ phase_build (struct run *r, bvm_error_t *err)
     }
   if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_OUTPUT_ERROR)
     return bvm_error_code (err, BVM_E_BUILD, 0, "%s", what);
+  /* Once the agent said it was ready, the job's own code ran as root in the
+   * guest: a guest that then ends without a header (it rebooted, halted or
+   * panicked, and the VMM exited normally) is a hostile or broken build, and
+   * would end the same way again. It used to be internal and was retried:
+   * three VM runs for one hostile build (issue 11). A VM that never reached
+   * the agent, or a VMM that died of a signal or failed, is the host's or the
+   * image's and stays internal. */
+  if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_NO_RESULT
+      && r->vm.vm.boot_ms >= 0 && WIFEXITED (r->vm.vm.vmm_status)
+      && WEXITSTATUS (r->vm.vm.vmm_status) == 0)
+    return bvm_error_code (err, BVM_E_BUILD, 0, "the build ended without a result: %s", what);
   return bvm_error_code (err, BVM_E_INTERNAL, 0, "the build VM failed: %s", what);
 }
 
