@@ -67,6 +67,45 @@ job_id_valid (const char *s)
   return true;
 }
 
+int
+job_key (char buf[JOB_KEY_MAX + 1], const char *app, const char *id)
+{
+  buf[0] = '\0';
+  if (!job_app_id_valid (app) || !job_id_valid (id))
+    return -1;
+  snprintf (buf, JOB_KEY_MAX + 1, "%s%c%s", app, JOB_KEY_SEP, id);
+  return 0;
+}
+
+bool
+job_key_split (const char *key, char app[JOB_APP_MAX + 1], char id[JOB_ID_MAX + 1])
+{
+  char a[JOB_APP_MAX + 1];
+  const char *sep;
+  size_t n;
+
+  if (key == NULL || (sep = strchr (key, JOB_KEY_SEP)) == NULL)
+    return false;
+  n = (size_t) (sep - key);
+  if (n == 0 || n > JOB_APP_MAX)
+    return false;
+  memcpy (a, key, n);
+  a[n] = '\0';
+  if (!job_app_id_valid (a) || !job_id_valid (sep + 1))
+    return false;
+  if (app != NULL)
+    memcpy (app, a, n + 1);
+  if (id != NULL)
+    snprintf (id, JOB_ID_MAX + 1, "%s", sep + 1);
+  return true;
+}
+
+bool
+job_key_valid (const char *s)
+{
+  return job_key_split (s, NULL, NULL);
+}
+
 bool
 job_commit_valid (const char *s)
 {

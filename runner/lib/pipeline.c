@@ -1380,12 +1380,12 @@ run_phases (struct run *r, bvm_error_t *err)
 }
 
 int
-pipeline_record_path (char **out, const struct runner_config *cfg, const char *job_id,
-                      bvm_error_t *err)
+pipeline_record_path (char **out, const struct runner_config *cfg, const char *app,
+                      const char *job_id, bvm_error_t *err)
 {
-  if (!job_id_valid (job_id))
-    return bvm_error_code (err, BVM_E_INVALID, 0, "invalid job id");
-  if (asprintf (out, "%s/jobs/%s.json", cfg->state_dir, job_id) < 0)
+  if (!job_id_valid (job_id) || !job_app_id_valid (app))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "invalid job id or app");
+  if (asprintf (out, "%s/jobs/%s/%s.json", cfg->state_dir, app, job_id) < 0)
     return bvm_error (err, ENOMEM, "record path");
   return 0;
 }
@@ -1398,9 +1398,9 @@ write_record (struct run *r, bvm_error_t *err)
 
   if (r->o->dry_run)
     return 0;
-  if ((ret = pipeline_record_path (&path, r->cfg, r->job->id, err)) < 0)
+  if ((ret = pipeline_record_path (&path, r->cfg, r->job->app, r->job->id, err)) < 0)
     return ret;
-  if (asprintf (&dir, "%s/jobs", r->cfg->state_dir) < 0)
+  if (asprintf (&dir, "%s/jobs/%s", r->cfg->state_dir, r->job->app) < 0)
     return bvm_error (err, ENOMEM, "record dir");
   if ((ret = fs_mkdir_p (dir, 0750, err)) < 0)
     return ret;

@@ -70,8 +70,10 @@ const char *queue_state_name (enum queue_state s);
 /* One leased job. Everything here is owned by the message. */
 struct queue_msg
 {
-  char *msg_id;            /* spool: "<job>.json"; redis: the stream entry id */
-  char *job_id;
+  char *msg_id;            /* spool: "<key>.json"; redis: the stream entry id */
+  char *job_id;            /* the request's id */
+  char *key;               /* the job's key "<app>+<id>" (job_key): ids are unique
+                              only per app, so the queue knows jobs by app and id */
   char *owner;             /* the consumer that holds the lease */
   char *body;              /* the deploy request as JSON (job_to_json) */
   size_t len;
@@ -94,7 +96,8 @@ void queue_close (struct queue *q);
 
 /* Put a validated request on the queue (the body is job_to_json(job)).
  * *msg_id (may be NULL) gets the driver's id. Enqueueing is idempotent per
- * job id: when the id is already queued, running or done, nothing is added,
+ * job key (app and id: another app's job of the same id is another job):
+ * when the key is already queued, running or done, nothing is added,
  * *existing (may be NULL) says where it is and *msg_id is the existing
  * entry; otherwise *existing is QUEUE_STATE_NONE. A dead job may be enqueued
  * again (its dead-letter record is archived). */
@@ -151,6 +154,9 @@ int queue_drain (struct queue *q, struct queue_msg *m, bvm_error_t *err);
  * NULL, the record. Fenced attempts get BVM_E_FENCED. */
 int queue_dead_letter (struct queue *q, struct queue_msg *m, const char *reason,
                        const json_t *record, bvm_error_t *err);
+
+/* queue_cancel and queue_get take a job key (job_key). queue_list and
+ * queue_get report each job as "job" (its id), "app" and "key". */
 
 /* A queued job is dead-lettered as canceled at once (*was_running false); a
  * running one gets a cancel flag that its runner sees through
@@ -209,8 +215,7 @@ struct queue_driver
   int (*open) (struct queue **out, const char *url, const struct queue_opts *o,
                bvm_error_t *err);
   int (*enqueue) (char **msg_id, enum queue_state *existing, struct queue *q,
-                  const struct job_request *job, const char *body, size_t len,
-                  bvm_error_t *err);
+                  const char *key, const char *body, size_t len, bvm_error_t *err);
   /* One look, no waiting: 0 with *out NULL when there is nothing. */
   int (*lease) (struct queue_msg **out, struct queue *q, bvm_error_t *err);
   int (*heartbeat) (struct queue *q, struct queue_msg *m, bvm_error_t *err);
@@ -249,10 +254,10 @@ int queue__init (struct queue *q, const struct queue_driver *drv, const struct q
                  bvm_error_t *err);
 void queue__dispose (struct queue *q);
 
-/* Validate a message body as a deploy request for job `expect_id` (NULL:
- * any). Fills m->job, job_id, body. On failure returns BVM_E_INVALID or
+/* Validate a message body as a deploy request for the job key `expect_key`
+ * (NULL: any). Fills m->job, job_id, key, body. On failure returns BVM_E_INVALID or
  * BVM_E_LIMIT with a one-line reason for the dead letter. */
-int queue__parse_body (struct queue_msg *m, const char *body, size_t len, const char *expect_id,
+int queue__parse_body (struct queue_msg *m, const char *body, size_t len, const char *expect_key,
                        bvm_error_t *err);
 
 /* Wall clock in ms since the epoch: leases are compared across processes. */

@@ -203,6 +203,7 @@ journal_recover (struct serve *s, bvm_error_t *err)
       bvm_error_t e = NULL;
       struct queue_msg m = { 0 };
       json_int_t vmm = 0, vmm_start = 0, attempt = 0, last = 0;
+      char key[JOB_KEY_MAX + 1];
       const char *job = NULL, *msg_id = NULL, *owner = NULL, *body = NULL;
 
       if (de->d_name[0] == '.' || strstr (de->d_name, ".json") == NULL
@@ -243,8 +244,10 @@ journal_recover (struct serve *s, bvm_error_t *err)
       m.len = strlen (body);
       m.attempt = (unsigned) attempt;
       m.last_attempt = (unsigned) last;
-      if (job_parse (&m.job, body, m.len, &e) == 0)
+      if (job_parse (&m.job, body, m.len, &e) == 0
+          && job_key (key, m.job->app, m.job->id) == 0)
         {
+          m.key = key;
           if (queue_release (s->q, &m, "the runner died while running it", &e) < 0)
             {
               log_info ("job=%s event=recover.release.skipped reason=\"%s\"", job,
@@ -349,7 +352,7 @@ earlier_success (struct serve *s, const struct queue_msg *m)
 
   if (m->attempt <= 1)
     return NULL;
-  if (pipeline_record_path (&path, s->cfg, m->job_id, &e) < 0
+  if (pipeline_record_path (&path, s->cfg, m->job->app, m->job->id, &e) < 0
       || jsonx_parse_file (&rec, path, QUEUE_RECORD_MAX, &e) < 0)
     {
       bvm_error_free (&e);
@@ -516,14 +519,14 @@ worker_main (struct serve *s, struct worker *w)
 
 /* A completed job's record: its outcome, and its phases into the histograms. */
 static const char *
-completed_outcome (struct serve *s, const char *job_id)
+completed_outcome (struct serve *s, const struct job_request *job)
 {
   cleanup_free char *path = NULL;
   const char *outcome = "failed", *st, *k;
   json_t *rec = NULL, *v;
   bvm_error_t e = NULL;
 
-  if (pipeline_record_path (&path, s->cfg, job_id, &e) < 0
+  if (pipeline_record_path (&path, s->cfg, job->app, job->id, &e) < 0
       || jsonx_parse_file (&rec, path, 16 << 20, &e) < 0)
     {
       bvm_error_free (&e);
@@ -556,7 +559,7 @@ reap_workers (struct serve *s)
       if (WIFEXITED (status))
         switch (WEXITSTATUS (status))
           {
-          case W_COMPLETED: outcome = completed_outcome (s, w->m->job_id); break;
+          case W_COMPLETED: outcome = completed_outcome (s, w->m->job); break;
           case W_RELEASED: outcome = "released"; break;
           case W_DEAD: outcome = "dead"; break;
           case W_FENCED: outcome = "fenced"; break;
@@ -673,7 +676,7 @@ start_worker (struct serve *s, struct queue_msg *m, bvm_error_t *err)
   w->m = m;
   w->started_ms = now_ms ();
   w->next_heartbeat_ms = w->started_ms + s->qo.lease_ms / 3;
-  if (snprintf_checked (w->journal, sizeof w->journal, "%s/journal/%s.json", s->dir, m->job_id)
+  if (snprintf_checked (w->journal, sizeof w->journal, "%s/journal/%s.json", s->dir, m->key)
       < 0)
     return bvm_error (err, ENAMETOOLONG, "journal path");
   fflush (NULL);
