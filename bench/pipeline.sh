@@ -58,7 +58,7 @@ for i in $(seq 0 "$RUNS"); do
         '{id: ("bench-" + $i), app: ("bench" + $i), repo: $r, commit: $c, ref: "refs/heads/main"}' >"$B/job.json"
     "$BUILDVM" run --config "$B/runner.json" "$B/job.json" >/dev/null || { "$BUILDVM" run --config "$B/runner.json" "$B/job.json"; exit 1; }
 done
-recs=$(for i in $(seq 1 "$RUNS"); do echo "$BUILDVM_HOME/state/jobs/bench-$i.json"; done)
+recs=$(for i in $(seq 1 "$RUNS"); do echo "$BUILDVM_HOME/state/jobs/bench$i/bench-$i.json"; done)
 
 med () { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
 phase_med () { for r in $recs; do jq "[.phases[\"$1\"].ms // 0] | add" "$r"; done | med; }
@@ -84,7 +84,7 @@ git_ms=$MEDIAN
 rm -rf "$B/dist" && cp -a "$app/data" "$B/dist"
 median_ms "tar -c | gzip -1 | sha256sum (baseline)" sh -c "tar -C '$B/dist' -c . | gzip -1 | sha256sum >/dev/null"
 tar_ms=$MEDIAN
-layer_digest=$(jq -r '.image.digest' "$BUILDVM_HOME/state/jobs/bench-1.json")
+layer_digest=$(jq -r '.image.digest' "$BUILDVM_HOME/state/jobs/bench1/bench-1.json")
 blob=$(curl -fs "http://$REG/v2/apps/bench1/manifests/$layer_digest" -H 'Accept: application/vnd.oci.image.manifest.v1+json' | jq -r '.layers[-1].digest')
 curl -fs "http://$REG/v2/apps/bench1/blobs/$blob" -o "$B/layer.tar.gz"
 n=0

@@ -8,6 +8,7 @@
 #define BUILDVM_CLI_H
 
 #include "error.h"
+#include "job.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -41,6 +42,12 @@ int cli_open_queue (struct queue **q, struct runner_config **cfg, const char *co
                     bvm_error_t *err);
 int cli_parse_queue_opts (int argc, char **argv, const char *verb, const char **config_path,
                           bool *as_json, void (*usage) (FILE *));
+/* A job named `APP/ID` (or its key `APP+ID`), or by its id alone when only
+ * one app has a job of that id, in the queue or among the records. 0 with
+ * `key` set, 1 when no app has it, -1 (a message printed) when the argument
+ * is invalid or ambiguous. */
+int cli_resolve_job (char key[JOB_KEY_MAX + 1], struct queue *q, const struct runner_config *cfg,
+                     const char *arg, const char *verb);
 
 /* Exit status for an error: 2 usage/invalid input, 3 denied by policy,
  * 4 build failed, 5 timeout, 1 anything else. */

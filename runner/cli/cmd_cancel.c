@@ -23,16 +23,28 @@ cmd_cancel (int argc, char **argv)
   struct runner_config *cfg = NULL;
   struct queue *q = NULL;
   bvm_error_t err = NULL;
+  char key[JOB_KEY_MAX + 1];
   int r;
 
   if ((r = cli_parse_queue_opts (argc, argv, "cancel", &config_path, &as_json, usage_cancel)) != 0)
     return r == 1 ? 0 : r;
   if (optind != argc - 1)
     return cli_usage ("cancel", "expected exactly one JOB");
-  if (job_id_problem (argv[optind]) != NULL)
-    return cli_usage ("cancel", "`%.64s` is not a valid job id", argv[optind]);
-  if (cli_open_queue (&q, &cfg, config_path, &err) < 0
-      || queue_cancel (&was_running, q, argv[optind], &err) < 0)
+  if (cli_open_queue (&q, &cfg, config_path, &err) < 0)
+    {
+      queue_close (q);
+      config_free (cfg);
+      return cli_fail ("cancel", &err, cli_status_for (&err));
+    }
+  if ((r = cli_resolve_job (key, q, cfg, argv[optind], "cancel")) != 0)
+    {
+      queue_close (q);
+      config_free (cfg);
+      if (r > 0)
+        fprintf (stderr, "buildvm cancel: no job `%s` is queued or running\n", argv[optind]);
+      return r < 0 ? 2 : 1;
+    }
+  if (queue_cancel (&was_running, q, key, &err) < 0)
     {
       queue_close (q);
       config_free (cfg);

@@ -6,6 +6,8 @@
 #include "util.h"
 
 #include <getopt.h>
+#include <glob.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,6 +16,19 @@ usage_jobs (FILE *out)
 {
   fprintf (out, "usage: buildvm jobs [--config FILE] [--json]\n"
                 "\nWhat is queued, running, done and dead on the configured queue.\n");
+}
+
+/* "APP/ID", or the name of a dead letter that has no key */
+static const char *
+job_name (char *buf, size_t size, const json_t *v)
+{
+  const char *app = json_string_value (json_object_get (v, "app"));
+  const char *id = json_string_value (json_object_get (v, "job"));
+  if (app != NULL)
+    snprintf (buf, size, "%s/%s", app, id ? id : "?");
+  else
+    snprintf (buf, size, "%s", id ? id : "?");
+  return buf;
 }
 
 static void
@@ -38,6 +53,7 @@ cmd_jobs (int argc, char **argv)
   struct queue *q = NULL;
   json_t *list = NULL, *v;
   bvm_error_t err = NULL;
+  char name[JOB_APP_MAX + JOB_ID_MAX + 8];
   size_t i;
   int r;
 
@@ -62,14 +78,14 @@ cmd_jobs (int argc, char **argv)
       printf ("%-8s %-40s %-8s %-24s %s\n", "STATE", "JOB", "ATTEMPT", "SINCE", "DETAIL");
       json_array_foreach (json_object_get (list, "queued"), i, v)
         {
-          printf ("%-8s %-40s %-8lld ", "queued", json_string_value (json_object_get (v, "job")),
+          printf ("%-8s %-40s %-8lld ", "queued", job_name (name, sizeof name, v),
                   (long long) json_integer_value (json_object_get (v, "attempts")));
           print_time (json_object_get (v, "enqueued_at"));
           printf ("\n");
         }
       json_array_foreach (json_object_get (list, "running"), i, v)
         {
-          printf ("%-8s %-40s %-8lld ", "running", json_string_value (json_object_get (v, "job")),
+          printf ("%-8s %-40s %-8lld ", "running", job_name (name, sizeof name, v),
                   (long long) json_integer_value (json_object_get (v, "attempt")));
           print_time (json_object_get (v, "lease_until"));
           printf (" owner %s%s\n", json_string_value (json_object_get (v, "owner")),
@@ -78,14 +94,14 @@ cmd_jobs (int argc, char **argv)
       json_array_foreach (json_object_get (list, "done"), i, v)
         {
           json_t *rec = json_object_get (v, "record");
-          printf ("%-8s %-40s %-8lld ", "done", json_string_value (json_object_get (v, "job")),
+          printf ("%-8s %-40s %-8lld ", "done", job_name (name, sizeof name, v),
                   (long long) json_integer_value (json_object_get (v, "attempt")));
           print_time (json_object_get (v, "finished_at"));
           printf (" %s\n", rec ? json_string_value (json_object_get (rec, "status")) : "");
         }
       json_array_foreach (json_object_get (list, "dead"), i, v)
         {
-          printf ("%-8s %-40s %-8lld ", "dead", json_string_value (json_object_get (v, "job")),
+          printf ("%-8s %-40s %-8lld ", "dead", job_name (name, sizeof name, v),
                   (long long) json_integer_value (json_object_get (v, "attempt")));
           print_time (json_object_get (v, "at"));
           printf (" %s\n", json_string_value (json_object_get (v, "reason")));

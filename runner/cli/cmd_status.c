@@ -25,24 +25,36 @@ cmd_status (int argc, char **argv)
   struct queue *q = NULL;
   json_t *st = NULL, *rec = NULL;
   cleanup_free char *path = NULL;
+  char key[JOB_KEY_MAX + 1], app[JOB_APP_MAX + 1], id[JOB_ID_MAX + 1];
   bvm_error_t err = NULL;
-  int r;
+  int r, found;
 
   if ((r = cli_parse_queue_opts (argc, argv, "status", &config_path, &as_json, usage_status)) != 0)
     return r == 1 ? 0 : r;
   if (optind != argc - 1)
     return cli_usage ("status", "expected exactly one JOB");
-  if (job_id_problem (argv[optind]) != NULL)
-    return cli_usage ("status", "`%.64s` is not a valid job id", argv[optind]);
-  if (cli_open_queue (&q, &cfg, config_path, &err) < 0
-      || queue_get (&st, q, argv[optind], &err) < 0)
+  if (cli_open_queue (&q, &cfg, config_path, &err) < 0)
+    {
+      queue_close (q);
+      config_free (cfg);
+      return cli_fail ("status", &err, 1);
+    }
+  found = cli_resolve_job (key, q, cfg, argv[optind], "status");
+  if (found < 0)
+    {
+      queue_close (q);
+      config_free (cfg);
+      return 2;
+    }
+  if (found == 0 && queue_get (&st, q, key, &err) < 0)
     {
       queue_close (q);
       config_free (cfg);
       return cli_fail ("status", &err, 1);
     }
   /* the pipeline's own record (also for `buildvm run`, which has no queue) */
-  if (pipeline_record_path (&path, cfg, argv[optind], &err) == 0
+  if (found == 0 && job_key_split (key, app, id)
+      && pipeline_record_path (&path, cfg, app, id, &err) == 0
       && jsonx_parse_file (&rec, path, 16 << 20, &err) < 0)
     bvm_error_free (&err);
   bvm_error_free (&err);
@@ -78,3 +90,4 @@ cmd_status (int argc, char **argv)
   config_free (cfg);
   return 0;
 }
+

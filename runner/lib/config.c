@@ -10,6 +10,7 @@
 #include "jsonx.h"
 #include "oci.h"
 #include "queue.h"
+#include "store.h"
 #include "util.h"
 #include "webhook.h"
 
@@ -823,6 +824,7 @@ load_limits (struct runner_config *c, const struct loader *L, bvm_error_t *err)
     LIM (max_source_entries, 1, 100000000, 100000),
     LIM (max_checkout_seconds, 1, 86400, 900),
     LIM (max_worker_memory_mib, 0, SPEC_MEMORY_MIB_MAX, 4096),
+    LIM (max_artifacts, 1, STORE_MAX_OBJECTS, 10000),
   };
   static const struct u64_field defaults[] = {
     DEF (vcpus, 1, SPEC_VCPUS_MAX, 1),
@@ -1446,6 +1448,7 @@ config_to_json (const struct runner_config *c)
   r |= set_u (lim, "max_source_entries", c->limits.max_source_entries);
   r |= set_u (lim, "max_checkout_seconds", c->limits.max_checkout_seconds);
   r |= set_u (lim, "max_worker_memory_mib", c->limits.max_worker_memory_mib);
+  r |= set_u (lim, "max_artifacts", c->limits.max_artifacts);
   r |= set_u (def, "vcpus", c->defaults.vcpus);
   r |= set_u (def, "memory_mib", c->defaults.memory_mib);
   r |= set_u (def, "disk_mib", c->defaults.disk_mib);

@@ -72,6 +72,7 @@ struct config_limits
   uint64_t max_source_entries;
   uint64_t max_checkout_seconds;  /* the checkout phase: lock wait, fetch, export */
   uint64_t max_worker_memory_mib; /* RLIMIT_DATA of the process running a job; 0: none */
+  uint64_t max_artifacts; /* per job, counted while the outputs are read */
 };
 
 /* What a job gets when its spec does not say; never above the limits. */

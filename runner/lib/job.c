@@ -58,6 +58,45 @@ job_id_problem (const char *s)
   return NULL;
 }
 
+int
+job_key (char buf[JOB_KEY_MAX + 1], const char *app, const char *id)
+{
+  buf[0] = '\0';
+  if (job_app_id_problem (app) != NULL || job_id_problem (id) != NULL)
+    return -1;
+  snprintf (buf, JOB_KEY_MAX + 1, "%s%c%s", app, JOB_KEY_SEP, id);
+  return 0;
+}
+
+bool
+job_key_split (const char *key, char app[JOB_APP_MAX + 1], char id[JOB_ID_MAX + 1])
+{
+  char a[JOB_APP_MAX + 1];
+  const char *sep;
+  size_t n;
+
+  if (key == NULL || (sep = strchr (key, JOB_KEY_SEP)) == NULL)
+    return false;
+  n = (size_t) (sep - key);
+  if (n == 0 || n > JOB_APP_MAX)
+    return false;
+  memcpy (a, key, n);
+  a[n] = '\0';
+  if (job_app_id_problem (a) != NULL || job_id_problem (sep + 1) != NULL)
+    return false;
+  if (app != NULL)
+    memcpy (app, a, n + 1);
+  if (id != NULL)
+    snprintf (id, JOB_ID_MAX + 1, "%s", sep + 1);
+  return true;
+}
+
+const char *
+job_key_problem (const char *s)
+{
+  return job_key_split (s, NULL, NULL) ? NULL : "must be `<app>+<id>`";
+}
+
 const char *
 job_commit_problem (const char *s)
 {

@@ -76,6 +76,19 @@ const char *job_commit_problem (const char *s);
 const char *job_ref_problem (const char *s);
 /* A webhook delivery id: ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$ */
 const char *job_delivery_problem (const char *s);
+
+/* The key of a job in the queue and the record store: "<app>+<id>". A job id
+ * is the producer's and unique only within its app: keyed by the id alone,
+ * one app's job could shadow another's (de-duplicated as "already done",
+ * its record overwritten). `+` is in neither grammar, so a key splits one
+ * way only. */
+#define JOB_KEY_MAX (JOB_APP_MAX + 1 + JOB_ID_MAX)
+#define JOB_KEY_SEP '+'
+/* 0, or -1 when app or id is invalid (buf is then ""). */
+int job_key (char buf[JOB_KEY_MAX + 1], const char *app, const char *id);
+const char *job_key_problem (const char *s);
+/* Split a valid key; app and id (each may be NULL) get its parts. */
+bool job_key_split (const char *key, char app[JOB_APP_MAX + 1], char id[JOB_ID_MAX + 1]);
 /* RFC 3339 date-time, e.g. "2026-11-26T11:34:54Z" or with .frac / +01:00. */
 const char *job_rfc3339_problem (const char *s);
 /* The same, as seconds since the epoch (the offset applied, the fraction

@@ -715,6 +715,17 @@ phase_build (struct run *r, bvm_error_t *err)
     }
   if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_OUTPUT_ERROR)
     return bvm_error_code (err, BVM_E_BUILD, 0, "%s", what);
+  /* Once the agent said it was ready, the job's own code ran as root in the
+   * guest: a guest that then ends without a header (it rebooted, halted or
+   * panicked, and the VMM exited normally) is a hostile or broken build, and
+   * would end the same way again. It used to be internal and was retried:
+   * three VM runs for one hostile build (issue 11). A VM that never reached
+   * the agent, or a VMM that died of a signal or failed, is the host's or the
+   * image's and stays internal. */
+  if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_NO_RESULT
+      && r->vm.vm.boot_ms >= 0 && WIFEXITED (r->vm.vm.vmm_status)
+      && WEXITSTATUS (r->vm.vm.vmm_status) == 0)
+    return bvm_error_code (err, BVM_E_BUILD, 0, "the build ended without a result: %s", what);
   return bvm_error_code (err, BVM_E_INTERNAL, 0, "the build VM failed: %s", what);
 }
 
@@ -806,6 +817,13 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
       return 0; /* dry-run: denied, planned, not written */
     if (e->type == S_IFLNK)
       return bvm_error_code (err, BVM_E_INVALID, 0, "artifact `%s` is a symlink", e->path);
+    /* Counted here, before the store's list of objects grows: a build that
+     * writes more fails at once with memory bounded by the cap, instead of
+     * costing the runner memory and a record per artifact (issue 11). */
+    if (r->artifacts_count >= r->cfg->limits.max_artifacts)
+      return bvm_error_code (err, BVM_E_LIMIT, 0,
+                             "the build wrote more than %llu artifacts (limits.max_artifacts)",
+                             (unsigned long long) r->cfg->limits.max_artifacts);
     if (e->link_target != NULL)
       {
         char existing[STORE_KEY_MAX + 1];
@@ -1162,18 +1180,20 @@ phase_push (struct run *r, bvm_error_t *err)
 static int
 phase_artifacts (struct run *r, bvm_error_t *err)
 {
-  json_t *index = NULL;
+  struct store_summary sum;
   int ret;
 
   if (r->txn == NULL)
     return 0;
   if (r->o->fence && (ret = r->o->fence (r->o->opaque, err)) < 0)
     return ret;
-  ret = store_txn_commit (r->txn, &index, err);
+  ret = store_txn_commit (r->txn, &sum, NULL, err);
   r->txn = NULL; /* consumed, also on failure */
   if (ret < 0)
     return bvm_error_wrap (err, "committing the artifacts");
-  jset (r->record, "artifacts", index);
+  /* the summary, not the index: the record stays small however many
+   * artifacts there are, and the index it names is already in the store */
+  jset (r->record, "artifacts", store_summary_to_json (&sum));
   note (r, "artifacts: %llu objects, %llu bytes under %s", (unsigned long long) r->artifacts_count,
         (unsigned long long) r->artifacts_bytes, r->plan->artifact_prefix);
   return 0;
@@ -1451,12 +1471,12 @@ run_phases (struct run *r, bvm_error_t *err)
 }
 
 int
-pipeline_record_path (char **out, const struct runner_config *cfg, const char *job_id,
-                      bvm_error_t *err)
+pipeline_record_path (char **out, const struct runner_config *cfg, const char *app,
+                      const char *job_id, bvm_error_t *err)
 {
-  if (job_id_problem (job_id) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "invalid job id");
-  if (asprintf (out, "%s/jobs/%s.json", cfg->state_dir, job_id) < 0)
+  if (job_id_problem (job_id) != NULL || job_app_id_problem (app) != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "invalid job id or app");
+  if (asprintf (out, "%s/jobs/%s/%s.json", cfg->state_dir, app, job_id) < 0)
     return bvm_error (err, ENOMEM, "record path");
   return 0;
 }
@@ -1469,9 +1489,9 @@ write_record (struct run *r, bvm_error_t *err)
 
   if (r->o->dry_run)
     return 0;
-  if ((ret = pipeline_record_path (&path, r->cfg, r->job->id, err)) < 0)
+  if ((ret = pipeline_record_path (&path, r->cfg, r->job->app, r->job->id, err)) < 0)
     return ret;
-  if (asprintf (&dir, "%s/jobs", r->cfg->state_dir) < 0)
+  if (asprintf (&dir, "%s/jobs/%s", r->cfg->state_dir, r->job->app) < 0)
     return bvm_error (err, ENOMEM, "record dir");
   if ((ret = fs_mkdir_p (dir, 0750, err)) < 0)
     return ret;
@@ -1695,8 +1715,8 @@ pipeline_print_summary (FILE *out, const json_t *rec)
              json_string_value (json_object_get (image, "tag")),
              json_string_value (json_object_get (image, "digest")));
   if (arts && json_is_object (arts))
-    fprintf (out, "  artifacts %zu objects under %s\n",
-             json_array_size (json_object_get (arts, "objects")),
+    fprintf (out, "  artifacts %lld objects under %s\n",
+             (long long) json_integer_value (json_object_get (arts, "count")),
              json_string_value (json_object_get (arts, "prefix")));
   if (json_object_get (rec, "log"))
     fprintf (out, "  log       %s\n", json_string_value (json_object_get (rec, "log")));

@@ -67,9 +67,11 @@ struct pipeline_opts
 int pipeline_run (json_t **record, const struct job_request *job, const struct pipeline_opts *o,
                   bvm_error_t *err);
 
-/* Where a job's record lives: <state_dir>/jobs/<id>.json */
-int pipeline_record_path (char **out, const struct runner_config *cfg, const char *job_id,
-                          bvm_error_t *err);
+/* Where a job's record lives: <state_dir>/jobs/<app>/<id>.json (ids are
+ * unique per app only: keyed by the id alone, one app's record replaced
+ * another's). */
+int pipeline_record_path (char **out, const struct runner_config *cfg, const char *app,
+                          const char *job_id, bvm_error_t *err);
 
 /* A short summary of a record for humans (several lines). */
 void pipeline_print_summary (FILE *out, const json_t *record);

@@ -160,6 +160,7 @@ queue_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
   cleanup_free char *body = NULL;
   cleanup_free char *id = NULL;
   enum queue_state ex = QUEUE_STATE_NONE;
+  char key[JOB_KEY_MAX + 1];
   int ret;
 
   if (msg_id != NULL)
@@ -168,14 +169,14 @@ queue_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
     *existing = QUEUE_STATE_NONE;
   /* The job came through job_parse(), but this is the last gate before the
    * queue: never enqueue an id the spool could not use as a file name. */
-  if (job_id_problem (job->id) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "enqueue: invalid job id");
+  if (job_key (key, job->app, job->id) < 0)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "enqueue: invalid job id or app");
   if (doc == NULL || (body = json_dumps (doc, JSON_COMPACT)) == NULL)
     return bvm_error (err, ENOMEM, "enqueue `%s`", job->id);
   if (strlen (body) > JOB_REQUEST_MAX_BYTES)
     return bvm_error_code (err, BVM_E_LIMIT, 0, "enqueue `%s`: the request is larger than %d bytes",
                            job->id, JOB_REQUEST_MAX_BYTES);
-  ret = q->drv->enqueue (&id, &ex, q, job, body, strlen (body), err);
+  ret = q->drv->enqueue (&id, &ex, q, key, body, strlen (body), err);
   if (ret < 0)
     return bvm_error_wrap (err, "enqueue `%s`", job->id);
   if (existing != NULL)
@@ -362,8 +363,8 @@ queue_cancel (bool *was_running, struct queue *q, const char *job_id, bvm_error_
   int ret;
 
   *was_running = false;
-  if (job_id_problem (job_id) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "cancel: `%s` is not a valid job id",
+  if (job_key_problem (job_id) != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "cancel: `%s` is not a valid job key (app+id)",
                            queue__show (show, sizeof show, job_id, strlen (job_id)));
   ret = q->drv->cancel (was_running, q, job_id, err);
   if (ret < 0)
@@ -378,15 +379,39 @@ queue_cancel_requested (struct queue *q, const struct queue_msg *m)
   return q->drv->cancel_requested (q, m, &err) > 0;
 }
 
+/* The drivers know a job by its key; callers see "job" (the id), "app" and
+ * "key". A dead letter without a usable key keeps its name as "job". */
+static void
+show_key (json_t *o)
+{
+  char app[JOB_APP_MAX + 1], id[JOB_ID_MAX + 1];
+  const char *key = json_string_value (json_object_get (o, "job"));
+
+  if (!json_is_object (o) || key == NULL || !job_key_split (key, app, id))
+    return;
+  json_object_set_new (o, "key", json_string (key)); /* before "job" is replaced */
+  json_object_set_new (o, "app", json_string (app));
+  json_object_set_new (o, "job", json_string (id));
+}
+
 int
 queue_list (json_t **out, struct queue *q, size_t limit, bvm_error_t *err)
 {
+  const char *k;
+  json_t *v;
   int ret;
 
   *out = NULL;
   ret = q->drv->list (out, q, limit > 0 ? limit : QUEUE_LIST_DEFAULT, err);
   if (ret < 0)
     return bvm_error_wrap (err, "listing the queue");
+  json_object_foreach (*out, k, v)
+    {
+      size_t i;
+      json_t *e;
+      json_array_foreach (v, i, e)
+        show_key (e);
+    }
   return 0;
 }
 
@@ -397,12 +422,13 @@ queue_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
   int ret;
 
   *out = NULL;
-  if (job_id_problem (job_id) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not a valid job id",
+  if (job_key_problem (job_id) != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not a valid job key (app+id)",
                            queue__show (show, sizeof show, job_id, strlen (job_id)));
   ret = q->drv->get (out, q, job_id, err);
   if (ret < 0)
     return bvm_error_wrap (err, "job `%s`", job_id);
+  show_key (*out);
   return 0;
 }
 
@@ -431,6 +457,7 @@ queue_msg_free (struct queue_msg *m)
     return;
   free (m->msg_id);
   free (m->job_id);
+  free (m->key);
   free (m->owner);
   free (m->body);
   job_free (m->job);
@@ -438,11 +465,11 @@ queue_msg_free (struct queue_msg *m)
 }
 
 int
-queue__parse_body (struct queue_msg *m, const char *body, size_t len, const char *expect_id,
+queue__parse_body (struct queue_msg *m, const char *body, size_t len, const char *expect_key,
                    bvm_error_t *err)
 {
   cleanup_job struct job_request *job = NULL;
-  char a[QUEUE__SHOW_SIZE], b[QUEUE__SHOW_SIZE];
+  char a[QUEUE__SHOW_SIZE], b[QUEUE__SHOW_SIZE], key[JOB_KEY_MAX + 1];
   int ret;
 
   /* the cap is checked before the parser sees a byte */
@@ -452,14 +479,17 @@ queue__parse_body (struct queue_msg *m, const char *body, size_t len, const char
   ret = job_parse (&job, body, len, err);
   if (ret < 0)
     return ret;
-  if (expect_id != NULL && strcmp (job->id, expect_id) != 0)
+  if (job_key (key, job->app, job->id) < 0)
+    return bvm_error_code (err, BVM_E_INTERNAL, 0, "job key");
+  if (expect_key != NULL && strcmp (key, expect_key) != 0)
     return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "the request's id `%s` does not match the message's job `%s`",
-                           queue__show (a, sizeof a, job->id, strlen (job->id)),
-                           queue__show (b, sizeof b, expect_id, strlen (expect_id)));
+                           "the request's app and id `%s` do not match the message's job `%s`",
+                           queue__show (a, sizeof a, key, strlen (key)),
+                           queue__show (b, sizeof b, expect_key, strlen (expect_key)));
   m->body = malloc (len + 1);
   m->job_id = strdup (job->id);
-  if (m->body == NULL || m->job_id == NULL)
+  m->key = strdup (key);
+  if (m->body == NULL || m->job_id == NULL || m->key == NULL)
     return bvm_error (err, ENOMEM, "message `%s`", job->id);
   memcpy (m->body, body, len);
   m->body[len] = '\0';

@@ -71,8 +71,10 @@ const char *queue_state_name (enum queue_state s);
 /* One leased job. Everything here is owned by the message. */
 struct queue_msg
 {
-  char *msg_id;            /* spool: "<job>.json"; redis: the stream entry id */
-  char *job_id;
+  char *msg_id;            /* spool: "<key>.json"; redis: the stream entry id */
+  char *job_id;            /* the request's id */
+  char *key;               /* the job's key "<app>+<id>" (job_key): ids are unique
+                              only per app, so the queue knows jobs by app and id */
   char *owner;             /* the consumer that holds the lease */
   char *body;              /* the deploy request as JSON (job_to_json) */
   size_t len;
@@ -104,7 +106,8 @@ void queue_close (struct queue *q);
 
 /* Put a validated request on the queue (the body is job_to_json(job)).
  * *msg_id (may be NULL) gets the driver's id. Enqueueing is idempotent per
- * job id: when the id is already queued, running or done, nothing is added,
+ * job key (app and id: another app's job of the same id is another job):
+ * when the key is already queued, running or done, nothing is added,
  * *existing (may be NULL) says where it is and *msg_id is the existing
  * entry; otherwise *existing is QUEUE_STATE_NONE. A dead job may be enqueued
  * again (its dead-letter record is archived). */
@@ -161,6 +164,9 @@ int queue_drain (struct queue *q, struct queue_msg *m, bvm_error_t *err);
  * NULL, the record. Fenced attempts get BVM_E_FENCED. */
 int queue_dead_letter (struct queue *q, struct queue_msg *m, const char *reason,
                        const json_t *record, bvm_error_t *err);
+
+/* queue_cancel and queue_get take a job key (job_key). queue_list and
+ * queue_get report each job as "job" (its id), "app" and "key". */
 
 /* A queued job is dead-lettered as canceled at once (*was_running false); a
  * running one gets a cancel flag that its runner sees through

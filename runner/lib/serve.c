@@ -39,6 +39,7 @@ enum
   W_FENCED = 12,    /* a newer attempt owns the job: nothing written */
   W_DRAINED = 13,   /* given back because the daemon is stopping */
   W_QUEUE_ERROR = 14,
+  W_ACK_FAILED = 15, /* succeeded (tagged, record written), but the ack failed */
 };
 
 struct worker
@@ -214,6 +215,7 @@ journal_recover (struct serve *s, bvm_error_t *err)
       bvm_error_t e = NULL;
       struct queue_msg m = { 0 };
       json_int_t vmm = 0, vmm_start = 0, attempt = 0, last = 0;
+      char key[JOB_KEY_MAX + 1];
       const char *job = NULL, *msg_id = NULL, *owner = NULL, *body = NULL;
 
       if (de->d_name[0] == '.' || strstr (de->d_name, ".json") == NULL
@@ -249,8 +251,10 @@ journal_recover (struct serve *s, bvm_error_t *err)
       m.len = strlen (body);
       m.attempt = (unsigned) attempt;
       m.last_attempt = (unsigned) last;
-      if (job_parse (&m.job, body, m.len, &e) == 0)
+      if (job_parse (&m.job, body, m.len, &e) == 0
+          && job_key (key, m.job->app, m.job->id) == 0)
         {
+          m.key = key;
           if (queue_release (s->q, &m, "the runner died while running it", &e) < 0)
             {
               log_info ("job=%s event=recover.release.skipped reason=\"%s\"", job,
@@ -344,6 +348,79 @@ retryable (const bvm_error_t *err)
   return code == BVM_E_NETWORK || code == BVM_E_IO || code == BVM_E_INTERNAL;
 }
 
+/* A lease of a job whose earlier attempt succeeded and lost only its ack
+ * (the queue refused it, or the runner died after the record): its record,
+ * to acknowledge with instead of building, pushing and tagging again. NULL
+ * when there is none, or it is not this very request's success. */
+static json_t *
+earlier_success (struct serve *s, const struct queue_msg *m)
+{
+  cleanup_free char *path = NULL;
+  cleanup_json json_t *req = NULL;
+  json_t *rec = NULL;
+  const char *st;
+  bvm_error_t e = NULL;
+
+  if (m->attempt <= 1)
+    return NULL;
+  if (pipeline_record_path (&path, s->cfg, m->job->app, m->job->id, &e) < 0
+      || jsonx_parse_file (&rec, path, QUEUE_RECORD_MAX, &e) < 0)
+    {
+      bvm_error_free (&e);
+      return NULL;
+    }
+  req = job_to_json (m->job);
+  st = json_string_value (json_object_get (rec, "status"));
+  if (req == NULL || st == NULL || strcmp (st, "succeeded") != 0
+      || !json_equal (json_object_get (rec, "request"), req))
+    {
+      json_decref (rec);
+      return NULL;
+    }
+  return rec;
+}
+
+/* Once the tag has moved the job has succeeded, whatever the queue says
+ * next: its outcome is never "retry" (that built, pushed and tagged the job
+ * again, issue 11). Try the ack a few times, with a minimal record if the
+ * queue refuses this one's size; if it still fails, the caller leaves the
+ * lease to run out and the next attempt acknowledges with the record on disk
+ * (earlier_success) without building. */
+static int
+ack_success (struct queue *q, struct queue_msg *m, const json_t *record, bvm_error_t *err)
+{
+  cleanup_json json_t *minimal = NULL;
+  const json_t *rec = record;
+
+  for (int i = 0; i < 3; i++)
+    {
+      if (queue_complete (q, m, rec, err) == 0)
+        return 0;
+      if (bvm_error_get_code (err) == BVM_E_FENCED)
+        return -1;
+      if (bvm_error_get_code (err) == BVM_E_LIMIT && minimal == NULL)
+        {
+          minimal = json_pack ("{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:s}", "schema",
+                               json_object_get (record, "schema"), "id",
+                               json_object_get (record, "id"), "app",
+                               json_object_get (record, "app"), "commit",
+                               json_object_get (record, "commit"), "status",
+                               json_object_get (record, "status"), "image",
+                               json_object_get (record, "image"), "record",
+                               json_object_get (record, "record"), "note",
+                               "the whole record is too large for the queue: see `record`");
+          if (minimal != NULL)
+            rec = minimal;
+        }
+      else
+        usleep (500 * 1000 * (useconds_t) (i + 1));
+      log_warn ("job=%s app=%s event=ack.retry error=\"%s\"", m->job_id, m->job->app,
+                bvm_error_msg (err));
+      bvm_error_free (err);
+    }
+  return queue_complete (q, m, rec, err);
+}
+
 static void __attribute__ ((noreturn))
 worker_main (struct serve *s, struct worker *w)
 {
@@ -402,7 +479,16 @@ worker_main (struct serve *s, struct worker *w)
   po.phase = w_phase;
   po.vm_started = w_vm_started;
   po.opaque = &c;
-  ret = pipeline_run (&record, m->job, &po, &err);
+  record = earlier_success (s, m);
+  if (record != NULL)
+    {
+      log_warn ("job=%s app=%s event=ack.recovered attempt=%u note=\"an earlier attempt "
+                "succeeded: acknowledged without building again\"",
+                m->job_id, m->job->app, m->attempt);
+      ret = 0;
+    }
+  else
+    ret = pipeline_run (&record, m->job, &po, &err);
   t_record = now_ms ();
   code = ret < 0 ? bvm_error_get_code (&err) : 0;
 
@@ -412,7 +498,7 @@ worker_main (struct serve *s, struct worker *w)
       status = W_FENCED;
     }
   else if (ret == 0)
-    status = queue_complete (q, w->m, record, &qerr) < 0 ? W_QUEUE_ERROR : W_COMPLETED;
+    status = ack_success (q, w->m, record, &qerr) < 0 ? W_ACK_FAILED : W_COMPLETED;
   else if (code == BVM_E_CANCELED && w_reason == SIGUSR1)
     status = queue_dead_letter (q, w->m, "canceled by request", record, &qerr) < 0 ? W_QUEUE_ERROR
                                                                                    : W_DEAD;
@@ -424,7 +510,7 @@ worker_main (struct serve *s, struct worker *w)
   else
     status = queue_complete (q, w->m, record, &qerr) < 0 ? W_QUEUE_ERROR : W_COMPLETED;
 
-  if (status == W_QUEUE_ERROR)
+  if (status == W_QUEUE_ERROR || status == W_ACK_FAILED)
     {
       /* fenced at the very end is not an error: the newer attempt decides */
       if (bvm_error_get_code (&qerr) == BVM_E_FENCED)
@@ -452,14 +538,14 @@ worker_main (struct serve *s, struct worker *w)
 
 /* A completed job's record: its outcome, and its phases into the histograms. */
 static const char *
-completed_outcome (struct serve *s, const char *job_id)
+completed_outcome (struct serve *s, const struct job_request *job)
 {
   cleanup_free char *path = NULL;
   const char *outcome = "failed", *st, *k;
   json_t *rec = NULL, *v;
   bvm_error_t e = NULL;
 
-  if (pipeline_record_path (&path, s->cfg, job_id, &e) < 0
+  if (pipeline_record_path (&path, s->cfg, job->app, job->id, &e) < 0
       || jsonx_parse_file (&rec, path, 16 << 20, &e) < 0)
     {
       bvm_error_free (&e);
@@ -527,11 +613,19 @@ reap_workers (struct serve *s)
       else if (WIFEXITED (status))
         switch (WEXITSTATUS (status))
           {
-          case W_COMPLETED: outcome = completed_outcome (s, w->m->job_id); break;
+          case W_COMPLETED: outcome = completed_outcome (s, w->m->job); break;
           case W_RELEASED: outcome = "released"; break;
           case W_DEAD: outcome = "dead"; break;
           case W_FENCED: outcome = "fenced"; break;
           case W_DRAINED: outcome = "released"; break;
+          case W_ACK_FAILED:
+            /* not released: that would build it again; the lease runs out
+             * and the next attempt acknowledges the recorded success */
+            outcome = "ack_failed";
+            log_error ("job=%s app=%s event=ack.failed note=\"the job succeeded; its lease "
+                       "will run out and the next attempt acknowledges it\"",
+                       w->m->job_id, w->m->job->app);
+            break;
           default: outcome = "crashed"; break;
           }
       if (w->killed)
@@ -655,7 +749,7 @@ start_worker (struct serve *s, struct queue_msg *m, bvm_error_t *err)
   w->started_ms = now_ms ();
   w->next_heartbeat_ms = w->started_ms + s->qo.lease_ms / 3;
   w->deadline_ms = w->started_ms + (int64_t) config_job_seconds (s->cfg) * 1000;
-  if (snprintf_checked (w->journal, sizeof w->journal, "%s/journal/%s.json", s->dir, m->job_id)
+  if (snprintf_checked (w->journal, sizeof w->journal, "%s/journal/%s.json", s->dir, m->key)
       < 0)
     return bvm_error (err, ENAMETOOLONG, "journal path");
   fflush (NULL);

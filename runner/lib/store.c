@@ -34,6 +34,7 @@ struct store_txn
   void *bt; /* the backend's transaction */
   char *prefix;
   json_t *objects; /* key -> {"key","size","sha256"} */
+  uint64_t bytes;  /* the sum of the objects' sizes */
   bool failed;     /* a put failed half way: only abort is possible */
   /* the object being written */
   char *key;
@@ -642,6 +643,7 @@ add_object (struct store_txn *t, const char *key, uint64_t size, const char *hex
   json_t *o = json_pack ("{s:s, s:I, s:s}", "key", key, "size", (json_int_t) size, "sha256", hex);
   if (o == NULL || json_object_set_new (t->objects, key, o) < 0)
     return bvm_error (err, ENOMEM, "artifact store index");
+  t->bytes += size;
   return 0;
 }
 
@@ -694,8 +696,10 @@ key_order (const void *a, const void *b)
 }
 
 int
-store_txn_commit (struct store_txn *t, json_t **index_out, bvm_error_t *err)
+store_txn_commit (struct store_txn *t, struct store_summary *summary, json_t **index_out,
+                  bvm_error_t *err)
 {
+  struct store_summary sum = { 0 };
   cleanup_json json_t *idx = NULL;
   cleanup_free const char **keys = NULL;
   cleanup_free char *index_key = NULL, *text = NULL;
@@ -735,10 +739,27 @@ store_txn_commit (struct store_txn *t, json_t **index_out, bvm_error_t *err)
       store_txn_abort (t);
       return bvm_error (err, ENOMEM, "artifact store index");
     }
+  /* the summary describes exactly the bytes handed to the backend */
+  if (snprintf_checked (sum.prefix, sizeof sum.prefix, "%s", t->prefix) < 0
+      || snprintf_checked (sum.index_key, sizeof sum.index_key, "%s", index_key) < 0)
+    {
+      store_txn_abort (t);
+      return bvm_error (err, ENAMETOOLONG, "artifact store index `%s`", index_key);
+    }
+  if (digest_buffer (sum.index_digest, text, strlen (text), err) < 0)
+    {
+      store_txn_abort (t);
+      return -1;
+    }
+  sum.index_bytes = strlen (text);
+  sum.count = n;
+  sum.bytes = t->bytes;
   r = t->s->be->commit (steal_pointer (&t->bt), index_key, text, strlen (text), err);
   store_txn_abort (t); /* frees what is left; the backend's part is gone */
   if (r < 0)
     return bvm_error_wrap (err, "committing `%s`", index_key);
+  if (summary != NULL)
+    *summary = sum;
   if (index_out != NULL)
     *index_out = steal_pointer (&idx);
   return 0;
@@ -757,4 +778,13 @@ store_txn_abort (struct store_txn *t)
   free (t->key);
   free (t->prefix);
   free (t);
+}
+
+json_t *
+store_summary_to_json (const struct store_summary *s)
+{
+  return json_pack ("{s:s, s:I, s:I, s:{s:s, s:s, s:I}}", "prefix", s->prefix, "count",
+                    (json_int_t) s->count, "bytes", (json_int_t) s->bytes, "index", "path",
+                    s->index_key, "digest", s->index_digest, "size",
+                    (json_int_t) s->index_bytes);
 }

@@ -31,7 +31,9 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "digest.h"
 #include "error.h"
 
 #define STORE_KEY_MAX 1024
@@ -60,9 +62,29 @@ int store_put_end (struct store_txn *t, bvm_error_t *err);
 int store_put_link (struct store_txn *t, const char *key, const char *existing_key,
                     bvm_error_t *err);
 
+/* What a committed transaction wrote, small whatever the number of objects:
+ * this, not the index, goes into the job record (a record holding the whole
+ * index grew past the queue's record cap with a few thousand artifacts). */
+struct store_summary
+{
+  char prefix[STORE_KEY_MAX + 1];
+  char index_key[STORE_KEY_MAX + 1];     /* `<prefix>index.json` */
+  char index_digest[DIGEST_STR_LEN + 1]; /* "sha256:<hex>" of the index's bytes */
+  uint64_t index_bytes;
+  uint64_t count; /* objects in the index, links included */
+  uint64_t bytes; /* the sum of their sizes */
+};
+
 /* Make everything visible and write the index. Consumes t, also on failure
- * (which aborts it). *index_out (may be NULL) receives the index (caller owns). */
-int store_txn_commit (struct store_txn *t, json_t **index_out, bvm_error_t *err);
+ * (which aborts it). *summary (may be NULL) is filled on success; *index_out
+ * (may be NULL) receives the index (caller owns). */
+int store_txn_commit (struct store_txn *t, struct store_summary *summary, json_t **index_out,
+                      bvm_error_t *err);
+
+/* {"prefix", "count", "bytes", "index": {"path", "digest", "size"}}, where
+ * path is the index's key (for the dir backend: relative to the store's
+ * directory). NULL on ENOMEM. */
+json_t *store_summary_to_json (const struct store_summary *s);
 
 /* Drop the transaction and its staging area; nothing becomes visible. NULL is
  * fine. */

@@ -4,7 +4,10 @@
  * temporary files. The owner holds an exclusive flock on <dir>/.lock for the
  * directory's whole life; a lock that can be taken means the owner is gone
  * (crashed, SIGKILLed), so workdir_reap_stale() removes the directory. This
- * needs no pid files and is immune to pid reuse.
+ * needs no pid files and is immune to pid reuse. The directory is created and
+ * locked under a temporary name (`.new.*`) and renamed into place, and
+ * renamed away (`.rm.*`) before it is removed, so a reaper never sees a job's
+ * directory without its held lock (see workdir_create).
  */
 #ifndef BUILDVM_WORKDIR_H
 #define BUILDVM_WORKDIR_H

@@ -133,8 +133,13 @@ pl_tag_exists () {
     skopeo inspect --tls-verify=false --creds "$REG_CREDS" "docker://$REG/$1:$2" >/dev/null 2>&1
 }
 
-# pl_record ID: the job record's path
-pl_record () { echo "$BUILDVM_HOME/state/jobs/$1.json"; }
+# pl_record ID [APP]: the job record's path (records are kept per app:
+# state/jobs/<app>/<id>.json; without APP, the one app that has ID)
+pl_record () {
+    if [ -n "${2:-}" ]; then echo "$BUILDVM_HOME/state/jobs/$2/$1.json"; return; fi
+    local f
+    for f in "$BUILDVM_HOME"/state/jobs/*/"$1.json"; do echo "$f"; return; done
+}
 
 # --- daemon helpers -----------------------------------------------------------------
 

@@ -16,9 +16,9 @@ run "$BUILDVM" enqueue "$T/job.json"
 assert_eq 0 "$RC" "enqueue exit status (stderr: $(cat "$T/err"))"
 assert_eq "d-42" "$(cat "$T/out")" "printed job id"
 spool=$BUILDVM_HOME/spool
-[ -f "$spool/new/d-42.json" ] || fail "no $spool/new/d-42.json"
+[ -f "$spool/new/app1+d-42.json" ] || fail "no $spool/new/app1+d-42.json"
 assert_eq 700 "$(stat -c %a "$spool/new")" "mode of new/"
-grep -q "\"commit\":\"$commit\"" "$spool/new/d-42.json" || fail "job file: $(cat "$spool/new/d-42.json")"
+grep -q "\"commit\":\"$commit\"" "$spool/new/app1+d-42.json" || fail "job file: $(cat "$spool/new/app1+d-42.json")"
 
 note "spool: a second enqueue of the same id adds nothing"
 run "$BUILDVM" enqueue "$T/job.json"
@@ -34,7 +34,7 @@ run "$BUILDVM" enqueue "$T/bad2.json"
 assert_eq 2 "$RC" "invalid commit exit status"
 assert_contains "$T/err" "commit"
 [ ! -s "$T/out" ] || fail "printed an id for an invalid request: $(cat "$T/out")"
-[ ! -e "$spool/new/d-43.json" ] || fail "an invalid request was enqueued"
+[ ! -e "$spool/new/app1+d-43.json" ] || fail "an invalid request was enqueued"
 echo '{"id": "d-44", "app": "app1"' >"$T/trunc.json"
 run "$BUILDVM" enqueue "$T/trunc.json"
 assert_eq 2 "$RC" "truncated JSON exit status"
@@ -47,6 +47,42 @@ run "$BUILDVM" enqueue "$T/missing.json"
 assert_eq 2 "$RC" "missing file exit status"
 assert_contains "$T/err" "No such file"
 assert_eq 1 "$(find "$spool/new" -type f | wc -l)" "files in new/ after the refusals"
+
+note "spool: ids are unique per app only: another app's d-42 is another job"
+sed 's/"app1"/"app2"/; s|app1.git|app2.git|' "$T/job.json" >"$T/job2.json"
+run "$BUILDVM" enqueue "$T/job2.json"
+assert_eq 0 "$RC" "enqueue of app2's d-42"
+assert_not_contains "$T/err" "already"
+[ -f "$spool/new/app2+d-42.json" ] || fail "app2's d-42 was not queued (shadowed by app1's)"
+assert_eq 2 "$(find "$spool/new" -type f | wc -l)" "files in new/ with two apps' d-42"
+# an id alone is ambiguous now, and says so; APP/ID names one
+run "$BUILDVM" status d-42
+assert_eq 2 "$RC" "status of an ambiguous id"
+assert_contains "$T/err" "ambiguous"
+assert_contains "$T/err" "app1"
+assert_contains "$T/err" "app2"
+run "$BUILDVM" status --json app2/d-42
+assert_eq 0 "$RC" "status app2/d-42 (stderr: $(cat "$T/err"))"
+assert_eq "queued app2 d-42" "$(jq -r '"\(.queue.state) \(.queue.app) \(.queue.job)"' "$T/out")" "status app2/d-42"
+run "$BUILDVM" cancel d-42
+assert_eq 2 "$RC" "cancel of an ambiguous id"
+assert_contains "$T/err" "ambiguous"
+run "$BUILDVM" cancel app2/d-42
+assert_eq 0 "$RC" "cancel app2/d-42"
+# now only app1 has a live d-42, but app2's dead letter still names it
+run "$BUILDVM" status --json app1/d-42
+assert_eq queued "$(jq -r .queue.state "$T/out")" "app1's d-42 untouched by app2's cancel"
+run "$BUILDVM" jobs
+assert_contains "$T/out" "app1/d-42"
+assert_contains "$T/out" "app2/d-42"
+# an id alone that only one app has still works
+sed 's/"d-42"/"solo-1"/' "$T/job2.json" >"$T/solo.json"
+"$BUILDVM" enqueue "$T/solo.json" >/dev/null
+run "$BUILDVM" status --json solo-1
+assert_eq 0 "$RC" "status of an unambiguous id alone"
+assert_eq "app2" "$(jq -r .queue.app "$T/out")" "its app"
+run "$BUILDVM" cancel solo-1
+assert_eq 0 "$RC" "cancel of an unambiguous id alone"
 
 note "usage"
 run "$BUILDVM" enqueue
@@ -68,13 +104,13 @@ host=${addr%:*} port=${addr##*:}
 rcli () { redis-cli -h "$host" -p "$port" "$@"; }
 stream=t-enqueue-$$
 printf '{"queue": "redis://%s/%s?group=g1"}\n' "$addr" "$stream" >"$T/runner.json"
-trap '_rc=$?; rcli DEL "$stream" "$stream:job:d-42" >/dev/null 2>&1 || true; _cleanup' EXIT
+trap '_rc=$?; rcli DEL "$stream" "$stream:job:app1+d-42" >/dev/null 2>&1 || true; _cleanup' EXIT
 run "$BUILDVM" enqueue --config "$T/runner.json" "$T/job.json"
 assert_eq 0 "$RC" "redis enqueue exit status (stderr: $(cat "$T/err"))"
 assert_eq "d-42" "$(cat "$T/out")" "redis: printed job id"
 assert_eq 1 "$(rcli XLEN "$stream")" "stream length"
-assert_eq "d-42" "$(rcli XRANGE "$stream" - + | sed -n 3p)" "the entry's job field"
-assert_eq "queued" "$(rcli HGET "$stream:job:d-42" state)" "job hash state"
+assert_eq "app1+d-42" "$(rcli XRANGE "$stream" - + | sed -n 3p)" "the entry's job field (its key: app and id)"
+assert_eq "queued" "$(rcli HGET "$stream:job:app1+d-42" state)" "job hash state"
 rcli XINFO GROUPS "$stream" | grep -qx g1 || fail "consumer group g1 not created"
 run "$BUILDVM" enqueue --config "$T/runner.json" "$T/job.json"
 assert_eq 0 "$RC" "redis re-enqueue"

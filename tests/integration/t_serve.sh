@@ -29,10 +29,10 @@ for driver in spool redis; do
     # poison: not a valid deploy request, put straight on the queue
     if [ $driver = spool ]; then
         printf '{"id": "poison-1", "app": "Not Valid", "repo": "x"}' >"$BUILDVM_HOME/spool/tmp/poison-1.json"
-        mv "$BUILDVM_HOME/spool/tmp/poison-1.json" "$BUILDVM_HOME/spool/new/poison-1.json"
+        mv "$BUILDVM_HOME/spool/tmp/poison-1.json" "$BUILDVM_HOME/spool/new/poison+poison-1.json"
     else
         stream=$(echo "$queue" | sed -E 's|redis://[^/]*/([^?]*).*|\1|')
-        redis-cli -h 127.0.0.1 -p "${REDIS_q_ADDR#*:}" XADD "$stream" '*' job poison-1 body 'not json at all' >/dev/null
+        redis-cli -h 127.0.0.1 -p "${REDIS_q_ADDR#*:}" XADD "$stream" '*' job poison+poison-1 body 'not json at all' >/dev/null
     fi
     sv_start main
     sv_wait_done 4 90 || { cat "$T/serve-main.log"; fail "$driver: jobs did not finish"; }

@@ -95,7 +95,7 @@ push_body "$T/push.json" refs/heads/main "$COMMIT"
 gh_post d-1 "$T/push.json"
 expect 202 '"job":"github-d-1"' "a signed push"
 assert_contains "$T/resp" '"message":"enqueued"'
-job=$SPOOL/new/github-d-1.json
+job=$SPOOL/new/hello+github-d-1.json
 [ -f "$job" ] || fail "no $job"
 assert_eq "file:///srv/git/hello.git" "$(jq -r .repo "$job")" "the job's repo"
 assert_eq "$COMMIT hello refs/heads/main webhook d-1 alice" \
@@ -222,7 +222,7 @@ exec 7>&- 8>&- 9>&-
 
 note "a restart remembers the deliveries (the queue entry is gone, the replay store is not)"
 stop_server
-rm -f "$SPOOL/new/github-d-1.json"
+rm -f "$SPOOL/new/hello+github-d-1.json"
 start_server
 gh_post d-1 "$T/push.json"
 expect 200 "duplicate delivery: already received" "a replay after a restart"
@@ -246,12 +246,12 @@ rcli () { redis-cli -h "$host" -p "$rport" "$@"; }
 stream=t-webhook-$$
 rm -rf "$BUILDVM_HOME/state/webhook"
 webhook_config "redis://$addr/$stream?group=g1"
-trap '_rc=$?; rcli DEL "$stream" "$stream:job:github-r-1" >/dev/null 2>&1 || true; [ -z "$SERVER_PID" ] || kill -9 "$SERVER_PID" 2>/dev/null; _cleanup' EXIT
+trap '_rc=$?; rcli DEL "$stream" "$stream:job:hello+github-r-1" >/dev/null 2>&1 || true; [ -z "$SERVER_PID" ] || kill -9 "$SERVER_PID" 2>/dev/null; _cleanup' EXIT
 start_server
 gh_post r-1 "$T/push.json"
 expect 202 '"job":"github-r-1"' "redis: a signed push"
 assert_eq 1 "$(rcli XLEN "$stream")" "stream length"
-assert_eq queued "$(rcli HGET "$stream:job:github-r-1" state)" "job hash state"
+assert_eq queued "$(rcli HGET "$stream:job:hello+github-r-1" state)" "job hash state"
 gh_post r-1 "$T/push.json"
 expect 200 "duplicate delivery" "redis: the same delivery"
 post "$T/push2.json" -H "Content-Type: application/json" -H "X-GitHub-Event: push" \

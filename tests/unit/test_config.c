@@ -142,6 +142,7 @@ test_defaults_without_file (void **state)
   /* no serve.job_seconds: the sum of the phase deadlines */
   assert_int_equal (c->serve.job_seconds, 0);
   assert_int_equal (config_job_seconds (c), 900 + 60 + 3600 + 3600);
+  assert_int_equal (c->limits.max_artifacts, 10000);
   assert_int_equal (c->defaults.vcpus, 1);
   assert_int_equal (c->defaults.memory_mib, 1024);
   assert_int_equal (c->defaults.disk_mib, 2048);
@@ -465,6 +466,8 @@ static const struct field_case cases[] = {
   { "limits.max_log_bytes", "100", "field `limits.max_log_bytes` is 100" },
   { "limits.max_source_bytes", "0", "field `limits.max_source_bytes` is 0" },
   { "limits.max_source_entries", "100000001", "field `limits.max_source_entries` is 100000001" },
+  { "limits.max_artifacts", "100001", "field `limits.max_artifacts` is 100001" },
+  { "limits.max_artifacts", "0", "field `limits.max_artifacts` is 0" },
   { "limits.max_gpus", "1", "unknown field `limits.max_gpus`" },
   { "defaults.memory_mib", "4096", "field `defaults.memory_mib` is 4096, above `limits.max_memory_mib` (2048)" },
   { "defaults.vcpus", "4", "field `defaults.vcpus` is 4, above `limits.max_vcpus` (2)" },

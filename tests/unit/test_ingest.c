@@ -254,7 +254,7 @@ run_fixture (struct run *r, const char *name, const struct ingest_limits *lim)
   if (r->ret == 0)
     {
       bvm_error_t cerr = NULL;
-      assert_ok (store_txn_commit (steal_pointer (&r->x.txn), &r->index, &cerr), &cerr);
+      assert_ok (store_txn_commit (steal_pointer (&r->x.txn), NULL, &r->index, &cerr), &cerr);
     }
   else
     {

@@ -186,12 +186,24 @@ lease (struct queue *q, int64_t wait_ms)
   return m;
 }
 
+/* the queue's key of a test job: app1's, unless the id names its app */
+static const char *
+key_of (char buf[JOB_KEY_MAX + 1], const char *id)
+{
+  if (strchr (id, JOB_KEY_SEP) != NULL)
+    snprintf (buf, JOB_KEY_MAX + 1, "%s", id);
+  else
+    snprintf (buf, JOB_KEY_MAX + 1, "app1%c%s", JOB_KEY_SEP, id);
+  return buf;
+}
+
 static json_t *
 get (struct queue *q, const char *id)
 {
   json_t *doc = NULL;
   bvm_error_t err = NULL;
-  assert_ok (queue_get (&doc, q, id, &err), &err);
+  char key[JOB_KEY_MAX + 1];
+  assert_ok (queue_get (&doc, q, key_of (key, id), &err), &err);
   return doc;
 }
 
@@ -288,7 +300,7 @@ test_full_cycle (void **state)
     for (size_t i = 0; i + 1 < fields->elements; i += 2)
       {
         if (strcmp (fields->element[i]->str, "job") == 0)
-          saw_job = strcmp (fields->element[i + 1]->str, "d-1") == 0;
+          saw_job = strcmp (fields->element[i + 1]->str, "app1+d-1") == 0;
         if (strcmp (fields->element[i]->str, "state") == 0)
           saw_state = strcmp (fields->element[i + 1]->str, "done") == 0;
       }
@@ -313,6 +325,54 @@ test_full_cycle (void **state)
   json_decref (list);
   assert_null (get (q, "never"));
   free (mid);
+  queue_close (q);
+}
+
+/* Job ids are unique per app only: another app's job of the same id is
+ * another job, not a duplicate (issue 11: keyed by the id alone, one app's
+ * id shadowed another's). */
+static void
+test_same_id_two_apps (void **state)
+{
+  struct fixture *f = *state;
+  struct queue *q = open_q (f->url, "r", 0, 0);
+  struct job_request *j1 = mkjob ("same-1"), *j2 = NULL;
+  struct queue_msg *m1, *m2;
+  enum queue_state ex;
+  bvm_error_t err = NULL;
+  char *mid = NULL;
+  const char *req2 = "{\"id\":\"same-1\",\"app\":\"app2\",\"repo\":\"file:///srv/app2.git\","
+                     "\"commit\":\"" COMMIT "\",\"ref\":\"refs/heads/main\"}";
+  json_t *doc;
+
+  assert_ok (job_parse (&j2, req2, strlen (req2), &err), &err);
+  assert_ok (queue_enqueue (&mid, &ex, q, j1, &err), &err);
+  assert_int_equal (ex, QUEUE_STATE_NONE);
+  free (mid);
+  m1 = lease (q, 0);
+  assert_non_null (m1);
+  assert_ok (queue_complete (q, m1, g_empty, &err), &err);
+  /* app1's job is done; app2's of the same id is new, not "already done" */
+  assert_ok (queue_enqueue (&mid, &ex, q, j2, &err), &err);
+  assert_int_equal (ex, QUEUE_STATE_NONE);
+  free (mid);
+  m2 = lease (q, 0);
+  assert_non_null (m2);
+  assert_string_equal (m2->job->app, "app2");
+  assert_string_equal (m2->key, "app2+same-1");
+  doc = get (q, "app1+same-1");
+  assert_string_equal (jstr (doc, "state"), "done");
+  assert_string_equal (jstr (doc, "app"), "app1");
+  assert_string_equal (jstr (doc, "job"), "same-1");
+  json_decref (doc);
+  doc = get (q, "app2+same-1");
+  assert_string_equal (jstr (doc, "state"), "running");
+  json_decref (doc);
+  assert_ok (queue_complete (q, m2, g_empty, &err), &err);
+  queue_msg_free (m1);
+  queue_msg_free (m2);
+  job_free (j1);
+  job_free (j2);
   queue_close (q);
 }
 
@@ -646,25 +706,25 @@ test_poison_entries_are_dead_lettered (void **state)
   char *big, *other, *s;
   json_t *list, *dead, *doc;
   static const char *const want[] = {
-    "not valid JSON", "commit", "larger than 65536 bytes", "does not match",
-    "exactly the fields `job` and `body`", "is not a valid job id",
+    "not valid JSON", "commit", "larger than 65536 bytes", "do not match",
+    "exactly the fields `job` and `body`", "is not a valid job key",
   };
 
   s = strdup ("{\"id\": ");
-  xadd (f, "p-json", s, strlen (s));
+  xadd (f, "app1+p-json", s, strlen (s));
   free (s);
   s = strdup ("{\"id\":\"p-field\",\"app\":\"app1\",\"repo\":\"file:///srv/a.git\","
               "\"commit\":\"abc\",\"ref\":\"refs/heads/main\"}");
-  xadd (f, "p-field", s, strlen (s));
+  xadd (f, "app1+p-field", s, strlen (s));
   free (s);
   big = calloc (1, 70 * 1024 + 1);
   memset (big, ' ', 70 * 1024);
-  xadd (f, "p-big", big, strlen (big));
+  xadd (f, "app1+p-big", big, strlen (big));
   free (big);
   other = request_text ("someone-else");
-  xadd (f, "p-mis", other, strlen (other));
+  xadd (f, "app1+p-mis", other, strlen (other));
   free (other);
-  xadd (f, "p-nobody", NULL, 0);
+  xadd (f, "app1+p-nobody", NULL, 0);
   s = request_text ("x");
   xadd (f, "../x", s, strlen (s));
   free (s);
@@ -801,7 +861,7 @@ test_drain_does_not_spend_attempts (void **state)
   /* a canceled job is not handed back */
   free (enqueue (q, "d-11"));
   m = lease (q, 0);
-  assert_ok (queue_cancel (&was_running, q, "d-11", &err), &err);
+  assert_ok (queue_cancel (&was_running, q, "app1+d-11", &err), &err);
   assert_ok (queue_drain (q, m, &err), &err);
   queue_msg_free (m);
   assert_null (lease (q, 0));
@@ -822,7 +882,7 @@ test_cancel (void **state)
   json_t *doc;
 
   free (enqueue (q, "queued-1"));
-  assert_ok (queue_cancel (&was_running, q, "queued-1", &err), &err);
+  assert_ok (queue_cancel (&was_running, q, "app1+queued-1", &err), &err);
   assert_false (was_running);
   assert_null (lease (q, 0));
   doc = get (q, "queued-1");
@@ -835,7 +895,7 @@ test_cancel (void **state)
   m = lease (q, 0);
   assert_non_null (m);
   assert_false (queue_cancel_requested (q, m));
-  assert_ok (queue_cancel (&was_running, q, "running-1", &err), &err);
+  assert_ok (queue_cancel (&was_running, q, "app1+running-1", &err), &err);
   assert_true (was_running);
   assert_true (queue_cancel_requested (q, m));
   assert_ok (queue_release (q, m, "stopped", &err), &err);
@@ -846,8 +906,8 @@ test_cancel (void **state)
   json_decref (doc);
   assert_null (lease (q, 0));
 
-  assert_fails_with (queue_cancel (&was_running, q, "running-1", &err), &err, "already finished");
-  assert_fails_with (queue_cancel (&was_running, q, "never-seen", &err), &err,
+  assert_fails_with (queue_cancel (&was_running, q, "app1+running-1", &err), &err, "already finished");
+  assert_fails_with (queue_cancel (&was_running, q, "app1+never-seen", &err), &err,
                      "no such job is queued or running");
   queue_close (q);
 }
@@ -1003,15 +1063,15 @@ test_raw_producers (void **state)
   char *s = request_text ("raw-1");
   json_t *doc, *list;
 
-  xadd (f, "raw-1", s, strlen (s));
+  xadd (f, "app1+raw-1", s, strlen (s));
   m = lease (q, 0);
   assert_non_null (m);
   assert_string_equal (m->job_id, "raw-1");
-  xadd (f, "raw-1", s, strlen (s));
+  xadd (f, "app1+raw-1", s, strlen (s));
   assert_null (lease (q, 0));
   assert_ok (queue_list (&list, q, 0, &err), &err);
   assert_non_null (strstr (jstr (json_array_get (json_object_get (list, "dead"), 0), "reason"),
-                           "duplicate: job `raw-1` is already running"));
+                           "duplicate: job `app1+raw-1` is already running"));
   json_decref (list);
   assert_ok (queue_complete (q, m, g_empty, &err), &err);
   queue_msg_free (m);
@@ -1038,7 +1098,7 @@ test_finished_entry_is_only_acknowledged (void **state)
 
   m = lease (q, 0);
   assert_non_null (m);
-  freeReplyObject (raw (f, "HSET %s:job:d-9 state done", f->stream));
+  freeReplyObject (raw (f, "HSET %s:job:app1+d-9 state done", f->stream));
   queue_msg_free (m);
   sleep_ms (200);
   assert_null (lease (q, 0));
@@ -1058,7 +1118,7 @@ test_stream_deleted_under_the_handle (void **state)
   struct queue_msg *m;
 
   free (enqueue (q, "gone-1"));
-  freeReplyObject (raw (f, "DEL %s %s:job:gone-1", f->stream, f->stream));
+  freeReplyObject (raw (f, "DEL %s %s:job:app1+gone-1", f->stream, f->stream));
   assert_null (lease (q, 0));
   free (enqueue (q, "gone-2"));
   m = lease (q, 0);
@@ -1110,6 +1170,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown (test_full_cycle, setup, teardown),
     cmocka_unit_test_setup_teardown (test_enqueue_idempotent, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_same_id_two_apps, setup, teardown),
     cmocka_unit_test_setup_teardown (test_two_processes_twenty_jobs, setup, teardown),
     cmocka_unit_test_setup_teardown (test_takeover_and_fencing, setup, teardown),
     cmocka_unit_test_setup_teardown (test_paused_runner_is_fenced, setup, teardown),

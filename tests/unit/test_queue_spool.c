@@ -115,12 +115,24 @@ lease (struct queue *q, int64_t wait_ms)
   return m;
 }
 
+/* the queue's key of a test job: app1's, unless the id names its app */
+static const char *
+key_of (char buf[JOB_KEY_MAX + 1], const char *id)
+{
+  if (strchr (id, JOB_KEY_SEP) != NULL)
+    snprintf (buf, JOB_KEY_MAX + 1, "%s", id);
+  else
+    snprintf (buf, JOB_KEY_MAX + 1, "app1%c%s", JOB_KEY_SEP, id);
+  return buf;
+}
+
 static json_t *
 get (struct queue *q, const char *id)
 {
   json_t *doc = NULL;
   bvm_error_t err = NULL;
-  assert_ok (queue_get (&doc, q, id, &err), &err);
+  char key[JOB_KEY_MAX + 1];
+  assert_ok (queue_get (&doc, q, key_of (key, id), &err), &err);
   return doc;
 }
 
@@ -166,7 +178,7 @@ test_full_cycle (void **state)
   char path[4096];
 
   enqueue (q, "d-1");
-  snprintf (path, sizeof path, "%s/spool/new/d-1.json", f->dir);
+  snprintf (path, sizeof path, "%s/spool/new/app1+d-1.json", f->dir);
   assert_int_equal (access (path, F_OK), 0);
   assert_ok (queue_depth (&queued, &running, q, &err), &err);
   assert_int_equal (queued, 1);
@@ -178,7 +190,7 @@ test_full_cycle (void **state)
   m = lease (q, 0);
   assert_non_null (m);
   assert_string_equal (m->job_id, "d-1");
-  assert_string_equal (m->msg_id, "d-1.json");
+  assert_string_equal (m->msg_id, "app1+d-1.json");
   assert_string_equal (m->owner, "runner-1");
   assert_string_equal (m->job->commit, COMMIT);
   assert_int_equal (m->attempt, 1);
@@ -219,7 +231,55 @@ test_full_cycle (void **state)
   assert_string_equal (jstr (json_array_get (json_object_get (doc, "done"), 0), "job"), "d-1");
   json_decref (doc);
   assert_null (get (q, "nope"));
-  assert_fails_with (queue_get (&doc, q, "../x", &err), &err, "not a valid job id");
+  assert_fails_with (queue_get (&doc, q, "../x", &err), &err, "not a valid job key");
+  queue_close (q);
+}
+
+/* Job ids are unique per app only: another app's job of the same id is
+ * another job, not a duplicate (issue 11: keyed by the id alone, one app's
+ * id shadowed another's). */
+static void
+test_same_id_two_apps (void **state)
+{
+  struct fixture *f = *state;
+  struct queue *q = open_q (f->url, "r", 0, 0);
+  struct job_request *j1 = mkjob ("same-1"), *j2 = NULL;
+  struct queue_msg *m1, *m2;
+  enum queue_state ex;
+  bvm_error_t err = NULL;
+  char *mid = NULL;
+  const char *req2 = "{\"id\":\"same-1\",\"app\":\"app2\",\"repo\":\"file:///srv/app2.git\","
+                     "\"commit\":\"" COMMIT "\",\"ref\":\"refs/heads/main\"}";
+  json_t *doc;
+
+  assert_ok (job_parse (&j2, req2, strlen (req2), &err), &err);
+  assert_ok (queue_enqueue (&mid, &ex, q, j1, &err), &err);
+  assert_int_equal (ex, QUEUE_STATE_NONE);
+  free (mid);
+  m1 = lease (q, 0);
+  assert_non_null (m1);
+  assert_ok (queue_complete (q, m1, g_empty, &err), &err);
+  /* app1's job is done; app2's of the same id is new, not "already done" */
+  assert_ok (queue_enqueue (&mid, &ex, q, j2, &err), &err);
+  assert_int_equal (ex, QUEUE_STATE_NONE);
+  free (mid);
+  m2 = lease (q, 0);
+  assert_non_null (m2);
+  assert_string_equal (m2->job->app, "app2");
+  assert_string_equal (m2->key, "app2+same-1");
+  doc = get (q, "app1+same-1");
+  assert_string_equal (jstr (doc, "state"), "done");
+  assert_string_equal (jstr (doc, "app"), "app1");
+  assert_string_equal (jstr (doc, "job"), "same-1");
+  json_decref (doc);
+  doc = get (q, "app2+same-1");
+  assert_string_equal (jstr (doc, "state"), "running");
+  json_decref (doc);
+  assert_ok (queue_complete (q, m2, g_empty, &err), &err);
+  queue_msg_free (m1);
+  queue_msg_free (m2);
+  job_free (j1);
+  job_free (j2);
   queue_close (q);
 }
 
@@ -238,7 +298,7 @@ test_enqueue_idempotent (void **state)
   enqueue (q, "d-2");
   assert_ok (queue_enqueue (&mid, &ex, q, j, &err), &err);
   assert_int_equal (ex, QUEUE_STATE_QUEUED);
-  assert_string_equal (mid, "d-2.json");
+  assert_string_equal (mid, "app1+d-2.json");
   free (mid);
   m = lease (q, 0);
   assert_non_null (m);
@@ -265,7 +325,7 @@ test_enqueue_idempotent (void **state)
   assert_int_equal (ex, QUEUE_STATE_DONE);
   free (mid);
   {
-    char *out = t_sh_out ("ls '%s/spool/dead' | grep -c '^d-2~'", f->dir);
+    char *out = t_sh_out ("ls '%s/spool/dead' | grep -c '^app1+d-2~'", f->dir);
     assert_string_equal (out, "2"); /* the .json and the .msg, archived */
     free (out);
   }
@@ -640,16 +700,16 @@ test_poison_messages_are_dead_lettered (void **state)
   size_t n;
   bvm_error_t err = NULL;
 
-  write_new (f, "badjson.json", "{\"id\": \"badjson\", ");
-  write_new (f, "badfield.json",
+  write_new (f, "app1+badjson.json", "{\"id\": \"badjson\", ");
+  write_new (f, "app1+badfield.json",
              "{\"id\":\"badfield\",\"app\":\"app1\",\"repo\":\"file:///srv/a.git\","
              "\"commit\":\"abc\",\"ref\":\"refs/heads/main\"}");
   big = calloc (1, 70 * 1024 + 1);
   memset (big, ' ', 70 * 1024);
-  write_new (f, "big.json", big);
+  write_new (f, "app1+big.json", big);
   free (big);
   other = request_text ("someone-else");
-  write_new (f, "mismatch.json", other);
+  write_new (f, "app1+mismatch.json", other);
   free (other);
   write_new (f, "bad name!", "{}");
   sleep_ms (20);
@@ -661,25 +721,25 @@ test_poison_messages_are_dead_lettered (void **state)
   assert_null (lease (q, 0));
   queue_msg_free (m);
 
-  doc = dead_record (f, "badjson.json");
+  doc = dead_record (f, "app1+badjson.json");
   assert_non_null (strstr (jstr (doc, "reason"), "not valid JSON"));
   assert_string_equal (jstr (doc, "state"), "dead");
   json_decref (doc);
-  doc = dead_record (f, "badfield.json");
+  doc = dead_record (f, "app1+badfield.json");
   assert_non_null (strstr (jstr (doc, "reason"), "commit"));
   json_decref (doc);
-  doc = dead_record (f, "big.json");
+  doc = dead_record (f, "app1+big.json");
   assert_non_null (strstr (jstr (doc, "reason"), "larger than 65536 bytes"));
   json_decref (doc);
-  doc = dead_record (f, "mismatch.json");
-  assert_non_null (strstr (jstr (doc, "reason"), "does not match"));
+  doc = dead_record (f, "app1+mismatch.json");
+  assert_non_null (strstr (jstr (doc, "reason"), "do not match"));
   json_decref (doc);
   /* the message files are kept as they were, next to the reason */
-  out = t_sh_out ("cat '%s/spool/dead/badjson.msg'", f->dir);
+  out = t_sh_out ("cat '%s/spool/dead/app1+badjson.msg'", f->dir);
   assert_string_equal (out, "{\"id\": \"badjson\", ");
   free (out);
   /* a name that is no job id gets a generated one */
-  out = t_sh_out ("grep -l 'is not `<job id>.json`' '%s'/spool/dead/~*.json | wc -l", f->dir);
+  out = t_sh_out ("grep -l 'is not `<app>+<job id>.json`' '%s'/spool/dead/~*.json | wc -l", f->dir);
   assert_string_equal (out, "1");
   free (out);
   doc = get (q, "badfield");
@@ -788,7 +848,7 @@ test_drain_does_not_spend_attempts (void **state)
   /* a canceled job is not handed back */
   enqueue (q, "d-11");
   m = lease (q, 0);
-  assert_ok (queue_cancel (&was_running, q, "d-11", &err), &err);
+  assert_ok (queue_cancel (&was_running, q, "app1+d-11", &err), &err);
   assert_ok (queue_drain (q, m, &err), &err);
   queue_msg_free (m);
   assert_null (lease (q, 0));
@@ -809,7 +869,7 @@ test_cancel (void **state)
   json_t *doc;
 
   enqueue (q, "queued-1");
-  assert_ok (queue_cancel (&was_running, q, "queued-1", &err), &err);
+  assert_ok (queue_cancel (&was_running, q, "app1+queued-1", &err), &err);
   assert_false (was_running);
   assert_null (lease (q, 0));
   doc = get (q, "queued-1");
@@ -821,7 +881,7 @@ test_cancel (void **state)
   m = lease (q, 0);
   assert_non_null (m);
   assert_false (queue_cancel_requested (q, m));
-  assert_ok (queue_cancel (&was_running, q, "running-1", &err), &err);
+  assert_ok (queue_cancel (&was_running, q, "app1+running-1", &err), &err);
   assert_true (was_running);
   assert_true (queue_cancel_requested (q, m));
   doc = get (q, "running-1");
@@ -836,8 +896,8 @@ test_cancel (void **state)
   json_decref (doc);
   assert_null (lease (q, 0));
 
-  assert_fails_with (queue_cancel (&was_running, q, "running-1", &err), &err, "already finished");
-  assert_fails_with (queue_cancel (&was_running, q, "never-seen", &err), &err,
+  assert_fails_with (queue_cancel (&was_running, q, "app1+running-1", &err), &err, "already finished");
+  assert_fails_with (queue_cancel (&was_running, q, "app1+never-seen", &err), &err,
                      "no such job is queued or running");
   queue_close (q);
 }
@@ -892,7 +952,7 @@ test_record_without_ack_is_not_rerun (void **state)
   enqueue (q, "d-8");
   m = lease (q, 0);
   assert_non_null (m);
-  snprintf (path, sizeof path, "%s/spool/done/d-8.json", f->dir);
+  snprintf (path, sizeof path, "%s/spool/done/app1+d-8.json", f->dir);
   t_write (path, "{\"job\":\"d-8\",\"state\":\"done\",\"attempt\":1,\"record\":{\"status\":\"success\"}}");
   chmod (path, 0600);
   queue_msg_free (m);
@@ -1053,6 +1113,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown (test_full_cycle, setup, teardown),
     cmocka_unit_test_setup_teardown (test_enqueue_idempotent, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_same_id_two_apps, setup, teardown),
     cmocka_unit_test_setup_teardown (test_two_processes_twenty_jobs, setup, teardown),
     cmocka_unit_test_setup_teardown (test_takeover_race_two_processes, setup, teardown),
     cmocka_unit_test_setup_teardown (test_lease_expiry_fences_the_old_holder, setup, teardown),

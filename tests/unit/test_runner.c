@@ -165,10 +165,12 @@ test_record_path_and_summary (void **state)
 
   setenv ("BUILDVM_HOME", "/tmp/buildvm-test-home", 1);
   assert_ok (config_load (&cfg, NULL, &err), &err);
-  assert_ok (pipeline_record_path (&path, cfg, "job-1", &err), &err);
-  assert_string_equal (path, "/tmp/buildvm-test-home/state/jobs/job-1.json");
+  /* records are kept per app: ids are unique per app only */
+  assert_ok (pipeline_record_path (&path, cfg, "web", "job-1", &err), &err);
+  assert_string_equal (path, "/tmp/buildvm-test-home/state/jobs/web/job-1.json");
   free (path);
-  assert_fails_with (pipeline_record_path (&path, cfg, "../x", &err), &err, "invalid job id");
+  assert_fails_with (pipeline_record_path (&path, cfg, "web", "../x", &err), &err, "invalid job id");
+  assert_fails_with (pipeline_record_path (&path, cfg, "../web", "x", &err), &err, "invalid job id");
   assert_true (serve_default_concurrency (cfg) >= 1);
   config_free (cfg);
   unsetenv ("BUILDVM_HOME");

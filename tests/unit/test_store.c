@@ -80,7 +80,7 @@ test_commit_and_index (void **state)
   assert_ok (store_put_link (t, PREFIX "copy/of/a", PREFIX "a.txt", &err), &err);
   /* nothing is visible before commit */
   assert_false (exists (d, "apps"));
-  assert_ok (store_txn_commit (steal_pointer (&t), &idx, &err), &err);
+  assert_ok (store_txn_commit (steal_pointer (&t), NULL, &idx, &err), &err);
 
   text = read_rel (d, PREFIX "a.txt");
   assert_string_equal (text, "alpha\n");
@@ -115,6 +115,68 @@ test_commit_and_index (void **state)
     assert_int_equal (st.st_mode & 0777, 0644);
   }
   assert_true (staging_empty (d));
+  t_tmpdir_free (d);
+}
+
+/* The record holds this summary, not the index (issue 11, item 5): with
+ * thousands of objects it stays a few hundred bytes and names the index by
+ * its key and digest, which match the bytes the store wrote. */
+static void
+test_commit_summary (void **state)
+{
+  char *d = t_tmpdir ();
+  cleanup_store struct store *s = NULL;
+  struct store_txn *t = NULL;
+  struct store_summary sum;
+  bvm_error_t err = NULL;
+  cleanup_free char *text = NULL, *dumped = NULL;
+  char want[DIGEST_STR_LEN + 1], key[128];
+  json_t *j;
+  uint64_t bytes = 0;
+  const unsigned n = 3000;
+  (void) state;
+
+  assert_ok (store_open (&s, d, &err), &err);
+  assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
+  for (unsigned i = 0; i < n; i++)
+    {
+      char body[32];
+      snprintf (key, sizeof key, PREFIX "out/report-part-%u.txt", i);
+      snprintf (body, sizeof body, "%u\n", i);
+      put (t, key, body);
+      bytes += strlen (body);
+    }
+  /* a link counts as an object of its own, with the size of its target */
+  assert_ok (store_put_link (t, PREFIX "copy", PREFIX "out/report-part-10.txt", &err), &err);
+  bytes += 3;
+  memset (&sum, 0x55, sizeof sum);
+  assert_ok (store_txn_commit (steal_pointer (&t), &sum, NULL, &err), &err);
+
+  assert_string_equal (sum.prefix, PREFIX);
+  assert_string_equal (sum.index_key, PREFIX "index.json");
+  assert_int_equal (sum.count, n + 1);
+  assert_int_equal (sum.bytes, bytes);
+  text = read_rel (d, PREFIX "index.json");
+  assert_int_equal (sum.index_bytes, strlen (text));
+  assert_ok (digest_buffer (want, text, strlen (text), &err), &err);
+  assert_string_equal (sum.index_digest, want);
+
+  j = store_summary_to_json (&sum);
+  assert_non_null (j);
+  dumped = json_dumps (j, JSON_SORT_KEYS | JSON_COMPACT);
+  json_decref (j);
+  assert_true (strlen (dumped) < 512);
+  {
+    char *expect = NULL;
+    if (asprintf (&expect,
+                  "{\"bytes\":%llu,\"count\":%u,\"index\":{\"digest\":\"%s\",\"path\":\"" PREFIX
+                  "index.json\",\"size\":%zu},\"prefix\":\"" PREFIX "\"}",
+                  (unsigned long long) bytes, n + 1, want, strlen (text))
+        < 0)
+      abort ();
+    assert_string_equal (dumped, expect);
+    free (expect);
+  }
   t_tmpdir_free (d);
 }
 
@@ -187,7 +249,7 @@ test_crash_leaves_nothing_visible (void **state)
     assert_string_equal (n, "2"); /* live + t */
   }
   put (live, "apps/other/1/x", "x");
-  assert_ok (store_txn_commit (steal_pointer (&live), NULL, &err), &err);
+  assert_ok (store_txn_commit (steal_pointer (&live), NULL, NULL, &err), &err);
   store_txn_abort (t);
   assert_true (exists (d, "apps/other/1/x"));
   assert_false (exists (d, PREFIX));
@@ -204,7 +266,7 @@ commit_set (struct store *s, const char *const *kv, char **index_text)
   assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
   for (size_t i = 0; kv[i]; i += 2)
     put (t, kv[i], kv[i + 1]);
-  assert_ok (store_txn_commit (steal_pointer (&t), &idx, &err), &err);
+  assert_ok (store_txn_commit (steal_pointer (&t), NULL, &idx, &err), &err);
   *index_text = json_dumps (idx, JSON_SORT_KEYS | JSON_COMPACT);
   json_decref (idx);
 }
@@ -306,7 +368,7 @@ test_keys_refused (void **state)
   assert_fails_with (store_put_link (t, PREFIX "l", PREFIX "missing", &err), &err,
                      "was not stored before");
   assert_fails_with (store_put_write (t, "x", 1, &err), &err, "put not begun");
-  assert_ok (store_txn_commit (steal_pointer (&t), NULL, &err), &err);
+  assert_ok (store_txn_commit (steal_pointer (&t), NULL, NULL, &err), &err);
   assert_true (exists (d, PREFIX "ok"));
 
   /* prefixes */
@@ -334,7 +396,7 @@ test_conflicting_keys_fail_txn (void **state)
   put (t, PREFIX "a", "file");
   assert_fails_with (store_put_begin (t, PREFIX "a/b", &err), &err, "conflicts with another key");
   assert_fails_with (store_put_begin (t, PREFIX "c", &err), &err, "already failed");
-  assert_fails_with (store_txn_commit (steal_pointer (&t), NULL, &err), &err, "already failed");
+  assert_fails_with (store_txn_commit (steal_pointer (&t), NULL, NULL, &err), &err, "already failed");
   assert_false (exists (d, "apps"));
   assert_true (staging_empty (d));
   t_tmpdir_free (d);
@@ -368,6 +430,7 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_commit_and_index),
+    cmocka_unit_test (test_commit_summary),
     cmocka_unit_test (test_abort_leaves_nothing),
     cmocka_unit_test (test_crash_leaves_nothing_visible),
     cmocka_unit_test (test_rerun_idempotent_and_replacing),

@@ -16,6 +16,7 @@
 #include "workdir.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -552,6 +553,58 @@ test_workdir_reap (void **state)
   t_tmpdir_free (d);
 }
 
+/* A reaper running while jobs create their directories never removes a live
+ * one (issue 11, also from reading): the directory used to appear under its
+ * final name before its lock was taken, and a reaper in that window removed
+ * it. A child creates, uses and removes directories in a loop while we reap. */
+static void
+test_workdir_reap_race (void **state)
+{
+  char *d = t_tmpdir ();
+  bvm_error_t err = NULL;
+  pid_t pid;
+  int st;
+  (void) state;
+
+  pid = fork ();
+  if (pid == 0)
+    {
+      for (int i = 0; i < 3000; i++)
+        {
+          struct workdir *w = NULL;
+          bvm_error_t e = NULL;
+          char *f;
+          if (workdir_create (&w, d, "job", &e) < 0)
+            _exit (10);
+          f = workdir_file (w, "disk.img");
+          if (f == NULL || access (w->path, F_OK) < 0)
+            _exit (11);
+          {
+            int fd = open (f, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+            if (fd < 0)
+              _exit (12);
+            close (fd);
+          }
+          free (f);
+          if (workdir_remove (w, &e) < 0)
+            _exit (13);
+        }
+      _exit (0);
+    }
+  for (;;)
+    {
+      unsigned reaped = 0;
+      if (waitpid (pid, &st, WNOHANG) == pid)
+        break;
+      if (workdir_reap_stale (d, &reaped, &err) < 0)
+        bvm_error_free (&err);
+    }
+  assert_true (WIFEXITED (st));
+  assert_int_equal (WEXITSTATUS (st), 0);
+  assert_int_equal (count_entries (d), 0);
+  t_tmpdir_free (d);
+}
+
 static void
 test_proc (void **state)
 {
@@ -587,6 +640,7 @@ main (void)
     cmocka_unit_test (test_run_deadlines_and_cancel),
     cmocka_unit_test (test_run_errors),
     cmocka_unit_test (test_workdir_reap),
+    cmocka_unit_test (test_workdir_reap_race),
     cmocka_unit_test (test_proc),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);

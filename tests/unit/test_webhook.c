@@ -895,7 +895,7 @@ test_handle_enqueue_and_replays (void **state)
   struct webhook_response res;
   json_t *job = NULL;
   bvm_error_t err = NULL;
-  char path[1200];
+  char path[1400];
   char *body, *body2;
   (void) state;
 
@@ -911,7 +911,7 @@ test_handle_enqueue_and_replays (void **state)
   assert_int_equal (queued (&e), 1);
 
   /* the request: the repository is the config's, never the payload's */
-  snprintf (path, sizeof path, "%s/new/%s.json", e.spool, res.job_id);
+  snprintf (path, sizeof path, "%s/new/%s+%s.json", e.spool, res.app, res.job_id);
   assert_ok (jsonx_parse_file (&job, path, 65536, &err), &err);
   assert_string_equal (json_string_value (json_object_get (job, "repo")),
                        "file:///srv/git/hello.git");
@@ -974,7 +974,7 @@ test_handle_ids_and_names (void **state)
   struct webhook_response res;
   json_t *job = NULL;
   bvm_error_t err = NULL;
-  char path[1200], longname[400], name_json[800];
+  char path[1400], longname[400], name_json[800];
   char *body;
   (void) state;
 
@@ -987,7 +987,7 @@ test_handle_ids_and_names (void **state)
   assert_int_equal (strncmp (res.job_id, "github_", 7), 0);
   assert_int_equal (strlen (res.job_id), 7 + 40);
   assert_null (job_id_problem (res.job_id));
-  snprintf (path, sizeof path, "%s/new/%s.json", e.spool, res.job_id);
+  snprintf (path, sizeof path, "%s/new/%s+%s.json", e.spool, res.app, res.job_id);
   assert_ok (jsonx_parse_file (&job, path, 65536, &err), &err);
   assert_int_equal (strncmp (json_string_value (json_object_get (job, "delivery")), "sha256:", 7),
                     0);
@@ -1001,7 +1001,7 @@ test_handle_ids_and_names (void **state)
   assert_int_equal (handle (&res, &e, &r), 0);
   assert_int_equal (res.status, 202);
   assert_int_equal (strncmp (res.job_id, "github_", 7), 0);
-  snprintf (path, sizeof path, "%s/new/%s.json", e.spool, res.job_id);
+  snprintf (path, sizeof path, "%s/new/%s+%s.json", e.spool, res.app, res.job_id);
   assert_ok (jsonx_parse_file (&job, path, 65536, &err), &err);
   assert_string_equal (json_string_value (json_object_get (job, "delivery")), "urn:d:1");
   json_decref (job);
@@ -1015,7 +1015,7 @@ test_handle_ids_and_names (void **state)
   github_req (&r, "d-names", body, SECRET);
   assert_int_equal (handle (&res, &e, &r), 0);
   assert_int_equal (res.status, 202);
-  snprintf (path, sizeof path, "%s/new/github-d-names.json", e.spool);
+  snprintf (path, sizeof path, "%s/new/hello+github-d-names.json", e.spool);
   assert_ok (jsonx_parse_file (&job, path, 65536, &err), &err);
   {
     const char *by = json_string_value (json_object_get (job, "requested_by"));
@@ -1037,7 +1037,7 @@ test_handle_ids_and_names (void **state)
     github_req (&r, "d-utf8", body, SECRET);
     assert_int_equal (handle (&res, &e, &r), 0);
     assert_int_equal (res.status, 202);
-    snprintf (path, sizeof path, "%s/new/github-d-utf8.json", e.spool);
+    snprintf (path, sizeof path, "%s/new/hello+github-d-utf8.json", e.spool);
     assert_ok (jsonx_parse_file (&job, path, 65536, &err), &err);
     assert_int_equal (strlen (json_string_value (json_object_get (job, "requested_by"))), 127);
     json_decref (job);

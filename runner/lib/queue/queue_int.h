@@ -16,8 +16,7 @@ struct queue_driver
   int (*open) (struct queue **out, const char *url, const struct queue_opts *o,
                bvm_error_t *err);
   int (*enqueue) (char **msg_id, enum queue_state *existing, struct queue *q,
-                  const struct job_request *job, const char *body, size_t len,
-                  bvm_error_t *err);
+                  const char *key, const char *body, size_t len, bvm_error_t *err);
   /* One look, no waiting: 0 with *out NULL when there is nothing. */
   int (*lease) (struct queue_msg **out, struct queue *q, bvm_error_t *err);
   int (*heartbeat) (struct queue *q, struct queue_msg *m, bvm_error_t *err);
@@ -56,10 +55,10 @@ int queue__init (struct queue *q, const struct queue_driver *drv, const struct q
                  bvm_error_t *err);
 void queue__dispose (struct queue *q);
 
-/* Validate a message body as a deploy request for job `expect_id` (NULL:
- * any). Fills m->job, job_id, body. On failure returns BVM_E_INVALID or
+/* Validate a message body as a deploy request for the job key `expect_key`
+ * (NULL: any). Fills m->job, job_id, key, body. On failure returns BVM_E_INVALID or
  * BVM_E_LIMIT with a one-line reason for the dead letter. */
-int queue__parse_body (struct queue_msg *m, const char *body, size_t len, const char *expect_id,
+int queue__parse_body (struct queue_msg *m, const char *body, size_t len, const char *expect_key,
                        bvm_error_t *err);
 
 /* Wall clock in ms since the epoch: leases are compared across processes. */

@@ -628,7 +628,7 @@ struct call
   size_t l[RQ_MAX_ARGS];
   int n;
   char nums[4][32];
-  char hkey[RQ_STREAM_MAX + JOB_ID_MAX + 8];
+  char hkey[RQ_STREAM_MAX + JOB_KEY_MAX + 8];
 };
 
 static void
@@ -654,7 +654,7 @@ call_init (struct call *c, struct rq *r, const char *script, const char *job, co
            const char *id, unsigned attempt)
 {
   c->n = 0;
-  if (job == NULL || job_id_problem (job) != NULL)
+  if (job == NULL || job_key_problem (job) != NULL)
     job = "";
   snprintf (c->hkey, sizeof c->hkey, "%s:job:%s", r->stream, job);
   snprintf (c->nums[0], sizeof c->nums[0], "%u", attempt);
@@ -844,9 +844,9 @@ next_one (struct queue_msg **out, struct rq *r, bvm_error_t *err)
     }
   if (nfields != 4 || job == NULL || body == NULL)
     why = strdup ("the entry must have exactly the fields `job` and `body`");
-  else if (job_id_problem (job) != NULL)
+  else if (job_key_problem (job) != NULL)
     {
-      if (asprintf (&why, "the entry's job `%s` is not a valid job id",
+      if (asprintf (&why, "the entry's job `%s` is not a valid job key (`<app>+<job id>`)",
                     queue__show (show, sizeof show, job, strlen (job)))
           < 0)
         why = NULL;
@@ -874,7 +874,7 @@ next_one (struct queue_msg **out, struct rq *r, bvm_error_t *err)
       return ret < 0 ? ret : 2;
     }
 
-  call_init (&c, r, lua_begin, m->job_id, r->q.consumer, id, (unsigned) count);
+  call_init (&c, r, lua_begin, m->key, r->q.consumer, id, (unsigned) count);
   snprintf (cap, sizeof cap, "%u", r->q.max_attempts);
   call_adds (&c, cap);
   call_add (&c, m->body, m->len);
@@ -924,7 +924,7 @@ rq_heartbeat (struct queue *q, struct queue_msg *m, bvm_error_t *err)
   struct call c;
   int ret;
 
-  call_init (&c, r, lua_heartbeat, m->job_id, m->owner, m->msg_id, m->attempt);
+  call_init (&c, r, lua_heartbeat, m->key, m->owner, m->msg_id, m->attempt);
   ret = call_run (&rep, r, &c, err);
   if (ret < 0)
     return ret;
@@ -975,7 +975,7 @@ rq_complete (struct queue *q, struct queue_msg *m, const char *record, bvm_error
   struct call c;
   int ret;
 
-  call_init (&c, r, lua_complete, m->job_id, m->owner, m->msg_id, m->attempt);
+  call_init (&c, r, lua_complete, m->key, m->owner, m->msg_id, m->attempt);
   call_adds (&c, record);
   ret = call_run (&rep, r, &c, err);
   if (ret < 0)
@@ -994,7 +994,7 @@ rq_release (struct queue *q, struct queue_msg *m, const char *reason, bool drain
   struct call c;
   int ret;
 
-  call_init (&c, r, lua_release, m->job_id, m->owner, m->msg_id, m->attempt);
+  call_init (&c, r, lua_release, m->key, m->owner, m->msg_id, m->attempt);
   call_adds (&c, reason);
   call_adds (&c, drain ? "1" : "0");
   ret = call_run (&rep, r, &c, err);
@@ -1014,7 +1014,7 @@ rq_dead_letter (struct queue *q, struct queue_msg *m, const char *reason, const 
   struct call c;
   int ret;
 
-  call_init (&c, r, lua_dead, m->job_id, m->owner, m->msg_id, m->attempt);
+  call_init (&c, r, lua_dead, m->key, m->owner, m->msg_id, m->attempt);
   call_adds (&c, reason);
   call_adds (&c, record ? record : "");
   call_add (&c, m->body ? m->body : "", m->body ? m->len : 0);
@@ -1058,13 +1058,13 @@ rq_cancel_requested (struct queue *q, const struct queue_msg *m, bvm_error_t *er
 {
   struct rq *r = R (q);
   cleanup_reply redisReply *rep = NULL;
-  char hkey[RQ_STREAM_MAX + JOB_ID_MAX + 8];
+  char hkey[RQ_STREAM_MAX + JOB_KEY_MAX + 8];
   const char *argv[] = { "HMGET", hkey, "cancel", "msg" };
   int ret;
 
-  if (m == NULL || m->job_id == NULL || job_id_problem (m->job_id) != NULL)
+  if (m == NULL || m->key == NULL || job_key_problem (m->key) != NULL)
     return 0;
-  snprintf (hkey, sizeof hkey, "%s:job:%s", r->stream, m->job_id);
+  snprintf (hkey, sizeof hkey, "%s:job:%s", r->stream, m->key);
   ret = rq_cmd (&rep, r, (int) ARRAY_SIZE (argv), argv, NULL, err);
   if (ret < 0)
     return ret;
@@ -1073,14 +1073,14 @@ rq_cancel_requested (struct queue *q, const struct queue_msg *m, bvm_error_t *er
 
 static int
 rq_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
-            const struct job_request *job, const char *body, size_t len, bvm_error_t *err)
+            const char *key, const char *body, size_t len, bvm_error_t *err)
 {
   struct rq *r = R (q);
   cleanup_reply redisReply *rep = NULL;
   struct call c;
   int ret;
 
-  call_init (&c, r, lua_enqueue, job->id, "", "", 0);
+  call_init (&c, r, lua_enqueue, key, "", "", 0);
   call_add (&c, body, len);
   ret = call_run (&rep, r, &c, err);
   if (ret < 0)
@@ -1153,7 +1153,7 @@ rq_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
   struct rq *r = R (q);
   cleanup_reply redisReply *rep = NULL;
   cleanup_json json_t *doc = NULL;
-  char hkey[RQ_STREAM_MAX + JOB_ID_MAX + 8];
+  char hkey[RQ_STREAM_MAX + JOB_KEY_MAX + 8];
   const char *argv[] = { "HGETALL", hkey };
   int ret;
 

@@ -11,6 +11,8 @@
  *   DIR/dead/<name>.json  dead letters: reason, request, record, history, and
  *   DIR/dead/<name>.msg   the message file as it was
  *
+ * <job> is the job's key, `<app>+<id>` (job_key): ids are unique per app only.
+ *
  * Concurrency: every transition (lease, takeover, heartbeat, complete,
  * release, dead-letter, cancel, enqueue) runs under an exclusive flock on
  * DIR/lock and is a short sequence of renames and atomic writes. That makes
@@ -58,7 +60,7 @@
 #define SPOOL_RECORD_FILE_MAX (QUEUE_RECORD_MAX + 2 * JOB_REQUEST_MAX_BYTES + 256 * 1024)
 #define SPOOL_HISTORY_MAX 32
 #define SPOOL_TMP_STALE_MS (3600 * 1000)
-#define NAME_BUF (JOB_ID_MAX + 64)
+#define NAME_BUF (JOB_KEY_MAX + 64)
 
 enum spool_dir
 {
@@ -144,10 +146,10 @@ name_of (char *buf, const char *id, const char *ext)
   return snprintf_checked (buf, NAME_BUF, "%s.%s", id, ext);
 }
 
-/* "<id>.<ext>" with a valid job id: copy the id into `id` and return the
+/* "<key>.<ext>" with a valid job key (app+id): copy the key into `id` and return the
  * extension, else NULL. */
 static const char *
-split_name (char id[JOB_ID_MAX + 1], const char *name)
+split_name (char id[JOB_KEY_MAX + 1], const char *name)
 {
   const char *dot = strrchr (name, '.');
   size_t n;
@@ -155,11 +157,11 @@ split_name (char id[JOB_ID_MAX + 1], const char *name)
   if (dot == NULL || dot == name)
     return NULL;
   n = (size_t) (dot - name);
-  if (n > JOB_ID_MAX)
+  if (n > JOB_KEY_MAX)
     return NULL;
   memcpy (id, name, n);
   id[n] = '\0';
-  if (job_id_problem (id) != NULL)
+  if (job_key_problem (id) != NULL)
     return NULL;
   return dot + 1;
 }
@@ -823,7 +825,7 @@ ack_cur (struct spool *s, const char *id)
 
 struct cand
 {
-  char id[JOB_ID_MAX + 1];
+  char id[JOB_KEY_MAX + 1];
   int64_t until;
   json_t *lease; /* NULL: no lease file (a crash between steps) */
 };
@@ -844,7 +846,7 @@ sweep_orphans (struct spool *s, int d, const struct ent *e, size_t n, const char
 {
   for (size_t i = 0; i < n; i++)
     {
-      char id[JOB_ID_MAX + 1];
+      char id[JOB_KEY_MAX + 1];
       const char *ext = split_name (id, e[i].name);
       if (ext == NULL || strcmp (ext, "json") == 0 || (only && strcmp (ext, only) != 0))
         continue;
@@ -876,7 +878,7 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
     }
   for (size_t i = 0; i < n; i++)
     {
-      char id[JOB_ID_MAX + 1], ln[NAME_BUF];
+      char id[JOB_KEY_MAX + 1], ln[NAME_BUF];
       const char *ext = split_name (id, e[i].name);
       json_t *lease = NULL;
       struct lease_view v;
@@ -1011,7 +1013,7 @@ lease_new (struct queue_msg **out, struct spool *s, bvm_error_t *err)
     qsort (e, n, sizeof *e, ent_older);
   for (size_t i = 0; i < n && *out == NULL; i++)
     {
-      char id[JOB_ID_MAX + 1], ln[NAME_BUF], show[QUEUE__SHOW_SIZE];
+      char id[JOB_KEY_MAX + 1], ln[NAME_BUF], show[QUEUE__SHOW_SIZE];
       const char *ext = split_name (id, e[i].name);
       cleanup_free char *why = NULL, *raw = NULL;
       cleanup_json json_t *side = NULL, *hist = NULL, *lease = NULL;
@@ -1035,7 +1037,7 @@ lease_new (struct queue_msg **out, struct spool *s, bvm_error_t *err)
         }
       else if (!valid_name)
         {
-          if (asprintf (&why, "the file name `%s` is not `<job id>.json`",
+          if (asprintf (&why, "the file name `%s` is not `<app>+<job id>.json`",
                         queue__show (show, sizeof show, e[i].name, strlen (e[i].name)))
               < 0)
             why = NULL;
@@ -1146,7 +1148,7 @@ spool_lease (struct queue_msg **out, struct queue *q, bvm_error_t *err)
 static bool
 msg_id_ok (const struct queue_msg *m)
 {
-  return m != NULL && m->job_id != NULL && job_id_problem (m->job_id) == NULL && m->owner != NULL;
+  return m != NULL && m->key != NULL && job_key_problem (m->key) == NULL && m->owner != NULL;
 }
 
 /* The current lease of m's job when m's attempt holds it, else BVM_E_FENCED. */
@@ -1163,9 +1165,9 @@ fence (json_t **lease_out, struct spool *s, const struct queue_msg *m, bool chec
     *lease_out = NULL;
   if (!msg_id_ok (m))
     return bvm_error_code (err, BVM_E_INTERNAL, 0, "not a leased message");
-  if (!job_file_exists (s, D_CUR, m->job_id, "json"))
+  if (!job_file_exists (s, D_CUR, m->key, "json"))
     return bvm_error_code (err, BVM_E_FENCED, 0, "fenced off: the job is no longer leased");
-  name_of (ln, m->job_id, "lease");
+  name_of (ln, m->key, "lease");
   ret = spool_read_json (&lease, s, D_CUR, ln, SPOOL_LEASE_MAX, err);
   if (ret < 0)
     return ret;
@@ -1202,7 +1204,7 @@ spool_heartbeat (struct queue *q, struct queue_msg *m, bvm_error_t *err)
     return ret;
   if (json_object_set_new (lease, "lease_until", json_integer (until)) < 0)
     return bvm_error (err, ENOMEM, "heartbeat");
-  name_of (ln, m->job_id, "lease");
+  name_of (ln, m->key, "lease");
   /* not fsynced: after a machine crash every holder is gone anyway, and an
    * older deadline only lets the job be taken over sooner */
   ret = spool_write_json (s, D_CUR, ln, lease, false, err);
@@ -1242,18 +1244,18 @@ spool_complete (struct queue *q, struct queue_msg *m, const char *record, bvm_er
   hist = history_with (lease, "done", now);
   rec = json_loads (record, JSON_DECODE_ANY, NULL);
   req = json_loadb (m->body, m->len, 0, NULL);
-  doc = json_pack ("{s:s,s:s,s:i,s:s,s:s,s:i,s:O?,s:I,s:o?,s:o?,s:O?}", "job", m->job_id, "state",
+  doc = json_pack ("{s:s,s:s,s:i,s:s,s:s,s:i,s:O?,s:I,s:o?,s:o?,s:O?}", "job", m->key, "state",
                    "done", "attempt", (int) m->attempt, "owner", m->owner, "host", s->host, "pid",
                    (int) getpid (), "leased_at", json_object_get (lease, "leased_at"),
                    "finished_at", (json_int_t) now, "request", req, "record", rec, "history", hist);
   if (doc == NULL || rec == NULL)
     return bvm_error (err, ENOMEM, "done record");
-  name_of (dn, m->job_id, "json");
+  name_of (dn, m->key, "json");
   /* the record, durably, and only then the ack */
   ret = spool_write_json (s, D_DONE, dn, doc, true, err);
   if (ret < 0)
     return ret;
-  ack_cur (s, m->job_id);
+  ack_cur (s, m->key);
   fsync (s->dfd[D_CUR]);
   return 0;
 }
@@ -1282,14 +1284,14 @@ spool_release (struct queue *q, struct queue_msg *m, const char *reason, bool dr
     return bvm_error (err, ENOMEM, "release");
   lease_view (&v, lease);
   hist = history_with (lease, outcome, now);
-  side = json_pack ("{s:s,s:i,s:i,s:s,s:I,s:s,s:I,s:O}", "job", m->job_id, "attempt",
+  side = json_pack ("{s:s,s:i,s:i,s:s,s:I,s:s,s:I,s:O}", "job", m->key, "attempt",
                     (int) m->attempt, "drained", (int) (v.drained + (drain ? 1 : 0)), "owner",
                     m->owner, "lease_until", (json_int_t) 0, "reason", reason, "released_at",
                     (json_int_t) now, "history", hist ? hist : json_null ());
   if (side == NULL)
     return bvm_error (err, ENOMEM, "release");
-  name_of (jn, m->job_id, "json");
-  name_of (ln, m->job_id, "lease");
+  name_of (jn, m->key, "json");
+  name_of (ln, m->key, "lease");
   /* the attempt count first, then the request: a crash in between leaves
    * the job in cur/ with its old lease, which simply expires */
   ret = spool_write_json (s, D_NEW, ln, side, true, err);
@@ -1302,7 +1304,7 @@ spool_release (struct queue *q, struct queue_msg *m, const char *reason, bool dr
       return bvm_error (err, e, "move `%s` back to new/", jn);
     }
   fsync (s->dfd[D_NEW]);
-  ack_cur (s, m->job_id);
+  ack_cur (s, m->key);
   return 0;
 }
 
@@ -1324,16 +1326,16 @@ spool_dead_letter (struct queue *q, struct queue_msg *m, const char *reason, con
   if (ret < 0)
     return ret;
   hist = history_with (lease, "dead", queue__wall_ms ());
-  name_of (jn, m->job_id, "json");
+  name_of (jn, m->key, "json");
   {
-    struct burial b = { .id = m->job_id, .reason = reason, .attempt = m->attempt,
+    struct burial b = { .id = m->key, .reason = reason, .attempt = m->attempt,
                         .owner = m->owner, .history = hist, .body = m->body, .body_len = m->len,
                         .record = record, .msg_dir = D_CUR, .msg_name = jn };
     ret = spool_bury (s, &b, err);
   }
   if (ret < 0)
     return ret;
-  ack_cur (s, m->job_id);
+  ack_cur (s, m->key);
   return 0;
 }
 
@@ -1405,12 +1407,12 @@ spool_cancel_requested (struct queue *q, const struct queue_msg *m, bvm_error_t 
   (void) err;
   if (!msg_id_ok (m))
     return 0;
-  return job_file_exists (S (q), D_CUR, m->job_id, "cancel") ? 1 : 0;
+  return job_file_exists (S (q), D_CUR, m->key, "cancel") ? 1 : 0;
 }
 
 static int
 spool_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
-               const struct job_request *job, const char *body, size_t len, bvm_error_t *err)
+               const char *key, const char *body, size_t len, bvm_error_t *err)
 {
   struct spool *s = S (q);
   cleanup_spool_lock struct spool *locked = NULL;
@@ -1418,7 +1420,7 @@ spool_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
   cleanup_close int fd = -1;
   int ret;
 
-  if (name_of (jn, job->id, "json") < 0
+  if (name_of (jn, key, "json") < 0
       || snprintf_checked (tmp, sizeof tmp, ".e.%d.%lu", (int) getpid (),
                            __atomic_add_fetch (&spool_seq, 1, __ATOMIC_RELAXED))
              < 0)
@@ -1442,22 +1444,22 @@ spool_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
       return ret;
     }
   locked = s;
-  *existing = job_file_exists (s, D_CUR, job->id, "json")    ? QUEUE_STATE_RUNNING
+  *existing = job_file_exists (s, D_CUR, key, "json")    ? QUEUE_STATE_RUNNING
               : exists_at (s->dfd[D_NEW], jn)                ? QUEUE_STATE_QUEUED
-              : job_file_exists (s, D_DONE, job->id, "json") ? QUEUE_STATE_DONE
+              : job_file_exists (s, D_DONE, key, "json") ? QUEUE_STATE_DONE
                                                              : QUEUE_STATE_NONE;
   if (*existing != QUEUE_STATE_NONE)
     {
       unlinkat (s->dfd[D_TMP], tmp, 0);
       return 0;
     }
-  ret = archive_dead (s, job->id, err);
+  ret = archive_dead (s, key, err);
   if (ret < 0)
     {
       unlinkat (s->dfd[D_TMP], tmp, 0);
       return ret;
     }
-  unlink_job_file (s, D_NEW, job->id, "lease");
+  unlink_job_file (s, D_NEW, key, "lease");
   /* link, not rename: a file a producer dropped into new/ without the lock
    * in the meantime is never overwritten */
   if (linkat (s->dfd[D_TMP], tmp, s->dfd[D_NEW], jn, 0) < 0)
@@ -1567,7 +1569,7 @@ list_dir (json_t *arr, struct spool *s, enum spool_dir d, size_t limit, bvm_erro
     qsort (e, n, sizeof *e, d == D_NEW ? ent_older : ent_newer);
   for (size_t i = 0; i < n && json_array_size (arr) < limit; i++)
     {
-      char id[JOB_ID_MAX + 1], ln[NAME_BUF];
+      char id[JOB_KEY_MAX + 1], ln[NAME_BUF];
       const char *ext = split_name (id, e[i].name);
       cleanup_json json_t *doc = NULL;
       struct lease_view v = { 0, NULL, 0, 0 };
