@@ -265,11 +265,25 @@ str_escape (char *out, size_t size, const char *s, size_t len, size_t max)
 void
 str_escape_fwrite (FILE *f, const char *s, size_t len)
 {
-  char out[4 * 1024 + 8];
-  for (size_t i = 0; i < len; i += 1024)
+  const unsigned char *u = (const unsigned char *) s;
+  size_t i = 0;
+
+  /* What a terminal only displays passes: printable ASCII, a tab (it moves
+   * the cursor, nothing else) and well-formed UTF-8 other than the C1
+   * controls (text_problem); every other byte, ESC first of all, is \xNN. */
+  while (i < len)
     {
-      size_t n = len - i < 1024 ? len - i : 1024;
-      fputs (str_escape (out, sizeof out, s + i, n, n), f);
+      size_t n = u[i] < 0x80 ? 1 : u[i] >= 0xf0 ? 4 : u[i] >= 0xe0 ? 3 : 2;
+      if (u[i] == '\t' || (n <= len - i && text_problem (s + i, n) == NULL))
+        {
+          fwrite (s + i, 1, n, f);
+          i += n;
+        }
+      else
+        {
+          fprintf (f, "\\x%02x", u[i]);
+          i++;
+        }
     }
 }
 

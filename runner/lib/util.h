@@ -103,8 +103,9 @@ void mem_wipe (void *p, size_t n);
  * it. At most `max` input bytes are shown, and no more than fit in `size`
  * (at least 8); a cut is marked "...". Returns out. */
 const char *str_escape (char *out, size_t size, const char *s, size_t len, size_t max);
-/* All of `len` untrusted bytes to f in str_escape's form (no cut, no "..."):
- * a guest's console echoed on an operator's terminal. */
+/* All of `len` untrusted bytes to f for an operator's terminal (a guest's
+ * console echoed): printable ASCII, tabs and well-formed UTF-8 pass, every
+ * other byte (ESC, C0 and C1 controls, invalid UTF-8) becomes \xNN. */
 void str_escape_fwrite (FILE *f, const char *s, size_t len);
 
 /* Whether `len` bytes are printable text for a name: valid UTF-8 (no

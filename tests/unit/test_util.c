@@ -133,6 +133,22 @@ test_fs_atomic_and_rm (void **state)
   t_tmpdir_free (d);
 }
 
+/* the console on an operator's terminal: text passes, escapes do not */
+static void
+test_str_escape_fwrite (void **state)
+{
+  static const char in[] = "a\tb \xe2\x9c\x93 `x\\y` \033]0;t\007\033[2J \xc2\x9b \xff\xc3";
+  char *got = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream (&got, &len);
+  (void) state;
+  assert_non_null (f);
+  str_escape_fwrite (f, in, sizeof in - 1);
+  fclose (f);
+  assert_string_equal (got, "a\tb \xe2\x9c\x93 `x\\y` \\x1b]0;t\\x07\\x1b[2J \\xc2\\x9b \\xff\\xc3");
+  free (got);
+}
+
 static void
 test_str_escape (void **state)
 {
@@ -229,6 +245,7 @@ main (void)
     cmocka_unit_test (test_json_strict),
     cmocka_unit_test (test_fs_atomic_and_rm),
     cmocka_unit_test (test_str_escape),
+    cmocka_unit_test (test_str_escape_fwrite),
     cmocka_unit_test (test_hostport),
     cmocka_unit_test (test_strv),
     cmocka_unit_test (test_has_control),
