@@ -204,25 +204,22 @@ vm_run_main (int argc, char **argv)
   if (vmjob_run (&res, wd, input, &o, &err) < 0)
     goto fail;
 
-  if (res.vm.outcome == VM_CANCELED)
+  switch (vmjob_verdict (&res))
     {
+    case VMJOB_OK: status = 0; break;
+    case VMJOB_CANCELED:
       fprintf (stderr, "buildvm vm run: canceled\n");
       status = 130;
-    }
-  else if (res.vm.outcome == VM_EXITED && res.guest.status == GUEST_OK)
-    status = 0;
-  else if (res.vm.outcome == VM_EXITED && res.guest.status == GUEST_STEP_FAILED)
-    status = res.guest.exit_code;
-  else if (res.vm.outcome == VM_TIMEOUT
-           || (res.vm.outcome == VM_EXITED && res.guest.status == GUEST_TIMEOUT))
-    {
+      break;
+    case VMJOB_STEP_FAILED: status = res.guest.exit_code; break;
+    case VMJOB_TIMEOUT:
       fprintf (stderr, "buildvm vm run: the command timed out after %u s\n", timeout_s);
       status = EXIT_TIMEOUT;
-    }
-  else
-    {
+      break;
+    default:
       fprintf (stderr, "buildvm vm run: %s\n", vmjob_describe (what, sizeof what, &res));
       status = EXIT_VM_FAILED;
+      break;
     }
   goto out;
 

@@ -2,6 +2,7 @@
 #include "buf.h"
 #include "util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,10 +11,21 @@
 void
 buf_init (struct buf *b, size_t max)
 {
+  assert (max > 0);
   b->ptr = NULL;
   b->len = 0;
   b->alloc = 0;
   b->max = max;
+}
+
+void
+buf_move (struct buf *dst, struct buf *src)
+{
+  buf_dispose (dst);
+  *dst = *src;
+  src->ptr = NULL;
+  src->len = 0;
+  src->alloc = 0;
 }
 
 static int

@@ -18,9 +18,14 @@ struct buf
   size_t max; /* the content may never exceed this many bytes */
 };
 
+/* The cap must be set, and is never widened later: a zero cap is a bug
+ * (buf_init asserts it). */
 #define BUF_INIT(max_) { NULL, 0, 0, (max_) }
 
 void buf_init (struct buf *b, size_t max);
+/* Hand `src`'s contents and cap over to `dst` (disposed first); `src` is left
+ * empty, keeping its cap. */
+void buf_move (struct buf *dst, struct buf *src);
 /* Append; -1 with errno E2BIG past the cap or ENOMEM. */
 int buf_add (struct buf *b, const void *data, size_t len);
 int buf_adds (struct buf *b, const char *s);

@@ -351,8 +351,10 @@ http_perform (struct http_client *hc, struct http_req *q, bool *retryable, bvm_e
   q->write_errno = q->read_errno = 0;
   if (q->out_fd < 0)
     q->out_got = 0;
-  buf_reset (&q->body);
-  q->body.max = q->body_max > HTTP_ERR_BODY_MAX ? q->body_max : HTTP_ERR_BODY_MAX;
+  /* each request sets its body's cap anew: an error body may be read even
+   * where the request takes none */
+  buf_dispose (&q->body);
+  buf_init (&q->body, q->body_max > HTTP_ERR_BODY_MAX ? q->body_max : HTTP_ERR_BODY_MAX);
   hc->curl_err[0] = '\0';
 
   curl_easy_setopt (c, CURLOPT_URL, q->url);

@@ -324,6 +324,54 @@ oci_layer_add_dir (struct oci_layer *l, const char *path, mode_t mode, uid_t uid
 }
 
 int
+oci_layer_add (struct oci_layer *l, const struct oci_layer_entry *e, bvm_error_t *err)
+{
+  struct archive_entry *ae = archive_entry_new ();
+  int r;
+
+  if (ae == NULL)
+    return bvm_error (err, ENOMEM, "layer entry `%s`", e->path);
+  archive_entry_set_pathname (ae, e->path);
+  archive_entry_set_uid (ae, 0);
+  archive_entry_set_gid (ae, 0);
+  archive_entry_set_mtime (ae, e->mtime, 0);
+  archive_entry_set_perm (ae, e->perm & 07777);
+  if (e->type == S_IFDIR)
+    archive_entry_set_filetype (ae, AE_IFDIR);
+  else if (e->type == S_IFLNK)
+    {
+      archive_entry_set_filetype (ae, AE_IFLNK);
+      archive_entry_set_symlink (ae, e->link);
+    }
+  else if (e->link != NULL)
+    {
+      archive_entry_set_filetype (ae, AE_IFREG);
+      archive_entry_set_hardlink (ae, e->link);
+      archive_entry_set_size (ae, 0);
+    }
+  else
+    {
+      archive_entry_set_filetype (ae, AE_IFREG);
+      archive_entry_set_size (ae, (la_int64_t) e->size);
+    }
+  r = archive_write_header (l->a, ae);
+  archive_entry_free (ae);
+  if (r != ARCHIVE_OK)
+    return bvm_error (err, 0, "writing `%s` to the image layer: %s", e->path,
+                      archive_error_string (l->a) ? archive_error_string (l->a) : "unknown error");
+  return 0;
+}
+
+int
+oci_layer_write (struct oci_layer *l, const void *buf, size_t len, bvm_error_t *err)
+{
+  if (archive_write_data (l->a, buf, len) != (la_ssize_t) len)
+    return bvm_error (err, 0, "writing the image layer: %s",
+                      archive_error_string (l->a) ? archive_error_string (l->a) : "unknown error");
+  return 0;
+}
+
+int
 oci_layer_finish (struct oci_layer *l, struct oci_descriptor *blob, char diff_id[DIGEST_STR_LEN + 1],
                   bvm_error_t *err)
 {

@@ -77,10 +77,26 @@ struct oci_layer;
  * into it. gzip_level 0..9 (1 is the default of the deploy pipeline). */
 int oci_layer_new (struct oci_layer **out, const char *blob_path, int gzip_level,
                    bvm_error_t *err);
-/* The tar writer: callers archive_write_header / archive_write_data into it
- * directly. A failure inside the output callback (disk full) makes those
- * calls return ARCHIVE_FATAL with the reason in archive_error_string(). */
+/* The tar writer, for writers that make their own entries (tests). A
+ * failure inside the output callback (disk full) makes archive calls return
+ * ARCHIVE_FATAL with the reason in archive_error_string(). */
 struct archive *oci_layer_archive (struct oci_layer *l);
+
+/* One entry of the layer, owned by root, as the pipeline takes it from the
+ * guest's (already checked) output: a directory, a symlink to `link`, a
+ * hard link to the earlier entry `link` (type S_IFREG), or a regular file of
+ * `size` bytes whose data follows with oci_layer_write. */
+struct oci_layer_entry
+{
+  const char *path;
+  mode_t type; /* S_IFDIR, S_IFLNK or S_IFREG */
+  mode_t perm;
+  uint64_t size;
+  const char *link;
+  int64_t mtime;
+};
+int oci_layer_add (struct oci_layer *l, const struct oci_layer_entry *e, bvm_error_t *err);
+int oci_layer_write (struct oci_layer *l, const void *buf, size_t len, bvm_error_t *err);
 /* A directory entry (e.g. the parents of the app's destination, "app/").
  * `path` is relative, without "..". */
 int oci_layer_add_dir (struct oci_layer *l, const char *path, mode_t mode, uid_t uid, gid_t gid,

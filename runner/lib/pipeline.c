@@ -25,8 +25,6 @@
 #include "vmjob.h"
 #include "workdir.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -39,6 +37,20 @@
 #define SPEC_FILE "buildvm.json"
 #define SPEC_FILE_MAX (256 * 1024)
 #define ROLE_MARGIN_S 1800 /* checkout, ingest and push on top of boot + build */
+
+/* Each phase's own deadline, on top of the job's (serve.job_seconds). */
+#define INPUT_DEADLINE_MS (10 * 60 * 1000)    /* exporting the tree to the input disk */
+#define INGEST_DEADLINE_MS (15 * 60 * 1000)   /* reading the output disk back */
+#define REGISTRY_DEADLINE_MS (30 * 60 * 1000) /* every registry call of the job together */
+#define TAG_LOCK_DEADLINE_MS (15 * 60 * 1000) /* the mirror lock around the tag checks */
+
+/* The agent's share of the log: it stops forwarding LOG_AGENT_MARGIN below
+ * the log's cap (half the cap when that is under LOG_AGENT_MIN), so its
+ * marker line and the runner's notes after the build still fit. */
+#define LOG_AGENT_MIN (256u << 10)
+#define LOG_AGENT_MARGIN (64u << 10)
+#define CONSOLE_MARGIN (64 * 1024)     /* the VMM's console on top of the build's log */
+#define ERROR_REDACT_MAX (64 * 1024)   /* a job's error message, redacted */
 
 struct run
 {
@@ -557,10 +569,9 @@ phase_input (struct run *r, bvm_error_t *err)
         }
     }
   gj.timeout_s = r->plan->res.timeout;
-  /* the agent's own cap sits under the log's, so its marker line (and the
-   * runner's notes after the build) still fit in the log */
-  gj.log_max = r->cfg->limits.max_log_bytes > (256u << 10) ? r->cfg->limits.max_log_bytes - (64u << 10)
-                                                            : r->cfg->limits.max_log_bytes / 2;
+  gj.log_max = r->cfg->limits.max_log_bytes > LOG_AGENT_MIN
+                   ? r->cfg->limits.max_log_bytes - LOG_AGENT_MARGIN
+                   : r->cfg->limits.max_log_bytes / 2;
   gj.output_max = r->cfg->limits.max_output_bytes;
   gj.steps = steps;
   gj.n_steps = r->spec->n_steps;
@@ -589,7 +600,7 @@ phase_input (struct run *r, bvm_error_t *err)
 
   lim.max_entries = r->cfg->limits.max_source_entries;
   lim.max_bytes = r->cfg->limits.max_source_bytes;
-  lim.deadline_ms = now_ms () + 10 * 60 * 1000;
+  lim.deadline_ms = now_ms () + INPUT_DEADLINE_MS;
   if ((ret = guest_input_create (&in, r->input_path, err)) < 0
       || (ret = guest_input_add_control (in, &gj, err)) < 0)
     goto out;
@@ -639,9 +650,10 @@ static int
 phase_build (struct run *r, bvm_error_t *err)
 {
   struct vmjob_opts vo = { 0 };
+  enum vmjob_verdict v;
   char what[1024];
   json_t *steps;
-  int ret;
+  int ret, code;
 
   vo.image = r->plan->img;
   vmjob_opts_settings (&vo, &r->cfg->vm, &r->cfg->jail);
@@ -652,7 +664,7 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.output_max = r->cfg->limits.max_output_bytes;
   vo.boot_timeout_ms = (int64_t) r->cfg->vm.boot_timeout * 1000;
   vo.build_timeout_ms = (int64_t) r->plan->res.timeout * 1000;
-  vo.console_max = r->cfg->limits.max_log_bytes + 64 * 1024;
+  vo.console_max = r->cfg->limits.max_log_bytes + CONSOLE_MARGIN;
   vo.redact = r->redact;
   vo.line = on_console;
   vo.opaque = r;
@@ -689,44 +701,38 @@ phase_build (struct run *r, bvm_error_t *err)
                                   "note", r->vm.jail_note)
                      : json_pack ("{s:b}", "enabled", 0));
 
-  if (r->vm.vm.outcome == VM_CANCELED)
-    return bvm_error_code (err, BVM_E_CANCELED, 0, "the job was canceled during the build");
-  if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_OK)
+  v = vmjob_verdict (&r->vm);
+  code = vmjob_verdict_code (v);
+  if (v == VMJOB_OK)
     return 0;
   vmjob_describe (what, sizeof what, &r->vm);
-  if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_STEP_FAILED)
+  switch (v)
     {
-      unsigned idx = r->vm.guest.step;
-      const char *name = idx >= 1 && idx <= r->spec->n_steps ? r->spec->steps[idx - 1].name : "?";
-      jset (r->record, "failed_step",
-            json_pack ("{s:I, s:s, s:i}", "index", (json_int_t) idx, "name", name, "exit_code",
-                       r->vm.guest.exit_code));
-      return bvm_error_code (err, BVM_E_BUILD, 0, "build step %u (`%s`) failed with exit status %d",
-                             idx, name, r->vm.guest.exit_code);
-    }
-  if (r->vm.vm.outcome == VM_TIMEOUT
-      || (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_TIMEOUT))
-    {
+    case VMJOB_CANCELED:
+      return bvm_error_code (err, code, 0, "the job was canceled during the build");
+    case VMJOB_STEP_FAILED:
+      {
+        unsigned idx = r->vm.guest.step;
+        const char *name = idx >= 1 && idx <= r->spec->n_steps ? r->spec->steps[idx - 1].name : "?";
+        jset (r->record, "failed_step",
+              json_pack ("{s:I, s:s, s:i}", "index", (json_int_t) idx, "name", name, "exit_code",
+                         r->vm.guest.exit_code));
+        return bvm_error_code (err, code, 0, "build step %u (`%s`) failed with exit status %d", idx,
+                               name, r->vm.guest.exit_code);
+      }
+    case VMJOB_TIMEOUT:
       if (r->vm.guest.step >= 1 && r->vm.guest.step <= r->spec->n_steps)
         jset (r->record, "failed_step",
               json_pack ("{s:I, s:s, s:s}", "index", (json_int_t) r->vm.guest.step, "name",
                          r->spec->steps[r->vm.guest.step - 1].name, "reason", "timeout"));
-      return bvm_error_code (err, BVM_E_TIMEOUT, 0, "the build timed out: %s", what);
+      return bvm_error_code (err, code, 0, "the build timed out: %s", what);
+    case VMJOB_BUILD_FAILED:
+      if (r->vm.guest.status == GUEST_NO_RESULT)
+        return bvm_error_code (err, code, 0, "the build ended without a result: %s", what);
+      return bvm_error_code (err, code, 0, "%s", what);
+    default:
+      return bvm_error_code (err, code, 0, "the build VM failed: %s", what);
     }
-  if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_OUTPUT_ERROR)
-    return bvm_error_code (err, BVM_E_BUILD, 0, "%s", what);
-  /* Once the agent said it was ready, the job's own code ran as root in the
-   * guest: a guest that then ends without a header (it rebooted, halted or
-   * panicked, and the VMM exited normally) is a hostile or broken build, and
-   * would end the same way again. It used to be internal and was retried:
-   * three VM runs for one hostile build (issue 11). A VM that never reached
-   * the agent, or a VMM that died of a signal or failed, is the host's or the
-   * image's and stays internal. */
-  if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_NO_RESULT
-      && r->vm.vm.boot_ms >= 0 && WIFEXITED (r->vm.vm.vmm_status)
-      && WEXITSTATUS (r->vm.vm.vmm_status) == 0)
-    return bvm_error_code (err, BVM_E_BUILD, 0, "the build ended without a result: %s", what);
-  return bvm_error_code (err, BVM_E_INTERNAL, 0, "the build VM failed: %s", what);
 }
 
 /* --- ingest: hostile tar -> layer + artifact store ---------------------------- */
@@ -741,10 +747,9 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
 
   if (e->kind == INGEST_IMAGE)
     {
-      struct archive *a = oci_layer_archive (r->layer);
-      struct archive_entry *ae;
+      struct oci_layer_entry le = { 0 };
       cleanup_free char *path = NULL;
-      int ret = 0;
+      cleanup_free char *target = NULL;
 
       /* nothing may land in the kernel's file systems of the final image */
       if (r->to_rel[0] == '\0')
@@ -761,44 +766,20 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
         }
       path = r->to_rel[0] ? xasprintf_or_null ("%s/%s", r->to_rel, e->path)
                           : xasprintf_or_null ("%s", e->path);
-      ae = archive_entry_new ();
-      if (path == NULL || ae == NULL)
-        {
-          archive_entry_free (ae);
-          return bvm_error (err, ENOMEM, "layer entry");
-        }
-      archive_entry_set_pathname (ae, path);
-      archive_entry_set_uid (ae, 0);
-      archive_entry_set_gid (ae, 0);
-      archive_entry_set_mtime (ae, r->commit_time, 0);
-      archive_entry_set_perm (ae, e->perm);
-      if (e->type == S_IFDIR)
-        archive_entry_set_filetype (ae, AE_IFDIR);
-      else if (e->type == S_IFLNK)
-        {
-          archive_entry_set_filetype (ae, AE_IFLNK);
-          archive_entry_set_symlink (ae, e->link_target);
-        }
-      else if (e->link_target != NULL)
-        {
-          cleanup_free char *target = r->to_rel[0]
-                                          ? xasprintf_or_null ("%s/%s", r->to_rel, e->link_target)
-                                          : xasprintf_or_null ("%s", e->link_target);
-          archive_entry_set_filetype (ae, AE_IFREG);
-          archive_entry_set_hardlink (ae, target);
-          archive_entry_set_size (ae, 0);
-        }
-      else
-        {
-          archive_entry_set_filetype (ae, AE_IFREG);
-          archive_entry_set_size (ae, (la_int64_t) e->size);
-          r->cur_is_file = true;
-        }
-      if (archive_write_header (a, ae) != ARCHIVE_OK)
-        ret = bvm_error (err, 0, "writing `%s` to the image layer: %s", path,
-                         archive_error_string (a));
-      archive_entry_free (ae);
-      return ret;
+      /* a hard link names an earlier entry of the layer, under the same prefix */
+      if (e->type != S_IFLNK && e->type != S_IFDIR && e->link_target != NULL)
+        target = r->to_rel[0] ? xasprintf_or_null ("%s/%s", r->to_rel, e->link_target)
+                              : xasprintf_or_null ("%s", e->link_target);
+      if (path == NULL || (e->type != S_IFLNK && e->type != S_IFDIR && e->link_target && !target))
+        return bvm_error (err, ENOMEM, "layer entry");
+      le.path = path;
+      le.type = e->type == S_IFDIR || e->type == S_IFLNK ? e->type : S_IFREG;
+      le.perm = e->perm;
+      le.size = e->size;
+      le.link = e->type == S_IFLNK ? e->link_target : target;
+      le.mtime = r->commit_time;
+      r->cur_is_file = le.type == S_IFREG && le.link == NULL;
+      return oci_layer_add (r->layer, &le, err);
     }
 
   /* an artifact: a key under the job's own prefix, authorized one by one */
@@ -856,10 +837,7 @@ sink_data (void *opaque, const void *buf, size_t len, bvm_error_t *err)
     return bvm_error (err, 0, "data for an entry that takes none");
   if (r->cur_kind == INGEST_IMAGE)
     {
-      struct archive *a = oci_layer_archive (r->layer);
-      if (archive_write_data (a, buf, len) != (la_ssize_t) len)
-        return bvm_error (err, 0, "writing the image layer: %s", archive_error_string (a));
-      return 0;
+      return oci_layer_write (r->layer, buf, len, err);
     }
   return store_put_write (r->txn, buf, len, err);
 }
@@ -926,7 +904,7 @@ phase_ingest (struct run *r, bvm_error_t *err)
     return bvm_error (err, errno, "open the output disk");
   lim.max_total_bytes = r->cfg->limits.max_output_bytes;
   lim.max_entry_bytes = r->cfg->limits.max_output_bytes;
-  lim.deadline_ms = now_ms () + 15 * 60 * 1000;
+  lim.deadline_ms = now_ms () + INGEST_DEADLINE_MS;
   ret = ingest_run (fd, GUEST_HEADER_SIZE, r->vm.guest.tar_bytes, &lim, &sink, &st, err);
   if (ret < 0)
     return bvm_error_wrap (err, "the build's outputs were refused");
@@ -967,7 +945,7 @@ open_registry (struct run *r, bvm_error_t *err)
       ro.password = cr->password ? cr->password : cr->token;
     }
   ro.cancel = r->o->cancel;
-  ro.deadline_ms = now_ms () + 30 * 60 * 1000;
+  ro.deadline_ms = now_ms () + REGISTRY_DEADLINE_MS;
   if (r->o->dry_run)
     ro.max_attempts = 1; /* the registry is optional here: do not wait on it */
   ret = registry_open (&r->reg, &ro, err);
@@ -1337,7 +1315,7 @@ phase_tag (struct run *r, bvm_error_t *err)
   /* the app's mirror again (no network: the commit is in it), locked from
    * the checks to the last tag so that two jobs of the app on this runner
    * never interleave a check and a move */
-  lim.deadline_ms = now_ms () + 15 * 60 * 1000;
+  lim.deadline_ms = now_ms () + TAG_LOCK_DEADLINE_MS;
   ret = gitsrc_fetch (&r->repo, r->cfg->cache_dir, r->job->app, r->job->repo, NULL, r->commit, &lim,
                       NULL, err);
   if (ret < 0)
@@ -1506,7 +1484,7 @@ write_record (struct run *r, bvm_error_t *err)
 static void
 redact_error (struct run *r, bvm_error_t *err)
 {
-  struct buf b = BUF_INIT (64 * 1024);
+  struct buf b = BUF_INIT (ERROR_REDACT_MAX);
   bvm_error_t e = NULL;
   const char *msg = bvm_error_msg (err);
 
@@ -1522,6 +1500,36 @@ redact_error (struct run *r, bvm_error_t *err)
   free ((*err)->msg);
   (*err)->msg = buf_steal (&b);
   buf_dispose_wipe (&b);
+}
+
+/* Everything a run holds, whatever phase it reached; the record is the
+ * caller's. The VM, the work directory and the store transaction are
+ * released earlier, right after the phases (pipeline_run). */
+static void
+run_dispose (struct run *r)
+{
+  secrets_wipe (r);
+  redact_free (r->redact);
+  buf_dispose_wipe (&r->console_line[0]);
+  buf_dispose_wipe (&r->console_line[1]);
+  secrets_close (r->store_secrets);
+  registry_free (r->reg);
+  store_free (r->store);
+  oci_manifest_free (r->base_manifest);
+  free (r->base_config);
+  free (r->config_json);
+  free (r->manifest_json);
+  free (r->layer_path);
+  free (r->to_rel);
+  free (r->input_path);
+  plan_dispose (&r->plan_store);
+  spec_free (r->spec);
+  gitsrc_repo_free (r->repo);
+  role_free (r->role);
+  policy_free (r->tmpl);
+  policy_free (r->boundary);
+  json_decref (r->phases);
+  r->record = NULL;
 }
 
 int
@@ -1542,7 +1550,11 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   buf_init (&r->console_line[0], JOBLOG_LINE_MAX);
   buf_init (&r->console_line[1], JOBLOG_LINE_MAX);
   if (r->record == NULL || r->phases == NULL)
-    return bvm_error (err, ENOMEM, "job record");
+    {
+      json_decref (r->record);
+      run_dispose (r);
+      return bvm_error (err, ENOMEM, "job record");
+    }
   format_rfc3339 (ts, sizeof ts, wall_s ());
   jset (r->record, "schema", json_integer (1));
   jset (r->record, "id", json_string (job->id));
@@ -1656,28 +1668,8 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
         }
     }
 
-  secrets_wipe (r);
-  redact_free (r->redact);
-  buf_dispose_wipe (&r->console_line[0]);
-  buf_dispose_wipe (&r->console_line[1]);
-  secrets_close (r->store_secrets);
-  registry_free (r->reg);
-  store_free (r->store);
-  oci_manifest_free (r->base_manifest);
-  free (r->base_config);
-  free (r->config_json);
-  free (r->manifest_json);
-  free (r->layer_path);
-  free (r->to_rel);
-  free (r->input_path);
-  plan_dispose (&r->plan_store);
-  spec_free (r->spec);
-  gitsrc_repo_free (r->repo);
-  role_free (r->role);
-  policy_free (r->tmpl);
-  policy_free (r->boundary);
-  json_decref (r->phases);
   *record = r->record;
+  run_dispose (r);
   return ret;
 }
 

@@ -697,9 +697,7 @@ get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
     digest_dispose (&dg);
   if (ret == 0 && b->mem)
     {
-      buf_dispose (b->mem);
-      *b->mem = q.body; /* now owned by the caller */
-      buf_init (&q.body, 0);
+      buf_move (b->mem, &q.body); /* now owned by the caller */
     }
   http_req_dispose (&q);
   return ret;
@@ -709,7 +707,7 @@ int
 registry_blob_read (struct registry *r, const char *repo, const char *digest, size_t max,
                     char **out, size_t *len, bvm_error_t *err)
 {
-  struct buf mem = BUF_INIT (0);
+  struct buf mem = BUF_INIT (max ? max : 1);
   struct blob_ctx b = { .repo = repo, .digest = digest, .size = max, .fd = -1, .mem = &mem };
 
   if (check_repo (repo, err) < 0 || check_digest (digest, err) < 0)
@@ -841,9 +839,7 @@ manifest_get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *er
                           mc->digest, q.docker_digest);
   if (ret == 0)
     {
-      buf_dispose (&mc->got);
-      mc->got = q.body; /* now owned by mc */
-      buf_init (&q.body, 0);
+      buf_move (&mc->got, &q.body); /* now owned by mc */
       snprintf (mc->got_type, sizeof mc->got_type, "%s", q.content_type_out);
     }
   http_req_dispose (&q);
@@ -862,7 +858,7 @@ manifest_get (struct registry *r, const char *repo, const char *reference, bool 
   if (oci_reference_problem (reference) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "`%.200s` is not a valid tag or digest",
                            reference);
-  buf_init (&mc.got, 0);
+  buf_init (&mc.got, OCI_MANIFEST_MAX);
   if (with_retries (r, manifest_get_op, &mc, err) < 0)
     {
       buf_dispose (&mc.got);

@@ -221,3 +221,43 @@ vmjob_describe (char *buf, size_t size, const struct vmjob_result *r)
     }
   return buf;
 }
+
+enum vmjob_verdict
+vmjob_verdict (const struct vmjob_result *r)
+{
+  if (r->vm.outcome == VM_CANCELED)
+    return VMJOB_CANCELED;
+  if (r->vm.outcome == VM_TIMEOUT)
+    return VMJOB_TIMEOUT;
+  if (r->vm.outcome != VM_EXITED)
+    return VMJOB_INTERNAL;
+  switch (r->guest.status)
+    {
+    case GUEST_OK: return VMJOB_OK;
+    case GUEST_STEP_FAILED: return VMJOB_STEP_FAILED;
+    case GUEST_TIMEOUT: return VMJOB_TIMEOUT;
+    case GUEST_OUTPUT_ERROR: return VMJOB_BUILD_FAILED;
+    case GUEST_NO_RESULT:
+      /* It used to be internal and was retried: three VM runs for one
+       * hostile build (issue 11). */
+      if (r->vm.boot_ms >= 0 && WIFEXITED (r->vm.vmm_status) && WEXITSTATUS (r->vm.vmm_status) == 0)
+        return VMJOB_BUILD_FAILED;
+      return VMJOB_INTERNAL;
+    default: return VMJOB_INTERNAL;
+    }
+}
+
+int
+vmjob_verdict_code (enum vmjob_verdict v)
+{
+  switch (v)
+    {
+    case VMJOB_OK: return 0;
+    case VMJOB_CANCELED: return BVM_E_CANCELED;
+    case VMJOB_STEP_FAILED:
+    case VMJOB_BUILD_FAILED: return BVM_E_BUILD;
+    case VMJOB_TIMEOUT: return BVM_E_TIMEOUT;
+    case VMJOB_INTERNAL:
+    default: return BVM_E_INTERNAL;
+    }
+}

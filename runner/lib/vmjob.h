@@ -68,4 +68,34 @@ void vmjob_result_dispose (struct vmjob_result *r);
  * and escaped with str_escape: printable ASCII only. */
 const char *vmjob_describe (char *buf, size_t size, const struct vmjob_result *r);
 
+/* What a finished VM run means, the one mapping of a VM outcome and a guest
+ * status to a verdict (the pipeline's build phase and `buildvm vm run` both
+ * take theirs from here):
+ *
+ *   VMJOB_OK           the agent ran every step and wrote its result
+ *   VMJOB_CANCELED     the run was canceled
+ *   VMJOB_STEP_FAILED  a step exited non-zero (guest.step, guest.exit_code)
+ *   VMJOB_TIMEOUT      the build's deadline passed (the VM's or the agent's)
+ *   VMJOB_BUILD_FAILED the build broke the contract: the agent could not
+ *                      write its output, or the guest ended without a result
+ *                      after the agent had started - the job's own code ran
+ *                      as root in the guest, so a hostile or broken build,
+ *                      which would end the same way again
+ *   VMJOB_INTERNAL     the host's or the image's fault: the VM never reached
+ *                      the agent, or the VMM failed or died of a signal
+ */
+enum vmjob_verdict
+{
+  VMJOB_OK,
+  VMJOB_CANCELED,
+  VMJOB_STEP_FAILED,
+  VMJOB_TIMEOUT,
+  VMJOB_BUILD_FAILED,
+  VMJOB_INTERNAL,
+};
+enum vmjob_verdict vmjob_verdict (const struct vmjob_result *r);
+/* The error code of a verdict (0 for VMJOB_OK): BVM_E_CANCELED, BVM_E_BUILD,
+ * BVM_E_TIMEOUT or BVM_E_INTERNAL. */
+int vmjob_verdict_code (enum vmjob_verdict v);
+
 #endif
