@@ -60,7 +60,7 @@ IMAGES := $(BUILD)/images
 .SECONDARY:
 
 .PHONY: test demo all deps images image-minimal image-debian check unit unit-asan integration \
-	bench fuzz fuzz-corpus format clean distclean install
+	bench fuzz fuzz-corpus format clean distclean
 
 all: $(BUILD)/buildvm $(BUILD)/buildvm-agent
 
@@ -172,13 +172,10 @@ FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
 FUZZ_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/bin/fuzz_%)
 FUZZ_STANDALONE := $(FUZZ_NAMES:%=$(BUILD)/fuzz/standalone/fuzz_%)
 FUZZ_CFLAGS = $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) $(SAN_FLAGS)
-# clang, unlike gcc, flags a cleanup_free variable that is never used
-# (config.c load_dirs `home`); gcc is the compiler that enforces warnings here.
-FUZZ_LIB_WARN :=
 
 $(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	@echo "  CC-FUZZ $<"; $(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) $(FUZZ_LIB_WARN) \
+	@echo "  CC-FUZZ $<"; $(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) \
 		-fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
 
 $(BUILD)/libbuildvm-fuzz.a: $(FUZZ_LIB_OBJ)
