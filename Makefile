@@ -6,11 +6,11 @@
 #   make deps         install every Debian package the build and the tests need
 #   make images       the guest kernel and the `minimal` rootfs (cached)
 #   make image-debian the `debian` rootfs with a build toolchain
-#   make check        unit tests, sanitizer unit tests, integration tests
+#   make check        format and lint checks, unit tests, sanitizer unit tests, integration tests
 #   make bench        the benchmarks in bench/
 #   make fuzz         libFuzzer targets for FUZZ_SECONDS each (docs/fuzzing.md)
 #   make fuzz-corpus  replay every fuzz corpus with the standalone drivers (part of check)
-#   make format       clang-format every C file
+#   make format       clang-format every C file (format-check: part of check)
 
 VERSION := 0.1.0
 CC ?= gcc
@@ -60,7 +60,7 @@ IMAGES := $(BUILD)/images
 .SECONDARY:
 
 .PHONY: test demo all deps images image-minimal image-debian check unit unit-asan integration \
-	bench fuzz fuzz-corpus format clean distclean
+	bench fuzz fuzz-corpus format format-check clean distclean
 
 all: $(BUILD)/buildvm $(BUILD)/buildvm-agent
 
@@ -143,14 +143,27 @@ unit-asan: $(ASAN_UNIT_BIN) $(BUILD)/buildvm
 integration: all image-minimal
 	tests/with-services.sh tests/integration/run.sh
 
-check: unit unit-asan fuzz-corpus integration
+check: format-check unit unit-asan fuzz-corpus integration
 
 bench: all image-minimal
 	bench/run.sh
 
+# Every C file we write (.clang-format): `format` rewrites them, `format-check`
+# (part of check) names the files it would change and fails.
+FORMAT_SRC = $(sort $(LIB_SRC) $(CLI_SRC) $(AGENT_SRC) $(UNIT_SRC) $(SUPPORT_SRC) \
+	$(wildcard runner/lib/*.h runner/lib/*/*.h runner/cli/*.h buildvm-image/agent/*.h \
+		tests/unit/support/*.h tests/fuzz/*.c tests/fuzz/*.h))
+
 format:
-	clang-format -i $(LIB_SRC) $(CLI_SRC) $(AGENT_SRC) $(wildcard runner/lib/*.h runner/lib/*/*.h runner/cli/*.h) \
-		$(UNIT_SRC)
+	clang-format -i $(FORMAT_SRC)
+
+format-check:
+	@bad=$$(for f in $(FORMAT_SRC); do \
+		clang-format --dry-run -Werror $$f >/dev/null 2>&1 || echo $$f; done); \
+	if [ -n "$$bad" ]; then \
+		echo "format-check: clang-format would change these files (make format):"; \
+		for f in $$bad; do echo "  $$f"; done; exit 1; \
+	else echo "format-check: $(words $(FORMAT_SRC)) files formatted"; fi
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/tests $(BUILD)/asan-tests $(BUILD)/*.a \
