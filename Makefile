@@ -55,6 +55,19 @@ ASAN_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
 ASAN_SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/asan/%.o)
 ASAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan-tests/%)
 
+# Fault points (runner/lib/fault.h) are compiled into test builds only: the
+# files that include fault.h are compiled a second time with the flag, under
+# $(BUILD)/fault, and replace their production objects in the unit tests'
+# library and in $(BUILD)/test/buildvm, the binary the integration tests run.
+# The sanitizer library, test-only, is compiled with the flag throughout.
+FAULT_CPPFLAGS := -DBUILDVM_FAULT_INJECTION
+FAULT_SRC := $(shell grep -l '^\#include "fault\.h"' $(LIB_SRC) $(CLI_SRC))
+FAULT_OBJ := $(FAULT_SRC:%.c=$(BUILD)/fault/%.o)
+TEST_LIB_OBJ := $(filter-out $(FAULT_SRC:%.c=$(BUILD)/obj/%.o),$(LIB_OBJ)) \
+	$(filter $(FAULT_SRC:%.c=$(BUILD)/fault/%.o),$(LIB_SRC:%.c=$(BUILD)/fault/%.o))
+TEST_CLI_OBJ := $(filter-out $(FAULT_SRC:%.c=$(BUILD)/obj/%.o),$(CLI_OBJ)) \
+	$(filter $(FAULT_SRC:%.c=$(BUILD)/fault/%.o),$(CLI_SRC:%.c=$(BUILD)/fault/%.o))
+
 IMAGES := $(BUILD)/images
 
 .SECONDARY:
@@ -96,6 +109,18 @@ $(BUILD)/libbuildvm.a: $(LIB_OBJ)
 $(BUILD)/buildvm: $(CLI_OBJ) $(BUILD)/libbuildvm.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libbuildvm.a $(PKG_LIBS) -lm
 
+$(BUILD)/fault/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC-FAULT $<"; $(CC) $(CPPFLAGS) $(FAULT_CPPFLAGS) $(BASE_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libbuildvm-test.a: $(TEST_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/test/buildvm: $(TEST_CLI_OBJ) $(BUILD)/libbuildvm-test.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(TEST_CLI_OBJ) $(BUILD)/libbuildvm-test.a $(PKG_LIBS) -lm
+
 # --- the guest agent: static, no libraries, runs as PID 1 in the guest ----------
 
 AGENT_CFLAGS := -std=gnu11 -Os -g0 $(WARN) -D_GNU_SOURCE -static -fno-strict-aliasing
@@ -113,14 +138,14 @@ image-debian: $(BUILD)/buildvm-agent
 
 # --- tests --------------------------------------------------------------------
 
-$(BUILD)/tests/%: tests/unit/%.c $(SUPPORT_OBJ) $(BUILD)/libbuildvm.a
+$(BUILD)/tests/%: tests/unit/%.c $(SUPPORT_OBJ) $(BUILD)/libbuildvm-test.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itests/unit/support $(BASE_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
-		$(SUPPORT_OBJ) $(BUILD)/libbuildvm.a $(PKG_LIBS) -lcmocka -lm
+	$(CC) $(CPPFLAGS) $(FAULT_CPPFLAGS) -Itests/unit/support $(BASE_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(SUPPORT_OBJ) $(BUILD)/libbuildvm-test.a $(PKG_LIBS) -lcmocka -lm
 
 $(BUILD)/asan/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(FAULT_CPPFLAGS) $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/libbuildvm-asan.a: $(ASAN_LIB_OBJ)
 	@rm -f $@
@@ -128,7 +153,7 @@ $(BUILD)/libbuildvm-asan.a: $(ASAN_LIB_OBJ)
 
 $(BUILD)/asan-tests/%: tests/unit/%.c $(ASAN_SUPPORT_OBJ) $(BUILD)/libbuildvm-asan.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itests/unit/support $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) \
+	$(CC) $(CPPFLAGS) $(FAULT_CPPFLAGS) -Itests/unit/support $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) \
 		$(SAN_FLAGS) $(LDFLAGS) -o $@ $< $(ASAN_SUPPORT_OBJ) $(BUILD)/libbuildvm-asan.a \
 		$(PKG_LIBS) -lcmocka -lm
 
@@ -140,7 +165,7 @@ unit-asan: $(ASAN_UNIT_BIN) $(BUILD)/buildvm
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		tests/with-services.sh tests/run-unit.sh $(ASAN_UNIT_BIN)
 
-integration: all image-minimal
+integration: all $(BUILD)/test/buildvm image-minimal
 	tests/with-services.sh tests/integration/run.sh
 
 check: format-check unit unit-asan fuzz-corpus integration
@@ -166,7 +191,7 @@ format-check:
 	else echo "format-check: $(words $(FORMAT_SRC)) files formatted"; fi
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/tests $(BUILD)/asan-tests $(BUILD)/*.a \
+	rm -rf $(BUILD)/obj $(BUILD)/fault $(BUILD)/test $(BUILD)/asan $(BUILD)/tests $(BUILD)/asan-tests $(BUILD)/*.a \
 		$(BUILD)/buildvm $(BUILD)/buildvm-agent $(BUILD)/fuzz
 
 # --- fuzzing (tests/fuzz, docs/fuzzing.md) -------------------------------------
@@ -219,7 +244,7 @@ $(BUILD)/fuzz/obj/runner/lib/policy.o: policies/build-role.json policies/boundar
 distclean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(FAULT_OBJ:.o=.d)
 
 # policy.o embeds the default policies with .incbin (see runner/lib/policy.c)
 $(BUILD)/obj/runner/lib/policy.o $(BUILD)/asan/runner/lib/policy.o: policies/build-role.json policies/boundary.json
