@@ -61,10 +61,12 @@ _preexisting_vmms=" $( (pgrep -f 'qemu-system-x86_64 -name buildvm-' || true) | 
 # job directory, no jail uid lock.
 assert_no_leftovers () {
     local procs="" p
-    for p in $(pgrep -f 'qemu-system-x86_64 -name buildvm-' || true); do
+    # VMM_NAME_PREFIX: a test whose job ids share a prefix looks only at its
+    # own VMMs, not at those of tests running beside it on the machine
+    for p in $(pgrep -f "qemu-system-x86_64 -name ${VMM_NAME_PREFIX:-buildvm-}" || true); do
         case $_preexisting_vmms in *" $p "*) ;; *) procs="$procs $p" ;; esac
     done
-    [ -z "$procs" ] || fail "VMM processes left behind:$procs ($(ps -o pid,args -p ${procs// /,} | tail -n +2))"
+    [ -z "$procs" ] || fail "VMM processes left behind:$procs ($(ps -o pid,args -p "$(echo $procs | tr " " ,)" | tail -n +2))"
     if [ -d "$WORK" ]; then
         local left
         left=$(find "$WORK" -mindepth 1 | head -5)

@@ -6,6 +6,7 @@
 # fault points exist only in the test build
 need_test_build
 BUILDVM=$BUILDVM_TEST
+VMM_NAME_PREFIX=buildvm-job- # the job ids below: job-$point
 
 pl_registry
 svc_redis crash
