@@ -7,11 +7,12 @@
 #   make images       the guest kernel and the `minimal` rootfs (cached)
 #   make image-debian the `debian` rootfs with a build toolchain
 #   make base-images  the runtime base images (base/debian:12, base/node:18, base/python:3.11; cached)
-#   make check        unit tests, sanitizer unit tests, integration tests
+#   make check        format and lint checks, unit tests, sanitizer unit tests, integration tests
 #   make bench        the benchmarks in bench/
 #   make fuzz         libFuzzer targets for FUZZ_SECONDS each (docs/fuzzing.md)
 #   make fuzz-corpus  replay every fuzz corpus with the standalone drivers (part of check)
-#   make format       clang-format every C file
+#   make format       clang-format every C file (format-check: part of check)
+#   make lint         cppcheck and clang-tidy (part of check)
 
 VERSION := 0.1.0
 CC ?= gcc
@@ -26,7 +27,7 @@ DEBIAN_PACKAGES := \
 	qemu-system-x86 busybox-static e2fsprogs \
 	linux-source-6.1 bc flex bison libelf-dev xz-utils debootstrap \
 	docker-registry redis-server skopeo umoci runc git apache2-utils curl openssl \
-	jq lz4 procps iproute2 python3
+	jq lz4 procps iproute2 python3 clang-format cppcheck clang-tidy
 
 PKGS := libgit2 libarchive libcurl jansson liblz4 openssl hiredis libmicrohttpd libseccomp zlib
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -56,12 +57,25 @@ ASAN_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
 ASAN_SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/asan/%.o)
 ASAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan-tests/%)
 
+# Fault points (runner/lib/fault.h) are compiled into test builds only: the
+# files that include fault.h are compiled a second time with the flag, under
+# $(BUILD)/fault, and replace their production objects in the unit tests'
+# library and in $(BUILD)/test/buildvm, the binary the integration tests run.
+# The sanitizer library, test-only, is compiled with the flag throughout.
+FAULT_CPPFLAGS := -DBUILDVM_FAULT_INJECTION
+FAULT_SRC := $(shell grep -l '^\#include "fault\.h"' $(LIB_SRC) $(CLI_SRC))
+FAULT_OBJ := $(FAULT_SRC:%.c=$(BUILD)/fault/%.o)
+TEST_LIB_OBJ := $(filter-out $(FAULT_SRC:%.c=$(BUILD)/obj/%.o),$(LIB_OBJ)) \
+	$(filter $(FAULT_SRC:%.c=$(BUILD)/fault/%.o),$(LIB_SRC:%.c=$(BUILD)/fault/%.o))
+TEST_CLI_OBJ := $(filter-out $(FAULT_SRC:%.c=$(BUILD)/obj/%.o),$(CLI_OBJ)) \
+	$(filter $(FAULT_SRC:%.c=$(BUILD)/fault/%.o),$(CLI_SRC:%.c=$(BUILD)/fault/%.o))
+
 IMAGES := $(BUILD)/images
 
 .SECONDARY:
 
-.PHONY: test demo all deps images image-minimal image-debian base-images check unit unit-asan integration \
-	bench fuzz fuzz-corpus format clean distclean install
+.PHONY: test demo all deps images image-minimal image-debian base-images check unit unit-asan \
+	integration bench fuzz fuzz-corpus format format-check lint clean distclean
 
 all: $(BUILD)/buildvm $(BUILD)/buildvm-agent
 
@@ -97,6 +111,18 @@ $(BUILD)/libbuildvm.a: $(LIB_OBJ)
 $(BUILD)/buildvm: $(CLI_OBJ) $(BUILD)/libbuildvm.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libbuildvm.a $(PKG_LIBS) -lm
 
+$(BUILD)/fault/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC-FAULT $<"; $(CC) $(CPPFLAGS) $(FAULT_CPPFLAGS) $(BASE_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libbuildvm-test.a: $(TEST_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/test/buildvm: $(TEST_CLI_OBJ) $(BUILD)/libbuildvm-test.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(TEST_CLI_OBJ) $(BUILD)/libbuildvm-test.a $(PKG_LIBS) -lm
+
 # --- the guest agent: static, no libraries, runs as PID 1 in the guest ----------
 
 AGENT_CFLAGS := -std=gnu11 -Os -g0 $(WARN) -D_GNU_SOURCE -static -fno-strict-aliasing
@@ -118,14 +144,14 @@ base-images:
 
 # --- tests --------------------------------------------------------------------
 
-$(BUILD)/tests/%: tests/unit/%.c $(SUPPORT_OBJ) $(BUILD)/libbuildvm.a
+$(BUILD)/tests/%: tests/unit/%.c $(SUPPORT_OBJ) $(BUILD)/libbuildvm-test.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itests/unit/support $(BASE_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
-		$(SUPPORT_OBJ) $(BUILD)/libbuildvm.a $(PKG_LIBS) -lcmocka -lm
+	$(CC) $(CPPFLAGS) $(FAULT_CPPFLAGS) -Itests/unit/support $(BASE_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(SUPPORT_OBJ) $(BUILD)/libbuildvm-test.a $(PKG_LIBS) -lcmocka -lm
 
 $(BUILD)/asan/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(FAULT_CPPFLAGS) $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/libbuildvm-asan.a: $(ASAN_LIB_OBJ)
 	@rm -f $@
@@ -133,7 +159,7 @@ $(BUILD)/libbuildvm-asan.a: $(ASAN_LIB_OBJ)
 
 $(BUILD)/asan-tests/%: tests/unit/%.c $(ASAN_SUPPORT_OBJ) $(BUILD)/libbuildvm-asan.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itests/unit/support $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) \
+	$(CC) $(CPPFLAGS) $(FAULT_CPPFLAGS) -Itests/unit/support $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) \
 		$(SAN_FLAGS) $(LDFLAGS) -o $@ $< $(ASAN_SUPPORT_OBJ) $(BUILD)/libbuildvm-asan.a \
 		$(PKG_LIBS) -lcmocka -lm
 
@@ -145,20 +171,50 @@ unit-asan: $(ASAN_UNIT_BIN) $(BUILD)/buildvm
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		tests/with-services.sh tests/run-unit.sh $(ASAN_UNIT_BIN)
 
-integration: all image-minimal
+integration: all $(BUILD)/test/buildvm image-minimal
 	tests/with-services.sh tests/integration/run.sh
 
-check: unit unit-asan fuzz-corpus integration
+check: format-check lint unit unit-asan fuzz-corpus integration
 
 bench: all image-minimal
 	bench/run.sh
 
+# Every C file we write (.clang-format): `format` rewrites them, `format-check`
+# (part of check) names the files it would change and fails.
+FORMAT_SRC = $(sort $(LIB_SRC) $(CLI_SRC) $(AGENT_SRC) $(UNIT_SRC) $(SUPPORT_SRC) \
+	$(wildcard runner/lib/*.h runner/lib/*/*.h runner/cli/*.h buildvm-image/agent/*.h \
+		tests/unit/support/*.h tests/fuzz/*.c tests/fuzz/*.h))
+
+# Static analysis (part of check, about 2 minutes on two cores): cppcheck
+# with jansson's loops (tests/lint/jansson.cfg) and its suppressions, each
+# with its reason (tests/lint/cppcheck.supp); clang-tidy with .clang-tidy,
+# the fault points compiled in so their code is analysed too.
+LINT_SRC = $(LIB_SRC) $(CLI_SRC)
+LINT_CPPFLAGS = $(CPPFLAGS) $(FAULT_CPPFLAGS) $(PKG_CFLAGS)
+
+lint:
+	cppcheck -q -j2 --enable=warning --std=c11 --library=posix --library=gnu \
+		--library=tests/lint/jansson.cfg -D_GNU_SOURCE -Irunner/lib -Irunner/cli --inline-suppr \
+		--suppressions-list=tests/lint/cppcheck.supp --error-exitcode=1 \
+		--template='{file}:{line}: {severity} ({id}): {message}' runner buildvm-image/agent
+	@echo $(LINT_SRC) | xargs -n4 -P2 sh -c 'clang-tidy --quiet "$$@" -- -std=gnu11 \
+		$(subst ','"'"',$(LINT_CPPFLAGS)) 2>/dev/null' clang-tidy || \
+		{ echo "lint: clang-tidy found the problems above"; exit 1; }
+	@echo "lint: cppcheck and clang-tidy are clean"
+
 format:
-	clang-format -i $(LIB_SRC) $(CLI_SRC) $(AGENT_SRC) $(wildcard runner/lib/*.h runner/lib/*/*.h runner/cli/*.h) \
-		$(UNIT_SRC)
+	clang-format -i $(FORMAT_SRC)
+
+format-check:
+	@bad=$$(for f in $(FORMAT_SRC); do \
+		clang-format --dry-run -Werror $$f >/dev/null 2>&1 || echo $$f; done); \
+	if [ -n "$$bad" ]; then \
+		echo "format-check: clang-format would change these files (make format):"; \
+		for f in $$bad; do echo "  $$f"; done; exit 1; \
+	else echo "format-check: $(words $(FORMAT_SRC)) files formatted"; fi
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/tests $(BUILD)/asan-tests $(BUILD)/*.a \
+	rm -rf $(BUILD)/obj $(BUILD)/fault $(BUILD)/test $(BUILD)/asan $(BUILD)/tests $(BUILD)/asan-tests $(BUILD)/*.a \
 		$(BUILD)/buildvm $(BUILD)/buildvm-agent $(BUILD)/fuzz
 
 # --- fuzzing (tests/fuzz, docs/fuzzing.md) -------------------------------------
@@ -177,13 +233,10 @@ FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
 FUZZ_BIN := $(FUZZ_NAMES:%=$(BUILD)/fuzz/bin/fuzz_%)
 FUZZ_STANDALONE := $(FUZZ_NAMES:%=$(BUILD)/fuzz/standalone/fuzz_%)
 FUZZ_CFLAGS = $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(BASE_CFLAGS)) $(SAN_FLAGS)
-# clang, unlike gcc, flags a cleanup_free variable that is never used
-# (config.c load_dirs `home`); gcc is the compiler that enforces warnings here.
-FUZZ_LIB_WARN :=
 
 $(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	@echo "  CC-FUZZ $<"; $(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) $(FUZZ_LIB_WARN) \
+	@echo "  CC-FUZZ $<"; $(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) \
 		-fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
 
 $(BUILD)/libbuildvm-fuzz.a: $(FUZZ_LIB_OBJ)
@@ -214,7 +267,7 @@ $(BUILD)/fuzz/obj/runner/lib/policy.o: policies/build-role.json policies/boundar
 distclean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(FAULT_OBJ:.o=.d)
 
 # policy.o embeds the default policies with .incbin (see runner/lib/policy.c)
 $(BUILD)/obj/runner/lib/policy.o $(BUILD)/asan/runner/lib/policy.o: policies/build-role.json policies/boundary.json

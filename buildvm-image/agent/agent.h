@@ -95,7 +95,7 @@ int tarout_add_tree (struct tar_out *t, const char *root, const char *rel, const
                      char *msg, size_t msgsz);
 int tarout_finish (struct tar_out *t, char *msg, size_t msgsz);
 
-/* console.c: line-oriented forwarding of build output with a byte cap. */
+/* main.c: line-oriented forwarding of build output with a byte cap. */
 void console_open (void);
 void console_printf (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 void console_write_raw (const char *data, size_t len);

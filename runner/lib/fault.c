@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef BUILDVM_FAULT_INJECTION
 static pid_t partner;
 
 void
@@ -27,3 +28,4 @@ fault_point (const char *name)
   raise (SIGKILL);
   _exit (137);
 }
+#endif

@@ -869,7 +869,7 @@ jail_spawn (pid_t *out, struct jail *j, const char *const *argv, const struct pr
   struct child_ctx c;
   struct child_report rep;
   int ep[2] = { -1, -1 }, sp[2] = { -1, -1 };
-  pid_t pid;
+  cleanup_pid pid_t pid = -1; /* the VMM: killed and reaped on every error path */
   ssize_t n;
   int ret;
 
@@ -953,12 +953,8 @@ jail_spawn (pid_t *out, struct jail *j, const char *const *argv, const struct pr
   close (sp[1]);
   close (ep[0]);
   if (ret < 0)
-    {
-      kill (pid, SIGKILL);
-      while (waitpid (pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-      return ret;
-    }
+    return ret;
   *out = pid;
+  pid = -1; /* now owned by the caller */
   return 0;
 }

@@ -19,7 +19,7 @@
 #define JAIL_FILES_MAX 16
 #define JAIL_CG_MAX 4
 #define MIB (UINT64_C (1) << 20)
-#define CPU_PERIOD_US 100000
+#define CPU_PERIOD_US 100000u
 
 /* --- the plan: what the child does between clone and exec ------------------- */
 

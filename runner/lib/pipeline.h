@@ -1,21 +1,25 @@
 /* pipeline.h - one deploy request, from a commit to a pushed image
  *
- * A straight line of phases (nsjail's containProc style), each timed and
- * recorded:
+ * A straight line of phases (nsjail's containProc style; run_phases in
+ * pipeline.c), each timed and recorded:
  *
  *   role      mint the job's role from the policy template and boundary
  *   log       open the app's log stream (authorized)
  *   checkout  fetch the exact commit into the app's mirror, read buildvm.json
  *   plan      validate the spec, resolve resources, load the VM image,
  *             compute every destination from the job and authorize it
+ *   secrets   read every secret the spec names, each asked of the role
  *   input     write the input disk: control file, source tree, secrets
  *   build     boot a fresh VM, run the steps, collect the outputs
  *   ingest    stream the hostile output tar into the layer and the store
- *   image     base image, layer, config, manifest
+ *   image     base image, layer, config, manifest (a spec with an image)
  *   push      blobs, config, manifest by digest (every write authorized)
  *   artifacts commit the staged artifacts and their index
  *   tag       check the fencing token, then tag: the single commit point
- *   record    the terminal job record, written durably
+ *
+ * A dry run stops after ingest and image with `layout` (an OCI image layout
+ * instead of the push) and `artifacts`. The terminal job record is written
+ * durably after the phases, whatever they returned.
  *
  * Whatever happens, the VM is gone, the work directory is removed and a
  * record exists when pipeline_run() returns.

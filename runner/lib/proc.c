@@ -155,7 +155,7 @@ proc_run (const char *const *argv, struct buf *output, int *status, int64_t time
   struct proc_opts o = PROC_OPTS_INIT;
   cleanup_close int rd = -1;
   int p[2];
-  pid_t pid;
+  cleanup_pid pid_t pid = -1; /* killed and reaped on every way out but a reaped exit */
   int64_t deadline = now_ms () + timeout_ms;
   int ret;
 
@@ -177,21 +177,11 @@ proc_run (const char *const *argv, struct buf *output, int *status, int64_t time
       int r;
 
       if (left <= 0)
-        {
-          kill (pid, SIGKILL);
-          while (waitpid (pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-          return bvm_error_code (err, BVM_E_TIMEOUT, 0, "`%s` did not finish within %lld ms",
-                                 argv[0], (long long) timeout_ms);
-        }
+        return bvm_error_code (err, BVM_E_TIMEOUT, 0, "`%s` did not finish within %lld ms",
+                               argv[0], (long long) timeout_ms);
       r = poll (&pfd, 1, (int) (left > 1000 ? 1000 : left));
       if (r < 0 && errno != EINTR)
-        {
-          int e = errno;
-          kill (pid, SIGKILL);
-          waitpid (pid, NULL, 0);
-          return bvm_error (err, e, "poll");
-        }
+        return bvm_error (err, errno, "poll");
       if (r <= 0)
         continue;
       n = read (rd, chunk, sizeof chunk);
@@ -210,17 +200,15 @@ proc_run (const char *const *argv, struct buf *output, int *status, int64_t time
     {
       pid_t w = waitpid (pid, status, WNOHANG);
       if (w == pid)
-        return 0;
+        {
+          pid = -1; /* reaped */
+          return 0;
+        }
       if (w < 0 && errno != EINTR)
         return bvm_error (err, errno, "waitpid");
       if (now_ms () >= deadline)
-        {
-          kill (pid, SIGKILL);
-          while (waitpid (pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-          return bvm_error_code (err, BVM_E_TIMEOUT, 0, "`%s` did not finish within %lld ms",
-                                 argv[0], (long long) timeout_ms);
-        }
+        return bvm_error_code (err, BVM_E_TIMEOUT, 0, "`%s` did not finish within %lld ms",
+                               argv[0], (long long) timeout_ms);
       usleep (2000);
     }
 }

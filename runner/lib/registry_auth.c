@@ -459,7 +459,11 @@ token_forget (struct registry *r, const char *scope)
 static int
 add_scopes (struct buf *u, CURL *c, const char *s, const char *done, bvm_error_t *err)
 {
-  while (s && *s)
+  if (s == NULL)
+    return 0;
+  if (done == NULL)
+    done = "";
+  while (*s)
     {
       size_t n = strcspn (s, " ");
       if (n > 0)
@@ -472,7 +476,7 @@ add_scopes (struct buf *u, CURL *c, const char *s, const char *done, bvm_error_t
           memcpy (one, s, n);
           one[n] = '\0';
           /* skip a scope already in `done` */
-          for (const char *d = done; d && *d;)
+          for (const char *d = done; *d;)
             {
               size_t m = strcspn (d, " ");
               if (m == n && strncmp (d, one, n) == 0)

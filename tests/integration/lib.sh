@@ -6,6 +6,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILDVM=${BUILDVM:-$ROOT/build/buildvm}
+# The same runner with its fault points compiled in (make build/test/buildvm;
+# runner/lib/fault.h): the crash tests run it, the production binary has none.
+BUILDVM_TEST=${BUILDVM_TEST:-$ROOT/build/test/buildvm}
 export BUILDVM_IMAGES=${BUILDVM_IMAGES:-$ROOT/build/images}
 T=$(mktemp -d /tmp/buildvm-it.XXXXXX)
 export BUILDVM_HOME=$T/home
@@ -26,6 +29,9 @@ _cleanup () {
 trap _cleanup EXIT
 
 fail () { echo "FAIL: $*" >&2; exit 1; }
+need_test_build () {
+    [ -x "$BUILDVM_TEST" ] || fail "$BUILDVM_TEST is missing: make build/test/buildvm (make integration builds it)"
+}
 skip () { echo "SKIP: $*"; exit 77; }
 note () { echo "-- $*"; }
 
@@ -64,7 +70,9 @@ _vmm_is_ours () {
 # job directory, no jail uid lock.
 assert_no_leftovers () {
     local procs="" p
-    for p in $(pgrep -f 'qemu-system-x86_64 -name buildvm-' || true); do
+    # VMM_NAME_PREFIX: a test whose job ids share a prefix looks only at its
+    # own VMMs, not at those of tests running beside it on the machine
+    for p in $(pgrep -f "qemu-system-x86_64 -name ${VMM_NAME_PREFIX:-buildvm-}" || true); do
         case $_preexisting_vmms in *" $p "*) continue ;; esac
         _vmm_is_ours "$p" && procs="$procs $p"
     done

@@ -3,6 +3,10 @@
 # new one: every job ends with exactly one terminal record, its tag is
 # correct, and no VMM process, disk or work directory is left.
 . "$(dirname "$0")/lib.sh"
+# fault points exist only in the test build
+need_test_build
+BUILDVM=$BUILDVM_TEST
+VMM_NAME_PREFIX=buildvm-job- # the job ids below: job-$point
 
 pl_registry
 svc_redis crash
