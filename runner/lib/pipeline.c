@@ -4,6 +4,7 @@
  * item 2). */
 #include "pipeline.h"
 #include "digest.h"
+#include "egress.h"
 #include "fault.h"
 #include "fs.h"
 #include "gitsrc.h"
@@ -29,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +80,10 @@ struct run
   struct workdir *wd;
   char *input_path;
   struct vmjob_result vm;
+  /* egress: the broker's thread logs too, so console lines take this lock */
+  pthread_mutex_t console_lock;
+  struct role *egress_role;
+  struct egress_opts egress;
 
   /* ingest state */
   struct oci_layer *layer;
@@ -178,9 +184,8 @@ on_redacted (void *opaque, const char *data, size_t len)
 }
 
 static void
-on_console (void *opaque, const char *line, size_t len)
+on_console_locked (struct run *r, const char *line, size_t len)
 {
-  struct run *r = opaque;
   bvm_error_t e = NULL;
 
   if (r->redact == NULL)
@@ -195,6 +200,23 @@ on_console (void *opaque, const char *line, size_t len)
       bvm_error_free (&e);
       emit_line (r, "[buildvm: a line was dropped: the redactor failed]", 50);
     }
+}
+
+static void
+on_console (void *opaque, const char *line, size_t len)
+{
+  struct run *r = opaque;
+  pthread_mutex_lock (&r->console_lock);
+  on_console_locked (r, line, len);
+  pthread_mutex_unlock (&r->console_lock);
+}
+
+/* From the egress broker's thread: redacted like the build's own output (a
+ * host name is chosen by the build and could carry a secret). */
+static void
+on_egress_log (void *opaque, const char *line)
+{
+  on_console (opaque, line, strlen (line));
 }
 
 static void
@@ -679,6 +701,56 @@ out:
 
 /* --- build ----------------------------------------------------------------------- */
 
+/* The VM gets an egress channel only when something could be allowed: host
+ * rules in runner.json or buildvm.json, or audit mode. The role that
+ * decides is the job's template plus those rules, under the boundary. */
+static int
+egress_prepare (struct run *r, bvm_error_t *err)
+{
+  const struct egress_settings *es = &r->cfg->egress;
+  struct policy_vars vars = { r->job->app, r->job->commit, r->job->ref, r->job->id };
+  const char *rules[EGRESS_RULES_MAX];
+  size_t n = 0;
+  int ret;
+
+  if (es->n_allow == 0 && r->spec->n_egress == 0 && es->mode != EGRESS_MODE_AUDIT)
+    return 0;
+  if (es->n_allow + r->spec->n_egress > EGRESS_RULES_MAX)
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "more than %d egress rules in runner.json and buildvm.json together",
+                           EGRESS_RULES_MAX);
+  for (size_t i = 0; i < es->n_allow; i++)
+    rules[n++] = es->allow[i];
+  for (size_t i = 0; i < r->spec->n_egress; i++)
+    rules[n++] = r->spec->egress[i];
+  ret = egress_role_mint (&r->egress_role, r->tmpl, r->boundary, &vars,
+                          role_expires_at (r->role), rules, n, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "minting the job's egress role");
+  r->egress.settings = es;
+  r->egress.role = r->egress_role;
+  r->egress.log = on_egress_log;
+  r->egress.opaque = r;
+  note (r, "egress: %zu rule%s, %s mode, through the proxy at 127.0.0.1:3128 in the VM", n,
+        n == 1 ? "" : "s", es->mode == EGRESS_MODE_AUDIT ? "audit" : "enforce");
+  return 0;
+}
+
+static void
+egress_finish (struct run *r)
+{
+  json_t *rec;
+
+  if (r->vm.egress == NULL)
+    return;
+  rec = egress_record (r->vm.egress);
+  if (rec != NULL && r->cfg->egress.mode == EGRESS_MODE_AUDIT)
+    note (r, "egress audit: the build used %zu host:port pairs; to allow them paste the "
+             "record's `egress.allowlist` into `egress`",
+          json_array_size (json_object_get (rec, "allowlist")));
+  jset (r->record, "egress", rec);
+}
+
 static int
 phase_build (struct run *r, bvm_error_t *err)
 {
@@ -701,8 +773,16 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.opaque = r;
   vo.cancel = r->o->cancel;
   vo.started = on_vm_started;
+  if ((ret = egress_prepare (r, err)) < 0)
+    {
+      unlink (r->input_path); /* it may hold secrets */
+      return ret;
+    }
+  if (r->egress_role != NULL)
+    vo.egress = &r->egress;
 
   ret = vmjob_run (&r->vm, r->wd, r->input_path, &vo, err);
+  egress_finish (r);
   redact_finish (r);
   /* the input disk may hold secrets: gone as soon as the VM is */
   unlink (r->input_path);
@@ -728,6 +808,14 @@ phase_build (struct run *r, bvm_error_t *err)
 
   if (r->vm.vm.outcome == VM_CANCELED)
     return bvm_error_code (err, BVM_E_CANCELED, 0, "the job was canceled during the build");
+  if (r->vm.egress != NULL && egress_denied (r->vm.egress) > 0 && r->spec->fail_on_deny)
+    {
+      uint64_t denied = egress_denied (r->vm.egress);
+      return bvm_error_code (err, BVM_E_DENIED, 0,
+                             "%llu egress connection%s denied and buildvm.json sets "
+                             "`fail_on_deny`",
+                             (unsigned long long) denied, denied == 1 ? " was" : "s were");
+    }
   if (r->vm.vm.outcome == VM_EXITED && r->vm.guest.status == GUEST_OK)
     return 0;
   vmjob_describe (what, sizeof what, &r->vm);
@@ -1394,7 +1482,7 @@ int
 pipeline_run (json_t **record, const struct job_request *job, const struct pipeline_opts *o,
               bvm_error_t *err)
 {
-  struct run run = { 0 }, *r = &run;
+  struct run run = { .console_lock = PTHREAD_MUTEX_INITIALIZER }, *r = &run;
   char ts[40];
   int ret, ret2;
   bvm_error_t cleanup_err = NULL;
@@ -1538,6 +1626,7 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   spec_free (r->spec);
   gitsrc_repo_free (r->repo);
   role_free (r->role);
+  role_free (r->egress_role);
   policy_free (r->tmpl);
   policy_free (r->boundary);
   json_decref (r->phases);
