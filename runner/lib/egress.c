@@ -801,6 +801,8 @@ chan_fail (struct egress *e, const char *why)
     snprintf (e->error, sizeof e->error, "%s", why);
   elog (e, "channel closed: %s", e->error);
   e->chan_dead = true;
+  /* the guest's side sees the end: its proxy stops too */
+  shutdown (e->fd, SHUT_RDWR);
   for (size_t i = 0; i < e->n_streams; i++)
     if (e->streams[i].id != 0)
       stream_end (e, &e->streams[i], "the channel ended");
