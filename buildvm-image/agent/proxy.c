@@ -543,7 +543,9 @@ proxy_main (int lfd)
                 ev |= POLLIN;
             }
           map[nf] = i;
-          fds[nf++] = (struct pollfd){ c->fd, ev, 0 };
+          /* an open stream with nothing to do now is not polled: its
+           * hang-up would spin the loop until credit comes */
+          fds[nf++] = (struct pollfd){ (ev || c->st != C_OPEN) ? c->fd : -1, ev, 0 };
         }
       if (poll (fds, nf, -1) < 0)
         {

@@ -1055,7 +1055,9 @@ broker_main (void *arg)
                 ev |= POLLIN;
             }
           map[nf] = i;
-          fds[nf++] = (struct pollfd){ s->fd, ev, 0 };
+          /* nothing to do for it now (no credit, no room): not polled at
+           * all, or a hang-up it cannot act on yet would spin this loop */
+          fds[nf++] = (struct pollfd){ ev ? s->fd : -1, ev, 0 };
         }
       if (poll (fds, nf, 1000) < 0 && errno != EINTR)
         {

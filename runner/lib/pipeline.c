@@ -748,6 +748,8 @@ egress_finish (struct run *r)
     note (r, "egress audit: the build used %zu host:port pairs; to allow them paste the "
              "record's `egress.allowlist` into `egress`",
           json_array_size (json_object_get (rec, "allowlist")));
+  if (rec != NULL)
+    json_object_set_new (rec, "role", role_to_json (r->egress_role));
   jset (r->record, "egress", rec);
 }
 
