@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -318,6 +319,7 @@ struct stream
   bool up_eof;           /* the upstream closed its side */
   uint64_t bytes_out, bytes_in;
   int64_t t_open, t_last, t_connect_deadline;
+  int64_t connect_ms; /* OPEN to connected: authorize, resolve, connect */
 };
 
 struct egress
@@ -341,6 +343,7 @@ struct egress
   json_t *allowlist; /* object used as a set: "host:port" -> true */
   uint64_t n_allowed, n_denied, n_audited, n_dropped_records, unknown_frames;
   uint64_t bytes_out, bytes_in;
+  int64_t cpu_ms; /* the broker thread's CPU time */
   char error[512];
 };
 
@@ -400,7 +403,8 @@ clean_reason (char *out, const char *in)
 
 static void
 record (struct egress *e, const struct netaddr_hostport *hp, bool connect_mode, const char *addr,
-        const char *decision, const char *reason, uint64_t out, uint64_t in, int64_t ms)
+        const char *decision, const char *reason, uint64_t out, uint64_t in, int64_t ms,
+        int64_t connect_ms)
 {
   char hpbuf[NETADDR_HOSTPORT_STRLEN];
   /* what the build used: the rules an operator would paste after an audit */
@@ -413,12 +417,12 @@ record (struct egress *e, const struct netaddr_hostport *hp, bool connect_mode, 
       return;
     }
   json_array_append_new (e->conns,
-                         json_pack ("{s:s, s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "host",
+                         json_pack ("{s:s, s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "host",
                                     hp ? hp->host : "", "port", hp ? (int) hp->port : 0, "mode",
                                     connect_mode ? "connect" : "http", "address", addr ? addr : "",
                                     "decision", decision, "reason", reason ? reason : "",
                                     "bytes_out", (json_int_t) out, "bytes_in", (json_int_t) in,
-                                    "ms", (json_int_t) ms));
+                                    "ms", (json_int_t) ms, "connect_ms", (json_int_t) connect_ms));
 }
 
 static void
@@ -427,10 +431,15 @@ refuse (struct egress *e, uint32_t id, unsigned code, const struct netaddr_hostp
 {
   char reason[EGRESS_REASON_MAX + 1];
   uint32_t n = clean_reason (reason, why);
-  e->n_denied++;
+  /* a refusal is a denial (fail_on_deny counts those); an upstream that
+   * cannot be reached is an error of the connection, not of the build */
+  bool denial = code == EGRESS_ERR_DENIED || code == EGRESS_ERR_LIMIT;
+  if (denial)
+    e->n_denied++;
   send_frame (e, EGRESS_OPEN_ERR, code, id, reason, n);
-  elog (e, "deny %s %s: %s", connect_mode ? "CONNECT" : "HTTP", target, reason);
-  record (e, hp, connect_mode, NULL, "deny", reason, 0, 0, 0);
+  elog (e, "%s %s %s: %s", denial ? "deny" : "failed", connect_mode ? "CONNECT" : "HTTP", target,
+        reason);
+  record (e, hp, connect_mode, NULL, denial ? "deny" : "error", reason, 0, 0, 0, 0);
 }
 
 static struct stream *
@@ -454,7 +463,7 @@ stream_end (struct egress *e, struct stream *s, const char *why)
         (unsigned long long) s->bytes_out, (unsigned long long) s->bytes_in,
         (double) (now - s->t_open) / 1000.0, why ? ": " : "", why ? why : "");
   record (e, &s->hp, s->connect_mode, s->addr, s->decision, why ? why : s->reason, s->bytes_out,
-          s->bytes_in, now - s->t_open);
+          s->bytes_in, now - s->t_open, s->connect_ms);
   free (s->up);
   memset (s, 0, sizeof *s);
   s->fd = -1;
@@ -901,6 +910,7 @@ stream_io (struct egress *e, struct stream *s, short rev)
           return;
         }
       s->state = S_OPEN;
+      s->connect_ms = mono_ms () - s->t_open;
       e->n_allowed++;
       {
         char hpbuf[NETADDR_HOSTPORT_STRLEN];
@@ -995,7 +1005,6 @@ check_timers (struct egress *e, int64_t now)
           memset (s, 0, sizeof *s);
           s->fd = -1;
           e->live--;
-          e->n_denied--; /* refuse counts it; a timeout is no denial */
           refuse (e, id, EGRESS_ERR_TIMEOUT, &hp, cm, hpbuf, "connecting timed out");
           continue;
         }
@@ -1086,6 +1095,12 @@ broker_main (void *arg)
     }
 out:
   chan_fail (e, "the build ended");
+  {
+    struct rusage ru;
+    if (getrusage (RUSAGE_THREAD, &ru) == 0)
+      e->cpu_ms = (int64_t) (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000
+                  + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+  }
   free (fds);
   free (map);
   return NULL;
@@ -1166,12 +1181,13 @@ egress_record (const struct egress *e)
     (void) v;
     json_array_append_new (allow, json_string (k));
   }
-  return json_pack ("{s:s, s:O, s:I, s:I, s:I, s:I, s:I, s:I, s:s?, s:o}", "mode",
+  return json_pack ("{s:s, s:O, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s?, s:o}", "mode",
                     e->o.settings->mode == EGRESS_MODE_AUDIT ? "audit" : "enforce",
                     "connections", e->conns, "allowed", (json_int_t) e->n_allowed, "denied",
                     (json_int_t) e->n_denied, "audited", (json_int_t) e->n_audited,
                     "connections_not_recorded", (json_int_t) e->n_dropped_records, "bytes_out",
-                    (json_int_t) e->bytes_out, "bytes_in", (json_int_t) e->bytes_in, "error",
+                    (json_int_t) e->bytes_out, "bytes_in", (json_int_t) e->bytes_in, "cpu_ms",
+                    (json_int_t) e->cpu_ms, "error",
                     e->error[0] ? e->error : NULL, "allowlist", allow);
 }
 

@@ -18,7 +18,7 @@ static const char *const phases[] = { "role",  "log",    "checkout", "plan",  "s
 /* seconds: a VM phase under TCG is about a second; a whole build can be an hour */
 static const double buckets[] = { 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600 };
 
-static const char *const egress_decisions[] = { "allow", "audit", "deny" };
+static const char *const egress_decisions[] = { "allow", "audit", "deny", "error" };
 
 #define N_OUT ARRAY_SIZE (outcomes)
 #define N_EG ARRAY_SIZE (egress_decisions)

@@ -32,7 +32,7 @@ void metrics_set_depth (struct metrics *m, uint64_t queued, uint64_t running);
 void metrics_set_vms (struct metrics *m, uint64_t running, uint64_t max);
 void metrics_set_draining (struct metrics *m, bool draining);
 /* A finished job's egress: the job record's `egress` member (may be NULL);
- * counts its connections by decision (allow | audit | deny) and their
+ * counts its connections by decision (allow | audit | deny | error) and their
  * bytes each way. */
 void metrics_egress (struct metrics *m, const json_t *egress);
 
