@@ -1086,8 +1086,15 @@ broker_main (void *arg)
           struct stream *s = &e->streams[map[k]];
           /* the slot may have been ended (or reused) by a frame just read */
           if (s->id != 0 && s->fd == fds[k].fd)
-            stream_io (e, s, fds[k].revents
-                                 | (s->guest_closed && s->up_len == 0 ? POLLOUT : 0));
+            stream_io (e, s, fds[k].revents);
+        }
+      /* what needs no socket event: a CLOSE from the guest with nothing
+       * left to send ends our side now, and the stream once both are done */
+      for (size_t i = 0; i < e->n_streams && !e->chan_dead; i++)
+        {
+          struct stream *s = &e->streams[i];
+          if (s->id != 0 && s->state == S_OPEN && s->guest_closed && s->up_len == 0)
+            stream_io (e, s, 0);
         }
       if (!e->chan_dead && e->out_len > 0)
         chan_write (e);
