@@ -750,6 +750,28 @@ egress_finish (struct run *r)
           json_array_size (json_object_get (rec, "allowlist")));
   if (rec != NULL)
     json_object_set_new (rec, "role", role_to_json (r->egress_role));
+  /* a dry run's plan shows the egress decisions beside the writes (they are
+   * not writes: a refused connection does not fail the dry run) */
+  if (rec != NULL && r->o->plan)
+    {
+      size_t i;
+      json_t *c;
+      json_array_foreach (json_object_get (rec, "connections"), i, c)
+      {
+        const char *host = json_string_value (json_object_get (c, "host"));
+        char res[NETADDR_HOSTPORT_STRLEN + 8];
+        if (host == NULL || host[0] == '\0') /* refused before it was parsed */
+          snprintf (res, sizeof res, "net:?");
+        else
+          snprintf (res, sizeof res, strchr (host, ':') ? "net:[%s]:%lld" : "net:%s:%lld", host,
+                    (long long) json_integer_value (json_object_get (c, "port")));
+        json_array_append_new (r->o->plan,
+                               json_pack ("{s:s, s:s, s:O, s:O}", "action",
+                                          POLICY_ACTION_NET_CONNECT, "resource", res, "decision",
+                                          json_object_get (c, "decision"), "why",
+                                          json_object_get (c, "reason")));
+      }
+    }
   jset (r->record, "egress", rec);
 }
 

@@ -149,6 +149,15 @@ assert_contains "$T/log" "audit: the role would deny net:localhost:$HTTP_PORT"
 jq -e --arg hp "localhost:$HTTP_PORT" '.egress.mode == "audit" and .egress.allowlist == [$hp] and .egress.connections[0].decision == "audit"' \
     "$(pl_record audit)" >/dev/null || { jq .egress "$(pl_record audit)"; fail "the audit record"; }
 
+# --- a dry run has the same egress, and its plan shows the decisions
+cfg "{allow: [\"localhost:$HTTP_PORT\"], allow_addresses: [\"127.0.0.1/32\"]}"
+(cd "$T/app-http1" && jq --arg s "mkdir -p out && $np wget -q -O out/blob http://localhost:$HTTP_PORT/blob; $np wget -q -O /dev/null http://example.com/ || true" \
+    '.steps = [$s]' buildvm.json >b && mv b buildvm.json && git commit -qam dry)
+run sh -c "cd '$T/app-http1' && '$BUILDVM' dry-run --config '$CONFIG'"
+[ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "the dry run failed"; }
+grep -qE "allow +net:Connect +net:localhost:$HTTP_PORT" "$T/out" || { cat "$T/out"; fail "the plan lacks the allowed connection"; }
+grep -qE "deny +net:Connect +net:example.com:80" "$T/out" || { cat "$T/out"; fail "the plan lacks the refused connection"; }
+
 # --- without any rule the VM has no channel and no proxy at all
 pl_config "del(.registry.credentials)"
 egress_job none "mkdir -p out; if wget -q -O out/x http://example.com/ 2>out/err; then echo REACHED; fi; cat out/err; env | grep -i _proxy || echo no-proxy-env"
