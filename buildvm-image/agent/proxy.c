@@ -68,6 +68,7 @@ struct client
   bool eof_sent;        /* CLOSE sent: the client finished sending */
   bool host_closed;     /* CLOSE received */
   bool shut;            /* shutdown(SHUT_WR) of the client done */
+  bool delivered;       /* a byte of the upstream's answer reached the client */
 };
 
 static struct client clients[PROXY_CLIENTS];
@@ -407,6 +408,15 @@ handle_frame (unsigned type, unsigned flags, uint32_t id, const uint8_t *p, uint
           client_answer (c, 502, "Bad Gateway", "the runner reset the connection");
           return true;
         }
+      if (!c->connect_mode && !c->delivered && len > 0)
+        {
+          /* refused on the first request (its Host header): say why */
+          char reason[EGRESS_REASON_MAX + 1];
+          memcpy (reason, p, len);
+          reason[len] = '\0';
+          client_answer (c, 403, "Forbidden", reason);
+          return true;
+        }
       client_free (c);
       return true;
     }
@@ -468,6 +478,7 @@ client_io (struct client *c, short rev)
           uint8_t inc[4];
           memmove (c->down, c->down + n, c->down_len - (size_t) n);
           c->down_len -= (size_t) n;
+          c->delivered = true;
           egress_proto_put32 (inc, (uint32_t) n);
           queue_frame (EGRESS_WINDOW, 0, c->id, inc, 4);
         }
@@ -659,6 +670,11 @@ proxy_start (char *msg, size_t msgsz)
   if (pid == 0)
     {
       sigset_t none;
+      int keep = console_fd ();
+      /* nothing of the agent's but the console: not the output disk */
+      for (int fd = 3; fd < 1024; fd++)
+        if (fd != chan && fd != lfd && fd != keep)
+          close (fd);
       sigemptyset (&none);
       sigprocmask (SIG_SETMASK, &none, NULL);
       signal (SIGPIPE, SIG_IGN);

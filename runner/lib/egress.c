@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -303,7 +304,8 @@ struct stream
   enum sstate state;
   int fd;
   bool connect_mode;
-  bool sni_pending;
+  bool sni_pending;  /* CONNECT: the ClientHello is not checked yet */
+  bool host_pending; /* HTTP: the first request's Host header is not checked yet */
   struct netaddr_hostport hp;
   struct netaddr_resolved res;
   size_t next_addr;
@@ -603,6 +605,7 @@ handle_open (struct egress *e, const struct egress_frame *f)
   s->state = S_CONNECTING;
   s->connect_mode = connect_mode;
   s->sni_pending = connect_mode;
+  s->host_pending = !connect_mode;
   s->decision = decision;
   snprintf (s->reason, sizeof s->reason, "%.200s", d.why);
   s->guest_credit = EGRESS_WINDOW_INITIAL;
@@ -733,6 +736,77 @@ check_sni (struct egress *e, struct stream *s)
   return true;
 }
 
+/* The first request of a plain-HTTP stream must name the OPEN host (and
+ * port, if it names one) in its Host header: otherwise a build allowed
+ * `cdn.example:80` could ask the same server for any site it hosts, the
+ * plain-text form of domain fronting. Requests after the first on the same
+ * connection are not parsed (the proxy sends `Connection: close`). */
+static bool
+check_http_host (struct egress *e, struct stream *s)
+{
+  const uint8_t *end = memmem (s->up, s->up_len, "\r\n\r\n", 4);
+  const char *why = NULL;
+  char value[NETADDR_HOSTPORT_STRLEN + 1] = "";
+  unsigned hosts = 0;
+
+  if (end == NULL)
+    {
+      if (s->up_len < EGRESS_WINDOW_INITIAL / 4)
+        return true;
+      why = "the HTTP request head is over 64 KiB";
+    }
+  for (const uint8_t *l = s->up; why == NULL && l < end;)
+    {
+      const uint8_t *le = memmem (l, (size_t) (end + 2 - l), "\r\n", 2);
+      size_t n = (size_t) (le - l);
+      if (n > 5 && strncasecmp ((const char *) l, "host:", 5) == 0)
+        {
+          const uint8_t *v = l + 5, *ve = le;
+          while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+          while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+          if (++hosts > 1)
+            why = "the HTTP request has two Host headers";
+          else if ((size_t) (ve - v) >= sizeof value)
+            why = "the HTTP Host header is too long";
+          else
+            {
+              memcpy (value, v, (size_t) (ve - v));
+              value[ve - v] = '\0';
+            }
+        }
+      l = le + 2;
+    }
+  if (why == NULL && hosts == 1)
+    {
+      struct netaddr_hostport hp;
+      bvm_error_t perr = NULL;
+      char with_port[NETADDR_HOSTPORT_STRLEN + 8];
+      /* "host" alone means the default port: check it as host:<our port> */
+      bool has_port = value[0] == '[' ? strstr (value, "]:") != NULL : strchr (value, ':') != NULL;
+      snprintf (with_port, sizeof with_port, has_port ? "%s" : "%s:%u", value,
+                (unsigned) s->hp.port);
+      if (netaddr_hostport_parse (&hp, with_port, &perr) < 0)
+        {
+          bvm_error_free (&perr);
+          why = "the HTTP Host header is not a valid host";
+        }
+      else if (strcmp (hp.host, s->hp.host) != 0 || hp.port != s->hp.port)
+        why = "the HTTP Host header names another host than the proxy request";
+    }
+  if (why != NULL)
+    {
+      e->n_denied++;
+      elog (e, "deny HTTP request to %s: %s", s->hp.host, why);
+      s->decision = "deny";
+      stream_reset (e, s, why);
+      return false;
+    }
+  s->host_pending = false;
+  return true;
+}
+
 static int
 handle_frame (struct egress *e, const struct egress_frame *f)
 {
@@ -782,6 +856,8 @@ handle_frame (struct egress *e, const struct egress_frame *f)
         }
       if (s->sni_pending && s->state == S_OPEN)
         check_sni (e, s);
+      else if (s->host_pending && s->state == S_OPEN)
+        check_http_host (e, s);
       return 0;
     case EGRESS_WINDOW:
       if (egress_proto_credit_grant (&s->our_credit, egress_proto_get32 (f->payload)) < 0)
@@ -920,9 +996,11 @@ stream_io (struct egress *e, struct stream *s, short rev)
       send_frame (e, EGRESS_OPEN_OK, 0, s->id, NULL, 0);
       if (s->sni_pending && s->up_len > 0)
         check_sni (e, s);
+      else if (s->host_pending && s->up_len > 0)
+        check_http_host (e, s);
       return;
     }
-  if ((rev & (POLLOUT | POLLERR)) && s->up_len > 0 && !s->sni_pending)
+  if ((rev & (POLLOUT | POLLERR)) && s->up_len > 0 && !s->sni_pending && !s->host_pending)
     {
       ssize_t n = send (s->fd, s->up, s->up_len, MSG_NOSIGNAL);
       if (n > 0)
@@ -1057,7 +1135,7 @@ broker_main (void *arg)
             ev = POLLOUT;
           else
             {
-              if (s->up_len > 0 && !s->sni_pending)
+              if (s->up_len > 0 && !s->sni_pending && !s->host_pending)
                 ev |= POLLOUT;
               if (!s->up_eof && s->our_credit > 0
                   && e->out_len + EGRESS_HEADER_LEN + EGRESS_PAYLOAD_MAX <= OUT_CAP - OUT_RESERVE)

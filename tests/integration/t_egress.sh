@@ -103,6 +103,8 @@ try port http://localhost:22/
 for u in 169.254.169.254 2852039166 0xa9fea9fe 0251.0376.0251.0376 169.254.43518 0xa9.0xfe.0xa9.0xfe '[::ffff:169.254.169.254]' '[::ffff:a9fe:a9fe]'; do
     try "meta-\$u" "http://\$u/latest/meta-data/"
 done
+# plain-HTTP domain fronting: an allowed host and port, another site's Host
+if $np wget -q -O /dev/null --header "Host: evil.example" http://localhost:$HTTP_PORT/blob 2>out/front.err; then echo "front: REACHED"; else echo "front: refused: \$(cat out/front.err)"; fi
 if nc -w 3 93.184.216.34 80 </dev/null 2>out/raw.err; then echo "raw: REACHED"; else echo "raw: refused: \$(cat out/raw.err)"; fi
 if nc -w 3 10.0.2.2 80 </dev/null 2>out/raw2.err; then echo "raw2: REACHED"; else echo "raw2: refused: \$(cat out/raw2.err)"; fi
 PROBE
@@ -121,7 +123,9 @@ n=$(grep -c "\[egress\] deny HTTP .*link-local" "$T/log" || true)
 assert_eq 8 "$n" "metadata spellings refused as link-local by the runner"
 assert_contains "$T/log" "raw: refused: nc: can't connect to remote host (93.184.216.34): Network is unreachable"
 assert_contains "$T/log" "raw2: refused"
-jq -e '.egress.denied == 10 and .egress.allowed == 0' "$(pl_record hostile)" >/dev/null \
+assert_contains "$T/log" "front: refused: wget: server returned error: HTTP/1.1 403 Forbidden"
+assert_contains "$T/log" "[egress] deny HTTP request to localhost: the HTTP Host header names another host than the proxy request"
+jq -e '.egress.denied == 11 and .egress.allowed == 1' "$(pl_record hostile)" >/dev/null \
     || { jq .egress "$(pl_record hostile)"; fail "the refusals are not all in the record"; }
 no_leftovers
 

@@ -175,7 +175,8 @@ test_open_data_close (void **state)
 {
   struct fixture f;
   struct rframe r;
-  char target[64], buf[16];
+  char target[64], buf[128], req[128];
+  size_t reqlen;
   int up;
   json_t *rec, *c;
   (void) state;
@@ -193,13 +194,16 @@ test_open_data_close (void **state)
   assert_true (next_frame (&f, &r, true));
   assert_int_equal (r.type, EGRESS_OPEN_OK);
   assert_int_equal (r.id, 1);
-  send_frame (&f, EGRESS_DATA, 0, 1, "ping", 4);
-  assert_int_equal (read (up, buf, 4), 4);
-  assert_memory_equal (buf, "ping", 4);
-  /* the 4 bytes were taken: their credit comes back */
+  /* the request names the host it was opened for: it goes through */
+  snprintf (req, sizeof req, "GET / HTTP/1.1\r\nhost:  127.0.0.1:%u \r\n\r\n", f.port);
+  reqlen = strlen (req);
+  send_frame (&f, EGRESS_DATA, 0, 1, req, (uint32_t) reqlen);
+  assert_true (read_full (up, (uint8_t *) buf, reqlen));
+  assert_memory_equal (buf, req, reqlen);
+  /* the bytes were taken: their credit comes back */
   assert_true (next_frame (&f, &r, false));
   assert_int_equal (r.type, EGRESS_WINDOW);
-  assert_int_equal (egress_proto_get32 (r.p), 4);
+  assert_int_equal (egress_proto_get32 (r.p), reqlen);
   assert_int_equal (write (up, "pong!", 5), 5);
   assert_true (next_frame (&f, &r, true));
   assert_int_equal (r.type, EGRESS_DATA);
@@ -220,7 +224,7 @@ test_open_data_close (void **state)
   assert_non_null (c);
   assert_string_equal (json_string_value (json_object_get (c, "decision")), "allow");
   assert_string_equal (json_string_value (json_object_get (c, "address")), "127.0.0.1");
-  assert_int_equal (json_integer_value (json_object_get (c, "bytes_out")), 4);
+  assert_int_equal (json_integer_value (json_object_get (c, "bytes_out")), (json_int_t) reqlen);
   assert_int_equal (json_integer_value (json_object_get (c, "bytes_in")), 5);
   /* it ended on the two half-closes, not when the broker stopped (a stream
    * with no socket event left used to live until the VM was gone) */
@@ -371,6 +375,61 @@ test_sni (void **state)
   close (up);
   egress_stop (f.e);
   assert_int_equal (egress_denied (f.e), 2);
+  teardown_f (&f);
+}
+
+/* Plain HTTP: the first request's Host header must be the OPEN host. */
+static void
+test_http_host (void **state)
+{
+  static const char *const bad[] = {
+    "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: localhost:1\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: bad_name\r\n\r\n",
+  };
+  struct fixture f;
+  struct rframe r;
+  char target[64], req[128];
+  uint8_t got[256];
+  int up;
+  (void) state;
+
+  setup_with (&f, 8);
+  hello (&f);
+  snprintf (target, sizeof target, "localhost:%u", f.port);
+  for (size_t i = 0; i < ARRAY_SIZE (bad); i++)
+    {
+      open_target (&f, (uint32_t) i + 1, EGRESS_OPEN_HTTP, target);
+      up = accept (f.listener, NULL, NULL);
+      assert_true (next_frame (&f, &r, true));
+      assert_int_equal (r.type, EGRESS_OPEN_OK);
+      send_frame (&f, EGRESS_DATA, 0, (uint32_t) i + 1, bad[i], (uint32_t) strlen (bad[i]));
+      assert_true (next_frame (&f, &r, true));
+      if (r.type != EGRESS_RESET || strstr ((char *) r.p, "Host") == NULL)
+        fail_msg ("request %zu: frame %u `%s`, expected a RESET about Host", i, r.type,
+                  (char *) r.p);
+      assert_int_equal (read (up, got, sizeof got), 0); /* not a byte reached it */
+      close (up);
+    }
+  /* the bare name, and the name with the port, both pass; so does HTTP/1.0
+   * without a Host header (there is no other site to ask for) */
+  snprintf (req, sizeof req, "GET / HTTP/1.1\r\nHost: LOCALHOST.\r\n\r\n");
+  open_target (&f, 10, EGRESS_OPEN_HTTP, target);
+  up = accept (f.listener, NULL, NULL);
+  assert_true (next_frame (&f, &r, true));
+  send_frame (&f, EGRESS_DATA, 0, 10, req, 20);
+  send_frame (&f, EGRESS_DATA, 0, 10, req + 20, (uint32_t) strlen (req) - 20);
+  assert_true (read_full (up, got, strlen (req)));
+  close (up);
+  open_target (&f, 11, EGRESS_OPEN_HTTP, target);
+  up = accept (f.listener, NULL, NULL);
+  assert_true (next_frame (&f, &r, true));
+  send_frame (&f, EGRESS_DATA, 0, 11, "GET / HTTP/1.0\r\n\r\n", 18);
+  assert_true (read_full (up, got, 18));
+  close (up);
+  egress_stop (f.e);
+  assert_int_equal (egress_denied (f.e), ARRAY_SIZE (bad));
   teardown_f (&f);
 }
 
@@ -536,6 +595,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_open_data_close), cmocka_unit_test (test_denials),
     cmocka_unit_test (test_connection_limit), cmocka_unit_test (test_sni),
+    cmocka_unit_test (test_http_host),
     cmocka_unit_test (test_hostile_frames),  cmocka_unit_test (test_settings),
     cmocka_unit_test (test_role_mint),
   };
