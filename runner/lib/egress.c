@@ -40,6 +40,7 @@
 #define READ_CHUNK (16u << 10)   /* channel bytes parsed per round */
 #define CONNECTIONS_HARD_MAX 1024
 #define TLS_RECORD_MAX (16384 + 5)
+#define EGRESS_HTTP_HEAD_MAX (64u << 10)
 
 /* --- settings ------------------------------------------------------------------- */
 
@@ -615,10 +616,8 @@ handle_open (struct egress *e, const struct egress_frame *f)
   e->live++;
 }
 
-/* The SNI of a TLS ClientHello that is complete in buf: 1 found (into
- * name), 0 none, -1 not a ClientHello, -2 incomplete. */
-static int
-client_hello_sni (const uint8_t *b, size_t n, char *name, size_t size)
+int
+egress__client_hello_sni (const uint8_t *b, size_t n, char *name, size_t size)
 {
   size_t rl, p, end, hl;
   if (n < 5)
@@ -687,7 +686,10 @@ client_hello_sni (const uint8_t *b, size_t n, char *name, size_t size)
             }
           name[nl] = '\0';
           if (nl > 1 && name[nl - 1] == '.')
-            name[nl - 1] = '\0';
+            name[--nl] = '\0';
+          /* "." or "a.." is no name (found by fuzz_egress_peek) */
+          if (name[nl - 1] == '.')
+            return -1;
           return 1;
         }
       p += len;
@@ -705,7 +707,7 @@ check_sni (struct egress *e, struct stream *s)
 {
   char sni[NETADDR_HOST_MAX + 2];
   const char *why = NULL;
-  int r = client_hello_sni (s->up, s->up_len, sni, sizeof sni);
+  int r = egress__client_hello_sni (s->up, s->up_len, sni, sizeof sni);
 
   if (r == -2 && s->up_len < TLS_RECORD_MAX)
     return true;
@@ -741,25 +743,22 @@ check_sni (struct egress *e, struct stream *s)
  * `cdn.example:80` could ask the same server for any site it hosts, the
  * plain-text form of domain fronting. Requests after the first on the same
  * connection are not parsed (the proxy sends `Connection: close`). */
-static bool
-check_http_host (struct egress *e, struct stream *s)
+const char *
+egress__http_host_problem (const uint8_t *b, size_t n, const struct netaddr_hostport *want,
+                           bool *complete)
 {
-  const uint8_t *end = memmem (s->up, s->up_len, "\r\n\r\n", 4);
-  const char *why = NULL;
+  const uint8_t *end = memmem (b, n, "\r\n\r\n", 4);
   char value[NETADDR_HOSTPORT_STRLEN + 1] = "";
   unsigned hosts = 0;
 
+  *complete = end != NULL;
   if (end == NULL)
-    {
-      if (s->up_len < EGRESS_WINDOW_INITIAL / 4)
-        return true;
-      why = "the HTTP request head is over 64 KiB";
-    }
-  for (const uint8_t *l = s->up; why == NULL && l < end;)
+    return n < EGRESS_HTTP_HEAD_MAX ? NULL : "the HTTP request head is over 64 KiB";
+  for (const uint8_t *l = b; l < end;)
     {
       const uint8_t *le = memmem (l, (size_t) (end + 2 - l), "\r\n", 2);
-      size_t n = (size_t) (le - l);
-      if (n > 5 && strncasecmp ((const char *) l, "host:", 5) == 0)
+      size_t len = (size_t) (le - l);
+      if (len >= 5 && strncasecmp ((const char *) l, "host:", 5) == 0)
         {
           const uint8_t *v = l + 5, *ve = le;
           while (v < ve && (*v == ' ' || *v == '\t'))
@@ -767,18 +766,15 @@ check_http_host (struct egress *e, struct stream *s)
           while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
           if (++hosts > 1)
-            why = "the HTTP request has two Host headers";
-          else if ((size_t) (ve - v) >= sizeof value)
-            why = "the HTTP Host header is too long";
-          else
-            {
-              memcpy (value, v, (size_t) (ve - v));
-              value[ve - v] = '\0';
-            }
+            return "the HTTP request has two Host headers";
+          if ((size_t) (ve - v) >= sizeof value || memchr (v, '\0', (size_t) (ve - v)) != NULL)
+            return "the HTTP Host header is not a valid host";
+          memcpy (value, v, (size_t) (ve - v));
+          value[ve - v] = '\0';
         }
       l = le + 2;
     }
-  if (why == NULL && hosts == 1)
+  if (hosts == 1)
     {
       struct netaddr_hostport hp;
       bvm_error_t perr = NULL;
@@ -786,15 +782,29 @@ check_http_host (struct egress *e, struct stream *s)
       /* "host" alone means the default port: check it as host:<our port> */
       bool has_port = value[0] == '[' ? strstr (value, "]:") != NULL : strchr (value, ':') != NULL;
       snprintf (with_port, sizeof with_port, has_port ? "%s" : "%s:%u", value,
-                (unsigned) s->hp.port);
+                (unsigned) want->port);
       if (netaddr_hostport_parse (&hp, with_port, &perr) < 0)
         {
           bvm_error_free (&perr);
-          why = "the HTTP Host header is not a valid host";
+          return "the HTTP Host header is not a valid host";
         }
-      else if (strcmp (hp.host, s->hp.host) != 0 || hp.port != s->hp.port)
-        why = "the HTTP Host header names another host than the proxy request";
+      if (strcmp (hp.host, want->host) != 0 || hp.port != want->port)
+        return "the HTTP Host header names another host than the proxy request";
     }
+  return NULL;
+}
+
+/* The first request of a plain-HTTP stream must name the OPEN host (and
+ * port, if it names one) in its Host header: otherwise a build allowed
+ * `cdn.example:80` could ask the same server for any site it hosts, the
+ * plain-text form of domain fronting. Requests after the first on the same
+ * connection are not parsed (the proxy sends `Connection: close`). */
+static bool
+check_http_host (struct egress *e, struct stream *s)
+{
+  bool complete;
+  const char *why = egress__http_host_problem (s->up, s->up_len, &s->hp, &complete);
+
   if (why != NULL)
     {
       e->n_denied++;
@@ -803,7 +813,8 @@ check_http_host (struct egress *e, struct stream *s)
       stream_reset (e, s, why);
       return false;
     }
-  s->host_pending = false;
+  if (complete)
+    s->host_pending = false;
   return true;
 }
 

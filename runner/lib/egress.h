@@ -119,4 +119,15 @@ json_t *egress_record (const struct egress *e);
 uint64_t egress_denied (const struct egress *e);
 void egress_free (struct egress *e);
 
+/* Internals, exposed for tests/fuzz/fuzz_egress_peek.c: the two looks the
+ * broker takes at a stream's first bytes, both fed by the guest. */
+/* The SNI of a TLS ClientHello complete at the start of b: 1 found (into
+ * name, lower case, no trailing dot, printable), 0 none, -1 not a
+ * ClientHello the broker accepts, -2 incomplete. */
+int egress__client_hello_sni (const uint8_t *b, size_t n, char *name, size_t size);
+/* NULL when the HTTP request head at the start of b may go to `want`
+ * (*complete says whether the head is complete, i.e. checked), else why. */
+const char *egress__http_host_problem (const uint8_t *b, size_t n,
+                                       const struct netaddr_hostport *want, bool *complete);
+
 #endif
