@@ -336,6 +336,7 @@ struct egress
   uint8_t *out;
   size_t out_len;
   bool chan_dead;
+  bool draining; /* after a protocol error: read and drop */
   struct stream *streams;
   size_t n_streams; /* slots */
   size_t live;
@@ -897,8 +898,12 @@ chan_fail (struct egress *e, const char *why)
     snprintf (e->error, sizeof e->error, "%s", why);
   elog (e, "channel closed: %s", e->error);
   e->chan_dead = true;
-  /* the guest's side sees the end: its proxy stops too */
-  shutdown (e->fd, SHUT_RDWR);
+  /* whatever the guest still writes is read and dropped, and the socket
+   * stays open: a guest blocked writing to a channel nobody reads (or one
+   * QEMU saw close: t_egress_hostile_agent, case `garbage`) would never
+   * finish, and the rest of its job - its result, its outputs - would be
+   * lost with it */
+  e->draining = true;
   for (size_t i = 0; i < e->n_streams; i++)
     if (e->streams[i].id != 0)
       stream_end (e, &e->streams[i], "the channel ended");
@@ -1127,7 +1132,9 @@ broker_main (void *arg)
       int64_t now = mono_ms ();
 
       fds[nf++] = (struct pollfd){ e->wake[0], POLLIN, 0 };
-      if (!e->chan_dead)
+      if (e->chan_dead && e->draining)
+        fds[nf++] = (struct pollfd){ e->fd, POLLIN, 0 };
+      else if (!e->chan_dead)
         {
           short ev = 0;
           if (e->out_len <= OUT_CAP - OUT_RESERVE)
@@ -1165,7 +1172,16 @@ broker_main (void *arg)
       if (fds[0].revents)
         break;
       if (e->chan_dead)
-        continue;
+        {
+          if (e->draining && nf > 1 && fds[1].revents)
+            {
+              static __thread uint8_t sink[65536];
+              ssize_t n = read (e->fd, sink, sizeof sink);
+              if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+                e->draining = false;
+            }
+          continue;
+        }
       if (fds[1].revents & POLLOUT)
         chan_write (e);
       if (!e->chan_dead && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)))
