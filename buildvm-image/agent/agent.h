@@ -95,6 +95,12 @@ int tarout_add_tree (struct tar_out *t, const char *root, const char *rel, const
                      char *msg, size_t msgsz);
 int tarout_finish (struct tar_out *t, char *msg, size_t msgsz);
 
+/* proxy.c: the build's HTTP proxy on 127.0.0.1:3128 over the egress
+ * channel, forked when the runner gave the VM one: 1 started, 0 no channel,
+ * -1 failed (msg says why). proxy_pid is its pid, or -1. */
+int proxy_start (char *msg, size_t msgsz);
+extern pid_t proxy_pid;
+
 /* main.c: line-oriented forwarding of build output with a byte cap. */
 void console_open (void);
 void console_printf (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));

@@ -281,7 +281,7 @@ make_build_dir (const char *path, mode_t mode)
 static char **
 build_env (const struct agent_job *job, const char *step_name)
 {
-  static char *env[AGENT_MAX_ENV + AGENT_MAX_SECRETS + 16];
+  static char *env[AGENT_MAX_ENV + AGENT_MAX_SECRETS + 32];
   static char step_var[512];
   size_t n = 0;
 
@@ -295,6 +295,16 @@ build_env (const struct agent_job *job, const char *step_name)
   env[n++] = "BUILDVM_SECRETS=" SECRET_DIR;
   snprintf (step_var, sizeof step_var, "BUILDVM_STEP=%s", step_name);
   env[n++] = step_var;
+  if (proxy_pid > 0) /* before the app's env: a build may override them */
+    {
+      static char *const proxy_env[] = {
+        "HTTPS_PROXY=http://127.0.0.1:3128", "HTTP_PROXY=http://127.0.0.1:3128",
+        "https_proxy=http://127.0.0.1:3128", "http_proxy=http://127.0.0.1:3128",
+        "NO_PROXY=localhost,127.0.0.1",      "no_proxy=localhost,127.0.0.1",
+      };
+      for (size_t i = 0; i < sizeof proxy_env / sizeof proxy_env[0]; i++)
+        env[n++] = proxy_env[i];
+    }
   for (size_t i = 0; i < job->n_env; i++)
     {
       /* a later assignment of the same name replaces ours (PATH, LANG) */
@@ -385,6 +395,25 @@ exec_step (const struct agent_job *job, const struct agent_step *s, int out)
 static void
 kill_all (void)
 {
+  if (proxy_pid > 0)
+    {
+      /* spare the egress proxy (its own uid): kill(-1) from the build's
+       * uid reaches every process of the build and nothing else, and the
+       * build cannot change uid (no_new_privs, no setuid binaries) */
+      pid_t k = fork ();
+      if (k == 0)
+        {
+          if (setresuid (AGENT_BUILD_UID, AGENT_BUILD_UID, AGENT_BUILD_UID) == 0)
+            kill (-1, SIGKILL);
+          _exit (0);
+        }
+      if (k > 0)
+        while (waitpid (k, NULL, 0) < 0 && errno == EINTR)
+          ;
+      while (waitpid (-1, NULL, WNOHANG) > 0)
+        ;
+      return;
+    }
   kill (-1, SIGKILL);
   while (waitpid (-1, NULL, WNOHANG) > 0)
     ;
@@ -627,6 +656,8 @@ main (void)
   if (agent_control_parse (&job, control, control_len, msg, sizeof msg) < 0)
     fatal ("%s", msg);
   log_max = job.log_max;
+  if (proxy_start (msg, sizeof msg) < 0)
+    fatal ("egress proxy: %s", msg);
 
   /* SIGCHLD through a signalfd: the step loop polls it with the output pipe */
   sigemptyset (&chld);

@@ -495,6 +495,7 @@ config_free (struct runner_config *c)
       free (c->apps[i].secret_file);
     }
   free (c->apps);
+  egress_settings_dispose (&c->egress);
   free (c);
 }
 
@@ -1256,7 +1257,7 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
                                       "state_dir", "artifacts", "registry", "images",
                                       "vm",        "limits",   "defaults", "policies",
                                       "queue",     "secrets",  "serve",   "jail",
-                                      "webhook",   "apps",     NULL };
+                                      "webhook",   "apps",     "egress", NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
   cleanup_free char *what = NULL;
@@ -1322,6 +1323,8 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
     ret = load_webhook (c, &L, err);
   if (ret == 0)
     ret = load_apps (c, &L, err);
+  if (ret == 0)
+    ret = egress_settings_load (&c->egress, json_object_get (L.doc, "egress"), L.what, err);
   if (ret < 0)
     return ret;
   *out = steal_pointer (&c);
@@ -1466,6 +1469,7 @@ config_to_json (const struct runner_config *c)
   r |= json_object_set_new (srv, "metrics",
                             c->serve.metrics ? json_string (c->serve.metrics) : json_null ());
   r |= json_object_set_new (o, "jail", jail_to_json (&c->jail));
+  r |= json_object_set_new (o, "egress", egress_settings_to_json (&c->egress));
   if (r != 0 || webhook_apps_to_json (o, c) < 0)
     return NULL;
   return steal_pointer (&o);

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "egress.h"
 #include "error.h"
 #include "jail.h"
 #include "job.h"
@@ -132,6 +133,7 @@ struct runner_config
   struct config_webhook webhook;
   struct config_app *apps;
   size_t n_apps;
+  struct egress_settings egress; /* `egress` (egress.h): built-in, nothing allowed */
 };
 
 /* Load `path` (NULL = built-in defaults only). Errors name the file and the

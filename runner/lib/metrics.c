@@ -18,7 +18,10 @@ static const char *const phases[] = { "role",  "log",    "checkout", "plan",  "s
 /* seconds: a VM phase under TCG is about a second; a whole build can be an hour */
 static const double buckets[] = { 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600 };
 
+static const char *const egress_decisions[] = { "allow", "audit", "deny", "error" };
+
 #define N_OUT ARRAY_SIZE (outcomes)
+#define N_EG ARRAY_SIZE (egress_decisions)
 #define N_PH ARRAY_SIZE (phases)
 #define N_B ARRAY_SIZE (buckets)
 
@@ -31,6 +34,7 @@ struct metrics
   double sum[N_PH];
   uint64_t queued, running_jobs, vms, vms_max;
   bool draining;
+  uint64_t egress_conns[N_EG], egress_out[N_EG], egress_in[N_EG];
   struct MHD_Daemon *http;
 };
 
@@ -65,6 +69,29 @@ metrics_job (struct metrics *m, const char *outcome)
   for (size_t i = 0; i < N_OUT; i++)
     if (strcmp (outcomes[i], outcome) == 0)
       m->jobs[i]++;
+  pthread_mutex_unlock (&m->lock);
+}
+
+void
+metrics_egress (struct metrics *m, const json_t *egress)
+{
+  const json_t *c;
+  size_t i;
+
+  if (m == NULL || egress == NULL)
+    return;
+  pthread_mutex_lock (&m->lock);
+  json_array_foreach (json_object_get (egress, "connections"), i, c)
+  {
+    const char *d = json_string_value (json_object_get (c, "decision"));
+    for (size_t k = 0; d != NULL && k < N_EG; k++)
+      if (strcmp (d, egress_decisions[k]) == 0)
+        {
+          m->egress_conns[k]++;
+          m->egress_out[k] += (uint64_t) json_integer_value (json_object_get (c, "bytes_out"));
+          m->egress_in[k] += (uint64_t) json_integer_value (json_object_get (c, "bytes_in"));
+        }
+  }
   pthread_mutex_unlock (&m->lock);
 }
 
@@ -155,6 +182,20 @@ metrics_render (struct metrics *m, struct buf *b)
                     "# HELP buildvm_workers_max Jobs this runner runs at once.\n"
                     "# TYPE buildvm_workers_max gauge\nbuildvm_workers_max %llu\n",
                  (unsigned long long) m->vms, (unsigned long long) m->vms_max);
+  r |= buf_adds (b, "# HELP buildvm_egress_connections_total Build egress connections, by "
+                    "decision.\n# TYPE buildvm_egress_connections_total counter\n");
+  for (size_t i = 0; i < N_EG; i++)
+    r |= buf_addf (b, "buildvm_egress_connections_total{decision=\"%s\"} %llu\n",
+                   egress_decisions[i], (unsigned long long) m->egress_conns[i]);
+  r |= buf_adds (b, "# HELP buildvm_egress_bytes_total Bytes through build egress "
+                    "connections, by decision and direction.\n"
+                    "# TYPE buildvm_egress_bytes_total counter\n");
+  for (size_t i = 0; i < N_EG; i++)
+    r |= buf_addf (b,
+                   "buildvm_egress_bytes_total{decision=\"%s\",direction=\"out\"} %llu\n"
+                   "buildvm_egress_bytes_total{decision=\"%s\",direction=\"in\"} %llu\n",
+                   egress_decisions[i], (unsigned long long) m->egress_out[i],
+                   egress_decisions[i], (unsigned long long) m->egress_in[i]);
   pthread_mutex_unlock (&m->lock);
   return r < 0 ? -1 : 0;
 }

@@ -4,6 +4,7 @@
  * item 2). */
 #include "pipeline.h"
 #include "digest.h"
+#include "egress.h"
 #include "fault.h"
 #include "fs.h"
 #include "gitsrc.h"
@@ -28,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +89,10 @@ struct run
   struct workdir *wd;
   char *input_path;
   struct vmjob_result vm;
+  /* egress: the broker's thread logs too, so console lines take this lock */
+  pthread_mutex_t console_lock;
+  struct role *egress_role;
+  struct egress_opts egress;
 
   /* ingest state */
   struct oci_layer *layer;
@@ -166,12 +172,12 @@ emit_line (struct run *r, const char *line, size_t len)
 }
 
 /* Console lines come redacted (vm.c), a long one in pieces: join them up to
- * a log line per stream, and mark where a longer one is split. */
+ * a log line per stream, and mark where a longer one is split. The egress
+ * broker's thread writes the log too: both go through console_lock. */
 static void
-on_console (void *opaque, enum vm_stream stream, const char *line, size_t len, bool more)
+on_console_locked (struct run *r, enum vm_stream stream, const char *line, size_t len, bool more)
 {
   static const char cont[] = " [buildvm: line continues]";
-  struct run *r = opaque;
   struct buf *b = &r->console_line[stream == VM_STREAM_STDERR];
 
   if (!more && b->len == 0)
@@ -191,6 +197,37 @@ on_console (void *opaque, enum vm_stream stream, const char *line, size_t len, b
       emit_line (r, buf_cstr (b), b->len);
       buf_reset (b);
     }
+}
+
+static void
+on_console (void *opaque, enum vm_stream stream, const char *line, size_t len, bool more)
+{
+  struct run *r = opaque;
+  pthread_mutex_lock (&r->console_lock);
+  on_console_locked (r, stream, line, len, more);
+  pthread_mutex_unlock (&r->console_lock);
+}
+
+/* From the egress broker's thread: a host name is chosen by the build and
+ * could carry a secret, so the line is redacted like the build's own output
+ * (which vm.c redacts) before any sink sees it. */
+static void
+on_egress_log (void *opaque, const char *line)
+{
+  static const char withheld[] = "[buildvm] egress: a log line was withheld: the redactor failed";
+  struct run *r = opaque;
+  struct buf b = BUF_INIT (JOBLOG_LINE_MAX);
+  bvm_error_t e = NULL;
+  bool ok = redact_text (r->redact, &b, line, strlen (line), &e) == 0;
+
+  bvm_error_free (&e);
+  pthread_mutex_lock (&r->console_lock);
+  if (ok)
+    emit_line (r, buf_cstr (&b), b.len);
+  else
+    emit_line (r, withheld, sizeof withheld - 1);
+  pthread_mutex_unlock (&r->console_lock);
+  buf_dispose_wipe (&b);
 }
 
 static void
@@ -646,6 +683,80 @@ out:
 
 /* --- build ----------------------------------------------------------------------- */
 
+/* The VM gets an egress channel only when something could be allowed: host
+ * rules in runner.json or buildvm.json, or audit mode. The role that
+ * decides is the job's template plus those rules, under the boundary. */
+static int
+egress_prepare (struct run *r, bvm_error_t *err)
+{
+  const struct egress_settings *es = &r->cfg->egress;
+  struct policy_vars vars = { r->job->app, r->job->commit, r->job->ref, r->job->id };
+  const char *rules[EGRESS_RULES_MAX];
+  size_t n = 0;
+  int ret;
+
+  if (es->n_allow == 0 && r->spec->n_egress == 0 && es->mode != EGRESS_MODE_AUDIT)
+    return 0;
+  if (es->n_allow + r->spec->n_egress > EGRESS_RULES_MAX)
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "more than %d egress rules in runner.json and buildvm.json together",
+                           EGRESS_RULES_MAX);
+  for (size_t i = 0; i < es->n_allow; i++)
+    rules[n++] = es->allow[i];
+  for (size_t i = 0; i < r->spec->n_egress; i++)
+    rules[n++] = r->spec->egress[i];
+  ret = egress_role_mint (&r->egress_role, r->tmpl, r->boundary, &vars,
+                          role_expires_at (r->role), rules, n, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "minting the job's egress role");
+  r->egress.settings = es;
+  r->egress.role = r->egress_role;
+  r->egress.log = on_egress_log;
+  r->egress.opaque = r;
+  note (r, "egress: %zu rule%s, %s mode, through the proxy at 127.0.0.1:3128 in the VM", n,
+        n == 1 ? "" : "s", es->mode == EGRESS_MODE_AUDIT ? "audit" : "enforce");
+  return 0;
+}
+
+static void
+egress_finish (struct run *r)
+{
+  json_t *rec;
+
+  if (r->vm.egress == NULL)
+    return;
+  rec = egress_record (r->vm.egress);
+  if (rec != NULL && r->cfg->egress.mode == EGRESS_MODE_AUDIT)
+    note (r, "egress audit: the build used %zu host:port pairs; to allow them paste the "
+             "record's `egress.allowlist` into `egress`",
+          json_array_size (json_object_get (rec, "allowlist")));
+  if (rec != NULL)
+    json_object_set_new (rec, "role", role_to_json (r->egress_role));
+  /* a dry run's plan shows the egress decisions beside the writes (they are
+   * not writes: a refused connection does not fail the dry run) */
+  if (rec != NULL && r->o->plan)
+    {
+      size_t i;
+      json_t *c;
+      json_array_foreach (json_object_get (rec, "connections"), i, c)
+      {
+        const char *host = json_string_value (json_object_get (c, "host"));
+        char res[NETADDR_HOSTPORT_STRLEN + 8];
+        if (host == NULL || host[0] == '\0') /* refused before it was parsed */
+          snprintf (res, sizeof res, "net:?");
+        else
+          snprintf (res, sizeof res, strchr (host, ':') ? "net:[%s]:%lld" : "net:%s:%lld", host,
+                    (long long) json_integer_value (json_object_get (c, "port")));
+        json_array_append_new (r->o->plan,
+                               json_pack ("{s:s, s:s, s:O, s:O}", "action",
+                                          POLICY_ACTION_NET_CONNECT, "resource", res, "decision",
+                                          json_object_get (c, "decision"), "why",
+                                          json_object_get (c, "reason")));
+      }
+    }
+  jset (r->record, "egress", rec);
+}
+
 static int
 phase_build (struct run *r, bvm_error_t *err)
 {
@@ -670,8 +781,16 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.opaque = r;
   vo.cancel = r->o->cancel;
   vo.started = on_vm_started;
+  if ((ret = egress_prepare (r, err)) < 0)
+    {
+      unlink (r->input_path); /* it may hold secrets */
+      return ret;
+    }
+  if (r->egress_role != NULL)
+    vo.egress = &r->egress;
 
   ret = vmjob_run (&r->vm, r->wd, r->input_path, &vo, err);
+  egress_finish (r); /* the broker's thread is gone: no more log lines from it */
   /* a line the console cap cut in the middle */
   for (size_t i = 0; i < ARRAY_SIZE (r->console_line); i++)
     if (r->console_line[i].len > 0)
@@ -703,6 +822,15 @@ phase_build (struct run *r, bvm_error_t *err)
 
   v = vmjob_verdict (&r->vm);
   code = vmjob_verdict_code (v);
+  if (v != VMJOB_CANCELED && r->vm.egress != NULL && egress_denied (r->vm.egress) > 0
+      && r->spec->fail_on_deny)
+    {
+      uint64_t denied = egress_denied (r->vm.egress);
+      return bvm_error_code (err, BVM_E_DENIED, 0,
+                             "%llu egress connection%s denied and buildvm.json sets "
+                             "`fail_on_deny`",
+                             (unsigned long long) denied, denied == 1 ? " was" : "s were");
+    }
   if (v == VMJOB_OK)
     return 0;
   vmjob_describe (what, sizeof what, &r->vm);
@@ -1526,6 +1654,7 @@ run_dispose (struct run *r)
   spec_free (r->spec);
   gitsrc_repo_free (r->repo);
   role_free (r->role);
+  role_free (r->egress_role);
   policy_free (r->tmpl);
   policy_free (r->boundary);
   json_decref (r->phases);
@@ -1536,7 +1665,7 @@ int
 pipeline_run (json_t **record, const struct job_request *job, const struct pipeline_opts *o,
               bvm_error_t *err)
 {
-  struct run run = { 0 }, *r = &run;
+  struct run run = { .console_lock = PTHREAD_MUTEX_INITIALIZER }, *r = &run;
   char ts[40];
   int ret, ret2;
   bvm_error_t cleanup_err = NULL;

@@ -556,6 +556,7 @@ completed_outcome (struct serve *s, const struct job_request *job)
     outcome = "succeeded";
   json_object_foreach (json_object_get (rec, "phases"), k, v)
     metrics_phase (s->metrics, k, (double) json_integer_value (json_object_get (v, "ms")) / 1000.0);
+  metrics_egress (s->metrics, json_object_get (rec, "egress"));
   json_decref (rec);
   return outcome;
 }

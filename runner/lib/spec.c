@@ -2,6 +2,7 @@
 #include "spec.h"
 #include "digest.h"
 #include "image.h"
+#include "egress.h"
 #include "job.h"
 #include "jsonx.h"
 #include "oci.h"
@@ -639,6 +640,30 @@ parse_artifacts (struct build_spec *s, const json_t *doc, bvm_error_t *err)
   return 0;
 }
 
+/* The rules' grammar is egress.c's; the role minted from them is capped
+ * by the permission boundary, so asking is all a spec can do. */
+static int
+parse_egress (struct build_spec *s, const json_t *doc, bvm_error_t *err)
+{
+  const char *why;
+  int ret;
+
+  ret = parse_strv (&s->egress, &s->n_egress, doc, "egress", "", EGRESS_RULES_MAX,
+                    EGRESS_RULE_MAX, err);
+  if (ret == 0)
+    ret = wrapped (jsonx_get_bool (&s->fail_on_deny, doc, "fail_on_deny", false, "", err), err);
+  if (ret < 0)
+    return ret;
+  for (size_t i = 0; i < s->n_egress; i++)
+    if ((why = egress_rule_problem (s->egress[i])) != NULL)
+      {
+        char field[64];
+        snprintf (field, sizeof field, "egress[%zu]", i);
+        return bad_value (err, field, why, s->egress[i]);
+      }
+  return 0;
+}
+
 static int
 parse_secrets (struct build_spec *s, const json_t *doc, bvm_error_t *err)
 {
@@ -739,6 +764,7 @@ spec_free (struct build_spec *s)
       free (im);
     }
   strv_free (s->artifacts);
+  strv_free (s->egress);
   for (size_t i = 0; i < s->n_secrets; i++)
     {
       free (s->secrets[i].name);
@@ -753,7 +779,7 @@ spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *
 {
   static const char *const keys[] = { "version", "profile", "steps",     "env",
                                       "resources", "image", "artifacts", "secrets",
-                                      NULL };
+                                      "egress", "fail_on_deny", NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_spec struct build_spec *s = NULL;
   const char *profile = NULL;
@@ -792,6 +818,8 @@ spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *
     ret = parse_artifacts (s, doc, err);
   if (ret == 0)
     ret = parse_secrets (s, doc, err);
+  if (ret == 0)
+    ret = parse_egress (s, doc, err);
   if (ret < 0)
     return ret;
   *out = steal_pointer (&s);
@@ -891,6 +919,8 @@ spec_to_json (const struct build_spec *s)
         }
     }
   r |= json_object_set_new (o, "artifacts", strv_json (s->artifacts, s->n_artifacts));
+  r |= json_object_set_new (o, "egress", strv_json (s->egress, s->n_egress));
+  r |= json_object_set_new (o, "fail_on_deny", json_boolean (s->fail_on_deny));
   secrets = json_array ();
   r |= json_object_set_new (o, "secrets", secrets);
   for (size_t i = 0; r == 0 && i < s->n_secrets; i++)

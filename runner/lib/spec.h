@@ -112,6 +112,9 @@ struct build_spec
   size_t n_artifacts;
   struct spec_secret *secrets;
   size_t n_secrets;
+  char **egress; /* "host:port" rules the build asks for (egress.h), NULL-terminated */
+  size_t n_egress;
+  bool fail_on_deny; /* a refused connection fails the build */
 };
 
 /* Parse and validate `buildvm.json`. Errors are BVM_E_INVALID (BVM_E_LIMIT

@@ -362,6 +362,7 @@ vm__spawn (struct vm *vm, const char *const *argv, bvm_error_t *err)
       ret = bvm_error (err, errno, "pipe");
       goto out;
     }
+  o.stdin_fd = vm->stdin_fd;
   o.stdout_fd = con[1];
   o.stderr_fd = errp[1];
   if (spec->jail != NULL)
@@ -455,8 +456,15 @@ vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
   vm.pid = -1;
   vm.console_fd = -1;
   vm.stderr_fd = -1;
+  vm.stdin_fd = -1;
   vm.accel = spec->accel == VM_ACCEL_AUTO ? vm_accel_detect (NULL, 0) : spec->accel;
   res->accel = vm.accel;
+
+  if (spec->egress && drv->attach_channel == NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "the `%s` VM driver has no egress channel yet", drv->name);
+  if (spec->egress && (ret = drv->attach_channel (&vm, err)) < 0)
+    return ret;
 
   t0 = now_ms ();
   ret = drv->boot (&vm, err);

@@ -80,6 +80,12 @@ struct vm_spec
   struct jail *jail;
   /* Called once the VMM runs, with its pid (the daemon journals it). */
   void (*started) (void *opaque, pid_t pid);
+  /* The egress channel (docs/architecture.md): when `egress`, egress_fd is
+   * the VMM's end of a connected stream socket pair, which the driver hands
+   * to the VMM as the guest's `buildvm.egress` port; it stays the caller's
+   * (close it after vm_run). Without it the guest has no way out at all. */
+  bool egress;
+  int egress_fd;
 };
 
 enum vm_outcome

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 /* The jail's memory cgroup limit is the guest's memory plus QEMU's own: its
  * heap, device state and I/O buffers, and under TCG a translation cache that
@@ -137,8 +139,32 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
   spec.pre_exec_opaque = o->pre_exec_opaque;
   spec.started = o->started;
   spec.jail = jail;
+  spec.egress_fd = -1;
+  if (o->egress != NULL)
+    {
+      int sv[2];
+      if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        ret = bvm_error (err, errno, "the egress channel");
+      else if ((ret = egress_start (&out->egress, sv[0], o->egress, err)) < 0)
+        close (sv[1]); /* sv[0] is the broker's, even on failure */
+      else
+        {
+          spec.egress = true;
+          spec.egress_fd = sv[1];
+        }
+      if (ret < 0)
+        {
+          jail_destroy (jail);
+          unlink (scratch);
+          return ret;
+        }
+    }
 
   ret = vm_run (&spec, &out->vm, err);
+  if (spec.egress_fd >= 0)
+    close (spec.egress_fd);
+  /* the VM is gone: every connection it had ends now */
+  egress_stop (out->egress);
   /* the VMM is dead and reaped: its cgroups can go, and its uid */
   jail_destroy (jail);
   unlink (scratch); /* the biggest file of a job: gone as soon as possible */
@@ -161,6 +187,8 @@ vmjob_result_dispose (struct vmjob_result *r)
 {
   free (r->output_disk);
   r->output_disk = NULL;
+  egress_free (r->egress);
+  r->egress = NULL;
 }
 
 const char *

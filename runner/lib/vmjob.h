@@ -7,6 +7,7 @@
 #ifndef BUILDVM_VMJOB_H
 #define BUILDVM_VMJOB_H
 
+#include "egress.h"
 #include "guest.h"
 #include "image.h"
 #include "jail.h"
@@ -39,6 +40,9 @@ struct vmjob_opts
   /* The jail around the VMM (jail.h): runner.json `jail`. NULL: the
    * defaults, i.e. jailed when the runner is root. */
   const struct jail_settings *jail;
+  /* The egress channel's broker (egress.h), served for the VM's life; NULL:
+   * the VM gets no channel. */
+  const struct egress_opts *egress;
 };
 
 struct vmjob_result
@@ -50,6 +54,7 @@ struct vmjob_result
   bool jailed;       /* the VMM ran in a jail */
   uint32_t jail_uid; /* its uid and gid */
   char jail_note[256]; /* cgroup controllers the host did not offer, and why */
+  struct egress *egress; /* the stopped broker (egress_record), or NULL */
 };
 
 /* The runner's VM and jail settings (runner.json `vm` and `jail`, which

@@ -111,7 +111,20 @@ test_metrics_render (void **state)
   metrics_phase (m, "build", 0.2);
   metrics_set_depth (m, 4, 1);
   metrics_set_vms (m, 1, 2);
+  {
+    json_t *eg = json_pack ("{s:[{s:s, s:i, s:i}, {s:s, s:i, s:i}, {s:s, s:i, s:i}]}",
+                            "connections", "decision", "allow", "bytes_out", 10, "bytes_in", 2000,
+                            "decision", "deny", "bytes_out", 0, "bytes_in", 0, "decision",
+                            "allow", "bytes_out", 5, "bytes_in", 1);
+    metrics_egress (m, eg);
+    metrics_egress (m, NULL);
+    json_decref (eg);
+  }
   assert_int_equal (metrics_render (m, &b), 0);
+  assert_non_null (strstr (b.ptr, "buildvm_egress_connections_total{decision=\"allow\"} 2\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_egress_connections_total{decision=\"deny\"} 1\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_egress_bytes_total{decision=\"allow\",direction=\"in\"} 2001\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_egress_bytes_total{decision=\"allow\",direction=\"out\"} 15\n"));
   assert_non_null (strstr (b.ptr, "buildvm_jobs_total{outcome=\"succeeded\"} 2\n"));
   assert_non_null (strstr (b.ptr, "buildvm_jobs_total{outcome=\"crashed\"} 0\n"));
   assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_bucket{phase=\"build\",le=\"0.25\"} 1\n"));

@@ -235,6 +235,9 @@ static const struct field_case good_values[] = {
   { "resources", "{\"vcpus\":1024,\"memory_mib\":1048576,\"disk_mib\":16,\"timeout\":604800}", NULL },
   { "image", NULL, NULL },
   { "image.base", "null", NULL },
+  { "egress", "[]", NULL },
+  { "egress", "[\"registry.npmjs.org:443\",\"*.pythonhosted.org:443\",\"[2001:db8::1]:80\"]", NULL },
+  { "fail_on_deny", "true", NULL },
   { "image.base", NULL, NULL },
   { "image.base", "\"busybox@" DIGEST "\"", NULL },
   { "image.base", "\"a/b__c/d-e/f.g:v1.0_rc-1\"", NULL },
@@ -416,6 +419,12 @@ static const struct field_case bad_values[] = {
   /* C1 controls too (0x9b is a CSI on some terminals): text_problem's rule */
   { "artifacts", "[\"a\\u009bb\"]", "must not contain control characters" },
   { "steps", "[{\"name\":\"a\\u0085\",\"run\":\"x\"}]", "without control characters" },
+  /* egress */
+  { "egress", "\"a:1\"", "field `egress` must be an array" },
+  { "egress", "[\"example.com\"]", "field `egress[0]` must be `host:port`" },
+  { "egress", "[\"example.com:0\"]", "field `egress[0]` has a port that is not 1 to 65535" },
+  { "egress", "[\"Example.com:443\"]", "field `egress[0]`" },
+  { "fail_on_deny", "1", "field `fail_on_deny`" },
   /* secrets */
   { "secrets", "\"X\"", "field `secrets` must be an array" },
   { "secrets", "[1]", "field `secrets[0]` must be a string or an object with `name`" },

@@ -98,7 +98,22 @@ test_qemu_argv (void **state)
   assert_true (argv_has_sub (argv, "id=scratch,file=/jobs/x/scratch.img,format=raw,if=none,"
                                    "readonly=off,cache=unsafe"));
   assert_true (argv_has (argv, "virtio-blk-device,drive=input,serial=input"));
+  /* no egress channel unless asked for: stdin is not read as one */
+  assert_false (argv_has_sub (argv, "buildvm.egress"));
+  assert_true (argv_has (argv, "stdio,id=con,signal=off"));
   vm_argv_free (argv);
+
+  /* the egress channel: the socket on fd 0, a named port, and the console
+   * write-only so that nothing else reads stdin */
+  spec.egress = true;
+  assert_ok (vm_qemu_argv (&argv, &spec, VM_ACCEL_TCG, "qemu", &err), &err);
+  assert_true (argv_has (argv, "socket,id=egress,fd=0"));
+  assert_true (argv_has (argv, "virtserialport,chardev=egress,name=buildvm.egress"));
+  assert_true (argv_has (argv, "file,id=con,path=/dev/stdout"));
+  assert_false (argv_has (argv, "stdio,id=con,signal=off"));
+  assert_false (argv_has_sub (argv, "virtio-net"));
+  vm_argv_free (argv);
+  spec.egress = false;
 
   assert_ok (vm_qemu_argv (&argv, &spec, VM_ACCEL_KVM, "qemu", &err), &err);
   assert_true (argv_has (argv, "kvm"));

@@ -138,7 +138,13 @@ vm_qemu_argv (char ***argv, const struct vm_spec *spec, enum vm_accel accel, con
    * console (the UART) joins QEMU's own messages on stderr, so kernel text
    * never splits a build's output line. stdin is /dev/null. */
   add (&b, "-chardev");
-  add (&b, "stdio,id=con,signal=off");
+  /* With an egress channel stdin is its socket (fd 0: the jail passes
+   * exactly 0, 1 and 2, and the VMM's network namespace stays empty), so
+   * the console is write-only on stdout and nothing else reads stdin. */
+  if (spec->egress)
+    add (&b, "file,id=con,path=/dev/stdout");
+  else
+    add (&b, "stdio,id=con,signal=off");
   add (&b, "-chardev");
   add (&b, "file,id=kcon,path=/dev/stderr");
   add (&b, "-serial");
@@ -147,6 +153,14 @@ vm_qemu_argv (char ***argv, const struct vm_spec *spec, enum vm_accel accel, con
   add (&b, "virtio-serial-device");
   add (&b, "-device");
   add (&b, "virtconsole,chardev=con");
+  if (spec->egress)
+    {
+      /* the guest finds it by its name, buildvm.egress, in /sys/class/virtio-ports */
+      add (&b, "-chardev");
+      add (&b, "socket,id=egress,fd=0");
+      add (&b, "-device");
+      add (&b, "virtserialport,chardev=egress,name=buildvm.egress");
+    }
   add (&b, "-object");
   add (&b, "rng-random,filename=/dev/urandom,id=rng");
   add (&b, "-device");
@@ -221,6 +235,14 @@ qemu_boot (struct vm *vm, bvm_error_t *err)
   return ret;
 }
 
+static int
+qemu_attach_channel (struct vm *vm, bvm_error_t *err)
+{
+  (void) err;
+  vm->stdin_fd = vm->spec->egress_fd; /* still the caller's: vm__spawn dups it */
+  return 0;
+}
+
 static void
 qemu_destroy (struct vm *vm)
 {
@@ -231,5 +253,6 @@ const struct vm_driver vm_driver_qemu = {
   .name = "qemu",
   .default_vmm = "qemu-system-x86_64",
   .boot = qemu_boot,
+  .attach_channel = qemu_attach_channel,
   .destroy = qemu_destroy,
 };
