@@ -97,9 +97,13 @@ push_base () { # REF (base/node:18): from the layout make base-images made
 }
 jq --arg n "$NPM_PORT" --arg p "$PIP_PORT" '(.Statement[] | select(.Sid == "EgressWebPorts") | .Resource)
     = ["net:*:443", "net:*:80", "net:*:\($n)", "net:*:\($p)"]' "$ROOT/policies/boundary.json" >"$T/boundary.json"
+# limits.connections: npm ci of the lockfile's 72 packages has had more than
+# the default 32 streams live at once through the proxy (every request is a
+# connection of its own, and a stream outlives its exchange for a while), so
+# some were refused with 429 and npm retried them
 cfg () { # ALLOW-JSON
     pl_config ".policies.boundary = \"$T/boundary.json\"
-        | .egress = {allow: $1, allow_addresses: [\"127.0.0.1/32\"]}"
+        | .egress = {allow: $1, allow_addresses: [\"127.0.0.1/32\"], limits: {connections: 256}}"
 }
 
 RUNC_ROOT=$T/runc
@@ -112,7 +116,8 @@ stop_containers () {
     done
     started=()
 }
-trap '_rc=$?; stop_containers; _cleanup' EXIT
+# (exit $rc): _cleanup exits with the status of the command before it
+trap 'rc=$?; stop_containers; (exit $rc); _cleanup' EXIT
 
 wait_http () { # URL SECONDS: the body of the first 200 answer
     local deadline=$(( $(date +%s) + $2 ))
@@ -197,14 +202,18 @@ for ex in hello-express hello-wsgi; do
     esac
     deploy "nodeps-$ex" "$ex" "$commit"
     [ "$RC" != 0 ] || fail "$ex: the build without the egress grant succeeded"
-    assert_contains "$T/out" "step \`install\`"
+    assert_contains "$T/out" "build step 1 (\`install\`) failed"
     assert_contains "$T/log-nodeps-$ex" "[egress] deny HTTP localhost:$port: the job's role denies net:localhost:$port"
     case $ex in
-        hello-express) assert_contains "$T/log-nodeps-$ex" "403 Forbidden" ;;
+        hello-express) assert_contains "$T/log-nodeps-$ex" "403 Forbidden - GET http://localhost:$port/" ;;
         hello-wsgi) assert_contains "$T/log-nodeps-$ex" "No matching distribution found for hello-greeting==1.0.0" ;;
     esac
-    jq -e '.egress.denied > 0 and .egress.allowed == 0 and .result == "failed"' "$(pl_record "nodeps-$ex")" >/dev/null \
-        || { jq '{result, error, egress}' "$(pl_record "nodeps-$ex")"; fail "$ex: the refusal is not in the record"; }
+    jq -e '.egress.denied > 0 and .egress.allowed == 0 and .error.code == "build"' "$(pl_record "nodeps-$ex")" >/dev/null \
+        || { jq '{error, egress}' "$(pl_record "nodeps-$ex")"; fail "$ex: the refusal is not in the record"; }
     pl_tag_exists "apps/$ex" "$commit" || fail "$ex: the first deploy's image is gone"
 done
-assert_no_leftovers
+# nothing of this test's jobs is left (other trees' tests may run VMs of
+# their own meanwhile, so only our job names count)
+p=$(pgrep -f "qemu-system-x86_64 -name buildvm-(deps|nodeps)-hello-" || true)
+[ -z "$p" ] || fail "VMM processes left behind: $p"
+[ -z "$(find "$WORK" -mindepth 1 2>/dev/null | head -1)" ] || fail "job files left behind"
