@@ -116,8 +116,9 @@ stop_containers () {
     done
     started=()
 }
-# (exit $rc): _cleanup exits with the status of the command before it
-trap 'rc=$?; stop_containers; (exit $rc); _cleanup' EXIT
+# _cleanup exits with the status of the command before it, so (exit $rc),
+# without errexit (which would end the trap there, leaving verdaccio running)
+trap 'rc=$?; stop_containers; set +e; (exit $rc); _cleanup' EXIT
 
 wait_http () { # URL SECONDS: the body of the first 200 answer
     local deadline=$(( $(date +%s) + $2 ))
