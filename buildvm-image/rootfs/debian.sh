@@ -9,7 +9,7 @@ set -euo pipefail
 root=$1 agent=$2 pkglist=$3
 . "$(dirname "$0")/common.sh"
 
-PACKAGES=build-essential,git,python3,python3-venv,nodejs,npm,ca-certificates,make,pkg-config,xz-utils,zstd,file,less
+PACKAGES=build-essential,git,python3,python3-pip,python3-venv,nodejs,npm,ca-certificates,make,pkg-config,xz-utils,zstd,file,less
 
 mirror=${BUILDVM_DEBIAN_MIRROR:-}
 if [ -z "$mirror" ]; then
