@@ -108,6 +108,11 @@ const char *str_escape (char *out, size_t size, const char *s, size_t len, size_
  * other byte (ESC, C0 and C1 controls, invalid UTF-8) becomes \xNN. */
 void str_escape_fwrite (FILE *f, const char *s, size_t len);
 
+/* The character at s (len > 0 bytes) into *cp: its length in bytes, or 0
+ * when s does not start a well-formed UTF-8 sequence (overlong forms,
+ * surrogates and code points past U+10FFFF are not). */
+size_t utf8_decode (const char *s, size_t len, uint32_t *cp);
+
 /* Whether `len` bytes are printable text for a name: valid UTF-8 (no
  * overlong forms, surrogates or code points past U+10FFFF) without C0, DEL
  * or C1 control characters (C1 0x9b is a CSI on some terminals). Returns
