@@ -32,6 +32,25 @@ fs_write_all (int fd, const void *data, size_t len)
 }
 
 int
+fs_read_sized (int fd, void *data, size_t size, size_t *used)
+{
+  *used = 0;
+  for (;;)
+    {
+      ssize_t n = read (fd, (char *) data + *used, size + 1 - *used);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return -1;
+      if (n == 0)
+        return 0;
+      *used += (size_t) n;
+      if (*used > size)
+        return 1;
+    }
+}
+
+int
 fs_read_fd (char **out, size_t *len, int fd, size_t max, const char *what, bvm_error_t *err)
 {
   size_t alloc = 4096, used = 0;

@@ -375,7 +375,8 @@ read_at (unsigned char **out, size_t *len, int dirfd, const char *dirpath, const
   cleanup_close int fd = openat (dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
   struct stat st;
   unsigned char *data;
-  size_t used = 0;
+  size_t used;
+  int ret;
 
   *out = NULL;
   *len = 0;
@@ -396,27 +397,19 @@ read_at (unsigned char **out, size_t *len, int dirfd, const char *dirpath, const
   data = malloc ((size_t) st.st_size + 1);
   if (data == NULL)
     return nomem (err);
-  for (;;)
+  ret = fs_read_sized (fd, data, (size_t) st.st_size, &used);
+  if (ret < 0)
     {
-      ssize_t n = read (fd, data + used, (size_t) st.st_size + 1 - used);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        {
-          int e = errno;
-          free (data);
-          return bvm_error (err, e, "read `%s/%s`", dirpath, fname);
-        }
-      if (n == 0)
-        break;
-      used += (size_t) n;
-      if (used > (size_t) st.st_size)
-        {
-          /* grew while we read: only a concurrent writer not using rename */
-          free (data);
-          *too_big = true;
-          return 0;
-        }
+      int e = errno;
+      free (data);
+      return bvm_error (err, e, "read `%s/%s`", dirpath, fname);
+    }
+  if (ret > 0)
+    {
+      /* grew while we read: only a concurrent writer not using rename */
+      free (data);
+      *too_big = true;
+      return 0;
     }
   *out = data;
   *len = used;
