@@ -206,6 +206,32 @@ fs_mkdir_p (const char *path, mode_t mode, bvm_error_t *err)
   return 0;
 }
 
+DIR *
+fs_fdopendir (int dirfd)
+{
+  DIR *d = fdopendir (dirfd);
+  if (d == NULL)
+    {
+      int e = errno;
+      close (dirfd);
+      errno = e;
+    }
+  return d;
+}
+
+struct dirent *
+fs_readdir (DIR *d)
+{
+  struct dirent *de;
+  do
+    {
+      errno = 0;
+      de = readdir (d);
+    }
+  while (de != NULL && (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0));
+  return de;
+}
+
 /* Remove everything under dirfd. `dev` keeps us on one file system. */
 static int
 rm_rf_at (int dirfd, dev_t dev, int depth)
@@ -219,17 +245,12 @@ rm_rf_at (int dirfd, dev_t dev, int depth)
       errno = ELOOP;
       return -1;
     }
-  d = fdopendir (dirfd);
+  d = fs_fdopendir (dirfd);
   if (d == NULL)
-    {
-      close (dirfd);
-      return -1;
-    }
-  while ((errno = 0, de = readdir (d)) != NULL)
+    return -1;
+  while ((de = fs_readdir (d)) != NULL)
     {
       struct stat st;
-      if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
-        continue;
       if (fstatat (dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
         {
           if (errno == ENOENT)
