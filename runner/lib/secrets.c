@@ -1019,6 +1019,23 @@ secrets_set (struct secrets *s, const char *app, const char *name, const void *v
   return 0;
 }
 
+/* Open the directory of app `app` to find its secret `name` in: the names
+ * checked, and an error when the app has no secrets at all. */
+static int
+secret_dir_open (int *appfd, char apppath[PATH_MAX], struct secrets *s, const char *app,
+                 const char *name, bvm_error_t *err)
+{
+  int ret;
+
+  if ((ret = check_app_name (app, name, err)) < 0)
+    return ret;
+  if ((ret = app_dir_open (appfd, apppath, PATH_MAX, s, app, false, err)) < 0)
+    return ret;
+  if (*appfd < 0)
+    return missing (err, app, name);
+  return 0;
+}
+
 int
 secrets_get (struct secrets *s, const char *app, const char *name, struct secret_value **out,
              unsigned *version_out, bvm_error_t *err)
@@ -1035,12 +1052,8 @@ secrets_get (struct secrets *s, const char *app, const char *name, struct secret
   int ret;
 
   *out = NULL;
-  if ((ret = check_app_name (app, name, err)) < 0)
+  if ((ret = secret_dir_open (&appfd, apppath, s, app, name, err)) < 0)
     return ret;
-  if ((ret = app_dir_open (&appfd, apppath, sizeof apppath, s, app, false, err)) < 0)
-    return ret;
-  if (appfd < 0)
-    return missing (err, app, name);
   if ((ret = secret_read (&file, &len, &f, NULL, appfd, apppath, app, name, err)) < 0)
     return ret;
   if ((ret = kek_get (&kek, s, appfd, apppath, app, false, err)) < 0)
@@ -1212,12 +1225,8 @@ secrets_remove (struct secrets *s, const char *app, const char *name, bvm_error_
   char apppath[PATH_MAX], fname[SECRETS_NAME_MAX + sizeof SECRET_SUFFIX];
   int ret;
 
-  if ((ret = check_app_name (app, name, err)) < 0)
+  if ((ret = secret_dir_open (&appfd, apppath, s, app, name, err)) < 0)
     return ret;
-  if ((ret = app_dir_open (&appfd, apppath, sizeof apppath, s, app, false, err)) < 0)
-    return ret;
-  if (appfd < 0)
-    return missing (err, app, name);
   if ((ret = lock_app (appfd, apppath, err)) < 0)
     return ret;
   snprintf (fname, sizeof fname, "%s%s", name, SECRET_SUFFIX);
