@@ -1185,6 +1185,19 @@ fence (json_t **lease_out, struct spool *s, const struct queue_msg *m, bool chec
   return 0;
 }
 
+/* Take the spool's lock (*locked set, for its cleanup) and check that m's
+ * holder still holds it: *lease its lease. */
+static int
+lock_fenced (struct spool **locked, json_t **lease, struct spool *s, const struct queue_msg *m,
+             bvm_error_t *err)
+{
+  int ret = spool_lock (s, err);
+  if (ret < 0)
+    return ret;
+  *locked = s;
+  return fence (lease, s, m, false, err);
+}
+
 static int
 spool_heartbeat (struct queue *q, struct queue_msg *m, bvm_error_t *err)
 {
@@ -1195,11 +1208,7 @@ spool_heartbeat (struct queue *q, struct queue_msg *m, bvm_error_t *err)
   int64_t until = queue__wall_ms () + q->lease_ms;
   int ret;
 
-  ret = spool_lock (s, err);
-  if (ret < 0)
-    return ret;
-  locked = s;
-  ret = fence (&lease, s, m, false, err);
+  ret = lock_fenced (&locked, &lease, s, m, err);
   if (ret < 0)
     return ret;
   if (json_object_set_new (lease, "lease_until", json_integer (until)) < 0)
@@ -1234,11 +1243,7 @@ spool_complete (struct queue *q, struct queue_msg *m, const char *record, bvm_er
   int64_t now = queue__wall_ms ();
   int ret;
 
-  ret = spool_lock (s, err);
-  if (ret < 0)
-    return ret;
-  locked = s;
-  ret = fence (&lease, s, m, false, err);
+  ret = lock_fenced (&locked, &lease, s, m, err);
   if (ret < 0)
     return ret;
   hist = history_with (lease, "done", now);
@@ -1273,11 +1278,7 @@ spool_release (struct queue *q, struct queue_msg *m, const char *reason, bool dr
   int64_t now = queue__wall_ms ();
   int ret;
 
-  ret = spool_lock (s, err);
-  if (ret < 0)
-    return ret;
-  locked = s;
-  ret = fence (&lease, s, m, false, err);
+  ret = lock_fenced (&locked, &lease, s, m, err);
   if (ret < 0)
     return ret;
   if (asprintf (&outcome, "%s: %s", drain ? "drained" : "released", reason) < 0)
@@ -1318,11 +1319,7 @@ spool_dead_letter (struct queue *q, struct queue_msg *m, const char *reason, con
   char jn[NAME_BUF];
   int ret;
 
-  ret = spool_lock (s, err);
-  if (ret < 0)
-    return ret;
-  locked = s;
-  ret = fence (&lease, s, m, false, err);
+  ret = lock_fenced (&locked, &lease, s, m, err);
   if (ret < 0)
     return ret;
   hist = history_with (lease, "dead", queue__wall_ms ());
