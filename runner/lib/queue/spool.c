@@ -443,6 +443,18 @@ lease_view (struct lease_view *v, const json_t *lease)
   return true;
 }
 
+/* The lease file `ln` in d (*lease NULL when there is none, or it is not
+ * JSON) and, when it reads as a lease, what it says in v. */
+static int
+read_lease (json_t **lease, struct lease_view *v, struct spool *s, enum spool_dir d,
+            const char *ln, bvm_error_t *err)
+{
+  int ret = spool_read_json (lease, s, d, ln, SPOOL_LEASE_MAX, err);
+  if (ret >= 0 && *lease != NULL)
+    lease_view (v, *lease);
+  return ret;
+}
+
 /* The lease's history plus one entry for the attempt the lease describes. */
 static json_t *
 history_with (const json_t *lease, const char *outcome, int64_t now)
@@ -1374,11 +1386,9 @@ spool_cancel (bool *was_running, struct queue *q, const char *job_id, bvm_error_
       ret = spool_read (&raw, &len, NULL, s, D_NEW, n, JOB_REQUEST_MAX_BYTES, err);
       if (ret < 0)
         return ret;
-      ret = spool_read_json (&side, s, D_NEW, ln, SPOOL_LEASE_MAX, err);
+      ret = read_lease (&side, &v, s, D_NEW, ln, err);
       if (ret < 0)
         return ret;
-      if (side != NULL)
-        lease_view (&v, side);
       {
         struct burial b = { .id = job_id, .reason = "canceled before it ran",
                             .attempt = v.attempt, .owner = v.owner,
@@ -1511,11 +1521,9 @@ spool_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
   if (job_file_exists (s, D_CUR, job_id, "json"))
     {
       struct lease_view v = { 0, NULL, 0, 0 };
-      ret = spool_read_json (&lease, s, D_CUR, ln, SPOOL_LEASE_MAX, err);
+      ret = read_lease (&lease, &v, s, D_CUR, ln, err);
       if (ret < 0)
         return ret;
-      if (lease != NULL)
-        lease_view (&v, lease);
       *out = json_pack ("{s:s,s:s,s:i,s:s?,s:O?,s:O?,s:I,s:b,s:o,s:O?}", "job", job_id, "state",
                         "running", "attempt", (int) v.attempt, "owner", v.owner, "host",
                         lease ? json_object_get (lease, "host") : NULL, "leased_at",
@@ -1529,11 +1537,9 @@ spool_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
            && fstatat (s->dfd[D_NEW], jn, &st, AT_SYMLINK_NOFOLLOW) == 0)
     {
       struct lease_view v = { 0, NULL, 0, 0 };
-      ret = spool_read_json (&lease, s, D_NEW, ln, SPOOL_LEASE_MAX, err);
+      ret = read_lease (&lease, &v, s, D_NEW, ln, err);
       if (ret < 0)
         return ret;
-      if (lease != NULL)
-        lease_view (&v, lease);
       *out = json_pack ("{s:s,s:s,s:i,s:I,s:o,s:O?}", "job", job_id, "state", "queued", "attempt",
                         (int) v.attempt, "enqueued_at",
                         (json_int_t) st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000,
@@ -1601,11 +1607,9 @@ list_dir (json_t *arr, struct spool *s, enum spool_dir d, size_t limit, bvm_erro
       else
         {
           name_of (ln, id, "lease");
-          ret = spool_read_json (&doc, s, d, ln, SPOOL_LEASE_MAX, err);
+          ret = read_lease (&doc, &v, s, d, ln, err);
           if (ret < 0)
             break;
-          if (doc != NULL)
-            lease_view (&v, doc);
           if (d == D_NEW)
             item = json_pack ("{s:s,s:s,s:i,s:I}", "job", id, "msg", e[i].name, "attempts",
                               (int) v.attempt, "enqueued_at", (json_int_t) e[i].mtime_ms);
