@@ -333,13 +333,20 @@ ents_free (struct ent *e, size_t n)
   free (e);
 }
 
+/* Order by time, then by name. */
+static int
+time_name_cmp (int64_t t1, const char *n1, int64_t t2, const char *n2)
+{
+  if (t1 != t2)
+    return t1 < t2 ? -1 : 1;
+  return strcmp (n1, n2);
+}
+
 static int
 ent_older (const void *a, const void *b)
 {
   const struct ent *x = a, *y = b;
-  if (x->mtime_ms != y->mtime_ms)
-    return x->mtime_ms < y->mtime_ms ? -1 : 1;
-  return strcmp (x->name, y->name);
+  return time_name_cmp (x->mtime_ms, x->name, y->mtime_ms, y->name);
 }
 
 static int
@@ -846,9 +853,7 @@ static int
 cand_cmp (const void *a, const void *b)
 {
   const struct cand *x = a, *y = b;
-  if (x->until != y->until)
-    return x->until < y->until ? -1 : 1;
-  return strcmp (x->id, y->id);
+  return time_name_cmp (x->until, x->id, y->until, y->id);
 }
 
 /* Remove the sidecars in directory d (from a scan of it) whose request,
