@@ -24,6 +24,14 @@ void cleanup_fclosep (FILE **f);
 void cleanup_pidp (pid_t *pid); /* SIGKILL + waitpid */
 void cleanup_unlinkp (char **path);
 
+/* The cleanup function `name` for a variable of type `type *` that
+ * release(), which takes NULL, releases: for a cleanup_<name> attribute. */
+#define DEFINE_CLEANUP_FUNC(name, type, release)                                                   \
+  static inline void name (type **p)                                                               \
+  {                                                                                                \
+    release (*p);                                                                                  \
+  }
+
 #define cleanup_free __attribute__ ((cleanup (cleanup_freep)))
 #define cleanup_close __attribute__ ((cleanup (cleanup_closep)))
 #define cleanup_fclose __attribute__ ((cleanup (cleanup_fclosep)))
