@@ -33,6 +33,9 @@ int cmd_doctor (int argc, char **argv);
 int cli_fail (const char *verb, bvm_error_t *err, int status);
 /* Print a usage error and return 2. */
 int cli_usage (const char *verb, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+/* For a verb with subcommands: print the usage to stderr and return 2 when
+ * argv names none, to stdout and return 0 when it asks for help; else -1. */
+int cli_help_or_missing (int argc, char **argv, void (*usage) (FILE *));
 
 /* For the queue verbs (cli_queue.c): load the config and open its queue;
  * parse [--config FILE] [--json] (1 after --help printed the usage). */

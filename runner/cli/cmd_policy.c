@@ -196,17 +196,9 @@ int cmd_policy (int argc, char **argv);
 int
 cmd_policy (int argc, char **argv)
 {
-  if (argc < 2)
-    {
-      usage (stderr);
-      return 2;
-    }
-  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0
-      || strcmp (argv[1], "help") == 0)
-    {
-      usage (stdout);
-      return 0;
-    }
+  int ret = cli_help_or_missing (argc, argv, usage);
+  if (ret >= 0)
+    return ret;
   if (strcmp (argv[1], "eval") == 0)
     return cmd_eval (argc - 1, argv + 1);
   if (strcmp (argv[1], "check") == 0)

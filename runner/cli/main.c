@@ -58,6 +58,23 @@ cli_usage (const char *verb, const char *fmt, ...)
 }
 
 int
+cli_help_or_missing (int argc, char **argv, void (*print_usage) (FILE *))
+{
+  if (argc < 2)
+    {
+      print_usage (stderr);
+      return 2;
+    }
+  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0
+      || strcmp (argv[1], "help") == 0)
+    {
+      print_usage (stdout);
+      return 0;
+    }
+  return -1;
+}
+
+int
 cli_status_for (const bvm_error_t *err)
 {
   switch (bvm_error_get_code (err))
@@ -103,17 +120,9 @@ main (int argc, char **argv)
   if (lvl != NULL && log_parse_level (lvl) >= 0)
     log_set_level ((enum log_level) log_parse_level (lvl));
 
-  if (argc < 2)
-    {
-      usage (stderr);
-      return 2;
-    }
-  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0
-      || strcmp (argv[1], "help") == 0)
-    {
-      usage (stdout);
-      return 0;
-    }
+  int ret = cli_help_or_missing (argc, argv, usage);
+  if (ret >= 0)
+    return ret;
   if (strcmp (argv[1], "--version") == 0)
     {
       printf ("buildvm %s\n", BUILDVM_VERSION);

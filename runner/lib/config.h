@@ -26,6 +26,7 @@
 #include "spec.h"
 #include "webhook.h"
 #include "vm.h"
+#include "util.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 #define CONFIG_PATH_MAX 1024
@@ -143,11 +144,7 @@ int config_load (struct runner_config **out, const char *path, bvm_error_t *err)
 json_t *config_to_json (const struct runner_config *c);
 void config_free (struct runner_config *c);
 
-static inline void
-config_freep (struct runner_config **c)
-{
-  config_free (*c);
-}
+DEFINE_CLEANUP_FUNC (config_freep, struct runner_config, config_free)
 #define cleanup_config __attribute__ ((cleanup (config_freep)))
 
 /* The wall-clock deadline of one job under `buildvm serve`, in seconds:

@@ -32,6 +32,25 @@ fs_write_all (int fd, const void *data, size_t len)
 }
 
 int
+fs_read_sized (int fd, void *data, size_t size, size_t *used)
+{
+  *used = 0;
+  for (;;)
+    {
+      ssize_t n = read (fd, (char *) data + *used, size + 1 - *used);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return -1;
+      if (n == 0)
+        return 0;
+      *used += (size_t) n;
+      if (*used > size)
+        return 1;
+    }
+}
+
+int
 fs_read_fd (char **out, size_t *len, int fd, size_t max, const char *what, bvm_error_t *err)
 {
   size_t alloc = 4096, used = 0;
@@ -187,6 +206,32 @@ fs_mkdir_p (const char *path, mode_t mode, bvm_error_t *err)
   return 0;
 }
 
+DIR *
+fs_fdopendir (int dirfd)
+{
+  DIR *d = fdopendir (dirfd);
+  if (d == NULL)
+    {
+      int e = errno;
+      close (dirfd);
+      errno = e;
+    }
+  return d;
+}
+
+struct dirent *
+fs_readdir (DIR *d)
+{
+  struct dirent *de;
+  do
+    {
+      errno = 0;
+      de = readdir (d);
+    }
+  while (de != NULL && (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0));
+  return de;
+}
+
 /* Remove everything under dirfd. `dev` keeps us on one file system. */
 static int
 rm_rf_at (int dirfd, dev_t dev, int depth)
@@ -200,17 +245,12 @@ rm_rf_at (int dirfd, dev_t dev, int depth)
       errno = ELOOP;
       return -1;
     }
-  d = fdopendir (dirfd);
+  d = fs_fdopendir (dirfd);
   if (d == NULL)
-    {
-      close (dirfd);
-      return -1;
-    }
-  while ((errno = 0, de = readdir (d)) != NULL)
+    return -1;
+  while ((de = fs_readdir (d)) != NULL)
     {
       struct stat st;
-      if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
-        continue;
       if (fstatat (dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
         {
           if (errno == ENOENT)

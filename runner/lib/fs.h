@@ -2,6 +2,7 @@
 #ifndef BUILDVM_FS_H
 #define BUILDVM_FS_H
 
+#include <dirent.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -12,6 +13,18 @@
  * when the file is larger than max. *out is NUL-terminated. */
 int fs_read_file (char **out, size_t *len, const char *path, size_t max, bvm_error_t *err);
 int fs_read_fd (char **out, size_t *len, int fd, size_t max, const char *what, bvm_error_t *err);
+
+/* Read fd to its end into data, which holds size + 1 bytes, for a file
+ * fstat'ed at `size` bytes; reads into no other memory (a secret leaves no
+ * copy to wipe). 0 with *used set; 1 when the file grew past size while
+ * being read; -1 with errno set (*used bytes of data were filled). */
+int fs_read_sized (int fd, void *data, size_t size, size_t *used);
+
+/* fdopendir(3), closing dirfd when it fails. */
+DIR *fs_fdopendir (int dirfd);
+/* The next entry of d other than `.` and `..`: NULL at the end (errno 0)
+ * or on an error (errno set). */
+struct dirent *fs_readdir (DIR *d);
 
 /* Write `path` atomically: a temporary file in the same directory, fsync,
  * rename over `path`, fsync the directory. */

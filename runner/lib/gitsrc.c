@@ -894,6 +894,20 @@ parse_oid (git_oid *out, const char *commit, bvm_error_t *err)
   return 0;
 }
 
+/* An export's arguments: the export counts of stats (or of `dummy` when
+ * NULL) zeroed, the fetch's kept; the default limits when lim is NULL. */
+static void
+export_start (struct gitsrc_stats **stats, struct gitsrc_stats *dummy,
+              const struct gitsrc_limits **lim)
+{
+  if (*stats == NULL)
+    *stats = dummy;
+  if (*lim == NULL)
+    *lim = &default_limits;
+  (*stats)->entries = (*stats)->files = (*stats)->dirs = (*stats)->symlinks = 0;
+  (*stats)->skipped = (*stats)->bytes = 0;
+}
+
 int
 gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit, const char *prefix,
                const struct gitsrc_limits *lim, struct gitsrc_stats *stats, bvm_error_t *err)
@@ -906,12 +920,7 @@ gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit, 
   int64_t t0 = now_ms ();
   int ret;
 
-  if (stats == NULL)
-    stats = &dummy;
-  if (lim == NULL)
-    lim = &default_limits;
-  stats->entries = stats->files = stats->dirs = stats->symlinks = stats->skipped = 0;
-  stats->bytes = 0;
+  export_start (&stats, &dummy, &lim);
   if (gitsrc_global_init (err) < 0 || parse_oid (&oid, commit, err) < 0)
     return -1;
   if (git_commit_lookup (&c, repo->repo, &oid) < 0)
@@ -1719,12 +1728,7 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
   size_t count;
   int ret = -1;
 
-  if (stats == NULL)
-    stats = &dummy;
-  if (lim == NULL)
-    lim = &default_limits;
-  stats->entries = stats->files = stats->dirs = stats->symlinks = stats->skipped = 0;
-  stats->bytes = 0;
+  export_start (&stats, &dummy, &lim);
   memset (&ex, 0, sizeof ex);
   if (open_local (&repo, dir, err) < 0)
     return -1;

@@ -33,12 +33,14 @@ has_word (const char *list, const char *word, char sep)
   return false;
 }
 
-/* The mount point of the v1 hierarchy with controller `ctrl`, or of the v2
- * hierarchy when ctrl is NULL. */
+/* The value `match` finds in the first line of `path` that has one (lines
+ * longer than 4095 bytes are read in pieces), copied into out: 0, -1 when
+ * no line has it, -2 when it does not fit. */
 static int
-cg_mount (char *out, size_t size, const char *ctrl)
+cg_scan (char *out, size_t size, const char *path, const char *ctrl,
+         const char *(*match) (char *line, const char *ctrl))
 {
-  FILE *f = fopen ("/proc/self/mountinfo", "re");
+  FILE *f = fopen (path, "re");
   char line[4096];
   int ret = -1;
 
@@ -46,59 +48,76 @@ cg_mount (char *out, size_t size, const char *ctrl)
     return -1;
   while (ret == -1 && fgets (line, sizeof line, f))
     {
-      char *sep = strstr (line, " - "), *save = NULL, *tok, *mnt = NULL, *fstype, *opts;
-      int k = 0;
-
-      if (sep == NULL)
-        continue;
-      *sep = '\0';
-      for (tok = strtok_r (line, " ", &save); tok; tok = strtok_r (NULL, " ", &save))
-        if (++k == 5)
-          {
-            mnt = tok;
-            break;
-          }
-      save = NULL;
-      fstype = strtok_r (sep + 3, " ", &save);
-      if (fstype != NULL)
-        strtok_r (NULL, " ", &save); /* the source */
-      opts = fstype ? strtok_r (NULL, " \n", &save) : NULL;
-      /* an escaped (\040) mount point is not one of the usual cgroup mounts */
-      if (mnt == NULL || fstype == NULL || strchr (mnt, '\\') != NULL)
-        continue;
-      if (ctrl == NULL ? strcmp (fstype, "cgroup2") == 0
-                       : (strcmp (fstype, "cgroup") == 0 && opts && has_word (opts, ctrl, ',')))
-        ret = snprintf_checked (out, size, "%s", mnt) < 0 ? -2 : 0;
+      const char *v = match (line, ctrl);
+      if (v != NULL)
+        ret = snprintf_checked (out, size, "%s", v) < 0 ? -2 : 0;
     }
   fclose (f);
   return ret;
+}
+
+/* A /proc/self/mountinfo line's mount point when it mounts the v1 hierarchy
+ * with controller `ctrl`, or the v2 hierarchy when ctrl is NULL. */
+static const char *
+mount_match (char *line, const char *ctrl)
+{
+  char *sep = strstr (line, " - "), *save = NULL, *tok, *mnt = NULL, *fstype, *opts;
+  int k = 0;
+
+  if (sep == NULL)
+    return NULL;
+  *sep = '\0';
+  for (tok = strtok_r (line, " ", &save); tok; tok = strtok_r (NULL, " ", &save))
+    if (++k == 5)
+      {
+        mnt = tok;
+        break;
+      }
+  save = NULL;
+  fstype = strtok_r (sep + 3, " ", &save);
+  if (fstype != NULL)
+    strtok_r (NULL, " ", &save); /* the source */
+  opts = fstype ? strtok_r (NULL, " \n", &save) : NULL;
+  /* an escaped (\040) mount point is not one of the usual cgroup mounts */
+  if (mnt == NULL || fstype == NULL || strchr (mnt, '\\') != NULL)
+    return NULL;
+  if (ctrl == NULL ? strcmp (fstype, "cgroup2") == 0
+                   : (strcmp (fstype, "cgroup") == 0 && opts && has_word (opts, ctrl, ',')))
+    return mnt;
+  return NULL;
+}
+
+/* The mount point of the v1 hierarchy with controller `ctrl`, or of the v2
+ * hierarchy when ctrl is NULL. */
+static int
+cg_mount (char *out, size_t size, const char *ctrl)
+{
+  return cg_scan (out, size, "/proc/self/mountinfo", ctrl, mount_match);
+}
+
+/* A /proc/self/cgroup line's cgroup when it is that of the v1 hierarchy of
+ * `ctrl`, or of the v2 one. */
+static const char *
+own_match (char *line, const char *ctrl)
+{
+  char *c1 = strchr (line, ':'), *c2 = c1 ? strchr (c1 + 1, ':') : NULL;
+  size_t n;
+  if (c2 == NULL)
+    return NULL;
+  *c2 = '\0';
+  n = strlen (c2 + 1);
+  if (n > 0 && c2[n] == '\n')
+    c2[n] = '\0';
+  if (ctrl == NULL ? (strcmp (line, "0:") == 0 && c1[1] == '\0') : has_word (c1 + 1, ctrl, ','))
+    return c2 + 1;
+  return NULL;
 }
 
 /* The runner's own cgroup in the v1 hierarchy of `ctrl`, or the v2 one. */
 static int
 cg_own (char *out, size_t size, const char *ctrl)
 {
-  FILE *f = fopen ("/proc/self/cgroup", "re");
-  char line[4096];
-  int ret = -1;
-
-  if (f == NULL)
-    return -1;
-  while (ret == -1 && fgets (line, sizeof line, f))
-    {
-      char *c1 = strchr (line, ':'), *c2 = c1 ? strchr (c1 + 1, ':') : NULL;
-      size_t n;
-      if (c2 == NULL)
-        continue;
-      *c2 = '\0';
-      n = strlen (c2 + 1);
-      if (n > 0 && c2[n] == '\n')
-        c2[n] = '\0';
-      if (ctrl == NULL ? (strcmp (line, "0:") == 0 && c1[1] == '\0') : has_word (c1 + 1, ctrl, ','))
-        ret = snprintf_checked (out, size, "%s", c2 + 1) < 0 ? -2 : 0;
-    }
-  fclose (f);
-  return ret;
+  return cg_scan (out, size, "/proc/self/cgroup", ctrl, own_match);
 }
 
 static int

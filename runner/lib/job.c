@@ -372,23 +372,20 @@ job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *
     return bvm_error_code (err, BVM_E_INVALID, 0, WHAT " must be a JSON object");
   ret = jsonx_check_keys (doc, keys, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&id, doc, "id", true, CAP_FIELD_READ, "", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&app, doc, "app", true, CAP_FIELD_READ, "", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&repo, doc, "repo", true, CAP_TEXT_READ, "", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&commit, doc, "commit", true, CAP_FIELD_READ, "", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&ref, doc, "ref", true, CAP_TEXT_READ, "", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&trigger, doc, "trigger", false, CAP_FIELD_READ, "", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&delivery, doc, "delivery", false, CAP_FIELD_READ, "", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&at, doc, "requested_at", false, CAP_FIELD_READ, "", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&by, doc, "requested_by", false, CAP_TEXT_READ, "", err);
+    {
+      const struct jsonx_str_field fields[] = {
+        { &id, "id", true, CAP_FIELD_READ },
+        { &app, "app", true, CAP_FIELD_READ },
+        { &repo, "repo", true, CAP_TEXT_READ },
+        { &commit, "commit", true, CAP_FIELD_READ },
+        { &ref, "ref", true, CAP_TEXT_READ },
+        { &trigger, "trigger", false, CAP_FIELD_READ },
+        { &delivery, "delivery", false, CAP_FIELD_READ },
+        { &at, "requested_at", false, CAP_FIELD_READ },
+        { &by, "requested_by", false, CAP_TEXT_READ },
+      };
+      ret = jsonx_get_strs (doc, fields, ARRAY_SIZE (fields), "", err);
+    }
   if (ret < 0)
     return bvm_error_wrap (err, WHAT);
 

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "util.h"
 
 #define JOB_REQUEST_MAX_BYTES (64 * 1024)
 #define JOB_ID_MAX 128          /* ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ */
@@ -61,11 +62,7 @@ int job_load_file (struct job_request **out, const char *path, bvm_error_t *err)
 json_t *job_to_json (const struct job_request *j);
 void job_free (struct job_request *j);
 
-static inline void
-job_freep (struct job_request **j)
-{
-  job_free (*j);
-}
+DEFINE_CLEANUP_FUNC (job_freep, struct job_request, job_free)
 #define cleanup_job __attribute__ ((cleanup (job_freep)))
 
 /* Validators shared with other modules (queue, webhook, store, logs): each

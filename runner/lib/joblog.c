@@ -79,30 +79,10 @@ check_job_id (const char *job_id, bvm_error_t *err)
 static size_t
 printable_seq (const unsigned char *s, size_t len)
 {
-  unsigned c = s[0];
   uint32_t cp;
-  size_t n;
+  size_t n = utf8_decode ((const char *) s, len, &cp);
 
-  if (c < 0x80)
-    return (c >= 0x20 && c != 0x7f) || c == '\t' ? 1 : 0;
-  if (c >= 0xc2 && c <= 0xdf)
-    n = 2, cp = c & 0x1f;
-  else if (c >= 0xe0 && c <= 0xef)
-    n = 3, cp = c & 0x0f;
-  else if (c >= 0xf0 && c <= 0xf4)
-    n = 4, cp = c & 0x07;
-  else
-    return 0;
-  if (len < n)
-    return 0;
-  for (size_t k = 1; k < n; k++)
-    {
-      if ((s[k] & 0xc0) != 0x80)
-        return 0;
-      cp = (cp << 6) | (s[k] & 0x3f);
-    }
-  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
-      || (cp >= 0xd800 && cp <= 0xdfff) || cp <= 0x9f)
+  if (n == 0 || (cp < 0x20 && cp != '\t') || (cp >= 0x7f && cp <= 0x9f))
     return 0;
   return n;
 }

@@ -253,6 +253,20 @@ jsonx_get_str (const char **out, const json_t *obj, const char *key, bool requir
 }
 
 int
+jsonx_get_strs (const json_t *obj, const struct jsonx_str_field *fields, size_t n,
+                const char *where, bvm_error_t *err)
+{
+  for (size_t i = 0; i < n; i++)
+    {
+      const struct jsonx_str_field *f = &fields[i];
+      int ret = jsonx_get_str (f->out, obj, f->key, f->required, f->maxlen, where, err);
+      if (ret < 0)
+        return ret;
+    }
+  return 0;
+}
+
+int
 jsonx_get_u64 (uint64_t *out, const json_t *obj, const char *key, bool required, uint64_t min,
                uint64_t max, const char *where, bvm_error_t *err)
 {

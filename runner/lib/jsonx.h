@@ -32,6 +32,16 @@ int jsonx_check_keys (const json_t *obj, const char *const *allowed, const char 
  * field of the wrong type is always an error. Strings may not contain NUL. */
 int jsonx_get_str (const char **out, const json_t *obj, const char *key, bool required,
                    size_t maxlen, const char *where, bvm_error_t *err);
+/* jsonx_get_str for each of `n` fields in turn, stopping at the first error. */
+struct jsonx_str_field
+{
+  const char **out;
+  const char *key;
+  bool required;
+  size_t maxlen;
+};
+int jsonx_get_strs (const json_t *obj, const struct jsonx_str_field *fields, size_t n,
+                    const char *where, bvm_error_t *err);
 int jsonx_get_u64 (uint64_t *out, const json_t *obj, const char *key, bool required,
                    uint64_t min, uint64_t max, const char *where, bvm_error_t *err);
 int jsonx_get_bool (bool *out, const json_t *obj, const char *key, bool required,

@@ -682,6 +682,24 @@ sid_problem (const char *s)
   return NULL;
 }
 
+/* The list in statement s under `key` or under `not_key` (exactly one of
+ * them may be there; *negated when it is the second), *field its name. */
+static int
+get_either (const char ***out, size_t *n, bool *negated, const char **field, struct policy *p,
+            const json_t *s, const char *key, const char *not_key, const char *where,
+            bvm_error_t *err)
+{
+  const json_t *v = json_object_get (s, key), *nv = json_object_get (s, not_key);
+
+  if (v != NULL && nv != NULL)
+    return perr (err, p, "%s has both `%s` and `%s`", where, key, not_key);
+  if (v == NULL && nv == NULL)
+    return perr (err, p, "%s needs `%s` or `%s`", where, key, not_key);
+  *negated = nv != NULL;
+  *field = v ? key : not_key;
+  return get_list (out, n, p, v ? v : nv, *field, where, err);
+}
+
 static int
 compile_statement (struct policy *p, size_t idx, const json_t *s, const char *where,
                    bvm_error_t *err)
@@ -689,7 +707,8 @@ compile_statement (struct policy *p, size_t idx, const json_t *s, const char *wh
   static const char *const keys[] = { "Sid",      "Effect",      "Action",    "NotAction",
                                       "Resource", "NotResource", "Condition", NULL };
   struct stmt *st = &p->stmts[idx];
-  const json_t *v, *act, *nact, *res, *nres, *cond;
+  const json_t *v, *cond;
+  const char *field;
   char sh[SHOW_SIZE];
   const char *k;
   json_t *val;
@@ -733,43 +752,28 @@ compile_statement (struct policy *p, size_t idx, const json_t *s, const char *wh
     return perr (err, p, "unknown effect `%s` in %s: expected `Allow` or `Deny`",
                  show (sh, sizeof sh, json_string_value (v), 100), where);
 
-  act = json_object_get (s, "Action");
-  nact = json_object_get (s, "NotAction");
-  if (act != NULL && nact != NULL)
-    return perr (err, p, "%s has both `Action` and `NotAction`", where);
-  if (act == NULL && nact == NULL)
-    return perr (err, p, "%s needs `Action` or `NotAction`", where);
-  st->not_action = nact != NULL;
-  ret = get_list (&st->actions, &st->nactions, p, act ? act : nact,
-                  act ? "Action" : "NotAction", where, err);
+  ret = get_either (&st->actions, &st->nactions, &st->not_action, &field, p, s, "Action",
+                    "NotAction", where, err);
   if (ret < 0)
     return ret;
   for (size_t i = 0; i < st->nactions; i++)
     {
-      ret = check_vars (p, st->actions[i], VARS_FORBIDDEN, act ? "Action" : "NotAction", where,
-                        err);
+      ret = check_vars (p, st->actions[i], VARS_FORBIDDEN, field, where, err);
       if (ret == 0)
         ret = check_action (p, st->actions[i], where, err);
       if (ret < 0)
         return ret;
     }
 
-  res = json_object_get (s, "Resource");
-  nres = json_object_get (s, "NotResource");
-  if (res != NULL && nres != NULL)
-    return perr (err, p, "%s has both `Resource` and `NotResource`", where);
-  if (res == NULL && nres == NULL)
-    return perr (err, p, "%s needs `Resource` or `NotResource`", where);
-  st->not_resource = nres != NULL;
-  ret = get_list (&st->resources, &st->nresources, p, res ? res : nres,
-                  res ? "Resource" : "NotResource", where, err);
+  ret = get_either (&st->resources, &st->nresources, &st->not_resource, &field, p, s, "Resource",
+                    "NotResource", where, err);
   if (ret < 0)
     return ret;
   for (size_t i = 0; i < st->nresources; i++)
     {
-      ret = p->instantiated ? 0
-                            : check_vars (p, st->resources[i], VARS_WHOLE_SEGMENT,
-                                          res ? "Resource" : "NotResource", where, err);
+      ret = p->instantiated
+                ? 0
+                : check_vars (p, st->resources[i], VARS_WHOLE_SEGMENT, field, where, err);
       if (ret == 0)
         ret = check_resource (p, st->resources[i], where, err);
       if (ret < 0)

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "util.h"
 
 #define POLICY_MAX_BYTES (64 * 1024) /* a policy document */
 #define POLICY_MAX_STATEMENTS 100
@@ -172,16 +173,8 @@ const struct policy *role_boundary (const struct role *role);
 json_t *role_to_json (const struct role *role);
 void role_free (struct role *role);
 
-static inline void
-policy_freep (struct policy **p)
-{
-  policy_free (*p);
-}
-static inline void
-role_freep (struct role **r)
-{
-  role_free (*r);
-}
+DEFINE_CLEANUP_FUNC (policy_freep, struct policy, policy_free)
+DEFINE_CLEANUP_FUNC (role_freep, struct role, role_free)
 #define cleanup_policy __attribute__ ((cleanup (policy_freep)))
 #define cleanup_role __attribute__ ((cleanup (role_freep)))
 

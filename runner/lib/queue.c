@@ -356,16 +356,28 @@ queue_drain (struct queue *q, struct queue_msg *m, bvm_error_t *err)
   return 0;
 }
 
+/* 0 when job_id is a job key (app+id), else an error, its message after
+ * `prefix`. */
+static int
+check_key (const char *job_id, const char *prefix, bvm_error_t *err)
+{
+  char show[QUEUE__SHOW_SIZE];
+
+  if (job_key_problem (job_id) == NULL)
+    return 0;
+  return bvm_error_code (err, BVM_E_INVALID, 0, "%s`%s` is not a valid job key (app+id)", prefix,
+                         queue__show (show, sizeof show, job_id, strlen (job_id)));
+}
+
 int
 queue_cancel (bool *was_running, struct queue *q, const char *job_id, bvm_error_t *err)
 {
-  char show[QUEUE__SHOW_SIZE];
   int ret;
 
   *was_running = false;
-  if (job_key_problem (job_id) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "cancel: `%s` is not a valid job key (app+id)",
-                           queue__show (show, sizeof show, job_id, strlen (job_id)));
+  ret = check_key (job_id, "cancel: ", err);
+  if (ret < 0)
+    return ret;
   ret = q->drv->cancel (was_running, q, job_id, err);
   if (ret < 0)
     return bvm_error_wrap (err, "cancel `%s`", job_id);
@@ -418,13 +430,12 @@ queue_list (json_t **out, struct queue *q, size_t limit, bvm_error_t *err)
 int
 queue_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
 {
-  char show[QUEUE__SHOW_SIZE];
   int ret;
 
   *out = NULL;
-  if (job_key_problem (job_id) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not a valid job key (app+id)",
-                           queue__show (show, sizeof show, job_id, strlen (job_id)));
+  ret = check_key (job_id, "", err);
+  if (ret < 0)
+    return ret;
   ret = q->drv->get (out, q, job_id, err);
   if (ret < 0)
     return bvm_error_wrap (err, "job `%s`", job_id);

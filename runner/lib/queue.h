@@ -34,6 +34,7 @@
 
 #include "error.h"
 #include "job.h"
+#include "util.h"
 
 #define QUEUE_CONSUMER_MAX 128    /* ^[A-Za-z0-9._:@-]{1,128}$ */
 #define QUEUE_REASON_MAX 1024     /* longer reasons are cut */
@@ -203,16 +204,8 @@ uint64_t queue_ignored_count (const struct queue *q);
 
 void queue_msg_free (struct queue_msg *m);
 
-static inline void
-queue_msg_freep (struct queue_msg **m)
-{
-  queue_msg_free (*m);
-}
-static inline void
-queue_closep (struct queue **q)
-{
-  queue_close (*q);
-}
+DEFINE_CLEANUP_FUNC (queue_msg_freep, struct queue_msg, queue_msg_free)
+DEFINE_CLEANUP_FUNC (queue_closep, struct queue, queue_close)
 #define cleanup_queue_msg __attribute__ ((cleanup (queue_msg_freep)))
 #define cleanup_queue __attribute__ ((cleanup (queue_closep)))
 

@@ -52,6 +52,7 @@
 
 #include "buf.h"
 #include "error.h"
+#include "util.h"
 
 #define REDACT_MIN_LEN 4           /* shorter values are not redacted */
 #define REDACT_MIN_EMBEDDED 8      /* shortest embedded-base64 run that is masked */
@@ -114,11 +115,7 @@ size_t redact_max_pattern_len (const struct redactor *r);
 /* Wipes every pattern and every held byte. */
 void redact_free (struct redactor *r);
 
-static inline void
-redact_freep (struct redactor **r)
-{
-  redact_free (*r);
-}
+DEFINE_CLEANUP_FUNC (redact_freep, struct redactor, redact_free)
 #define cleanup_redactor __attribute__ ((cleanup (redact_freep)))
 
 #endif

@@ -75,7 +75,8 @@ read_private (char **out, size_t *len, const char *path, bvm_error_t *err)
   cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
   struct stat st;
   char *data;
-  size_t used = 0;
+  size_t used;
+  int ret;
 
   if (fd < 0)
     return bvm_error (err, errno, "open registry credentials `%s`", path);
@@ -89,27 +90,15 @@ read_private (char **out, size_t *len, const char *path, bvm_error_t *err)
   data = malloc ((size_t) st.st_size + 2);
   if (data == NULL)
     return bvm_error (err, ENOMEM, "registry credentials");
-  for (;;)
+  ret = fs_read_sized (fd, data, (size_t) st.st_size, &used);
+  if (ret != 0)
     {
-      ssize_t n = read (fd, data + used, (size_t) st.st_size + 1 - used);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        {
-          int e = errno;
-          mem_wipe (data, used);
-          free (data);
-          return bvm_error (err, e, "read `%s`", path);
-        }
-      if (n == 0)
-        break;
-      used += (size_t) n;
-      if (used > (size_t) st.st_size)
-        {
-          mem_wipe (data, used);
-          free (data);
-          return bvm_error_code (err, BVM_E_IO, 0, "`%s` changed while being read", path);
-        }
+      int e = errno;
+      mem_wipe (data, used);
+      free (data);
+      if (ret < 0)
+        return bvm_error (err, e, "read `%s`", path);
+      return bvm_error_code (err, BVM_E_IO, 0, "`%s` changed while being read", path);
     }
   data[used] = '\0';
   *out = data;

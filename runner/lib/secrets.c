@@ -375,7 +375,8 @@ read_at (unsigned char **out, size_t *len, int dirfd, const char *dirpath, const
   cleanup_close int fd = openat (dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
   struct stat st;
   unsigned char *data;
-  size_t used = 0;
+  size_t used;
+  int ret;
 
   *out = NULL;
   *len = 0;
@@ -396,27 +397,19 @@ read_at (unsigned char **out, size_t *len, int dirfd, const char *dirpath, const
   data = malloc ((size_t) st.st_size + 1);
   if (data == NULL)
     return nomem (err);
-  for (;;)
+  ret = fs_read_sized (fd, data, (size_t) st.st_size, &used);
+  if (ret < 0)
     {
-      ssize_t n = read (fd, data + used, (size_t) st.st_size + 1 - used);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        {
-          int e = errno;
-          free (data);
-          return bvm_error (err, e, "read `%s/%s`", dirpath, fname);
-        }
-      if (n == 0)
-        break;
-      used += (size_t) n;
-      if (used > (size_t) st.st_size)
-        {
-          /* grew while we read: only a concurrent writer not using rename */
-          free (data);
-          *too_big = true;
-          return 0;
-        }
+      int e = errno;
+      free (data);
+      return bvm_error (err, e, "read `%s/%s`", dirpath, fname);
+    }
+  if (ret > 0)
+    {
+      /* grew while we read: only a concurrent writer not using rename */
+      free (data);
+      *too_big = true;
+      return 0;
     }
   *out = data;
   *len = used;
@@ -1026,6 +1019,23 @@ secrets_set (struct secrets *s, const char *app, const char *name, const void *v
   return 0;
 }
 
+/* Open the directory of app `app` to find its secret `name` in: the names
+ * checked, and an error when the app has no secrets at all. */
+static int
+secret_dir_open (int *appfd, char apppath[PATH_MAX], struct secrets *s, const char *app,
+                 const char *name, bvm_error_t *err)
+{
+  int ret;
+
+  if ((ret = check_app_name (app, name, err)) < 0)
+    return ret;
+  if ((ret = app_dir_open (appfd, apppath, PATH_MAX, s, app, false, err)) < 0)
+    return ret;
+  if (*appfd < 0)
+    return missing (err, app, name);
+  return 0;
+}
+
 int
 secrets_get (struct secrets *s, const char *app, const char *name, struct secret_value **out,
              unsigned *version_out, bvm_error_t *err)
@@ -1042,12 +1052,8 @@ secrets_get (struct secrets *s, const char *app, const char *name, struct secret
   int ret;
 
   *out = NULL;
-  if ((ret = check_app_name (app, name, err)) < 0)
+  if ((ret = secret_dir_open (&appfd, apppath, s, app, name, err)) < 0)
     return ret;
-  if ((ret = app_dir_open (&appfd, apppath, sizeof apppath, s, app, false, err)) < 0)
-    return ret;
-  if (appfd < 0)
-    return missing (err, app, name);
   if ((ret = secret_read (&file, &len, &f, NULL, appfd, apppath, app, name, err)) < 0)
     return ret;
   if ((ret = kek_get (&kek, s, appfd, apppath, app, false, err)) < 0)
@@ -1219,12 +1225,8 @@ secrets_remove (struct secrets *s, const char *app, const char *name, bvm_error_
   char apppath[PATH_MAX], fname[SECRETS_NAME_MAX + sizeof SECRET_SUFFIX];
   int ret;
 
-  if ((ret = check_app_name (app, name, err)) < 0)
+  if ((ret = secret_dir_open (&appfd, apppath, s, app, name, err)) < 0)
     return ret;
-  if ((ret = app_dir_open (&appfd, apppath, sizeof apppath, s, app, false, err)) < 0)
-    return ret;
-  if (appfd < 0)
-    return missing (err, app, name);
   if ((ret = lock_app (appfd, apppath, err)) < 0)
     return ret;
   snprintf (fname, sizeof fname, "%s%s", name, SECRET_SUFFIX);

@@ -36,6 +36,7 @@
 #include <stddef.h>
 
 #include "error.h"
+#include "util.h"
 
 #define SECRETS_KEY_BYTES 32                /* AES-256: master key, KEK, DEK */
 #define SECRETS_VALUE_MAX (64 * 1024)       /* one secret value */
@@ -130,16 +131,8 @@ int secrets_resource (char *buf, size_t size, const char *app, const char *name)
 void *secrets__mem_alloc (size_t n);
 void secrets__mem_free (void *p, size_t n);
 
-static inline void
-secrets_closep (struct secrets **s)
-{
-  secrets_close (*s);
-}
-static inline void
-secret_value_freep (struct secret_value **v)
-{
-  secret_value_free (*v);
-}
+DEFINE_CLEANUP_FUNC (secrets_closep, struct secrets, secrets_close)
+DEFINE_CLEANUP_FUNC (secret_value_freep, struct secret_value, secret_value_free)
 #define cleanup_secrets __attribute__ ((cleanup (secrets_closep)))
 #define cleanup_secret_value __attribute__ ((cleanup (secret_value_freep)))
 

@@ -520,13 +520,15 @@ parse_image (struct build_spec *s, const json_t *doc, bvm_error_t *err)
     return nomem (err);
   ret = jsonx_check_keys (o, keys, "image", err);
   if (ret == 0)
-    ret = jsonx_get_str (&from, o, "from", true, CAP_TEXT_READ, "image", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&to, o, "to", false, CAP_TEXT_READ, "image", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&workdir, o, "workdir", false, CAP_TEXT_READ, "image", err);
-  if (ret == 0)
-    ret = jsonx_get_str (&user, o, "user", false, CAP_FIELD_READ, "image", err);
+    {
+      const struct jsonx_str_field fields[] = {
+        { &from, "from", true, CAP_TEXT_READ },
+        { &to, "to", false, CAP_TEXT_READ },
+        { &workdir, "workdir", false, CAP_TEXT_READ },
+        { &user, "user", false, CAP_FIELD_READ },
+      };
+      ret = jsonx_get_strs (o, fields, ARRAY_SIZE (fields), "image", err);
+    }
   if (ret < 0)
     return wrapped (ret, err);
 

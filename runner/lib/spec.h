@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "util.h"
 
 #define SPEC_FILE_NAME "buildvm.json"
 #define SPEC_MAX_BYTES (256 * 1024)
@@ -124,11 +125,7 @@ int spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error
 json_t *spec_to_json (const struct build_spec *s);
 void spec_free (struct build_spec *s);
 
-static inline void
-spec_freep (struct build_spec **s)
-{
-  spec_free (*s);
-}
+DEFINE_CLEANUP_FUNC (spec_freep, struct build_spec, spec_free)
 #define cleanup_spec __attribute__ ((cleanup (spec_freep)))
 
 /* Validators shared with other modules. */

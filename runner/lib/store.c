@@ -374,18 +374,13 @@ fsync_tree (int dirfd, int depth)
       close (dirfd);
       return -1;
     }
-  d = fdopendir (dirfd);
+  d = fs_fdopendir (dirfd);
   if (d == NULL)
-    {
-      close (dirfd);
-      return -1;
-    }
-  while ((errno = 0, de = readdir (d)) != NULL)
+    return -1;
+  while ((de = fs_readdir (d)) != NULL)
     {
       int sub;
       struct stat st;
-      if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
-        continue;
       if (de->d_type == DT_UNKNOWN)
         {
           if (fstatat (dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR (st.st_mode))

@@ -35,6 +35,7 @@
 
 #include "digest.h"
 #include "error.h"
+#include "util.h"
 
 #define STORE_KEY_MAX 1024
 #define STORE_MAX_OBJECTS 100000 /* per transaction */
@@ -93,16 +94,8 @@ void store_txn_abort (struct store_txn *t);
 /* Check a key against the rules above (prefix may be NULL: no prefix rule). */
 int store_check_key (const char *key, const char *prefix, bvm_error_t *err);
 
-static inline void
-store_txn_abortp (struct store_txn **t)
-{
-  store_txn_abort (*t);
-}
-static inline void
-store_freep (struct store **s)
-{
-  store_free (*s);
-}
+DEFINE_CLEANUP_FUNC (store_txn_abortp, struct store_txn, store_txn_abort)
+DEFINE_CLEANUP_FUNC (store_freep, struct store, store_free)
 #define cleanup_store_txn __attribute__ ((cleanup (store_txn_abortp)))
 #define cleanup_store __attribute__ ((cleanup (store_freep)))
 

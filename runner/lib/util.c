@@ -334,45 +334,53 @@ hostport_problem (const char *s, size_t n)
   return NULL;
 }
 
-const char *
-text_problem (const char *str, size_t len)
+size_t
+utf8_decode (const char *str, size_t len, uint32_t *cp)
 {
   const unsigned char *s = (const unsigned char *) str;
+  unsigned c = s[0];
+  size_t n;
+
+  if (c < 0x80)
+    {
+      *cp = c;
+      return 1;
+    }
+  if (c >= 0xc2 && c <= 0xdf)
+    n = 2, *cp = c & 0x1f;
+  else if (c >= 0xe0 && c <= 0xef)
+    n = 3, *cp = c & 0x0f;
+  else if (c >= 0xf0 && c <= 0xf4)
+    n = 4, *cp = c & 0x07;
+  else
+    return 0;
+  if (len < n)
+    return 0;
+  for (size_t k = 1; k < n; k++)
+    {
+      if ((s[k] & 0xc0) != 0x80)
+        return 0;
+      *cp = (*cp << 6) | (s[k] & 0x3f);
+    }
+  if ((n == 3 && *cp < 0x800) || (n == 4 && (*cp < 0x10000 || *cp > 0x10ffff))
+      || (*cp >= 0xd800 && *cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+const char *
+text_problem (const char *s, size_t len)
+{
   size_t i = 0;
 
   while (i < len)
     {
-      unsigned c = s[i];
       uint32_t cp;
-      size_t n;
+      size_t n = utf8_decode (s + i, len - i, &cp);
 
-      if (c < 0x80)
-        {
-          if (c < 0x20 || c == 0x7f)
-            return "control character";
-          i++;
-          continue;
-        }
-      if (c >= 0xc2 && c <= 0xdf)
-        n = 2, cp = c & 0x1f;
-      else if (c >= 0xe0 && c <= 0xef)
-        n = 3, cp = c & 0x0f;
-      else if (c >= 0xf0 && c <= 0xf4)
-        n = 4, cp = c & 0x07;
-      else
+      if (n == 0)
         return "invalid UTF-8";
-      if (len - i < n)
-        return "invalid UTF-8";
-      for (size_t k = 1; k < n; k++)
-        {
-          if ((s[i + k] & 0xc0) != 0x80)
-            return "invalid UTF-8";
-          cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-      if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
-          || (cp >= 0xd800 && cp <= 0xdfff))
-        return "invalid UTF-8";
-      if (cp <= 0x9f)
+      if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
         return "control character";
       i += n;
     }

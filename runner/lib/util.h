@@ -24,6 +24,14 @@ void cleanup_fclosep (FILE **f);
 void cleanup_pidp (pid_t *pid); /* SIGKILL + waitpid */
 void cleanup_unlinkp (char **path);
 
+/* The cleanup function `name` for a variable of type `type *` that
+ * release(), which takes NULL, releases: for a cleanup_<name> attribute. */
+#define DEFINE_CLEANUP_FUNC(name, type, release)                                                   \
+  static inline void name (type **p)                                                               \
+  {                                                                                                \
+    release (*p);                                                                                  \
+  }
+
 #define cleanup_free __attribute__ ((cleanup (cleanup_freep)))
 #define cleanup_close __attribute__ ((cleanup (cleanup_closep)))
 #define cleanup_fclose __attribute__ ((cleanup (cleanup_fclosep)))
@@ -107,6 +115,11 @@ const char *str_escape (char *out, size_t size, const char *s, size_t len, size_
  * console echoed): printable ASCII, tabs and well-formed UTF-8 pass, every
  * other byte (ESC, C0 and C1 controls, invalid UTF-8) becomes \xNN. */
 void str_escape_fwrite (FILE *f, const char *s, size_t len);
+
+/* The character at s (len > 0 bytes) into *cp: its length in bytes, or 0
+ * when s does not start a well-formed UTF-8 sequence (overlong forms,
+ * surrogates and code points past U+10FFFF are not). */
+size_t utf8_decode (const char *s, size_t len, uint32_t *cp);
 
 /* Whether `len` bytes are printable text for a name: valid UTF-8 (no
  * overlong forms, surrogates or code points past U+10FFFF) without C0, DEL

@@ -37,6 +37,7 @@
 
 #include "error.h"
 #include "job.h"
+#include "util.h"
 
 #define WEBHOOK_PATH "/webhook"
 #define WEBHOOK_HEALTH_PATH "/healthz"
@@ -241,21 +242,9 @@ void webhook_push_free (struct webhook_push *p);
 int webhook_parse_listen (struct sockaddr_storage *out, socklen_t *len, const char *s,
                           bvm_error_t *err);
 
-static inline void
-webhook_config_freep (struct webhook_config **wc)
-{
-  webhook_config_free (*wc);
-}
-static inline void
-webhook_replay_closep (struct webhook_replay **r)
-{
-  webhook_replay_close (*r);
-}
-static inline void
-webhook_push_freep (struct webhook_push **p)
-{
-  webhook_push_free (*p);
-}
+DEFINE_CLEANUP_FUNC (webhook_config_freep, struct webhook_config, webhook_config_free)
+DEFINE_CLEANUP_FUNC (webhook_replay_closep, struct webhook_replay, webhook_replay_close)
+DEFINE_CLEANUP_FUNC (webhook_push_freep, struct webhook_push, webhook_push_free)
 #define cleanup_webhook_config __attribute__ ((cleanup (webhook_config_freep)))
 #define cleanup_webhook_replay __attribute__ ((cleanup (webhook_replay_closep)))
 #define cleanup_webhook_push __attribute__ ((cleanup (webhook_push_freep)))

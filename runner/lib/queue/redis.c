@@ -709,6 +709,20 @@ fenced (const redisReply *rep, const struct queue_msg *m, bvm_error_t *err)
                          n, queue__show (show, sizeof show, o, strlen (o)));
 }
 
+/* Run a call of the holder of m whose script answers "ok", or why it is
+ * fenced off. */
+static int
+call_held (struct rq *r, struct call *c, const struct queue_msg *m, bvm_error_t *err)
+{
+  cleanup_reply redisReply *rep = NULL;
+  int ret = call_run (&rep, r, c, err);
+  if (ret < 0)
+    return ret;
+  if (!str_is (rep, 0, "ok"))
+    return fenced (rep, m, err);
+  return 0;
+}
+
 /* --- open / close --------------------------------------------------------- */
 
 static void
@@ -920,16 +934,13 @@ static int
 rq_heartbeat (struct queue *q, struct queue_msg *m, bvm_error_t *err)
 {
   struct rq *r = R (q);
-  cleanup_reply redisReply *rep = NULL;
   struct call c;
   int ret;
 
   call_init (&c, r, lua_heartbeat, m->key, m->owner, m->msg_id, m->attempt);
-  ret = call_run (&rep, r, &c, err);
+  ret = call_held (r, &c, m, err);
   if (ret < 0)
     return ret;
-  if (!str_is (rep, 0, "ok"))
-    return fenced (rep, m, err);
   m->lease_until_ms = queue__wall_ms () + q->lease_ms;
   return 0;
 }
@@ -971,18 +982,11 @@ static int
 rq_complete (struct queue *q, struct queue_msg *m, const char *record, bvm_error_t *err)
 {
   struct rq *r = R (q);
-  cleanup_reply redisReply *rep = NULL;
   struct call c;
-  int ret;
 
   call_init (&c, r, lua_complete, m->key, m->owner, m->msg_id, m->attempt);
   call_adds (&c, record);
-  ret = call_run (&rep, r, &c, err);
-  if (ret < 0)
-    return ret;
-  if (!str_is (rep, 0, "ok"))
-    return fenced (rep, m, err);
-  return 0;
+  return call_held (r, &c, m, err);
 }
 
 static int
@@ -990,19 +994,12 @@ rq_release (struct queue *q, struct queue_msg *m, const char *reason, bool drain
             bvm_error_t *err)
 {
   struct rq *r = R (q);
-  cleanup_reply redisReply *rep = NULL;
   struct call c;
-  int ret;
 
   call_init (&c, r, lua_release, m->key, m->owner, m->msg_id, m->attempt);
   call_adds (&c, reason);
   call_adds (&c, drain ? "1" : "0");
-  ret = call_run (&rep, r, &c, err);
-  if (ret < 0)
-    return ret;
-  if (!str_is (rep, 0, "ok"))
-    return fenced (rep, m, err);
-  return 0;
+  return call_held (r, &c, m, err);
 }
 
 static int
@@ -1010,20 +1007,13 @@ rq_dead_letter (struct queue *q, struct queue_msg *m, const char *reason, const 
                 bvm_error_t *err)
 {
   struct rq *r = R (q);
-  cleanup_reply redisReply *rep = NULL;
   struct call c;
-  int ret;
 
   call_init (&c, r, lua_dead, m->key, m->owner, m->msg_id, m->attempt);
   call_adds (&c, reason);
   call_adds (&c, record ? record : "");
   call_add (&c, m->body ? m->body : "", m->body ? m->len : 0);
-  ret = call_run (&rep, r, &c, err);
-  if (ret < 0)
-    return ret;
-  if (!str_is (rep, 0, "ok"))
-    return fenced (rep, m, err);
-  return 0;
+  return call_held (r, &c, m, err);
 }
 
 /* --- operator's operations ------------------------------------------------ */

@@ -333,13 +333,20 @@ ents_free (struct ent *e, size_t n)
   free (e);
 }
 
+/* Order by time, then by name. */
+static int
+time_name_cmp (int64_t t1, const char *n1, int64_t t2, const char *n2)
+{
+  if (t1 != t2)
+    return t1 < t2 ? -1 : 1;
+  return strcmp (n1, n2);
+}
+
 static int
 ent_older (const void *a, const void *b)
 {
   const struct ent *x = a, *y = b;
-  if (x->mtime_ms != y->mtime_ms)
-    return x->mtime_ms < y->mtime_ms ? -1 : 1;
-  return strcmp (x->name, y->name);
+  return time_name_cmp (x->mtime_ms, x->name, y->mtime_ms, y->name);
 }
 
 static int
@@ -441,6 +448,18 @@ lease_view (struct lease_view *v, const json_t *lease)
   if (json_is_integer (d) && json_integer_value (d) > 0 && json_integer_value (d) <= 1000000)
     v->drained = (unsigned) json_integer_value (d);
   return true;
+}
+
+/* The lease file `ln` in d (*lease NULL when there is none, or it is not
+ * JSON) and, when it reads as a lease, what it says in v. */
+static int
+read_lease (json_t **lease, struct lease_view *v, struct spool *s, enum spool_dir d,
+            const char *ln, bvm_error_t *err)
+{
+  int ret = spool_read_json (lease, s, d, ln, SPOOL_LEASE_MAX, err);
+  if (ret >= 0 && *lease != NULL)
+    lease_view (v, *lease);
+  return ret;
 }
 
 /* The lease's history plus one entry for the attempt the lease describes. */
@@ -834,9 +853,7 @@ static int
 cand_cmp (const void *a, const void *b)
 {
   const struct cand *x = a, *y = b;
-  if (x->until != y->until)
-    return x->until < y->until ? -1 : 1;
-  return strcmp (x->id, y->id);
+  return time_name_cmp (x->until, x->id, y->until, y->id);
 }
 
 /* Remove the sidecars in directory d (from a scan of it) whose request,
@@ -1185,6 +1202,19 @@ fence (json_t **lease_out, struct spool *s, const struct queue_msg *m, bool chec
   return 0;
 }
 
+/* Take the spool's lock (*locked set, for its cleanup) and check that m's
+ * holder still holds it: *lease its lease. */
+static int
+lock_fenced (struct spool **locked, json_t **lease, struct spool *s, const struct queue_msg *m,
+             bvm_error_t *err)
+{
+  int ret = spool_lock (s, err);
+  if (ret < 0)
+    return ret;
+  *locked = s;
+  return fence (lease, s, m, false, err);
+}
+
 static int
 spool_heartbeat (struct queue *q, struct queue_msg *m, bvm_error_t *err)
 {
@@ -1195,11 +1225,7 @@ spool_heartbeat (struct queue *q, struct queue_msg *m, bvm_error_t *err)
   int64_t until = queue__wall_ms () + q->lease_ms;
   int ret;
 
-  ret = spool_lock (s, err);
-  if (ret < 0)
-    return ret;
-  locked = s;
-  ret = fence (&lease, s, m, false, err);
+  ret = lock_fenced (&locked, &lease, s, m, err);
   if (ret < 0)
     return ret;
   if (json_object_set_new (lease, "lease_until", json_integer (until)) < 0)
@@ -1234,11 +1260,7 @@ spool_complete (struct queue *q, struct queue_msg *m, const char *record, bvm_er
   int64_t now = queue__wall_ms ();
   int ret;
 
-  ret = spool_lock (s, err);
-  if (ret < 0)
-    return ret;
-  locked = s;
-  ret = fence (&lease, s, m, false, err);
+  ret = lock_fenced (&locked, &lease, s, m, err);
   if (ret < 0)
     return ret;
   hist = history_with (lease, "done", now);
@@ -1273,11 +1295,7 @@ spool_release (struct queue *q, struct queue_msg *m, const char *reason, bool dr
   int64_t now = queue__wall_ms ();
   int ret;
 
-  ret = spool_lock (s, err);
-  if (ret < 0)
-    return ret;
-  locked = s;
-  ret = fence (&lease, s, m, false, err);
+  ret = lock_fenced (&locked, &lease, s, m, err);
   if (ret < 0)
     return ret;
   if (asprintf (&outcome, "%s: %s", drain ? "drained" : "released", reason) < 0)
@@ -1318,11 +1336,7 @@ spool_dead_letter (struct queue *q, struct queue_msg *m, const char *reason, con
   char jn[NAME_BUF];
   int ret;
 
-  ret = spool_lock (s, err);
-  if (ret < 0)
-    return ret;
-  locked = s;
-  ret = fence (&lease, s, m, false, err);
+  ret = lock_fenced (&locked, &lease, s, m, err);
   if (ret < 0)
     return ret;
   hist = history_with (lease, "dead", queue__wall_ms ());
@@ -1377,11 +1391,9 @@ spool_cancel (bool *was_running, struct queue *q, const char *job_id, bvm_error_
       ret = spool_read (&raw, &len, NULL, s, D_NEW, n, JOB_REQUEST_MAX_BYTES, err);
       if (ret < 0)
         return ret;
-      ret = spool_read_json (&side, s, D_NEW, ln, SPOOL_LEASE_MAX, err);
+      ret = read_lease (&side, &v, s, D_NEW, ln, err);
       if (ret < 0)
         return ret;
-      if (side != NULL)
-        lease_view (&v, side);
       {
         struct burial b = { .id = job_id, .reason = "canceled before it ran",
                             .attempt = v.attempt, .owner = v.owner,
@@ -1514,11 +1526,9 @@ spool_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
   if (job_file_exists (s, D_CUR, job_id, "json"))
     {
       struct lease_view v = { 0, NULL, 0, 0 };
-      ret = spool_read_json (&lease, s, D_CUR, ln, SPOOL_LEASE_MAX, err);
+      ret = read_lease (&lease, &v, s, D_CUR, ln, err);
       if (ret < 0)
         return ret;
-      if (lease != NULL)
-        lease_view (&v, lease);
       *out = json_pack ("{s:s,s:s,s:i,s:s?,s:O?,s:O?,s:I,s:b,s:o,s:O?}", "job", job_id, "state",
                         "running", "attempt", (int) v.attempt, "owner", v.owner, "host",
                         lease ? json_object_get (lease, "host") : NULL, "leased_at",
@@ -1532,11 +1542,9 @@ spool_get (json_t **out, struct queue *q, const char *job_id, bvm_error_t *err)
            && fstatat (s->dfd[D_NEW], jn, &st, AT_SYMLINK_NOFOLLOW) == 0)
     {
       struct lease_view v = { 0, NULL, 0, 0 };
-      ret = spool_read_json (&lease, s, D_NEW, ln, SPOOL_LEASE_MAX, err);
+      ret = read_lease (&lease, &v, s, D_NEW, ln, err);
       if (ret < 0)
         return ret;
-      if (lease != NULL)
-        lease_view (&v, lease);
       *out = json_pack ("{s:s,s:s,s:i,s:I,s:o,s:O?}", "job", job_id, "state", "queued", "attempt",
                         (int) v.attempt, "enqueued_at",
                         (json_int_t) st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000,
@@ -1604,11 +1612,9 @@ list_dir (json_t *arr, struct spool *s, enum spool_dir d, size_t limit, bvm_erro
       else
         {
           name_of (ln, id, "lease");
-          ret = spool_read_json (&doc, s, d, ln, SPOOL_LEASE_MAX, err);
+          ret = read_lease (&doc, &v, s, d, ln, err);
           if (ret < 0)
             break;
-          if (doc != NULL)
-            lease_view (&v, doc);
           if (d == D_NEW)
             item = json_pack ("{s:s,s:s,s:i,s:I}", "job", id, "msg", e[i].name, "attempts",
                               (int) v.attempt, "enqueued_at", (json_int_t) e[i].mtime_ms);
