@@ -221,13 +221,13 @@ vm_run_main (int argc, char **argv)
       status = EXIT_VM_FAILED;
       break;
     }
-  goto out;
+  goto cleanup;
 
 fail:
   fprintf (stderr, "buildvm vm run: error: %s\n", bvm_error_msg (&err));
   bvm_error_free (&err);
   status = EXIT_VM_FAILED;
-out:
+cleanup:
   guest_input_free (in);
   vmjob_result_dispose (&res);
   if (workdir_remove (wd, &err) < 0)

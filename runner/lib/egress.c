@@ -1123,7 +1123,7 @@ broker_main (void *arg)
   if (fds == NULL || map == NULL)
     {
       chan_fail (e, "out of memory");
-      goto out;
+      goto cleanup;
     }
   send_frame (e, EGRESS_HELLO, 0, 0, (uint8_t[4]){ 0, 0, 0, EGRESS_VERSION }, 4);
   for (;;)
@@ -1205,7 +1205,7 @@ broker_main (void *arg)
         chan_write (e);
       check_timers (e, now);
     }
-out:
+cleanup:
   chan_fail (e, "the build ended");
   {
     struct rusage ru;

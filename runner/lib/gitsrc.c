@@ -777,7 +777,7 @@ export_tree (struct exporter *ex, git_repository *repo, git_tree *root, bvm_erro
   if (stack == NULL)
     {
       bvm_error (err, ENOMEM, "calloc");
-      goto out;
+      goto cleanup;
     }
   stack[depth++] = (struct frame) { root, 0, ex->plen }; /* the caller frees root */
 
@@ -798,10 +798,10 @@ export_tree (struct exporter *ex, git_repository *repo, git_tree *root, bvm_erro
               bvm_error_code (err, BVM_E_LIMIT, 0,
                               "the source tree has more than %" PRIu64 " entries",
                               ex->lim->max_entries);
-              goto out;
+              goto cleanup;
             }
           if (check_tree_names (ex, f->tree, f->pathlen, err) < 0)
-            goto out;
+            goto cleanup;
         }
       if (f->next >= git_tree_entrycount (f->tree))
         {
@@ -818,9 +818,9 @@ export_tree (struct exporter *ex, git_repository *repo, git_tree *root, bvm_erro
       at = f->pathlen;
 
       if (ex_visit (ex, err) < 0)
-        goto out;
+        goto cleanup;
       if (ex_set_name (ex, at, name, nlen, mode == GIT_FILEMODE_LINK, err) < 0)
-        goto out;
+        goto cleanup;
 
       switch (mode)
         {
@@ -831,14 +831,14 @@ export_tree (struct exporter *ex, git_repository *repo, git_tree *root, bvm_erro
               {
                 bvm_error_code (err, BVM_E_LIMIT, 0, "path `%s/` is longer than %zu bytes",
                                 esc (e, ex->path, at + nlen), ex->lim->max_path);
-                goto out;
+                goto cleanup;
               }
             if (ex_dir (ex, at + nlen, err) < 0)
-              goto out;
+              goto cleanup;
             if (git_tree_lookup (&sub, repo, git_tree_entry_id (te)) < 0)
               {
                 git_fail (err, BVM_E_INVALID, "reading tree `%s`", esc (e, ex->path, at + nlen));
-                goto out;
+                goto cleanup;
               }
             if (depth == cap)
               {
@@ -847,7 +847,7 @@ export_tree (struct exporter *ex, git_repository *repo, git_tree *root, bvm_erro
                   {
                     git_tree_free (sub);
                     bvm_error (err, ENOMEM, "reallocarray");
-                    goto out;
+                    goto cleanup;
                   }
                 stack = ns;
                 cap *= 2;
@@ -863,7 +863,7 @@ export_tree (struct exporter *ex, git_repository *repo, git_tree *root, bvm_erro
           if (export_blob (ex, repo, odb, git_tree_entry_id (te), at + nlen,
                            mode == GIT_FILEMODE_LINK, mode == GIT_FILEMODE_BLOB_EXECUTABLE, err)
               < 0)
-            goto out;
+            goto cleanup;
           break;
         case GIT_FILEMODE_COMMIT:
           /* a submodule: not fetched, by design */
@@ -872,12 +872,12 @@ export_tree (struct exporter *ex, git_repository *repo, git_tree *root, bvm_erro
         default:
           bvm_error_code (err, BVM_E_INVALID, 0, "`%s` has unsupported mode %06o",
                           esc (e, ex->path, at + nlen), (unsigned) git_tree_entry_filemode_raw (te));
-          goto out;
+          goto cleanup;
         }
     }
   ret = 0;
 
-out:
+cleanup:
   while (depth > 1)
     git_tree_free (stack[--depth].tree);
   git_odb_free (odb);
@@ -1226,7 +1226,7 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
   if (pipe2 (p, O_CLOEXEC) < 0)
     {
       bvm_error (err, errno, "pipe");
-      goto out;
+      goto cleanup;
     }
   pid = fork ();
   if (pid < 0)
@@ -1234,7 +1234,7 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
       bvm_error (err, errno, "fork the fetch");
       close (p[0]);
       close (p[1]);
-      goto out;
+      goto cleanup;
     }
   if (pid == 0)
     {
@@ -1304,7 +1304,7 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
     bvm_error_code (err, sh->code, 0, "%s", sh->msg);
   else
     ret = 0;
-out:
+cleanup:
   munmap (sh, sizeof *sh);
   return ret;
 }
@@ -1736,19 +1736,19 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
     {
       bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is a bare repository: it has no working tree",
                       esc (e, dir, strlen (dir)));
-      goto out;
+      goto cleanup;
     }
   rootfd = open (git_repository_workdir (repo), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (rootfd < 0)
     {
       bvm_error (err, errno, "open `%s`", git_repository_workdir (repo));
-      goto out;
+      goto cleanup;
     }
   /* no HEAD yet (a fresh repository) is fine for a working-tree build */
   if (git_repository_head_unborn (repo) != 1 && head_commit (&head, repo, dir, err) < 0)
     bvm_error_free (err);
   if (ex_init (&ex, w, prefix, head ? git_commit_time (head) : 0, lim, stats, err) < 0)
-    goto out;
+    goto cleanup;
 
   /* Tracked files (modified or not) and untracked files that no ignore rule
    * matches, from the working tree; deleted ones are reported and skipped. */
@@ -1760,7 +1760,7 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
   if (git_status_list_new (&list, repo, &so) < 0)
     {
       git_fail (err, BVM_E_IO, "reading the status of `%s`", esc (e, dir, strlen (dir)));
-      goto out;
+      goto cleanup;
     }
   count = git_status_list_entrycount (list);
   for (size_t i = 0; i < count; i++)
@@ -1775,7 +1775,7 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
       rel = d->new_file.path;
       rlen = strlen (rel);
       if (ex_visit (&ex, err) < 0)
-        goto out;
+        goto cleanup;
       if (d->new_file.mode == GIT_FILEMODE_COMMIT || (rlen > 0 && rel[rlen - 1] == '/'))
         {
           /* a submodule or an untracked nested repository */
@@ -1788,7 +1788,7 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
           size_t clen = strcspn (rel + at, "/");
           bool last = at + clen == rlen;
           if (ex_set_name (&ex, ex.plen + at, rel + at, clen, false, err) < 0)
-            goto out;
+            goto cleanup;
           if (last)
             break;
           ex.path[ex.plen + at + clen] = '/';
@@ -1797,13 +1797,13 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
       if (rlen == 0)
         continue;
       if (export_wt_dirs (&ex, rel, &last_dir, err) < 0)
-        goto out;
+        goto cleanup;
       if (export_wt_file (&ex, rootfd, rel, ex.plen + rlen, err) < 0)
-        goto out;
+        goto cleanup;
     }
   ret = 0;
 
-out:
+cleanup:
   if (ret < 0)
     bvm_error_wrap (err, "exporting the working tree of `%s`", dir ? esc (e, dir, strlen (dir)) : "");
   buf_dispose (&last_dir);
@@ -1853,14 +1853,14 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
   if (git_commit_tree (&tree, c) < 0)
     {
       ret = git_fail (err, BVM_E_INVALID, "tree of commit `%s`", commit);
-      goto out;
+      goto cleanup;
     }
   if (git_tree_entry_bypath (&te, tree, path) < 0)
     {
       git_error_clear ();
       ret = bvm_error_code (err, BVM_E_INVALID, 0, "commit `%s` has no `%s` at its root", commit,
                             path);
-      goto out;
+      goto cleanup;
     }
   /* a symlink or a directory named like the spec is not a spec: the host
    * never follows links in a tree */
@@ -1869,7 +1869,7 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
     {
       ret = bvm_error_code (err, BVM_E_INVALID, 0, "`%s` in commit `%s` is not a regular file",
                             path, commit);
-      goto out;
+      goto cleanup;
     }
   /* The size from the object header first, as export_blob does: a blob of
    * zeros compresses ~1000:1, and git_blob_lookup would inflate all of it
@@ -1877,12 +1877,12 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
   if (git_repository_odb (&odb, repo->repo) < 0)
     {
       ret = git_fail (err, BVM_E_INTERNAL, "opening the object database");
-      goto out;
+      goto cleanup;
     }
   if (git_odb_read_header (&size, &type, odb, git_tree_entry_id (te)) < 0)
     {
       ret = git_fail (err, BVM_E_INVALID, "`%s`", path);
-      goto out;
+      goto cleanup;
     }
   if (type != GIT_OBJECT_BLOB || size > max)
     {
@@ -1891,28 +1891,28 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
                                   git_object_type2string (type))
                 : bvm_error_code (err, BVM_E_LIMIT, 0,
                                   "`%s` is %zu bytes, over the %zu bytes allowed", path, size, max);
-      goto out;
+      goto cleanup;
     }
   if (git_blob_lookup (&blob, repo->repo, git_tree_entry_id (te)) < 0)
     {
       ret = git_fail (err, BVM_E_INVALID, "`%s`", path);
-      goto out;
+      goto cleanup;
     }
   if ((uint64_t) git_blob_rawsize (blob) > max)
     {
       ret = bvm_error_code (err, BVM_E_LIMIT, 0, "`%s` is larger than %zu bytes", path, max);
-      goto out;
+      goto cleanup;
     }
   *len = (size_t) git_blob_rawsize (blob);
   *out = malloc (*len + 1);
   if (*out == NULL)
     {
       ret = bvm_error (err, ENOMEM, "`%s`", path);
-      goto out;
+      goto cleanup;
     }
   memcpy (*out, git_blob_rawcontent (blob), *len);
   (*out)[*len] = '\0';
-out:
+cleanup:
   git_blob_free (blob);
   git_odb_free (odb);
   git_tree_entry_free (te);

@@ -1000,7 +1000,7 @@ ingest_read (struct ingest_ctx *c, const struct ingest_sink *sink, struct ingest
       || archive_read_set_skip_callback (a, skip_cb) != ARCHIVE_OK)
     {
       bvm_error (err, 0, "setting up libarchive: %s", archive_error_string (a));
-      goto out;
+      goto cleanup;
     }
   if (archive_read_open1 (a) != ARCHIVE_OK)
     {
@@ -1009,7 +1009,7 @@ ingest_read (struct ingest_ctx *c, const struct ingest_sink *sink, struct ingest
       else
         bvm_error_code (err, BVM_E_INVALID, 0, "output is not an uncompressed tar stream: %s",
                         archive_error_string (a) ? archive_error_string (a) : "unrecognized");
-      goto out;
+      goto cleanup;
     }
   for (;;)
     {
@@ -1019,7 +1019,7 @@ ingest_read (struct ingest_ctx *c, const struct ingest_sink *sink, struct ingest
       if (deadline_passed (c))
         {
           archive_fail (c, a, hdr_start, err);
-          goto out;
+          goto cleanup;
         }
       r = archive_read_next_header2 (a, ae);
       if (r == ARCHIVE_EOF && !c->timed_out && !c->read_errno)
@@ -1029,18 +1029,18 @@ ingest_read (struct ingest_ctx *c, const struct ingest_sink *sink, struct ingest
           /* ARCHIVE_WARN too: libarchive warns about what it could not
            * represent (bad pax records, names it could not convert) */
           archive_fail (c, a, hdr_start, err);
-          goto out;
+          goto cleanup;
         }
       if (archive_filter_count (a) != 1 || archive_filter_code (a, 0) != ARCHIVE_FILTER_NONE)
         {
           bvm_error_code (err, BVM_E_INVALID, 0, "output tar is compressed");
-          goto out;
+          goto cleanup;
         }
       if (++st->entries > c->lim->max_entries)
         {
           bvm_error_code (err, BVM_E_LIMIT, 0, "output tar has more than %" PRIu64 " entries",
                           c->lim->max_entries);
-          goto out;
+          goto cleanup;
         }
       hdr_end = archive_filter_bytes (a, 0);
       if (hdr_end < hdr_start || (uint64_t) (hdr_end - hdr_start) > c->lim->max_header_bytes)
@@ -1049,27 +1049,27 @@ ingest_read (struct ingest_ctx *c, const struct ingest_sink *sink, struct ingest
                           "output tar at offset %" PRId64 ": entry headers take %" PRId64
                           " bytes, over the limit of %zu",
                           hdr_start, hdr_end - hdr_start, c->lim->max_header_bytes);
-          goto out;
+          goto cleanup;
         }
       if (audit_headers (c, (uint64_t) hdr_start, (uint64_t) hdr_end,
                          archive_entry_pathname (ae) ? archive_entry_pathname (ae) : "?", err)
           < 0)
-        goto out;
+        goto cleanup;
       if (take_entry (c, a, ae, sink, st, err) < 0)
-        goto out;
+        goto cleanup;
       /* consume the padding, so the next header position is exact */
       if (archive_read_data_skip (a) != ARCHIVE_OK)
         {
           archive_fail (c, a, hdr_start, err);
-          goto out;
+          goto cleanup;
         }
     }
   if (check_end_marker (c, (uint64_t) archive_read_header_position (a), st, err) < 0)
-    goto out;
+    goto cleanup;
   if (check_symlinks (c, err) < 0)
-    goto out;
+    goto cleanup;
   ret = 0;
-out:
+cleanup:
   archive_read_free (a);
   archive_entry_free (ae);
   return ret;
@@ -1118,7 +1118,7 @@ ingest_run (int fd, uint64_t offset, uint64_t len, const struct ingest_limits *l
   if (c->buf == NULL || c->roots[0] == NULL || c->roots[1] == NULL)
     {
       ret = bvm_error (err, ENOMEM, "ingest");
-      goto out;
+      goto cleanup;
     }
   c->roots[0]->type = c->roots[1]->type = S_IFDIR;
   c->roots[0]->name = c->roots[1]->name = "";
@@ -1134,7 +1134,7 @@ ingest_run (int fd, uint64_t offset, uint64_t len, const struct ingest_limits *l
       uselocale (old);
       freelocale (utf8);
     }
-out:
+cleanup:
   node_free (c->roots[0]);
   node_free (c->roots[1]);
   free (c->symlinks);

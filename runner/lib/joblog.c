@@ -322,7 +322,7 @@ compress_log (struct joblog *l, bvm_error_t *err)
   if (fd < 0)
     {
       bvm_error (err, errno, "create `%s`", tmp);
-      goto out;
+      goto cleanup;
     }
   n = LZ4F_compressBegin (cctx, outb, cap, &prefs);
   if (LZ4F_isError (n))
@@ -337,7 +337,7 @@ compress_log (struct joblog *l, bvm_error_t *err)
       if (r < 0)
         {
           bvm_error (err, errno, "read `%s`", l->path);
-          goto out;
+          goto cleanup;
         }
       if (r == 0)
         break;
@@ -356,23 +356,23 @@ compress_log (struct joblog *l, bvm_error_t *err)
   if (rename (tmp, dst) < 0)
     {
       bvm_error (err, errno, "rename `%s`", tmp);
-      goto out;
+      goto cleanup;
     }
   /* the .lz4 is complete and durable before the .log goes */
   if (unlink (l->path) < 0 || fs_fsync_dir (l->dir, err) < 0)
     {
       if (errno != 0)
         bvm_error (err, errno, "remove `%s`", l->path);
-      goto out;
+      goto cleanup;
     }
   ret = 0;
-  goto out;
+  goto cleanup;
 lz4_fail:
   bvm_error (err, 0, "lz4: %s", LZ4F_getErrorName (n));
-  goto out;
+  goto cleanup;
 write_fail:
   bvm_error (err, errno, "write `%s`", tmp);
-out:
+cleanup:
   LZ4F_freeCompressionContext (cctx);
   if (ret < 0)
     unlink (tmp);
@@ -487,14 +487,14 @@ cat_lz4 (const char *path, FILE *out, bvm_error_t *err)
       if (r < 0)
         {
           bvm_error (err, errno, "read `%s`", path);
-          goto out;
+          goto cleanup;
         }
       if (r == 0)
         break;
       if (hint == 0)
         {
           bvm_error_code (err, BVM_E_INVALID, 0, "`%s`: data after the lz4 frame", path);
-          goto out;
+          goto cleanup;
         }
       while (pos < (size_t) r)
         {
@@ -504,15 +504,15 @@ cat_lz4 (const char *path, FILE *out, bvm_error_t *err)
             {
               bvm_error_code (err, BVM_E_INVALID, 0, "`%s`: lz4: %s", path,
                               LZ4F_getErrorName (hint));
-              goto out;
+              goto cleanup;
             }
           if (put_out (out, ob, osz, err) < 0)
-            goto out;
+            goto cleanup;
           pos += isz;
           if (hint == 0 && pos < (size_t) r)
             {
               bvm_error_code (err, BVM_E_INVALID, 0, "`%s`: data after the lz4 frame", path);
-              goto out;
+              goto cleanup;
             }
           if (isz == 0 && osz == 0)
             break;
@@ -528,15 +528,15 @@ cat_lz4 (const char *path, FILE *out, bvm_error_t *err)
       if (LZ4F_isError (hint) || osz == 0)
         break;
       if (put_out (out, ob, osz, err) < 0)
-        goto out;
+        goto cleanup;
     }
   if (hint != 0)
     {
       bvm_error_code (err, BVM_E_INVALID, 0, "`%s`: truncated lz4 frame", path);
-      goto out;
+      goto cleanup;
     }
   ret = 0;
-out:
+cleanup:
   LZ4F_freeDecompressionContext (dctx);
   return ret;
 }

@@ -588,7 +588,7 @@ phase_input (struct run *r, bvm_error_t *err)
   if (r->input_path == NULL || steps == NULL || env == NULL)
     {
       ret = bvm_error (err, ENOMEM, "input disk");
-      goto out;
+      goto cleanup;
     }
   for (size_t i = 0; i < r->spec->n_steps; i++)
     {
@@ -602,7 +602,7 @@ phase_input (struct run *r, bvm_error_t *err)
       if (env[i] == NULL)
         {
           ret = bvm_error (err, ENOMEM, "input disk");
-          goto out;
+          goto cleanup;
         }
     }
   gj.timeout_s = r->plan->res.timeout;
@@ -623,7 +623,7 @@ phase_input (struct run *r, bvm_error_t *err)
       if (senv == NULL)
         {
           ret = bvm_error (err, ENOMEM, "input disk");
-          goto out;
+          goto cleanup;
         }
       for (size_t i = 0; i < r->plan->n_secrets; i++)
         if (r->plan->secrets[i].env)
@@ -640,7 +640,7 @@ phase_input (struct run *r, bvm_error_t *err)
   lim.deadline_ms = now_ms () + INPUT_DEADLINE_MS;
   if ((ret = guest_input_create (&in, r->input_path, err)) < 0
       || (ret = guest_input_add_control (in, &gj, err)) < 0)
-    goto out;
+    goto cleanup;
   if (r->o->dry_run && r->o->worktree)
     ret = gitsrc_export_worktree (guest_input_archive (in), r->o->local_dir, "src/", &lim, &st,
                                   err);
@@ -649,16 +649,16 @@ phase_input (struct run *r, bvm_error_t *err)
   if (ret < 0)
     {
       bvm_error_wrap (err, "exporting the source tree");
-      goto out;
+      goto cleanup;
     }
   /* the only copy of a secret on the host's disk: the input disk, which is
    * removed as soon as the VM is gone */
   for (size_t i = 0; i < r->n_secret_vals; i++)
     if ((ret = guest_input_add_secret (in, r->plan->secrets[i].name, r->secret_vals[i]->data,
                                        r->secret_vals[i]->len, err)) < 0)
-      goto out;
+      goto cleanup;
   if ((ret = guest_input_finish (in, &size, err)) < 0)
-    goto out;
+    goto cleanup;
   /* the app's mirror is locked while we hold it: let the next job of this
    * app (or a newer attempt of this one) have it as soon as we are done */
   gitsrc_repo_free (r->repo);
@@ -669,7 +669,7 @@ phase_input (struct run *r, bvm_error_t *err)
                    (json_int_t) st.bytes, "skipped", (json_int_t) st.skipped));
   note (r, "input: %llu files, %llu bytes of source", (unsigned long long) st.files,
         (unsigned long long) st.bytes);
-out:
+cleanup:
   secrets_wipe (r);
   free (senv);
   guest_input_free (in);
@@ -1439,7 +1439,7 @@ phase_tag (struct run *r, bvm_error_t *err)
   int ret;
 
   if (r->o->fence && (ret = r->o->fence (r->o->opaque, err)) < 0)
-    goto out;
+    goto cleanup;
   /* the app's mirror again (no network: the commit is in it), locked from
    * the checks to the last tag so that two jobs of the app on this runner
    * never interleave a check and a move */
@@ -1447,14 +1447,14 @@ phase_tag (struct run *r, bvm_error_t *err)
   ret = gitsrc_fetch (&r->repo, r->cfg->cache_dir, r->job->app, r->job->repo, NULL, r->commit, &lim,
                       NULL, err);
   if (ret < 0)
-    goto out;
+    goto cleanup;
   ret = put_tag (r, r->plan->dest_tag, r->cfg->registry.tag, tags, skipped, err);
   for (size_t i = 0; ret == 0 && i < r->plan->n_extra_tags; i++)
     ret = put_tag (r, r->plan->extra_tags[i], r->cfg->registry.extra_tags[i], tags, skipped, err);
   gitsrc_repo_free (r->repo);
   r->repo = NULL;
   if (ret < 0)
-    goto out;
+    goto cleanup;
   tagged = json_array_size (tags) > 0
            && strcmp (json_string_value (json_array_get (tags, 0)), r->plan->dest_tag) == 0;
   host = strstr (r->cfg->registry.url, "://");
@@ -1473,7 +1473,7 @@ phase_tag (struct run *r, bvm_error_t *err)
     free (ref);
   }
   fault_point ("after-tag");
-out:
+cleanup:
   json_decref (tags);
   json_decref (skipped);
   return ret;

@@ -469,7 +469,7 @@ build (struct redactor *r, bvm_error_t *err)
     {
       secrets__mem_free (ac, ac_size);
       ret = nomem (err);
-      goto done;
+      goto cleanup;
     }
   r->ac = ac;
   r->ac_size = ac_size;
@@ -549,7 +549,7 @@ build (struct redactor *r, bvm_error_t *err)
         }
     }
 
-done:
+cleanup:
   secrets__mem_free (byte, cap);
   free (order);
   free (path);

@@ -205,11 +205,11 @@ registry__credentials_load (struct registry *r, const char *path, bvm_error_t *e
   if (fs_read_file (&data, &len, path, CREDENTIALS_MAX, err) < 0)
     return bvm_error_wrap (err, "registry credentials");
   if (jsonx_parse (&doc, data, len, CREDENTIALS_MAX, "registry credentials file", err) < 0)
-    goto out;
+    goto cleanup;
   if (!json_is_object (doc))
     {
       bvm_error_code (err, BVM_E_INVALID, 0, "registry credentials file `%s` is not an object", path);
-      goto out;
+      goto cleanup;
     }
   if (jsonx_check_keys (doc, allowed, "", err) < 0
       || jsonx_get_str (&user, doc, "username", false, 1024, "", err) < 0
@@ -217,14 +217,14 @@ registry__credentials_load (struct registry *r, const char *path, bvm_error_t *e
       || jsonx_get_str (&tok, doc, "token", false, TOKEN_MAX, "", err) < 0)
     {
       bvm_error_wrap (err, "registry credentials file `%s`", path);
-      goto out;
+      goto cleanup;
     }
   if (tok != NULL ? (user != NULL || pass != NULL) : (user == NULL || pass == NULL))
     {
       bvm_error_code (err, BVM_E_INVALID, 0,
                       "registry credentials file `%s` needs either username and password or a token",
                       path);
-      goto out;
+      goto cleanup;
     }
   if (tok)
     {
@@ -233,7 +233,7 @@ registry__credentials_load (struct registry *r, const char *path, bvm_error_t *e
           {
             bvm_error_code (err, BVM_E_INVALID, 0,
                             "registry credentials file `%s`: the token has invalid characters", path);
-            goto out;
+            goto cleanup;
           }
       r->static_token = strdup (tok);
     }
@@ -245,10 +245,10 @@ registry__credentials_load (struct registry *r, const char *path, bvm_error_t *e
   if ((tok && r->static_token == NULL) || (!tok && (r->username == NULL || r->password == NULL)))
     {
       bvm_error (err, ENOMEM, "registry credentials");
-      goto out;
+      goto cleanup;
     }
   ret = 0;
-out:
+cleanup:
   /* wipe what we read: the file content and the strings jansson holds */
   if (doc)
     {

@@ -287,7 +287,7 @@ gcm_seal (unsigned char *ct, unsigned char tag[TAG_BYTES], const unsigned char *
   int n = 0, ok = 0;
 
   if (c == NULL || len > INT_MAX || aad_len > INT_MAX)
-    goto done;
+    goto cleanup;
   if (EVP_EncryptInit_ex (c, EVP_aes_256_gcm (), NULL, NULL, NULL) == 1
       && EVP_CIPHER_CTX_ctrl (c, EVP_CTRL_GCM_SET_IVLEN, NONCE_BYTES, NULL) == 1
       && EVP_EncryptInit_ex (c, NULL, NULL, key, nonce) == 1
@@ -296,7 +296,7 @@ gcm_seal (unsigned char *ct, unsigned char tag[TAG_BYTES], const unsigned char *
       && EVP_EncryptFinal_ex (c, ct + n, &n) == 1
       && EVP_CIPHER_CTX_ctrl (c, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, tag) == 1)
     ok = 1;
-done:
+cleanup:
   EVP_CIPHER_CTX_free (c); /* cleanses the key schedule */
   return ok ? 0 : -1;
 }
@@ -314,7 +314,7 @@ gcm_open (unsigned char *pt, const unsigned char *key, const unsigned char nonce
 
   memcpy (tagcopy, tag, TAG_BYTES);
   if (c == NULL || len > INT_MAX || aad_len > INT_MAX)
-    goto done;
+    goto cleanup;
   if (EVP_DecryptInit_ex (c, EVP_aes_256_gcm (), NULL, NULL, NULL) == 1
       && EVP_CIPHER_CTX_ctrl (c, EVP_CTRL_GCM_SET_IVLEN, NONCE_BYTES, NULL) == 1
       && EVP_DecryptInit_ex (c, NULL, NULL, key, nonce) == 1
@@ -323,7 +323,7 @@ gcm_open (unsigned char *pt, const unsigned char *key, const unsigned char nonce
       && EVP_CIPHER_CTX_ctrl (c, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, tagcopy) == 1
       && EVP_DecryptFinal_ex (c, pt + n, &n) == 1)
     ok = 1;
-done:
+cleanup:
   EVP_CIPHER_CTX_free (c);
   if (!ok)
     mem_wipe (pt, len);

@@ -811,15 +811,15 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
       || snprintf_checked (lock, sizeof lock, "%s/lock", s->dir) < 0)
     {
       ret = bvm_error (err, ENAMETOOLONG, "state path");
-      goto out;
+      goto cleanup;
     }
   if ((ret = fs_mkdir_p (s->dir, 0700, err)) < 0)
-    goto out;
+    goto cleanup;
   s->lock_fd = open (lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (s->lock_fd < 0)
     {
       ret = bvm_error (err, errno, "open `%s`", lock);
-      goto out;
+      goto cleanup;
     }
   if (flock (s->lock_fd, LOCK_EX | LOCK_NB) < 0)
     {
@@ -827,7 +827,7 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
                             "another runner named `%s` is running on this host (it holds `%s`): "
                             "give each instance its own name (--name or serve.name)",
                             s->name, lock);
-      goto out;
+      goto cleanup;
     }
 
   s->qo = (struct queue_opts) QUEUE_OPTS_INIT;
@@ -835,16 +835,16 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
   s->qo.lease_ms = (int64_t) cfg->serve.lease_seconds * 1000;
   s->qo.max_attempts = (unsigned) cfg->serve.max_attempts;
   if ((ret = queue_open (&s->q, cfg->queue, &s->qo, err)) < 0)
-    goto out;
+    goto cleanup;
   if ((ret = journal_recover (s, err)) < 0)
-    goto out;
+    goto cleanup;
   if (o->metrics || cfg->serve.metrics)
     {
       if ((ret = metrics_new (&s->metrics, err)) < 0
           || (ret = metrics_listen (s->metrics, o->metrics ? o->metrics : cfg->serve.metrics,
                                     err))
                  < 0)
-        goto out;
+        goto cleanup;
     }
   metrics_set_vms (s->metrics, 0, s->max_workers);
   log_info ("event=serve.start name=%s queue=%s concurrency=%u lease_s=%llu pid=%d", s->name,
@@ -921,7 +921,7 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
       usleep (TICK_MS * 1000);
     }
   log_info ("event=serve.stopped");
-out:
+cleanup:
   for (unsigned i = 0; i < s->n_workers; i++)
     queue_msg_free (s->workers[i].m);
   metrics_free (s->metrics);

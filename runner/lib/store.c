@@ -408,31 +408,31 @@ dir_commit (void *txn, const char *index_key, const void *index, size_t len, bvm
   int ret = -1, dfd;
 
   if (dir_stage_path (&ipath, t, index_key, true, err) < 0)
-    goto out;
+    goto cleanup;
   fd = open (ipath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0 || fs_write_all (fd, index, len) < 0 || fsync (fd) < 0)
     {
       bvm_error (err, errno, "write `%s`", ipath);
-      goto out;
+      goto cleanup;
     }
   dfd = open (t->tree, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0 || fsync_tree (dfd, 0) < 0)
     {
       bvm_error (err, errno, "fsync `%s`", t->tree);
-      goto out;
+      goto cleanup;
     }
 
   if (asprintf (&dest, "%s/%s", t->ds->root, t->prefix) < 0)
     {
       dest = NULL;
       bvm_error (err, ENOMEM, "artifact store");
-      goto out;
+      goto cleanup;
     }
   dest[strlen (dest) - 1] = '\0'; /* the prefix's trailing slash */
   slash = strrchr (dest, '/');
   *slash = '\0';
   if (fs_mkdir_p (dest, 0755, err) < 0)
-    goto out;
+    goto cleanup;
   *slash = '/';
 
   /* Swap the staged tree with whatever is there, atomically: readers see the
@@ -444,7 +444,7 @@ dir_commit (void *txn, const char *index_key, const void *index, size_t len, bvm
           if (renameat2 (AT_FDCWD, t->tree, AT_FDCWD, dest, RENAME_EXCHANGE) < 0)
             {
               bvm_error (err, errno, "swap `%s` into `%s`", t->tree, dest);
-              goto out;
+              goto cleanup;
             }
         }
       else if (errno == EINVAL || errno == ENOSYS)
@@ -456,25 +456,25 @@ dir_commit (void *txn, const char *index_key, const void *index, size_t len, bvm
             {
               old = NULL;
               bvm_error (err, ENOMEM, "artifact store");
-              goto out;
+              goto cleanup;
             }
           if ((rename (dest, old) < 0 && errno != ENOENT) || rename (t->tree, dest) < 0)
             {
               bvm_error (err, errno, "rename `%s` to `%s`", t->tree, dest);
-              goto out;
+              goto cleanup;
             }
         }
       else
         {
           bvm_error (err, errno, "rename `%s` to `%s`", t->tree, dest);
-          goto out;
+          goto cleanup;
         }
     }
   *slash = '\0';
   if (fs_fsync_dir (dest, err) < 0)
-    goto out;
+    goto cleanup;
   ret = 0;
-out:
+cleanup:
   dir_abort (t); /* removes the staging area, now holding the old tree if any */
   return ret;
 }

@@ -360,7 +360,7 @@ vm__spawn (struct vm *vm, const char *const *argv, bvm_error_t *err)
   if (pipe2 (con, O_CLOEXEC) < 0 || pipe2 (errp, O_CLOEXEC) < 0)
     {
       ret = bvm_error (err, errno, "pipe");
-      goto out;
+      goto cleanup;
     }
   o.stdin_fd = vm->stdin_fd;
   o.stdout_fd = con[1];
@@ -376,14 +376,14 @@ vm__spawn (struct vm *vm, const char *const *argv, bvm_error_t *err)
   if (ret < 0)
     {
       bvm_error_wrap (err, "start %s", vm->driver->name);
-      goto out;
+      goto cleanup;
     }
   vm->console_fd = steal_fd (&con[0]);
   vm->stderr_fd = steal_fd (&errp[0]);
   if (fcntl (vm->console_fd, F_SETFL, O_NONBLOCK) < 0
       || fcntl (vm->stderr_fd, F_SETFL, O_NONBLOCK) < 0)
     ret = bvm_error (err, errno, "fcntl");
-out:
+cleanup:
   for (int i = 0; i < 2; i++)
     {
       if (con[i] >= 0)

@@ -911,7 +911,7 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
       name_of (ln, id, "lease");
       ret = spool_read_json (&lease, s, D_CUR, ln, SPOOL_LEASE_MAX, err);
       if (ret < 0)
-        goto out;
+        goto cleanup;
       if (ret == SR_IGNORED)
         continue;
       if ((ret == SR_OK && (lease == NULL || !lease_view (&v, lease))) || ret == SR_TOOBIG)
@@ -923,7 +923,7 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
                               .msg_dir = D_CUR, .msg_name = e[i].name };
           ret = spool_bury (s, &b, err);
           if (ret < 0)
-            goto out;
+            goto cleanup;
           ack_cur (s, id);
           continue;
         }
@@ -1004,7 +1004,7 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
           break;
         }
     }
-out:
+cleanup:
   for (size_t i = 0; i < nc; i++)
     json_decref (c[i].lease);
   free (c);
