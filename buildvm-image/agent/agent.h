@@ -39,9 +39,9 @@ struct agent_secret_env
 
 struct agent_job
 {
-  uint64_t timeout_s;   /* all steps together */
-  uint64_t log_max;     /* bytes of build output forwarded to the console */
-  uint64_t output_max;  /* bytes of output tar */
+  uint64_t timeout_s;  /* all steps together */
+  uint64_t log_max;    /* bytes of build output forwarded to the console */
+  uint64_t output_max; /* bytes of output tar */
   struct agent_step steps[AGENT_MAX_STEPS];
   size_t n_steps;
   char *env[AGENT_MAX_ENV + 16];
@@ -83,9 +83,9 @@ struct tar_out
   int fd;
   uint64_t offset; /* next write position on the device */
   uint64_t start;
-  uint64_t max;    /* bytes allowed after start */
+  uint64_t max; /* bytes allowed after start */
   uint64_t entries;
-  char *buf;       /* staging buffer for block-aligned writes */
+  char *buf; /* staging buffer for block-aligned writes */
   size_t buf_len;
   bool overflow;
 };

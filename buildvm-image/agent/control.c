@@ -64,7 +64,7 @@ agent_control_parse (struct agent_job *job, char *data, size_t len, char *msg, s
     {                                                                                             \
       if ((var = next (&r)) == NULL)                                                              \
         {                                                                                         \
-          snprintf (msg, msgsz, "control: record `%s` is truncated", key);                       \
+          snprintf (msg, msgsz, "control: record `%s` is truncated", key);                        \
           return -1;                                                                              \
         }                                                                                         \
     }                                                                                             \

@@ -76,8 +76,8 @@
 #define EGRESS_PAYLOAD_MAX 65536u
 #define EGRESS_FRAME_MAX (EGRESS_HEADER_LEN + EGRESS_PAYLOAD_MAX)
 #define EGRESS_STREAM_ID_MAX 0x00ffffffu
-#define EGRESS_TARGET_MAX 300u  /* "host:port" in OPEN */
-#define EGRESS_REASON_MAX 200u  /* OPEN_ERR and RESET text */
+#define EGRESS_TARGET_MAX 300u /* "host:port" in OPEN */
+#define EGRESS_REASON_MAX 200u /* OPEN_ERR and RESET text */
 #define EGRESS_WINDOW_INITIAL (256u * 1024u)
 #define EGRESS_WINDOW_MAX (4u * 1024u * 1024u)
 

@@ -156,14 +156,10 @@ write_header (void)
   memset (h, 0, sizeof h);
   n = (size_t) snprintf (h, sizeof h,
                          PROTO_HEADER_MAGIC /* the contract: protocol.h */
-                         PROTO_HDR_STATUS " %s\n"
-                         PROTO_HDR_STEP " %u\n"
-                         PROTO_HDR_EXIT " %d\n"
-                         PROTO_HDR_SIGNAL " %d\n"
-                         PROTO_HDR_STEPS " %u\n"
-                         PROTO_HDR_ENTRIES " %llu\n"
-                         PROTO_HDR_TAR_BYTES " %llu\n"
-                         PROTO_HDR_DURATION_MS " %lld\n",
+                             PROTO_HDR_STATUS
+                         " %s\n" PROTO_HDR_STEP " %u\n" PROTO_HDR_EXIT " %d\n" PROTO_HDR_SIGNAL
+                         " %d\n" PROTO_HDR_STEPS " %u\n" PROTO_HDR_ENTRIES
+                         " %llu\n" PROTO_HDR_TAR_BYTES " %llu\n" PROTO_HDR_DURATION_MS " %lld\n",
                          result.status, result.step, result.exit_code, result.signal,
                          result.steps_run, (unsigned long long) result.entries,
                          (unsigned long long) result.tar_bytes,
@@ -188,8 +184,7 @@ write_header (void)
     console_printf ("buildvm-agent: fsync of the output disk failed: %s\n", strerror (errno));
 }
 
-static void __attribute__ ((noreturn))
-finish (void)
+static void __attribute__ ((noreturn)) finish (void)
 {
   write_header ();
   console_printf ("buildvm-agent: done: %s\n", result.status);
@@ -199,8 +194,7 @@ finish (void)
   _exit (1);
 }
 
-static void __attribute__ ((noreturn, format (printf, 1, 2)))
-fatal (const char *fmt, ...)
+static void __attribute__ ((noreturn, format (printf, 1, 2))) fatal (const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
@@ -338,8 +332,8 @@ build_env (const struct agent_job *job, const char *step_name)
           fatal ("out of memory");
       }
       {
-        size_t k = (size_t) snprintf (vals[i], strlen (job->secret_env[i].var) + 2, "%s=",
-                                      job->secret_env[i].var);
+        size_t k = (size_t) snprintf (vals[i], strlen (job->secret_env[i].var) + 2,
+                                      "%s=", job->secret_env[i].var);
         ssize_t r = read (fd, vals[i] + k, (size_t) st.st_size);
         if (r != st.st_size)
           fatal ("reading secret `%s`", job->secret_env[i].name);
@@ -576,8 +570,7 @@ write_outputs (const struct agent_job *job)
         }
       if (r != 0)
         {
-          snprintf (msg, sizeof msg, "artifact pattern `%.200s`: glob failed",
-                    job->artifacts[i]);
+          snprintf (msg, sizeof msg, "artifact pattern `%.200s`: glob failed", job->artifacts[i]);
           goto fail;
         }
       for (size_t k = 0; k < g.gl_pathc; k++)

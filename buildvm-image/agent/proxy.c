@@ -103,7 +103,8 @@ find_port (char *dev, size_t size)
         continue;
       n = read (fd, name, sizeof name - 1);
       close (fd);
-      if (n > 0 && strncmp (name, "buildvm.egress", 14) == 0 && (name[14] == '\n' || name[14] == 0))
+      if (n > 0 && strncmp (name, "buildvm.egress", 14) == 0
+          && (name[14] == '\n' || name[14] == 0))
         {
           snprintf (dev, size, "/dev/%s", de->d_name);
           found = 0;
@@ -314,7 +315,8 @@ send_pending (struct client *c)
 {
   while (c->pend_len > 0 && c->send_credit > 0)
     {
-      uint32_t k = (uint32_t) (c->pend_len < EGRESS_PAYLOAD_MAX ? c->pend_len : EGRESS_PAYLOAD_MAX);
+      uint32_t k = (uint32_t) (c->pend_len < EGRESS_PAYLOAD_MAX ? c->pend_len
+                                                                : EGRESS_PAYLOAD_MAX);
       if (k > c->send_credit)
         k = c->send_credit;
       if (!queue_frame (EGRESS_DATA, 0, c->id, c->pend, k))
@@ -395,13 +397,12 @@ handle_frame (unsigned type, unsigned flags, uint32_t id, const uint8_t *p, uint
       c->down_len += len;
       return true;
     case EGRESS_WINDOW:
-      if (c->st != C_OPEN || egress_proto_credit_grant (&c->send_credit, egress_proto_get32 (p)) < 0)
+      if (c->st != C_OPEN
+          || egress_proto_credit_grant (&c->send_credit, egress_proto_get32 (p)) < 0)
         return false;
       send_pending (c);
       return true;
-    case EGRESS_CLOSE:
-      c->host_closed = true;
-      return true;
+    case EGRESS_CLOSE: c->host_closed = true; return true;
     case EGRESS_RESET:
       if (c->st == C_WAIT)
         {
@@ -521,8 +522,7 @@ client_io (struct client *c, short rev)
     client_free (c);
 }
 
-static void __attribute__ ((noreturn))
-proxy_main (int lfd)
+static void __attribute__ ((noreturn)) proxy_main (int lfd)
 {
   static struct pollfd fds[PROXY_CLIENTS + 2];
   static int map[PROXY_CLIENTS + 2];
@@ -536,7 +536,8 @@ proxy_main (int lfd)
     {
       nfds_t nf = 0;
       bool room = out_len + EGRESS_FRAME_MAX <= sizeof out;
-      fds[nf++] = (struct pollfd){ chan, (short) ((room ? POLLIN : 0) | (out_len ? POLLOUT : 0)), 0 };
+      fds[nf++] = (struct pollfd){ chan, (short) ((room ? POLLIN : 0) | (out_len ? POLLOUT : 0)),
+                                   0 };
       fds[nf++] = (struct pollfd){ lfd, POLLIN, 0 };
       for (int i = 0; i < PROXY_CLIENTS; i++)
         {
@@ -588,8 +589,9 @@ proxy_main (int lfd)
                 ;
               if (i == PROXY_CLIENTS)
                 {
-                  static const char busy[] = "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n"
-                                             "Connection: close\r\n\r\n";
+                  static const char busy[]
+                      = "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n"
+                        "Connection: close\r\n\r\n";
                   if (write (cfd, busy, sizeof busy - 1) < 0)
                     {
                     }

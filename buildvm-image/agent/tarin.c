@@ -315,8 +315,7 @@ agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **c
             free (tmp);
           }
           data[size] = '\0';
-          if (hdr[156] == 'x'
-              && parse_pax (data, size, path, link, &pax_size, &have_pax_size) < 0)
+          if (hdr[156] == 'x' && parse_pax (data, size, path, link, &pax_size, &have_pax_size) < 0)
             {
               free (data);
               snprintf (msg, msgsz, "input: malformed pax header");
@@ -485,9 +484,7 @@ agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **c
                 goto fail;
               }
             break;
-          default:
-            close (pfd);
-            goto badtype;
+          default: close (pfd); goto badtype;
           }
         close (pfd);
       }

@@ -297,7 +297,8 @@ add_at (struct tar_out *t, int dfd, const char *leaf, const char *name, bool emi
             {
               close (sub);
               snprintf (msg, msgsz, "output: write `%.200s`: %s", name,
-                        t->overflow ? "the outputs exceed the output size limit" : strerror (errno));
+                        t->overflow ? "the outputs exceed the output size limit"
+                                    : strerror (errno));
               return -1;
             }
         }
@@ -454,8 +455,7 @@ tarout_add_tree (struct tar_out *t, const char *root, const char *rel, const cha
         {
           close (dfd);
           snprintf (msg, msgsz, "output: image directory `%.200s` %s", rel,
-                    missing ? "does not exist"
-                            : "is not a directory (symlinks are not followed)");
+                    missing ? "does not exist" : "is not a directory (symlinks are not followed)");
           return -1;
         }
     }

@@ -57,7 +57,6 @@ int cli_resolve_job (char key[JOB_KEY_MAX + 1], struct queue *q, const struct ru
 int cli_status_for (const bvm_error_t *err);
 
 
-
 #include <signal.h>
 
 /* Set by SIGINT/SIGTERM (installed by cli_install_cancel); library loops poll

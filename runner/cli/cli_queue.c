@@ -48,7 +48,7 @@ cli_parse_queue_opts (int argc, char **argv, const char *verb, const char **conf
  * (with a message printed) when the argument is invalid or ambiguous. */
 int
 cli_resolve_job (char key[JOB_KEY_MAX + 1], struct queue *q, const struct runner_config *cfg,
-             const char *arg, const char *verb)
+                 const char *arg, const char *verb)
 {
   const char *slash = strchr (arg, '/');
   char apps[8][JOB_APP_MAX + 1];
@@ -85,7 +85,7 @@ cli_resolve_job (char key[JOB_KEY_MAX + 1], struct queue *q, const struct runner
       bool seen_ = false;                                                                         \
       for (size_t j_ = 0; j_ < n_apps; j_++)                                                      \
         seen_ |= strcmp (apps[j_], (a)) == 0;                                                     \
-      if (!seen_ && n_apps < ARRAY_SIZE (apps) && job_app_id_problem (a) == NULL)                           \
+      if (!seen_ && n_apps < ARRAY_SIZE (apps) && job_app_id_problem (a) == NULL)                 \
         snprintf (apps[n_apps++], sizeof apps[0], "%s", (a));                                     \
     }                                                                                             \
   while (0)
@@ -94,12 +94,12 @@ cli_resolve_job (char key[JOB_KEY_MAX + 1], struct queue *q, const struct runner
     {
       json_object_foreach (list, k, v)
         json_array_foreach (v, i, e)
-        {
-          const char *id = json_string_value (json_object_get (e, "job"));
-          const char *app = json_string_value (json_object_get (e, "app"));
-          if (id && app && strcmp (id, arg) == 0)
-            ADD_APP (app);
-        }
+          {
+            const char *id = json_string_value (json_object_get (e, "job"));
+            const char *app = json_string_value (json_object_get (e, "app"));
+            if (id && app && strcmp (id, arg) == 0)
+              ADD_APP (app);
+          }
       json_decref (list);
     }
   else

@@ -82,8 +82,7 @@ print_plan (const json_t *plan)
 
   printf ("plan:\n");
   json_array_foreach (plan, i, d)
-    printf ("  %-5s  %-20s %s\n         %s\n",
-            json_string_value (json_object_get (d, "decision")),
+    printf ("  %-5s  %-20s %s\n         %s\n", json_string_value (json_object_get (d, "decision")),
             json_string_value (json_object_get (d, "action")),
             json_string_value (json_object_get (d, "resource")),
             json_string_value (json_object_get (d, "why")));
@@ -93,9 +92,12 @@ int
 cmd_dry_run (int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' }, { "app", required_argument, NULL, 'a' },
-    { "worktree", no_argument, NULL, 'w' },     { "out", required_argument, NULL, 'o' },
-    { "verbose", no_argument, NULL, 'v' },      { "help", no_argument, NULL, 'h' },
+    { "config", required_argument, NULL, 'c' },
+    { "app", required_argument, NULL, 'a' },
+    { "worktree", no_argument, NULL, 'w' },
+    { "out", required_argument, NULL, 'o' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   const char *config_path = NULL, *app_opt = NULL, *out_opt = "buildvm-out";
@@ -125,15 +127,15 @@ cmd_dry_run (int argc, char **argv)
   if (argc - optind > 1)
     return cli_usage ("dry-run", "at most one directory");
   if (realpath (optind < argc ? argv[optind] : ".", dir) == NULL)
-    return cli_usage ("dry-run", "`%s`: %s", optind < argc ? argv[optind] : ".",
-                      strerror (errno));
+    return cli_usage ("dry-run", "`%s`: %s", optind < argc ? argv[optind] : ".", strerror (errno));
   if (app_opt)
     snprintf (app, sizeof app, "%s", app_opt);
   else
     app_from_dir (app, sizeof app, dir);
   if (job_app_id_problem (app) != NULL)
-    return cli_usage ("dry-run", "`%s` is not a valid app id (^[a-z0-9][a-z0-9-]{0,62}$): "
-                                 "use --app",
+    return cli_usage ("dry-run",
+                      "`%s` is not a valid app id (^[a-z0-9][a-z0-9-]{0,62}$): "
+                      "use --app",
                       app);
   if (fs_mkdir_p (out_opt, 0755, &err) < 0 || realpath (out_opt, out_dir) == NULL)
     return cli_fail ("dry-run", &err, 1);
@@ -172,8 +174,8 @@ cmd_dry_run (int argc, char **argv)
 
   snprintf (stamp, sizeof stamp, "%lld", (long long) wall_s ());
   snprintf (id, sizeof id, "dry-run-%s-%s", app, stamp);
-  req = json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "app", app, "repo", dir,
-                   "commit", head, "ref", "refs/heads/dry-run", "trigger", "manual");
+  req = json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "app", app, "repo", dir, "commit",
+                   head, "ref", "refs/heads/dry-run", "trigger", "manual");
   req_text = json_dumps (req, 0);
   json_decref (req);
   if (req_text == NULL || job_parse (&job, req_text, strlen (req_text), &err) < 0)

@@ -13,19 +13,18 @@
 static void
 usage (FILE *out)
 {
-  fprintf (out,
-           "usage: buildvm enqueue [--config FILE] JOB.json\n"
-           "\n"
-           "Validate a deploy request and put it on the runner's queue (the `queue`\n"
-           "field of runner.json: `spool:/dir` or `redis://host:port/stream`). Prints\n"
-           "the job id. Enqueueing is idempotent per job id: when the id is already\n"
-           "queued, running or done, nothing is added, a note goes to stderr and the\n"
-           "exit status is still 0. A dead-lettered id may be enqueued again.\n"
-           "\n"
-           "  --config FILE   runner.json (default: built-in defaults)\n"
-           "\n"
-           "exit status: 0 enqueued (or already there), 2 usage error or invalid request,\n"
-           "1 the queue failed\n");
+  fprintf (out, "usage: buildvm enqueue [--config FILE] JOB.json\n"
+                "\n"
+                "Validate a deploy request and put it on the runner's queue (the `queue`\n"
+                "field of runner.json: `spool:/dir` or `redis://host:port/stream`). Prints\n"
+                "the job id. Enqueueing is idempotent per job id: when the id is already\n"
+                "queued, running or done, nothing is added, a note goes to stderr and the\n"
+                "exit status is still 0. A dead-lettered id may be enqueued again.\n"
+                "\n"
+                "  --config FILE   runner.json (default: built-in defaults)\n"
+                "\n"
+                "exit status: 0 enqueued (or already there), 2 usage error or invalid request,\n"
+                "1 the queue failed\n");
 }
 
 int
@@ -69,7 +68,7 @@ cmd_enqueue (int argc, char **argv)
     return cli_fail ("enqueue", &err, cli_status_for (&err) == 2 ? 2 : 1);
   printf ("%s\n", job->id);
   if (existing != QUEUE_STATE_NONE)
-    fprintf (stderr, "buildvm enqueue: job `%s` is already %s (%s): not enqueued again\n",
-             job->id, queue_state_name (existing), msg_id);
+    fprintf (stderr, "buildvm enqueue: job `%s` is already %s (%s): not enqueued again\n", job->id,
+             queue_state_name (existing), msg_id);
   return 0;
 }

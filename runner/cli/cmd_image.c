@@ -23,8 +23,8 @@ int
 cmd_image (int argc, char **argv)
 {
   static const struct option opts[] = { { "images", required_argument, NULL, 'i' },
-                                         { "help", no_argument, NULL, 'h' },
-                                         { NULL, 0, NULL, 0 } };
+                                        { "help", no_argument, NULL, 'h' },
+                                        { NULL, 0, NULL, 0 } };
   cleanup_free char *images = NULL;
   const char *sub, *profile = "minimal";
   struct vm_image *img = NULL;

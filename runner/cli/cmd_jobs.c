@@ -61,8 +61,7 @@ cmd_jobs (int argc, char **argv)
     return r == 1 ? 0 : r;
   if (optind != argc)
     return cli_usage ("jobs", "unexpected argument");
-  if (cli_open_queue (&q, &cfg, config_path, &err) < 0
-      || queue_list (&list, q, 0, &err) < 0)
+  if (cli_open_queue (&q, &cfg, config_path, &err) < 0 || queue_list (&list, q, 0, &err) < 0)
     {
       queue_close (q);
       config_free (cfg);

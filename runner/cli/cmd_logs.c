@@ -67,20 +67,11 @@ cmd_logs (int argc, char **argv)
   while ((c = getopt_long (argc, argv, "+fh", opts, NULL)) != -1)
     switch (c)
       {
-      case 'f':
-        follow = true;
-        break;
-      case 'L':
-        opt_dir = optarg;
-        break;
-      case 'c':
-        config_path = optarg;
-        break;
-      case 'h':
-        usage (stdout);
-        return 0;
-      default:
-        return cli_usage ("logs", "unknown option");
+      case 'f': follow = true; break;
+      case 'L': opt_dir = optarg; break;
+      case 'c': config_path = optarg; break;
+      case 'h': usage (stdout); return 0;
+      default: return cli_usage ("logs", "unknown option");
       }
   if (argc - optind != 1)
     return cli_usage ("logs", "expected exactly one JOB");

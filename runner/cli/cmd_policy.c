@@ -16,24 +16,23 @@
 static void
 usage (FILE *out)
 {
-  fprintf (out,
-           "usage: buildvm policy eval --policy FILE [--boundary FILE] [--job JOB.json]\n"
-           "                           --action ACTION --resource RESOURCE\n"
-           "                           [--context KEY=VALUE]...\n"
-           "       buildvm policy check FILE...\n"
-           "\n"
-           "eval   decide one request against a role policy (and a permission boundary)\n"
-           "       as the runner would; prints `allow` or `deny` on the first line and the\n"
-           "       deciding statement (or `implicit deny`) on the second. Exit status 0\n"
-           "       for either decision, 2 for a usage or policy error.\n"
-           "  --policy FILE      the role template, e.g. policies/build-role.json\n"
-           "  --boundary FILE    the permission boundary, e.g. policies/boundary.json\n"
-           "  --job JOB.json     a deploy request: its id, app, commit and ref give the\n"
-           "                     ${job:*} variables and the job:* context keys\n"
-           "  --action ACTION    e.g. registry:PushImage\n"
-           "  --resource RES     e.g. registry:apps/hello:latest\n"
-           "  --context K=V      an extra request context key (repeatable)\n"
-           "check  validate policy files: grammar, actions, resources, variables\n");
+  fprintf (out, "usage: buildvm policy eval --policy FILE [--boundary FILE] [--job JOB.json]\n"
+                "                           --action ACTION --resource RESOURCE\n"
+                "                           [--context KEY=VALUE]...\n"
+                "       buildvm policy check FILE...\n"
+                "\n"
+                "eval   decide one request against a role policy (and a permission boundary)\n"
+                "       as the runner would; prints `allow` or `deny` on the first line and the\n"
+                "       deciding statement (or `implicit deny`) on the second. Exit status 0\n"
+                "       for either decision, 2 for a usage or policy error.\n"
+                "  --policy FILE      the role template, e.g. policies/build-role.json\n"
+                "  --boundary FILE    the permission boundary, e.g. policies/boundary.json\n"
+                "  --job JOB.json     a deploy request: its id, app, commit and ref give the\n"
+                "                     ${job:*} variables and the job:* context keys\n"
+                "  --action ACTION    e.g. registry:PushImage\n"
+                "  --resource RES     e.g. registry:apps/hello:latest\n"
+                "  --context K=V      an extra request context key (repeatable)\n"
+                "check  validate policy files: grammar, actions, resources, variables\n");
 }
 
 /* The job's values for the policy variables. Kept small and separate so that

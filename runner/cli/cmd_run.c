@@ -15,26 +15,27 @@
 static void
 usage (FILE *out)
 {
-  fprintf (out,
-           "usage: buildvm run [--config FILE] [--verbose] [--json] JOB.json\n"
-           "\n"
-           "Run one deploy request (see docs/schemas.md): fetch the commit, build it in a\n"
-           "fresh VM, push the app's image and artifacts, and write the job record.\n"
-           "\n"
-           "  --config FILE  runner configuration (default: built-in defaults)\n"
-           "  -v, --verbose  echo the build's console to stderr as it runs\n"
-           "  --json         print the job record instead of a summary\n"
-           "\n"
-           "exit status: 0 success; 2 invalid request or spec; 3 denied by the job's\n"
-           "role; 4 the build failed; 5 timeout; 1 anything else.\n");
+  fprintf (out, "usage: buildvm run [--config FILE] [--verbose] [--json] JOB.json\n"
+                "\n"
+                "Run one deploy request (see docs/schemas.md): fetch the commit, build it in a\n"
+                "fresh VM, push the app's image and artifacts, and write the job record.\n"
+                "\n"
+                "  --config FILE  runner configuration (default: built-in defaults)\n"
+                "  -v, --verbose  echo the build's console to stderr as it runs\n"
+                "  --json         print the job record instead of a summary\n"
+                "\n"
+                "exit status: 0 success; 2 invalid request or spec; 3 denied by the job's\n"
+                "role; 4 the build failed; 5 timeout; 1 anything else.\n");
 }
 
 int
 cmd_run (int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' }, { "verbose", no_argument, NULL, 'v' },
-    { "json", no_argument, NULL, 'j' },         { "help", no_argument, NULL, 'h' },
+    { "config", required_argument, NULL, 'c' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   const char *config_path = NULL;

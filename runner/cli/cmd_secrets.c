@@ -121,7 +121,8 @@ read_value (struct value *v, bool *from_tty, const char *app, const char *name, 
     }
   if (ret == 0 && v->len > SECRETS_VALUE_MAX)
     ret = bvm_error_code (err, BVM_E_LIMIT, 0,
-                          "the value on standard input is larger than %d bytes", SECRETS_VALUE_MAX);
+                          "the value on standard input is larger than %d bytes",
+                          SECRETS_VALUE_MAX);
   if (ret == 0 && v->len == 0)
     ret = bvm_error_code (err, BVM_E_INVALID, 0, "the value on standard input is empty");
   return ret;
@@ -158,8 +159,9 @@ do_set (struct secrets *s, const char *app, const char *name, bool strip)
     fprintf (stderr, "buildvm secrets: warning: the value ends with a newline, which is stored "
                      "too (use `printf %%s` or --strip-newline)\n");
   if (ret == 0 && v.len < REDACT_MIN_LEN)
-    fprintf (stderr, "buildvm secrets: warning: values shorter than %d bytes are not masked in "
-                     "build logs\n",
+    fprintf (stderr,
+             "buildvm secrets: warning: values shorter than %d bytes are not masked in "
+             "build logs\n",
              REDACT_MIN_LEN);
   value_dispose (&v);
   if (ret < 0)
@@ -279,16 +281,19 @@ int
 cmd_secrets (int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' }, { "strip-newline", no_argument, NULL, 's' },
-    { "json", no_argument, NULL, 'j' },         { "help", no_argument, NULL, 'h' },
+    { "config", required_argument, NULL, 'c' },
+    { "strip-newline", no_argument, NULL, 's' },
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   static const struct
   {
     const char *name;
     int args;
-  } subs[] = { { "set", 2 }, { "list", 1 }, { "rm", 2 }, { "init-master-key", 0 },
-               { "rotate-master-key", 0 } };
+  } subs[] = {
+    { "set", 2 }, { "list", 1 }, { "rm", 2 }, { "init-master-key", 0 }, { "rotate-master-key", 0 }
+  };
   cleanup_config struct runner_config *c = NULL;
   cleanup_secrets struct secrets *s = NULL;
   cleanup_error bvm_error_t err = NULL;

@@ -54,9 +54,9 @@ int
 cmd_serve (int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' },      { "concurrency", required_argument, NULL, 'n' },
-    { "metrics", required_argument, NULL, 'm' },     { "name", required_argument, NULL, 'N' },
-    { "help", no_argument, NULL, 'h' },              { NULL, 0, NULL, 0 },
+    { "config", required_argument, NULL, 'c' },  { "concurrency", required_argument, NULL, 'n' },
+    { "metrics", required_argument, NULL, 'm' }, { "name", required_argument, NULL, 'N' },
+    { "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
   };
   const char *config_path = NULL;
   struct serve_opts so = { 0 };

@@ -90,4 +90,3 @@ cmd_status (int argc, char **argv)
   config_free (cfg);
   return 0;
 }
-

@@ -76,14 +76,21 @@ static int
 vm_run_main (int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "rootfs", required_argument, NULL, 'r' }, { "timeout", required_argument, NULL, 't' },
-    { "memory", required_argument, NULL, 'm' }, { "vcpus", required_argument, NULL, 'c' },
-    { "disk", required_argument, NULL, 'd' },   { "accel", required_argument, NULL, 'a' },
-    { "images", required_argument, NULL, 'i' }, { "work-dir", required_argument, NULL, 'w' },
-    { "qemu", required_argument, NULL, 'q' },   { "verbose", no_argument, NULL, 'v' },
-    { "log-max", required_argument, NULL, 'l' }, { "boot-timeout", required_argument, NULL, 'b' },
+    { "rootfs", required_argument, NULL, 'r' },
+    { "timeout", required_argument, NULL, 't' },
+    { "memory", required_argument, NULL, 'm' },
+    { "vcpus", required_argument, NULL, 'c' },
+    { "disk", required_argument, NULL, 'd' },
+    { "accel", required_argument, NULL, 'a' },
+    { "images", required_argument, NULL, 'i' },
+    { "work-dir", required_argument, NULL, 'w' },
+    { "qemu", required_argument, NULL, 'q' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "log-max", required_argument, NULL, 'l' },
+    { "boot-timeout", required_argument, NULL, 'b' },
     { "config", required_argument, NULL, 'C' },
-    { "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
   };
   const char *profile = "minimal", *images_opt = NULL, *qemu = NULL, *work_opt = NULL;
   const char *config_path = NULL;

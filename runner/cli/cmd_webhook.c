@@ -26,25 +26,24 @@
 static void
 usage (FILE *out)
 {
-  fprintf (out,
-           "usage: buildvm webhook [--config FILE] [--listen ADDR:PORT]\n"
-           "\n"
-           "Receive git push webhooks (GitHub, Gitea, Forgejo, GitLab) and put a deploy\n"
-           "request on the runner's queue for each authentic push to a branch that the\n"
-           "`apps` table of runner.json deploys. Endpoints:\n"
-           "\n"
-           "  POST " WEBHOOK_PATH "   a push event: 202 with the job id when enqueued\n"
-           "  GET  " WEBHOOK_HEALTH_PATH "   200 while the server runs\n"
-           "\n"
-           "  --config FILE       runner.json (its `webhook`, `apps` and `queue` sections)\n"
-           "  --listen ADDR:PORT  `IPv4:PORT` or `[IPv6]:PORT` (default: `webhook.listen`,\n"
-           "                      127.0.0.1:8585); put TLS in a reverse proxy in front\n"
-           "\n"
-           "Runs until SIGTERM or SIGINT. One log line per request on stderr.\n"
-           "See docs/webhooks.md.\n"
-           "\n"
-           "exit status: 0 stopped by a signal, 2 usage error or invalid config,\n"
-           "1 the server could not start\n");
+  fprintf (out, "usage: buildvm webhook [--config FILE] [--listen ADDR:PORT]\n"
+                "\n"
+                "Receive git push webhooks (GitHub, Gitea, Forgejo, GitLab) and put a deploy\n"
+                "request on the runner's queue for each authentic push to a branch that the\n"
+                "`apps` table of runner.json deploys. Endpoints:\n"
+                "\n"
+                "  POST " WEBHOOK_PATH "   a push event: 202 with the job id when enqueued\n"
+                "  GET  " WEBHOOK_HEALTH_PATH "   200 while the server runs\n"
+                "\n"
+                "  --config FILE       runner.json (its `webhook`, `apps` and `queue` sections)\n"
+                "  --listen ADDR:PORT  `IPv4:PORT` or `[IPv6]:PORT` (default: `webhook.listen`,\n"
+                "                      127.0.0.1:8585); put TLS in a reverse proxy in front\n"
+                "\n"
+                "Runs until SIGTERM or SIGINT. One log line per request on stderr.\n"
+                "See docs/webhooks.md.\n"
+                "\n"
+                "exit status: 0 stopped by a signal, 2 usage error or invalid config,\n"
+                "1 the server could not start\n");
 }
 
 int
@@ -91,7 +90,8 @@ cmd_webhook (int argc, char **argv)
     return cli_fail ("webhook", &err, 2);
 
   /* the replay store lives with the runner's state, private to us */
-  if (asprintf (&dir, "%s/webhook", cfg->state_dir) < 0 || asprintf (&store, "%s/deliveries", dir) < 0)
+  if (asprintf (&dir, "%s/webhook", cfg->state_dir) < 0
+      || asprintf (&store, "%s/deliveries", dir) < 0)
     {
       dir = store = NULL;
       bvm_error (&err, ENOMEM, "webhook");

@@ -80,16 +80,11 @@ cli_status_for (const bvm_error_t *err)
   switch (bvm_error_get_code (err))
     {
     case BVM_E_USAGE:
-    case BVM_E_INVALID:
-      return 2;
-    case BVM_E_DENIED:
-      return 3;
-    case BVM_E_BUILD:
-      return 4;
-    case BVM_E_TIMEOUT:
-      return 5;
-    default:
-      return 1;
+    case BVM_E_INVALID: return 2;
+    case BVM_E_DENIED: return 3;
+    case BVM_E_BUILD: return 4;
+    case BVM_E_TIMEOUT: return 5;
+    default: return 1;
     }
 }
 

@@ -20,7 +20,10 @@ struct buf
 
 /* The cap must be set, and is never widened later: a zero cap is a bug
  * (buf_init asserts it). */
-#define BUF_INIT(max_) { NULL, 0, 0, (max_) }
+#define BUF_INIT(max_)                                                                            \
+  {                                                                                               \
+    NULL, 0, 0, (max_)                                                                            \
+  }
 
 void buf_init (struct buf *b, size_t max);
 /* Hand `src`'s contents and cap over to `dst` (disposed first); `src` is left

@@ -183,7 +183,8 @@ registry_url_problem (const char *s)
 static const char *
 command_name_problem (const char *s)
 {
-  static const char why[] = "must be a program name ([A-Za-z0-9._+-]{1,64}, not starting with `-`)";
+  static const char why[]
+      = "must be a program name ([A-Za-z0-9._+-]{1,64}, not starting with `-`)";
   size_t n = strlen (s);
   if (n == 0 || n > 64 || s[0] == '-')
     return why;
@@ -306,8 +307,9 @@ tmpl_result_problem (const char *s, enum tmpl_kind kind)
  * grammar allows but a repository component does not; it is caught at
  * expansion time (config_expand_destination). */
 #define X63 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-#define X128 "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" \
-             "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define X128                                                                                      \
+  "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"                              \
+  "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 static const char *const samples[][T_COUNT] = {
   { "a", "0123456789abcdef0123456789abcdef01234567", "0123456789ab", "A", "A" },
   { "0", "ffffffffffffffffffffffffffffffffffffffff", "ffffffffffff", "_x", "0" },
@@ -351,8 +353,8 @@ tmpl_check (const char *tmpl, enum tmpl_kind kind, bool need_placeholder, const 
           return bad (err, what, field,
                       "`%s` can expand to `%s`, which is not a valid %s name (see "
                       "docs/schemas.md for what each placeholder may contain)",
-                      job__show (shown, sizeof shown, tmpl), job__show (ex, sizeof ex, buf_cstr (&b)),
-                      kname);
+                      job__show (shown, sizeof shown, tmpl),
+                      job__show (ex, sizeof ex, buf_cstr (&b)), kname);
         }
     }
   return 0;
@@ -387,8 +389,7 @@ tmpl_apply (char **out, const char *tmpl, enum tmpl_kind kind, const char *field
   if (b.len > 255 || tmpl_result_problem (buf_cstr (&b), kind) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "`%s` gives `%s` for app `%s`, which is not a valid %s name", field,
-                           buf_cstr (&b), j->app,
-                           kind == TMPL_REPOSITORY ? "repository" : "tag");
+                           buf_cstr (&b), j->app, kind == TMPL_REPOSITORY ? "repository" : "tag");
   *out = buf_steal (&b);
   return 0;
 }
@@ -501,7 +502,7 @@ config_free (struct runner_config *c)
 
 struct loader
 {
-  const char *what; /* "`/path`" or "built-in defaults" */
+  const char *what;  /* "`/path`" or "built-in defaults" */
   const json_t *doc; /* an empty object for defaults only */
 };
 
@@ -513,8 +514,8 @@ wrapped (int ret, const struct loader *L, bvm_error_t *err)
 
 /* An optional sub-object with only the listed keys; *out NULL if absent. */
 static int
-get_section (const json_t **out, const struct loader *L, const char *key,
-             const char *const *keys, bvm_error_t *err)
+get_section (const json_t **out, const struct loader *L, const char *key, const char *const *keys,
+             bvm_error_t *err)
 {
   json_t *o = NULL;
   int ret = jsonx_get_typed (&o, L->doc, key, JSON_OBJECT, false, "", err);
@@ -637,8 +638,9 @@ load_artifacts_and_queue (struct runner_config *c, const struct loader *L, bvm_e
 static int
 load_registry (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 {
-  static const char *const keys[] = { "url", "credentials", "repository", "tag", "extra_tags",
-                                      NULL };
+  static const char *const keys[] = {
+    "url", "credentials", "repository", "tag", "extra_tags", NULL
+  };
   const json_t *o = NULL;
   json_t *cred;
   const char *why;
@@ -735,8 +737,8 @@ load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *er
     }
   else if ((ret = get_path (&c->images.dir, L, o, "images", "dir", NULL, err)) < 0)
     return ret;
-  ret = get_string (&c->images.default_profile, L, o, "images", "default_profile",
-                    DEFAULT_PROFILE, 4096, err);
+  ret = get_string (&c->images.default_profile, L, o, "images", "default_profile", DEFAULT_PROFILE,
+                    4096, err);
   if (ret < 0)
     return ret;
   if (image_profile_problem (c->images.default_profile) != NULL)
@@ -808,8 +810,14 @@ load_u64_section (void *base, const struct loader *L, const char *section,
   return ret;
 }
 
-#define LIM(k, min, max, def) { #k, offsetof (struct config_limits, k), (min), (max), (def) }
-#define DEF(k, min, max, def) { #k, offsetof (struct config_defaults, k), (min), (max), (def) }
+#define LIM(k, min, max, def)                                                                     \
+  {                                                                                               \
+#k, offsetof(struct config_limits, k), (min), (max), (def)                                    \
+  }
+#define DEF(k, min, max, def)                                                                     \
+  {                                                                                               \
+#k, offsetof(struct config_defaults, k), (min), (max), (def)                                  \
+  }
 
 static int
 load_limits (struct runner_config *c, const struct loader *L, bvm_error_t *err)
@@ -842,10 +850,10 @@ load_limits (struct runner_config *c, const struct loader *L, bvm_error_t *err)
     ret = load_u64_section (&c->defaults, L, "defaults", defaults, ARRAY_SIZE (defaults), err);
   if (ret < 0)
     return ret;
-  /* a default above its limit would make every spec without resources fail */
+    /* a default above its limit would make every spec without resources fail */
 #define CHECK(dk, lk)                                                                             \
   if (d->dk > l->lk)                                                                              \
-    return bad (err, L->what, "defaults." #dk, "is %llu, above `limits." #lk "` (%llu)",           \
+    return bad (err, L->what, "defaults." #dk, "is %llu, above `limits." #lk "` (%llu)",          \
                 (unsigned long long) d->dk, (unsigned long long) l->lk);
   CHECK (vcpus, max_vcpus);
   CHECK (memory_mib, max_memory_mib);
@@ -907,7 +915,10 @@ load_secrets (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 static int
 load_webhook (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 {
-#define WH(k, min, max, def) { #k, offsetof (struct config_webhook, k), (min), (max), (def) }
+#define WH(k, min, max, def)                                                                      \
+  {                                                                                               \
+#k, offsetof(struct config_webhook, k), (min), (max), (def)                                   \
+  }
   static const struct u64_field fields[] = {
     WH (max_body_bytes, 1024, UINT64_C (64) << 20, UINT64_C (1) << 20),
     WH (max_connections, 1, 1024, 32),
@@ -948,8 +959,8 @@ load_webhook (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 static int
 check_app_repo (const char *repo, const struct loader *L, const char *field, bvm_error_t *err)
 {
-  cleanup_json json_t *doc = json_pack ("{s:s, s:s, s:s, s:s, s:s}", "id", "x", "app", "x",
-                                        "repo", repo, "commit", APP_SAMPLE_COMMIT, "ref",
+  cleanup_json json_t *doc = json_pack ("{s:s, s:s, s:s, s:s, s:s}", "id", "x", "app", "x", "repo",
+                                        repo, "commit", APP_SAMPLE_COMMIT, "ref",
                                         "refs/heads/main");
   cleanup_free char *text = doc ? json_dumps (doc, JSON_COMPACT) : NULL;
   cleanup_job struct job_request *j = NULL;
@@ -1125,13 +1136,17 @@ config_job_seconds (const struct runner_config *c)
   return c->limits.max_checkout_seconds + c->vm.boot_timeout + c->limits.max_build_seconds + 3600;
 }
 
-#define SRV(k, min, max, def) { #k, offsetof (struct config_serve, k), (min), (max), (def) }
+#define SRV(k, min, max, def)                                                                     \
+  {                                                                                               \
+#k, offsetof(struct config_serve, k), (min), (max), (def)                                     \
+  }
 
 static int
 load_serve (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 {
-  static const char *const keys[] = { "name",          "concurrency",   "lease_seconds",
-                                      "max_attempts",  "grace_seconds", "job_seconds",
+  static const char *const keys[] = { "name",          "concurrency",
+                                      "lease_seconds", "max_attempts",
+                                      "grace_seconds", "job_seconds",
                                       "metrics",       NULL };
   static const struct u64_field fields[] = {
     SRV (concurrency, 0, 1024, 0),
@@ -1156,7 +1171,8 @@ load_serve (struct runner_config *c, const struct loader *L, bvm_error_t *err)
     }
   if (ret < 0)
     return ret;
-  if (o != NULL && json_object_get (o, "name") != NULL && !json_is_null (json_object_get (o, "name")))
+  if (o != NULL && json_object_get (o, "name") != NULL
+      && !json_is_null (json_object_get (o, "name")))
     {
       ret = wrapped (jsonx_get_str (&s, o, "name", true, 128, "serve", err), L, err);
       if (ret < 0)
@@ -1231,8 +1247,7 @@ load_jail (struct runner_config *c, const struct loader *L, bvm_error_t *err)
                     "first + count - 1 below 4294967295",
                     (unsigned) JAIL_UID_COUNT_MAX);
       if (first <= 65535 && first + count - 1 >= 65534)
-        return bad (err, L->what, "jail.uid_range",
-                    "must not contain 65534 (`nobody`) or 65535");
+        return bad (err, L->what, "jail.uid_range", "must not contain 65534 (`nobody`) or 65535");
       c->jail.uid_first = (uint32_t) first;
       c->jail.uid_count = (uint32_t) count;
     }
@@ -1246,18 +1261,16 @@ static json_t *
 jail_to_json (const struct jail_settings *j)
 {
   return json_pack ("{s:s, s:[I, I], s:s}", "enabled", jail_mode_name (j->mode), "uid_range",
-                    (json_int_t) j->uid_first, (json_int_t) j->uid_count, "lock_dir",
-                    j->lock_dir);
+                    (json_int_t) j->uid_first, (json_int_t) j->uid_count, "lock_dir", j->lock_dir);
 }
 
 int
 config_load (struct runner_config **out, const char *path, bvm_error_t *err)
 {
-  static const char *const keys[] = { "home",      "work_dir", "log_dir", "cache_dir",
-                                      "state_dir", "artifacts", "registry", "images",
-                                      "vm",        "limits",   "defaults", "policies",
-                                      "queue",     "secrets",  "serve",   "jail",
-                                      "webhook",   "apps",     "egress", NULL };
+  static const char *const keys[] = { "home",      "work_dir", "log_dir", "cache_dir", "state_dir",
+                                      "artifacts", "registry", "images",  "vm",        "limits",
+                                      "defaults",  "policies", "queue",   "secrets",   "serve",
+                                      "jail",      "webhook",  "apps",    "egress",    NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
   cleanup_free char *what = NULL;
@@ -1376,12 +1389,11 @@ webhook_apps_to_json (json_t *o, const struct runner_config *c)
   for (size_t i = 0; r == 0 && i < c->n_apps; i++)
     {
       const struct config_app *a = &c->apps[i];
-      r |= json_array_append_new (apps, json_pack ("{s:s, s:s, s:o, s:o, s:s}", "app", a->app,
-                                                   "repo", a->repo, "match",
-                                                   strv_to_json (a->match, a->n_match),
-                                                   "branches",
-                                                   strv_to_json (a->branches, a->n_branches),
-                                                   "secret_file", a->secret_file));
+      r |= json_array_append_new (apps,
+                                  json_pack ("{s:s, s:s, s:o, s:o, s:s}", "app", a->app, "repo",
+                                             a->repo, "match", strv_to_json (a->match, a->n_match),
+                                             "branches", strv_to_json (a->branches, a->n_branches),
+                                             "secret_file", a->secret_file));
     }
   return r != 0 ? -1 : 0;
 }
@@ -1460,7 +1472,8 @@ config_to_json (const struct runner_config *c)
   r |= set_s (pol, "boundary", c->policies.boundary);
   r |= set_s (sec, "dir", c->secrets.dir);
   r |= set_s (sec, "master_key", c->secrets.master_key);
-  r |= json_object_set_new (srv, "name", c->serve.name ? json_string (c->serve.name) : json_null ());
+  r |= json_object_set_new (srv, "name",
+                            c->serve.name ? json_string (c->serve.name) : json_null ());
   r |= set_u (srv, "concurrency", c->serve.concurrency);
   r |= set_u (srv, "lease_seconds", c->serve.lease_seconds);
   r |= set_u (srv, "max_attempts", c->serve.max_attempts);

@@ -74,7 +74,7 @@ struct config_limits
   uint64_t max_source_entries;
   uint64_t max_checkout_seconds;  /* the checkout phase: lock wait, fetch, export */
   uint64_t max_worker_memory_mib; /* RLIMIT_DATA of the process running a job; 0: none */
-  uint64_t max_artifacts; /* per job, counted while the outputs are read */
+  uint64_t max_artifacts;         /* per job, counted while the outputs are read */
 };
 
 /* What a job gets when its spec does not say; never above the limits. */
@@ -129,7 +129,7 @@ struct runner_config
   struct config_secrets secrets;
   struct config_serve serve;
   struct jail_settings jail; /* `jail` (jail.h, docs/security.md); lock_dir is malloc'd */
-  char *queue; /* as written, validated */
+  char *queue;               /* as written, validated */
   enum config_queue_kind queue_kind;
   struct config_webhook webhook;
   struct config_app *apps;

@@ -100,8 +100,8 @@ egress_settings_dispose (struct egress_settings *s)
 }
 
 static int
-load_strv (char ***out, size_t *n, const json_t *obj, const char *key, size_t maxn,
-           size_t maxlen, bvm_error_t *err)
+load_strv (char ***out, size_t *n, const json_t *obj, const char *key, size_t maxn, size_t maxlen,
+           bvm_error_t *err)
 {
   cleanup_free const char **v = NULL;
   char **copy;
@@ -132,8 +132,9 @@ egress_settings_load (struct egress_settings *out, const json_t *obj, const char
                       bvm_error_t *err)
 {
   static const char *const keys[] = { "mode", "allow", "allow_addresses", "limits", NULL };
-  static const char *const lkeys[] = { "connections",  "connects_per_minute", "bytes_out",
-                                       "bytes_in",     "idle_seconds",        "connection_seconds",
+  static const char *const lkeys[] = { "connections",     "connects_per_minute",
+                                       "bytes_out",       "bytes_in",
+                                       "idle_seconds",    "connection_seconds",
                                        "connect_seconds", NULL };
   struct egress_settings s = { 0 };
   const char *mode = "enforce";
@@ -351,8 +352,7 @@ struct egress
   char error[512];
 };
 
-static void
-elog (struct egress *e, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+static void elog (struct egress *e, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
 
 static void
 elog (struct egress *e, const char *fmt, ...)
@@ -879,12 +879,8 @@ handle_frame (struct egress *e, const struct egress_frame *f)
           return -1;
         }
       return 0;
-    case EGRESS_CLOSE:
-      s->guest_closed = true;
-      return 0;
-    case EGRESS_RESET:
-      stream_end (e, s, "reset by the guest");
-      return 0;
+    case EGRESS_CLOSE: s->guest_closed = true; return 0;
+    case EGRESS_RESET: stream_end (e, s, "reset by the guest"); return 0;
     }
   return 0;
 }
@@ -1289,18 +1285,18 @@ egress_record (const struct egress *e)
   json_t *v;
 
   json_object_foreach (e->allowlist, k, v)
-  {
-    (void) v;
-    json_array_append_new (allow, json_string (k));
-  }
+    {
+      (void) v;
+      json_array_append_new (allow, json_string (k));
+    }
   return json_pack ("{s:s, s:O, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s?, s:o}", "mode",
-                    e->o.settings->mode == EGRESS_MODE_AUDIT ? "audit" : "enforce",
-                    "connections", e->conns, "allowed", (json_int_t) e->n_allowed, "denied",
+                    e->o.settings->mode == EGRESS_MODE_AUDIT ? "audit" : "enforce", "connections",
+                    e->conns, "allowed", (json_int_t) e->n_allowed, "denied",
                     (json_int_t) e->n_denied, "audited", (json_int_t) e->n_audited,
                     "connections_not_recorded", (json_int_t) e->n_dropped_records, "bytes_out",
                     (json_int_t) e->bytes_out, "bytes_in", (json_int_t) e->bytes_in, "cpu_ms",
-                    (json_int_t) e->cpu_ms, "error",
-                    e->error[0] ? e->error : NULL, "allowlist", allow);
+                    (json_int_t) e->cpu_ms, "error", e->error[0] ? e->error : NULL, "allowlist",
+                    allow);
 }
 
 uint64_t

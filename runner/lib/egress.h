@@ -37,9 +37,9 @@ struct policy;
 struct policy_vars;
 struct role;
 
-#define EGRESS_RULES_MAX 100     /* host rules, config and app together */
-#define EGRESS_RULE_MAX 300      /* one "host:port" rule */
-#define EGRESS_RECORDS_MAX 1000  /* connections kept in the job record */
+#define EGRESS_RULES_MAX 100    /* host rules, config and app together */
+#define EGRESS_RULE_MAX 300     /* one "host:port" rule */
+#define EGRESS_RECORDS_MAX 1000 /* connections kept in the job record */
 
 enum egress_mode
 {
@@ -87,8 +87,8 @@ const char *egress_rule_problem (const char *rule);
  * `EgressRules` allowing net:Connect on net:<rule> for every rule, all
  * capped by `boundary` (role_mint). With no rules it is role_mint itself. */
 int egress_role_mint (struct role **out, const struct policy *tmpl, const struct policy *boundary,
-                      const struct policy_vars *vars, int64_t expires_at,
-                      const char *const *rules, size_t n_rules, bvm_error_t *err);
+                      const struct policy_vars *vars, int64_t expires_at, const char *const *rules,
+                      size_t n_rules, bvm_error_t *err);
 
 /* Called from the broker's thread with one line for the job log (no
  * newline); the caller serializes it with its own logging. */

@@ -43,16 +43,16 @@ struct egress_frame
 
 struct egress_frame_parser
 {
-  int from;        /* EGRESS_FROM_GUEST: we are the runner */
-  bool hello_seen; /* the peer's first frame was its HELLO */
+  int from;           /* EGRESS_FROM_GUEST: we are the runner */
+  bool hello_seen;    /* the peer's first frame was its HELLO */
   const char *failed; /* the sticky protocol error, or NULL */
   uint8_t hdr[EGRESS_HEADER_LEN];
   size_t hdr_have;
-  uint32_t len;       /* the payload length of the frame being read */
-  uint8_t *payload;   /* EGRESS_PAYLOAD_MAX bytes */
+  uint32_t len;     /* the payload length of the frame being read */
+  uint8_t *payload; /* EGRESS_PAYLOAD_MAX bytes */
   size_t payload_have;
-  uint64_t frames;    /* frames returned */
-  uint64_t offset;    /* bytes consumed: where an error happened */
+  uint64_t frames; /* frames returned */
+  uint64_t offset; /* bytes consumed: where an error happened */
 };
 
 /* `from`: who sends the bytes this parser reads (EGRESS_FROM_GUEST on the
@@ -72,8 +72,7 @@ int egress_frame_feed (struct egress_frame_parser *p, const uint8_t *data, size_
  * written (EGRESS_HEADER_LEN + len) or BVM_E_INTERNAL when the frame would
  * break a rule or does not fit: the runner never sends what the agent must
  * refuse. */
-int egress_frame_encode (uint8_t *out, size_t size, unsigned type, unsigned flags,
-                         uint32_t stream, const void *payload, uint32_t len, int from,
-                         bvm_error_t *err);
+int egress_frame_encode (uint8_t *out, size_t size, unsigned type, unsigned flags, uint32_t stream,
+                         const void *payload, uint32_t len, int from, bvm_error_t *err);
 
 #endif

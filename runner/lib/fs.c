@@ -68,7 +68,8 @@ fs_read_fd (char **out, size_t *len, int fd, size_t max, const char *what, bvm_e
           if (alloc - 1 > max)
             {
               free (data);
-              return bvm_error_code (err, BVM_E_LIMIT, 0, "%s is larger than %zu bytes", what, max);
+              return bvm_error_code (err, BVM_E_LIMIT, 0, "%s is larger than %zu bytes", what,
+                                     max);
             }
           nd = realloc (data, na);
           if (nd == NULL)
@@ -373,8 +374,7 @@ fs_check_private (const char *path, bvm_error_t *err)
 }
 
 int
-fs_check_private_fd (struct stat *st, int fd, const char *path, const char *what,
-                     bvm_error_t *err)
+fs_check_private_fd (struct stat *st, int fd, const char *path, const char *what, bvm_error_t *err)
 {
   if (fstat (fd, st) < 0)
     return bvm_error (err, errno, "stat `%s`", path);

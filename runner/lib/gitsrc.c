@@ -40,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ESC_MAX 256     /* bytes of escaped untrusted text in one message */
+#define ESC_MAX 256 /* bytes of escaped untrusted text in one message */
 #define GITSRC_MAX_REF 1024
 #define CHUNK (1 << 20) /* deadline checks between chunks of file data */
 
@@ -85,7 +85,8 @@ git_fail (bvm_error_t *err, int code, const char *fmt, ...)
    * a limit of this job, which would be hit again - never retried. */
   if (ge != NULL && ge->klass == GIT_ERROR_NOMEMORY)
     return bvm_error_code (err, BVM_E_LIMIT, 0, "%s: out of memory", ctx ? ctx : "libgit2");
-  return bvm_error_code (err, code, 0, "%s: %s", ctx ? ctx : "libgit2", esc (e, gmsg, strlen (gmsg)));
+  return bvm_error_code (err, code, 0, "%s: %s", ctx ? ctx : "libgit2",
+                         esc (e, gmsg, strlen (gmsg)));
 }
 
 /* --- one-time libgit2 setup ---------------------------------------------- */
@@ -247,7 +248,8 @@ check_url (enum url_kind *kind, const char **local_path, const char *url, bvm_er
     {
       if (url[7] != '/')
         return bvm_error_code (err, BVM_E_INVALID, 0,
-                               "repository URL `%s` must be file:///absolute/path", esc (e, url, n));
+                               "repository URL `%s` must be file:///absolute/path",
+                               esc (e, url, n));
       *local_path = url + 7;
     }
   else if (url[0] == '/')
@@ -436,7 +438,8 @@ gitsrc_check_component (const char *name, size_t len, bool symlink, bvm_error_t 
     return bvm_error_code (err, BVM_E_INVALID, 0, "name `%s` contains a NUL byte",
                            esc (e, name, len));
   if (memchr (name, '/', len) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "name `%s` contains a slash", esc (e, name, len));
+    return bvm_error_code (err, BVM_E_INVALID, 0, "name `%s` contains a slash",
+                           esc (e, name, len));
   if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
     return bvm_error_code (err, BVM_E_INVALID, 0, "name `%s` is not allowed", esc (e, name, len));
   /* A `.git` anywhere in the source would be a repository the guest's git
@@ -461,8 +464,8 @@ struct exporter
   struct gitsrc_stats *st;
   uint64_t visited; /* entries seen, written or skipped: the entry cap */
   int64_t mtime;
-  char *path;       /* the archive path being written: prefix + relative path */
-  size_t plen;      /* length of the prefix */
+  char *path;  /* the archive path being written: prefix + relative path */
+  size_t plen; /* length of the prefix */
 };
 
 static int
@@ -480,7 +483,8 @@ static int
 ex_visit (struct exporter *ex, bvm_error_t *err)
 {
   if (ex->visited >= ex->lim->max_entries)
-    return bvm_error_code (err, BVM_E_LIMIT, 0, "the source tree has more than %" PRIu64 " entries",
+    return bvm_error_code (err, BVM_E_LIMIT, 0,
+                           "the source tree has more than %" PRIu64 " entries",
                            ex->lim->max_entries);
   ex->visited++;
   return ex_deadline (ex, err);
@@ -558,7 +562,8 @@ ex_account (struct exporter *ex, size_t pathlen, uint64_t size, bvm_error_t *err
   char e[ESC_MAX + 8];
 
   if (size > ex->lim->max_file_bytes)
-    return bvm_error_code (err, BVM_E_LIMIT, 0, "`%s` is %" PRIu64 " bytes, over the %" PRIu64
+    return bvm_error_code (err, BVM_E_LIMIT, 0,
+                           "`%s` is %" PRIu64 " bytes, over the %" PRIu64
                            " bytes allowed for one file",
                            esc (e, ex->path, pathlen), size, ex->lim->max_file_bytes);
   if (size > ex->lim->max_bytes || ex->st->bytes > ex->lim->max_bytes - size)
@@ -570,8 +575,7 @@ ex_account (struct exporter *ex, size_t pathlen, uint64_t size, bvm_error_t *err
 }
 
 static int
-ex_symlink (struct exporter *ex, size_t pathlen, const char *target, size_t tlen,
-            bvm_error_t *err)
+ex_symlink (struct exporter *ex, size_t pathlen, const char *target, size_t tlen, bvm_error_t *err)
 {
   char e[ESC_MAX + 8];
 
@@ -779,7 +783,7 @@ export_tree (struct exporter *ex, git_repository *repo, git_tree *root, bvm_erro
       bvm_error (err, ENOMEM, "calloc");
       goto cleanup;
     }
-  stack[depth++] = (struct frame) { root, 0, ex->plen }; /* the caller frees root */
+  stack[depth++] = (struct frame){ root, 0, ex->plen }; /* the caller frees root */
 
   while (depth > 0)
     {
@@ -854,7 +858,7 @@ export_tree (struct exporter *ex, git_repository *repo, git_tree *root, bvm_erro
               }
             ex->path[at + nlen] = '/';
             ex->path[at + nlen + 1] = '\0';
-            stack[depth++] = (struct frame) { sub, 0, at + nlen + 1 };
+            stack[depth++] = (struct frame){ sub, 0, at + nlen + 1 };
             break;
           }
         case GIT_FILEMODE_BLOB:
@@ -871,7 +875,8 @@ export_tree (struct exporter *ex, git_repository *repo, git_tree *root, bvm_erro
           break;
         default:
           bvm_error_code (err, BVM_E_INVALID, 0, "`%s` has unsupported mode %06o",
-                          esc (e, ex->path, at + nlen), (unsigned) git_tree_entry_filemode_raw (te));
+                          esc (e, ex->path, at + nlen),
+                          (unsigned) git_tree_entry_filemode_raw (te));
           goto cleanup;
         }
     }
@@ -973,9 +978,8 @@ lock_file (int *out, const char *path, int64_t deadline_ms, bvm_error_t *err)
       if (errno != EWOULDBLOCK)
         return bvm_error (err, errno, "flock `%s`", path);
       if (now_ms () >= deadline_ms)
-        return bvm_error_code (err, BVM_E_TIMEOUT, 0, "timed out waiting for the lock `%s`",
-                               path);
-      nanosleep (&(struct timespec) { 0, 20 * 1000 * 1000 }, NULL);
+        return bvm_error_code (err, BVM_E_TIMEOUT, 0, "timed out waiting for the lock `%s`", path);
+      nanosleep (&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
     }
   *out = steal_fd (&fd);
   return 0;
@@ -1156,7 +1160,8 @@ fetch_here (git_repository *repo, const char *url, const char *show_url, char **
   ro.repository = repo;
   ro.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
   if (git_remote_create_with_opts (&remote, url, &ro) < 0)
-    return git_fail (err, BVM_E_INVALID, "repository URL `%s`", esc (e, show_url, strlen (show_url)));
+    return git_fail (err, BVM_E_INVALID, "repository URL `%s`",
+                     esc (e, show_url, strlen (show_url)));
 
   fo.callbacks.transfer_progress = on_transfer;
   fo.callbacks.sideband_progress = on_sideband;
@@ -1298,7 +1303,8 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
       char ps[96];
       *discard = true;
       bvm_error_code (err, BVM_E_INTERNAL, 0, "the fetch of `%s` %s",
-                      esc (e, show_url, strlen (show_url)), proc_status_str (ps, sizeof ps, status));
+                      esc (e, show_url, strlen (show_url)),
+                      proc_status_str (ps, sizeof ps, status));
     }
   else if (sh->ret < 0)
     bvm_error_code (err, sh->code, 0, "%s", sh->msg);
@@ -1339,8 +1345,8 @@ check_local_path (char **resolved, const char *path, const char *cache_dir, bvm_
   return 0;
 }
 
-static int check_on_ref (git_repository *repo, const char *ref, const char *commit, const char *url,
-                         bvm_error_t *err);
+static int check_on_ref (git_repository *repo, const char *ref, const char *commit,
+                         const char *url, bvm_error_t *err);
 static int ref_is_stale (git_repository *repo, const char *ref, const char *commit,
                          bvm_error_t *err);
 
@@ -1384,7 +1390,8 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
     return -1;
 
   /* file:///x and /x are the same repository for the mirror */
-  if (kind == URL_LOCAL ? asprintf (&canon, "file://%s", local) < 0 : (canon = strdup (url)) == NULL)
+  if (kind == URL_LOCAL ? asprintf (&canon, "file://%s", local) < 0
+                        : (canon = strdup (url)) == NULL)
     return bvm_error (err, ENOMEM, "strdup");
 
   if (asprintf (&mirror, "%s/%s.git", cache_dir, app) < 0
@@ -1434,7 +1441,8 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
        * not on it (see check_on_ref) */
       if (have == 0 && ref == NULL)
         {
-          char *all[] = { (char *) "+refs/heads/*:refs/heads/*", (char *) "+refs/tags/*:refs/tags/*" };
+          char *all[] = { (char *) "+refs/heads/*:refs/heads/*",
+                          (char *) "+refs/tags/*:refs/tags/*" };
           if (fetch_specs (repo, fetch_url, url, all, ARRAY_SIZE (all), "refs/heads/* refs/tags/*",
                            lim, stats, &discard, err)
               < 0)
@@ -1805,7 +1813,8 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
 
 cleanup:
   if (ret < 0)
-    bvm_error_wrap (err, "exporting the working tree of `%s`", dir ? esc (e, dir, strlen (dir)) : "");
+    bvm_error_wrap (err, "exporting the working tree of `%s`",
+                    dir ? esc (e, dir, strlen (dir)) : "");
   buf_dispose (&last_dir);
   ex_dispose (&ex);
   git_status_list_free (list);
@@ -1890,7 +1899,8 @@ gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const char 
                 ? bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is a %s, not a blob", path,
                                   git_object_type2string (type))
                 : bvm_error_code (err, BVM_E_LIMIT, 0,
-                                  "`%s` is %zu bytes, over the %zu bytes allowed", path, size, max);
+                                  "`%s` is %zu bytes, over the %zu bytes allowed", path, size,
+                                  max);
       goto cleanup;
     }
   if (git_blob_lookup (&blob, repo->repo, git_tree_entry_id (te)) < 0)

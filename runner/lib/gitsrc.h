@@ -51,13 +51,13 @@ struct gitsrc_limits
 
 struct gitsrc_stats
 {
-  uint64_t entries;  /* archive entries written: files + dirs + symlinks */
+  uint64_t entries; /* archive entries written: files + dirs + symlinks */
   uint64_t files, dirs, symlinks;
-  uint64_t skipped;  /* gitlinks (submodules), nested repositories, special files */
-  uint64_t bytes;    /* file data and symlink targets */
+  uint64_t skipped; /* gitlinks (submodules), nested repositories, special files */
+  uint64_t bytes;   /* file data and symlink targets */
   uint64_t fetch_objects, fetch_bytes; /* received by the fetch (0 when not fetched) */
   int64_t fetch_ms, export_ms;
-  bool fetched;      /* false when the mirror already had the commit */
+  bool fetched; /* false when the mirror already had the commit */
 };
 
 /* In every function below `lim` may be NULL (GITSRC_LIMITS_INIT) and so may
@@ -106,8 +106,8 @@ int gitsrc_open_local (struct gitsrc_repo **out, const char *dir, bvm_error_t *e
  * Caps: BVM_E_LIMIT; deadline: BVM_E_TIMEOUT. On error the archive holds a
  * partial tree: the caller discards it. */
 int gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit,
-                   const char *prefix, const struct gitsrc_limits *lim,
-                   struct gitsrc_stats *stats, bvm_error_t *err);
+                   const char *prefix, const struct gitsrc_limits *lim, struct gitsrc_stats *stats,
+                   bvm_error_t *err);
 
 /* Releases the mirror lock. NULL is fine. */
 void gitsrc_repo_free (struct gitsrc_repo *repo);

@@ -45,8 +45,8 @@ guest_control_encode (struct buf *out, const struct guest_job *job, bvm_error_t 
   for (size_t i = 0; i < job->n_env; i++)
     {
       if (strchr (job->env[i], '=') == NULL || job->env[i][0] == '=')
-        return bvm_error_code (err, BVM_E_INVALID, 0, "environment entry `%.64s` is not NAME=value",
-                               job->env[i]);
+        return bvm_error_code (err, BVM_E_INVALID, 0,
+                               "environment entry `%.64s` is not NAME=value", job->env[i]);
       r |= put (out, PROTO_CTL_ENV) | put (out, job->env[i]);
     }
   for (size_t i = 0; i < job->n_steps; i++)
@@ -54,7 +54,8 @@ guest_control_encode (struct buf *out, const struct guest_job *job, bvm_error_t 
       const struct guest_step *s = &job->steps[i];
       if (s->cmd == NULL || s->name == NULL)
         return bvm_error_code (err, BVM_E_INVALID, 0, "step %zu has no command", i + 1);
-      r |= put (out, PROTO_CTL_STEP) | put_u64 (out, s->timeout_s) | put (out, s->name) | put (out, s->cmd);
+      r |= put (out, PROTO_CTL_STEP) | put_u64 (out, s->timeout_s) | put (out, s->name)
+           | put (out, s->cmd);
     }
   if (job->image_from)
     r |= put (out, PROTO_CTL_IMAGE) | put (out, job->image_from);
@@ -123,8 +124,7 @@ add_file (struct guest_input *in, const char *name, const void *data, size_t len
   archive_entry_set_size (e, (la_int64_t) len);
   if (archive_write_header (in->a, e) != ARCHIVE_OK
       || (len > 0 && archive_write_data (in->a, data, len) != (la_ssize_t) len))
-    r = bvm_error (err, 0, "write `%s` to the input disk: %s", name,
-                   archive_error_string (in->a));
+    r = bvm_error (err, 0, "write `%s` to the input disk: %s", name, archive_error_string (in->a));
   archive_entry_free (e);
   return r;
 }
@@ -274,9 +274,15 @@ parse_header (struct guest_result *out, const char *hdr, size_t len, uint64_t ma
         return bad (err, lineno, why);
       if (strcmp (line, PROTO_HDR_STATUS) == 0)
         {
-          static const struct { const char *name; enum guest_status s; } map[] = {
-            { PROTO_STATUS_OK, GUEST_OK }, { PROTO_STATUS_STEP_FAILED, GUEST_STEP_FAILED },
-            { PROTO_STATUS_TIMEOUT, GUEST_TIMEOUT }, { PROTO_STATUS_OUTPUT_ERROR, GUEST_OUTPUT_ERROR },
+          static const struct
+          {
+            const char *name;
+            enum guest_status s;
+          } map[] = {
+            { PROTO_STATUS_OK, GUEST_OK },
+            { PROTO_STATUS_STEP_FAILED, GUEST_STEP_FAILED },
+            { PROTO_STATUS_TIMEOUT, GUEST_TIMEOUT },
+            { PROTO_STATUS_OUTPUT_ERROR, GUEST_OUTPUT_ERROR },
             { PROTO_STATUS_AGENT_ERROR, GUEST_AGENT_ERROR },
           };
           for (size_t i = 0; i < ARRAY_SIZE (map); i++)
@@ -416,9 +422,20 @@ guest_scratch_create (const char *path, uint64_t mib, bvm_error_t *err)
   int status = 0, r;
   /* no journal (the disk dies with the VM), no reserved blocks, lazy inode
    * tables; the root directory belongs to root, the agent makes the rest */
-  const char *argv[] = { "mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0", "-E",
+  const char *argv[] = { "mkfs.ext4",
+                         "-q",
+                         "-F",
+                         "-O",
+                         "^has_journal",
+                         "-m",
+                         "0",
+                         "-E",
                          "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
-                         "-L", "scratch", path, size, NULL };
+                         "-L",
+                         "scratch",
+                         path,
+                         size,
+                         NULL };
 
   fd = open (path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0)

@@ -67,8 +67,8 @@ int guest_input_add_control (struct guest_input *in, const struct guest_job *job
                              bvm_error_t *err);
 /* Add a secret file `.buildvm/secrets/<name>` (readable only by the build user
  * in the guest). The caller wipes `data` afterwards. */
-int guest_input_add_secret (struct guest_input *in, const char *name, const void *data,
-                            size_t len, bvm_error_t *err);
+int guest_input_add_secret (struct guest_input *in, const char *name, const void *data, size_t len,
+                            bvm_error_t *err);
 /* The writer, for gitsrc_export() of the source tree under "src/". */
 struct archive *guest_input_archive (struct guest_input *in);
 /* Close the stream and pad the file to a whole number of sectors. */
@@ -77,7 +77,7 @@ void guest_input_free (struct guest_input *in);
 
 enum guest_status
 {
-  GUEST_NO_RESULT = 0,  /* no valid header: the agent never finished */
+  GUEST_NO_RESULT = 0, /* no valid header: the agent never finished */
   GUEST_OK,
   GUEST_STEP_FAILED,
   GUEST_TIMEOUT,
@@ -88,7 +88,7 @@ enum guest_status
 struct guest_result
 {
   enum guest_status status;
-  unsigned step;      /* 1-based: the failing step, or the last one run */
+  unsigned step; /* 1-based: the failing step, or the last one run */
   int exit_code;
   int signal;
   unsigned steps_run;

@@ -163,8 +163,9 @@ header_cb (char *p, size_t size, size_t nitems, void *ud)
   else if (IS ("www-authenticate"))
     {
       /* Keep one challenge, preferring Bearer when several are offered. */
-      if (q->www_auth[0] == '\0' || (strncasecmp (q->www_auth, "bearer", 6) != 0
-                                     && vlen >= 6 && strncasecmp (v, "bearer", 6) == 0))
+      if (q->www_auth[0] == '\0'
+          || (strncasecmp (q->www_auth, "bearer", 6) != 0 && vlen >= 6
+              && strncasecmp (v, "bearer", 6) == 0))
         header_store (q->www_auth, sizeof q->www_auth, v, vlen, &q->www_auth_over);
     }
   else if (IS ("content-length"))
@@ -310,10 +311,8 @@ curl_retryable (CURLcode c)
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
     case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_WEIRD_SERVER_REPLY:
-      return true;
-    default:
-      return false;
+    case CURLE_WEIRD_SERVER_REPLY: return true;
+    default: return false;
     }
 }
 
@@ -326,15 +325,15 @@ http_perform (struct http_client *hc, struct http_req *q, bool *retryable, bvm_e
   CURLcode cc;
   bool oom = false;
 
-#define HDR(s)                                                                                     \
-  do                                                                                               \
-    {                                                                                              \
-      t = curl_slist_append (hdrs, (s));                                                           \
-      if (t == NULL)                                                                               \
-        oom = true;                                                                                \
-      else                                                                                         \
-        hdrs = t;                                                                                  \
-    }                                                                                              \
+#define HDR(s)                                                                                    \
+  do                                                                                              \
+    {                                                                                             \
+      t = curl_slist_append (hdrs, (s));                                                          \
+      if (t == NULL)                                                                              \
+        oom = true;                                                                               \
+      else                                                                                        \
+        hdrs = t;                                                                                 \
+    }                                                                                             \
   while (0)
 
   if (http_canceled (hc))
@@ -467,9 +466,9 @@ http_perform (struct http_client *hc, struct http_req *q, bool *retryable, bvm_e
       if (q->body_over)
         return bvm_error_code (err, BVM_E_LIMIT, 0, "%s `%s`: the reply is larger than %llu bytes",
                                q->method, m,
-                               (unsigned long long) (q->out_fd >= 0  ? q->out_max
-                                                     : q->body_max ? q->body_max
-                                                                   : DISCARD_MAX));
+                               (unsigned long long) (q->out_fd >= 0 ? q->out_max
+                                                     : q->body_max  ? q->body_max
+                                                                    : DISCARD_MAX));
       if (cc == CURLE_ABORTED_BY_CALLBACK && http_canceled (hc))
         return bvm_error_code (err, BVM_E_CANCELED, 0, "%s `%s`: canceled", q->method, m);
       if (hc->deadline_ms > 0 && now_ms () >= hc->deadline_ms)

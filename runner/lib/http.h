@@ -36,11 +36,11 @@
 
 struct http_options
 {
-  const char *user_agent;   /* no control characters (checked by the caller) */
-  const char *ca_file;      /* extra CA bundle for https, or NULL for the system's */
-  int max_attempts;         /* tries per operation, >= 1 */
-  int64_t backoff_ms;       /* first retry delay; doubled each retry, with jitter */
-  int64_t backoff_max_ms;   /* cap of one delay */
+  const char *user_agent; /* no control characters (checked by the caller) */
+  const char *ca_file;    /* extra CA bundle for https, or NULL for the system's */
+  int max_attempts;       /* tries per operation, >= 1 */
+  int64_t backoff_ms;     /* first retry delay; doubled each retry, with jitter */
+  int64_t backoff_max_ms; /* cap of one delay */
   int64_t connect_timeout_ms;
   int64_t stall_timeout_ms; /* a transfer that moves nothing for this long fails */
   int64_t deadline_ms;      /* absolute, on the now_ms() clock; 0: none */
@@ -80,16 +80,16 @@ struct http_req
   const char *accept;
   const char *content_type;
   char content_range[64];
-  bool follow;           /* follow redirects: blob downloads may go to a storage backend */
-  const char *username;  /* Basic credentials (set by the auth layer), or NULL */
+  bool follow;          /* follow redirects: blob downloads may go to a storage backend */
+  const char *username; /* Basic credentials (set by the auth layer), or NULL */
   const char *password;
-  char *authz;   /* "Authorization: ..." header (set by the auth layer), wiped */
-  bool upload;   /* PUT/PATCH body: mem, or fd from off, len bytes */
+  char *authz; /* "Authorization: ..." header (set by the auth layer), wiped */
+  bool upload; /* PUT/PATCH body: mem, or fd from off, len bytes */
   const char *mem;
   int fd;
   uint64_t off, len, pos;
-  size_t body_max;       /* a 2xx body is buffered up to this */
-  int out_fd;            /* or streamed into this fd ... */
+  size_t body_max;               /* a 2xx body is buffered up to this */
+  int out_fd;                    /* or streamed into this fd ... */
   struct digest_ctx *out_digest; /* ... and digested */
   uint64_t out_max, out_got;
 
@@ -117,7 +117,8 @@ int http_client_init (struct http_client *c, const struct http_options *o, bvm_e
 void http_client_dispose (struct http_client *c);
 bool http_canceled (const struct http_client *c);
 
-void http_req_init (struct http_req *q, struct http_client *c, const char *method, const char *url);
+void http_req_init (struct http_req *q, struct http_client *c, const char *method,
+                    const char *url);
 void http_req_dispose (struct http_req *q);
 
 /* Set up and run one request. 0 with q->status when a reply arrived (any

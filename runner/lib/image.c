@@ -55,8 +55,10 @@ static int
 resolve (char **out, const char *dir, const char *rel, const char *field, bvm_error_t *err)
 {
   if (rel[0] == '/' || strstr (rel, "..") != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "image manifest field `%s` must be a relative "
-                           "path inside the image directory", field);
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "image manifest field `%s` must be a relative "
+                           "path inside the image directory",
+                           field);
   if (asprintf (out, "%s/%s", dir, rel) < 0)
     return bvm_error (err, ENOMEM, "image path");
   return 0;
@@ -72,10 +74,10 @@ dupstr (char **out, const char *s, bvm_error_t *err)
 int
 image_load (struct vm_image **out, const char *dir, const char *profile, bvm_error_t *err)
 {
-  static const char *const top_keys[] = { "schema", "profile", "kernel", "rootfs",
+  static const char *const top_keys[] = { "schema",       "profile",  "kernel", "rootfs",
                                           "agent_sha256", "packages", NULL };
-  static const char *const kernel_keys[] = { "path", "sha256", "config_fragment_sha256",
-                                             "cmdline", NULL };
+  static const char *const kernel_keys[] = { "path", "sha256", "config_fragment_sha256", "cmdline",
+                                             NULL };
   static const char *const rootfs_keys[] = { "path", "sha256", "format", "size", NULL };
   cleanup_json json_t *doc = NULL;
   json_t *kernel = NULL, *rootfs = NULL, *packages = NULL;
@@ -138,7 +140,8 @@ image_load (struct vm_image **out, const char *dir, const char *profile, bvm_err
       || (ret = dupstr (&img->rootfs_sha256, s, err)) < 0
       || (ret = jsonx_get_str (&format, rootfs, "format", true, 16, "rootfs", err)) < 0
       || (ret = jsonx_get_u64 (&img->rootfs_size, rootfs, "size", true, 1, UINT64_MAX >> 1,
-                               "rootfs", err)) < 0
+                               "rootfs", err))
+             < 0
       || (ret = jsonx_get_str (&s, doc, "agent_sha256", true, 80, "", err)) < 0
       || (ret = dupstr (&img->agent_sha256, s, err)) < 0)
     goto wrap;
@@ -208,9 +211,8 @@ json_t *
 image_to_json (const struct vm_image *img)
 {
   return json_pack ("{s:s, s:{s:s, s:s}, s:{s:s}, s:s}", "profile", img->profile, "kernel",
-                    "sha256", img->kernel_sha256, "config_fragment_sha256",
-                    img->fragment_sha256, "rootfs", "sha256", img->rootfs_sha256,
-                    "agent_sha256", img->agent_sha256);
+                    "sha256", img->kernel_sha256, "config_fragment_sha256", img->fragment_sha256,
+                    "rootfs", "sha256", img->rootfs_sha256, "agent_sha256", img->agent_sha256);
 }
 
 void

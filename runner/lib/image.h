@@ -16,15 +16,15 @@ struct vm_image
 {
   char *profile;
   char *manifest_path;
-  char *kernel;           /* absolute path */
-  char *kernel_sha256;    /* "sha256:..." */
+  char *kernel;        /* absolute path */
+  char *kernel_sha256; /* "sha256:..." */
   char *cmdline;
   char *fragment_sha256;
-  char *rootfs;           /* absolute path */
+  char *rootfs; /* absolute path */
   char *rootfs_sha256;
   uint64_t rootfs_size;
   char *agent_sha256;
-  json_t *packages;       /* [{"name","version"}] */
+  json_t *packages; /* [{"name","version"}] */
 };
 
 /* ^[a-z0-9][a-z0-9-]{0,31}$: the images directory, the build spec's

@@ -25,11 +25,13 @@
 #include <unistd.h>
 
 #define READ_CHUNK (64 * 1024)
-#define MAX_SYMLINK_FOLLOW 40          /* like the kernel's ELOOP limit */
+#define MAX_SYMLINK_FOLLOW 40             /* like the kernel's ELOOP limit */
 #define RESOLVE_BUDGET (10 * 1000 * 1000) /* path components walked by the final symlink check */
-#define EOF_MARKER_BYTES 1024          /* two zero blocks */
+#define EOF_MARKER_BYTES 1024             /* two zero blocks */
 
-static const char *const root_names[] = { [INGEST_IMAGE] = "image", [INGEST_ARTIFACT] = "artifacts" };
+static const char *const root_names[] = {
+  [INGEST_IMAGE] = "image", [INGEST_ARTIFACT] = "artifacts"
+};
 
 /* One path component of an accepted entry, or a directory its name implies. */
 struct vnode
@@ -187,7 +189,8 @@ symlink_problem (const char *target, size_t depth, size_t max_path, int *code)
       return "symlink target is too long";
     }
   if ((why = text_problem (target, len)) != NULL)
-    return why[0] == 'c' ? "control character in symlink target" : "invalid UTF-8 in symlink target";
+    return why[0] == 'c' ? "control character in symlink target"
+                         : "invalid UTF-8 in symlink target";
   if (target[0] == '/')
     return "absolute symlink targets are not allowed";
   for (;;)
@@ -673,9 +676,14 @@ audit_headers (struct ingest_ctx *c, uint64_t start, uint64_t end, const char *n
         {
           switch (t)
             {
-            case '0': case '\0': case '1': case '2': case '5':
-            case '3': case '4': case '6': /* refused later, with a clearer message */
-              return 0;
+            case '0':
+            case '\0':
+            case '1':
+            case '2':
+            case '5':
+            case '3':
+            case '4':
+            case '6': /* refused later, with a clearer message */ return 0;
             default:
               if (t > 0x20 && t < 0x7f && t != '`' && t != '\\')
                 return refuse (err, BVM_E_INVALID, name, strlen (name),
@@ -713,20 +721,13 @@ type_name (mode_t t)
 {
   switch (t)
     {
-    case AE_IFCHR:
-      return "character device";
-    case AE_IFBLK:
-      return "block device";
-    case AE_IFIFO:
-      return "FIFO";
-    case AE_IFSOCK:
-      return "socket";
-    case AE_IFDIR:
-      return "directory";
-    case AE_IFLNK:
-      return "symlink";
-    default:
-      return "entry of unknown type";
+    case AE_IFCHR: return "character device";
+    case AE_IFBLK: return "block device";
+    case AE_IFIFO: return "FIFO";
+    case AE_IFSOCK: return "socket";
+    case AE_IFDIR: return "directory";
+    case AE_IFLNK: return "symlink";
+    default: return "entry of unknown type";
     }
 }
 
@@ -784,8 +785,9 @@ take_entry (struct ingest_ctx *c, struct archive *a, struct archive_entry *ae,
   int code;
 
   if (name == NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "output tar: entry at offset %" PRId64
-                           " has no usable name", archive_read_header_position (a));
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "output tar: entry at offset %" PRId64 " has no usable name",
+                           archive_read_header_position (a));
   if (check_name (name, c->lim->max_path, &nm, err) < 0)
     return -1;
 
@@ -837,30 +839,32 @@ take_entry (struct ingest_ctx *c, struct archive *a, struct archive_entry *ae,
                    hardlink ? "hardlink" : type_name (type));
   if (size > c->lim->max_entry_bytes)
     return refuse (err, BVM_E_LIMIT, name, strlen (name),
-                   "%" PRIu64 " bytes, over the limit of %" PRIu64, size,
-                   c->lim->max_entry_bytes);
+                   "%" PRIu64 " bytes, over the limit of %" PRIu64, size, c->lim->max_entry_bytes);
   if (size > c->lim->max_total_bytes - st->bytes)
     return refuse (err, BVM_E_LIMIT, name, strlen (name),
                    "outputs take more than %" PRIu64 " bytes", c->lim->max_total_bytes);
   if (nm.trailing_slash && type != S_IFDIR)
     return refuse (err, BVM_E_INVALID, name, strlen (name), "a trailing `/` on a %s",
-                   hardlink ? "hardlink" : type == S_IFREG ? "file" : type_name (type));
+                   hardlink          ? "hardlink"
+                   : type == S_IFREG ? "file"
+                                     : type_name (type));
 
   if (nm.rel_len == 0)
     {
       /* `image/` itself: a directory entry is what tar writes first; it has
        * nothing to deliver (the roots' modes are the layer's business). */
       if (type != S_IFDIR || hardlink != NULL)
-        return refuse (err, BVM_E_INVALID, name, strlen (name), "the root `%s/` must be a directory",
-                       root_names[nm.kind]);
+        return refuse (err, BVM_E_INVALID, name, strlen (name),
+                       "the root `%s/` must be a directory", root_names[nm.kind]);
       return 0;
     }
 
   if (type == S_IFLNK)
     {
       if (nm.kind == INGEST_ARTIFACT)
-        return refuse (err, BVM_E_INVALID, name, strlen (name),
-                       "symlinks are not allowed under `artifacts/` (the store holds plain objects)");
+        return refuse (
+            err, BVM_E_INVALID, name, strlen (name),
+            "symlinks are not allowed under `artifacts/` (the store holds plain objects)");
       if (symlink == NULL)
         return refuse (err, BVM_E_INVALID, name, strlen (name), "symlink without a target");
       if ((why = symlink_problem (symlink, nm.depth - 1, c->lim->max_path, &code)) != NULL)
@@ -1103,7 +1107,9 @@ ingest_run (int fd, uint64_t offset, uint64_t len, const struct ingest_limits *l
   if (S_ISREG (stbuf.st_mode) && (uint64_t) stbuf.st_size < offset + len)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "output tar claims %" PRIu64 " bytes but the disk holds only %" PRIu64,
-                           len, (uint64_t) stbuf.st_size > offset ? (uint64_t) stbuf.st_size - offset : 0);
+                           len,
+                           (uint64_t) stbuf.st_size > offset ? (uint64_t) stbuf.st_size - offset
+                                                             : 0);
 
   c = calloc (1, sizeof *c);
   if (c == NULL)

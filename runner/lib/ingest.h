@@ -120,8 +120,8 @@ struct ingest_sink
 
 struct ingest_stats
 {
-  uint64_t entries;   /* tar entries read, including skipped root directories */
-  uint64_t files;     /* regular files delivered with data */
+  uint64_t entries; /* tar entries read, including skipped root directories */
+  uint64_t files;   /* regular files delivered with data */
   uint64_t dirs;
   uint64_t symlinks;
   uint64_t hardlinks;

@@ -99,8 +99,8 @@ name_ok (const char *s)
   for (size_t i = 0; i < n; i++)
     {
       char c = s[i];
-      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-            || c == '.' || c == '_' || c == '-'))
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.'
+            || c == '_' || c == '-'))
         return false;
     }
   return true;
@@ -416,8 +416,7 @@ give_to_job (const struct jail *j, const char *host, bool rw, bvm_error_t *err)
 }
 
 int
-jail_expose (struct jail *j, const char *host, const char *name, unsigned flags,
-             bvm_error_t *err)
+jail_expose (struct jail *j, const char *host, const char *name, unsigned flags, bvm_error_t *err)
 {
   bool rw = (flags & JAIL_RW) != 0;
   struct exposed *f;
@@ -428,8 +427,8 @@ jail_expose (struct jail *j, const char *host, const char *name, unsigned flags,
   if (j->spawned)
     return bvm_error_code (err, BVM_E_INTERNAL, 0, "jail `%s` is already running", j->name);
   if (!name_ok (name))
-    return bvm_error_code (err, BVM_E_INVALID, 0, "jail file name `%s` is not [A-Za-z0-9._-]{1,64}",
-                           name);
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "jail file name `%s` is not [A-Za-z0-9._-]{1,64}", name);
   if (j->n_files == JAIL_FILES_MAX)
     return bvm_error (err, E2BIG, "jail `%s`: too many files", j->name);
   if (stat (host, &st) < 0)
@@ -621,8 +620,7 @@ struct child_ctx
   bool new_session;
 };
 
-static void __attribute__ ((noreturn))
-child_fail (int fd, int stage, int op)
+static void __attribute__ ((noreturn)) child_fail (int fd, int stage, int op)
 {
   struct child_report r = { stage, op, errno };
   if (write (fd, &r, sizeof r) < 0)
@@ -637,10 +635,8 @@ op_run (const struct op *op, uid_t uid, gid_t gid)
 
   switch (op->kind)
     {
-    case OP_MKDIR:
-      return mkdir (op->dst, op->mode) < 0 && errno != EEXIST ? -1 : 0;
-    case OP_SYMLINK:
-      return symlink (op->src, op->dst);
+    case OP_MKDIR: return mkdir (op->dst, op->mode) < 0 && errno != EEXIST ? -1 : 0;
+    case OP_SYMLINK: return symlink (op->src, op->dst);
     case OP_TMPFS:
       return mount ("tmpfs", op->dst, "tmpfs", op->flags, "mode=0755,size=64k,nr_inodes=64");
     case OP_PROC:
@@ -685,8 +681,7 @@ op_run (const struct op *op, uid_t uid, gid_t gid)
  *   (capset: inheritable too), parent-death signal again (a uid change clears
  *   it), no_new_privs, seccomp, exec.
  */
-static void __attribute__ ((noreturn))
-jail_child (const struct child_ctx *c)
+static void __attribute__ ((noreturn)) jail_child (const struct child_ctx *c)
 {
   const struct jail *j = c->j;
   int efd = c->err_wr;
@@ -771,8 +766,7 @@ jail_child (const struct child_ctx *c)
   if (umount2 (".", MNT_DETACH) < 0 || chdir ("/") < 0)
     child_fail (efd, ST_OLDROOT, -1);
   if (mount (NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0
-      || mount (NULL, "/dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
-                NULL)
+      || mount (NULL, "/dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL)
              < 0)
     child_fail (efd, ST_READONLY, -1);
   if (sethostname ("buildvm", 7) < 0)
@@ -813,8 +807,7 @@ jail_child (const struct child_ctx *c)
     child_fail (efd, ST_CAPS, -1);
   /* raw system calls: glibc's wrappers would try to signal the runner's
    * other threads (setxid broadcast), which are not ours */
-  if (syscall (SYS_setgroups, 0, NULL) < 0
-      || syscall (SYS_setresgid, j->gid, j->gid, j->gid) < 0
+  if (syscall (SYS_setgroups, 0, NULL) < 0 || syscall (SYS_setresgid, j->gid, j->gid, j->gid) < 0
       || syscall (SYS_setresuid, j->uid, j->uid, j->uid) < 0)
     child_fail (efd, ST_CREDS, -1);
   /* the uid change cleared permitted and effective; inheritable survives it */
@@ -843,9 +836,10 @@ static int
 child_error (const struct jail *j, const struct child_report *r, const char *prog,
              bvm_error_t *err)
 {
-  static const char *const op_names[] = { [OP_MKDIR] = "mkdir",   [OP_SYMLINK] = "symlink",
-                                          [OP_BIND] = "bind mount", [OP_MKNOD] = "mknod",
-                                          [OP_TMPFS] = "mount tmpfs on", [OP_PROC] = "mount proc on" };
+  static const char *const op_names[] = {
+    [OP_MKDIR] = "mkdir", [OP_SYMLINK] = "symlink",      [OP_BIND] = "bind mount",
+    [OP_MKNOD] = "mknod", [OP_TMPFS] = "mount tmpfs on", [OP_PROC] = "mount proc on"
+  };
   if (r->stage == ST_OP && r->op >= 0 && (size_t) r->op < j->n_ops)
     {
       const struct op *op = &j->ops[r->op];

@@ -65,7 +65,8 @@
 #define JAIL_LOCK_DIR_DEFAULT "/run/buildvm/jail-uids"
 
 #define JAIL_NOFILE 1024 /* RLIMIT_NOFILE: QEMU needs a few dozen */
-#define JAIL_NPROC 256   /* RLIMIT_NPROC and pids.max: QEMU's threads (vCPUs,
+#define JAIL_NPROC                                                                                \
+  256 /* RLIMIT_NPROC and pids.max: QEMU's threads (vCPUs,
                           * up to 64 I/O workers, RCU, ...), no processes */
 
 enum jail_mode
@@ -97,15 +98,18 @@ int jail_decide (bool *use, const struct jail_settings *s, bvm_error_t *err);
 
 struct jail_opts
 {
-  const char *name;   /* for error messages (shown sanitized, at most 64 bytes) */
-  const char *dir;    /* the root's mount point on the host: created (must not exist),
+  const char *name; /* for error messages (shown sanitized, at most 64 bytes) */
+  const char *dir;  /* the root's mount point on the host: created (must not exist),
                        * removed by jail_destroy; put it in the job's work directory */
   const struct jail_settings *settings; /* uid range and lock directory; NULL: defaults */
-  uint64_t memory_max; /* bytes, memory cgroup; 0: no memory limit */
-  uint64_t pids_max;   /* pids cgroup and RLIMIT_NPROC; 0: JAIL_NPROC */
-  unsigned cpus;       /* CPU quota in whole CPUs; 0: none */
+  uint64_t memory_max;                  /* bytes, memory cgroup; 0: no memory limit */
+  uint64_t pids_max;                    /* pids cgroup and RLIMIT_NPROC; 0: JAIL_NPROC */
+  unsigned cpus;                        /* CPU quota in whole CPUs; 0: none */
 };
-#define JAIL_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0 }
+#define JAIL_OPTS_INIT                                                                            \
+  {                                                                                               \
+    NULL, NULL, NULL, 0, 0, 0                                                                     \
+  }
 
 struct jail;
 

@@ -156,8 +156,7 @@ cg_has_controller (const char *dir, const char *ctrl)
   return yes;
 }
 
-static void
-note (struct jail *j, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+static void note (struct jail *j, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
 
 static void
 note (struct jail *j, const char *fmt, ...)
@@ -364,7 +363,8 @@ jail__cg_setup (struct jail *j, const struct jail_opts *o)
         {
           if (cg_own (own, sizeof own, ctrls[i]) < 0
               || snprintf_checked (base, sizeof base, "%s%s", mnt,
-                                   strcmp (own, "/") == 0 ? "" : own) < 0)
+                                   strcmp (own, "/") == 0 ? "" : own)
+                     < 0)
             {
               note (j, "%s: cannot find the runner's own cgroup", ctrls[i]);
               continue;
@@ -378,8 +378,7 @@ jail__cg_setup (struct jail *j, const struct jail_opts *o)
   if (n_v2 == 0)
     return;
   if (cg_mount (mnt, sizeof mnt, NULL) < 0 || cg_own (own, sizeof own, NULL) < 0
-      || snprintf_checked (base, sizeof base, "%s%s", mnt, strcmp (own, "/") == 0 ? "" : own)
-             < 0)
+      || snprintf_checked (base, sizeof base, "%s%s", mnt, strcmp (own, "/") == 0 ? "" : own) < 0)
     {
       for (size_t i = 0; i < n_v2; i++)
         note (j, "%s: no cgroup v1 or v2 hierarchy has this controller", v2_ctrls[i]);
@@ -404,9 +403,10 @@ jail__cg_setup (struct jail *j, const struct jail_opts *o)
        * processes of its own and is not the root */
       if (!cg_has_controller (leaf, v2_ctrls[i]))
         {
-          note (j, "%s: `%s` cannot delegate it (a cgroup v2 with processes cannot have "
-                   "controllers for its children: run the runner in a leaf of a delegated "
-                   "subtree)",
+          note (j,
+                "%s: `%s` cannot delegate it (a cgroup v2 with processes cannot have "
+                "controllers for its children: run the runner in a leaf of a delegated "
+                "subtree)",
                 v2_ctrls[i], base);
           continue;
         }

@@ -14,9 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static struct jail_layer *
-layer (struct jail_report *r, const char *name, bool active, const char *fmt, ...)
-    __attribute__ ((format (printf, 4, 5)));
+static struct jail_layer *layer (struct jail_report *r, const char *name, bool active,
+                                 const char *fmt, ...) __attribute__ ((format (printf, 4, 5)));
 
 static struct jail_layer *
 layer (struct jail_report *r, const char *name, bool active, const char *fmt, ...)
@@ -102,8 +101,9 @@ jail_probe (struct jail_report *out, const struct jail_settings *settings)
   if (who[0] == '\0')
     subid_overlap (who, sizeof who, "/etc/subgid", s.uid_first, s.uid_count);
   if (who[0] != '\0')
-    layer (out, "uid range", false, "%u..%u overlaps user namespace ids (%s): choose another "
-                                    "`jail.uid_range`",
+    layer (out, "uid range", false,
+           "%u..%u overlaps user namespace ids (%s): choose another "
+           "`jail.uid_range`",
            s.uid_first, s.uid_first + (s.uid_count - 1), who);
   else
     layer (out, "uid range", avail, "%u..%u (%u uids), one per live job, locks in `%s`",
@@ -111,9 +111,9 @@ jail_probe (struct jail_report *out, const struct jail_settings *settings)
 
   if (!avail)
     {
-      static const char *const names[] = { "namespaces", "root",       "capabilities",
-                                           "no_new_privs", "rlimits",  "descriptors",
-                                           "seccomp",    "cgroups" };
+      static const char *const names[] = { "namespaces",   "root",    "capabilities",
+                                           "no_new_privs", "rlimits", "descriptors",
+                                           "seccomp",      "cgroups" };
       for (size_t i = 0; i < ARRAY_SIZE (names); i++)
         layer (out, names[i], false, "needs root");
       layer (out, "qemu -sandbox", true,
@@ -164,18 +164,20 @@ jail_probe (struct jail_report *out, const struct jail_settings *settings)
       layer (out, "capabilities", true,
              "all dropped: bounding, ambient, inheritable, permitted, effective");
       layer (out, "no_new_privs", true, "set before exec");
-      layer (out, "rlimits", true,
-             "nofile %d, nproc %d, fsize largest disk + 1 MiB, core 0", JAIL_NOFILE, JAIL_NPROC);
+      layer (out, "rlimits", true, "nofile %d, nproc %d, fsize largest disk + 1 MiB, core 0",
+             JAIL_NOFILE, JAIL_NPROC);
       layer (out, "descriptors", true, "stdin, stdout, stderr only; environment PATH only");
-      layer (out, "seccomp", true,
-             "%u system calls refused with EPERM, namespace flags of clone refused, clone3 ENOSYS, "
-             "other ABIs killed",
-             j->n_denied);
+      layer (
+          out, "seccomp", true,
+          "%u system calls refused with EPERM, namespace flags of clone refused, clone3 ENOSYS, "
+          "other ABIs killed",
+          j->n_denied);
     }
   else
     {
-      static const char *const names[] = { "namespaces",  "root",     "capabilities",
-                                           "no_new_privs", "rlimits", "descriptors", "seccomp" };
+      static const char *const names[] = { "namespaces",   "root",    "capabilities",
+                                           "no_new_privs", "rlimits", "descriptors",
+                                           "seccomp" };
       for (size_t i = 0; i < ARRAY_SIZE (names); i++)
         layer (out, names[i], false, "the trial jail failed: %s", trial);
     }
@@ -189,7 +191,9 @@ jail_probe (struct jail_report *out, const struct jail_settings *settings)
         layer (out, cg_layers[i], true, "a cgroup per job, such as `%s`", dir);
       else
         layer (out, cg_layers[i], false, "%s",
-               j == NULL ? trial : j->cg_note[0] ? j->cg_note : "not created");
+               j == NULL       ? trial
+               : j->cg_note[0] ? j->cg_note
+                               : "not created");
     }
   if (trial_ok)
     layer (out, "trial", true, "a jail ran `true` as uid %u and was removed", (unsigned) j->uid);

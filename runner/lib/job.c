@@ -201,10 +201,9 @@ job_rfc3339_problem (const char *s)
     return why;
   /* YYYY-MM-DDTHH:MM:SS */
   if (!digits_in (s, 4, 0, 9999, &year) || s[4] != '-' || !digits_in (s + 5, 2, 1, 12, &month)
-      || s[7] != '-' || !digits_in (s + 8, 2, 1, 31, &day)
-      || (s[10] != 'T' && s[10] != 't') || !digits_in (s + 11, 2, 0, 23, NULL) || s[13] != ':'
-      || !digits_in (s + 14, 2, 0, 59, NULL) || s[16] != ':'
-      || !digits_in (s + 17, 2, 0, 60, NULL))
+      || s[7] != '-' || !digits_in (s + 8, 2, 1, 31, &day) || (s[10] != 'T' && s[10] != 't')
+      || !digits_in (s + 11, 2, 0, 23, NULL) || s[13] != ':' || !digits_in (s + 14, 2, 0, 59, NULL)
+      || s[16] != ':' || !digits_in (s + 17, 2, 0, 60, NULL))
     return why;
   if (day > mdays[month - 1])
     return why;
@@ -355,9 +354,10 @@ dup_field (char **dst, const char *src, bvm_error_t *err)
 int
 job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *err)
 {
-  static const char *const keys[] = { "id",      "app",      "repo",         "commit",
-                                      "ref",     "trigger",  "delivery",     "requested_at",
-                                      "requested_by", NULL };
+  static const char *const keys[] = {
+    "id",      "app",      "repo",         "commit",       "ref",
+    "trigger", "delivery", "requested_at", "requested_by", NULL
+  };
   cleanup_json json_t *doc = NULL;
   cleanup_job struct job_request *j = NULL;
   const char *id = NULL, *app = NULL, *repo = NULL, *commit = NULL, *ref = NULL;
@@ -415,7 +415,8 @@ job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *
     return invalid (err, "delivery", "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", delivery);
   if (at != NULL && job_rfc3339_problem (at) != NULL)
     return invalid (err, "requested_at", "must be an RFC 3339 date-time", at);
-  if (by != NULL && (strlen (by) == 0 || strlen (by) > JOB_REQUESTED_BY_MAX || !printable_text (by)))
+  if (by != NULL
+      && (strlen (by) == 0 || strlen (by) > JOB_REQUESTED_BY_MAX || !printable_text (by)))
     return invalid (err, "requested_by",
                     "must be 1 to 256 bytes of text without control characters", by);
 
@@ -425,8 +426,7 @@ job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *
   if (dup_field (&j->id, id, err) < 0 || dup_field (&j->app, app, err) < 0
       || dup_field (&j->repo, repo, err) < 0 || dup_field (&j->commit, commit, err) < 0
       || dup_field (&j->ref, ref, err) < 0 || dup_field (&j->trigger, trigger, err) < 0
-      || dup_field (&j->delivery, delivery, err) < 0
-      || dup_field (&j->requested_at, at, err) < 0
+      || dup_field (&j->delivery, delivery, err) < 0 || dup_field (&j->requested_at, at, err) < 0
       || dup_field (&j->requested_by, by, err) < 0)
     return -ENOMEM;
   *out = steal_pointer (&j);

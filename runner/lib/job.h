@@ -20,9 +20,9 @@
 #include "util.h"
 
 #define JOB_REQUEST_MAX_BYTES (64 * 1024)
-#define JOB_ID_MAX 128          /* ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ */
-#define JOB_APP_MAX 63          /* ^[a-z0-9][a-z0-9-]{0,62}$ */
-#define JOB_COMMIT_LEN 40       /* a full SHA-1 object id, lowercase hex */
+#define JOB_ID_MAX 128    /* ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ */
+#define JOB_APP_MAX 63    /* ^[a-z0-9][a-z0-9-]{0,62}$ */
+#define JOB_COMMIT_LEN 40 /* a full SHA-1 object id, lowercase hex */
 #define JOB_REF_MAX 255
 #define JOB_REPO_MAX 2048
 #define JOB_DELIVERY_MAX 128
@@ -31,11 +31,11 @@
 
 struct job_request
 {
-  char *id;     /* the control plane's id for this deploy, unique per request */
-  char *app;    /* the app id: names its repository, prefix, role and logs */
-  char *repo;   /* file:///abs, /abs, http:// or https:// URL, no credentials */
-  char *commit; /* exactly 40 lowercase hex digits: never a ref or an expression */
-  char *ref;    /* the ref the commit was pushed to, "refs/..." */
+  char *id;           /* the control plane's id for this deploy, unique per request */
+  char *app;          /* the app id: names its repository, prefix, role and logs */
+  char *repo;         /* file:///abs, /abs, http:// or https:// URL, no credentials */
+  char *commit;       /* exactly 40 lowercase hex digits: never a ref or an expression */
+  char *ref;          /* the ref the commit was pushed to, "refs/..." */
   char *trigger;      /* "manual" (default), "webhook" or "api" */
   char *delivery;     /* optional: the webhook delivery id, else NULL */
   char *requested_at; /* optional: RFC 3339 timestamp, else NULL */

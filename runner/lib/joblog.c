@@ -46,8 +46,9 @@ joblog_job_id_problem (const char *s)
   static const char why[]
       = "must be a job id, with `.attempt<N>` for a retry (^[A-Za-z0-9][A-Za-z0-9._-]{0,147}$)";
   size_t n;
-  if (s == NULL || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z')
-                     || (s[0] >= '0' && s[0] <= '9')))
+  if (s == NULL
+      || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z')
+           || (s[0] >= '0' && s[0] <= '9')))
     return why;
   n = strlen (s);
   /* a job id (at most 128) plus the pipeline's ".attempt<N>" for retries */
@@ -124,8 +125,8 @@ write_marker (struct joblog *l, bvm_error_t *err)
 {
   char m[MARKER_WIDTH + 2];
   int n = snprintf (m, sizeof m,
-                    "[buildvm: log truncated at %" PRIu64 " bytes; %" PRIu64 " more bytes (%" PRIu64
-                    " lines) dropped]",
+                    "[buildvm: log truncated at %" PRIu64 " bytes; %" PRIu64
+                    " more bytes (%" PRIu64 " lines) dropped]",
                     l->written, l->dropped_bytes, l->dropped_lines);
   if (n < 0 || n > MARKER_WIDTH)
     n = MARKER_WIDTH;
@@ -285,7 +286,8 @@ joblog_write (struct joblog *l, const char *line, size_t len, bvm_error_t *err)
         return bvm_error (err, errno, "write `%s`", l->path);
       i += take;
     }
-  if ((was_cut && fs_write_all (l->fd, cut, sizeof cut - 1) < 0) || fs_write_all (l->fd, "\n", 1) < 0)
+  if ((was_cut && fs_write_all (l->fd, cut, sizeof cut - 1) < 0)
+      || fs_write_all (l->fd, "\n", 1) < 0)
     return bvm_error (err, errno, "write `%s`", l->path);
   l->written += elen;
   return 0;
@@ -475,7 +477,8 @@ cat_lz4 (const char *path, FILE *out, bvm_error_t *err)
 
   if (fd < 0)
     return bvm_error (err, errno, "open `%s`", path);
-  if (in == NULL || ob == NULL || LZ4F_isError (LZ4F_createDecompressionContext (&dctx, LZ4F_VERSION)))
+  if (in == NULL || ob == NULL
+      || LZ4F_isError (LZ4F_createDecompressionContext (&dctx, LZ4F_VERSION)))
     return bvm_error (err, ENOMEM, "lz4 context");
   for (;;)
     {

@@ -64,7 +64,6 @@ int joblog_close (struct joblog *l, bool compress, bvm_error_t *err);
 
 /* Print the log of job_id (plain or .lz4) to out. follow: keep printing while
  * the writer holds the log, and return once it has closed it (or died). */
-int joblog_cat (const char *log_dir, const char *job_id, FILE *out, bool follow,
-                bvm_error_t *err);
+int joblog_cat (const char *log_dir, const char *job_id, FILE *out, bool follow, bvm_error_t *err);
 
 #endif

@@ -189,9 +189,9 @@ jsonx_check_keys (const json_t *obj, const char *const *allowed, const char *whe
       if (!ok)
         {
           char shown[4 * 50 + 1];
-          return bvm_error_code (
-              err, BVM_E_INVALID, 0, "unknown field `%.200s`",
-              jsonx_path (path, sizeof path, where, escape_text (shown, sizeof shown, k)));
+          return bvm_error_code (err, BVM_E_INVALID, 0, "unknown field `%.200s`",
+                                 jsonx_path (path, sizeof path, where,
+                                             escape_text (shown, sizeof shown, k)));
         }
     }
   return 0;
@@ -345,7 +345,8 @@ jsonx_get_str_array (const char ***out, size_t *n, const json_t *obj, const char
           return bvm_error_code (err, BVM_E_INVALID, 0, "field `%s[%zu]` must be a string, not %s",
                                  path, i, type_name (v));
         }
-      if (json_string_length (v) > maxlen || strlen (json_string_value (v)) != json_string_length (v))
+      if (json_string_length (v) > maxlen
+          || strlen (json_string_value (v)) != json_string_length (v))
         {
           free (vec);
           return bvm_error_code (err, BVM_E_INVALID, 0,

@@ -42,8 +42,8 @@ struct jsonx_str_field
 };
 int jsonx_get_strs (const json_t *obj, const struct jsonx_str_field *fields, size_t n,
                     const char *where, bvm_error_t *err);
-int jsonx_get_u64 (uint64_t *out, const json_t *obj, const char *key, bool required,
-                   uint64_t min, uint64_t max, const char *where, bvm_error_t *err);
+int jsonx_get_u64 (uint64_t *out, const json_t *obj, const char *key, bool required, uint64_t min,
+                   uint64_t max, const char *where, bvm_error_t *err);
 int jsonx_get_bool (bool *out, const json_t *obj, const char *key, bool required,
                     const char *where, bvm_error_t *err);
 /* An object or array member of the given type (JSON_OBJECT / JSON_ARRAY). */

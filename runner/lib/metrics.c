@@ -12,11 +12,11 @@
 
 static const char *const outcomes[] = { "succeeded", "failed", "canceled", "released",
                                         "dead",      "fenced", "crashed" };
-static const char *const phases[] = { "role",  "log",    "checkout", "plan",  "secrets",
-                                      "input", "build",  "ingest",   "image", "push",
-                                      "artifacts", "tag" };
+static const char *const phases[] = { "role",  "log",    "checkout", "plan", "secrets",   "input",
+                                      "build", "ingest", "image",    "push", "artifacts", "tag" };
 /* seconds: a VM phase under TCG is about a second; a whole build can be an hour */
-static const double buckets[] = { 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600 };
+static const double buckets[] = { 0.005, 0.025, 0.1, 0.25, 0.5, 1,   2.5,
+                                  5,     10,    30,  60,   300, 900, 3600 };
 
 static const char *const egress_decisions[] = { "allow", "audit", "deny", "error" };
 
@@ -82,16 +82,16 @@ metrics_egress (struct metrics *m, const json_t *egress)
     return;
   pthread_mutex_lock (&m->lock);
   json_array_foreach (json_object_get (egress, "connections"), i, c)
-  {
-    const char *d = json_string_value (json_object_get (c, "decision"));
-    for (size_t k = 0; d != NULL && k < N_EG; k++)
-      if (strcmp (d, egress_decisions[k]) == 0)
-        {
-          m->egress_conns[k]++;
-          m->egress_out[k] += (uint64_t) json_integer_value (json_object_get (c, "bytes_out"));
-          m->egress_in[k] += (uint64_t) json_integer_value (json_object_get (c, "bytes_in"));
-        }
-  }
+    {
+      const char *d = json_string_value (json_object_get (c, "decision"));
+      for (size_t k = 0; d != NULL && k < N_EG; k++)
+        if (strcmp (d, egress_decisions[k]) == 0)
+          {
+            m->egress_conns[k]++;
+            m->egress_out[k] += (uint64_t) json_integer_value (json_object_get (c, "bytes_out"));
+            m->egress_in[k] += (uint64_t) json_integer_value (json_object_get (c, "bytes_in"));
+          }
+    }
   pthread_mutex_unlock (&m->lock);
 }
 
@@ -172,15 +172,17 @@ metrics_render (struct metrics *m, struct buf *b)
       r |= buf_addf (b, "buildvm_phase_duration_seconds_count{phase=\"%s\"} %llu\n", phases[i],
                      (unsigned long long) m->count[i]);
     }
-  r |= buf_addf (b, "# HELP buildvm_queue_depth Jobs on the queue, by state.\n"
-                    "# TYPE buildvm_queue_depth gauge\n"
-                    "buildvm_queue_depth{state=\"queued\"} %llu\n"
-                    "buildvm_queue_depth{state=\"running\"} %llu\n",
+  r |= buf_addf (b,
+                 "# HELP buildvm_queue_depth Jobs on the queue, by state.\n"
+                 "# TYPE buildvm_queue_depth gauge\n"
+                 "buildvm_queue_depth{state=\"queued\"} %llu\n"
+                 "buildvm_queue_depth{state=\"running\"} %llu\n",
                  (unsigned long long) m->queued, (unsigned long long) m->running_jobs);
-  r |= buf_addf (b, "# HELP buildvm_vms_running Build VMs this runner has running.\n"
-                    "# TYPE buildvm_vms_running gauge\nbuildvm_vms_running %llu\n"
-                    "# HELP buildvm_workers_max Jobs this runner runs at once.\n"
-                    "# TYPE buildvm_workers_max gauge\nbuildvm_workers_max %llu\n",
+  r |= buf_addf (b,
+                 "# HELP buildvm_vms_running Build VMs this runner has running.\n"
+                 "# TYPE buildvm_vms_running gauge\nbuildvm_vms_running %llu\n"
+                 "# HELP buildvm_workers_max Jobs this runner runs at once.\n"
+                 "# TYPE buildvm_workers_max gauge\nbuildvm_workers_max %llu\n",
                  (unsigned long long) m->vms, (unsigned long long) m->vms_max);
   r |= buf_adds (b, "# HELP buildvm_egress_connections_total Build egress connections, by "
                     "decision.\n# TYPE buildvm_egress_connections_total counter\n");
@@ -194,8 +196,8 @@ metrics_render (struct metrics *m, struct buf *b)
     r |= buf_addf (b,
                    "buildvm_egress_bytes_total{decision=\"%s\",direction=\"out\"} %llu\n"
                    "buildvm_egress_bytes_total{decision=\"%s\",direction=\"in\"} %llu\n",
-                   egress_decisions[i], (unsigned long long) m->egress_out[i],
-                   egress_decisions[i], (unsigned long long) m->egress_in[i]);
+                   egress_decisions[i], (unsigned long long) m->egress_out[i], egress_decisions[i],
+                   (unsigned long long) m->egress_in[i]);
   pthread_mutex_unlock (&m->lock);
   return r < 0 ? -1 : 0;
 }
@@ -272,10 +274,10 @@ metrics_listen (struct metrics *m, const char *addr, bvm_error_t *err)
   host[colon - addr] = '\0';
   memset (&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
-  if (inet_pton (AF_INET, host, &sa.sin_addr) != 1 || parse_u32 (colon + 1, &port) < 0
-      || port == 0 || port > 65535)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "metrics address `%s` is not IPv4-ADDRESS:PORT", addr);
+  if (inet_pton (AF_INET, host, &sa.sin_addr) != 1 || parse_u32 (colon + 1, &port) < 0 || port == 0
+      || port > 65535)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "metrics address `%s` is not IPv4-ADDRESS:PORT",
+                           addr);
   sa.sin_port = htons ((uint16_t) port);
   m->http = MHD_start_daemon (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
                               answer, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,

@@ -248,15 +248,15 @@ static const struct rule v4_rules[] = {
 enum embed
 {
   EMBED_NONE,
-  EMBED_LOW32,   /* the last 32 bits */
-  EMBED_6TO4,    /* bits 16..47 */
+  EMBED_LOW32, /* the last 32 bits */
+  EMBED_6TO4,  /* bits 16..47 */
 };
 
 static const struct
 {
   uint8_t b[16];
   unsigned prefix;
-  const char *why;     /* NULL: judged by the embedded IPv4 address */
+  const char *why; /* NULL: judged by the embedded IPv4 address */
   enum embed embed;
 } v6_rules[] = {
   { { 0 }, 128, "unspecified address", EMBED_NONE },
@@ -267,7 +267,9 @@ static const struct
   { { 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0 }, 96, NULL, EMBED_LOW32 },
   /* NAT64 well-known prefix: the gateway connects to the embedded address */
   { { 0, 0x64, 0xff, 0x9b }, 96, NULL, EMBED_LOW32 },
-  { { 0, 0x64, 0xff, 0x9b, 0, 1 }, 48, "reserved address (local-use NAT64, 64:ff9b:1::/48)",
+  { { 0, 0x64, 0xff, 0x9b, 0, 1 },
+    48,
+    "reserved address (local-use NAT64, 64:ff9b:1::/48)",
     EMBED_NONE },
   { { 0x01 }, 64, "reserved address (discard-only, 100::/64)", EMBED_NONE },
   /* Teredo hides its IPv4 addresses (obfuscated): never reach it */
@@ -377,7 +379,8 @@ parse_range (struct netaddr_range *out, const char *s, size_t len, bvm_error_t *
     if (out->base.b[bit / 8] & (0x80 >> (bit % 8)))
       return bvm_error_code (err, BVM_E_INVALID, 0,
                              "allowed range `%s` has bits set past its /%u prefix", sh, prefix);
-  if (out->base.family == NETADDR_V6 && prefix >= 96 && memcmp (out->base.b, mapped_prefix, 12) == 0)
+  if (out->base.family == NETADDR_V6 && prefix >= 96
+      && memcmp (out->base.b, mapped_prefix, 12) == 0)
     {
       /* ::ffff:a.b.c.d/N is the IPv4 range, as the addresses are held */
       struct netaddr v = out->base;
@@ -506,8 +509,8 @@ netaddr_hostport_parse (struct netaddr_hostport *out, const char *s, bvm_error_t
     {
       const char *close = memchr (s, ']', len);
       if (close == NULL || close[1] != ':')
-        return bvm_error_code (err, BVM_E_INVALID, 0,
-                               "destination `%s` must be `[ipv6]:port`", sh);
+        return bvm_error_code (err, BVM_E_INVALID, 0, "destination `%s` must be `[ipv6]:port`",
+                               sh);
       colon = close + 1;
     }
   else
@@ -526,7 +529,8 @@ netaddr_hostport_parse (struct netaddr_hostport *out, const char *s, bvm_error_t
     return bvm_error_code (err, BVM_E_INVALID, 0, "destination `%s`: host too long", sh);
 
   port = colon + 1;
-  if (*port == '\0' || strlen (port) > 5 || port[0] == '0' || strspn (port, "0123456789") != strlen (port))
+  if (*port == '\0' || strlen (port) > 5 || port[0] == '0'
+      || strspn (port, "0123456789") != strlen (port))
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "destination `%s`: the port must be a number from 1 to 65535", sh);
   snprintf (pbuf, sizeof pbuf, "%s", port);
@@ -539,8 +543,8 @@ netaddr_hostport_parse (struct netaddr_hostport *out, const char *s, bvm_error_t
   host[hlen] = '\0';
   lit = netaddr_parse_literal (&out->addr, host);
   if (lit < 0)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "destination `%s`: malformed IP address literal", sh);
+    return bvm_error_code (err, BVM_E_INVALID, 0, "destination `%s`: malformed IP address literal",
+                           sh);
   if (lit == 1)
     {
       out->is_literal = true;
@@ -616,8 +620,7 @@ netaddr_host_pattern_problem (const char *pat, size_t len)
       if (len < 3 || pat[len - 1] != ']')
         return "unterminated `[` in an IPv6 host";
       for (size_t i = 1; i + 1 < len; i++)
-        if (!(is_hex (pat[i]) || pat[i] == ':' || pat[i] == '.' || pat[i] == '*'
-              || pat[i] == '?'))
+        if (!(is_hex (pat[i]) || pat[i] == ':' || pat[i] == '.' || pat[i] == '*' || pat[i] == '?'))
           return "invalid character in an IPv6 host";
         else if (pat[i] >= 'A' && pat[i] <= 'F')
           return "upper-case letters in a host never match (hosts are compared in lower case)";
@@ -691,8 +694,9 @@ netaddr_resolve (struct netaddr_resolved *out, const struct netaddr_hostport *hp
         {
           freeaddrinfo (res);
           memset (out, 0, sizeof *out);
-          return bvm_error_code (err, BVM_E_DENIED, 0, "`%s` resolves to `%s`, which is refused: %s",
-                                 hp->host, netaddr_format (ab, sizeof ab, &a), why);
+          return bvm_error_code (err, BVM_E_DENIED, 0,
+                                 "`%s` resolves to `%s`, which is refused: %s", hp->host,
+                                 netaddr_format (ab, sizeof ab, &a), why);
         }
       bool dup = false;
       for (size_t i = 0; i < out->n && !dup; i++)

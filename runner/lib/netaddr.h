@@ -39,12 +39,12 @@
 
 #include "error.h"
 
-#define NETADDR_HOST_MAX 253    /* a DNS name without its trailing dot */
-#define NETADDR_LABEL_MAX 63    /* one DNS label */
-#define NETADDR_INPUT_MAX 300   /* any host as given (literals in odd spellings are longer) */
-#define NETADDR_STRLEN 48       /* netaddr_format: INET6_ADDRSTRLEN and room */
-#define NETADDR_ALLOW_MAX 64    /* CIDR ranges in an allow-list */
-#define NETADDR_RESOLVE_MAX 16  /* addresses kept from one lookup */
+#define NETADDR_HOST_MAX 253   /* a DNS name without its trailing dot */
+#define NETADDR_LABEL_MAX 63   /* one DNS label */
+#define NETADDR_INPUT_MAX 300  /* any host as given (literals in odd spellings are longer) */
+#define NETADDR_STRLEN 48      /* netaddr_format: INET6_ADDRSTRLEN and room */
+#define NETADDR_ALLOW_MAX 64   /* CIDR ranges in an allow-list */
+#define NETADDR_RESOLVE_MAX 16 /* addresses kept from one lookup */
 /* "[" host "]" ":" port, with a NUL */
 #define NETADDR_HOSTPORT_STRLEN (NETADDR_HOST_MAX + 2 + 1 + 5 + 1)
 

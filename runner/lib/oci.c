@@ -256,7 +256,8 @@ oci_layer_new (struct oci_layer **out, const char *blob_path, int gzip_level, bv
       || archive_write_open (l->a, l, NULL, layer_write_cb, NULL) != ARCHIVE_OK)
     {
       int r = bvm_error (err, 0, "tar writer for `%s`: %s", blob_path,
-                         archive_error_string (l->a) ? archive_error_string (l->a) : "unknown error");
+                         archive_error_string (l->a) ? archive_error_string (l->a)
+                                                     : "unknown error");
       oci_layer_free (l);
       return r;
     }
@@ -372,8 +373,8 @@ oci_layer_write (struct oci_layer *l, const void *buf, size_t len, bvm_error_t *
 }
 
 int
-oci_layer_finish (struct oci_layer *l, struct oci_descriptor *blob, char diff_id[DIGEST_STR_LEN + 1],
-                  bvm_error_t *err)
+oci_layer_finish (struct oci_layer *l, struct oci_descriptor *blob,
+                  char diff_id[DIGEST_STR_LEN + 1], bvm_error_t *err)
 {
   int zr;
 
@@ -587,7 +588,8 @@ base_config_check (const json_t *base, bvm_error_t *err)
   json_array_foreach (ids, i, v)
     if (digest_problem (json_string_value (v)) != NULL)
       return bvm_error_code (err, BVM_E_INVALID, 0,
-                             "base image config: `rootfs.diff_ids[%zu]` is not a sha256 digest", i);
+                             "base image config: `rootfs.diff_ids[%zu]` is not a sha256 digest",
+                             i);
   if (jsonx_get_typed (&hist, base, "history", JSON_ARRAY, false, "", err) < 0)
     return -1;
   if (hist)
@@ -920,9 +922,9 @@ descriptor_parse (struct oci_descriptor *d, const json_t *j, const char *where, 
     return bvm_error_code (err, BVM_E_INVALID, 0, "manifest: `%s.mediaType` is not a media type",
                            where);
   if (digest_problem (dg) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "manifest: `%s.digest` is not a sha256 digest (only sha256 is supported)",
-                           where);
+    return bvm_error_code (
+        err, BVM_E_INVALID, 0,
+        "manifest: `%s.digest` is not a sha256 digest (only sha256 is supported)", where);
   snprintf (d->media_type, sizeof d->media_type, "%s", mt);
   snprintf (d->digest, sizeof d->digest, "%s", dg);
   d->size = size;
@@ -1059,7 +1061,8 @@ oci_manifest_parse (struct oci_manifest **out, const char *body, size_t len,
   /* Registries serve untyped content as application/json or octet-stream:
    * then the body decides. */
   if (strcmp (header_mt, "application/json") == 0
-      || strcmp (header_mt, "application/octet-stream") == 0 || strcmp (header_mt, "text/plain") == 0)
+      || strcmp (header_mt, "application/octet-stream") == 0
+      || strcmp (header_mt, "text/plain") == 0)
     header_mt[0] = '\0';
   if (body_mt && header_mt[0] && strcmp (body_mt, header_mt) != 0)
     return bvm_error_code (err, BVM_E_INVALID, 0,
@@ -1245,7 +1248,8 @@ layout_index (json_t **out, const char *path, const char *tag, const char *diges
       json_array_foreach (old_list, i, v)
         {
           const char *name = json_string_value (
-              json_object_get (json_object_get (v, "annotations"), "org.opencontainers.image.ref.name"));
+              json_object_get (json_object_get (v, "annotations"),
+                               "org.opencontainers.image.ref.name"));
           if (name != NULL && strcmp (name, tag) == 0)
             continue;
           if (json_array_append (list, v) < 0)

@@ -51,8 +51,8 @@
  * marker line and the runner's notes after the build still fit. */
 #define LOG_AGENT_MIN (256u << 10)
 #define LOG_AGENT_MARGIN (64u << 10)
-#define CONSOLE_MARGIN (64 * 1024)     /* the VMM's console on top of the build's log */
-#define ERROR_REDACT_MAX (64 * 1024)   /* a job's error message, redacted */
+#define CONSOLE_MARGIN (64 * 1024)   /* the VMM's console on top of the build's log */
+#define ERROR_REDACT_MAX (64 * 1024) /* a job's error message, redacted */
 
 struct run
 {
@@ -76,7 +76,7 @@ struct run
   char commit[GITSRC_OID_HEX + 1];
   int64_t commit_time;
   struct build_spec *spec;
-  struct job_plan plan_store; /* filled by phase_plan */
+  struct job_plan plan_store;  /* filled by phase_plan */
   const struct job_plan *plan; /* the same, const once the plan phase ends */
 
   /* secrets: read after the plan, written to the input disk, then wiped */
@@ -137,8 +137,7 @@ jstr_or_null (const char *s)
 
 /* A progress line in the job's own log: what the runner did, for the app's
  * developers. Errors writing the log are kept, not fatal here. */
-static void
-note (struct run *r, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+static void note (struct run *r, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
 
 static void
 note (struct run *r, const char *fmt, ...)
@@ -275,10 +274,9 @@ authorize (struct run *r, const char *action, const char *resource, bvm_error_t 
 
   role_decide (r->role, action, resource, NULL, &d);
   if (r->o->plan)
-    json_array_append_new (r->o->plan,
-                           json_pack ("{s:s, s:s, s:s, s:s}", "action", action, "resource",
-                                      resource, "decision", d.allowed ? "allow" : "deny", "why",
-                                      d.why));
+    json_array_append_new (r->o->plan, json_pack ("{s:s, s:s, s:s, s:s}", "action", action,
+                                                  "resource", resource, "decision",
+                                                  d.allowed ? "allow" : "deny", "why", d.why));
   if (d.allowed)
     return 0;
   if (r->o->dry_run)
@@ -291,8 +289,7 @@ authorize (struct run *r, const char *action, const char *resource, bvm_error_t 
   return role_authorize (r->role, action, resource, err);
 }
 
-static char *
-xasprintf_or_null (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+static char *xasprintf_or_null (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 
 static char *
 xasprintf_or_null (const char *fmt, ...)
@@ -362,8 +359,8 @@ phase_log (struct run *r, bvm_error_t *err)
     jset (r->record, "log", jstr_or_null (p));
     free (p);
   }
-  note (r, "job %s: app %s, commit %s (%s), attempt %u", r->job->id, r->job->app,
-        r->job->commit, r->job->ref, r->o->attempt);
+  note (r, "job %s: app %s, commit %s (%s), attempt %u", r->job->id, r->job->app, r->job->commit,
+        r->job->ref, r->o->attempt);
   return 0;
 }
 
@@ -417,8 +414,8 @@ phase_checkout (struct run *r, bvm_error_t *err)
     }
   else
     {
-      ret = gitsrc_read_file (&spec_text, &spec_len, r->repo, r->commit, SPEC_FILE,
-                              SPEC_FILE_MAX, err);
+      ret = gitsrc_read_file (&spec_text, &spec_len, r->repo, r->commit, SPEC_FILE, SPEC_FILE_MAX,
+                              err);
     }
   if (ret < 0)
     return bvm_error_wrap (err, "reading `%s`", SPEC_FILE);
@@ -511,8 +508,7 @@ phase_secrets (struct run *r, bvm_error_t *err)
     return 0;
   if (st == NULL)
     {
-      ret = secrets_open (&r->store_secrets, r->cfg->secrets.dir, r->cfg->secrets.master_key,
-                          err);
+      ret = secrets_open (&r->store_secrets, r->cfg->secrets.dir, r->cfg->secrets.master_key, err);
       if (ret < 0 && r->o->dry_run)
         {
           note (r, "secrets: not available here (%s): the build runs without them",
@@ -537,8 +533,8 @@ phase_secrets (struct run *r, bvm_error_t *err)
       unsigned version = 0;
       bool too_short = false;
 
-      ret = secrets_get_for_job (st, r->role, r->job->app, sp->name, &r->secret_vals[i],
-                                 &version, err);
+      ret = secrets_get_for_job (st, r->role, r->job->app, sp->name, &r->secret_vals[i], &version,
+                                 err);
       if (ret < 0)
         {
           json_decref (names);
@@ -655,7 +651,8 @@ phase_input (struct run *r, bvm_error_t *err)
    * removed as soon as the VM is gone */
   for (size_t i = 0; i < r->n_secret_vals; i++)
     if ((ret = guest_input_add_secret (in, r->plan->secrets[i].name, r->secret_vals[i]->data,
-                                       r->secret_vals[i]->len, err)) < 0)
+                                       r->secret_vals[i]->len, err))
+        < 0)
       goto cleanup;
   if ((ret = guest_input_finish (in, &size, err)) < 0)
     goto cleanup;
@@ -705,8 +702,8 @@ egress_prepare (struct run *r, bvm_error_t *err)
     rules[n++] = es->allow[i];
   for (size_t i = 0; i < r->spec->n_egress; i++)
     rules[n++] = r->spec->egress[i];
-  ret = egress_role_mint (&r->egress_role, r->tmpl, r->boundary, &vars,
-                          role_expires_at (r->role), rules, n, err);
+  ret = egress_role_mint (&r->egress_role, r->tmpl, r->boundary, &vars, role_expires_at (r->role),
+                          rules, n, err);
   if (ret < 0)
     return bvm_error_wrap (err, "minting the job's egress role");
   r->egress.settings = es;
@@ -727,8 +724,9 @@ egress_finish (struct run *r)
     return;
   rec = egress_record (r->vm.egress);
   if (rec != NULL && r->cfg->egress.mode == EGRESS_MODE_AUDIT)
-    note (r, "egress audit: the build used %zu host:port pairs; to allow them paste the "
-             "record's `egress.allowlist` into `egress`",
+    note (r,
+          "egress audit: the build used %zu host:port pairs; to allow them paste the "
+          "record's `egress.allowlist` into `egress`",
           json_array_size (json_object_get (rec, "allowlist")));
   if (rec != NULL)
     json_object_set_new (rec, "role", role_to_json (r->egress_role));
@@ -739,20 +737,20 @@ egress_finish (struct run *r)
       size_t i;
       json_t *c;
       json_array_foreach (json_object_get (rec, "connections"), i, c)
-      {
-        const char *host = json_string_value (json_object_get (c, "host"));
-        char res[NETADDR_HOSTPORT_STRLEN + 8];
-        if (host == NULL || host[0] == '\0') /* refused before it was parsed */
-          snprintf (res, sizeof res, "net:?");
-        else
-          snprintf (res, sizeof res, strchr (host, ':') ? "net:[%s]:%lld" : "net:%s:%lld", host,
-                    (long long) json_integer_value (json_object_get (c, "port")));
-        json_array_append_new (r->o->plan,
-                               json_pack ("{s:s, s:s, s:O, s:O}", "action",
-                                          POLICY_ACTION_NET_CONNECT, "resource", res, "decision",
-                                          json_object_get (c, "decision"), "why",
-                                          json_object_get (c, "reason")));
-      }
+        {
+          const char *host = json_string_value (json_object_get (c, "host"));
+          char res[NETADDR_HOSTPORT_STRLEN + 8];
+          if (host == NULL || host[0] == '\0') /* refused before it was parsed */
+            snprintf (res, sizeof res, "net:?");
+          else
+            snprintf (res, sizeof res, strchr (host, ':') ? "net:[%s]:%lld" : "net:%s:%lld", host,
+                      (long long) json_integer_value (json_object_get (c, "port")));
+          json_array_append_new (r->o->plan,
+                                 json_pack ("{s:s, s:s, s:O, s:O}", "action",
+                                            POLICY_ACTION_NET_CONNECT, "resource", res, "decision",
+                                            json_object_get (c, "decision"), "why",
+                                            json_object_get (c, "reason")));
+        }
     }
   jset (r->record, "egress", rec);
 }
@@ -811,13 +809,13 @@ phase_build (struct run *r, bvm_error_t *err)
         json_pack ("{s:s, s:s, s:I, s:I, s:o, s:I, s:I}", "outcome",
                    vm_outcome_name (r->vm.vm.outcome), "status",
                    guest_status_name (r->vm.guest.status), "boot_ms",
-                   (json_int_t) r->vm.vm.boot_ms, "vm_ms", (json_int_t) r->vm.vm.total_ms,
-                   "steps", steps, "console_bytes", (json_int_t) r->vm.vm.console_bytes,
-                   "console_dropped", (json_int_t) r->vm.vm.console_dropped));
+                   (json_int_t) r->vm.vm.boot_ms, "vm_ms", (json_int_t) r->vm.vm.total_ms, "steps",
+                   steps, "console_bytes", (json_int_t) r->vm.vm.console_bytes, "console_dropped",
+                   (json_int_t) r->vm.vm.console_dropped));
   jset (r->record, "accel", json_string (vm_accel_name (r->vm.vm.accel)));
   jset (r->record, "jail",
-        r->vm.jailed ? json_pack ("{s:b, s:I, s:s}", "enabled", 1, "uid", (json_int_t) r->vm.jail_uid,
-                                  "note", r->vm.jail_note)
+        r->vm.jailed ? json_pack ("{s:b, s:I, s:s}", "enabled", 1, "uid",
+                                  (json_int_t) r->vm.jail_uid, "note", r->vm.jail_note)
                      : json_pack ("{s:b}", "enabled", 0));
 
   v = vmjob_verdict (&r->vm);
@@ -841,12 +839,13 @@ phase_build (struct run *r, bvm_error_t *err)
     case VMJOB_STEP_FAILED:
       {
         unsigned idx = r->vm.guest.step;
-        const char *name = idx >= 1 && idx <= r->spec->n_steps ? r->spec->steps[idx - 1].name : "?";
+        const char *name = idx >= 1 && idx <= r->spec->n_steps ? r->spec->steps[idx - 1].name
+                                                               : "?";
         jset (r->record, "failed_step",
               json_pack ("{s:I, s:s, s:i}", "index", (json_int_t) idx, "name", name, "exit_code",
                          r->vm.guest.exit_code));
-        return bvm_error_code (err, code, 0, "build step %u (`%s`) failed with exit status %d", idx,
-                               name, r->vm.guest.exit_code);
+        return bvm_error_code (err, code, 0, "build step %u (`%s`) failed with exit status %d",
+                               idx, name, r->vm.guest.exit_code);
       }
     case VMJOB_TIMEOUT:
       if (r->vm.guest.step >= 1 && r->vm.guest.step <= r->spec->n_steps)
@@ -858,8 +857,7 @@ phase_build (struct run *r, bvm_error_t *err)
       if (r->vm.guest.status == GUEST_NO_RESULT)
         return bvm_error_code (err, code, 0, "the build ended without a result: %s", what);
       return bvm_error_code (err, code, 0, "%s", what);
-    default:
-      return bvm_error_code (err, code, 0, "the build VM failed: %s", what);
+    default: return bvm_error_code (err, code, 0, "the build VM failed: %s", what);
     }
 }
 
@@ -886,7 +884,8 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
           for (size_t i = 0; i < ARRAY_SIZE (forbidden); i++)
             {
               size_t n = strlen (forbidden[i]);
-              if (strncmp (e->path, forbidden[i], n) == 0 && (e->path[n] == '\0' || e->path[n] == '/'))
+              if (strncmp (e->path, forbidden[i], n) == 0
+                  && (e->path[n] == '\0' || e->path[n] == '/'))
                 return bvm_error_code (err, BVM_E_INVALID, 0,
                                        "output `image/%s` would land in `/%s` of the image",
                                        e->path, forbidden[i]);
@@ -1106,7 +1105,8 @@ fetch_base (struct run *r, bvm_error_t *err)
       free (body);
       free (mt);
       body = mt = NULL;
-      ret = registry_manifest_get (r->reg, im->base_repository, sel, &body, &len, &mt, digest, err);
+      ret = registry_manifest_get (r->reg, im->base_repository, sel, &body, &len, &mt, digest,
+                                   err);
       if (ret == 0)
         ret = oci_manifest_parse (&r->base_manifest, body, len, mt, "linux", "amd64", err);
       if (ret == 0 && oci_manifest_kind (r->base_manifest) != OCI_MANIFEST_IMAGE)
@@ -1249,13 +1249,14 @@ phase_push (struct run *r, bvm_error_t *err)
   for (size_t i = 0; i < n_base; i++)
     {
       bool exists = false, mounted = false;
-      ret = registry_blob_exists (r->reg, r->plan->dest_repo, base_layers[i].digest, &exists, NULL, err);
+      ret = registry_blob_exists (r->reg, r->plan->dest_repo, base_layers[i].digest, &exists, NULL,
+                                  err);
       if (ret == 0 && !exists)
         ret = registry_blob_mount (r->reg, r->plan->dest_repo, im->base_repository,
                                    base_layers[i].digest, &mounted, err);
       if (ret == 0 && !exists && !mounted)
-        ret = registry_blob_copy (r->reg, r->plan->dest_repo, im->base_repository, base_layers[i].digest,
-                                  base_layers[i].size, r->wd->path, err);
+        ret = registry_blob_copy (r->reg, r->plan->dest_repo, im->base_repository,
+                                  base_layers[i].digest, base_layers[i].size, r->wd->path, err);
       if (ret < 0)
         return bvm_error_wrap (err, "base layer %s", base_layers[i].digest);
     }
@@ -1323,7 +1324,8 @@ tagged_commit (char out[GITSRC_OID_HEX + 1], char ref[JOB_REF_MAX + 1], bool *fo
   int ret;
 
   out[0] = ref[0] = '\0';
-  ret = registry_manifest_find (r->reg, r->plan->dest_repo, tag, found, &body, &len, &mt, digest, err);
+  ret = registry_manifest_find (r->reg, r->plan->dest_repo, tag, found, &body, &len, &mt, digest,
+                                err);
   if (ret < 0 || !*found)
     return ret;
   if (strcmp (digest, r->manifest_digest) == 0)
@@ -1339,8 +1341,8 @@ tagged_commit (char out[GITSRC_OID_HEX + 1], char ref[JOB_REF_MAX + 1], bool *fo
       return 0;
     }
   if (oci_manifest_kind (m) == OCI_MANIFEST_IMAGE)
-    ret = registry_blob_read (r->reg, r->plan->dest_repo, oci_manifest_config (m)->digest, OCI_CONFIG_MAX,
-                              &cfg, &cfg_len, err);
+    ret = registry_blob_read (r->reg, r->plan->dest_repo, oci_manifest_config (m)->digest,
+                              OCI_CONFIG_MAX, &cfg, &cfg_len, err);
   oci_manifest_free (m);
   if (ret < 0)
     return bvm_error_wrap (err, "reading the image at `%s:%s`", r->plan->dest_repo, tag);
@@ -1393,8 +1395,8 @@ tag_may_move (bool *ok, char *why, size_t why_size, struct run *r, const char *t
   else if (old[0])
     snprintf (
         why, why_size,
-        "it names commit %s, which %s does not descend from, and %s is not the tip of %s (%s)", old,
-        r->commit, r->commit, r->job->ref, has_tip ? tip : "not in the mirror");
+        "it names commit %s, which %s does not descend from, and %s is not the tip of %s (%s)",
+        old, r->commit, r->commit, r->job->ref, has_tip ? tip : "not in the mirror");
   else
     snprintf (why, why_size,
               "it names an image without a buildvm commit label, and %s is not the tip of %s (%s)",
@@ -1420,8 +1422,8 @@ put_tag (struct run *r, const char *tag, const char *tmpl, json_t *tags, json_t 
       json_array_append_new (skipped, json_pack ("{s:s, s:s}", "tag", tag, "reason", why));
       return 0;
     }
-  ret = registry_manifest_put (r->reg, r->plan->dest_repo, tag, OCI_MEDIA_MANIFEST, r->manifest_json,
-                               r->manifest_len, NULL, err);
+  ret = registry_manifest_put (r->reg, r->plan->dest_repo, tag, OCI_MEDIA_MANIFEST,
+                               r->manifest_json, r->manifest_len, NULL, err);
   if (ret < 0)
     return bvm_error_wrap (err, "tagging `%s:%s`", r->plan->dest_repo, tag);
   json_array_append_new (tags, json_string (tag));
@@ -1444,8 +1446,8 @@ phase_tag (struct run *r, bvm_error_t *err)
    * the checks to the last tag so that two jobs of the app on this runner
    * never interleave a check and a move */
   lim.deadline_ms = now_ms () + TAG_LOCK_DEADLINE_MS;
-  ret = gitsrc_fetch (&r->repo, r->cfg->cache_dir, r->job->app, r->job->repo, NULL, r->commit, &lim,
-                      NULL, err);
+  ret = gitsrc_fetch (&r->repo, r->cfg->cache_dir, r->job->app, r->job->repo, NULL, r->commit,
+                      &lim, NULL, err);
   if (ret < 0)
     goto cleanup;
   ret = put_tag (r, r->plan->dest_tag, r->cfg->registry.tag, tags, skipped, err);
@@ -1464,8 +1466,8 @@ phase_tag (struct run *r, bvm_error_t *err)
                                    tagged ? r->plan->dest_tag : "", r->manifest_digest);
     jset (r->record, "image",
           json_pack ("{s:s, s:s, s:s, s:O, s:s, s:s, s:s}", "registry", r->cfg->registry.url,
-                     "repository", r->plan->dest_repo, "tag", r->plan->dest_tag, "tags", tags, "digest",
-                     r->manifest_digest, "config", r->config_desc.digest, "reference",
+                     "repository", r->plan->dest_repo, "tag", r->plan->dest_tag, "tags", tags,
+                     "digest", r->manifest_digest, "config", r->config_desc.digest, "reference",
                      ref ? ref : ""));
     if (json_array_size (skipped) > 0)
       jset (json_object_get (r->record, "image"), "tags_skipped", json_incref (skipped));
@@ -1515,15 +1517,16 @@ phase_layout (struct run *r, bvm_error_t *err)
   layers[n_base] = r->layer_desc;
   blob_paths[n_base] = r->layer_path;
   if (ret == 0)
-    ret = oci_layout_write (dir, r->plan->dest_tag, r->manifest_json, r->manifest_len, r->config_json,
-                            r->config_len, blob_paths, layers, n_base + 1, err);
+    ret = oci_layout_write (dir, r->plan->dest_tag, r->manifest_json, r->manifest_len,
+                            r->config_json, r->config_len, blob_paths, layers, n_base + 1, err);
   for (size_t i = 0; i < n_base; i++)
     free (paths[i]);
   if (ret < 0)
     return ret;
   jset (r->record, "image",
-        json_pack ("{s:s, s:s, s:s, s:s, s:s}", "layout", dir, "repository", r->plan->dest_repo, "tag",
-                   r->plan->dest_tag, "digest", r->manifest_digest, "config", r->config_desc.digest));
+        json_pack ("{s:s, s:s, s:s, s:s, s:s}", "layout", dir, "repository", r->plan->dest_repo,
+                   "tag", r->plan->dest_tag, "digest", r->manifest_digest, "config",
+                   r->config_desc.digest));
   note (r, "image: OCI layout %s:%s (%s)", dir, r->plan->dest_tag, r->manifest_digest);
   return 0;
 }
@@ -1727,8 +1730,9 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
             json_string (code == BVM_E_CANCELED ? "canceled"
                          : code == BVM_E_FENCED ? "fenced"
                                                 : "failed"));
-      jset (r->record, "error", json_pack ("{s:s, s:s}", "code", bvm_errcode_name (code),
-                                           "message", bvm_error_msg (err)));
+      jset (r->record, "error",
+            json_pack ("{s:s, s:s}", "code", bvm_errcode_name (code), "message",
+                       bvm_error_msg (err)));
       note (r, "job failed: %s", bvm_error_msg (err));
     }
   else

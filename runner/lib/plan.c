@@ -18,10 +18,10 @@ resolve_one (uint64_t *out, uint64_t asked, uint64_t def, uint64_t limit, const 
       return 0;
     }
   if (asked > limit)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "`buildvm.json`: %s %llu exceeds the runner limit of %llu (`limits.%s`)",
-                           field, (unsigned long long) asked, (unsigned long long) limit,
-                           limit_name);
+    return bvm_error_code (
+        err, BVM_E_INVALID, 0,
+        "`buildvm.json`: %s %llu exceeds the runner limit of %llu (`limits.%s`)", field,
+        (unsigned long long) asked, (unsigned long long) limit, limit_name);
   *out = asked;
   return 0;
 }

@@ -26,26 +26,26 @@
 /* The assembler resolves these paths relative to the directory make runs in
  * (the repository root); the Makefile makes policy.o depend on both files.
  * Each blob is followed by a NUL so it can be used as a C string. */
-__asm__ (".pushsection .rodata,\"a\",@progbits\n"
-         ".balign 16\n"
-         ".globl policy__builtin_role_start\n"
-         ".hidden policy__builtin_role_start\n"
-         "policy__builtin_role_start:\n"
-         ".incbin \"policies/build-role.json\"\n"
-         ".globl policy__builtin_role_end\n"
-         ".hidden policy__builtin_role_end\n"
-         "policy__builtin_role_end:\n"
-         ".byte 0\n"
-         ".balign 16\n"
-         ".globl policy__builtin_boundary_start\n"
-         ".hidden policy__builtin_boundary_start\n"
-         "policy__builtin_boundary_start:\n"
-         ".incbin \"policies/boundary.json\"\n"
-         ".globl policy__builtin_boundary_end\n"
-         ".hidden policy__builtin_boundary_end\n"
-         "policy__builtin_boundary_end:\n"
-         ".byte 0\n"
-         ".popsection\n");
+__asm__(".pushsection .rodata,\"a\",@progbits\n"
+        ".balign 16\n"
+        ".globl policy__builtin_role_start\n"
+        ".hidden policy__builtin_role_start\n"
+        "policy__builtin_role_start:\n"
+        ".incbin \"policies/build-role.json\"\n"
+        ".globl policy__builtin_role_end\n"
+        ".hidden policy__builtin_role_end\n"
+        "policy__builtin_role_end:\n"
+        ".byte 0\n"
+        ".balign 16\n"
+        ".globl policy__builtin_boundary_start\n"
+        ".hidden policy__builtin_boundary_start\n"
+        "policy__builtin_boundary_start:\n"
+        ".incbin \"policies/boundary.json\"\n"
+        ".globl policy__builtin_boundary_end\n"
+        ".hidden policy__builtin_boundary_end\n"
+        "policy__builtin_boundary_end:\n"
+        ".byte 0\n"
+        ".popsection\n");
 
 extern const char policy__builtin_role_start[] __attribute__ ((visibility ("hidden")));
 extern const char policy__builtin_role_end[] __attribute__ ((visibility ("hidden")));
@@ -72,13 +72,17 @@ policy_builtin_boundary (size_t *len)
 /* the vocabulary                                                            */
 
 static const char *const known_actions[] = {
-  POLICY_ACTION_PUSH_IMAGE, POLICY_ACTION_PULL_IMAGE,    POLICY_ACTION_PUT_OBJECT,
-  POLICY_ACTION_GET_SECRET, POLICY_ACTION_PUT_LOG_EVENTS, POLICY_ACTION_NET_CONNECT,
+  POLICY_ACTION_PUSH_IMAGE,
+  POLICY_ACTION_PULL_IMAGE,
+  POLICY_ACTION_PUT_OBJECT,
+  POLICY_ACTION_GET_SECRET,
+  POLICY_ACTION_PUT_LOG_EVENTS,
+  POLICY_ACTION_NET_CONNECT,
   NULL,
 };
 
-static const char *const known_services[]
-    = { "registry", "artifacts", "secrets", "logs", "net", NULL };
+static const char *const known_services[] = { "registry", "artifacts", "secrets",
+                                              "logs",     "net",       NULL };
 
 enum
 {
@@ -159,7 +163,7 @@ struct policy
 {
   char *name;
   json_t *doc;
-  bool instantiated; /* variables substituted: `${` is plain text now */
+  bool instantiated;  /* variables substituted: `${` is plain text now */
   unsigned vars_used; /* bit i: var_names[i] appears somewhere */
   struct stmt *stmts;
   size_t nstmts;
@@ -864,8 +868,7 @@ compile (struct policy **out, json_t *doc, const char *name, bool instantiated, 
   /* Under the 2008-10-17 grammar (IAM's default when Version is absent)
    * IAM reads `${job:App}` as literal text; a policy written with variables
    * almost certainly meant them, so say so instead of never matching. */
-  if (pol->vars_used != 0
-      && (ver == NULL || strcmp (json_string_value (ver), "2012-10-17") != 0))
+  if (pol->vars_used != 0 && (ver == NULL || strcmp (json_string_value (ver), "2012-10-17") != 0))
     return perr (err, pol, "policy variables need `\"Version\": \"2012-10-17\"`");
 
   *out = steal_pointer (&pol);
@@ -1154,8 +1157,8 @@ role_to_json (const struct role *role)
                          role->policy->doc);
   if (j != NULL && role->boundary != NULL
       && json_object_set_new (j, "boundary",
-                              json_pack ("{s:s, s:O}", "name", role->boundary->name,
-                                         "document", role->boundary->doc))
+                              json_pack ("{s:s, s:O}", "name", role->boundary->name, "document",
+                                         role->boundary->doc))
              < 0)
     {
       json_decref (j);
@@ -1390,7 +1393,7 @@ role_decide (const struct role *role, const char *action, const char *resource,
       char nm[SHOW_SIZE];
       out->reason = POLICY_BOUNDARY_DENY;
       line_printf (out->why, sizeof out->why, "not allowed by the permission boundary `%s`",
-                show (nm, sizeof nm, role->boundary->name, 200));
+                   show (nm, sizeof nm, role->boundary->name, 200));
       return;
     }
   stmt_label (label, sizeof label, role->policy, rallow);
@@ -1415,8 +1418,8 @@ role_authorize_ctx (const struct role *role, const char *action, const char *res
   if (d.reason == POLICY_EXPIRED)
     return bvm_error_code (err, BVM_E_DENIED, 0, "role `%s` expired at %s: denies `%s` on `%s`",
                            role->id, role->expires_str, ash, rsh);
-  return bvm_error_code (err, BVM_E_DENIED, 0, "role `%s` denies `%s` on `%s` (%s)", role->id,
-                         ash, rsh, d.why);
+  return bvm_error_code (err, BVM_E_DENIED, 0, "role `%s` denies `%s` on `%s` (%s)", role->id, ash,
+                         rsh, d.why);
 }
 
 int

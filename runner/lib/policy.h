@@ -30,11 +30,11 @@
 
 #define POLICY_MAX_BYTES (64 * 1024) /* a policy document */
 #define POLICY_MAX_STATEMENTS 100
-#define POLICY_MAX_VALUES 100         /* items in one Action/Resource/condition list */
-#define POLICY_MAX_PATTERN 1024       /* one action, resource or condition value */
-#define POLICY_VAR_MAX 255            /* one variable value at mint time */
-#define POLICY_ACTION_MAX 256         /* a requested action */
-#define POLICY_RESOURCE_MAX 4096      /* a requested resource */
+#define POLICY_MAX_VALUES 100    /* items in one Action/Resource/condition list */
+#define POLICY_MAX_PATTERN 1024  /* one action, resource or condition value */
+#define POLICY_VAR_MAX 255       /* one variable value at mint time */
+#define POLICY_ACTION_MAX 256    /* a requested action */
+#define POLICY_RESOURCE_MAX 4096 /* a requested resource */
 #define POLICY_DECISION_MAX 512
 
 /* The actions the runner asks about (see the table in policies/README.md). */
@@ -78,12 +78,12 @@ struct policy_context
 
 enum policy_reason
 {
-  POLICY_ALLOWED = 0,        /* a role statement allows it and the boundary does too */
-  POLICY_IMPLICIT_DENY,      /* no role statement allows it */
-  POLICY_EXPLICIT_DENY,      /* a Deny statement in the role or the boundary matches */
-  POLICY_BOUNDARY_DENY,      /* the role allows it, the boundary does not */
-  POLICY_EXPIRED,            /* the role is past its expiry */
-  POLICY_INVALID_REQUEST,    /* the resource or action is malformed (see role_decide) */
+  POLICY_ALLOWED = 0,     /* a role statement allows it and the boundary does too */
+  POLICY_IMPLICIT_DENY,   /* no role statement allows it */
+  POLICY_EXPLICIT_DENY,   /* a Deny statement in the role or the boundary matches */
+  POLICY_BOUNDARY_DENY,   /* the role allows it, the boundary does not */
+  POLICY_EXPIRED,         /* the role is past its expiry */
+  POLICY_INVALID_REQUEST, /* the resource or action is malformed (see role_decide) */
 };
 
 struct policy_decision

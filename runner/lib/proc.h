@@ -27,7 +27,10 @@ struct proc_opts
   int (*pre_exec) (void *opaque);
   void *opaque;
 };
-#define PROC_OPTS_INIT { -1, -1, -1, true, true, NULL, NULL }
+#define PROC_OPTS_INIT                                                                            \
+  {                                                                                               \
+    -1, -1, -1, true, true, NULL, NULL                                                            \
+  }
 
 /* argv[0] is looked up in PATH when it has no slash. */
 int proc_spawn (pid_t *out, const char *const *argv, const struct proc_opts *o, bvm_error_t *err);

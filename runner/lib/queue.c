@@ -174,8 +174,9 @@ queue_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
   if (doc == NULL || (body = json_dumps (doc, JSON_COMPACT)) == NULL)
     return bvm_error (err, ENOMEM, "enqueue `%s`", job->id);
   if (strlen (body) > JOB_REQUEST_MAX_BYTES)
-    return bvm_error_code (err, BVM_E_LIMIT, 0, "enqueue `%s`: the request is larger than %d bytes",
-                           job->id, JOB_REQUEST_MAX_BYTES);
+    return bvm_error_code (err, BVM_E_LIMIT, 0,
+                           "enqueue `%s`: the request is larger than %d bytes", job->id,
+                           JOB_REQUEST_MAX_BYTES);
   ret = q->drv->enqueue (&id, &ex, q, key, body, strlen (body), err);
   if (ret < 0)
     return bvm_error_wrap (err, "enqueue `%s`", job->id);
@@ -294,8 +295,8 @@ queue__reason (const char *reason)
 }
 
 int
-queue_dead_letter (struct queue *q, struct queue_msg *m, const char *reason,
-                   const json_t *record, bvm_error_t *err)
+queue_dead_letter (struct queue *q, struct queue_msg *m, const char *reason, const json_t *record,
+                   bvm_error_t *err)
 {
   cleanup_free char *rec = NULL;
   cleanup_free char *why = queue__reason (reason ? reason : "dead-lettered");

@@ -36,8 +36,8 @@
 #include "job.h"
 #include "util.h"
 
-#define QUEUE_CONSUMER_MAX 128    /* ^[A-Za-z0-9._:@-]{1,128}$ */
-#define QUEUE_REASON_MAX 1024     /* longer reasons are cut */
+#define QUEUE_CONSUMER_MAX 128 /* ^[A-Za-z0-9._:@-]{1,128}$ */
+#define QUEUE_REASON_MAX 1024  /* longer reasons are cut */
 #define QUEUE_URL_MAX 1024
 #define QUEUE_RECORD_MAX (1024 * 1024)
 #define QUEUE_LIST_DEFAULT 100
@@ -56,7 +56,10 @@ struct queue_opts
                             longest wait for the spool lock */
 };
 
-#define QUEUE_OPTS_INIT { NULL, 60000, 3, 10000 }
+#define QUEUE_OPTS_INIT                                                                           \
+  {                                                                                               \
+    NULL, 60000, 3, 10000                                                                         \
+  }
 
 enum queue_state
 {
@@ -72,12 +75,12 @@ const char *queue_state_name (enum queue_state s);
 /* One leased job. Everything here is owned by the message. */
 struct queue_msg
 {
-  char *msg_id;            /* spool: "<key>.json"; redis: the stream entry id */
-  char *job_id;            /* the request's id */
-  char *key;               /* the job's key "<app>+<id>" (job_key): ids are unique
+  char *msg_id; /* spool: "<key>.json"; redis: the stream entry id */
+  char *job_id; /* the request's id */
+  char *key;    /* the job's key "<app>+<id>" (job_key): ids are unique
                               only per app, so the queue knows jobs by app and id */
-  char *owner;             /* the consumer that holds the lease */
-  char *body;              /* the deploy request as JSON (job_to_json) */
+  char *owner;  /* the consumer that holds the lease */
+  char *body;   /* the deploy request as JSON (job_to_json) */
   size_t len;
   struct job_request *job; /* body, parsed and validated by job_parse() */
   unsigned attempt;        /* 1-based; the fencing token */
@@ -101,8 +104,7 @@ const char *queue_consumer_problem (const char *s);
 /* Open (and create: spool directories, the redis consumer group) a queue
  * from the config's `queue` string. `o` may be NULL for the defaults. A
  * redis server that cannot be reached is BVM_E_NETWORK. */
-int queue_open (struct queue **out, const char *url, const struct queue_opts *o,
-                bvm_error_t *err);
+int queue_open (struct queue **out, const char *url, const struct queue_opts *o, bvm_error_t *err);
 void queue_close (struct queue *q);
 
 /* Put a validated request on the queue (the body is job_to_json(job)).
@@ -147,8 +149,7 @@ int queue_check_fence (struct queue *q, const struct queue_msg *m, bvm_error_t *
  *          one script.
  * A fenced attempt gets BVM_E_FENCED and writes nothing. m stays owned by the
  * caller (free it with queue_msg_free). */
-int queue_complete (struct queue *q, struct queue_msg *m, const json_t *record,
-                    bvm_error_t *err);
+int queue_complete (struct queue *q, struct queue_msg *m, const json_t *record, bvm_error_t *err);
 
 /* Give the job back for another attempt (a retryable failure, or draining at
  * shutdown); it is leasable again at once. When m->attempt has reached

@@ -303,7 +303,8 @@ add_forms (struct redactor *r, const unsigned char *v, size_t n, unsigned char *
           memset (tmp, 0, k);
           memcpy (tmp + k, v, n);
           b64_encode (buf, tmp, n + k, alphas[a], false, 0);
-          if (hi - lo >= REDACT_MIN_EMBEDDED && (ret = add_pattern (r, buf + lo, hi - lo, err)) < 0)
+          if (hi - lo >= REDACT_MIN_EMBEDDED
+              && (ret = add_pattern (r, buf + lo, hi - lo, err)) < 0)
             return ret;
         }
     }
@@ -464,8 +465,8 @@ build (struct redactor *r, bvm_error_t *err)
   last = calloc (cap, sizeof *last);
   next = calloc (cap, sizeof *next);
   queue = malloc (cap * sizeof *queue);
-  if (ac == NULL || byte == NULL || order == NULL || path == NULL || first == NULL
-      || last == NULL || next == NULL || queue == NULL)
+  if (ac == NULL || byte == NULL || order == NULL || path == NULL || first == NULL || last == NULL
+      || next == NULL || queue == NULL)
     {
       secrets__mem_free (ac, ac_size);
       ret = nomem (err);

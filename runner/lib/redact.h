@@ -54,8 +54,8 @@
 #include "error.h"
 #include "util.h"
 
-#define REDACT_MIN_LEN 4           /* shorter values are not redacted */
-#define REDACT_MIN_EMBEDDED 8      /* shortest embedded-base64 run that is masked */
+#define REDACT_MIN_LEN 4      /* shorter values are not redacted */
+#define REDACT_MIN_EMBEDDED 8 /* shortest embedded-base64 run that is masked */
 #define REDACT_MASK "***"
 #define REDACT_MAX_BYTES (4 << 20) /* all distinct patterns together */
 
@@ -79,8 +79,8 @@ int redact_add (struct redactor *r, const void *value, size_t len, bool *too_sho
 
 /* Feed console bytes; out() is called zero or more times. Fails only when
  * the automaton must be (re)built and memory runs out. */
-int redact_feed (struct redactor *r, const void *data, size_t len, redact_out_fn out,
-                 void *opaque, bvm_error_t *err);
+int redact_feed (struct redactor *r, const void *data, size_t len, redact_out_fn out, void *opaque,
+                 bvm_error_t *err);
 
 /* End of the stream: emit everything held back. The redactor can then be
  * fed a new stream. Never flush in the middle of a stream (on a timer, say):

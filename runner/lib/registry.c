@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 
-
 /* --- the registry ------------------------------------------------------------ */
 
 void
@@ -85,10 +84,15 @@ int
 registry_open (struct registry **out, const struct registry_options *o, bvm_error_t *err)
 {
   struct http_options ho = {
-    .user_agent = o->user_agent, .ca_file = o->ca_file, .max_attempts = o->max_attempts,
-    .backoff_ms = o->backoff_ms, .backoff_max_ms = o->backoff_max_ms,
-    .connect_timeout_ms = o->connect_timeout_ms, .stall_timeout_ms = o->stall_timeout_ms,
-    .deadline_ms = o->deadline_ms, .cancel = o->cancel,
+    .user_agent = o->user_agent,
+    .ca_file = o->ca_file,
+    .max_attempts = o->max_attempts,
+    .backoff_ms = o->backoff_ms,
+    .backoff_max_ms = o->backoff_max_ms,
+    .connect_timeout_ms = o->connect_timeout_ms,
+    .stall_timeout_ms = o->stall_timeout_ms,
+    .deadline_ms = o->deadline_ms,
+    .cancel = o->cancel,
   };
   struct registry *r;
   bool https = false;
@@ -101,7 +105,8 @@ registry_open (struct registry **out, const struct registry_options *o, bvm_erro
   if (o->user_agent)
     for (const char *p = o->user_agent; *p; p++)
       if ((unsigned char) *p < 0x20 || (unsigned char) *p == 0x7f)
-        return bvm_error_code (err, BVM_E_INVALID, 0, "registry user agent has control characters");
+        return bvm_error_code (err, BVM_E_INVALID, 0,
+                               "registry user agent has control characters");
   if ((o->username == NULL) != (o->password == NULL))
     return bvm_error_code (err, BVM_E_INVALID, 0, "registry username and password go together");
   if (o->username && o->credentials_file)
@@ -245,8 +250,8 @@ check_digest (const char *digest, bvm_error_t *err)
   return 0;
 }
 
-static char *
-make_url (struct registry *r, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+static char *make_url (struct registry *r, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
 
 static char *
 make_url (struct registry *r, const char *fmt, ...)
@@ -292,7 +297,8 @@ resolve_location (struct registry *r, const struct http_req *q, char **out, bvm_
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "%s `%s`: the registry sent an upload location on another origin "
                            "(`%.200s`)",
-                           q->method, http_url_for_msg (m, sizeof m, q->url), http_url_for_msg (m, sizeof m, loc));
+                           q->method, http_url_for_msg (m, sizeof m, q->url),
+                           http_url_for_msg (m, sizeof m, loc));
   if (*out == NULL)
     return bvm_error (err, ENOMEM, "upload location");
   return 0;
@@ -313,10 +319,10 @@ scope_for (char *out, size_t size, const char *repo, const char *actions, bvm_er
  * the token scope "repository:<repo>:<actions>", which is written into
  * scope. *url is the caller's to free (a cleanup_free variable); q points
  * at both. */
-static int
-repo_request (struct http_req *q, char **url, char scope[SCOPE_MAX], struct registry *r,
-              const char *method, const char *repo, const char *actions, bvm_error_t *err,
-              const char *path_fmt, ...) __attribute__ ((format (printf, 9, 10)));
+static int repo_request (struct http_req *q, char **url, char scope[SCOPE_MAX], struct registry *r,
+                         const char *method, const char *repo, const char *actions,
+                         bvm_error_t *err, const char *path_fmt, ...)
+    __attribute__ ((format (printf, 9, 10)));
 
 static int
 repo_request (struct http_req *q, char **url, char scope[SCOPE_MAX], struct registry *r,
@@ -684,7 +690,8 @@ get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
     }
   /* registry_blob_read takes up to `size`; a download to a file exactly */
   if (ret == 0 && b->mem == NULL && q.out_got != b->size)
-    ret = bvm_error_code (err, BVM_E_INVALID, 0, "registry sent %llu bytes of blob `%s`, expected %llu",
+    ret = bvm_error_code (err, BVM_E_INVALID, 0,
+                          "registry sent %llu bytes of blob `%s`, expected %llu",
                           (unsigned long long) q.out_got, b->digest, (unsigned long long) b->size);
   if (ret == 0)
     {
@@ -798,7 +805,7 @@ struct manifest_ctx
   bool *found; /* registry_manifest_find: a 404 is an answer, not an error */
 };
 
-#define MANIFEST_ACCEPT                                                                            \
+#define MANIFEST_ACCEPT                                                                           \
   OCI_MEDIA_MANIFEST ", " OCI_MEDIA_INDEX ", " DOCKER_MEDIA_MANIFEST ", " DOCKER_MEDIA_LIST
 
 static int
@@ -829,14 +836,15 @@ manifest_get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *er
     ret = -1;
   /* Content addressing is what makes a base image trustworthy: the bytes
    * must hash to the digest we asked for, and to what the registry says. */
-  if (ret == 0 && digest_problem (mc->reference) == NULL && strcmp (mc->digest, mc->reference) != 0)
+  if (ret == 0 && digest_problem (mc->reference) == NULL
+      && strcmp (mc->digest, mc->reference) != 0)
     ret = bvm_error_code (err, BVM_E_INVALID, 0, "manifest `%s` has digest `%s`", mc->reference,
                           mc->digest);
   if (ret == 0 && q.docker_digest[0] && digest_problem (q.docker_digest) == NULL
       && strcmp (q.docker_digest, mc->digest) != 0)
     ret = bvm_error_code (err, BVM_E_INVALID, 0,
-                          "manifest `%s` has digest `%s` but the registry says `%s`", mc->reference,
-                          mc->digest, q.docker_digest);
+                          "manifest `%s` has digest `%s` but the registry says `%s`",
+                          mc->reference, mc->digest, q.docker_digest);
   if (ret == 0)
     {
       buf_move (&mc->got, &q.body); /* now owned by mc */
@@ -847,8 +855,9 @@ manifest_get_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *er
 }
 
 static int
-manifest_get (struct registry *r, const char *repo, const char *reference, bool *found, char **body,
-              size_t *len, char **media_type, char digest[DIGEST_STR_LEN + 1], bvm_error_t *err)
+manifest_get (struct registry *r, const char *repo, const char *reference, bool *found,
+              char **body, size_t *len, char **media_type, char digest[DIGEST_STR_LEN + 1],
+              bvm_error_t *err)
 {
   struct manifest_ctx mc = { .repo = repo, .reference = reference, .found = found };
   char *type;
@@ -923,8 +932,9 @@ manifest_put_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *er
   if (ret == 0 && q.status != 201)
     ret = registry__status_error (r, &q, retryable, err);
   if (ret == 0 && q.docker_digest[0] && strcmp (q.docker_digest, mc->digest) != 0)
-    ret = bvm_error_code (err, BVM_E_INVALID, 0, "registry stored the manifest as `%.80s`, not `%s`",
-                          q.docker_digest, mc->digest);
+    ret = bvm_error_code (err, BVM_E_INVALID, 0,
+                          "registry stored the manifest as `%.80s`, not `%s`", q.docker_digest,
+                          mc->digest);
   http_req_dispose (&q);
   return ret;
 }
@@ -935,7 +945,11 @@ registry_manifest_put (struct registry *r, const char *repo, const char *referen
                        char digest[DIGEST_STR_LEN + 1], bvm_error_t *err)
 {
   struct manifest_ctx mc = {
-    .repo = repo, .reference = reference, .media_type = media_type, .body = body, .len = len,
+    .repo = repo,
+    .reference = reference,
+    .media_type = media_type,
+    .body = body,
+    .len = len,
   };
 
   if (check_repo (repo, err) < 0)
@@ -960,4 +974,3 @@ registry_manifest_put (struct registry *r, const char *repo, const char *referen
     memcpy (digest, mc.digest, DIGEST_STR_LEN + 1);
   return 0;
 }
-

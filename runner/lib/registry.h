@@ -40,24 +40,25 @@ struct registry_options
   const char *username;
   const char *password;
   const char *credentials_file;
-  const char *ca_file;      /* extra CA bundle for https, or NULL for the system's */
-  int max_attempts;         /* tries per operation, >= 1 */
-  int64_t backoff_ms;       /* first retry delay; doubled each retry, with jitter */
-  int64_t backoff_max_ms;   /* cap of one delay */
-  uint64_t chunk_size;      /* blobs larger than this go up in PATCH chunks; 0: never */
+  const char *ca_file;    /* extra CA bundle for https, or NULL for the system's */
+  int max_attempts;       /* tries per operation, >= 1 */
+  int64_t backoff_ms;     /* first retry delay; doubled each retry, with jitter */
+  int64_t backoff_max_ms; /* cap of one delay */
+  uint64_t chunk_size;    /* blobs larger than this go up in PATCH chunks; 0: never */
   int64_t connect_timeout_ms;
-  int64_t stall_timeout_ms; /* a transfer that moves nothing for this long fails (and is retried) */
-  int64_t deadline_ms;      /* absolute, on the now_ms() clock; 0: none */
+  int64_t
+      stall_timeout_ms; /* a transfer that moves nothing for this long fails (and is retried) */
+  int64_t deadline_ms;  /* absolute, on the now_ms() clock; 0: none */
   const char *user_agent;
   const volatile sig_atomic_t *cancel; /* when non-NULL and set, stop with BVM_E_CANCELED */
 };
 
-#define REGISTRY_OPTIONS_INIT                                                                      \
-  {                                                                                                \
+#define REGISTRY_OPTIONS_INIT                                                                     \
+  {                                                                                               \
     .url = NULL, .username = NULL, .password = NULL, .credentials_file = NULL, .ca_file = NULL,   \
-    .max_attempts = 5, .backoff_ms = 200, .backoff_max_ms = 10000, .chunk_size = 64ull << 20,      \
-    .connect_timeout_ms = 10000, .stall_timeout_ms = 60000, .deadline_ms = 0,                      \
-    .user_agent = "buildvm", .cancel = NULL,                                                       \
+    .max_attempts = 5, .backoff_ms = 200, .backoff_max_ms = 10000, .chunk_size = 64ull << 20,     \
+    .connect_timeout_ms = 10000, .stall_timeout_ms = 60000, .deadline_ms = 0,                     \
+    .user_agent = "buildvm", .cancel = NULL,                                                      \
   }
 
 struct registry;
@@ -154,7 +155,6 @@ void registry_credentials_free (struct registry_credentials *cr);
 /* Internal, exposed for the unit tests: parse one WWW-Authenticate challenge.
  * *scheme is 1 for Basic, 2 for Bearer. -1 on anything malformed. */
 int registry__parse_challenge (const char *h, int *scheme, char *realm, size_t realm_size,
-                               char *service, size_t service_size, char *scope,
-                               size_t scope_size);
+                               char *service, size_t service_size, char *scope, size_t scope_size);
 
 #endif

@@ -157,8 +157,8 @@ registry_credentials_load (struct registry_credentials **out, const char *path, 
   else if (!((user && pass && !token) || (!user && !pass && token)))
     ret = bvm_error_code (err, BVM_E_INVALID, 0,
                           "%s must have either `username` and `password`, or `token`", what);
-  else if ((user && (user[0] == '\0' || text_problem (user, strlen (user)) != NULL)) || (pass && pass[0] == '\0')
-           || (token && token[0] == '\0'))
+  else if ((user && (user[0] == '\0' || text_problem (user, strlen (user)) != NULL))
+           || (pass && pass[0] == '\0') || (token && token[0] == '\0'))
     ret = bvm_error_code (err, BVM_E_INVALID, 0,
                           "%s has an empty value or a user name with control characters", what);
   if (ret == 0)
@@ -208,7 +208,8 @@ registry__credentials_load (struct registry *r, const char *path, bvm_error_t *e
     goto cleanup;
   if (!json_is_object (doc))
     {
-      bvm_error_code (err, BVM_E_INVALID, 0, "registry credentials file `%s` is not an object", path);
+      bvm_error_code (err, BVM_E_INVALID, 0, "registry credentials file `%s` is not an object",
+                      path);
       goto cleanup;
     }
   if (jsonx_check_keys (doc, allowed, "", err) < 0
@@ -221,9 +222,9 @@ registry__credentials_load (struct registry *r, const char *path, bvm_error_t *e
     }
   if (tok != NULL ? (user != NULL || pass != NULL) : (user == NULL || pass == NULL))
     {
-      bvm_error_code (err, BVM_E_INVALID, 0,
-                      "registry credentials file `%s` needs either username and password or a token",
-                      path);
+      bvm_error_code (
+          err, BVM_E_INVALID, 0,
+          "registry credentials file `%s` needs either username and password or a token", path);
       goto cleanup;
     }
   if (tok)
@@ -232,7 +233,8 @@ registry__credentials_load (struct registry *r, const char *path, bvm_error_t *e
         if ((unsigned char) *p < 0x21 || (unsigned char) *p > 0x7e)
           {
             bvm_error_code (err, BVM_E_INVALID, 0,
-                            "registry credentials file `%s`: the token has invalid characters", path);
+                            "registry credentials file `%s`: the token has invalid characters",
+                            path);
             goto cleanup;
           }
       r->static_token = strdup (tok);
@@ -516,7 +518,8 @@ token_fetch (struct registry *r, const char *scope, const char *extra, const cha
       return bvm_error_code (err, BVM_E_LIMIT, 0, "token request URL is too long");
     }
   curl_free (esc);
-  if (add_scopes (&u, r->http.curl, scope, NULL, err) < 0 || add_scopes (&u, r->http.curl, extra, scope, err) < 0)
+  if (add_scopes (&u, r->http.curl, scope, NULL, err) < 0
+      || add_scopes (&u, r->http.curl, extra, scope, err) < 0)
     return -1;
 
   http_req_init (&q, &r->http, "GET", buf_cstr (&u));
@@ -533,11 +536,12 @@ token_fetch (struct registry *r, const char *scope, const char *extra, const cha
   if (q.status == 401 || q.status == 403)
     {
       char m[512];
-      ret = bvm_error_code (err, BVM_E_DENIED, 0,
-                            "authentication failed for `%s`: the token server `%s` returned HTTP %ld "
-                            "(%s)",
-                            r->url, http_url_for_msg (m, sizeof m, r->realm), q.status,
-                            r->username ? "wrong credentials?" : "no credentials given");
+      ret = bvm_error_code (
+          err, BVM_E_DENIED, 0,
+          "authentication failed for `%s`: the token server `%s` returned HTTP %ld "
+          "(%s)",
+          r->url, http_url_for_msg (m, sizeof m, r->realm), q.status,
+          r->username ? "wrong credentials?" : "no credentials given");
       http_req_dispose (&q);
       return ret;
     }
@@ -568,7 +572,8 @@ token_fetch (struct registry *r, const char *scope, const char *extra, const cha
     if ((unsigned char) *p < 0x21 || (unsigned char) *p > 0x7e)
       {
         json_decref (doc);
-        return bvm_error_code (err, BVM_E_INVALID, 0, "token reply: the token has invalid characters");
+        return bvm_error_code (err, BVM_E_INVALID, 0,
+                               "token reply: the token has invalid characters");
       }
   if (*tok == '\0')
     {
@@ -622,8 +627,7 @@ auth_prepare (struct registry *r, struct http_req *q, const char *extra_scope, b
     return set_bearer (q, r->static_token, err);
   switch (r->scheme)
     {
-    case AUTH_NONE:
-      return 0;
+    case AUTH_NONE: return 0;
     case AUTH_BASIC:
       q->username = r->username;
       q->password = r->password;

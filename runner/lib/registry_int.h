@@ -26,7 +26,7 @@ struct token
 struct registry
 {
   struct http_client http; /* the transport: curl handle, timeouts, deadline, retries */
-  char *url; /* scheme://host[:port], no trailing slash */
+  char *url;               /* scheme://host[:port], no trailing slash */
   bool https;
   uint64_t chunk_size;
 

@@ -644,8 +644,7 @@ secrets_init_master_key (const char *path, char *id_out, bvm_error_t *err)
 /* --- open / close ---------------------------------------------------------------------- */
 
 int
-secrets_open (struct secrets **out, const char *dir, const char *master_key_path,
-              bvm_error_t *err)
+secrets_open (struct secrets **out, const char *dir, const char *master_key_path, bvm_error_t *err)
 {
   struct secrets *s;
   struct stat st;
@@ -1083,9 +1082,8 @@ secrets_get (struct secrets *s, const char *app, const char *name, struct secret
 }
 
 int
-secrets_get_for_job (struct secrets *s, const struct role *role, const char *app,
-                     const char *name, struct secret_value **out, unsigned *version_out,
-                     bvm_error_t *err)
+secrets_get_for_job (struct secrets *s, const struct role *role, const char *app, const char *name,
+                     struct secret_value **out, unsigned *version_out, bvm_error_t *err)
 {
   char resource[128];
   int ret;
@@ -1306,8 +1304,7 @@ secrets_rotate_master_key (struct secrets *s, const char *new_master_key_path, s
     {
       master_free (new_master);
       return bvm_error_code (err, BVM_E_INVALID, 0,
-                             "`%s` is the current master key, not a new one",
-                             new_master_key_path);
+                             "`%s` is the current master key, not a new one", new_master_key_path);
     }
   apps = openat (s->dirfd, "apps", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (apps < 0)

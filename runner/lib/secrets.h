@@ -38,10 +38,10 @@
 #include "error.h"
 #include "util.h"
 
-#define SECRETS_KEY_BYTES 32                /* AES-256: master key, KEK, DEK */
-#define SECRETS_VALUE_MAX (64 * 1024)       /* one secret value */
-#define SECRETS_NAME_MAX 64                 /* ^[A-Za-z0-9_.-]{1,64}$, no leading `.` */
-#define SECRETS_KEY_ID_HEX 16               /* a master key's id, in hex */
+#define SECRETS_KEY_BYTES 32          /* AES-256: master key, KEK, DEK */
+#define SECRETS_VALUE_MAX (64 * 1024) /* one secret value */
+#define SECRETS_NAME_MAX 64           /* ^[A-Za-z0-9_.-]{1,64}$, no leading `.` */
+#define SECRETS_KEY_ID_HEX 16         /* a master key's id, in hex */
 
 struct secrets;
 struct role;
@@ -86,8 +86,8 @@ int secrets_set (struct secrets *s, const char *app, const char *name, const voi
  * tampered file (or KEK) is BVM_E_INVALID "secret `N` of app `A`: the file is
  * corrupt or was tampered with (...)"; a wrong master key says so.
  * `version_out` may be NULL. */
-int secrets_get (struct secrets *s, const char *app, const char *name,
-                 struct secret_value **out, unsigned *version_out, bvm_error_t *err);
+int secrets_get (struct secrets *s, const char *app, const char *name, struct secret_value **out,
+                 unsigned *version_out, bvm_error_t *err);
 
 /* For the pipeline: secrets_get after asking the job's role for
  * `secrets:GetSecret` on `secrets:apps/<app>/<name>`. A denial is the role's
@@ -110,8 +110,8 @@ int secrets_remove (struct secrets *s, const char *app, const char *name, bvm_er
  * new key is skipped, one wrapped under neither key is an error. The secret
  * files and the KEKs themselves are unchanged. Afterwards the store must be
  * opened with the new key. `n_out` (may be NULL) gets the number re-wrapped. */
-int secrets_rotate_master_key (struct secrets *s, const char *new_master_key_path,
-                               size_t *n_out, bvm_error_t *err);
+int secrets_rotate_master_key (struct secrets *s, const char *new_master_key_path, size_t *n_out,
+                               bvm_error_t *err);
 
 void secret_value_free (struct secret_value *v);
 

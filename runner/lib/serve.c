@@ -33,11 +33,11 @@
 /* worker exit codes: how the job left the queue */
 enum
 {
-  W_COMPLETED = 0,  /* terminal record written and acknowledged */
-  W_RELEASED = 10,  /* given back for another attempt (or dead-lettered at the limit) */
-  W_DEAD = 11,      /* dead-lettered (canceled) */
-  W_FENCED = 12,    /* a newer attempt owns the job: nothing written */
-  W_DRAINED = 13,   /* given back because the daemon is stopping */
+  W_COMPLETED = 0, /* terminal record written and acknowledged */
+  W_RELEASED = 10, /* given back for another attempt (or dead-lettered at the limit) */
+  W_DEAD = 11,     /* dead-lettered (canceled) */
+  W_FENCED = 12,   /* a newer attempt owns the job: nothing written */
+  W_DRAINED = 13,  /* given back because the daemon is stopping */
   W_QUEUE_ERROR = 14,
   W_ACK_FAILED = 15, /* succeeded (tagged, record written), but the ack failed */
 };
@@ -251,8 +251,7 @@ journal_recover (struct serve *s, bvm_error_t *err)
       m.len = strlen (body);
       m.attempt = (unsigned) attempt;
       m.last_attempt = (unsigned) last;
-      if (job_parse (&m.job, body, m.len, &e) == 0
-          && job_key (key, m.job->app, m.job->id) == 0)
+      if (job_parse (&m.job, body, m.len, &e) == 0 && job_key (key, m.job->app, m.job->id) == 0)
         {
           m.key = key;
           if (queue_release (s->q, &m, "the runner died while running it", &e) < 0)
@@ -287,7 +286,7 @@ journal_recover (struct serve *s, bvm_error_t *err)
 /* --- the worker (a child process per job) ------------------------------------- */
 
 static volatile sig_atomic_t w_cancel;
-static int64_t w_vm_started_ms; /* for the queue-overhead figures in the log */
+static int64_t w_vm_started_ms;        /* for the queue-overhead figures in the log */
 static volatile sig_atomic_t w_reason; /* SIGUSR1 canceled, SIGUSR2 fenced, SIGTERM drain */
 
 static void
@@ -421,8 +420,7 @@ ack_success (struct queue *q, struct queue_msg *m, const json_t *record, bvm_err
   return queue_complete (q, m, rec, err);
 }
 
-static void __attribute__ ((noreturn))
-worker_main (struct serve *s, struct worker *w)
+static void __attribute__ ((noreturn)) worker_main (struct serve *s, struct worker *w)
 {
   struct queue *q = NULL;
   struct pipeline_opts po = { 0 };
@@ -505,8 +503,7 @@ worker_main (struct serve *s, struct worker *w)
   else if (code == BVM_E_CANCELED)
     status = queue_drain (q, w->m, &qerr) < 0 ? W_QUEUE_ERROR : W_DRAINED;
   else if (retryable (&err))
-    status = queue_release (q, w->m, bvm_error_msg (&err), &qerr) < 0 ? W_QUEUE_ERROR
-                                                                       : W_RELEASED;
+    status = queue_release (q, w->m, bvm_error_msg (&err), &qerr) < 0 ? W_QUEUE_ERROR : W_RELEASED;
   else
     status = queue_complete (q, w->m, record, &qerr) < 0 ? W_QUEUE_ERROR : W_COMPLETED;
 
@@ -555,7 +552,8 @@ completed_outcome (struct serve *s, const struct job_request *job)
   if (st && strcmp (st, "succeeded") == 0)
     outcome = "succeeded";
   json_object_foreach (json_object_get (rec, "phases"), k, v)
-    metrics_phase (s->metrics, k, (double) json_integer_value (json_object_get (v, "ms")) / 1000.0);
+    metrics_phase (s->metrics, k,
+                   (double) json_integer_value (json_object_get (v, "ms")) / 1000.0);
   metrics_egress (s->metrics, json_object_get (rec, "egress"));
   json_decref (rec);
   return outcome;
@@ -585,7 +583,8 @@ worker_past_deadline (struct serve *s, struct worker *w)
   unlink (w->journal);
   if (workdir_reap_stale (s->cfg->work_dir, &dirs, &e) < 0)
     bvm_error_free (&e);
-  snprintf (reason, sizeof reason, "the job ran past its deadline of %llu s: its worker was killed",
+  snprintf (reason, sizeof reason,
+            "the job ran past its deadline of %llu s: its worker was killed",
             (unsigned long long) config_job_seconds (s->cfg));
   if (queue_dead_letter (s->q, w->m, reason, NULL, &e) < 0)
     {
@@ -682,8 +681,8 @@ supervise (struct serve *s)
         {
           if (bvm_error_get_code (&e) == BVM_E_FENCED && !w->fenced_sent)
             {
-              log_warn ("job=%s app=%s event=lease.lost attempt=%u", w->m->job_id,
-                        w->m->job->app, w->m->attempt);
+              log_warn ("job=%s app=%s event=lease.lost attempt=%u", w->m->job_id, w->m->job->app,
+                        w->m->attempt);
               kill (w->pid, SIGUSR2);
               w->fenced_sent = true;
             }
@@ -750,8 +749,7 @@ start_worker (struct serve *s, struct queue_msg *m, bvm_error_t *err)
   w->started_ms = now_ms ();
   w->next_heartbeat_ms = w->started_ms + s->qo.lease_ms / 3;
   w->deadline_ms = w->started_ms + (int64_t) config_job_seconds (s->cfg) * 1000;
-  if (snprintf_checked (w->journal, sizeof w->journal, "%s/journal/%s.json", s->dir, m->key)
-      < 0)
+  if (snprintf_checked (w->journal, sizeof w->journal, "%s/journal/%s.json", s->dir, m->key) < 0)
     return bvm_error (err, ENAMETOOLONG, "journal path");
   fflush (NULL);
   pid = fork ();
@@ -788,7 +786,7 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
   s->cfg = cfg;
   s->lock_fd = -1;
   s->daemon_pid = getpid ();
-  s->max_workers = o->concurrency ? o->concurrency
+  s->max_workers = o->concurrency           ? o->concurrency
                    : cfg->serve.concurrency ? (unsigned) cfg->serve.concurrency
                                             : serve_default_concurrency (cfg);
   if (s->max_workers > MAX_WORKERS)
@@ -841,8 +839,7 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
   if (o->metrics || cfg->serve.metrics)
     {
       if ((ret = metrics_new (&s->metrics, err)) < 0
-          || (ret = metrics_listen (s->metrics, o->metrics ? o->metrics : cfg->serve.metrics,
-                                    err))
+          || (ret = metrics_listen (s->metrics, o->metrics ? o->metrics : cfg->serve.metrics, err))
                  < 0)
         goto cleanup;
     }

@@ -25,9 +25,9 @@
 struct serve_opts
 {
   const struct runner_config *cfg;
-  unsigned concurrency;    /* 0: the config's, else what cores and memory allow */
-  const char *metrics;     /* "HOST:PORT" or NULL: the config's */
-  const char *name;        /* the runner's name on the queue; NULL: the config's */
+  unsigned concurrency; /* 0: the config's, else what cores and memory allow */
+  const char *metrics;  /* "HOST:PORT" or NULL: the config's */
+  const char *name;     /* the runner's name on the queue; NULL: the config's */
   /* Set by the front-end's signal handlers. */
   const volatile sig_atomic_t *stop;      /* stop leasing, let running jobs finish */
   const volatile sig_atomic_t *abort_now; /* cancel running jobs now */

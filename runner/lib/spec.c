@@ -267,8 +267,9 @@ parse_map (struct spec_kv **out, size_t *n_out, const json_t *parent, const char
         ret = bad (err, item, "is longer than %zu bytes", maxval);
       else if (no_control && has_control (json_string_value (v)))
         ret = bad (err, item, "must not contain control characters");
-      if (ret == 0 && ((kv[n].key = strdup (k)) == NULL
-                       || (kv[n].value = strdup (json_string_value (v))) == NULL))
+      if (ret == 0
+          && ((kv[n].key = strdup (k)) == NULL
+              || (kv[n].value = strdup (json_string_value (v))) == NULL))
         ret = nomem (err);
       if (kv[n].key != NULL)
         n++;
@@ -502,9 +503,8 @@ user_part_problem (const char *s, size_t n)
 static int
 parse_image (struct build_spec *s, const json_t *doc, bvm_error_t *err)
 {
-  static const char *const keys[] = { "base",    "from", "to",     "entrypoint", "cmd",
-                                      "env",     "workdir", "user", "ports",      "labels",
-                                      NULL };
+  static const char *const keys[] = { "base",    "from", "to",    "entrypoint", "cmd", "env",
+                                      "workdir", "user", "ports", "labels",     NULL };
   json_t *o = NULL, *basev;
   struct spec_image *im;
   const char *from = NULL, *to = "/app", *workdir = NULL, *user = NULL, *why;
@@ -650,8 +650,8 @@ parse_egress (struct build_spec *s, const json_t *doc, bvm_error_t *err)
   const char *why;
   int ret;
 
-  ret = parse_strv (&s->egress, &s->n_egress, doc, "egress", "", EGRESS_RULES_MAX,
-                    EGRESS_RULE_MAX, err);
+  ret = parse_strv (&s->egress, &s->n_egress, doc, "egress", "", EGRESS_RULES_MAX, EGRESS_RULE_MAX,
+                    err);
   if (ret == 0)
     ret = wrapped (jsonx_get_bool (&s->fail_on_deny, doc, "fail_on_deny", false, "", err), err);
   if (ret < 0)
@@ -705,8 +705,8 @@ parse_secrets (struct build_spec *s, const json_t *doc, bvm_error_t *err)
       else
         return bad (err, where, "must be a string or an object with `name`");
       if (secrets_name_problem (name) != NULL)
-        return bad_value (err, field,
-                          "must match ^[A-Za-z0-9_.-]{1,64}$ and not start with `.`", name);
+        return bad_value (err, field, "must match ^[A-Za-z0-9_.-]{1,64}$ and not start with `.`",
+                          name);
       for (size_t k = 0; k < i; k++)
         if (strcmp (s->secrets[k].name, name) == 0)
           return bad_value (err, field, "repeats a secret", name);
@@ -779,9 +779,9 @@ spec_free (struct build_spec *s)
 int
 spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *err)
 {
-  static const char *const keys[] = { "version", "profile", "steps",     "env",
-                                      "resources", "image", "artifacts", "secrets",
-                                      "egress", "fail_on_deny", NULL };
+  static const char *const keys[] = { "version",   "profile",      "steps",     "env",
+                                      "resources", "image",        "artifacts", "secrets",
+                                      "egress",    "fail_on_deny", NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_spec struct build_spec *s = NULL;
   const char *profile = NULL;
@@ -880,7 +880,8 @@ spec_to_json (const struct build_spec *s)
           r |= json_object_set_new (st, "name", json_string (s->steps[i].name));
           r |= json_object_set_new (st, "run", json_string (s->steps[i].run));
           if (s->steps[i].timeout > 0)
-            r |= json_object_set_new (st, "timeout", json_integer ((json_int_t) s->steps[i].timeout));
+            r |= json_object_set_new (st, "timeout",
+                                      json_integer ((json_int_t) s->steps[i].timeout));
         }
     }
   r |= json_object_set_new (o, "env", kv_json (s->env, s->n_env));
@@ -893,7 +894,8 @@ spec_to_json (const struct build_spec *s)
       r |= json_object_set_new (res, "memory_mib",
                                 json_integer ((json_int_t) s->resources.memory_mib));
     if (r == 0 && s->resources.disk_mib)
-      r |= json_object_set_new (res, "disk_mib", json_integer ((json_int_t) s->resources.disk_mib));
+      r |= json_object_set_new (res, "disk_mib",
+                                json_integer ((json_int_t) s->resources.disk_mib));
     if (r == 0 && s->resources.timeout)
       r |= json_object_set_new (res, "timeout", json_integer ((json_int_t) s->resources.timeout));
   }
@@ -908,7 +910,8 @@ spec_to_json (const struct build_spec *s)
           r |= json_object_set_new (img, "from", json_string (im->from));
           r |= json_object_set_new (img, "to", json_string (im->to));
           if (im->entrypoint)
-            r |= json_object_set_new (img, "entrypoint", strv_json (im->entrypoint, im->n_entrypoint));
+            r |= json_object_set_new (img, "entrypoint",
+                                      strv_json (im->entrypoint, im->n_entrypoint));
           if (im->cmd)
             r |= json_object_set_new (img, "cmd", strv_json (im->cmd, im->n_cmd));
           r |= json_object_set_new (img, "env", kv_json (im->env, im->n_env));

@@ -30,15 +30,15 @@
 #define SPEC_MAX_ENV 256
 #define SPEC_ENV_KEY_MAX 128
 #define SPEC_ENV_VALUE_MAX (32 * 1024)
-#define SPEC_PATH_MAX 1024           /* image.from, image.to, image.workdir, artifacts */
-#define SPEC_MAX_ARGS 256            /* entrypoint, cmd */
+#define SPEC_PATH_MAX 1024 /* image.from, image.to, image.workdir, artifacts */
+#define SPEC_MAX_ARGS 256  /* entrypoint, cmd */
 #define SPEC_ARG_MAX (32 * 1024)
 #define SPEC_MAX_PORTS 64
 #define SPEC_MAX_LABELS 256
 #define SPEC_LABEL_KEY_MAX 256
 #define SPEC_LABEL_VALUE_MAX 4096
-#define SPEC_REFERENCE_MAX 512       /* image.base */
-#define SPEC_USER_MAX 65             /* "user[:group]", each part <= 32 */
+#define SPEC_REFERENCE_MAX 512 /* image.base */
+#define SPEC_USER_MAX 65       /* "user[:group]", each part <= 32 */
 #define SPEC_MAX_ARTIFACTS 256
 #define SPEC_MAX_SECRETS 64
 
@@ -74,12 +74,12 @@ struct spec_resources
 
 struct spec_image
 {
-  char *base;           /* "repo:tag" or "repo@sha256:..." in the runner's registry, or NULL */
+  char *base;            /* "repo:tag" or "repo@sha256:..." in the runner's registry, or NULL */
   char *base_repository; /* its parts, NULL when base is NULL */
   char *base_tag;        /* NULL when base is by digest */
   char *base_digest;     /* NULL when base is by tag */
-  char *from;     /* normalized relative directory of the build ("." = the source tree) */
-  char *to;       /* normalized absolute path in the image, default "/app" */
+  char *from;            /* normalized relative directory of the build ("." = the source tree) */
+  char *to;              /* normalized absolute path in the image, default "/app" */
   char **entrypoint; /* NULL = not set (inherit); else a vector of n_entrypoint, NULL-terminated */
   size_t n_entrypoint;
   char **cmd; /* same */

@@ -58,8 +58,8 @@ check_relpath (const char *p, bool want_trailing_slash, const char *what, bvm_er
     return bvm_error_code (err, BVM_E_INVALID, 0, "%s is longer than %d bytes", what,
                            STORE_KEY_MAX);
   if (text_problem (p, len) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "%s has control characters or invalid UTF-8", what);
+    return bvm_error_code (err, BVM_E_INVALID, 0, "%s has control characters or invalid UTF-8",
+                           what);
   if (p[0] == '/')
     return bvm_error_code (err, BVM_E_INVALID, 0, "%s `%s` is absolute", what, p);
   if ((p[len - 1] == '/') != want_trailing_slash)
@@ -98,8 +98,8 @@ store_check_key (const char *key, const char *prefix, bvm_error_t *err)
     return bvm_error_code (err, BVM_E_INVALID, 0, "key `%s` is outside the prefix `%s`", key,
                            prefix);
   if (strcmp (key + pl, INDEX_NAME) == 0)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "key `%s` is reserved for the index of `%s`", key, prefix);
+    return bvm_error_code (err, BVM_E_INVALID, 0, "key `%s` is reserved for the index of `%s`",
+                           key, prefix);
   return 0;
 }
 
@@ -126,11 +126,11 @@ struct dir_txn
 {
   struct dir_store *ds;
   char *prefix;
-  char *stage;     /* <root>/.staging/txn.XXXXXX */
-  char *tree;      /* <stage>/tree: becomes <root>/<prefix> */
-  int lock_fd;     /* the stage directory, flock'ed while the txn lives */
-  int fd;          /* the object being written */
-  char *file;      /* its path */
+  char *stage; /* <root>/.staging/txn.XXXXXX */
+  char *tree;  /* <stage>/tree: becomes <root>/<prefix> */
+  int lock_fd; /* the stage directory, flock'ed while the txn lives */
+  int fd;      /* the object being written */
+  char *file;  /* its path */
 };
 
 static int
@@ -780,6 +780,5 @@ store_summary_to_json (const struct store_summary *s)
 {
   return json_pack ("{s:s, s:I, s:I, s:{s:s, s:s, s:I}}", "prefix", s->prefix, "count",
                     (json_int_t) s->count, "bytes", (json_int_t) s->bytes, "index", "path",
-                    s->index_key, "digest", s->index_digest, "size",
-                    (json_int_t) s->index_bytes);
+                    s->index_key, "digest", s->index_digest, "size", (json_int_t) s->index_bytes);
 }

@@ -26,10 +26,10 @@ void cleanup_unlinkp (char **path);
 
 /* The cleanup function `name` for a variable of type `type *` that
  * release(), which takes NULL, releases: for a cleanup_<name> attribute. */
-#define DEFINE_CLEANUP_FUNC(name, type, release)                                                   \
-  static inline void name (type **p)                                                               \
-  {                                                                                                \
-    release (*p);                                                                                  \
+#define DEFINE_CLEANUP_FUNC(name, type, release)                                                  \
+  static inline void name (type **p)                                                              \
+  {                                                                                               \
+    release (*p);                                                                                 \
   }
 
 #define cleanup_free __attribute__ ((cleanup (cleanup_freep)))

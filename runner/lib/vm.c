@@ -108,8 +108,9 @@ vm_accel_detect (char *why, size_t whysz)
   if (stat ("/sys/module/kvm_pvm", &st) == 0)
     {
       if (why)
-        snprintf (why, whysz, "/dev/kvm is the PVM nested layer (kvm_pvm), under which "
-                              "standard guests hang");
+        snprintf (why, whysz,
+                  "/dev/kvm is the PVM nested layer (kvm_pvm), under which "
+                  "standard guests hang");
       return VM_ACCEL_TCG;
     }
   if (!cpu_has_virt_flag ())
@@ -310,7 +311,8 @@ console_feed (struct console *c, const char *data, size_t n)
    * rest of the stream instead. */
   if (redact_stream_feed (c->rs, data, n, cut_lines, c, &e) < 0)
     {
-      static const char dropped[] = "[buildvm: the redactor failed; the rest of this stream is dropped]";
+      static const char dropped[]
+          = "[buildvm: the redactor failed; the rest of this stream is dropped]";
       bvm_error_free (&e);
       c->redact_failed = true;
       deliver (c, dropped, sizeof dropped - 1, false);
@@ -461,8 +463,8 @@ vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
   res->accel = vm.accel;
 
   if (spec->egress && drv->attach_channel == NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "the `%s` VM driver has no egress channel yet", drv->name);
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the `%s` VM driver has no egress channel yet",
+                           drv->name);
   if (spec->egress && (ret = drv->attach_channel (&vm, err)) < 0)
     return ret;
 

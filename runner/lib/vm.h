@@ -48,16 +48,16 @@ typedef void (*vm_line_fn) (void *opaque, enum vm_stream stream, const char *lin
 
 struct vm_spec
 {
-  const char *driver;   /* "qemu" (default) | "firecracker" */
-  const char *vmm;      /* VMM binary; NULL: the driver's default */
-  enum vm_accel accel;  /* AUTO is resolved by vm_run() */
-  const char *name;     /* shows in ps: a job id */
+  const char *driver;  /* "qemu" (default) | "firecracker" */
+  const char *vmm;     /* VMM binary; NULL: the driver's default */
+  enum vm_accel accel; /* AUTO is resolved by vm_run() */
+  const char *name;    /* shows in ps: a job id */
   const char *kernel;
   const char *cmdline;
   const char *rootfs;
-  const char *input;    /* read-only */
-  const char *output;   /* read-write, fixed size */
-  const char *scratch;  /* read-write */
+  const char *input;       /* read-only */
+  const char *output;      /* read-write, fixed size */
+  const char *scratch;     /* read-write */
   const char *runtime_dir; /* where a driver may put sockets and config files */
   unsigned vcpus;
   unsigned memory_mib;
@@ -90,18 +90,18 @@ struct vm_spec
 
 enum vm_outcome
 {
-  VM_EXITED = 0,    /* the VMM exited on its own (normally: the guest rebooted) */
-  VM_BOOT_TIMEOUT,  /* the agent never said it was ready */
-  VM_TIMEOUT,       /* the whole-VM deadline passed */
+  VM_EXITED = 0,   /* the VMM exited on its own (normally: the guest rebooted) */
+  VM_BOOT_TIMEOUT, /* the agent never said it was ready */
+  VM_TIMEOUT,      /* the whole-VM deadline passed */
   VM_CANCELED,
 };
 
 struct vm_result
 {
   enum vm_outcome outcome;
-  int vmm_status;        /* waitpid status when VM_EXITED */
-  enum vm_accel accel;   /* what was used */
-  int64_t boot_ms;       /* spawn to agent ready; -1 if never */
+  int vmm_status;      /* waitpid status when VM_EXITED */
+  enum vm_accel accel; /* what was used */
+  int64_t boot_ms;     /* spawn to agent ready; -1 if never */
   int64_t total_ms;
   uint64_t console_bytes;   /* delivered */
   uint64_t console_dropped; /* over the cap */
@@ -136,8 +136,8 @@ int vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
 
 /* Build the QEMU command line (exposed for tests and `buildvm doctor`).
  * *argv is a NULL-terminated malloc'd vector of malloc'd strings. */
-int vm_qemu_argv (char ***argv, const struct vm_spec *spec, enum vm_accel accel,
-                  const char *qemu, bvm_error_t *err);
+int vm_qemu_argv (char ***argv, const struct vm_spec *spec, enum vm_accel accel, const char *qemu,
+                  bvm_error_t *err);
 /* Build Firecracker's --config-file JSON (exposed for tests). */
 int vm_firecracker_config (char **out, const struct vm_spec *spec, bvm_error_t *err);
 void vm_argv_free (char **argv);

@@ -175,8 +175,9 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
       ret = guest_result_read (&out->guest, out->output_disk, err);
       if (ret < 0)
         return bvm_error_wrap (err, "reading the build result");
-      if (o->redact != NULL && (ret = redact_message (out->guest.message, sizeof out->guest.message,
-                                                      o->redact, err)) < 0)
+      if (o->redact != NULL
+          && (ret = redact_message (out->guest.message, sizeof out->guest.message, o->redact, err))
+                 < 0)
         return ret;
     }
   return 0;
@@ -215,30 +216,19 @@ vmjob_describe (char *buf, size_t size, const struct vmjob_result *r)
     case VM_TIMEOUT:
       snprintf (buf, size, "the VM ran past its deadline and was killed");
       return buf;
-    case VM_CANCELED:
-      snprintf (buf, size, "canceled");
-      return buf;
-    case VM_EXITED:
-      break;
+    case VM_CANCELED: snprintf (buf, size, "canceled"); return buf;
+    case VM_EXITED: break;
     }
   switch (g->status)
     {
-    case GUEST_OK:
-      snprintf (buf, size, "ok");
-      break;
+    case GUEST_OK: snprintf (buf, size, "ok"); break;
     case GUEST_STEP_FAILED:
       snprintf (buf, size, "step %u failed with exit status %d%s", g->step, g->exit_code,
                 g->signal ? " (killed by a signal)" : "");
       break;
-    case GUEST_TIMEOUT:
-      snprintf (buf, size, "step %u timed out", g->step);
-      break;
-    case GUEST_OUTPUT_ERROR:
-      snprintf (buf, size, "collecting the outputs failed: %s", msg);
-      break;
-    case GUEST_AGENT_ERROR:
-      snprintf (buf, size, "the guest agent failed: %s", msg);
-      break;
+    case GUEST_TIMEOUT: snprintf (buf, size, "step %u timed out", g->step); break;
+    case GUEST_OUTPUT_ERROR: snprintf (buf, size, "collecting the outputs failed: %s", msg); break;
+    case GUEST_AGENT_ERROR: snprintf (buf, size, "the guest agent failed: %s", msg); break;
     case GUEST_NO_RESULT:
       /* the last 300 bytes of what the VMM and the kernel said */
       str_escape (vmm, sizeof vmm, r->vm.vmm_stderr + (n > 300 ? n - 300 : 0), n > 300 ? 300 : n,
@@ -268,7 +258,8 @@ vmjob_verdict (const struct vmjob_result *r)
     case GUEST_NO_RESULT:
       /* It used to be internal and was retried: three VM runs for one
        * hostile build (issue 11). */
-      if (r->vm.boot_ms >= 0 && WIFEXITED (r->vm.vmm_status) && WEXITSTATUS (r->vm.vmm_status) == 0)
+      if (r->vm.boot_ms >= 0 && WIFEXITED (r->vm.vmm_status)
+          && WEXITSTATUS (r->vm.vmm_status) == 0)
         return VMJOB_BUILD_FAILED;
       return VMJOB_INTERNAL;
     default: return VMJOB_INTERNAL;

@@ -24,7 +24,7 @@ struct vmjob_opts
   unsigned vcpus;
   unsigned memory_mib;
   uint64_t disk_mib;
-  uint64_t output_max;      /* bytes of output tar */
+  uint64_t output_max; /* bytes of output tar */
   int64_t boot_timeout_ms;
   int64_t build_timeout_ms; /* the agent's own deadline for all steps */
   uint64_t console_max;
@@ -49,11 +49,11 @@ struct vmjob_result
 {
   struct vm_result vm;
   struct guest_result guest;
-  char *output_disk; /* in the work directory; ingest reads the tar from it */
-  int64_t disks_ms;  /* creating the output and scratch disks */
-  bool jailed;       /* the VMM ran in a jail */
-  uint32_t jail_uid; /* its uid and gid */
-  char jail_note[256]; /* cgroup controllers the host did not offer, and why */
+  char *output_disk;     /* in the work directory; ingest reads the tar from it */
+  int64_t disks_ms;      /* creating the output and scratch disks */
+  bool jailed;           /* the VMM ran in a jail */
+  uint32_t jail_uid;     /* its uid and gid */
+  char jail_note[256];   /* cgroup controllers the host did not offer, and why */
   struct egress *egress; /* the stopped broker (egress_record), or NULL */
 };
 

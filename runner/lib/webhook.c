@@ -251,8 +251,8 @@ webhook_verify_signature (enum webhook_format f, const char *sig, const void *se
                             ? "malformed signature (want sha256= and 64 hex digits)"
                             : "malformed signature (want 64 hex digits)");
   /* over the raw bytes as received: never over a re-serialization */
-  if (HMAC (EVP_sha256 (), secret, (int) secret_len, body_len ? body : (const void *) "",
-            body_len, want, &want_len)
+  if (HMAC (EVP_sha256 (), secret, (int) secret_len, body_len ? body : (const void *) "", body_len,
+            want, &want_len)
           == NULL
       || want_len != SHA256_LEN)
     return bvm_error_code (err, BVM_E_INTERNAL, 0, "hmac-sha256 failed");
@@ -470,8 +470,8 @@ parse_gitlab (struct webhook_push *p, const json_t *doc, bvm_error_t *err)
 }
 
 int
-webhook_parse_push (struct webhook_push **out, enum webhook_format f, const char *body,
-                    size_t len, size_t max, bvm_error_t *err)
+webhook_parse_push (struct webhook_push **out, enum webhook_format f, const char *body, size_t len,
+                    size_t max, bvm_error_t *err)
 {
   cleanup_json json_t *doc = NULL;
   struct webhook_push *p;
@@ -656,8 +656,7 @@ webhook_config_add_app (struct webhook_config *wc, const struct config_app *app,
   a.n_branches = app->n_branches;
   a.secret = malloc (secret_len);
   a.secret_len = secret_len;
-  if (a.app == NULL || a.repo == NULL || a.match == NULL || a.branches == NULL
-      || a.secret == NULL)
+  if (a.app == NULL || a.repo == NULL || a.match == NULL || a.branches == NULL || a.secret == NULL)
     {
       if (a.match == NULL)
         a.n_match = 0;
@@ -752,11 +751,11 @@ webhook_config_load (struct webhook_config **out, const struct config_webhook *w
 struct ring
 {
   char app[JOB_APP_MAX + 1];
-  char **keys;      /* oldest at `head` once full */
-  int64_t *times;   /* when each key was added */
-  size_t head;      /* the next slot to write */
+  char **keys;    /* oldest at `head` once full */
+  int64_t *times; /* when each key was added */
+  size_t head;    /* the next slot to write */
   size_t count;
-  uint32_t *table;  /* open addressing, linear probing: indices into keys */
+  uint32_t *table; /* open addressing, linear probing: indices into keys */
   size_t mask;
 };
 
@@ -764,11 +763,11 @@ struct webhook_replay
 {
   struct ring *rings; /* one per app seen */
   size_t n_rings;
-  size_t window;      /* keys per app */
-  int64_t span_s;     /* keys older than this are forgotten */
-  char *path;         /* NULL: memory only */
-  int fd;             /* the file, O_APPEND */
-  int lock_fd;        /* <path>.lock, flock'ed for the store's life */
+  size_t window;  /* keys per app */
+  int64_t span_s; /* keys older than this are forgotten */
+  char *path;     /* NULL: memory only */
+  int fd;         /* the file, O_APPEND */
+  int lock_fd;    /* <path>.lock, flock'ed for the store's life */
   size_t file_lines;
 };
 
@@ -943,8 +942,7 @@ ring_seen (const struct webhook_replay *r, const char *app, const char *key, int
 }
 
 bool
-webhook_replay_seen (const struct webhook_replay *r, const char *app, const char *key,
-                     int64_t now)
+webhook_replay_seen (const struct webhook_replay *r, const char *app, const char *key, int64_t now)
 {
   if (r == NULL || job_app_id_problem (app) != NULL || key_problem (key) != NULL)
     return false;
@@ -1099,8 +1097,8 @@ load_file (struct webhook_replay *r, bool *needs_newline, int64_t now, bvm_error
 }
 
 int
-webhook_replay_open (struct webhook_replay **out, const char *path, size_t window,
-                     int64_t span_s, bvm_error_t *err)
+webhook_replay_open (struct webhook_replay **out, const char *path, size_t window, int64_t span_s,
+                     bvm_error_t *err)
 {
   struct webhook_replay *r;
   bool needs_newline = false;
@@ -1138,8 +1136,7 @@ webhook_replay_open (struct webhook_replay **out, const char *path, size_t windo
                                     "`%s` is in use by another buildvm webhook", path)
                   : bvm_error (err, errno, "lock `%s`", lock);
       if (ret == 0
-          && (r->fd = open (path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600))
-                 < 0)
+          && (r->fd = open (path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
         ret = bvm_error (err, errno, "open replay store `%s`", path);
       if (ret == 0 && fstat (r->fd, &st) < 0)
         ret = bvm_error (err, errno, "stat `%s`", path);
@@ -1252,9 +1249,8 @@ hash_hex (char out[DIGEST_HEX_LEN + 1], const char *domain, const void *data, si
  * `delivery` field is the id when the request grammar takes it, else
  * "sha256:<hex>" of it, else absent. */
 static int
-make_ids (char *job_id, size_t id_size, char *delivery_out, size_t dsize,
-          enum webhook_format f, const char *delivery, const char *body, size_t body_len,
-          bvm_error_t *err)
+make_ids (char *job_id, size_t id_size, char *delivery_out, size_t dsize, enum webhook_format f,
+          const char *delivery, const char *body, size_t body_len, bvm_error_t *err)
 {
   const char *name = webhook_format_name (f);
   char hex[DIGEST_HEX_LEN + 1];
@@ -1386,8 +1382,9 @@ check_request (struct webhook_response *out, const struct webhook_config *wc,
 
   out->format = webhook_detect_format (req);
   if ((fi = format_info (out->format)) == NULL)
-    return respond (out, 400, "unknown sender: no X-GitHub-Event, X-Gitea-Event, "
-                              "X-Forgejo-Event or X-Gitlab-Event header");
+    return respond (out, 400,
+                    "unknown sender: no X-GitHub-Event, X-Gitea-Event, "
+                    "X-Forgejo-Event or X-Gitlab-Event header");
   *fip = fi;
   ct = webhook_header (req, "Content-Type", &n);
   if (n > 1 || content_type_problem (ct) != NULL)
@@ -1581,8 +1578,10 @@ webhook_handle (struct webhook_response *out, const struct webhook_config *wc,
       if (webhook_replay_add (deps->replay, app->app, out->job_id, now, &rerr) < 0
           || webhook_replay_add (deps->replay, app->app, body_key, now, &rerr) < 0
           || webhook_replay_add (deps->replay, app->app, after_key, now, &rerr) < 0
-          || (p->head_time > 0 && snprintf (head_key, sizeof head_key, "%s%lld", head_prefix,
-                                            (long long) p->head_time) > 0
+          || (p->head_time > 0
+              && snprintf (head_key, sizeof head_key, "%s%lld", head_prefix,
+                           (long long) p->head_time)
+                     > 0
               && webhook_replay_add (deps->replay, app->app, head_key, now, &rerr) < 0))
         copy_printable (out->warning, sizeof out->warning, bvm_error_msg (&rerr));
     }

@@ -64,11 +64,11 @@ struct config_webhook
  * only selects the entry; the deploy request's repository is `repo`. */
 struct config_app
 {
-  char *app;         /* the app id */
-  char *repo;        /* the clone URL the runner fetches (a valid deploy request repo) */
-  char **match;      /* clone URLs or full names a payload may carry, NULL-terminated */
+  char *app;    /* the app id */
+  char *repo;   /* the clone URL the runner fetches (a valid deploy request repo) */
+  char **match; /* clone URLs or full names a payload may carry, NULL-terminated */
   size_t n_match;
-  char **branches;   /* branch names without refs/heads/, NULL-terminated */
+  char **branches; /* branch names without refs/heads/, NULL-terminated */
   size_t n_branches;
   char *secret_file; /* absolute path; only the webhook reads it (webhook_config_load) */
 };
@@ -108,11 +108,11 @@ struct webhook_response
 {
   int status;
   char reason[WEBHOOK_REASON_MAX + 1];
-  char job_id[JOB_ID_MAX + 1];                  /* 202 and duplicates, else "" */
-  char app[JOB_APP_MAX + 1];                    /* once known, else "" */
-  char delivery[JOB_DELIVERY_MAX + 1];          /* shown escaped and cut, else "" */
+  char job_id[JOB_ID_MAX + 1];         /* 202 and duplicates, else "" */
+  char app[JOB_APP_MAX + 1];           /* once known, else "" */
+  char delivery[JOB_DELIVERY_MAX + 1]; /* shown escaped and cut, else "" */
   enum webhook_format format;
-  char warning[WEBHOOK_REASON_MAX + 1];         /* for the log only, else "" */
+  char warning[WEBHOOK_REASON_MAX + 1]; /* for the log only, else "" */
 };
 
 /* --- the app table with the secrets loaded ----------------------------------------------- */
@@ -160,8 +160,8 @@ int webhook_replay_add (struct webhook_replay *r, const char *app, const char *k
                         bvm_error_t *err);
 /* The largest N of the keys "<prefix>N" that `app` holds (unexpired), 0
  * when none: the newest head commit time of a branch. */
-int64_t webhook_replay_newest (const struct webhook_replay *r, const char *app,
-                               const char *prefix, int64_t now);
+int64_t webhook_replay_newest (const struct webhook_replay *r, const char *app, const char *prefix,
+                               int64_t now);
 /* Keys held, all apps together. */
 size_t webhook_replay_count (const struct webhook_replay *r);
 void webhook_replay_close (struct webhook_replay *r);
@@ -216,16 +216,16 @@ int webhook_verify_signature (enum webhook_format f, const char *sig, const void
 /* The parts of a push event that matter. Strings are NULL when absent. */
 struct webhook_push
 {
-  char *ref;                                   /* required */
+  char *ref; /* required */
   char *before;
-  char *after;                                 /* required */
-  bool deleted;                                /* `deleted` true or after all zeros */
-  bool tag;                                    /* GitLab tag_push or a refs/tags/ ref */
-  char *repo_names[WEBHOOK_MAX_REPO_NAMES];    /* clone and web URLs, full name */
+  char *after;                              /* required */
+  bool deleted;                             /* `deleted` true or after all zeros */
+  bool tag;                                 /* GitLab tag_push or a refs/tags/ ref */
+  char *repo_names[WEBHOOK_MAX_REPO_NAMES]; /* clone and web URLs, full name */
   size_t n_repo_names;
-  char *pusher;                                /* the name as sent (not yet cut) */
+  char *pusher; /* the name as sent (not yet cut) */
   char *head_commit;
-  int64_t head_time;                           /* the head commit's timestamp (seconds
+  int64_t head_time; /* the head commit's timestamp (seconds
                                                 * since the epoch), 0 when not sent */
 };
 

@@ -187,8 +187,7 @@ fill_request (struct webhook_request *wr, struct request *r, const char *url, co
 
 static enum MHD_Result
 on_request (void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-            const char *version, const char *upload_data, size_t *upload_data_size,
-            void **con_cls)
+            const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
   struct server *s = cls;
   struct request *r = *con_cls;
@@ -357,24 +356,22 @@ webhook_serve (const struct webhook_serve_opts *o, bvm_error_t *err)
   flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
   if (o->addr->ss_family == AF_INET6)
     flags |= MHD_USE_IPv6;
-  d = MHD_start_daemon (
-      flags, 0, NULL, NULL, on_request, &s,
-      /* first, so that every message of MHD's goes through our log */
-      MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-      MHD_OPTION_SOCK_ADDR, (const struct sockaddr *) o->addr,
-      MHD_OPTION_CONNECTION_LIMIT, (unsigned int) o->max_connections,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) o->timeout_seconds,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HEADER_MEMORY_LIMIT,
-      MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int) LISTEN_BACKLOG,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
-      on_connection, &s, MHD_OPTION_END);
+  d = MHD_start_daemon (flags, 0, NULL, NULL, on_request, &s,
+                        /* first, so that every message of MHD's goes through our log */
+                        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+                        (const struct sockaddr *) o->addr, MHD_OPTION_CONNECTION_LIMIT,
+                        (unsigned int) o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+                        (unsigned int) o->timeout_seconds, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                        (size_t) HEADER_MEMORY_LIMIT, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+                        (unsigned int) LISTEN_BACKLOG, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                        NULL, MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s, MHD_OPTION_END);
   if (d == NULL)
-    return bvm_error_code (err, BVM_E_IO, 0, "cannot listen on `%s` (in use, or not an address of "
-                                             "this host?)",
+    return bvm_error_code (err, BVM_E_IO, 0,
+                           "cannot listen on `%s` (in use, or not an address of "
+                           "this host?)",
                            o->listen);
   log_info ("event=webhook.start listen=%s apps=%zu queue=%s replay_store=%s remembered=%zu",
-            o->listen, o->n_apps, o->queue_url, o->replay_store,
-            webhook_replay_count (o->replay));
+            o->listen, o->n_apps, o->queue_url, o->replay_store, webhook_replay_count (o->replay));
 
   while (!*o->stop)
     {

@@ -23,9 +23,9 @@ struct webhook_serve_opts
 {
   const struct webhook_config *wc;
   struct webhook_replay *replay;
-  struct queue *queue;                /* deploy requests go here */
+  struct queue *queue;                 /* deploy requests go here */
   const struct sockaddr_storage *addr; /* from webhook_parse_listen */
-  const char *listen;                 /* the same, as written, for messages */
+  const char *listen;                  /* the same, as written, for messages */
   uint64_t max_body_bytes;
   uint64_t max_connections;
   uint64_t timeout_seconds;

@@ -112,8 +112,8 @@ run_parser (struct run *r, const uint8_t *data, size_t size, int from, unsigned 
               FUZZ_CHECK (egress_proto_payload_problem (f.type, f.payload, f.len) == NULL);
               if (again == NULL)
                 abort ();
-              n = egress_proto_encode (again, EGRESS_HEADER_LEN + f.len, f.type, f.flags,
-                                       f.stream, f.payload, f.len, from);
+              n = egress_proto_encode (again, EGRESS_HEADER_LEN + f.len, f.type, f.flags, f.stream,
+                                       f.payload, f.len, from);
               FUZZ_CHECK (n == EGRESS_HEADER_LEN + f.len);
               FUZZ_CHECK (frame_start + n == pos + used);
               FUZZ_CHECK (memcmp (again, data + frame_start, n) == 0);

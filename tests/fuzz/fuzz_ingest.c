@@ -117,8 +117,7 @@ s_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
       FUZZ_CHECK (e->link_target[0] != '\0' && e->link_target[0] != '/');
       s->mine.symlinks++;
       break;
-    default:
-      fuzz_fail (__FILE__, __LINE__, "entry type is a file, a directory or a symlink");
+    default: fuzz_fail (__FILE__, __LINE__, "entry type is a file, a directory or a symlink");
     }
   if (s->nseen < SEEN_MAX)
     {
@@ -134,8 +133,7 @@ s_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
   s->size = e->size;
   s->got = 0;
   if (s->fail_at != 0 && s->nseen == s->fail_at)
-    return bvm_error_code (err, BVM_E_IO, 0, "the sink failed on purpose at entry %u",
-                           s->fail_at);
+    return bvm_error_code (err, BVM_E_IO, 0, "the sink failed on purpose at entry %u", s->fail_at);
   return 0;
 }
 
@@ -202,8 +200,13 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   const struct ingest_limits prod = INGEST_LIMITS_INIT;
   const struct ingest_limits tight = {
-    .max_entries = 8, .max_entry_bytes = 700, .max_total_bytes = 2000,
-    .max_names_bytes = 300, .max_path = 100, .max_header_bytes = 1536, .deadline_ms = 0,
+    .max_entries = 8,
+    .max_entry_bytes = 700,
+    .max_total_bytes = 2000,
+    .max_names_bytes = 300,
+    .max_path = 100,
+    .max_header_bytes = 1536,
+    .deadline_ms = 0,
   };
   int fd = fuzz_memfd (data, size);
 

@@ -114,8 +114,9 @@ hostport (const char *s)
   netaddr_resource (res, sizeof res, &hp);
   FUZZ_CHECK (strncmp (res, "net:", 4) == 0);
   /* the policy language takes the resource as one whose host is a pattern */
-  FUZZ_CHECK (netaddr_host_pattern_problem (res + 4, strlen (res + 4) - strlen (strrchr (res, ':')))
-              == NULL);
+  FUZZ_CHECK (
+      netaddr_host_pattern_problem (res + 4, strlen (res + 4) - strlen (strrchr (res, ':')))
+      == NULL);
 }
 
 static void

@@ -119,8 +119,7 @@ struct parsed
 
 /* The signature of body in the form the header `name` wants, into out. */
 static bool
-resign (char *out, size_t size, const char *name, const char *secret, const void *body,
-        size_t len)
+resign (char *out, size_t size, const char *name, const char *secret, const void *body, size_t len)
 {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
@@ -149,8 +148,8 @@ parse_input (struct parsed *p, char *text, size_t size)
 
   memset (p, 0, sizeof *p);
   for (size_t i = 0; i + 1 < size && end == NULL; i++)
-    if (text[i] == '\n' && (text[i + 1] == '\n' || (text[i + 1] == '\r' && i + 2 < size
-                                                    && text[i + 2] == '\n')))
+    if (text[i] == '\n'
+        && (text[i + 1] == '\n' || (text[i + 1] == '\r' && i + 2 < size && text[i + 2] == '\n')))
       end = text + i;
   if (end == NULL)
     {

@@ -150,8 +150,8 @@ should_fail (const void *caller)
            * was made (dladdr does not allocate) */
           Dl_info di;
           if (dladdr (caller, &di) != 0)
-            fprintf (stderr, "allocfail: allocation %ld failed, made at %p in %s (%s)\n",
-                     af_count, caller, di.dli_fname, di.dli_sname ? di.dli_sname : "?");
+            fprintf (stderr, "allocfail: allocation %ld failed, made at %p in %s (%s)\n", af_count,
+                     caller, di.dli_fname, di.dli_sname ? di.dli_sname : "?");
         }
       af_injected = true;
       return true;
@@ -372,7 +372,7 @@ af_exempt_none (void)
 /* gcc knows malloc and free as builtins that touch no memory of ours, so in
  * this file it may keep a counter in a register across a direct malloc()
  * call: the barriers make it store before and load after. */
-#define AF_BARRIER() __asm__ __volatile__ ("" ::: "memory")
+#define AF_BARRIER() __asm__ __volatile__("" ::: "memory")
 
 static void
 af_arm (long n)
@@ -408,8 +408,8 @@ struct afcase
   char *(*describe) (void *res);
   void (*release) (void *res);
   const void *arg;
-  bool valid;      /* the clean run succeeds */
-  bool isolate;    /* run each injected failure in a child process (run_isolated) */
+  bool valid;   /* the clean run succeeds */
+  bool isolate; /* run each injected failure in a child process (run_isolated) */
 };
 
 enum outcome
@@ -571,8 +571,8 @@ check_case (const struct afcase *c)
     }
   if (__lsan_do_recoverable_leak_check != NULL && __lsan_do_recoverable_leak_check () != 0)
     fail_msg ("%s: LeakSanitizer found leaks (see above)", c->name);
-  print_message ("%-34s %4ld allocations, each failed in turn (%ld tolerated)\n", c->name,
-                 n - 1, recovered);
+  print_message ("%-34s %4ld allocations, each failed in turn (%ld tolerated)\n", c->name, n - 1,
+                 recovered);
   assert_int_equal (n - 1, total);
   free (reference);
 }
@@ -795,8 +795,8 @@ static int
 p_mint (void **out, const void *arg, bvm_error_t *err)
 {
   const struct mint_arg *m = arg;
-  static const struct policy_vars vars
-      = { "app1", "3f786850e387550fdab836ed7e6dc881de23001b", "refs/heads/main", "d-1" };
+  static const struct policy_vars vars = { "app1", "3f786850e387550fdab836ed7e6dc881de23001b",
+                                           "refs/heads/main", "d-1" };
   return role_mint ((struct role **) out, m->tmpl, m->boundary, &vars, 4000000000, err);
 }
 
@@ -837,7 +837,8 @@ test_policy (void **state)
       { "policy_parse (build-role.json)", p_policy, d_policy, r_policy, rtext, true, false },
       { "policy_parse (boundary.json)", p_policy, d_policy, r_policy, btext, true, false },
       { "policy_parse (conditions)", p_policy, d_policy, r_policy, policy_cond, true, false },
-      { "policy_parse (widening variable)", p_policy, d_policy, r_policy, policy_bad, false, false },
+      { "policy_parse (widening variable)", p_policy, d_policy, r_policy, policy_bad, false,
+        false },
       { "role_mint (builtin)", p_mint, d_role, r_role, &builtin, true, false },
       { "role_mint (conditions)", p_mint, d_role, r_role, &withcond, true, false },
     };
@@ -1037,7 +1038,8 @@ test_config (void **state)
   {
     const struct afcase cases[] = {
       { "config_load", p_config, d_config, r_config, good, true, false },
-      { "config_load (repository without {app})", p_config, d_config, r_config, bad, false, false },
+      { "config_load (repository without {app})", p_config, d_config, r_config, bad, false,
+        false },
       { "config_load (built-in defaults)", p_config, d_config, r_config, NULL, true, false },
     };
     run_cases (cases, ARRAY_SIZE (cases));
@@ -1051,9 +1053,9 @@ struct tar_item
 {
   const char *name;
   mode_t type;
-  const char *data;   /* files */
-  const char *link;   /* symlink target */
-  const char *hlink;  /* hardlink target */
+  const char *data;  /* files */
+  const char *link;  /* symlink target */
+  const char *hlink; /* hardlink target */
 };
 
 /* Build a tar in a memfd with libarchive (outside any armed run). */
@@ -1194,7 +1196,9 @@ test_ingest (void **state)
     { "image/bin/app", AE_IFREG, "#!/bin/sh\necho hi\n", NULL, NULL },
     { "image/bin/app2", AE_IFREG, NULL, NULL, "image/bin/app" },
     { "image/lib/up", AE_IFLNK, NULL, "../bin/app", NULL },
-    { "image/\xc3\x9c" "ber.txt", AE_IFREG, "gr\xc3\xbc\xc3\x9f\n", NULL, NULL },
+    { "image/\xc3\x9c"
+      "ber.txt",
+      AE_IFREG, "gr\xc3\xbc\xc3\x9f\n", NULL, NULL },
     { "artifacts/report.txt", AE_IFREG, "all good\n", NULL, NULL },
   };
   const struct tar_item bad[] = {

@@ -243,8 +243,9 @@ test_home_resolution (void **state)
 
   /* a relative BUILDVM_HOME is an error naming it */
   setenv ("BUILDVM_HOME", "relative/dir", 1);
-  assert_fails_with (config_load (&c, NULL, &err), &err,
-                     "environment variable `BUILDVM_HOME` must be an absolute path, got `relative/dir`");
+  assert_fails_with (
+      config_load (&c, NULL, &err), &err,
+      "environment variable `BUILDVM_HOME` must be an absolute path, got `relative/dir`");
   /* but not when the config sets home itself */
   c = load_ok (cfg);
   config_free (c);
@@ -388,37 +389,46 @@ static const struct field_case cases[] = {
 
   /* bad: top level and paths */
   { "registy", "{}", "unknown field `registy`" },
-  { "home", "\"var/lib/buildvm\"", "field `home` must be an absolute path, got `var/lib/buildvm`" },
+  { "home", "\"var/lib/buildvm\"",
+    "field `home` must be an absolute path, got `var/lib/buildvm`" },
   { "home", "1", "field `home` must be a string, not an integer" },
   { "work_dir", "\"/a\\nb\"", "field `work_dir` must not contain control characters" },
   { "log_dir", "\"logs\"", "field `log_dir` must be an absolute path" },
   { "cache_dir", "[]", "field `cache_dir` must be a string" },
   { "state_dir", "\"\"", "field `state_dir` must be an absolute path" },
-  { "artifacts", "\"s3://bucket/x\"", "field `artifacts` must be `dir:` followed by an absolute directory" },
+  { "artifacts", "\"s3://bucket/x\"",
+    "field `artifacts` must be `dir:` followed by an absolute directory" },
   { "artifacts", "\"dir:relative\"", "field `artifacts` must be `dir:`" },
   { "artifacts", "\"/srv/artifacts\"", "field `artifacts` must be `dir:`" },
   /* registry */
   { "registry", "\"http://x\"", "field `registry` must be an object, not a string" },
   { "registry.mirror", "\"x\"", "unknown field `registry.mirror`" },
-  { "registry.url", "\"ftp://x\"", "field `registry.url` must start with `http://` or `https://`" },
+  { "registry.url", "\"ftp://x\"",
+    "field `registry.url` must start with `http://` or `https://`" },
   { "registry.url", "\"127.0.0.1:5000\"", "field `registry.url` must start with" },
   { "registry.url", "\"http://u:p@host\"", "field `registry.url` must not contain credentials" },
-  { "registry.url", "\"http://host/v2\"", "field `registry.url` must be `scheme://host[:port]` without a path" },
+  { "registry.url", "\"http://host/v2\"",
+    "field `registry.url` must be `scheme://host[:port]` without a path" },
   { "registry.url", "\"http://host?x\"", "without a path" },
   { "registry.url", "\"http://host:0\"", "field `registry.url` has an invalid port" },
   { "registry.url", "\"http://host:65536\"", "has an invalid port" },
   { "registry.url", "\"http://\"", "field `registry.url` has no host" },
   { "registry.url", "\"http://ho st\"", "has an invalid host name" },
   { "registry.url", "5000", "field `registry.url` must be a string" },
-  { "registry.credentials", "\"creds.json\"", "field `registry.credentials` must be an absolute path" },
-  { "registry.credentials", "\"/nonexistent/creds.json\"", "field `registry.credentials`: stat `/nonexistent/creds.json`: No such file" },
+  { "registry.credentials", "\"creds.json\"",
+    "field `registry.credentials` must be an absolute path" },
+  { "registry.credentials", "\"/nonexistent/creds.json\"",
+    "field `registry.credentials`: stat `/nonexistent/creds.json`: No such file" },
   { "registry.credentials", "5", "field `registry.credentials` must be a string" },
   { "registry.repository", "\"apps\"", "field `registry.repository` must contain `{app}`" },
   { "registry.repository", "\"apps/{commit}\"", "must contain `{app}`" },
-  { "registry.repository", "\"apps/{app}/{ref_name}\"", "field `registry.repository` `apps/{app}/{ref_name}` can expand to `apps/a/A`, which is not a valid repository name" },
+  { "registry.repository", "\"apps/{app}/{ref_name}\"",
+    "field `registry.repository` `apps/{app}/{ref_name}` can expand to `apps/a/A`, which is not a valid repository name" },
   { "registry.repository", "\"apps/{app}/{id}\"", "which is not a valid repository name" },
-  { "registry.repository", "\"{app}/{app}/{app}/{app}/{app}\"", "which is not a valid repository name" },
-  { "registry.repository", "\"apps/{application}\"", "field `registry.repository` has an unknown placeholder" },
+  { "registry.repository", "\"{app}/{app}/{app}/{app}/{app}\"",
+    "which is not a valid repository name" },
+  { "registry.repository", "\"apps/{application}\"",
+    "field `registry.repository` has an unknown placeholder" },
   { "registry.repository", "\"apps/{app\"", "has an unterminated `{`" },
   { "registry.repository", "\"apps/app}{app}\"", "has a `}` without `{`" },
   { "registry.repository", "\"Apps/{app}\"", "not a valid repository name" },
@@ -426,8 +436,10 @@ static const struct field_case cases[] = {
   { "registry.repository", "\"apps/{app}-\"", "not a valid repository name" },
   { "registry.repository", "\"/{app}\"", "not a valid repository name" },
   { "registry.repository", "\"\"", "field `registry.repository` must be 1 to 255 bytes" },
-  { "registry.tag", "\"latest\"", "field `registry.tag` must contain a placeholder such as `{commit}`" },
-  { "registry.tag", "\"{app}/{commit}\"", "field `registry.tag` `{app}/{commit}` can expand to `a/0123456789abcdef0123456789abcdef01234567`, which is not a valid tag name" },
+  { "registry.tag", "\"latest\"",
+    "field `registry.tag` must contain a placeholder such as `{commit}`" },
+  { "registry.tag", "\"{app}/{commit}\"",
+    "field `registry.tag` `{app}/{commit}` can expand to `a/0123456789abcdef0123456789abcdef01234567`, which is not a valid tag name" },
   { "registry.tag", "\"{id}-{commit}\"", "which is not a valid tag name" },
   { "registry.tag", "\"v{ref_name}\"", "which is not a valid tag name" },
   { "registry.tag", "\".{commit}\"", "which is not a valid tag name" },
@@ -435,9 +447,13 @@ static const struct field_case cases[] = {
   { "registry.tag", "\"{nope}\"", "has an unknown placeholder" },
   { "registry.extra_tags", "\"latest\"", "field `registry.extra_tags` must be an array" },
   { "registry.extra_tags", "[1]", "field `registry.extra_tags[0]` must be a string" },
-  { "registry.extra_tags", "[\"latest\",\"latest\"]", "field `registry.extra_tags[1]` repeats a tag" },
-  { "registry.extra_tags", "[\"bad tag\"]", "field `registry.extra_tags[0]` `bad tag` can expand to `bad tag`" },
-  { "registry.extra_tags", "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]", "field `registry.extra_tags` has more than 16 items" },
+  { "registry.extra_tags", "[\"latest\",\"latest\"]",
+    "field `registry.extra_tags[1]` repeats a tag" },
+  { "registry.extra_tags", "[\"bad tag\"]",
+    "field `registry.extra_tags[0]` `bad tag` can expand to `bad tag`" },
+  { "registry.extra_tags",
+    "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]",
+    "field `registry.extra_tags` has more than 16 items" },
   /* images, vm */
   { "images.dir", "\"images\"", "field `images.dir` must be an absolute path" },
   { "images.default_profile", "\"Bad\"", "field `images.default_profile` must match" },
@@ -469,17 +485,20 @@ static const struct field_case cases[] = {
   { "limits.max_artifacts", "100001", "field `limits.max_artifacts` is 100001" },
   { "limits.max_artifacts", "0", "field `limits.max_artifacts` is 0" },
   { "limits.max_gpus", "1", "unknown field `limits.max_gpus`" },
-  { "defaults.memory_mib", "4096", "field `defaults.memory_mib` is 4096, above `limits.max_memory_mib` (2048)" },
+  { "defaults.memory_mib", "4096",
+    "field `defaults.memory_mib` is 4096, above `limits.max_memory_mib` (2048)" },
   { "defaults.vcpus", "4", "field `defaults.vcpus` is 4, above `limits.max_vcpus` (2)" },
   { "defaults.disk_mib", "9000", "above `limits.max_disk_mib`" },
   { "defaults.build_seconds", "3601", "above `limits.max_build_seconds`" },
   { "defaults.vcpus", "0", "field `defaults.vcpus` is 0" },
   { "defaults.timeout", "1", "unknown field `defaults.timeout`" },
   /* policies, queue */
-  { "policies.role", "\"role.json\"", "field `policies.role` must be `builtin` or an absolute path" },
+  { "policies.role", "\"role.json\"",
+    "field `policies.role` must be `builtin` or an absolute path" },
   { "policies.boundary", "1", "field `policies.boundary` must be a string" },
   { "policies.extra", "1", "unknown field `policies.extra`" },
-  { "queue", "\"amqp://x\"", "field `queue` must be `spool:/dir` or `redis://host:port/stream?group=name`" },
+  { "queue", "\"amqp://x\"",
+    "field `queue` must be `spool:/dir` or `redis://host:port/stream?group=name`" },
   { "queue", "\"spool:rel\"", "field `queue` must be `spool:` followed by an absolute directory" },
   { "queue", "\"redis://u:p@h:6379\"", "field `queue` must not contain credentials" },
   { "queue", "\"redis://h:70000\"", "field `queue` has an invalid port" },
@@ -491,7 +510,8 @@ static const struct field_case cases[] = {
   /* secrets */
   { "secrets", "\"/srv\"", "field `secrets` must be an object" },
   { "secrets.dir", "\"secrets\"", "field `secrets.dir` must be an absolute path" },
-  { "secrets.master_key", "\"master.key\"", "field `secrets.master_key` must be an absolute path" },
+  { "secrets.master_key", "\"master.key\"",
+    "field `secrets.master_key` must be an absolute path" },
   { "secrets.master_key", "null", "field `secrets.master_key` must be a string" },
   { "secrets.kms", "\"x\"", "unknown field `secrets.kms`" },
   /* jail */
@@ -654,8 +674,9 @@ test_resources (void **state)
   /* over any limit: a clear error, never clamped */
   r.memory_mib = 7;
   s = spec_of ("{\"profile\":\"minimal\",\"steps\":[\"x\"],\"resources\":{\"memory_mib\":65536}}");
-  assert_fails_with (plan_resolve_resources (&r, c, s, &err), &err,
-                     "`buildvm.json`: resources.memory_mib 65536 exceeds the runner limit of 2048");
+  assert_fails_with (
+      plan_resolve_resources (&r, c, s, &err), &err,
+      "`buildvm.json`: resources.memory_mib 65536 exceeds the runner limit of 2048");
   assert_int_equal (r.memory_mib, 7); /* *out untouched on failure */
   spec_free (s);
   s = spec_of ("{\"profile\":\"minimal\",\"steps\":[\"x\"],\"resources\":{\"vcpus\":3}}");
@@ -734,18 +755,22 @@ test_destinations (void **state)
 
   /* an app id the app grammar allows but a repository component does not */
   j = job_of ("web-", "refs/heads/main", "d-1");
-  assert_fails_with (config_expand_destination (&r, &t, c, j, &err), &err,
-                     "`registry.repository` gives `apps/web-` for app `web-`, which is not a valid "
-                     "repository name");
+  assert_fails_with (
+      config_expand_destination (&r, &t, c, j, &err), &err,
+      "`registry.repository` gives `apps/web-` for app `web-`, which is not a valid "
+      "repository name");
   assert_null (r);
   assert_null (t);
   job_free (j);
 
   /* a hand-built request is checked again: nothing unvalidated reaches a name */
   {
-    struct job_request fake = { .id = (char *) "d", .app = (char *) "hello",
-                                .repo = (char *) "/x", .commit = (char *) "main",
-                                .ref = (char *) "refs/heads/main", .trigger = (char *) "manual" };
+    struct job_request fake = { .id = (char *) "d",
+                                .app = (char *) "hello",
+                                .repo = (char *) "/x",
+                                .commit = (char *) "main",
+                                .ref = (char *) "refs/heads/main",
+                                .trigger = (char *) "manual" };
     assert_fails_with (config_expand_destination (&r, &t, c, &fake, &err), &err,
                        "the job request is not valid");
     fake.commit = (char *) COMMIT;
@@ -847,8 +872,7 @@ test_credentials (void **state)
 
   /* 0644 and 0640 are refused when loading the config */
   config_with_credentials ("{\"username\":\"u\",\"password\":\"p\"}", 0644);
-  assert_fails_with (config_load (&c, cfg, &err), &err,
-                     "field `registry.credentials`: `");
+  assert_fails_with (config_load (&c, cfg, &err), &err, "field `registry.credentials`: `");
   config_with_credentials ("{\"username\":\"u\",\"password\":\"p\"}", 0644);
   assert_fails_with (config_load (&c, cfg, &err), &err,
                      "is accessible by group or others (mode 0644): chmod 600 it");
@@ -904,7 +928,8 @@ test_credentials (void **state)
       { "{\"username\":\"u\\n\",\"password\":\"hunter2\"}", "control characters" },
       { "{\"user\":\"u\",\"password\":\"hunter2\"}", "unknown field `user`" },
       { "{\"username\":\"u\",\"password\":7}", "field `password` must be a string" },
-      { "{\"username\":\"u\",\"password\":\"hunter2\"", "is not a valid JSON object (details withheld" },
+      { "{\"username\":\"u\",\"password\":\"hunter2\"",
+        "is not a valid JSON object (details withheld" },
       { "{\"token\":hunter2}", "details withheld" },
       { "{\"token\":\"hunter2\",\"token\":\"hunter2\"}", "details withheld" },
       { "[\"hunter2\"]", "must be a JSON object" },
@@ -932,12 +957,15 @@ test_credentials (void **state)
     big[REGISTRY_CREDENTIALS_MAX + 1] = '\0';
     t_write (creds, big);
     free (big);
-    assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err, "larger than 65536");
+    assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err,
+                       "larger than 65536");
   }
   unlink (creds);
-  assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err, "No such file");
+  assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err,
+                     "No such file");
   assert_int_equal (mkdir (creds, 0700), 0);
-  assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err, "is not a regular file");
+  assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err,
+                     "is not a regular file");
   rmdir (creds);
 
   /* owned by someone else (only testable as root) */
@@ -946,14 +974,16 @@ test_credentials (void **state)
       t_write (creds, "{\"token\":\"t\"}");
       assert_int_equal (chmod (creds, 0600), 0);
       assert_int_equal (chown (creds, 12345, 12345), 0);
-      assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err, "is owned by uid 12345");
+      assert_fails_with (registry_credentials_load (&cr, c->registry.credentials, &err), &err,
+                         "is owned by uid 12345");
     }
   config_free (c);
 }
 
 /* --- webhook and apps (docs/webhooks.md) --- */
 
-#define APP_OK "{\"app\":\"hello\",\"repo\":\"file:///srv/git/hello.git\",\"secret_file\":\"/etc/s\""
+#define APP_OK                                                                                    \
+  "{\"app\":\"hello\",\"repo\":\"file:///srv/git/hello.git\",\"secret_file\":\"/etc/s\""
 static const struct field_case webhook_cases[] = {
   { "webhook.listen", "\"[::1]:9000\"", NULL },
   { "webhook.listen", "\"0.0.0.0:80\"", NULL },
@@ -963,14 +993,19 @@ static const struct field_case webhook_cases[] = {
   { "webhook.replay_window", "16", NULL },
   { "apps", "[]", NULL },
   { "apps", "[" APP_OK "}]", NULL },
-  { "apps", "[" APP_OK ",\"match\":[\"acme/hello\",\"https://git.example/acme/hello.git\"],"
-            "\"branches\":[\"main\",\"release/1.x\"]}]", NULL },
+  { "apps",
+    "[" APP_OK ",\"match\":[\"acme/hello\",\"https://git.example/acme/hello.git\"],"
+    "\"branches\":[\"main\",\"release/1.x\"]}]",
+    NULL },
   /* one repository, two apps on different branches */
-  { "apps", "[" APP_OK ",\"match\":[\"acme/hello\"]},{\"app\":\"hello-staging\",\"repo\":"
-            "\"file:///srv/git/hello.git\",\"secret_file\":\"/etc/s\",\"match\":[\"acme/hello\"],"
-            "\"branches\":[\"staging\"]}]", NULL },
+  { "apps",
+    "[" APP_OK ",\"match\":[\"acme/hello\"]},{\"app\":\"hello-staging\",\"repo\":"
+    "\"file:///srv/git/hello.git\",\"secret_file\":\"/etc/s\",\"match\":[\"acme/hello\"],"
+    "\"branches\":[\"staging\"]}]",
+    NULL },
 
-  { "webhook.listen", "\"localhost:8585\"", "field `webhook.listen`: listen address `localhost:8585` must be `IPv4:PORT`" },
+  { "webhook.listen", "\"localhost:8585\"",
+    "field `webhook.listen`: listen address `localhost:8585` must be `IPv4:PORT`" },
   { "webhook.listen", "\"127.0.0.1\"", "field `webhook.listen`: listen address" },
   { "webhook.listen", "\"127.0.0.1:0\"", "field `webhook.listen`: listen address" },
   { "webhook.listen", "\"127.0.0.1:08585\"", "field `webhook.listen`: listen address" },
@@ -980,7 +1015,8 @@ static const struct field_case webhook_cases[] = {
   { "webhook.listen", "\"::1:8585\"", "field `webhook.listen`: listen address" },
   { "webhook.listen", "\"[::1]8585\"", "field `webhook.listen`: listen address" },
   { "webhook.listen", "8585", "field `webhook.listen` must be a string" },
-  { "webhook.max_body_bytes", "1023", "field `webhook.max_body_bytes` is 1023, outside the range 1024..67108864" },
+  { "webhook.max_body_bytes", "1023",
+    "field `webhook.max_body_bytes` is 1023, outside the range 1024..67108864" },
   { "webhook.max_body_bytes", "67108865", "field `webhook.max_body_bytes` is 67108865" },
   { "webhook.max_connections", "0", "field `webhook.max_connections` is 0" },
   { "webhook.timeout_seconds", "301", "field `webhook.timeout_seconds` is 301" },
@@ -988,25 +1024,37 @@ static const struct field_case webhook_cases[] = {
   { "webhook.port", "1", "unknown field `webhook.port`" },
   { "apps", "{}", "field `apps` must be an array" },
   { "apps", "[1]", "field `apps[0]` must be an object" },
-  { "apps", "[{\"app\":\"Hello\",\"repo\":\"/srv/h.git\",\"secret_file\":\"/s\"}]", "field `apps[0].app` must match ^[a-z0-9][a-z0-9-]{0,62}$, got `Hello`" },
-  { "apps", "[{\"app\":\"hello\",\"secret_file\":\"/s\"}]", "missing required field `apps[0].repo`" },
-  { "apps", "[{\"app\":\"hello\",\"repo\":\"ssh://git.example/h.git\",\"secret_file\":\"/s\"}]", "field `apps[0].repo` is not a repository a deploy request may name" },
-  { "apps", "[{\"app\":\"hello\",\"repo\":\"https://u:p@git.example/h.git\",\"secret_file\":\"/s\"}]", "must not contain credentials" },
+  { "apps", "[{\"app\":\"Hello\",\"repo\":\"/srv/h.git\",\"secret_file\":\"/s\"}]",
+    "field `apps[0].app` must match ^[a-z0-9][a-z0-9-]{0,62}$, got `Hello`" },
+  { "apps", "[{\"app\":\"hello\",\"secret_file\":\"/s\"}]",
+    "missing required field `apps[0].repo`" },
+  { "apps", "[{\"app\":\"hello\",\"repo\":\"ssh://git.example/h.git\",\"secret_file\":\"/s\"}]",
+    "field `apps[0].repo` is not a repository a deploy request may name" },
+  { "apps",
+    "[{\"app\":\"hello\",\"repo\":\"https://u:p@git.example/h.git\",\"secret_file\":\"/s\"}]",
+    "must not contain credentials" },
   { "apps", "[{\"app\":\"hello\",\"repo\":\"/srv/../etc\",\"secret_file\":\"/s\"}]", "`..`" },
   { "apps", "[" APP_OK ",\"match\":[]}]", "field `apps[0]` has an empty `match`" },
-  { "apps", "[" APP_OK ",\"match\":[\"acme hello\"]}]", "field `apps[0].match[0]` must be a clone URL or a full name" },
+  { "apps", "[" APP_OK ",\"match\":[\"acme hello\"]}]",
+    "field `apps[0].match[0]` must be a clone URL or a full name" },
   { "apps", "[" APP_OK ",\"match\":[\"\"]}]", "field `apps[0].match[0]`" },
   { "apps", "[" APP_OK ",\"match\":\"acme/hello\"}]", "field `apps[0].match` must be an array" },
   { "apps", "[" APP_OK ",\"branches\":[]}]", "field `apps[0]` has an empty `branches`" },
-  { "apps", "[" APP_OK ",\"branches\":[\"refs/heads/main\"]}]", "field `apps[0].branches[0]` must be a branch name" },
-  { "apps", "[" APP_OK ",\"branches\":[\"a..b\"]}]", "field `apps[0].branches[0]` must be a branch name" },
+  { "apps", "[" APP_OK ",\"branches\":[\"refs/heads/main\"]}]",
+    "field `apps[0].branches[0]` must be a branch name" },
+  { "apps", "[" APP_OK ",\"branches\":[\"a..b\"]}]",
+    "field `apps[0].branches[0]` must be a branch name" },
   { "apps", "[" APP_OK ",\"branches\":[\"x.lock\"]}]", "field `apps[0].branches[0]`" },
-  { "apps", "[{\"app\":\"hello\",\"repo\":\"/srv/h.git\"}]", "field `apps[0]` has no `secret_file`" },
-  { "apps", "[{\"app\":\"hello\",\"repo\":\"/srv/h.git\",\"secret_file\":\"s\"}]", "field `apps[0].secret_file` must be an absolute path" },
+  { "apps", "[{\"app\":\"hello\",\"repo\":\"/srv/h.git\"}]",
+    "field `apps[0]` has no `secret_file`" },
+  { "apps", "[{\"app\":\"hello\",\"repo\":\"/srv/h.git\",\"secret_file\":\"s\"}]",
+    "field `apps[0].secret_file` must be an absolute path" },
   { "apps", "[" APP_OK ",\"secret\":\"x\"}]", "unknown field `apps[0].secret`" },
-  { "apps", "[" APP_OK ",\"match\":[\"acme/hello\",\"ACME/hello\"]}]", "field `apps[0]` repeats a `match` entry" },
-  { "apps", "[" APP_OK ",\"match\":[\"acme/hello\"]},{\"app\":\"other\",\"repo\":\"/srv/o.git\","
-            "\"secret_file\":\"/s\",\"match\":[\"Acme/Hello\"],\"branches\":[\"dev\",\"main\"]}]",
+  { "apps", "[" APP_OK ",\"match\":[\"acme/hello\",\"ACME/hello\"]}]",
+    "field `apps[0]` repeats a `match` entry" },
+  { "apps",
+    "[" APP_OK ",\"match\":[\"acme/hello\"]},{\"app\":\"other\",\"repo\":\"/srv/o.git\","
+    "\"secret_file\":\"/s\",\"match\":[\"Acme/Hello\"],\"branches\":[\"dev\",\"main\"]}]",
     "field `apps[1]` deploys a repository and branch that an earlier entry already deploys, got `Acme/Hello`" },
 };
 
@@ -1036,8 +1084,8 @@ test_webhook_and_apps (void **state)
           continue;
         }
       if (r >= 0)
-        fail_msg ("%s = %s loaded, expected \"%s\"", webhook_cases[i].path,
-                  webhook_cases[i].value, webhook_cases[i].needle);
+        fail_msg ("%s = %s loaded, expected \"%s\"", webhook_cases[i].path, webhook_cases[i].value,
+                  webhook_cases[i].needle);
       if (strstr (bvm_error_msg (&err), webhook_cases[i].needle) == NULL
           || strstr (bvm_error_msg (&err), cfg) == NULL)
         fail_msg ("%s = %s: error \"%s\" does not contain \"%s\" and the file",

@@ -305,9 +305,9 @@ client_hello (uint8_t *b, const char *sni)
   b[n++] = 0x01, n += 3;
   b[n++] = 0x03, b[n++] = 0x03;
   memset (b + n, 7, 32), n += 32;
-  b[n++] = 0;                                       /* session id */
+  b[n++] = 0;                                        /* session id */
   b[n++] = 0, b[n++] = 2, b[n++] = 0x13, b[n++] = 1; /* one cipher suite */
-  b[n++] = 1, b[n++] = 0;                           /* no compression */
+  b[n++] = 1, b[n++] = 0;                            /* no compression */
   ext = n;
   n += 2;
   if (sni)
@@ -348,7 +348,8 @@ test_sni (void **state)
   send_frame (&f, EGRESS_DATA, 0, 1, ch, (uint32_t) n);
   assert_true (next_frame (&f, &r, true));
   assert_int_equal (r.type, EGRESS_RESET);
-  assert_non_null (strstr ((char *) r.p, "SNI `evil.example` is not the CONNECT host `localhost`"));
+  assert_non_null (
+      strstr ((char *) r.p, "SNI `evil.example` is not the CONNECT host `localhost`"));
   assert_int_equal (read (up, got, sizeof got), 0);
   close (up);
   /* no SNI at all, for a name */
@@ -596,11 +597,10 @@ int
 main (void)
 {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test (test_open_data_close), cmocka_unit_test (test_denials),
+    cmocka_unit_test (test_open_data_close),  cmocka_unit_test (test_denials),
     cmocka_unit_test (test_connection_limit), cmocka_unit_test (test_sni),
-    cmocka_unit_test (test_http_host),
-    cmocka_unit_test (test_hostile_frames),  cmocka_unit_test (test_settings),
-    cmocka_unit_test (test_role_mint),
+    cmocka_unit_test (test_http_host),        cmocka_unit_test (test_hostile_frames),
+    cmocka_unit_test (test_settings),         cmocka_unit_test (test_role_mint),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

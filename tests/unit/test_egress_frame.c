@@ -44,7 +44,8 @@ guest_stream (uint8_t *buf, size_t size)
     data[i] = (uint8_t) (i * 7 + 1);
   egress_proto_put32 (w, 65536);
   o += hello (buf + o, G);
-  o += put (buf + o, size - o, EGRESS_OPEN, EGRESS_OPEN_CONNECT, 1, "registry.npmjs.org:443", 22, G);
+  o += put (buf + o, size - o, EGRESS_OPEN, EGRESS_OPEN_CONNECT, 1, "registry.npmjs.org:443", 22,
+            G);
   o += put (buf + o, size - o, EGRESS_OPEN, EGRESS_OPEN_HTTP, 3, "[::1]:80", 8, G);
   o += put (buf + o, size - o, EGRESS_DATA, 0, 1, data, sizeof data, G);
   o += put (buf + o, size - o, EGRESS_WINDOW, 0, 1, w, 4, G);
@@ -363,13 +364,14 @@ test_errors (void **state)
 static void
 test_hello_rules (void **state)
 {
-  static const struct bad no_hello
-      = { "DATA first", EGRESS_DATA, 0, 0, 1, 1, "x", "the first frame is not HELLO", true };
-  static const struct bad second
-      = { "HELLO twice", EGRESS_HELLO, 0, 0, 0, 4, "\0\0\0\1", "a second HELLO", true };
-  static const struct bad version
-      = { "HELLO v2", EGRESS_HELLO, 0, 0, 0, 4, "\0\0\0\2", "unsupported protocol version",
-          false };
+  static const struct bad no_hello = {
+    "DATA first", EGRESS_DATA, 0, 0, 1, 1, "x", "the first frame is not HELLO", true
+  };
+  static const struct bad second = { "HELLO twice", EGRESS_HELLO,     0,   0, 0, 4,
+                                     "\0\0\0\1",    "a second HELLO", true };
+  static const struct bad version = {
+    "HELLO v2", EGRESS_HELLO, 0, 0, 0, 4, "\0\0\0\2", "unsupported protocol version", false
+  };
   (void) state;
   run_bad (&no_hello, false);
   run_bad (&second, true);
@@ -487,16 +489,11 @@ int
 main (void)
 {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test (test_split_everywhere),
-    cmocka_unit_test (test_one_frame_at_a_time),
-    cmocka_unit_test (test_host_to_guest),
-    cmocka_unit_test (test_errors),
-    cmocka_unit_test (test_hello_rules),
-    cmocka_unit_test (test_error_message),
-    cmocka_unit_test (test_encode_refuses),
-    cmocka_unit_test (test_largest_frame_split),
-    cmocka_unit_test (test_credit),
-    cmocka_unit_test (test_names),
+    cmocka_unit_test (test_split_everywhere), cmocka_unit_test (test_one_frame_at_a_time),
+    cmocka_unit_test (test_host_to_guest),    cmocka_unit_test (test_errors),
+    cmocka_unit_test (test_hello_rules),      cmocka_unit_test (test_error_message),
+    cmocka_unit_test (test_encode_refuses),   cmocka_unit_test (test_largest_frame_split),
+    cmocka_unit_test (test_credit),           cmocka_unit_test (test_names),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -32,7 +32,7 @@
 
 /* git with no user or system config and fixed identities and dates */
 #define GITENV                                                                                    \
-  "export HOME=%s GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.com "         \
+  "export HOME=%s GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.com "        \
   "GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@example.com "                                       \
   "GIT_AUTHOR_DATE='1700000000 +0000' GIT_COMMITTER_DATE='1700000000 +0000'; "
 #define COMMIT_TIME 1700000000
@@ -43,7 +43,7 @@ struct fx
   char src[512];   /* a non-bare repository with the base tree */
   char cache[512]; /* the mirror cache */
   char tar[512];
-  char c1[41];     /* its first commit */
+  char c1[41]; /* its first commit */
 };
 
 static struct fx *
@@ -56,12 +56,13 @@ fx_new (void)
   snprintf (f->src, sizeof f->src, "%s/src", f->tmp);
   snprintf (f->cache, sizeof f->cache, "%s/cache", f->tmp);
   snprintf (f->tar, sizeof f->tar, "%s/out.tar", f->tmp);
-  assert_int_equal (t_sh (GITENV "mkdir -p %s && cd %s && git init -q -b main && "
-                                 "printf 'hello\\n' > README && mkdir -p bin dir/sub && "
-                                 "printf '#!/bin/sh\\necho hi\\n' > bin/run.sh && "
-                                 "chmod 755 bin/run.sh && ln -s README link && "
-                                 "ln -s /etc/passwd abs && ln -s ../../outside up && "
-                                 "printf deep > dir/sub/file && git add -A && git commit -q -m one",
+  assert_int_equal (t_sh (GITENV
+                          "mkdir -p %s && cd %s && git init -q -b main && "
+                          "printf 'hello\\n' > README && mkdir -p bin dir/sub && "
+                          "printf '#!/bin/sh\\necho hi\\n' > bin/run.sh && "
+                          "chmod 755 bin/run.sh && ln -s README link && "
+                          "ln -s /etc/passwd abs && ln -s ../../outside up && "
+                          "printf deep > dir/sub/file && git add -A && git commit -q -m one",
                           f->tmp, f->src, f->src),
                     0);
   out = t_sh_out ("git -C %s rev-parse HEAD", f->src);
@@ -173,7 +174,8 @@ tar_find (const struct tarlist *l, const char *path)
 }
 
 static void
-assert_entry (const struct tarlist *l, const char *path, mode_t type, mode_t perm, const char *data)
+assert_entry (const struct tarlist *l, const char *path, mode_t type, mode_t perm,
+              const char *data)
 {
   const struct tent *t = tar_find (l, path);
   if (t == NULL)
@@ -239,25 +241,63 @@ static void
 test_check_component (void **state)
 {
   static const char *const bad[] = {
-    ".", "..", ".git", ".GIT", ".Git", ".gIT", ".git.", ".git ", ".git. .", ".git...",
-    ".GIT  ", "git~1", "GIT~1", "Git~2", "git~10", "git~1.", "git~1 ", ".git:stream",
-    ".git::$INDEX_ALLOCATION", ".git\\hooks",
-    ".g\xe2\x80\x8cit",          /* U+200C ZERO WIDTH NON-JOINER */
-    ".git\xe2\x80\x8d",          /* U+200D */
-    "\xe2\x80\x8e.git",          /* U+200E */
-    ".\xe2\x80\xaegit",          /* U+202E */
-    ".gi\xe2\x81\xaft",          /* U+206F */
-    ".GIT\xef\xbb\xbf",          /* U+FEFF */
-    ".g\xe2\x80\x8c" "IT. ",     /* HFS and NTFS at once */
+    ".",
+    "..",
+    ".git",
+    ".GIT",
+    ".Git",
+    ".gIT",
+    ".git.",
+    ".git ",
+    ".git. .",
+    ".git...",
+    ".GIT  ",
+    "git~1",
+    "GIT~1",
+    "Git~2",
+    "git~10",
+    "git~1.",
+    "git~1 ",
+    ".git:stream",
+    ".git::$INDEX_ALLOCATION",
+    ".git\\hooks",
+    ".g\xe2\x80\x8cit", /* U+200C ZERO WIDTH NON-JOINER */
+    ".git\xe2\x80\x8d", /* U+200D */
+    "\xe2\x80\x8e.git", /* U+200E */
+    ".\xe2\x80\xaegit", /* U+202E */
+    ".gi\xe2\x81\xaft", /* U+206F */
+    ".GIT\xef\xbb\xbf", /* U+FEFF */
+    ".g\xe2\x80\x8c"
+    "IT. ", /* HFS and NTFS at once */
   };
   static const char *const bad_link[] = {
     ".gitmodules", ".GITMODULES", ".gitmodules ", ".gitmodules.", ".gitmodules:x",
-    "gitmod~1", "GITMOD~4", "gi7eba~1", "GI7EBA~9", ".git\xe2\x80\x8cmodules",
+    "gitmod~1",    "GITMOD~4",    "gi7eba~1",     "GI7EBA~9",     ".git\xe2\x80\x8cmodules",
   };
   static const char *const good[] = {
-    "a", ".gitignore", ".github", ".gitx", ".git-blame-ignore-revs", "git", "a.git", ".git~1",
-    "git~", "git~0", "git~1.txt", "...", "..a", "a..", "x y", "\xff\xfe", "\xe2\x80\x8c",
-    ".gi", ".gitmodules", "gitmod~1", "gi7eba~1", "-", "~",
+    "a",
+    ".gitignore",
+    ".github",
+    ".gitx",
+    ".git-blame-ignore-revs",
+    "git",
+    "a.git",
+    ".git~1",
+    "git~",
+    "git~0",
+    "git~1.txt",
+    "...",
+    "..a",
+    "a..",
+    "x y",
+    "\xff\xfe",
+    "\xe2\x80\x8c",
+    ".gi",
+    ".gitmodules",
+    "gitmod~1",
+    "gi7eba~1",
+    "-",
+    "~",
   };
   bvm_error_t err = NULL;
   (void) state;
@@ -354,7 +394,8 @@ test_fetch_file_url_and_export (void **state)
 
   snprintf (url, sizeof url, "file://%s", f->src);
   memset (&st, 0xff, sizeof st);
-  assert_ok (gitsrc_fetch (&repo, f->cache, "app1", url, "refs/heads/main", f->c1, &lim, &st, &err),
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app1", url, "refs/heads/main", f->c1, &lim, &st,
+                           &err),
              &err);
   assert_true (st.fetched);
   assert_true (st.fetch_objects >= 10); /* 1 commit, 4 trees, 5 blobs */
@@ -386,7 +427,8 @@ test_fetch_file_url_and_export (void **state)
   gitsrc_repo_free (repo);
 
   /* a second request for the same commit is served from the mirror */
-  assert_ok (gitsrc_fetch (&repo, f->cache, "app1", url, "refs/heads/main", f->c1, &lim, &st, &err),
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app1", url, "refs/heads/main", f->c1, &lim, &st,
+                           &err),
              &err);
   assert_false (st.fetched);
   assert_int_equal (st.fetch_objects, 0);
@@ -406,7 +448,8 @@ test_fetch_plain_path_incremental_offline (void **state)
   char c2[41];
   (void) state;
 
-  assert_ok (gitsrc_fetch (&repo, f->cache, "app2", f->src, "refs/heads/main", f->c1, &lim, &st, &err),
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app2", f->src, "refs/heads/main", f->c1, &lim, &st,
+                           &err),
              &err);
   assert_true (st.fetched);
   gitsrc_repo_free (repo);
@@ -414,7 +457,8 @@ test_fetch_plain_path_incremental_offline (void **state)
   /* the second commit changes one file: only its commit, root tree and blob
    * travel, the first fetch's objects are reused */
   add_commit (f, f->src, "changed\n", c2);
-  assert_ok (gitsrc_fetch (&repo, f->cache, "app2", f->src, "refs/heads/main", c2, &lim, &st, &err),
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app2", f->src, "refs/heads/main", c2, &lim, &st,
+                           &err),
              &err);
   assert_true (st.fetched);
   assert_int_equal (st.fetch_objects, 3);
@@ -427,7 +471,8 @@ test_fetch_plain_path_incremental_offline (void **state)
   /* with the source gone, both commits still check out: no network, no
    * source repository touched */
   assert_int_equal (t_sh ("rm -rf %s", f->src), 0);
-  assert_ok (gitsrc_fetch (&repo, f->cache, "app2", f->src, "refs/heads/main", f->c1, &lim, &st, &err),
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app2", f->src, "refs/heads/main", f->c1, &lim, &st,
+                           &err),
              &err);
   assert_false (st.fetched);
   assert_ok (export_to (f->tar, repo, f->c1, &lim, NULL, &err), &err);
@@ -459,16 +504,18 @@ test_commit_not_on_ref (void **state)
   snprintf (url, sizeof url, "file://%s", f->src);
   /* issue 11 item 9: a commit only on another (unreviewed) branch is not
    * built as `refs/heads/main`, neither fetched fresh ... */
-  assert_int_equal (t_sh (GITENV "cd %s && git checkout -q -b other && echo x > other.txt && "
-                                 "git add other.txt && git commit -q -m side && git checkout -q main",
+  assert_int_equal (t_sh (GITENV
+                          "cd %s && git checkout -q -b other && echo x > other.txt && "
+                          "git add other.txt && git commit -q -m side && git checkout -q main",
                           f->tmp, f->src),
                     0);
   s = t_sh_out ("git -C %s rev-parse other", f->src);
   memcpy (side, s, 41);
   free (s);
-  assert_fails_with (
-      gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", side, &lim, &st, &err), &err,
-      "` is not "); /* on, or reachable from, `refs/heads/main`: libgit2's local
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", side, &lim, &st,
+                                   &err),
+                     &err,
+                     "` is not "); /* on, or reachable from, `refs/heads/main`: libgit2's local
                      * transport may send more objects than the ref needs */
   /* ... nor once the mirror has it from a job of its own branch */
   assert_ok (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/other", side, &lim, &st, &err),
@@ -478,9 +525,9 @@ test_commit_not_on_ref (void **state)
     char want[256];
     snprintf (want, sizeof want, "commit `%s` is not on `refs/heads/main` (its tip is `%s`)", side,
               f->c1);
-    assert_fails_with (
-        gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", side, &lim, &st, &err), &err,
-        want);
+    assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", side, &lim,
+                                     &st, &err),
+                       &err, want);
   }
   /* once main is fast-forwarded onto it, the mirror's stale main is fetched
    * again and the same request is fine */
@@ -499,7 +546,8 @@ test_commit_not_on_ref (void **state)
   assert_ok (gitsrc_fetch (&repo, f->cache, "app", url, "refs/tags/v1", f->c1, &lim, &st, &err),
              &err);
   gitsrc_repo_free (repo);
-  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/tags/v1", side, &lim, &st, &err),
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/tags/v1", side, &lim, &st,
+                                   &err),
                      &err, "is not on `refs/tags/v1`");
 
   /* a commit that no ref reaches is never sent */
@@ -511,8 +559,9 @@ test_commit_not_on_ref (void **state)
     char want[1024];
     snprintf (want, sizeof want, "commit `%s` is not reachable from `refs/heads/main` in `%s`",
               dangling, url);
-    assert_int_not_equal (
-        gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", dangling, &lim, &st, &err), 0);
+    assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", dangling,
+                                        &lim, &st, &err),
+                          0);
     assert_int_equal (bvm_error_get_code (&err), BVM_E_INVALID);
     if (strstr (bvm_error_msg (&err), want) == NULL)
       fail_msg ("unexpected error: %s", bvm_error_msg (&err));
@@ -524,7 +573,8 @@ test_commit_not_on_ref (void **state)
                      &err, "is not reachable from `refs/heads/nope`");
   /* an object that is not a commit */
   s = t_sh_out ("git -C %s rev-parse HEAD:README", f->src);
-  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", s, &lim, &st, &err),
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", s, &lim, &st,
+                                   &err),
                      &err, "is a blob, not a commit");
   free (s);
   fx_free (f);
@@ -543,7 +593,8 @@ test_descends_and_ref_tip (void **state)
   (void) state;
 
   add_commit (f, f->src, "two\n", c2);
-  assert_ok (gitsrc_fetch (&repo, f->cache, "app", f->src, "refs/heads/main", c2, &lim, NULL, &err),
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app", f->src, "refs/heads/main", c2, &lim, NULL,
+                           &err),
              &err);
   assert_ok (gitsrc_descends (&b, repo, c2, f->c1, &err), &err);
   assert_true (b);
@@ -552,7 +603,8 @@ test_descends_and_ref_tip (void **state)
   assert_ok (gitsrc_descends (&b, repo, c2, c2, &err), &err);
   assert_true (b);
   /* unknown to the mirror: not an ancestor, not an error */
-  assert_ok (gitsrc_descends (&b, repo, c2, "0123456789abcdef0123456789abcdef01234567", &err), &err);
+  assert_ok (gitsrc_descends (&b, repo, c2, "0123456789abcdef0123456789abcdef01234567", &err),
+             &err);
   assert_false (b);
   assert_fails_with (gitsrc_descends (&b, repo, c2, "HEAD", &err), &err, "HEAD");
   assert_ok (gitsrc_ref_tip (tip, &found, repo, "refs/heads/main", &err), &err);
@@ -574,26 +626,63 @@ test_bad_arguments (void **state)
   bvm_error_t err = NULL;
   char url[600], longurl[3000];
   static const char *const bad_urls[] = {
-    "ssh://host/repo.git", "git://host/repo.git", "ext::sh -c touch% /tmp/pwned",
-    "relative/path", "./repo", "host:repo.git", "user@host:repo.git", "https://user:pw@host/x",
-    "https://token@host/x", "http://host/a\nb", "http://host/a\x7f", "", "file://host/x",
-    "file:relative", "HTTPS://host/x", "ftp://host/x", "http:///x", "/tmp/a%2e", "file:///tmp/%2e",
+    "ssh://host/repo.git",
+    "git://host/repo.git",
+    "ext::sh -c touch% /tmp/pwned",
+    "relative/path",
+    "./repo",
+    "host:repo.git",
+    "user@host:repo.git",
+    "https://user:pw@host/x",
+    "https://token@host/x",
+    "http://host/a\nb",
+    "http://host/a\x7f",
+    "",
+    "file://host/x",
+    "file:relative",
+    "HTTPS://host/x",
+    "ftp://host/x",
+    "http:///x",
+    "/tmp/a%2e",
+    "file:///tmp/%2e",
     "https://host/a b",
   };
   static const char *const bad_apps[] = {
-    "", "A", "-x", "a_b", "a/b", "../x", ".x", "a.git", "a b", "ä",
+    "",
+    "A",
+    "-x",
+    "a_b",
+    "a/b",
+    "../x",
+    ".x",
+    "a.git",
+    "a b",
+    "ä",
     "0123456789012345678901234567890123456789012345678901234567890123",
   };
   static const char *const bad_commits[] = {
-    "abc1234", "main", "HEAD", "HEAD~1", "refs/heads/main", "",
-    "0123456789ABCDEF0123456789ABCDEF01234567",   /* uppercase */
-    "0123456789abcdef0123456789abcdef012345678",  /* 41 */
+    "abc1234",
+    "main",
+    "HEAD",
+    "HEAD~1",
+    "refs/heads/main",
+    "",
+    "0123456789ABCDEF0123456789ABCDEF01234567",  /* uppercase */
+    "0123456789abcdef0123456789abcdef012345678", /* 41 */
     "0123456789abcdef0123456789abcdef0123456g",
     "0123456789abcdef0123456789abcdef0123456^",
   };
   static const char *const bad_refs[] = {
-    "main", "HEAD", "refs/heads/a:b", "refs/heads/*", "refs/heads/a..b", "+refs/heads/x",
-    "refs/heads/x.lock", "refs/heads/ x", "refs/heads/a~1", "-refs/heads/x",
+    "main",
+    "HEAD",
+    "refs/heads/a:b",
+    "refs/heads/*",
+    "refs/heads/a..b",
+    "+refs/heads/x",
+    "refs/heads/x.lock",
+    "refs/heads/ x",
+    "refs/heads/a~1",
+    "-refs/heads/x",
   };
   (void) state;
 
@@ -610,10 +699,11 @@ test_bad_arguments (void **state)
   longurl[sizeof longurl - 1] = '\0';
   assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", longurl, NULL, f->c1, &lim, NULL, &err),
                      &err, "longer than 2048 bytes");
-  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", "https://u:secret@h/x", NULL, f->c1, &lim,
-                                   NULL, &err),
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", "https://u:secret@h/x", NULL, f->c1,
+                                   &lim, NULL, &err),
                      &err, "must not embed credentials");
-  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", "ext::sh", NULL, f->c1, &lim, NULL, &err),
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", "ext::sh", NULL, f->c1, &lim, NULL,
+                                   &err),
                      &err, "is not allowed");
 
   for (size_t i = 0; i < ARRAY_SIZE (bad_apps); i++)
@@ -647,9 +737,10 @@ test_bad_arguments (void **state)
                      &err, "local repository `/nonexistent/repo`");
   /* exports check the commit string too */
   assert_ok (gitsrc_open_local (&repo, f->src, &err), &err);
-  assert_fails_with (export_to (f->tar, repo, "HEAD", &lim, NULL, &err), &err, "not a full commit id");
-  assert_fails_with (export_to (f->tar, repo, "0123456789abcdef0123456789abcdef01234567", &lim, NULL,
-                                &err),
+  assert_fails_with (export_to (f->tar, repo, "HEAD", &lim, NULL, &err), &err,
+                     "not a full commit id");
+  assert_fails_with (export_to (f->tar, repo, "0123456789abcdef0123456789abcdef01234567", &lim,
+                                NULL, &err),
                      &err, "commit `0123456789abcdef0123456789abcdef01234567`");
   gitsrc_repo_free (repo);
   fx_free (f);
@@ -667,7 +758,8 @@ test_per_app_isolation (void **state)
   (void) state;
 
   /* app `a` has c1 in its mirror */
-  assert_ok (gitsrc_fetch (&repo, f->cache, "a", f->src, "refs/heads/main", f->c1, &lim, &st, &err),
+  assert_ok (gitsrc_fetch (&repo, f->cache, "a", f->src, "refs/heads/main", f->c1, &lim, &st,
+                           &err),
              &err);
   gitsrc_repo_free (repo);
 
@@ -677,14 +769,14 @@ test_per_app_isolation (void **state)
                                  "git add b && git commit -q -m b",
                           f->tmp, other, other),
                     0);
-  assert_fails_with (gitsrc_fetch (&repo, f->cache, "b", other, "refs/heads/main", f->c1, &lim, &st,
-                                   &err),
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "b", other, "refs/heads/main", f->c1, &lim,
+                                   &st, &err),
                      &err, "is not reachable");
   assert_true (is_dir ("%s/a.git", f->cache));
   assert_true (is_dir ("%s/b.git", f->cache));
   {
-    char *n = t_sh_out ("git --git-dir=%s/b.git cat-file -t %s 2>/dev/null || echo missing", f->cache,
-                        f->c1);
+    char *n = t_sh_out ("git --git-dir=%s/b.git cat-file -t %s 2>/dev/null || echo missing",
+                        f->cache, f->c1);
     assert_string_equal (n, "missing");
     free (n);
   }
@@ -699,12 +791,12 @@ test_per_app_isolation (void **state)
 
   /* the same app with a new URL: the mirror is rebuilt, objects fetched from
    * the old URL do not count */
-  assert_fails_with (gitsrc_fetch (&repo, f->cache, "a", other, "refs/heads/main", f->c1, &lim, &st,
-                                   &err),
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "a", other, "refs/heads/main", f->c1, &lim,
+                                   &st, &err),
                      &err, "is not reachable");
   {
-    char *n = t_sh_out ("git --git-dir=%s/a.git cat-file -t %s 2>/dev/null || echo missing", f->cache,
-                        f->c1);
+    char *n = t_sh_out ("git --git-dir=%s/a.git cat-file -t %s 2>/dev/null || echo missing",
+                        f->cache, f->c1);
     assert_string_equal (n, "missing");
     free (n);
   }
@@ -732,7 +824,9 @@ test_lock (void **state)
   /* the same app waits for the holder; here until its deadline */
   t0 = now_ms ();
   lim.deadline_ms = t0 + 200;
-  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "app", f->src, NULL, f->c1, &lim, NULL, &err), 0);
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "app", f->src, NULL, f->c1, &lim, NULL,
+                                      &err),
+                        0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_TIMEOUT);
   assert_non_null (strstr (bvm_error_msg (&err), "waiting for the lock"));
   assert_true (now_ms () - t0 >= 200);
@@ -777,8 +871,8 @@ test_fetch_silent (void **state)
 
   t0 = now_ms ();
   lim.deadline_ms = t0 + 500;
-  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "silent", url, "refs/heads/main", f->c1, &lim,
-                                      NULL, &err),
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "silent", url, "refs/heads/main", f->c1,
+                                      &lim, NULL, &err),
                         0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_TIMEOUT);
   assert_non_null (strstr (bvm_error_msg (&err), "timed out after"));
@@ -795,8 +889,8 @@ test_fetch_silent (void **state)
                     0);
   t0 = now_ms ();
   lim.deadline_ms = t0 + 500;
-  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "silent", fifo_repo, "refs/heads/main", f->c1,
-                                      &lim, NULL, &err),
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "silent", fifo_repo, "refs/heads/main",
+                                      f->c1, &lim, NULL, &err),
                         0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_TIMEOUT);
   assert_true (now_ms () - t0 < 3000);
@@ -804,7 +898,8 @@ test_fetch_silent (void **state)
 
   /* the lock was released and the dropped mirror is rebuilt */
   lim.deadline_ms = now_ms () + 10000;
-  assert_ok (gitsrc_fetch (&repo, f->cache, "silent", f->src, NULL, f->c1, &lim, NULL, &err), &err);
+  assert_ok (gitsrc_fetch (&repo, f->cache, "silent", f->src, NULL, f->c1, &lim, NULL, &err),
+             &err);
   gitsrc_repo_free (repo);
   fx_free (f);
 }
@@ -911,7 +1006,8 @@ test_fetch_http (void **state)
   /* incremental: a pushed commit, only its new objects come over HTTP */
   add_commit (f, work, "over http\n", c2);
   assert_int_equal (t_sh (GITENV "cd %s && git push -q origin main", f->tmp, work), 0);
-  assert_ok (gitsrc_fetch (&repo, f->cache, "web", url, "refs/heads/main", c2, &lim, &st, &err), &err);
+  assert_ok (gitsrc_fetch (&repo, f->cache, "web", url, "refs/heads/main", c2, &lim, &st, &err),
+             &err);
   assert_true (st.fetched);
   assert_int_equal (st.fetch_objects, 3);
   assert_ok (export_to (f->tar, repo, c2, &lim, NULL, &err), &err);
@@ -929,8 +1025,8 @@ test_fetch_http (void **state)
 
   /* a deadline that passes while the server takes its time */
   lim.deadline_ms = now_ms () + 300;
-  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "slow", slow, "refs/heads/main", f->c1, &lim,
-                                      &st, &err),
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "slow", slow, "refs/heads/main", f->c1,
+                                      &lim, &st, &err),
                         0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_TIMEOUT);
   assert_non_null (strstr (bvm_error_msg (&err), "timed out after"));
@@ -939,8 +1035,9 @@ test_fetch_http (void **state)
 
   /* a pack bigger than allowed */
   lim.max_fetch_bytes = 16;
-  assert_int_not_equal (
-      gitsrc_fetch (&repo, f->cache, "small", url, "refs/heads/main", f->c1, &lim, &st, &err), 0);
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "small", url, "refs/heads/main", f->c1,
+                                      &lim, &st, &err),
+                        0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_LIMIT);
   bvm_error_free (&err);
   lim.max_fetch_bytes = GITSRC_GIB;
@@ -948,8 +1045,9 @@ test_fetch_http (void **state)
   /* no redirect to another host, not even on the first request */
   snprintf (url, sizeof url, "http://127.0.0.1:%d/moved/repo.git", h.port);
   before = http_requests (&h);
-  assert_int_not_equal (
-      gitsrc_fetch (&repo, f->cache, "moved", url, "refs/heads/main", f->c1, &lim, &st, &err), 0);
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "moved", url, "refs/heads/main", f->c1,
+                                      &lim, &st, &err),
+                        0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_NETWORK);
   if (strstr (bvm_error_msg (&err), "redirect") == NULL)
     fail_msg ("unexpected error: %s", bvm_error_msg (&err));
@@ -958,8 +1056,9 @@ test_fetch_http (void **state)
 
   /* a repository the server does not have: a network error, not a crash */
   snprintf (url, sizeof url, "http://127.0.0.1:%d/nope.git", h.port);
-  assert_int_not_equal (
-      gitsrc_fetch (&repo, f->cache, "nope", url, "refs/heads/main", f->c1, &lim, &st, &err), 0);
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "nope", url, "refs/heads/main", f->c1, &lim,
+                                      &st, &err),
+                        0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_NETWORK);
   bvm_error_free (&err);
 
@@ -1031,7 +1130,8 @@ commit_of (char out[41], git_repository *repo, const git_oid *tree_id)
 }
 
 static void
-expect_refused (const struct fx *f, struct gitsrc_repo *repo, const char *commit, const char *needle)
+expect_refused (const struct fx *f, struct gitsrc_repo *repo, const char *commit,
+                const char *needle)
 {
   struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
   bvm_error_t err = NULL;
@@ -1150,7 +1250,8 @@ test_hostile_trees (void **state)
       struct rawent e[] = { { "120000", "l", 0, nul } };
       git_oid t = raw_tree (g, e, 1);
       commit_of (c, g, &t);
-      expect_refused (f, repo, c, "symlink `src/l` has an empty, overlong or NUL-containing target");
+      expect_refused (f, repo, c,
+                      "symlink `src/l` has an empty, overlong or NUL-containing target");
     }
     {
       struct rawent e[] = { { "120000", "l", 0, empty } };
@@ -1249,7 +1350,8 @@ test_hostile_tree_fetched (void **state)
   git_reference_free (ref);
   git_repository_free (g);
 
-  assert_ok (gitsrc_fetch (&repo, f->cache, "evil", f->src, "refs/heads/evil", c, &lim, NULL, &err),
+  assert_ok (gitsrc_fetch (&repo, f->cache, "evil", f->src, "refs/heads/evil", c, &lim, NULL,
+                           &err),
              &err);
   assert_fails_with (export_to (f->tar, repo, c, &lim, NULL, &err), &err,
                      "refusing `src/.GIT`: name `.GIT` is a spelling of `.git`");
@@ -1269,10 +1371,11 @@ test_submodule_skipped (void **state)
   char *c;
   (void) state;
 
-  assert_int_equal (t_sh (GITENV "cd %s && git update-index --add --cacheinfo "
-                                 "160000,0123456789abcdef0123456789abcdef01234567,vendor/lib && "
-                                 "printf '[submodule \"x\"]\\n\\tpath = vendor/lib\\n\\turl = /x\\n' "
-                                 "> .gitmodules && git add .gitmodules && git commit -q -m sub",
+  assert_int_equal (t_sh (GITENV
+                          "cd %s && git update-index --add --cacheinfo "
+                          "160000,0123456789abcdef0123456789abcdef01234567,vendor/lib && "
+                          "printf '[submodule \"x\"]\\n\\tpath = vendor/lib\\n\\turl = /x\\n' "
+                          "> .gitmodules && git add .gitmodules && git commit -q -m sub",
                           f->tmp, f->src),
                     0);
   c = t_sh_out ("git -C %s rev-parse HEAD", f->src);
@@ -1333,7 +1436,8 @@ test_caps (void **state)
   lim.max_path = 15;
   assert_int_not_equal (export_to (f->tar, repo, f->c1, &lim, NULL, &err), 0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_LIMIT);
-  assert_non_null (strstr (bvm_error_msg (&err), "path `src/dir/sub/file` is longer than 15 bytes"));
+  assert_non_null (
+      strstr (bvm_error_msg (&err), "path `src/dir/sub/file` is longer than 15 bytes"));
   bvm_error_free (&err);
   lim.max_path = 16;
   assert_ok (export_to (f->tar, repo, f->c1, &lim, NULL, &err), &err);
@@ -1347,8 +1451,10 @@ test_caps (void **state)
 
   /* prefixes */
   w = tar_open (f->tar);
-  assert_fails_with (gitsrc_export (w, repo, f->c1, "/abs/", &lim, NULL, &err), &err, "must be relative");
-  assert_fails_with (gitsrc_export (w, repo, f->c1, "src", &lim, NULL, &err), &err, "end with `/`");
+  assert_fails_with (gitsrc_export (w, repo, f->c1, "/abs/", &lim, NULL, &err), &err,
+                     "must be relative");
+  assert_fails_with (gitsrc_export (w, repo, f->c1, "src", &lim, NULL, &err), &err,
+                     "end with `/`");
   assert_fails_with (gitsrc_export (w, repo, f->c1, "a/../", &lim, NULL, &err), &err, "`..`");
   assert_fails_with (gitsrc_export (w, repo, f->c1, "a//", &lim, NULL, &err), &err, "empty");
   assert_fails_with (gitsrc_export (w, repo, f->c1, ".git/", &lim, NULL, &err), &err, "spelling");
@@ -1395,8 +1501,8 @@ test_names_round_trip (void **state)
   b = blob (g, "x");
   {
     struct rawent e[] = {
-      { "100644", "caf\xc3\xa9", 0, b },   /* UTF-8 */
-      { "100644", "bin\xff\xfe", 0, b },   /* not UTF-8 */
+      { "100644", "caf\xc3\xa9", 0, b }, /* UTF-8 */
+      { "100644", "bin\xff\xfe", 0, b }, /* not UTF-8 */
       { "100644", "new\nline", 0, b },
       { "100644", longname, 0, b },
     };
@@ -1470,13 +1576,15 @@ test_read_file_bomb (void **state)
   size_t len = 0;
   (void) state;
 
-  assert_int_equal (t_sh (GITENV "cd %s && head -c 64M /dev/zero > buildvm.json && "
-                                 "printf small > small.json && git add -A && git commit -q -m bomb",
+  assert_int_equal (t_sh (GITENV
+                          "cd %s && head -c 64M /dev/zero > buildvm.json && "
+                          "printf small > small.json && git add -A && git commit -q -m bomb",
                           f->tmp, f->src),
                     0);
   c = t_sh_out ("git -C %s rev-parse HEAD", f->src);
   assert_ok (gitsrc_open_local (&repo, f->src, &err), &err);
-  assert_int_not_equal (gitsrc_read_file (&text, &len, repo, c, "buildvm.json", 256 * 1024, &err), 0);
+  assert_int_not_equal (gitsrc_read_file (&text, &len, repo, c, "buildvm.json", 256 * 1024, &err),
+                        0);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_LIMIT);
   assert_non_null (strstr (bvm_error_msg (&err),
                            "`buildvm.json` is 67108864 bytes, over the 262144 bytes allowed"));
@@ -1573,9 +1681,10 @@ test_worktree (void **state)
 
   /* libgit2's status never reports a `.GIT` directory (it skips every case
    * of `.git`): it is left out, not refused */
-  assert_int_equal (t_sh ("mkdir -p %s/sub/.GIT && echo x > %s/sub/.GIT/config && echo y > %s/sub/ok",
-                          f->src, f->src, f->src),
-                    0);
+  assert_int_equal (
+      t_sh ("mkdir -p %s/sub/.GIT && echo x > %s/sub/.GIT/config && echo y > %s/sub/ok", f->src,
+            f->src, f->src),
+      0);
   w = tar_open (f->tar);
   assert_ok (gitsrc_export_worktree (w, f->src, "src/", &lim, &st, &err), &err);
   tar_close (w);
@@ -1595,9 +1704,10 @@ test_worktree (void **state)
   assert_fails_with (gitsrc_export_worktree (w, f->src, "src/", &lim, &st, &err), &err,
                      "refusing `src/.g\\xe2\\x80\\x8cit`");
   tar_close (w);
-  assert_int_equal (t_sh ("rm \"%s/$(printf '.g\\342\\200\\214it')\" && ln -s /etc/passwd %s/.gitmodules",
-                          f->src, f->src),
-                    0);
+  assert_int_equal (
+      t_sh ("rm \"%s/$(printf '.g\\342\\200\\214it')\" && ln -s /etc/passwd %s/.gitmodules",
+            f->src, f->src),
+      0);
   w = tar_open (f->tar);
   assert_fails_with (gitsrc_export_worktree (w, f->src, "src/", &lim, &st, &err), &err,
                      "symlink `.gitmodules`");

@@ -68,10 +68,17 @@ test_control_roundtrip (void **state)
 
   /* the agent refuses a truncated file and unknown records */
   assert_int_equal (agent_control_parse (&aj, b.ptr, b.len - 3, msg, sizeof msg), -1);
-  assert_int_equal (agent_control_parse (&aj, "version\0" "1\0bogus\0x\0", 19, msg, sizeof msg),
+  assert_int_equal (agent_control_parse (&aj,
+                                         "version\0"
+                                         "1\0bogus\0x\0",
+                                         19, msg, sizeof msg),
                     -1);
   assert_non_null (strstr (msg, "unknown record"));
-  assert_int_equal (agent_control_parse (&aj, "timeout\0" "5\0", 10, msg, sizeof msg), -1);
+  assert_int_equal (agent_control_parse (&aj,
+                                         "timeout\0"
+                                         "5\0",
+                                         10, msg, sizeof msg),
+                    -1);
   assert_non_null (strstr (msg, "no version"));
   buf_dispose (&b);
 }
@@ -162,8 +169,8 @@ test_header_hostile (void **state)
   expect_bad_header ("buildvm-output 1\nstatus ok\nexit -1\nend\n", 100, "bad exit");
   expect_bad_header ("buildvm-output 1\nstatus ok\nexit 1x\nend\n", 100, "bad exit");
   expect_bad_header ("buildvm-output 1\nstatus ok\ntar_bytes 101\nend\n", 100, "tar_bytes");
-  expect_bad_header ("buildvm-output 1\nstatus ok\ntar_bytes 99999999999999999999999\nend\n",
-                     100, "tar_bytes");
+  expect_bad_header ("buildvm-output 1\nstatus ok\ntar_bytes 99999999999999999999999\nend\n", 100,
+                     "tar_bytes");
   expect_bad_header ("buildvm-output 1\nstatus ok\nsurprise 1\nend\n", 100, "unknown key");
   expect_bad_header ("buildvm-output 1\nstatus ok\nend\nstatus ok\n", 100, "after `end`");
   expect_bad_header ("buildvm-output 1\nstatus ok\n", 100, "incomplete");
@@ -203,12 +210,13 @@ test_header_text (void **state)
                      "invalid UTF-8");
   expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage cut \xe2\x82\nend\n", 100,
                      "invalid UTF-8");
-  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage overlong \xc0\xaf\nend\n",
-                     100, "invalid UTF-8");
-  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage surrogate \xed\xa0\x80 \nend\n",
-                     100, "invalid UTF-8");
-  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage c1 csi \xc2\x9b\x32J\nend\n", 100,
-                     "control character");
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage overlong \xc0\xaf\nend\n", 100,
+                     "invalid UTF-8");
+  expect_bad_header (
+      "buildvm-output 1\nstatus agent-error\nmessage surrogate \xed\xa0\x80 \nend\n", 100,
+      "invalid UTF-8");
+  expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage c1 csi \xc2\x9b\x32J\nend\n",
+                     100, "control character");
   expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage osc \033]0;title\007\nend\n",
                      100, "control character");
   expect_bad_header ("buildvm-output 1\nstatus agent-error\nmessage tab\there\nend\n", 100,
@@ -309,8 +317,9 @@ test_output_and_scratch (void **state)
   assert_ok (guest_scratch_create (scratch, 64, &err), &err);
   assert_int_equal (stat (scratch, &st), 0);
   assert_int_equal (st.st_size, 64 << 20);
-  fs = t_sh_out ("dumpe2fs -h '%s' 2>/dev/null | grep -E '^(Filesystem features|Reserved block count)'",
-                 scratch);
+  fs = t_sh_out (
+      "dumpe2fs -h '%s' 2>/dev/null | grep -E '^(Filesystem features|Reserved block count)'",
+      scratch);
   assert_non_null (strstr (fs, "extent"));
   assert_null (strstr (fs, "has_journal"));
   assert_non_null (strstr (fs, "Reserved block count:     0"));
@@ -322,10 +331,10 @@ int
 main (void)
 {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test (test_control_roundtrip), cmocka_unit_test (test_control_limits),
-    cmocka_unit_test (test_header_parse),      cmocka_unit_test (test_header_hostile),
-    cmocka_unit_test (test_header_text),
-    cmocka_unit_test (test_input_disk),        cmocka_unit_test (test_output_and_scratch),
+    cmocka_unit_test (test_control_roundtrip),  cmocka_unit_test (test_control_limits),
+    cmocka_unit_test (test_header_parse),       cmocka_unit_test (test_header_hostile),
+    cmocka_unit_test (test_header_text),        cmocka_unit_test (test_input_disk),
+    cmocka_unit_test (test_output_and_scratch),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

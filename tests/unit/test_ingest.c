@@ -295,7 +295,8 @@ static const struct hcase hostile[] = {
   { "dotdot", BVM_E_INVALID, "`..` components are not allowed", L_NONE },
   { "dot", BVM_E_INVALID, "`.` components are not allowed", L_NONE },
   { "empty_component", BVM_E_INVALID, "empty path component", L_NONE },
-  { "outside_roots", BVM_E_INVALID, "entry `etc/passwd`: names must start with `image/` or `artifacts/`", L_NONE },
+  { "outside_roots", BVM_E_INVALID,
+    "entry `etc/passwd`: names must start with `image/` or `artifacts/`", L_NONE },
   { "bare_name", BVM_E_INVALID, "names must start with", L_NONE },
   { "root_as_file", BVM_E_INVALID, "the root `image/` must be a directory", L_NONE },
   { "root_as_symlink", BVM_E_INVALID, "the root `artifacts/` must be a directory", L_NONE },
@@ -309,11 +310,13 @@ static const struct hcase hostile[] = {
   { "gnu_longname_dotdot", BVM_E_INVALID, "`..` components are not allowed", L_NONE },
   { "long_component", BVM_E_INVALID, "a component is longer than 255 bytes", L_NONE },
   { "too_deep", BVM_E_INVALID, "more than 256 path components", L_NONE },
-  { "whiteout", BVM_E_INVALID, "entry `image/usr/.wh.lib`: `.wh.` names are OCI whiteouts", L_NONE },
+  { "whiteout", BVM_E_INVALID, "entry `image/usr/.wh.lib`: `.wh.` names are OCI whiteouts",
+    L_NONE },
   { "whiteout_opaque", BVM_E_INVALID, "`.wh.` names are OCI whiteouts and are reserved", L_NONE },
   { "trailing_slash_symlink", BVM_E_INVALID, "a trailing `/` on a symlink", L_NONE },
   /* types and modes */
-  { "chardev", BVM_E_INVALID, "entry `image/dev/null`: character devices are not allowed", L_NONE },
+  { "chardev", BVM_E_INVALID, "entry `image/dev/null`: character devices are not allowed",
+    L_NONE },
   { "blockdev", BVM_E_INVALID, "block devices are not allowed", L_NONE },
   { "fifo", BVM_E_INVALID, "FIFOs are not allowed", L_NONE },
   { "setuid", BVM_E_INVALID, "entry `image/su`: setuid bit (mode 4755)", L_NONE },
@@ -330,29 +333,38 @@ static const struct hcase hostile[] = {
   { "dup_file", BVM_E_INVALID, "entry `image/a`: duplicate entry", L_NONE },
   { "dup_swap_symlink", BVM_E_INVALID, "entry `image/a`: duplicate entry", L_NONE },
   { "dup_dir", BVM_E_INVALID, "duplicate entry", L_NONE },
-  { "file_over_implied_dir", BVM_E_INVALID, "earlier entries use this path as a directory", L_NONE },
+  { "file_over_implied_dir", BVM_E_INVALID, "earlier entries use this path as a directory",
+    L_NONE },
   { "below_file", BVM_E_INVALID, "`image/f` is a file, not a directory", L_NONE },
   { "below_symlink", BVM_E_INVALID, "`image/l` is a symlink, not a directory", L_NONE },
   /* symlinks */
-  { "symlink_abs", BVM_E_INVALID, "absolute symlink targets are not allowed (`/etc/passwd`)", L_NONE },
+  { "symlink_abs", BVM_E_INVALID, "absolute symlink targets are not allowed (`/etc/passwd`)",
+    L_NONE },
   { "symlink_escape", BVM_E_INVALID, "entry `image/a/l`: symlink target leaves its root", L_NONE },
   { "symlink_escape_artifact_root", BVM_E_INVALID, "symlink target leaves its root", L_NONE },
-  { "symlink_chain", BVM_E_INVALID, "entry `image/esc`: symlink leaves its root through other symlinks", L_NONE },
-  { "symlink_chain_late", BVM_E_INVALID, "entry `image/esc`: symlink leaves its root through other", L_NONE },
+  { "symlink_chain", BVM_E_INVALID,
+    "entry `image/esc`: symlink leaves its root through other symlinks", L_NONE },
+  { "symlink_chain_late", BVM_E_INVALID,
+    "entry `image/esc`: symlink leaves its root through other", L_NONE },
   { "symlink_loop", BVM_E_INVALID, "symlink loop", L_NONE },
   { "symlink_artifact", BVM_E_INVALID, "symlinks are not allowed under `artifacts/`", L_NONE },
   { "symlink_empty", BVM_E_INVALID, "symlink without a target", L_NONE },
-  { "symlink_ctrl", BVM_E_INVALID, "control character in symlink target (`a\\x1b]0;pwned\\x07`)", L_NONE },
+  { "symlink_ctrl", BVM_E_INVALID, "control character in symlink target (`a\\x1b]0;pwned\\x07`)",
+    L_NONE },
   /* hardlinks */
   { "hardlink_abs", BVM_E_INVALID, "hardlink `image/h`: entry `/etc/passwd`: absolute", L_NONE },
-  { "hardlink_dotdot", BVM_E_INVALID, "hardlink `image/h`: entry `image/../../etc/passwd`", L_NONE },
-  { "hardlink_other_root", BVM_E_INVALID, "hardlink target `artifacts/a` is not an earlier regular file", L_NONE },
+  { "hardlink_dotdot", BVM_E_INVALID, "hardlink `image/h`: entry `image/../../etc/passwd`",
+    L_NONE },
+  { "hardlink_other_root", BVM_E_INVALID,
+    "hardlink target `artifacts/a` is not an earlier regular file", L_NONE },
   { "hardlink_forward", BVM_E_INVALID, "hardlink target `image/later` is not an earlier", L_NONE },
-  { "hardlink_dir", BVM_E_INVALID, "hardlink target `image/d` is not an earlier regular file", L_NONE },
+  { "hardlink_dir", BVM_E_INVALID, "hardlink target `image/d` is not an earlier regular file",
+    L_NONE },
   { "hardlink_symlink", BVM_E_INVALID, "hardlink target `image/s` is not an earlier", L_NONE },
   { "hardlink_bare", BVM_E_INVALID, "hardlink `image/h`: entry `a`: names must start", L_NONE },
   /* headers and framing */
-  { "pax_over_cap", BVM_E_LIMIT, "entry headers take 101376 bytes, over the limit of 65536", L_NONE },
+  { "pax_over_cap", BVM_E_LIMIT, "entry headers take 101376 bytes, over the limit of 65536",
+    L_NONE },
   { "pax_huge", BVM_E_INVALID, "Special header too large", L_NONE },
   { "pax_chain", BVM_E_INVALID, "output tar at offset 0:", L_NONE },
   { "two_pax_headers", BVM_E_INVALID, "output tar at offset 0:", L_NONE },
@@ -360,17 +372,22 @@ static const struct hcase hostile[] = {
   { "garbage", BVM_E_INVALID, "not an uncompressed tar stream", L_NONE },
   { "gzip", BVM_E_INVALID, "not an uncompressed tar stream", L_NONE },
   { "sparse_gnu", BVM_E_INVALID, "tar entry type `S` is not supported", L_NONE },
-  { "sparse_pax", BVM_E_INVALID, "entry `image/sparse`: GNU sparse files are not allowed", L_NONE },
+  { "sparse_pax", BVM_E_INVALID, "entry `image/sparse`: GNU sparse files are not allowed",
+    L_NONE },
   { "sparse_huge", BVM_E_INVALID, "entry `image/huge`: GNU sparse files are not allowed", L_NONE },
-  { "truncated_data", BVM_E_INVALID, "entry `image/big`: reading data: Truncated tar archive", L_NONE },
+  { "truncated_data", BVM_E_INVALID, "entry `image/big`: reading data: Truncated tar archive",
+    L_NONE },
   { "missing_marker", BVM_E_INVALID, "no end-of-archive marker", L_NONE },
   { "one_zero_block", BVM_E_INVALID, "no end-of-archive marker", L_NONE },
   { "size_lies_short", BVM_E_INVALID, "Damaged tar archive", L_NONE },
   /* caps */
   { "many", BVM_E_LIMIT, "more than 10 entries", L_ENTRIES },
-  { "implied_dirs", BVM_E_LIMIT, "more than 10 paths (directories implied by names count)", L_ENTRIES },
-  { "big", BVM_E_LIMIT, "entry `image/big`: 2097152 bytes, over the limit of 1048576", L_ENTRY_BYTES },
-  { "total", BVM_E_LIMIT, "entry `image/t1`: outputs take more than 1048576 bytes", L_TOTAL_BYTES },
+  { "implied_dirs", BVM_E_LIMIT, "more than 10 paths (directories implied by names count)",
+    L_ENTRIES },
+  { "big", BVM_E_LIMIT, "entry `image/big`: 2097152 bytes, over the limit of 1048576",
+    L_ENTRY_BYTES },
+  { "total", BVM_E_LIMIT, "entry `image/t1`: outputs take more than 1048576 bytes",
+    L_TOTAL_BYTES },
   { "long_name", BVM_E_LIMIT, "name is longer than 100 bytes", L_PATH },
   { "many", BVM_E_LIMIT, "names and link targets take more than 200 bytes", L_NAMES },
   { "valid", BVM_E_TIMEOUT, "deadline passed", L_DEADLINE },
@@ -385,26 +402,13 @@ test_hostile (void **state)
 
   switch (hc->tweak)
     {
-    case L_ENTRIES:
-      lim.max_entries = 10;
-      break;
-    case L_ENTRY_BYTES:
-      lim.max_entry_bytes = 1 << 20;
-      break;
-    case L_TOTAL_BYTES:
-      lim.max_total_bytes = 1 << 20;
-      break;
-    case L_PATH:
-      lim.max_path = 100;
-      break;
-    case L_NAMES:
-      lim.max_names_bytes = 200;
-      break;
-    case L_DEADLINE:
-      lim.deadline_ms = now_ms () - 1;
-      break;
-    case L_NONE:
-      break;
+    case L_ENTRIES: lim.max_entries = 10; break;
+    case L_ENTRY_BYTES: lim.max_entry_bytes = 1 << 20; break;
+    case L_TOTAL_BYTES: lim.max_total_bytes = 1 << 20; break;
+    case L_PATH: lim.max_path = 100; break;
+    case L_NAMES: lim.max_names_bytes = 200; break;
+    case L_DEADLINE: lim.deadline_ms = now_ms () - 1; break;
+    case L_NONE: break;
     }
   run_fixture (&r, hc->fixture, &lim);
   if (r.ret >= 0)
@@ -494,7 +498,9 @@ test_valid_delivered_exactly (void **state)
   assert_string_equal (e->target, "../../bin/app");
   e = find_rec (&r, INGEST_IMAGE, "etc/conf");
   assert_int_equal (e->perm, 0640);
-  e = find_rec (&r, INGEST_IMAGE, "\xc3\x9c" "ber.txt");
+  e = find_rec (&r, INGEST_IMAGE,
+                "\xc3\x9c"
+                "ber.txt");
   assert_int_equal (e->size, 7);
   e = find_rec (&r, INGEST_IMAGE, deep);
   assert_int_equal (e->size, 5);
@@ -509,7 +515,10 @@ test_valid_delivered_exactly (void **state)
   check_file (layer, "bin/app", 0755, "#!/bin/sh\necho hi\n");
   check_file (layer, "etc/conf", 0640, "k=v\n");
   check_file (layer, "empty", 0644, "");
-  check_file (layer, "\xc3\x9c" "ber.txt", 0644, "gr\xc3\xbc\xc3\x9f\n");
+  check_file (layer,
+              "\xc3\x9c"
+              "ber.txt",
+              0644, "gr\xc3\xbc\xc3\x9f\n");
   check_file (layer, deep, 0644, "long\n");
   joinp (p, sizeof p, layer, "bin/app");
   joinp (q, sizeof q, layer, "bin/app2");
@@ -660,14 +669,26 @@ test_sink_failure_propagates (void **state)
 static void
 test_check_path (void **state)
 {
-  static const char *const good[] = { "image/a", "image/", "image", "artifacts/x/y.tar.gz",
-                                      "image/a/b/", "image/.hidden", "image/..x", "image/\xc3\xa9",
-                                      "artifacts/.wh.fine-here",
-                                      NULL };
-  static const char *const bad[] = { "", "/image/a", "image/../a", "image/./a", "image//a",
-                                     "images/a", "x", "image/a\tb", "image/\x7f",
-                                     "image/\xc0\xaf", "image/\xed\xa0\x80", "image/\xc2\x85",
-                                     "../image/a", "image/a//", "image/d/.wh.x", NULL };
+  static const char *const good[] = {
+    "image/a",       "image/",    "image",          "artifacts/x/y.tar.gz",    "image/a/b/",
+    "image/.hidden", "image/..x", "image/\xc3\xa9", "artifacts/.wh.fine-here", NULL
+  };
+  static const char *const bad[] = { "",
+                                     "/image/a",
+                                     "image/../a",
+                                     "image/./a",
+                                     "image//a",
+                                     "images/a",
+                                     "x",
+                                     "image/a\tb",
+                                     "image/\x7f",
+                                     "image/\xc0\xaf",
+                                     "image/\xed\xa0\x80",
+                                     "image/\xc2\x85",
+                                     "../image/a",
+                                     "image/a//",
+                                     "image/d/.wh.x",
+                                     NULL };
   bvm_error_t err = NULL;
   (void) state;
 

@@ -77,8 +77,7 @@ prepare (const char *name, uint32_t count, bvm_error_t *err)
   return j;
 }
 
-static bool
-exists (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+static bool exists (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 
 static bool
 exists (const char *fmt, ...)
@@ -331,8 +330,7 @@ assert_field (pid_t pid, const char *key, const char *want)
 }
 
 /* The names in a directory, sorted, space-separated. */
-static char *
-listing (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+static char *listing (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 
 static char *
 listing (const char *fmt, ...)
@@ -445,7 +443,8 @@ test_spawn_inspect (void **state)
   assert_fails_with (jail_expose (j, secret, "input.img", JAIL_RO | JAIL_CHOWN, &err), &err,
                      "already in the jail");
   assert_fails_with (jail_expose (j, shared, "again", JAIL_RO, &err), &err, "already in the jail");
-  assert_fails_with (jail_expose (j, secret, "../x", JAIL_RO, &err), &err, "is not [A-Za-z0-9._-]");
+  assert_fails_with (jail_expose (j, secret, "../x", JAIL_RO, &err), &err,
+                     "is not [A-Za-z0-9._-]");
   assert_fails_with (jail_expose (j, d, "dir", JAIL_RO, &err), &err, "neither a regular file");
   /* the job's own files now belong to its uid, with tight modes */
   {

@@ -68,12 +68,13 @@ test_write_and_escape (void **state)
   assert_ok (joblog_close (l, false, &err), &err);
 
   out = cat (d, "j-1");
-  assert_string_equal (out, "plain line\n"
-                            "\\x1b[31mred\\x1b[0m and a bell\\x07\n"
-                            "tab\there, cr\\x0dback\n"
-                            "utf-8 caf\xc3\xa9 ok, bad \\xff\\xfe, c1 \\xc2\\x9b, overlong \\xc0\\xaf\n"
-                            "\n"
-                            "nul\\x00inside\n");
+  assert_string_equal (out,
+                       "plain line\n"
+                       "\\x1b[31mred\\x1b[0m and a bell\\x07\n"
+                       "tab\there, cr\\x0dback\n"
+                       "utf-8 caf\xc3\xa9 ok, bad \\xff\\xfe, c1 \\xc2\\x9b, overlong \\xc0\\xaf\n"
+                       "\n"
+                       "nul\\x00inside\n");
   assert_int_equal (stat (p, &st), 0);
   assert_int_equal (st.st_mode & 0777, 0640);
   t_tmpdir_free (d);
@@ -91,11 +92,11 @@ test_cap_and_marker (void **state)
   (void) state;
 
   assert_ok (joblog_open (&l, d, "hello", "capped", 30, &err), &err);
-  wline (l, "0123456789");     /* 11 bytes */
-  wline (l, "abcdefghij");     /* 22 */
+  wline (l, "0123456789");            /* 11 bytes */
+  wline (l, "abcdefghij");            /* 22 */
   wline (l, "this one does not fit"); /* 22 bytes dropped */
-  wline (l, "x");              /* would fit, but the log is cut: 2 dropped */
-  wline (l, "\x1b");           /* escaped length counts: 5 dropped */
+  wline (l, "x");                     /* would fit, but the log is cut: 2 dropped */
+  wline (l, "\x1b");                  /* escaped length counts: 5 dropped */
   assert_ok (joblog_close (l, false, &err), &err);
 
   out = cat (d, "capped");
@@ -207,7 +208,8 @@ test_lz4_round_trip (void **state)
     assert_string_equal (viacli, want);
   }
   /* a corrupt frame is an error, not garbage output */
-  assert_int_equal (t_sh ("printf 'xxxx' | dd of='%s' bs=1 seek=100 conv=notrunc 2>/dev/null", lz), 0);
+  assert_int_equal (t_sh ("printf 'xxxx' | dd of='%s' bs=1 seek=100 conv=notrunc 2>/dev/null", lz),
+                    0);
   {
     FILE *f = fopen ("/dev/null", "w");
     assert_fails_with (joblog_cat (d, "z1", f, false, &err), &err, "lz4");
@@ -233,7 +235,8 @@ test_bad_ids (void **state)
   struct joblog *l = NULL;
   bvm_error_t err = NULL;
   char long_id[160];
-  static const char *const bad_jobs[] = { "", "../x", "a/b", "-x", ".x", "a b", "a\nb", "j\x1b", "x*", NULL };
+  static const char *const bad_jobs[] = { "",    "../x", "a/b",   "-x", ".x",
+                                          "a b", "a\nb", "j\x1b", "x*", NULL };
   static const char *const bad_apps[] = { "", "Hello", "-a", "a_b", "a/b", "..", NULL };
   (void) state;
 

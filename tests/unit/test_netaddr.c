@@ -183,20 +183,20 @@ static const struct
   /* IPv6 */
   { "::", "unspecified address" },
   { "::1", LOOP },
-  { "::2", THISNET },                 /* IPv4-compatible 0.0.0.2 */
-  { "::127.0.0.1", LOOP },            /* IPv4-compatible */
+  { "::2", THISNET },      /* IPv4-compatible 0.0.0.2 */
+  { "::127.0.0.1", LOOP }, /* IPv4-compatible */
   { "::169.254.169.254", META },
   { "::8.8.8.8", NULL },
-  { "::ffff:127.0.0.1", LOOP },       /* IPv4-mapped */
+  { "::ffff:127.0.0.1", LOOP }, /* IPv4-mapped */
   { "::ffff:a9fe:a9fe", META },
   { "::ffff:8.8.8.8", NULL },
-  { "::ffff:0:127.0.0.1", LOOP },     /* SIIT IPv4-translated */
+  { "::ffff:0:127.0.0.1", LOOP }, /* SIIT IPv4-translated */
   { "::ffff:0:10.0.0.1", RFC1918 },
-  { "64:ff9b::7f00:1", LOOP },        /* NAT64 */
+  { "64:ff9b::7f00:1", LOOP }, /* NAT64 */
   { "64:ff9b::a9fe:a9fe", META },
   { "64:ff9b::808:808", NULL },
   { "64:ff9b:1::1", "reserved address (local-use NAT64, 64:ff9b:1::/48)" },
-  { "2002:7f00:1::1", LOOP },         /* 6to4 */
+  { "2002:7f00:1::1", LOOP }, /* 6to4 */
   { "2002:a9fe:a9fe::", META },
   { "2002:c0a8:101::1", RFC1918 },
   { "2002:808:808::1", NULL },
@@ -241,11 +241,13 @@ test_rules (void **state)
 static void
 test_metadata_every_spelling (void **state)
 {
-  static const char *const spellings[]
-      = { "169.254.169.254", "2852039166",       "0xa9fea9fe",        "0251.0376.0251.0376",
-          "169.254.43518",   "169.16689662",     "0xa9.254.0xa9.254", "169.254.169.254.",
-          "[::ffff:a9fe:a9fe]", "[::ffff:169.254.169.254]", "[::169.254.169.254]",
-          "[64:ff9b::a9fe:a9fe]", "[2002:a9fe:a9fe::1]" };
+  static const char *const spellings[] = { "169.254.169.254",     "2852039166",
+                                           "0xa9fea9fe",          "0251.0376.0251.0376",
+                                           "169.254.43518",       "169.16689662",
+                                           "0xa9.254.0xa9.254",   "169.254.169.254.",
+                                           "[::ffff:a9fe:a9fe]",  "[::ffff:169.254.169.254]",
+                                           "[::169.254.169.254]", "[64:ff9b::a9fe:a9fe]",
+                                           "[2002:a9fe:a9fe::1]" };
   (void) state;
   for (size_t i = 0; i < ARRAY_SIZE (spellings); i++)
     {
@@ -405,7 +407,9 @@ test_host_names (void **state)
     { "a:b", "invalid character in host name" },
     { "a/b", "invalid character in host name" },
     { "a\x1b[31m", "invalid character in host name" },
-    { "b\xc3\xbc" "cher.de", "non-ASCII host name (use its xn-- form)" },
+    { "b\xc3\xbc"
+      "cher.de",
+      "non-ASCII host name (use its xn-- form)" },
     { "example.123", "host name ends in a number (an IPv4 address?)" },
     { "127.0.0.1", "host name ends in a number (an IPv4 address?)" },
     { "a.0x1f", "host name ends in a number (an IPv4 address?)" },
@@ -486,7 +490,9 @@ test_hostport (void **state)
     { "example.123:80", "malformed IP address literal" },
     { "a_b:80", "invalid character in host name" },
     { "a..b:80", "empty label" },
-    { "b\xc3\xbc" "cher.de:443", "non-ASCII" },
+    { "b\xc3\xbc"
+      "cher.de:443",
+      "non-ASCII" },
     { "user@example.com:443", "invalid character" },
   };
   bvm_error_t err = NULL;
@@ -609,8 +615,7 @@ test_host_pattern (void **state)
   };
   (void) state;
   for (size_t i = 0; i < ARRAY_SIZE (cases); i++)
-    if ((netaddr_host_pattern_problem (cases[i].in, strlen (cases[i].in)) == NULL)
-        != cases[i].ok)
+    if ((netaddr_host_pattern_problem (cases[i].in, strlen (cases[i].in)) == NULL) != cases[i].ok)
       fail_msg ("`%s`: expected %s", cases[i].in, cases[i].ok ? "ok" : "a problem");
 }
 
@@ -628,8 +633,7 @@ test_resolve (void **state)
 
   /* "localhost" comes from /etc/hosts: no query leaves the machine */
   assert_ok (netaddr_hostport_parse (&hp, "localhost:80", &err), &err);
-  assert_fails_with (netaddr_resolve (&res, &hp, NULL, &err), &err,
-                     "`localhost` resolves to `");
+  assert_fails_with (netaddr_resolve (&res, &hp, NULL, &err), &err, "`localhost` resolves to `");
   assert_int_equal (res.n, 0);
   assert_ok (netaddr_hostport_parse (&hp, "localhost:80", &err), &err);
   assert_true (netaddr_resolve (&res, &hp, NULL, &err) < 0);

@@ -64,7 +64,8 @@ noise (size_t n)
 /* The sample layer: a directory, a file, an executable, a symlink and a big
  * file. */
 static void
-build_layer (const char *blob, int level, struct oci_descriptor *d, char diff_id[DIGEST_STR_LEN + 1])
+build_layer (const char *blob, int level, struct oci_descriptor *d,
+             char diff_id[DIGEST_STR_LEN + 1])
 {
   struct oci_layer *l = NULL;
   bvm_error_t err = NULL;
@@ -215,9 +216,11 @@ test_layer_errors (void **state)
 
   snprintf (blob, sizeof blob, "%s/partial.tar.gz", d);
   assert_ok (oci_layer_new (&l, blob, 1, &err), &err);
-  assert_fails_with (oci_layer_add_dir (l, "../up", 0755, 0, 0, 0, &err), &err, "must be relative");
+  assert_fails_with (oci_layer_add_dir (l, "../up", 0755, 0, 0, 0, &err), &err,
+                     "must be relative");
   assert_fails_with (oci_layer_add_dir (l, "/abs", 0755, 0, 0, 0, &err), &err, "must be relative");
-  assert_fails_with (oci_layer_add_dir (l, "a/./b", 0755, 0, 0, 0, &err), &err, "must be relative");
+  assert_fails_with (oci_layer_add_dir (l, "a/./b", 0755, 0, 0, 0, &err), &err,
+                     "must be relative");
   add_entry (l, "x", AE_IFREG, 0644, "x", 1, NULL);
   assert_int_equal (access (blob, F_OK), 0);
   /* not finished: free removes the partial blob */
@@ -292,7 +295,9 @@ test_config_build (void **state)
     .labels = labels,
     .history_created_by = "buildvm deploy hello@0123456",
   };
-  const char *diff_ids[] = { "sha256:2222222222222222222222222222222222222222222222222222222222222222" };
+  const char *diff_ids[] = {
+    "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+  };
   char *out = NULL, *out2 = NULL;
   size_t len = 0, len2 = 0;
   bvm_error_t err = NULL;
@@ -307,12 +312,14 @@ test_config_build (void **state)
   assert_int_equal (strncmp (out, "{\"architecture\":\"amd64\",\"config\":{", 34), 0);
   assert_ok (jsonx_parse (&doc, out, len, 1 << 20, "config", &err), &err);
   assert_string_equal (json_string_value (json_object_get (doc, "os")), "linux");
-  assert_string_equal (json_string_value (json_object_get (doc, "created")), "2024-01-02T03:04:05Z");
+  assert_string_equal (json_string_value (json_object_get (doc, "created")),
+                       "2024-01-02T03:04:05Z");
   {
     json_t *cfg = json_object_get (doc, "config");
     assert_string_equal (json_string_value (json_array_get (json_object_get (cfg, "Env"), 1)),
                          "APP_ENV=prod");
-    assert_string_equal (json_string_value (json_array_get (json_object_get (cfg, "Entrypoint"), 0)),
+    assert_string_equal (json_string_value (
+                             json_array_get (json_object_get (cfg, "Entrypoint"), 0)),
                          "/app/run.sh");
     assert_string_equal (json_string_value (json_array_get (json_object_get (cfg, "Cmd"), 0)),
                          "--serve");
@@ -322,8 +329,10 @@ test_config_build (void **state)
     assert_string_equal (json_string_value (json_object_get (json_object_get (cfg, "Labels"),
                                                              "org.opencontainers.image.revision")),
                          "0123456789abcdef0123456789abcdef01234567");
-    assert_string_equal (json_string_value (json_array_get (
-                             json_object_get (json_object_get (doc, "rootfs"), "diff_ids"), 0)),
+    assert_string_equal (json_string_value (
+                             json_array_get (json_object_get (json_object_get (doc, "rootfs"),
+                                                              "diff_ids"),
+                                             0)),
                          diff_ids[0]);
     assert_int_equal (json_array_size (json_object_get (doc, "history")), 1);
   }
@@ -370,9 +379,14 @@ test_config_base_merge (void **state)
   static const char *const ports[] = { "8080", NULL };
   cleanup_json json_t *labels = test_labels ();
   struct oci_image_spec spec = {
-    .entrypoint = test_entry, .env = env, .exposed_ports = ports, .labels = labels,
+    .entrypoint = test_entry,
+    .env = env,
+    .exposed_ports = ports,
+    .labels = labels,
   };
-  const char *diff_ids[] = { "sha256:2222222222222222222222222222222222222222222222222222222222222222" };
+  const char *diff_ids[] = {
+    "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+  };
   char *out = NULL;
   size_t len = 0;
   bvm_error_t err = NULL;
@@ -393,7 +407,8 @@ test_config_base_merge (void **state)
   assert_string_equal (json_string_value (json_object_get (cfg, "StopSignal")), "SIGTERM");
   assert_non_null (json_object_get (json_object_get (cfg, "ExposedPorts"), "22/tcp"));
   assert_non_null (json_object_get (json_object_get (cfg, "ExposedPorts"), "8080/tcp"));
-  assert_string_equal (json_string_value (json_object_get (json_object_get (cfg, "Labels"), "base")),
+  assert_string_equal (json_string_value (
+                           json_object_get (json_object_get (cfg, "Labels"), "base")),
                        "yes");
   assert_string_equal (json_string_value (json_object_get (json_object_get (cfg, "Labels"),
                                                            "org.opencontainers.image.revision")),
@@ -404,8 +419,9 @@ test_config_base_merge (void **state)
   assert_int_equal (json_array_size (ids), 2);
   assert_string_equal (json_string_value (json_array_get (ids, 1)), diff_ids[0]);
   assert_int_equal (json_array_size (json_object_get (doc, "history")), 2);
-  assert_string_equal (json_string_value (json_object_get (
-                           json_array_get (json_object_get (doc, "history"), 0), "created_by")),
+  assert_string_equal (json_string_value (
+                           json_object_get (json_array_get (json_object_get (doc, "history"), 0),
+                                            "created_by")),
                        "base layer");
   json_decref (doc);
   free (out);
@@ -413,7 +429,8 @@ test_config_base_merge (void **state)
   /* hostile or mismatched bases */
   {
     struct oci_image_spec arm = { .architecture = "arm64" };
-    assert_fails_with (oci_config_build (&out, &len, &arm, base, sizeof base - 1, diff_ids, 1, &err),
+    assert_fails_with (oci_config_build (&out, &len, &arm, base, sizeof base - 1, diff_ids, 1,
+                                         &err),
                        &err, "base image is for architecture `amd64`, not `arm64`");
   }
   {
@@ -436,13 +453,15 @@ test_config_base_merge (void **state)
 static void
 test_manifest_roundtrip (void **state)
 {
-  struct oci_descriptor cfg = { OCI_MEDIA_CONFIG,
-                                "sha256:4444444444444444444444444444444444444444444444444444444444444444",
-                                123 };
+  struct oci_descriptor cfg = {
+    OCI_MEDIA_CONFIG, "sha256:4444444444444444444444444444444444444444444444444444444444444444",
+    123
+  };
   struct oci_descriptor layers[2] = {
-    { OCI_MEDIA_LAYER_GZIP, "sha256:5555555555555555555555555555555555555555555555555555555555555555", 10 },
-    { OCI_MEDIA_LAYER_GZIP, "sha256:6666666666666666666666666666666666666666666666666666666666666666",
-      5000000000ull },
+    { OCI_MEDIA_LAYER_GZIP,
+      "sha256:5555555555555555555555555555555555555555555555555555555555555555", 10 },
+    { OCI_MEDIA_LAYER_GZIP,
+      "sha256:6666666666666666666666666666666666666666666666666666666666666666", 5000000000ull },
   };
   cleanup_json json_t *ann = json_pack ("{s:s}", "org.opencontainers.image.revision", "abc");
   char *out = NULL;
@@ -455,7 +474,8 @@ test_manifest_roundtrip (void **state)
   assert_ok (oci_manifest_build (&out, &len, &cfg, layers, 2, ann, &err), &err);
   assert_non_null (strstr (out, "\"schemaVersion\":2"));
   assert_non_null (strstr (out, "\"mediaType\":\"" OCI_MEDIA_MANIFEST "\""));
-  assert_ok (oci_manifest_parse (&m, out, len, OCI_MEDIA_MANIFEST "; charset=utf-8", NULL, NULL, &err),
+  assert_ok (oci_manifest_parse (&m, out, len, OCI_MEDIA_MANIFEST "; charset=utf-8", NULL, NULL,
+                                 &err),
              &err);
   assert_int_equal (oci_manifest_kind (m), OCI_MANIFEST_IMAGE);
   assert_string_equal (oci_manifest_config (m)->digest, cfg.digest);
@@ -483,7 +503,8 @@ test_manifest_parse_docker_and_index (void **state)
       = "{\"schemaVersion\":2,\"mediaType\":\"" DOCKER_MEDIA_MANIFEST "\","
         "\"config\":{\"mediaType\":\"" DOCKER_MEDIA_CONFIG "\",\"size\":7,\"digest\":\"sha256:"
         "7777777777777777777777777777777777777777777777777777777777777777\"},"
-        "\"layers\":[{\"mediaType\":\"" DOCKER_MEDIA_LAYER_GZIP "\",\"size\":8,\"digest\":\"sha256:"
+        "\"layers\":[{\"mediaType\":\"" DOCKER_MEDIA_LAYER_GZIP
+        "\",\"size\":8,\"digest\":\"sha256:"
         "8888888888888888888888888888888888888888888888888888888888888888\"}]}";
   static const char index[]
       = "{\"schemaVersion\":2,\"mediaType\":\"" OCI_MEDIA_INDEX "\",\"manifests\":["
@@ -502,7 +523,8 @@ test_manifest_parse_docker_and_index (void **state)
   bvm_error_t err = NULL;
   (void) state;
 
-  assert_ok (oci_manifest_parse (&m, docker, sizeof docker - 1, DOCKER_MEDIA_MANIFEST, NULL, NULL, &err),
+  assert_ok (oci_manifest_parse (&m, docker, sizeof docker - 1, DOCKER_MEDIA_MANIFEST, NULL, NULL,
+                                 &err),
              &err);
   l = oci_manifest_layers (m, &n);
   assert_int_equal (n, 1);
@@ -520,7 +542,8 @@ test_manifest_parse_docker_and_index (void **state)
   assert_ok (oci_manifest_parse (&m, index, sizeof index - 1, NULL, "linux", "arm64", &err), &err);
   assert_int_equal (oci_manifest_selected (m)->size, 1);
   oci_manifest_free (m);
-  assert_fails_with (oci_manifest_parse (&m, index, sizeof index - 1, NULL, "linux", "s390x", &err),
+  assert_fails_with (oci_manifest_parse (&m, index, sizeof index - 1, NULL, "linux", "s390x",
+                                         &err),
                      &err, "no `linux/s390x` image");
   /* a manifest served under another type than it claims */
   assert_fails_with (oci_manifest_parse (&m, docker, sizeof docker - 1, OCI_MEDIA_MANIFEST, NULL,
@@ -558,7 +581,8 @@ test_manifest_parse_hostile (void **state)
       "\"size\":1,\"digest\":\"sha256:1111111111111111111111111111111111111111111111111111111111111111\"}]}",
       "unsupported media type" },
     { "{\"schemaVersion\":2,\"mediaType\":\"text/html\"}", "not supported" },
-    { "{\"schemaVersion\":2,\"mediaType\":\"" OCI_MEDIA_INDEX "\",\"manifests\":{}}", "must be an array" },
+    { "{\"schemaVersion\":2,\"mediaType\":\"" OCI_MEDIA_INDEX "\",\"manifests\":{}}",
+      "must be an array" },
   };
   struct oci_manifest *m = NULL;
   bvm_error_t err = NULL;
@@ -575,7 +599,8 @@ test_manifest_parse_hostile (void **state)
     memset (big, ' ', n);
     big[0] = '{';
     big[n - 1] = '}';
-    assert_fails_with (oci_manifest_parse (&m, big, n, NULL, NULL, NULL, &err), &err, "over the limit");
+    assert_fails_with (oci_manifest_parse (&m, big, n, NULL, NULL, NULL, &err), &err,
+                       "over the limit");
     free (big);
   }
   /* too many layers */
@@ -586,13 +611,15 @@ test_manifest_parse_hostile (void **state)
       size_t len;
     } b = { NULL, 0 };
     FILE *f = open_memstream (&b.p, &b.len);
-    fprintf (f, "{\"schemaVersion\":2,\"config\":{\"mediaType\":\"%s\",\"size\":1,\"digest\":"
-                "\"sha256:1111111111111111111111111111111111111111111111111111111111111111\"},"
-                "\"layers\":[",
+    fprintf (f,
+             "{\"schemaVersion\":2,\"config\":{\"mediaType\":\"%s\",\"size\":1,\"digest\":"
+             "\"sha256:1111111111111111111111111111111111111111111111111111111111111111\"},"
+             "\"layers\":[",
              OCI_MEDIA_CONFIG);
     for (int i = 0; i <= OCI_MAX_LAYERS; i++)
-      fprintf (f, "%s{\"mediaType\":\"%s\",\"size\":1,\"digest\":\"sha256:"
-                  "1111111111111111111111111111111111111111111111111111111111111111\"}",
+      fprintf (f,
+               "%s{\"mediaType\":\"%s\",\"size\":1,\"digest\":\"sha256:"
+               "1111111111111111111111111111111111111111111111111111111111111111\"}",
                i ? "," : "", OCI_MEDIA_LAYER_GZIP);
     fprintf (f, "]}");
     fclose (f);
@@ -613,8 +640,12 @@ test_layout_skopeo_umoci (void **state)
   char diff[DIGEST_STR_LEN + 1];
   cleanup_json json_t *labels = test_labels ();
   struct oci_image_spec spec = {
-    .created = "2024-01-02T03:04:05Z", .entrypoint = test_entry, .env = test_env,
-    .workdir = "/app", .exposed_ports = test_ports, .labels = labels,
+    .created = "2024-01-02T03:04:05Z",
+    .entrypoint = test_entry,
+    .env = test_env,
+    .workdir = "/app",
+    .exposed_ports = test_ports,
+    .labels = labels,
   };
   const char *ids[1];
   const char *paths[1];
@@ -646,16 +677,19 @@ test_layout_skopeo_umoci (void **state)
   assert_ok (oci_layout_write (layout, "v2", manifest, manifest_len, config, config_len, paths,
                                &layer, 1, &err),
              &err);
-  out = t_sh_out ("jq -r '.manifests[].annotations[\"org.opencontainers.image.ref.name\"]' %s/index.json "
-                  "| tr '\\n' ' '",
-                  layout);
+  out = t_sh_out (
+      "jq -r '.manifests[].annotations[\"org.opencontainers.image.ref.name\"]' %s/index.json "
+      "| tr '\\n' ' '",
+      layout);
   assert_string_equal (out, "v1 v2 ");
   free (out);
 
-  out = t_sh_out ("skopeo inspect oci:%s:v1 | jq -c '[.Architecture, .Os, .Env, .Labels[\"buildvm.vm-image\"], (.Layers|length)]'",
-                  layout);
-  assert_string_equal (out, "[\"amd64\",\"linux\",[\"PATH=/usr/bin:/bin\",\"APP_ENV=prod\"],"
-                            "\"sha256:1111111111111111111111111111111111111111111111111111111111111111\",1]");
+  out = t_sh_out (
+      "skopeo inspect oci:%s:v1 | jq -c '[.Architecture, .Os, .Env, .Labels[\"buildvm.vm-image\"], (.Layers|length)]'",
+      layout);
+  assert_string_equal (
+      out, "[\"amd64\",\"linux\",[\"PATH=/usr/bin:/bin\",\"APP_ENV=prod\"],"
+           "\"sha256:1111111111111111111111111111111111111111111111111111111111111111\",1]");
   free (out);
   out = t_sh_out ("skopeo inspect --config oci:%s:v2 | jq -r '.config.Entrypoint[0]'", layout);
   assert_string_equal (out, "/app/run.sh");

@@ -42,7 +42,8 @@ parse_ctx (struct policy_context *ctx, struct policy_context_entry *e, size_t ma
 {
   ctx->entries = e;
   ctx->n = 0;
-  for (char *save = NULL, *tok = strtok_r (buf, ";", &save); tok; tok = strtok_r (NULL, ";", &save))
+  for (char *save = NULL, *tok = strtok_r (buf, ";", &save); tok;
+       tok = strtok_r (NULL, ";", &save))
     {
       char *eq = strchr (tok, '=');
       assert_non_null (eq);
@@ -86,8 +87,8 @@ static const struct eval_case eval_cases[] = {
   { P (ALLOW ("\"*\"", "\"artifacts:apps/*\"")), PUT, "artifacts:apps/a/b/c.tgz", NULL, true, "" },
   { P (ALLOW ("\"*\"", "\"registry:*\"")), "registry:PushImage", "registry:apps/a:v1", NULL, true,
     "" },
-  { P (ALLOW ("\"*\"", "\"registry:apps/a*\"")), "registry:PushImage", "registry:apps/a:v1",
-    NULL, true, "" },
+  { P (ALLOW ("\"*\"", "\"registry:apps/a*\"")), "registry:PushImage", "registry:apps/a:v1", NULL,
+    true, "" },
   { P (ALLOW ("\"*\"", "\"registry:apps/a*\"")), "registry:PushImage", "registry:apps/a/b/c:v1",
     NULL, true, "" },
   { P (ALLOW ("\"*\"", "\"*:apps/*\"")), PUT, OBJ, NULL, true, "" },
@@ -102,8 +103,8 @@ static const struct eval_case eval_cases[] = {
     "registry:apps/app1:v1", NULL, true, "" },
   { P (ALLOW ("\"*\"", "\"registry:apps/app?:v1\"")), "registry:PushImage",
     "registry:apps/app10:v1", NULL, false, "implicit" },
-  { P (ALLOW ("\"*\"", "\"registry:apps/app?:v1\"")), "registry:PushImage",
-    "registry:apps/app:v1", NULL, false, "implicit" },
+  { P (ALLOW ("\"*\"", "\"registry:apps/app?:v1\"")), "registry:PushImage", "registry:apps/app:v1",
+    NULL, false, "implicit" },
   { P (ALLOW ("\"*\"", "\"registry:apps/a?b:v1\"")), "registry:PushImage", "registry:apps/a/b:v1",
     NULL, true, "" },
   /* action wildcards; action names match case-insensitively */
@@ -133,16 +134,16 @@ static const struct eval_case eval_cases[] = {
   { P ("{\"Effect\":\"Allow\",\"Action\":\"*\",\"NotResource\":\"registry:base/*\"}"),
     "registry:PushImage", "registry:base/a:1", NULL, false, "implicit" },
   { P (ALLOW ("\"*\"", "\"*\"") ",{\"Sid\":\"OnlyOwn\",\"Effect\":\"Deny\",\"Action\":\"*\","
-       "\"NotResource\":[\"artifacts:apps/app1/*\",\"logs:*\"]}"),
+                                "\"NotResource\":[\"artifacts:apps/app1/*\",\"logs:*\"]}"),
     PUT, "artifacts:apps/app2/x", NULL, false, "explicit deny by `t.json` statement `OnlyOwn`" },
   { P (ALLOW ("\"*\"", "\"*\"") ",{\"Sid\":\"OnlyOwn\",\"Effect\":\"Deny\",\"Action\":\"*\","
-       "\"NotResource\":[\"artifacts:apps/app1/*\",\"logs:*\"]}"),
+                                "\"NotResource\":[\"artifacts:apps/app1/*\",\"logs:*\"]}"),
     PUT, OBJ, NULL, true, "allowed by `t.json` Statement[0]" },
   { P (ALLOW ("\"*\"", "\"*\"") ",{\"Effect\":\"Deny\",\"NotAction\":\"logs:*\","
-                                 "\"Resource\":\"*\"}"),
+                                "\"Resource\":\"*\"}"),
     "logs:PutLogEvents", "logs:apps/a/j", NULL, true, "" },
   { P (ALLOW ("\"*\"", "\"*\"") ",{\"Effect\":\"Deny\",\"NotAction\":\"logs:*\","
-                                 "\"Resource\":\"*\"}"),
+                                "\"Resource\":\"*\"}"),
     PUT, OBJ, NULL, false, "explicit deny by `t.json` Statement[1]" },
   /* an explicit deny wins over any allow, in either order */
   { P ("{\"Sid\":\"DenyX\",\"Effect\":\"Deny\",\"Action\":\"artifacts:*\",\"Resource\":\"*\"},"
@@ -171,14 +172,14 @@ static const struct eval_case eval_cases[] = {
   { P (ANY_ALLOW_IF ("{\"StringEquals\":{\"job:App\":\"app1\"}}")), PUT, OBJ, NULL, true, "" },
   { P (ANY_ALLOW_IF ("{\"StringEquals\":{\"job:App\":\"APP1\"}}")), PUT, OBJ, NULL, false,
     "implicit" },
-  { P (ANY_ALLOW_IF ("{\"StringEqualsIgnoreCase\":{\"job:App\":\"APP1\"}}")), PUT, OBJ, NULL,
-    true, "" },
+  { P (ANY_ALLOW_IF ("{\"StringEqualsIgnoreCase\":{\"job:App\":\"APP1\"}}")), PUT, OBJ, NULL, true,
+    "" },
   { P (ANY_ALLOW_IF ("{\"StringNotEquals\":{\"job:App\":\"app2\"}}")), PUT, OBJ, NULL, true, "" },
   { P (ANY_ALLOW_IF ("{\"StringNotEquals\":{\"job:App\":\"app1\"}}")), PUT, OBJ, NULL, false,
     "implicit" },
   { P (ANY_ALLOW_IF ("{\"StringEquals\":{\"JOB:APP\":\"app1\"}}")), PUT, OBJ, NULL, true, "" },
-  { P (ANY_ALLOW_IF ("{\"StringEquals\":{\"job:Id\":\"j1\",\"job:Commit\":\"" COMMIT "\"}}")),
-    PUT, OBJ, NULL, true, "" },
+  { P (ANY_ALLOW_IF ("{\"StringEquals\":{\"job:Id\":\"j1\",\"job:Commit\":\"" COMMIT "\"}}")), PUT,
+    OBJ, NULL, true, "" },
   /* the job keys come from the role, never from the caller's context */
   { P (ANY_ALLOW_IF ("{\"StringEquals\":{\"job:App\":\"app2\"}}")), PUT, OBJ, "job:App=app2",
     false, "implicit" },
@@ -230,13 +231,13 @@ static const struct eval_case eval_cases[] = {
     false, "implicit" },
   { P (ANY_ALLOW_IF ("{\"StringNotEqualsIfExists\":{\"req:Tag\":\"x\"}}")), PUT, OBJ, NULL, true,
     "" },
-  { P (ANY_ALLOW_IF ("{\"StringNotEqualsIfExists\":{\"req:Tag\":\"x\"}}")), PUT, OBJ,
-    "req:Tag=x", false, "implicit" },
+  { P (ANY_ALLOW_IF ("{\"StringNotEqualsIfExists\":{\"req:Tag\":\"x\"}}")), PUT, OBJ, "req:Tag=x",
+    false, "implicit" },
   { P (ANY_ALLOW_IF ("{\"StringLikeIfExists\":{\"req:Tag\":\"a*\"}}")), PUT, OBJ, NULL, true, "" },
   { P (ANY_ALLOW_IF ("{\"StringLikeIfExists\":{\"req:Tag\":\"a*\"}}")), PUT, OBJ, "req:Tag=b",
     false, "implicit" },
-  { P (ANY_ALLOW_IF ("{\"StringNotLikeIfExists\":{\"req:Tag\":\"a*\"}}")), PUT, OBJ,
-    "req:Tag=ab", false, "implicit" },
+  { P (ANY_ALLOW_IF ("{\"StringNotLikeIfExists\":{\"req:Tag\":\"a*\"}}")), PUT, OBJ, "req:Tag=ab",
+    false, "implicit" },
   { P (ANY_ALLOW_IF ("{\"StringEqualsIgnoreCaseIfExists\":{\"req:Tag\":\"X\"}}")), PUT, OBJ,
     "req:Tag=x", true, "" },
   { P (ANY_ALLOW_IF ("{\"BoolIfExists\":{\"req:Signed\":\"true\"}}")), PUT, OBJ, NULL, true, "" },
@@ -269,19 +270,26 @@ static const struct eval_case eval_cases[] = {
   /* context keys are looked up case-insensitively */
   { P (ANY_ALLOW_IF ("{\"StringEquals\":{\"Req:Tag\":\"x\"}}")), PUT, OBJ, "req:TAG=x", true, "" },
   /* a conditional Deny */
-  { P (ALLOW ("\"*\"", "\"*\"") ",{\"Sid\":\"NoProd\",\"Effect\":\"Deny\",\"Action\":\"*\","
-       "\"Resource\":\"*\",\"Condition\":{\"StringEquals\":{\"req:Env\":\"prod\"}}}"),
+  { P (ALLOW (
+        "\"*\"",
+        "\"*\"") ",{\"Sid\":\"NoProd\",\"Effect\":\"Deny\",\"Action\":\"*\","
+                 "\"Resource\":\"*\",\"Condition\":{\"StringEquals\":{\"req:Env\":\"prod\"}}}"),
     PUT, OBJ, "req:Env=prod", false, "explicit deny by `t.json` statement `NoProd`" },
-  { P (ALLOW ("\"*\"", "\"*\"") ",{\"Sid\":\"NoProd\",\"Effect\":\"Deny\",\"Action\":\"*\","
-       "\"Resource\":\"*\",\"Condition\":{\"StringEquals\":{\"req:Env\":\"prod\"}}}"),
+  { P (ALLOW (
+        "\"*\"",
+        "\"*\"") ",{\"Sid\":\"NoProd\",\"Effect\":\"Deny\",\"Action\":\"*\","
+                 "\"Resource\":\"*\",\"Condition\":{\"StringEquals\":{\"req:Env\":\"prod\"}}}"),
     PUT, OBJ, "req:Env=dev", true, "" },
-  { P (ALLOW ("\"*\"", "\"*\"") ",{\"Sid\":\"NoProd\",\"Effect\":\"Deny\",\"Action\":\"*\","
-       "\"Resource\":\"*\",\"Condition\":{\"StringEquals\":{\"req:Env\":\"prod\"}}}"),
+  { P (ALLOW (
+        "\"*\"",
+        "\"*\"") ",{\"Sid\":\"NoProd\",\"Effect\":\"Deny\",\"Action\":\"*\","
+                 "\"Resource\":\"*\",\"Condition\":{\"StringEquals\":{\"req:Env\":\"prod\"}}}"),
     PUT, OBJ, NULL, true, "" },
   /* requests that could escape a prefix are refused before matching */
   { P (ALLOW ("\"*\"", "\"*\"")), PUT, "artifacts:apps/app1/../app2/x", NULL, false,
     "explicit deny: the resource has a `.` or `..` path segment" },
-  { P (ALLOW ("\"*\"", "\"*\"")), PUT, "artifacts:apps/app1/./x", NULL, false, "`..` path segment" },
+  { P (ALLOW ("\"*\"", "\"*\"")), PUT, "artifacts:apps/app1/./x", NULL, false,
+    "`..` path segment" },
   { P (ALLOW ("\"*\"", "\"*\"")), PUT, "artifacts:apps/app1/x/..", NULL, false, "path segment" },
   { P (ALLOW ("\"*\"", "\"*\"")), PUT, "artifacts:..", NULL, false, "path segment" },
   { P (ALLOW ("\"*\"", "\"*\"")), "registry:PushImage", "registry:apps/a:..", NULL, false,
@@ -293,19 +301,19 @@ static const struct eval_case eval_cases[] = {
     "control character" },
   { P (ALLOW ("\"*\"", "\"*\"")), PUT, "", NULL, false, "the resource is empty" },
   { P (ALLOW ("\"*\"", "\"*\"")), "", OBJ, NULL, false, "the action is empty" },
-  { P (ALLOW ("\"*\"", "\"*\"")), "artifacts:Put Object", OBJ, NULL, false, "the action contains" },
+  { P (ALLOW ("\"*\"", "\"*\"")), "artifacts:Put Object", OBJ, NULL, false,
+    "the action contains" },
   /* names that only look like segments are fine */
   { P (ALLOW ("\"*\"", "\"*\"")), PUT, "artifacts:apps/app1/.../x.tar.gz", NULL, true, "" },
   { P (ALLOW ("\"*\"", "\"*\"")), PUT, "artifacts:apps/app1/.hidden", NULL, true, "" },
-  /* net: one label wildcard, exact names, port wildcards; requests are
+/* net: one label wildcard, exact names, port wildcards; requests are
    * `net:<host>:<port>` as netaddr_resource makes them */
 #define NET "net:Connect"
 #define NET_ALLOW(res) P (ALLOW ("\"net:Connect\"", "\"" res "\""))
   { NET_ALLOW ("net:*.example.com:443"), NET, "net:a.example.com:443", NULL, true, "" },
   { NET_ALLOW ("net:*.example.com:443"), NET, "net:a.b.example.com:443", NULL, true, "" },
   { NET_ALLOW ("net:*.example.com:443"), NET, "net:example.com:443", NULL, false, "implicit" },
-  { NET_ALLOW ("net:*.example.com:443"), NET, "net:evilexample.com:443", NULL, false,
-    "implicit" },
+  { NET_ALLOW ("net:*.example.com:443"), NET, "net:evilexample.com:443", NULL, false, "implicit" },
   { NET_ALLOW ("net:*.example.com:443"), NET, "net:a.example.com:80", NULL, false, "implicit" },
   { NET_ALLOW ("net:*.example.com:443"), NET, "net:a.example.com.evil:443", NULL, false,
     "implicit" },
@@ -329,7 +337,7 @@ static const struct eval_case eval_cases[] = {
   { P (ALLOW ("\"net:*\"", "\"*\"")), NET, "net:a.example:443", NULL, true, "" },
   { P (ALLOW ("\"registry:*\"", "\"*\"")), NET, "net:a.example:443", NULL, false, "implicit" },
   { P (ALLOW ("\"*\"", "\"*\"") ",{\"Effect\":\"Deny\",\"Action\":\"net:Connect\","
-       "\"Resource\":\"net:*.internal.example:*\"}"),
+                                "\"Resource\":\"net:*.internal.example:*\"}"),
     NET, "net:db.internal.example:5432", NULL, false, "explicit deny" },
   { NET_ALLOW ("net:*"), NET, "net:..:443", NULL, false, "path segment" },
 };
@@ -381,7 +389,8 @@ struct load_case
   const char *needle;
 };
 
-#define S1(body) "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"", "\"*\"") "," body "]}"
+#define S1(body)                                                                                  \
+  "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"", "\"*\"") "," body "]}"
 
 static const struct load_case load_cases[] = {
   { "{", "policy `t.json` is not valid JSON" },
@@ -412,10 +421,12 @@ static const struct load_case load_cases[] = {
     "`Effect` in Statement[1] must be a string" },
   { S1 ("{\"Effect\":\"Allow\",\"Action\":\"*\",\"NotAction\":\"*\",\"Resource\":\"*\"}"),
     "Statement[1] has both `Action` and `NotAction`" },
-  { S1 ("{\"Effect\":\"Allow\",\"Resource\":\"*\"}"), "Statement[1] needs `Action` or `NotAction`" },
+  { S1 ("{\"Effect\":\"Allow\",\"Resource\":\"*\"}"),
+    "Statement[1] needs `Action` or `NotAction`" },
   { S1 ("{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\"NotResource\":\"*\"}"),
     "Statement[1] has both `Resource` and `NotResource`" },
-  { S1 ("{\"Effect\":\"Allow\",\"Action\":\"*\"}"), "Statement[1] needs `Resource` or `NotResource`" },
+  { S1 ("{\"Effect\":\"Allow\",\"Action\":\"*\"}"),
+    "Statement[1] needs `Resource` or `NotResource`" },
   { S1 ("{\"Effect\":\"Allow\",\"Action\":5,\"Resource\":\"*\"}"),
     "`Action` in Statement[1] must be a string or an array of strings" },
   { S1 ("{\"Effect\":\"Allow\",\"Action\":[\"*\",5],\"Resource\":\"*\"}"),
@@ -455,7 +466,8 @@ static const struct load_case load_cases[] = {
     "unknown condition operator `ForAnyValue:StringEquals`" },
   { S1 (ANY_ALLOW_IF ("{\"stringequals\":{\"req:A\":\"1\"}}")),
     "unknown condition operator `stringequals`" },
-  { S1 (ANY_ALLOW_IF ("{\"IfExists\":{\"req:A\":\"1\"}}")), "unknown condition operator `IfExists`" },
+  { S1 (ANY_ALLOW_IF ("{\"IfExists\":{\"req:A\":\"1\"}}")),
+    "unknown condition operator `IfExists`" },
   { S1 (ANY_ALLOW_IF ("{\"NullIfExists\":{\"req:A\":\"true\"}}")),
     "unknown condition operator `NullIfExists` in Statement[1] (`Null` already tests" },
   { S1 (ANY_ALLOW_IF ("{\"StringEquals\":\"x\"}")),
@@ -475,31 +487,37 @@ static const struct load_case load_cases[] = {
   { S1 (ANY_ALLOW_IF ("{\"Null\":{\"req:A\":1}}")), "must be `true` or `false`" },
   { S1 (ANY_ALLOW_IF ("{\"Bool\":{\"req:A\":[]}}")), "is an empty array" },
   /* variables */
-  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW (
-        "\"*\"", "\"artifacts:apps/${job:Foo}/*\"") "]}",
+  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"",
+                                                         "\"artifacts:apps/${job:Foo}/*\"") "]}",
     "unknown policy variable `${job:Foo}` in Statement[0]" },
   { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW (
         "\"*\"", "\"artifacts:apps/${aws:username}/*\"") "]}",
     "unknown policy variable `${aws:username}`" },
-  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"", "\"artifacts:apps/${*}/*\"") "]}",
+  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"",
+                                                         "\"artifacts:apps/${*}/*\"") "]}",
     "unknown policy variable `${*}`" },
   { "{\"Version\":\"2012-10-17\",\"Statement\":[" ANY_ALLOW_IF (
         "{\"StringEquals\":{\"req:A\":\"${job:Nope}\"}}") "]}",
     "unknown policy variable `${job:Nope}`" },
-  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"", "\"artifacts:apps/${job:App\"") "]}",
+  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"",
+                                                         "\"artifacts:apps/${job:App\"") "]}",
     "unterminated policy variable in `artifacts:apps/${job:App` in Statement[0]" },
   { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"registry:${job:App}\"", "\"*\"") "]}",
     "policy variables are not allowed in `Action`" },
-  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"", "\"artifacts:apps/${job:App}*\"") "]}",
+  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"",
+                                                         "\"artifacts:apps/${job:App}*\"") "]}",
     "policy variable `${job:App}` in resource `artifacts:apps/${job:App}*` in Statement[0] must be "
     "a whole path segment" },
-  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"", "\"artifacts:apps/x${job:App}/\"") "]}",
+  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"",
+                                                         "\"artifacts:apps/x${job:App}/\"") "]}",
     "must be a whole path segment" },
-  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"", "\"artifacts:${job:Commit}-x\"") "]}",
+  { "{\"Version\":\"2012-10-17\",\"Statement\":[" ALLOW ("\"*\"",
+                                                         "\"artifacts:${job:Commit}-x\"") "]}",
     "must be a whole path segment" },
   { "{\"Statement\":[" ALLOW ("\"*\"", "\"artifacts:apps/${job:App}/*\"") "]}",
     "policy variables need `\"Version\": \"2012-10-17\"`" },
-  { "{\"Version\":\"2008-10-17\",\"Statement\":[" ALLOW ("\"*\"", "\"artifacts:apps/${job:App}/*\"") "]}",
+  { "{\"Version\":\"2008-10-17\",\"Statement\":[" ALLOW ("\"*\"",
+                                                         "\"artifacts:apps/${job:App}/*\"") "]}",
     "policy variables need" },
   /* net: patterns that could never match a request */
   { S1 ("{\"Effect\":\"Allow\",\"Action\":\"net:Conect\",\"Resource\":\"*\"}"),
@@ -570,7 +588,9 @@ test_load_limits_and_files (void **state)
   /* a pattern over the length cap, a document over the size cap */
   {
     cleanup_free char *big = malloc (POLICY_MAX_BYTES + 100);
-    int n = snprintf (big, 100, "{\"Statement\":[" "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"artifacts:");
+    int n = snprintf (big, 100,
+                      "{\"Statement\":["
+                      "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"artifacts:");
     memset (big + n, 'a', POLICY_MAX_PATTERN);
     strcpy (big + n + POLICY_MAX_PATTERN, "\"}]}");
     assert_fails_with (policy_parse (&p, big, strlen (big), "t.json", &err), &err,
@@ -581,10 +601,12 @@ test_load_limits_and_files (void **state)
   }
   /* a file is named by its path */
   snprintf (path, sizeof path, "%s/mine.json", d);
-  t_write (path, "{\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\"X\":1}]}");
+  t_write (path,
+           "{\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\"X\":1}]}");
   {
     char needle[600];
-    snprintf (needle, sizeof needle, "policy `%s`: unknown statement key `X` in Statement[0]", path);
+    snprintf (needle, sizeof needle, "policy `%s`: unknown statement key `X` in Statement[0]",
+              path);
     assert_fails_with (policy_load_file (&p, path, &err), &err, needle);
   }
   snprintf (path, sizeof path, "%s/missing.json", d);
@@ -649,8 +671,8 @@ test_wildcard_match (void **state)
 static void
 test_role_mint (void **state)
 {
-  cleanup_policy struct policy *p = parse_ok (P (ALLOW ("\"*\"", "\"artifacts:apps/${job:App}/*\"")),
-                                              "t.json");
+  cleanup_policy struct policy *p
+      = parse_ok (P (ALLOW ("\"*\"", "\"artifacts:apps/${job:App}/*\"")), "t.json");
   struct role *r = NULL, *r2 = NULL;
   bvm_error_t err = NULL;
   regex_t re;
@@ -757,8 +779,7 @@ test_role_authorize_messages (void **state)
   r = mint (P ("{\"Sid\":\"PushOwn\",\"Effect\":\"Allow\",\"Action\":\"registry:PushImage\","
                "\"Resource\":\"registry:apps/${job:App}:*\"},"
                "{\"Sid\":\"DenyX\",\"Effect\":\"Deny\",\"Action\":\"registry:PushImage\","
-               "\"Resource\":\"registry:apps/${job:App}:x\"},"
-               ALLOW ("\"artifacts:*\"", "\"*\"")),
+               "\"Resource\":\"registry:apps/${job:App}:x\"}," ALLOW ("\"artifacts:*\"", "\"*\"")),
             P (ALLOW ("\"registry:*\"", "\"*\"")), &job1);
   assert_ok (role_authorize (r, "registry:PushImage", "registry:apps/app1:v1", &err), &err);
 
@@ -774,18 +795,22 @@ test_role_authorize_messages (void **state)
             role_id (r));
   assert_fails_with (role_authorize (r, "registry:PushImage", "registry:apps/app1:x", &err), &err,
                      needle);
-  snprintf (needle, sizeof needle,
-            "role `%s` denies `artifacts:PutObject` on `artifacts:apps/app1/x` (not allowed by the "
-            "permission boundary `b.json`)",
-            role_id (r));
+  snprintf (
+      needle, sizeof needle,
+      "role `%s` denies `artifacts:PutObject` on `artifacts:apps/app1/x` (not allowed by the "
+      "permission boundary `b.json`)",
+      role_id (r));
   assert_fails_with (role_authorize (r, PUT, "artifacts:apps/app1/x", &err), &err, needle);
   /* untrusted bytes never reach the message raw */
-  snprintf (needle, sizeof needle,
-            "denies `artifacts:PutObject` on `artifacts:a\\x0ab\\x60c` (explicit deny: the resource "
-            "contains a control character)");
+  snprintf (
+      needle, sizeof needle,
+      "denies `artifacts:PutObject` on `artifacts:a\\x0ab\\x60c` (explicit deny: the resource "
+      "contains a control character)");
   assert_fails_with (role_authorize (r, PUT, "artifacts:a\nb`c", &err), &err, needle);
-  assert_fails_with (role_authorize (r, PUT, NULL, &err), &err, "(explicit deny: no resource given)");
-  assert_fails_with (role_authorize (r, NULL, OBJ, &err), &err, "(explicit deny: no action given)");
+  assert_fails_with (role_authorize (r, PUT, NULL, &err), &err,
+                     "(explicit deny: no resource given)");
+  assert_fails_with (role_authorize (r, NULL, OBJ, &err), &err,
+                     "(explicit deny: no action given)");
   {
     struct policy_decision d;
     role_decide (r, "registry:PushImage", "registry:apps/app1:v1", NULL, &d);
@@ -809,7 +834,7 @@ test_role_authorize_messages (void **state)
   /* an explicit deny in the boundary names the boundary */
   r = mint (P (ALLOW ("\"*\"", "\"*\"")),
             P (ALLOW ("\"*\"", "\"*\"") ",{\"Sid\":\"NoBase\",\"Effect\":\"Deny\","
-                                         "\"Action\":\"*\",\"Resource\":\"registry:base/*\"}"),
+                                        "\"Action\":\"*\",\"Resource\":\"registry:base/*\"}"),
             &job1);
   assert_fails_with (role_authorize (r, "registry:PushImage", "registry:base/x:1", &err), &err,
                      "(explicit deny by `b.json` statement `NoBase`)");
@@ -873,7 +898,8 @@ test_role_to_json (void **state)
   assert_string_equal (s, "2026-09-21T14:13:20Z");
   assert_string_equal (json_string_value (json_object_get (json_object_get (j, "policy"), "name")),
                        "build-role.json");
-  assert_string_equal (json_string_value (json_object_get (json_object_get (j, "boundary"), "name")),
+  assert_string_equal (json_string_value (
+                           json_object_get (json_object_get (j, "boundary"), "name")),
                        "boundary.json");
   dump = json_dumps (j, JSON_COMPACT);
   assert_null (strstr (dump, "${"));
@@ -894,9 +920,9 @@ test_role_to_json (void **state)
   assert_null (json_object_get (j, "boundary"));
   {
     struct policy *again = NULL;
-    dump = json_dumps (json_object_get (j, "policy") ? json_object_get (json_object_get (j, "policy"),
-                                                                       "document")
-                                                     : NULL,
+    dump = json_dumps (json_object_get (j, "policy")
+                           ? json_object_get (json_object_get (j, "policy"), "document")
+                           : NULL,
                        JSON_COMPACT);
     assert_ok (policy_parse (&again, dump, strlen (dump), "record", &err), &err);
     assert_int_equal (policy_statement_count (again), 5);
@@ -1007,8 +1033,9 @@ test_builtin_template (void **state)
   /* an operator's extension is still capped by the boundary */
   {
     cleanup_policy struct policy *ext
-        = parse_ok (P (ALLOW ("\"artifacts:PutObject\"", "\"artifacts:*\"")
-                       "," ALLOW ("\"registry:PullImage\"", "\"registry:apps/${job:App}:*\"")),
+        = parse_ok (P (ALLOW ("\"artifacts:PutObject\"",
+                              "\"artifacts:*\"") "," ALLOW ("\"registry:PullImage\"",
+                                                            "\"registry:apps/${job:App}:*\"")),
                     "extended.json");
     struct policy_decision d;
     assert_ok (role_mint (&r, ext, b, &job1, wall_s () + 600, &err), &err);
@@ -1026,8 +1053,8 @@ test_builtin_template (void **state)
 
   /* egress granted by a role is capped by the boundary's web ports */
   {
-    cleanup_policy struct policy *net = parse_ok (
-        P (ALLOW ("\"net:Connect\"", "[\"net:*\"]")), "egress.json");
+    cleanup_policy struct policy *net = parse_ok (P (ALLOW ("\"net:Connect\"", "[\"net:*\"]")),
+                                                  "egress.json");
     static const struct
     {
       const char *resource;
@@ -1048,8 +1075,8 @@ test_builtin_template (void **state)
         struct policy_decision d;
         role_decide (r, "net:Connect", cases[i].resource, NULL, &d);
         if (d.allowed != cases[i].allow || strstr (d.why, cases[i].why) == NULL)
-          fail_msg ("net:Connect %s: got %s (%s)", cases[i].resource,
-                    d.allowed ? "allow" : "deny", d.why);
+          fail_msg ("net:Connect %s: got %s (%s)", cases[i].resource, d.allowed ? "allow" : "deny",
+                    d.why);
       }
     role_free (r);
   }

@@ -85,9 +85,11 @@ enum ref_op
   R_NULL,
   R_NOPS,
 };
-static const char *const op_names[R_NOPS] = { "StringEquals", "StringNotEquals",
-                                              "StringEqualsIgnoreCase", "StringLike",
-                                              "StringNotLike", "Bool", "Null" };
+static const char *const op_names[R_NOPS] = {
+  "StringEquals", "StringNotEquals", "StringEqualsIgnoreCase",
+  "StringLike",   "StringNotLike",   "Bool",
+  "Null"
+};
 
 struct rcond
 {
@@ -330,7 +332,7 @@ ref_decide (const struct rpolicy *p, const struct rpolicy *b, const struct rreq 
 
 static const char *const actions[] = {
   "registry:PushImage", "registry:PullImage", "artifacts:PutObject",
-  "secrets:GetSecret",  "logs:PutLogEvents", "net:Connect",
+  "secrets:GetSecret",  "logs:PutLogEvents",  "net:Connect",
 };
 static const char *const other_actions[] = { "registry:DeleteImage", "artifacts:GetObject",
                                              "secrets:PutSecret", "logs:PutLogEvent",
@@ -338,28 +340,35 @@ static const char *const other_actions[] = { "registry:DeleteImage", "artifacts:
 static const char *const services[] = { "registry", "artifacts", "secrets", "logs", "net" };
 /* net: patterns are `net:<host>:<port>` (the loader refuses other shapes),
  * requests are what netaddr_resource makes */
-static const char *const net_host_pats[] = { "*",          "*.example.com", "example.com",
-                                             "*example.com", "a?.example.com", "registry.npmjs.org",
-                                             "*.npmjs.org", "127.0.0.1",     "[::1]" };
+static const char *const net_host_pats[] = { "*",
+                                             "*.example.com",
+                                             "example.com",
+                                             "*example.com",
+                                             "a?.example.com",
+                                             "registry.npmjs.org",
+                                             "*.npmjs.org",
+                                             "127.0.0.1",
+                                             "[::1]" };
 static const char *const net_port_pats[] = { "*", "443", "80", "8080" };
-static const char *const net_hosts[] = { "example.com",     "a.example.com", "a.b.example.com",
+static const char *const net_hosts[] = { "example.com",     "a.example.com",  "a.b.example.com",
                                          "evilexample.com", "ab.example.com", "registry.npmjs.org",
-                                         "npmjs.org",       "127.0.0.1",     "[::1]" };
+                                         "npmjs.org",       "127.0.0.1",      "[::1]" };
 static const char *const net_ports[] = { "443", "80", "8080", "4430", "1" };
 static const char *const apps[] = { "app1", "app10", "app", "a", "hello" };
 static const char *const commits[] = { "c1", "c10", "0123abcd" };
 static const char *const refs[] = { "refs/heads/main", "refs/tags/v1" };
 static const char *const ids[] = { "j1", "j10", "d-42" };
-static const char *const segs[] = { "apps", "base", "app1", "app10", "app", "a", "hello",
-                                    "c1",   "c10",  "j1",   "d-42",  "x",   "dist",  "v1" };
+static const char *const segs[] = { "apps", "base", "app1", "app10", "app", "a",    "hello",
+                                    "c1",   "c10",  "j1",   "d-42",  "x",   "dist", "v1" };
 static const char *const pat_segs[] = { "*", "?", "app?", "app1*", "*1", "a*", "?pp*", "c?" };
 static const char *const var_segs[] = { "${job:App}", "${job:Commit}", "${job:Id}",
                                         "${job:Ref}", "${JOB:app}",    "${job:id}" };
 static const char *const cond_keys[] = { "job:App", "job:Commit", "job:Ref", "job:Id",
                                          "req:Tag", "req:Flag",   "JOB:APP", "Req:tag" };
-static const char *const str_vals[] = { "app1", "app10", "x",     "y",         "${job:App}",
-                                        "app*", "*",     "?pp1",  "refs/heads/*", "true",
-                                        "X",    "${job:Commit}-x", "c1", "d-42" };
+static const char *const str_vals[] = { "app1",         "app10", "x", "y",
+                                        "${job:App}",   "app*",  "*", "?pp1",
+                                        "refs/heads/*", "true",  "X", "${job:Commit}-x",
+                                        "c1",           "d-42" };
 
 static void
 mangle_case (char *s)
@@ -400,7 +409,8 @@ gen_action_pattern (char *out, size_t size)
       /* a star for a run of characters on one side of the colon: IAM wants
        * the `service:` part spelled out */
       size_t colon = (size_t) (strchr (a, ':') - a);
-      size_t from = chance (30) ? pick ((unsigned) colon) : colon + 1 + pick ((unsigned) (n - colon - 1));
+      size_t from = chance (30) ? pick ((unsigned) colon)
+                                : colon + 1 + pick ((unsigned) (n - colon - 1));
       size_t end = from < colon ? colon : n;
       size_t len = pick ((unsigned) (end - from + 1));
       memmove (a + from + 1, a + from + len, n - from - len + 1);
@@ -457,8 +467,7 @@ gen_resource_pattern (char *out, size_t size, const struct rjob *job)
           if (!job_has (job, seg))
             seg = PICK (segs);
         }
-      o += (size_t) snprintf (out + o, size - o, "%s%s", i ? (chance (75) ? "/" : ":") : "",
-                              seg);
+      o += (size_t) snprintf (out + o, size - o, "%s%s", i ? (chance (75) ? "/" : ":") : "", seg);
     }
   if (chance (30))
     snprintf (out + o, size - o, "%s*", chance (50) ? "/" : ":");
@@ -550,12 +559,14 @@ gen_request (struct rreq *rq, const struct rjob *job)
   size_t o;
   int nseg = 1 + (int) pick (5);
 
-  snprintf (rq->action, sizeof rq->action, "%s", chance (90) ? PICK (actions) : PICK (other_actions));
+  snprintf (rq->action, sizeof rq->action, "%s",
+            chance (90) ? PICK (actions) : PICK (other_actions));
   mangle_case (rq->action);
   o = (size_t) snprintf (rq->resource, sizeof rq->resource, "%s:", PICK (services));
   if (strcmp (rq->resource, "net:") == 0 && chance (80))
     {
-      snprintf (rq->resource, sizeof rq->resource, "net:%s:%s", PICK (net_hosts), PICK (net_ports));
+      snprintf (rq->resource, sizeof rq->resource, "net:%s:%s", PICK (net_hosts),
+                PICK (net_ports));
       nseg = 0;
     }
   for (int i = 0; i < nseg; i++)
@@ -640,15 +651,15 @@ to_json (const struct rpolicy *p, const int *order)
               const struct rcond *c = &s->c[i];
               json_t *block = json_object ();
               char name[64];
-              snprintf (name, sizeof name, "%s%s", op_names[c->op], c->if_exists ? "IfExists" : "");
+              snprintf (name, sizeof name, "%s%s", op_names[c->op],
+                        c->if_exists ? "IfExists" : "");
               for (int k = 0; k < c->nkeys; k++)
                 {
                   json_t *vals = json_array ();
                   for (int v = 0; v < c->nvals[k]; v++)
-                    json_array_append_new (vals,
-                                           c->json_bool[k][v]
-                                               ? json_boolean (strcmp (c->val[k][v], "true") == 0)
-                                               : json_string (c->val[k][v]));
+                    json_array_append_new (vals, c->json_bool[k][v] ? json_boolean (
+                                                     strcmp (c->val[k][v], "true") == 0)
+                                                                    : json_string (c->val[k][v]));
                   if (c->nvals[k] == 1 && chance (50))
                     json_object_set (block, c->key[k], json_array_get (vals, 0));
                   else
@@ -828,7 +839,8 @@ inside_own_app (const char *action, const char *resource, const char *app)
     return false;
   if (strcasecmp (action, "registry:PullImage") == 0 && starts_with (resource, "registry:base/"))
     return true; /* shared base images, by design */
-  if (strcasecmp (action, "registry:PushImage") == 0 || strcasecmp (action, "registry:PullImage") == 0)
+  if (strcasecmp (action, "registry:PushImage") == 0
+      || strcasecmp (action, "registry:PullImage") == 0)
     svc = "registry", sep = ":";
   else if (strcasecmp (action, "artifacts:PutObject") == 0)
     svc = "artifacts";
@@ -845,10 +857,10 @@ inside_own_app (const char *action, const char *resource, const char *app)
 static void
 test_template_stays_inside_own_app (void **state)
 {
-  static const char *const tmpl_apps[]
-      = { "app1", "app10", "app", "app1-x", "a", "hello", "hello-world", "APP1" };
-  static const char *const tails[] = { "",  "latest", "dist/app.tgz", "x", "../x", "./x",
-                                       "/x", "j1",    "c1/x",         "db", "c1" };
+  static const char *const tmpl_apps[] = { "app1", "app10", "app",         "app1-x",
+                                           "a",    "hello", "hello-world", "APP1" };
+  static const char *const tails[] = { "",   "latest", "dist/app.tgz", "x",  "../x", "./x",
+                                       "/x", "j1",     "c1/x",         "db", "c1" };
   cleanup_policy struct policy *t = NULL;
   cleanup_policy struct policy *b = NULL;
   bvm_error_t err = NULL;

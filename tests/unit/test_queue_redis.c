@@ -86,8 +86,7 @@ teardown (void **state)
 {
   struct fixture *f = *state;
   /* the stream, its :dead and :results streams and every job hash */
-  redisReply *r = redisCommand (f->raw,
-                                "EVAL %s 0 %s*",
+  redisReply *r = redisCommand (f->raw, "EVAL %s 0 %s*",
                                 "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
                                 "redis.call('DEL', k) end",
                                 f->stream);
@@ -706,8 +705,12 @@ test_poison_entries_are_dead_lettered (void **state)
   char *big, *other, *s;
   json_t *list, *dead, *doc;
   static const char *const want[] = {
-    "not valid JSON", "commit", "larger than 65536 bytes", "do not match",
-    "exactly the fields `job` and `body`", "is not a valid job key",
+    "not valid JSON",
+    "commit",
+    "larger than 65536 bytes",
+    "do not match",
+    "exactly the fields `job` and `body`",
+    "is not a valid job key",
   };
 
   s = strdup ("{\"id\": ");
@@ -815,7 +818,8 @@ test_expired_job_dies_after_max_attempts (void **state)
   assert_null (lease (q, 0));
   doc = get (q, "d-6");
   assert_string_equal (jstr (doc, "state"), "dead");
-  assert_non_null (strstr (jstr (doc, "reason"), "gave up after 2 attempts: the lease of attempt 2"));
+  assert_non_null (
+      strstr (jstr (doc, "reason"), "gave up after 2 attempts: the lease of attempt 2"));
   json_decref (doc);
   queue_close (q);
 }
@@ -906,7 +910,8 @@ test_cancel (void **state)
   json_decref (doc);
   assert_null (lease (q, 0));
 
-  assert_fails_with (queue_cancel (&was_running, q, "app1+running-1", &err), &err, "already finished");
+  assert_fails_with (queue_cancel (&was_running, q, "app1+running-1", &err), &err,
+                     "already finished");
   assert_fails_with (queue_cancel (&was_running, q, "app1+never-seen", &err), &err,
                      "no such job is queued or running");
   queue_close (q);
@@ -985,7 +990,8 @@ test_unreachable_and_bad_urls (void **state)
   assert_non_null (strstr (bvm_error_msg (&err), "connect to redis `127.0.0.1:1`"));
   bvm_error_free (&err);
   assert_fails_with (queue_open (&q, "redis://u:p@127.0.0.1/s", NULL, &err), &err, "credentials");
-  assert_fails_with (queue_open (&q, "redis://127.0.0.1:99999/s", NULL, &err), &err, "invalid port");
+  assert_fails_with (queue_open (&q, "redis://127.0.0.1:99999/s", NULL, &err), &err,
+                     "invalid port");
   assert_fails_with (queue_open (&q, "redis://127.0.0.1/a:b", NULL, &err), &err, "stream name");
   assert_fails_with (queue_open (&q, "redis://127.0.0.1/s?x=1", NULL, &err), &err, "?group=NAME");
   /* the config refused these and the driver took them: one rule now, the
@@ -1004,8 +1010,13 @@ static void
 test_url_grammar (void **state)
 {
   static const char *const good[] = {
-    "redis://127.0.0.1", "redis://h:6379", "redis://h/s", "redis://[::1]:6379/s.t_u-v",
-    "redis://h/s?group=g", "redis://redis.example-1.org:1/S?group=A.b_c-9", NULL,
+    "redis://127.0.0.1",
+    "redis://h:6379",
+    "redis://h/s",
+    "redis://[::1]:6379/s.t_u-v",
+    "redis://h/s?group=g",
+    "redis://redis.example-1.org:1/S?group=A.b_c-9",
+    NULL,
   };
   static const char *const bad[][2] = {
     { "redis://", "has no host" },

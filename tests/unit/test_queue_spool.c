@@ -739,7 +739,8 @@ test_poison_messages_are_dead_lettered (void **state)
   assert_string_equal (out, "{\"id\": \"badjson\", ");
   free (out);
   /* a name that is no job id gets a generated one */
-  out = t_sh_out ("grep -l 'is not `<app>+<job id>.json`' '%s'/spool/dead/~*.json | wc -l", f->dir);
+  out = t_sh_out ("grep -l 'is not `<app>+<job id>.json`' '%s'/spool/dead/~*.json | wc -l",
+                  f->dir);
   assert_string_equal (out, "1");
   free (out);
   doc = get (q, "badfield");
@@ -802,7 +803,8 @@ test_expired_job_dies_after_max_attempts (void **state)
   assert_null (lease (q, 0));
   doc = get (q, "d-6");
   assert_string_equal (jstr (doc, "state"), "dead");
-  assert_non_null (strstr (jstr (doc, "reason"), "gave up after 2 attempts: the lease of attempt 2"));
+  assert_non_null (
+      strstr (jstr (doc, "reason"), "gave up after 2 attempts: the lease of attempt 2"));
   json_decref (doc);
   queue_close (q);
 }
@@ -896,7 +898,8 @@ test_cancel (void **state)
   json_decref (doc);
   assert_null (lease (q, 0));
 
-  assert_fails_with (queue_cancel (&was_running, q, "app1+running-1", &err), &err, "already finished");
+  assert_fails_with (queue_cancel (&was_running, q, "app1+running-1", &err), &err,
+                     "already finished");
   assert_fails_with (queue_cancel (&was_running, q, "app1+never-seen", &err), &err,
                      "no such job is queued or running");
   queue_close (q);
@@ -953,7 +956,9 @@ test_record_without_ack_is_not_rerun (void **state)
   m = lease (q, 0);
   assert_non_null (m);
   snprintf (path, sizeof path, "%s/spool/done/app1+d-8.json", f->dir);
-  t_write (path, "{\"job\":\"d-8\",\"state\":\"done\",\"attempt\":1,\"record\":{\"status\":\"success\"}}");
+  t_write (
+      path,
+      "{\"job\":\"d-8\",\"state\":\"done\",\"attempt\":1,\"record\":{\"status\":\"success\"}}");
   chmod (path, 0600);
   queue_msg_free (m);
   sleep_ms (200);
@@ -1033,8 +1038,7 @@ test_open_refuses_shared_directories (void **state)
   queue_close (q);
   snprintf (path, sizeof path, "%s/spool/new", f->dir);
   chmod (path, 0777);
-  assert_fails_with (queue_open (&q, f->url, NULL, &err), &err,
-                     "group and others cannot write");
+  assert_fails_with (queue_open (&q, f->url, NULL, &err), &err, "group and others cannot write");
   chmod (path, 0700);
   q = open_q (f->url, "r", 0, 0);
   queue_close (q);

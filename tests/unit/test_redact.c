@@ -112,9 +112,9 @@ enc_url (char *out, const unsigned char *in, size_t n, bool upper)
 }
 
 #define N_FORMS 9
-static const char *const form_names[N_FORMS] = { "raw",      "base64",  "base64-nopad",
-                                                  "base64url", "base64url-nopad", "hex",
-                                                  "HEX",      "url",     "url-lower" };
+static const char *const form_names[N_FORMS] = {
+  "raw", "base64", "base64-nopad", "base64url", "base64url-nopad", "hex", "HEX", "url", "url-lower"
+};
 
 static size_t
 encode (char *out, int form, const unsigned char *v, size_t n)
@@ -306,30 +306,31 @@ test_ten_thousand_split_everywhere (void **state)
           }
       redact_free (r);
     }
-  print_message ("    %zu split feeds checked in %lld ms\n", checked, (long long) (now_ms () - t0));
+  print_message ("    %zu split feeds checked in %lld ms\n", checked,
+                 (long long) (now_ms () - t0));
   buf_dispose (&out);
 }
 
 static void
 test_overlapping_and_adjacent (void **state)
 {
-  static const char *const vals[] = { "abcdef12", "ef12ghij", "ZZZZ9999", "nest-outer-value",
-                                      "outer", NULL };
+  static const char *const vals[] = { "abcdef12",         "ef12ghij", "ZZZZ9999",
+                                      "nest-outer-value", "outer",    NULL };
   struct redactor *r = new_with (vals);
   static const struct
   {
     const char *in, *want;
   } cases[] = {
-    { "xxabcdef12ghijyy\n", "xx***yy\n" },        /* overlapping */
-    { "abcdef12ZZZZ9999.\n", "***.\n" },          /* adjacent runs are one mask */
+    { "xxabcdef12ghijyy\n", "xx***yy\n" }, /* overlapping */
+    { "abcdef12ZZZZ9999.\n", "***.\n" },   /* adjacent runs are one mask */
     { "abcdef12 ZZZZ9999\n", "*** ***\n" },
-    { "[nest-outer-value]\n", "[***]\n" },        /* nested: the longest wins */
+    { "[nest-outer-value]\n", "[***]\n" }, /* nested: the longest wins */
     { "[outer-value]\n", "[***-value]\n" },
     /* a shorter value ends inside a partial match of a longer one */
     { "[nest-outer-X]\n", "[nest-***-X]\n" },
     { "nest-outer-valu nest-outer-value\n", "nest-***-valu ***\n" },
     { "abcdef12abcdef12abcdef1\n", "***abcdef1\n" },
-    { "abcdef1ef12ghij\n", "abcdef1***\n" },      /* a near miss then a match */
+    { "abcdef1ef12ghij\n", "abcdef1***\n" }, /* a near miss then a match */
   };
   (void) state;
 
@@ -706,7 +707,8 @@ test_max_size_every_form_every_piece_offset (void **state)
   assert_ok (redact_stream_new (&s, r, &err), &err);
   for (int f = 0; f < N_FORMS + 2; f++)
     {
-      size_t fl = f < N_FORMS ? encode (form, f, v, V) : enc_b64_wrapped (form, v, V, f == N_FORMS ? 76 : 64);
+      size_t fl = f < N_FORMS ? encode (form, f, v, V)
+                              : enc_b64_wrapped (form, v, V, f == N_FORMS ? 76 : 64);
       memcpy (text, "<", 1);
       memcpy (text + 1, form, fl);
       memcpy (text + 1 + fl, ">\n", 2);
@@ -746,7 +748,8 @@ test_crlf_inside_a_value (void **state)
         {
           run_split (r, &out, text, strlen (text), split);
           if (out.len != 9 || memcmp (out.ptr, "a *** b\r\n", 9) != 0)
-            fail_msg ("form %s, split at %zu: `%.*s`", form_names[f], split, (int) out.len, out.ptr);
+            fail_msg ("form %s, split at %zu: `%.*s`", form_names[f], split, (int) out.len,
+                      out.ptr);
         }
     }
   buf_dispose (&out);
@@ -788,8 +791,10 @@ test_streams_and_text (void **state)
   assert_string_equal (buf_cstr (&t), "failed: ***");
   buf_reset (&t);
   /* over the cap: an error, never a cut text that could end in a prefix */
-  assert_int_equal (redact_text (r, &t, "0123456789012345678901234567890123456789012345678901234567890123456789",
-                                 70, &err), -1);
+  assert_int_equal (
+      redact_text (r, &t, "0123456789012345678901234567890123456789012345678901234567890123456789",
+                   70, &err),
+      -1);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_LIMIT);
   bvm_error_free (&err);
   buf_reset (&t);

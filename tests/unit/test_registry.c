@@ -155,8 +155,10 @@ proxy_start (struct proxy *p, const char *upstream, const char *name)
   snprintf (log, sizeof log, "%s/%s.log", tmp, name);
   unlink (pf);
   {
-    char *argv[] = { "python3", "tests/lib/faulty-proxy.py", "--upstream", (char *) upstream,
-                     "--port-file", pf, NULL };
+    char *argv[] = { "python3",     "tests/lib/faulty-proxy.py",
+                     "--upstream",  (char *) upstream,
+                     "--port-file", pf,
+                     NULL };
     if (access ("tests/lib/faulty-proxy.py", R_OK) != 0)
       fail_msg ("run from the source tree: tests/lib/faulty-proxy.py not found");
     p->pid = spawn_bg (log, argv);
@@ -168,8 +170,8 @@ proxy_start (struct proxy *p, const char *upstream, const char *name)
 static void
 proxy_rules (struct proxy *p, const char *json)
 {
-  assert_int_equal (t_sh ("curl -sf -X POST --data '%s' http://%s/__proxy__/rules >/dev/null", json,
-                          p->addr),
+  assert_int_equal (t_sh ("curl -sf -X POST --data '%s' http://%s/__proxy__/rules >/dev/null",
+                          json, p->addr),
                     0);
 }
 
@@ -177,8 +179,9 @@ proxy_rules (struct proxy *p, const char *json)
 static int
 proxy_count (struct proxy *p, const char *re)
 {
-  char *s = t_sh_out ("curl -sf http://%s/__proxy__/log | jq '[.[] | select(test(\"%s\"))] | length'",
-                      p->addr, re);
+  char *s
+      = t_sh_out ("curl -sf http://%s/__proxy__/log | jq '[.[] | select(test(\"%s\"))] | length'",
+                  p->addr, re);
   int n = atoi (s);
   free (s);
   return n;
@@ -239,12 +242,17 @@ image_build (struct image *img, const char *name, const char *prefix, const char
   static const char *const env[] = { "PATH=/app:/usr/bin:/bin", "GREETING=hello", NULL };
   static const char *const entry[] = { "/app/run.sh", NULL };
   static const char *const ports[] = { "8080/tcp", NULL };
-  cleanup_json json_t *labels = json_pack ("{s:s, s:s}", "org.opencontainers.image.revision",
-                                           COMMIT, "buildvm.vm-image",
-                                           "sha256:1111111111111111111111111111111111111111111111111111111111111111");
+  cleanup_json json_t *labels
+      = json_pack ("{s:s, s:s}", "org.opencontainers.image.revision", COMMIT, "buildvm.vm-image",
+                   "sha256:1111111111111111111111111111111111111111111111111111111111111111");
   struct oci_image_spec spec = {
-    .created = "2024-01-02T03:04:05Z", .entrypoint = entry, .env = env, .workdir = "/app",
-    .exposed_ports = ports, .labels = labels, .history_created_by = "buildvm test",
+    .created = "2024-01-02T03:04:05Z",
+    .entrypoint = entry,
+    .env = env,
+    .workdir = "/app",
+    .exposed_ports = ports,
+    .labels = labels,
+    .history_created_by = "buildvm test",
   };
   char *config = NULL;
   size_t config_len = 0;
@@ -320,7 +328,8 @@ push_image (struct registry *r, const char *repo, const char *tag, const struct 
         return -1;
       *uploads += up;
     }
-  if (registry_blob_push (r, repo, img->config.digest, img->config.size, img->config_path, &up, err)
+  if (registry_blob_push (r, repo, img->config.digest, img->config.size, img->config_path, &up,
+                          err)
       < 0)
     return -1;
   *uploads += up;
@@ -350,7 +359,8 @@ open_registry (const char *addr, const char *user, const char *pass, int attempt
 static struct registry *
 open_auth (void)
 {
-  return open_registry (t_service ("BUILDVM_TEST_REGISTRY"), t_service ("BUILDVM_TEST_REGISTRY_USER"),
+  return open_registry (t_service ("BUILDVM_TEST_REGISTRY"),
+                        t_service ("BUILDVM_TEST_REGISTRY_USER"),
                         t_service ("BUILDVM_TEST_REGISTRY_PASS"), 5);
 }
 
@@ -358,10 +368,11 @@ open_auth (void)
 static char *
 skopeo_auth (bool config, const char *repo, const char *tag, const char *jq)
 {
-  return t_sh_out ("skopeo inspect %s --tls-verify=false --creds '%s:%s' docker://%s/%s:%s 2>&1 | jq -c '%s'",
-                   config ? "--config" : "", t_service ("BUILDVM_TEST_REGISTRY_USER"),
-                   t_service ("BUILDVM_TEST_REGISTRY_PASS"), t_service ("BUILDVM_TEST_REGISTRY"), repo,
-                   tag, jq);
+  return t_sh_out (
+      "skopeo inspect %s --tls-verify=false --creds '%s:%s' docker://%s/%s:%s 2>&1 | jq -c '%s'",
+      config ? "--config" : "", t_service ("BUILDVM_TEST_REGISTRY_USER"),
+      t_service ("BUILDVM_TEST_REGISTRY_PASS"), t_service ("BUILDVM_TEST_REGISTRY"), repo, tag,
+      jq);
 }
 
 /* --- tests -------------------------------------------------------------------------- */
@@ -389,26 +400,31 @@ test_push_verify_idempotent (void **state)
   assert_int_equal (uploads, 2);
 
   /* independent clients see the image */
-  out = skopeo_auth (false, R ("apps/hello"), COMMIT,
-                     "[.Env, .Labels[\"org.opencontainers.image.revision\"], (.Layers|length), .Architecture]");
-  assert_string_equal (out, "[[\"PATH=/app:/usr/bin:/bin\",\"GREETING=hello\"],\"" COMMIT "\",1,\"amd64\"]");
+  out = skopeo_auth (
+      false, R ("apps/hello"), COMMIT,
+      "[.Env, .Labels[\"org.opencontainers.image.revision\"], (.Layers|length), .Architecture]");
+  assert_string_equal (out, "[[\"PATH=/app:/usr/bin:/bin\",\"GREETING=hello\"],\"" COMMIT
+                            "\",1,\"amd64\"]");
   free (out);
   out = skopeo_auth (true, R ("apps/hello"), COMMIT,
                      "[.config.Entrypoint, .config.WorkingDir, .config.ExposedPorts]");
   assert_string_equal (out, "[[\"/app/run.sh\"],\"/app\",{\"8080/tcp\":{}}]");
   free (out);
-  out = t_sh_out ("skopeo inspect --raw --tls-verify=false --creds '%s:%s' docker://%s/%s:%s | sha256sum | cut -c1-64",
-                  t_service ("BUILDVM_TEST_REGISTRY_USER"), t_service ("BUILDVM_TEST_REGISTRY_PASS"),
-                  t_service ("BUILDVM_TEST_REGISTRY"), R ("apps/hello"), COMMIT);
+  out = t_sh_out (
+      "skopeo inspect --raw --tls-verify=false --creds '%s:%s' docker://%s/%s:%s | sha256sum | cut -c1-64",
+      t_service ("BUILDVM_TEST_REGISTRY_USER"), t_service ("BUILDVM_TEST_REGISTRY_PASS"),
+      t_service ("BUILDVM_TEST_REGISTRY"), R ("apps/hello"), COMMIT);
   assert_string_equal (out, d1 + 7);
   free (out);
 
   snprintf (oci_dir, sizeof oci_dir, "%s/copied", tmp);
   snprintf (bundle, sizeof bundle, "%s/bundle", tmp);
-  assert_int_equal (t_sh ("skopeo copy -q --src-tls-verify=false --src-creds '%s:%s' docker://%s/%s:%s oci:%s:x >/dev/null",
-                          t_service ("BUILDVM_TEST_REGISTRY_USER"), t_service ("BUILDVM_TEST_REGISTRY_PASS"),
-                          t_service ("BUILDVM_TEST_REGISTRY"), R ("apps/hello"), COMMIT, oci_dir),
-                    0);
+  assert_int_equal (
+      t_sh (
+          "skopeo copy -q --src-tls-verify=false --src-creds '%s:%s' docker://%s/%s:%s oci:%s:x >/dev/null",
+          t_service ("BUILDVM_TEST_REGISTRY_USER"), t_service ("BUILDVM_TEST_REGISTRY_PASS"),
+          t_service ("BUILDVM_TEST_REGISTRY"), R ("apps/hello"), COMMIT, oci_dir),
+      0);
   assert_int_equal (t_sh ("umoci unpack --image %s:x %s >/dev/null 2>&1", oci_dir, bundle), 0);
   snprintf (p, sizeof p, "%s/rootfs/app/run.sh", bundle);
   assert_int_equal (stat (p, &sb), 0);
@@ -432,7 +448,8 @@ test_push_verify_idempotent (void **state)
   assert_int_equal (st.blobs_uploaded, 0);
 
   /* pull side: the manifest by tag and by digest, blob presence */
-  assert_ok (registry_manifest_get (r, R ("apps/hello"), COMMIT, &body, &len, &type, gd, &err), &err);
+  assert_ok (registry_manifest_get (r, R ("apps/hello"), COMMIT, &body, &len, &type, gd, &err),
+             &err);
   assert_string_equal (gd, d1);
   assert_int_equal (len, img.manifest_len);
   assert_memory_equal (body, img.manifest, len);
@@ -442,23 +459,26 @@ test_push_verify_idempotent (void **state)
   assert_ok (registry_manifest_get (r, R ("apps/hello"), d1, &body, &len, &type, gd, &err), &err);
   free (body);
   free (type);
-  assert_ok (registry_blob_exists (r, R ("apps/hello"), img.layers[0].digest, &exists, &size, &err), &err);
+  assert_ok (registry_blob_exists (r, R ("apps/hello"), img.layers[0].digest, &exists, &size,
+                                   &err),
+             &err);
   assert_true (exists);
   assert_int_equal (size, img.layers[0].size);
   assert_ok (registry_blob_exists (r, R ("apps/hello"), ABSENT, &exists, NULL, &err), &err);
   assert_false (exists);
-  assert_fails_with (registry_manifest_get (r, R ("apps/hello"), "nosuchtag", &body, &len, &type, gd, &err),
+  assert_fails_with (registry_manifest_get (r, R ("apps/hello"), "nosuchtag", &body, &len, &type,
+                                            gd, &err),
                      &err, "returned HTTP 404 (MANIFEST_UNKNOWN");
   /* the tag phase asks whether a tag exists: a 404 is an answer */
   {
     bool found = true;
-    assert_ok (registry_manifest_find (r, R ("apps/hello"), "nosuchtag", &found, &body, &len, &type,
-                                       gd, &err),
+    assert_ok (registry_manifest_find (r, R ("apps/hello"), "nosuchtag", &found, &body, &len,
+                                       &type, gd, &err),
                &err);
     assert_false (found);
     assert_null (body);
-    assert_ok (registry_manifest_find (r, R ("apps/nosuchrepo"), "x", &found, &body, &len, &type, gd,
-                                       &err),
+    assert_ok (registry_manifest_find (r, R ("apps/nosuchrepo"), "x", &found, &body, &len, &type,
+                                       gd, &err),
                &err);
     assert_false (found);
     assert_ok (registry_manifest_find (r, R ("apps/hello"), COMMIT, &found, &body, &len, &type, gd,
@@ -472,10 +492,13 @@ test_push_verify_idempotent (void **state)
   {
     char *cfg = NULL;
     size_t cl = 0;
-    assert_ok (registry_blob_read (r, R ("apps/hello"), img.config.digest, 1 << 20, &cfg, &cl, &err), &err);
+    assert_ok (registry_blob_read (r, R ("apps/hello"), img.config.digest, 1 << 20, &cfg, &cl,
+                                   &err),
+               &err);
     assert_int_equal (cl, img.config.size);
     free (cfg);
-    assert_fails_with (registry_blob_read (r, R ("apps/hello"), img.config.digest, 10, &cfg, &cl, &err),
+    assert_fails_with (registry_blob_read (r, R ("apps/hello"), img.config.digest, 10, &cfg, &cl,
+                                           &err),
                        &err, "larger than");
   }
   registry_free (r);
@@ -503,7 +526,8 @@ test_base_image_mount (void **state)
   assert_ok (push_image (r, R ("base/alpine-ish"), "3", &base, &uploads, bd, &err), &err);
 
   /* pull its manifest and config as the deploy does */
-  assert_ok (registry_manifest_get (r, R ("base/alpine-ish"), "3", &body, &len, &type, d, &err), &err);
+  assert_ok (registry_manifest_get (r, R ("base/alpine-ish"), "3", &body, &len, &type, d, &err),
+             &err);
   assert_string_equal (d, bd);
   assert_ok (oci_manifest_parse (&m, body, len, type, NULL, NULL, &err), &err);
   assert_int_equal (oci_manifest_kind (m), OCI_MANIFEST_IMAGE);
@@ -517,7 +541,8 @@ test_base_image_mount (void **state)
   assert_int_equal (app.n_layers, 2);
   for (size_t i = 0; i < n; i++)
     {
-      assert_ok (registry_blob_mount (r, R ("apps/onbase"), R ("base/alpine-ish"), bl[i].digest, &mounted, &err),
+      assert_ok (registry_blob_mount (r, R ("apps/onbase"), R ("base/alpine-ish"), bl[i].digest,
+                                      &mounted, &err),
                  &err);
       assert_true (mounted);
     }
@@ -533,31 +558,36 @@ test_base_image_mount (void **state)
     assert_string_equal (out, want);
   }
   free (out);
-  out = skopeo_auth (true, R ("apps/onbase"), COMMIT, "[(.rootfs.diff_ids|length), (.history|length)]");
+  out = skopeo_auth (true, R ("apps/onbase"), COMMIT,
+                     "[(.rootfs.diff_ids|length), (.history|length)]");
   assert_string_equal (out, "[2,2]");
   free (out);
 
   /* a mount the registry declines (the source lacks the blob) is no error */
-  assert_ok (registry_blob_mount (r, R ("apps/onbase2"), R ("base/nothing-here"), bl[0].digest, &mounted, &err),
+  assert_ok (registry_blob_mount (r, R ("apps/onbase2"), R ("base/nothing-here"), bl[0].digest,
+                                  &mounted, &err),
              &err);
   assert_false (mounted);
   /* ... and the copy fallback gets the blob there */
-  assert_ok (registry_blob_copy (r, R ("apps/onbase2"), R ("base/alpine-ish"), bl[0].digest, bl[0].size, tmp,
-                                 &err),
+  assert_ok (registry_blob_copy (r, R ("apps/onbase2"), R ("base/alpine-ish"), bl[0].digest,
+                                 bl[0].size, tmp, &err),
              &err);
   {
     bool exists = false;
-    assert_ok (registry_blob_exists (r, R ("apps/onbase2"), bl[0].digest, &exists, NULL, &err), &err);
+    assert_ok (registry_blob_exists (r, R ("apps/onbase2"), bl[0].digest, &exists, NULL, &err),
+               &err);
     assert_true (exists);
   }
   /* a layer fetched for a local image layout is verified */
   {
     char dest[600];
     snprintf (dest, sizeof dest, "%s/base.layer.copy", tmp);
-    assert_ok (registry_blob_get (r, R ("base/alpine-ish"), bl[0].digest, bl[0].size, dest, &err), &err);
+    assert_ok (registry_blob_get (r, R ("base/alpine-ish"), bl[0].digest, bl[0].size, dest, &err),
+               &err);
     assert_int_equal (t_sh ("cmp -s %s %s", dest, base.layer_path), 0);
     unlink (dest);
-    assert_fails_with (registry_blob_get (r, R ("base/alpine-ish"), bl[0].digest, bl[0].size - 1, dest, &err),
+    assert_fails_with (registry_blob_get (r, R ("base/alpine-ish"), bl[0].digest, bl[0].size - 1,
+                                          dest, &err),
                        &err, "larger than");
     assert_int_equal (access (dest, F_OK), -1);
   }
@@ -594,7 +624,8 @@ test_chunked_upload (void **state)
   /* 2 MiB of noise in 256 KiB chunks */
   assert_true (proxy_count (&px, "^PATCH .*/blobs/uploads/") >= 8);
   snprintf (dest, sizeof dest, "%s/chunky.back", tmp);
-  assert_ok (registry_blob_get (r, R ("apps/chunky"), img.layers[0].digest, img.layers[0].size, dest, &err),
+  assert_ok (registry_blob_get (r, R ("apps/chunky"), img.layers[0].digest, img.layers[0].size,
+                                dest, &err),
              &err);
   assert_int_equal (t_sh ("cmp -s %s %s", dest, img.layer_path), 0);
   unlink (dest);
@@ -727,7 +758,8 @@ test_faulty_proxy (void **state)
   /* 500 twice, then the real 201: the push succeeds after retries */
   image_build (&img, "flaky", "app", "flaky\n", 0, NULL, 0, NULL, 0);
   r = open_registry (px.addr, NULL, NULL, 5);
-  proxy_rules (&px, "[{\"method\":\"PUT\",\"path\":\"/blobs/uploads/\",\"status\":500,\"count\":2}]");
+  proxy_rules (&px,
+               "[{\"method\":\"PUT\",\"path\":\"/blobs/uploads/\",\"status\":500,\"count\":2}]");
   assert_ok (push_image (r, R ("apps/flaky"), COMMIT, &img, &uploads, d, &err), &err);
   registry_get_stats (r, &st);
   assert_int_equal (st.retries, 2);
@@ -746,9 +778,10 @@ test_faulty_proxy (void **state)
   proxy_reset (&px);
   image_build (&img, "dropped", "app", "dropped\n", 0, NULL, 0, NULL, 0);
   r = open_registry (px.addr, NULL, NULL, 5);
-  proxy_rules (&px, "[{\"method\":\"PUT\",\"path\":\"/blobs/uploads/\",\"action\":\"drop\",\"count\":3},"
-                    "{\"method\":\"HEAD\",\"path\":\"/blobs/\",\"status\":429,\"count\":1,"
-                    "\"headers\":{\"Retry-After\":\"0\"}}]");
+  proxy_rules (
+      &px, "[{\"method\":\"PUT\",\"path\":\"/blobs/uploads/\",\"action\":\"drop\",\"count\":3},"
+           "{\"method\":\"HEAD\",\"path\":\"/blobs/\",\"status\":429,\"count\":1,"
+           "\"headers\":{\"Retry-After\":\"0\"}}]");
   assert_ok (push_image (r, R ("apps/dropped"), COMMIT, &img, &uploads, d, &err), &err);
   registry_get_stats (r, &st);
   assert_true (st.retries >= 2);
@@ -765,7 +798,8 @@ test_faulty_proxy (void **state)
   assert_int_equal (push_image (r, R ("apps/broken"), COMMIT, &img, &uploads, d, &err), -1);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_NETWORK);
   assert_non_null (strstr (bvm_error_msg (&err), "giving up after 3 attempts"));
-  assert_non_null (strstr (bvm_error_msg (&err), "returned HTTP 500 (UNKNOWN: injected by faulty-proxy)"));
+  assert_non_null (
+      strstr (bvm_error_msg (&err), "returned HTTP 500 (UNKNOWN: injected by faulty-proxy)"));
   bvm_error_free (&err);
   assert_int_equal (proxy_count (&px, "^PUT .*/blobs/uploads/"), 3);
   assert_int_equal (proxy_count (&px, "^PUT .*/manifests/"), 0);
@@ -780,9 +814,10 @@ test_faulty_proxy (void **state)
   }
   bvm_error_free (&err);
   assert_int_equal (proxy_count (&px, "^PUT .*/manifests/"), 3);
-  assert_int_not_equal (t_sh ("skopeo inspect --tls-verify=false docker://%s/%s:%s >/dev/null 2>&1",
-                              open_reg, R ("apps/broken"), COMMIT),
-                        0);
+  assert_int_not_equal (
+      t_sh ("skopeo inspect --tls-verify=false docker://%s/%s:%s >/dev/null 2>&1", open_reg,
+            R ("apps/broken"), COMMIT),
+      0);
   registry_free (r);
 
   /* a 4xx is never retried */
@@ -790,16 +825,17 @@ test_faulty_proxy (void **state)
   r = open_registry (px.addr, NULL, NULL, 5);
   proxy_rules (&px, "[{\"method\":\"POST\",\"path\":\"/blobs/uploads/\",\"status\":400,"
                     "\"code\":\"NAME_INVALID\",\"message\":\"no such name\"}]");
-  assert_int_equal (registry_blob_push (r, R ("apps/fourxx"), img.layers[0].digest, img.layers[0].size,
-                                        img.layer_path, NULL, &err),
+  assert_int_equal (registry_blob_push (r, R ("apps/fourxx"), img.layers[0].digest,
+                                        img.layers[0].size, img.layer_path, NULL, &err),
                     -1);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_INVALID);
   assert_non_null (strstr (bvm_error_msg (&err), "HTTP 400 (NAME_INVALID: no such name)"));
   bvm_error_free (&err);
   assert_int_equal (proxy_count (&px, "^POST .*/blobs/uploads/"), 1);
-  proxy_rules (&px, "[{\"method\":\"PUT\",\"path\":\"/manifests/\",\"status\":403,\"code\":\"DENIED\"}]");
-  assert_int_equal (registry_manifest_put (r, R ("apps/broken"), COMMIT, OCI_MEDIA_MANIFEST, img.manifest,
-                                           img.manifest_len, d, &err),
+  proxy_rules (
+      &px, "[{\"method\":\"PUT\",\"path\":\"/manifests/\",\"status\":403,\"code\":\"DENIED\"}]");
+  assert_int_equal (registry_manifest_put (r, R ("apps/broken"), COMMIT, OCI_MEDIA_MANIFEST,
+                                           img.manifest, img.manifest_len, d, &err),
                     -1);
   assert_int_equal (bvm_error_get_code (&err), BVM_E_DENIED);
   bvm_error_free (&err);
@@ -808,10 +844,11 @@ test_faulty_proxy (void **state)
   assert_int_equal (st.retries, 0);
 
   /* an upload location on another origin never gets our data */
-  proxy_rules (&px, "[{\"method\":\"POST\",\"path\":\"/blobs/uploads/\",\"status\":202,\"body\":\"\","
-                    "\"headers\":{\"Location\":\"http://127.0.0.2:9/v2/steal\"}}]");
-  assert_fails_with (registry_blob_push (r, R ("apps/fourxx"), img.layers[0].digest, img.layers[0].size,
-                                         img.layer_path, NULL, &err),
+  proxy_rules (&px,
+               "[{\"method\":\"POST\",\"path\":\"/blobs/uploads/\",\"status\":202,\"body\":\"\","
+               "\"headers\":{\"Location\":\"http://127.0.0.2:9/v2/steal\"}}]");
+  assert_fails_with (registry_blob_push (r, R ("apps/fourxx"), img.layers[0].digest,
+                                         img.layers[0].size, img.layer_path, NULL, &err),
                      &err, "upload location on another origin");
 
   /* hostile replies: a manifest whose bytes do not match the digest, a
@@ -821,22 +858,25 @@ test_faulty_proxy (void **state)
   {
     char *body = NULL, *type = NULL;
     size_t len;
-    assert_fails_with (registry_manifest_get (r, R ("apps/flaky"), d, &body, &len, &type, d, &err), &err,
-                       "has digest");
+    assert_fails_with (registry_manifest_get (r, R ("apps/flaky"), d, &body, &len, &type, d, &err),
+                       &err, "has digest");
   }
   proxy_rules (&px, "[{\"method\":\"GET\",\"path\":\"/manifests/\",\"status\":200,\"body\":\"x\","
                     "\"repeat\":5000000}]");
   {
     char *body = NULL, *type = NULL;
     size_t len;
-    assert_fails_with (registry_manifest_get (r, R ("apps/flaky"), "x", &body, &len, &type, d, &err), &err,
-                       "larger than");
+    assert_fails_with (registry_manifest_get (r, R ("apps/flaky"), "x", &body, &len, &type, d,
+                                              &err),
+                       &err, "larger than");
   }
-  proxy_rules (&px, "[{\"method\":\"GET\",\"path\":\"/blobs/\",\"status\":200,\"body\":\"evil\"}]");
+  proxy_rules (&px,
+               "[{\"method\":\"GET\",\"path\":\"/blobs/\",\"status\":200,\"body\":\"evil\"}]");
   {
     char *b = NULL;
     size_t len;
-    assert_fails_with (registry_blob_read (r, R ("apps/flaky"), img.config.digest, 1 << 20, &b, &len, &err),
+    assert_fails_with (registry_blob_read (r, R ("apps/flaky"), img.config.digest, 1 << 20, &b,
+                                           &len, &err),
                        &err, "with digest");
   }
   registry_free (r);
@@ -864,8 +904,12 @@ token_registry_start (struct token_registry *t)
   snprintf (pf, sizeof pf, "%s/token.port", t->dir);
   snprintf (log, sizeof log, "%s/token.log", t->dir);
   {
-    char *argv[] = { "python3", "tests/lib/token-server.py", "--dir", t->dir, "--port-file", pf,
-                     "--user", "tok-user", "--password", "tok-pass", NULL };
+    char *argv[] = { "python3",     "tests/lib/token-server.py",
+                     "--dir",       t->dir,
+                     "--port-file", pf,
+                     "--user",      "tok-user",
+                     "--password",  "tok-pass",
+                     NULL };
     t->token_pid = spawn_bg (log, argv);
   }
   t->token_port = wait_port_file (pf);
@@ -925,7 +969,9 @@ test_bearer_token (void **state)
   n0 = token_requests (&t);
   assert_true (n0 <= 4);
   /* mount needs one token for push on the target and pull on the source */
-  assert_ok (registry_blob_mount (r, R ("apps/tok"), R ("base/tok"), base.layers[0].digest, &mounted, &err), &err);
+  assert_ok (registry_blob_mount (r, R ("apps/tok"), R ("base/tok"), base.layers[0].digest,
+                                  &mounted, &err),
+             &err);
   assert_true (mounted);
   assert_ok (push_image (r, R ("apps/tok"), COMMIT, &app, &uploads, d, &err), &err);
   registry_get_stats (r, &st);
@@ -994,7 +1040,8 @@ test_credentials_file (void **state)
   registry_free (r);
 
   t_write (f, "{\"username\":\"a\",\"token\":\"b\"}");
-  assert_fails_with (registry_open (&r, &o, &err), &err, "either username and password or a token");
+  assert_fails_with (registry_open (&r, &o, &err), &err,
+                     "either username and password or a token");
   t_write (f, "{\"username\":\"a\",\"password\":\"b\",\"extra\":1}");
   assert_fails_with (registry_open (&r, &o, &err), &err, "unknown field `extra`");
   t_write (f, "{\"token\":\"has space\"}");
@@ -1035,11 +1082,13 @@ test_validation (void **state)
                      "not a sha256 digest");
   assert_fails_with (registry_blob_mount (r, R ("apps/x"), "a?b=c", ABSENT, &b, &err), &err,
                      "not a valid repository name");
-  assert_fails_with (registry_manifest_get (r, R ("apps/x"), "a/b", &body, &len, &type, d, &err), &err,
-                     "not a valid tag or digest");
-  assert_fails_with (registry_manifest_put (r, R ("apps/x"), "v1", "x\r\nEvil: 1", "{}", 2, d, &err), &err,
-                     "media type is not valid");
-  assert_fails_with (registry_manifest_put (r, R ("apps/x"), ABSENT, OCI_MEDIA_MANIFEST, "{}", 2, d, &err),
+  assert_fails_with (registry_manifest_get (r, R ("apps/x"), "a/b", &body, &len, &type, d, &err),
+                     &err, "not a valid tag or digest");
+  assert_fails_with (registry_manifest_put (r, R ("apps/x"), "v1", "x\r\nEvil: 1", "{}", 2, d,
+                                            &err),
+                     &err, "media type is not valid");
+  assert_fails_with (registry_manifest_put (r, R ("apps/x"), ABSENT, OCI_MEDIA_MANIFEST, "{}", 2,
+                                            d, &err),
                      &err, "manifest has digest");
   assert_fails_with (registry_blob_push (r, R ("apps/x"), ABSENT, 5, "/dev/null", &b, &err), &err,
                      "not a regular file");
@@ -1071,8 +1120,8 @@ test_challenge_parse (void **state)
       1, 2, "https://auth.example/token", "registry.example", "repository:apps/x:pull,push" },
     { "Bearer realm=http://a/t, service=svc", 1, 2, "http://a/t", "svc", "" },
     { "Bearer realm=\"a\\\"b\"", 1, 2, "a\"b", "", "" },
-    { "Bearer service=\"x\"", 0, 0, NULL, NULL, NULL },                 /* no realm */
-    { "Bearer realm=\"a\",realm=\"b\"", 0, 0, NULL, NULL, NULL },       /* duplicate */
+    { "Bearer service=\"x\"", 0, 0, NULL, NULL, NULL },           /* no realm */
+    { "Bearer realm=\"a\",realm=\"b\"", 0, 0, NULL, NULL, NULL }, /* duplicate */
     { "Bearer realm=\"unterminated", 0, 0, NULL, NULL, NULL },
     { "Bearer realm=\"a\" junk", 0, 0, NULL, NULL, NULL },
     { "Bearer realm=\"a\", Basic realm=\"b\"", 0, 0, NULL, NULL, NULL },
@@ -1135,16 +1184,11 @@ int
 main (void)
 {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test (test_challenge_parse),
-    cmocka_unit_test (test_validation),
-    cmocka_unit_test (test_push_verify_idempotent),
-    cmocka_unit_test (test_base_image_mount),
-    cmocka_unit_test (test_chunked_upload),
-    cmocka_unit_test (test_wrong_credentials),
-    cmocka_unit_test (test_registry_down),
-    cmocka_unit_test (test_faulty_proxy),
-    cmocka_unit_test (test_bearer_token),
-    cmocka_unit_test (test_credentials_file),
+    cmocka_unit_test (test_challenge_parse),        cmocka_unit_test (test_validation),
+    cmocka_unit_test (test_push_verify_idempotent), cmocka_unit_test (test_base_image_mount),
+    cmocka_unit_test (test_chunked_upload),         cmocka_unit_test (test_wrong_credentials),
+    cmocka_unit_test (test_registry_down),          cmocka_unit_test (test_faulty_proxy),
+    cmocka_unit_test (test_bearer_token),           cmocka_unit_test (test_credentials_file),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }

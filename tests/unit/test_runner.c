@@ -29,7 +29,8 @@ test_digest (void **state)
   bvm_error_t err = NULL;
   (void) state;
   assert_ok (digest_buffer (d, "abc", 3, &err), &err);
-  assert_string_equal (d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  assert_string_equal (d,
+                       "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   assert_null (digest_problem (d));
   assert_non_null (
       digest_problem ("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
@@ -114,8 +115,8 @@ test_metrics_render (void **state)
   {
     json_t *eg = json_pack ("{s:[{s:s, s:i, s:i}, {s:s, s:i, s:i}, {s:s, s:i, s:i}]}",
                             "connections", "decision", "allow", "bytes_out", 10, "bytes_in", 2000,
-                            "decision", "deny", "bytes_out", 0, "bytes_in", 0, "decision",
-                            "allow", "bytes_out", 5, "bytes_in", 1);
+                            "decision", "deny", "bytes_out", 0, "bytes_in", 0, "decision", "allow",
+                            "bytes_out", 5, "bytes_in", 1);
     metrics_egress (m, eg);
     metrics_egress (m, NULL);
     json_decref (eg);
@@ -123,15 +124,21 @@ test_metrics_render (void **state)
   assert_int_equal (metrics_render (m, &b), 0);
   assert_non_null (strstr (b.ptr, "buildvm_egress_connections_total{decision=\"allow\"} 2\n"));
   assert_non_null (strstr (b.ptr, "buildvm_egress_connections_total{decision=\"deny\"} 1\n"));
-  assert_non_null (strstr (b.ptr, "buildvm_egress_bytes_total{decision=\"allow\",direction=\"in\"} 2001\n"));
-  assert_non_null (strstr (b.ptr, "buildvm_egress_bytes_total{decision=\"allow\",direction=\"out\"} 15\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_egress_bytes_total{decision=\"allow\",direction=\"in\"} 2001\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_egress_bytes_total{decision=\"allow\",direction=\"out\"} 15\n"));
   assert_non_null (strstr (b.ptr, "buildvm_jobs_total{outcome=\"succeeded\"} 2\n"));
   assert_non_null (strstr (b.ptr, "buildvm_jobs_total{outcome=\"crashed\"} 0\n"));
-  assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_bucket{phase=\"build\",le=\"0.25\"} 1\n"));
-  assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_bucket{phase=\"build\",le=\"2.5\"} 2\n"));
-  assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_bucket{phase=\"build\",le=\"+Inf\"} 2\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_phase_duration_seconds_bucket{phase=\"build\",le=\"0.25\"} 1\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_phase_duration_seconds_bucket{phase=\"build\",le=\"2.5\"} 2\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_phase_duration_seconds_bucket{phase=\"build\",le=\"+Inf\"} 2\n"));
   assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_count{phase=\"build\"} 2\n"));
-  assert_non_null (strstr (b.ptr, "buildvm_phase_duration_seconds_sum{phase=\"build\"} 1.700000\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_phase_duration_seconds_sum{phase=\"build\"} 1.700000\n"));
   assert_non_null (strstr (b.ptr, "buildvm_queue_depth{state=\"queued\"} 4\n"));
   assert_non_null (strstr (b.ptr, "buildvm_workers_max 2\n"));
   /* every series has its TYPE line before it */
@@ -182,8 +189,10 @@ test_record_path_and_summary (void **state)
   assert_ok (pipeline_record_path (&path, cfg, "web", "job-1", &err), &err);
   assert_string_equal (path, "/tmp/buildvm-test-home/state/jobs/web/job-1.json");
   free (path);
-  assert_fails_with (pipeline_record_path (&path, cfg, "web", "../x", &err), &err, "invalid job id");
-  assert_fails_with (pipeline_record_path (&path, cfg, "../web", "x", &err), &err, "invalid job id");
+  assert_fails_with (pipeline_record_path (&path, cfg, "web", "../x", &err), &err,
+                     "invalid job id");
+  assert_fails_with (pipeline_record_path (&path, cfg, "../web", "x", &err), &err,
+                     "invalid job id");
   assert_true (serve_default_concurrency (cfg) >= 1);
   config_free (cfg);
   unsetenv ("BUILDVM_HOME");
@@ -234,8 +243,10 @@ int
 main (void)
 {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test (test_digest),          cmocka_unit_test (test_image_manifest),
-    cmocka_unit_test (test_metrics_render),  cmocka_unit_test (test_fault_points),
+    cmocka_unit_test (test_digest),
+    cmocka_unit_test (test_image_manifest),
+    cmocka_unit_test (test_metrics_render),
+    cmocka_unit_test (test_fault_points),
     cmocka_unit_test (test_record_path_and_summary),
     cmocka_unit_test (test_example_specs),
   };

@@ -175,8 +175,8 @@ static void
 test_names_and_values_checked (void **state)
 {
 #define LONG64 "x234567890123456789012345678901234567890123456789012345678901234"
-  static const char *const bad_names[] = { "", ".hidden", "..", "a/b", "../x", "a b", "é",
-                                           "n\n", LONG64 "5", NULL };
+  static const char *const bad_names[] = { "",    ".hidden", "..",  "a/b",      "../x",
+                                           "a b", "é",       "n\n", LONG64 "5", NULL };
   /* the last one is 64 bytes, one over the limit */
   static const char *const bad_apps[] = { "", "Web", "-web", "a/b", "..", "a_b", LONG64, NULL };
   bvm_error_t err = NULL;
@@ -359,8 +359,9 @@ test_every_bit_flip_fails_closed (void **state)
           memcpy (d, orig, len);
           d[bit / 8] ^= (unsigned char) (1u << (bit % 8));
           write_bin (p, d, len);
-          get_fails ("web", "TOKEN", f == 0 ? "secret `TOKEN` of app `web`: the file is corrupt"
-                                            : "secret `TOKEN` of app `web`: ");
+          get_fails ("web", "TOKEN",
+                     f == 0 ? "secret `TOKEN` of app `web`: the file is corrupt"
+                            : "secret `TOKEN` of app `web`: ");
         }
       write_bin (p, orig, len);
       get_is ("web", "TOKEN", VALUE, 1);
@@ -407,8 +408,9 @@ test_truncation_and_extension_fail_closed (void **state)
     unsigned char *d = read_bin (p, &len);
     d[len - 1] ^= 1;
     write_bin (p, d, len);
-    get_fails ("web", "TOKEN", "secret `TOKEN` of app `web`: the file is corrupt or was tampered "
-                               "with (authentication failed)");
+    get_fails ("web", "TOKEN",
+               "secret `TOKEN` of app `web`: the file is corrupt or was tampered "
+               "with (authentication failed)");
     free (d);
     free (p);
   }
@@ -533,8 +535,9 @@ test_files_and_modes (void **state)
   assert_int_equal (st.st_mode & 07777, 0600);
   free (p);
   /* exactly the key and the secret: no temporary file left behind */
-  assert_int_equal (
-      t_sh ("test \"$(ls -A %s/apps/web | tr '\\n' ' ')\" = '.kek TOKEN.secret '", dir), 0);
+  assert_int_equal (t_sh ("test \"$(ls -A %s/apps/web | tr '\\n' ' ')\" = '.kek TOKEN.secret '",
+                          dir),
+                    0);
   /* the value is nowhere in the store in plain text */
   assert_int_equal (t_sh ("! grep -r -a -q -F '%s' %s", VALUE, dir), 0);
 

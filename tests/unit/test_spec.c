@@ -145,7 +145,8 @@ test_minimal (void **state)
   {
     json_t *j = spec_to_json (s);
     assert_non_null (j);
-    assert_true (json_is_null (json_object_get (j, "image")) || json_object_get (j, "image") == NULL);
+    assert_true (json_is_null (json_object_get (j, "image"))
+                 || json_object_get (j, "image") == NULL);
     json_decref (j);
   }
   spec_free (s);
@@ -228,15 +229,18 @@ struct field_case
 static const struct field_case good_values[] = {
   { "version", NULL, NULL },
   { "profile", "\"debian-12\"", NULL },
-  { "steps", "[\"a\",{\"run\":\"b\"},{\"name\":\"lint it\",\"run\":\"c\\nd\",\"timeout\":1}]", NULL },
+  { "steps", "[\"a\",{\"run\":\"b\"},{\"name\":\"lint it\",\"run\":\"c\\nd\",\"timeout\":1}]",
+    NULL },
   { "env", "{}", NULL },
   { "env", "{\"_x\":\"\",\"LD_LIBRARY_PATH\":\"/opt\",\"PATH\":\"/bin\"}", NULL },
   { "resources", "{}", NULL },
-  { "resources", "{\"vcpus\":1024,\"memory_mib\":1048576,\"disk_mib\":16,\"timeout\":604800}", NULL },
+  { "resources", "{\"vcpus\":1024,\"memory_mib\":1048576,\"disk_mib\":16,\"timeout\":604800}",
+    NULL },
   { "image", NULL, NULL },
   { "image.base", "null", NULL },
   { "egress", "[]", NULL },
-  { "egress", "[\"registry.npmjs.org:443\",\"*.pythonhosted.org:443\",\"[2001:db8::1]:80\"]", NULL },
+  { "egress", "[\"registry.npmjs.org:443\",\"*.pythonhosted.org:443\",\"[2001:db8::1]:80\"]",
+    NULL },
   { "fail_on_deny", "true", NULL },
   { "image.base", NULL, NULL },
   { "image.base", "\"busybox@" DIGEST "\"", NULL },
@@ -258,9 +262,11 @@ static const struct field_case good_values[] = {
   { "image.user", "\"4294967294:0\"", NULL },
   { "image.ports", "[]", NULL },
   { "image.ports", "[\"1\",\"65535/udp\",\"9/sctp\"]", NULL },
-  { "image.labels", "{\"a\":\"\",\"org.opencontainers.image.title\":\"x\",\"a/b_c-d\":\"v\"}", NULL },
+  { "image.labels", "{\"a\":\"\",\"org.opencontainers.image.title\":\"x\",\"a/b_c-d\":\"v\"}",
+    NULL },
   { "artifacts", "[]", NULL },
-  { "artifacts", "[\".\",\"*\",\"dist/*\",\"**/*.log\",\"a/[ab]c/?.txt\",\".hidden\",\"x/.y*\"]", NULL },
+  { "artifacts", "[\".\",\"*\",\"dist/*\",\"**/*.log\",\"a/[ab]c/?.txt\",\".hidden\",\"x/.y*\"]",
+    NULL },
   { "secrets", "[]", NULL },
   { "secrets", "[\"a.b-c_D\",{\"name\":\"X\"},{\"name\":\"Y\",\"env\":\"TOKEN_Y\"}]", NULL },
 };
@@ -290,14 +296,18 @@ static const struct field_case bad_values[] = {
   { "steps", "[{\"name\":\"x\"}]", "missing required field `steps[0].run`" },
   { "steps", "[{\"run\":\"\"}]", "field `steps[0].run` must not be empty" },
   { "steps", "[{\"run\":5}]", "field `steps[0].run` must be a string, not an integer" },
-  { "steps", "[{\"run\":\"x\",\"timeout\":0}]", "field `steps[0].timeout` is 0, outside the range" },
+  { "steps", "[{\"run\":\"x\",\"timeout\":0}]",
+    "field `steps[0].timeout` is 0, outside the range" },
   { "steps", "[{\"run\":\"x\",\"timeout\":604801}]", "field `steps[0].timeout` is 604801" },
   { "steps", "[{\"run\":\"x\",\"timeout\":-1}]", "field `steps[0].timeout` is -1" },
-  { "steps", "[{\"run\":\"x\",\"timeout\":\"5\"}]", "field `steps[0].timeout` must be an integer" },
-  { "steps", "[{\"run\":\"x\",\"timeout\":1.5}]", "field `steps[0].timeout` must be an integer, not a number" },
+  { "steps", "[{\"run\":\"x\",\"timeout\":\"5\"}]",
+    "field `steps[0].timeout` must be an integer" },
+  { "steps", "[{\"run\":\"x\",\"timeout\":1.5}]",
+    "field `steps[0].timeout` must be an integer, not a number" },
   { "steps", "[{\"run\":\"x\",\"shell\":\"bash\"}]", "unknown field `steps[0].shell`" },
   { "steps", "[{\"run\":\"x\",\"name\":\"\"}]", "field `steps[0].name` must be 1 to 64 bytes" },
-  { "steps", "[{\"run\":\"x\",\"name\":\"a\\u001bb\"}]", "field `steps[0].name` must be 1 to 64 bytes without control" },
+  { "steps", "[{\"run\":\"x\",\"name\":\"a\\u001bb\"}]",
+    "field `steps[0].name` must be 1 to 64 bytes without control" },
   { "steps", "[{\"run\":\"x\",\"name\":7}]", "field `steps[0].name` must be a string" },
   /* env */
   { "env", "[]", "field `env` must be an object, not an array" },
@@ -317,7 +327,8 @@ static const struct field_case bad_values[] = {
   { "resources", "{\"vcpus\":\"2\"}", "field `resources.vcpus` must be an integer, not a string" },
   { "resources", "{\"vcpus\":1.5}", "field `resources.vcpus` must be an integer" },
   { "resources", "{\"vcpus\":-1}", "field `resources.vcpus` is -1" },
-  { "resources", "{\"memory_mib\":63}", "field `resources.memory_mib` is 63, outside the range 64..1048576" },
+  { "resources", "{\"memory_mib\":63}",
+    "field `resources.memory_mib` is 63, outside the range 64..1048576" },
   { "resources", "{\"disk_mib\":1099511627776}", "field `resources.disk_mib` is 1099511627776" },
   { "resources", "{\"timeout\":0}", "field `resources.timeout` is 0" },
   { "resources", "{\"gpus\":1}", "unknown field `resources.gpus`" },
@@ -326,8 +337,10 @@ static const struct field_case bad_values[] = {
   { "image", "{}", "missing required field `image.from`" },
   { "image.volumes", "[]", "unknown field `image.volumes`" },
   { "image.base", "5", "field `image.base` must be a string or null" },
-  { "image.base", "\"busybox\"", "field `image.base` must have a `:tag` or an `@sha256:` digest, got `busybox`" },
-  { "image.base", "\"docker.io/library/busybox:1\"", "field `image.base` must name a repository in the runner's registry, without a host" },
+  { "image.base", "\"busybox\"",
+    "field `image.base` must have a `:tag` or an `@sha256:` digest, got `busybox`" },
+  { "image.base", "\"docker.io/library/busybox:1\"",
+    "field `image.base` must name a repository in the runner's registry, without a host" },
   { "image.base", "\"localhost:5000/x:1\"", "without a host" },
   { "image.base", "\"localhost/x:1\"", "without a host" },
   { "image.base", "\"registry.example.com/x@" DIGEST "\"", "without a host" },
@@ -343,7 +356,8 @@ static const struct field_case bad_values[] = {
   { "image.base", "\"base/x:a b\"", "has an invalid tag" },
   { "image.base", "\"base/x@sha256:abc\"", "field `image.base` must end in `@sha256:`" },
   { "image.base", "\"base/x@md5:0123456789abcdef0123456789abcdef\"", "must end in `@sha256:`" },
-  { "image.from", "\"/abs\"", "field `image.from` must be relative to the source tree, not absolute" },
+  { "image.from", "\"/abs\"",
+    "field `image.from` must be relative to the source tree, not absolute" },
   { "image.from", "\"..\"", "field `image.from` must not contain `..`" },
   { "image.from", "\"a/../../b\"", "must not contain `..`" },
   { "image.from", "\"a//b\"", "field `image.from` must not contain `//`" },
@@ -362,7 +376,8 @@ static const struct field_case bad_values[] = {
   { "image.to", "\"/a/./b\"", "must be normalized" },
   { "image.to", "\"/a/\"", "field `image.to` must not end with `/`" },
   { "image.to", "\"//a\"", "field `image.to` must not contain `//`" },
-  { "image.entrypoint", "\"/app/server\"", "field `image.entrypoint` must be an array, not a string" },
+  { "image.entrypoint", "\"/app/server\"",
+    "field `image.entrypoint` must be an array, not a string" },
   { "image.entrypoint", "[1]", "field `image.entrypoint[0]` must be a string, not an integer" },
   { "image.cmd", "[\"a\",null]", "field `image.cmd[1]` must be a string, not null" },
   { "image.cmd", "{}", "field `image.cmd` must be an array" },
@@ -382,7 +397,8 @@ static const struct field_case bad_values[] = {
   { "image.user", "\"4294967295\"", "field `image.user` must be" },
   { "image.user", "\"0:4294967296\"", "field `image.user` must be" },
   { "image.user", "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", "field `image.user` must be" },
-  { "image.ports", "[\"8080\",\"0\"]", "field `image.ports[1]` must be `PORT` or `PORT/tcp|udp|sctp` with PORT 1..65535, got `0`" },
+  { "image.ports", "[\"8080\",\"0\"]",
+    "field `image.ports[1]` must be `PORT` or `PORT/tcp|udp|sctp` with PORT 1..65535, got `0`" },
   { "image.ports", "[\"65536\"]", "field `image.ports[0]` must be `PORT`" },
   { "image.ports", "[\"080\"]", "field `image.ports[0]` must be `PORT`" },
   { "image.ports", "[\"-1\"]", "field `image.ports[0]` must be `PORT`" },
@@ -394,17 +410,20 @@ static const struct field_case bad_values[] = {
   { "image.ports", "[8080]", "field `image.ports[0]` must be a string, not an integer" },
   { "image.ports", "[\"8080\",\"8080/tcp\"]", "field `image.ports[1]` repeats a port" },
   { "image.ports", "\"8080\"", "field `image.ports` must be an array" },
-  { "image.labels", "{\"dev.buildvm.job\":\"forged\"}", "field `image.labels.dev.buildvm.job` is reserved" },
+  { "image.labels", "{\"dev.buildvm.job\":\"forged\"}",
+    "field `image.labels.dev.buildvm.job` is reserved" },
   { "image.labels", "{\"\":\"x\"}", "field `image.labels.` must be 1 to 256 bytes" },
   { "image.labels", "{\"a b\":\"x\"}", "field `image.labels.a b` may contain only" },
   { "image.labels", "{\".a\":\"x\"}", "must start with a letter or digit" },
   { "image.labels", "{\"a\":1}", "field `image.labels.a` must be a string" },
-  { "image.labels", "{\"a\":\"x\\ny\"}", "field `image.labels.a` must not contain control characters" },
+  { "image.labels", "{\"a\":\"x\\ny\"}",
+    "field `image.labels.a` must not contain control characters" },
   { "image.labels", "[]", "field `image.labels` must be an object" },
   /* artifacts */
   { "artifacts", "\"dist\"", "field `artifacts` must be an array, not a string" },
   { "artifacts", "[1]", "field `artifacts[0]` must be a string" },
-  { "artifacts", "[\"a\",\"/etc/passwd\"]", "field `artifacts[1]` must be relative to the source tree, not absolute, got `/etc/passwd`" },
+  { "artifacts", "[\"a\",\"/etc/passwd\"]",
+    "field `artifacts[1]` must be relative to the source tree, not absolute, got `/etc/passwd`" },
   { "artifacts", "[\"../x\"]", "field `artifacts[0]` must not contain `..`" },
   { "artifacts", "[\"a/../../x\"]", "must not contain `..`" },
   { "artifacts", "[\"a//b\"]", "must not contain `//`" },
@@ -428,20 +447,25 @@ static const struct field_case bad_values[] = {
   /* secrets */
   { "secrets", "\"X\"", "field `secrets` must be an array" },
   { "secrets", "[1]", "field `secrets[0]` must be a string or an object with `name`" },
-  { "secrets", "[\"\"]", "field `secrets[0]` must match ^[A-Za-z0-9_.-]{1,64}$ and not start with `.`" },
+  { "secrets", "[\"\"]",
+    "field `secrets[0]` must match ^[A-Za-z0-9_.-]{1,64}$ and not start with `.`" },
   { "secrets", "[\"..\"]", "field `secrets[0]` must match" },
   { "secrets", "[\".env\"]", "field `secrets[0]` must match" },
   { "secrets", "[\"a/b\"]", "field `secrets[0]` must match" },
-  { "secrets", "[\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]", "field `secrets[0]` must match" },
+  { "secrets", "[\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]",
+    "field `secrets[0]` must match" },
   { "secrets", "[\"A\",{\"name\":\"A\"}]", "field `secrets[1].name` repeats a secret" },
   { "secrets", "[{\"env\":\"X\"}]", "missing required field `secrets[0].name`" },
   { "secrets", "[{\"name\":\"A\",\"file\":\"/x\"}]", "unknown field `secrets[0].file`" },
   { "secrets", "[{\"name\":\"A\",\"env\":\"HOME\"}]", "field `secrets[0].env` is reserved" },
   { "secrets", "[{\"name\":\"A\",\"env\":\"BUILDVM_X\"}]", "field `secrets[0].env` is reserved" },
-  { "secrets", "[{\"name\":\"A\",\"env\":\"1x\"}]", "field `secrets[0].env` is not a valid variable name" },
+  { "secrets", "[{\"name\":\"A\",\"env\":\"1x\"}]",
+    "field `secrets[0].env` is not a valid variable name" },
   { "secrets", "[{\"name\":\"A\",\"env\":true}]", "field `secrets[0].env` must be a string" },
-  { "secrets", "[{\"name\":\"A\",\"env\":\"CC\"}]", "field `secrets[0].env` is also set in `env`" },
-  { "secrets", "[{\"name\":\"A\",\"env\":\"T\"},{\"name\":\"B\",\"env\":\"T\"}]", "field `secrets[1].env` is used by another secret" },
+  { "secrets", "[{\"name\":\"A\",\"env\":\"CC\"}]",
+    "field `secrets[0].env` is also set in `env`" },
+  { "secrets", "[{\"name\":\"A\",\"env\":\"T\"},{\"name\":\"B\",\"env\":\"T\"}]",
+    "field `secrets[1].env` is used by another secret" },
 };
 
 static void
@@ -511,11 +535,13 @@ test_bounds (void **state)
            json_pack ("{s:o}", k129, json_string ("x")), "is not a valid variable name");
   }
   BOUND ("env", json_pack ("{s:o}", "A", str_n ('v', 32 * 1024)),
-         json_pack ("{s:o}", "A", str_n ('v', 32 * 1024 + 1)), "field `env.A` is longer than 32768");
+         json_pack ("{s:o}", "A", str_n ('v', 32 * 1024 + 1)),
+         "field `env.A` is longer than 32768");
   BOUND ("image.entrypoint", array_of (json_string ("a"), 256), array_of (json_string ("a"), 257),
          "field `image.entrypoint` has more than 256 items");
   BOUND ("image.cmd", json_pack ("[o]", str_n ('c', 32 * 1024)),
-         json_pack ("[o]", str_n ('c', 32 * 1024 + 1)), "field `image.cmd[0]` is longer than 32768");
+         json_pack ("[o]", str_n ('c', 32 * 1024 + 1)),
+         "field `image.cmd[0]` is longer than 32768");
   {
     json_t *ok = json_array (), *bad = json_array ();
     char p[16];
@@ -548,7 +574,8 @@ test_bounds (void **state)
            "must be 1 to 256 bytes");
   }
   BOUND ("image.labels", json_pack ("{s:o}", "a", str_n ('v', 4096)),
-         json_pack ("{s:o}", "a", str_n ('v', 4097)), "field `image.labels.a` is longer than 4096");
+         json_pack ("{s:o}", "a", str_n ('v', 4097)),
+         "field `image.labels.a` is longer than 4096");
   {
     char path[1100];
     memset (path, 'p', 1025);
@@ -578,11 +605,15 @@ test_bounds (void **state)
       }
     BOUND ("secrets", ok, bad, "field `secrets` has more than 64 items");
   }
-  BOUND ("image.base", json_pack ("s++", "b/", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:",
-                                  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
-         json_pack ("s++", "b/", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:",
-                    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
-         "has an invalid tag");
+  BOUND (
+      "image.base",
+      json_pack (
+          "s++", "b/", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:",
+          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
+      json_pack (
+          "s++", "b/", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:",
+          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
+      "has an invalid tag");
 #undef BOUND
 }
 
@@ -594,10 +625,12 @@ test_document_attacks (void **state)
   /* duplicate keys, at the top and nested (a second `run` must not win) */
   expect_fail ("{\"profile\":\"a\",\"profile\":\"b\",\"steps\":[\"x\"]}", "duplicate");
   expect_fail ("{\"profile\":\"a\",\"steps\":[{\"run\":\"x\",\"run\":\"y\"}]}", "duplicate");
-  expect_fail ("{\"profile\":\"a\",\"steps\":[\"x\"],\"env\":{\"A\":\"1\",\"A\":\"2\"}}", "duplicate");
+  expect_fail ("{\"profile\":\"a\",\"steps\":[\"x\"],\"env\":{\"A\":\"1\",\"A\":\"2\"}}",
+               "duplicate");
   /* invalid UTF-8 in a value and in a key */
   expect_fail ("{\"profile\":\"a\",\"steps\":[\"\xff\"]}", "not valid JSON");
-  expect_fail ("{\"profile\":\"a\",\"steps\":[\"x\"],\"env\":{\"\xc0\xaf\":\"x\"}}", "not valid JSON");
+  expect_fail ("{\"profile\":\"a\",\"steps\":[\"x\"],\"env\":{\"\xc0\xaf\":\"x\"}}",
+               "not valid JSON");
   /* NUL, escaped and raw */
   expect_fail ("{\"profile\":\"a\",\"steps\":[\"make\\u0000; rm -rf /\"]}", "not valid JSON");
   {
@@ -630,8 +663,9 @@ test_document_attacks (void **state)
     expect_fail (deep, "nests deeper than 32 levels");
   }
   /* integers jansson cannot hold */
-  expect_fail ("{\"profile\":\"a\",\"steps\":[\"x\"],\"resources\":{\"vcpus\":18446744073709551616}}",
-               "not valid JSON");
+  expect_fail (
+      "{\"profile\":\"a\",\"steps\":[\"x\"],\"resources\":{\"vcpus\":18446744073709551616}}",
+      "not valid JSON");
   expect_fail ("[\"profile\"]", "`buildvm.json` must be a JSON object");
   expect_fail ("", "not valid JSON");
   expect_fail ("{\"profile\":\"a\",\"steps\":[\"x\"]} trailing", "not valid JSON");
@@ -650,12 +684,9 @@ int
 main (void)
 {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test (test_minimal),
-    cmocka_unit_test (test_full),
-    cmocka_unit_test (test_field_table),
-    cmocka_unit_test (test_bounds),
-    cmocka_unit_test (test_document_attacks),
-    cmocka_unit_test (test_validators),
+    cmocka_unit_test (test_minimal),          cmocka_unit_test (test_full),
+    cmocka_unit_test (test_field_table),      cmocka_unit_test (test_bounds),
+    cmocka_unit_test (test_document_attacks), cmocka_unit_test (test_validators),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

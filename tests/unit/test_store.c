@@ -229,7 +229,8 @@ test_crash_leaves_nothing_visible (void **state)
     {
       struct store_txn *ct = NULL;
       bvm_error_t cerr = NULL;
-      if (store_txn_begin (&ct, s, PREFIX, &cerr) < 0 || store_put_begin (ct, PREFIX "a", &cerr) < 0
+      if (store_txn_begin (&ct, s, PREFIX, &cerr) < 0
+          || store_put_begin (ct, PREFIX "a", &cerr) < 0
           || store_put_write (ct, "partial", 7, &cerr) < 0)
         _exit (1);
       _exit (0); /* "crash": no abort, no commit */
@@ -276,7 +277,8 @@ test_rerun_idempotent_and_replacing (void **state)
 {
   char *d = t_tmpdir ();
   cleanup_store struct store *s = NULL;
-  static const char *const run1[] = { PREFIX "bin/app", "v1", PREFIX "old.txt", "gone soon", NULL };
+  static const char *const run1[] = { PREFIX "bin/app", "v1", PREFIX "old.txt", "gone soon",
+                                      NULL };
   static const char *const run3[] = { PREFIX "bin/app", "v2", NULL };
   cleanup_free char *i1 = NULL, *i2 = NULL, *i3 = NULL, *f1 = NULL, *f2 = NULL;
   struct store_txn *t = NULL;
@@ -396,7 +398,8 @@ test_conflicting_keys_fail_txn (void **state)
   put (t, PREFIX "a", "file");
   assert_fails_with (store_put_begin (t, PREFIX "a/b", &err), &err, "conflicts with another key");
   assert_fails_with (store_put_begin (t, PREFIX "c", &err), &err, "already failed");
-  assert_fails_with (store_txn_commit (steal_pointer (&t), NULL, NULL, &err), &err, "already failed");
+  assert_fails_with (store_txn_commit (steal_pointer (&t), NULL, NULL, &err), &err,
+                     "already failed");
   assert_false (exists (d, "apps"));
   assert_true (staging_empty (d));
   t_tmpdir_free (d);

@@ -21,7 +21,8 @@ test_error_wrap_keeps_lower_message (void **state)
   (void) state;
   assert_int_equal (bvm_error (&err, ENOENT, "open `%s`", "/x"), -ENOENT);
   bvm_error_wrap (&err, "loading the config");
-  assert_string_equal (bvm_error_msg (&err), "loading the config: open `/x`: No such file or directory");
+  assert_string_equal (bvm_error_msg (&err),
+                       "loading the config: open `/x`: No such file or directory");
   assert_int_equal (bvm_error_get_code (&err), BVM_E_IO);
   bvm_error_free (&err);
   assert_null (err);
@@ -119,7 +120,9 @@ test_fs_atomic_and_rm (void **state)
     assert_string_equal (s, "hello");
     free (s);
   }
-  assert_fails_with (fs_check_private (q, &err) == 0 ? (chmod (q, 0640), fs_check_private (q, &err)) : 0,
+  assert_fails_with (fs_check_private (q, &err) == 0
+                         ? (chmod (q, 0640), fs_check_private (q, &err))
+                         : 0,
                      &err, "accessible by group or others");
   /* a symlink to outside must be removed, not followed */
   t_write ("/tmp/buildvm-test-outside", "keep");
@@ -145,7 +148,8 @@ test_str_escape_fwrite (void **state)
   assert_non_null (f);
   str_escape_fwrite (f, in, sizeof in - 1);
   fclose (f);
-  assert_string_equal (got, "a\tb \xe2\x9c\x93 `x\\y` \\x1b]0;t\\x07\\x1b[2J \\xc2\\x9b \\xff\\xc3");
+  assert_string_equal (got,
+                       "a\tb \xe2\x9c\x93 `x\\y` \\x1b]0;t\\x07\\x1b[2J \\xc2\\x9b \\xff\\xc3");
   free (got);
 }
 
@@ -173,17 +177,26 @@ test_str_escape (void **state)
 static void
 test_hostport (void **state)
 {
-  static const char *const good[] = { "h", "127.0.0.1", "a.b-c.D9", "h:1", "h:65535",
-                                      "[::1]", "[::1]:6379", "[fe80::1.2.3.4]:80", NULL };
+  static const char *const good[] = { "h",       "127.0.0.1", "a.b-c.D9",   "h:1",
+                                      "h:65535", "[::1]",     "[::1]:6379", "[fe80::1.2.3.4]:80",
+                                      NULL };
   static const char *const bad[][2] = {
-    { "", "has no host" },          { ":80", "has no host" },
-    { "h:", "invalid port" },       { "h:0", "invalid port" },
-    { "h:65536", "invalid port" },  { "h:080", "invalid port" },
-    { "h:8a", "invalid port" },     { "h:+80", "invalid port" },
-    { "h:123456", "invalid port" }, { "ho_st", "invalid host name" },
-    { "ho st", "invalid host name" }, { "h\x80", "invalid host name" },
-    { "u@h", "invalid host name" }, { "[::1", "unterminated IPv6" },
-    { "[::1]x", "invalid host" },   { "[::1]:", "invalid port" },
+    { "", "has no host" },
+    { ":80", "has no host" },
+    { "h:", "invalid port" },
+    { "h:0", "invalid port" },
+    { "h:65536", "invalid port" },
+    { "h:080", "invalid port" },
+    { "h:8a", "invalid port" },
+    { "h:+80", "invalid port" },
+    { "h:123456", "invalid port" },
+    { "ho_st", "invalid host name" },
+    { "ho st", "invalid host name" },
+    { "h\x80", "invalid host name" },
+    { "u@h", "invalid host name" },
+    { "[::1", "unterminated IPv6" },
+    { "[::1]x", "invalid host" },
+    { "[::1]:", "invalid port" },
     { "[::%1]", "invalid IPv6" },
   };
   (void) state;

@@ -77,8 +77,7 @@ test_qemu_argv (void **state)
   char **argv = NULL;
   (void) state;
 
-  assert_ok (vm_qemu_argv (&argv, &spec, VM_ACCEL_TCG, "/usr/bin/qemu-system-x86_64", &err),
-             &err);
+  assert_ok (vm_qemu_argv (&argv, &spec, VM_ACCEL_TCG, "/usr/bin/qemu-system-x86_64", &err), &err);
   assert_string_equal (argv[0], "/usr/bin/qemu-system-x86_64");
   assert_true (argv_has (argv, "microvm,acpi=off"));
   assert_true (argv_has (argv, "-nodefaults"));
@@ -93,8 +92,10 @@ test_qemu_argv (void **state)
   /* read-only rootfs and input, commas in paths escaped, disks named */
   assert_true (argv_has_sub (argv, "id=rootfs,file=/jobs/x/rootfs,,with,,commas.ext4,format=raw,"
                                    "if=none,readonly=on"));
-  assert_true (argv_has_sub (argv, "id=input,file=/jobs/x/input.img,format=raw,if=none,readonly=on"));
-  assert_true (argv_has_sub (argv, "id=output,file=/jobs/x/output.img,format=raw,if=none,readonly=off"));
+  assert_true (
+      argv_has_sub (argv, "id=input,file=/jobs/x/input.img,format=raw,if=none,readonly=on"));
+  assert_true (
+      argv_has_sub (argv, "id=output,file=/jobs/x/output.img,format=raw,if=none,readonly=off"));
   assert_true (argv_has_sub (argv, "id=scratch,file=/jobs/x/scratch.img,format=raw,if=none,"
                                    "readonly=off,cache=unsafe"));
   assert_true (argv_has (argv, "virtio-blk-device,drive=input,serial=input"));
@@ -134,19 +135,20 @@ test_firecracker_config (void **state)
   assert_ok (vm_firecracker_config (&cfg, &spec, &err), &err);
   j = json_loads (cfg, 0, &jerr);
   assert_non_null (j);
-  assert_non_null (strstr (json_string_value (json_object_get (json_object_get (j, "boot-source"),
-                                                               "boot_args")),
+  assert_non_null (strstr (json_string_value (
+                               json_object_get (json_object_get (j, "boot-source"), "boot_args")),
                            "reboot=k"));
   drives = json_object_get (j, "drives");
   assert_int_equal (json_array_size (drives), 4);
-  assert_string_equal (json_string_value (json_object_get (json_array_get (drives, 0), "drive_id")),
+  assert_string_equal (json_string_value (
+                           json_object_get (json_array_get (drives, 0), "drive_id")),
                        "rootfs");
   assert_true (json_is_true (json_object_get (json_array_get (drives, 0), "is_read_only")));
   assert_true (json_is_true (json_object_get (json_array_get (drives, 1), "is_read_only")));
   assert_true (json_is_false (json_object_get (json_array_get (drives, 2), "is_read_only")));
   assert_int_equal (json_array_size (json_object_get (j, "network-interfaces")), 0);
-  assert_int_equal (json_integer_value (json_object_get (json_object_get (j, "machine-config"),
-                                                         "vcpu_count")),
+  assert_int_equal (json_integer_value (
+                        json_object_get (json_object_get (j, "machine-config"), "vcpu_count")),
                     2);
   json_decref (j);
   free (cfg);
@@ -258,8 +260,9 @@ test_run_console_and_exit (void **state)
 
   make_disks (d);
   spec = spec_for (d);
-  vmm = fake_vmm (d, "vmm", "echo booting >&2; printf 'buildvm-agent: ready\\r\\nline one\\n'; "
-                            "printf 'no newline at the end'; exit 0");
+  vmm = fake_vmm (d, "vmm",
+                  "echo booting >&2; printf 'buildvm-agent: ready\\r\\nline one\\n'; "
+                  "printf 'no newline at the end'; exit 0");
   spec.vmm = vmm;
   spec.accel = VM_ACCEL_TCG;
   spec.line = on_line;
@@ -303,8 +306,9 @@ test_run_console_cap (void **state)
   make_disks (d);
   spec = spec_for (d);
   /* 20 MB of console, and one 1 MB line without a newline */
-  vmm = fake_vmm (d, "vmm", "yes 'flood flood flood flood' | head -c 20000000; "
-                            "head -c 1000000 /dev/zero | tr '\\0' 'x'");
+  vmm = fake_vmm (d, "vmm",
+                  "yes 'flood flood flood flood' | head -c 20000000; "
+                  "head -c 1000000 /dev/zero | tr '\\0' 'x'");
   spec.vmm = vmm;
   spec.accel = VM_ACCEL_TCG;
   spec.console_max = 100000;
@@ -387,8 +391,9 @@ test_run_console_redacted_at_every_split (void **state)
   make_disks (d);
   snprintf (path, sizeof path, "%s/console.txt", d);
   assert_ok (fs_write_atomic (path, con.ptr, con.len, 0600, &err), &err);
-  vmm = fake_vmm (d, "vmm", "cat \"$(dirname \"$0\")/console.txt\"; "
-                            "cat \"$(dirname \"$0\")/console.txt\" >&2; exit 0");
+  vmm = fake_vmm (d, "vmm",
+                  "cat \"$(dirname \"$0\")/console.txt\"; "
+                  "cat \"$(dirname \"$0\")/console.txt\" >&2; exit 0");
   spec = spec_for (d);
   spec.vmm = vmm;
   spec.accel = VM_ACCEL_TCG;

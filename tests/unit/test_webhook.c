@@ -140,21 +140,21 @@ test_signature_github (void **state)
   for (size_t i = 0; i < 64; i++)
     upper[7 + i] = (char) ((hex[i] >= 'a' && hex[i] <= 'f') ? hex[i] - 32 : hex[i]);
   upper[71] = '\0';
-  assert_ok (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, upper, SECRET, strlen (SECRET),
-                                       body, len, &err),
+  assert_ok (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, upper, SECRET, strlen (SECRET), body,
+                                       len, &err),
              &err);
 
   /* a wrong signature of the right form: compared, refused */
   memcmp_calls = 0;
   sig[7] = sig[7] == '0' ? '1' : '0';
-  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET,
-                                               strlen (SECRET), body, len, &err),
+  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET, strlen (SECRET),
+                                               body, len, &err),
                      &err, "wrong signature");
   assert_int_equal (memcmp_calls, 1);
   sig[7] = hex[0];
   /* the right signature of another body, and of the body with another secret */
-  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET,
-                                               strlen (SECRET), body, len - 1, &err),
+  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET, strlen (SECRET),
+                                               body, len - 1, &err),
                      &err, "wrong signature");
   assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET_STAGING,
                                                strlen (SECRET_STAGING), body, len, &err),
@@ -169,29 +169,28 @@ test_signature_github (void **state)
                                                body, len, &err),
                      &err, "missing signature");
   sig[70] = '\0'; /* 63 digits */
-  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET,
-                                               strlen (SECRET), body, len, &err),
+  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET, strlen (SECRET),
+                                               body, len, &err),
                      &err, "malformed signature");
-  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, hex, SECRET,
-                                               strlen (SECRET), body, len, &err),
+  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, hex, SECRET, strlen (SECRET),
+                                               body, len, &err),
                      &err, "malformed signature (want sha256=");
   snprintf (sig, sizeof sig, "sha1=%.40s", hex);
-  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET,
-                                               strlen (SECRET), body, len, &err),
+  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET, strlen (SECRET),
+                                               body, len, &err),
                      &err, "malformed signature");
   snprintf (sig, sizeof sig, "sha256=%s ", hex);
-  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET,
-                                               strlen (SECRET), body, len, &err),
+  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET, strlen (SECRET),
+                                               body, len, &err),
                      &err, "malformed signature");
   snprintf (sig, sizeof sig, "sha256=%.62szz", hex);
-  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET,
-                                               strlen (SECRET), body, len, &err),
+  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, SECRET, strlen (SECRET),
+                                               body, len, &err),
                      &err, "malformed signature");
   assert_int_equal (memcmp_calls, 0);
   /* no secret, no check */
   snprintf (sig, sizeof sig, "sha256=%s", hex);
-  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, "", 0, body, len,
-                                               &err),
+  assert_fails_with (webhook_verify_signature (WEBHOOK_FORMAT_GITHUB, sig, "", 0, body, len, &err),
                      &err, "no secret");
 
   /* an empty body has a signature too */
@@ -395,7 +394,8 @@ struct bad_payload
 static void
 test_parse_rejects (void **state)
 {
-  static const char deep[] = "{\"ref\":\"refs/heads/main\",\"after\":\"" COMMIT "\",\"repository\":"
+  static const char deep[] = "{\"ref\":\"refs/heads/main\",\"after\":\"" COMMIT
+                             "\",\"repository\":"
                              "{\"full_name\":\"a/b\"},\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
                              "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}";
 #define GOOD_HEAD "{\"ref\":\"refs/heads/main\",\"after\":\"" COMMIT "\","
@@ -413,8 +413,8 @@ test_parse_rejects (void **state)
       "not valid JSON" },
     { WEBHOOK_FORMAT_GITHUB, nul_body, sizeof nul_body - 1, "not valid JSON" },
     { WEBHOOK_FORMAT_GITHUB, deep, 0, "nests deeper than 32 levels" },
-    { WEBHOOK_FORMAT_GITHUB, "{\"after\":\"" COMMIT "\",\"repository\":{\"full_name\":\"a/b\"}}", 0,
-      "field `ref` is missing" },
+    { WEBHOOK_FORMAT_GITHUB, "{\"after\":\"" COMMIT "\",\"repository\":{\"full_name\":\"a/b\"}}",
+      0, "field `ref` is missing" },
     { WEBHOOK_FORMAT_GITHUB, "{\"ref\":7,\"after\":\"" COMMIT "\",\"repository\":{}}", 0,
       "field `ref` must be a string, not an integer" },
     { WEBHOOK_FORMAT_GITHUB, "{\"ref\":\"refs/heads/main\",\"repository\":{}}", 0,
@@ -480,10 +480,12 @@ test_listen (void **state)
   struct sockaddr_storage sa;
   socklen_t len = 0;
   bvm_error_t err = NULL;
-  const char *bad[] = { "localhost:80", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
-                        "127.0.0.1:+80", "127.0.0.1:080", "127.1:80", "0127.0.0.1:80", "::1:80",
-                        "[::1]", "[::1]80", "[127.0.0.1]:80", ":80", "", "[]:80",
-                        "127.0.0.1:80 " };
+  const char *bad[] = {
+    "localhost:80",  "127.0.0.1",     "127.0.0.1:",     "127.0.0.1:0",   "127.0.0.1:65536",
+    "127.0.0.1:+80", "127.0.0.1:080", "127.1:80",       "0127.0.0.1:80", "::1:80",
+    "[::1]",         "[::1]80",       "[127.0.0.1]:80", ":80",           "",
+    "[]:80",         "127.0.0.1:80 "
+  };
   (void) state;
 
   assert_ok (webhook_parse_listen (&sa, &len, "127.0.0.1:8585", &err), &err);
@@ -1068,7 +1070,8 @@ test_handle_gitea_forgejo_gitlab (void **state)
   req_add (&r, "X-GitHub-Delivery", "4a2e1cdf-0a36-4a7c-9a8e-4f8a1c0b7e11");
   req_add (&r, "X-Gitea-Event", "push");
   req_add (&r, "X-Gitea-Delivery", "4a2e1cdf-0a36-4a7c-9a8e-4f8a1c0b7e11");
-  req_add (&r, "X-Hub-Signature-256", "sha256=0000000000000000000000000000000000000000000000000000000000000000");
+  req_add (&r, "X-Hub-Signature-256",
+           "sha256=0000000000000000000000000000000000000000000000000000000000000000");
   req_add (&r, "X-Gitea-Signature", hex);
   assert_int_equal (handle (&res, &e, &r), 0);
   assert_int_equal (res.status, 202);
@@ -1271,7 +1274,8 @@ test_replay_file (void **state)
       assert_ok (webhook_replay_add (r, "a", big, NOW, &err), &err);
       assert_true (webhook_replay_seen (r, "a", big, NOW));
     }
-  assert_true ((size_t) file_lines (path) <= 2 * webhook_replay_count (r) + 2 * 4 + 1); /* compaction bounds it */
+  assert_true ((size_t) file_lines (path)
+               <= 2 * webhook_replay_count (r) + 2 * 4 + 1); /* compaction bounds it */
   webhook_replay_close (r);
 
   /* not a regular file */
@@ -1380,10 +1384,11 @@ test_handle_stale_push (void **state)
 
   env_init (&e);
 #define PUSH(after, ts)                                                                           \
-  snprintf (body, sizeof body,                                                                    \
-            "{\"ref\": \"refs/heads/main\", \"after\": \"%040d\", \"repository\": {\"full_name\": " \
-            "\"acme/hello\"}, \"head_commit\": {\"id\": \"%040d\", \"timestamp\": \"%s\"}}",       \
-            after, after, ts)
+  snprintf (                                                                                      \
+      body, sizeof body,                                                                          \
+      "{\"ref\": \"refs/heads/main\", \"after\": \"%040d\", \"repository\": {\"full_name\": "     \
+      "\"acme/hello\"}, \"head_commit\": {\"id\": \"%040d\", \"timestamp\": \"%s\"}}",            \
+      after, after, ts)
   PUSH (1, "2026-11-20T10:00:00Z");
   github_req (&r, "s-1", body, SECRET);
   expect (&e, &r, 202, "enqueued");
@@ -1428,7 +1433,8 @@ test_config_load_secrets (void **state)
 
   t_write (cfg, "{}");
   assert_ok (config_load (&c, cfg, &err), &err);
-  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err, "has no `apps`");
+  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err,
+                     "has no `apps`");
   config_free (c);
 
   {
@@ -1479,7 +1485,8 @@ test_config_load_secrets (void **state)
   }
 
   t_write (secret, "\n");
-  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err, "is empty");
+  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err,
+                     "is empty");
   {
     char *big = malloc (WEBHOOK_SECRET_MAX + 2);
     memset (big, 'k', WEBHOOK_SECRET_MAX + 1);
@@ -1487,10 +1494,12 @@ test_config_load_secrets (void **state)
     t_write (secret, big);
     free (big);
   }
-  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err, "is larger than 4096 bytes");
+  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err,
+                     "is larger than 4096 bytes");
   unlink (secret);
   assert_int_equal (mkdir (secret, 0700), 0);
-  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err, "is not a regular file");
+  assert_fails_with (webhook_config_load (&wc, &c->webhook, c->apps, c->n_apps, &err), &err,
+                     "is not a regular file");
   config_free (c);
   unsetenv ("BUILDVM_HOME");
 }

@@ -13,10 +13,9 @@ struct queue_driver
   /* The form of a URL of this scheme, without I/O: NULL, or why not.
    * queue_open calls it before `open`. */
   const char *(*check_url) (const char *url);
-  int (*open) (struct queue **out, const char *url, const struct queue_opts *o,
-               bvm_error_t *err);
-  int (*enqueue) (char **msg_id, enum queue_state *existing, struct queue *q,
-                  const char *key, const char *body, size_t len, bvm_error_t *err);
+  int (*open) (struct queue **out, const char *url, const struct queue_opts *o, bvm_error_t *err);
+  int (*enqueue) (char **msg_id, enum queue_state *existing, struct queue *q, const char *key,
+                  const char *body, size_t len, bvm_error_t *err);
   /* One look, no waiting: 0 with *out NULL when there is nothing. */
   int (*lease) (struct queue_msg **out, struct queue *q, bvm_error_t *err);
   int (*heartbeat) (struct queue *q, struct queue_msg *m, bvm_error_t *err);
@@ -25,8 +24,8 @@ struct queue_driver
   /* `drain`: the attempt does not count against max_attempts */
   int (*release) (struct queue *q, struct queue_msg *m, const char *reason, bool drain,
                   bvm_error_t *err);
-  int (*dead_letter) (struct queue *q, struct queue_msg *m, const char *reason,
-                      const char *record, bvm_error_t *err);
+  int (*dead_letter) (struct queue *q, struct queue_msg *m, const char *reason, const char *record,
+                      bvm_error_t *err);
   int (*cancel) (bool *was_running, struct queue *q, const char *job_id, bvm_error_t *err);
   /* 1 requested, 0 not, negative on failure */
   int (*cancel_requested) (struct queue *q, const struct queue_msg *m, bvm_error_t *err);

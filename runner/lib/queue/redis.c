@@ -53,7 +53,7 @@
 #define RQ_STREAM_MAX 128
 #define RQ_GROUP_MAX 64
 #define RQ_ENTRY_MAX (JOB_REQUEST_MAX_BYTES + 1024) /* body and field names */
-#define RQ_KEEP "10000" /* approximate length of the results and dead streams */
+#define RQ_KEEP "10000"   /* approximate length of the results and dead streams */
 #define RQ_LEASE_LOOPS 64 /* messages looked at per lease call */
 
 struct rq
@@ -355,9 +355,9 @@ int_el (const redisReply *r, size_t i)
  * ARGV: group, owner, entry id, attempt, now (ms), lease (ms), park name,
  *       job id ("" when the message has no valid one), then per script. */
 #define LUA_PRELUDE                                                                               \
-  "local stream, hkey, dead, results = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"                     \
-  "local group, me, id, attempt = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])\n"                \
-  "local now, lease, park, job = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]\n"       \
+  "local stream, hkey, dead, results = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"                      \
+  "local group, me, id, attempt = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])\n"                 \
+  "local now, lease, park, job = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]\n"        \
   "local function pending()\n"                                                                    \
   "  local p = redis.call('XPENDING', stream, group, id, id, 1)\n"                                \
   "  if #p == 0 then return '', 0, 0 end\n"                                                       \
@@ -366,26 +366,24 @@ int_el (const redisReply *r, size_t i)
   "local function owns()\n"                                                                       \
   "  local o, n = pending()\n"                                                                    \
   "  return o == me and n == attempt, o, n\n"                                                     \
-  "end\n"                                                                                         \
-  /* the hash describes this entry, or there is none yet for a valid id */                      \
+  "end\n" /* the hash describes this entry, or there is none yet for a valid id */                \
   "local function hash_is_ours()\n"                                                               \
   "  if job == '' then return false end\n"                                                        \
   "  local m = redis.call('HGET', hkey, 'msg')\n"                                                 \
   "  return m == false or m == id\n"                                                              \
-  "end\n"                                                                                         \
-  /* terminal: the record, the result, the dead letter; then the ack */                         \
+  "end\n" /* terminal: the record, the result, the dead letter; then the ack */                   \
   "local function finish(state, reason, rec, body)\n"                                             \
   "  local ours = hash_is_ours()\n"                                                               \
   "  if ours then\n"                                                                              \
-  "    redis.call('HSET', hkey, 'state', state, 'msg', id, 'attempt', attempt, 'owner', me,\n"   \
+  "    redis.call('HSET', hkey, 'state', state, 'msg', id, 'attempt', attempt, 'owner', me,\n"    \
   "                'finished_at', now, 'record', rec, 'reason', reason)\n"                        \
   "    redis.call('HDEL', hkey, 'lease_until')\n"                                                 \
-  "    redis.call('XADD', results, 'MAXLEN', '~', " RQ_KEEP ", '*', 'job', job, 'msg', id,\n"    \
-  "                'state', state, 'attempt', attempt, 'at', now, 'record', rec,\n"              \
+  "    redis.call('XADD', results, 'MAXLEN', '~', " RQ_KEEP ", '*', 'job', job, 'msg', id,\n"     \
+  "                'state', state, 'attempt', attempt, 'at', now, 'record', rec,\n"               \
   "                'reason', reason)\n"                                                           \
   "  end\n"                                                                                       \
   "  if state == 'dead' then\n"                                                                   \
-  "    redis.call('XADD', dead, 'MAXLEN', '~', " RQ_KEEP ", '*', 'job', job, 'msg', id,\n"       \
+  "    redis.call('XADD', dead, 'MAXLEN', '~', " RQ_KEEP ", '*', 'job', job, 'msg', id,\n"        \
   "                'reason', reason, 'attempt', attempt, 'owner', me, 'at', now,\n"               \
   "                'body', body, 'record', rec)\n"                                                \
   "  end\n"                                                                                       \
@@ -969,8 +967,9 @@ rq_check_fence (struct queue *q, const struct queue_msg *m, bvm_error_t *err)
                            "fenced off: entry %s is no longer pending (finished or canceled)",
                            m->msg_id);
   if (strcmp (owner, m->owner) != 0 || n != (long long) m->attempt)
-    return bvm_error_code (err, BVM_E_FENCED, 0, "fenced off: attempt %lld (`%s`) holds the job now",
-                           n, queue__show (show, sizeof show, owner, strlen (owner)));
+    return bvm_error_code (err, BVM_E_FENCED, 0,
+                           "fenced off: attempt %lld (`%s`) holds the job now", n,
+                           queue__show (show, sizeof show, owner, strlen (owner)));
   if (idle < 0 || idle >= q->lease_ms)
     return bvm_error_code (err, BVM_E_FENCED, 0,
                            "fenced off: no heartbeat for %lld ms, the lease may be taken over",
@@ -990,8 +989,7 @@ rq_complete (struct queue *q, struct queue_msg *m, const char *record, bvm_error
 }
 
 static int
-rq_release (struct queue *q, struct queue_msg *m, const char *reason, bool drain,
-            bvm_error_t *err)
+rq_release (struct queue *q, struct queue_msg *m, const char *reason, bool drain, bvm_error_t *err)
 {
   struct rq *r = R (q);
   struct call c;
@@ -1062,8 +1060,8 @@ rq_cancel_requested (struct queue *q, const struct queue_msg *m, bvm_error_t *er
 }
 
 static int
-rq_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
-            const char *key, const char *body, size_t len, bvm_error_t *err)
+rq_enqueue (char **msg_id, enum queue_state *existing, struct queue *q, const char *key,
+            const char *body, size_t len, bvm_error_t *err)
 {
   struct rq *r = R (q);
   cleanup_reply redisReply *rep = NULL;
@@ -1090,7 +1088,7 @@ rq_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
 static json_t *
 field_json (const char *k, const char *v, size_t len)
 {
-  static const char *const nums[] = { "attempt", "enqueued_at", "started_at", "finished_at",
+  static const char *const nums[] = { "attempt",     "enqueued_at", "started_at", "finished_at",
                                       "released_at", "lease_until", "at" };
   cleanup_error bvm_error_t err = NULL;
   json_t *j = NULL;
@@ -1128,7 +1126,8 @@ pairs_json (const redisReply *pairs)
     {
       redisReply *k = pairs->element[i], *v = pairs->element[i + 1];
       json_t *j;
-      if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || strlen (k->str) != k->len)
+      if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING
+          || strlen (k->str) != k->len)
         continue;
       j = field_json (k->str, v->str, v->len);
       if (j != NULL && json_object_set_new (o, k->str, j) < 0)
@@ -1180,7 +1179,8 @@ list_stream (json_t *arr, struct rq *r, const char *key, const char *only_state,
       json_t *st = json_object_get (o, "state");
       if (o == NULL)
         return bvm_error (err, ENOMEM, "listing");
-      if (only_state != NULL && !(json_is_string (st) && strcmp (json_string_value (st), only_state) == 0))
+      if (only_state != NULL
+          && !(json_is_string (st) && strcmp (json_string_value (st), only_state) == 0))
         {
           json_decref (o);
           continue;

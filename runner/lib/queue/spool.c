@@ -55,7 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SPOOL_SCAN_MAX 100000     /* directory entries looked at per pass */
+#define SPOOL_SCAN_MAX 100000 /* directory entries looked at per pass */
 #define SPOOL_LEASE_MAX (64 * 1024)
 #define SPOOL_RECORD_FILE_MAX (QUEUE_RECORD_MAX + 2 * JOB_REQUEST_MAX_BYTES + 256 * 1024)
 #define SPOOL_HISTORY_MAX 32
@@ -258,7 +258,8 @@ spool_read_json (json_t **out, struct spool *s, enum spool_dir d, const char *na
   ret = spool_read (&data, &len, NULL, s, d, name, max, err);
   if (ret < 0)
     return ret;
-  if (ret == SR_OK && jsonx_parse (out, data, len, max, name, &perr) == 0 && !json_is_object (*out))
+  if (ret == SR_OK && jsonx_parse (out, data, len, max, name, &perr) == 0
+      && !json_is_object (*out))
     {
       json_decref (*out);
       *out = NULL;
@@ -474,14 +475,16 @@ history_with (const json_t *lease, const char *outcome, int64_t now)
   if (h == NULL)
     return NULL;
   if (json_is_array (old))
-    json_array_foreach (old, i, v) json_array_append (h, v);
+    json_array_foreach (old, i, v)
+      json_array_append (h, v);
   if (lease != NULL)
     {
       e = json_pack ("{s:O?,s:O?,s:O?,s:O?,s:O?,s:I,s:s}", "attempt",
                      json_object_get (lease, "attempt"), "owner", json_object_get (lease, "owner"),
-                     "host", json_object_get (lease, "host"), "pid", json_object_get (lease, "pid"),
-                     "leased_at", json_object_get (lease, "leased_at"), "ended_at",
-                     (json_int_t) now, "outcome", outcome);
+                     "host", json_object_get (lease, "host"), "pid",
+                     json_object_get (lease, "pid"), "leased_at",
+                     json_object_get (lease, "leased_at"), "ended_at", (json_int_t) now, "outcome",
+                     outcome);
       if (e == NULL || json_array_append_new (h, e) < 0)
         {
           json_decref (h);
@@ -508,15 +511,15 @@ new_lease (struct spool *s, const char *id, unsigned attempt, unsigned drained, 
 
 struct burial
 {
-  const char *id;       /* a valid job id, or NULL when the message has none */
-  bool unique;          /* never take dead/<id>.json: a duplicate of a live job */
+  const char *id; /* a valid job id, or NULL when the message has none */
+  bool unique;    /* never take dead/<id>.json: a duplicate of a live job */
   const char *reason;
-  unsigned attempt;     /* 0 when it never ran */
-  const char *owner;    /* the last holder, or NULL */
-  json_t *history;      /* borrowed, may be NULL */
-  const char *body;     /* the request text, may be NULL */
+  unsigned attempt;  /* 0 when it never ran */
+  const char *owner; /* the last holder, or NULL */
+  json_t *history;   /* borrowed, may be NULL */
+  const char *body;  /* the request text, may be NULL */
   size_t body_len;
-  const char *record;   /* JSON text, may be NULL */
+  const char *record; /* JSON text, may be NULL */
   enum spool_dir msg_dir;
   const char *msg_name; /* the message file, kept as dead/<base>.msg; may be NULL */
 };
@@ -564,15 +567,14 @@ spool_bury (struct spool *s, const struct burial *b, bvm_error_t *err)
            < 0)
     return bvm_error (err, ENAMETOOLONG, "dead letter name");
 
-  if (b->body != NULL && jsonx_parse (&request, b->body, b->body_len, JOB_REQUEST_MAX_BYTES,
-                                      "request", &perr)
-                             < 0)
+  if (b->body != NULL
+      && jsonx_parse (&request, b->body, b->body_len, JOB_REQUEST_MAX_BYTES, "request", &perr) < 0)
     request = NULL;
   if (b->record != NULL)
     record = json_loads (b->record, JSON_DECODE_ANY, NULL);
-  doc = json_pack ("{s:s?,s:s,s:s,s:i,s:s?,s:I,s:s?,s:o?,s:o?,s:O?}", "job", b->id, "state", "dead",
-                   "reason", b->reason, "attempt", (int) b->attempt, "owner", b->owner, "at",
-                   (json_int_t) now, "file",
+  doc = json_pack ("{s:s?,s:s,s:s,s:i,s:s?,s:I,s:s?,s:o?,s:o?,s:O?}", "job", b->id, "state",
+                   "dead", "reason", b->reason, "attempt", (int) b->attempt, "owner", b->owner,
+                   "at", (json_int_t) now, "file",
                    b->msg_name ? queue__show (show, sizeof show, b->msg_name, strlen (b->msg_name))
                                : NULL,
                    "request", request, "record", record, "history", b->history);
@@ -735,7 +737,8 @@ spool_open (struct queue **out, const char *url, const struct queue_opts *o, bvm
           ret = bvm_error (err, errno, "mkdir `%s`", what);
           goto fail;
         }
-      s->dfd[i] = openat (s->root_fd, dir_names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      s->dfd[i] = openat (s->root_fd, dir_names[i],
+                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (s->dfd[i] < 0)
         {
           ret = bvm_error (err, errno, "open `%s`", what);
@@ -919,8 +922,10 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
           json_decref (lease);
           /* a lease we cannot read: nobody can prove they own this job, so
            * nobody may run it again */
-          struct burial b = { .id = id, .reason = "the lease file is corrupt",
-                              .msg_dir = D_CUR, .msg_name = e[i].name };
+          struct burial b = { .id = id,
+                              .reason = "the lease file is corrupt",
+                              .msg_dir = D_CUR,
+                              .msg_name = e[i].name };
           ret = spool_bury (s, &b, err);
           if (ret < 0)
             goto cleanup;
@@ -970,7 +975,8 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
         why = strdup ("canceled");
       if (why == NULL && next > s->q.max_attempts + v.drained)
         {
-          if (asprintf (&reason, "gave up after %u attempts: the lease of attempt %u (`%s`) expired",
+          if (asprintf (&reason,
+                        "gave up after %u attempts: the lease of attempt %u (`%s`) expired",
                         v.attempt, v.attempt, v.owner)
               < 0)
             reason = NULL;
@@ -978,9 +984,15 @@ take_over_expired (struct queue_msg **out, struct spool *s, bvm_error_t *err)
         }
       if (why != NULL)
         {
-          struct burial b = { .id = c[i].id, .reason = why, .attempt = v.attempt,
-                              .owner = v.owner, .history = hist, .body = raw,
-                              .body_len = raw_len, .msg_dir = D_CUR, .msg_name = jn };
+          struct burial b = { .id = c[i].id,
+                              .reason = why,
+                              .attempt = v.attempt,
+                              .owner = v.owner,
+                              .history = hist,
+                              .body = raw,
+                              .body_len = raw_len,
+                              .msg_dir = D_CUR,
+                              .msg_name = jn };
           queue_msg_free (m);
           ret = spool_bury (s, &b, err);
           if (ret < 0)
@@ -1042,8 +1054,8 @@ lease_new (struct queue_msg **out, struct spool *s, bvm_error_t *err)
 
       if (ext != NULL && strcmp (ext, "lease") == 0)
         continue;
-      if (valid_name && (job_file_exists (s, D_CUR, id, "json")
-                         || job_file_exists (s, D_DONE, id, "json")))
+      if (valid_name
+          && (job_file_exists (s, D_CUR, id, "json") || job_file_exists (s, D_DONE, id, "json")))
         {
           /* a second copy dropped in by hand: the first one wins */
           unique = true;
@@ -1091,10 +1103,15 @@ lease_new (struct queue_msg **out, struct spool *s, bvm_error_t *err)
         }
       if (why != NULL)
         {
-          struct burial b = { .id = valid_name ? id : NULL, .unique = unique, .reason = why,
-                              .attempt = v.attempt, .owner = v.owner,
+          struct burial b = { .id = valid_name ? id : NULL,
+                              .unique = unique,
+                              .reason = why,
+                              .attempt = v.attempt,
+                              .owner = v.owner,
                               .history = side ? json_object_get (side, "history") : NULL,
-                              .body = raw, .body_len = raw_len, .msg_dir = D_NEW,
+                              .body = raw,
+                              .body_len = raw_len,
+                              .msg_dir = D_NEW,
                               .msg_name = e[i].name };
           queue_msg_free (m);
           ret = spool_bury (s, &b, err);
@@ -1269,7 +1286,8 @@ spool_complete (struct queue *q, struct queue_msg *m, const char *record, bvm_er
   doc = json_pack ("{s:s,s:s,s:i,s:s,s:s,s:i,s:O?,s:I,s:o?,s:o?,s:O?}", "job", m->key, "state",
                    "done", "attempt", (int) m->attempt, "owner", m->owner, "host", s->host, "pid",
                    (int) getpid (), "leased_at", json_object_get (lease, "leased_at"),
-                   "finished_at", (json_int_t) now, "request", req, "record", rec, "history", hist);
+                   "finished_at", (json_int_t) now, "request", req, "record", rec, "history",
+                   hist);
   if (doc == NULL || rec == NULL)
     return bvm_error (err, ENOMEM, "done record");
   name_of (dn, m->key, "json");
@@ -1342,9 +1360,16 @@ spool_dead_letter (struct queue *q, struct queue_msg *m, const char *reason, con
   hist = history_with (lease, "dead", queue__wall_ms ());
   name_of (jn, m->key, "json");
   {
-    struct burial b = { .id = m->key, .reason = reason, .attempt = m->attempt,
-                        .owner = m->owner, .history = hist, .body = m->body, .body_len = m->len,
-                        .record = record, .msg_dir = D_CUR, .msg_name = jn };
+    struct burial b = { .id = m->key,
+                        .reason = reason,
+                        .attempt = m->attempt,
+                        .owner = m->owner,
+                        .history = hist,
+                        .body = m->body,
+                        .body_len = m->len,
+                        .record = record,
+                        .msg_dir = D_CUR,
+                        .msg_name = jn };
     ret = spool_bury (s, &b, err);
   }
   if (ret < 0)
@@ -1395,10 +1420,15 @@ spool_cancel (bool *was_running, struct queue *q, const char *job_id, bvm_error_
       if (ret < 0)
         return ret;
       {
-        struct burial b = { .id = job_id, .reason = "canceled before it ran",
-                            .attempt = v.attempt, .owner = v.owner,
+        struct burial b = { .id = job_id,
+                            .reason = "canceled before it ran",
+                            .attempt = v.attempt,
+                            .owner = v.owner,
                             .history = side ? json_object_get (side, "history") : NULL,
-                            .body = raw, .body_len = len, .msg_dir = D_NEW, .msg_name = n };
+                            .body = raw,
+                            .body_len = len,
+                            .msg_dir = D_NEW,
+                            .msg_name = n };
         ret = spool_bury (s, &b, err);
       }
       if (ret < 0)
@@ -1423,8 +1453,8 @@ spool_cancel_requested (struct queue *q, const struct queue_msg *m, bvm_error_t 
 }
 
 static int
-spool_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
-               const char *key, const char *body, size_t len, bvm_error_t *err)
+spool_enqueue (char **msg_id, enum queue_state *existing, struct queue *q, const char *key,
+               const char *body, size_t len, bvm_error_t *err)
 {
   struct spool *s = S (q);
   cleanup_spool_lock struct spool *locked = NULL;
@@ -1457,9 +1487,9 @@ spool_enqueue (char **msg_id, enum queue_state *existing, struct queue *q,
     }
   locked = s;
   *existing = job_file_exists (s, D_CUR, key, "json")    ? QUEUE_STATE_RUNNING
-              : exists_at (s->dfd[D_NEW], jn)                ? QUEUE_STATE_QUEUED
+              : exists_at (s->dfd[D_NEW], jn)            ? QUEUE_STATE_QUEUED
               : job_file_exists (s, D_DONE, key, "json") ? QUEUE_STATE_DONE
-                                                             : QUEUE_STATE_NONE;
+                                                         : QUEUE_STATE_NONE;
   if (*existing != QUEUE_STATE_NONE)
     {
       unlinkat (s->dfd[D_TMP], tmp, 0);
@@ -1619,8 +1649,8 @@ list_dir (json_t *arr, struct spool *s, enum spool_dir d, size_t limit, bvm_erro
             item = json_pack ("{s:s,s:s,s:i,s:I}", "job", id, "msg", e[i].name, "attempts",
                               (int) v.attempt, "enqueued_at", (json_int_t) e[i].mtime_ms);
           else
-            item = json_pack ("{s:s,s:s,s:i,s:s?,s:I,s:b}", "job", id, "msg", e[i].name,
-                              "attempt", (int) v.attempt, "owner", v.owner, "lease_until",
+            item = json_pack ("{s:s,s:s,s:i,s:s?,s:I,s:b}", "job", id, "msg", e[i].name, "attempt",
+                              (int) v.attempt, "owner", v.owner, "lease_until",
                               (json_int_t) v.until, "cancel",
                               job_file_exists (s, D_CUR, id, "cancel"));
         }
@@ -1644,7 +1674,9 @@ spool_list (json_t **out, struct queue *q, size_t limit, bvm_error_t *err)
   {
     const char *key;
     enum spool_dir d;
-  } parts[] = { { "queued", D_NEW }, { "running", D_CUR }, { "done", D_DONE }, { "dead", D_DEAD } };
+  } parts[] = {
+    { "queued", D_NEW }, { "running", D_CUR }, { "done", D_DONE }, { "dead", D_DEAD }
+  };
 
   if (doc == NULL)
     return bvm_error (err, ENOMEM, "listing");

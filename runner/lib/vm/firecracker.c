@@ -49,18 +49,13 @@ vm_firecracker_config (char **out, const struct vm_spec *spec, bvm_error_t *err)
                    " {s:s, s:s, s:b, s:b}, {s:s, s:s, s:b, s:b}],"
                    " s:{s:i, s:i, s:b}, s:[]}",
                    "boot-source", "kernel_image_path", spec->kernel, "boot_args", cmdline,
-                   "drives",
-                   "drive_id", "rootfs", "path_on_host", spec->rootfs, "is_root_device", 1,
-                   "is_read_only", 1,
-                   "drive_id", "input", "path_on_host", spec->input, "is_root_device", 0,
-                   "is_read_only", 1,
-                   "drive_id", "output", "path_on_host", spec->output, "is_root_device", 0,
-                   "is_read_only", 0,
-                   "drive_id", "scratch", "path_on_host", spec->scratch, "is_root_device", 0,
-                   "is_read_only", 0,
+                   "drives", "drive_id", "rootfs", "path_on_host", spec->rootfs, "is_root_device",
+                   1, "is_read_only", 1, "drive_id", "input", "path_on_host", spec->input,
+                   "is_root_device", 0, "is_read_only", 1, "drive_id", "output", "path_on_host",
+                   spec->output, "is_root_device", 0, "is_read_only", 0, "drive_id", "scratch",
+                   "path_on_host", spec->scratch, "is_root_device", 0, "is_read_only", 0,
                    "machine-config", "vcpu_count", (int) spec->vcpus, "mem_size_mib",
-                   (int) spec->memory_mib, "smt", 0,
-                   "network-interfaces");
+                   (int) spec->memory_mib, "smt", 0, "network-interfaces");
   if (doc == NULL)
     return bvm_error (err, ENOMEM, "firecracker config");
   *out = json_dumps (doc, JSON_INDENT (2) | JSON_SORT_KEYS);
@@ -95,8 +90,8 @@ firecracker_boot (struct vm *vm, bvm_error_t *err)
   if (ret < 0)
     return ret;
   {
-    const char *argv[] = { vm->vmm_path, "--no-api", "--config-file", vm->driver_file,
-                           "--level", "Error", NULL };
+    const char *argv[] = { vm->vmm_path, "--no-api", "--config-file", vm->driver_file, "--level",
+                           "Error",      NULL };
     return vm__spawn (vm, argv, err);
   }
 }

@@ -31,8 +31,8 @@ struct argv_builder
   bool failed;
 };
 
-static void
-add (struct argv_builder *b, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+static void add (struct argv_builder *b, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
 
 static void
 add (struct argv_builder *b, const char *fmt, ...)

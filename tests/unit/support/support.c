@@ -138,7 +138,6 @@ t_service (const char *env_name)
 {
   const char *v = getenv (env_name);
   if (v == NULL || *v == '\0')
-    fail_msg ("%s is not set: run this test through tests/with-services.sh (make unit)",
-              env_name);
+    fail_msg ("%s is not set: run this test through tests/with-services.sh (make unit)", env_name);
   return v;
 }

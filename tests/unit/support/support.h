@@ -44,7 +44,7 @@ const char *t_service (const char *env_name);
       if (r_ >= 0)                                                                                \
         fail_msg ("%s succeeded, expected an error containing \"%s\"", #expr, (needle));          \
       if (strstr (bvm_error_msg (errp), (needle)) == NULL)                                        \
-        fail_msg ("%s: error \"%s\" does not contain \"%s\"", #expr, bvm_error_msg (errp),         \
+        fail_msg ("%s: error \"%s\" does not contain \"%s\"", #expr, bvm_error_msg (errp),        \
                   (needle));                                                                      \
       bvm_error_free (errp);                                                                      \
     }                                                                                             \
