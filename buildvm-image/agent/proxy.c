@@ -413,6 +413,8 @@ handle_frame (unsigned type, unsigned flags, uint32_t id, const uint8_t *p, uint
         {
           /* refused on the first request (its Host header): say why */
           char reason[EGRESS_REASON_MAX + 1];
+          if (len > EGRESS_REASON_MAX)
+            len = EGRESS_REASON_MAX;
           memcpy (reason, p, len);
           reason[len] = '\0';
           client_answer (c, 403, "Forbidden", reason);
@@ -581,6 +583,9 @@ static void __attribute__ ((noreturn)) proxy_main (int lfd)
         }
       if (fds[1].revents & POLLIN)
         {
+          /* accept4 takes NULL for an address it need not return; cppcheck's
+           * posix library says otherwise */
+          /* cppcheck-suppress nullPointer */
           int cfd = accept4 (lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
           if (cfd >= 0)
             {
