@@ -106,28 +106,10 @@ cfg () { # ALLOW-JSON
         | .egress = {allow: $1, allow_addresses: [\"127.0.0.1/32\"], limits: {connections: 256}}"
 }
 
-RUNC_ROOT=$T/runc
-started=()
-stop_containers () {
-    local id
-    for id in "${started[@]}"; do
-        timeout 10 runc --root "$RUNC_ROOT" kill "$id" KILL 2>/dev/null || true
-        timeout 10 runc --root "$RUNC_ROOT" delete --force "$id" 2>/dev/null || true
-    done
-    started=()
-}
+. "$(dirname "$0")/runc.sh"
 # _cleanup exits with the status of the command before it, so (exit $rc),
 # without errexit (which would end the trap there, leaving verdaccio running)
 trap 'rc=$?; stop_containers; set +e; (exit $rc); _cleanup' EXIT
-
-wait_http () { # URL SECONDS: the body of the first 200 answer
-    local deadline=$(( $(date +%s) + $2 ))
-    while [ "$(date +%s)" -lt "$deadline" ]; do
-        curl -fsS --max-time 2 "$1" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    return 1
-}
 
 # app EX ENV-JSON: the example as a repository of its own, its buildvm.json's
 # env told where the upstream is. The agent's default NO_PROXY keeps
@@ -177,20 +159,8 @@ for ex in hello-express hello-wsgi; do
     # --- the pushed image starts and answers
     skopeo copy -q --src-tls-verify=false --src-creds "$REG_CREDS" \
         "docker://$REG/apps/$ex:$commit" "oci:$T/layout-$ex:app" || fail "$ex: skopeo cannot pull the image"
-    b=$T/bundle-$ex
-    umoci unpack --image "$T/layout-$ex:app" "$b" >/dev/null || fail "$ex: umoci cannot unpack"
-    hport=$(svc_free_port)
-    jq --arg port "$hport" '
-        .linux.namespaces |= map(select(.type != "network"))
-        | .process.terminal = false
-        | .process.env = ([.process.env[] | select(startswith("PORT=") | not)] + ["PORT=" + $port])' \
-        "$b/config.json" >"$b/config.json.new" && mv "$b/config.json.new" "$b/config.json"
-    id=bvm-it-$$-$ex
-    started+=("$id")
-    timeout 30 runc --root "$RUNC_ROOT" run -d --bundle "$b" "$id" </dev/null >"$T/ctr-$ex.log" 2>&1 \
-        || { cat "$T/ctr-$ex.log"; fail "$ex: runc could not start the image"; }
-    body=$(wait_http "http://127.0.0.1:$hport/" 20) \
-        || { cat "$T/ctr-$ex.log"; runc --root "$RUNC_ROOT" state "$id" || true; fail "$ex: no HTTP answer on 127.0.0.1:$hport"; }
+    runc_serve "$ex" "$T/layout-$ex:app"
+    body=$SERVED_BODY hport=$SERVED_PORT
     case $body in *"$want"*) ;; *) fail "$ex: answered [$body], not [$want]" ;; esac
     note "$ex: the image answers on 127.0.0.1:$hport: $body"
     stop_containers

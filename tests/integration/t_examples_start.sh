@@ -6,32 +6,12 @@
 # $PORT - then curl it, kill and delete the container.
 . "$(dirname "$0")/lib.sh"
 
-command -v runc >/dev/null || fail "runc is not installed (make deps)"
 pl_registry
 pl_config
 "$ROOT/examples/make-repos.sh" "$T/repos" >"$T/commits"
 
-RUNC_ROOT=$T/runc
-started=()
-stop_containers () {
-    local id
-    for id in "${started[@]}"; do
-        timeout 10 runc --root "$RUNC_ROOT" kill "$id" KILL 2>/dev/null || true
-        timeout 10 runc --root "$RUNC_ROOT" delete --force "$id" 2>/dev/null || true
-    done
-    started=()
-}
+. "$(dirname "$0")/runc.sh"
 trap '_rc=$?; stop_containers; _cleanup' EXIT
-
-# wait_http URL SECONDS: the body of the first 200 answer, or nothing
-wait_http () {
-    local deadline=$(( $(date +%s) + $2 ))
-    while [ "$(date +%s)" -lt "$deadline" ]; do
-        curl -fsS --max-time 2 "$1" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    return 1
-}
 
 ran=0
 for ex in hello-shell hello-c hello-node; do
@@ -63,22 +43,8 @@ for ex in hello-shell hello-c hello-node; do
         *) jq -e '.config.Labels["org.buildvm.base.packages"] | test("libc6=")' "$T/config-$ex.json" >/dev/null \
                || fail "$ex: no package list from $base in the image labels" ;;
     esac
-    b=$T/bundle-$ex
-    umoci unpack --image "$T/layout-$ex:app" "$b" >/dev/null || fail "$ex: umoci cannot unpack"
-
-    port=$(svc_free_port)
-    # host network (no network namespace), the port in $PORT, no terminal
-    jq --arg port "$port" '
-        .linux.namespaces |= map(select(.type != "network"))
-        | .process.terminal = false
-        | .process.env = ([.process.env[] | select(startswith("PORT=") | not)] + ["PORT=" + $port])' \
-        "$b/config.json" >"$b/config.json.new" && mv "$b/config.json.new" "$b/config.json"
-    id=bvm-it-$$-$ex
-    started+=("$id")
-    timeout 30 runc --root "$RUNC_ROOT" run -d --bundle "$b" "$id" </dev/null >"$T/ctr-$ex.log" 2>&1 \
-        || { cat "$T/ctr-$ex.log"; fail "$ex: runc could not start the image"; }
-    body=$(wait_http "http://127.0.0.1:$port/" 20) \
-        || { cat "$T/ctr-$ex.log"; runc --root "$RUNC_ROOT" state "$id" || true; fail "$ex: no HTTP answer on 127.0.0.1:$port"; }
+    runc_serve "$ex" "$T/layout-$ex:app"
+    body=$SERVED_BODY id=$SERVED_ID port=$SERVED_PORT
     case $ex in
         hello-shell) want="<title>hello from buildvm</title>" ;;
         *) want="hello, world" ;;
