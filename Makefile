@@ -85,7 +85,7 @@ all: $(BUILD)/buildvm $(BUILD)/buildvm-agent
 # The README's two commands: each does all of its own set-up on a fresh machine.
 test: deps
 	$(MAKE) all
-	$(MAKE) images image-debian base-images
+	$(MAKE) -j3 images image-debian base-images
 	$(MAKE) check
 
 demo: deps

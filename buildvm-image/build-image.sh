@@ -19,9 +19,6 @@ recipe=$here/rootfs/$profile.sh
 mkdir -p "$out/rootfs"
 out=$(cd "$out" && pwd)
 
-kernel=$("$here/build-kernel.sh" "$out")
-kdir=$(dirname "$kernel")
-
 case $profile in
     minimal) hostpkgs=$(dpkg-query -W -f '${Package}=${Version}\n' busybox-static e2fsprogs) ;;
     *) hostpkgs=$(dpkg-query -W -f '${Package}=${Version}\n' debootstrap e2fsprogs) ;;
@@ -47,6 +44,13 @@ if [ ! -s "$img" ]; then
     E2FSPROGS_FAKE_TIME=1 mkfs.ext4 -q -F -L "buildvm-$profile" -U "$uuid" \
         -E "hash_seed=$uuid,root_owner=0:0" -O ^has_journal -m 0 -b 4096 \
         -N $(( inodes + 1024 )) -d "$staging" "$img.tmp" "${size_kib}k"
+    # mkfs -d copies each file's ctime and atime, which are when the staging
+    # tree was made and read (no tool sets a ctime, and reading a directory
+    # moves its atime): set both to the epoch, as mtime is
+    find "$staging" -mindepth 1 -printf '%P\n' | sed 's/["\\]/\\&/g' |
+        awk '{ printf "sif \"/%s\" ctime @1\nsif \"/%s\" atime @0\n", $0, $0 }' |
+        E2FSPROGS_FAKE_TIME=1 debugfs -w -f - "$img.tmp" 2>&1 >/dev/null |
+        { grep -v '^debugfs ' || true; } | head -5 | sed 's/^/build-image: debugfs: /' >&2
     mv "$pkglist.tmp" "$pkglist"
     mv "$img.tmp" "$img"
     rm -rf "$staging"
@@ -56,6 +60,11 @@ if [ ! -s "$img" ]; then
         case $old in "$img"|"$pkglist") ;; *) rm -rf "$old" ;; esac
     done
 fi
+
+# the kernel after the rootfs: `make -j` builds both profiles' rootfs while
+# one of them builds the kernel (build-kernel.sh holds a lock)
+kernel=$("$here/build-kernel.sh" "$out")
+kdir=$(dirname "$kernel")
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 kernel_sha=$(sha "$kernel")

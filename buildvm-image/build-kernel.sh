@@ -30,7 +30,15 @@ if [ -s "$dir/vmlinux" ]; then
     exit 0
 fi
 
+# one build at a time (make -j builds two profiles' images at once): the
+# second waits here and then finds the first one's kernel
 mkdir -p "$out/kernel"
+exec 9>"$out/kernel/.lock"
+flock 9
+if [ -s "$dir/vmlinux" ]; then
+    echo "$dir/vmlinux"
+    exit 0
+fi
 src=$out/kernel/linux-source-6.1
 if [ ! -f "$src/.buildvm-extracted" ]; then
     rm -rf "$src"
