@@ -1294,11 +1294,9 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
       ret = fs_read_file (&data, &len, path, CONFIG_MAX_BYTES, err);
       if (ret < 0)
         return bvm_error_wrap (err, "loading the runner config");
-      ret = jsonx_parse (&doc, data, len, CONFIG_MAX_BYTES, what, err);
+      ret = jsonx_parse_object (&doc, data, len, CONFIG_MAX_BYTES, what, NULL, err);
       if (ret < 0)
         return ret;
-      if (!json_is_object (doc))
-        return bvm_error_code (err, BVM_E_INVALID, 0, "%s must be a JSON object", what);
       ret = jsonx_check_keys (doc, keys, "", err);
       if (ret < 0)
         return bvm_error_wrap (err, "%s", what);

@@ -365,11 +365,9 @@ job_parse (struct job_request **out, const char *json, size_t len, bvm_error_t *
   const char *why;
   int ret;
 
-  ret = jsonx_parse (&doc, json, len, JOB_REQUEST_MAX_BYTES, WHAT, err);
+  ret = jsonx_parse_object (&doc, json, len, JOB_REQUEST_MAX_BYTES, WHAT, NULL, err);
   if (ret < 0)
     return ret;
-  if (!json_is_object (doc))
-    return bvm_error_code (err, BVM_E_INVALID, 0, WHAT " must be a JSON object");
   ret = jsonx_check_keys (doc, keys, "", err);
   if (ret == 0)
     {

@@ -170,6 +170,20 @@ jsonx_parse_file (json_t **out, const char *path, size_t max, bvm_error_t *err)
 }
 
 int
+jsonx_parse_object (json_t **out, const char *data, size_t len, size_t max, const char *what,
+                    const char *const *allowed, bvm_error_t *err)
+{
+  int ret;
+
+  ret = jsonx_parse (out, data, len, max, what, err);
+  if (ret < 0)
+    return ret;
+  if (!json_is_object (*out))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "%s must be a JSON object", what);
+  return allowed != NULL ? jsonx_check_keys (*out, allowed, "", err) : 0;
+}
+
+int
 jsonx_check_keys (const json_t *obj, const char *const *allowed, const char *where,
                   bvm_error_t *err)
 {

@@ -21,6 +21,11 @@
 int jsonx_parse (json_t **out, const char *data, size_t len, size_t max, const char *what,
                  bvm_error_t *err);
 int jsonx_parse_file (json_t **out, const char *path, size_t max, bvm_error_t *err);
+/* jsonx_parse() of a document that must be an object ("WHAT must be a JSON
+ * object") with only the keys in the NULL-terminated `allowed` (none are
+ * checked when it is NULL). */
+int jsonx_parse_object (json_t **out, const char *data, size_t len, size_t max, const char *what,
+                        const char *const *allowed, bvm_error_t *err);
 
 /* Fail naming the first key of `obj` that is not in the NULL-terminated
  * `allowed` list. `where` is the path of obj ("" for the top level). */

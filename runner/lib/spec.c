@@ -788,11 +788,9 @@ spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *
   uint64_t version = SPEC_VERSION;
   int ret;
 
-  ret = jsonx_parse (&doc, json, len, SPEC_MAX_BYTES, WHAT, err);
+  ret = jsonx_parse_object (&doc, json, len, SPEC_MAX_BYTES, WHAT, NULL, err);
   if (ret < 0)
     return ret;
-  if (!json_is_object (doc))
-    return bvm_error_code (err, BVM_E_INVALID, 0, WHAT " must be a JSON object");
   ret = jsonx_check_keys (doc, keys, "", err);
   if (ret == 0)
     ret = jsonx_get_u64 (&version, doc, "version", false, SPEC_VERSION, SPEC_VERSION, "", err);
