@@ -12,13 +12,15 @@ int
 digest_init (struct digest_ctx *d, bvm_error_t *err)
 {
   EVP_MD_CTX *md = EVP_MD_CTX_new ();
+
+  d->md = NULL; /* digest_dispose() of a failed init is a no-op */
+  d->bytes = 0;
   if (md == NULL || EVP_DigestInit_ex (md, EVP_sha256 (), NULL) != 1)
     {
       EVP_MD_CTX_free (md);
       return bvm_error (err, ENOMEM, "sha256 init");
     }
   d->md = md;
-  d->bytes = 0;
   return 0;
 }
 
@@ -38,7 +40,7 @@ digest_final (struct digest_ctx *d, char out[DIGEST_STR_LEN + 1])
   unsigned int n = 0;
 
   EVP_DigestFinal_ex (d->md, md, &n);
-  memcpy (out, "sha256:", 7);
+  memcpy (out, "sha256:", sizeof "sha256:");
   hex_encode (out + 7, md, 32);
   digest_dispose (d);
 }

@@ -6,6 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* the analyzer's view of the constructors (error.h) is for their callers */
+#undef bvm_error
+#undef bvm_error_code
+#undef bvm_error_v
+#undef bvm_error_wrap
+
 static char *
 vformat (const char *fmt, va_list ap)
 {

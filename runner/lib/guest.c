@@ -442,7 +442,7 @@ guest_scratch_create (const char *path, uint64_t mib, bvm_error_t *err)
     return bvm_error (err, errno, "create scratch disk `%s`", path);
   if (ftruncate (fd, (off_t) (mib << 20)) < 0)
     return bvm_error (err, errno, "size scratch disk `%s`", path);
-  snprintf (size, sizeof size, "%lluk", (unsigned long long) (mib << 10));
+  snprintf (size, sizeof size, "%lluk", (unsigned long long) mib << 10);
   r = proc_run (argv, &out, &status, 60000, err);
   if (r < 0)
     {

@@ -138,9 +138,7 @@ jail_probe (struct jail_report *out, const struct jail_settings *settings)
       o.settings = &s;
       o.memory_max = 256 * MIB;
       o.cpus = 1;
-      if (jail_prepare (&j, &o, &err) < 0)
-        snprintf (trial, sizeof trial, "%s", bvm_error_msg (&err));
-      else if (jail_spawn (&pid, j, argv, &fds, &err) < 0)
+      if (jail_prepare (&j, &o, &err) < 0 || jail_spawn (&pid, j, argv, &fds, &err) < 0)
         snprintf (trial, sizeof trial, "%s", bvm_error_msg (&err));
       else
         {

@@ -712,7 +712,7 @@ compile_statement (struct policy *p, size_t idx, const json_t *s, const char *wh
                                       "Resource", "NotResource", "Condition", NULL };
   struct stmt *st = &p->stmts[idx];
   const json_t *v, *cond;
-  const char *field;
+  const char *field = NULL;
   char sh[SHOW_SIZE];
   const char *k;
   json_t *val;

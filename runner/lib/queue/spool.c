@@ -503,7 +503,7 @@ new_lease (struct spool *s, const char *id, unsigned attempt, unsigned drained, 
   return json_pack ("{s:s,s:s,s:i,s:i,s:s,s:i,s:I,s:I,s:o}", "job", id, "owner", s->q.consumer,
                     "attempt", (int) attempt, "drained", (int) drained, "host", s->host, "pid",
                     (int) getpid (), "leased_at", (json_int_t) now, "lease_until",
-                    (json_int_t) (now + s->q.lease_ms), "history",
+                    (json_int_t) now + s->q.lease_ms, "history",
                     history ? history : json_array ());
 }
 
