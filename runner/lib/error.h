@@ -77,8 +77,8 @@ void bvm_error_free (bvm_error_t *err);
  * `if (f () < 0) return` into paths where a constructor returned 0, and
  * reports the uninitialized outputs there. What the constructors promise
  * (a negative value), said where it can see it. */
-#define BVM_ERROR_NEGATIVE_(call)                                                                \
-  __extension__ ({                                                                                \
+#define BVM_ERROR_NEGATIVE_(call)                                                                 \
+  __extension__({                                                                                 \
     int bvm_r_ = (call);                                                                          \
     if (bvm_r_ >= 0)                                                                              \
       __builtin_unreachable ();                                                                   \
