@@ -66,17 +66,27 @@ _vmm_is_ours () {
     ls -l "/proc/$1/fd" 2>/dev/null | grep -qF "$T/"
 }
 
+# The VMMs of this test still running whose name matches an extended regex
+# (default: every buildvm VMM), one pid per line: `vmms_of_ours 'buildvm-(a|b),'`.
+# Tests run beside each other may use the same job names, so a name alone
+# does not make a VMM ours; _vmm_is_ours decides.
+vmms_of_ours () {
+    local p
+    for p in $(pgrep -f "qemu-system-x86_64 -name ${1:-buildvm-}" || true); do
+        case $_preexisting_vmms in *" $p "*) continue ;; esac
+        _vmm_is_ours "$p" && echo "$p"
+    done
+    return 0
+}
+
 # Nothing of ours is left: no VMM process started since the test began, no
 # job directory, no jail uid lock.
 assert_no_leftovers () {
-    local procs="" p
+    local procs
     # VMM_NAME_PREFIX: a test whose job ids share a prefix looks only at its
     # own VMMs, not at those of tests running beside it on the machine
-    for p in $(pgrep -f "qemu-system-x86_64 -name ${VMM_NAME_PREFIX:-buildvm-}" || true); do
-        case $_preexisting_vmms in *" $p "*) continue ;; esac
-        _vmm_is_ours "$p" && procs="$procs $p"
-    done
-    [ -z "$procs" ] || fail "VMM processes left behind:$procs ($(ps -o pid,args -p "$(echo $procs | tr ' ' ,)" | tail -n +2))"
+    procs=$(vmms_of_ours "${VMM_NAME_PREFIX:-buildvm-}" | tr '\n' ' ')
+    [ -z "$procs" ] || fail "VMM processes left behind: $procs($(ps -o pid,args -p "$(echo $procs | tr ' ' ,)" | tail -n +2))"
     if [ -d "$WORK" ]; then
         local left
         left=$(find "$WORK" -mindepth 1 | head -5)

@@ -46,7 +46,7 @@ egress_job () {
 # VMs of their own meanwhile, so only our job names count.
 no_leftovers () {
     local p
-    p=$(pgrep -f "qemu-system-x86_64 -name buildvm-(http1|tls1|hostile|noallow|strict|audit|none)," || true)
+    p=$(vmms_of_ours 'buildvm-(http1|tls1|hostile|noallow|strict|audit|none),')
     [ -z "$p" ] || fail "VMM processes left behind: $p"
     [ -z "$(find "$WORK" -mindepth 1 2>/dev/null | head -1)" ] || fail "job files left behind"
 }

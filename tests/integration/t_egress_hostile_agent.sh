@@ -73,6 +73,6 @@ for case in ${EVIL_CASES:-garbage unknown-type length-4g open-first}; do
     case $err in "protocol error"*) ;; *) fail "$case: egress.error is [$err]" ;; esac
     note "$case: $err"
 done
-p=$(pgrep -f "qemu-system-x86_64 -name buildvm-evil-" || true)
+p=$(vmms_of_ours 'buildvm-evil-')
 [ -z "$p" ] || fail "VMM processes left behind: $p"
 echo PASS

@@ -84,6 +84,6 @@ job rate "mkdir -p out; ./egress-flood 40 example.com:443"
 n=$(sed -n 's/.* 429=\([0-9]*\).*/\1/p' "$T/log")
 [ -n "$n" ] && [ "$n" -ge 30 ] || { grep flood "$T/log"; fail "the rate limit refused ${n:-none} of 40 (limit 5 per minute)"; }
 assert_contains "$T/log" "too many new connections per minute (egress.limits.connects_per_minute)"
-p=$(pgrep -f "qemu-system-x86_64 -name buildvm-(hostile|rate)," || true)
+p=$(vmms_of_ours 'buildvm-(hostile|rate),')
 [ -z "$p" ] || fail "VMM processes left behind: $p"
 echo PASS

@@ -185,6 +185,6 @@ for ex in hello-express hello-wsgi; do
 done
 # nothing of this test's jobs is left (other trees' tests may run VMs of
 # their own meanwhile, so only our job names count)
-p=$(pgrep -f "qemu-system-x86_64 -name buildvm-(deps|nodeps)-hello-" || true)
+p=$(vmms_of_ours 'buildvm-(deps|nodeps)-hello-')
 [ -z "$p" ] || fail "VMM processes left behind: $p"
 [ -z "$(find "$WORK" -mindepth 1 2>/dev/null | head -1)" ] || fail "job files left behind"

@@ -53,11 +53,13 @@ mkdir -p "$app"
 printf '{"profile": "evil", "steps": ["true"], "image": {"from": "dist"}, "artifacts": ["out"]}\n' >"$app/buildvm.json"
 git init -q -b main "$app"
 # where an escaping path would land: above the job's directories, and the
-# usual system places (other tests' own temporary directories excluded)
+# usual system places (other tests' own temporary directories excluded, and
+# /var/lib/containers: the skopeo the tests running beside this one use keeps
+# its blob cache there; buildvm never runs skopeo)
 touch "$T/ref"
 changed () {
     find /etc /usr /opt /var/lib -maxdepth 3 -xdev -newer "$T/ref" 2>/dev/null \
-        | grep -v -e '^/var/lib/buildvm' | sort || true
+        | grep -v -e '^/var/lib/buildvm' -e '^/var/lib/containers' | sort || true
     # the job's home is $T/home: an escape by `..` lands next to it, in $T
     ls -A "$T" | grep -v -x -e home -e svc -e cases -e stage -e images -e app -e ref \
         -e out -e err -e j.json -e runner.json -e registry-creds.json | sed "s|^|$T/|" || true
