@@ -454,6 +454,26 @@ chan_read (void)
   return true;
 }
 
+/* The runner's CLOSE is a half-close: once every byte before it has reached
+ * the client, the client sees EOF (shutdown(SHUT_WR)), and the stream ends
+ * when the client has finished sending too. Called after a client's I/O and
+ * after every round of frames, because the CLOSE may arrive when the data
+ * before it is long delivered: then no event of the client's socket would
+ * ever come to finish it (a client reading to EOF waited for ever). */
+static void
+client_settle (struct client *c)
+{
+  if (c->st != C_OPEN)
+    return;
+  if (c->host_closed && c->down_len == 0 && !c->shut)
+    {
+      shutdown (c->fd, SHUT_WR);
+      c->shut = true;
+    }
+  if (c->shut && c->eof_sent)
+    client_free (c);
+}
+
 static void
 client_io (struct client *c, short rev)
 {
@@ -515,13 +535,7 @@ client_io (struct client *c, short rev)
           return;
         }
     }
-  if (c->host_closed && c->down_len == 0 && !c->shut)
-    {
-      shutdown (c->fd, SHUT_WR);
-      c->shut = true;
-    }
-  if (c->shut && c->eof_sent)
-    client_free (c);
+  client_settle (c);
 }
 
 static void __attribute__ ((noreturn)) proxy_main (int lfd)
@@ -576,10 +590,16 @@ static void __attribute__ ((noreturn)) proxy_main (int lfd)
               out_len -= (size_t) n;
             }
         }
-      if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && !chan_read ())
+      if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)))
         {
-          console_printf ("buildvm-agent: the egress channel broke its protocol; egress ends\n");
-          _exit (1);
+          if (!chan_read ())
+            {
+              console_printf (
+                  "buildvm-agent: the egress channel broke its protocol; egress ends\n");
+              _exit (1);
+            }
+          for (int i = 0; i < PROXY_CLIENTS; i++)
+            client_settle (&clients[i]);
         }
       if (fds[1].revents & POLLIN)
         {

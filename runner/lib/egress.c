@@ -1115,8 +1115,9 @@ broker_main (void *arg)
   struct egress *e = arg;
   struct pollfd *fds = calloc (e->n_streams + 2, sizeof *fds);
   size_t *map = calloc (e->n_streams + 2, sizeof *map);
+  uint32_t *ids = calloc (e->n_streams + 2, sizeof *ids);
 
-  if (fds == NULL || map == NULL)
+  if (fds == NULL || map == NULL || ids == NULL)
     {
       chan_fail (e, "out of memory");
       goto cleanup;
@@ -1156,6 +1157,7 @@ broker_main (void *arg)
                 ev |= POLLIN;
             }
           map[nf] = i;
+          ids[nf] = s->id;
           /* nothing to do for it now (no credit, no room): not polled at
            * all, or a hang-up it cannot act on yet would spin this loop */
           fds[nf++] = (struct pollfd){ ev ? s->fd : -1, ev, 0 };
@@ -1185,8 +1187,11 @@ broker_main (void *arg)
       for (nfds_t k = 2; k < nf && !e->chan_dead; k++)
         {
           struct stream *s = &e->streams[map[k]];
-          /* the slot may have been ended (or reused) by a frame just read */
-          if (s->id != 0 && s->fd == fds[k].fd)
+          /* the slot may have been ended (or reused) by a frame just read:
+           * a new stream there may even have the old descriptor's number,
+           * and the old stream's events are not its own (a connect still
+           * in progress would pass for done) */
+          if (s->id != 0 && s->id == ids[k] && s->fd == fds[k].fd)
             stream_io (e, s, fds[k].revents);
         }
       /* what needs no socket event: a CLOSE from the guest with nothing
@@ -1211,6 +1216,7 @@ cleanup:
   }
   free (fds);
   free (map);
+  free (ids);
   return NULL;
 }
 

@@ -20,13 +20,38 @@ HTTPS_PORT=$(svc_free_port)
 (cd "$www" && exec openssl s_server -quiet -accept "127.0.0.1:$HTTPS_PORT" -cert "$T/tls.crt" \
     -key "$T/tls.key" -cipher 'DEFAULT:@SECLEVEL=0' -WWW) >"$T/https.log" 2>&1 &
 echo $! >"$SVC_DIR/egress-https/pid"
+# an upstream that answers without a length, then closes a moment later:
+# the client reads to EOF, and the runner's CLOSE comes in after the data
+# before it was delivered (the proxy used to leave such a client waiting)
+EOF_PORT=$(svc_free_port)
+mkdir -p "$SVC_DIR/egress-eof"
+python3 - "$EOF_PORT" >"$T/eof.log" 2>&1 <<'PY' &
+import socket, sys, threading, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16)
+def serve(c):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = c.recv(4096)
+        if not d: break
+        head += d
+    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"to-eof\n" * 20000)
+    time.sleep(0.7)
+    c.sendall(b"the-end\n")
+    time.sleep(0.7)
+    c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+echo $! >"$SVC_DIR/egress-eof/pid"
 svc_wait_port "$HTTP_PORT"
 svc_wait_port "$HTTPS_PORT"
+svc_wait_port "$EOF_PORT"
 cc -static -O2 -o "$T/connect-exec" "$ROOT/tests/lib/connect-exec.c"
 
 # the boundary's egress statement, for this test's ports besides 443 and 80
-jq --arg h "$HTTP_PORT" --arg s "$HTTPS_PORT" '(.Statement[] | select(.Sid == "EgressWebPorts") | .Resource)
-    = ["net:*:443", "net:*:80", "net:*:\($h)", "net:*:\($s)"]' "$ROOT/policies/boundary.json" >"$T/boundary.json"
+jq --arg h "$HTTP_PORT" --arg s "$HTTPS_PORT" --arg e "$EOF_PORT" '(.Statement[] | select(.Sid == "EgressWebPorts") | .Resource)
+    = ["net:*:443", "net:*:80", "net:*:\($h)", "net:*:\($s)", "net:*:\($e)"]' "$ROOT/policies/boundary.json" >"$T/boundary.json"
 
 # egress_job ID STEP [RULES-JSON [SPEC-FILTER]]: an artifacts-only minimal
 # app (with connect-exec) whose one step is STEP, asking for RULES in its
@@ -59,10 +84,15 @@ arts () { echo "$BUILDVM_HOME/artifacts/apps/egress-$1/$COMMIT/out"; }
 np="env -u no_proxy -u NO_PROXY"
 
 # --- plain HTTP through the proxy: the bytes arrive intact
-cfg "{allow: [\"localhost:$HTTP_PORT\"], allow_addresses: [\"127.0.0.1/32\"]}"
-egress_job http1 "mkdir -p out && $np wget -q -O out/blob http://localhost:$HTTP_PORT/blob && echo fetched"
+# (and a response read to its EOF: the close is ordered after the data)
+cfg "{allow: [\"localhost:$HTTP_PORT\", \"localhost:$EOF_PORT\"], allow_addresses: [\"127.0.0.1/32\"]}"
+egress_job http1 "mkdir -p out && $np wget -q -O out/blob http://localhost:$HTTP_PORT/blob && echo fetched
+  $np timeout 20 wget -q -O out/eof http://localhost:$EOF_PORT/ && echo eof-ok"
 [ "$RC" = 0 ] || { cat "$T/out" "$T/err" "$T/log"; fail "the HTTP download through the proxy failed"; }
 cmp "$www/blob" "$(arts http1)/blob" || fail "the bytes differ"
+assert_contains "$T/log" "eof-ok"
+python3 -c 'import sys; sys.exit(open(sys.argv[1], "rb").read() != b"to-eof\n" * 20000 + b"the-end\n")' "$(arts http1)/eof" \
+    || fail "the response read to EOF is not whole"
 rec=$(pl_record http1)
 jq -e '.egress.connections[0] | .host == "localhost" and .decision == "allow" and .address == "127.0.0.1" and .bytes_in > 3000000 and .mode == "http"' "$rec" >/dev/null \
     || { jq .egress "$rec"; fail "the connection is not in the record"; }

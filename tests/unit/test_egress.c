@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char role_doc[]
@@ -237,6 +239,119 @@ test_open_data_close (void **state)
   teardown_f (&f);
 }
 
+/* A close is ordered both ways: every DATA before a CLOSE arrives before the
+ * half-close it stands for. The guest's DATA and CLOSE come in one write
+ * while the upstream is not reading yet; the upstream writes 1 MiB and
+ * closes at once, while the guest holds back credit, so the FIN is there
+ * long before the bytes before it are sent on. */
+static void
+test_close_ordered (void **state)
+{
+  struct fixture f;
+  struct rframe r;
+  char target[64], req[128];
+  static uint8_t chunk[EGRESS_FRAME_MAX * 3], buf[65536];
+  size_t reqlen, n = 0, got = 0, sent = 0;
+  uint64_t down = 0;
+  bool closed = false;
+  pid_t pid;
+  int up, status;
+  json_t *rec, *c;
+  (void) state;
+
+  setup_with (&f, 8);
+  hello (&f);
+  snprintf (target, sizeof target, "127.0.0.1:%u", f.port);
+  open_target (&f, 1, EGRESS_OPEN_HTTP, target);
+  up = accept (f.listener, NULL, NULL);
+  assert_true (up >= 0);
+  assert_true (next_frame (&f, &r, true));
+  assert_int_equal (r.type, EGRESS_OPEN_OK);
+  /* three DATA frames (the request, then 2 x 64 KiB) and the CLOSE, one write */
+  snprintf (req, sizeof req, "PUT / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", f.port);
+  reqlen = strlen (req);
+  n += egress_proto_encode (chunk + n, sizeof chunk - n, EGRESS_DATA, 0, 1, req, (uint32_t) reqlen,
+                            EGRESS_FROM_GUEST);
+  memset (buf, 'u', sizeof buf);
+  for (int i = 0; i < 2; i++)
+    n += egress_proto_encode (chunk + n, sizeof chunk - n, EGRESS_DATA, 0, 1, buf,
+                              EGRESS_PAYLOAD_MAX, EGRESS_FROM_GUEST);
+  n += egress_proto_encode (chunk + n, sizeof chunk - n, EGRESS_CLOSE, 0, 1, NULL, 0,
+                            EGRESS_FROM_GUEST);
+  send_raw (&f, chunk, n);
+  sent = reqlen + 2 * EGRESS_PAYLOAD_MAX;
+  usleep (100 * 1000);
+  /* the upstream reads everything the guest sent, then EOF: nothing lost */
+  {
+    struct timeval tv = { 3, 0 };
+    ssize_t k;
+    setsockopt (up, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while ((k = read (up, buf, sizeof buf)) > 0)
+      got += (size_t) k;
+    assert_int_equal (k, 0);
+    assert_int_equal (got, sent);
+  }
+  /* the upstream answers 1 MiB and closes at once */
+  pid = fork ();
+  assert_true (pid >= 0);
+  if (pid == 0)
+    {
+      memset (buf, 'd', sizeof buf);
+      for (int i = 0; i < 16; i++)
+        if (write (up, buf, sizeof buf) != (ssize_t) sizeof buf)
+          _exit (1);
+      _exit (close (up) == 0 ? 0 : 1);
+    }
+  close (up);
+  /* read the whole first window before giving any credit back: the FIN is
+   * in by then, and the CLOSE must still wait for the rest */
+  while (down < EGRESS_WINDOW_INITIAL)
+    {
+      assert_true (next_frame (&f, &r, true));
+      if (r.type != EGRESS_DATA)
+        fail_msg ("frame %u after %llu bytes, before the window was spent", r.type,
+                  (unsigned long long) down);
+      down += r.len;
+    }
+  usleep (200 * 1000);
+  {
+    uint8_t inc[4];
+    egress_proto_put32 (inc, EGRESS_WINDOW_INITIAL);
+    send_frame (&f, EGRESS_WINDOW, 0, 1, inc, 4);
+  }
+  while (!closed)
+    {
+      uint8_t inc[4];
+      assert_true (next_frame (&f, &r, true));
+      if (r.type == EGRESS_CLOSE)
+        {
+          closed = true;
+          break;
+        }
+      assert_int_equal (r.type, EGRESS_DATA);
+      down += r.len;
+      egress_proto_put32 (inc, r.len);
+      send_frame (&f, EGRESS_WINDOW, 0, 1, inc, 4);
+    }
+  if (down != (uint64_t) 16 * sizeof buf)
+    fail_msg ("CLOSE after %llu of %zu bytes", (unsigned long long) down, 16 * sizeof buf);
+  assert_int_equal (waitpid (pid, &status, 0), pid);
+  assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+  usleep (200 * 1000);
+  egress_stop (f.e);
+  rec = egress_record (f.e);
+  c = json_array_get (json_object_get (rec, "connections"), 0);
+  assert_non_null (c);
+  assert_int_equal (json_integer_value (json_object_get (c, "bytes_out")), (json_int_t) sent);
+  assert_int_equal (json_integer_value (json_object_get (c, "bytes_in")), 16 * sizeof buf);
+  /* both half-closes done: it ended then, not with the broker */
+  if (strstr (json_string_value (json_object_get (c, "reason")), "ended") != NULL)
+    fail_msg ("the stream ended only with the broker: `%s`",
+              json_string_value (json_object_get (c, "reason")));
+  json_decref (rec);
+  teardown_f (&f);
+}
+
 static void
 expect_refusal (struct fixture *f, uint32_t id, const char *target, unsigned code,
                 const char *needle)
@@ -280,18 +395,51 @@ test_connection_limit (void **state)
   struct fixture f;
   struct rframe r;
   char target[64];
-  int up;
+  int up, up2;
+  int64_t t0, ms;
+  json_t *rec;
   (void) state;
 
-  setup_with (&f, 1);
+  setup_with (&f, 2);
   hello (&f);
   snprintf (target, sizeof target, "127.0.0.1:%u", f.port);
   open_target (&f, 1, EGRESS_OPEN_CONNECT, target);
+  open_target (&f, 2, EGRESS_OPEN_CONNECT, target);
   up = accept (f.listener, NULL, NULL);
+  up2 = accept (f.listener, NULL, NULL);
+  assert_true (up >= 0 && up2 >= 0);
+  for (int i = 0; i < 2; i++)
+    {
+      assert_true (next_frame (&f, &r, true));
+      assert_int_equal (r.type, EGRESS_OPEN_OK);
+    }
+  /* both held open by a silent upstream: the third OPEN is refused at once
+   * (OPEN_ERR LIMIT, the proxy's 429), it does not wait for a slot */
+  t0 = now_ms ();
+  expect_refusal (&f, 3, target, EGRESS_ERR_LIMIT,
+                  "too many concurrent connections (egress.limits.connections)");
+  ms = now_ms () - t0;
+  if (ms > 500)
+    fail_msg ("the refusal took %lld ms", (long long) ms);
+  if (strstr (f.log, "[egress] deny HTTP 127.0.0.1:") == NULL
+      || strstr (f.log, "too many concurrent connections") == NULL)
+    fail_msg ("no refusal in the log: %s", f.log);
+  /* a slot freed by a RESET is usable again */
+  send_frame (&f, EGRESS_RESET, 0, 1, NULL, 0);
+  close (up);
+  open_target (&f, 4, EGRESS_OPEN_CONNECT, target);
+  up = accept (f.listener, NULL, NULL);
+  assert_true (up >= 0);
   assert_true (next_frame (&f, &r, true));
   assert_int_equal (r.type, EGRESS_OPEN_OK);
-  expect_refusal (&f, 2, target, EGRESS_ERR_LIMIT, "concurrent");
+  assert_int_equal (r.id, 4);
   close (up);
+  close (up2);
+  egress_stop (f.e);
+  assert_int_equal (egress_denied (f.e), 1);
+  rec = egress_record (f.e);
+  assert_int_equal (json_integer_value (json_object_get (rec, "denied")), 1);
+  json_decref (rec);
   teardown_f (&f);
 }
 
@@ -601,6 +749,7 @@ main (void)
     cmocka_unit_test (test_connection_limit), cmocka_unit_test (test_sni),
     cmocka_unit_test (test_http_host),        cmocka_unit_test (test_hostile_frames),
     cmocka_unit_test (test_settings),         cmocka_unit_test (test_role_mint),
+    cmocka_unit_test (test_close_ordered),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
