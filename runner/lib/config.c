@@ -497,6 +497,7 @@ config_free (struct runner_config *c)
     }
   free (c->apps);
   egress_settings_dispose (&c->egress);
+  config_strv_free (c->checkout.allow_addresses_text);
   free (c);
 }
 
@@ -887,6 +888,40 @@ load_policies (struct runner_config *c, const struct loader *L, bvm_error_t *err
   return 0;
 }
 
+/* `checkout.allow_addresses`: the ranges a repository URL's host may be in
+ * although the address rules refuse them (an internal git server on
+ * RFC 1918 space, the tests' 127.0.0.1); the same grammar as
+ * `egress.allow_addresses`, kept apart from it: a runner that may fetch
+ * from a private network must not let builds reach it. */
+static int
+load_checkout (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const char *const keys[] = { "allow_addresses", NULL };
+  cleanup_free const char **v = NULL;
+  const json_t *o = NULL;
+  size_t n = 0;
+  int ret;
+
+  ret = get_section (&o, L, "checkout", keys, err);
+  if (ret == 0 && o != NULL)
+    ret = wrapped (jsonx_get_str_array (&v, &n, o, "allow_addresses", false, NETADDR_ALLOW_MAX, 64,
+                                        "checkout", err),
+                   L, err);
+  if (ret < 0)
+    return ret;
+  c->checkout.allow_addresses_text = calloc (n + 1, sizeof (char *));
+  if (c->checkout.allow_addresses_text == NULL)
+    return nomem (err);
+  for (size_t i = 0; i < n; i++)
+    {
+      if ((c->checkout.allow_addresses_text[i] = strdup (v[i])) == NULL)
+        return nomem (err);
+      if (netaddr_allow_parse (&c->checkout.allow_addresses, v[i], err) < 0)
+        return bvm_error_wrap (err, "%s: field `checkout.allow_addresses[%zu]`", L->what, i);
+    }
+  return 0;
+}
+
 /* The master key defaults to a file in the store's directory; see
  * docs/secrets.md for keeping it elsewhere. */
 static int
@@ -1270,7 +1305,8 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
   static const char *const keys[] = { "home",      "work_dir", "log_dir", "cache_dir", "state_dir",
                                       "artifacts", "registry", "images",  "vm",        "limits",
                                       "defaults",  "policies", "queue",   "secrets",   "serve",
-                                      "jail",      "webhook",  "apps",    "egress",    NULL };
+                                      "jail",      "webhook",  "apps",    "egress",    "checkout",
+                                      NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
   cleanup_free char *what = NULL;
@@ -1336,6 +1372,8 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
     ret = load_apps (c, &L, err);
   if (ret == 0)
     ret = egress_settings_load (&c->egress, json_object_get (L.doc, "egress"), L.what, err);
+  if (ret == 0)
+    ret = load_checkout (c, &L, err);
   if (ret < 0)
     return ret;
   *out = steal_pointer (&c);
@@ -1481,6 +1519,13 @@ config_to_json (const struct runner_config *c)
                             c->serve.metrics ? json_string (c->serve.metrics) : json_null ());
   r |= json_object_set_new (o, "jail", jail_to_json (&c->jail));
   r |= json_object_set_new (o, "egress", egress_settings_to_json (&c->egress));
+  {
+    json_t *a = json_array ();
+    for (size_t i = 0;
+         a != NULL && c->checkout.allow_addresses_text && c->checkout.allow_addresses_text[i]; i++)
+      json_array_append_new (a, json_string (c->checkout.allow_addresses_text[i]));
+    r |= json_object_set_new (o, "checkout", json_pack ("{s:o?}", "allow_addresses", a));
+  }
   if (r != 0 || webhook_apps_to_json (o, c) < 0)
     return NULL;
   return steal_pointer (&o);

@@ -110,6 +110,13 @@ struct config_serve
   char *metrics;          /* "127.0.0.1:PORT" for /metrics and /healthz, or NULL */
 };
 
+/* `checkout`: how the runner reaches an app's repository */
+struct config_checkout
+{
+  struct netaddr_allow allow_addresses; /* exceptions to the address rules (netaddr.h) */
+  char **allow_addresses_text;          /* as written, NULL-terminated, for config_to_json */
+};
+
 struct runner_config
 {
   char *path; /* the file it was loaded from, or NULL for defaults only */
@@ -135,6 +142,7 @@ struct runner_config
   struct config_app *apps;
   size_t n_apps;
   struct egress_settings egress; /* `egress` (egress.h): built-in, nothing allowed */
+  struct config_checkout checkout;
 };
 
 /* Load `path` (NULL = built-in defaults only). Errors name the file and the

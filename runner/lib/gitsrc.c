@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "fs.h"
+#include "netaddr.h"
 #include "proc.h"
 #include "util.h"
 
@@ -24,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <git2.h>
+#include <git2/sys/stream.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -35,6 +37,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -89,6 +92,157 @@ git_fail (bvm_error_t *err, int code, const char *fmt, ...)
                          esc (e, gmsg, strlen (gmsg)));
 }
 
+/* --- the repository's address -------------------------------------------- */
+
+/* libgit2 opens every http:// and https:// connection through the stream
+ * registered for GIT_STREAM_STANDARD: its TLS streams are built on one
+ * (libgit2 1.5, streams/mbedtls.c and openssl.c call git_socket_stream_new,
+ * which asks the registry first). Ours is therefore the one place where a
+ * repository URL's host becomes an address: netaddr resolves it once,
+ * checks every answer with the egress broker's rules (docs/security.md,
+ * "The address rules"), and we connect to the checked address, so neither
+ * a numeric spelling (`http://2130706433/`), a name that points inside
+ * (`metadata.internal`), nor a DNS answer that changes between a check and
+ * a connect reaches the runner's own network. Set in the fetch child only
+ * (a process of its own, single-threaded). */
+static const struct netaddr_allow *fetch_allow;
+static char fetch_refusal[512]; /* why the host was refused, for BVM_E_DENIED */
+
+struct checked_stream
+{
+  git_stream parent;
+  int fd;
+  char host[NETADDR_INPUT_MAX + 1];
+  char port[8];
+};
+
+static int
+cs_connect (git_stream *st)
+{
+  struct checked_stream *s = (struct checked_stream *) st;
+  char hostport[NETADDR_INPUT_MAX + 16];
+  struct netaddr_hostport hp;
+  struct netaddr_resolved res;
+  bvm_error_t err = NULL;
+  int saved = ECONNREFUSED;
+
+  /* libgit2 hands an IPv6 literal over without its brackets */
+  if (snprintf_checked (hostport, sizeof hostport, strchr (s->host, ':') ? "[%s]:%s" : "%s:%s",
+                        s->host, s->port)
+          < 0
+      || netaddr_hostport_parse (&hp, hostport, &err) < 0
+      || netaddr_resolve (&res, &hp, fetch_allow, &err) < 0)
+    {
+      const char *m = err ? bvm_error_msg (&err) : "the repository host is too long";
+      /* a failed lookup is the network's failure; anything else a refusal */
+      if (err == NULL || bvm_error_get_code (&err) != BVM_E_NETWORK)
+        snprintf (fetch_refusal, sizeof fetch_refusal, "%s", m);
+      git_error_set_str (GIT_ERROR_NET, m);
+      bvm_error_free (&err);
+      return -1;
+    }
+  for (size_t i = 0; i < res.n; i++)
+    {
+      struct sockaddr_storage ss;
+      unsigned len = netaddr_sockaddr (&ss, &res.addr[i], hp.port);
+      int fd = socket (ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0)
+        {
+          saved = errno;
+          continue;
+        }
+      /* blocking: the fetch child is killed at the checkout deadline */
+      if (connect (fd, (struct sockaddr *) &ss, len) == 0)
+        {
+          s->fd = fd;
+          return 0;
+        }
+      saved = errno;
+      close (fd);
+    }
+  git_error_set (GIT_ERROR_NET, "failed to connect to %s: %s", hostport, strerror (saved));
+  return -1;
+}
+
+static ssize_t
+cs_read (git_stream *st, void *data, size_t len)
+{
+  struct checked_stream *s = (struct checked_stream *) st;
+  ssize_t n;
+  do
+    n = recv (s->fd, data, len, 0);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    git_error_set (GIT_ERROR_NET, "error receiving data from socket: %s", strerror (errno));
+  return n;
+}
+
+static ssize_t
+cs_write (git_stream *st, const char *data, size_t len, int flags)
+{
+  struct checked_stream *s = (struct checked_stream *) st;
+  size_t off = 0;
+  (void) flags;
+  while (off < len)
+    {
+      ssize_t n = send (s->fd, data + off, len - off, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        {
+          git_error_set (GIT_ERROR_NET, "error sending data: %s", strerror (errno));
+          return -1;
+        }
+      off += (size_t) n;
+    }
+  return (ssize_t) off;
+}
+
+static int
+cs_close (git_stream *st)
+{
+  struct checked_stream *s = (struct checked_stream *) st;
+  if (s->fd >= 0)
+    close (s->fd);
+  s->fd = -1;
+  return 0;
+}
+
+static void
+cs_free (git_stream *st)
+{
+  cs_close (st);
+  free (st);
+}
+
+static int
+cs_init (git_stream **out, const char *host, const char *port)
+{
+  struct checked_stream *s;
+  if (strlen (host) > NETADDR_INPUT_MAX || strlen (port) >= sizeof s->port)
+    {
+      git_error_set_str (GIT_ERROR_NET, "the repository host or port is too long");
+      return -1;
+    }
+  s = calloc (1, sizeof *s);
+  if (s == NULL)
+    {
+      git_error_set_oom ();
+      return -1;
+    }
+  s->parent.version = GIT_STREAM_VERSION;
+  s->parent.connect = cs_connect;
+  s->parent.read = cs_read;
+  s->parent.write = cs_write;
+  s->parent.close = cs_close;
+  s->parent.free = cs_free;
+  s->fd = -1;
+  snprintf (s->host, sizeof s->host, "%s", host);
+  snprintf (s->port, sizeof s->port, "%s", port);
+  *out = &s->parent;
+  return 0;
+}
+
 /* --- one-time libgit2 setup ---------------------------------------------- */
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -126,6 +280,11 @@ global_init_once (void)
       return;
     }
   git_libgit2_opts (GIT_OPT_SET_USER_AGENT, "buildvm/" BUILDVM_VERSION);
+  {
+    static git_stream_registration checked = { GIT_STREAM_VERSION, cs_init, NULL };
+    if (git_stream_register (GIT_STREAM_STANDARD, &checked) < 0)
+      init_failed = "cannot register the checked libgit2 stream";
+  }
 }
 
 int
@@ -1191,6 +1350,13 @@ fetch_here (git_repository *repo, const char *url, const char *show_url, char **
       else if (fw.aborted == ABORT_SIZE)
         bvm_error_code (err, BVM_E_LIMIT, 0, "fetching from `%s`: over %" PRIu64 " bytes",
                         esc (e, show_url, strlen (show_url)), lim->max_fetch_bytes);
+      else if (fetch_refusal[0] != '\0')
+        /* the host is the job's input, not the network's failure: never
+         * retried; the operator may allow a range */
+        bvm_error_code (err, BVM_E_DENIED, 0,
+                        "fetching from `%s`: the repository host is refused: %s "
+                        "(runner.json `checkout.allow_addresses` lists the exceptions)",
+                        esc (e, show_url, strlen (show_url)), fetch_refusal);
       else
         git_fail (err, BVM_E_NETWORK, "fetching `%s` from `%s`", what,
                   esc (e, show_url, strlen (show_url)));
@@ -1247,6 +1413,8 @@ fetch_specs (git_repository *repo, const char *url, const char *show_url, char *
       close (p[0]);
       if (prctl (PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid () != parent)
         _exit (127);
+      fetch_allow = lim->allow_addresses;
+      fetch_refusal[0] = '\0';
       sh->ret = fetch_here (repo, url, show_url, specs, nspecs, what, lim, sh, &cerr);
       if (sh->ret < 0)
         {

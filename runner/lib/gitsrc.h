@@ -27,6 +27,7 @@
 
 struct archive;
 struct gitsrc_repo;
+struct netaddr_allow;
 
 #define GITSRC_OID_HEX 40
 #define GITSRC_MAX_URL 2048
@@ -40,13 +41,18 @@ struct gitsrc_limits
   size_t max_path;          /* bytes of one archive path, prefix included */
   uint64_t max_fetch_bytes; /* bytes received by one fetch (pack data) */
   int64_t deadline_ms;      /* absolute, on the now_ms() clock; 0 = none */
+  /* http(s) URLs: the operator's exceptions to the address rules (netaddr.h,
+   * runner.json `checkout.allow_addresses`); NULL: none, so a repository
+   * on loopback, RFC 1918 or link-local space is refused */
+  const struct netaddr_allow *allow_addresses;
 };
 
 #define GITSRC_GIB ((uint64_t) 1 << 30)
 #define GITSRC_LIMITS_INIT                                                                        \
   {                                                                                               \
     .max_entries = 100000, .max_bytes = 2 * GITSRC_GIB, .max_file_bytes = GITSRC_GIB,             \
-    .max_path = 4096, .max_fetch_bytes = 4 * GITSRC_GIB, .deadline_ms = 0                         \
+    .max_path = 4096, .max_fetch_bytes = 4 * GITSRC_GIB, .deadline_ms = 0,                        \
+    .allow_addresses = NULL                                                                       \
   }
 
 struct gitsrc_stats
@@ -85,6 +91,11 @@ int gitsrc_global_init (bvm_error_t *err);
  * runs in a child process killed at lim->deadline_ms, whatever the transport
  * is blocked in (a mirror such a fetch wrote to is discarded). The caller
  * must be single-threaded (the child goes on using libgit2). Errors:
+ * An http(s) URL's host is resolved once by netaddr_resolve and every
+ * answer checked as the egress broker checks a build's connections (every
+ * IP spelling is an address; loopback, RFC 1918, link-local and the rest
+ * are refused unless lim->allow_addresses holds them); the fetch connects
+ * to the checked address only. A refused host is BVM_E_DENIED. Errors:
  * BVM_E_INVALID for bad arguments and an unreachable commit, BVM_E_NETWORK
  * for transfer failures, BVM_E_TIMEOUT past lim->deadline_ms (also while
  * waiting for the lock; without a deadline both are unbounded), BVM_E_LIMIT

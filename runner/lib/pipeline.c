@@ -379,6 +379,7 @@ phase_checkout (struct run *r, bvm_error_t *err)
   lim.max_entries = r->cfg->limits.max_source_entries;
   lim.max_bytes = r->cfg->limits.max_source_bytes;
   lim.deadline_ms = now_ms () + (int64_t) r->cfg->limits.max_checkout_seconds * 1000;
+  lim.allow_addresses = &r->cfg->checkout.allow_addresses;
   if (r->o->dry_run)
     {
       ret = gitsrc_open_local (&r->repo, r->o->local_dir, err);
@@ -1447,6 +1448,7 @@ phase_tag (struct run *r, bvm_error_t *err)
    * the checks to the last tag so that two jobs of the app on this runner
    * never interleave a check and a move */
   lim.deadline_ms = now_ms () + TAG_LOCK_DEADLINE_MS;
+  lim.allow_addresses = &r->cfg->checkout.allow_addresses;
   ret = gitsrc_fetch (&r->repo, r->cfg->cache_dir, r->job->app, r->job->repo, NULL, r->commit,
                       &lim, NULL, err);
   if (ret < 0)

@@ -124,13 +124,16 @@ pl_registry () {
 }
 
 # pl_config [JQ-FILTER]: write $T/runner.json for this test's home and
-# registry, optionally transformed by a jq filter. Sets CONFIG.
+# registry, optionally transformed by a jq filter. Sets CONFIG. The tests'
+# git servers are on 127.0.0.1, which a repository URL may reach only by the
+# operator's exception (checkout.allow_addresses; t_egress_repo_url drops it).
 pl_config () {
     CONFIG=$T/runner.json
     jq -n --arg home "$BUILDVM_HOME" --arg url "http://${REG:-127.0.0.1:9}" \
         --arg creds "$T/registry-creds.json" --arg images "$BUILDVM_IMAGES" '
         {home: $home, images: {dir: $images},
-         registry: {url: $url, credentials: $creds}}' | jq "${1:-.}" >"$CONFIG"
+         registry: {url: $url, credentials: $creds},
+         checkout: {allow_addresses: ["127.0.0.1/32"]}}' | jq "${1:-.}" >"$CONFIG"
 }
 
 # pl_repo DIR: make DIR a git repository with everything in it committed on

@@ -532,6 +532,12 @@ static const struct field_case cases[] = {
   { "jail.uid_range", "[65535, 5]", "must not contain 65534" },
   { "jail.lock_dir", "\"run/uids\"", "field `jail.lock_dir` must be an absolute path" },
   { "jail.uids", "1", "unknown field `jail.uids`" },
+  /* checkout */
+  { "checkout.allow_addresses", "[\"10.0.0.0/8\", \"127.0.0.1\"]", NULL },
+  { "checkout.allow_addresses", "[\"10.0.0.1/8\"]", "field `checkout.allow_addresses[0]`" },
+  { "checkout.allow_addresses", "[\"git.example.com\"]", "field `checkout.allow_addresses[0]`" },
+  { "checkout.allow_addresses", "\"10.0.0.0/8\"", "checkout.allow_addresses" },
+  { "checkout.proxy", "\"x\"", "unknown field `checkout.proxy`" },
 };
 
 static void

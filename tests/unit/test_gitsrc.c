@@ -9,6 +9,7 @@
 #include "support.h"
 
 #include "gitsrc.h"
+#include "netaddr.h"
 #include "util.h"
 
 #include <archive.h>
@@ -843,6 +844,17 @@ test_lock (void **state)
   fx_free (f);
 }
 
+/* The tests' upstreams are on 127.0.0.1, which only an exception allows. */
+static const struct netaddr_allow *
+loopback_allowed (void)
+{
+  static struct netaddr_allow allow;
+  bvm_error_t err = NULL;
+  if (allow.n == 0)
+    assert_ok (netaddr_allow_parse (&allow, "127.0.0.1/32", &err), &err);
+  return &allow;
+}
+
 /* A server that accepts the connection and never answers (issue 11): the
  * listening socket's backlog completes the handshake, nobody ever reads or
  * writes. libgit2 1.5 would wait for ever; the fetch process is killed at
@@ -862,6 +874,7 @@ test_fetch_silent (void **state)
   int fd;
   (void) state;
 
+  lim.allow_addresses = loopback_allowed ();
   fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   assert_true (fd >= 0);
   assert_int_equal (bind (fd, (struct sockaddr *) &sa, sizeof sa), 0);
@@ -993,6 +1006,7 @@ test_fetch_http (void **state)
   http_start (&h, f->tmp, root);
   snprintf (url, sizeof url, "http://127.0.0.1:%d/repo.git", h.port);
   snprintf (slow, sizeof slow, "http://127.0.0.1:%d/slow/repo.git", h.port);
+  lim.allow_addresses = loopback_allowed ();
 
   assert_ok (gitsrc_fetch (&repo, f->cache, "web", url, "refs/heads/main", f->c1, &lim, &st, &err),
              &err);
@@ -1062,6 +1076,94 @@ test_fetch_http (void **state)
   assert_int_equal (bvm_error_get_code (&err), BVM_E_NETWORK);
   bvm_error_free (&err);
 
+  http_stop (&h);
+  fx_free (f);
+}
+
+/* A repository URL's host goes through the egress address rules (issue 13):
+ * every spelling of a loopback or metadata address and a name that
+ * resolves to loopback are refused before any connection is made
+ * (BVM_E_DENIED, never retried, the mirror lock free again), unless the
+ * operator's exception holds the address; then the checked address is the
+ * one connected to. */
+static void
+test_fetch_address (void **state)
+{
+  struct fx *f = fx_new ();
+  struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
+  struct gitsrc_repo *repo = NULL;
+  struct http_server h = { 0 };
+  bvm_error_t err = NULL;
+  char root[600], url[700];
+  static const struct
+  {
+    const char *host;
+    const char *why;
+  } refused[] = {
+    { "127.0.0.1", "loopback" },
+    { "2130706433", "loopback" },
+    { "0x7f.1", "loopback" },
+    { "0177.0.0.1", "loopback" },
+    { "[::ffff:7f00:1]", "loopback" },
+    { "[::1]", "loopback" },
+    { "localhost", "loopback" },
+    { "169.254.169.254", "link-local" },
+    { "0xa9fea9fe", "link-local" },
+    { "10.1.2.3", "RFC 1918" },
+    { "[::ffff:10.1.2.3]", "RFC 1918" },
+    { "1.2.3.4.5", "" },
+  };
+  int before;
+  (void) state;
+
+  snprintf (root, sizeof root, "%s/srv", f->tmp);
+  assert_int_equal (t_sh (GITENV "mkdir -p %s && git clone -q --bare %s %s/repo.git", f->tmp, root,
+                          f->src, root),
+                    0);
+  http_start (&h, f->tmp, root);
+  for (size_t i = 0; i < ARRAY_SIZE (refused); i++)
+    {
+      int64_t t0 = now_ms ();
+      before = http_requests (&h);
+      snprintf (url, sizeof url, "http://%s:%d/repo.git", refused[i].host, h.port);
+      lim.deadline_ms = t0 + 10000;
+      assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "addr", url, "refs/heads/main", f->c1,
+                                          &lim, NULL, &err),
+                            0);
+      if (bvm_error_get_code (&err) != BVM_E_DENIED
+          || strstr (bvm_error_msg (&err), "the repository host is refused") == NULL
+          || strstr (bvm_error_msg (&err), refused[i].why) == NULL
+          || strstr (bvm_error_msg (&err), "checkout.allow_addresses") == NULL)
+        fail_msg ("%s: code %d: %s", refused[i].host, bvm_error_get_code (&err),
+                  bvm_error_msg (&err));
+      bvm_error_free (&err);
+      assert_true (now_ms () - t0 < 5000);
+      /* nothing reached the server (only the loopback spellings could) */
+      assert_int_equal (http_requests (&h), before);
+    }
+  /* https goes through the same check (libgit2's TLS stream is built on ours) */
+  snprintf (url, sizeof url, "https://2130706433:%d/repo.git", h.port);
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "addr", url, "refs/heads/main", f->c1, &lim,
+                                      NULL, &err),
+                        0);
+  if (bvm_error_get_code (&err) != BVM_E_DENIED
+      || strstr (bvm_error_msg (&err), "loopback") == NULL)
+    fail_msg ("https: code %d: %s", bvm_error_get_code (&err), bvm_error_msg (&err));
+  bvm_error_free (&err);
+
+  /* the exception: 127.0.0.1 in any spelling, and only that */
+  lim.allow_addresses = loopback_allowed ();
+  snprintf (url, sizeof url, "http://0x7f.1:%d/repo.git", h.port);
+  assert_ok (gitsrc_fetch (&repo, f->cache, "addr", url, "refs/heads/main", f->c1, &lim, NULL,
+                           &err),
+             &err);
+  gitsrc_repo_free (repo);
+  snprintf (url, sizeof url, "http://127.0.0.2:%d/repo.git", h.port);
+  assert_int_not_equal (gitsrc_fetch (&repo, f->cache, "addr2", url, "refs/heads/main", f->c1,
+                                      &lim, NULL, &err),
+                        0);
+  assert_int_equal (bvm_error_get_code (&err), BVM_E_DENIED);
+  bvm_error_free (&err);
   http_stop (&h);
   fx_free (f);
 }
@@ -1745,6 +1847,7 @@ main (void)
     cmocka_unit_test (test_lock),
     cmocka_unit_test (test_fetch_silent),
     cmocka_unit_test (test_fetch_http),
+    cmocka_unit_test (test_fetch_address),
     cmocka_unit_test (test_hostile_trees),
     cmocka_unit_test (test_hostile_tree_fetched),
     cmocka_unit_test (test_submodule_skipped),
