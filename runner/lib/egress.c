@@ -334,8 +334,8 @@ struct egress
   pthread_t thread;
   bool started, stopped;
   struct egress_frame_parser parser;
-  uint8_t *out;
-  size_t out_len;
+  uint8_t *out; /* bytes for the guest: out[out_off .. out_len) */
+  size_t out_off, out_len;
   bool chan_dead;
   bool draining; /* after a protocol error: read and drop */
   struct stream *streams;
@@ -951,14 +951,26 @@ chan_read (struct egress *e)
     }
 }
 
+/* QEMU takes the channel 4 KiB at a time (its chardev read size), so most
+ * writes are partial: the written part is skipped, not moved, and the rest
+ * is moved to the front only once a quarter of the buffer is behind it,
+ * not after every write. The room checks use out_len, the end: they stay
+ * conservative. */
 static void
 chan_write (struct egress *e)
 {
-  ssize_t n = write (e->fd, e->out, e->out_len);
+  ssize_t n = write (e->fd, e->out + e->out_off, e->out_len - e->out_off);
   if (n > 0)
     {
-      memmove (e->out, e->out + n, e->out_len - (size_t) n);
-      e->out_len -= (size_t) n;
+      e->out_off += (size_t) n;
+      if (e->out_off == e->out_len)
+        e->out_off = e->out_len = 0;
+      else if (e->out_off >= OUT_CAP / 4)
+        {
+          memmove (e->out, e->out + e->out_off, e->out_len - e->out_off);
+          e->out_len -= e->out_off;
+          e->out_off = 0;
+        }
     }
   else if (n < 0 && errno != EAGAIN && errno != EINTR)
     chan_fail (e, strerror (errno));
