@@ -130,6 +130,8 @@ try () { # NAME URL
 mkdir -p out
 try role http://example.com/
 try port http://localhost:22/
+# a CONNECT tunnel to a port the boundary does not allow
+if ./connect-exec 127.0.0.1:3128 localhost:22 true >out/cport.out 2>&1; then echo "cport: REACHED"; else echo "cport: refused: \$(head -1 out/cport.out)"; fi
 for u in 169.254.169.254 2852039166 0xa9fea9fe 0251.0376.0251.0376 169.254.43518 0xa9.0xfe.0xa9.0xfe '[::ffff:169.254.169.254]' '[::ffff:a9fe:a9fe]'; do
     try "meta-\$u" "http://\$u/latest/meta-data/"
 done
@@ -147,6 +149,8 @@ assert_contains "$T/log" "role: refused"
 assert_contains "$T/log" "[egress] deny HTTP example.com:80: the job's role denies net:example.com:80"
 assert_contains "$T/log" "port: refused"
 assert_contains "$T/log" "[egress] deny HTTP localhost:22: the job's role denies net:localhost:22 (not allowed by the permission boundary"
+assert_contains "$T/log" "cport: refused: connect-exec: the proxy answered: HTTP/1.1 403 Forbidden"
+assert_contains "$T/log" "[egress] deny CONNECT localhost:22: the job's role denies net:localhost:22 (not allowed by the permission boundary"
 n=$(grep -c "meta-.*: refused.*403" "$T/log" || true)
 assert_eq 8 "$n" "metadata spellings refused with 403"
 n=$(grep -c "\[egress\] deny HTTP .*link-local" "$T/log" || true)
@@ -155,7 +159,7 @@ assert_contains "$T/log" "raw: refused: nc: can't connect to remote host (93.184
 assert_contains "$T/log" "raw2: refused"
 assert_contains "$T/log" "front: refused: wget: server returned error: HTTP/1.1 403 Forbidden"
 assert_contains "$T/log" "[egress] deny HTTP request to localhost: the HTTP Host header names another host than the proxy request"
-jq -e '.egress.denied == 11 and .egress.allowed == 1' "$(pl_record hostile)" >/dev/null \
+jq -e '.egress.denied == 12 and .egress.allowed == 1' "$(pl_record hostile)" >/dev/null \
     || { jq .egress "$(pl_record hostile)"; fail "the refusals are not all in the record"; }
 no_leftovers
 
