@@ -819,6 +819,17 @@ check_http_host (struct egress *e, struct stream *s)
   return true;
 }
 
+/* The guest closed a stream whose first bytes were never complete enough
+ * to check (a ClientHello, an HTTP request head): nothing of it may go on,
+ * and nothing more will come; without this it would wait for the idle
+ * limit. */
+static void
+closed_unchecked (struct egress *e, struct stream *s)
+{
+  if (s->guest_closed && (s->sni_pending || s->host_pending))
+    stream_reset (e, s, "the connection closed before its first bytes could be checked");
+}
+
 static int
 handle_frame (struct egress *e, const struct egress_frame *f)
 {
@@ -879,7 +890,11 @@ handle_frame (struct egress *e, const struct egress_frame *f)
           return -1;
         }
       return 0;
-    case EGRESS_CLOSE: s->guest_closed = true; return 0;
+    case EGRESS_CLOSE:
+      s->guest_closed = true;
+      if (s->state == S_OPEN)
+        closed_unchecked (e, s);
+      return 0;
     case EGRESS_RESET: stream_end (e, s, "reset by the guest"); return 0;
     }
   return 0;
@@ -1018,10 +1033,11 @@ stream_io (struct egress *e, struct stream *s, short rev)
               netaddr_hostport_format (hpbuf, sizeof hpbuf, &s->hp), s->addr);
       }
       send_frame (e, EGRESS_OPEN_OK, 0, s->id, NULL, 0);
-      if (s->sni_pending && s->up_len > 0)
-        check_sni (e, s);
-      else if (s->host_pending && s->up_len > 0)
-        check_http_host (e, s);
+      if (s->sni_pending && s->up_len > 0 && !check_sni (e, s))
+        return;
+      if (s->host_pending && s->up_len > 0 && !check_http_host (e, s))
+        return;
+      closed_unchecked (e, s);
       return;
     }
   if ((rev & (POLLOUT | POLLERR)) && s->up_len > 0 && !s->sni_pending && !s->host_pending)

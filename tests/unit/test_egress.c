@@ -522,6 +522,25 @@ test_sni (void **state)
   assert_true (read_full (up, got, n));
   assert_memory_equal (got, ch, n);
   close (up);
+  /* half a ClientHello, then CLOSE: reset at once, nothing passed on (it
+   * used to wait for the idle limit) */
+  open_target (&f, 4, EGRESS_OPEN_CONNECT, target);
+  up = accept (f.listener, NULL, NULL);
+  do /* stream 3's CLOSE may come first */
+    assert_true (next_frame (&f, &r, true));
+  while (r.id != 4);
+  assert_int_equal (r.type, EGRESS_OPEN_OK);
+  n = client_hello (ch, "localhost");
+  send_frame (&f, EGRESS_DATA, 0, 4, ch, 7);
+  send_frame (&f, EGRESS_CLOSE, 0, 4, NULL, 0);
+  do
+    assert_true (next_frame (&f, &r, true));
+  while (r.id != 4);
+  assert_int_equal (r.type, EGRESS_RESET);
+  assert_int_equal (r.id, 4);
+  assert_non_null (strstr ((char *) r.p, "closed before its first bytes could be checked"));
+  assert_int_equal (read (up, got, sizeof got), 0);
+  close (up);
   egress_stop (f.e);
   assert_int_equal (egress_denied (f.e), 2);
   teardown_f (&f);
