@@ -18,7 +18,7 @@
 . "$ROOT/tests/lib/services.sh"
 SVC_DIR=$B/svc
 trap 'svc_stop_all; rm -rf "$B"' EXIT
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 SMALL=${BENCH_SMALL:-20}
 
 www=$B/www app=$B/app
