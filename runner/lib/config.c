@@ -892,7 +892,7 @@ load_policies (struct runner_config *c, const struct loader *L, bvm_error_t *err
 static int
 load_secrets (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 {
-  static const char *const keys[] = { "dir", "master_key", NULL };
+  static const char *const keys[] = { "dir", "master_key", "at_rest", NULL };
   cleanup_free char *def_dir = path_join (c->home, "secrets");
   cleanup_free char *def_key = NULL;
   const json_t *o = NULL;
@@ -907,6 +907,10 @@ load_secrets (struct runner_config *c, const struct loader *L, bvm_error_t *err)
     return ret;
   if ((def_key = path_join (c->secrets.dir, "master.key")) == NULL)
     return nomem (err);
+  c->secrets.at_rest = true;
+  if (o != NULL
+      && (ret = jsonx_get_bool (&c->secrets.at_rest, o, "at_rest", false, "secrets", err)) < 0)
+    return wrapped (ret, L, err);
   return get_path (&c->secrets.master_key, L, o, "secrets", "master_key", def_key, err);
 }
 
@@ -1470,6 +1474,7 @@ config_to_json (const struct runner_config *c)
   r |= set_s (pol, "boundary", c->policies.boundary);
   r |= set_s (sec, "dir", c->secrets.dir);
   r |= set_s (sec, "master_key", c->secrets.master_key);
+  r |= json_object_set_new (sec, "at_rest", json_boolean (c->secrets.at_rest));
   r |= json_object_set_new (srv, "name",
                             c->serve.name ? json_string (c->serve.name) : json_null ());
   r |= set_u (srv, "concurrency", c->serve.concurrency);

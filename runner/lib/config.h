@@ -96,6 +96,7 @@ struct config_secrets
 {
   char *dir;        /* the per-app secret store (secrets.h) */
   char *master_key; /* its master key: 32 random bytes, mode 0600 */
+  bool at_rest;     /* artifacts sealed with the app's key (seal.h); default on */
 };
 
 /* `buildvm serve`: the daemon's own settings */

@@ -37,6 +37,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #define SPEC_FILE "buildvm.json"
 #define SPEC_FILE_MAX (256 * 1024)
 #define ROLE_MARGIN_S 1800 /* checkout, ingest and push on top of boot + build */
@@ -982,6 +984,46 @@ sink_end (void *opaque, bvm_error_t *err)
   return 0;
 }
 
+/* Encryption at rest: the artifacts are sealed with the app's key from the
+ * secret store. A host without a master key gets one here, once (the
+ * operator backs it up: docs/operations.md); a concurrent job that made it
+ * first is fine. */
+static int
+seal_artifacts (struct run *r, bvm_error_t *err)
+{
+  struct secrets *st = r->o->secrets;
+  unsigned char key[SECRETS_KEY_BYTES];
+  char id[SECRETS_KEY_ID_HEX + 1];
+  int ret;
+
+  if (st == NULL && r->store_secrets == NULL)
+    {
+      if (access (r->cfg->secrets.master_key, F_OK) < 0 && errno == ENOENT)
+        {
+          ret = secrets_init_master_key (r->cfg->secrets.master_key, id, err);
+          if (ret == 0)
+            note (r,
+                  "secrets: created the master key `%s` (id %s) for encryption at rest: back "
+                  "it up",
+                  r->cfg->secrets.master_key, id);
+          else if (access (r->cfg->secrets.master_key, F_OK) == 0)
+            bvm_error_free (err);
+          else
+            return ret;
+        }
+      ret = secrets_open (&r->store_secrets, r->cfg->secrets.dir, r->cfg->secrets.master_key, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "opening the secret store");
+    }
+  if (st == NULL)
+    st = r->store_secrets;
+  ret = secrets_derive_app_key (st, r->job->app, "seal", key, err);
+  if (ret == 0)
+    ret = store_txn_seal (r->txn, key, err);
+  OPENSSL_cleanse (key, sizeof key);
+  return ret;
+}
+
 static int
 phase_ingest (struct run *r, bvm_error_t *err)
 {
@@ -1025,6 +1067,8 @@ phase_ingest (struct run *r, bvm_error_t *err)
       if ((ret = store_open (&r->store, spec, err)) < 0
           || (ret = store_txn_begin (&r->txn, r->store, r->plan->artifact_prefix, err)) < 0)
         return bvm_error_wrap (err, "opening the artifact store");
+      if (!r->o->dry_run && r->cfg->secrets.at_rest && (ret = seal_artifacts (r, err)) < 0)
+        return bvm_error_wrap (err, "encryption at rest (secrets.at_rest)");
     }
 
   fd = open (r->vm.output_disk, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);

@@ -30,11 +30,13 @@
 #define BUILDVM_STORE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "digest.h"
 #include "error.h"
+#include "seal.h"
 #include "util.h"
 
 #define STORE_KEY_MAX 1024
@@ -74,6 +76,7 @@ struct store_summary
   uint64_t index_bytes;
   uint64_t count; /* objects in the index, links included */
   uint64_t bytes; /* the sum of their sizes */
+  bool sealed;    /* store_txn_seal */
 };
 
 /* Make everything visible and write the index. Consumes t, also on failure
@@ -90,6 +93,32 @@ json_t *store_summary_to_json (const struct store_summary *s);
 /* Drop the transaction and its staging area; nothing becomes visible. NULL is
  * fine. */
 void store_txn_abort (struct store_txn *t);
+
+/* Encryption at rest (seal.h): every object put from now on is sealed with
+ * the app's key, with the prefix as context, before the backend sees it; the
+ * index (which stays readable: keys, plaintext sizes and digests) says
+ * `"sealed":"buildvm-seal-v1"`, and so does the summary. Call it right after
+ * store_txn_begin. key is copied. A backend with a `seal` op is told, so it
+ * can add its own encryption (S3: server-side encryption). */
+int store_txn_seal (struct store_txn *t, const unsigned char key[SEAL_KEY_BYTES],
+                    bvm_error_t *err);
+
+/* Where store_get's bytes go (the plaintext, one piece at a time). */
+typedef int (*store_sink_fn) (void *opaque, const void *buf, size_t len, bvm_error_t *err);
+
+/* Read one committed object: `<prefix>index.json` is read (capped at
+ * STORE_INDEX_MAX), the key must be in it, and the object's bytes are
+ * streamed to sink, opened with key (which must be given when the index says
+ * sealed, and is refused when it does not: a sealed prefix cannot be
+ * replaced by a plain one unnoticed), and checked against the index's size
+ * and sha256 at the end: an object swapped with another of the same commit
+ * fails here. The sink may have seen bytes of an object that then fails: a
+ * caller that must not keep them writes to a temporary file. Needs a backend
+ * with a `get` op. */
+int store_get (struct store *s, const char *prefix, const char *key, const unsigned char *seal_key,
+               store_sink_fn sink, void *opaque, bvm_error_t *err);
+
+#define STORE_INDEX_MAX (64u * 1024 * 1024)
 
 /* Check a key against the rules above (prefix may be NULL: no prefix rule). */
 int store_check_key (const char *key, const char *prefix, bvm_error_t *err);
@@ -117,6 +146,12 @@ struct store_backend
   int (*commit) (void *txn, const char *index_key, const void *index, size_t len,
                  bvm_error_t *err);
   void (*abort) (void *txn); /* free txn; NULL is fine */
+  /* optional: the transaction's objects are sealed (store_txn_seal) */
+  int (*seal) (void *txn, bvm_error_t *err);
+  /* optional: stream the stored bytes of a committed key (store_get), at
+   * most max of them (more is an error) */
+  int (*get) (void *state, const char *key, uint64_t max, store_sink_fn sink, void *opaque,
+              bvm_error_t *err);
 };
 
 #endif
