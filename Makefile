@@ -28,6 +28,9 @@ DEBIAN_PACKAGES := \
 	linux-source-6.1 bc flex bison libelf-dev xz-utils debootstrap \
 	docker-registry redis-server skopeo umoci runc git apache2-utils curl openssl \
 	jq lz4 procps iproute2 python3 clang-format cppcheck clang-tidy
+# the S3 artifact store tests: a single-node Ceph with a RADOS Gateway
+# (tests/services/ceph-rgw.sh) and an independent S3 client
+DEBIAN_PACKAGES += ceph-mon ceph-osd radosgw s3cmd
 # t_examples_deps: npm installs verdaccio (a Node.js from elsewhere may bring
 # its own npm, which Debian's would conflict with)
 DEBIAN_PACKAGES += nodejs $(if $(shell command -v npm 2>/dev/null),,npm)
