@@ -129,6 +129,12 @@ $(BUILD)/test/buildvm: $(TEST_CLI_OBJ) $(BUILD)/libbuildvm-test.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(TEST_CLI_OBJ) $(BUILD)/libbuildvm-test.a $(PKG_LIBS) -lm
 
+# tests/lib/s3-tool.c: the S3 store's code driven by the integration tests and
+# the bench (never installed)
+$(BUILD)/test/s3-tool: tests/lib/s3-tool.c $(BUILD)/libbuildvm-test.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(BASE_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbuildvm-test.a $(PKG_LIBS) -lm
+
 # --- the guest agent: static, no libraries, runs as PID 1 in the guest ----------
 
 AGENT_CFLAGS := -std=gnu11 -Os -g0 $(WARN) -D_GNU_SOURCE -static -fno-strict-aliasing
@@ -177,7 +183,7 @@ unit-asan: $(ASAN_UNIT_BIN) $(BUILD)/buildvm
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		tests/with-services.sh tests/run-unit.sh $(ASAN_UNIT_BIN)
 
-integration: all $(BUILD)/test/buildvm image-minimal
+integration: all $(BUILD)/test/buildvm $(BUILD)/test/s3-tool image-minimal
 	tests/with-services.sh tests/integration/run.sh
 
 check: format-check lint unit unit-asan fuzz-corpus integration

@@ -1,5 +1,6 @@
 /* store.c - the artifact store: the generic layer and the "dir" backend */
 #include "store.h"
+#include "store_s3.h"
 #include "buf.h"
 #include "digest.h"
 #include "fs.h"
@@ -541,7 +542,7 @@ static const struct store_backend dir_backend = {
   .get = dir_get,
 };
 
-static const struct store_backend *const backends[] = { &dir_backend };
+static const struct store_backend *const backends[] = { &dir_backend, &store_s3_backend };
 
 /* --- the generic layer ---------------------------------------------------- */
 
@@ -590,6 +591,13 @@ store_free (struct store *s)
     return;
   s->be->close (s->state);
   free (s);
+}
+
+void
+store_set_expiry (struct store *s, time_t expires)
+{
+  if (s->be->set_expiry != NULL)
+    s->be->set_expiry (s->state, expires);
 }
 
 int

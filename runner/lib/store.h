@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "digest.h"
 #include "error.h"
@@ -49,6 +50,10 @@ struct store_txn;
  * created if missing. */
 int store_open (struct store **out, const char *spec, bvm_error_t *err);
 void store_free (struct store *s);
+
+/* The job's end: a backend that mints credentials per transaction (s3)
+ * makes them last no longer than this (0: the backend's own bound). */
+void store_set_expiry (struct store *s, time_t expires);
 
 /* Begin a transaction for everything under prefix (e.g. "apps/hello/<commit>/").
  * One transaction owns the whole prefix: at commit it replaces what was there. */
@@ -131,7 +136,7 @@ DEFINE_CLEANUP_FUNC (store_freep, struct store, store_free)
 /* --- for backends ------------------------------------------------------------
  * The generic layer validates keys, rejects duplicates, computes sizes and
  * digests and builds the index; a backend only stores bytes. A new backend
- * (say S3-like) adds its table to the list in store.c. */
+ * adds its table to the list in store.c; "s3" is store_s3.c. */
 struct store_backend
 {
   const char *name; /* the scheme in "name:location" */
@@ -152,6 +157,8 @@ struct store_backend
    * most max of them (more is an error) */
   int (*get) (void *state, const char *key, uint64_t max, store_sink_fn sink, void *opaque,
               bvm_error_t *err);
+  /* optional: store_set_expiry */
+  void (*set_expiry) (void *state, time_t expires);
 };
 
 #endif
