@@ -11,6 +11,7 @@
 #include "oci.h"
 #include "queue.h"
 #include "store.h"
+#include "store_s3.h"
 #include "util.h"
 #include "webhook.h"
 
@@ -614,12 +615,29 @@ load_artifacts_and_queue (struct runner_config *c, const struct loader *L, bvm_e
   ret = get_string (&c->artifacts, L, L->doc, "", "artifacts", def, 65536, err);
   if (ret < 0)
     return ret;
-  if (strncmp (c->artifacts, "dir:", 4) != 0 || abs_path_problem (c->artifacts + 4) != NULL)
-    return bad_value (err, L->what, "artifacts",
-                      "must be `dir:` followed by an absolute directory", c->artifacts);
-  c->artifacts_dir = path_dup_trimmed (c->artifacts + 4);
-  if (c->artifacts_dir == NULL)
-    return nomem (err);
+  if (strncmp (c->artifacts, "s3:", 3) == 0)
+    {
+      /* the URL's grammar is the s3 backend's (store_s3.h); no I/O here */
+      struct s3_location loc;
+      bvm_error_t e2 = NULL;
+      if (s3_parse_location (&loc, c->artifacts + 3, &e2) < 0)
+        {
+          ret = bad (err, L->what, "artifacts", "is not a usable s3 URL: %s", bvm_error_msg (&e2));
+          bvm_error_free (&e2);
+          return ret;
+        }
+      s3_location_dispose (&loc);
+    }
+  else
+    {
+      if (strncmp (c->artifacts, "dir:", 4) != 0 || abs_path_problem (c->artifacts + 4) != NULL)
+        return bad_value (err, L->what, "artifacts",
+                          "must be `dir:` followed by an absolute directory, or an `s3://` URL",
+                          c->artifacts);
+      c->artifacts_dir = path_dup_trimmed (c->artifacts + 4);
+      if (c->artifacts_dir == NULL)
+        return nomem (err);
+    }
 
   free (def);
   if (asprintf (&def, "spool:%s%sspool", c->home, strcmp (c->home, "/") ? "/" : "") < 0)

@@ -1080,8 +1080,13 @@ phase_ingest (struct run *r, bvm_error_t *err)
         snprintf (spec, sizeof spec, "dir:%s/artifacts", store_spec);
       else
         snprintf (spec, sizeof spec, "%s", store_spec);
-      if ((ret = store_open (&r->store, spec, err)) < 0
-          || (ret = store_txn_begin (&r->txn, r->store, r->plan->artifact_prefix, err)) < 0)
+      if ((ret = store_open (&r->store, spec, err)) < 0)
+        return bvm_error_wrap (err, "opening the artifact store");
+      /* a store that mints credentials per transaction (s3) makes them
+       * expire with the job's role */
+      if (r->role != NULL)
+        store_set_expiry (r->store, (time_t) role_expires_at (r->role));
+      if ((ret = store_txn_begin (&r->txn, r->store, r->plan->artifact_prefix, err)) < 0)
         return bvm_error_wrap (err, "opening the artifact store");
       if (at_rest (r) && (ret = seal_artifacts (r, err)) < 0)
         return bvm_error_wrap (err, "encryption at rest (secrets.at_rest)");
@@ -1724,8 +1729,11 @@ fleet_log (struct run *r, const char *path, bvm_error_t *err)
   fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
     return bvm_error (err, errno, "open `%s`", path);
-  if ((ret = store_open (&st, r->cfg->artifacts, err)) < 0
-      || (ret = store_txn_begin (&t, st, prefix, err)) < 0
+  if ((ret = store_open (&st, r->cfg->artifacts, err)) < 0)
+    return ret;
+  if (r->role != NULL)
+    store_set_expiry (st, (time_t) role_expires_at (r->role));
+  if ((ret = store_txn_begin (&t, st, prefix, err)) < 0
       || (r->have_seal_key && (ret = store_txn_seal (t, r->seal_key, err)) < 0)
       || (ret = store_put_begin (t, key, err)) < 0)
     return ret;

@@ -417,6 +417,8 @@ s3_xml_text (char *buf, size_t size, const char *xml, size_t len, const char *ta
   while (a < b)
     {
       char c = *a;
+      if (c == '<')
+        return -1; /* an element inside: not a text value */
       if (c == '&')
         {
           static const struct
@@ -440,7 +442,7 @@ s3_xml_text (char *buf, size_t size, const char *xml, size_t len, const char *ta
         }
       else
         a++;
-      if ((unsigned char) c < 0x20 || (unsigned char) c >= 0x7f || c == '<')
+      if ((unsigned char) c < 0x20 || (unsigned char) c >= 0x7f)
         return -1;
       if (o + 1 >= size)
         return -1;
