@@ -38,7 +38,6 @@ s3_location_dispose (struct s3_location *l)
   free (l->role);
   free (l->credentials);
   free (l->sse);
-  free (l->kms_key);
   free (l->owner);
   memset (l, 0, sizeof *l);
 }
@@ -209,7 +208,6 @@ s3_parse_location (struct s3_location *out, const char *location, bvm_error_t *e
       PARAM ("role", l.role)
       PARAM ("credentials", l.credentials)
       PARAM ("sse", l.sse)
-      PARAM ("kms_key", l.kms_key)
       PARAM ("owner", l.owner)
       PARAM ("part_mb", part)
       PARAM ("session_max", sessmax)
@@ -247,20 +245,20 @@ s3_parse_location (struct s3_location *out, const char *location, bvm_error_t *e
                       "file");
       goto fail;
     }
-  if (l.sse != NULL && strcmp (l.sse, "AES256") != 0 && strcmp (l.sse, "aws:kms") != 0)
+  /* SSE-KMS (aws:kms with its key id header) cannot be signed by curl 7.88:
+   * it sorts `x-amz-server-side-encryption-aws-kms-key-id` before
+   * `x-amz-server-side-encryption` (it compares whole "name:value" lines),
+   * so every server computes another signature (docs/operations.md) */
+  if (l.sse != NULL && strcmp (l.sse, "AES256") != 0)
     {
-      bvm_error_code (err, BVM_E_INVALID, 0, "s3 store: `sse` must be AES256 or aws:kms");
+      bvm_error_code (err, BVM_E_INVALID, 0,
+                      "s3 store: `sse` must be AES256 (SSE-KMS cannot be signed by this curl)");
       goto fail;
     }
-  if ((l.kms_key != NULL) != (l.sse != NULL && strcmp (l.sse, "aws:kms") == 0))
+  if (l.owner != NULL
+      && (l.owner[0] == '\0' || strlen (l.owner) > 256 || strpbrk (l.owner, ",; ") != NULL))
     {
-      bvm_error_code (err, BVM_E_INVALID, 0, "s3 store: `kms_key` goes with sse=aws:kms");
-      goto fail;
-    }
-  if ((l.kms_key != NULL && (strlen (l.kms_key) > 2048 || !policy_safe (l.kms_key)))
-      || (l.owner != NULL && (strlen (l.owner) > 256 || strpbrk (l.owner, ",; ") != NULL)))
-    {
-      bvm_error_code (err, BVM_E_INVALID, 0, "s3 store: bad `kms_key` or `owner`");
+      bvm_error_code (err, BVM_E_INVALID, 0, "s3 store: bad `owner`");
       goto fail;
     }
   l.part_size = (uint64_t) DEFAULT_PART_MB << 20;
@@ -1033,8 +1031,7 @@ s3_put_begin (void *txn, const char *key, bvm_error_t *err)
 
 /* the headers of a new object: who may read it, how it is encrypted */
 static void
-object_headers (struct s3_txn *t, struct s3_call *k, char *acl, size_t acl_size, char *kms,
-                size_t kms_size)
+object_headers (struct s3_txn *t, struct s3_call *k, char *acl, size_t acl_size)
 {
   size_t h = 0;
   if (t->st->l.owner != NULL)
@@ -1043,17 +1040,7 @@ object_headers (struct s3_txn *t, struct s3_call *k, char *acl, size_t acl_size,
     snprintf (acl, acl_size, "x-amz-acl: bucket-owner-full-control");
   k->hdrs[h++] = acl;
   if (t->sse)
-    {
-      if (strcmp (t->st->l.sse, "aws:kms") == 0)
-        {
-          k->hdrs[h++] = "x-amz-server-side-encryption: aws:kms";
-          snprintf (kms, kms_size, "x-amz-server-side-encryption-aws-kms-key-id: %s",
-                    t->st->l.kms_key);
-          k->hdrs[h++] = kms;
-        }
-      else
-        k->hdrs[h++] = "x-amz-server-side-encryption: AES256";
-    }
+    k->hdrs[h++] = "x-amz-server-side-encryption: AES256";
 }
 
 static int
@@ -1061,7 +1048,7 @@ start_upload (struct s3_txn *t, bvm_error_t *err)
 {
   cleanup_free char *url = NULL;
   struct s3_call k = { 0 };
-  char acl[400], kms[2200], id[UPLOAD_ID_MAX];
+  char acl[400], id[UPLOAD_ID_MAX];
   int ret;
 
   if (s3_object_url (&url, &t->st->l, t->cur.key, "uploads=", err) < 0)
@@ -1069,7 +1056,7 @@ start_upload (struct s3_txn *t, bvm_error_t *err)
   k.method = "POST";
   k.url = url;
   k.body_max = S3_REPLY_MAX;
-  object_headers (t, &k, acl, sizeof acl, kms, sizeof kms);
+  object_headers (t, &k, acl, sizeof acl);
   ret = txn_call (t, &k, write_actions, err);
   if (ret == 0
       && s3_xml_text (id, sizeof id, k.q.body.ptr ? k.q.body.ptr : "", k.q.body.len, "UploadId")
@@ -1228,7 +1215,7 @@ copy_link (struct s3_txn *t, const char *key, const char *from, bvm_error_t *err
   cleanup_free char *url = NULL, *src = NULL;
   cleanup_buf struct buf sb = BUF_INIT (S3_URL_MAX);
   struct s3_call k = { 0 };
-  char acl[400], kms[2200];
+  char acl[400];
   int ret;
 
   if (buf_addf (&sb, "x-amz-copy-source: /%s/", t->st->l.bucket) < 0
@@ -1242,12 +1229,10 @@ copy_link (struct s3_txn *t, const char *key, const char *from, bvm_error_t *err
   k.method = "PUT";
   k.url = url;
   k.body_max = S3_REPLY_MAX;
-  object_headers (t, &k, acl, sizeof acl, kms, sizeof kms);
+  object_headers (t, &k, acl, sizeof acl);
   k.hdrs[2] = k.hdrs[1];
   k.hdrs[1] = k.hdrs[0];
   k.hdrs[0] = src;
-  if (k.hdrs[2] != NULL && t->sse && strcmp (t->st->l.sse, "aws:kms") == 0)
-    k.hdrs[2] = NULL; /* three slots: the KMS key id goes with the SSE header */
   ret = txn_call (t, &k, link_actions, err);
   call_dispose (&k);
   if (ret < 0)
@@ -1260,7 +1245,7 @@ put_small (struct s3_txn *t, const char *key, const void *data, size_t len, bvm_
 {
   cleanup_free char *url = NULL;
   struct s3_call k = { 0 };
-  char acl[400], kms[2200];
+  char acl[400];
   int ret;
 
   if (s3_object_url (&url, &t->st->l, key, NULL, err) < 0)
@@ -1269,7 +1254,7 @@ put_small (struct s3_txn *t, const char *key, const void *data, size_t len, bvm_
   k.url = url;
   k.body = data;
   k.len = len;
-  object_headers (t, &k, acl, sizeof acl, kms, sizeof kms);
+  object_headers (t, &k, acl, sizeof acl);
   ret = txn_call (t, &k, write_actions, err);
   call_dispose (&k);
   return ret < 0 ? bvm_error_wrap (err, "writing `%s`", key) : 0;

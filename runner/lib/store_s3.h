@@ -2,9 +2,10 @@
  *
  *   artifacts: "s3://BUCKET/ROOT?endpoint=URL&region=R&role=ARN&credentials=FILE"
  *
- * optional: &sse=aws:kms&kms_key=ID (or sse=AES256): server-side encryption
- * requested on every object of a sealed transaction (store_txn_seal), on top
- * of the runner's own sealing; &owner=ID: the bucket owner's canonical id,
+ * optional: &sse=AES256: server-side encryption (SSE-S3) requested on every
+ * object of a sealed transaction (store_txn_seal), on top of the runner's
+ * own sealing (SSE-KMS is refused: curl 7.88 signs its headers in the wrong
+ * order); &owner=ID: the bucket owner's canonical id,
  * granted full control of every object instead of the canned
  * bucket-owner-full-control ACL (which also lets the runner's own user read
  * what its sessions wrote, on RGW); &part_mb=N (5..512, default 8): the
@@ -60,8 +61,7 @@ struct s3_location
   char *region;
   char *role;        /* the role's ARN */
   char *credentials; /* the runner's key file */
-  char *sse;         /* NULL, "AES256" or "aws:kms" */
-  char *kms_key;
+  char *sse;         /* NULL or "AES256" */
   char *owner;
   uint64_t part_size;
   int64_t session_max;

@@ -6,7 +6,9 @@
  *                                      and print the temporary credentials as
  *                                      s3cmd config lines
  *   s3-tool put SPEC PREFIX KEY FILE   one transaction: FILE as KEY, commit;
- *                                      prints the summary
+ *                                      prints the summary; S3_TOOL_SEAL=1
+ *                                      seals it first (a fixed test key), as
+ *                                      a job's artifacts are
  *   s3-tool get SPEC PREFIX KEY        store_get to stdout (not sealed)
  *
  * Built for the integration tests and the bench only (never installed): the
@@ -72,7 +74,10 @@ main (int argc, char **argv)
       int fd = open (argv[5], O_RDONLY | O_CLOEXEC);
       if (fd < 0)
         return perror (argv[5]), 1;
+      static const unsigned char key[SEAL_KEY_BYTES] = { 1, 2, 3 };
+      const char *seal = getenv ("S3_TOOL_SEAL");
       if (store_open (&s, argv[2], &err) < 0 || store_txn_begin (&t, s, argv[3], &err) < 0
+          || (seal && strcmp (seal, "1") == 0 && store_txn_seal (t, key, &err) < 0)
           || store_put_begin (t, argv[4], &err) < 0)
         return die (&err);
       while ((n = read (fd, buf, sizeof buf)) > 0)

@@ -76,8 +76,16 @@ svc_ceph_rgw_start () {
     local dir=$SVC_DIR/ceph-rgw
     mkdir -p "$dir/cluster"
     (
-        if "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/services/ceph-rgw.sh" start \
-            "$dir/cluster" >"$dir/start.log" 2>&1; then :; else touch "$dir/failed"; fi
+        # a second try in a fresh directory: a start on a loaded machine
+        # has been seen to fail once (the OSD's first boot)
+        script=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/services/ceph-rgw.sh
+        for try in 1 2; do
+            if "$script" start "$dir/cluster" >>"$dir/start.log" 2>&1; then exit 0; fi
+            "$script" stop "$dir/cluster" >/dev/null 2>&1
+            rm -rf "$dir/cluster"
+            echo "services: ceph-rgw start $try failed" >>"$dir/start.log"
+        done
+        touch "$dir/failed"
     ) &
     echo $! >"$dir/starter.pid"
     export BUILDVM_TEST_S3_DIR=$dir

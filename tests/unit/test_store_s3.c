@@ -38,14 +38,13 @@ test_parse_location (void **state)
   /* no root, defaults, escapes, options */
   assert_ok (s3_parse_location (&l,
                                 "//bkt?endpoint=https%3A%2F%2Fs3.example&role=arn:x&credentials=/k"
-                                "&sse=aws:kms&kms_key=k1&owner=own&part_mb=16&session_max=900",
+                                "&sse=AES256&owner=own&part_mb=16&session_max=900",
                                 &err),
              &err);
   assert_string_equal (l.root, "");
   assert_string_equal (l.endpoint, "https://s3.example");
   assert_string_equal (l.region, "us-east-1");
-  assert_string_equal (l.sse, "aws:kms");
-  assert_string_equal (l.kms_key, "k1");
+  assert_string_equal (l.sse, "AES256");
   assert_string_equal (l.owner, "own");
   assert_int_equal (l.part_size, 16u << 20);
   assert_int_equal (l.session_max, 900);
@@ -79,7 +78,8 @@ test_parse_location_refused (void **state)
     { "//bkt?endpoint=http://h&role=arn:x", "credentials" },
     { "//bkt?endpoint=http://h&role=arn:x&credentials=rel", "credentials" },
     { "//bkt?endpoint=http://h&role=arn:x&credentials=/k&sse=md5", "sse" },
-    { "//bkt?endpoint=http://h&role=arn:x&credentials=/k&sse=aws:kms", "kms_key" },
+    { "//bkt?endpoint=http://h&role=arn:x&credentials=/k&sse=aws:kms", "cannot be signed" },
+    { "//bkt?endpoint=http://h&role=arn:x&credentials=/k&owner=", "owner" },
     { "//bkt?endpoint=http://h&role=arn:x&credentials=/k&part_mb=4", "part_mb" },
     { "//bkt?endpoint=http://h&role=arn:x&credentials=/k&session_max=60", "session_max" },
     { "//bkt?endpoint=http://h&role=arn:x&credentials=/k&bogus=1", "unknown parameter" },
