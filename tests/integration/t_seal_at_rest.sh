@@ -58,6 +58,12 @@ cp "$obj" "$other/dist/www/index.html"
 sed "s|apps/hello-shell/|apps/other-app/|g" "$adir/index.json" >"$other/index.json"
 expect_fail 2 "wrong app or key" "$BUILDVM" artifacts get --config "$CONFIG" "other-app/$commit" dist/www/index.html
 
+note "a bit flip in the sealed log: buildvm logs refuses it (chunk swaps: tests/unit/test_seal.c)"
+cp "$log" "$T/log.orig"
+python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[-30]^=4; open(p,"wb").write(b)' "$log"
+expect_fail 2 "tampered" "$BUILDVM" logs --config "$CONFIG" seal-1
+cp "$T/log.orig" "$log"
+
 note "the fleet copy: the log from the artifact store once the host's is gone"
 rm -f "$log"
 expect_fail 1 "no log for job" "$BUILDVM" logs --config "$CONFIG" seal-1
