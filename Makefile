@@ -188,7 +188,7 @@ integration: all $(BUILD)/test/buildvm $(BUILD)/test/s3-tool image-minimal
 
 check: format-check lint unit unit-asan fuzz-corpus integration
 
-bench: all image-minimal $(BUILD)/bench/store-write
+bench: all image-minimal $(BUILD)/bench/store-write $(BUILD)/test/s3-tool
 	bench/run.sh
 
 # bench/pipeline.sh's encryption-at-rest ratio: the store, plain and sealed

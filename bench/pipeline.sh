@@ -12,6 +12,8 @@
 #                      (encryption at rest: build/bench/store-write, the
 #                      `dir:` store with and without store_txn_seal, runs
 #                      interleaved in one process; only the store is timed)
+#   S3 artifact upload vs  s3cmd put of the same 64 MiB to the same store  target <= 1.2
+#                      (bench/s3.sh, against a real RADOS Gateway)
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/tests/lib/services.sh"
 SVC_DIR=$B/svc
@@ -121,3 +123,5 @@ verdict "$(ratio "$layer" "$tar_ms")" 1.1 "layer ${layer}ms / tar|gzip|sha256 ${
 verdict "$(ratio "$push" "$curl_ms")" 1.2 "push ${push}ms / curl -T ${curl_ms}ms"
 printf '  %-44s %s\n' "job overhead ${overhead}ms / bare VM ${bare_ms}ms" "$(ratio "$overhead" "$bare_ms")"
 verdict "$(ratio "$sealed_ms" "$plain_ms")" 1.3 "sealed write ${sealed_ms}ms / plain ${plain_ms}ms"
+echo
+"$ROOT/bench/s3.sh"
