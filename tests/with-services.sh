@@ -8,7 +8,7 @@
 #   BUILDVM_TEST_S3_DIR          a Ceph RADOS Gateway (S3 + STS) starting in the
 #                                background: svc_ceph_rgw_wait (lib/services.sh)
 #                                waits for it. Started for the whole integration
-#                                suite, for a named test with s3 in its name, or
+#                                suite, for a named test t_s3*, or
 #                                with BUILDVM_TEST_S3=1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,7 +26,7 @@ export BUILDVM_TEST_REDIS=$REDIS_main_ADDR
 want_s3=${BUILDVM_TEST_S3:-}
 if [ -z "$want_s3" ]; then
     case "$*" in
-        *s3*) want_s3=1 ;;
+        *t_s3*) want_s3=1 ;;
         */integration/run.sh | */integration/run.sh\ -j\ [0-9]*) want_s3=1 ;;
     esac
 fi

@@ -133,7 +133,7 @@ header_cb (char *p, size_t size, size_t nitems, void *ud)
     {
       /* A new response (after a 100 or a redirect): forget the last one. */
       q->location[0] = q->docker_digest[0] = q->content_type_out[0] = '\0';
-      q->range[0] = q->www_auth[0] = q->retry_after[0] = q->etag[0] = '\0';
+      q->range[0] = q->www_auth[0] = q->retry_after[0] = q->etag[0] = q->sse[0] = '\0';
       q->location_bad = q->www_auth_over = q->has_length = false;
       buf_reset (&q->body);
       return len;
@@ -159,6 +159,8 @@ header_cb (char *p, size_t size, size_t nitems, void *ud)
     header_store (q->content_type_out, sizeof q->content_type_out, v, vlen, NULL);
   else if (IS ("range"))
     header_store (q->range, sizeof q->range, v, vlen, NULL);
+  else if (IS ("x-amz-server-side-encryption"))
+    header_store (q->sse, sizeof q->sse, v, vlen, NULL);
   else if (IS ("etag"))
     header_store (q->etag, sizeof q->etag, v, vlen, NULL);
   else if (IS ("retry-after"))

@@ -119,6 +119,7 @@ struct http_req
   bool www_auth_over;
   char retry_after[32];
   char etag[130];
+  char sse[32]; /* x-amz-server-side-encryption of the reply */
   bool has_length;
   uint64_t length;
 };

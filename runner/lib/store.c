@@ -789,6 +789,7 @@ store_txn_commit (struct store_txn *t, struct store_summary *summary, json_t **i
                   bvm_error_t *err)
 {
   struct store_summary sum = { 0 };
+  struct store *st;
   cleanup_json json_t *idx = NULL;
   cleanup_free const char **keys = NULL;
   cleanup_free char *index_key = NULL, *text = NULL;
@@ -847,10 +848,13 @@ store_txn_commit (struct store_txn *t, struct store_summary *summary, json_t **i
   sum.count = n;
   sum.bytes = t->bytes;
   sum.sealed = t->sealed;
-  r = t->s->be->commit (steal_pointer (&t->bt), index_key, text, strlen (text), err);
+  st = t->s;
+  r = st->be->commit (steal_pointer (&t->bt), index_key, text, strlen (text), err);
   store_txn_abort (t); /* frees what is left; the backend's part is gone */
   if (r < 0)
     return bvm_error_wrap (err, "committing `%s`", index_key);
+  if (st->be->last_commit != NULL)
+    st->be->last_commit (st->state, &sum);
   if (summary != NULL)
     *summary = sum;
   if (index_out != NULL)
@@ -883,6 +887,12 @@ store_summary_to_json (const struct store_summary *s)
                          s->index_key, "digest", s->index_digest, "size",
                          (json_int_t) s->index_bytes);
   if (o != NULL && s->sealed && json_object_set_new (o, "sealed", json_string (SEAL_FORMAT)) < 0)
+    o = (json_decref (o), NULL);
+  if (o != NULL && s->sse_requested[0]
+      && json_object_set_new (o, "server_side_encryption",
+                              json_pack ("{s:s, s:s?}", "requested", s->sse_requested, "confirmed",
+                                         s->sse_confirmed[0] ? s->sse_confirmed : NULL))
+             < 0)
     o = (json_decref (o), NULL);
   return o;
 }

@@ -82,6 +82,10 @@ struct store_summary
   uint64_t count; /* objects in the index, links included */
   uint64_t bytes; /* the sum of their sizes */
   bool sealed;    /* store_txn_seal */
+  /* server-side encryption (s3 with sse=): what was asked of the store and
+   * what every object's reply confirmed ("" when a reply did not) */
+  char sse_requested[16];
+  char sse_confirmed[16];
 };
 
 /* Make everything visible and write the index. Consumes t, also on failure
@@ -90,7 +94,9 @@ struct store_summary
 int store_txn_commit (struct store_txn *t, struct store_summary *summary, json_t **index_out,
                       bvm_error_t *err);
 
-/* {"prefix", "count", "bytes", "index": {"path", "digest", "size"}}, where
+/* {"prefix", "count", "bytes", "index": {"path", "digest", "size"}}, plus
+ * "sealed" and "server_side_encryption": {"requested", "confirmed" (null when
+ * the store did not confirm it)} when they apply, where
  * path is the index's key (for the dir backend: relative to the store's
  * directory). NULL on ENOMEM. */
 json_t *store_summary_to_json (const struct store_summary *s);
@@ -157,6 +163,9 @@ struct store_backend
    * most max of them (more is an error) */
   int (*get) (void *state, const char *key, uint64_t max, store_sink_fn sink, void *opaque,
               bvm_error_t *err);
+  /* optional: what the last successful commit on this store adds to its
+   * summary (server-side encryption) */
+  void (*last_commit) (void *state, struct store_summary *sum);
   /* optional: store_set_expiry */
   void (*set_expiry) (void *state, time_t expires);
 };

@@ -822,6 +822,9 @@ struct s3_store
   struct s3_location l;
   struct s3_creds runner;
   time_t expires; /* store_set_expiry; 0: none */
+  /* the last commit's server-side encryption (store_summary) */
+  char sse_requested[16];
+  char sse_confirmed[16];
 };
 
 struct s3_upload
@@ -840,6 +843,7 @@ struct s3_txn
   char *prefix;
   char provider[128];
   bool sse;
+  bool sse_unconfirmed; /* an object's reply lacked the SSE header */
   struct s3_upload *ups;
   size_t n_ups, cap_ups;
   char (*links)[2][STORE_KEY_MAX + 1];
@@ -881,6 +885,14 @@ s3_close (void *state)
   s3_creds_dispose (&st->runner);
   s3_location_dispose (&st->l);
   free (st);
+}
+
+static void
+s3_last_commit (void *state, struct store_summary *sum)
+{
+  struct s3_store *st = state;
+  memcpy (sum->sse_requested, st->sse_requested, sizeof sum->sse_requested);
+  memcpy (sum->sse_confirmed, st->sse_confirmed, sizeof sum->sse_confirmed);
 }
 
 static void
@@ -1174,6 +1186,14 @@ s3_put_link (void *txn, const char *key, const char *existing_key, bvm_error_t *
   return 0;
 }
 
+/* whether the store said it encrypted an object we asked it to */
+static void
+note_sse (struct s3_txn *t, const struct s3_call *k)
+{
+  if (t->sse && (!k->have_q || strcmp (k->q.sse, t->st->l.sse) != 0))
+    t->sse_unconfirmed = true;
+}
+
 static int
 complete_upload (struct s3_txn *t, struct s3_upload *u, bvm_error_t *err)
 {
@@ -1201,6 +1221,7 @@ complete_upload (struct s3_txn *t, struct s3_upload *u, bvm_error_t *err)
   k.len = body.len;
   k.body_max = S3_REPLY_MAX;
   ret = txn_call (t, &k, write_actions, err);
+  note_sse (t, &k);
   call_dispose (&k);
   if (ret < 0)
     return bvm_error_wrap (err, "completing the upload of `%s`", u->key);
@@ -1234,6 +1255,7 @@ copy_link (struct s3_txn *t, const char *key, const char *from, bvm_error_t *err
   k.hdrs[1] = k.hdrs[0];
   k.hdrs[0] = src;
   ret = txn_call (t, &k, link_actions, err);
+  note_sse (t, &k);
   call_dispose (&k);
   if (ret < 0)
     return bvm_error_wrap (err, "copying `%s` to its hard link `%s`", from, key);
@@ -1256,6 +1278,7 @@ put_small (struct s3_txn *t, const char *key, const void *data, size_t len, bvm_
   k.len = len;
   object_headers (t, &k, acl, sizeof acl);
   ret = txn_call (t, &k, write_actions, err);
+  note_sse (t, &k);
   call_dispose (&k);
   return ret < 0 ? bvm_error_wrap (err, "writing `%s`", key) : 0;
 }
@@ -1286,6 +1309,13 @@ s3_commit (void *txn, const char *index_key, const void *index, size_t len, bvm_
   /* ... then the index, last */
   if (ret == 0)
     ret = put_small (t, index_key, index, len, err);
+  t->st->sse_requested[0] = t->st->sse_confirmed[0] = '\0';
+  if (ret == 0 && t->sse)
+    {
+      snprintf (t->st->sse_requested, sizeof t->st->sse_requested, "%s", t->st->l.sse);
+      if (!t->sse_unconfirmed)
+        snprintf (t->st->sse_confirmed, sizeof t->st->sse_confirmed, "%s", t->st->l.sse);
+    }
   s3_abort (t);
   return ret;
 }
@@ -1355,4 +1385,5 @@ const struct store_backend store_s3_backend = {
   .seal = s3_seal,
   .get = s3_get,
   .set_expiry = s3_set_expiry,
+  .last_commit = s3_last_commit,
 };

@@ -50,6 +50,8 @@ grep -qx "$prefix/dist/www/index.html" "$T/list" || { cat "$T/list"; fail "no ar
 owner get --force "s3://$RGW_BUCKET/$root/$prefix/dist/www/index.html" "$T/obj" >/dev/null
 [ "$(head -c 7 "$T/obj")" = BVMSEAL ] || fail "the stored object is not sealed"
 grep -qa "hello from buildvm" "$T/obj" && fail "plaintext in the bucket"
+assert_eq AES256 "$(jq -r .artifacts.server_side_encryption.requested "$rec")" "SSE-S3 asked of the store"
+assert_eq null "$(jq -r .artifacts.server_side_encryption.confirmed "$rec")" "RGW 16 does not confirm SSE-S3"
 owner get --force "s3://$RGW_BUCKET/$root/$prefix/index.json" "$T/index.json" >/dev/null
 assert_eq "$(jq -r .artifacts.index.digest "$rec")" "sha256:$(sha256sum "$T/index.json" | cut -d' ' -f1)" "the index's digest"
 grep -q "hello from buildvm" "$(pl_artifact "hello-shell/$commit" dist/www/index.html)" || { cat "$T/artifact-err"; fail "artifacts get from S3"; }
@@ -99,6 +101,11 @@ rules '[{"method": "PUT", "path": "partNumber=", "action": "status", "status": 5
 parts=$(curl -fs "http://$proxy/__proxy__/log" | jq '[.[] | select(test("^PUT .*partNumber="))] | length')
 assert_eq 2 "$parts" "part uploads (one 500, one retry)"
 "$TOOL" get "$SPEC" apps/flaky/c1/ apps/flaky/c1/blob | cmp - "$T/blob" || fail "the retried object differs"
+note "an expired session mid-upload: assumed again once"
+rules '[{"method": "PUT", "path": "partNumber=", "action": "status", "status": 400, "count": 1, "body": "<Error><Code>ExpiredToken</Code></Error>", "ctype": "application/xml"}]'
+"$TOOL" put "$PSPEC" apps/flaky/c5/ apps/flaky/c5/blob "$T/blob" >/dev/null || fail "an expired session was not renewed"
+sts=$(curl -fs "http://$proxy/__proxy__/log" | jq '[.[] | select(test("^POST /$"))] | length')
+assert_eq 2 "$sts" "AssumeRole calls (the first session, the renewal)"
 note "a 403 is not retried"
 rules '[{"method": "PUT", "path": "partNumber=", "action": "status", "status": 403, "body": "<Error><Code>AccessDenied</Code></Error>", "ctype": "application/xml"}]'
 if "$TOOL" put "$PSPEC" apps/flaky/c2/ apps/flaky/c2/blob "$T/blob" 2>"$T/e3"; then fail "a 403 succeeded"; fi
