@@ -701,7 +701,8 @@ call_once (void *ctx, bool *retryable, bvm_error_t *err)
       s3_xml_text (k->code, sizeof k->code, k->q.body.ptr, k->q.body.len, "Code");
       s3_xml_text (msg, sizeof msg, k->q.body.ptr, k->q.body.len, "Message");
     }
-  *retryable = k->q.status >= 500 || k->q.status == 429;
+  /* 501 Not Implemented will not change on a retry */
+  *retryable = (k->q.status >= 500 && k->q.status != 501) || k->q.status == 429;
   return bvm_error_code (err, status_code (k->q.status), 0, "%s `%s`: HTTP %ld%s%s%s%s", k->method,
                          m, k->q.status, k->code[0] ? " " : "", k->code, msg[0] ? ": " : "", msg);
 }
@@ -846,7 +847,7 @@ struct s3_txn
   bool sse_unconfirmed; /* an object's reply lacked the SSE header */
   struct s3_upload *ups;
   size_t n_ups, cap_ups;
-  char (*links)[2][STORE_KEY_MAX + 1];
+  char *(*links)[2]; /* {key, existing key}, copied at commit */
   size_t n_links, cap_links;
   /* the object being written */
   struct s3_upload cur;
@@ -978,6 +979,11 @@ s3_abort (void *txn)
       upload_dispose (&t->ups[i]);
     }
   free (t->ups);
+  for (size_t i = 0; i < t->n_links; i++)
+    {
+      free (t->links[i][0]);
+      free (t->links[i][1]);
+    }
   free (t->links);
   free (t->part);
   s3_creds_dispose (&t->cr);
@@ -1174,15 +1180,17 @@ s3_put_link (void *txn, const char *key, const char *existing_key, bvm_error_t *
   if (t->n_links == t->cap_links)
     {
       size_t cap = t->cap_links ? t->cap_links * 2 : 8;
-      void *n = cap <= LINK_MAX_COUNT ? realloc (t->links, cap * sizeof *t->links) : NULL;
+      void *n = cap <= 2 * LINK_MAX_COUNT ? realloc (t->links, cap * sizeof *t->links) : NULL;
       if (n == NULL)
         return bvm_error (err, ENOMEM, "s3 store");
       t->links = n;
       t->cap_links = cap;
     }
-  snprintf (t->links[t->n_links][0], STORE_KEY_MAX + 1, "%s", key);
-  snprintf (t->links[t->n_links][1], STORE_KEY_MAX + 1, "%s", existing_key);
-  t->n_links++;
+  t->links[t->n_links][0] = strdup (key);
+  t->links[t->n_links][1] = strdup (existing_key);
+  t->n_links++; /* freed by abort even when a strdup failed */
+  if (t->links[t->n_links - 1][0] == NULL || t->links[t->n_links - 1][1] == NULL)
+    return bvm_error (err, ENOMEM, "s3 store");
   return 0;
 }
 
@@ -1230,6 +1238,50 @@ complete_upload (struct s3_txn *t, struct s3_upload *u, bvm_error_t *err)
   return 0;
 }
 
+static int s3_put_begin (void *txn, const char *key, bvm_error_t *err);
+static int s3_put_write (void *txn, const void *buf, size_t len, bvm_error_t *err);
+static int s3_put_end (void *txn, bvm_error_t *err);
+
+static int
+link_sink (void *opaque, const void *buf, size_t len, bvm_error_t *err)
+{
+  return s3_put_write (opaque, buf, len, err);
+}
+
+/* A store that cannot copy (RGW 16 refuses CopyObject of an object it
+ * encrypted at rest, 501): the link's bytes are read back and uploaded
+ * again, part by part, then completed at once. */
+static int
+reupload_link (struct s3_txn *t, const char *key, const char *from, bvm_error_t *err)
+{
+  cleanup_free char *url = NULL;
+  struct http_client rd;
+  struct s3_call k = { 0 };
+  int ret;
+
+  if (s3_object_url (&url, &t->st->l, from, NULL, err) < 0 || s3_put_begin (t, key, err) < 0)
+    return -1;
+  /* a connection of its own: the sink uploads on the transaction's */
+  if (client_init (&rd, t->st->expires, err) < 0)
+    return -1;
+  k.c = &rd;
+  k.cr = &t->cr;
+  k.provider = t->provider;
+  k.method = "GET";
+  k.url = url;
+  k.sink = link_sink;
+  k.opaque = t;
+  k.out_max = UINT64_MAX;
+  ret = http_with_retries (&rd, call_once, &k, err);
+  call_dispose (&k);
+  http_client_dispose (&rd);
+  if (ret == 0)
+    ret = s3_put_end (t, err);
+  if (ret == 0)
+    ret = complete_upload (t, &t->ups[t->n_ups - 1], err);
+  return ret < 0 ? bvm_error_wrap (err, "writing the hard link `%s` of `%s`", key, from) : 0;
+}
+
 static int
 copy_link (struct s3_txn *t, const char *key, const char *from, bvm_error_t *err)
 {
@@ -1251,11 +1303,21 @@ copy_link (struct s3_txn *t, const char *key, const char *from, bvm_error_t *err
   k.url = url;
   k.body_max = S3_REPLY_MAX;
   object_headers (t, &k, acl, sizeof acl);
-  k.hdrs[2] = k.hdrs[1];
+  /* no SSE header on a copy: RGW 16 answers it with 501 NotImplemented; the
+   * copy is of an object that was written with it, and the record's
+   * `confirmed` says what the store did */
   k.hdrs[1] = k.hdrs[0];
   k.hdrs[0] = src;
+  k.hdrs[2] = NULL;
   ret = txn_call (t, &k, link_actions, err);
-  note_sse (t, &k);
+  if (t->sse && k.have_q && strcmp (k.q.sse, t->st->l.sse) != 0)
+    t->sse_unconfirmed = true;
+  if (ret < 0 && k.have_q && k.q.status == 501)
+    {
+      call_dispose (&k);
+      bvm_error_free (err);
+      return reupload_link (t, key, from, err);
+    }
   call_dispose (&k);
   if (ret < 0)
     return bvm_error_wrap (err, "copying `%s` to its hard link `%s`", from, key);

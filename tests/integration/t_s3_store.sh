@@ -78,6 +78,12 @@ note "the runner's own key may call STS and nothing else"
 if s3cmd -c "$T/s3cfg-runner" put "$T/f" "s3://$RGW_BUCKET/$root/$prefix/y" >/dev/null 2>&1; then fail "the runner's key could write"; fi
 if s3cmd -c "$T/s3cfg-runner" get --force "s3://$RGW_BUCKET/$root/$prefix/index.json" "$T/o3" >/dev/null 2>&1; then fail "the runner's key could read"; fi
 
+note "a hard link: copied by the store at commit, with a session that may read the prefix"
+echo linked >"$T/l"
+"$TOOL" put "$SPEC" apps/links/c1/ apps/links/c1/a "$T/l" apps/links/c1/b >/dev/null || fail "a put with a link"
+"$TOOL" get "$SPEC" apps/links/c1/ apps/links/c1/b | cmp - "$T/l" || fail "the link's content"
+owner get --force "s3://$RGW_BUCKET/$root/apps/links/c1/b" "$T/o4" >/dev/null && cmp "$T/o4" "$T/l" || fail "the owner cannot read the link"
+
 note "STS refusing: the job fails, nothing is visible, the record says why"
 commit2=$(cd "$app" && echo 2 >>README.md 2>/dev/null; git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm two && git rev-parse HEAD)
 pl_config ".artifacts = \"$(spec_for "$RGW_ENDPOINT" arn:aws:iam:::role/no-such-role)\""

@@ -5,7 +5,9 @@
  *                                      s3:AbortMultipartUpload on the scope),
  *                                      and print the temporary credentials as
  *                                      s3cmd config lines
- *   s3-tool put SPEC PREFIX KEY FILE   one transaction: FILE as KEY, commit;
+ *   s3-tool put SPEC PREFIX KEY FILE [LINK]
+ *                                      one transaction: FILE as KEY (and LINK,
+ *                                      a hard link to it), commit;
  *                                      prints the summary; S3_TOOL_SEAL=1
  *                                      seals it first (a fixed test key), as
  *                                      a job's artifacts are
@@ -64,7 +66,7 @@ main (int argc, char **argv)
       s3_location_dispose (&l);
       return 0;
     }
-  if (argc == 6 && strcmp (argv[1], "put") == 0)
+  if ((argc == 6 || argc == 7) && strcmp (argv[1], "put") == 0)
     {
       struct store *s = NULL;
       struct store_txn *t = NULL;
@@ -85,7 +87,9 @@ main (int argc, char **argv)
           return die (&err);
       if (n < 0)
         return perror (argv[5]), 1;
-      if (store_put_end (t, &err) < 0 || store_txn_commit (t, &sum, NULL, &err) < 0)
+      if (store_put_end (t, &err) < 0
+          || (argc == 7 && store_put_link (t, argv[6], argv[4], &err) < 0)
+          || store_txn_commit (t, &sum, NULL, &err) < 0)
         return die (&err);
       printf ("%s %llu\n", sum.index_key, (unsigned long long) sum.bytes);
       store_free (s);
@@ -101,7 +105,7 @@ main (int argc, char **argv)
       store_free (s);
       return 0;
     }
-  fprintf (stderr, "usage: s3-tool assume SPEC SCOPE | put SPEC PREFIX KEY FILE | get SPEC "
+  fprintf (stderr, "usage: s3-tool assume SPEC SCOPE | put SPEC PREFIX KEY FILE [LINK] | get SPEC "
                    "PREFIX KEY\n");
   return 2;
 }
