@@ -27,8 +27,9 @@
  * its first part is full or the object ends, and completed only at commit,
  * after the fence check: an incomplete upload is invisible to readers and
  * listings. Commit completes every upload, copies hard links (with a second
- * session that may also read the prefix), and writes the index last with
- * one PUT. Abort aborts the uploads; a crashed runner's are removed by the
+ * session that may also read the prefix; where the store cannot copy, as
+ * RGW 16 for objects it encrypted, the link is read back and uploaded
+ * again), and writes the index last with one PUT. Abort aborts the uploads; a crashed runner's are removed by the
  * bucket's lifecycle rule (docs/operations.md). Requests that fail with a
  * 5xx, 429 or a transport error are retried with backoff; other 4xx are not,
  * except ExpiredToken, which assumes the role again once. Keys of an earlier
