@@ -28,11 +28,16 @@
 #include <string.h>
 #include <unistd.h>
 
+static struct store *the_store;
+static struct store_txn *the_txn;
+
 static int
 die (bvm_error_t *err)
 {
   fprintf (stderr, "s3-tool: %s\n", bvm_error_msg (err));
   bvm_error_free (err);
+  store_txn_abort (the_txn);
+  store_free (the_store);
   return 1;
 }
 
@@ -78,7 +83,8 @@ main (int argc, char **argv)
         return perror (argv[5]), 1;
       static const unsigned char key[SEAL_KEY_BYTES] = { 1, 2, 3 };
       const char *seal = getenv ("S3_TOOL_SEAL");
-      if (store_open (&s, argv[2], &err) < 0 || store_txn_begin (&t, s, argv[3], &err) < 0
+      if (store_open (&s, argv[2], &err) < 0 || ((the_store = s), 0)
+          || store_txn_begin (&t, s, argv[3], &err) < 0 || ((the_txn = t), 0)
           || (seal && strcmp (seal, "1") == 0 && store_txn_seal (t, key, &err) < 0)
           || store_put_begin (t, argv[4], &err) < 0)
         return die (&err);
@@ -89,7 +95,7 @@ main (int argc, char **argv)
         return perror (argv[5]), 1;
       if (store_put_end (t, &err) < 0
           || (argc == 7 && store_put_link (t, argv[6], argv[4], &err) < 0)
-          || store_txn_commit (t, &sum, NULL, &err) < 0)
+          || ((the_txn = NULL), store_txn_commit (t, &sum, NULL, &err)) < 0)
         return die (&err);
       printf ("%s %llu\n", sum.index_key, (unsigned long long) sum.bytes);
       store_free (s);
@@ -99,7 +105,7 @@ main (int argc, char **argv)
   if (argc == 5 && strcmp (argv[1], "get") == 0)
     {
       struct store *s = NULL;
-      if (store_open (&s, argv[2], &err) < 0
+      if (store_open (&s, argv[2], &err) < 0 || ((the_store = s), 0)
           || store_get (s, argv[3], argv[4], NULL, out_sink, NULL, &err) < 0)
         return die (&err);
       store_free (s);
