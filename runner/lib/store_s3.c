@@ -58,7 +58,7 @@ hexval (int c)
 static char *
 query_decode (const char *s, size_t n)
 {
-  char *out = malloc (n + 1), *o = out;
+  char *out = calloc (1, n + 1), *o = out;
   if (out == NULL)
     return NULL;
   for (size_t i = 0; i < n; i++)
