@@ -31,6 +31,8 @@ for ((i = 0; i <= RUNS; i++)); do
     t1=$(date +%s%N)
     s3cmd -c "$RGW_S3CFG" put "$B/blob" "s3://$RGW_BUCKET/bench-s3cmd/c$i/blob" >/dev/null 2>&1
     t2=$(date +%s%N)
+    # the memstore OSD holds everything in memory: drop this run's objects
+    s3cmd -c "$RGW_S3CFG" del -r "s3://$RGW_BUCKET/bench/apps/bench/c$i/" "s3://$RGW_BUCKET/bench-s3cmd/c$i/" >/dev/null 2>&1 || true
     [ "$i" -eq 0 ] && continue # warm-up
     ours+=($(( (t1 - t0) / 1000000 )))
     theirs+=($(( (t2 - t1) / 1000000 )))
