@@ -942,7 +942,7 @@ txn_call (struct s3_txn *t, struct s3_call *k, const char *const *actions, bvm_e
 static void
 abort_upload (struct s3_txn *t, struct s3_upload *u)
 {
-  cleanup_free char *url = NULL, *query = NULL;
+  cleanup_free char *url = NULL;
   cleanup_buf struct buf qb = BUF_INIT (UPLOAD_ID_MAX * 3 + 16);
   struct s3_call k = { 0 };
   bvm_error_t err = NULL;
