@@ -190,6 +190,13 @@ s3_parse_location (struct s3_location *out, const char *location, bvm_error_t *e
         }
       nl = (size_t) (eq - a);
       val = query_decode (eq + 1, (size_t) (stop - eq - 1));
+      /* a decoded value is text too: an escaped control byte is refused
+       * (values are quoted in messages) */
+      if (val != NULL && text_problem (val, strlen (val)) != NULL)
+        {
+          free (val);
+          val = NULL;
+        }
       if (val == NULL)
         {
           bvm_error_code (err, BVM_E_INVALID, 0, "s3 store: bad escape in `%.*s`", (int) nl, a);

@@ -86,6 +86,8 @@ test_parse_location_refused (void **state)
     { "//bkt?endpoint=http://h&role=arn:x&credentials=/k&role=arn:y", "twice" },
     { "//bkt?endpoint=http://h&role=arn:x&credentials=/k%00x", "bad escape" },
     { "//bkt?endpoint=http://h&role=arn:x&credentials=/k%2", "bad escape" },
+    { "//bkt?endpoint=http://h&region=a%0Ab&role=arn:x&credentials=/k", "bad escape" },
+    { "//bkt?endpoint=http://h&region=a%1Bb&role=arn:x&credentials=/k", "bad escape" },
     { "//bkt?endpoint=http://h&role=arn:x&credentials", "no value" },
     { "//bkt?endpoint=http://h&region=a:b&role=arn:x&credentials=/k", "region" },
   };
