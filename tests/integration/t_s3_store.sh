@@ -56,6 +56,10 @@ owner get --force "s3://$RGW_BUCKET/$root/$prefix/index.json" "$T/index.json" >/
 assert_eq "$(jq -r .artifacts.index.digest "$rec")" "sha256:$(sha256sum "$T/index.json" | cut -d' ' -f1)" "the index's digest"
 grep -q "hello from buildvm" "$(pl_artifact "hello-shell/$commit" dist/www/index.html)" || { cat "$T/artifact-err"; fail "artifacts get from S3"; }
 listing "logs/apps/hello-shell/s3-1/" | grep -qx "logs/apps/hello-shell/s3-1/log.lz4" || fail "no fleet log in the bucket"
+"$BUILDVM" logs --config "$CONFIG" s3-1 >"$T/log" || fail "logs"
+rm -f "$(jq -r .log "$rec")"
+"$BUILDVM" logs --config "$CONFIG" hello-shell/s3-1 >"$T/log2" || fail "logs APP/JOB from S3 failed"
+cmp "$T/log" "$T/log2" || fail "the log from S3 differs"
 owner multipart "s3://$RGW_BUCKET" 2>/dev/null | grep -q "$root" && fail "an upload was left incomplete"
 note "RGW encrypts at rest too: the index's bytes in RADOS are not its text"
 rados -c "$RGW_CEPH_CONF" -p default.rgw.buckets.data ls 2>/dev/null | grep "$root/$prefix/index.json" >"$T/radosobj" || fail "no RADOS object for the index"
