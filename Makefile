@@ -28,6 +28,9 @@ DEBIAN_PACKAGES := \
 	linux-source-6.1 bc flex bison libelf-dev xz-utils debootstrap \
 	docker-registry redis-server skopeo umoci runc git apache2-utils curl openssl \
 	jq lz4 procps iproute2 python3 clang-format cppcheck clang-tidy
+# the S3 artifact store tests: a single-node Ceph with a RADOS Gateway
+# (tests/services/ceph-rgw.sh) and an independent S3 client
+DEBIAN_PACKAGES += ceph-mon ceph-osd radosgw s3cmd
 # t_examples_deps: npm installs verdaccio (a Node.js from elsewhere may bring
 # its own npm, which Debian's would conflict with)
 DEBIAN_PACKAGES += nodejs $(if $(shell command -v npm 2>/dev/null),,npm)
@@ -126,6 +129,12 @@ $(BUILD)/test/buildvm: $(TEST_CLI_OBJ) $(BUILD)/libbuildvm-test.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(TEST_CLI_OBJ) $(BUILD)/libbuildvm-test.a $(PKG_LIBS) -lm
 
+# tests/lib/s3-tool.c: the S3 store's code driven by the integration tests and
+# the bench (never installed)
+$(BUILD)/test/s3-tool: tests/lib/s3-tool.c $(BUILD)/libbuildvm-test.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(BASE_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbuildvm-test.a $(PKG_LIBS) -lm
+
 # --- the guest agent: static, no libraries, runs as PID 1 in the guest ----------
 
 AGENT_CFLAGS := -std=gnu11 -Os -g0 $(WARN) -D_GNU_SOURCE -static -fno-strict-aliasing
@@ -174,19 +183,24 @@ unit-asan: $(ASAN_UNIT_BIN) $(BUILD)/buildvm
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		tests/with-services.sh tests/run-unit.sh $(ASAN_UNIT_BIN)
 
-integration: all $(BUILD)/test/buildvm image-minimal
+integration: all $(BUILD)/test/buildvm $(BUILD)/test/s3-tool image-minimal
 	tests/with-services.sh tests/integration/run.sh
 
 check: format-check lint unit unit-asan fuzz-corpus integration
 
-bench: all image-minimal
+bench: all image-minimal $(BUILD)/bench/store-write $(BUILD)/test/s3-tool
 	bench/run.sh
+
+# bench/pipeline.sh's encryption-at-rest ratio: the store, plain and sealed
+$(BUILD)/bench/store-write: bench/store_write.c $(BUILD)/libbuildvm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(BASE_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbuildvm.a $(PKG_LIBS) -lm
 
 # Every C file we write (.clang-format): `format` rewrites them, `format-check`
 # (part of check) names the files it would change and fails.
 FORMAT_SRC = $(sort $(LIB_SRC) $(CLI_SRC) $(AGENT_SRC) $(UNIT_SRC) $(SUPPORT_SRC) \
 	$(wildcard runner/lib/*.h runner/lib/*/*.h runner/cli/*.h buildvm-image/agent/*.h \
-		tests/unit/support/*.h tests/fuzz/*.c tests/fuzz/*.h))
+		tests/unit/support/*.h tests/fuzz/*.c tests/fuzz/*.h bench/*.c))
 
 # Static analysis (part of check, about 2 minutes on two cores): cppcheck
 # with jansson's loops (tests/lint/jansson.cfg) and its suppressions, each

@@ -8,6 +8,12 @@
 #   push               vs  curl -T of the same layer to the same registry target <= 1.2
 #   job overhead       vs  the bare VM round trip (bench/vm's baseline)   (reported)
 #                      (the job's wall time minus the build steps' own time)
+#   sealed store write vs  plain store write of the same 64 MiB           target <= 1.3
+#                      (encryption at rest: build/bench/store-write, the
+#                      `dir:` store with and without store_txn_seal, runs
+#                      interleaved in one process; only the store is timed)
+#   S3 artifact upload vs  s3cmd put of the same 64 MiB to the same store  target <= 1.2
+#                      (bench/s3.sh, against a real RADOS Gateway)
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/tests/lib/services.sh"
 SVC_DIR=$B/svc
@@ -105,9 +111,17 @@ median_ms "bare VM round trip (baseline)" qemu-system-x86_64 -M microvm,acpi=off
     -serial null -drive "id=rootfs,file=$rootfs,format=raw,if=none,readonly=on" \
     -device virtio-blk-device,drive=rootfs,serial=rootfs
 bare_ms=$MEDIAN
+STORE_WRITE=${STORE_WRITE:-$ROOT/build/bench/store-write}
+"$STORE_WRITE" "$B/seal-store" 64 16 "$RUNS" >"$B/seal.txt"
+plain_ms=$(awk '$1 == "plain_ms" {print $2}' "$B/seal.txt")
+sealed_ms=$(awk '$1 == "sealed_ms" {print $2}' "$B/seal.txt")
+printf '  %-44s median %6d ms\n' "store write, 64 MiB in 16 objects (plain)" "$plain_ms" "store write, the same, sealed" "$sealed_ms"
 
 echo "  ratios (same run):"
 verdict "$(ratio "$checkout" "$git_ms")" 1.5 "checkout+input ${checkout}ms / git clone ${git_ms}ms"
 verdict "$(ratio "$layer" "$tar_ms")" 1.1 "layer ${layer}ms / tar|gzip|sha256 ${tar_ms}ms"
 verdict "$(ratio "$push" "$curl_ms")" 1.2 "push ${push}ms / curl -T ${curl_ms}ms"
 printf '  %-44s %s\n' "job overhead ${overhead}ms / bare VM ${bare_ms}ms" "$(ratio "$overhead" "$bare_ms")"
+verdict "$(ratio "$sealed_ms" "$plain_ms")" 1.3 "sealed write ${sealed_ms}ms / plain ${plain_ms}ms"
+echo
+"$ROOT/bench/s3.sh"

@@ -5,6 +5,11 @@
 #   BUILDVM_TEST_REGISTRY_USER / _PASS   its credentials
 #   BUILDVM_TEST_REGISTRY_OPEN   host:port of a registry without auth
 #   BUILDVM_TEST_REDIS           host:port of redis-server
+#   BUILDVM_TEST_S3_DIR          a Ceph RADOS Gateway (S3 + STS) starting in the
+#                                background: svc_ceph_rgw_wait (lib/services.sh)
+#                                waits for it. Started for the whole integration
+#                                suite, for a named test t_s3*, or
+#                                with BUILDVM_TEST_S3=1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/services.sh"
@@ -18,4 +23,12 @@ export BUILDVM_TEST_REGISTRY_USER=buildvm-test
 export BUILDVM_TEST_REGISTRY_PASS=test-$$-pass
 export BUILDVM_TEST_REGISTRY_OPEN=$REG_open_ADDR
 export BUILDVM_TEST_REDIS=$REDIS_main_ADDR
+want_s3=${BUILDVM_TEST_S3:-}
+if [ -z "$want_s3" ]; then
+    case "$*" in
+        *t_s3*) want_s3=1 ;;
+        */integration/run.sh | */integration/run.sh\ -j\ [0-9]*) want_s3=1 ;;
+    esac
+fi
+[ "$want_s3" != 1 ] || svc_ceph_rgw_start
 "$@"

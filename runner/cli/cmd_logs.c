@@ -1,8 +1,18 @@
 /* cmd_logs.c - `buildvm logs [-f] JOB`: print a job's console log */
 #include "cli.h"
 #include "config.h"
+#include "fs.h"
 #include "joblog.h"
+#include "job.h"
+#include "secrets.h"
+#include "store.h"
 #include "util.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #include <glob.h>
 #include <limits.h>
@@ -13,9 +23,12 @@
 static void
 usage (FILE *out)
 {
-  fprintf (out, "usage: buildvm logs [--config FILE] [--log-dir DIR] [-f|--follow] JOB\n"
+  fprintf (out, "usage: buildvm logs [--config FILE] [--log-dir DIR] [-f|--follow] [APP/]JOB\n"
                 "\n"
-                "Print the console log of job JOB (plain or LZ4-compressed).\n"
+                "Print the console log of job JOB (plain, LZ4-compressed, or encrypted at\n"
+                "rest: then opened with the app's key from the secret store). With APP/JOB,\n"
+                "a job that ran on another host of the fleet is read from the artifact\n"
+                "store (logs/apps/APP/JOB/log.lz4).\n"
                 "\n"
                 "  -f, --follow         keep printing while the job runs; stop when its\n"
                 "                       log is closed\n"
@@ -25,6 +38,14 @@ usage (FILE *out)
                 "                       /var/lib/buildvm as root and ~/.local/state/buildvm\n"
                 "                       otherwise)\n"
                 "  -h, --help           this help\n");
+}
+
+static int
+fd_sink (void *opaque, const void *buf, size_t len, bvm_error_t *err)
+{
+  if (fs_write_all (*(int *) opaque, buf, len) < 0)
+    return bvm_error (err, errno, "write");
+  return 0;
 }
 
 /* The log directory: --log-dir, else the config's (which applies
@@ -46,6 +67,69 @@ logs_dir (char **out, const char *opt_dir, const char *config_path, bvm_error_t 
   return 0;
 }
 
+/* Sealed logs are opened with the app's key from the secret store */
+struct keys
+{
+  const char *config_path;
+  struct runner_config *cfg;
+  struct secrets *sec;
+};
+
+static int
+key_for_app (void *opaque, const char *app, unsigned char key[32], bvm_error_t *err)
+{
+  struct keys *k = opaque;
+  if (k->cfg == NULL && config_load (&k->cfg, k->config_path, err) < 0)
+    return -1;
+  if (k->sec == NULL
+      && secrets_open (&k->sec, k->cfg->secrets.dir, k->cfg->secrets.master_key, err) < 0)
+    return bvm_error_wrap (err, "the log is encrypted at rest: opening the secret store");
+  return secrets_derive_app_key (k->sec, app, "seal", key, err);
+}
+
+static void
+keys_dispose (struct keys *k)
+{
+  secrets_close (k->sec);
+  config_free (k->cfg);
+}
+
+/* The fleet copy: logs/apps/<app>/<job>/log.lz4 in the artifact store */
+static int
+cat_from_store (struct keys *k, const char *app, const char *job, bvm_error_t *err)
+{
+  cleanup_store struct store *st = NULL;
+  cleanup_close int mem = -1;
+  char prefix[STORE_KEY_MAX + 1], key[STORE_KEY_MAX + 1];
+  unsigned char sk[32];
+  const unsigned char *skp = NULL;
+  int ret;
+
+  if (k->cfg == NULL && config_load (&k->cfg, k->config_path, err) < 0)
+    return -1;
+  if (snprintf_checked (prefix, sizeof prefix, "logs/apps/%s/%s/", app, job) < 0
+      || snprintf_checked (key, sizeof key, "%slog.lz4", prefix) < 0)
+    return bvm_error (err, ENAMETOOLONG, "log of `%s`", job);
+  if (store_open (&st, k->cfg->artifacts, err) < 0)
+    return -1;
+  if (k->cfg->secrets.at_rest)
+    {
+      if (key_for_app (k, app, sk, err) < 0)
+        return -1;
+      skp = sk;
+    }
+  mem = memfd_create ("buildvm-log", MFD_CLOEXEC);
+  if (mem < 0)
+    return bvm_error (err, errno, "memfd_create");
+  ret = store_get (st, prefix, key, skp, fd_sink, &mem, err);
+  OPENSSL_cleanse (sk, sizeof sk);
+  if (ret < 0)
+    return ret;
+  if (lseek (mem, 0, SEEK_SET) < 0)
+    return bvm_error (err, errno, "lseek");
+  return joblog_cat_lz4_fd (steal_fd (&mem), key, stdout, err);
+}
+
 int
 cmd_logs (int argc, char **argv)
 {
@@ -53,7 +137,10 @@ cmd_logs (int argc, char **argv)
   const char *opt_dir = NULL, *config_path = NULL;
   bvm_error_t err = NULL;
   bool follow = false;
-  int c;
+  struct keys keys = { 0 };
+  const char *slash;
+  char app[JOB_APP_MAX + 1];
+  int c, ret;
 
   const struct opt opts[] = {
     OPT_FLAG ("follow", 'f', &follow),
@@ -65,6 +152,16 @@ cmd_logs (int argc, char **argv)
     return c;
   if (argc - optind != 1)
     return cli_usage ("logs", "expected exactly one JOB");
+  keys.config_path = config_path;
+  slash = strchr (argv[optind], '/');
+  if (slash != NULL)
+    {
+      /* APP/JOB: the local log, else the fleet's copy in the artifact store */
+      snprintf (app, sizeof app, "%.*s", (int) (slash - argv[optind]), argv[optind]);
+      if ((size_t) (slash - argv[optind]) > JOB_APP_MAX || job_app_id_problem (app) != NULL)
+        return cli_usage ("logs", "invalid app id in `%s`", argv[optind]);
+      argv[optind] = (char *) slash + 1;
+    }
   if (joblog_job_id_problem (argv[optind]) != NULL)
     return cli_usage ("logs", "invalid job id: letters, digits, `.`, `_`, `-`, at most 128");
   if (logs_dir (&dir, opt_dir, config_path, &err) < 0)
@@ -89,12 +186,19 @@ cmd_logs (int argc, char **argv)
       {
         snprintf (name, sizeof name, "%s.attempt%d", argv[optind], latest);
         fprintf (stderr, "buildvm logs: attempt %d of job `%s`\n", latest, argv[optind]);
-        if (joblog_cat (dir, name, stdout, follow, &err) < 0)
-          return cli_fail ("logs", &err, cli_status_for (&err));
-        return 0;
+        ret = joblog_cat (dir, name, stdout, follow, key_for_app, &keys, &err);
+        goto done;
       }
   }
-  if (joblog_cat (dir, argv[optind], stdout, follow, &err) < 0)
+  ret = joblog_cat (dir, argv[optind], stdout, follow, key_for_app, &keys, &err);
+  if (ret < 0 && slash != NULL && err != NULL && err->errnum == ENOENT)
+    {
+      bvm_error_free (&err);
+      ret = cat_from_store (&keys, app, argv[optind], &err);
+    }
+done:
+  keys_dispose (&keys);
+  if (ret < 0)
     return cli_fail ("logs", &err, cli_status_for (&err));
   return 0;
 }

@@ -26,6 +26,7 @@ static const struct command
   { "image", cmd_image, "inspect and verify build VM images" },
   { "policy", cmd_policy, "evaluate and check role policies" },
   { "logs", cmd_logs, "print a job's log stream" },
+  { "artifacts", cmd_artifacts, "read a stored artifact back (decrypted)" },
   { "enqueue", cmd_enqueue, "validate a deploy request and put it on the queue" },
   { "serve", cmd_serve, "the runner daemon: lease and run queued jobs" },
   { "jobs", cmd_jobs, "list queued, running, finished and dead jobs" },

@@ -11,6 +11,7 @@
 #include "oci.h"
 #include "queue.h"
 #include "store.h"
+#include "store_s3.h"
 #include "util.h"
 #include "webhook.h"
 
@@ -615,12 +616,29 @@ load_artifacts_and_queue (struct runner_config *c, const struct loader *L, bvm_e
   ret = get_string (&c->artifacts, L, L->doc, "", "artifacts", def, 65536, err);
   if (ret < 0)
     return ret;
-  if (strncmp (c->artifacts, "dir:", 4) != 0 || abs_path_problem (c->artifacts + 4) != NULL)
-    return bad_value (err, L->what, "artifacts",
-                      "must be `dir:` followed by an absolute directory", c->artifacts);
-  c->artifacts_dir = path_dup_trimmed (c->artifacts + 4);
-  if (c->artifacts_dir == NULL)
-    return nomem (err);
+  if (strncmp (c->artifacts, "s3:", 3) == 0)
+    {
+      /* the URL's grammar is the s3 backend's (store_s3.h); no I/O here */
+      struct s3_location loc;
+      bvm_error_t e2 = NULL;
+      if (s3_parse_location (&loc, c->artifacts + 3, &e2) < 0)
+        {
+          ret = bad (err, L->what, "artifacts", "is not a usable s3 URL: %s", bvm_error_msg (&e2));
+          bvm_error_free (&e2);
+          return ret;
+        }
+      s3_location_dispose (&loc);
+    }
+  else
+    {
+      if (strncmp (c->artifacts, "dir:", 4) != 0 || abs_path_problem (c->artifacts + 4) != NULL)
+        return bad_value (err, L->what, "artifacts",
+                          "must be `dir:` followed by an absolute directory, or an `s3://` URL",
+                          c->artifacts);
+      c->artifacts_dir = path_dup_trimmed (c->artifacts + 4);
+      if (c->artifacts_dir == NULL)
+        return nomem (err);
+    }
 
   free (def);
   if (asprintf (&def, "spool:%s%sspool", c->home, strcmp (c->home, "/") ? "/" : "") < 0)
@@ -927,7 +945,7 @@ load_checkout (struct runner_config *c, const struct loader *L, bvm_error_t *err
 static int
 load_secrets (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 {
-  static const char *const keys[] = { "dir", "master_key", NULL };
+  static const char *const keys[] = { "dir", "master_key", "at_rest", NULL };
   cleanup_free char *def_dir = path_join (c->home, "secrets");
   cleanup_free char *def_key = NULL;
   const json_t *o = NULL;
@@ -942,6 +960,10 @@ load_secrets (struct runner_config *c, const struct loader *L, bvm_error_t *err)
     return ret;
   if ((def_key = path_join (c->secrets.dir, "master.key")) == NULL)
     return nomem (err);
+  c->secrets.at_rest = true;
+  if (o != NULL
+      && (ret = jsonx_get_bool (&c->secrets.at_rest, o, "at_rest", false, "secrets", err)) < 0)
+    return wrapped (ret, L, err);
   return get_path (&c->secrets.master_key, L, o, "secrets", "master_key", def_key, err);
 }
 
@@ -1508,6 +1530,7 @@ config_to_json (const struct runner_config *c)
   r |= set_s (pol, "boundary", c->policies.boundary);
   r |= set_s (sec, "dir", c->secrets.dir);
   r |= set_s (sec, "master_key", c->secrets.master_key);
+  r |= json_object_set_new (sec, "at_rest", json_boolean (c->secrets.at_rest));
   r |= json_object_set_new (srv, "name",
                             c->serve.name ? json_string (c->serve.name) : json_null ());
   r |= set_u (srv, "concurrency", c->serve.concurrency);

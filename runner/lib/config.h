@@ -96,6 +96,7 @@ struct config_secrets
 {
   char *dir;        /* the per-app secret store (secrets.h) */
   char *master_key; /* its master key: 32 random bytes, mode 0600 */
+  bool at_rest;     /* artifacts sealed with the app's key (seal.h); default on */
 };
 
 /* `buildvm serve`: the daemon's own settings */
@@ -125,8 +126,8 @@ struct runner_config
   char *log_dir;
   char *cache_dir;
   char *state_dir;
-  char *artifacts;     /* "dir:/abs" as written */
-  char *artifacts_dir; /* its directory */
+  char *artifacts;     /* "dir:/abs" or "s3://..." (store_s3.h) as written */
+  char *artifacts_dir; /* dir: its directory; NULL for s3 */
   struct config_registry registry;
   struct config_images images;
   struct vm_settings vm; /* `vm` (vm.h); accel AUTO: kvm when /dev/kvm is usable, else tcg */

@@ -32,6 +32,7 @@
 #include "oci.h"
 
 #define HTTP_ERR_BODY_MAX 4096 /* what we keep of an error reply */
+#define HTTP_EXTRA_HEADERS 6   /* q->headers */
 #define HTTP_LOCATION_MAX 4096
 
 struct http_options
@@ -84,7 +85,12 @@ struct http_req
   const char *username; /* Basic credentials (set by the auth layer), or NULL */
   const char *password;
   char *authz; /* "Authorization: ..." header (set by the auth layer), wiped */
-  bool upload; /* PUT/PATCH body: mem, or fd from off, len bytes */
+  /* AWS Signature V4 by curl (CURLOPT_AWS_SIGV4, "aws:amz:REGION:SERVICE"),
+   * with username/password as the access key and secret; NULL: none */
+  const char *aws_sigv4;
+  const char *headers[HTTP_EXTRA_HEADERS]; /* more "Name: value" lines, NULL-ended */
+  bool upload; /* PUT/PATCH body: mem, or fd from off, len bytes; without
+                * upload, a POST sends mem (len bytes) as its body */
   const char *mem;
   int fd;
   uint64_t off, len, pos;
@@ -92,6 +98,10 @@ struct http_req
   int out_fd;                    /* or streamed into this fd ... */
   struct digest_ctx *out_digest; /* ... and digested */
   uint64_t out_max, out_got;
+  /* or handed to this sink (up to out_max); its error lands in sink_err */
+  int (*out_sink) (void *opaque, const void *buf, size_t len, bvm_error_t *err);
+  void *out_opaque;
+  bvm_error_t sink_err;
 
   /* response */
   struct http_client *c;
@@ -108,6 +118,8 @@ struct http_req
   char www_auth[2048];
   bool www_auth_over;
   char retry_after[32];
+  char etag[130];
+  char sse[32]; /* x-amz-server-side-encryption of the reply */
   bool has_length;
   uint64_t length;
 };

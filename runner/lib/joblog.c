@@ -2,6 +2,7 @@
 #include "joblog.h"
 #include "fs.h"
 #include "job.h"
+#include "seal.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -16,7 +17,10 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #define MARKER_WIDTH 112 /* the marker line is padded to this, so it can be rewritten in place */
 #define CHUNK (64 * 1024)
@@ -36,7 +40,12 @@ struct joblog
   joblog_filter_fn filter;
   void *filter_opaque;
   struct buf fbuf;
+  bool sealed; /* joblog_set_seal */
+  unsigned char seal_key[SEAL_KEY_BYTES];
+  char *context; /* logs/apps/<app>/<job>.log */
 };
+
+#define SEALED_SUFFIX ".lz4.seal"
 
 /* --- ids ------------------------------------------------------------------ */
 
@@ -159,6 +168,8 @@ joblog_free (struct joblog *l)
   if (l->fd >= 0)
     close (l->fd); /* releases the writer's lock */
   buf_dispose (&l->fbuf);
+  OPENSSL_cleanse (l->seal_key, sizeof l->seal_key);
+  free (l->context);
   free (l->dir);
   free (l->path);
   free (l->job);
@@ -231,14 +242,35 @@ joblog_open (struct joblog **out, const char *log_dir, const char *app, const ch
     }
   /* a compressed log of an earlier run of this job would shadow this one */
   if (snprintf_checked (lz, sizeof lz, "%s.lz4", l->path) < 0
+      || (unlink (lz) < 0 && errno != ENOENT)
+      || snprintf_checked (lz, sizeof lz, "%s%s", l->path, SEALED_SUFFIX) < 0
       || (unlink (lz) < 0 && errno != ENOENT))
     {
       int e = errno;
       joblog_free (l);
       return bvm_error (err, e, "remove the old compressed log of job `%s`", job_id);
     }
+  if (asprintf (&l->context, "logs/apps/%s/%s.log", app, job_id) < 0)
+    {
+      l->context = NULL;
+      joblog_free (l);
+      return bvm_error (err, ENOMEM, "job log");
+    }
   *out = l;
   return 0;
+}
+
+void
+joblog_set_seal (struct joblog *l, const unsigned char key[SEAL_KEY_BYTES])
+{
+  memcpy (l->seal_key, key, SEAL_KEY_BYTES);
+  l->sealed = true;
+}
+
+const char *
+joblog__context (const struct joblog *l)
+{
+  return l->context;
 }
 
 int
@@ -293,20 +325,48 @@ joblog_write (struct joblog *l, const char *line, size_t len, bvm_error_t *err)
   return 0;
 }
 
-/* Compress the finished log into one LZ4 frame next to it. */
+static int
+fd_sink (void *opaque, const void *buf, size_t len, bvm_error_t *err)
+{
+  if (fs_write_all (*(int *) opaque, buf, len) < 0)
+    return bvm_error (err, errno, "write the compressed log");
+  return 0;
+}
+
+/* The compressed bytes: to the file, through the seal when sealing */
+static int
+out_write (int fd, struct seal_writer *sw, const void *buf, size_t n)
+{
+  bvm_error_t e = NULL;
+  if (sw == NULL)
+    return fs_write_all (fd, buf, n);
+  if (seal_write (sw, buf, n, &e) < 0)
+    {
+      bvm_error_free (&e);
+      errno = EIO;
+      return -1;
+    }
+  return 0;
+}
+
+/* Compress the finished log into one LZ4 frame next to it (sealed into
+ * <job>.log.lz4.seal with joblog_set_seal). */
 static int
 compress_log (struct joblog *l, bvm_error_t *err)
 {
   LZ4F_preferences_t prefs = LZ4F_INIT_PREFERENCES;
   LZ4F_cctx *cctx = NULL;
   cleanup_free char *tmp = NULL, *dst = NULL, *in = NULL, *outb = NULL;
+  cleanup_seal_writer struct seal_writer *sw = NULL;
   cleanup_close int fd = -1;
   size_t cap, n;
   uint64_t off = 0;
   int ret = -1;
   struct stat st;
+  const char *suffix = l->sealed ? SEALED_SUFFIX : ".lz4";
 
-  if (asprintf (&tmp, "%s.lz4.tmp", l->path) < 0 || asprintf (&dst, "%s.lz4", l->path) < 0)
+  if (asprintf (&tmp, "%s%s.tmp", l->path, suffix) < 0
+      || asprintf (&dst, "%s%s", l->path, suffix) < 0)
     return bvm_error (err, ENOMEM, "compress log");
   if (fstat (l->fd, &st) < 0)
     return bvm_error (err, errno, "stat `%s`", l->path);
@@ -326,10 +386,12 @@ compress_log (struct joblog *l, bvm_error_t *err)
       bvm_error (err, errno, "create `%s`", tmp);
       goto cleanup;
     }
+  if (l->sealed && seal_writer_new (&sw, l->seal_key, l->context, 0, fd_sink, &fd, err) < 0)
+    goto cleanup;
   n = LZ4F_compressBegin (cctx, outb, cap, &prefs);
   if (LZ4F_isError (n))
     goto lz4_fail;
-  if (fs_write_all (fd, outb, n) < 0)
+  if (out_write (fd, sw, outb, n) < 0)
     goto write_fail;
   for (;;)
     {
@@ -347,13 +409,17 @@ compress_log (struct joblog *l, bvm_error_t *err)
       n = LZ4F_compressUpdate (cctx, outb, cap, in, (size_t) r, NULL);
       if (LZ4F_isError (n))
         goto lz4_fail;
-      if (fs_write_all (fd, outb, n) < 0)
+      if (out_write (fd, sw, outb, n) < 0)
         goto write_fail;
     }
   n = LZ4F_compressEnd (cctx, outb, cap, NULL);
   if (LZ4F_isError (n))
     goto lz4_fail;
-  if (fs_write_all (fd, outb, n) < 0 || fsync (fd) < 0)
+  if (out_write (fd, sw, outb, n) < 0)
+    goto write_fail;
+  if (sw != NULL && seal_writer_finish (sw, err) < 0)
+    goto cleanup;
+  if (fsync (fd) < 0)
     goto write_fail;
   if (rename (tmp, dst) < 0)
     {
@@ -400,10 +466,21 @@ joblog_close (struct joblog *l, bool compress, bvm_error_t *err)
 
 /* --- reading -------------------------------------------------------------- */
 
-/* Find <log_dir>/apps/<app>/<job>.log{.lz4,}. *compressed says which. */
-static int
-find_log (char **out, bool *compressed, const char *log_dir, const char *job_id, bvm_error_t *err)
+enum log_kind
 {
+  LOG_PLAIN,
+  LOG_LZ4,
+  LOG_SEALED
+};
+
+/* Find <log_dir>/apps/<app>/<job>.log{.lz4.seal,.lz4,}: *kind says which,
+ * app (JOB_APP_MAX + 1 bytes) whose. */
+static int
+find_log (char **out, enum log_kind *kind, char *app, const char *log_dir, const char *job_id,
+          bvm_error_t *err)
+{
+  static const char *const suffixes[] = { SEALED_SUFFIX, ".lz4", "" };
+  static const enum log_kind kinds[] = { LOG_SEALED, LOG_LZ4, LOG_PLAIN };
   cleanup_free char *apps = NULL;
   char found[PATH_MAX] = "";
   DIR *d;
@@ -423,29 +500,22 @@ find_log (char **out, bool *compressed, const char *log_dir, const char *job_id,
     {
       char p[PATH_MAX];
       struct stat st;
-      bool hit = false;
 
       if (job_app_id_problem (de->d_name) != NULL)
         continue;
-      /* prefer the .lz4: both exist only between compress and unlink, when
-       * the .lz4 is already complete */
-      if (snprintf_checked (p, sizeof p, "%s/%s/%s.log.lz4", apps, de->d_name, job_id) >= 0
-          && lstat (p, &st) == 0 && S_ISREG (st.st_mode))
-        {
-          hit = true;
-          *compressed = true;
-        }
-      else if (snprintf_checked (p, sizeof p, "%s/%s/%s.log", apps, de->d_name, job_id) >= 0
-               && lstat (p, &st) == 0 && S_ISREG (st.st_mode))
-        {
-          hit = true;
-          *compressed = false;
-        }
-      if (hit)
-        {
-          matches++;
-          memcpy (found, p, sizeof found);
-        }
+      /* prefer the compressed: both exist only between compress and unlink,
+       * when it is already complete */
+      for (size_t i = 0; i < ARRAY_SIZE (suffixes); i++)
+        if (snprintf_checked (p, sizeof p, "%s/%s/%s.log%s", apps, de->d_name, job_id, suffixes[i])
+                >= 0
+            && lstat (p, &st) == 0 && S_ISREG (st.st_mode))
+          {
+            matches++;
+            *kind = kinds[i];
+            memcpy (found, p, sizeof found);
+            snprintf (app, JOB_APP_MAX + 1, "%.*s", JOB_APP_MAX, de->d_name);
+            break;
+          }
     }
   closedir (d);
   if (matches == 0)
@@ -466,10 +536,11 @@ put_out (FILE *out, const void *p, size_t n, bvm_error_t *err)
   return 0;
 }
 
-static int
-cat_lz4 (const char *path, FILE *out, bvm_error_t *err)
+/* Decompress the LZ4 frame in fd (owned) to out; path names it. */
+int
+joblog_cat_lz4_fd (int fd_in, const char *path, FILE *out, bvm_error_t *err)
 {
-  cleanup_close int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  cleanup_close int fd = fd_in;
   cleanup_free char *in = malloc (CHUNK), *ob = malloc (CHUNK);
   LZ4F_dctx *dctx = NULL;
   size_t hint = 1;
@@ -544,6 +615,62 @@ cleanup:
   return ret;
 }
 
+static int
+cat_lz4 (const char *path, FILE *out, bvm_error_t *err)
+{
+  return joblog_cat_lz4_fd (open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), path, out, err);
+}
+
+/* A sealed log: opened into anonymous memory (the LZ4 frame), then
+ * decompressed. Nothing is printed unless the whole file authenticates. */
+static int
+cat_sealed (const char *path, const char *app, const char *job_id, FILE *out, joblog_key_fn key_fn,
+            void *opaque, bvm_error_t *err)
+{
+  cleanup_close int fd = -1, mem = -1;
+  cleanup_seal_reader struct seal_reader *sr = NULL;
+  cleanup_free char *context = NULL, *what = NULL;
+  unsigned char key[SEAL_KEY_BYTES];
+  char b[CHUNK];
+  int ret;
+
+  if (key_fn == NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "the log of job `%s` is encrypted and no key is available", job_id);
+  if (asprintf (&context, "logs/apps/%s/%s.log", app, job_id) < 0
+      || asprintf (&what, "the log of job `%s`", job_id) < 0)
+    return bvm_error (err, ENOMEM, "log");
+  fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return bvm_error (err, errno, "open `%s`", path);
+  mem = memfd_create ("buildvm-log", MFD_CLOEXEC);
+  if (mem < 0)
+    return bvm_error (err, errno, "memfd_create");
+  if ((ret = key_fn (opaque, app, key, err)) < 0)
+    return ret;
+  ret = seal_reader_new (&sr, key, context, what, fd_sink, &mem, err);
+  OPENSSL_cleanse (key, sizeof key);
+  if (ret < 0)
+    return ret;
+  for (;;)
+    {
+      ssize_t r = read (fd, b, sizeof b);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r < 0)
+        return bvm_error (err, errno, "read `%s`", path);
+      if (r == 0)
+        break;
+      if (seal_reader_feed (sr, b, (size_t) r, err) < 0)
+        return -1;
+    }
+  if (seal_reader_finish (sr, err) < 0)
+    return -1;
+  if (lseek (mem, 0, SEEK_SET) < 0)
+    return bvm_error (err, errno, "lseek");
+  return joblog_cat_lz4_fd (steal_fd (&mem), path, out, err);
+}
+
 /* Copy what fd has now; returns bytes copied or -1. */
 static int64_t
 drain (int fd, FILE *out, const char *path, bvm_error_t *err)
@@ -566,11 +693,13 @@ drain (int fd, FILE *out, const char *path, bvm_error_t *err)
 }
 
 int
-joblog_cat (const char *log_dir, const char *job_id, FILE *out, bool follow, bvm_error_t *err)
+joblog_cat (const char *log_dir, const char *job_id, FILE *out, bool follow, joblog_key_fn key_fn,
+            void *opaque, bvm_error_t *err)
 {
   cleanup_free char *path = NULL;
   cleanup_close int fd = -1;
-  bool compressed = false;
+  enum log_kind kind = LOG_PLAIN;
+  char app[JOB_APP_MAX + 1] = "";
 
   if (check_job_id (job_id, err) < 0)
     return -1;
@@ -578,9 +707,11 @@ joblog_cat (const char *log_dir, const char *job_id, FILE *out, bool follow, bvm
     {
       free (path);
       path = NULL;
-      if (find_log (&path, &compressed, log_dir, job_id, err) < 0)
+      if (find_log (&path, &kind, app, log_dir, job_id, err) < 0)
         return -1;
-      if (compressed)
+      if (kind == LOG_SEALED)
+        return cat_sealed (path, app, job_id, out, key_fn, opaque, err);
+      if (kind == LOG_LZ4)
         return cat_lz4 (path, out, err);
       fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
       /* compressed and removed between find and open: look again */

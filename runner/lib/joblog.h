@@ -62,8 +62,27 @@ int joblog_write (struct joblog *l, const char *line, size_t len, bvm_error_t *e
  * frees l; on a compression failure the plain .log stays. */
 int joblog_close (struct joblog *l, bool compress, bvm_error_t *err);
 
-/* Print the log of job_id (plain or .lz4) to out. follow: keep printing while
- * the writer holds the log, and return once it has closed it (or died). */
-int joblog_cat (const char *log_dir, const char *job_id, FILE *out, bool follow, bvm_error_t *err);
+/* Decompress the LZ4 frame in fd (taken over) to out; what names it. */
+int joblog_cat_lz4_fd (int fd, const char *what, FILE *out, bvm_error_t *err);
+
+/* Encryption at rest: joblog_close seals the compressed log with key (the
+ * app's, seal.h) into <job>.log.lz4.seal, with the context
+ * "logs/apps/<app>/<job>.log", instead of writing <job>.log.lz4. The live
+ * .log stays plain while the job runs (so `logs -f` works) and is removed
+ * once the sealed file is durable. key is copied. */
+void joblog_set_seal (struct joblog *l, const unsigned char key[32]);
+/* The seal context of the log (for the fleet copy in the artifact store). */
+const char *joblog__context (const struct joblog *l);
+
+/* The key of an app, for reading sealed logs: 0 or a negative error. */
+typedef int (*joblog_key_fn) (void *opaque, const char *app, unsigned char key[32],
+                              bvm_error_t *err);
+
+/* Print the log of job_id (plain, .lz4 or .lz4.seal) to out. follow: keep
+ * printing while the writer holds the log, and return once it has closed it
+ * (or died). A sealed log needs key_fn (NULL: refused with a clear error);
+ * it is printed only once all of it has authenticated. */
+int joblog_cat (const char *log_dir, const char *job_id, FILE *out, bool follow,
+                joblog_key_fn key_fn, void *opaque, bvm_error_t *err);
 
 #endif

@@ -20,6 +20,7 @@
 #include "policy.h"
 #include "redact.h"
 #include "registry.h"
+#include "seal.h"
 #include "secrets.h"
 #include "spec.h"
 #include "store.h"
@@ -36,6 +37,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #define SPEC_FILE "buildvm.json"
 #define SPEC_FILE_MAX (256 * 1024)
@@ -81,7 +84,9 @@ struct run
   const struct job_plan *plan; /* the same, const once the plan phase ends */
 
   /* secrets: read after the plan, written to the input disk, then wiped */
-  struct secrets *store_secrets; /* opened here when o->secrets is NULL */
+  struct secrets *store_secrets;             /* opened here when o->secrets is NULL */
+  unsigned char seal_key[SECRETS_KEY_BYTES]; /* the app's, for encryption at rest */
+  bool have_seal_key;
   struct secret_value **secret_vals;
   size_t n_secret_vals;
   struct redactor *redact;
@@ -983,6 +988,59 @@ sink_end (void *opaque, bvm_error_t *err)
   return 0;
 }
 
+/* Encryption at rest: artifacts and logs are sealed with the app's key from
+ * the secret store, derived once per run. A host without a master key gets
+ * one here, once (the operator backs it up: docs/operations.md); a
+ * concurrent job that made it first is fine. */
+static int
+run_seal_key (struct run *r, bvm_error_t *err)
+{
+  struct secrets *st = r->o->secrets;
+  char id[SECRETS_KEY_ID_HEX + 1];
+  int ret;
+
+  if (r->have_seal_key)
+    return 0;
+  if (st == NULL && r->store_secrets == NULL)
+    {
+      if (access (r->cfg->secrets.master_key, F_OK) < 0 && errno == ENOENT)
+        {
+          ret = secrets_init_master_key (r->cfg->secrets.master_key, id, err);
+          if (ret == 0)
+            note (r,
+                  "secrets: created the master key `%s` (id %s) for encryption at rest: back "
+                  "it up",
+                  r->cfg->secrets.master_key, id);
+          else if (access (r->cfg->secrets.master_key, F_OK) == 0)
+            bvm_error_free (err);
+          else
+            return ret;
+        }
+      ret = secrets_open (&r->store_secrets, r->cfg->secrets.dir, r->cfg->secrets.master_key, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "opening the secret store");
+    }
+  if (st == NULL)
+    st = r->store_secrets;
+  if ((ret = secrets_derive_app_key (st, r->job->app, "seal", r->seal_key, err)) < 0)
+    return ret;
+  r->have_seal_key = true;
+  return 0;
+}
+
+static bool
+at_rest (const struct run *r)
+{
+  return !r->o->dry_run && r->cfg->secrets.at_rest;
+}
+
+static int
+seal_artifacts (struct run *r, bvm_error_t *err)
+{
+  int ret = run_seal_key (r, err);
+  return ret < 0 ? ret : store_txn_seal (r->txn, r->seal_key, err);
+}
+
 static int
 phase_ingest (struct run *r, bvm_error_t *err)
 {
@@ -1023,9 +1081,16 @@ phase_ingest (struct run *r, bvm_error_t *err)
         snprintf (spec, sizeof spec, "dir:%s/artifacts", store_spec);
       else
         snprintf (spec, sizeof spec, "%s", store_spec);
-      if ((ret = store_open (&r->store, spec, err)) < 0
-          || (ret = store_txn_begin (&r->txn, r->store, r->plan->artifact_prefix, err)) < 0)
+      if ((ret = store_open (&r->store, spec, err)) < 0)
         return bvm_error_wrap (err, "opening the artifact store");
+      /* a store that mints credentials per transaction (s3) makes them
+       * expire with the job's role */
+      if (r->role != NULL)
+        store_set_expiry (r->store, (time_t) role_expires_at (r->role));
+      if ((ret = store_txn_begin (&r->txn, r->store, r->plan->artifact_prefix, err)) < 0)
+        return bvm_error_wrap (err, "opening the artifact store");
+      if (at_rest (r) && (ret = seal_artifacts (r, err)) < 0)
+        return bvm_error_wrap (err, "encryption at rest (secrets.at_rest)");
     }
 
   fd = open (r->vm.output_disk, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -1636,6 +1701,67 @@ redact_error (struct run *r, bvm_error_t *err)
   buf_dispose_wipe (&b);
 }
 
+static int
+fleet_sink (void *opaque, const void *buf, size_t len, bvm_error_t *err)
+{
+  return store_put_write (opaque, buf, len, err);
+}
+
+/* The finished log also goes to the artifact store, so any host of the fleet
+ * can print it (`buildvm logs APP/JOB`): logs/apps/<app>/<log>/log.lz4, the
+ * LZ4 frame, sealed by the store with the app's key like an artifact (the
+ * local sealed file is opened and sealed again under the store's context). */
+static int
+fleet_log (struct run *r, const char *path, bvm_error_t *err)
+{
+  cleanup_store struct store *st = NULL;
+  cleanup_store_txn struct store_txn *t = NULL;
+  cleanup_seal_reader struct seal_reader *sr = NULL;
+  cleanup_close int fd = -1;
+  char prefix[STORE_KEY_MAX + 1], key[STORE_KEY_MAX + 1], ctx[STORE_KEY_MAX + 1];
+  char b[65536];
+  int ret;
+
+  if (r->o->dry_run)
+    return 0;
+  if (snprintf_checked (prefix, sizeof prefix, "logs/apps/%s/%s/", r->job->app, r->log_name) < 0
+      || snprintf_checked (key, sizeof key, "%slog.lz4", prefix) < 0
+      || snprintf_checked (ctx, sizeof ctx, "logs/apps/%s/%s.log", r->job->app, r->log_name) < 0)
+    return bvm_error (err, ENAMETOOLONG, "log key");
+  fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return bvm_error (err, errno, "open `%s`", path);
+  if ((ret = store_open (&st, r->cfg->artifacts, err)) < 0)
+    return ret;
+  if (r->role != NULL)
+    store_set_expiry (st, (time_t) role_expires_at (r->role));
+  if ((ret = store_txn_begin (&t, st, prefix, err)) < 0
+      || (r->have_seal_key && (ret = store_txn_seal (t, r->seal_key, err)) < 0)
+      || (ret = store_put_begin (t, key, err)) < 0)
+    return ret;
+  if (r->have_seal_key
+      && (ret = seal_reader_new (&sr, r->seal_key, ctx, "the job's log", fleet_sink, t, err)) < 0)
+    return ret;
+  for (;;)
+    {
+      ssize_t n = read (fd, b, sizeof b);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return bvm_error (err, errno, "read `%s`", path);
+      if (n == 0)
+        break;
+      ret = sr != NULL ? seal_reader_feed (sr, b, (size_t) n, err)
+                       : store_put_write (t, b, (size_t) n, err);
+      if (ret < 0)
+        return ret;
+    }
+  if ((sr != NULL && (ret = seal_reader_finish (sr, err)) < 0)
+      || (ret = store_put_end (t, err)) < 0)
+    return ret;
+  return store_txn_commit (steal_pointer (&t), NULL, NULL, err);
+}
+
 /* Everything a run holds, whatever phase it reached; the record is the
  * caller's. The VM, the work directory and the store transaction are
  * released earlier, right after the phases (pipeline_run). */
@@ -1647,6 +1773,7 @@ run_dispose (struct run *r)
   buf_dispose_wipe (&r->console_line[0]);
   buf_dispose_wipe (&r->console_line[1]);
   secrets_close (r->store_secrets);
+  OPENSSL_cleanse (r->seal_key, sizeof r->seal_key);
   registry_free (r->reg);
   store_free (r->store);
   oci_manifest_free (r->base_manifest);
@@ -1752,6 +1879,18 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
                     bvm_error_msg (&r->log_err));
           bvm_error_free (&r->log_err);
         }
+      if (at_rest (r))
+        {
+          if (run_seal_key (r, &cleanup_err) == 0)
+            joblog_set_seal (r->log, r->seal_key);
+          else
+            {
+              /* the log stays plain rather than lost; the warning says why */
+              log_warn ("job=%s app=%s event=log.seal.failed error=\"%s\"", job->id, job->app,
+                        bvm_error_msg (&cleanup_err));
+              bvm_error_free (&cleanup_err);
+            }
+        }
       if (joblog_close (r->log, true, &cleanup_err) < 0)
         {
           log_warn ("job=%s app=%s event=log.close.failed error=\"%s\"", job->id, job->app,
@@ -1760,10 +1899,18 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
         }
       else
         {
-          char *p = xasprintf_or_null ("%s/apps/%s/%s.log.lz4", r->cfg->log_dir, job->app,
-                                       r->log_name);
+          char *p = xasprintf_or_null ("%s/apps/%s/%s.log.lz4%s", r->cfg->log_dir, job->app,
+                                       r->log_name, r->have_seal_key ? ".seal" : "");
           if (p && access (p, F_OK) == 0)
-            jset (r->record, "log", json_string (p));
+            {
+              jset (r->record, "log", json_string (p));
+              if (fleet_log (r, p, &cleanup_err) < 0)
+                {
+                  log_warn ("job=%s app=%s event=log.store.failed error=\"%s\"", job->id, job->app,
+                            bvm_error_msg (&cleanup_err));
+                  bvm_error_free (&cleanup_err);
+                }
+            }
           free (p);
         }
       r->log = NULL;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 
 #define NONCE_BYTES 12
@@ -1335,4 +1336,42 @@ secrets_rotate_master_key (struct secrets *s, const char *new_master_key_path, s
   if (n_out != NULL)
     *n_out = n;
   return ret;
+}
+
+/* --- keys derived for other modules (seal.h) --------------------------------------------- */
+
+int
+secrets_derive_app_key (struct secrets *s, const char *app, const char *purpose,
+                        unsigned char out[SECRETS_KEY_BYTES], bvm_error_t *err)
+{
+  cleanup_close int appfd = -1;
+  cleanup_key unsigned char *kek = NULL;
+  char apppath[PATH_MAX], info[128];
+  EVP_PKEY_CTX *c;
+  size_t n = SECRETS_KEY_BYTES;
+  int ret, ok;
+
+  if ((ret = check_app_name (app, NULL, err)) < 0)
+    return ret;
+  if (snprintf_checked (info, sizeof info, "buildvm %s v1|%s", purpose, app) < 0)
+    return bvm_error (err, ENAMETOOLONG, "key purpose `%s`", purpose);
+  ret = app_dir_open (&appfd, apppath, sizeof apppath, s, app, true, err);
+  if (ret == 0)
+    ret = lock_app (appfd, apppath, err);
+  if (ret == 0)
+    ret = kek_get (&kek, s, appfd, apppath, app, true, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "the %s key of app `%s`", purpose, app);
+  /* HKDF-SHA256 of the app's KEK: the KEK survives a master key rotation
+   * (only its wrapping changes), so what was sealed stays readable */
+  c = EVP_PKEY_CTX_new_id (EVP_PKEY_HKDF, NULL);
+  ok = c != NULL && EVP_PKEY_derive_init (c) == 1
+       && EVP_PKEY_CTX_set_hkdf_md (c, EVP_sha256 ()) == 1
+       && EVP_PKEY_CTX_set1_hkdf_key (c, kek, SECRETS_KEY_BYTES) == 1
+       && EVP_PKEY_CTX_add1_hkdf_info (c, (const unsigned char *) info, (int) strlen (info)) == 1
+       && EVP_PKEY_derive (c, out, &n) == 1 && n == SECRETS_KEY_BYTES;
+  EVP_PKEY_CTX_free (c);
+  if (!ok)
+    return bvm_error_code (err, BVM_E_INTERNAL, 0, "HKDF-SHA256 failed");
+  return 0;
 }

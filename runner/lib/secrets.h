@@ -113,6 +113,13 @@ int secrets_remove (struct secrets *s, const char *app, const char *name, bvm_er
 int secrets_rotate_master_key (struct secrets *s, const char *new_master_key_path, size_t *n_out,
                                bvm_error_t *err);
 
+/* A key for `purpose` (e.g. "seal") of the app: HKDF-SHA256 of the app's KEK
+ * with the info "buildvm <purpose> v1|<app>", so each app and purpose has its
+ * own key and none of them can be derived from another's. The app's KEK is
+ * created if it has none yet. The caller wipes out. */
+int secrets_derive_app_key (struct secrets *s, const char *app, const char *purpose,
+                            unsigned char out[SECRETS_KEY_BYTES], bvm_error_t *err);
+
 void secret_value_free (struct secret_value *v);
 
 /* ^[A-Za-z0-9_.-]{1,64}$ and not starting with `.` (the rule of the build

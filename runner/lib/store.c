@@ -1,9 +1,13 @@
 /* store.c - the artifact store: the generic layer and the "dir" backend */
 #include "store.h"
+#include "store_s3.h"
+#include "buf.h"
 #include "digest.h"
 #include "fs.h"
 #include "jsonx.h"
 #include "util.h"
+
+#include <openssl/crypto.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -40,7 +44,13 @@ struct store_txn
   char *key;
   struct digest_ctx digest;
   uint64_t size;
+  /* encryption at rest (store_txn_seal) */
+  bool sealed;
+  unsigned char seal_key[SEAL_KEY_BYTES];
+  struct seal_writer *sw; /* of the object being written */
 };
+
+#define SEAL_FORMAT "buildvm-seal-v1"
 
 /* --- keys ----------------------------------------------------------------- */
 
@@ -479,6 +489,45 @@ cleanup:
   return ret;
 }
 
+static int
+dir_get (void *state, const char *key, uint64_t max, store_sink_fn sink, void *opaque,
+         bvm_error_t *err)
+{
+  struct dir_store *ds = state;
+  cleanup_free char *p = NULL;
+  cleanup_close int fd = -1;
+  char buf[65536];
+  uint64_t total = 0;
+  ssize_t n;
+  int ret;
+
+  if (asprintf (&p, "%s/%s", ds->root, key) < 0)
+    return bvm_error (err, ENOMEM, "artifact store");
+  fd = open (p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    {
+      if (errno == ENOENT)
+        return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not in the artifact store", key);
+      return bvm_error (err, errno, "open `%s`", p);
+    }
+  while ((n = read (fd, buf, sizeof buf)) != 0)
+    {
+      if (n < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          return bvm_error (err, errno, "read `%s`", p);
+        }
+      total += (uint64_t) n;
+      if (total > max)
+        return bvm_error_code (err, BVM_E_LIMIT, 0, "`%s` is larger than %llu bytes", key,
+                               (unsigned long long) max);
+      if ((ret = sink (opaque, buf, (size_t) n, err)) < 0)
+        return ret;
+    }
+  return 0;
+}
+
 static const struct store_backend dir_backend = {
   .name = "dir",
   .open = dir_open,
@@ -490,9 +539,10 @@ static const struct store_backend dir_backend = {
   .put_link = dir_put_link,
   .commit = dir_commit,
   .abort = dir_abort,
+  .get = dir_get,
 };
 
-static const struct store_backend *const backends[] = { &dir_backend };
+static const struct store_backend *const backends[] = { &dir_backend, &store_s3_backend };
 
 /* --- the generic layer ---------------------------------------------------- */
 
@@ -541,6 +591,13 @@ store_free (struct store *s)
     return;
   s->be->close (s->state);
   free (s);
+}
+
+void
+store_set_expiry (struct store *s, time_t expires)
+{
+  if (s->be->set_expiry != NULL)
+    s->be->set_expiry (s->state, expires);
 }
 
 int
@@ -593,6 +650,26 @@ txn_new_key (struct store_txn *t, const char *key, bvm_error_t *err)
   return 0;
 }
 
+/* the seal writer's output goes to the backend */
+static int
+backend_sink (void *opaque, const void *buf, size_t len, bvm_error_t *err)
+{
+  struct store_txn *t = opaque;
+  return t->s->be->put_write (t->bt, buf, len, err);
+}
+
+int
+store_txn_seal (struct store_txn *t, const unsigned char key[SEAL_KEY_BYTES], bvm_error_t *err)
+{
+  if (t->sealed || t->key != NULL || json_object_size (t->objects) > 0)
+    return bvm_error_code (err, BVM_E_INTERNAL, 0, "artifact store: seal before the first put");
+  if (t->s->be->seal != NULL && t->s->be->seal (t->bt, err) < 0)
+    return -1;
+  memcpy (t->seal_key, key, SEAL_KEY_BYTES);
+  t->sealed = true;
+  return 0;
+}
+
 int
 store_put_begin (struct store_txn *t, const char *key, bvm_error_t *err)
 {
@@ -614,6 +691,11 @@ store_put_begin (struct store_txn *t, const char *key, bvm_error_t *err)
       return bvm_error (err, ENOMEM, "artifact store");
     }
   t->size = 0;
+  if (t->sealed && seal_writer_new (&t->sw, t->seal_key, t->prefix, 0, backend_sink, t, err) < 0)
+    {
+      t->failed = true;
+      return bvm_error_wrap (err, "sealing `%s`", key);
+    }
   return 0;
 }
 
@@ -622,7 +704,9 @@ store_put_write (struct store_txn *t, const void *buf, size_t len, bvm_error_t *
 {
   if (txn_usable (t, true, err) < 0)
     return -1;
-  if (t->s->be->put_write (t->bt, buf, len, err) < 0)
+  if ((t->sw != NULL ? seal_write (t->sw, buf, len, err)
+                     : t->s->be->put_write (t->bt, buf, len, err))
+      < 0)
     {
       t->failed = true;
       return -1;
@@ -652,6 +736,16 @@ store_put_end (struct store_txn *t, bvm_error_t *err)
     return -1;
   key = steal_pointer (&t->key);
   digest_final (&t->digest, d);
+  if (t->sw != NULL)
+    {
+      int r = seal_writer_finish (t->sw, err);
+      seal_writer_free (steal_pointer (&t->sw));
+      if (r < 0)
+        {
+          t->failed = true;
+          return -1;
+        }
+    }
   if (t->s->be->put_end (t->bt, err) < 0 || add_object (t, key, t->size, d + 7, err) < 0)
     {
       t->failed = true;
@@ -695,6 +789,7 @@ store_txn_commit (struct store_txn *t, struct store_summary *summary, json_t **i
                   bvm_error_t *err)
 {
   struct store_summary sum = { 0 };
+  struct store *st;
   cleanup_json json_t *idx = NULL;
   cleanup_free const char **keys = NULL;
   cleanup_free char *index_key = NULL, *text = NULL;
@@ -713,6 +808,9 @@ store_txn_commit (struct store_txn *t, struct store_summary *summary, json_t **i
   keys = calloc (json_object_size (t->objects) + 1, sizeof *keys);
   arr = json_array ();
   idx = json_pack ("{s:s, s:o}", "prefix", t->prefix, "objects", arr);
+  if (idx != NULL && t->sealed
+      && json_object_set_new (idx, "sealed", json_string (SEAL_FORMAT)) < 0)
+    idx = (json_decref (idx), NULL);
   if (keys == NULL || idx == NULL || asprintf (&index_key, "%s%s", t->prefix, INDEX_NAME) < 0)
     {
       index_key = NULL;
@@ -749,10 +847,14 @@ store_txn_commit (struct store_txn *t, struct store_summary *summary, json_t **i
   sum.index_bytes = strlen (text);
   sum.count = n;
   sum.bytes = t->bytes;
-  r = t->s->be->commit (steal_pointer (&t->bt), index_key, text, strlen (text), err);
+  sum.sealed = t->sealed;
+  st = t->s;
+  r = st->be->commit (steal_pointer (&t->bt), index_key, text, strlen (text), err);
   store_txn_abort (t); /* frees what is left; the backend's part is gone */
   if (r < 0)
     return bvm_error_wrap (err, "committing `%s`", index_key);
+  if (st->be->last_commit != NULL)
+    st->be->last_commit (st->state, &sum);
   if (summary != NULL)
     *summary = sum;
   if (index_out != NULL)
@@ -767,6 +869,8 @@ store_txn_abort (struct store_txn *t)
     return;
   if (t->key != NULL)
     digest_dispose (&t->digest);
+  seal_writer_free (t->sw);
+  OPENSSL_cleanse (t->seal_key, sizeof t->seal_key);
   if (t->bt != NULL)
     t->s->be->abort (t->bt);
   json_decref (t->objects);
@@ -778,7 +882,133 @@ store_txn_abort (struct store_txn *t)
 json_t *
 store_summary_to_json (const struct store_summary *s)
 {
-  return json_pack ("{s:s, s:I, s:I, s:{s:s, s:s, s:I}}", "prefix", s->prefix, "count",
-                    (json_int_t) s->count, "bytes", (json_int_t) s->bytes, "index", "path",
-                    s->index_key, "digest", s->index_digest, "size", (json_int_t) s->index_bytes);
+  json_t *o = json_pack ("{s:s, s:I, s:I, s:{s:s, s:s, s:I}}", "prefix", s->prefix, "count",
+                         (json_int_t) s->count, "bytes", (json_int_t) s->bytes, "index", "path",
+                         s->index_key, "digest", s->index_digest, "size",
+                         (json_int_t) s->index_bytes);
+  if (o != NULL && s->sealed && json_object_set_new (o, "sealed", json_string (SEAL_FORMAT)) < 0)
+    o = (json_decref (o), NULL);
+  if (o != NULL && s->sse_requested[0]
+      && json_object_set_new (o, "server_side_encryption",
+                              json_pack ("{s:s, s:s?}", "requested", s->sse_requested, "confirmed",
+                                         s->sse_confirmed[0] ? s->sse_confirmed : NULL))
+             < 0)
+    o = (json_decref (o), NULL);
+  return o;
+}
+
+/* --- reading ---------------------------------------------------------------- */
+
+static int
+to_buf_sink (void *opaque, const void *buf, size_t len, bvm_error_t *err)
+{
+  if (buf_add (opaque, buf, len) < 0)
+    return bvm_error (err, errno, "artifact store index");
+  return 0;
+}
+
+struct get_ctx
+{
+  struct digest_ctx digest;
+  uint64_t size;
+  store_sink_fn sink;
+  void *opaque;
+  struct seal_reader *sr;
+};
+
+/* the plaintext: counted, digested, handed on */
+static int
+get_plain (void *opaque, const void *buf, size_t len, bvm_error_t *err)
+{
+  struct get_ctx *g = opaque;
+  digest_update (&g->digest, buf, len);
+  g->size += len;
+  return g->sink (g->opaque, buf, len, err);
+}
+
+static int
+get_sealed (void *opaque, const void *buf, size_t len, bvm_error_t *err)
+{
+  struct get_ctx *g = opaque;
+  return seal_reader_feed (g->sr, buf, len, err);
+}
+
+int
+store_get (struct store *s, const char *prefix, const char *key, const unsigned char *seal_key,
+           store_sink_fn sink, void *opaque, bvm_error_t *err)
+{
+  cleanup_buf struct buf text = BUF_INIT (STORE_INDEX_MAX);
+  cleanup_free char *index_key = NULL, *what = NULL;
+  cleanup_json json_t *idx = NULL;
+  cleanup_seal_reader struct seal_reader *sr = NULL;
+  struct get_ctx g = { .sink = sink, .opaque = opaque };
+  json_t *objs, *o, *found = NULL;
+  const char *sealed, *want_hex;
+  char d[DIGEST_STR_LEN + 1];
+  json_error_t je;
+  size_t i;
+  int ret;
+
+  if (s->be->get == NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the `%s` artifact store cannot be read here",
+                           s->be->name);
+  if (check_prefix (prefix, err) < 0 || store_check_key (key, prefix, err) < 0)
+    return -1;
+  if (asprintf (&index_key, "%s%s", prefix, INDEX_NAME) < 0
+      || asprintf (&what, "artifact `%s`", key) < 0)
+    return bvm_error (err, ENOMEM, "artifact store");
+  if ((ret = s->be->get (s->state, index_key, STORE_INDEX_MAX, to_buf_sink, &text, err)) < 0)
+    return bvm_error_wrap (err, "the index of `%s`", prefix);
+  idx = json_loadb (text.ptr ? text.ptr : "", text.len, JSON_REJECT_DUPLICATES, &je);
+  objs = json_object_get (idx, "objects");
+  if (!json_is_object (idx) || !json_is_array (objs))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the index `%s` is not an artifact index",
+                           index_key);
+  sealed = json_string_value (json_object_get (idx, "sealed"));
+  json_array_foreach (objs, i, o)
+    if (json_is_string (json_object_get (o, "key"))
+        && strcmp (json_string_value (json_object_get (o, "key")), key) == 0)
+      found = o;
+  if (found == NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not in the index of `%s`", key, prefix);
+  want_hex = json_string_value (json_object_get (found, "sha256"));
+  if (want_hex == NULL || !json_is_integer (json_object_get (found, "size")))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the index `%s` is malformed at `%s`", index_key,
+                           key);
+  if (json_object_get (idx, "sealed") != NULL
+      && (sealed == NULL || strcmp (sealed, SEAL_FORMAT) != 0))
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the index `%s`: unknown encryption", index_key);
+  if (sealed != NULL && seal_key == NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "%s is encrypted and no key was given", what);
+  if (sealed == NULL && seal_key != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "%s: the index says it is not encrypted, but encryption at rest is on",
+                           what);
+  if (digest_init (&g.digest, err) < 0)
+    return -1;
+  if (sealed != NULL)
+    {
+      if ((ret = seal_reader_new (&sr, seal_key, prefix, what, get_plain, &g, err)) < 0)
+        {
+          digest_dispose (&g.digest);
+          return ret;
+        }
+      g.sr = sr;
+      ret = s->be->get (s->state, key, UINT64_MAX, get_sealed, &g, err);
+      if (ret == 0)
+        ret = seal_reader_finish (sr, err);
+    }
+  else
+    ret = s->be->get (s->state, key, UINT64_MAX, get_plain, &g, err);
+  if (ret < 0)
+    {
+      digest_dispose (&g.digest);
+      return -1;
+    }
+  digest_final (&g.digest, d);
+  if (g.size != (uint64_t) json_integer_value (json_object_get (found, "size"))
+      || strcmp (d + 7, want_hex) != 0)
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "%s does not match the index (size or sha256): it was replaced", what);
+  return 0;
 }

@@ -30,11 +30,14 @@
 #define BUILDVM_STORE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "digest.h"
 #include "error.h"
+#include "seal.h"
 #include "util.h"
 
 #define STORE_KEY_MAX 1024
@@ -47,6 +50,10 @@ struct store_txn;
  * created if missing. */
 int store_open (struct store **out, const char *spec, bvm_error_t *err);
 void store_free (struct store *s);
+
+/* The job's end: a backend that mints credentials per transaction (s3)
+ * makes them last no longer than this (0: the backend's own bound). */
+void store_set_expiry (struct store *s, time_t expires);
 
 /* Begin a transaction for everything under prefix (e.g. "apps/hello/<commit>/").
  * One transaction owns the whole prefix: at commit it replaces what was there. */
@@ -74,6 +81,11 @@ struct store_summary
   uint64_t index_bytes;
   uint64_t count; /* objects in the index, links included */
   uint64_t bytes; /* the sum of their sizes */
+  bool sealed;    /* store_txn_seal */
+  /* server-side encryption (s3 with sse=): what was asked of the store and
+   * what every object's reply confirmed ("" when a reply did not) */
+  char sse_requested[16];
+  char sse_confirmed[16];
 };
 
 /* Make everything visible and write the index. Consumes t, also on failure
@@ -82,7 +94,9 @@ struct store_summary
 int store_txn_commit (struct store_txn *t, struct store_summary *summary, json_t **index_out,
                       bvm_error_t *err);
 
-/* {"prefix", "count", "bytes", "index": {"path", "digest", "size"}}, where
+/* {"prefix", "count", "bytes", "index": {"path", "digest", "size"}}, plus
+ * "sealed" and "server_side_encryption": {"requested", "confirmed" (null when
+ * the store did not confirm it)} when they apply, where
  * path is the index's key (for the dir backend: relative to the store's
  * directory). NULL on ENOMEM. */
 json_t *store_summary_to_json (const struct store_summary *s);
@@ -90,6 +104,32 @@ json_t *store_summary_to_json (const struct store_summary *s);
 /* Drop the transaction and its staging area; nothing becomes visible. NULL is
  * fine. */
 void store_txn_abort (struct store_txn *t);
+
+/* Encryption at rest (seal.h): every object put from now on is sealed with
+ * the app's key, with the prefix as context, before the backend sees it; the
+ * index (which stays readable: keys, plaintext sizes and digests) says
+ * `"sealed":"buildvm-seal-v1"`, and so does the summary. Call it right after
+ * store_txn_begin. key is copied. A backend with a `seal` op is told, so it
+ * can add its own encryption (S3: server-side encryption). */
+int store_txn_seal (struct store_txn *t, const unsigned char key[SEAL_KEY_BYTES],
+                    bvm_error_t *err);
+
+/* Where store_get's bytes go (the plaintext, one piece at a time). */
+typedef int (*store_sink_fn) (void *opaque, const void *buf, size_t len, bvm_error_t *err);
+
+/* Read one committed object: `<prefix>index.json` is read (capped at
+ * STORE_INDEX_MAX), the key must be in it, and the object's bytes are
+ * streamed to sink, opened with key (which must be given when the index says
+ * sealed, and is refused when it does not: a sealed prefix cannot be
+ * replaced by a plain one unnoticed), and checked against the index's size
+ * and sha256 at the end: an object swapped with another of the same commit
+ * fails here. The sink may have seen bytes of an object that then fails: a
+ * caller that must not keep them writes to a temporary file. Needs a backend
+ * with a `get` op. */
+int store_get (struct store *s, const char *prefix, const char *key, const unsigned char *seal_key,
+               store_sink_fn sink, void *opaque, bvm_error_t *err);
+
+#define STORE_INDEX_MAX (64u * 1024 * 1024)
 
 /* Check a key against the rules above (prefix may be NULL: no prefix rule). */
 int store_check_key (const char *key, const char *prefix, bvm_error_t *err);
@@ -102,7 +142,7 @@ DEFINE_CLEANUP_FUNC (store_freep, struct store, store_free)
 /* --- for backends ------------------------------------------------------------
  * The generic layer validates keys, rejects duplicates, computes sizes and
  * digests and builds the index; a backend only stores bytes. A new backend
- * (say S3-like) adds its table to the list in store.c. */
+ * adds its table to the list in store.c; "s3" is store_s3.c. */
 struct store_backend
 {
   const char *name; /* the scheme in "name:location" */
@@ -117,6 +157,17 @@ struct store_backend
   int (*commit) (void *txn, const char *index_key, const void *index, size_t len,
                  bvm_error_t *err);
   void (*abort) (void *txn); /* free txn; NULL is fine */
+  /* optional: the transaction's objects are sealed (store_txn_seal) */
+  int (*seal) (void *txn, bvm_error_t *err);
+  /* optional: stream the stored bytes of a committed key (store_get), at
+   * most max of them (more is an error) */
+  int (*get) (void *state, const char *key, uint64_t max, store_sink_fn sink, void *opaque,
+              bvm_error_t *err);
+  /* optional: what the last successful commit on this store adds to its
+   * summary (server-side encryption) */
+  void (*last_commit) (void *state, struct store_summary *sum);
+  /* optional: store_set_expiry */
+  void (*set_expiry) (void *state, time_t expires);
 };
 
 #endif

@@ -154,6 +154,18 @@ pl_tag_exists () {
     skopeo inspect --tls-verify=false --creds "$REG_CREDS" "docker://$REG/$1:$2" >/dev/null 2>&1
 }
 
+# pl_artifact APP/COMMIT NAME: a stored artifact's path after `buildvm
+# artifacts get` decrypted it (artifacts are encrypted at rest, so the store's
+# files are not the build's bytes) into $T/artifacts/APP/COMMIT/NAME; the path
+# is printed also when there is no such artifact (then no file is there)
+pl_artifact () {
+    local out=$T/artifacts/$1/$2
+    mkdir -p "$(dirname "$out")"
+    rm -f "$out"
+    "$BUILDVM" artifacts get --config "$CONFIG" -o "$out" "$1" "$2" 2>"$T/artifact-err" || true
+    echo "$out"
+}
+
 # pl_record ID [APP]: the job record's path (records are kept per app:
 # state/jobs/<app>/<id>.json; without APP, the one app that has ID)
 pl_record () {

@@ -78,7 +78,7 @@ no_leftovers () {
 cfg () { # EGRESS-JSON
     pl_config "del(.registry.credentials) | .policies.boundary = \"$T/boundary.json\" | .egress = $1"
 }
-arts () { echo "$BUILDVM_HOME/artifacts/apps/egress-$1/$COMMIT/out"; }
+art () { pl_artifact "egress-$1/$COMMIT" "out/$2"; } # APP-SUFFIX NAME: decrypted
 # the proxy bypass for the host's own loopback names: in the VM they are
 # the VM's, so the default NO_PROXY keeps them off the proxy
 np="env -u no_proxy -u NO_PROXY"
@@ -89,9 +89,11 @@ cfg "{allow: [\"localhost:$HTTP_PORT\", \"localhost:$EOF_PORT\"], allow_addresse
 egress_job http1 "mkdir -p out && $np wget -q -O out/blob http://localhost:$HTTP_PORT/blob && echo fetched
   $np timeout 20 wget -q -O out/eof http://localhost:$EOF_PORT/ && echo eof-ok"
 [ "$RC" = 0 ] || { cat "$T/out" "$T/err" "$T/log"; fail "the HTTP download through the proxy failed"; }
-cmp "$www/blob" "$(arts http1)/blob" || fail "the bytes differ"
+cmp "$www/blob" "$(art http1 blob)" || fail "the bytes differ"
 assert_contains "$T/log" "eof-ok"
-python3 -c 'import sys; sys.exit(open(sys.argv[1], "rb").read() != b"to-eof\n" * 20000 + b"the-end\n")' "$(arts http1)/eof" \
+python3 -c 'import sys; sys.exit(open(sys.argv[1], "rb").read() != b"to-eof
+" * 20000 + b"the-end
+")' "$(art http1 eof)" \
     || fail "the response read to EOF is not whole"
 rec=$(pl_record http1)
 jq -e '.egress.connections[0] | .host == "localhost" and .decision == "allow" and .address == "127.0.0.1" and .bytes_in > 3000000 and .mode == "http"' "$rec" >/dev/null \
@@ -109,15 +111,15 @@ egress_job tls1 "mkdir -p out && ($req) | ./connect-exec 127.0.0.1:3128 localhos
   ($req) | ./connect-exec 127.0.0.1:3128 localhost:$HTTPS_PORT ssl_client -s 3 -n evil.example >out/fronted; echo fronted=\$?"
 [ "$RC" = 0 ] || { cat "$T/out" "$T/log"; fail "the CONNECT job failed"; }
 # the body after the response head is the file
-if python3 - "$(arts tls1)/resp" "$www/blob" <<'PY'
+if python3 - "$(art tls1 resp)" "$www/blob" <<'PY'
 import sys
 r = open(sys.argv[1], 'rb').read(); b = open(sys.argv[2], 'rb').read()
 sys.exit(0 if r.split(b'\r\n\r\n', 1)[-1] == b else 1)
 PY
-then :; else head -c 300 "$(arts tls1)/resp" | od -c | head; cat "$T/log"; fail "the bytes through the TLS tunnel differ"; fi
+then :; else head -c 300 "$(art tls1 resp)" | od -c | head; cat "$T/log"; fail "the bytes through the TLS tunnel differ"; fi
 assert_contains "$T/log" "[egress] allow CONNECT localhost:$HTTPS_PORT (127.0.0.1)"
 assert_contains "$T/log" "the TLS SNI \`evil.example\` is not the CONNECT host \`localhost\`"
-[ ! -s "$(arts tls1)/fronted" ] || fail "bytes came back through a fronted tunnel"
+[ ! -s "$(art tls1 fronted)" ] || fail "bytes came back through a fronted tunnel"
 jq -e '[.egress.connections[] | select(.decision == "deny")] | length == 1' "$(pl_record tls1)" >/dev/null \
     || { jq .egress "$(pl_record tls1)"; fail "the SNI refusal is not in the record"; }
 no_leftovers
@@ -169,7 +171,7 @@ egress_job noallow "mkdir -p out; $np wget -q -O out/x http://localhost:$HTTP_PO
 [ "$RC" = 0 ] || { cat "$T/out" "$T/log"; fail "the loopback job failed"; }
 assert_contains "$T/log" "403 Forbidden"
 assert_contains "$T/log" "loopback address"
-[ ! -s "$(arts noallow)/x" ] || fail "loopback reached without the exception"
+[ ! -s "$(art noallow x)" ] || fail "loopback reached without the exception"
 
 # --- fail_on_deny: a refusal fails the build
 cfg "{allow: [\"localhost:$HTTP_PORT\"], allow_addresses: [\"127.0.0.1/32\"]}"
@@ -182,7 +184,7 @@ assert_eq denied "$(jq -r .error.code "$(pl_record strict)")" "error code"
 cfg "{mode: \"audit\", allow_addresses: [\"127.0.0.1/32\"]}"
 egress_job audit "mkdir -p out && $np wget -q -O out/blob http://localhost:$HTTP_PORT/blob"
 [ "$RC" = 0 ] || { cat "$T/out" "$T/log"; fail "audit mode refused"; }
-cmp "$www/blob" "$(arts audit)/blob" || fail "the bytes differ in audit mode"
+cmp "$www/blob" "$(art audit blob)" || fail "the bytes differ in audit mode"
 assert_contains "$T/log" "audit: the role would deny net:localhost:$HTTP_PORT"
 jq -e --arg hp "localhost:$HTTP_PORT" '.egress.mode == "audit" and .egress.allowlist == [$hp] and .egress.connections[0].decision == "audit"' \
     "$(pl_record audit)" >/dev/null || { jq .egress "$(pl_record audit)"; fail "the audit record"; }

@@ -109,7 +109,7 @@ rec=$(pl_record hostile)
 jq -e '.egress.denied >= 10001 and .egress.connections_not_recorded > 9000 and (.egress.connections | length) == 1000
        and .egress.bytes_in <= 8000000 + 65536' "$rec" >/dev/null \
     || { jq '.egress | del(.connections, .role)' "$rec"; fail "the record"; }
-cmp "$www/blob" "$BUILDVM_HOME/artifacts/apps/egress-hostile/$COMMIT/out/b2" || fail "the download after the flood differs"
+cmp "$www/blob" "$(pl_artifact "egress-hostile/$COMMIT" out/b2)" || fail "the download after the flood differs"
 note "10,000 refusals, a slow loris and the byte cap in $((T1 - T0)) s; broker CPU $(jq .egress.cpu_ms "$rec") ms"
 
 # --- in one job: the concurrent connections (two held by the slow loris,

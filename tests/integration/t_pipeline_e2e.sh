@@ -51,10 +51,14 @@ assert_eq 2 "$(jq '.objects | length' "$adir/index.json")" "artifact count"
 for key in $(jq -r '.objects[].key' "$adir/index.json"); do
     rel=${key#apps/hello-shell/$commit/}
     want=$(jq -r --arg k "$key" '.objects[] | select(.key == $k) | .sha256' "$adir/index.json")
-    got=$(sha256sum "$adir/$rel" | cut -d' ' -f1)
+    got=$(sha256sum "$(pl_artifact "hello-shell/$commit" "$rel")" | cut -d' ' -f1)
     assert_eq "$want" "$got" "sha256 of $rel"
+    # at rest it is sealed: the store's file is not the plaintext
+    [ "$(head -c 7 "$adir/$rel")" = BVMSEAL ] || fail "$rel is not encrypted at rest"
 done
-cmp "$adir/dist/www/index.html" "$r/app/www/index.html" || fail "artifact differs from the image's file"
+cmp "$(pl_artifact "hello-shell/$commit" dist/www/index.html)" "$r/app/www/index.html" \
+    || fail "artifact differs from the image's file"
+assert_eq buildvm-seal-v1 "$(jq -r .sealed "$adir/index.json")" "the index says sealed"
 
 # --- the record and the log
 rec=$(pl_record e2e-1)

@@ -103,11 +103,16 @@ for c in stream msg noresult badutf8 esc; do
 done
 
 # No secret, nor any 16-byte piece of one of its forms, nor a raw escape
-# (ESC, C1 CSI) in these files (lz4 logs decompressed).
+# (ESC, C1 CSI) in these files (lz4 logs decompressed, sealed logs opened with
+# `buildvm logs`: encryption at rest).
 clean () { # WHAT FILE-OR-DIR...
     local what=$1; shift
     find "$@" -type f 2>/dev/null | while read -r f; do
-        case $f in *.lz4) lz4 -dc "$f" ;; *) cat "$f" ;; esac
+        case $f in
+            *.log.lz4.seal) j=${f##*/}; "$BUILDVM" logs --config "$CONFIG" "${j%.log.lz4.seal}" ;;
+            *.lz4) lz4 -dc "$f" ;;
+            *) cat "$f" ;;
+        esac
     done >"$T/sinks.txt"
     [ -s "$T/sinks.txt" ] || fail "$what: nothing to look at in $*"
     python3 - "$T/sinks.txt" "$what" "$canary" "$T/big" "$T/crlf" <<'PY' || fail "$what: a secret or an escape leaked"

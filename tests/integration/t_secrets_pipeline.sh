@@ -94,7 +94,7 @@ check_job () { # ID APP OWN-CANARY OTHER-CANARY COMMIT
     jq -e '.secrets | map(.name) | index("CANARY") != null' "$(pl_record "$id")" >/dev/null || fail "$id: secrets not recorded"
     grep -qF -- "$own" "$(pl_record "$id")" && fail "$id: the record holds the value"
     # the app's own secret did reach its own outputs (it asked for it)
-    assert_eq "$own" "$(cat "$BUILDVM_HOME/artifacts/apps/$app/$c/out/canary")" "$id: own secret delivered"
+    assert_eq "$own" "$(cat "$(pl_artifact "$app/$c" out/canary)")" "$id: own secret delivered"
     true
 }
 
@@ -108,7 +108,7 @@ run "$BUILDVM" run --config "$CONFIG" "$T/jb.json"
 check_job sec-a1 app-a "$canary_a" "$canary_b" "$ca"
 check_job sec-b1 app-b "$canary_b" "$canary_a" "$cb"
 assert_contains "$T/log-sec-a1" "env: ***"
-assert_eq "$canary_a-token" "$(cat "$BUILDVM_HOME/artifacts/apps/app-a/$ca/out/token")" "env delivery"
+assert_eq "$canary_a-token" "$(cat "$(pl_artifact "app-a/$ca" out/token)")" "env delivery"
 assert_no_leftovers
 
 # --- at the same time

@@ -67,6 +67,46 @@ svc_base_images () {
     "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/buildvm-image/base/push-base.sh" "$@"
 }
 
+# svc_ceph_rgw_start: a single-node Ceph with a RADOS Gateway
+# (tests/services/ceph-rgw.sh), started in the background because it takes
+# ~20 s: the tests that need it call svc_ceph_rgw_wait. Exports
+# BUILDVM_TEST_S3_DIR; its env file appears when the gateway is ready, its
+# failed file if the start failed.
+svc_ceph_rgw_start () {
+    local dir=$SVC_DIR/ceph-rgw
+    mkdir -p "$dir/cluster"
+    (
+        # a second try in a fresh directory: a start on a loaded machine
+        # has been seen to fail once (the OSD's first boot)
+        script=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/services/ceph-rgw.sh
+        for try in 1 2; do
+            if "$script" start "$dir/cluster" >>"$dir/start.log" 2>&1; then exit 0; fi
+            "$script" stop "$dir/cluster" >/dev/null 2>&1
+            rm -rf "$dir/cluster"
+            echo "services: ceph-rgw start $try failed" >>"$dir/start.log"
+        done
+        touch "$dir/failed"
+    ) &
+    echo $! >"$dir/starter.pid"
+    export BUILDVM_TEST_S3_DIR=$dir
+}
+
+# svc_ceph_rgw_wait [SECONDS]: wait for svc_ceph_rgw_start's gateway, then
+# source its env (RGW_ENDPOINT, ... see ceph-rgw.sh). 1 if none was started
+# or it failed.
+svc_ceph_rgw_wait () {
+    local dir=${BUILDVM_TEST_S3_DIR:-} deadline=$(( $(date +%s) + ${1:-120} ))
+    [ -n "$dir" ] && [ -d "$dir" ] || return 1
+    while [ ! -f "$dir/cluster/env" ]; do
+        [ ! -f "$dir/failed" ] || { cat "$dir/start.log" >&2; return 1; }
+        [ "$(date +%s)" -lt "$deadline" ] || { echo "services: ceph-rgw not ready" >&2; return 1; }
+        sleep 0.2
+    done
+    set -a
+    . "$dir/cluster/env"
+    set +a
+}
+
 svc_stop () { # NAME-DIR under SVC_DIR, e.g. registry-main
     local pidf=$SVC_DIR/$1/pid
     [ -f "$pidf" ] || return 0
@@ -77,6 +117,11 @@ svc_stop () { # NAME-DIR under SVC_DIR, e.g. registry-main
 
 svc_stop_all () {
     local p
+    if [ -d "$SVC_DIR/ceph-rgw" ]; then
+        kill "$(cat "$SVC_DIR/ceph-rgw/starter.pid" 2>/dev/null)" 2>/dev/null || true
+        "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/services/ceph-rgw.sh" stop \
+            "$SVC_DIR/ceph-rgw/cluster" || true
+    fi
     for p in "$SVC_DIR"/*/pid; do
         [ -f "$p" ] || continue
         kill "$(cat "$p")" 2>/dev/null || true

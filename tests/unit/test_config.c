@@ -397,7 +397,9 @@ static const struct field_case cases[] = {
   { "cache_dir", "[]", "field `cache_dir` must be a string" },
   { "state_dir", "\"\"", "field `state_dir` must be an absolute path" },
   { "artifacts", "\"s3://bucket/x\"",
-    "field `artifacts` must be `dir:` followed by an absolute directory" },
+    "field `artifacts` is not a usable s3 URL: s3 store: `endpoint` must be" },
+  { "artifacts", "\"gcs://bucket/x\"",
+    "field `artifacts` must be `dir:` followed by an absolute directory, or an `s3://` URL" },
   { "artifacts", "\"dir:relative\"", "field `artifacts` must be `dir:`" },
   { "artifacts", "\"/srv/artifacts\"", "field `artifacts` must be `dir:`" },
   /* registry */

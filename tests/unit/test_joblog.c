@@ -34,7 +34,7 @@ cat (const char *dir, const char *job)
   FILE *f = open_memstream (&out, &n);
   bvm_error_t err = NULL;
   assert_non_null (f);
-  assert_ok (joblog_cat (dir, job, f, false, &err), &err);
+  assert_ok (joblog_cat (dir, job, f, false, NULL, NULL, &err), &err);
   fclose (f);
   return out;
 }
@@ -212,7 +212,7 @@ test_lz4_round_trip (void **state)
                     0);
   {
     FILE *f = fopen ("/dev/null", "w");
-    assert_fails_with (joblog_cat (d, "z1", f, false, &err), &err, "lz4");
+    assert_fails_with (joblog_cat (d, "z1", f, false, NULL, NULL, &err), &err, "lz4");
     fclose (f);
   }
 
@@ -248,7 +248,8 @@ test_bad_ids (void **state)
       assert_non_null (joblog_job_id_problem (bad_jobs[i]));
       assert_fails_with (joblog_open (&l, d, "hello", bad_jobs[i], 100, &err), &err,
                          "invalid job id");
-      assert_fails_with (joblog_cat (d, bad_jobs[i], stdout, false, &err), &err, "invalid job id");
+      assert_fails_with (joblog_cat (d, bad_jobs[i], stdout, false, NULL, NULL, &err), &err,
+                         "invalid job id");
     }
   assert_fails_with (joblog_open (&l, d, "hello", long_id, 100, &err), &err, "invalid job id");
   long_id[148] = '\0';
@@ -287,7 +288,8 @@ test_writer_exclusive_and_ambiguous (void **state)
 
   assert_ok (joblog_open (&l, d, "other", "one", 100, &err), &err);
   assert_ok (joblog_close (l, false, &err), &err);
-  assert_fails_with (joblog_cat (d, "one", stdout, false, &err), &err, "logs under several apps");
+  assert_fails_with (joblog_cat (d, "one", stdout, false, NULL, NULL, &err), &err,
+                     "logs under several apps");
   t_tmpdir_free (d);
 }
 

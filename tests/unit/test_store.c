@@ -1,6 +1,7 @@
 /* test_store.c - the artifact store: transactions, index, keys, crash safety */
 #include "support.h"
 
+#include "buf.h"
 #include "digest.h"
 #include "fs.h"
 #include "jsonx.h"
@@ -414,8 +415,10 @@ test_open_specs (void **state)
   char p[PATH_MAX];
   (void) state;
 
-  assert_fails_with (store_open (&s, "s3:bucket/x", &err), &err,
-                     "unknown artifact store backend `s3`");
+  assert_fails_with (store_open (&s, "gcs:bucket/x", &err), &err,
+                     "unknown artifact store backend `gcs`");
+  /* s3: is the s3 backend's (test_store_s3.c) */
+  assert_fails_with (store_open (&s, "s3:bucket/x", &err), &err, "want s3://BUCKET");
   assert_fails_with (store_open (&s, "", &err), &err, "empty artifact store spec");
   /* a colon after a non-scheme character is part of a plain path */
   snprintf (p, sizeof p, "%s/with:colon", d);
@@ -428,10 +431,136 @@ test_open_specs (void **state)
   t_tmpdir_free (d);
 }
 
+/* --- encryption at rest -------------------------------------------------------------- */
+
+static const unsigned char key_a[SEAL_KEY_BYTES] = { 7 };
+static const unsigned char key_b[SEAL_KEY_BYTES] = { 8 };
+
+static int
+get_sink (void *opaque, const void *p, size_t len, bvm_error_t *err)
+{
+  (void) err;
+  return buf_add (opaque, p, len) < 0 ? -1 : 0;
+}
+
+/* 0 and the bytes in *out (caller frees), or -1 with the error */
+static int
+get_one (char **out, struct store *s, const char *key, const unsigned char *k, bvm_error_t *err)
+{
+  struct buf b = BUF_INIT (1 << 20);
+  int ret = store_get (s, PREFIX, key, k, get_sink, &b, err);
+  *out = buf_steal (&b);
+  return ret;
+}
+
+static void
+expect_get_fails (struct store *s, const char *key, const unsigned char *k, const char *what)
+{
+  bvm_error_t err = NULL;
+  cleanup_free char *got = NULL;
+  assert_int_equal (get_one (&got, s, key, k, &err), -1);
+  if (strstr (bvm_error_msg (&err), what) == NULL)
+    fail_msg ("expected `%s` in: %s", what, bvm_error_msg (&err));
+  bvm_error_free (&err);
+}
+
+static void
+test_sealed (void **state)
+{
+  char *d = t_tmpdir ();
+  cleanup_free char *spec = NULL, *raw = NULL, *got = NULL, *idx = NULL, *p1 = NULL, *p2 = NULL,
+                    *tmp = NULL;
+  struct store *s = NULL;
+  struct store_txn *t = NULL;
+  struct store_summary sum;
+  bvm_error_t err = NULL;
+  size_t n;
+  (void) state;
+
+  assert_true (asprintf (&spec, "dir:%s", d) > 0);
+  assert_ok (store_open (&s, spec, &err), &err);
+  assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
+  assert_ok (store_txn_seal (t, key_a, &err), &err);
+  put (t, PREFIX "bin/app", "the secret binary of hello");
+  put (t, PREFIX "bin/other", "another object, same size!");
+  assert_ok (store_put_link (t, PREFIX "bin/link", PREFIX "bin/app", &err), &err);
+  assert_ok (store_txn_commit (t, &sum, NULL, &err), &err);
+  assert_true (sum.sealed);
+
+  /* on disk: sealed, no plaintext; the index says so */
+  assert_true (asprintf (&p1, "%s/" PREFIX "bin/app", d) > 0);
+  assert_true (asprintf (&p2, "%s/" PREFIX "bin/other", d) > 0);
+  assert_ok (fs_read_file (&raw, &n, p1, 1 << 20, &err), &err);
+  assert_true (seal_is_sealed (raw, n));
+  assert_null (memmem (raw, n, "secret binary", 13));
+  assert_true (asprintf (&tmp, "%s/" PREFIX "index.json", d) > 0);
+  assert_ok (fs_read_file (&idx, &n, tmp, 1 << 20, &err), &err);
+  assert_non_null (strstr (idx, "\"sealed\":\"buildvm-seal-v1\""));
+
+  /* read back: the key opens it, links too */
+  assert_ok (get_one (&got, s, PREFIX "bin/app", key_a, &err), &err);
+  assert_string_equal (got, "the secret binary of hello");
+  free (got);
+  assert_ok (get_one (&got, s, PREFIX "bin/link", key_a, &err), &err);
+  assert_string_equal (got, "the secret binary of hello");
+
+  /* another app's key, no key, a missing name */
+  expect_get_fails (s, PREFIX "bin/app", key_b, "wrong app or key");
+  expect_get_fails (s, PREFIX "bin/app", NULL, "no key was given");
+  expect_get_fails (s, PREFIX "bin/nope", key_a, "not in the index");
+
+  /* two objects of the same commit swapped: each opens, the index catches it */
+  free (tmp);
+  assert_true (asprintf (&tmp, "%s/swap", d) > 0);
+  assert_int_equal (rename (p1, tmp), 0);
+  assert_int_equal (rename (p2, p1), 0);
+  assert_int_equal (rename (tmp, p2), 0);
+  expect_get_fails (s, PREFIX "bin/app", key_a, "does not match the index");
+
+  /* a bit flipped on disk */
+  {
+    int fd = open (p2, O_RDWR);
+    unsigned char c;
+    assert_true (fd >= 0);
+    assert_int_equal (pread (fd, &c, 1, 100), 1);
+    c ^= 1;
+    assert_int_equal (pwrite (fd, &c, 1, 100), 1);
+    close (fd);
+    expect_get_fails (s, PREFIX "bin/other", key_a, "tampered");
+  }
+  store_free (s);
+  t_tmpdir_free (d);
+}
+
+static void
+test_plain_refused_when_sealing (void **state)
+{
+  char *d = t_tmpdir ();
+  cleanup_free char *spec = NULL, *got = NULL;
+  struct store *s = NULL;
+  struct store_txn *t = NULL;
+  bvm_error_t err = NULL;
+  (void) state;
+
+  assert_true (asprintf (&spec, "dir:%s", d) > 0);
+  assert_ok (store_open (&s, spec, &err), &err);
+  assert_ok (store_txn_begin (&t, s, PREFIX, &err), &err);
+  put (t, PREFIX "a", "plain");
+  assert_ok (store_txn_commit (t, NULL, NULL, &err), &err);
+  assert_ok (get_one (&got, s, PREFIX "a", NULL, &err), &err);
+  assert_string_equal (got, "plain");
+  /* a reader that expects encryption refuses a plain prefix */
+  expect_get_fails (s, PREFIX "a", key_a, "not encrypted");
+  store_free (s);
+  t_tmpdir_free (d);
+}
+
 int
 main (void)
 {
   const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_sealed),
+    cmocka_unit_test (test_plain_refused_when_sealing),
     cmocka_unit_test (test_commit_and_index),
     cmocka_unit_test (test_commit_summary),
     cmocka_unit_test (test_abort_leaves_nothing),
