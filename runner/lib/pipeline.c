@@ -22,6 +22,7 @@
 #include "registry.h"
 #include "secrets.h"
 #include "spec.h"
+#include "steptail.h"
 #include "store.h"
 #include "util.h"
 #include "vmjob.h"
@@ -86,6 +87,7 @@ struct run
   size_t n_secret_vals;
   struct redactor *redact;
   struct buf console_line[2]; /* the pieces of a long console line, per stream */
+  struct steptail tail;       /* the last lines of the step that ran last */
 
   struct workdir *wd;
   char *input_path;
@@ -171,6 +173,16 @@ emit_line (struct run *r, const char *line, size_t len)
     joblog_write (r->log, line, len, &r->log_err);
 }
 
+/* A whole console line: to the log, and the agent's console (not the
+ * VMM's) to the step's tail too. */
+static void
+console_emit (struct run *r, enum vm_stream stream, const char *line, size_t len)
+{
+  if (stream == VM_STREAM_CONSOLE)
+    steptail_line (&r->tail, line, len);
+  emit_line (r, line, len);
+}
+
 /* Console lines come redacted (vm.c), a long one in pieces: join them up to
  * a log line per stream, and mark where a longer one is split. The egress
  * broker's thread writes the log too: both go through console_lock. */
@@ -182,19 +194,19 @@ on_console_locked (struct run *r, enum vm_stream stream, const char *line, size_
 
   if (!more && b->len == 0)
     {
-      emit_line (r, line, len);
+      console_emit (r, stream, line, len);
       return;
     }
   if (b->len + len + sizeof cont > JOBLOG_LINE_MAX)
     {
       buf_adds (b, cont);
-      emit_line (r, buf_cstr (b), b->len);
+      console_emit (r, stream, buf_cstr (b), b->len);
       buf_reset (b);
     }
   buf_add (b, line, len);
   if (!more)
     {
-      emit_line (r, buf_cstr (b), b->len);
+      console_emit (r, stream, buf_cstr (b), b->len);
       buf_reset (b);
     }
 }
@@ -756,6 +768,26 @@ egress_finish (struct run *r)
   jset (r->record, "egress", rec);
 }
 
+/* The failed step's last lines (redacted as they came, capped by the tail)
+ * and a hint when they show the missing network, in the record's
+ * `failed_step` and the log. */
+static void
+failed_step_output (struct run *r, unsigned idx)
+{
+  json_t *fs = json_object_get (r->record, "failed_step");
+  const char *hint = steptail_hint (&r->tail, r->egress_role != NULL);
+
+  if (fs == NULL || r->tail.step != idx)
+    return;
+  jset (fs, "output_tail", steptail_to_json (&r->tail, idx));
+  jset (fs, "output_lines", json_integer ((json_int_t) r->tail.total));
+  if (hint != NULL)
+    {
+      jset (fs, "hint", json_string (hint));
+      note (r, "hint: %s", hint);
+    }
+}
+
 static int
 phase_build (struct run *r, bvm_error_t *err)
 {
@@ -794,7 +826,8 @@ phase_build (struct run *r, bvm_error_t *err)
   for (size_t i = 0; i < ARRAY_SIZE (r->console_line); i++)
     if (r->console_line[i].len > 0)
       {
-        emit_line (r, buf_cstr (&r->console_line[i]), r->console_line[i].len);
+        console_emit (r, i == 0 ? VM_STREAM_CONSOLE : VM_STREAM_STDERR,
+                      buf_cstr (&r->console_line[i]), r->console_line[i].len);
         buf_reset (&r->console_line[i]);
       }
   /* the input disk may hold secrets: gone as soon as the VM is */
@@ -845,6 +878,7 @@ phase_build (struct run *r, bvm_error_t *err)
         jset (r->record, "failed_step",
               json_pack ("{s:I, s:s, s:i}", "index", (json_int_t) idx, "name", name, "exit_code",
                          r->vm.guest.exit_code));
+        failed_step_output (r, idx);
         return bvm_error_code (err, code, 0, "build step %u (`%s`) failed with exit status %d",
                                idx, name, r->vm.guest.exit_code);
       }
@@ -853,6 +887,7 @@ phase_build (struct run *r, bvm_error_t *err)
         jset (r->record, "failed_step",
               json_pack ("{s:I, s:s, s:s}", "index", (json_int_t) r->vm.guest.step, "name",
                          r->spec->steps[r->vm.guest.step - 1].name, "reason", "timeout"));
+      failed_step_output (r, r->vm.guest.step);
       return bvm_error_code (err, code, 0, "the build timed out: %s", what);
     case VMJOB_BUILD_FAILED:
       if (r->vm.guest.status == GUEST_NO_RESULT)
@@ -1675,6 +1710,7 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   bvm_error_t cleanup_err = NULL;
 
   r->o = o;
+  steptail_init (&r->tail);
   r->cfg = o->cfg;
   r->job = job;
   r->t0 = now_ms ();
@@ -1807,6 +1843,41 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   return ret;
 }
 
+/* The failed step's last lines, as the build printed them (escaped for the
+ * terminal), and the hint. */
+static void
+print_failed_step (FILE *out, const json_t *fs)
+{
+  json_t *tail = json_object_get (fs, "output_tail");
+  const char *hint = json_string_value (json_object_get (fs, "hint"));
+  size_t n = json_array_size (tail), i;
+  long long total = json_integer_value (json_object_get (fs, "output_lines"));
+  json_t *v;
+
+  if (fs == NULL || tail == NULL)
+    return;
+  if (n == 0)
+    fprintf (out, "  output    step %lld (`%s`) printed nothing\n",
+             (long long) json_integer_value (json_object_get (fs, "index")),
+             json_string_value (json_object_get (fs, "name")));
+  else if ((long long) n < total)
+    fprintf (out, "  output    the last %zu of %lld lines of step %lld (`%s`), all in the log:\n",
+             n, total, (long long) json_integer_value (json_object_get (fs, "index")),
+             json_string_value (json_object_get (fs, "name")));
+  else
+    fprintf (out, "  output    step %lld (`%s`) printed:\n",
+             (long long) json_integer_value (json_object_get (fs, "index")),
+             json_string_value (json_object_get (fs, "name")));
+  json_array_foreach (tail, i, v)
+    {
+      fprintf (out, "            | ");
+      str_escape_fwrite (out, json_string_value (v), json_string_length (v));
+      fputc ('\n', out);
+    }
+  if (hint != NULL)
+    fprintf (out, "  hint      %s\n", hint);
+}
+
 void
 pipeline_print_summary (FILE *out, const json_t *rec)
 {
@@ -1826,6 +1897,7 @@ pipeline_print_summary (FILE *out, const json_t *rec)
   if (json_object_get (rec, "error") && !json_is_null (json_object_get (rec, "error")))
     fprintf (out, "  error     %s\n",
              json_string_value (json_object_get (json_object_get (rec, "error"), "message")));
+  print_failed_step (out, json_object_get (rec, "failed_step"));
   if (image && json_object_get (image, "reference"))
     fprintf (out, "  image     %s\n", json_string_value (json_object_get (image, "reference")));
   if (image && json_is_array (json_object_get (image, "tags_skipped")))
