@@ -11,6 +11,7 @@
 #include "gitsrc.h"
 #include "guest.h"
 #include "image.h"
+#include "imgfs.h"
 #include "ingest.h"
 #include "joblog.h"
 #include "jsonx.h"
@@ -67,7 +68,7 @@ struct run
   const char *phase;
   int64_t phase_t0;
   bool denied;       /* dry-run: a planned write was denied */
-  bool base_skipped; /* dry-run: the base image could not be fetched */
+  bool base_skipped; /* dry-run: the role denies pulling the base image */
 
   struct policy *tmpl, *boundary;
   struct role *role;
@@ -1159,6 +1160,33 @@ fetch_base (struct run *r, bvm_error_t *err)
   return 0;
 }
 
+/* The base image's manifest and config, before the build: a base that
+ * cannot be pulled fails the job now, not after the whole build - in a
+ * dry-run too, whose image would otherwise differ from the real run's. */
+static int
+phase_base (struct run *r, bvm_error_t *err)
+{
+  const struct spec_image *im = r->spec->image;
+  int ret;
+
+  if (im == NULL || im->base == NULL || r->base_skipped)
+    return 0;
+  ret = open_registry (r, err);
+  if (ret == 0)
+    ret = fetch_base (r, err);
+  if (ret < 0 && r->o->dry_run)
+    {
+      /* the cause first, then what to do about it */
+      cleanup_free char *cause = xstrdup (bvm_error_msg (err));
+      return bvm_error_code (err, bvm_error_get_code (err), 0,
+                             "%s: a dry-run builds on the base image as a real run does: push "
+                             "it to `%s` (buildvm-image/base/push-base.sh), name a registry that "
+                             "has it (`registry.url`, --config), or set `image.base` to null",
+                             cause, r->cfg->registry.url);
+    }
+  return ret;
+}
+
 static int
 phase_image (struct run *r, bvm_error_t *err)
 {
@@ -1172,26 +1200,6 @@ phase_image (struct run *r, bvm_error_t *err)
   size_t n_base = 0;
   int ret;
 
-  if (im->base && !r->base_skipped)
-    {
-      ret = open_registry (r, err);
-      if (ret == 0)
-        ret = fetch_base (r, err);
-      if (ret < 0 && !r->o->dry_run)
-        return ret;
-      if (ret < 0)
-        {
-          /* dry-run needs no registry: build the app's layer alone */
-          note (r, "image: base `%s` not included: %s", im->base, bvm_error_msg (err));
-          bvm_error_free (err);
-          oci_manifest_free (r->base_manifest);
-          r->base_manifest = NULL;
-          free (r->base_config);
-          r->base_config = NULL;
-          r->base_config_len = 0;
-          r->base_skipped = true;
-        }
-    }
   format_rfc3339 (created, sizeof created, r->commit_time);
   env = calloc (im->n_env + 1, sizeof *env);
   labels = json_object ();
@@ -1260,6 +1268,87 @@ phase_image (struct run *r, bvm_error_t *err)
   note (r, "image: layer %s (%llu bytes), manifest %s", r->layer_desc.digest,
         (unsigned long long) r->layer_desc.size, r->manifest_digest);
   return 0;
+}
+
+/* --- the image can start ---------------------------------------------------------- */
+
+/* Issue 18: an image whose program is not in it pushed fine and failed when
+ * it was run. Its layers - the base's, downloaded into the work directory
+ * (where the dry-run's layout takes them from), and the app's - are laid
+ * out in an imgfs, and the program its config names (Entrypoint[0], else
+ * Cmd[0]) must resolve there as a runtime resolves it, with what the kernel
+ * needs to exec it. A failure names the missing path: nothing is pushed. */
+static int
+phase_startable (struct run *r, bvm_error_t *err)
+{
+  const struct spec_image *im = r->spec->image;
+  cleanup_json json_t *cfg = NULL;
+  json_t *c, *argv;
+  struct imgfs *fs = NULL;
+  const struct oci_descriptor *base = NULL;
+  const char *argv0, *path_env = NULL, *workdir, *field, *fix = NULL;
+  char why[2048];
+  size_t n_base = 0, i;
+  json_t *v;
+  int ret;
+
+  if (im->base && r->base_skipped)
+    {
+      note (r, "image: not checked that it can start: the base image was not pulled");
+      return 0;
+    }
+  cfg = json_loadb (r->config_json, r->config_len, 0, NULL);
+  c = json_object_get (cfg, "config");
+  argv = json_object_get (c, "Entrypoint");
+  field = im->entrypoint ? "image.entrypoint[0]" : "the base image's Entrypoint[0]";
+  if (json_array_size (argv) == 0)
+    {
+      argv = json_object_get (c, "Cmd");
+      field = im->cmd ? "image.cmd[0]" : "the base image's Cmd[0]";
+    }
+  argv0 = json_string_value (json_array_get (argv, 0));
+  if (argv0 == NULL)
+    {
+      note (r, "image: names no program to run (no entrypoint or cmd): not checked");
+      return 0;
+    }
+  json_array_foreach (json_object_get (c, "Env"), i, v)
+    if (json_is_string (v) && strncmp (json_string_value (v), "PATH=", 5) == 0)
+      path_env = json_string_value (v) + 5;
+  workdir = json_string_value (json_object_get (c, "WorkingDir"));
+  if (workdir != NULL && workdir[0] == '\0')
+    workdir = NULL;
+
+  if ((ret = imgfs_new (&fs, err)) < 0)
+    return ret;
+  if (r->base_manifest)
+    base = oci_manifest_layers (r->base_manifest, &n_base);
+  for (i = 0; i < n_base && ret == 0; i++)
+    {
+      char name[32], what[DIGEST_STR_LEN + 64];
+      cleanup_free char *path = NULL;
+      snprintf (name, sizeof name, "base-%zu.blob", i);
+      snprintf (what, sizeof what, "base layer %s", base[i].digest);
+      path = workdir_file (r->wd, name);
+      if (path == NULL)
+        ret = bvm_error (err, ENOMEM, "base layer");
+      else if ((ret = open_registry (r, err)) == 0
+               && (ret = registry_blob_get (r->reg, im->base_repository, base[i].digest,
+                                            base[i].size, path, err))
+                      == 0)
+        ret = imgfs_add_layer (fs, path, what, err);
+      if (ret < 0)
+        bvm_error_wrap (err, "base image `%s`", im->base);
+    }
+  if (ret == 0)
+    ret = imgfs_add_layer (fs, r->layer_path, "the app's layer", err);
+  if (ret == 0 && imgfs_check_start (fs, argv0, path_env, workdir, why, sizeof why, &fix) == 1)
+    ret = bvm_error_code (err, BVM_E_INVALID, 0, "the image cannot start: %s (%s): %s", why, field,
+                          fix);
+  imgfs_free (fs);
+  if (ret == 0)
+    note (r, "image: `%s` (%s) resolves in the image", argv0, field);
+  return ret;
 }
 
 /* --- push ----------------------------------------------------------------------- */
@@ -1545,6 +1634,8 @@ phase_layout (struct run *r, bvm_error_t *err)
       layers[i] = base[i];
       if (paths[i] == NULL)
         ret = bvm_error (err, ENOMEM, "layout");
+      else if (access (paths[i], F_OK) == 0)
+        ret = 0; /* phase_startable has it, checked against its digest */
       else
         ret = registry_blob_get (r->reg, r->spec->image->base_repository, base[i].digest,
                                  base[i].size, paths[i], err);
@@ -1590,12 +1681,16 @@ run_phases (struct run *r, bvm_error_t *err)
   PHASE ("log", phase_log);
   PHASE ("checkout", phase_checkout);
   PHASE ("plan", phase_plan);
+  if (r->spec->image && r->spec->image->base)
+    PHASE ("base", phase_base);
   PHASE ("secrets", phase_secrets);
   PHASE ("input", phase_input);
   PHASE ("build", phase_build);
   PHASE ("ingest", phase_ingest);
   if (r->spec->image)
     PHASE ("image", phase_image);
+  if (r->spec->image)
+    PHASE ("startable", phase_startable);
   if (r->o->dry_run)
     {
       if (r->spec->image)
