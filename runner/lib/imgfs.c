@@ -580,7 +580,8 @@ resolve (const struct ent **out, char canon[PATH_MAX], const struct imgfs *fs, c
             }
         }
     }
-  snprintf (canon, PATH_MAX, "/%s", cur);
+  canon[0] = '/'; /* cur is at most PATH_MAX - 2 bytes (above) */
+  memcpy (canon + 1, cur, strlen (cur) + 1);
   *out = e; /* NULL: the root */
   return 0;
 }
