@@ -110,7 +110,11 @@ cmd_doctor (int argc, char **argv)
       problems++;
     }
 
-  if (image_default_dir (&images, &err) < 0)
+  /* the config's images.dir when there is a config (it applies
+   * $BUILDVM_IMAGES and the default itself), else the default */
+  if (cfg != NULL)
+    images = xstrdup (cfg->images.dir);
+  if (images == NULL && image_default_dir (&images, &err) < 0)
     {
       line ("FAIL", "images", bvm_error_msg (&err));
       bvm_error_free (&err);
@@ -118,13 +122,22 @@ cmd_doctor (int argc, char **argv)
     }
   else
     {
-      static const char *profiles[] = { "minimal", "debian" };
-      for (size_t i = 0; i < ARRAY_SIZE (profiles); i++)
+      /* minimal and debian always (the first is needed), then any other
+       * profile the directory has */
+      char **found = NULL;
+      size_t n_found = 0;
+      if (image_list (&found, &n_found, images, &err) < 0)
+        bvm_error_free (&err);
+      for (size_t i = 0; i < 2 + n_found; i++)
         {
+          static const char *shipped[] = { "minimal", "debian" };
+          const char *profile = i < 2 ? shipped[i] : found[i - 2];
           struct vm_image *img = NULL;
           char what[64];
-          snprintf (what, sizeof what, "image %s", profiles[i]);
-          if (image_load (&img, images, profiles[i], &err) == 0)
+          if (i >= 2 && (strcmp (profile, shipped[0]) == 0 || strcmp (profile, shipped[1]) == 0))
+            continue;
+          snprintf (what, sizeof what, "image %s", profile);
+          if (image_load (&img, images, profile, &err) == 0)
             {
               snprintf (detail, sizeof detail, "%s (rootfs %.19s...)", img->manifest_path,
                         img->rootfs_sha256);
@@ -133,11 +146,12 @@ cmd_doctor (int argc, char **argv)
             }
           else
             {
-              line (i == 0 ? "FAIL" : "note", what, bvm_error_msg (&err));
+              line (i == 0 || i >= 2 ? "FAIL" : "note", what, bvm_error_msg (&err));
               bvm_error_free (&err);
-              problems += i == 0;
+              problems += i == 0 || i >= 2;
             }
         }
+      strv_free (found);
     }
   problems += report_jail (cfg);
   config_free (cfg);

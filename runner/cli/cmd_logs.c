@@ -20,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define DRY_RUN_PREFIX "dry-run-"        /* cmd_dry_run.c's job ids */
+#define DRY_RUN_LOGS "buildvm-out/logs" /* and its default --out */
+
 static void
 usage (FILE *out)
 {
@@ -28,7 +31,8 @@ usage (FILE *out)
                 "Print the console log of job JOB (plain, LZ4-compressed, or encrypted at\n"
                 "rest: then opened with the app's key from the secret store). With APP/JOB,\n"
                 "a job that ran on another host of the fleet is read from the artifact\n"
-                "store (logs/apps/APP/JOB/log.lz4).\n"
+                "store (logs/apps/APP/JOB/log.lz4). A dry-run's log (JOB `dry-run-...`)\n"
+                "is also looked for in ./buildvm-out/logs.\n"
                 "\n"
                 "  -f, --follow         keep printing while the job runs; stop when its\n"
                 "                       log is closed\n"
@@ -195,6 +199,25 @@ cmd_logs (int argc, char **argv)
     {
       bvm_error_free (&err);
       ret = cat_from_store (&keys, app, argv[optind], &err);
+    }
+  /* A dry-run keeps its log with its other results, in its --out
+   * directory: the default one of the current directory, else say where */
+  if (ret < 0 && err != NULL && err->errnum == ENOENT && opt_dir == NULL
+      && strncmp (argv[optind], DRY_RUN_PREFIX, strlen (DRY_RUN_PREFIX)) == 0)
+    {
+      bvm_error_t err2 = NULL;
+      ret = joblog_cat (DRY_RUN_LOGS, argv[optind], stdout, follow, key_for_app, &keys, &err2);
+      if (ret == 0)
+        bvm_error_free (&err);
+      else
+        {
+          bvm_error_free (&err2);
+          bvm_error_wrap (&err,
+                          "a dry-run's log is in its output directory (`--out`, default "
+                          "`buildvm-out`), and not in `%s` either: `buildvm logs --log-dir "
+                          "OUT/logs %s`",
+                          DRY_RUN_LOGS, argv[optind]);
+        }
     }
 done:
   keys_dispose (&keys);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -71,6 +72,173 @@ dupstr (char **out, const char *s, bvm_error_t *err)
   return *out ? 0 : bvm_error (err, ENOMEM, "image manifest");
 }
 
+static int
+cmp_str (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+int
+image_list (char ***out, size_t *n, const char *dir, bvm_error_t *err)
+{
+  char **v = calloc (IMAGE_LIST_MAX + 1, sizeof *v);
+  struct dirent *de;
+  size_t k = 0;
+  DIR *d;
+
+  if (v == NULL)
+    return bvm_error (err, ENOMEM, "image list");
+  d = opendir (dir);
+  if (d == NULL && errno != ENOENT)
+    {
+      free (v);
+      return bvm_error (err, errno, "open the image directory `%s`", dir);
+    }
+  while (d != NULL && k < IMAGE_LIST_MAX && (de = fs_readdir (d)) != NULL)
+    {
+      size_t len = strlen (de->d_name);
+      char name[40];
+      if (len <= 5 || len - 5 >= sizeof name || strcmp (de->d_name + len - 5, ".json") != 0)
+        continue;
+      snprintf (name, sizeof name, "%.*s", (int) (len - 5), de->d_name);
+      if (image_profile_problem (name) != NULL)
+        continue;
+      if ((v[k] = strdup (name)) == NULL)
+        {
+          closedir (d);
+          strv_free (v);
+          return bvm_error (err, ENOMEM, "image list");
+        }
+      k++;
+    }
+  if (d != NULL)
+    closedir (d);
+  qsort (v, k, sizeof *v, cmp_str);
+  *out = v;
+  *n = k;
+  return 0;
+}
+
+/* No <dir>/<profile>.json. A profile buildvm ships a recipe for is the
+ * host's to build (the hint says how); any other name is the caller's
+ * mistake, and the message names the profiles there are. */
+static int
+not_found (bvm_error_t *err, const char *dir, const char *profile)
+{
+  static const char *const shipped[][2] = { { "minimal", "images" },
+                                            { "debian", "image-debian" } };
+  char have[512] = "";
+  char **names = NULL;
+  size_t n = 0, used = 0;
+
+  if (image_list (&names, &n, dir, err) < 0)
+    bvm_error_free (err); /* the message says "none" */
+  for (size_t i = 0; i < n && used < sizeof have; i++)
+    {
+      int w = snprintf (have + used, sizeof have - used, "%s`%s`", i ? ", " : "", names[i]);
+      if (w < 0)
+        break;
+      used += (size_t) w;
+    }
+  strv_free (names);
+  for (size_t i = 0; i < ARRAY_SIZE (shipped); i++)
+    if (strcmp (profile, shipped[i][0]) == 0)
+      return bvm_error_code (err, BVM_E_IO, 0,
+                             "build VM image `%s` not found in `%s` (this host has %s): build "
+                             "it with `make %s` in the buildvm source tree, or point "
+                             "`images.dir` at a directory that has it",
+                             profile, dir, n ? have : "none", shipped[i][1]);
+  return bvm_error_code (err, BVM_E_INVALID, 0,
+                         "no build VM image `%s` on this host: it has %s (`buildvm image list` "
+                         "shows what each provides)",
+                         profile, n ? have : "none");
+}
+
+bool
+image_present (const char *dir, const char *profile)
+{
+  char path[PATH_MAX];
+  struct stat st;
+  return image_profile_problem (profile) == NULL
+         && snprintf_checked (path, sizeof path, "%s/%s.json", dir, profile) >= 0
+         && stat (path, &st) == 0;
+}
+
+void
+image_upstream_version (char *out, size_t size, const char *v)
+{
+  const char *colon = strchr (v, ':'), *end;
+  size_t n;
+
+  if (colon != NULL)
+    v = colon + 1;
+  end = strrchr (v, '-');
+  n = end ? (size_t) (end - v) : strlen (v);
+  n = strcspn (v, "+~") < n ? strcspn (v, "+~") : n;
+  snprintf (out, size, "%.*s", (int) n, v);
+}
+
+void
+image_toolchains (char *out, size_t size, const struct vm_image *img)
+{
+  /* Debian package -> what people call it; in the order they are shown */
+  static const char *const known[][2] = {
+    { "gcc", "gcc" },
+    { "clang", "clang" },
+    { "make", "make" },
+    { "cmake", "cmake" },
+    { "autoconf", "autoconf" },
+    { "automake", "automake" },
+    { "libtool", "libtool" },
+    { "nodejs", "node" },
+    { "npm", "npm" },
+    { "python3", "python3" },
+    { "python3-pip", "pip" },
+    { "python3-venv", "venv" },
+    { "golang-go", "go" },
+    { "rustc", "rustc" },
+    { "cargo", "cargo" },
+    { "default-jdk-headless", "java" },
+    { "maven", "maven" },
+    { "git", "git" },
+    { "busybox-static", "busybox" },
+  };
+  size_t used = 0;
+
+  if (size == 0)
+    return;
+  out[0] = '\0';
+  for (size_t k = 0; k < ARRAY_SIZE (known); k++)
+    {
+      size_t i;
+      json_t *p;
+      json_array_foreach (img->packages, i, p)
+        {
+          const char *name = json_string_value (json_object_get (p, "name"));
+          const char *ver = json_string_value (json_object_get (p, "version"));
+          char up[64];
+          int w;
+          if (name == NULL || ver == NULL || strcmp (name, known[k][0]) != 0)
+            continue;
+          image_upstream_version (up, sizeof up, ver);
+          if (strcmp (known[k][0], "default-jdk-headless") == 0)
+            {
+              /* 2:1.17-74: the JDK's major version */
+              const char *dot = strchr (up, '.');
+              memmove (up, dot ? dot + 1 : up, strlen (dot ? dot + 1 : up) + 1);
+            }
+          w = snprintf (out + used, size - used, "%s%s %s", used ? ", " : "", known[k][1], up);
+          if (w < 0 || (size_t) w >= size - used)
+            {
+              out[used] = '\0'; /* whole entries only */
+              return;
+            }
+          used += (size_t) w;
+          break;
+        }
+    }
+}
+
 int
 image_load (struct vm_image **out, const char *dir, const char *profile, bvm_error_t *err)
 {
@@ -100,12 +268,7 @@ image_load (struct vm_image **out, const char *dir, const char *profile, bvm_err
     }
   if (stat (img->manifest_path, &st) < 0 && errno == ENOENT)
     {
-      ret = bvm_error_code (err, BVM_E_IO, 0,
-                            "build VM image `%s` not found (no `%s`): build it with `make %s` "
-                            "in the buildvm source tree, or point `images.dir` at a directory "
-                            "that has it",
-                            profile, img->manifest_path,
-                            strcmp (profile, "minimal") == 0 ? "images" : "image-debian");
+      ret = not_found (err, dir, profile);
       goto fail;
     }
   ret = jsonx_parse_file (&doc, img->manifest_path, MANIFEST_MAX, err);

@@ -11,6 +11,7 @@
 #include "gitsrc.h"
 #include "guest.h"
 #include "image.h"
+#include "imgfs.h"
 #include "ingest.h"
 #include "joblog.h"
 #include "jsonx.h"
@@ -23,6 +24,7 @@
 #include "seal.h"
 #include "secrets.h"
 #include "spec.h"
+#include "steptail.h"
 #include "store.h"
 #include "util.h"
 #include "vmjob.h"
@@ -69,7 +71,7 @@ struct run
   const char *phase;
   int64_t phase_t0;
   bool denied;       /* dry-run: a planned write was denied */
-  bool base_skipped; /* dry-run: the base image could not be fetched */
+  bool base_skipped; /* dry-run: the role denies pulling the base image */
 
   struct policy *tmpl, *boundary;
   struct role *role;
@@ -91,6 +93,7 @@ struct run
   size_t n_secret_vals;
   struct redactor *redact;
   struct buf console_line[2]; /* the pieces of a long console line, per stream */
+  struct steptail tail;       /* the last lines of the step that ran last */
 
   struct workdir *wd;
   char *input_path;
@@ -176,6 +179,16 @@ emit_line (struct run *r, const char *line, size_t len)
     joblog_write (r->log, line, len, &r->log_err);
 }
 
+/* A whole console line: to the log, and the agent's console (not the
+ * VMM's) to the step's tail too. */
+static void
+console_emit (struct run *r, enum vm_stream stream, const char *line, size_t len)
+{
+  if (stream == VM_STREAM_CONSOLE)
+    steptail_line (&r->tail, line, len);
+  emit_line (r, line, len);
+}
+
 /* Console lines come redacted (vm.c), a long one in pieces: join them up to
  * a log line per stream, and mark where a longer one is split. The egress
  * broker's thread writes the log too: both go through console_lock. */
@@ -187,19 +200,19 @@ on_console_locked (struct run *r, enum vm_stream stream, const char *line, size_
 
   if (!more && b->len == 0)
     {
-      emit_line (r, line, len);
+      console_emit (r, stream, line, len);
       return;
     }
   if (b->len + len + sizeof cont > JOBLOG_LINE_MAX)
     {
       buf_adds (b, cont);
-      emit_line (r, buf_cstr (b), b->len);
+      console_emit (r, stream, buf_cstr (b), b->len);
       buf_reset (b);
     }
   buf_add (b, line, len);
   if (!more)
     {
-      emit_line (r, buf_cstr (b), b->len);
+      console_emit (r, stream, buf_cstr (b), b->len);
       buf_reset (b);
     }
 }
@@ -762,6 +775,26 @@ egress_finish (struct run *r)
   jset (r->record, "egress", rec);
 }
 
+/* The failed step's last lines (redacted as they came, capped by the tail)
+ * and a hint when they show the missing network, in the record's
+ * `failed_step` and the log. */
+static void
+failed_step_output (struct run *r, unsigned idx)
+{
+  json_t *fs = json_object_get (r->record, "failed_step");
+  const char *hint = steptail_hint (&r->tail, r->egress_role != NULL);
+
+  if (fs == NULL || r->tail.step != idx)
+    return;
+  jset (fs, "output_tail", steptail_to_json (&r->tail, idx));
+  jset (fs, "output_lines", json_integer ((json_int_t) r->tail.total));
+  if (hint != NULL)
+    {
+      jset (fs, "hint", json_string (hint));
+      note (r, "hint: %s", hint);
+    }
+}
+
 static int
 phase_build (struct run *r, bvm_error_t *err)
 {
@@ -800,7 +833,8 @@ phase_build (struct run *r, bvm_error_t *err)
   for (size_t i = 0; i < ARRAY_SIZE (r->console_line); i++)
     if (r->console_line[i].len > 0)
       {
-        emit_line (r, buf_cstr (&r->console_line[i]), r->console_line[i].len);
+        console_emit (r, i == 0 ? VM_STREAM_CONSOLE : VM_STREAM_STDERR,
+                      buf_cstr (&r->console_line[i]), r->console_line[i].len);
         buf_reset (&r->console_line[i]);
       }
   /* the input disk may hold secrets: gone as soon as the VM is */
@@ -851,6 +885,7 @@ phase_build (struct run *r, bvm_error_t *err)
         jset (r->record, "failed_step",
               json_pack ("{s:I, s:s, s:i}", "index", (json_int_t) idx, "name", name, "exit_code",
                          r->vm.guest.exit_code));
+        failed_step_output (r, idx);
         return bvm_error_code (err, code, 0, "build step %u (`%s`) failed with exit status %d",
                                idx, name, r->vm.guest.exit_code);
       }
@@ -859,6 +894,7 @@ phase_build (struct run *r, bvm_error_t *err)
         jset (r->record, "failed_step",
               json_pack ("{s:I, s:s, s:s}", "index", (json_int_t) r->vm.guest.step, "name",
                          r->spec->steps[r->vm.guest.step - 1].name, "reason", "timeout"));
+      failed_step_output (r, r->vm.guest.step);
       return bvm_error_code (err, code, 0, "the build timed out: %s", what);
     case VMJOB_BUILD_FAILED:
       if (r->vm.guest.status == GUEST_NO_RESULT)
@@ -1190,6 +1226,33 @@ fetch_base (struct run *r, bvm_error_t *err)
   return 0;
 }
 
+/* The base image's manifest and config, before the build: a base that
+ * cannot be pulled fails the job now, not after the whole build - in a
+ * dry-run too, whose image would otherwise differ from the real run's. */
+static int
+phase_base (struct run *r, bvm_error_t *err)
+{
+  const struct spec_image *im = r->spec->image;
+  int ret;
+
+  if (im == NULL || im->base == NULL || r->base_skipped)
+    return 0;
+  ret = open_registry (r, err);
+  if (ret == 0)
+    ret = fetch_base (r, err);
+  if (ret < 0 && r->o->dry_run)
+    {
+      /* the cause first, then what to do about it */
+      cleanup_free char *cause = xstrdup (bvm_error_msg (err));
+      return bvm_error_code (err, bvm_error_get_code (err), 0,
+                             "%s: a dry-run builds on the base image as a real run does: push "
+                             "it to `%s` (buildvm-image/base/push-base.sh), name a registry that "
+                             "has it (`registry.url`, --config), or set `image.base` to null",
+                             cause, r->cfg->registry.url);
+    }
+  return ret;
+}
+
 static int
 phase_image (struct run *r, bvm_error_t *err)
 {
@@ -1203,26 +1266,6 @@ phase_image (struct run *r, bvm_error_t *err)
   size_t n_base = 0;
   int ret;
 
-  if (im->base && !r->base_skipped)
-    {
-      ret = open_registry (r, err);
-      if (ret == 0)
-        ret = fetch_base (r, err);
-      if (ret < 0 && !r->o->dry_run)
-        return ret;
-      if (ret < 0)
-        {
-          /* dry-run needs no registry: build the app's layer alone */
-          note (r, "image: base `%s` not included: %s", im->base, bvm_error_msg (err));
-          bvm_error_free (err);
-          oci_manifest_free (r->base_manifest);
-          r->base_manifest = NULL;
-          free (r->base_config);
-          r->base_config = NULL;
-          r->base_config_len = 0;
-          r->base_skipped = true;
-        }
-    }
   format_rfc3339 (created, sizeof created, r->commit_time);
   env = calloc (im->n_env + 1, sizeof *env);
   labels = json_object ();
@@ -1291,6 +1334,87 @@ phase_image (struct run *r, bvm_error_t *err)
   note (r, "image: layer %s (%llu bytes), manifest %s", r->layer_desc.digest,
         (unsigned long long) r->layer_desc.size, r->manifest_digest);
   return 0;
+}
+
+/* --- the image can start ---------------------------------------------------------- */
+
+/* Issue 18: an image whose program is not in it pushed fine and failed when
+ * it was run. Its layers - the base's, downloaded into the work directory
+ * (where the dry-run's layout takes them from), and the app's - are laid
+ * out in an imgfs, and the program its config names (Entrypoint[0], else
+ * Cmd[0]) must resolve there as a runtime resolves it, with what the kernel
+ * needs to exec it. A failure names the missing path: nothing is pushed. */
+static int
+phase_startable (struct run *r, bvm_error_t *err)
+{
+  const struct spec_image *im = r->spec->image;
+  cleanup_json json_t *cfg = NULL;
+  json_t *c, *argv;
+  struct imgfs *fs = NULL;
+  const struct oci_descriptor *base = NULL;
+  const char *argv0, *path_env = NULL, *workdir, *field, *fix = NULL;
+  char why[2048];
+  size_t n_base = 0, i;
+  json_t *v;
+  int ret;
+
+  if (im->base && r->base_skipped)
+    {
+      note (r, "image: not checked that it can start: the base image was not pulled");
+      return 0;
+    }
+  cfg = json_loadb (r->config_json, r->config_len, 0, NULL);
+  c = json_object_get (cfg, "config");
+  argv = json_object_get (c, "Entrypoint");
+  field = im->entrypoint ? "image.entrypoint[0]" : "the base image's Entrypoint[0]";
+  if (json_array_size (argv) == 0)
+    {
+      argv = json_object_get (c, "Cmd");
+      field = im->cmd ? "image.cmd[0]" : "the base image's Cmd[0]";
+    }
+  argv0 = json_string_value (json_array_get (argv, 0));
+  if (argv0 == NULL)
+    {
+      note (r, "image: names no program to run (no entrypoint or cmd): not checked");
+      return 0;
+    }
+  json_array_foreach (json_object_get (c, "Env"), i, v)
+    if (json_is_string (v) && strncmp (json_string_value (v), "PATH=", 5) == 0)
+      path_env = json_string_value (v) + 5;
+  workdir = json_string_value (json_object_get (c, "WorkingDir"));
+  if (workdir != NULL && workdir[0] == '\0')
+    workdir = NULL;
+
+  if ((ret = imgfs_new (&fs, err)) < 0)
+    return ret;
+  if (r->base_manifest)
+    base = oci_manifest_layers (r->base_manifest, &n_base);
+  for (i = 0; i < n_base && ret == 0; i++)
+    {
+      char name[32], what[DIGEST_STR_LEN + 64];
+      cleanup_free char *path = NULL;
+      snprintf (name, sizeof name, "base-%zu.blob", i);
+      snprintf (what, sizeof what, "base layer %s", base[i].digest);
+      path = workdir_file (r->wd, name);
+      if (path == NULL)
+        ret = bvm_error (err, ENOMEM, "base layer");
+      else if ((ret = open_registry (r, err)) == 0
+               && (ret = registry_blob_get (r->reg, im->base_repository, base[i].digest,
+                                            base[i].size, path, err))
+                      == 0)
+        ret = imgfs_add_layer (fs, path, what, err);
+      if (ret < 0)
+        bvm_error_wrap (err, "base image `%s`", im->base);
+    }
+  if (ret == 0)
+    ret = imgfs_add_layer (fs, r->layer_path, "the app's layer", err);
+  if (ret == 0 && imgfs_check_start (fs, argv0, path_env, workdir, why, sizeof why, &fix) == 1)
+    ret = bvm_error_code (err, BVM_E_INVALID, 0, "the image cannot start: %s (%s): %s", why, field,
+                          fix);
+  imgfs_free (fs);
+  if (ret == 0)
+    note (r, "image: `%s` (%s) resolves in the image", argv0, field);
+  return ret;
 }
 
 /* --- push ----------------------------------------------------------------------- */
@@ -1577,6 +1701,8 @@ phase_layout (struct run *r, bvm_error_t *err)
       layers[i] = base[i];
       if (paths[i] == NULL)
         ret = bvm_error (err, ENOMEM, "layout");
+      else if (access (paths[i], F_OK) == 0)
+        ret = 0; /* phase_startable has it, checked against its digest */
       else
         ret = registry_blob_get (r->reg, r->spec->image->base_repository, base[i].digest,
                                  base[i].size, paths[i], err);
@@ -1622,12 +1748,16 @@ run_phases (struct run *r, bvm_error_t *err)
   PHASE ("log", phase_log);
   PHASE ("checkout", phase_checkout);
   PHASE ("plan", phase_plan);
+  if (r->spec->image && r->spec->image->base)
+    PHASE ("base", phase_base);
   PHASE ("secrets", phase_secrets);
   PHASE ("input", phase_input);
   PHASE ("build", phase_build);
   PHASE ("ingest", phase_ingest);
   if (r->spec->image)
     PHASE ("image", phase_image);
+  if (r->spec->image)
+    PHASE ("startable", phase_startable);
   if (r->o->dry_run)
     {
       if (r->spec->image)
@@ -1804,6 +1934,7 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   bvm_error_t cleanup_err = NULL;
 
   r->o = o;
+  steptail_init (&r->tail);
   r->cfg = o->cfg;
   r->job = job;
   r->t0 = now_ms ();
@@ -1956,6 +2087,41 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   return ret;
 }
 
+/* The failed step's last lines, as the build printed them (escaped for the
+ * terminal), and the hint. */
+static void
+print_failed_step (FILE *out, const json_t *fs)
+{
+  json_t *tail = json_object_get (fs, "output_tail");
+  const char *hint = json_string_value (json_object_get (fs, "hint"));
+  size_t n = json_array_size (tail), i;
+  long long total = json_integer_value (json_object_get (fs, "output_lines"));
+  json_t *v;
+
+  if (fs == NULL || tail == NULL)
+    return;
+  if (n == 0)
+    fprintf (out, "  output    step %lld (`%s`) printed nothing\n",
+             (long long) json_integer_value (json_object_get (fs, "index")),
+             json_string_value (json_object_get (fs, "name")));
+  else if ((long long) n < total)
+    fprintf (out, "  output    the last %zu of %lld lines of step %lld (`%s`), all in the log:\n",
+             n, total, (long long) json_integer_value (json_object_get (fs, "index")),
+             json_string_value (json_object_get (fs, "name")));
+  else
+    fprintf (out, "  output    step %lld (`%s`) printed:\n",
+             (long long) json_integer_value (json_object_get (fs, "index")),
+             json_string_value (json_object_get (fs, "name")));
+  json_array_foreach (tail, i, v)
+    {
+      fprintf (out, "            | ");
+      str_escape_fwrite (out, json_string_value (v), json_string_length (v));
+      fputc ('\n', out);
+    }
+  if (hint != NULL)
+    fprintf (out, "  hint      %s\n", hint);
+}
+
 void
 pipeline_print_summary (FILE *out, const json_t *rec)
 {
@@ -1975,6 +2141,7 @@ pipeline_print_summary (FILE *out, const json_t *rec)
   if (json_object_get (rec, "error") && !json_is_null (json_object_get (rec, "error")))
     fprintf (out, "  error     %s\n",
              json_string_value (json_object_get (json_object_get (rec, "error"), "message")));
+  print_failed_step (out, json_object_get (rec, "failed_step"));
   if (image && json_object_get (image, "reference"))
     fprintf (out, "  image     %s\n", json_string_value (json_object_get (image, "reference")));
   if (image && json_is_array (json_object_get (image, "tags_skipped")))

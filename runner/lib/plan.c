@@ -84,7 +84,13 @@ plan_make (struct job_plan *out, const struct runner_config *cfg, const struct j
 
   ret = plan_resolve_resources (&p.res, cfg, spec, err);
   if (ret == 0)
-    ret = image_load (&p.img, cfg->images.dir, spec->profile, err);
+    {
+      ret = image_load (&p.img, cfg->images.dir, spec->profile, err);
+      /* a profile no image has is the spec's mistake: say which field */
+      if (ret < 0 && bvm_error_get_code (err) == BVM_E_INVALID
+          && !image_present (cfg->images.dir, spec->profile))
+        bvm_error_wrap (err, "`buildvm.json`: field `profile`");
+    }
   /* Destinations come from the job and the runner's config, never from
    * anything the build produces; the role is the second wall behind that. */
   if (ret == 0 && spec->image)

@@ -1,12 +1,19 @@
 #!/bin/bash
-# buildvm dry-run: the example apps build locally with no registry, queue or
-# config; the OCI layout is readable by skopeo and umoci; a spec that would
+# buildvm dry-run: the example apps build locally on their base images (from
+# a registry), with no queue; the OCI layout is readable by skopeo and umoci;
+# a base the registry does not have fails before the build; a spec that would
 # write outside the app's prefix shows `deny` and exits non-zero; --worktree
-# picks up an uncommitted change; a missing image says how to build it.
+# picks up an uncommitted change; a profile no image has names those there
+# are, and a shipped one not built says how to build it.
 . "$(dirname "$0")/lib.sh"
 
 have_debian=false
 [ -f "$BUILDVM_IMAGES/debian.json" ] && have_debian=true
+
+# the registry the examples' base images come from (a dry-run builds on the
+# base image as a real run does)
+pl_registry
+pl_config
 
 for ex in hello-shell hello-c hello-node; do
     profile=$(jq -r .profile "$ROOT/examples/apps/$ex/buildvm.json")
@@ -14,10 +21,13 @@ for ex in hello-shell hello-c hello-node; do
         note "$ex: needs the debian image (make image-debian); checked below for its message only"
         continue
     fi
+    base=$(jq -r .image.base "$ROOT/examples/apps/$ex/buildvm.json")
+    svc_base_images "$REG" "$REG_CREDS" "$base" >"$T/push-$ex" 2>&1 \
+        || { cat "$T/push-$ex"; fail "$ex: pushing $base failed"; }
     d=$T/$ex
     cp -r "$ROOT/examples/apps/$ex" "$d"
     c=$(pl_repo "$d")
-    run env -C "$d" "$BUILDVM" dry-run --out "$T/out-$ex"
+    run env -C "$d" "$BUILDVM" dry-run --config "$CONFIG" --out "$T/out-$ex"
     [ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "$ex: dry-run failed"; }
     assert_contains "$T/out" "allow  registry:PushImage   registry:apps/$ex:$c"
     skopeo inspect "oci:$T/out-$ex/image:$c" >"$T/inspect.json" || fail "$ex: skopeo cannot read the layout"
@@ -36,6 +46,19 @@ for ex in hello-shell hello-c hello-node; do
     assert_no_leftovers
 done
 
+# --- a base image the registry does not have: the dry-run fails before the
+# build, as the real run does, and says what to do
+d=$T/nobase
+cp -r "$ROOT/examples/apps/hello-shell" "$d"
+jq '.image.base = "base/nosuch:1"' "$d/buildvm.json" >"$T/s" && mv "$T/s" "$d/buildvm.json"
+pl_repo "$d" >/dev/null
+run env -C "$d" "$BUILDVM" dry-run --config "$CONFIG" --out "$T/out-nobase"
+assert_eq 2 "$RC" "exit status of a base image the registry does not have"
+assert_contains "$T/out" "error     base image \`base/nosuch:1\`: "
+assert_contains "$T/out" ": a dry-run builds on the base image as a real run does: push it to \`http://$REG\` (buildvm-image/base/push-base.sh), name a registry that has it (\`registry.url\`, --config), or set \`image.base\` to null"
+assert_contains "$T/out" "phases    role="
+assert_not_contains "$T/out" " build="
+
 # --- a spec that would pull another app's image: deny in the plan, non-zero exit
 d=$T/greedy
 cp -r "$ROOT/examples/apps/hello-shell" "$d"
@@ -46,10 +69,9 @@ assert_eq 3 "$RC" "exit status of a denied plan"
 assert_contains "$T/out" "deny   registry:PullImage   registry:apps/someone-else:1"
 assert_contains "$T/out" "implicit deny"
 # an operator's template that pushes outside apps/<app> is denied the same way
-jq -n --arg images "$BUILDVM_IMAGES" '{images: {dir: $images}, registry: {repository: "shared/{app}"}}' >"$T/cfg.json"
+jq '.registry.repository = "shared/{app}"' "$CONFIG" >"$T/cfg.json"
 d=$T/shared
 cp -r "$ROOT/examples/apps/hello-shell" "$d"
-jq '.image.base = null' "$d/buildvm.json" >"$T/s" && mv "$T/s" "$d/buildvm.json"
 pl_repo "$d" >/dev/null
 run env -C "$d" "$BUILDVM" dry-run --config "$T/cfg.json" --out "$T/out-shared"
 assert_eq 3 "$RC" "exit status of a denied push"
@@ -58,12 +80,11 @@ assert_contains "$T/out" "deny   registry:PushImage   registry:shared/shared:"
 # --- --worktree builds uncommitted changes; the default builds HEAD
 d=$T/wt
 cp -r "$ROOT/examples/apps/hello-shell" "$d"
-jq '.image.base = null' "$d/buildvm.json" >"$T/s" && mv "$T/s" "$d/buildvm.json"
 echo "buildvm-out/" >"$d/.gitignore"
 c=$(pl_repo "$d")
 sed -i 's/Built in a throwaway VM/UNCOMMITTED CHANGE/' "$d/src/index.html.in"
 echo "scratch" >"$d/ignored.tmp" && echo "ignored.tmp" >>"$d/.gitignore"
-run env -C "$d" "$BUILDVM" dry-run
+run env -C "$d" "$BUILDVM" dry-run --config "$CONFIG"
 [ "$RC" = 0 ] || { cat "$T/out"; fail "dry-run of HEAD failed"; }
 umoci unpack --image "$d/buildvm-out/image:$c" "$T/b-head" >/dev/null
 grep -q "Built in a throwaway VM" "$T/b-head/rootfs/app/www/index.html" || fail "HEAD build has the change"
@@ -71,7 +92,7 @@ grep -q "Built in a throwaway VM" "$T/b-head/rootfs/app/www/index.html" || fail 
 run env -C "$d" "$BUILDVM" dry-run --worktree --out "$d/out-here"
 assert_eq 2 "$RC" "--worktree with an unignored output directory"
 assert_contains "$T/err" "add \`out-here/\` to .gitignore"
-run env -C "$d" "$BUILDVM" dry-run --worktree --out "$T/out-wt" --verbose
+run env -C "$d" "$BUILDVM" dry-run --config "$CONFIG" --worktree --out "$T/out-wt" --verbose
 [ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "dry-run --worktree failed"; }
 umoci unpack --image "$T/out-wt/image:$c" "$T/b-wt" >/dev/null
 grep -q "UNCOMMITTED CHANGE" "$T/b-wt/rootfs/app/www/index.html" || fail "--worktree missed the uncommitted change"
@@ -83,9 +104,8 @@ mkdir -p "$d"
 printf '{"profile": "nosuch", "steps": ["true"]}\n' >"$d/buildvm.json"
 pl_repo "$d" >/dev/null
 run env -C "$d" "$BUILDVM" dry-run --out "$T/out-noimg"
-[ "$RC" != 0 ] || fail "a missing image succeeded"
-assert_contains "$T/out" "make"
-assert_contains "$T/out" "nosuch"
+assert_eq 2 "$RC" "exit status of a profile no image has"
+assert_contains "$T/out" "\`buildvm.json\`: field \`profile\`: no build VM image \`nosuch\` on this host: it has"
 if ! $have_debian; then
     d=$T/c
     cp -r "$ROOT/examples/apps/hello-c" "$d"

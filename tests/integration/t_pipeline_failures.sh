@@ -14,19 +14,28 @@ mkapp () { # DIR SPEC-JSON: a minimal-profile app with the given buildvm.json
 }
 
 # --- a build step fails: no push, the record names the step, the log has its output
+# the summary and the record carry the failed step's last lines (20 of them),
+# without the agent's own marker lines
 c=$(mkapp "$T/fails" '{"profile": "minimal",
   "steps": [{"name": "ok", "run": "echo step one ran"},
-            {"name": "compile", "run": "echo compiler says no >&2; exit 3"},
+            {"name": "compile", "run": "seq 1 30; echo compiler says no >&2; exit 3"},
             {"name": "never", "run": "echo must not run"}],
   "image": {"from": "."}}')
 pl_job "$T/j.json" fail-1 failing "$T/fails" "$c"
 run "$BUILDVM" run --config "$CONFIG" "$T/j.json"
 assert_eq 4 "$RC" "exit status of a failed build"
 assert_contains "$T/out" "build step 2 (\`compile\`) failed with exit status 3"
+assert_eq "  output    the last 20 of 31 lines of step 2 (\`compile\`), all in the log:
+            | 12" "$(grep -A1 '^  output' "$T/out")" "the summary's output lines"
+assert_eq "            | compiler says no" "$(grep -A20 '^  output' "$T/out" | tail -1)" "the last line"
+assert_not_contains "$T/out" "  hint "
 rec=$(pl_record fail-1)
 assert_eq failed "$(jq -r .status "$rec")" "status"
 assert_eq build "$(jq -r .error.code "$rec")" "error code"
-assert_eq '{"exit_code":3,"index":2,"name":"compile"}' "$(jq -c -S .failed_step "$rec")" "failed step"
+assert_eq '{"exit_code":3,"index":2,"name":"compile","output_lines":31}' \
+    "$(jq -c -S '.failed_step | del(.output_tail)' "$rec")" "failed step"
+assert_eq "$(seq 12 30 | jq -R . | jq -s -c '. + ["compiler says no"]')" \
+    "$(jq -c .failed_step.output_tail "$rec")" "the record's tail"
 "$BUILDVM" logs fail-1 >"$T/log" 2>&1
 assert_contains "$T/log" "step one ran"
 assert_contains "$T/log" "compiler says no"
@@ -42,6 +51,21 @@ run "$BUILDVM" run --config "$CONFIG" "$T/j.json"
 assert_eq 5 "$RC" "exit status of a timeout"
 assert_eq timeout "$(jq -r .error.code "$(pl_record slow-1)")" "error code"
 assert_eq hang "$(jq -r .failed_step.name "$(pl_record slow-1)")" "timed-out step"
+assert_contains "$T/out" "  output    step 1 (\`hang\`) printed nothing"
+
+# --- a step that needs the network: the tail shows the failed lookup, the
+# hint says there is no network and how to ask for egress
+c=$(mkapp "$T/net" '{"profile": "minimal", "steps": [{"name": "fetch", "run": "wget -q -O- http://registry.npmjs.org/"}]}')
+pl_job "$T/j.json" net-1 net "$T/net" "$c"
+run "$BUILDVM" run --config "$CONFIG" "$T/j.json"
+assert_eq 4 "$RC" "exit status of a build without network"
+assert_eq "  output    step 1 (\`fetch\`) printed:
+            | wget: bad address 'registry.npmjs.org'" "$(grep -A1 '^  output' "$T/out")" "the failed lookup"
+hint="the build VM has no network: a step reaches other hosts only through the egress proxy, and only those its role allows: ask for them in buildvm.json (\`\"egress\": [\"registry.npmjs.org:443\"]\`) or in runner.json's \`egress.allow\` (docs/getting-started.md, \"A build that needs the network\")"
+assert_contains "$T/out" "  hint      $hint"
+assert_eq "$hint" "$(jq -r .failed_step.hint "$(pl_record net-1)")" "the record's hint"
+"$BUILDVM" logs net-1 >"$T/log" 2>&1
+assert_contains "$T/log" "[buildvm] hint: $hint"
 assert_no_leftovers
 
 # --- no buildvm.json in the commit
