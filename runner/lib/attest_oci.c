@@ -1,0 +1,214 @@
+/* attest_oci.c - attestations and SBOMs stored with the image, see attest_oci.h */
+#include "attest_oci.h"
+#include "fs.h"
+#include "jsonx.h"
+#include "oci.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The OCI 1.1 empty descriptor: `{}` as the config of an artifact */
+#define EMPTY_MEDIA "application/vnd.oci.empty.v1+json"
+#define EMPTY_DIGEST "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+int
+attest_oci_fallback_tag (char out[ATTEST_OCI_TAG_MAX + 1], const char *digest, bvm_error_t *err)
+{
+  if (digest_problem (digest) != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "`%.80s` is not a sha256 digest", digest);
+  snprintf (out, ATTEST_OCI_TAG_MAX + 1, "sha256-%s", digest + 7);
+  return 0;
+}
+
+static int
+push_mem_blob (struct registry *reg, const char *repo, const char *digest, const void *data,
+               size_t len, const char *tmp_dir, bvm_error_t *err)
+{
+  cleanup_free char *path = NULL;
+  int ret;
+
+  if (asprintf (&path, "%s/attest-blob-%.16s", tmp_dir, digest + 7) < 0)
+    {
+      path = NULL;
+      return bvm_error (err, ENOMEM, "blob path");
+    }
+  if ((ret = fs_write_atomic (path, data, len, 0600, err)) < 0)
+    return ret;
+  ret = registry_blob_push (reg, repo, digest, len, path, NULL, err);
+  unlink (path);
+  return ret;
+}
+
+int
+attest_oci_push (struct oci_descriptor *out, struct registry *reg, const char *repo,
+                 const struct oci_descriptor *subject, const char *artifact_type,
+                 const char *layer_type, const void *data, size_t len, const json_t *annotations,
+                 const char *tmp_dir, bvm_error_t *err)
+{
+  char layer_digest[DIGEST_STR_LEN + 1];
+  cleanup_free char *manifest = NULL;
+  cleanup_json json_t *m = NULL;
+  size_t mlen;
+  int ret;
+
+  if ((ret = digest_buffer (layer_digest, data, len, err)) < 0)
+    return ret;
+  if ((ret = push_mem_blob (reg, repo, EMPTY_DIGEST, "{}", 2, tmp_dir, err)) < 0
+      || (ret = push_mem_blob (reg, repo, layer_digest, data, len, tmp_dir, err)) < 0)
+    return bvm_error_wrap (err, "pushing the %s blob", artifact_type);
+  m = json_pack ("{s:i, s:s, s:s, s:{s:s, s:s, s:i}, s:[{s:s, s:s, s:I}], s:{s:s, s:s, s:I}}",
+                 "schemaVersion", 2, "mediaType", OCI_MEDIA_MANIFEST, "artifactType",
+                 artifact_type, "config", "mediaType", EMPTY_MEDIA, "digest", EMPTY_DIGEST, "size",
+                 2, "layers", "mediaType", layer_type, "digest", layer_digest, "size",
+                 (json_int_t) len, "subject", "mediaType", subject->media_type, "digest",
+                 subject->digest, "size", (json_int_t) subject->size);
+  if (m == NULL)
+    return bvm_error (err, ENOMEM, "artifact manifest");
+  if (annotations)
+    json_object_set_new (m, "annotations", json_deep_copy (annotations));
+  if ((manifest = json_dumps (m, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
+    return bvm_error (err, ENOMEM, "artifact manifest");
+  mlen = strlen (manifest);
+  snprintf (out->media_type, sizeof out->media_type, "%s", OCI_MEDIA_MANIFEST);
+  out->size = mlen;
+  if ((ret = digest_buffer (out->digest, manifest, mlen, err)) < 0)
+    return ret;
+  ret = registry_manifest_put (reg, repo, out->digest, OCI_MEDIA_MANIFEST, manifest, mlen, NULL,
+                               err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "pushing the %s manifest", artifact_type);
+  return 0;
+}
+
+int
+attest_oci_referrers (json_t **out, bool *via_api, struct registry *reg, const char *repo,
+                      const char *digest, bvm_error_t *err)
+{
+  cleanup_free char *body = NULL, *mt = NULL;
+  char tag[ATTEST_OCI_TAG_MAX + 1], got[DIGEST_STR_LEN + 1];
+  bool found = false;
+  size_t len = 0;
+  json_t *idx;
+  int ret;
+
+  *out = NULL;
+  *via_api = false;
+  if ((ret = registry_referrers_get (reg, repo, digest, via_api, &body, &len, err)) < 0)
+    return ret;
+  if (!*via_api)
+    {
+      if ((ret = attest_oci_fallback_tag (tag, digest, err)) < 0)
+        return ret;
+      ret = registry_manifest_find (reg, repo, tag, &found, &body, &len, &mt, got, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "reading the referrers tag `%s`", tag);
+      if (!found)
+        return 0;
+    }
+  idx = json_loadb (body, len, JSON_REJECT_DUPLICATES, NULL);
+  if (!json_is_object (idx) || !json_is_array (json_object_get (idx, "manifests")))
+    {
+      json_decref (idx);
+      return bvm_error_code (err, BVM_E_INVALID, 0, "the referrers of `%s@%s` are not an index",
+                             repo, digest);
+    }
+  *out = idx;
+  return 0;
+}
+
+int
+attest_oci_index_add (bool *via_api, struct registry *reg, const char *repo, const char *digest,
+                      const struct oci_descriptor *ref, const char *artifact_type,
+                      const json_t *annotations, bvm_error_t *err)
+{
+  cleanup_json json_t *idx = NULL;
+  cleanup_free char *text = NULL;
+  char tag[ATTEST_OCI_TAG_MAX + 1];
+  json_t *entries, *e, *d;
+  size_t i;
+  int ret;
+
+  if ((ret = attest_oci_referrers (&idx, via_api, reg, repo, digest, err)) < 0)
+    return ret;
+  /* a registry with the API indexes the manifest by its subject itself */
+  if (*via_api)
+    return 0;
+  if ((ret = attest_oci_fallback_tag (tag, digest, err)) < 0)
+    return ret;
+  if (idx == NULL)
+    idx = json_pack ("{s:i, s:s, s:[]}", "schemaVersion", 2, "mediaType", OCI_MEDIA_INDEX,
+                     "manifests");
+  if (idx == NULL)
+    return bvm_error (err, ENOMEM, "referrers index");
+  entries = json_object_get (idx, "manifests");
+  json_array_foreach (entries, i, e)
+    {
+      const char *have = json_string_value (json_object_get (e, "digest"));
+      if (have && strcmp (have, ref->digest) == 0)
+        return 0; /* already listed: an earlier attempt got this far */
+    }
+  d = json_pack ("{s:s, s:s, s:I, s:s}", "mediaType", ref->media_type, "digest", ref->digest,
+                 "size", (json_int_t) ref->size, "artifactType", artifact_type);
+  if (d == NULL)
+    return bvm_error (err, ENOMEM, "referrers index");
+  if (annotations)
+    json_object_set_new (d, "annotations", json_deep_copy (annotations));
+  if (json_array_append_new (entries, d) < 0
+      || (text = json_dumps (idx, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
+    return bvm_error (err, ENOMEM, "referrers index");
+  /* Read, add, write: two jobs adding to one image's index at once can
+   * lose one entry (the distribution spec's fallback has no compare and
+   * swap); the newer attestation is the one kept, and the job record and
+   * the file beside it keep every one. */
+  ret = registry_manifest_put (reg, repo, tag, OCI_MEDIA_INDEX, text, strlen (text), NULL, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "updating the referrers tag `%s`", tag);
+  return 0;
+}
+
+int
+attest_oci_fetch_layer (char **out, size_t *len, json_t **manifest, struct registry *reg,
+                        const char *repo, const char *digest, const char *subject,
+                        const char *layer_type, size_t max, bvm_error_t *err)
+{
+  cleanup_free char *body = NULL, *mt = NULL;
+  char got[DIGEST_STR_LEN + 1];
+  cleanup_json json_t *m = NULL;
+  const char *sd, *ld;
+  json_t *layers, *l;
+  size_t blen = 0;
+  int ret;
+
+  *out = NULL;
+  *manifest = NULL;
+  ret = registry_manifest_get (reg, repo, digest, &body, &blen, &mt, got, err);
+  if (ret < 0)
+    return ret;
+  m = json_loadb (body, blen, JSON_REJECT_DUPLICATES, NULL);
+  if (!json_is_object (m))
+    return bvm_error_code (err, BVM_E_DENIED, 0, "artifact `%s` is not a manifest", digest);
+  sd = json_string_value (json_object_get (json_object_get (m, "subject"), "digest"));
+  if (sd == NULL || strcmp (sd, subject) != 0)
+    return bvm_error_code (err, BVM_E_DENIED, 0,
+                           "the attestation is for another image (its subject is `%.80s`, not "
+                           "`%s`)",
+                           sd ? sd : "(none)", subject);
+  layers = json_object_get (m, "layers");
+  if (!json_is_array (layers) || json_array_size (layers) != 1)
+    return bvm_error_code (err, BVM_E_DENIED, 0, "artifact `%s` does not have one layer", digest);
+  l = json_array_get (layers, 0);
+  ld = json_string_value (json_object_get (l, "digest"));
+  if (ld == NULL || digest_problem (ld) != NULL
+      || !json_is_string (json_object_get (l, "mediaType"))
+      || strcmp (json_string_value (json_object_get (l, "mediaType")), layer_type) != 0)
+    return bvm_error_code (err, BVM_E_DENIED, 0, "artifact `%s` has no `%s` layer", digest,
+                           layer_type);
+  ret = registry_blob_read (reg, repo, ld, max, out, len, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "reading artifact `%s`", digest);
+  *manifest = steal_pointer (&m);
+  return 0;
+}
