@@ -937,8 +937,11 @@ load_attest (struct runner_config *c, const struct loader *L, bvm_error_t *err)
     ret = get_string (&c->attest.builder_id, L, o, "attest", "builder_id", def_id, 255, err);
   if (ret < 0)
     return ret;
-  if (c->attest.builder_id[0] == '\0' || has_control (c->attest.builder_id))
-    return bad_value (err, L->what, "attest.builder_id", "must be printable text", "");
+  if (c->attest.builder_id[0] == '\0')
+    return bad (err, L->what, "attest.builder_id", "is empty");
+  if (has_control (c->attest.builder_id))
+    return bad_value (err, L->what, "attest.builder_id", "must not contain control characters",
+                      c->attest.builder_id);
   return 0;
 }
 
