@@ -5,6 +5,7 @@
 #include "oci.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +24,14 @@ attest_oci_fallback_tag (char out[ATTEST_OCI_TAG_MAX + 1], const char *digest, b
   return 0;
 }
 
+/* registry_blob_push reads a file: a scratch one in the job's work
+ * directory, not synced (it only has to last until the upload) */
 static int
 push_mem_blob (struct registry *reg, const char *repo, const char *digest, const void *data,
                size_t len, const char *tmp_dir, bvm_error_t *err)
 {
   cleanup_free char *path = NULL;
+  cleanup_close int fd = -1;
   int ret;
 
   if (asprintf (&path, "%s/attest-blob-%.16s", tmp_dir, digest + 7) < 0)
@@ -35,8 +39,16 @@ push_mem_blob (struct registry *reg, const char *repo, const char *digest, const
       path = NULL;
       return bvm_error (err, ENOMEM, "blob path");
     }
-  if ((ret = fs_write_atomic (path, data, len, 0600, err)) < 0)
-    return ret;
+  unlink (path);
+  fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0)
+    return bvm_error (err, errno, "create `%s`", path);
+  if (fs_write_all (fd, data, len) < 0)
+    {
+      ret = bvm_error (err, errno, "write `%s`", path);
+      unlink (path);
+      return ret;
+    }
   ret = registry_blob_push (reg, repo, digest, len, path, NULL, err);
   unlink (path);
   return ret;
@@ -121,19 +133,18 @@ attest_oci_referrers (json_t **out, bool *via_api, struct registry *reg, const c
 
 int
 attest_oci_index_add (bool *via_api, struct registry *reg, const char *repo, const char *digest,
-                      const struct oci_descriptor *ref, const char *artifact_type,
-                      const json_t *annotations, bvm_error_t *err)
+                      const struct attest_oci_ref *refs, size_t n, bvm_error_t *err)
 {
   cleanup_json json_t *idx = NULL;
   cleanup_free char *text = NULL;
   char tag[ATTEST_OCI_TAG_MAX + 1];
   json_t *entries, *e, *d;
-  size_t i;
+  size_t i, added = 0;
   int ret;
 
   if ((ret = attest_oci_referrers (&idx, via_api, reg, repo, digest, err)) < 0)
     return ret;
-  /* a registry with the API indexes the manifest by its subject itself */
+  /* a registry with the API indexes the manifests by their subject itself */
   if (*via_api)
     return 0;
   if ((ret = attest_oci_fallback_tag (tag, digest, err)) < 0)
@@ -144,25 +155,33 @@ attest_oci_index_add (bool *via_api, struct registry *reg, const char *repo, con
   if (idx == NULL)
     return bvm_error (err, ENOMEM, "referrers index");
   entries = json_object_get (idx, "manifests");
-  json_array_foreach (entries, i, e)
+  for (size_t k = 0; k < n; k++)
     {
-      const char *have = json_string_value (json_object_get (e, "digest"));
-      if (have && strcmp (have, ref->digest) == 0)
-        return 0; /* already listed: an earlier attempt got this far */
+      bool listed = false;
+      json_array_foreach (entries, i, e)
+        {
+          const char *have = json_string_value (json_object_get (e, "digest"));
+          if (have && strcmp (have, refs[k].desc.digest) == 0)
+            listed = true; /* an earlier attempt got this far */
+        }
+      if (listed)
+        continue;
+      d = json_pack ("{s:s, s:s, s:I, s:s}", "mediaType", refs[k].desc.media_type, "digest",
+                     refs[k].desc.digest, "size", (json_int_t) refs[k].desc.size, "artifactType",
+                     refs[k].artifact_type);
+      if (d && refs[k].annotations)
+        json_object_set_new (d, "annotations", json_deep_copy (refs[k].annotations));
+      if (d == NULL || json_array_append_new (entries, d) < 0)
+        return bvm_error (err, ENOMEM, "referrers index");
+      added++;
     }
-  d = json_pack ("{s:s, s:s, s:I, s:s}", "mediaType", ref->media_type, "digest", ref->digest,
-                 "size", (json_int_t) ref->size, "artifactType", artifact_type);
-  if (d == NULL)
-    return bvm_error (err, ENOMEM, "referrers index");
-  if (annotations)
-    json_object_set_new (d, "annotations", json_deep_copy (annotations));
-  if (json_array_append_new (entries, d) < 0
-      || (text = json_dumps (idx, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
+  if (added == 0)
+    return 0;
+  if ((text = json_dumps (idx, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
     return bvm_error (err, ENOMEM, "referrers index");
   /* Read, add, write: two jobs adding to one image's index at once can
-   * lose one entry (the distribution spec's fallback has no compare and
-   * swap); the newer attestation is the one kept, and the job record and
-   * the file beside it keep every one. */
+   * lose one's entries (the distribution spec's fallback has no compare
+   * and swap); the job record and the files beside it keep every one. */
   ret = registry_manifest_put (reg, repo, tag, OCI_MEDIA_INDEX, text, strlen (text), NULL, err);
   if (ret < 0)
     return bvm_error_wrap (err, "updating the referrers tag `%s`", tag);

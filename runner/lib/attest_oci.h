@@ -43,12 +43,20 @@ int attest_oci_push (struct oci_descriptor *out, struct registry *reg, const cha
 int attest_oci_referrers (json_t **out, bool *via_api, struct registry *reg, const char *repo,
                           const char *digest, bvm_error_t *err);
 
-/* List `ref` among the referrers of `digest`: nothing to do with the API;
- * otherwise read the fallback index (or start one), add `ref` unless it is
- * there, and put it back under the fallback tag. */
+/* One artifact to list among an image's referrers. */
+struct attest_oci_ref
+{
+  struct oci_descriptor desc;
+  const char *artifact_type;
+  const json_t *annotations; /* may be NULL */
+};
+
+/* List refs[0..n) among the referrers of `digest`: nothing to do with the
+ * API; otherwise read the fallback index (or start one), add the refs it
+ * does not list yet, and put it back under the fallback tag, once. */
 int attest_oci_index_add (bool *via_api, struct registry *reg, const char *repo,
-                          const char *digest, const struct oci_descriptor *ref,
-                          const char *artifact_type, const json_t *annotations, bvm_error_t *err);
+                          const char *digest, const struct attest_oci_ref *refs, size_t n,
+                          bvm_error_t *err);
 
 /* Read an artifact back: its manifest by digest, which must name `subject`
  * and have exactly one layer of `layer_type`, and that layer (at most max

@@ -1686,7 +1686,8 @@ phase_attest (struct run *r, bvm_error_t *err)
   cleanup_attest_key struct attest_key *key = NULL;
   cleanup_json json_t *ann = NULL;
   char sbom_digest[DIGEST_STR_LEN + 1], tag[ATTEST_OCI_TAG_MAX + 1], res[1024];
-  struct oci_descriptor subject, sbom_desc, att_desc;
+  struct oci_descriptor subject;
+  struct attest_oci_ref refs[2] = { { .annotations = NULL }, { .annotations = NULL } };
   size_t sbom_len = 0, statement_len = 0, env_len = 0;
   bool created = false, via_api = false;
   int ret;
@@ -1753,27 +1754,29 @@ phase_attest (struct run *r, bvm_error_t *err)
                    ATTEST_PREDICATE_SLSA);
   if (ann == NULL)
     return bvm_error (err, ENOMEM, "annotations");
-  if ((ret = attest_oci_push (&sbom_desc, r->reg, r->plan->dest_repo, &subject, SBOM_MEDIA_TYPE,
+  if ((ret = attest_oci_push (&refs[0].desc, r->reg, r->plan->dest_repo, &subject, SBOM_MEDIA_TYPE,
                               SBOM_MEDIA_TYPE, sbom_text, sbom_len, NULL, r->wd->path, err))
-          < 0
-      || (ret = attest_oci_index_add (&via_api, r->reg, r->plan->dest_repo, r->manifest_digest,
-                                      &sbom_desc, SBOM_MEDIA_TYPE, NULL, err))
-             < 0)
+      < 0)
     return bvm_error_wrap (err, "attaching the SBOM");
-  if ((ret = attest_oci_push (&att_desc, r->reg, r->plan->dest_repo, &subject, ATTEST_PAYLOAD_TYPE,
-                              ATTEST_MEDIA_DSSE, envelope, env_len, ann, r->wd->path, err))
-          < 0
-      || (ret = attest_oci_index_add (&via_api, r->reg, r->plan->dest_repo, r->manifest_digest,
-                                      &att_desc, ATTEST_PAYLOAD_TYPE, ann, err))
-             < 0)
+  if ((ret = attest_oci_push (&refs[1].desc, r->reg, r->plan->dest_repo, &subject,
+                              ATTEST_PAYLOAD_TYPE, ATTEST_MEDIA_DSSE, envelope, env_len, ann,
+                              r->wd->path, err))
+      < 0)
     return bvm_error_wrap (err, "attaching the provenance");
+  refs[0].artifact_type = SBOM_MEDIA_TYPE;
+  refs[1].artifact_type = ATTEST_PAYLOAD_TYPE;
+  refs[1].annotations = ann;
+  if ((ret = attest_oci_index_add (&via_api, r->reg, r->plan->dest_repo, r->manifest_digest, refs,
+                                   ARRAY_SIZE (refs), err))
+      < 0)
+    return bvm_error_wrap (err, "listing the provenance among the image's referrers");
   jset (r->record, "attestation",
-        json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "manifest", att_desc.digest, "sbom",
-                   sbom_desc.digest, "key", attest_key_id (key), "builder_id",
+        json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "manifest", refs[1].desc.digest, "sbom",
+                   refs[0].desc.digest, "key", attest_key_id (key), "builder_id",
                    r->cfg->attest.builder_id, "referrers", via_api ? "api" : tag, "path", att_path,
                    "sbom_path", sbom_path));
   note (r, "attest: provenance %s signed with %s, SBOM %s (%zu files, %zu packages), %s",
-        att_desc.digest, attest_key_id (key), sbom_desc.digest, sbom_file_count (r->sbom),
+        refs[1].desc.digest, attest_key_id (key), refs[0].desc.digest, sbom_file_count (r->sbom),
         sbom_package_count (r->sbom),
         via_api ? "by the referrers API" : "listed under the referrers tag");
   return 0;
