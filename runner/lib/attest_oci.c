@@ -108,16 +108,19 @@ attest_oci_referrers (json_t **out, bool *via_api, struct registry *reg, const c
 
   *out = NULL;
   *via_api = false;
-  if ((ret = registry_referrers_get (reg, repo, digest, via_api, &body, &len, err)) < 0)
+  /* the fallback tag first: one request on a registry without the API
+   * (the usual case today), and on one with it an index written by a
+   * fallback client is still the truth about what it pushed */
+  if ((ret = attest_oci_fallback_tag (tag, digest, err)) < 0)
     return ret;
-  if (!*via_api)
+  ret = registry_manifest_find (reg, repo, tag, &found, &body, &len, &mt, got, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "reading the referrers tag `%s`", tag);
+  if (!found)
     {
-      if ((ret = attest_oci_fallback_tag (tag, digest, err)) < 0)
+      if ((ret = registry_referrers_get (reg, repo, digest, via_api, &body, &len, err)) < 0)
         return ret;
-      ret = registry_manifest_find (reg, repo, tag, &found, &body, &len, &mt, got, err);
-      if (ret < 0)
-        return bvm_error_wrap (err, "reading the referrers tag `%s`", tag);
-      if (!found)
+      if (!*via_api)
         return 0;
     }
   idx = json_loadb (body, len, JSON_REJECT_DUPLICATES, NULL);

@@ -37,9 +37,9 @@ int attest_oci_push (struct oci_descriptor *out, struct registry *reg, const cha
                      const char *layer_type, const void *data, size_t len,
                      const json_t *annotations, const char *tmp_dir, bvm_error_t *err);
 
-/* The referrers of `digest` in `repo`: from the API when the registry has it
- * (*via_api), else from the fallback tag. *out is the index, or NULL when
- * there is none. */
+/* The referrers of `digest` in `repo`: the fallback tag's index when there
+ * is one, else the API's when the registry has it (*via_api). *out is the
+ * index, or NULL when there is none. */
 int attest_oci_referrers (json_t **out, bool *via_api, struct registry *reg, const char *repo,
                           const char *digest, bvm_error_t *err);
 
@@ -51,9 +51,10 @@ struct attest_oci_ref
   const json_t *annotations; /* may be NULL */
 };
 
-/* List refs[0..n) among the referrers of `digest`: nothing to do with the
- * API; otherwise read the fallback index (or start one), add the refs it
- * does not list yet, and put it back under the fallback tag, once. */
+/* List refs[0..n) among the referrers of `digest`: nothing to do when the
+ * registry has the API and there is no fallback tag; otherwise read the
+ * fallback index (or start one), add the refs it does not list yet, and
+ * put it back under the fallback tag, once. */
 int attest_oci_index_add (bool *via_api, struct registry *reg, const char *repo,
                           const char *digest, const struct attest_oci_ref *refs, size_t n,
                           bvm_error_t *err);
