@@ -27,7 +27,7 @@ DEBIAN_PACKAGES := \
 	qemu-system-x86 busybox-static e2fsprogs \
 	linux-source-6.1 bc flex bison libelf-dev xz-utils debootstrap \
 	docker-registry redis-server skopeo umoci runc git apache2-utils curl openssl \
-	jq lz4 procps iproute2 python3 clang-format cppcheck clang-tidy
+	jq lz4 procps iproute2 python3 python3-jsonschema clang-format cppcheck clang-tidy
 # t_examples_deps: npm installs verdaccio (a Node.js from elsewhere may bring
 # its own npm, which Debian's would conflict with)
 DEBIAN_PACKAGES += nodejs $(if $(shell command -v npm 2>/dev/null),,npm)
