@@ -437,8 +437,12 @@ attest_verify (char **payload, size_t *payload_len, const struct attest_key *k,
     return bvm_error_code (err, BVM_E_DENIED, 0,
                            "the envelope lacks payloadType, payload or signatures");
   if (strcmp (type, payload_type) != 0)
-    return bvm_error_code (err, BVM_E_DENIED, 0,
-                           "the envelope's payloadType is `%.100s`, not `%s`", type, payload_type);
+    {
+      char shown[256];
+      return bvm_error_code (err, BVM_E_DENIED, 0, "the envelope's payloadType is `%s`, not `%s`",
+                             str_escape (shown, sizeof shown, type, strlen (type), 100),
+                             payload_type);
+    }
   if (json_array_size (sigs) == 0 || json_array_size (sigs) > SIGNATURES_MAX)
     return bvm_error_code (err, BVM_E_DENIED, 0, "the envelope has %zu signatures",
                            json_array_size (sigs));
@@ -710,8 +714,14 @@ expect_eq (const json_t *st, const char *field, const char *want, bvm_error_t *e
     return 0;
   if (got != NULL && (digest ? same_digest (got, want) : strcmp (got, want) == 0))
     return 0;
-  return bvm_error_code (err, BVM_E_DENIED, 0, "the provenance names %s `%.200s`, not `%.200s`",
-                         field, got ? got : "(none)", want);
+  {
+    char g[512], w[512];
+    if (got == NULL)
+      got = "(none)";
+    return bvm_error_code (err, BVM_E_DENIED, 0, "the provenance names %s `%s`, not `%s`", field,
+                           str_escape (g, sizeof g, got, strlen (got), 200),
+                           str_escape (w, sizeof w, want, strlen (want), 200));
+  }
 }
 
 int

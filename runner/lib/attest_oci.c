@@ -19,7 +19,11 @@ int
 attest_oci_fallback_tag (char out[ATTEST_OCI_TAG_MAX + 1], const char *digest, bvm_error_t *err)
 {
   if (digest_problem (digest) != NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "`%.80s` is not a sha256 digest", digest);
+    {
+      char shown[256];
+      return bvm_error_code (err, BVM_E_INVALID, 0, "`%s` is not a sha256 digest",
+                             str_escape (shown, sizeof shown, digest, strlen (digest), 80));
+    }
   snprintf (out, ATTEST_OCI_TAG_MAX + 1, "sha256-%s", digest + 7);
   return 0;
 }
@@ -214,10 +218,15 @@ attest_oci_fetch_layer (char **out, size_t *len, json_t **manifest, struct regis
     return bvm_error_code (err, BVM_E_DENIED, 0, "artifact `%s` is not a manifest", digest);
   sd = json_string_value (json_object_get (json_object_get (m, "subject"), "digest"));
   if (sd == NULL || strcmp (sd, subject) != 0)
-    return bvm_error_code (err, BVM_E_DENIED, 0,
-                           "the attestation is for another image (its subject is `%.80s`, not "
-                           "`%s`)",
-                           sd ? sd : "(none)", subject);
+    {
+      char shown[256];
+      if (sd == NULL)
+        sd = "(none)";
+      return bvm_error_code (err, BVM_E_DENIED, 0,
+                             "the attestation is for another image (its subject is `%s`, not "
+                             "`%s`)",
+                             str_escape (shown, sizeof shown, sd, strlen (sd), 80), subject);
+    }
   layers = json_object_get (m, "layers");
   if (!json_is_array (layers) || json_array_size (layers) != 1)
     return bvm_error_code (err, BVM_E_DENIED, 0, "artifact `%s` does not have one layer", digest);

@@ -318,8 +318,12 @@ npm_package (struct sbom *s, const char *name, const json_t *v, bvm_error_t *err
   if (json_is_true (json_object_get (v, "link")) || version == NULL)
     return 0; /* a workspace link or the root: not a fetched package */
   if (npm_integrity (alg, sizeof alg, &hex, integrity) < 0)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "`package-lock.json`: the integrity of `%.200s` is not base64", name);
+    {
+      char shown[512];
+      return bvm_error_code (err, BVM_E_INVALID, 0,
+                             "`package-lock.json`: the integrity of `%s` is not base64",
+                             str_escape (shown, sizeof shown, name, strlen (name), 200));
+    }
   return add_package (s, "package-lock.json", "npm", NULL, name, strlen (name), version,
                       strlen (version), hex ? alg : NULL, hex, true, err);
 }
