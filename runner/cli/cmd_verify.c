@@ -12,6 +12,7 @@
 #include "attest_oci.h"
 #include "cli.h"
 #include "config.h"
+#include "fs.h"
 #include "jsonx.h"
 #include "oci.h"
 #include "registry.h"
@@ -29,12 +30,16 @@ usage (FILE *out)
            "usage: buildvm verify [--config FILE] [--key PUB.pem] [--app APP] [--commit SHA]\n"
            "                      [--repo URL] [--kernel DIGEST] [--rootfs DIGEST]\n"
            "                      [--builder-id ID] [--plain-http] [--json] IMAGE_REF\n"
+           "       buildvm verify --envelope FILE --subject DIGEST [--key ...] [--app ...] ...\n"
            "       buildvm verify --print-key [--config FILE]\n"
            "\n"
            "IMAGE_REF is [HOST[:PORT]/]REPOSITORY[:TAG][@DIGEST]; without a host, the\n"
            "runner's registry (registry.url). The key is --key, else the public half of\n"
            "the runner's own signing key (attest.key). --print-key prints that public\n"
-           "key (creating the signing key if there is none yet).\n");
+           "key (creating the signing key if there is none yet). --envelope checks a\n"
+           "DSSE envelope from a file (the one beside a job record) whose subject is\n"
+           "DIGEST: an image manifest's, or an artifact index's for a job without an\n"
+           "image.\n");
 }
 
 struct image_ref
@@ -155,7 +160,10 @@ summary (FILE *out, const char *host, const char *repo, const char *digest, cons
         && strcmp (json_string_value (json_object_get (b, "name")), "sbom") == 0)
       sbom = json_string_value (json_object_get (json_object_get (b, "digest"), "sha256"));
 #define F(name) (attest_field (st, name) ? attest_field (st, name) : "?")
-  fprintf (out, "verified: %s/%s@%s\n", host, repo, digest);
+  if (host)
+    fprintf (out, "verified: %s/%s@%s\n", host, repo, digest);
+  else
+    fprintf (out, "verified: %s, for %s\n", repo, digest);
   fprintf (out, "  app        %s\n", F ("app"));
   fprintf (out, "  commit     %s (%s)\n", F ("commit"), F ("ref"));
   fprintf (out, "  repository %s\n", F ("repo"));
@@ -167,6 +175,37 @@ summary (FILE *out, const char *host, const char *repo, const char *digest, cons
     fprintf (out, "  sbom       sha256:%s\n", sbom);
   fprintf (out, "  signed by  %s\n", attest_key_id (key));
 #undef F
+}
+
+/* --envelope: the same checks on an envelope from a file */
+static int
+verify_file (const struct runner_config *cfg, const char *key_path, const char *path,
+             const struct attest_expect *want, bool as_json)
+{
+  cleanup_attest_key struct attest_key *key = NULL;
+  cleanup_free char *env = NULL, *payload = NULL;
+  cleanup_json json_t *st = NULL;
+  bvm_error_t err = NULL;
+  size_t len = 0, plen = 0;
+
+  if (attest_key_load (&key, key_path ? key_path : cfg->attest.key, false, &err) < 0
+      || fs_read_file (&env, &len, path, ATTEST_ENVELOPE_MAX, &err) < 0)
+    return cli_fail ("verify", &err, 1);
+  if (attest_verify (&payload, &plen, key, env, len, ATTEST_PAYLOAD_TYPE, &err) < 0
+      || attest_check (&st, payload, plen, want, &err) < 0)
+    {
+      fprintf (stderr, "buildvm verify: %s: %s\n", path, bvm_error_msg (&err));
+      bvm_error_free (&err);
+      return 3;
+    }
+  if (as_json)
+    {
+      json_dumpf (st, stdout, JSON_INDENT (2) | JSON_SORT_KEYS);
+      printf ("\n");
+    }
+  else
+    summary (stdout, NULL, path, want->digest, st, key);
+  return 0;
 }
 
 int
@@ -185,9 +224,11 @@ cmd_verify (int argc, char **argv)
     { "json", no_argument, NULL, 'j' },
     { "print-key", no_argument, NULL, 'P' },
     { "help", no_argument, NULL, 'h' },
+    { "envelope", required_argument, NULL, 'e' },
+    { "subject", required_argument, NULL, 's' },
     { NULL, 0, NULL, 0 },
   };
-  const char *config_path = NULL, *key_path = NULL;
+  const char *config_path = NULL, *key_path = NULL, *envelope = NULL, *subject = NULL;
   struct attest_expect want = { 0 };
   bool plain = false, as_json = false, want_print = false;
   cleanup_config struct runner_config *cfg = NULL;
@@ -219,6 +260,8 @@ cmd_verify (int argc, char **argv)
       case 'p': plain = true; break;
       case 'j': as_json = true; break;
       case 'P': want_print = true; break;
+      case 'e': envelope = optarg; break;
+      case 's': subject = optarg; break;
       case 'h': usage (stdout); return 0;
       default: usage (stderr); return 2;
       }
@@ -226,6 +269,14 @@ cmd_verify (int argc, char **argv)
     return cli_fail ("verify", &err, 2);
   if (want_print)
     return print_key (cfg);
+  if (envelope)
+    {
+      if (optind != argc || subject == NULL || digest_problem (subject) != NULL)
+        return cli_usage ("verify",
+                          "--envelope FILE takes --subject sha256:<hex> and no IMAGE_REF");
+      want.digest = subject;
+      return verify_file (cfg, key_path, envelope, &want, as_json);
+    }
   if (optind + 1 != argc)
     return cli_usage ("verify", "expected one IMAGE_REF");
   if (parse_ref (&ref, argv[optind], url_host (cfg->registry.url)) < 0)

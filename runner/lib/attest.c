@@ -540,9 +540,11 @@ attest_statement (json_t **out, const struct attest_provenance *p, bvm_error_t *
   json_t *d;
   int r = 0;
 
-  if (!digest_ok (p->image_digest) || p->image_name == NULL || p->app == NULL || p->commit == NULL
-      || p->builder_id == NULL)
-    return bvm_error_code (err, BVM_E_INTERNAL, 0, "provenance without an image or a builder");
+  bool image = p->image_name != NULL && digest_ok (p->image_digest);
+  bool artifacts = p->artifacts_name != NULL && digest_ok (p->artifacts_digest);
+
+  if ((!image && !artifacts) || p->app == NULL || p->commit == NULL || p->builder_id == NULL)
+    return bvm_error_code (err, BVM_E_INTERNAL, 0, "provenance without a subject or a builder");
   st = json_object ();
   subjects = json_array ();
   ext = json_object ();
@@ -572,9 +574,10 @@ attest_statement (json_t **out, const struct attest_provenance *p, bvm_error_t *
     }
 
   /* subjects: the image by its manifest digest, the artifact index */
-  r |= json_array_append_new (subjects, json_pack ("{s:s, s:o}", "name", p->image_name, "digest",
-                                                   digest_set (p->image_digest)));
-  if (p->artifacts_name && digest_ok (p->artifacts_digest))
+  if (image)
+    r |= json_array_append_new (subjects, json_pack ("{s:s, s:o}", "name", p->image_name, "digest",
+                                                     digest_set (p->image_digest)));
+  if (artifacts)
     r |= json_array_append_new (subjects, json_pack ("{s:s, s:o}", "name", p->artifacts_name,
                                                      "digest", digest_set (p->artifacts_digest)));
 

@@ -121,7 +121,8 @@ struct attest_provenance
   const json_t *dependencies; /* more resolvedDependencies (the lock files' packages) */
 };
 
-/* The in-toto Statement v1 with a SLSA Provenance v1 predicate. */
+/* The in-toto Statement v1 with a SLSA Provenance v1 predicate. Its
+ * subjects: the image, the artifact index, or both (one at least). */
 int attest_statement (json_t **out, const struct attest_provenance *p, bvm_error_t *err);
 
 /* What `buildvm verify` asks of a statement; NULL fields are not checked. */

@@ -1595,6 +1595,7 @@ attest_build (struct run *r, char **sbom_text, size_t *sbom_len,
   const struct spec_image *im = r->spec->image;
   struct sbom_meta meta = { r->plan->dest_repo, r->commit, r->manifest_digest, NULL,
                             BUILDVM_VERSION };
+  bool image = r->spec->image != NULL;
   struct attest_provenance p = { 0 };
   cleanup_json json_t *base_cfg = NULL, *spec = NULL, *role = NULL, *st = NULL;
   char finished[40], art_name[STORE_KEY_MAX + 16];
@@ -1602,6 +1603,9 @@ attest_build (struct run *r, char **sbom_text, size_t *sbom_len,
 
   format_rfc3339 (finished, sizeof finished, wall_s ());
   meta.timestamp = finished;
+  sbom_digest[0] = '\0';
+  if (!image)
+    goto statement; /* artifacts only: the SBOM is the image layer's */
   if (r->base_manifest && r->base_digest[0])
     {
       if (r->base_config)
@@ -1615,6 +1619,7 @@ attest_build (struct run *r, char **sbom_text, size_t *sbom_len,
       || (ret = digest_buffer (sbom_digest, *sbom_text, *sbom_len, err)) < 0)
     return ret;
 
+statement:
   spec = spec_to_json (r->spec);
   role = role_to_json (r->role);
   p.builder_id = r->cfg->attest.builder_id;
@@ -1636,8 +1641,8 @@ attest_build (struct run *r, char **sbom_text, size_t *sbom_len,
   p.rootfs = r->plan->img->rootfs_sha256;
   p.started = r->started_at;
   p.finished = finished;
-  p.image_name = r->plan->dest_repo;
-  p.image_digest = r->manifest_digest;
+  p.image_name = image ? r->plan->dest_repo : NULL;
+  p.image_digest = image ? r->manifest_digest : NULL;
   if (r->have_art_sum)
     {
       snprintf (art_name, sizeof art_name, "artifacts:%s", r->art_sum.index_key);
@@ -1649,9 +1654,9 @@ attest_build (struct run *r, char **sbom_text, size_t *sbom_len,
       p.base_name = im->base;
       p.base_digest = r->base_digest;
     }
-  p.sbom_digest = sbom_digest;
+  p.sbom_digest = image ? sbom_digest : NULL;
   p.sbom_media_type = SBOM_MEDIA_TYPE;
-  p.dependencies = sbom_dependencies (r->sbom);
+  p.dependencies = image ? sbom_dependencies (r->sbom) : NULL;
   if ((ret = attest_statement (&st, &p, err)) < 0)
     return ret;
   if ((*statement = json_dumps (st, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
@@ -1689,18 +1694,35 @@ phase_attest (struct run *r, bvm_error_t *err)
   struct oci_descriptor subject;
   struct attest_oci_ref refs[2] = { { .annotations = NULL }, { .annotations = NULL } };
   size_t sbom_len = 0, statement_len = 0, env_len = 0;
-  bool created = false, via_api = false;
+  bool created = false, via_api = false, image = r->spec->image != NULL;
   int ret;
 
+  if (!image && !r->have_art_sum)
+    return 0; /* nothing was made */
   if ((ret = attest_build (r, &sbom_text, &sbom_len, sbom_digest, &statement, &statement_len, err))
       < 0)
     return bvm_error_wrap (err, "the provenance");
-  if ((ret = attest_oci_fallback_tag (tag, r->manifest_digest, err)) < 0)
-    return ret;
-  /* the referrers tag is a write to the app's repository like any other */
-  snprintf (res, sizeof res, "registry:%s:%s", r->plan->dest_repo, tag);
-  if ((ret = authorize (r, POLICY_ACTION_PUSH_IMAGE, res, err)) < 0)
-    return ret;
+  tag[0] = '\0';
+  if (image)
+    {
+      if ((ret = attest_oci_fallback_tag (tag, r->manifest_digest, err)) < 0)
+        return ret;
+      /* the referrers tag is a write to the app's repository like any other */
+      snprintf (res, sizeof res, "registry:%s:%s", r->plan->dest_repo, tag);
+      if ((ret = authorize (r, POLICY_ACTION_PUSH_IMAGE, res, err)) < 0)
+        return ret;
+    }
+  if (r->o->dry_run && !image)
+    {
+      char path[PATH_MAX];
+      if (snprintf_checked (path, sizeof path, "%s/provenance.intoto.json", r->o->out_dir) < 0
+          || fs_write_atomic (path, statement, statement_len, 0644, err) < 0)
+        return bvm_error_wrap (err, "writing the provenance");
+      jset (r->record, "attestation", json_pack ("{s:s}", "statement", "provenance.intoto.json"));
+      note (r, "attest: would sign the provenance of the artifacts (index %s)",
+            r->art_sum.index_digest);
+      return 0;
+    }
   if (r->o->dry_run)
     {
       /* what would be signed and attached, unsigned: no key on a
@@ -1739,9 +1761,21 @@ phase_attest (struct run *r, bvm_error_t *err)
     return ret;
   /* beside the record first: kept even when the registry refuses them */
   if ((ret = write_beside_record (&att_path, r, "intoto.dsse.json", envelope, env_len, err)) < 0
-      || (ret = write_beside_record (&sbom_path, r, "sbom.cdx.json", sbom_text, sbom_len, err))
-             < 0)
+      || (image
+          && (ret = write_beside_record (&sbom_path, r, "sbom.cdx.json", sbom_text, sbom_len, err))
+                 < 0))
     return bvm_error_wrap (err, "writing the attestation beside the job record");
+  if (!image)
+    {
+      /* artifacts only: there is no image to attach it to; the record
+       * names the envelope, and `buildvm verify --envelope` checks it */
+      jset (r->record, "attestation",
+            json_pack ("{s:s, s:s, s:s}", "key", attest_key_id (key), "builder_id",
+                       r->cfg->attest.builder_id, "path", att_path));
+      note (r, "attest: provenance of the artifacts (index %s) signed with %s: %s",
+            r->art_sum.index_digest, attest_key_id (key), att_path);
+      return 0;
+    }
 
   if ((ret = open_registry (r, err)) < 0)
     return ret;
@@ -1866,8 +1900,7 @@ run_phases (struct run *r, bvm_error_t *err)
       if (r->spec->image)
         PHASE ("layout", phase_layout);
       PHASE ("artifacts", phase_artifacts);
-      if (r->spec->image)
-        PHASE ("attest", phase_attest);
+      PHASE ("attest", phase_attest);
       if (r->denied)
         return bvm_error_code (err, BVM_E_DENIED, 0,
                                "the role denies some of the writes this build would make "
@@ -1877,11 +1910,9 @@ run_phases (struct run *r, bvm_error_t *err)
   if (r->spec->image)
     PHASE ("push", phase_push);
   PHASE ("artifacts", phase_artifacts);
+  PHASE ("attest", phase_attest);
   if (r->spec->image)
-    {
-      PHASE ("attest", phase_attest);
-      PHASE ("tag", phase_tag);
-    }
+    PHASE ("tag", phase_tag);
   return 0;
 }
 

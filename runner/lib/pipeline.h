@@ -18,6 +18,7 @@
  *   attest    the SBOM and the signed SLSA provenance (attest.h), written
  *             beside the record and attached to the image (every write
  *             authorized); before the tag, so a tagged image has them
+ *             (artifacts only: the statement of the index, beside the record)
  *   tag       check the fencing token, then tag: the single commit point
  *
  * A dry run stops after ingest and image with `layout` (an OCI image layout

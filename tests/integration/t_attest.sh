@@ -188,8 +188,28 @@ verify_fails "for another image" "$REG/apps/hello-shell:$commit2"
 # a tag and a digest that disagree
 verify_fails "names $digest2, not $digest" "$REG/apps/hello-shell:$commit2@$digest"
 
+# --- the envelope beside the record, checked as a file: for the image, and
+# for the artifact index, the statement's other subject
+run "$BUILDVM" verify --config "$CONFIG" --envelope "$env_file" --subject "$digest" --app hello-shell
+[ "$RC" = 0 ] || { cat "$T/err"; fail "verify --envelope refused the record's envelope"; }
+run "$BUILDVM" verify --config "$CONFIG" --envelope "$env_file" --subject "$(jq -r .artifacts.index.digest "$rec")"
+[ "$RC" = 0 ] || { cat "$T/err"; fail "the artifact index is not a subject"; }
+verify_fails "for another image" --envelope "$env_file" --subject "$digest2"
+
+# --- a job with artifacts and no image: its provenance is signed beside the record
+jq 'del(.image)' "$app/buildvm.json" >"$T/s" && mv "$T/s" "$app/buildvm.json"
+commit3=$(cd "$app" && git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm three && git rev-parse HEAD)
+pl_job "$T/job3.json" att-3 hello-shell "file://$app" "$commit3"
+run "$BUILDVM" run --config "$CONFIG" "$T/job3.json"
+[ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "artifacts-only run failed"; }
+rec3=$(pl_record att-3)
+run "$BUILDVM" verify --config "$CONFIG" --envelope "$(jq -r .attestation.path "$rec3")" \
+    --subject "$(jq -r .artifacts.index.digest "$rec3")" --commit "$commit3"
+[ "$RC" = 0 ] || { cat "$T/err"; fail "the artifacts' provenance does not verify"; }
+
 # --- dry-run: what it would attest, unsigned, nothing pushed
-run "$BUILDVM" dry-run --config "$CONFIG" --out "$T/dry" "$app"
+git -C "$app" checkout -q HEAD~1 -- buildvm.json
+run "$BUILDVM" dry-run --config "$CONFIG" --worktree --out "$T/dry" "$app"
 [ -s "$T/dry/provenance.intoto.json" ] || { cat "$T/out" "$T/err"; fail "dry-run wrote no provenance"; }
 jq -e '.predicateType == "https://slsa.dev/provenance/v1"' "$T/dry/provenance.intoto.json" >/dev/null || fail "dry-run provenance"
 jq -e '.bomFormat == "CycloneDX"' "$T/dry/sbom.cdx.json" >/dev/null || fail "dry-run SBOM"
