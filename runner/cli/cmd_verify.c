@@ -19,6 +19,8 @@
 #include "util.h"
 
 #include <getopt.h>
+
+#define TRIES_MAX 64 /* attestations tried per image, newest first */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,14 +31,17 @@ usage (FILE *out)
   fprintf (out,
            "usage: buildvm verify [--config FILE] [--key PUB.pem] [--app APP] [--commit SHA]\n"
            "                      [--repo URL] [--kernel DIGEST] [--rootfs DIGEST]\n"
-           "                      [--builder-id ID] [--plain-http] [--json] IMAGE_REF\n"
+           "                      [--builder-id ID] [--any-repository] [--plain-http] [--json]\n"
+           "                      IMAGE_REF\n"
            "       buildvm verify --envelope FILE --subject DIGEST [--key ...] [--app ...] ...\n"
            "       buildvm verify --print-key [--config FILE]\n"
            "\n"
            "IMAGE_REF is [HOST[:PORT]/]REPOSITORY[:TAG][@DIGEST]; without a host, the\n"
            "runner's registry (registry.url). The key is --key, else the public half of\n"
            "the runner's own signing key (attest.key). --print-key prints that public\n"
-           "key (creating the signing key if there is none yet). --envelope checks a\n"
+           "key (creating the signing key if there is none yet). The attestation must\n"
+           "name the image under REPOSITORY, unless --any-repository (a mirror under\n"
+           "another name). --envelope checks a\n"
            "DSSE envelope from a file (the one beside a job record) whose subject is\n"
            "DIGEST: an image manifest's, or an artifact index's for a job without an\n"
            "image.\n");
@@ -212,25 +217,18 @@ int
 cmd_verify (int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' },
-    { "key", required_argument, NULL, 'k' },
-    { "app", required_argument, NULL, 'a' },
-    { "commit", required_argument, NULL, 'C' },
-    { "repo", required_argument, NULL, 'r' },
-    { "kernel", required_argument, NULL, 'K' },
-    { "rootfs", required_argument, NULL, 'R' },
-    { "builder-id", required_argument, NULL, 'b' },
-    { "plain-http", no_argument, NULL, 'p' },
-    { "json", no_argument, NULL, 'j' },
-    { "print-key", no_argument, NULL, 'P' },
-    { "help", no_argument, NULL, 'h' },
-    { "envelope", required_argument, NULL, 'e' },
-    { "subject", required_argument, NULL, 's' },
-    { NULL, 0, NULL, 0 },
+    { "config", required_argument, NULL, 'c' },   { "key", required_argument, NULL, 'k' },
+    { "app", required_argument, NULL, 'a' },      { "commit", required_argument, NULL, 'C' },
+    { "repo", required_argument, NULL, 'r' },     { "kernel", required_argument, NULL, 'K' },
+    { "rootfs", required_argument, NULL, 'R' },   { "builder-id", required_argument, NULL, 'b' },
+    { "plain-http", no_argument, NULL, 'p' },     { "json", no_argument, NULL, 'j' },
+    { "print-key", no_argument, NULL, 'P' },      { "help", no_argument, NULL, 'h' },
+    { "envelope", required_argument, NULL, 'e' }, { "subject", required_argument, NULL, 's' },
+    { "any-repository", no_argument, NULL, 'A' }, { NULL, 0, NULL, 0 },
   };
   const char *config_path = NULL, *key_path = NULL, *envelope = NULL, *subject = NULL;
   struct attest_expect want = { 0 };
-  bool plain = false, as_json = false, want_print = false;
+  bool plain = false, as_json = false, want_print = false, any_repo = false;
   cleanup_config struct runner_config *cfg = NULL;
   cleanup_attest_key struct attest_key *key = NULL;
   cleanup_json json_t *idx = NULL, *st = NULL;
@@ -241,7 +239,7 @@ cmd_verify (int argc, char **argv)
   char digest[DIGEST_STR_LEN + 1];
   bvm_error_t err = NULL, first = NULL;
   bool via_api = false;
-  size_t len = 0, i, tried = 0;
+  size_t len = 0, tried = 0;
   json_t *e;
   int c, ret;
 
@@ -262,6 +260,7 @@ cmd_verify (int argc, char **argv)
       case 'P': want_print = true; break;
       case 'e': envelope = optarg; break;
       case 's': subject = optarg; break;
+      case 'A': any_repo = true; break;
       case 'h': usage (stdout); return 0;
       default: usage (stderr); return 2;
       }
@@ -326,8 +325,13 @@ cmd_verify (int argc, char **argv)
       return cli_fail ("verify", &err, cli_status_for (&err) == 3 ? 3 : 1);
     }
   want.digest = digest;
-  json_array_foreach (json_object_get (idx, "manifests"), i, e)
+  if (!any_repo)
+    want.subject_name = ref.repo;
+  /* newest first, and a bounded number of them */
+  for (size_t n = json_array_size (json_object_get (idx, "manifests")); n > 0 && tried < TRIES_MAX;
+       n--)
     {
+      e = json_array_get (json_object_get (idx, "manifests"), n - 1);
       const char *at = json_string_value (json_object_get (e, "artifactType"));
       const char *d = json_string_value (json_object_get (e, "digest"));
       if (at == NULL || strcmp (at, ATTEST_PAYLOAD_TYPE) != 0 || d == NULL

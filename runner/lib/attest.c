@@ -735,6 +735,7 @@ attest_check (json_t **statement, const char *payload, size_t len,
   static const char *const run_keys[] = { "predicate", "runDetails", NULL };
   cleanup_json json_t *st = NULL;
   const json_t *subjects, *bdef, *run, *s;
+  const char *name = NULL;
   bool found = false;
   size_t i;
   int ret;
@@ -765,8 +766,21 @@ attest_check (json_t **statement, const char *payload, size_t len,
     {
       const char *h = json_string_value (
           json_object_get (json_object_get (s, "digest"), "sha256"));
-      if (same_digest (h, want->digest))
+      const char *n = json_string_value (json_object_get (s, "name"));
+      if (!same_digest (h, want->digest))
+        continue;
+      if (want->subject_name == NULL || (n && strcmp (n, want->subject_name) == 0))
         found = true;
+      else if (name == NULL)
+        name = n ? n : "(none)";
+    }
+  if (!found && name != NULL)
+    {
+      char shown[512];
+      return bvm_error_code (err, BVM_E_DENIED, 0,
+                             "the attestation is for repository `%s`, not `%s`",
+                             str_escape (shown, sizeof shown, name, strlen (name), 200),
+                             want->subject_name);
     }
   if (!found)
     return bvm_error_code (err, BVM_E_DENIED, 0, "the attestation is for another image, not `%s`",

@@ -130,6 +130,10 @@ struct attest_expect
 {
   const char *digest; /* required: the image manifest's "sha256:" */
   const char *app, *repo, *commit, *kernel, *rootfs, *builder_id;
+  /* the subject with that digest must also have this name (the image's
+   * repository): an app cannot pass another app's attested image off as
+   * its own by copying both into its repository */
+  const char *subject_name;
 };
 
 /* Parse a verified payload and check it: the in-toto and SLSA v1 layout,

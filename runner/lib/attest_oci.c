@@ -184,6 +184,35 @@ attest_oci_index_add (bool *via_api, struct registry *reg, const char *repo, con
     }
   if (added == 0)
     return 0;
+  /* A commit built again makes the same image (layers are reproducible)
+   * and a new attestation each time: the index keeps the newest
+   * ATTEST_OCI_KEEP of the types added here, so it never outgrows a
+   * manifest. The older artifacts stay in the registry by digest, and
+   * beside their job records. */
+  for (size_t k = 0; k < n; k++)
+    {
+      size_t count = 0;
+      json_array_foreach (entries, i, e)
+        if (json_is_string (json_object_get (e, "artifactType"))
+            && strcmp (json_string_value (json_object_get (e, "artifactType")),
+                       refs[k].artifact_type)
+                   == 0)
+          count++;
+      for (i = 0; count > ATTEST_OCI_KEEP && i < json_array_size (entries);)
+        {
+          e = json_array_get (entries, i);
+          if (json_is_string (json_object_get (e, "artifactType"))
+              && strcmp (json_string_value (json_object_get (e, "artifactType")),
+                         refs[k].artifact_type)
+                     == 0)
+            {
+              json_array_remove (entries, i);
+              count--;
+            }
+          else
+            i++;
+        }
+    }
   if ((text = json_dumps (idx, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
     return bvm_error (err, ENOMEM, "referrers index");
   /* Read, add, write: two jobs adding to one image's index at once can

@@ -24,6 +24,7 @@
 #include "registry.h"
 
 #define ATTEST_OCI_TAG_MAX (7 + 64)
+#define ATTEST_OCI_KEEP 64 /* entries of one artifact type a referrers tag keeps */
 
 /* "sha256-<hex>" for "sha256:<hex>": the referrers tag of the fallback. */
 int attest_oci_fallback_tag (char out[ATTEST_OCI_TAG_MAX + 1], const char *digest,
@@ -53,8 +54,9 @@ struct attest_oci_ref
 
 /* List refs[0..n) among the referrers of `digest`: nothing to do when the
  * registry has the API and there is no fallback tag; otherwise read the
- * fallback index (or start one), add the refs it does not list yet, and
- * put it back under the fallback tag, once. */
+ * fallback index (or start one), add the refs it does not list yet (and
+ * drop the oldest of their types beyond ATTEST_OCI_KEEP), and put it back
+ * under the fallback tag, once. */
 int attest_oci_index_add (bool *via_api, struct registry *reg, const char *repo,
                           const char *digest, const struct attest_oci_ref *refs, size_t n,
                           bvm_error_t *err);

@@ -152,6 +152,22 @@ verify_fails "names commit \`$commit\`, not \`$other_commit\`" --commit "$other_
 skopeo copy -q --src-tls-verify=false --dest-tls-verify=false --src-creds "$REG_CREDS" --dest-creds "$REG_CREDS" \
     "docker://$REG/apps/hello-shell:$commit" "docker://$REG/apps/unsigned:x"
 verify_fails "no attestation" "$REG/apps/unsigned:x"
+# ... and with its attestations copied along (as another app could into
+# its own repository): the statement names apps/hello-shell, not this one
+for m in $(jq -r '.manifests[].digest' "$T/index.json"); do
+    getm "$m" >"$T/copy.json"
+    for b in $(jq -r '.config.digest, .layers[].digest' "$T/copy.json"); do
+        curl -fsS -u "$REG_CREDS" -X POST -o /dev/null \
+            "http://$REG/v2/apps/unsigned/blobs/uploads/?mount=$b&from=apps/hello-shell"
+    done
+    curl -fsS -u "$REG_CREDS" -X PUT -H "Content-Type: application/vnd.oci.image.manifest.v1+json" \
+        --data-binary "@$T/copy.json" "http://$REG/v2/apps/unsigned/manifests/$m" >/dev/null
+done
+curl -fsS -u "$REG_CREDS" -X PUT -H "Content-Type: application/vnd.oci.image.index.v1+json" \
+    --data-binary "@$T/index.json" "http://$REG/v2/apps/unsigned/manifests/sha256-$hex" >/dev/null
+verify_fails "is for repository \`apps/hello-shell\`, not \`apps/unsigned\`" "$REG/apps/unsigned:x"
+run "$BUILDVM" verify --config "$CONFIG" --any-repository --app hello-shell "$REG/apps/unsigned:x"
+[ "$RC" = 0 ] || { cat "$T/err"; fail "--any-repository refused a faithful copy (a mirror)"; }
 
 # one changed byte in the statement, re-pushed as the image's only attestation
 python3 -c 'import sys; d = open(sys.argv[1], "rb").read(); i = d.index(b"\"app\":\"hello-shell\"") + 7; sys.stdout.buffer.write(d[:i] + b"H" + d[i+1:])' \
