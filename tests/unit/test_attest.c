@@ -7,7 +7,9 @@
 #include "support.h"
 
 #include "attest.h"
+#include "attest_oci.h"
 #include "buf.h"
+#include "registry.h"
 #include "sbom.h"
 #include "util.h"
 
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define IMG "sha256:1111111111111111111111111111111111111111111111111111111111111111"
 #define OTHER "sha256:2222222222222222222222222222222222222222222222222222222222222222"
@@ -526,6 +529,105 @@ test_sbom_caps_and_hostile_lockfiles (void **state)
   sbom_free (s);
 }
 
+/* --- the registry side: a real registry (tests/with-services.sh) ----------------- */
+
+/* Artifacts pushed with a subject, listed under the referrers tag of a
+ * registry without the referrers API (distribution 2.8), read back; the
+ * tag keeps the newest ATTEST_OCI_KEEP of a type; a manifest whose subject
+ * is another image is refused when read for this one. */
+static void
+test_oci_referrers_tag (void **state)
+{
+  struct registry_options o = REGISTRY_OPTIONS_INIT;
+  struct registry *reg = NULL;
+  struct oci_descriptor subject = { .size = 100 };
+  struct attest_oci_ref refs[ATTEST_OCI_KEEP + 2];
+  bvm_error_t err = NULL;
+  char url[128], repo[64], tag[ATTEST_OCI_TAG_MAX + 1], *dir = t_tmpdir ();
+  char *data = NULL;
+  size_t len = 0;
+  json_t *idx = NULL, *m = NULL;
+  bool via_api = true;
+  (void) state;
+
+  snprintf (url, sizeof url, "http://%s", t_service ("BUILDVM_TEST_REGISTRY_OPEN"));
+  snprintf (repo, sizeof repo, "apps/attest-p%d", (int) getpid ());
+  o.url = url;
+  assert_ok (registry_open (&reg, &o, &err), &err);
+  snprintf (subject.media_type, sizeof subject.media_type, "%s", OCI_MEDIA_MANIFEST);
+  snprintf (subject.digest, sizeof subject.digest, "%s", IMG);
+
+  /* nothing yet: no referrers, from the tag or the API */
+  assert_ok (attest_oci_referrers (&idx, &via_api, reg, repo, IMG, &err), &err);
+  assert_null (idx);
+  assert_false (via_api);
+
+  for (size_t i = 0; i < ARRAY_SIZE (refs); i++)
+    {
+      char body[64];
+      snprintf (body, sizeof body, "{\"n\":%zu}", i);
+      refs[i].artifact_type = i == 0 ? SBOM_MEDIA_TYPE : ATTEST_PAYLOAD_TYPE;
+      refs[i].annotations = NULL;
+      assert_ok (attest_oci_push (&refs[i].desc, reg, repo, &subject, refs[i].artifact_type,
+                                  ATTEST_MEDIA_DSSE, body, strlen (body), NULL, dir, &err),
+                 &err);
+    }
+  /* the first one alone, then all of them (the first is not listed twice) */
+  assert_ok (attest_oci_index_add (&via_api, reg, repo, IMG, refs, 1, &err), &err);
+  assert_false (via_api);
+  assert_ok (attest_oci_index_add (&via_api, reg, repo, IMG, refs, ARRAY_SIZE (refs), &err), &err);
+  assert_ok (attest_oci_fallback_tag (tag, IMG, &err), &err);
+  assert_string_equal (tag, "sha256-"
+                            "1111111111111111111111111111111111111111111111111111111111111111");
+  assert_ok (attest_oci_referrers (&idx, &via_api, reg, repo, IMG, &err), &err);
+  assert_non_null (idx);
+  /* the SBOM, and the newest ATTEST_OCI_KEEP attestations: the oldest one dropped */
+  assert_int_equal (json_array_size (json_object_get (idx, "manifests")), 1 + ATTEST_OCI_KEEP);
+  assert_string_equal (json_string_value (
+                           json_object_get (json_array_get (json_object_get (idx, "manifests"), 0),
+                                            "digest")),
+                       refs[0].desc.digest);
+  assert_string_equal (json_string_value (
+                           json_object_get (json_array_get (json_object_get (idx, "manifests"), 1),
+                                            "digest")),
+                       refs[2].desc.digest);
+  json_decref (idx);
+
+  /* read back for this image, and refused for another */
+  assert_ok (attest_oci_fetch_layer (&data, &len, &m, reg, repo, refs[5].desc.digest, IMG,
+                                     ATTEST_MEDIA_DSSE, 1024, &err),
+             &err);
+  assert_string_equal (data, "{\"n\":5}");
+  free (data);
+  json_decref (m);
+  assert_fails_with (attest_oci_fetch_layer (&data, &len, &m, reg, repo, refs[5].desc.digest,
+                                             OTHER, ATTEST_MEDIA_DSSE, 1024, &err),
+                     &err, "for another image");
+  assert_fails_with (attest_oci_fetch_layer (&data, &len, &m, reg, repo, refs[5].desc.digest, IMG,
+                                             SBOM_MEDIA_TYPE, 1024, &err),
+                     &err, "layer");
+  registry_free (reg);
+  t_tmpdir_free (dir);
+}
+
+static void
+test_subject_name (void **state)
+{
+  struct attest_provenance p;
+  struct attest_expect want = { .digest = IMG, .subject_name = "apps/hello" };
+  bvm_error_t err = NULL;
+  char *s;
+  (void) state;
+
+  provenance (&p, NULL);
+  s = statement_text (&p);
+  assert_ok (attest_check (NULL, s, strlen (s), &want, &err), &err);
+  want.subject_name = "apps/other";
+  assert_fails_with (attest_check (NULL, s, strlen (s), &want, &err), &err,
+                     "is for repository `apps/hello`, not `apps/other`");
+  free (s);
+}
+
 int
 main (void)
 {
@@ -541,6 +643,8 @@ main (void)
     cmocka_unit_test (test_signed_statement_one_byte),
     cmocka_unit_test (test_sbom_lockfiles),
     cmocka_unit_test (test_sbom_caps_and_hostile_lockfiles),
+    cmocka_unit_test (test_subject_name),
+    cmocka_unit_test (test_oci_referrers_tag),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
