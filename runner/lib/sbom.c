@@ -213,7 +213,7 @@ sbom_set_base (struct sbom *s, const char *ref, const char *digest, const char *
                bvm_error_t *err)
 {
   json_t *nested;
-  const char *p = packages;
+  const char *p = packages ? packages : "";
 
   if (digest_problem (digest) != NULL)
     return bvm_error_code (err, BVM_E_INTERNAL, 0, "sbom: bad base digest");
@@ -230,7 +230,7 @@ sbom_set_base (struct sbom *s, const char *ref, const char *digest, const char *
   json_object_set_new (s->base, "components", nested);
   /* "name=version name=version ...": the label is the base image's, which
    * a base image's builder chose; the names are checked like a lock file's */
-  while (p && *p)
+  while (*p)
     {
       const char *end, *eq;
       cleanup_free char *pu = NULL;
@@ -423,7 +423,7 @@ lock_pip (struct sbom *s, const char *data, size_t len, bvm_error_t *err)
     {
       const char *l, *hash = NULL, *h;
       size_t ln, name_len, i, ver_len;
-      char pyname[NAME_MAX_ + 1];
+      char pyname[NAME_MAX_ + 1] = "";
 
       if (buf_add (&logical, line, n) < 0)
         {
