@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "job.h"
+#include "opts.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,15 +38,21 @@ int cli_usage (const char *verb, const char *fmt, ...) __attribute__ ((format (p
 /* For a verb with subcommands: print the usage to stderr and return 2 when
  * argv names none, to stdout and return 0 when it asks for help; else -1. */
 int cli_help_or_missing (int argc, char **argv, void (*usage) (FILE *));
+/* Parse a verb's options from its table (opts.h) and refuse more than
+ * `max_operands` operands (-1: any number). 0 to go on, with optind at the
+ * first operand; else 1 with *status the exit status: 0 after --help (the
+ * usage printed to stdout), 2 after a usage error (explained on stderr). */
+int cli_parse (int argc, char **argv, const char *verb, const struct opt *table, unsigned flags,
+               int max_operands, void (*usage) (FILE *), int *status);
 
 /* For the queue verbs (cli_queue.c): load the config and open its queue;
- * parse [--config FILE] [--json] (1 after --help printed the usage). */
+ * parse [--config FILE] [--json] as cli_parse does. */
 struct queue;
 struct runner_config;
 int cli_open_queue (struct queue **q, struct runner_config **cfg, const char *config_path,
                     bvm_error_t *err);
 int cli_parse_queue_opts (int argc, char **argv, const char *verb, const char **config_path,
-                          bool *as_json, void (*usage) (FILE *));
+                          bool *as_json, void (*usage) (FILE *), int *status);
 /* A job named `APP/ID` (or its key `APP+ID`), or by its id alone when only
  * one app has a job of that id, in the queue or among the records. 0 with
  * `key` set, 1 when no app has it, -1 (a message printed) when the argument

@@ -9,7 +9,6 @@
 #include <limits.h>
 #include <string.h>
 
-#include <getopt.h>
 #include <stdio.h>
 
 int
@@ -23,23 +22,14 @@ cli_open_queue (struct queue **q, struct runner_config **cfg, const char *config
 
 int
 cli_parse_queue_opts (int argc, char **argv, const char *verb, const char **config_path,
-                      bool *as_json, void (*usage) (FILE *))
+                      bool *as_json, void (*usage) (FILE *), int *status)
 {
-  static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
-                                        { "json", no_argument, NULL, 'j' },
-                                        { "help", no_argument, NULL, 'h' },
-                                        { NULL, 0, NULL, 0 } };
-  int c;
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'c': *config_path = optarg; break;
-      case 'j': *as_json = true; break;
-      case 'h': usage (stdout); return 1;
-      default: return cli_usage (verb, "unknown option");
-      }
-  return 0;
+  const struct opt opts[] = {
+    OPT_STR ("config", 0, config_path),
+    OPT_FLAG ("json", 0, as_json),
+    OPT_END,
+  };
+  return cli_parse (argc, argv, verb, opts, 0, -1, usage, status);
 }
 
 /* A job is named `APP/ID` (or its key `APP+ID`), or by its id alone when

@@ -26,8 +26,8 @@ cmd_cancel (int argc, char **argv)
   char key[JOB_KEY_MAX + 1];
   int r;
 
-  if ((r = cli_parse_queue_opts (argc, argv, "cancel", &config_path, &as_json, usage_cancel)) != 0)
-    return r == 1 ? 0 : r;
+  if (cli_parse_queue_opts (argc, argv, "cancel", &config_path, &as_json, usage_cancel, &r))
+    return r;
   if (optind != argc - 1)
     return cli_usage ("cancel", "expected exactly one JOB");
   if (cli_open_queue (&q, &cfg, config_path, &err) < 0)

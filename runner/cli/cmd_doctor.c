@@ -12,7 +12,6 @@
 #include "util.h"
 #include "vm.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,12 +68,6 @@ report_jail (const struct runner_config *cfg)
 int
 cmd_doctor (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' },
-    { "accel", no_argument, NULL, 'a' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
   char why[256], detail[1024];
   enum vm_accel accel;
   bvm_error_t err = NULL;
@@ -84,17 +77,13 @@ cmd_doctor (int argc, char **argv)
   bool accel_only = false;
   int problems = 0, c;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'c': config_path = optarg; break;
-      case 'a': accel_only = true; break;
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("doctor", "unknown option");
-      }
-  if (optind < argc)
-    return cli_usage ("doctor", "unknown argument `%s`", argv[optind]);
+  const struct opt opts[] = {
+    OPT_STR ("config", 0, &config_path),
+    OPT_FLAG ("accel", 0, &accel_only),
+    OPT_END,
+  };
+  if (cli_parse (argc, argv, "doctor", opts, 0, 0, usage, &c))
+    return c;
   accel = vm_accel_detect (why, sizeof why);
   if (accel_only)
     {

@@ -17,7 +17,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -91,15 +90,6 @@ print_plan (const json_t *plan)
 int
 cmd_dry_run (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' },
-    { "app", required_argument, NULL, 'a' },
-    { "worktree", no_argument, NULL, 'w' },
-    { "out", required_argument, NULL, 'o' },
-    { "verbose", no_argument, NULL, 'v' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
   const char *config_path = NULL, *app_opt = NULL, *out_opt = "buildvm-out";
   bool worktree = false, verbose = false;
   char dir[PATH_MAX], out_dir[PATH_MAX], app[64], head[GITSRC_OID_HEX + 1], id[160];
@@ -112,20 +102,13 @@ cmd_dry_run (int argc, char **argv)
   char *req_text = NULL;
   int c, ret, status = 1;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "vh", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'c': config_path = optarg; break;
-      case 'a': app_opt = optarg; break;
-      case 'w': worktree = true; break;
-      case 'o': out_opt = optarg; break;
-      case 'v': verbose = true; break;
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("dry-run", "unknown option");
-      }
-  if (argc - optind > 1)
-    return cli_usage ("dry-run", "at most one directory");
+  const struct opt opts[] = {
+    OPT_STR ("config", 0, &config_path), OPT_STR ("app", 0, &app_opt),
+    OPT_FLAG ("worktree", 0, &worktree), OPT_STR ("out", 0, &out_opt),
+    OPT_FLAG ("verbose", 'v', &verbose), OPT_END,
+  };
+  if (cli_parse (argc, argv, "dry-run", opts, 0, 1, usage, &c))
+    return c;
   if (realpath (optind < argc ? argv[optind] : ".", dir) == NULL)
     return cli_usage ("dry-run", "`%s`: %s", optind < argc ? argv[optind] : ".", strerror (errno));
   if (app_opt)

@@ -6,7 +6,6 @@
 #include "queue.h"
 #include "util.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -30,11 +29,6 @@ usage (FILE *out)
 int
 cmd_enqueue (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
   const char *config_path = NULL;
   cleanup_job struct job_request *job = NULL;
   cleanup_config struct runner_config *cfg = NULL;
@@ -44,18 +38,14 @@ cmd_enqueue (int argc, char **argv)
   enum queue_state existing = QUEUE_STATE_NONE;
   int c;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "c:h", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'c': config_path = optarg; break;
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("enqueue", "unknown option");
-      }
+  const struct opt opts[] = {
+    OPT_STR ("config", 'c', &config_path),
+    OPT_END,
+  };
+  if (cli_parse (argc, argv, "enqueue", opts, 0, 1, usage, &c))
+    return c;
   if (optind >= argc)
     return cli_usage ("enqueue", "missing JOB.json");
-  if (optind + 1 < argc)
-    return cli_usage ("enqueue", "unexpected argument `%s`", argv[optind + 1]);
 
   /* the request first: an invalid one is refused before anything connects */
   if (job_load_file (&job, argv[optind], &err) < 0)

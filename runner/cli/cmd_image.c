@@ -3,7 +3,6 @@
 #include "image.h"
 #include "util.h"
 
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,11 +21,8 @@ usage (FILE *out)
 int
 cmd_image (int argc, char **argv)
 {
-  static const struct option opts[] = { { "images", required_argument, NULL, 'i' },
-                                        { "help", no_argument, NULL, 'h' },
-                                        { NULL, 0, NULL, 0 } };
   cleanup_free char *images = NULL;
-  const char *sub, *profile = "minimal";
+  const char *sub, *profile = "minimal", *images_opt = NULL;
   struct vm_image *img = NULL;
   bvm_error_t err = NULL;
   json_t *j;
@@ -43,16 +39,16 @@ cmd_image (int argc, char **argv)
       usage (stdout);
       return 0;
     }
-  optind = 1;
+  const struct opt opts[] = {
+    OPT_STR ("images", 0, &images_opt),
+    OPT_END,
+  };
+  if (cli_parse (argc - 1, argv + 1, "image", opts, 0, 1, usage, &c))
+    return c;
   argc--;
   argv++;
-  while ((c = getopt_long (argc, argv, "", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'i': images = xstrdup (optarg); break;
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("image", "unknown option");
-      }
+  if (images_opt != NULL)
+    images = xstrdup (images_opt);
   if (optind < argc)
     profile = argv[optind];
   if (images == NULL && image_default_dir (&images, &err) < 0)

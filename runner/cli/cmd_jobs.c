@@ -57,8 +57,8 @@ cmd_jobs (int argc, char **argv)
   size_t i;
   int r;
 
-  if ((r = cli_parse_queue_opts (argc, argv, "jobs", &config_path, &as_json, usage_jobs)) != 0)
-    return r == 1 ? 0 : r;
+  if (cli_parse_queue_opts (argc, argv, "jobs", &config_path, &as_json, usage_jobs, &r))
+    return r;
   if (optind != argc)
     return cli_usage ("jobs", "unexpected argument");
   if (cli_open_queue (&q, &cfg, config_path, &err) < 0 || queue_list (&list, q, 0, &err) < 0)

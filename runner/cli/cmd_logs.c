@@ -4,7 +4,6 @@
 #include "joblog.h"
 #include "util.h"
 
-#include <getopt.h>
 #include <glob.h>
 #include <limits.h>
 #include <stdio.h>
@@ -50,29 +49,20 @@ logs_dir (char **out, const char *opt_dir, const char *config_path, bvm_error_t 
 int
 cmd_logs (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "follow", no_argument, NULL, 'f' },
-    { "log-dir", required_argument, NULL, 'L' },
-    { "config", required_argument, NULL, 'c' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
   cleanup_free char *dir = NULL;
   const char *opt_dir = NULL, *config_path = NULL;
   bvm_error_t err = NULL;
   bool follow = false;
   int c;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "+fh", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'f': follow = true; break;
-      case 'L': opt_dir = optarg; break;
-      case 'c': config_path = optarg; break;
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("logs", "unknown option");
-      }
+  const struct opt opts[] = {
+    OPT_FLAG ("follow", 'f', &follow),
+    OPT_STR ("log-dir", 0, &opt_dir),
+    OPT_STR ("config", 0, &config_path),
+    OPT_END,
+  };
+  if (cli_parse (argc, argv, "logs", opts, OPTS_IN_ORDER, -1, usage, &c))
+    return c;
   if (argc - optind != 1)
     return cli_usage ("logs", "expected exactly one JOB");
   if (joblog_job_id_problem (argv[optind]) != NULL)

@@ -4,7 +4,6 @@
 #include "policy.h"
 #include "util.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,19 +70,41 @@ load (struct policy **out, const char *path)
   return 0;
 }
 
+struct context_opts
+{
+  struct policy_context_entry entries[MAX_CONTEXT];
+  size_t n;
+};
+
+/* --context KEY=VALUE, KEY like `prefix:Name`: split in place */
+static int
+context_opt (void *dst, char *arg, bvm_error_t *err)
+{
+  struct context_opts *ctx = dst;
+  char *eq = strchr (arg, '='), *colon = strchr (arg, ':');
+
+  if (ctx->n >= MAX_CONTEXT)
+    return bvm_error_code (err, BVM_E_USAGE, 0, "more than %d of them", MAX_CONTEXT);
+  if (eq == NULL || eq == arg || colon == NULL || colon > eq)
+    return bvm_error_code (err, BVM_E_USAGE, 0,
+                           "`%s` must be KEY=VALUE with KEY like `prefix:Name`", arg);
+  *eq = '\0';
+  for (size_t i = 0; i < ctx->n; i++)
+    if (strcasecmp (ctx->entries[i].key, arg) == 0)
+      return bvm_error_code (err, BVM_E_USAGE, 0, "context key `%s` given twice", arg);
+  ctx->entries[ctx->n].key = arg;
+  ctx->entries[ctx->n].value = eq + 1;
+  ctx->n++;
+  return 0;
+}
+
 static int
 cmd_eval (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "policy", required_argument, NULL, 'p' },   { "boundary", required_argument, NULL, 'b' },
-    { "job", required_argument, NULL, 'j' },      { "action", required_argument, NULL, 'a' },
-    { "resource", required_argument, NULL, 'r' }, { "context", required_argument, NULL, 'c' },
-    { "help", no_argument, NULL, 'h' },           { NULL, 0, NULL, 0 },
-  };
   const char *policy_path = NULL, *boundary_path = NULL, *job_path = NULL;
   const char *action = NULL, *resource = NULL;
-  struct policy_context_entry entries[MAX_CONTEXT];
-  struct policy_context ctx = { entries, 0 };
+  struct context_opts co = { .n = 0 };
+  struct policy_context ctx;
   cleanup_policy struct policy *tmpl = NULL;
   cleanup_policy struct policy *boundary = NULL;
   cleanup_role struct role *role = NULL;
@@ -93,46 +114,26 @@ cmd_eval (int argc, char **argv)
   struct policy_decision d;
   int c, ret;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'p': policy_path = optarg; break;
-      case 'b': boundary_path = optarg; break;
-      case 'j': job_path = optarg; break;
-      case 'a': action = optarg; break;
-      case 'r': resource = optarg; break;
-      case 'c':
-        {
-          char *eq = strchr (optarg, '='), *colon = strchr (optarg, ':');
-          if (ctx.n >= MAX_CONTEXT)
-            return cli_usage ("policy", "more than %d --context options", MAX_CONTEXT);
-          if (eq == NULL || eq == optarg || colon == NULL || colon > eq)
-            return cli_usage ("policy",
-                              "--context `%s` must be KEY=VALUE with KEY like `prefix:Name`",
-                              optarg);
-          *eq = '\0'; /* split in place: argv strings are ours to modify */
-          for (size_t i = 0; i < ctx.n; i++)
-            if (strcasecmp (entries[i].key, optarg) == 0)
-              return cli_usage ("policy", "context key `%s` given twice", optarg);
-          entries[ctx.n].key = optarg;
-          entries[ctx.n].value = eq + 1;
-          ctx.n++;
-          break;
-        }
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("policy", "unknown option");
-      }
-  if (optind < argc)
-    return cli_usage ("policy", "unexpected argument `%s`", argv[optind]);
+  const struct opt opts[] = {
+    OPT_STR ("policy", 0, &policy_path),
+    OPT_STR ("boundary", 0, &boundary_path),
+    OPT_STR ("job", 0, &job_path),
+    OPT_STR ("action", 0, &action),
+    OPT_STR ("resource", 0, &resource),
+    OPT_FN ("context", &co, context_opt),
+    OPT_END,
+  };
+  if (cli_parse (argc, argv, "policy", opts, 0, 0, usage, &c))
+    return c;
+  ctx = (struct policy_context){ co.entries, co.n };
   if (policy_path == NULL)
     return cli_usage ("policy", "eval needs --policy FILE");
   if (action == NULL || resource == NULL)
     return cli_usage ("policy", "eval needs --action and --resource");
   if (job_path != NULL)
     for (size_t i = 0; i < ctx.n; i++)
-      if (strncasecmp (entries[i].key, "job:", 4) == 0)
-        return cli_usage ("policy", "context key `%s` comes from --job", entries[i].key);
+      if (strncasecmp (co.entries[i].key, "job:", 4) == 0)
+        return cli_usage ("policy", "context key `%s` comes from --job", co.entries[i].key);
 
   if ((ret = load (&tmpl, policy_path)) != 0)
     return ret;
@@ -160,19 +161,11 @@ cmd_eval (int argc, char **argv)
 static int
 cmd_check (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
   int c, status = 0;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("policy", "unknown option");
-      }
+  const struct opt opts[] = { OPT_END };
+  if (cli_parse (argc, argv, "policy", opts, 0, -1, usage, &c))
+    return c;
   if (optind >= argc)
     return cli_usage ("policy", "check needs a FILE");
   for (int i = optind; i < argc; i++)

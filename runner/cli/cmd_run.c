@@ -7,7 +7,6 @@
 #include "pipeline.h"
 #include "util.h"
 
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,13 +30,6 @@ usage (FILE *out)
 int
 cmd_run (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' },
-    { "verbose", no_argument, NULL, 'v' },
-    { "json", no_argument, NULL, 'j' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
   const char *config_path = NULL;
   bool verbose = false, as_json = false;
   struct runner_config *cfg = NULL;
@@ -45,18 +37,16 @@ cmd_run (int argc, char **argv)
   struct pipeline_opts po = { 0 };
   json_t *record = NULL;
   bvm_error_t err = NULL;
-  int c, ret, status;
+  int ret, status;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "c:vh", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'c': config_path = optarg; break;
-      case 'v': verbose = true; break;
-      case 'j': as_json = true; break;
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("run", "unknown option");
-      }
+  const struct opt opts[] = {
+    OPT_STR ("config", 'c', &config_path),
+    OPT_FLAG ("verbose", 'v', &verbose),
+    OPT_FLAG ("json", 0, &as_json),
+    OPT_END,
+  };
+  if (cli_parse (argc, argv, "run", opts, 0, -1, usage, &status))
+    return status;
   if (optind != argc - 1)
     return cli_usage ("run", "expected exactly one deploy request file");
 

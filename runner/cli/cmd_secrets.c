@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -280,13 +279,6 @@ do_rotate (struct secrets *s, const struct runner_config *c)
 int
 cmd_secrets (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' },
-    { "strip-newline", no_argument, NULL, 's' },
-    { "json", no_argument, NULL, 'j' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
   static const struct
   {
     const char *name;
@@ -305,16 +297,14 @@ cmd_secrets (int argc, char **argv)
   /* the values pass through this process: never into a core file */
   setrlimit (RLIMIT_CORE, &no_core);
 
-  optind = 1;
-  while ((ch = getopt_long (argc, argv, "h", opts, NULL)) != -1)
-    switch (ch)
-      {
-      case 'c': config = optarg; break;
-      case 's': strip = true; break;
-      case 'j': as_json = true; break;
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("secrets", "unknown option");
-      }
+  const struct opt opts[] = {
+    OPT_STR ("config", 0, &config),
+    OPT_FLAG ("strip-newline", 0, &strip),
+    OPT_FLAG ("json", 0, &as_json),
+    OPT_END,
+  };
+  if (cli_parse (argc, argv, "secrets", opts, 0, -1, usage, &ch))
+    return ch;
   if (optind >= argc)
     {
       usage (stderr);

@@ -5,7 +5,6 @@
 #include "serve.h"
 #include "util.h"
 
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -53,36 +52,24 @@ usage (FILE *out)
 int
 cmd_serve (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' },  { "concurrency", required_argument, NULL, 'n' },
-    { "metrics", required_argument, NULL, 'm' }, { "name", required_argument, NULL, 'N' },
-    { "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
-  };
   const char *config_path = NULL;
   struct serve_opts so = { 0 };
   struct runner_config *cfg = NULL;
   struct sigaction sa;
   bvm_error_t err = NULL;
-  uint32_t n;
+  uint32_t n = 0;
   int c, ret;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'c': config_path = optarg; break;
-      case 'n':
-        if (parse_u32 (optarg, &n) < 0 || n == 0 || n > 1024)
-          return cli_usage ("serve", "--concurrency needs 1 to 1024");
-        so.concurrency = n;
-        break;
-      case 'm': so.metrics = optarg; break;
-      case 'N': so.name = optarg; break;
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("serve", "unknown option");
-      }
-  if (optind != argc)
-    return cli_usage ("serve", "unexpected argument `%s`", argv[optind]);
+  const struct opt opts[] = {
+    OPT_STR ("config", 0, &config_path),
+    OPT_U32 ("concurrency", &n, 1, 1024, NULL),
+    OPT_STR ("metrics", 0, &so.metrics),
+    OPT_STR ("name", 0, &so.name),
+    OPT_END,
+  };
+  if (cli_parse (argc, argv, "serve", opts, 0, 0, usage, &c))
+    return c;
+  so.concurrency = n;
   if (config_load (&cfg, config_path, &err) < 0)
     return cli_fail ("serve", &err, 2);
 

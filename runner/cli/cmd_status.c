@@ -29,8 +29,8 @@ cmd_status (int argc, char **argv)
   bvm_error_t err = NULL;
   int r, found;
 
-  if ((r = cli_parse_queue_opts (argc, argv, "status", &config_path, &as_json, usage_status)) != 0)
-    return r == 1 ? 0 : r;
+  if (cli_parse_queue_opts (argc, argv, "status", &config_path, &as_json, usage_status, &r))
+    return r;
   if (optind != argc - 1)
     return cli_usage ("status", "expected exactly one JOB");
   if (cli_open_queue (&q, &cfg, config_path, &err) < 0)

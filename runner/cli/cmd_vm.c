@@ -15,7 +15,6 @@
 #include "workdir.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,27 +74,9 @@ print_line (void *opaque, enum vm_stream stream, const char *line, size_t len, b
 static int
 vm_run_main (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "rootfs", required_argument, NULL, 'r' },
-    { "timeout", required_argument, NULL, 't' },
-    { "memory", required_argument, NULL, 'm' },
-    { "vcpus", required_argument, NULL, 'c' },
-    { "disk", required_argument, NULL, 'd' },
-    { "accel", required_argument, NULL, 'a' },
-    { "images", required_argument, NULL, 'i' },
-    { "work-dir", required_argument, NULL, 'w' },
-    { "qemu", required_argument, NULL, 'q' },
-    { "verbose", no_argument, NULL, 'v' },
-    { "log-max", required_argument, NULL, 'l' },
-    { "boot-timeout", required_argument, NULL, 'b' },
-    { "config", required_argument, NULL, 'C' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
   const char *profile = "minimal", *images_opt = NULL, *qemu = NULL, *work_opt = NULL;
-  const char *config_path = NULL;
+  const char *config_path = NULL, *accel_arg = NULL;
   struct runner_config *cfg = NULL;
-  bool accel_set = false;
   uint32_t timeout_s = 600, memory = 512, vcpus = 1, disk = 1024, boot_timeout_s = 60;
   uint64_t log_max = 64u << 20;
   enum vm_accel accel = VM_ACCEL_AUTO;
@@ -111,48 +92,26 @@ vm_run_main (int argc, char **argv)
   char what[1024];
   int c, status = EXIT_VM_FAILED;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "+v", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'r': profile = optarg; break;
-      case 't':
-        if (parse_u32 (optarg, &timeout_s) < 0 || timeout_s == 0)
-          return cli_usage ("vm run", "--timeout needs a positive number of seconds");
-        break;
-      case 'm':
-        if (parse_u32 (optarg, &memory) < 0 || memory < 64)
-          return cli_usage ("vm run", "--memory needs at least 64 (MiB)");
-        break;
-      case 'c':
-        if (parse_u32 (optarg, &vcpus) < 0 || vcpus == 0 || vcpus > 64)
-          return cli_usage ("vm run", "--vcpus needs 1 to 64");
-        break;
-      case 'd':
-        if (parse_u32 (optarg, &disk) < 0 || disk < 16)
-          return cli_usage ("vm run", "--disk needs at least 16 (MiB)");
-        break;
-      case 'a':
-        if (vm_accel_parse (&accel, optarg) < 0)
-          return cli_usage ("vm run", "--accel is auto, kvm or tcg");
-        accel_set = true;
-        break;
-      case 'C': config_path = optarg; break;
-      case 'i': images_opt = optarg; break;
-      case 'w': work_opt = optarg; break;
-      case 'q': qemu = optarg; break;
-      case 'v': printer.verbose = true; break;
-      case 'l':
-        if (parse_u64 (optarg, &log_max) < 0 || log_max < 1024)
-          return cli_usage ("vm run", "--log-max needs at least 1024 (bytes)");
-        break;
-      case 'b':
-        if (parse_u32 (optarg, &boot_timeout_s) < 0 || boot_timeout_s == 0)
-          return cli_usage ("vm run", "--boot-timeout needs a positive number of seconds");
-        break;
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("vm run", "unknown option");
-      }
+  const struct opt opts[] = {
+    OPT_STR ("rootfs", 0, &profile),
+    OPT_U32 ("timeout", &timeout_s, 1, UINT32_MAX, "seconds"),
+    OPT_U32 ("memory", &memory, 64, UINT32_MAX, "MiB"),
+    OPT_U32 ("vcpus", &vcpus, 1, 64, NULL),
+    OPT_U32 ("disk", &disk, 16, UINT32_MAX, "MiB"),
+    OPT_STR ("accel", 0, &accel_arg),
+    OPT_STR ("images", 0, &images_opt),
+    OPT_STR ("work-dir", 0, &work_opt),
+    OPT_STR ("qemu", 0, &qemu),
+    OPT_FLAG ("verbose", 'v', &printer.verbose),
+    OPT_U64 ("log-max", &log_max, 1024, UINT64_MAX, "bytes"),
+    OPT_U32 ("boot-timeout", &boot_timeout_s, 1, UINT32_MAX, "seconds"),
+    OPT_STR ("config", 0, &config_path),
+    OPT_END,
+  };
+  if (cli_parse (argc, argv, "vm run", opts, OPTS_IN_ORDER, -1, usage, &c))
+    return c;
+  if (accel_arg != NULL && vm_accel_parse (&accel, accel_arg) < 0)
+    return cli_usage ("vm run", "--accel is auto, kvm or tcg");
   if (optind >= argc)
     return cli_usage ("vm run", "no command given (buildvm vm run -- COMMAND ARGS...)");
 
@@ -193,7 +152,7 @@ vm_run_main (int argc, char **argv)
   vmjob_opts_settings (&o, &cfg->vm, &cfg->jail);
   if (qemu != NULL)
     o.vmm = qemu;
-  if (accel_set)
+  if (accel_arg != NULL)
     o.accel = accel;
   o.name = "vm-run";
   o.vcpus = vcpus;

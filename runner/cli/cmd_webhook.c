@@ -14,7 +14,6 @@
 #include "webhook_http.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <stdio.h>
@@ -49,12 +48,6 @@ usage (FILE *out)
 int
 cmd_webhook (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' },
-    { "listen", required_argument, NULL, 'l' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
   const char *config_path = NULL, *listen_addr = NULL;
   cleanup_config struct runner_config *cfg = NULL;
   cleanup_webhook_config struct webhook_config *wc = NULL;
@@ -68,17 +61,13 @@ cmd_webhook (int argc, char **argv)
   struct webhook_serve_opts wo = { 0 };
   int c;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "c:l:h", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'c': config_path = optarg; break;
-      case 'l': listen_addr = optarg; break;
-      case 'h': usage (stdout); return 0;
-      default: return cli_usage ("webhook", "unknown option");
-      }
-  if (optind < argc)
-    return cli_usage ("webhook", "unexpected argument `%s`", argv[optind]);
+  const struct opt opts[] = {
+    OPT_STR ("config", 'c', &config_path),
+    OPT_STR ("listen", 'l', &listen_addr),
+    OPT_END,
+  };
+  if (cli_parse (argc, argv, "webhook", opts, 0, 0, usage, &c))
+    return c;
 
   if (config_load (&cfg, config_path, &err) < 0)
     return cli_fail ("webhook", &err, 2);

@@ -59,6 +59,28 @@ cli_usage (const char *verb, const char *fmt, ...)
 }
 
 int
+cli_parse (int argc, char **argv, const char *verb, const struct opt *table, unsigned flags,
+           int max_operands, void (*print_usage) (FILE *), int *status)
+{
+  cleanup_error bvm_error_t err = NULL;
+  int first = opts_parse (argc, argv, table, flags, &err);
+
+  if (first == 0)
+    {
+      print_usage (stdout);
+      *status = 0;
+      return 1;
+    }
+  if (first < 0)
+    *status = cli_usage (verb, "%s", bvm_error_msg (&err));
+  else if (max_operands >= 0 && argc - first > max_operands)
+    *status = cli_usage (verb, "unexpected argument `%s`", argv[first + max_operands]);
+  else
+    return 0;
+  return 1;
+}
+
+int
 cli_help_or_missing (int argc, char **argv, void (*print_usage) (FILE *))
 {
   if (argc < 2)
