@@ -18,7 +18,7 @@
 #include "registry.h"
 #include "util.h"
 
-#include <getopt.h>
+#include <getopt.h> /* optind, which cli_parse leaves at the first operand */
 
 #define TRIES_MAX 64 /* attestations tried per image, newest first */
 #include <stdio.h>
@@ -216,16 +216,7 @@ verify_file (const struct runner_config *cfg, const char *key_path, const char *
 int
 cmd_verify (int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "config", required_argument, NULL, 'c' },   { "key", required_argument, NULL, 'k' },
-    { "app", required_argument, NULL, 'a' },      { "commit", required_argument, NULL, 'C' },
-    { "repo", required_argument, NULL, 'r' },     { "kernel", required_argument, NULL, 'K' },
-    { "rootfs", required_argument, NULL, 'R' },   { "builder-id", required_argument, NULL, 'b' },
-    { "plain-http", no_argument, NULL, 'p' },     { "json", no_argument, NULL, 'j' },
-    { "print-key", no_argument, NULL, 'P' },      { "help", no_argument, NULL, 'h' },
-    { "envelope", required_argument, NULL, 'e' }, { "subject", required_argument, NULL, 's' },
-    { "any-repository", no_argument, NULL, 'A' }, { NULL, 0, NULL, 0 },
-  };
+
   const char *config_path = NULL, *key_path = NULL, *envelope = NULL, *subject = NULL;
   struct attest_expect want = { 0 };
   bool plain = false, as_json = false, want_print = false, any_repo = false;
@@ -241,29 +232,27 @@ cmd_verify (int argc, char **argv)
   bool via_api = false;
   size_t len = 0, tried = 0;
   json_t *e;
-  int c, ret;
+  int status, ret;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "c:k:h", opts, NULL)) != -1)
-    switch (c)
-      {
-      case 'c': config_path = optarg; break;
-      case 'k': key_path = optarg; break;
-      case 'a': want.app = optarg; break;
-      case 'C': want.commit = optarg; break;
-      case 'r': want.repo = optarg; break;
-      case 'K': want.kernel = optarg; break;
-      case 'R': want.rootfs = optarg; break;
-      case 'b': want.builder_id = optarg; break;
-      case 'p': plain = true; break;
-      case 'j': as_json = true; break;
-      case 'P': want_print = true; break;
-      case 'e': envelope = optarg; break;
-      case 's': subject = optarg; break;
-      case 'A': any_repo = true; break;
-      case 'h': usage (stdout); return 0;
-      default: usage (stderr); return 2;
-      }
+  const struct opt opts[] = {
+    OPT_STR ("config", 'c', &config_path),
+    OPT_STR ("key", 'k', &key_path),
+    OPT_STR ("app", 0, &want.app),
+    OPT_STR ("commit", 0, &want.commit),
+    OPT_STR ("repo", 0, &want.repo),
+    OPT_STR ("kernel", 0, &want.kernel),
+    OPT_STR ("rootfs", 0, &want.rootfs),
+    OPT_STR ("builder-id", 0, &want.builder_id),
+    OPT_STR ("envelope", 0, &envelope),
+    OPT_STR ("subject", 0, &subject),
+    OPT_FLAG ("any-repository", 0, &any_repo),
+    OPT_FLAG ("plain-http", 0, &plain),
+    OPT_FLAG ("json", 0, &as_json),
+    OPT_FLAG ("print-key", 0, &want_print),
+    OPT_END,
+  };
+  if (cli_parse (argc, argv, "verify", opts, 0, 1, usage, &status))
+    return status;
   if (config_load (&cfg, config_path, &err) < 0)
     return cli_fail ("verify", &err, 2);
   if (want_print)
