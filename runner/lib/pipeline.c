@@ -1662,6 +1662,16 @@ statement:
   if ((*statement = json_dumps (st, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
     return bvm_error (err, ENOMEM, "statement");
   *statement_len = strlen (*statement);
+  /* what is signed must be what was built: jansson's json_dumps drops an
+   * object key whose dump failed (an allocation; test_allocfail), and the
+   * result would still be JSON */
+  {
+    json_t *back = json_loadb (*statement, *statement_len, 0, NULL);
+    bool same = back != NULL && json_equal (back, st);
+    json_decref (back);
+    if (!same)
+      return bvm_error (err, ENOMEM, "the statement did not serialize");
+  }
   return 0;
 }
 

@@ -178,17 +178,22 @@ add_package (struct sbom *s, const char *lockfile, const char *type, const char 
       json_decref (d);
       return bvm_error (err, ENOMEM, "sbom");
     }
-  if (hash_alg && hash_hex)
+  /* SLSA's digest names: sha256, sha512, sha1 */
+  if (hash_alg && hash_hex
+      && (json_object_set_new (c, "hashes",
+                               json_pack ("[{s:s, s:s}]", "alg", hash_alg, "content", hash_hex))
+              < 0
+          || json_object_set_new (d, "digest",
+                                  json_pack ("{s:s}",
+                                             strcmp (hash_alg, "SHA-256") == 0   ? "sha256"
+                                             : strcmp (hash_alg, "SHA-512") == 0 ? "sha512"
+                                                                                 : "sha1",
+                                             hash_hex))
+                 < 0))
     {
-      json_object_set_new (c, "hashes",
-                           json_pack ("[{s:s, s:s}]", "alg", hash_alg, "content", hash_hex));
-      /* SLSA's digest names: sha256, sha512, sha1 */
-      json_object_set_new (d, "digest",
-                           json_pack ("{s:s}",
-                                      strcmp (hash_alg, "SHA-256") == 0   ? "sha256"
-                                      : strcmp (hash_alg, "SHA-512") == 0 ? "sha512"
-                                                                          : "sha1",
-                                      hash_hex));
+      json_decref (c);
+      json_decref (d);
+      return bvm_error (err, ENOMEM, "sbom");
     }
   if (json_array_append_new (s->packages, c) < 0 || json_array_append_new (s->deps, d) < 0)
     return bvm_error (err, ENOMEM, "sbom");
@@ -227,7 +232,8 @@ sbom_set_base (struct sbom *s, const char *ref, const char *digest, const char *
       json_decref (nested);
       return bvm_error (err, ENOMEM, "sbom");
     }
-  json_object_set_new (s->base, "components", nested);
+  if (json_object_set_new (s->base, "components", nested) < 0)
+    return bvm_error (err, ENOMEM, "sbom");
   /* "name=version name=version ...": the label is the base image's, which
    * a base image's builder chose; the names are checked like a lock file's */
   while (*p)
@@ -591,10 +597,13 @@ sbom_to_json (char **out, size_t *len, const struct sbom *s, const struct sbom_m
   components = json_array ();
   if (components == NULL)
     return bvm_error (err, ENOMEM, "sbom");
-  if (s->base)
-    json_array_append (components, s->base);
-  json_array_extend (components, s->packages);
-  json_array_extend (components, s->files);
+  if ((s->base && json_array_append (components, s->base) < 0)
+      || json_array_extend (components, s->packages) < 0
+      || json_array_extend (components, s->files) < 0)
+    {
+      json_decref (components);
+      return bvm_error (err, ENOMEM, "sbom");
+    }
   doc = json_pack ("{s:s, s:s, s:s, s:i, s:{s:s, s:{s:[{s:s, s:s, s:s}]}, s:{s:s, s:s, s:s, "
                    "s:s, s:[{s:s, s:s}]}}, s:o}",
                    "bomFormat", "CycloneDX", "specVersion", "1.5", "serialNumber", serial,
