@@ -2195,6 +2195,14 @@ pipeline_print_summary (FILE *out, const json_t *rec)
     fprintf (out, "  artifacts %lld objects under %s\n",
              (long long) json_integer_value (json_object_get (arts, "count")),
              json_string_value (json_object_get (arts, "prefix")));
+  if (json_is_string (json_object_get (json_object_get (rec, "attestation"), "manifest")))
+    fprintf (out, "  signed    provenance %s, sbom %s\n",
+             json_string_value (
+                 json_object_get (json_object_get (rec, "attestation"), "manifest")),
+             json_string_value (json_object_get (json_object_get (rec, "attestation"), "sbom")));
+  else if (json_is_string (json_object_get (json_object_get (rec, "attestation"), "path")))
+    fprintf (out, "  signed    provenance %s\n",
+             json_string_value (json_object_get (json_object_get (rec, "attestation"), "path")));
   if (json_object_get (rec, "log"))
     fprintf (out, "  log       %s\n", json_string_value (json_object_get (rec, "log")));
   if (json_object_get (rec, "record"))
