@@ -27,7 +27,7 @@ DEBIAN_PACKAGES := \
 	qemu-system-x86 busybox-static e2fsprogs \
 	linux-source-6.1 bc flex bison libelf-dev xz-utils debootstrap \
 	docker-registry redis-server skopeo umoci runc git apache2-utils curl openssl \
-	jq lz4 procps iproute2 python3 clang-format cppcheck clang-tidy
+	jq lz4 procps iproute2 python3 python3-jsonschema clang-format cppcheck clang-tidy
 # the S3 artifact store tests: a single-node Ceph with a RADOS Gateway
 # (tests/services/ceph-rgw.sh) and an independent S3 client
 DEBIAN_PACKAGES += ceph-mon ceph-osd radosgw s3cmd

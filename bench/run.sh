@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(vm pipeline queue egress)
+[ ${#names[@]} -gt 0 ] || names=(vm pipeline queue egress attest)
 for n in "${names[@]}"; do
     if [ -x "$here/$n.sh" ]; then
         "$here/$n.sh"

@@ -77,3 +77,7 @@ digest=$(skopeo inspect --tls-verify=false "docker://$REG/apps/$APP:$want" | jq 
 echo
 echo "pushed: $REG/apps/$APP:$want"
 echo "digest: $digest"
+
+# 6. its signed provenance, as a consumer of the image checks it
+echo
+"$BUILDVM" verify --app "$APP" --commit "$want" "$REG/apps/$APP:$want"

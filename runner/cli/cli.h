@@ -30,6 +30,7 @@ int cmd_dry_run (int argc, char **argv);
 int cmd_secrets (int argc, char **argv);
 int cmd_doctor (int argc, char **argv);
 int cmd_artifacts (int argc, char **argv);
+int cmd_verify (int argc, char **argv);
 
 /* Print "buildvm: <verb>: <message>" for an error and return `status`. */
 int cli_fail (const char *verb, bvm_error_t *err, int status);

@@ -35,6 +35,7 @@ static const struct command
   { "webhook", cmd_webhook, "receive git push webhooks and enqueue deploys" },
   { "secrets", cmd_secrets, "manage per-app build secrets" },
   { "doctor", cmd_doctor, "report which isolation layers this host provides" },
+  { "verify", cmd_verify, "check an image's signed provenance (and print the public key)" },
 };
 
 static void

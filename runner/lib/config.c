@@ -483,6 +483,8 @@ config_free (struct runner_config *c)
   free (c->policies.boundary);
   free (c->secrets.dir);
   free (c->secrets.master_key);
+  free (c->attest.key);
+  free (c->attest.builder_id);
   free (c->serve.name);
   free (c->serve.metrics);
   free ((char *) c->jail.lock_dir);
@@ -967,6 +969,39 @@ load_secrets (struct runner_config *c, const struct loader *L, bvm_error_t *err)
   return get_path (&c->secrets.master_key, L, o, "secrets", "master_key", def_key, err);
 }
 
+/* The signing key defaults to a file under the state directory, made at
+ * first use (attest_key_load_or_create); the builder id to this host's
+ * name, which is what a verifier pins unless the operator names the runner. */
+static int
+load_attest (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const char *const keys[] = { "key", "builder_id", NULL };
+  cleanup_free char *def_key = path_join (c->state_dir, "attest/signing-key.pem");
+  char host[256], def_id[320];
+  const json_t *o = NULL;
+  int ret;
+
+  if (def_key == NULL)
+    return nomem (err);
+  if (gethostname (host, sizeof host) < 0)
+    snprintf (host, sizeof host, "localhost");
+  host[sizeof host - 1] = '\0';
+  snprintf (def_id, sizeof def_id, "urn:buildvm:runner:%s", host);
+  ret = get_section (&o, L, "attest", keys, err);
+  if (ret == 0)
+    ret = get_path (&c->attest.key, L, o, "attest", "key", def_key, err);
+  if (ret == 0)
+    ret = get_string (&c->attest.builder_id, L, o, "attest", "builder_id", def_id, 255, err);
+  if (ret < 0)
+    return ret;
+  if (c->attest.builder_id[0] == '\0')
+    return bad (err, L->what, "attest.builder_id", "is empty");
+  if (has_control (c->attest.builder_id))
+    return bad_value (err, L->what, "attest.builder_id", "must not contain control characters",
+                      c->attest.builder_id);
+  return 0;
+}
+
 /* --- webhook and apps (docs/webhooks.md) ------------------------------------------------ */
 
 static int
@@ -1328,6 +1363,7 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
                                       "artifacts", "registry", "images",  "vm",        "limits",
                                       "defaults",  "policies", "queue",   "secrets",   "serve",
                                       "jail",      "webhook",  "apps",    "egress",    "checkout",
+                                      "attest",
                                       NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
@@ -1384,6 +1420,8 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
     ret = load_policies (c, &L, err);
   if (ret == 0)
     ret = load_secrets (c, &L, err);
+  if (ret == 0)
+    ret = load_attest (c, &L, err);
   if (ret == 0)
     ret = load_serve (c, &L, err);
   if (ret == 0)
@@ -1464,6 +1502,7 @@ config_to_json (const struct runner_config *c)
   json_t *reg = json_object (), *img = json_object (), *vm = json_object ();
   json_t *lim = json_object (), *def = json_object (), *pol = json_object ();
   json_t *sec = json_object ();
+  json_t *att = json_object ();
   json_t *srv = json_object ();
   json_t *tags = json_array ();
   int r = 0;
@@ -1473,6 +1512,7 @@ config_to_json (const struct runner_config *c)
       json_decref (reg), json_decref (img), json_decref (vm);
       json_decref (lim), json_decref (def), json_decref (pol), json_decref (tags);
       json_decref (sec);
+      json_decref (att);
       json_decref (srv);
       return NULL;
     }
@@ -1484,6 +1524,7 @@ config_to_json (const struct runner_config *c)
   r |= json_object_set_new (o, "defaults", def);
   r |= json_object_set_new (o, "policies", pol);
   r |= json_object_set_new (o, "secrets", sec);
+  r |= json_object_set_new (o, "attest", att);
   r |= json_object_set_new (o, "serve", srv);
   if (reg != NULL)
     r |= json_object_set_new (reg, "extra_tags", tags);
@@ -1531,6 +1572,8 @@ config_to_json (const struct runner_config *c)
   r |= set_s (sec, "dir", c->secrets.dir);
   r |= set_s (sec, "master_key", c->secrets.master_key);
   r |= json_object_set_new (sec, "at_rest", json_boolean (c->secrets.at_rest));
+  r |= set_s (att, "key", c->attest.key);
+  r |= set_s (att, "builder_id", c->attest.builder_id);
   r |= json_object_set_new (srv, "name",
                             c->serve.name ? json_string (c->serve.name) : json_null ());
   r |= set_u (srv, "concurrency", c->serve.concurrency);

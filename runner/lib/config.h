@@ -99,6 +99,13 @@ struct config_secrets
   bool at_rest;     /* artifacts sealed with the app's key (seal.h); default on */
 };
 
+/* Signed provenance (attest.h, docs/operations.md "The signing key") */
+struct config_attest
+{
+  char *key;        /* the runner's private signing key (PEM, mode 0600); made at first use */
+  char *builder_id; /* the runner's identity in the provenance: runDetails.builder.id */
+};
+
 /* `buildvm serve`: the daemon's own settings */
 struct config_serve
 {
@@ -135,6 +142,7 @@ struct runner_config
   struct config_defaults defaults;
   struct config_policies policies;
   struct config_secrets secrets;
+  struct config_attest attest;
   struct config_serve serve;
   struct jail_settings jail; /* `jail` (jail.h, docs/security.md); lock_dir is malloc'd */
   char *queue;               /* as written, validated */

@@ -4,6 +4,8 @@
  * layer sink is in oci.c, the egress broker in egress.c. Splitting the phases
  * across files would hide the one straight line this file exists to show. */
 #include "pipeline.h"
+#include "attest.h"
+#include "attest_oci.h"
 #include "digest.h"
 #include "egress.h"
 #include "fault.h"
@@ -21,6 +23,7 @@
 #include "policy.h"
 #include "redact.h"
 #include "registry.h"
+#include "sbom.h"
 #include "seal.h"
 #include "secrets.h"
 #include "spec.h"
@@ -127,6 +130,18 @@ struct run
   char *manifest_json;
   size_t manifest_len;
   char manifest_digest[DIGEST_STR_LEN + 1];
+
+  /* attestation state: all of it the runner's own view of the job */
+  char spec_digest[DIGEST_STR_LEN + 1]; /* buildvm.json's bytes at the commit */
+  char base_digest[DIGEST_STR_LEN + 1]; /* the base image's manifest */
+  char started_at[40];
+  struct sbom *sbom;
+  struct digest_ctx file_digest; /* the layer file being read, for the SBOM */
+  bool file_hashing;
+  char *file_path;
+  uint64_t file_size;
+  struct store_summary art_sum;
+  bool have_art_sum;
 };
 
 /* --- small helpers --------------------------------------------------------- */
@@ -385,6 +400,51 @@ phase_log (struct run *r, bvm_error_t *err)
 
 /* --- checkout ------------------------------------------------------------------- */
 
+/* The SBOM's packages: the lock files at the root of the commit's tree (of
+ * the working tree in a worktree dry run), read by the runner before any
+ * build runs, so nothing the build writes can change them. */
+static int
+read_lockfiles (struct run *r, bvm_error_t *err)
+{
+  int ret;
+
+  if ((ret = sbom_new (&r->sbom, SBOM_COMPONENTS_MAX, err)) < 0)
+    return ret;
+  for (size_t i = 0; sbom_lockfiles[i]; i++)
+    {
+      cleanup_free char *text = NULL;
+      size_t len = 0;
+
+      if (r->o->dry_run && r->o->worktree)
+        {
+          char path[PATH_MAX];
+          if (snprintf_checked (path, sizeof path, "%s/%s", r->o->local_dir, sbom_lockfiles[i])
+              < 0)
+            return bvm_error (err, ENAMETOOLONG, "lock file path");
+          if (access (path, F_OK) < 0)
+            continue;
+          ret = fs_read_file (&text, &len, path, SBOM_LOCKFILE_MAX, err);
+        }
+      else
+        ret = gitsrc_read_file (&text, &len, r->repo, r->commit, sbom_lockfiles[i],
+                                SBOM_LOCKFILE_MAX, err);
+      /* absent is the usual case; a link or a directory of that name is not
+       * a lock file and is said so in the log; too large fails the job */
+      if (ret < 0 && bvm_error_get_code (err) == BVM_E_INVALID)
+        {
+          if (strstr (bvm_error_msg (err), "has no `") == NULL)
+            note (r, "sbom: `%s` not read: %s", sbom_lockfiles[i], bvm_error_msg (err));
+          bvm_error_free (err);
+          continue;
+        }
+      if (ret == 0)
+        ret = sbom_add_lockfile (r->sbom, sbom_lockfiles[i], text, len, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "the SBOM");
+    }
+  return 0;
+}
+
 static int
 phase_checkout (struct run *r, bvm_error_t *err)
 {
@@ -443,6 +503,10 @@ phase_checkout (struct run *r, bvm_error_t *err)
   if (ret < 0)
     return ret;
   jset (r->record, "spec", spec_to_json (r->spec));
+  if ((ret = digest_buffer (r->spec_digest, spec_text, spec_len, err)) < 0)
+    return ret;
+  if (r->spec->image)
+    return read_lockfiles (r, err);
   return 0;
 }
 
@@ -949,6 +1013,17 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
       le.link = e->type == S_IFLNK ? e->link_target : target;
       le.mtime = r->commit_time;
       r->cur_is_file = le.type == S_IFREG && le.link == NULL;
+      if (r->cur_is_file && r->sbom)
+        {
+          int ret = digest_init (&r->file_digest, err);
+          if (ret < 0)
+            return ret;
+          r->file_hashing = true;
+          r->file_size = e->size;
+          free (r->file_path);
+          r->file_path = steal_pointer (&path);
+          le.path = r->file_path;
+        }
       return oci_layer_add (r->layer, &le, err);
     }
 
@@ -1007,6 +1082,8 @@ sink_data (void *opaque, const void *buf, size_t len, bvm_error_t *err)
     return bvm_error (err, 0, "data for an entry that takes none");
   if (r->cur_kind == INGEST_IMAGE)
     {
+      if (r->file_hashing)
+        digest_update (&r->file_digest, buf, len);
       return oci_layer_write (r->layer, buf, len, err);
     }
   return store_put_write (r->txn, buf, len, err);
@@ -1016,6 +1093,13 @@ static int
 sink_end (void *opaque, bvm_error_t *err)
 {
   struct run *r = opaque;
+  if (r->file_hashing)
+    {
+      char d[DIGEST_STR_LEN + 1];
+      r->file_hashing = false;
+      digest_final (&r->file_digest, d);
+      return sbom_add_file (r->sbom, r->file_path, d, r->file_size, err);
+    }
   if (r->cur_kind == INGEST_ARTIFACT && r->cur_in_store)
     {
       r->cur_in_store = false;
@@ -1222,6 +1306,7 @@ fetch_base (struct run *r, bvm_error_t *err)
                             &r->base_config, &r->base_config_len, err);
   if (ret < 0)
     return bvm_error_wrap (err, "base image `%s` config", im->base);
+  snprintf (r->base_digest, sizeof r->base_digest, "%s", digest);
   note (r, "image: base %s (%s)", im->base, digest);
   return 0;
 }
@@ -1492,6 +1577,8 @@ phase_artifacts (struct run *r, bvm_error_t *err)
   /* the summary, not the index: the record stays small however many
    * artifacts there are, and the index it names is already in the store */
   jset (r->record, "artifacts", store_summary_to_json (&sum));
+  r->art_sum = sum;
+  r->have_art_sum = true;
   note (r, "artifacts: %llu objects, %llu bytes under %s", (unsigned long long) r->artifacts_count,
         (unsigned long long) r->artifacts_bytes, r->plan->artifact_prefix);
   return 0;
@@ -1673,6 +1760,263 @@ cleanup:
   return ret;
 }
 
+/* --- attest ----------------------------------------------------------------------- */
+
+/* The base image's package list: the `org.buildvm.base.packages` label of
+ * its config (buildvm-image/base), or NULL. The config was fetched by
+ * digest, so the label is the base image's, not the build's. */
+static const char *
+base_packages_label (json_t *doc)
+{
+  return json_string_value (
+      json_object_get (json_object_get (json_object_get (doc, "config"), "Labels"),
+                       "org.buildvm.base.packages"));
+}
+
+/* The SBOM and the signed statement, from the runner's state only: the
+ * request, the spec read from the commit, the role, the VM image manifest,
+ * the egress decisions the broker made, and digests this process computed.
+ * Nothing the build printed or wrote is read here; its files appear in the
+ * SBOM only as the paths and sha256s the runner hashed while ingesting. */
+static int
+attest_build (struct run *r, char **sbom_text, size_t *sbom_len,
+              char sbom_digest[DIGEST_STR_LEN + 1], char **statement, size_t *statement_len,
+              bvm_error_t *err)
+{
+  const struct spec_image *im = r->spec->image;
+  struct sbom_meta meta = { r->plan->dest_repo, r->commit, r->manifest_digest, NULL,
+                            BUILDVM_VERSION };
+  bool image = r->spec->image != NULL;
+  struct attest_provenance p = { 0 };
+  cleanup_json json_t *base_cfg = NULL, *spec = NULL, *role = NULL, *st = NULL;
+  char finished[40], art_name[STORE_KEY_MAX + 16];
+  int ret;
+
+  format_rfc3339 (finished, sizeof finished, wall_s ());
+  meta.timestamp = finished;
+  sbom_digest[0] = '\0';
+  if (!image)
+    goto statement; /* artifacts only: the SBOM is the image layer's */
+  if (r->base_manifest && r->base_digest[0])
+    {
+      if (r->base_config)
+        base_cfg = json_loadb (r->base_config, r->base_config_len, 0, NULL);
+      if ((ret = sbom_set_base (r->sbom, im->base, r->base_digest, base_packages_label (base_cfg),
+                                err))
+          < 0)
+        return bvm_error_wrap (err, "the SBOM");
+    }
+  if ((ret = sbom_to_json (sbom_text, sbom_len, r->sbom, &meta, err)) < 0
+      || (ret = digest_buffer (sbom_digest, *sbom_text, *sbom_len, err)) < 0)
+    return ret;
+
+statement:
+  spec = spec_to_json (r->spec);
+  role = role_to_json (r->role);
+  p.builder_id = r->cfg->attest.builder_id;
+  p.version = BUILDVM_VERSION;
+  p.app = r->job->app;
+  p.repo = r->job->repo;
+  p.commit = r->commit;
+  p.ref = r->job->ref;
+  p.job_id = r->job->id;
+  p.attempt = r->o->attempt ? r->o->attempt : 1;
+  p.request = json_object_get (r->record, "request");
+  p.spec = spec;
+  p.spec_digest = r->spec_digest;
+  p.role = role;
+  p.egress = json_object_get (r->record, "egress");
+  p.resources = json_object_get (r->record, "resources");
+  p.profile = r->plan->img->profile;
+  p.kernel = r->plan->img->kernel_sha256;
+  p.rootfs = r->plan->img->rootfs_sha256;
+  p.started = r->started_at;
+  p.finished = finished;
+  p.image_name = image ? r->plan->dest_repo : NULL;
+  p.image_digest = image ? r->manifest_digest : NULL;
+  if (r->have_art_sum)
+    {
+      snprintf (art_name, sizeof art_name, "artifacts:%s", r->art_sum.index_key);
+      p.artifacts_name = art_name;
+      p.artifacts_digest = r->art_sum.index_digest;
+    }
+  if (r->base_manifest && r->base_digest[0])
+    {
+      p.base_name = im->base;
+      p.base_digest = r->base_digest;
+    }
+  p.sbom_digest = image ? sbom_digest : NULL;
+  p.sbom_media_type = SBOM_MEDIA_TYPE;
+  p.dependencies = image ? sbom_dependencies (r->sbom) : NULL;
+  if ((ret = attest_statement (&st, &p, err)) < 0)
+    return ret;
+  if ((*statement = json_dumps (st, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
+    return bvm_error (err, ENOMEM, "statement");
+  *statement_len = strlen (*statement);
+  /* what is signed must be what was built: jansson's json_dumps drops an
+   * object key whose dump failed (an allocation; test_allocfail), and the
+   * result would still be JSON */
+  {
+    json_t *back = json_loadb (*statement, *statement_len, 0, NULL);
+    bool same = back != NULL && json_equal (back, st);
+    json_decref (back);
+    if (!same)
+      return bvm_error (err, ENOMEM, "the statement did not serialize");
+  }
+  return 0;
+}
+
+/* Beside the job record: <state_dir>/jobs/<app>/<id>.<what> */
+static int
+write_beside_record (char **path_out, struct run *r, const char *what, const char *data,
+                     size_t len, bvm_error_t *err)
+{
+  cleanup_free char *dir = NULL, *path = NULL;
+  int ret;
+
+  if (asprintf (&dir, "%s/jobs/%s", r->cfg->state_dir, r->job->app) < 0
+      || asprintf (&path, "%s/%s.%s", dir, r->job->id, what) < 0)
+    return bvm_error (err, ENOMEM, "attestation path");
+  if ((ret = fs_mkdir_p (dir, 0750, err)) < 0
+      || (ret = fs_write_atomic (path, data, len, 0640, err)) < 0)
+    return ret;
+  *path_out = steal_pointer (&path);
+  return 0;
+}
+
+static int
+phase_attest (struct run *r, bvm_error_t *err)
+{
+  cleanup_free char *sbom_text = NULL, *statement = NULL, *envelope = NULL;
+  cleanup_free char *att_path = NULL, *sbom_path = NULL;
+  cleanup_attest_key struct attest_key *key = NULL;
+  cleanup_json json_t *ann = NULL;
+  char sbom_digest[DIGEST_STR_LEN + 1], tag[ATTEST_OCI_TAG_MAX + 1], res[1024];
+  struct oci_descriptor subject;
+  struct attest_oci_ref refs[2] = { { .annotations = NULL }, { .annotations = NULL } };
+  size_t sbom_len = 0, statement_len = 0, env_len = 0;
+  bool created = false, via_api = false, image = r->spec->image != NULL;
+  int ret;
+
+  if (!image && !r->have_art_sum)
+    return 0; /* nothing was made */
+  if ((ret = attest_build (r, &sbom_text, &sbom_len, sbom_digest, &statement, &statement_len, err))
+      < 0)
+    return bvm_error_wrap (err, "the provenance");
+  tag[0] = '\0';
+  if (image)
+    {
+      if ((ret = attest_oci_fallback_tag (tag, r->manifest_digest, err)) < 0)
+        return ret;
+      /* the referrers tag is a write to the app's repository like any other */
+      snprintf (res, sizeof res, "registry:%s:%s", r->plan->dest_repo, tag);
+      if ((ret = authorize (r, POLICY_ACTION_PUSH_IMAGE, res, err)) < 0)
+        return ret;
+    }
+  if (r->o->dry_run && !image)
+    {
+      char path[PATH_MAX];
+      if (snprintf_checked (path, sizeof path, "%s/provenance.intoto.json", r->o->out_dir) < 0
+          || fs_write_atomic (path, statement, statement_len, 0644, err) < 0)
+        return bvm_error_wrap (err, "writing the provenance");
+      jset (r->record, "attestation", json_pack ("{s:s}", "statement", "provenance.intoto.json"));
+      note (r, "attest: would sign the provenance of the artifacts (index %s)",
+            r->art_sum.index_digest);
+      return 0;
+    }
+  if (r->o->dry_run)
+    {
+      /* what would be signed and attached, unsigned: no key on a
+       * developer's machine signs anything */
+      char path[PATH_MAX];
+      if (snprintf_checked (path, sizeof path, "%s/provenance.intoto.json", r->o->out_dir) < 0
+          || fs_write_atomic (path, statement, statement_len, 0644, err) < 0)
+        return bvm_error_wrap (err, "writing the provenance");
+      if (snprintf_checked (path, sizeof path, "%s/sbom.cdx.json", r->o->out_dir) < 0
+          || fs_write_atomic (path, sbom_text, sbom_len, 0644, err) < 0)
+        return bvm_error_wrap (err, "writing the SBOM");
+      jset (r->record, "attestation",
+            json_pack ("{s:s, s:s, s:s}", "statement", "provenance.intoto.json", "sbom",
+                       "sbom.cdx.json", "referrers_tag", tag));
+      note (r,
+            "attest: would sign the provenance of %s and attach it and the SBOM (%zu files, "
+            "%zu packages) under `%s`",
+            r->manifest_digest, sbom_file_count (r->sbom), sbom_package_count (r->sbom), tag);
+      return 0;
+    }
+
+  if ((ret = attest_key_load_or_create (&key, &created, r->cfg->attest.key, err)) < 0)
+    return bvm_error_wrap (err, "the signing key (attest.key)");
+  if (created)
+    {
+      note (r,
+            "attest: WARNING: no signing key was configured: generated %s; publish its public "
+            "key (`buildvm verify --print-key`) and keep the file safe",
+            r->cfg->attest.key);
+      log_warn ("event=attest.key.generated path=\"%s\" key=%s", r->cfg->attest.key,
+                attest_key_id (key));
+    }
+  if ((ret = attest_sign (&envelope, &env_len, key, ATTEST_PAYLOAD_TYPE, statement, statement_len,
+                          err))
+      < 0)
+    return ret;
+  /* beside the record first: kept even when the registry refuses them */
+  if ((ret = write_beside_record (&att_path, r, "intoto.dsse.json", envelope, env_len, err)) < 0
+      || (image
+          && (ret = write_beside_record (&sbom_path, r, "sbom.cdx.json", sbom_text, sbom_len, err))
+                 < 0))
+    return bvm_error_wrap (err, "writing the attestation beside the job record");
+  if (!image)
+    {
+      /* artifacts only: there is no image to attach it to; the record
+       * names the envelope, and `buildvm verify --envelope` checks it */
+      jset (r->record, "attestation",
+            json_pack ("{s:s, s:s, s:s}", "key", attest_key_id (key), "builder_id",
+                       r->cfg->attest.builder_id, "path", att_path));
+      note (r, "attest: provenance of the artifacts (index %s) signed with %s: %s",
+            r->art_sum.index_digest, attest_key_id (key), att_path);
+      return 0;
+    }
+
+  if ((ret = open_registry (r, err)) < 0)
+    return ret;
+  snprintf (subject.media_type, sizeof subject.media_type, "%s", OCI_MEDIA_MANIFEST);
+  snprintf (subject.digest, sizeof subject.digest, "%s", r->manifest_digest);
+  subject.size = r->manifest_len;
+  ann = json_pack ("{s:s, s:s, s:s}", "org.opencontainers.image.created",
+                   json_string_value (json_object_get (r->record, "started_at")),
+                   "dev.buildvm.job", r->job->id, "in-toto.io/predicate-type",
+                   ATTEST_PREDICATE_SLSA);
+  if (ann == NULL)
+    return bvm_error (err, ENOMEM, "annotations");
+  if ((ret = attest_oci_push (&refs[0].desc, r->reg, r->plan->dest_repo, &subject, SBOM_MEDIA_TYPE,
+                              SBOM_MEDIA_TYPE, sbom_text, sbom_len, NULL, r->wd->path, err))
+      < 0)
+    return bvm_error_wrap (err, "attaching the SBOM");
+  if ((ret = attest_oci_push (&refs[1].desc, r->reg, r->plan->dest_repo, &subject,
+                              ATTEST_PAYLOAD_TYPE, ATTEST_MEDIA_DSSE, envelope, env_len, ann,
+                              r->wd->path, err))
+      < 0)
+    return bvm_error_wrap (err, "attaching the provenance");
+  refs[0].artifact_type = SBOM_MEDIA_TYPE;
+  refs[1].artifact_type = ATTEST_PAYLOAD_TYPE;
+  refs[1].annotations = ann;
+  if ((ret = attest_oci_index_add (&via_api, r->reg, r->plan->dest_repo, r->manifest_digest, refs,
+                                   ARRAY_SIZE (refs), err))
+      < 0)
+    return bvm_error_wrap (err, "listing the provenance among the image's referrers");
+  jset (r->record, "attestation",
+        json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "manifest", refs[1].desc.digest, "sbom",
+                   refs[0].desc.digest, "key", attest_key_id (key), "builder_id",
+                   r->cfg->attest.builder_id, "referrers", via_api ? "api" : tag, "path", att_path,
+                   "sbom_path", sbom_path));
+  note (r, "attest: provenance %s signed with %s, SBOM %s (%zu files, %zu packages), %s",
+        refs[1].desc.digest, attest_key_id (key), refs[0].desc.digest, sbom_file_count (r->sbom),
+        sbom_package_count (r->sbom),
+        via_api ? "by the referrers API" : "listed under the referrers tag");
+  return 0;
+}
+
 /* dry-run: an OCI image layout instead of a push */
 static int
 phase_layout (struct run *r, bvm_error_t *err)
@@ -1763,6 +2107,7 @@ run_phases (struct run *r, bvm_error_t *err)
       if (r->spec->image)
         PHASE ("layout", phase_layout);
       PHASE ("artifacts", phase_artifacts);
+      PHASE ("attest", phase_attest);
       if (r->denied)
         return bvm_error_code (err, BVM_E_DENIED, 0,
                                "the role denies some of the writes this build would make "
@@ -1772,6 +2117,7 @@ run_phases (struct run *r, bvm_error_t *err)
   if (r->spec->image)
     PHASE ("push", phase_push);
   PHASE ("artifacts", phase_artifacts);
+  PHASE ("attest", phase_attest);
   if (r->spec->image)
     PHASE ("tag", phase_tag);
   return 0;
@@ -1899,6 +2245,10 @@ static void
 run_dispose (struct run *r)
 {
   secrets_wipe (r);
+  if (r->file_hashing)
+    digest_dispose (&r->file_digest);
+  sbom_free (r->sbom);
+  free (r->file_path);
   redact_free (r->redact);
   buf_dispose_wipe (&r->console_line[0]);
   buf_dispose_wipe (&r->console_line[1]);
@@ -1958,6 +2308,7 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   jset (r->record, "attempt", json_integer (o->attempt ? o->attempt : 1));
   jset (r->record, "request", job_to_json (job));
   jset (r->record, "started_at", json_string (ts));
+  snprintf (r->started_at, sizeof r->started_at, "%s", ts);
   jset (r->record, "dry_run", json_boolean (o->dry_run));
 
   ret = run_phases (r, err);
@@ -2160,6 +2511,14 @@ pipeline_print_summary (FILE *out, const json_t *rec)
     fprintf (out, "  artifacts %lld objects under %s\n",
              (long long) json_integer_value (json_object_get (arts, "count")),
              json_string_value (json_object_get (arts, "prefix")));
+  if (json_is_string (json_object_get (json_object_get (rec, "attestation"), "manifest")))
+    fprintf (out, "  signed    provenance %s, sbom %s\n",
+             json_string_value (
+                 json_object_get (json_object_get (rec, "attestation"), "manifest")),
+             json_string_value (json_object_get (json_object_get (rec, "attestation"), "sbom")));
+  else if (json_is_string (json_object_get (json_object_get (rec, "attestation"), "path")))
+    fprintf (out, "  signed    provenance %s\n",
+             json_string_value (json_object_get (json_object_get (rec, "attestation"), "path")));
   if (json_object_get (rec, "log"))
     fprintf (out, "  log       %s\n", json_string_value (json_object_get (rec, "log")));
   if (json_object_get (rec, "record"))

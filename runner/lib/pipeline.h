@@ -15,10 +15,15 @@
  *   image     base image, layer, config, manifest (a spec with an image)
  *   push      blobs, config, manifest by digest (every write authorized)
  *   artifacts commit the staged artifacts and their index
+ *   attest    the SBOM and the signed SLSA provenance (attest.h), written
+ *             beside the record and attached to the image (every write
+ *             authorized); before the tag, so a tagged image has them
+ *             (artifacts only: the statement of the index, beside the record)
  *   tag       check the fencing token, then tag: the single commit point
  *
  * A dry run stops after ingest and image with `layout` (an OCI image layout
- * instead of the push) and `artifacts`. The terminal job record is written
+ * instead of the push), `artifacts` and `attest` (the statement and the
+ * SBOM it would attach, unsigned, in the output directory). The terminal job record is written
  * durably after the phases, whatever they returned.
  *
  * Whatever happens, the VM is gone, the work directory is removed and a

@@ -911,6 +911,68 @@ registry_manifest_find (struct registry *r, const char *repo, const char *refere
   return manifest_get (r, repo, reference, found, body, len, media_type, digest, err);
 }
 
+struct referrers_ctx
+{
+  const char *repo;
+  const char *digest;
+  bool *supported;
+  struct buf got;
+};
+
+static int
+referrers_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
+{
+  struct referrers_ctx *rc = ctx;
+  cleanup_free char *url = NULL;
+  char scope[SCOPE_MAX];
+  struct http_req q;
+  int ret;
+
+  if (repo_request (&q, &url, scope, r, "GET", rc->repo, "pull", err, "referrers/%s", rc->digest)
+      < 0)
+    return -1;
+  q.accept = OCI_MEDIA_INDEX;
+  q.body_max = OCI_MANIFEST_MAX;
+  ret = registry__request (r, &q, retryable, err);
+  /* no such route (404, or 400/405 from registries that parse the path as
+   * something else), or a reply that is not the API's index */
+  *rc->supported = ret == 0 && q.status == 200
+                   && strncmp (q.content_type_out, OCI_MEDIA_INDEX, strlen (OCI_MEDIA_INDEX)) == 0;
+  if (ret == 0 && !*rc->supported && q.status >= 500)
+    ret = registry__status_error (r, &q, retryable, err);
+  if (ret == 0 && *rc->supported)
+    buf_move (&rc->got, &q.body); /* now owned by rc */
+  http_req_dispose (&q);
+  return ret;
+}
+
+int
+registry_referrers_get (struct registry *r, const char *repo, const char *digest, bool *supported,
+                        char **body, size_t *len, bvm_error_t *err)
+{
+  struct referrers_ctx rc = { .repo = repo, .digest = digest, .supported = supported };
+
+  *supported = false;
+  *body = NULL;
+  *len = 0;
+  if (check_repo (repo, err) < 0 || check_digest (digest, err) < 0)
+    return -1;
+  buf_init (&rc.got, OCI_MANIFEST_MAX);
+  if (with_retries (r, referrers_op, &rc, err) < 0)
+    {
+      buf_dispose (&rc.got);
+      return bvm_error_wrap (err, "getting the referrers of `%s@%s`", repo, digest);
+    }
+  if (!*supported)
+    {
+      buf_dispose (&rc.got);
+      return 0;
+    }
+  *len = rc.got.len;
+  *body = buf_steal (&rc.got);
+  return 0;
+}
+
 static int
 manifest_put_op (struct registry *r, void *ctx, bool *retryable, bvm_error_t *err)
 {

@@ -133,6 +133,16 @@ int registry_manifest_put (struct registry *r, const char *repo, const char *ref
                            const char *media_type, const char *body, size_t len,
                            char digest[DIGEST_STR_LEN + 1], bvm_error_t *err);
 
+/* The OCI 1.1 referrers API: GET /v2/<repo>/referrers/<digest>, an image
+ * index of the manifests whose `subject` is `digest`. *supported is false
+ * (and nothing is allocated) when the registry does not have the API (a
+ * 404, or a reply that is not an index): distribution 2.8, Debian 12's
+ * docker-registry, has none, and clients fall back to the referrers tag
+ * `sha256-<hex>` then (distribution-spec 1.1, "Unavailable Referrers
+ * API"). *body is NUL-terminated, at most OCI_MANIFEST_MAX bytes. */
+int registry_referrers_get (struct registry *r, const char *repo, const char *digest,
+                            bool *supported, char **body, size_t *len, bvm_error_t *err);
+
 /* Registry credentials: {"username", "password"} or {"token"}. */
 struct registry_credentials
 {

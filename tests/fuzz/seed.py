@@ -16,6 +16,7 @@ duplicate keys. The tar builders are shared with the ingest unit test
 (tests/data/ingest/gen.py); cases over MAX_SEED bytes are left out to keep the
 corpus small (libFuzzer grows inputs itself).
 """
+import base64
 import glob
 import gzip
 import hashlib
@@ -610,6 +611,51 @@ def egress_frame_seeds():
     put("egress_frame", "empty.bin", b"")
 
 
+def lockfile_seeds():
+    # the first byte picks the lock file: 0 npm, 1 pip, 2 go, 3 cargo
+    for name in ("package-lock.json", "requirements.txt"):
+        for root in ("examples/apps", "examples/hostile"):
+            for path in sorted(glob.glob(os.path.join(TOP, root, "*", name))):
+                kind = b"\x00" if name.endswith(".json") else b"\x01"
+                put("lockfile", os.path.relpath(path, TOP), kind + read(os.path.relpath(path, TOP)))
+    put("lockfile", "npm-v1.json", b"\x00" + b'{"lockfileVersion":1,"dependencies":{"a":{"version":"1","integrity":"sha1-AAAA"}}}')
+    put("lockfile", "npm-bad-integrity.json", b"\x00" + b'{"packages":{"node_modules/a":{"version":"1","integrity":"sha512-$$$"}}}')
+    put("lockfile", "npm-control.json", b"\x00" + b'{"packages":{"node_modules/\\u001b[2J":{"version":"1"}}}')
+    put("lockfile", "npm-many.json", b"\x00" + json.dumps({"packages": {"node_modules/p%d" % i: {"version": "1"} for i in range(100)}}).encode())
+    put("lockfile", "pip.txt", b"\x01" + b"a==1 \\\n  --hash=sha256:" + b"ab" * 32 + b"\n# c\nb>=2\n-r x\nC_D.e[x]==3;python_version<'3'\n")
+    put("lockfile", "pip-continued-forever.txt", b"\x01" + b"a==1 \\\n" * 50)
+    put("lockfile", "go.sum", b"\x02" + b"example.com/m v1.0.0 h1:abc=\nexample.com/m v1.0.0/go.mod h1:def=\n")
+    put("lockfile", "go-bad.sum", b"\x02" + b"onlyonefield\n")
+    put("lockfile", "Cargo.lock", b"\x03" + b'[[package]]\nname = "a"\nversion = "1"\nchecksum = "' + b"ab" * 32 + b'"\n[[package]]\nname = "b"\n')
+    put("lockfile", "cargo-unterminated.lock", b"\x03" + b'[[package]]\nname = "a\n')
+
+
+def attest_seeds():
+    # the first byte: even, a statement for attest_check; odd, an envelope
+    img = "1" * 64
+    st = {"_type": "https://in-toto.io/Statement/v1", "predicateType": "https://slsa.dev/provenance/v1",
+          "subject": [{"name": "apps/hello", "digest": {"sha256": img}}],
+          "predicate": {"buildDefinition": {"buildType": "https://buildvm.dev/build-types/vm/v1",
+                                            "externalParameters": {"deploy": {"app": "hello"}}},
+                        "runDetails": {"builder": {"id": "urn:x"}}}}
+    put("attest", "statement.json", b"\x00" + json.dumps(st).encode())
+    other = json.loads(json.dumps(st)); other["subject"][0]["digest"]["sha256"] = "2" * 64
+    put("attest", "statement-other-image.json", b"\x00" + json.dumps(other).encode())
+    app = json.loads(json.dumps(st)); app["predicate"]["buildDefinition"]["externalParameters"]["deploy"]["app"] = "\x1b[2Jevil"
+    put("attest", "statement-control-app.json", b"\x00" + json.dumps(app).encode())
+    put("attest", "statement-dup.json", b"\x00" + b'{"_type":"a","_type":"b"}')
+    env = {"payloadType": "application/vnd.in-toto+json",
+           "payload": base64.b64encode(json.dumps(st).encode()).decode(),
+           "signatures": [{"keyid": "x", "sig": base64.b64encode(b"\x30\x06\x02\x01\x01\x02\x01\x01").decode()}]}
+    put("attest", "envelope.json", b"\x01" + json.dumps(env).encode())
+    env2 = dict(env); env2["payloadType"] = "\x1b[31mx"
+    put("attest", "envelope-type-control.json", b"\x01" + json.dumps(env2).encode())
+    env3 = dict(env); env3["signatures"] = [{"sig": "-_-_"}] * 17
+    put("attest", "envelope-many-sigs.json", b"\x01" + json.dumps(env3).encode())
+    env4 = dict(env); env4["payload"] = "not base64!"
+    put("attest", "envelope-bad-b64.json", b"\x01" + json.dumps(env4).encode())
+
+
 def main():
     for d in glob.glob(os.path.join(CORPUS, "*", "seed-*")):
         os.unlink(d)
@@ -626,6 +672,8 @@ def main():
     jsonx_seeds()
     netaddr_seeds()
     egress_frame_seeds()
+    lockfile_seeds()
+    attest_seeds()
     total = 0
     for target in sorted(written):
         size = sum(os.path.getsize(os.path.join(CORPUS, target, f)) for f in written[target])

@@ -380,6 +380,8 @@ static const struct field_case cases[] = {
   { "serve.name", "\"\"", "field `serve.name` is empty" },
   { "secrets.dir", "\"/srv/secrets\"", NULL },
   { "secrets.master_key", "\"/run/keys/buildvm.key\"", NULL },
+  { "attest.key", "\"/run/keys/buildvm-signing.pem\"", NULL },
+  { "attest.builder_id", "\"https://ci.example/runners/7\"", NULL },
   { "jail.enabled", "\"on\"", NULL },
   { "jail.enabled", "\"off\"", NULL },
   { "jail.uid_range", "[1000, 64534]", NULL },
@@ -516,6 +518,11 @@ static const struct field_case cases[] = {
     "field `secrets.master_key` must be an absolute path" },
   { "secrets.master_key", "null", "field `secrets.master_key` must be a string" },
   { "secrets.kms", "\"x\"", "unknown field `secrets.kms`" },
+  /* attest */
+  { "attest.key", "\"key.pem\"", "field `attest.key` must be an absolute path" },
+  { "attest.builder_id", "\"\"", "field `attest.builder_id` is empty" },
+  { "attest.builder_id", "\"a\\u001bb\"", "must not contain control characters" },
+  { "attest.cosign", "true", "unknown field `attest.cosign`" },
   /* jail */
   { "jail.enabled", "\"yes\"", "field `jail.enabled` must be `auto`, `on` or `off`" },
   { "jail.enabled", "true", "field `jail.enabled` must be a string" },
