@@ -98,9 +98,23 @@ struct config_secrets
   char *master_key; /* its master key: 32 random bytes, mode 0600 */
 };
 
+/* `serve.pool[]`: VMs of one shape booted ahead of their jobs (serve.c) */
+struct config_pool_shape
+{
+  char *profile;       /* the image profile; NULL: images.default_profile */
+  uint64_t vcpus;      /* 0: defaults.vcpus */
+  uint64_t memory_mib; /* 0: defaults.memory_mib */
+  uint64_t size;       /* VMs kept waiting */
+};
+
+#define CONFIG_POOL_SHAPES_MAX 8
+
 /* `buildvm serve`: the daemon's own settings */
 struct config_serve
 {
+  struct config_pool_shape pool[CONFIG_POOL_SHAPES_MAX];
+  size_t n_pool;
+  uint64_t pool_max_age_seconds; /* a pool VM waiting longer is replaced */
   char *name;             /* the runner's queue consumer name; NULL: "<host>-<uid>" */
   uint64_t concurrency;   /* jobs at once; 0: what the cores and memory allow */
   uint64_t lease_seconds; /* every runner on one queue must agree */
