@@ -1170,8 +1170,8 @@ load_pool (struct runner_config *c, const struct loader *L, const json_t *a, bvm
                                             err),
                              L, err))
                  < 0
-          || (ret = wrapped (jsonx_get_u64 (&sh->memory_mib, e, "memory_mib", false, 64,
-                                            1u << 20, "serve.pool[]", err),
+          || (ret = wrapped (jsonx_get_u64 (&sh->memory_mib, e, "memory_mib", false, 64, 1u << 20,
+                                            "serve.pool[]", err),
                              L, err))
                  < 0)
         return ret;
@@ -1200,11 +1200,10 @@ load_pool (struct runner_config *c, const struct loader *L, const json_t *a, bvm
 static int
 load_serve (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 {
-  static const char *const keys[] = { "name",          "concurrency",
-                                      "lease_seconds", "max_attempts",
-                                      "grace_seconds", "job_seconds",
-                                      "metrics",       "pool",
-                                      "pool_max_age_seconds", NULL };
+  static const char *const keys[] = {
+    "name",        "concurrency", "lease_seconds", "max_attempts",         "grace_seconds",
+    "job_seconds", "metrics",     "pool",          "pool_max_age_seconds", NULL
+  };
   static const struct u64_field fields[] = {
     SRV (concurrency, 0, 1024, 0),
     SRV (lease_seconds, 1, 86400, 60),
@@ -1543,11 +1542,12 @@ config_to_json (const struct runner_config *c)
   {
     json_t *pool = json_array ();
     for (size_t i = 0; pool != NULL && i < c->serve.n_pool; i++)
-      r |= json_array_append_new (
-          pool, json_pack ("{s:s?, s:I, s:I, s:I}", "profile", c->serve.pool[i].profile, "vcpus",
-                           (json_int_t) c->serve.pool[i].vcpus, "memory_mib",
-                           (json_int_t) c->serve.pool[i].memory_mib, "size",
-                           (json_int_t) c->serve.pool[i].size));
+      r |= json_array_append_new (pool,
+                                  json_pack ("{s:s?, s:I, s:I, s:I}", "profile",
+                                             c->serve.pool[i].profile, "vcpus",
+                                             (json_int_t) c->serve.pool[i].vcpus, "memory_mib",
+                                             (json_int_t) c->serve.pool[i].memory_mib, "size",
+                                             (json_int_t) c->serve.pool[i].size));
     r |= json_object_set_new (srv, "pool", pool);
   }
   r |= json_object_set_new (o, "jail", jail_to_json (&c->jail));

@@ -115,13 +115,13 @@ struct config_serve
   struct config_pool_shape pool[CONFIG_POOL_SHAPES_MAX];
   size_t n_pool;
   uint64_t pool_max_age_seconds; /* a pool VM waiting longer is replaced */
-  char *name;             /* the runner's queue consumer name; NULL: "<host>-<uid>" */
-  uint64_t concurrency;   /* jobs at once; 0: what the cores and memory allow */
-  uint64_t lease_seconds; /* every runner on one queue must agree */
-  uint64_t max_attempts;  /* a job is dead-lettered rather than start attempt N+1 */
-  uint64_t grace_seconds; /* SIGTERM: how long running jobs may take to finish */
-  uint64_t job_seconds;   /* a worker is killed past it; 0: config_job_seconds() derives it */
-  char *metrics;          /* "127.0.0.1:PORT" for /metrics and /healthz, or NULL */
+  char *name;                    /* the runner's queue consumer name; NULL: "<host>-<uid>" */
+  uint64_t concurrency;          /* jobs at once; 0: what the cores and memory allow */
+  uint64_t lease_seconds;        /* every runner on one queue must agree */
+  uint64_t max_attempts;         /* a job is dead-lettered rather than start attempt N+1 */
+  uint64_t grace_seconds;        /* SIGTERM: how long running jobs may take to finish */
+  uint64_t job_seconds; /* a worker is killed past it; 0: config_job_seconds() derives it */
+  char *metrics;        /* "127.0.0.1:PORT" for /metrics and /healthz, or NULL */
 };
 
 struct runner_config

@@ -184,8 +184,8 @@ on_console_locked (struct run *r, enum vm_stream stream, const char *line, size_
 
   /* the agent's line before the first step: the build's output can only
    * come after it, so the first such line is the agent's */
-  if (r->t_first_step == 0 && stream == VM_STREAM_CONSOLE && b->len == 0
-      && len >= sizeof first - 1 && memcmp (line, first, sizeof first - 1) == 0)
+  if (r->t_first_step == 0 && stream == VM_STREAM_CONSOLE && b->len == 0 && len >= sizeof first - 1
+      && memcmp (line, first, sizeof first - 1) == 0)
     r->t_first_step = now_ms ();
 
   if (!more && b->len == 0)

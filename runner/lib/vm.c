@@ -565,8 +565,7 @@ vm__loop (struct vm_warm *w, const struct vm_spec *spec, struct vm_result *res, 
         until = boot_deadline;
       if (now >= until)
         {
-          res->outcome
-              = (!w->cst.ready && now >= boot_deadline) ? VM_BOOT_TIMEOUT : VM_TIMEOUT;
+          res->outcome = (!w->cst.ready && now >= boot_deadline) ? VM_BOOT_TIMEOUT : VM_TIMEOUT;
           return 0;
         }
       timeout = (int) (until - now);
@@ -710,8 +709,8 @@ vm_boot (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *err)
       char tail[4 * 300 + 8];
       size_t n = strlen (res->vmm_stderr);
       vm__end (w, res);
-      str_escape (tail, sizeof tail, res->vmm_stderr + (n > 300 ? n - 300 : 0),
-                  n > 300 ? 300 : n, 300);
+      str_escape (tail, sizeof tail, res->vmm_stderr + (n > 300 ? n - 300 : 0), n > 300 ? 300 : n,
+                  300);
       ret = bvm_error_code (err, BVM_E_INTERNAL, 0,
                             "the pool VM did not reach the guest agent (%s)%s%s",
                             vm_outcome_name (res->outcome), n ? ": " : "", tail);
@@ -756,8 +755,7 @@ vm_warm_idle (struct vm_warm *w, int fd, int64_t until_ms, bvm_error_t *err)
 }
 
 int
-vm_resume (struct vm_warm *w, const struct vm_spec *spec, struct vm_result *res,
-           bvm_error_t *err)
+vm_resume (struct vm_warm *w, const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
 {
   static const char go[] = GUEST_GO;
   bool woke = false;

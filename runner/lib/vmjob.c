@@ -251,17 +251,18 @@ warm_misfit (char *buf, size_t size, const struct vmjob_warm *w, const struct vm
   struct stat st;
   if (o->egress != NULL)
     return "the job has an egress channel, which pool VMs do not";
-  if (w->image != o->image && (strcmp (w->image->kernel, o->image->kernel) != 0
-                               || strcmp (w->image->rootfs, o->image->rootfs) != 0
-                               || strcmp (w->image->cmdline, o->image->cmdline) != 0))
+  if (w->image != o->image
+      && (strcmp (w->image->kernel, o->image->kernel) != 0
+          || strcmp (w->image->rootfs, o->image->rootfs) != 0
+          || strcmp (w->image->cmdline, o->image->cmdline) != 0))
     return "the job's image profile is not the pool VM's";
   if (w->vcpus != o->vcpus || w->memory_mib != o->memory_mib || w->disk_mib != o->disk_mib)
     {
       snprintf (buf, size,
                 "the job's shape (%u vCPUs, %u MiB, %llu MiB disk) is not the pool VM's "
                 "(%u, %u, %llu)",
-                o->vcpus, o->memory_mib, (unsigned long long) o->disk_mib, w->vcpus,
-                w->memory_mib, (unsigned long long) w->disk_mib);
+                o->vcpus, o->memory_mib, (unsigned long long) o->disk_mib, w->vcpus, w->memory_mib,
+                (unsigned long long) w->disk_mib);
       return buf;
     }
   if (w->output_max != o->output_max)
