@@ -1542,12 +1542,18 @@ config_to_json (const struct runner_config *c)
   {
     json_t *pool = json_array ();
     for (size_t i = 0; pool != NULL && i < c->serve.n_pool; i++)
-      r |= json_array_append_new (pool,
-                                  json_pack ("{s:s?, s:I, s:I, s:I}", "profile",
-                                             c->serve.pool[i].profile, "vcpus",
-                                             (json_int_t) c->serve.pool[i].vcpus, "memory_mib",
-                                             (json_int_t) c->serve.pool[i].memory_mib, "size",
-                                             (json_int_t) c->serve.pool[i].size));
+      {
+        /* the fields left to the defaults stay out: 0 is no valid value */
+        const struct config_pool_shape *sh = &c->serve.pool[i];
+        json_t *e = json_pack ("{s:I}", "size", (json_int_t) sh->size);
+        if (e != NULL && sh->profile)
+          r |= set_s (e, "profile", sh->profile);
+        if (e != NULL && sh->vcpus)
+          r |= set_u (e, "vcpus", sh->vcpus);
+        if (e != NULL && sh->memory_mib)
+          r |= set_u (e, "memory_mib", sh->memory_mib);
+        r |= json_array_append_new (pool, e);
+      }
     r |= json_object_set_new (srv, "pool", pool);
   }
   r |= json_object_set_new (o, "jail", jail_to_json (&c->jail));

@@ -190,10 +190,17 @@ unsigned
 serve_default_concurrency (const struct runner_config *cfg)
 {
   /* each VM: its memory plus ~256 MiB for QEMU itself and the runner's
-   * share; keep 512 MiB for the host */
-  uint64_t per = cfg->defaults.memory_mib + 256;
+   * share; keep 512 MiB for the host, and what the pool's VMs take (they
+   * run beside the jobs: docs/operations.md, "Sizing the pool") */
+  uint64_t per = cfg->defaults.memory_mib + 256, pool = 0;
   uint64_t avail = mem_available_mib ();
-  uint64_t by_mem = avail > 512 ? (avail - 512) / per : 1;
+  uint64_t by_mem;
+  for (size_t i = 0; i < cfg->serve.n_pool; i++)
+    pool += cfg->serve.pool[i].size
+            * ((cfg->serve.pool[i].memory_mib ? cfg->serve.pool[i].memory_mib
+                                              : cfg->defaults.memory_mib)
+               + 256);
+  by_mem = avail > 512 + pool + per ? (avail - 512 - pool) / per : 1;
   unsigned n = cpu_count ();
   if (by_mem < n)
     n = (unsigned) by_mem;
