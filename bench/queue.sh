@@ -44,7 +44,7 @@ JSON
         ms=$(( (t1 - t0) / 1000000 ))
         jpm=$(awk -v n="$N" -v ms="$ms" 'BEGIN { printf "%.1f", n * 60000 / ms }')
         # per job: (lease_to_vm - pre-VM phases) + record_to_ack, over total
-        frac=$(for r in "$home"/state/jobs/*.json; do
+        frac=$(for r in "$home"/state/jobs/*/*.json; do
                    id=$(jq -r .id "$r")
                    line=$(grep "job=$id app=bench event=finished" "$B/serve.log")
                    l2v=$(echo "$line" | sed -E 's/.*lease_to_vm_ms=([0-9-]+).*/\1/')
