@@ -36,6 +36,7 @@
 #define POOL_MAX 64
 #define POOL_BACKOFF_MS 5000
 #define POOL_JOB_MAX (4u << 20) /* the job handed to a pool VM's worker: a lease's JSON */
+#define POOL_HINTS 256
 
 /* worker exit codes: how the job left the queue */
 enum
@@ -108,6 +109,14 @@ struct serve
   unsigned n_shapes;
   struct pool_vm pool[POOL_MAX];
   unsigned n_pool, pool_seq;
+  /* the shape of each app's last job (from its record): the pool shape it
+   * matched, or -1 for none; a ring, the oldest forgotten first */
+  struct
+  {
+    char app[128];
+    int shape;
+  } hints[POOL_HINTS];
+  unsigned n_hints, next_hint;
   int64_t pool_backoff_until;
 };
 
@@ -992,6 +1001,52 @@ pool_reaped (struct serve *s, pid_t pid, int status)
   return false;
 }
 
+/* The daemon learns a job's shape only from its record (the shape is in
+ * the commit's buildvm.json): remember each app's last one, so that its
+ * next job is offered a VM of that shape, or none when it has no pool. */
+static void
+pool_hint_learn (struct serve *s, const char *app, const json_t *rec)
+{
+  const json_t *res = json_object_get (rec, "resources");
+  const char *profile = json_string_value (
+      json_object_get (json_object_get (rec, "vm_image"), "profile"));
+  int shape = -1;
+  unsigned i;
+
+  if (s->n_shapes == 0 || res == NULL || profile == NULL)
+    return;
+  for (unsigned k = 0; k < s->n_shapes; k++)
+    if (strcmp (s->shapes[k].profile, profile) == 0
+        && json_integer_value (json_object_get (res, "vcpus")) == s->shapes[k].vcpus
+        && json_integer_value (json_object_get (res, "memory_mib")) == s->shapes[k].memory_mib
+        && (uint64_t) json_integer_value (json_object_get (res, "disk_mib"))
+               == s->shapes[k].disk_mib)
+      shape = (int) k;
+  for (i = 0; i < s->n_hints; i++)
+    if (strcmp (s->hints[i].app, app) == 0)
+      break;
+  if (i == s->n_hints)
+    {
+      if (s->n_hints < POOL_HINTS)
+        i = s->n_hints++;
+      else
+        i = s->next_hint++ % POOL_HINTS;
+      snprintf (s->hints[i].app, sizeof s->hints[i].app, "%s", app);
+    }
+  s->hints[i].shape = shape;
+}
+
+/* The shape an app's jobs had last time: a shape index, -1 for none of the
+ * pool's, -2 when it is not known. */
+static int
+pool_hint (const struct serve *s, const char *app)
+{
+  for (unsigned i = 0; i < s->n_hints; i++)
+    if (strcmp (s->hints[i].app, app) == 0)
+      return s->hints[i].shape;
+  return -2;
+}
+
 /* Hand a leased job to a ready pool VM: its process becomes the job's
  * worker. -1 when there is none (or it is gone): a cold worker then. A VM
  * this close to its age is left to retire rather than race it. */
@@ -1001,13 +1056,23 @@ pool_take (struct serve *s, struct queue_msg *m)
   int64_t now = now_ms (), age_ms = (int64_t) s->cfg->serve.pool_max_age_seconds * 1000;
   struct worker *w = &s->workers[s->n_workers];
 
+  int hint;
+
   if (s->n_shapes == 0)
     return -1;
+  hint = pool_hint (s, m->job->app);
+  if (hint == -1)
+    {
+      /* its last job had a shape of no pool: do not waste a VM on it */
+      metrics_pool_miss (s->metrics, "shape");
+      return -1;
+    }
   for (unsigned i = 0; i < s->n_pool; i++)
     {
       struct pool_vm *pv = &s->pool[i];
       bvm_error_t e = NULL;
-      if (pv->state != POOL_READY || pv->term_sent || now - pv->born_ms > age_ms - 5000)
+      if (pv->state != POOL_READY || pv->term_sent || now - pv->born_ms > age_ms - 5000
+          || (hint >= 0 && pv->shape != (unsigned) hint))
         continue;
       memset (w, 0, sizeof *w);
       w->m = m;
@@ -1085,6 +1150,7 @@ completed_outcome (struct serve *s, const struct job_request *job)
       metrics_first_step (s->metrics, pool && strcmp (pool, "hit") == 0,
                           (double) json_integer_value (fs) / 1000.0);
   }
+  pool_hint_learn (s, job->app, rec);
   json_decref (rec);
   return outcome;
 }

@@ -92,6 +92,18 @@ assert_contains "$T/metrics.txt" 'buildvm_lease_to_first_step_seconds_count{vm="
 # every job's VMM is gone: only the pool's 2 waiting ones are left
 pool_ready 2
 assert_eq 2 "$(vmms_of_ours buildvm-pool- | wc -l)" "VMMs left: the waiting pool"
+pool_pids=$(vmms_of_ours buildvm-pool- | sort | tr '\n' ' ')
+
+# the daemon learnt the cold app's shape: its next job is not offered a pool VM
+pl_job "$T/j.json" pool-cold-2 poolcold "$cold" "$c_cold"
+"$BUILDVM" enqueue --config "$CONFIG" "$T/j.json" >/dev/null
+sv_wait_done $((N + 2)) 60 || fail "the second cold job did not finish"
+rec=$(pl_record pool-cold-2 poolcold)
+assert_eq succeeded "$(jq -r .status "$rec")" "the second cold job"
+assert_eq none "$(jq -r '.build.pool.vm // "none"' "$rec")" "no pool VM offered to a known cold shape"
+assert_eq "$pool_pids" "$(vmms_of_ours buildvm-pool- | sort | tr '\n' ' ')" "the pool's VMs untouched"
+curl -fs "http://127.0.0.1:$port/metrics" >"$T/metrics.txt"
+assert_contains "$T/metrics.txt" 'buildvm_pool_misses_total{reason="shape"} 2'
 
 # --- SIGTERM drains a full pool ---------------------------------------------------------
 t0=$(date +%s)
