@@ -738,6 +738,17 @@ vm_warm_boot_ms (const struct vm_warm *w)
   return w->boot_res.boot_ms;
 }
 
+bool
+vm_warm_alive (struct vm_warm *w)
+{
+  if (!w->exited && waitpid (w->vm.pid, &w->status, WNOHANG) == w->vm.pid)
+    {
+      w->vm.pid = -1;
+      w->exited = true;
+    }
+  return !w->exited;
+}
+
 int
 vm_warm_idle (struct vm_warm *w, int fd, int64_t until_ms, bvm_error_t *err)
 {

@@ -152,6 +152,8 @@ struct vm_warm;
 int vm_boot (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *err);
 pid_t vm_warm_pid (const struct vm_warm *w);
 int64_t vm_warm_boot_ms (const struct vm_warm *w);
+/* false once its VMM has exited (it is reaped then) */
+bool vm_warm_alive (struct vm_warm *w);
 /* 1 when `fd` is readable, 0 when until_ms (now_ms) passed, <0 when the VM
  * ended (BVM_E_INTERNAL) or the boot spec's cancel flag was set
  * (BVM_E_CANCELED). */

@@ -245,10 +245,12 @@ vmjob_warm_idle (struct vmjob_warm *w, int fd, int64_t until_ms, bvm_error_t *er
 
 /* Why the job cannot run in this pool VM, or NULL when it can. */
 static const char *
-warm_misfit (char *buf, size_t size, const struct vmjob_warm *w, const struct vmjob_opts *o,
+warm_misfit (char *buf, size_t size, struct vmjob_warm *w, const struct vmjob_opts *o,
              const char *input_disk)
 {
   struct stat st;
+  if (!vm_warm_alive (w->vm))
+    return "the pool VM ended while it waited";
   if (o->egress != NULL)
     return "the job has an egress channel, which pool VMs do not";
   if (w->image != o->image
