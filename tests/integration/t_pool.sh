@@ -9,8 +9,9 @@
 # A hostile build in a pool VM (output flood, disk fill, fork bomb) leaves
 # the pool's other VM waiting and usable.
 #
-# 6 jobs rather than the issue's 20 (POOL_JOBS=20 for the full run): under TCG on two shared cores each job
-# is ~2 s of VM, and CI time is short; the property is the same per job.
+# 6 jobs rather than the issue's 20 (POOL_JOBS=20 runs them all): under TCG
+# on two shared cores each job is ~2 s of VM and CI time is short; the
+# property is the same per job.
 . "$(dirname "$0")/lib.sh"
 
 pl_registry
