@@ -639,6 +639,10 @@ pool_shapes_resolve (struct serve *s, bvm_error_t *err)
       struct pool_shape *sh = &s->shapes[s->n_shapes];
       if (c->size == 0)
         continue;
+      /* the agent's go comes on a virtio-serial port: QEMU's (vm.h) */
+      if (cfg->vm.driver != NULL && strcmp (cfg->vm.driver, "qemu") != 0)
+        return bvm_error_code (err, BVM_E_INVALID, 0,
+                               "serve.pool needs the `qemu` VM driver, not `%s`", cfg->vm.driver);
       snprintf (sh->profile, sizeof sh->profile, "%s",
                 c->profile ? c->profile : cfg->images.default_profile);
       sh->vcpus = (unsigned) (c->vcpus ? c->vcpus : cfg->defaults.vcpus);
