@@ -11,6 +11,7 @@
 #include "agent.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <grp.h>
@@ -20,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/reboot.h>
@@ -259,6 +262,87 @@ find_disk (const char *serial, char *out, size_t outsz)
         }
     }
   return -1;
+}
+
+/* The virtio-serial port the runner named `name`: its /dev/vportNpM. */
+static int
+find_port (const char *name, char *dev, size_t size)
+{
+  DIR *d = opendir ("/sys/class/virtio-ports");
+  struct dirent *de;
+  size_t len = strlen (name);
+  int found = -1;
+
+  if (d == NULL)
+    return -1;
+  while (found < 0 && (de = readdir (d)) != NULL)
+    {
+      char path[512], buf[64] = { 0 };
+      ssize_t n;
+      int fd;
+      if (de->d_name[0] == '.')
+        continue;
+      snprintf (path, sizeof path, "/sys/class/virtio-ports/%s/name", de->d_name);
+      fd = open (path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0)
+        continue;
+      n = read (fd, buf, sizeof buf - 1);
+      close (fd);
+      if (n > 0 && strncmp (buf, name, len) == 0 && (buf[len] == '\n' || buf[len] == '\0'))
+        {
+          snprintf (dev, size, "/dev/%s", de->d_name);
+          found = 0;
+        }
+    }
+  closedir (d);
+  return found;
+}
+
+/* A pool VM boots before its job exists (docs/architecture.md, "The pool"):
+ * its input disk is blank until the runner has written the job's input into
+ * it and says PROTO_GO on the control port. Blank is the contract, and
+ * checked: a disk with data before the signal is not ours to run. That
+ * check (and the kernel's partition scan) leave the blank blocks in the
+ * page cache, so they are dropped after the signal (BLKFLSBUF): the agent
+ * must unpack the job's bytes, not what it cached before they were written
+ * - t_pool.sh runs jobs through pool VMs, which only pass if it does. A VM
+ * without the port is a cold boot, whose input was there from the start. */
+static void
+wait_for_job (const char *dev_in)
+{
+  static char blank[4096];
+  char port[300], buf[16];
+  size_t have = 0;
+  int in, fd;
+
+  if (find_port (PROTO_CONTROL_PORT, port, sizeof port) < 0)
+    return;
+  in = open (dev_in, O_RDONLY | O_CLOEXEC);
+  if (in < 0)
+    fatal ("open input disk `%s`: %s", dev_in, strerror (errno));
+  if (pread (in, blank, sizeof blank, 0) != (ssize_t) sizeof blank)
+    fatal ("read input disk `%s`: %s", dev_in, strerror (errno));
+  for (size_t i = 0; i < sizeof blank; i++)
+    if (blank[i] != 0)
+      fatal ("the input disk of a pool VM holds data before its job");
+  fd = open (port, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0)
+    fatal ("open control port `%s`: %s", port, strerror (errno));
+  while (have < sizeof buf && (have == 0 || buf[have - 1] != '\n'))
+    {
+      ssize_t n = read (fd, buf + have, sizeof buf - have);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        fatal ("the control port closed before the job came");
+      have += (size_t) n;
+    }
+  if (have != sizeof PROTO_GO - 1 || memcmp (buf, PROTO_GO, have) != 0)
+    fatal ("unexpected message on the control port");
+  if (ioctl (in, BLKFLSBUF, 0) < 0)
+    fatal ("drop the input disk's cache: %s", strerror (errno));
+  close (fd);
+  close (in);
 }
 
 static void
@@ -630,6 +714,7 @@ main (void)
     fatal ("no input disk");
   if (find_disk ("scratch", dev_scratch, sizeof dev_scratch) < 0)
     fatal ("no scratch disk");
+  wait_for_job (dev_in);
 
   do_mount (dev_scratch, "/work", "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, NULL);
   if (chmod ("/work", 0755) < 0)

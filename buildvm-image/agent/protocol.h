@@ -22,6 +22,13 @@
 #define PROTO_MAX_CONTROL (8u << 20)
 #define PROTO_READY_LINE "buildvm-agent: ready"
 
+/* A pool VM (booted before its job) has a virtio-serial port of this name;
+ * the agent waits on it, after its ready line, for PROTO_GO: the runner has
+ * written the job's input into the input disk. A VM without the port is a
+ * cold boot, whose input is there from the start. */
+#define PROTO_CONTROL_PORT "buildvm.control"
+#define PROTO_GO "go\n"
+
 /* input disk */
 #define PROTO_CONTROL_PATH ".buildvm/job"
 #define PROTO_SECRETS_DIR ".buildvm/secrets"

@@ -487,6 +487,8 @@ config_free (struct runner_config *c)
   free (c->attest.builder_id);
   free (c->serve.name);
   free (c->serve.metrics);
+  for (size_t i = 0; i < c->serve.n_pool; i++)
+    free (c->serve.pool[i].profile);
   free ((char *) c->jail.lock_dir);
   free (c->queue);
   free (c->webhook.listen);
@@ -1233,19 +1235,74 @@ config_job_seconds (const struct runner_config *c)
 #k, offsetof(struct config_serve, k), (min), (max), (def)                                     \
   }
 
+/* serve.pool: [{"profile", "vcpus", "memory_mib", "size"}, ...]; a field
+ * left out is the job defaults' (checked against the limits by serve.c,
+ * which resolves them once the whole file is loaded) */
+static int
+load_pool (struct runner_config *c, const struct loader *L, const json_t *a, bvm_error_t *err)
+{
+  static const char *const keys[] = { "profile", "vcpus", "memory_mib", "size", NULL };
+  const json_t *e;
+  size_t i;
+
+  if (!json_is_array (a))
+    return bad (err, L->what, "serve.pool", "must be an array of pool shapes");
+  if (json_array_size (a) > CONFIG_POOL_SHAPES_MAX)
+    return bad (err, L->what, "serve.pool", "has more than %d shapes", CONFIG_POOL_SHAPES_MAX);
+  json_array_foreach (a, i, e)
+    {
+      struct config_pool_shape *sh = &c->serve.pool[c->serve.n_pool];
+      const char *s = NULL;
+      int ret;
+
+      if (!json_is_object (e))
+        return bad (err, L->what, "serve.pool[]", "must be an object");
+      if ((ret = wrapped (jsonx_check_keys (e, keys, "serve.pool[]", err), L, err)) < 0
+          || (ret = wrapped (jsonx_get_u64 (&sh->vcpus, e, "vcpus", false, 1, 64, "serve.pool[]",
+                                            err),
+                             L, err))
+                 < 0
+          || (ret = wrapped (jsonx_get_u64 (&sh->memory_mib, e, "memory_mib", false, 64, 1u << 20,
+                                            "serve.pool[]", err),
+                             L, err))
+                 < 0)
+        return ret;
+      sh->size = 1;
+      if ((ret = wrapped (jsonx_get_u64 (&sh->size, e, "size", false, 0, 64, "serve.pool[]", err),
+                          L, err))
+          < 0)
+        return ret;
+      if (json_object_get (e, "profile") != NULL)
+        {
+          if ((ret = wrapped (jsonx_get_str (&s, e, "profile", true, 64, "serve.pool[]", err), L,
+                              err))
+              < 0)
+            return ret;
+          if (image_profile_problem (s) != NULL)
+            return bad_value (err, L->what, "serve.pool[].profile",
+                              "must match ^[a-z0-9][a-z0-9-]{0,31}$", s);
+          if ((sh->profile = strdup (s)) == NULL)
+            return nomem (err);
+        }
+      c->serve.n_pool++;
+    }
+  return 0;
+}
+
 static int
 load_serve (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 {
-  static const char *const keys[] = { "name",          "concurrency",
-                                      "lease_seconds", "max_attempts",
-                                      "grace_seconds", "job_seconds",
-                                      "metrics",       NULL };
+  static const char *const keys[] = {
+    "name",        "concurrency", "lease_seconds", "max_attempts",         "grace_seconds",
+    "job_seconds", "metrics",     "pool",          "pool_max_age_seconds", NULL
+  };
   static const struct u64_field fields[] = {
     SRV (concurrency, 0, 1024, 0),
     SRV (lease_seconds, 1, 86400, 60),
     SRV (max_attempts, 1, 100, 3),
     SRV (grace_seconds, 0, SPEC_TIMEOUT_MAX, 900),
     SRV (job_seconds, 0, 4 * SPEC_TIMEOUT_MAX, 0),
+    SRV (pool_max_age_seconds, 10, 86400, 600),
   };
   const json_t *o = NULL;
   const char *s = NULL;
@@ -1289,6 +1346,8 @@ load_serve (struct runner_config *c, const struct loader *L, bvm_error_t *err)
       if ((c->serve.metrics = strdup (s)) == NULL)
         return nomem (err);
     }
+  if (o != NULL && json_object_get (o, "pool") != NULL)
+    return load_pool (c, L, json_object_get (o, "pool"), err);
   return 0;
 }
 
@@ -1583,6 +1642,24 @@ config_to_json (const struct runner_config *c)
   r |= set_u (srv, "job_seconds", c->serve.job_seconds);
   r |= json_object_set_new (srv, "metrics",
                             c->serve.metrics ? json_string (c->serve.metrics) : json_null ());
+  r |= set_u (srv, "pool_max_age_seconds", c->serve.pool_max_age_seconds);
+  {
+    json_t *pool = json_array ();
+    for (size_t i = 0; pool != NULL && i < c->serve.n_pool; i++)
+      {
+        /* the fields left to the defaults stay out: 0 is no valid value */
+        const struct config_pool_shape *sh = &c->serve.pool[i];
+        json_t *e = json_pack ("{s:I}", "size", (json_int_t) sh->size);
+        if (e != NULL && sh->profile)
+          r |= set_s (e, "profile", sh->profile);
+        if (e != NULL && sh->vcpus)
+          r |= set_u (e, "vcpus", sh->vcpus);
+        if (e != NULL && sh->memory_mib)
+          r |= set_u (e, "memory_mib", sh->memory_mib);
+        r |= json_array_append_new (pool, e);
+      }
+    r |= json_object_set_new (srv, "pool", pool);
+  }
   r |= json_object_set_new (o, "jail", jail_to_json (&c->jail));
   r |= json_object_set_new (o, "egress", egress_settings_to_json (&c->egress));
   {

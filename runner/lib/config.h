@@ -106,16 +106,30 @@ struct config_attest
   char *builder_id; /* the runner's identity in the provenance: runDetails.builder.id */
 };
 
+/* `serve.pool[]`: VMs of one shape booted ahead of their jobs (serve.c) */
+struct config_pool_shape
+{
+  char *profile;       /* the image profile; NULL: images.default_profile */
+  uint64_t vcpus;      /* 0: defaults.vcpus */
+  uint64_t memory_mib; /* 0: defaults.memory_mib */
+  uint64_t size;       /* VMs kept waiting */
+};
+
+#define CONFIG_POOL_SHAPES_MAX 8
+
 /* `buildvm serve`: the daemon's own settings */
 struct config_serve
 {
-  char *name;             /* the runner's queue consumer name; NULL: "<host>-<uid>" */
-  uint64_t concurrency;   /* jobs at once; 0: what the cores and memory allow */
-  uint64_t lease_seconds; /* every runner on one queue must agree */
-  uint64_t max_attempts;  /* a job is dead-lettered rather than start attempt N+1 */
-  uint64_t grace_seconds; /* SIGTERM: how long running jobs may take to finish */
-  uint64_t job_seconds;   /* a worker is killed past it; 0: config_job_seconds() derives it */
-  char *metrics;          /* "127.0.0.1:PORT" for /metrics and /healthz, or NULL */
+  struct config_pool_shape pool[CONFIG_POOL_SHAPES_MAX];
+  size_t n_pool;
+  uint64_t pool_max_age_seconds; /* a pool VM waiting longer is replaced */
+  char *name;                    /* the runner's queue consumer name; NULL: "<host>-<uid>" */
+  uint64_t concurrency;          /* jobs at once; 0: what the cores and memory allow */
+  uint64_t lease_seconds;        /* every runner on one queue must agree */
+  uint64_t max_attempts;         /* a job is dead-lettered rather than start attempt N+1 */
+  uint64_t grace_seconds;        /* SIGTERM: how long running jobs may take to finish */
+  uint64_t job_seconds; /* a worker is killed past it; 0: config_job_seconds() derives it */
+  char *metrics;        /* "127.0.0.1:PORT" for /metrics and /healthz, or NULL */
 };
 
 /* `checkout`: how the runner reaches an app's repository */

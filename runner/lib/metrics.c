@@ -7,6 +7,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,10 @@ static const double buckets[] = { 0.005, 0.025, 0.1, 0.25, 0.5, 1,   2.5,
                                   5,     10,    30,  60,   300, 900, 3600 };
 
 static const char *const egress_decisions[] = { "allow", "audit", "deny", "error" };
+
+static const char *const miss_reasons[] = { "empty", "shape" };
+#define N_POOL 8 /* CONFIG_POOL_SHAPES_MAX */
+#define N_MISS ARRAY_SIZE (miss_reasons)
 
 #define N_OUT ARRAY_SIZE (outcomes)
 #define N_EG ARRAY_SIZE (egress_decisions)
@@ -35,6 +40,11 @@ struct metrics
   uint64_t queued, running_jobs, vms, vms_max;
   bool draining;
   uint64_t egress_conns[N_EG], egress_out[N_EG], egress_in[N_EG];
+  char pool_label[N_POOL][96];
+  uint64_t pool_booting[N_POOL], pool_ready[N_POOL];
+  uint64_t pool_hits, pool_misses[N_MISS];
+  uint64_t fs_bucket[2][N_B], fs_count[2]; /* [0] cold, [1] pool */
+  double fs_sum[2];
   struct MHD_Daemon *http;
 };
 
@@ -136,6 +146,55 @@ metrics_set_vms (struct metrics *m, uint64_t running, uint64_t max)
 }
 
 void
+metrics_set_pool (struct metrics *m, unsigned idx, const char *label, uint64_t booting,
+                  uint64_t ready)
+{
+  if (m == NULL || idx >= N_POOL)
+    return;
+  pthread_mutex_lock (&m->lock);
+  snprintf (m->pool_label[idx], sizeof m->pool_label[idx], "%s", label);
+  m->pool_booting[idx] = booting;
+  m->pool_ready[idx] = ready;
+  pthread_mutex_unlock (&m->lock);
+}
+
+void
+metrics_pool_hit (struct metrics *m)
+{
+  if (m == NULL)
+    return;
+  pthread_mutex_lock (&m->lock);
+  m->pool_hits++;
+  pthread_mutex_unlock (&m->lock);
+}
+
+void
+metrics_pool_miss (struct metrics *m, const char *reason)
+{
+  if (m == NULL)
+    return;
+  pthread_mutex_lock (&m->lock);
+  for (size_t i = 0; i < N_MISS; i++)
+    if (strcmp (miss_reasons[i], reason) == 0)
+      m->pool_misses[i]++;
+  pthread_mutex_unlock (&m->lock);
+}
+
+void
+metrics_first_step (struct metrics *m, bool pool, double seconds)
+{
+  if (m == NULL)
+    return;
+  pthread_mutex_lock (&m->lock);
+  for (size_t b = 0; b < N_B; b++)
+    if (seconds <= buckets[b])
+      m->fs_bucket[pool][b]++;
+  m->fs_count[pool]++;
+  m->fs_sum[pool] += seconds;
+  pthread_mutex_unlock (&m->lock);
+}
+
+void
 metrics_set_draining (struct metrics *m, bool draining)
 {
   if (m == NULL)
@@ -184,6 +243,40 @@ metrics_render (struct metrics *m, struct buf *b)
                  "# HELP buildvm_workers_max Jobs this runner runs at once.\n"
                  "# TYPE buildvm_workers_max gauge\nbuildvm_workers_max %llu\n",
                  (unsigned long long) m->vms, (unsigned long long) m->vms_max);
+  r |= buf_adds (b, "# HELP buildvm_pool_vms VMs of the pool, booted ahead of their jobs, by "
+                    "shape and state.\n# TYPE buildvm_pool_vms gauge\n");
+  for (size_t i = 0; i < N_POOL; i++)
+    if (m->pool_label[i][0])
+      r |= buf_addf (b,
+                     "buildvm_pool_vms{shape=\"%s\",state=\"booting\"} %llu\n"
+                     "buildvm_pool_vms{shape=\"%s\",state=\"ready\"} %llu\n",
+                     m->pool_label[i], (unsigned long long) m->pool_booting[i], m->pool_label[i],
+                     (unsigned long long) m->pool_ready[i]);
+  r |= buf_addf (b,
+                 "# HELP buildvm_pool_hits_total Jobs that ran in a pool VM.\n"
+                 "# TYPE buildvm_pool_hits_total counter\nbuildvm_pool_hits_total %llu\n"
+                 "# HELP buildvm_pool_misses_total Jobs that booted cold although a pool is "
+                 "configured, by reason.\n# TYPE buildvm_pool_misses_total counter\n",
+                 (unsigned long long) m->pool_hits);
+  for (size_t i = 0; i < N_MISS; i++)
+    r |= buf_addf (b, "buildvm_pool_misses_total{reason=\"%s\"} %llu\n", miss_reasons[i],
+                   (unsigned long long) m->pool_misses[i]);
+  r |= buf_adds (b, "# HELP buildvm_lease_to_first_step_seconds From the lease to the guest "
+                    "agent's first build step.\n"
+                    "# TYPE buildvm_lease_to_first_step_seconds histogram\n");
+  for (int p = 0; p < 2; p++)
+    {
+      const char *vm = p ? "pool" : "cold";
+      for (size_t k = 0; k < N_B; k++)
+        r |= buf_addf (b, "buildvm_lease_to_first_step_seconds_bucket{vm=\"%s\",le=\"%g\"} %llu\n",
+                       vm, buckets[k], (unsigned long long) m->fs_bucket[p][k]);
+      r |= buf_addf (b,
+                     "buildvm_lease_to_first_step_seconds_bucket{vm=\"%s\",le=\"+Inf\"} %llu\n"
+                     "buildvm_lease_to_first_step_seconds_sum{vm=\"%s\"} %.6f\n"
+                     "buildvm_lease_to_first_step_seconds_count{vm=\"%s\"} %llu\n",
+                     vm, (unsigned long long) m->fs_count[p], vm, m->fs_sum[p], vm,
+                     (unsigned long long) m->fs_count[p]);
+    }
   r |= buf_adds (b, "# HELP buildvm_egress_connections_total Build egress connections, by "
                     "decision.\n# TYPE buildvm_egress_connections_total counter\n");
   for (size_t i = 0; i < N_EG; i++)

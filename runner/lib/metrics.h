@@ -7,7 +7,10 @@
  * Series: buildvm_jobs_total{outcome}, buildvm_phase_duration_seconds{phase}
  * (a histogram), buildvm_queue_depth{state}, buildvm_vms_running,
  * buildvm_workers_max, buildvm_up, buildvm_egress_connections_total{decision}
- * and buildvm_egress_bytes_total{decision,direction}. Updates and scrapes are serialised by one
+ * buildvm_egress_bytes_total{decision,direction}, and for the pool of VMs
+ * booted ahead (serve.c) buildvm_pool_vms{shape,state},
+ * buildvm_pool_hits_total, buildvm_pool_misses_total{reason} and
+ * buildvm_lease_to_first_step_seconds{vm} (a histogram). Updates and scrapes are serialised by one
  * mutex; the HTTP server runs in libmicrohttpd's own thread.
  */
 #ifndef BUILDVM_METRICS_H
@@ -35,6 +38,17 @@ void metrics_set_draining (struct metrics *m, bool draining);
  * counts its connections by decision (allow | audit | deny | error) and their
  * bytes each way. */
 void metrics_egress (struct metrics *m, const json_t *egress);
+
+/* The pool: shape number `idx` (below CONFIG_POOL_SHAPES_MAX, labelled
+ * `label`) has this many VMs booting and ready. */
+void metrics_set_pool (struct metrics *m, unsigned idx, const char *label, uint64_t booting,
+                       uint64_t ready);
+void metrics_pool_hit (struct metrics *m);
+/* reason: empty (no ready pool VM at the lease) | shape (the one offered did
+ * not fit the job) */
+void metrics_pool_miss (struct metrics *m, const char *reason);
+/* From the lease to the agent's first build step; pool: in a pool VM. */
+void metrics_first_step (struct metrics *m, bool pool, double seconds);
 
 /* The exposition text. */
 int metrics_render (struct metrics *m, struct buf *out);

@@ -101,6 +101,7 @@ struct run
   struct workdir *wd;
   char *input_path;
   struct vmjob_result vm;
+  int64_t t_first_step; /* the agent's first step line (now_ms), or 0 */
   /* egress: the broker's thread logs too, so console lines take this lock */
   pthread_mutex_t console_lock;
   struct role *egress_role;
@@ -212,6 +213,13 @@ on_console_locked (struct run *r, enum vm_stream stream, const char *line, size_
 {
   static const char cont[] = " [buildvm: line continues]";
   struct buf *b = &r->console_line[stream == VM_STREAM_STDERR];
+  static const char first[] = "==> step 1/";
+
+  /* the agent's line before the first step: the build's output can only
+   * come after it, so the first such line is the agent's */
+  if (r->t_first_step == 0 && stream == VM_STREAM_CONSOLE && b->len == 0 && len >= sizeof first - 1
+      && memcmp (line, first, sizeof first - 1) == 0)
+    r->t_first_step = now_ms ();
 
   if (!more && b->len == 0)
     {
@@ -883,6 +891,7 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.opaque = r;
   vo.cancel = r->o->cancel;
   vo.started = on_vm_started;
+  vo.warm = r->o->warm;
   if ((ret = egress_prepare (r, err)) < 0)
     {
       unlink (r->input_path); /* it may hold secrets */
@@ -917,6 +926,14 @@ phase_build (struct run *r, bvm_error_t *err)
                    (json_int_t) r->vm.vm.boot_ms, "vm_ms", (json_int_t) r->vm.vm.total_ms, "steps",
                    steps, "console_bytes", (json_int_t) r->vm.vm.console_bytes, "console_dropped",
                    (json_int_t) r->vm.vm.console_dropped));
+  if (r->vm.pool != VMJOB_POOL_NONE)
+    json_object_set_new (json_object_get (r->record, "build"), "pool",
+                         r->vm.pool == VMJOB_POOL_HIT
+                             ? json_pack ("{s:s}", "vm", "hit")
+                             : json_pack ("{s:s, s:s}", "vm", "miss", "why", r->vm.pool_note));
+  if (r->t_first_step > 0)
+    jset (r->record, "first_step_ms",
+          json_integer (r->t_first_step - (r->o->t_lease_ms ? r->o->t_lease_ms : r->t0)));
   jset (r->record, "accel", json_string (vm_accel_name (r->vm.vm.accel)));
   jset (r->record, "jail",
         r->vm.jailed ? json_pack ("{s:b, s:I, s:s}", "enabled", 1, "uid",

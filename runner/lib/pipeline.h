@@ -41,6 +41,7 @@
 #include "job.h"
 
 struct secrets;
+struct vmjob_warm;
 
 struct pipeline_opts
 {
@@ -58,6 +59,13 @@ struct pipeline_opts
   void *opaque;
   /* Every console line also goes to this stream (e.g. stderr), or NULL. */
   FILE *echo;
+  /* A pool VM for the build (serve.c), or NULL: a cold boot. The build
+   * phase takes *warm (vmjob_opts.warm); the caller frees what is left
+   * (vmjob_warm_free) when the job ended before its build. */
+  struct vmjob_warm **warm;
+  /* When the job was leased (now_ms), for the record's `first_step_ms`;
+   * 0: the pipeline's start. */
+  int64_t t_lease_ms;
   /* The per-app secret store for `secrets` in buildvm.json, or NULL. */
   struct secrets *secrets;
 

@@ -2,6 +2,8 @@
 #include "serve.h"
 #include "fault.h"
 #include "fs.h"
+#include "guest.h"
+#include "image.h"
 #include "job.h"
 #include "jsonx.h"
 #include "log.h"
@@ -10,6 +12,7 @@
 #include "proc.h"
 #include "queue.h"
 #include "util.h"
+#include "vmjob.h"
 #include "workdir.h"
 
 #include <dirent.h>
@@ -22,6 +25,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +33,10 @@
 #define TICK_MS 200
 #define DEPTH_EVERY_MS 2000
 #define MAX_WORKERS 1024
+#define POOL_MAX 64
+#define POOL_BACKOFF_MS 5000
+#define POOL_JOB_MAX (4u << 20) /* the job handed to a pool VM's worker: a lease's JSON */
+#define POOL_HINTS 256
 
 /* worker exit codes: how the job left the queue */
 enum
@@ -40,6 +48,8 @@ enum
   W_DRAINED = 13,  /* given back because the daemon is stopping */
   W_QUEUE_ERROR = 14,
   W_ACK_FAILED = 15, /* succeeded (tagged, record written), but the ack failed */
+  P_RETIRED = 20,    /* a pool VM that got no job: past its age, or stopped */
+  P_FAILED = 21,     /* a pool VM that could not boot */
 };
 
 struct worker
@@ -51,6 +61,35 @@ struct worker
   int64_t deadline_ms; /* killed past it (config_job_seconds) */
   bool cancel_sent, fenced_sent, term_sent, killed;
   char journal[PATH_MAX];
+};
+
+/* A VM of the pool (docs/architecture.md, "The pool"): a worker process
+ * forked ahead of its job, which booted its VM and waits at the agent. The
+ * daemon sends it a lease over job_fd and it becomes that job's worker. */
+enum pool_state
+{
+  POOL_BOOTING,
+  POOL_READY,
+};
+
+struct pool_vm
+{
+  pid_t pid;
+  unsigned shape;
+  int job_fd; /* the daemon's end of a socket pair: "r" comes back when ready */
+  enum pool_state state;
+  int64_t born_ms;
+  bool term_sent;
+};
+
+/* A serve.pool[] entry with the defaults filled in */
+struct pool_shape
+{
+  char profile[64];
+  unsigned vcpus, memory_mib;
+  uint64_t disk_mib;
+  unsigned size;
+  char label[96]; /* "profile/vcpus/memory_mib", the metrics' shape label */
 };
 
 struct serve
@@ -66,6 +105,19 @@ struct serve
   struct worker workers[MAX_WORKERS];
   unsigned n_workers, max_workers;
   pid_t daemon_pid;
+  struct pool_shape shapes[CONFIG_POOL_SHAPES_MAX];
+  unsigned n_shapes;
+  struct pool_vm pool[POOL_MAX];
+  unsigned n_pool, pool_seq;
+  /* the shape of each app's last job (from its record): the pool shape it
+   * matched, or -1 for none; a ring, the oldest forgotten first */
+  struct
+  {
+    char app[128];
+    int shape;
+  } hints[POOL_HINTS];
+  unsigned n_hints, next_hint;
+  int64_t pool_backoff_until;
 };
 
 /* --- helpers ------------------------------------------------------------------ */
@@ -147,10 +199,17 @@ unsigned
 serve_default_concurrency (const struct runner_config *cfg)
 {
   /* each VM: its memory plus ~256 MiB for QEMU itself and the runner's
-   * share; keep 512 MiB for the host */
-  uint64_t per = cfg->defaults.memory_mib + 256;
+   * share; keep 512 MiB for the host, and what the pool's VMs take (they
+   * run beside the jobs: docs/operations.md, "Sizing the pool") */
+  uint64_t per = cfg->defaults.memory_mib + 256, pool = 0;
   uint64_t avail = mem_available_mib ();
-  uint64_t by_mem = avail > 512 ? (avail - 512) / per : 1;
+  uint64_t by_mem;
+  for (size_t i = 0; i < cfg->serve.n_pool; i++)
+    pool += cfg->serve.pool[i].size
+            * ((cfg->serve.pool[i].memory_mib ? cfg->serve.pool[i].memory_mib
+                                              : cfg->defaults.memory_mib)
+               + 256);
+  by_mem = avail > 512 + pool + per ? (avail - 512 - pool) / per : 1;
   unsigned n = cpu_count ();
   if (by_mem < n)
     n = (unsigned) by_mem;
@@ -223,7 +282,20 @@ journal_recover (struct serve *s, bvm_error_t *err)
         continue;
       if (snprintf_checked (path, sizeof path, "%s/%s", jdir, de->d_name) < 0)
         continue;
-      if (jsonx_parse_file (&j, path, 1 << 20, &e) < 0
+      if (jsonx_parse_file (&j, path, 1 << 20, &e) == 0 && json_object_get (j, "pool") != NULL)
+        {
+          /* a pool VM that had no job yet */
+          if (json_unpack (j, "{s:I, s:I}", "vmm", &vmm, "vmm_start", &vmm_start) == 0
+              && journal_kill_vmm (vmm, vmm_start))
+            {
+              reaped++;
+              log_warn ("event=recover.pool_vm.killed pid=%lld", (long long) vmm);
+            }
+          json_decref (j);
+          unlink (path);
+          continue;
+        }
+      if (j == NULL
           || json_unpack (j, "{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "job", &job, "msg_id",
                           &msg_id, "owner", &owner, "body", &body, "attempt", &attempt,
                           "last_attempt", &last, "vmm", &vmm, "vmm_start", &vmm_start)
@@ -420,7 +492,10 @@ ack_success (struct queue *q, struct queue_msg *m, const json_t *record, bvm_err
   return queue_complete (q, m, rec, err);
 }
 
-static void __attribute__ ((noreturn)) worker_main (struct serve *s, struct worker *w)
+/* A job's worker; from a pool VM's process (pool_main), with the VM booted
+ * for it (*warm, which the build takes) and the work directory of its disks. */
+static void __attribute__ ((noreturn))
+worker_main (struct serve *s, struct worker *w, struct vmjob_warm **warm, struct workdir *pool_wd)
 {
   struct queue *q = NULL;
   struct pipeline_opts po = { 0 };
@@ -464,7 +539,7 @@ static void __attribute__ ((noreturn)) worker_main (struct serve *s, struct work
       _exit (W_QUEUE_ERROR);
     }
   c.q = q;
-  if (journal_write (w, 0, &err) < 0)
+  if (journal_write (w, warm && *warm ? vmjob_warm_pid (*warm) : 0, &err) < 0)
     {
       log_warn ("job=%s event=journal.failed error=\"%s\"", m->job_id, bvm_error_msg (&err));
       bvm_error_free (&err);
@@ -477,6 +552,8 @@ static void __attribute__ ((noreturn)) worker_main (struct serve *s, struct work
   po.phase = w_phase;
   po.vm_started = w_vm_started;
   po.opaque = &c;
+  po.warm = warm;
+  po.t_lease_ms = w->started_ms;
   record = earlier_success (s, m);
   if (record != NULL)
     {
@@ -489,6 +566,15 @@ static void __attribute__ ((noreturn)) worker_main (struct serve *s, struct work
     ret = pipeline_run (&record, m->job, &po, &err);
   t_record = now_ms ();
   code = ret < 0 ? bvm_error_get_code (&err) : 0;
+  /* a pool VM the job never used (it ended before its build) */
+  if (warm != NULL)
+    vmjob_warm_free (*warm);
+  if (pool_wd != NULL)
+    {
+      bvm_error_t e = NULL;
+      if (workdir_remove (pool_wd, &e) < 0)
+        bvm_error_free (&e);
+    }
 
   if (code == BVM_E_FENCED || w_reason == SIGUSR2)
     {
@@ -531,6 +617,507 @@ static void __attribute__ ((noreturn)) worker_main (struct serve *s, struct work
   _exit (status);
 }
 
+/* --- the pool ------------------------------------------------------------------- */
+
+/* The largest input disk a job can need: its source with a tar header and
+ * padding per entry, the control file, its secrets. Sparse: it costs what
+ * the job writes into it. A larger input does not fit (vmjob: a miss). */
+static uint64_t
+pool_input_max (const struct runner_config *cfg)
+{
+  return cfg->limits.max_source_bytes + cfg->limits.max_source_entries * 1536 + GUEST_MAX_CONTROL
+         + (64u << 20);
+}
+
+static int
+pool_shapes_resolve (struct serve *s, bvm_error_t *err)
+{
+  const struct runner_config *cfg = s->cfg;
+  for (size_t i = 0; i < cfg->serve.n_pool; i++)
+    {
+      const struct config_pool_shape *c = &cfg->serve.pool[i];
+      struct pool_shape *sh = &s->shapes[s->n_shapes];
+      if (c->size == 0)
+        continue;
+      /* the agent's go comes on a virtio-serial port: QEMU's (vm.h) */
+      if (cfg->vm.driver != NULL && strcmp (cfg->vm.driver, "qemu") != 0)
+        return bvm_error_code (err, BVM_E_INVALID, 0,
+                               "serve.pool needs the `qemu` VM driver, not `%s`", cfg->vm.driver);
+      snprintf (sh->profile, sizeof sh->profile, "%s",
+                c->profile ? c->profile : cfg->images.default_profile);
+      sh->vcpus = (unsigned) (c->vcpus ? c->vcpus : cfg->defaults.vcpus);
+      sh->memory_mib = (unsigned) (c->memory_mib ? c->memory_mib : cfg->defaults.memory_mib);
+      sh->disk_mib = cfg->defaults.disk_mib;
+      sh->size = (unsigned) c->size;
+      if (sh->vcpus > cfg->limits.max_vcpus || sh->memory_mib > cfg->limits.max_memory_mib)
+        return bvm_error_code (err, BVM_E_INVALID, 0,
+                               "serve.pool[%zu]: %u vCPUs and %u MiB are above the limits "
+                               "(%llu, %llu MiB)",
+                               i, sh->vcpus, sh->memory_mib,
+                               (unsigned long long) cfg->limits.max_vcpus,
+                               (unsigned long long) cfg->limits.max_memory_mib);
+      {
+        char label[sizeof sh->label];
+        snprintf (label, sizeof label, "%s/%u/%u", sh->profile, sh->vcpus, sh->memory_mib);
+        memcpy (sh->label, label, sizeof label);
+      }
+      s->n_shapes++;
+    }
+  return 0;
+}
+
+/* The lease, for the pool VM's process: what start_worker's fork copies. */
+static int
+pool_send_job (struct pool_vm *pv, const struct worker *w, bvm_error_t *err)
+{
+  const struct queue_msg *m = w->m;
+  cleanup_json json_t *j = json_pack ("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:I}",
+                                      "msg_id", m->msg_id, "job_id", m->job_id, "key", m->key,
+                                      "owner", m->owner, "body", m->body, "attempt",
+                                      (json_int_t) m->attempt, "last_attempt",
+                                      (json_int_t) m->last_attempt, "lease_until_ms",
+                                      (json_int_t) m->lease_until_ms, "redelivered",
+                                      m->redelivered, "leased_ms", (json_int_t) w->started_ms);
+  cleanup_free char *text = j ? json_dumps (j, JSON_COMPACT) : NULL;
+  size_t len, off = 0;
+
+  if (text == NULL)
+    return bvm_error (err, ENOMEM, "pool job");
+  len = strlen (text);
+  while (off < len)
+    {
+      ssize_t n = send (pv->job_fd, text + off, len - off, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return bvm_error (err, errno, "hand the job to pool VM %d", (int) pv->pid);
+      off += (size_t) n;
+    }
+  if (shutdown (pv->job_fd, SHUT_WR) < 0)
+    return bvm_error (err, errno, "hand the job to pool VM %d", (int) pv->pid);
+  return 0;
+}
+
+static int
+pool_read_job (struct queue_msg **out, int64_t *leased_ms, int fd, bvm_error_t *err)
+{
+  struct buf b = BUF_INIT (POOL_JOB_MAX);
+  cleanup_json json_t *j = NULL;
+  struct queue_msg *m = NULL;
+  const char *msg_id, *job_id, *key, *owner, *body;
+  json_int_t attempt, last, until, leased;
+  int redelivered, ret = 0;
+
+  for (;;)
+    {
+      char chunk[65536];
+      ssize_t n = read (fd, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        {
+          ret = bvm_error (err, errno, "read the job");
+          goto out;
+        }
+      if (n == 0)
+        break;
+      if ((ret = buf_add (&b, chunk, (size_t) n)) < 0)
+        {
+          ret = bvm_error (err, E2BIG, "the job is over %u bytes", POOL_JOB_MAX);
+          goto out;
+        }
+    }
+  if ((ret = jsonx_parse_object (&j, buf_cstr (&b), b.len, POOL_JOB_MAX, "the job", NULL, err))
+      < 0)
+    goto out;
+  if (json_unpack (j, "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:I}", "msg_id", &msg_id,
+                   "job_id", &job_id, "key", &key, "owner", &owner, "body", &body, "attempt",
+                   &attempt, "last_attempt", &last, "lease_until_ms", &until, "redelivered",
+                   &redelivered, "leased_ms", &leased)
+      != 0)
+    {
+      ret = bvm_error_code (err, BVM_E_INTERNAL, 0, "the job handed over is malformed");
+      goto out;
+    }
+  m = calloc (1, sizeof *m);
+  if (m == NULL || (m->msg_id = strdup (msg_id)) == NULL || (m->job_id = strdup (job_id)) == NULL
+      || (m->key = strdup (key)) == NULL || (m->owner = strdup (owner)) == NULL
+      || (m->body = strdup (body)) == NULL)
+    {
+      queue_msg_free (m);
+      ret = bvm_error (err, ENOMEM, "the job");
+      goto out;
+    }
+  m->len = strlen (body);
+  m->attempt = (unsigned) attempt;
+  m->last_attempt = (unsigned) last;
+  m->lease_until_ms = until;
+  m->redelivered = redelivered != 0;
+  if ((ret = job_parse (&m->job, m->body, m->len, err)) < 0)
+    {
+      queue_msg_free (m);
+      goto out;
+    }
+  *leased_ms = leased;
+  *out = m;
+out:
+  buf_dispose (&b);
+  return ret;
+}
+
+static void
+pool_journal_path (char *out, size_t size, const struct serve *s, pid_t pid)
+{
+  snprintf (out, size, "%s/journal/pool-%d.json", s->dir, (int) pid);
+}
+
+/* The process of one pool VM: boot it, wait at its agent for a job (or
+ * until its age or a stop), and become that job's worker. Its VMM is its
+ * child (jailed), dies with it (PR_SET_PDEATHSIG) and is journaled, like a
+ * job's, for the next start to kill should both survive a crash. */
+static void __attribute__ ((noreturn))
+pool_main (struct serve *s, unsigned shape, unsigned seq, int fd)
+{
+  const struct pool_shape *sh = &s->shapes[shape];
+  const struct runner_config *cfg = s->cfg;
+  struct vmjob_opts vo = { 0 };
+  struct vm_image *img = NULL;
+  struct workdir *wd = NULL;
+  struct vmjob_warm *warm = NULL;
+  struct queue_msg *m = NULL;
+  struct worker w;
+  struct sigaction sa;
+  char name[64], journal[PATH_MAX + 32];
+  bvm_error_t err = NULL;
+  int64_t born = now_ms (), leased = 0;
+  uint64_t start = 0;
+  int ret, status = P_RETIRED;
+
+  if (prctl (PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid () != s->daemon_pid)
+    _exit (P_FAILED);
+  fault_set_partner (s->daemon_pid);
+  memset (&sa, 0, sizeof sa);
+  sa.sa_handler = w_on_signal;
+  sigemptyset (&sa.sa_mask);
+  sigaction (SIGUSR1, &sa, NULL);
+  sigaction (SIGUSR2, &sa, NULL);
+  sigaction (SIGTERM, &sa, NULL);
+  signal (SIGINT, SIG_IGN);
+  {
+    sigset_t none;
+    sigemptyset (&none);
+    sigprocmask (SIG_SETMASK, &none, NULL);
+  }
+  if (proc_limit_memory (cfg->limits.max_worker_memory_mib, &err) < 0)
+    bvm_error_free (&err);
+  snprintf (name, sizeof name, "pool-%u", seq);
+  pool_journal_path (journal, sizeof journal, s, getpid ());
+
+  ret = image_load (&img, cfg->images.dir, sh->profile, &err);
+  if (ret == 0)
+    ret = workdir_create (&wd, cfg->work_dir, name, &err);
+  if (ret == 0)
+    {
+      vo.image = img;
+      vmjob_opts_settings (&vo, &cfg->vm, &cfg->jail);
+      vo.name = name;
+      vo.vcpus = sh->vcpus;
+      vo.memory_mib = sh->memory_mib;
+      vo.disk_mib = sh->disk_mib;
+      vo.output_max = cfg->limits.max_output_bytes;
+      vo.boot_timeout_ms = (int64_t) cfg->vm.boot_timeout * 1000;
+      vo.console_max = cfg->limits.max_log_bytes;
+      vo.cancel = &w_cancel;
+      ret = vmjob_prewarm (&warm, wd, &vo, pool_input_max (cfg), &err);
+    }
+  if (ret < 0)
+    {
+      if (!w_cancel)
+        {
+          log_warn ("event=pool.boot.failed shape=%s vm=%s error=\"%s\"", sh->label, name,
+                    bvm_error_msg (&err));
+          status = P_FAILED;
+        }
+      goto retire;
+    }
+  {
+    cleanup_json json_t *j = NULL;
+    pid_t vmm = vmjob_warm_pid (warm);
+    if (proc_start_time (vmm, &start) < 0)
+      start = 0;
+    j = json_pack ("{s:b, s:s, s:I, s:I}", "pool", 1, "shape", sh->label, "vmm", (json_int_t) vmm,
+                   "vmm_start", (json_int_t) start);
+    if (j == NULL || jsonx_write_file (journal, j, &err) < 0)
+      bvm_error_free (&err);
+  }
+  log_info ("event=pool.ready shape=%s vm=%s boot_ms=%lld", sh->label, name,
+            (long long) vmjob_warm_boot_ms (warm));
+  if (write (fd, "r", 1) != 1)
+    goto retire;
+  ret = vmjob_warm_idle (warm, fd, born + (int64_t) cfg->serve.pool_max_age_seconds * 1000, &err);
+  if (ret == 0)
+    log_info ("event=pool.recycled shape=%s vm=%s age_s=%lld", sh->label, name,
+              (long long) ((now_ms () - born) / 1000));
+  if (ret < 0 && bvm_error_get_code (&err) != BVM_E_CANCELED)
+    log_warn ("event=pool.vm.lost shape=%s vm=%s error=\"%s\"", sh->label, name,
+              bvm_error_msg (&err));
+  bvm_error_free (&err);
+  if (ret != 1)
+    goto retire;
+  if (pool_read_job (&m, &leased, fd, &err) < 0)
+    {
+      log_error ("event=pool.job.unreadable vm=%s error=\"%s\"", name, bvm_error_msg (&err));
+      goto retire;
+    }
+  close (fd);
+  memset (&w, 0, sizeof w);
+  w.m = m;
+  w.pid = getpid ();
+  w.started_ms = leased;
+  if (snprintf_checked (w.journal, sizeof w.journal, "%s/journal/%s.json", s->dir, m->key) < 0)
+    goto retire;
+  /* the job's journal names the VMM before the pool's goes */
+  if (journal_write (&w, vmjob_warm_pid (warm), &err) < 0)
+    bvm_error_free (&err);
+  unlink (journal);
+  log_info ("job=%s app=%s event=pool.taken shape=%s vm=%s wait_ms=%lld", m->job_id, m->job->app,
+            sh->label, name, (long long) (now_ms () - born));
+  worker_main (s, &w, &warm, wd);
+
+retire:
+  bvm_error_free (&err);
+  vmjob_warm_free (warm);
+  if (wd != NULL && workdir_remove (wd, &err) < 0)
+    bvm_error_free (&err);
+  unlink (journal);
+  image_free (img);
+  _exit (status);
+}
+
+static int
+pool_start (struct serve *s, unsigned shape, bvm_error_t *err)
+{
+  struct pool_vm *pv = &s->pool[s->n_pool];
+  unsigned seq = ++s->pool_seq;
+  int sv[2];
+  pid_t pid;
+
+  if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+    return bvm_error (err, errno, "a pool VM's socket");
+  fflush (NULL);
+  pid = fork ();
+  if (pid < 0)
+    {
+      close (sv[0]);
+      close (sv[1]);
+      return bvm_error (err, errno, "fork a pool VM");
+    }
+  if (pid == 0)
+    {
+      setpgid (0, 0);
+      close (sv[0]);
+      for (unsigned i = 0; i < s->n_pool; i++)
+        close (s->pool[i].job_fd);
+      pool_main (s, shape, seq, sv[1]);
+    }
+  setpgid (pid, pid);
+  close (sv[1]);
+  memset (pv, 0, sizeof *pv);
+  pv->pid = pid;
+  pv->shape = shape;
+  pv->job_fd = sv[0];
+  pv->state = POOL_BOOTING;
+  pv->born_ms = now_ms ();
+  s->n_pool++;
+  log_info ("event=pool.boot shape=%s vm=pool-%u pid=%d", s->shapes[shape].label, seq, (int) pid);
+  return 0;
+}
+
+/* Keep every shape at its size (not while draining; after a failed boot,
+ * not for POOL_BACKOFF_MS: a missing image must not fork a VM per tick). */
+static void
+pool_fill (struct serve *s, bool draining)
+{
+  if (draining || now_ms () < s->pool_backoff_until)
+    return;
+  for (unsigned k = 0; k < s->n_shapes; k++)
+    {
+      unsigned have = 0;
+      for (unsigned i = 0; i < s->n_pool; i++)
+        have += s->pool[i].shape == k;
+      while (have < s->shapes[k].size && s->n_pool < POOL_MAX)
+        {
+          bvm_error_t e = NULL;
+          if (pool_start (s, k, &e) < 0)
+            {
+              log_warn ("event=pool.start.failed error=\"%s\"", bvm_error_msg (&e));
+              bvm_error_free (&e);
+              s->pool_backoff_until = now_ms () + POOL_BACKOFF_MS;
+              return;
+            }
+          have++;
+        }
+    }
+}
+
+static void
+pool_poll (struct serve *s)
+{
+  uint64_t booting[CONFIG_POOL_SHAPES_MAX] = { 0 }, ready[CONFIG_POOL_SHAPES_MAX] = { 0 };
+
+  for (unsigned i = 0; i < s->n_pool; i++)
+    {
+      struct pool_vm *pv = &s->pool[i];
+      char c;
+      if (pv->state == POOL_BOOTING && recv (pv->job_fd, &c, 1, MSG_DONTWAIT) == 1 && c == 'r')
+        pv->state = POOL_READY;
+      if (pv->state == POOL_READY)
+        ready[pv->shape]++;
+      else
+        booting[pv->shape]++;
+    }
+  for (unsigned k = 0; k < s->n_shapes; k++)
+    metrics_set_pool (s->metrics, k, s->shapes[k].label, booting[k], ready[k]);
+}
+
+/* A pool VM's process ended without a job. */
+static bool
+pool_reaped (struct serve *s, pid_t pid, int status)
+{
+  char journal[PATH_MAX + 32], st[96];
+  for (unsigned i = 0; i < s->n_pool; i++)
+    if (s->pool[i].pid == pid)
+      {
+        struct pool_vm *pv = &s->pool[i];
+        bool failed = !WIFEXITED (status) || WEXITSTATUS (status) != P_RETIRED;
+        if (failed && !pv->term_sent)
+          s->pool_backoff_until = now_ms () + POOL_BACKOFF_MS;
+        log_info ("event=pool.vm.exit shape=%s pid=%d status=\"%s\" age_ms=%lld",
+                  s->shapes[pv->shape].label, (int) pid, proc_status_str (st, sizeof st, status),
+                  (long long) (now_ms () - pv->born_ms));
+        /* killed before it cleaned up: its VMM died with it (PDEATHSIG) */
+        pool_journal_path (journal, sizeof journal, s, pid);
+        unlink (journal);
+        close (pv->job_fd);
+        *pv = s->pool[--s->n_pool];
+        return true;
+      }
+  return false;
+}
+
+/* The daemon learns a job's shape only from its record (the shape is in
+ * the commit's buildvm.json): remember each app's last one, so that its
+ * next job is offered a VM of that shape, or none when it has no pool. */
+static void
+pool_hint_learn (struct serve *s, const char *app, const json_t *rec)
+{
+  const json_t *res = json_object_get (rec, "resources");
+  const char *profile = json_string_value (
+      json_object_get (json_object_get (rec, "vm_image"), "profile"));
+  int shape = -1;
+  unsigned i;
+
+  if (s->n_shapes == 0 || res == NULL || profile == NULL)
+    return;
+  for (unsigned k = 0; k < s->n_shapes; k++)
+    if (strcmp (s->shapes[k].profile, profile) == 0
+        && json_integer_value (json_object_get (res, "vcpus")) == s->shapes[k].vcpus
+        && json_integer_value (json_object_get (res, "memory_mib")) == s->shapes[k].memory_mib
+        && (uint64_t) json_integer_value (json_object_get (res, "disk_mib"))
+               == s->shapes[k].disk_mib)
+      shape = (int) k;
+  for (i = 0; i < s->n_hints; i++)
+    if (strcmp (s->hints[i].app, app) == 0)
+      break;
+  if (i == s->n_hints)
+    {
+      if (s->n_hints < POOL_HINTS)
+        i = s->n_hints++;
+      else
+        i = s->next_hint++ % POOL_HINTS;
+      snprintf (s->hints[i].app, sizeof s->hints[i].app, "%s", app);
+    }
+  s->hints[i].shape = shape;
+}
+
+/* The shape an app's jobs had last time: a shape index, -1 for none of the
+ * pool's, -2 when it is not known. */
+static int
+pool_hint (const struct serve *s, const char *app)
+{
+  for (unsigned i = 0; i < s->n_hints; i++)
+    if (strcmp (s->hints[i].app, app) == 0)
+      return s->hints[i].shape;
+  return -2;
+}
+
+/* Hand a leased job to a ready pool VM: its process becomes the job's
+ * worker. -1 when there is none (or it is gone): a cold worker then. A VM
+ * this close to its age is left to retire rather than race it. */
+static int
+pool_take (struct serve *s, struct queue_msg *m)
+{
+  int64_t now = now_ms (), age_ms = (int64_t) s->cfg->serve.pool_max_age_seconds * 1000;
+  struct worker *w = &s->workers[s->n_workers];
+
+  int hint;
+
+  if (s->n_shapes == 0)
+    return -1;
+  hint = pool_hint (s, m->job->app);
+  if (hint == -1)
+    {
+      /* its last job had a shape of no pool: do not waste a VM on it */
+      metrics_pool_miss (s->metrics, "shape");
+      return -1;
+    }
+  for (unsigned i = 0; i < s->n_pool; i++)
+    {
+      struct pool_vm *pv = &s->pool[i];
+      bvm_error_t e = NULL;
+      if (pv->state != POOL_READY || pv->term_sent || now - pv->born_ms > age_ms - 5000
+          || (hint >= 0 && pv->shape != (unsigned) hint))
+        continue;
+      memset (w, 0, sizeof *w);
+      w->m = m;
+      w->started_ms = now;
+      w->next_heartbeat_ms = now + s->qo.lease_ms / 3;
+      w->deadline_ms = now + (int64_t) config_job_seconds (s->cfg) * 1000;
+      if (snprintf_checked (w->journal, sizeof w->journal, "%s/journal/%s.json", s->dir, m->key)
+          < 0)
+        return -1;
+      if (pool_send_job (pv, w, &e) < 0)
+        {
+          log_warn ("job=%s event=pool.handoff.failed error=\"%s\"", m->job_id,
+                    bvm_error_msg (&e));
+          bvm_error_free (&e);
+          kill (pv->pid, SIGKILL);
+          pv->term_sent = true;
+          continue;
+        }
+      w->pid = pv->pid;
+      s->n_workers++;
+      log_info ("job=%s app=%s event=leased attempt=%u worker=%d pool=%s", m->job_id, m->job->app,
+                m->attempt, (int) pv->pid, s->shapes[pv->shape].label);
+      close (pv->job_fd);
+      *pv = s->pool[--s->n_pool];
+      return 0;
+    }
+  metrics_pool_miss (s->metrics, "empty");
+  return -1;
+}
+
+static void
+pool_stop (struct serve *s)
+{
+  for (unsigned i = 0; i < s->n_pool; i++)
+    if (!s->pool[i].term_sent)
+      {
+        kill (s->pool[i].pid, SIGTERM);
+        s->pool[i].term_sent = true;
+      }
+}
+
 /* --- the daemon --------------------------------------------------------------- */
 
 /* A completed job's record: its outcome, and its phases into the histograms. */
@@ -555,6 +1142,19 @@ completed_outcome (struct serve *s, const struct job_request *job)
     metrics_phase (s->metrics, k,
                    (double) json_integer_value (json_object_get (v, "ms")) / 1000.0);
   metrics_egress (s->metrics, json_object_get (rec, "egress"));
+  {
+    const char *pool = json_string_value (
+        json_object_get (json_object_get (json_object_get (rec, "build"), "pool"), "vm"));
+    json_t *fs = json_object_get (rec, "first_step_ms");
+    if (pool && strcmp (pool, "hit") == 0)
+      metrics_pool_hit (s->metrics);
+    else if (pool)
+      metrics_pool_miss (s->metrics, "shape");
+    if (json_is_integer (fs))
+      metrics_first_step (s->metrics, pool && strcmp (pool, "hit") == 0,
+                          (double) json_integer_value (fs) / 1000.0);
+  }
+  pool_hint_learn (s, job->app, rec);
   json_decref (rec);
   return outcome;
 }
@@ -607,7 +1207,10 @@ reap_workers (struct serve *s)
         if (s->workers[i].pid == pid)
           w = &s->workers[i];
       if (w == NULL)
-        continue;
+        {
+          pool_reaped (s, pid, status);
+          continue;
+        }
       if (w->killed)
         outcome = "dead";
       else if (WIFEXITED (status))
@@ -759,7 +1362,9 @@ start_worker (struct serve *s, struct queue_msg *m, bvm_error_t *err)
     {
       w->pid = getpid ();
       setpgid (0, 0); /* its own group: a deadline kill takes its children too */
-      worker_main (s, w);
+      for (unsigned i = 0; i < s->n_pool; i++)
+        close (s->pool[i].job_fd);
+      worker_main (s, w, NULL, NULL);
     }
   setpgid (pid, pid); /* both sides, whichever runs first */
   w->pid = pid;
@@ -836,6 +1441,8 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
     goto cleanup;
   if ((ret = journal_recover (s, err)) < 0)
     goto cleanup;
+  if ((ret = pool_shapes_resolve (s, err)) < 0)
+    goto cleanup;
   if (o->metrics || cfg->serve.metrics)
     {
       if ((ret = metrics_new (&s->metrics, err)) < 0
@@ -852,6 +1459,8 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
     {
       reap_workers (s);
       supervise (s);
+      pool_fill (s, draining || (o->stop && *o->stop));
+      pool_poll (s);
       if (!draining && o->stop && *o->stop)
         {
           draining = true;
@@ -862,7 +1471,9 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
         }
       if (draining)
         {
-          if (s->n_workers == 0)
+          /* the pool's VMs had no job: they go at once */
+          pool_stop (s);
+          if (s->n_workers == 0 && s->n_pool == 0)
             break;
           if (!terms_sent
               && ((o->abort_now && *o->abort_now)
@@ -882,7 +1493,7 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
             metrics_set_depth (s->metrics, queued, running);
           else
             bvm_error_free (&e);
-          metrics_set_vms (s->metrics, s->n_workers, s->max_workers);
+          metrics_set_vms (s->metrics, s->n_workers + s->n_pool, s->max_workers);
           next_depth = now_ms () + DEPTH_EVERY_MS;
         }
       if (!draining && s->n_workers < s->max_workers)
@@ -904,6 +1515,8 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
               queue_msg_free (m);
               continue;
             }
+          if (pool_take (s, m) == 0)
+            continue;
           if (start_worker (s, m, &e) < 0)
             {
               log_error ("job=%s event=worker.start.failed error=\"%s\"", m->job_id,
@@ -921,6 +1534,12 @@ serve_run (const struct serve_opts *o, bvm_error_t *err)
 cleanup:
   for (unsigned i = 0; i < s->n_workers; i++)
     queue_msg_free (s->workers[i].m);
+  for (unsigned i = 0; i < s->n_pool; i++)
+    {
+      /* only on an error path: a drain waited for them */
+      kill (s->pool[i].pid, SIGKILL);
+      close (s->pool[i].job_fd);
+    }
   metrics_free (s->metrics);
   queue_close (s->q);
   if (s->lock_fd >= 0)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -420,21 +421,67 @@ kill_and_reap (struct vm *vm, int *status)
   vm->pid = -1;
 }
 
-int
-vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
+/* One VM's supervision state: on vm_run()'s stack for a VM that runs its
+ * job from boot to end, on the heap (vm_boot) for a pool VM that boots, waits
+ * for its job and is resumed with it. */
+struct vm_warm
+{
+  struct vm vm;
+  struct console_state cst;
+  struct console con, kcon;
+  int pidfd;
+  int ctl_fd; /* the runner's end of the control port (spec->control), or -1 */
+  int64_t t0;
+  bool console_open, stderr_open, exited;
+  int status;
+  struct vm_result boot_res; /* a pool VM's boot, until vm_resume */
+};
+
+/* Redactors for the spec's secrets on both console streams, fresh line state. */
+static int
+console_reset (struct vm_warm *w, const struct vm_spec *spec, struct vm_result *res,
+               bvm_error_t *err)
+{
+  struct console *cs[2] = { &w->con, &w->kcon };
+  for (int i = 0; i < 2; i++)
+    {
+      redact_stream_free (cs[i]->rs);
+      cs[i]->rs = NULL;
+      cs[i]->redact_failed = false;
+      cs[i]->len = 0;
+      cs[i]->mid = false;
+      if (spec->redact != NULL && redact_stream_new (&cs[i]->rs, spec->redact, err) < 0)
+        return -1;
+    }
+  w->cst.spec = spec;
+  w->cst.res = res;
+  w->cst.capped = false;
+  w->con.st = &w->cst;
+  w->con.prefix = "";
+  w->kcon.st = &w->cst;
+  w->kcon.prefix = "[vm] ";
+  w->kcon.is_stderr = true;
+  return 0;
+}
+
+/* Spawn the VMM; on error everything is released (w stays reusable for
+ * vm__end, which is then a no-op but for the driver). */
+static int
+vm__start (struct vm_warm *w, const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
 {
   const struct vm_driver *drv = vm_driver_find (spec->driver);
-  struct vm vm = { 0 };
-  struct console_state cst = { 0 };
-  struct console con = { 0 }, kcon = { 0 };
-  cleanup_close int pidfd = -1;
-  int64_t t0, deadline, boot_deadline;
-  bool console_open = true, stderr_open = true, exited = false;
-  int status = 0;
+  int sv[2] = { -1, -1 };
   int ret;
 
   memset (res, 0, sizeof *res);
   res->boot_ms = -1;
+  w->pidfd = -1;
+  w->ctl_fd = -1;
+  w->vm.pid = -1;
+  w->vm.console_fd = -1;
+  w->vm.stderr_fd = -1;
+  w->vm.stdin_fd = -1;
+  w->vm.channel_fd = -1;
   if (drv == NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "unknown VM driver `%s`", spec->driver);
   if ((ret = check_file ("kernel", spec->kernel, err)) < 0
@@ -445,146 +492,313 @@ vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
     return ret;
   if (spec->vcpus == 0 || spec->memory_mib < 64)
     return bvm_error_code (err, BVM_E_INVALID, 0, "a VM needs at least 1 vCPU and 64 MiB");
+  if (spec->egress && spec->control)
+    return bvm_error_code (err, BVM_E_INTERNAL, 0,
+                           "a pool VM has no egress channel (both would be its stdin)");
+  if ((spec->egress || spec->control) && drv->attach_channel == NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the `%s` VM driver has no %s yet", drv->name,
+                           spec->egress ? "egress channel" : "control port (a pool VM)");
 
-  if (spec->redact != NULL
-      && ((ret = redact_stream_new (&con.rs, spec->redact, err)) < 0
-          || (ret = redact_stream_new (&kcon.rs, spec->redact, err)) < 0))
-    {
-      redact_stream_free (con.rs);
-      return ret;
-    }
-  vm.driver = drv;
-  vm.spec = spec;
-  vm.pid = -1;
-  vm.console_fd = -1;
-  vm.stderr_fd = -1;
-  vm.stdin_fd = -1;
-  vm.accel = spec->accel == VM_ACCEL_AUTO ? vm_accel_detect (NULL, 0) : spec->accel;
-  res->accel = vm.accel;
-
-  if (spec->egress && drv->attach_channel == NULL)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "the `%s` VM driver has no egress channel yet",
-                           drv->name);
-  if (spec->egress && (ret = drv->attach_channel (&vm, err)) < 0)
+  w->vm.driver = drv;
+  w->vm.spec = spec;
+  w->vm.accel = spec->accel == VM_ACCEL_AUTO ? vm_accel_detect (NULL, 0) : spec->accel;
+  res->accel = w->vm.accel;
+  if ((ret = console_reset (w, spec, res, err)) < 0)
     return ret;
 
-  t0 = now_ms ();
-  ret = drv->boot (&vm, err);
-  if (ret < 0)
+  if (spec->control)
     {
-      drv->destroy (&vm);
-      free (vm.vmm_path);
-      redact_stream_free (con.rs);
-      redact_stream_free (kcon.rs);
-      return ret;
+      if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return bvm_error (err, errno, "the control port");
+      w->ctl_fd = sv[0];
+      w->vm.channel_fd = sv[1];
     }
+  else if (spec->egress)
+    w->vm.channel_fd = spec->egress_fd;
+  if (w->vm.channel_fd >= 0 && (ret = drv->attach_channel (&w->vm, err)) < 0)
+    goto fail;
+
+  w->t0 = now_ms ();
+  ret = drv->boot (&w->vm, err);
+  if (sv[1] >= 0)
+    close (sv[1]); /* the VMM has its copy (vm__spawn dups it) */
+  sv[1] = -1;
+  if (ret < 0)
+    goto fail;
   if (spec->started)
-    spec->started (spec->opaque, vm.pid);
-  pidfd = (int) syscall (SYS_pidfd_open, vm.pid, 0);
+    spec->started (spec->opaque, w->vm.pid);
+  w->pidfd = (int) syscall (SYS_pidfd_open, w->vm.pid, 0);
+  w->cst.t0 = w->t0;
+  w->console_open = w->stderr_open = true;
+  return 0;
 
-  cst.spec = spec;
-  cst.res = res;
-  cst.t0 = t0;
-  con.st = &cst;
-  con.prefix = "";
-  kcon.st = &cst;
-  kcon.prefix = "[vm] ";
-  kcon.is_stderr = true;
-  deadline = t0 + spec->timeout_ms;
-  boot_deadline = t0 + spec->boot_timeout_ms;
+fail:
+  if (sv[1] >= 0)
+    close (sv[1]);
+  return ret;
+}
+
+/* Supervise until the VMM exits, the spec's cancel flag is set, a deadline
+ * passes (res->outcome says which), or - with until_ready - the agent is
+ * ready, or `wake_fd` is readable (*woke set). */
+static int
+vm__loop (struct vm_warm *w, const struct vm_spec *spec, struct vm_result *res, int64_t deadline,
+          int64_t boot_deadline, bool until_ready, int wake_fd, bool *woke, bvm_error_t *err)
+{
   res->outcome = VM_EXITED;
-
-  while (!exited)
+  while (!w->exited)
     {
-      struct pollfd fds[3];
-      int nf = 0, ci = -1, si = -1, pi = -1;
+      struct pollfd fds[4];
+      int nf = 0, ci = -1, si = -1, pi = -1, wi = -1;
       int64_t now = now_ms ();
       int64_t until = deadline;
       int timeout;
 
+      if (until_ready && w->cst.ready)
+        return 0;
       if (spec->cancel && *spec->cancel)
         {
           res->outcome = VM_CANCELED;
-          break;
+          return 0;
         }
-      if (!cst.ready && boot_deadline < until)
+      if (!w->cst.ready && boot_deadline < until)
         until = boot_deadline;
       if (now >= until)
         {
-          res->outcome = (!cst.ready && now >= boot_deadline) ? VM_BOOT_TIMEOUT : VM_TIMEOUT;
-          break;
+          res->outcome = (!w->cst.ready && now >= boot_deadline) ? VM_BOOT_TIMEOUT : VM_TIMEOUT;
+          return 0;
         }
       timeout = (int) (until - now);
       if (spec->cancel && timeout > CANCEL_TICK_MS)
         timeout = CANCEL_TICK_MS;
-      if (pidfd < 0 && timeout > 20)
+      if (w->pidfd < 0 && timeout > 20)
         timeout = 20; /* no pidfd: poll the child */
-      if (console_open)
+      if (w->console_open)
         {
           ci = nf;
-          fds[nf++] = (struct pollfd){ vm.console_fd, POLLIN, 0 };
+          fds[nf++] = (struct pollfd){ w->vm.console_fd, POLLIN, 0 };
         }
-      if (stderr_open)
+      if (w->stderr_open)
         {
           si = nf;
-          fds[nf++] = (struct pollfd){ vm.stderr_fd, POLLIN, 0 };
+          fds[nf++] = (struct pollfd){ w->vm.stderr_fd, POLLIN, 0 };
         }
-      if (pidfd >= 0)
+      if (w->pidfd >= 0)
         {
           pi = nf;
-          fds[nf++] = (struct pollfd){ pidfd, POLLIN, 0 };
+          fds[nf++] = (struct pollfd){ w->pidfd, POLLIN, 0 };
+        }
+      if (wake_fd >= 0)
+        {
+          wi = nf;
+          fds[nf++] = (struct pollfd){ wake_fd, POLLIN, 0 };
         }
       if (poll (fds, (nfds_t) nf, timeout) < 0)
         {
           if (errno == EINTR)
             continue;
-          ret = bvm_error (err, errno, "poll");
-          break;
+          return bvm_error (err, errno, "poll");
         }
       if (ci >= 0 && fds[ci].revents)
-        console_open = pump_console (&con, vm.console_fd);
+        w->console_open = pump_console (&w->con, w->vm.console_fd);
       if (si >= 0 && fds[si].revents)
-        stderr_open = pump_console (&kcon, vm.stderr_fd);
+        w->stderr_open = pump_console (&w->kcon, w->vm.stderr_fd);
       if (pi < 0 || fds[pi].revents)
         {
-          pid_t w = waitpid (vm.pid, &status, WNOHANG);
-          if (w == vm.pid)
+          pid_t r = waitpid (w->vm.pid, &w->status, WNOHANG);
+          if (r == w->vm.pid)
             {
-              vm.pid = -1;
-              exited = true;
+              w->vm.pid = -1;
+              w->exited = true;
             }
         }
+      if (!w->exited && wi >= 0 && fds[wi].revents)
+        {
+          *woke = true;
+          return 0;
+        }
     }
+  return 0;
+}
 
-  if (exited)
+/* The VMM is killed (unless it exited) and reaped, the consoles drained,
+ * everything released. */
+static void
+vm__end (struct vm_warm *w, struct vm_result *res)
+{
+  if (w->exited)
     {
       /* the VMM is gone, so are the write ends: read what is left */
       int64_t drain_until = now_ms () + 2000;
-      while ((console_open || stderr_open) && now_ms () < drain_until)
+      while ((w->console_open || w->stderr_open) && now_ms () < drain_until)
         {
-          struct pollfd fds[2] = { { console_open ? vm.console_fd : -1, POLLIN, 0 },
-                                   { stderr_open ? vm.stderr_fd : -1, POLLIN, 0 } };
+          struct pollfd fds[2] = { { w->console_open ? w->vm.console_fd : -1, POLLIN, 0 },
+                                   { w->stderr_open ? w->vm.stderr_fd : -1, POLLIN, 0 } };
           if (poll (fds, 2, 100) < 0 && errno != EINTR)
             break;
-          if (console_open && fds[0].revents)
-            console_open = pump_console (&con, vm.console_fd);
-          if (stderr_open && fds[1].revents)
-            stderr_open = pump_console (&kcon, vm.stderr_fd);
+          if (w->console_open && fds[0].revents)
+            w->console_open = pump_console (&w->con, w->vm.console_fd);
+          if (w->stderr_open && fds[1].revents)
+            w->stderr_open = pump_console (&w->kcon, w->vm.stderr_fd);
         }
-      res->vmm_status = status;
+      res->vmm_status = w->status;
     }
   else
-    kill_and_reap (&vm, &res->vmm_status);
-  console_end (&con);
-  console_end (&kcon);
-  redact_stream_free (con.rs);
-  redact_stream_free (kcon.rs);
-  res->total_ms = now_ms () - t0;
-  if (vm.console_fd >= 0)
-    close (vm.console_fd);
-  if (vm.stderr_fd >= 0)
-    close (vm.stderr_fd);
-  drv->destroy (&vm);
-  free (vm.vmm_path);
+    kill_and_reap (&w->vm, &res->vmm_status);
+  if (w->cst.spec != NULL)
+    {
+      console_end (&w->con);
+      console_end (&w->kcon);
+    }
+  redact_stream_free (w->con.rs);
+  redact_stream_free (w->kcon.rs);
+  w->con.rs = w->kcon.rs = NULL;
+  res->total_ms = now_ms () - w->t0;
+  if (w->vm.console_fd >= 0)
+    close (w->vm.console_fd);
+  if (w->vm.stderr_fd >= 0)
+    close (w->vm.stderr_fd);
+  if (w->pidfd >= 0)
+    close (w->pidfd);
+  if (w->ctl_fd >= 0)
+    close (w->ctl_fd);
+  w->vm.console_fd = w->vm.stderr_fd = w->pidfd = w->ctl_fd = -1;
+  if (w->vm.driver != NULL)
+    w->vm.driver->destroy (&w->vm);
+  free (w->vm.vmm_path);
+  w->vm.vmm_path = NULL;
+}
+
+int
+vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
+{
+  struct vm_warm w = { 0 };
+  bool woke = false;
+  int ret;
+
+  ret = vm__start (&w, spec, res, err);
+  if (ret == 0)
+    ret = vm__loop (&w, spec, res, w.t0 + spec->timeout_ms, w.t0 + spec->boot_timeout_ms, false,
+                    -1, &woke, err);
+  vm__end (&w, res);
   return ret < 0 ? ret : 0;
+}
+
+/* --- a pool VM: booted ahead, resumed with its job ------------------------------ */
+
+int
+vm_boot (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *err)
+{
+  struct vm_warm *w = calloc (1, sizeof *w);
+  struct vm_result *res;
+  bool woke = false;
+  int ret;
+
+  if (w == NULL)
+    return bvm_error (err, ENOMEM, "pool VM");
+  res = &w->boot_res;
+  if (!spec->control)
+    ret = bvm_error_code (err, BVM_E_INTERNAL, 0, "a pool VM needs its control port");
+  else
+    ret = vm__start (w, spec, res, err);
+  if (ret == 0)
+    ret = vm__loop (w, spec, res, w->t0 + spec->boot_timeout_ms, w->t0 + spec->boot_timeout_ms,
+                    true, -1, &woke, err);
+  if (ret == 0 && !w->cst.ready)
+    {
+      char tail[4 * 300 + 8];
+      size_t n = strlen (res->vmm_stderr);
+      vm__end (w, res);
+      str_escape (tail, sizeof tail, res->vmm_stderr + (n > 300 ? n - 300 : 0), n > 300 ? 300 : n,
+                  300);
+      ret = bvm_error_code (err, BVM_E_INTERNAL, 0,
+                            "the pool VM did not reach the guest agent (%s)%s%s",
+                            vm_outcome_name (res->outcome), n ? ": " : "", tail);
+    }
+  else if (ret < 0)
+    vm__end (w, res);
+  if (ret < 0)
+    {
+      free (w);
+      return ret;
+    }
+  *out = w;
+  return 0;
+}
+
+pid_t
+vm_warm_pid (const struct vm_warm *w)
+{
+  return w->vm.pid;
+}
+
+int64_t
+vm_warm_boot_ms (const struct vm_warm *w)
+{
+  return w->boot_res.boot_ms;
+}
+
+bool
+vm_warm_alive (struct vm_warm *w)
+{
+  if (!w->exited && waitpid (w->vm.pid, &w->status, WNOHANG) == w->vm.pid)
+    {
+      w->vm.pid = -1;
+      w->exited = true;
+    }
+  return !w->exited;
+}
+
+int
+vm_warm_idle (struct vm_warm *w, int fd, int64_t until_ms, bvm_error_t *err)
+{
+  bool woke = false;
+  int ret = vm__loop (w, w->vm.spec, &w->boot_res, until_ms, until_ms, false, fd, &woke, err);
+  if (ret < 0)
+    return ret;
+  if (woke)
+    return 1;
+  if (w->exited)
+    return bvm_error_code (err, BVM_E_INTERNAL, 0, "the pool VM ended while it waited for a job");
+  if (w->boot_res.outcome == VM_CANCELED)
+    return bvm_error_code (err, BVM_E_CANCELED, 0, "the pool VM was stopped");
+  return 0;
+}
+
+int
+vm_resume (struct vm_warm *w, const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
+{
+  static const char go[] = GUEST_GO;
+  bool woke = false;
+  int64_t t;
+  int ret;
+
+  memset (res, 0, sizeof *res);
+  res->accel = w->vm.accel;
+  res->boot_ms = 0; /* booted before the job: it waited for no boot */
+  memcpy (res->vmm_stderr, w->boot_res.vmm_stderr, sizeof res->vmm_stderr);
+  ret = console_reset (w, spec, res, err);
+  t = now_ms ();
+  if (ret == 0 && send (w->ctl_fd, go, sizeof go - 1, MSG_NOSIGNAL) != (ssize_t) (sizeof go - 1))
+    ret = bvm_error (err, errno, "signal the pool VM's agent");
+  if (ret == 0)
+    {
+      if (spec->started)
+        spec->started (spec->opaque, w->vm.pid);
+      ret = vm__loop (w, spec, res, t + spec->timeout_ms, t + spec->timeout_ms, false, -1, &woke,
+                      err);
+    }
+  vm__end (w, res);
+  res->total_ms = now_ms () - t;
+  free (w);
+  return ret < 0 ? ret : 0;
+}
+
+void
+vm_warm_free (struct vm_warm *w)
+{
+  if (w == NULL)
+    return;
+  vm__end (w, &w->boot_res);
+  free (w);
 }

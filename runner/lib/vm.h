@@ -86,6 +86,10 @@ struct vm_spec
    * (close it after vm_run). Without it the guest has no way out at all. */
   bool egress;
   int egress_fd;
+  /* A pool VM (vm_boot): the guest gets its control port (PROTO_CONTROL_PORT,
+   * buildvm-image/agent/protocol.h) on the VMM's stdin, a socket pair vm.c
+   * makes, and its agent waits there for its job. Not with `egress`. */
+  bool control;
 };
 
 enum vm_outcome
@@ -133,6 +137,30 @@ enum vm_accel vm_accel_detect (char *why, size_t whysz);
 /* Boot, supervise and destroy one VM. Returns 0 whenever the VM ran and
  * ended (see res->outcome); <0 only when it could not be started. */
 int vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err);
+
+/* A VM booted ahead of its job (the pool, serve.c; docs/architecture.md,
+ * "The pool"). vm_boot() starts the VMM of a spec with `control` set and
+ * returns once its agent is ready and waits for its job; while it waits,
+ * vm_warm_idle() drains its consoles and watches it. vm_resume() takes the
+ * job's spec (its console callbacks, redactor, cancel flag, console cap and
+ * timeout_ms count; the disks and the VM's shape are the boot spec's), tells
+ * the agent to go, supervises the VM to its end like vm_run() and frees the
+ * handle: the VMM is killed and reaped whatever happens. vm_warm_free()
+ * kills and reaps a VM that never got a job. The boot spec, and the strings
+ * it points at, must outlive the handle. */
+struct vm_warm;
+int vm_boot (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *err);
+pid_t vm_warm_pid (const struct vm_warm *w);
+int64_t vm_warm_boot_ms (const struct vm_warm *w);
+/* false once its VMM has exited (it is reaped then) */
+bool vm_warm_alive (struct vm_warm *w);
+/* 1 when `fd` is readable, 0 when until_ms (now_ms) passed, <0 when the VM
+ * ended (BVM_E_INTERNAL) or the boot spec's cancel flag was set
+ * (BVM_E_CANCELED). */
+int vm_warm_idle (struct vm_warm *w, int fd, int64_t until_ms, bvm_error_t *err);
+int vm_resume (struct vm_warm *w, const struct vm_spec *spec, struct vm_result *res,
+               bvm_error_t *err);
+void vm_warm_free (struct vm_warm *w);
 
 /* Build the QEMU command line (exposed for tests and `buildvm doctor`).
  * *argv is a NULL-terminated malloc'd vector of malloc'd strings. */

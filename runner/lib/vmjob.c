@@ -5,10 +5,12 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -79,11 +81,269 @@ redact_message (char *msg, size_t size, struct redactor *r, bvm_error_t *err)
   return ret < 0 ? bvm_error_wrap (err, "redacting the guest's message") : 0;
 }
 
+/* The VM is gone: read what the guest claims. */
+static int
+read_result (struct vmjob_result *out, const struct vmjob_opts *o, bvm_error_t *err)
+{
+  int ret;
+  if (out->vm.outcome != VM_EXITED)
+    return 0;
+  ret = guest_result_read (&out->guest, out->output_disk, err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "reading the build result");
+  if (o->redact != NULL
+      && (ret = redact_message (out->guest.message, sizeof out->guest.message, o->redact, err))
+             < 0)
+    return ret;
+  return 0;
+}
+
+/* The agent enforces the build deadline itself and reports it; the VM
+ * deadline is the backstop for a guest that stops cooperating, with room
+ * for booting and for writing the outputs (at a pessimistic 50 MB/s). */
+static int64_t
+vm_deadline_ms (const struct vmjob_opts *o)
+{
+  return o->boot_timeout_ms + o->build_timeout_ms + 30000
+         + (int64_t) (o->output_max / (50u << 20)) * 1000;
+}
+
+/* The job's side of a VM's spec: its console, secrets, cancel flag. */
+static void
+spec_job (struct vm_spec *spec, const struct vmjob_opts *o)
+{
+  spec->timeout_ms = vm_deadline_ms (o);
+  spec->console_max = o->console_max;
+  spec->redact = o->redact;
+  spec->line = o->line;
+  spec->opaque = o->opaque;
+  spec->cancel = o->cancel;
+  spec->started = o->started;
+}
+
+/* --- pool VMs ------------------------------------------------------------------------ */
+
+struct vmjob_warm
+{
+  struct vm_warm *vm;
+  struct jail *jail;
+  struct vm_spec spec; /* the boot spec: vm_warm points at it */
+  char *input, *output, *scratch;
+  uint64_t input_max;
+  unsigned vcpus, memory_mib;
+  uint64_t disk_mib, output_max;
+  const struct vm_image *image;
+  struct vmjob_result jr; /* jailed, jail_uid, jail_note */
+};
+
+void
+vmjob_warm_free (struct vmjob_warm *w)
+{
+  if (w == NULL)
+    return;
+  vm_warm_free (w->vm); /* the VMM is killed and reaped first */
+  jail_destroy (w->jail);
+  if (w->input)
+    unlink (w->input);
+  if (w->output)
+    unlink (w->output);
+  if (w->scratch)
+    unlink (w->scratch);
+  free (w->input);
+  free (w->output);
+  free (w->scratch);
+  free (w);
+}
+
+int
+vmjob_prewarm (struct vmjob_warm **out, const struct workdir *wd, const struct vmjob_opts *o,
+               uint64_t input_max, bvm_error_t *err)
+{
+  struct vmjob_warm *w = calloc (1, sizeof *w);
+  enum vm_accel accel = o->accel;
+  int ret;
+
+  if (w == NULL)
+    return bvm_error (err, ENOMEM, "pool VM");
+  w->input = workdir_file (wd, "input.img");
+  w->output = workdir_file (wd, "output.img");
+  w->scratch = workdir_file (wd, "scratch.img");
+  w->input_max = (input_max + 511) / 512 * 512;
+  w->vcpus = o->vcpus;
+  w->memory_mib = o->memory_mib;
+  w->disk_mib = o->disk_mib;
+  w->output_max = o->output_max;
+  w->image = o->image;
+  if (w->input == NULL || w->output == NULL || w->scratch == NULL)
+    {
+      ret = bvm_error (err, ENOMEM, "pool VM");
+      goto fail;
+    }
+  {
+    /* blank and sparse: the job's input is written into it after the lease */
+    cleanup_close int fd = open (w->input, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                                 0600);
+    if (fd < 0 || ftruncate (fd, (off_t) w->input_max) < 0)
+      {
+        ret = bvm_error (err, errno, "create input disk `%s`", w->input);
+        goto fail;
+      }
+  }
+  if ((ret = guest_output_create (w->output, o->output_max, err)) < 0
+      || (ret = guest_scratch_create (w->scratch, o->disk_mib, err)) < 0)
+    goto fail;
+  if (accel == VM_ACCEL_AUTO)
+    accel = vm_accel_detect (NULL, 0);
+  if ((ret = vmjob_jail (&w->jail, &w->jr, wd, o, accel, err)) < 0)
+    goto fail;
+  w->spec.driver = o->driver;
+  w->spec.vmm = o->vmm;
+  w->spec.accel = accel;
+  w->spec.name = o->name;
+  w->spec.kernel = o->image->kernel;
+  w->spec.cmdline = o->image->cmdline;
+  w->spec.rootfs = o->image->rootfs;
+  w->spec.input = w->input;
+  w->spec.output = w->output;
+  w->spec.scratch = w->scratch;
+  w->spec.runtime_dir = wd->path;
+  w->spec.vcpus = o->vcpus;
+  w->spec.memory_mib = o->memory_mib;
+  w->spec.boot_timeout_ms = o->boot_timeout_ms;
+  w->spec.timeout_ms = o->boot_timeout_ms;
+  w->spec.console_max = o->console_max;
+  w->spec.cancel = o->cancel;
+  w->spec.jail = w->jail;
+  w->spec.egress_fd = -1;
+  w->spec.control = true;
+  if ((ret = vm_boot (&w->vm, &w->spec, err)) < 0)
+    goto fail;
+  *out = w;
+  return 0;
+fail:
+  vmjob_warm_free (w);
+  return ret;
+}
+
+pid_t
+vmjob_warm_pid (const struct vmjob_warm *w)
+{
+  return vm_warm_pid (w->vm);
+}
+
+int64_t
+vmjob_warm_boot_ms (const struct vmjob_warm *w)
+{
+  return vm_warm_boot_ms (w->vm);
+}
+
+int
+vmjob_warm_idle (struct vmjob_warm *w, int fd, int64_t until_ms, bvm_error_t *err)
+{
+  return vm_warm_idle (w->vm, fd, until_ms, err);
+}
+
+/* Why the job cannot run in this pool VM, or NULL when it can. */
+static const char *
+warm_misfit (char *buf, size_t size, struct vmjob_warm *w, const struct vmjob_opts *o,
+             const char *input_disk)
+{
+  struct stat st;
+  if (!vm_warm_alive (w->vm))
+    return "the pool VM ended while it waited";
+  if (o->egress != NULL)
+    return "the job has an egress channel, which pool VMs do not";
+  if (w->image != o->image
+      && (strcmp (w->image->kernel, o->image->kernel) != 0
+          || strcmp (w->image->rootfs, o->image->rootfs) != 0
+          || strcmp (w->image->cmdline, o->image->cmdline) != 0))
+    return "the job's image profile is not the pool VM's";
+  if (w->vcpus != o->vcpus || w->memory_mib != o->memory_mib || w->disk_mib != o->disk_mib)
+    {
+      snprintf (buf, size,
+                "the job's shape (%u vCPUs, %u MiB, %llu MiB disk) is not the pool VM's "
+                "(%u, %u, %llu)",
+                o->vcpus, o->memory_mib, (unsigned long long) o->disk_mib, w->vcpus, w->memory_mib,
+                (unsigned long long) w->disk_mib);
+      return buf;
+    }
+  if (w->output_max != o->output_max)
+    return "the job's output size is not the pool VM's";
+  if (stat (input_disk, &st) < 0 || (uint64_t) st.st_size > w->input_max)
+    return "the job's input is larger than the pool VM's input disk";
+  return NULL;
+}
+
+/* Copy the job's input into the pool VM's blank input disk, from the start.
+ * QEMU reads the file through the host's page cache (cache=writeback), so
+ * it sees these bytes once written; the guest drops its own cache of the
+ * blank disk when it gets its signal (the agent's wait_for_job). */
+static int
+fill_input (const char *dst, const char *src, bvm_error_t *err)
+{
+  cleanup_close int in = open (src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  cleanup_close int out = open (dst, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+  loff_t off_in = 0, off_out = 0;
+
+  if (in < 0)
+    return bvm_error (err, errno, "open `%s`", src);
+  if (out < 0)
+    return bvm_error (err, errno, "open the pool VM's input disk `%s`", dst);
+  for (;;)
+    {
+      ssize_t n = copy_file_range (in, &off_in, out, &off_out, 1 << 30, 0);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return bvm_error (err, errno, "write the pool VM's input disk `%s`", dst);
+      if (n == 0)
+        return 0;
+    }
+}
+
+static int
+run_warm (struct vmjob_result *out, struct vmjob_warm *w, const char *input_disk,
+          const struct vmjob_opts *o, bvm_error_t *err)
+{
+  struct vm_spec spec = w->spec;
+  struct vm_warm *vm = w->vm;
+  int64_t t0 = now_ms ();
+  int ret;
+
+  out->pool = VMJOB_POOL_HIT;
+  out->jailed = w->jr.jailed;
+  out->jail_uid = w->jr.jail_uid;
+  snprintf (out->jail_note, sizeof out->jail_note, "%s", w->jr.jail_note);
+  out->output_disk = strdup (w->output);
+  if (out->output_disk == NULL)
+    ret = bvm_error (err, ENOMEM, "vm job");
+  else
+    ret = fill_input (w->input, input_disk, err);
+  out->disks_ms = now_ms () - t0;
+  if (ret < 0)
+    {
+      vmjob_warm_free (w);
+      return ret;
+    }
+  spec_job (&spec, o);
+  w->vm = NULL; /* vm_resume frees it, whatever happens */
+  ret = vm_resume (vm, &spec, &out->vm, err);
+  /* the VMM is dead and reaped: its jail goes, and the input (it may hold
+   * secrets) and the scratch disk; the output disk stays for the ingest and
+   * goes with the pool VM's work directory */
+  free (w->output);
+  w->output = NULL;
+  vmjob_warm_free (w);
+  if (ret < 0)
+    return ret;
+  return read_result (out, o, err);
+}
+
 int
 vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input_disk,
            const struct vmjob_opts *o, bvm_error_t *err)
 {
-  cleanup_free char *scratch = workdir_file (wd, "scratch.img");
+  cleanup_free char *scratch = NULL;
   struct vm_spec spec = { 0 };
   struct jail *jail = NULL;
   enum vm_accel accel = o->accel;
@@ -91,6 +351,25 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
   int ret;
 
   memset (out, 0, sizeof *out);
+  if (o->warm != NULL && *o->warm != NULL)
+    {
+      struct vmjob_warm *w = *o->warm;
+      char why[sizeof out->pool_note];
+      const char *misfit = warm_misfit (why, sizeof why, w, o, input_disk);
+
+      *o->warm = NULL; /* ours now */
+      if (misfit == NULL)
+        {
+          ret = run_warm (out, w, input_disk, o, err);
+          if (ret < 0)
+            return ret;
+          return 0;
+        }
+      vmjob_warm_free (w);
+      out->pool = VMJOB_POOL_MISS;
+      snprintf (out->pool_note, sizeof out->pool_note, "%s", misfit);
+    }
+  scratch = workdir_file (wd, "scratch.img");
   out->output_disk = workdir_file (wd, "output.img");
   if (out->output_disk == NULL || scratch == NULL)
     return bvm_error (err, ENOMEM, "vm job");
@@ -125,19 +404,9 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
   spec.vcpus = o->vcpus;
   spec.memory_mib = o->memory_mib;
   spec.boot_timeout_ms = o->boot_timeout_ms;
-  /* The agent enforces the build deadline itself and reports it; the VM
-   * deadline is the backstop for a guest that stops cooperating, with room
-   * for booting and for writing the outputs (at a pessimistic 50 MB/s). */
-  spec.timeout_ms = o->boot_timeout_ms + o->build_timeout_ms + 30000
-                    + (int64_t) (o->output_max / (50u << 20)) * 1000;
-  spec.console_max = o->console_max;
-  spec.redact = o->redact;
-  spec.line = o->line;
-  spec.opaque = o->opaque;
-  spec.cancel = o->cancel;
+  spec_job (&spec, o);
   spec.pre_exec = o->pre_exec;
   spec.pre_exec_opaque = o->pre_exec_opaque;
-  spec.started = o->started;
   spec.jail = jail;
   spec.egress_fd = -1;
   if (o->egress != NULL)
@@ -170,17 +439,7 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
   unlink (scratch); /* the biggest file of a job: gone as soon as possible */
   if (ret < 0)
     return ret;
-  if (out->vm.outcome == VM_EXITED)
-    {
-      ret = guest_result_read (&out->guest, out->output_disk, err);
-      if (ret < 0)
-        return bvm_error_wrap (err, "reading the build result");
-      if (o->redact != NULL
-          && (ret = redact_message (out->guest.message, sizeof out->guest.message, o->redact, err))
-                 < 0)
-        return ret;
-    }
-  return 0;
+  return read_result (out, o, err);
 }
 
 void

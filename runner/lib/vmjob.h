@@ -43,6 +43,18 @@ struct vmjob_opts
   /* The egress channel's broker (egress.h), served for the VM's life; NULL:
    * the VM gets no channel. */
   const struct egress_opts *egress;
+  /* A pool VM booted ahead for this shape (vmjob_prewarm), or NULL: a cold
+   * boot. vmjob_run takes *warm (and sets it to NULL) whether it runs the
+   * job in it or, when the job does not fit it, frees it and boots cold. */
+  struct vmjob_warm **warm;
+};
+
+/* How the job got its VM. */
+enum vmjob_pool
+{
+  VMJOB_POOL_NONE = 0, /* no pool VM was offered: a cold boot */
+  VMJOB_POOL_HIT,      /* it ran in a pool VM */
+  VMJOB_POOL_MISS,     /* the pool VM offered did not fit (pool_note): a cold boot */
 };
 
 struct vmjob_result
@@ -55,6 +67,8 @@ struct vmjob_result
   uint32_t jail_uid;     /* its uid and gid */
   char jail_note[256];   /* cgroup controllers the host did not offer, and why */
   struct egress *egress; /* the stopped broker (egress_record), or NULL */
+  enum vmjob_pool pool;
+  char pool_note[160]; /* a miss: why the pool VM did not fit */
 };
 
 /* The runner's VM and jail settings (runner.json `vm` and `jail`, which
@@ -62,6 +76,21 @@ struct vmjob_result
  * jail (o->jail points at `jail`, which must outlive o). */
 void vmjob_opts_settings (struct vmjob_opts *o, const struct vm_settings *vm,
                           const struct jail_settings *jail);
+
+/* A pool VM (docs/architecture.md, "The pool"): its disks in `wd` - a
+ * blank, sparse input disk of input_max bytes, the output and the scratch
+ * disks of the shape in `o` (vcpus, memory_mib, disk_mib, output_max) - its
+ * jail, and the VM booted to its waiting agent (vm_boot). o->cancel stops
+ * the boot and the wait. `o` and the image it points at must outlive it. */
+struct vmjob_warm;
+int vmjob_prewarm (struct vmjob_warm **out, const struct workdir *wd, const struct vmjob_opts *o,
+                   uint64_t input_max, bvm_error_t *err);
+pid_t vmjob_warm_pid (const struct vmjob_warm *w);
+int64_t vmjob_warm_boot_ms (const struct vmjob_warm *w);
+/* vm_warm_idle (vm.h) */
+int vmjob_warm_idle (struct vmjob_warm *w, int fd, int64_t until_ms, bvm_error_t *err);
+/* Kill and reap the VM, release its jail, remove its disks. NULL is fine. */
+void vmjob_warm_free (struct vmjob_warm *w);
 
 int vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input_disk,
                const struct vmjob_opts *o, bvm_error_t *err);

@@ -141,6 +141,37 @@ test_metrics_render (void **state)
       strstr (b.ptr, "buildvm_phase_duration_seconds_sum{phase=\"build\"} 1.700000\n"));
   assert_non_null (strstr (b.ptr, "buildvm_queue_depth{state=\"queued\"} 4\n"));
   assert_non_null (strstr (b.ptr, "buildvm_workers_max 2\n"));
+  /* the pool: its shapes' gauges, hits, misses, lease to first step */
+  assert_null (strstr (b.ptr, "buildvm_pool_vms{"));
+  buf_reset (&b);
+  metrics_set_pool (m, 0, "minimal/1/1024", 1, 2);
+  metrics_set_pool (m, 99, "ignored", 1, 1);
+  metrics_pool_hit (m);
+  metrics_pool_miss (m, "empty");
+  metrics_pool_miss (m, "shape");
+  metrics_pool_miss (m, "shape");
+  metrics_pool_miss (m, "no-such-reason");
+  metrics_first_step (m, true, 0.04);
+  metrics_first_step (m, false, 1.2);
+  assert_int_equal (metrics_render (m, &b), 0);
+  assert_non_null (
+      strstr (b.ptr, "buildvm_pool_vms{shape=\"minimal/1/1024\",state=\"booting\"} 1\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_pool_vms{shape=\"minimal/1/1024\",state=\"ready\"} 2\n"));
+  assert_null (strstr (b.ptr, "ignored"));
+  assert_non_null (strstr (b.ptr, "buildvm_pool_hits_total 1\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_pool_misses_total{reason=\"empty\"} 1\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_pool_misses_total{reason=\"shape\"} 2\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_lease_to_first_step_seconds_bucket{vm=\"pool\",le=\"0.025\"} 0\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_lease_to_first_step_seconds_bucket{vm=\"pool\",le=\"0.1\"} 1\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_lease_to_first_step_seconds_bucket{vm=\"cold\",le=\"1\"} 0\n"));
+  assert_non_null (
+      strstr (b.ptr, "buildvm_lease_to_first_step_seconds_bucket{vm=\"cold\",le=\"2.5\"} 1\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_lease_to_first_step_seconds_count{vm=\"pool\"} 1\n"));
+  assert_non_null (strstr (b.ptr, "# TYPE buildvm_lease_to_first_step_seconds histogram\n"));
   /* every series has its TYPE line before it */
   assert_non_null (strstr (b.ptr, "# TYPE buildvm_phase_duration_seconds histogram\n"));
   buf_dispose (&b);

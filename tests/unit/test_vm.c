@@ -116,6 +116,16 @@ test_qemu_argv (void **state)
   vm_argv_free (argv);
   spec.egress = false;
 
+  /* a pool VM: the control port on fd 0 instead, the console write-only */
+  spec.control = true;
+  assert_ok (vm_qemu_argv (&argv, &spec, VM_ACCEL_TCG, "qemu", &err), &err);
+  assert_true (argv_has (argv, "socket,id=control,fd=0"));
+  assert_true (argv_has (argv, "virtserialport,chardev=control,name=buildvm.control"));
+  assert_true (argv_has (argv, "file,id=con,path=/dev/stdout"));
+  assert_false (argv_has_sub (argv, "buildvm.egress"));
+  vm_argv_free (argv);
+  spec.control = false;
+
   assert_ok (vm_qemu_argv (&argv, &spec, VM_ACCEL_KVM, "qemu", &err), &err);
   assert_true (argv_has (argv, "kvm"));
   assert_true (argv_has (argv, "host"));
@@ -245,6 +255,82 @@ assert_reaped (pid_t pid)
   assert_true (pid > 0);
   assert_int_equal (kill (pid, 0), -1);
   assert_int_equal (errno, ESRCH);
+}
+
+/* A pool VM: booted to its agent's ready line with no job, idle (its
+ * output then is nobody's), resumed with the job's console: the agent gets
+ * "go" on its control port (the fake VMM's stdin) and only what it says
+ * after goes to the job. One never resumed is killed and reaped. */
+static void
+test_warm_boot_idle_resume (void **state)
+{
+  char *d = t_tmpdir ();
+  struct vm_spec boot, job;
+  struct vm_result res;
+  struct capture cap = { 0 };
+  struct vm_warm *w = NULL;
+  bvm_error_t err = NULL;
+  int p[2];
+  pid_t pid;
+  char *vmm;
+  (void) state;
+
+  make_disks (d);
+  boot = spec_for (d);
+  vmm = fake_vmm (d, "vmm",
+                  "printf 'buildvm-agent: ready\\n'; echo before-the-job; read -r go; "
+                  "echo \"got $go\"; exit 0");
+  boot.vmm = vmm;
+  boot.accel = VM_ACCEL_TCG;
+  boot.control = true;
+  boot.boot_timeout_ms = 10000;
+  assert_ok (vm_boot (&w, &boot, &err), &err);
+  pid = vm_warm_pid (w);
+  assert_true (pid > 0);
+  assert_true (vm_warm_boot_ms (w) >= 0);
+  assert_int_equal (pipe (p), 0);
+  /* nothing on the wake fd: until the time given */
+  assert_int_equal (vm_warm_idle (w, p[0], now_ms () + 300, &err), 0);
+  assert_int_equal (write (p[1], "x", 1), 1);
+  assert_int_equal (vm_warm_idle (w, p[0], now_ms () + 5000, &err), 1);
+  job = boot;
+  job.line = on_line;
+  job.opaque = &cap;
+  job.started = on_started;
+  job.timeout_ms = 10000;
+  assert_ok (vm_resume (w, &job, &res, &err), &err);
+  assert_int_equal (res.outcome, VM_EXITED);
+  assert_true (WIFEXITED (res.vmm_status) && WEXITSTATUS (res.vmm_status) == 0);
+  assert_int_equal (res.boot_ms, 0);
+  assert_int_equal (cap.pid, pid);
+  assert_reaped (pid);
+  assert_int_equal (cap.n, 1);
+  assert_string_equal (cap.lines[0], "got go");
+  capture_free (&cap);
+
+  /* booted and dropped */
+  assert_ok (vm_boot (&w, &boot, &err), &err);
+  pid = vm_warm_pid (w);
+  vm_warm_free (w);
+  assert_reaped (pid);
+
+  /* a VMM that ends while it waits */
+  free (vmm);
+  vmm = fake_vmm (d, "vmm2", "printf 'buildvm-agent: ready\\n'; exit 0");
+  boot.vmm = vmm;
+  assert_ok (vm_boot (&w, &boot, &err), &err);
+  assert_fails_with (vm_warm_idle (w, -1, now_ms () + 5000, &err), &err, "ended while it waited");
+  vm_warm_free (w);
+  /* one that never gets ready */
+  free (vmm);
+  vmm = fake_vmm (d, "vmm3", "echo nope >&2; sleep 30");
+  boot.vmm = vmm;
+  boot.boot_timeout_ms = 300;
+  assert_fails_with (vm_boot (&w, &boot, &err), &err, "did not reach the guest agent");
+  close (p[0]);
+  close (p[1]);
+  free (vmm);
+  t_tmpdir_free (d);
 }
 
 static void
@@ -655,6 +741,7 @@ main (void)
     cmocka_unit_test (test_firecracker_config),
     cmocka_unit_test (test_accel_parse),
     cmocka_unit_test (test_run_console_and_exit),
+    cmocka_unit_test (test_warm_boot_idle_resume),
     cmocka_unit_test (test_run_console_cap),
     cmocka_unit_test (test_run_console_redacted_at_every_split),
     cmocka_unit_test (test_run_deadlines_and_cancel),

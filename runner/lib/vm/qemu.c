@@ -12,6 +12,7 @@
  * line names them by their in-jail paths (/vm/...).
  */
 #include "vm_int.h"
+#include "guest.h"
 #include "jail.h"
 #include "proc.h"
 #include "util.h"
@@ -141,7 +142,7 @@ vm_qemu_argv (char ***argv, const struct vm_spec *spec, enum vm_accel accel, con
   /* With an egress channel stdin is its socket (fd 0: the jail passes
    * exactly 0, 1 and 2, and the VMM's network namespace stays empty), so
    * the console is write-only on stdout and nothing else reads stdin. */
-  if (spec->egress)
+  if (spec->egress || spec->control)
     add (&b, "file,id=con,path=/dev/stdout");
   else
     add (&b, "stdio,id=con,signal=off");
@@ -160,6 +161,14 @@ vm_qemu_argv (char ***argv, const struct vm_spec *spec, enum vm_accel accel, con
       add (&b, "socket,id=egress,fd=0");
       add (&b, "-device");
       add (&b, "virtserialport,chardev=egress,name=buildvm.egress");
+    }
+  else if (spec->control)
+    {
+      /* a pool VM: the agent waits on this port for its job (vm_resume) */
+      add (&b, "-chardev");
+      add (&b, "socket,id=control,fd=0");
+      add (&b, "-device");
+      add (&b, "virtserialport,chardev=control,name=%s", GUEST_CONTROL_PORT);
     }
   add (&b, "-object");
   add (&b, "rng-random,filename=/dev/urandom,id=rng");
@@ -239,7 +248,7 @@ static int
 qemu_attach_channel (struct vm *vm, bvm_error_t *err)
 {
   (void) err;
-  vm->stdin_fd = vm->spec->egress_fd; /* still the caller's: vm__spawn dups it */
+  vm->stdin_fd = vm->channel_fd; /* still the caller's: vm__spawn dups it */
   return 0;
 }
 

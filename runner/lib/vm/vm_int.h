@@ -15,8 +15,9 @@ struct vm_driver
   /* Start the VMM: set vm->pid, vm->console_fd (read end of the guest's
    * console) and vm->stderr_fd. */
   int (*boot) (struct vm *vm, bvm_error_t *err);
-  /* Attach the egress channel before boot: vm->spec->egress_fd becomes the
-   * guest's egress port (QEMU: a virtio-serial port on a socket chardev;
+  /* Attach the egress channel or a pool VM's control port before boot:
+   * vm->channel_fd becomes the guest's egress port (spec->egress) or its
+   * control port (spec->control) (QEMU: a virtio-serial port on a socket chardev;
    * Firecracker: vsock, not yet). NULL: the driver has no channel, and a
    * job that needs egress cannot run on it. */
   int (*attach_channel) (struct vm *vm, bvm_error_t *err);
@@ -33,7 +34,8 @@ struct vm
   pid_t pid;
   int console_fd;
   int stderr_fd;
-  int stdin_fd; /* -1: /dev/null; QEMU: the egress channel's socket */
+  int stdin_fd;   /* -1: /dev/null; QEMU: the egress channel's socket */
+  int channel_fd; /* the VMM's end of the egress channel or control port, or -1 */
   char *vmm_path;
   char *driver_file; /* e.g. Firecracker's config file, removed by destroy */
 };
