@@ -24,7 +24,7 @@ DEBIAN_PACKAGES := \
 	build-essential pkg-config clang llvm libclang-rt-14-dev \
 	libgit2-dev libarchive-dev libcurl4-openssl-dev libjansson-dev liblz4-dev zlib1g-dev \
 	libcmocka-dev libssl-dev libhiredis-dev libmicrohttpd-dev libseccomp-dev \
-	qemu-system-x86 busybox-static e2fsprogs \
+	qemu-system-x86 busybox-static e2fsprogs libext2fs-dev \
 	linux-source-6.1 bc flex bison libelf-dev xz-utils debootstrap \
 	docker-registry redis-server skopeo umoci runc git apache2-utils curl openssl \
 	jq lz4 procps iproute2 python3 python3-jsonschema clang-format cppcheck clang-tidy
@@ -35,7 +35,7 @@ DEBIAN_PACKAGES += ceph-mon ceph-osd radosgw s3cmd
 # its own npm, which Debian's would conflict with)
 DEBIAN_PACKAGES += nodejs $(if $(shell command -v npm 2>/dev/null),,npm)
 
-PKGS := libgit2 libarchive libcurl jansson liblz4 openssl hiredis libmicrohttpd libseccomp zlib
+PKGS := libgit2 libarchive libcurl jansson liblz4 openssl hiredis libmicrohttpd libseccomp zlib ext2fs com_err
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS = $(shell pkg-config --libs $(PKGS))
 

@@ -71,11 +71,11 @@ struct agent_result
 /* control.c: parse the `.buildvm/job` control file (NUL-separated records). */
 int agent_control_parse (struct agent_job *job, char *data, size_t len, char *msg, size_t msgsz);
 
-/* tarin.c: extract the input disk's tar stream. Source entries land below
- * `srcdir`, secrets below `secretdir`; the control file is returned in
- * *control (malloc'd). */
-int agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **control,
-                         size_t *control_len, char *msg, size_t msgsz);
+/* tarin.c: extract the input disk's tar stream. Secrets land below
+ * `secretdir`; the control file is returned in *control (malloc'd). The
+ * source tree is not in it: the runner wrote it into the scratch disk. */
+int agent_input_extract (int fd, const char *secretdir, char **control, size_t *control_len,
+                         char *msg, size_t msgsz);
 
 /* tarout.c: write the declared outputs as a tar stream to fd at offset. */
 struct tar_out

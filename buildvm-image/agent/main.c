@@ -1,7 +1,8 @@
 /* main.c - buildvm guest agent: PID 1 of every build VM
  *
  * A straight line: mount the pseudo file systems, find the disks by their
- * virtio serial numbers, mount the scratch disk, unpack the input, run each
+ * virtio serial numbers, mount the scratch disk (the source already in it),
+ * unpack the control file and secrets from the input, run each
  * build step as the unprivileged build user under a deadline while forwarding
  * its output byte for byte, write the declared outputs and a result header to
  * the output disk, sync, reboot. Whatever happens - a failed mount, a hostile
@@ -299,32 +300,43 @@ find_port (const char *name, char *dev, size_t size)
 }
 
 /* A pool VM boots before its job exists (docs/architecture.md, "The pool"):
- * its input disk is blank until the runner has written the job's input into
- * it and says PROTO_GO on the control port. Blank is the contract, and
- * checked: a disk with data before the signal is not ours to run. That
- * check (and the kernel's partition scan) leave the blank blocks in the
- * page cache, so they are dropped after the signal (BLKFLSBUF): the agent
- * must unpack the job's bytes, not what it cached before they were written
- * - t_pool.sh runs jobs through pool VMs, which only pass if it does. A VM
- * without the port is a cold boot, whose input was there from the start. */
-static void
-wait_for_job (const char *dev_in)
+ * its input and scratch disks are blank until the runner has written the
+ * job's input and its scratch file system (the source in it) into them and
+ * says PROTO_GO on the control port. Blank is the contract, and checked: a
+ * disk with data before the signal is not ours to run. That check (and the
+ * kernel's partition scan) leave the blank blocks in the page cache, so
+ * they are dropped after the signal (BLKFLSBUF): the agent must read the
+ * job's bytes, not what it cached before they were written - t_pool.sh runs
+ * jobs through pool VMs, which only pass if it does. A VM without the port
+ * is a cold boot, whose disks were there from the start. */
+static int
+open_blank (const char *dev, const char *what)
 {
   static char blank[4096];
+  int fd = open (dev, O_RDONLY | O_CLOEXEC);
+
+  if (fd < 0)
+    fatal ("open %s disk `%s`: %s", what, dev, strerror (errno));
+  /* 4 KiB: the tar's first header, the ext4 superblock at 1024 */
+  if (pread (fd, blank, sizeof blank, 0) != (ssize_t) sizeof blank)
+    fatal ("read %s disk `%s`: %s", what, dev, strerror (errno));
+  for (size_t i = 0; i < sizeof blank; i++)
+    if (blank[i] != 0)
+      fatal ("the %s disk of a pool VM holds data before its job", what);
+  return fd;
+}
+
+static void
+wait_for_job (const char *dev_in, const char *dev_scratch)
+{
   char port[300], buf[16];
   size_t have = 0;
-  int in, fd;
+  int in, scratch, fd;
 
   if (find_port (PROTO_CONTROL_PORT, port, sizeof port) < 0)
     return;
-  in = open (dev_in, O_RDONLY | O_CLOEXEC);
-  if (in < 0)
-    fatal ("open input disk `%s`: %s", dev_in, strerror (errno));
-  if (pread (in, blank, sizeof blank, 0) != (ssize_t) sizeof blank)
-    fatal ("read input disk `%s`: %s", dev_in, strerror (errno));
-  for (size_t i = 0; i < sizeof blank; i++)
-    if (blank[i] != 0)
-      fatal ("the input disk of a pool VM holds data before its job");
+  in = open_blank (dev_in, "input");
+  scratch = open_blank (dev_scratch, "scratch");
   fd = open (port, O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (fd < 0)
     fatal ("open control port `%s`: %s", port, strerror (errno));
@@ -341,7 +353,10 @@ wait_for_job (const char *dev_in)
     fatal ("unexpected message on the control port");
   if (ioctl (in, BLKFLSBUF, 0) < 0)
     fatal ("drop the input disk's cache: %s", strerror (errno));
+  if (ioctl (scratch, BLKFLSBUF, 0) < 0)
+    fatal ("drop the scratch disk's cache: %s", strerror (errno));
   close (fd);
+  close (scratch);
   close (in);
 }
 
@@ -714,11 +729,13 @@ main (void)
     fatal ("no input disk");
   if (find_disk ("scratch", dev_scratch, sizeof dev_scratch) < 0)
     fatal ("no scratch disk");
-  wait_for_job (dev_in);
+  wait_for_job (dev_in, dev_scratch);
 
   do_mount (dev_scratch, "/work", "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, NULL);
   if (chmod ("/work", 0755) < 0)
     fatal ("chmod /work: %s", strerror (errno));
+  /* the runner wrote the source into the scratch disk: /work/src is there
+   * (an empty one for `buildvm vm run`) */
   make_build_dir (SRC_DIR, 0755);
   make_build_dir ("/work/home", 0755);
   make_build_dir ("/work/tmp", 01777);
@@ -727,8 +744,7 @@ main (void)
   in_fd = open (dev_in, O_RDONLY | O_CLOEXEC);
   if (in_fd < 0)
     fatal ("open input disk `%s`: %s", dev_in, strerror (errno));
-  if (agent_input_extract (in_fd, SRC_DIR, SECRET_DIR, &control, &control_len, msg, sizeof msg)
-      < 0)
+  if (agent_input_extract (in_fd, SECRET_DIR, &control, &control_len, msg, sizeof msg) < 0)
     fatal ("%s", msg);
   close (in_fd);
   if (agent_control_parse (&job, control, control_len, msg, sizeof msg) < 0)

@@ -5,8 +5,10 @@
  * its sizes, names and keys are spelled, so the two sides cannot drift:
  *
  * - The input disk is a tar stream: the control file PROTO_CONTROL_PATH
- *   (NUL-separated records: a key, then its values), the source tree under
- *   PROTO_SOURCE_DIR, secrets under PROTO_SECRETS_DIR.
+ *   (NUL-separated records: a key, then its values), secrets under
+ *   PROTO_SECRETS_DIR.
+ * - The scratch disk is an ext4 the runner made, with the source tree in
+ *   its directory PROTO_SOURCE_DIR (mounted on /work: /work/src).
  * - The agent prints PROTO_READY_LINE on its console once it is up.
  * - The output disk starts with a PROTO_HEADER_SIZE-byte result header:
  *   PROTO_HEADER_MAGIC, then "key value" lines, then "end", NUL-padded;
@@ -24,7 +26,8 @@
 
 /* A pool VM (booted before its job) has a virtio-serial port of this name;
  * the agent waits on it, after its ready line, for PROTO_GO: the runner has
- * written the job's input into the input disk. A VM without the port is a
+ * written the job's input into the input disk and its scratch disk (the
+ * source in it) into the scratch disk. A VM without the port is a
  * cold boot, whose input is there from the start. */
 #define PROTO_CONTROL_PORT "buildvm.control"
 #define PROTO_GO "go\n"
@@ -32,6 +35,8 @@
 /* input disk */
 #define PROTO_CONTROL_PATH ".buildvm/job"
 #define PROTO_SECRETS_DIR ".buildvm/secrets"
+
+/* scratch disk */
 #define PROTO_SOURCE_DIR "src"
 
 /* control file records */

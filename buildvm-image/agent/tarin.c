@@ -252,12 +252,12 @@ copy_data (struct in *r, int fd, uint64_t size)
 }
 
 int
-agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **control,
-                     size_t *control_len, char *msg, size_t msgsz)
+agent_input_extract (int fd, const char *secretdir, char **control, size_t *control_len, char *msg,
+                     size_t msgsz)
 {
   static struct in r;
   static char path[MAX_NAME], link[MAX_NAME];
-  int srcfd, secfd;
+  int secfd;
   char hdr[BLK];
   bool have_control = false;
   char type = '?';
@@ -265,9 +265,8 @@ agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **c
   memset (&r, 0, sizeof r);
   r.fd = fd;
   *control = NULL;
-  srcfd = open (srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   secfd = open (secretdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (srcfd < 0 || secfd < 0)
+  if (secfd < 0)
     {
       snprintf (msg, msgsz, "input: open target directories: %s", strerror (errno));
       return -1;
@@ -393,19 +392,16 @@ agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **c
         const char *leaf;
         int pfd, ofd;
 
-        if (strcmp (path, "src") == 0 || strcmp (path, "src/") == 0
-            || strcmp (path, ".buildvm/") == 0 || strcmp (path, ".buildvm") == 0
+        /* The source is not here: it is on the scratch disk, written by the
+         * runner (docs/architecture.md, "Disks"); a `src/` entry is
+         * unexpected like any other. */
+        if (strcmp (path, ".buildvm/") == 0 || strcmp (path, ".buildvm") == 0
             || strcmp (path, ".buildvm/secrets") == 0 || strcmp (path, ".buildvm/secrets/") == 0)
           {
             /* the roots exist already */
             if (type != '5')
               goto badtype;
             continue;
-          }
-        else if (strncmp (path, PROTO_SOURCE_DIR "/", sizeof PROTO_SOURCE_DIR) == 0)
-          {
-            rootfd = srcfd;
-            rel = path + 4;
           }
         else if (strncmp (path, PROTO_SECRETS_DIR "/", sizeof PROTO_SECRETS_DIR) == 0)
           {
@@ -489,7 +485,6 @@ agent_input_extract (int fd, const char *srcdir, const char *secretdir, char **c
         close (pfd);
       }
     }
-  close (srcfd);
   close (secfd);
   if (!have_control)
     {
@@ -504,7 +499,6 @@ badtype:
 trunc:
   snprintf (msg, msgsz, "input: truncated tar stream at `%.200s`", path);
 fail:
-  close (srcfd);
   close (secfd);
   free (*control);
   *control = NULL;

@@ -22,6 +22,8 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <git2.h>
@@ -614,11 +616,62 @@ gitsrc_check_component (const char *name, size_t len, bool symlink, bvm_error_t 
   return 0;
 }
 
-/* --- the archive writer shared by both exports --------------------------- */
+/* --- the sinks: a tar stream (libarchive), or any other writer ------------ */
+
+static int
+archive_entry_cb (void *ctx, const char *path, mode_t type, mode_t perm, uint64_t size,
+                  const char *target, int64_t mtime, bvm_error_t *err)
+{
+  char e[ESC_MAX + 8];
+  struct archive *w = ctx;
+  struct archive_entry *ae = archive_entry_new ();
+  int r;
+
+  if (ae == NULL)
+    return bvm_error (err, ENOMEM, "archive_entry_new");
+  /* Names are byte strings in git and on Linux: stored as they are. A name
+   * the locale cannot convert to UTF-8 goes into the pax header with
+   * hdrcharset=BINARY (ARCHIVE_WARN below). (The _utf8 setters are no way
+   * round that: libarchive 3.6.2's pax writer crashes on a UTF-8-only name
+   * it cannot convert to the locale.) */
+  archive_entry_set_pathname (ae, path);
+  archive_entry_set_filetype (ae, type);
+  archive_entry_set_perm (ae, perm);
+  archive_entry_set_uid (ae, 0);
+  archive_entry_set_gid (ae, 0);
+  archive_entry_set_mtime (ae, mtime, 0);
+  archive_entry_set_size (ae, (la_int64_t) size);
+  if (target != NULL)
+    archive_entry_set_symlink (ae, target);
+  r = archive_write_header (w, ae);
+  archive_entry_free (ae);
+  /* ARCHIVE_WARN: a name that is not valid in the locale, stored as binary */
+  if (r < ARCHIVE_WARN)
+    return bvm_error_code (err, BVM_E_IO, 0, "writing `%s` to the source archive: %s",
+                           esc (e, path, strlen (path)), archive_error_string (w));
+  return 0;
+}
+
+static int
+archive_data_cb (void *ctx, const char *path, const void *data, size_t len, bvm_error_t *err)
+{
+  char e[ESC_MAX + 8];
+  struct archive *w = ctx;
+  la_ssize_t n = archive_write_data (w, data, len);
+
+  if (n < 0 || (size_t) n != len)
+    return bvm_error_code (err, BVM_E_IO, 0, "writing `%s` to the source archive: %s",
+                           esc (e, path, strlen (path)), archive_error_string (w));
+  return 0;
+}
+
+static const struct gitsrc_sink_ops archive_sink_ops = { archive_entry_cb, archive_data_cb };
+
+/* --- the exporter shared by both exports ---------------------------------- */
 
 struct exporter
 {
-  struct archive *w;
+  const struct gitsrc_sink *sink;
   const struct gitsrc_limits *lim;
   struct gitsrc_stats *st;
   uint64_t visited; /* entries seen, written or skipped: the entry cap */
@@ -672,36 +725,15 @@ static int
 ex_header (struct exporter *ex, size_t pathlen, mode_t type, mode_t perm, uint64_t size,
            const char *target, bvm_error_t *err)
 {
-  char e[ESC_MAX + 8];
-  struct archive_entry *ae = archive_entry_new ();
   char saved = ex->path[pathlen];
   int r;
 
-  if (ae == NULL)
-    return bvm_error (err, ENOMEM, "archive_entry_new");
   /* ex->path may go on past this entry (a parent directory of a longer path) */
   ex->path[pathlen] = '\0';
-  /* Names are byte strings in git and on Linux: stored as they are. A name
-   * the locale cannot convert to UTF-8 goes into the pax header with
-   * hdrcharset=BINARY (ARCHIVE_WARN below). (The _utf8 setters are no way
-   * round that: libarchive 3.6.2's pax writer crashes on a UTF-8-only name
-   * it cannot convert to the locale.) */
-  archive_entry_set_pathname (ae, ex->path);
-  archive_entry_set_filetype (ae, type);
-  archive_entry_set_perm (ae, perm);
-  archive_entry_set_uid (ae, 0);
-  archive_entry_set_gid (ae, 0);
-  archive_entry_set_mtime (ae, ex->mtime, 0);
-  archive_entry_set_size (ae, (la_int64_t) size);
-  if (target != NULL)
-    archive_entry_set_symlink (ae, target);
-  r = archive_write_header (ex->w, ae);
-  archive_entry_free (ae);
+  r = ex->sink->ops->entry (ex->sink->ctx, ex->path, type, perm, size, target, ex->mtime, err);
   ex->path[pathlen] = saved;
-  /* ARCHIVE_WARN: a name that is not valid in the locale, stored as binary */
-  if (r < ARCHIVE_WARN)
-    return bvm_error_code (err, BVM_E_IO, 0, "writing `%s` to the source archive: %s",
-                           esc (e, ex->path, pathlen), archive_error_string (ex->w));
+  if (r < 0)
+    return -1;
   ex->st->entries++;
   return 0;
 }
@@ -766,16 +798,18 @@ ex_file_begin (struct exporter *ex, size_t pathlen, uint64_t size, bool exec, bv
 static int
 ex_data (struct exporter *ex, size_t pathlen, const void *data, size_t len, bvm_error_t *err)
 {
-  char e[ESC_MAX + 8];
   const char *p = data;
 
   while (len > 0)
     {
       size_t n = len < CHUNK ? len : CHUNK;
-      la_ssize_t w = archive_write_data (ex->w, p, n);
-      if (w < 0 || (size_t) w != n)
-        return bvm_error_code (err, BVM_E_IO, 0, "writing `%s` to the source archive: %s",
-                               esc (e, ex->path, pathlen), archive_error_string (ex->w));
+      char saved = ex->path[pathlen];
+      int r;
+      ex->path[pathlen] = '\0';
+      r = ex->sink->ops->data (ex->sink->ctx, ex->path, p, n, err);
+      ex->path[pathlen] = saved;
+      if (r < 0)
+        return -1;
       p += n;
       len -= n;
       if (len > 0 && ex_deadline (ex, err) < 0)
@@ -786,14 +820,14 @@ ex_data (struct exporter *ex, size_t pathlen, const void *data, size_t len, bvm_
 
 /* Validate `prefix` and write its directories. */
 static int
-ex_init (struct exporter *ex, struct archive *w, const char *prefix, int64_t mtime,
+ex_init (struct exporter *ex, const struct gitsrc_sink *sink, const char *prefix, int64_t mtime,
          const struct gitsrc_limits *lim, struct gitsrc_stats *st, bvm_error_t *err)
 {
   char e[ESC_MAX + 8];
   size_t n = prefix ? strlen (prefix) : 0;
 
   memset (ex, 0, sizeof *ex);
-  ex->w = w;
+  ex->sink = sink;
   ex->mtime = mtime;
   ex->lim = lim;
   ex->st = st;
@@ -1076,6 +1110,15 @@ int
 gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit, const char *prefix,
                const struct gitsrc_limits *lim, struct gitsrc_stats *stats, bvm_error_t *err)
 {
+  struct gitsrc_sink sink = { &archive_sink_ops, w };
+  return gitsrc_export_to (&sink, repo, commit, prefix, lim, stats, err);
+}
+
+int
+gitsrc_export_to (const struct gitsrc_sink *sink, struct gitsrc_repo *repo, const char *commit,
+                  const char *prefix, const struct gitsrc_limits *lim, struct gitsrc_stats *stats,
+                  bvm_error_t *err)
+{
   struct gitsrc_stats dummy;
   struct exporter ex;
   git_oid oid;
@@ -1096,7 +1139,7 @@ gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit, 
     }
 
   /* committer time: the same commit always gives the same archive */
-  ret = ex_init (&ex, w, prefix, git_commit_time (c), lim, stats, err);
+  ret = ex_init (&ex, sink, prefix, git_commit_time (c), lim, stats, err);
   if (ret == 0)
     ret = export_tree (&ex, repo->repo, tree, err);
   if (ret < 0)
@@ -1109,6 +1152,195 @@ gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *commit, 
 }
 
 /* --- the mirror ---------------------------------------------------------- */
+
+/* --- keeping a mirror's size bounded ------------------------------------- */
+
+/* Every fetch that brings objects adds a pack to the mirror, and history a
+ * force-push dropped stays in them: a mirror left alone only grows, and
+ * libgit2 1.5 has no `git gc`. So once a fetch leaves more than
+ * GITSRC_REPACK_PACKS packs, the mirror is repacked as `git repack -a -d`
+ * would: one new pack of exactly what its refs reach (libgit2's
+ * packbuilder), then every other pack and loose object removed. A mirror
+ * with more than GITSRC_MAX_REFS refs first drops all but the job's: each
+ * ref a job named stays until then (the haves of later fetches), so a
+ * repository with many branches cannot keep unbounded history alive. The
+ * caller holds the mirror's lock. The repack stops at lim->deadline_ms
+ * (progress callback); then nothing was removed and the next fetch tries
+ * again. */
+#define GITSRC_REPACK_PACKS 8
+#define GITSRC_MAX_REFS 64
+
+static int
+count_packs (size_t *out, const char *mirror)
+{
+  cleanup_free char *dir = NULL;
+  DIR *d;
+  struct dirent *de;
+  size_t n = 0;
+
+  if (asprintf (&dir, "%s/objects/pack", mirror) < 0)
+    return -1;
+  d = opendir (dir);
+  if (d == NULL)
+    return -1;
+  while ((de = readdir (d)) != NULL)
+    {
+      size_t len = strlen (de->d_name);
+      if (len > 5 && strcmp (de->d_name + len - 5, ".pack") == 0)
+        n++;
+    }
+  closedir (d);
+  *out = n;
+  return 0;
+}
+
+static int
+repack_progress (int stage, uint32_t current, uint32_t total, void *payload)
+{
+  const struct gitsrc_limits *lim = payload;
+  (void) stage;
+  (void) current;
+  (void) total;
+  return lim->deadline_ms > 0 && now_ms () >= lim->deadline_ms ? -1 : 0;
+}
+
+static int
+prune_refs (git_repository *repo, const char *keep, size_t *pruned, bvm_error_t *err)
+{
+  git_strarray refs = { 0 };
+  int ret = 0;
+
+  if (git_reference_list (&refs, repo) < 0)
+    return git_fail (err, BVM_E_IO, "listing the mirror's refs");
+  if (refs.count > GITSRC_MAX_REFS)
+    for (size_t i = 0; i < refs.count && ret == 0; i++)
+      {
+        git_reference *ref = NULL;
+        if (keep != NULL && strcmp (refs.strings[i], keep) == 0)
+          continue;
+        if (git_reference_lookup (&ref, repo, refs.strings[i]) < 0
+            || git_reference_delete (ref) < 0)
+          ret = git_fail (err, BVM_E_IO, "pruning the mirror's refs");
+        else
+          (*pruned)++;
+        git_reference_free (ref);
+      }
+  git_strarray_dispose (&refs);
+  return ret;
+}
+
+/* Remove the packs other than `keep` ("pack-<hex>") and the loose objects. */
+static void
+remove_old_objects (const char *mirror, const char *keep)
+{
+  cleanup_free char *objects = NULL;
+  DIR *d;
+  struct dirent *de;
+
+  if (asprintf (&objects, "%s/objects", mirror) < 0)
+    return;
+  d = opendir (objects);
+  if (d == NULL)
+    return;
+  while ((de = readdir (d)) != NULL)
+    {
+      cleanup_free char *sub = NULL;
+      bvm_error_t e = NULL;
+      if (strlen (de->d_name) != 2 || !isxdigit ((unsigned char) de->d_name[0])
+          || !isxdigit ((unsigned char) de->d_name[1]))
+        continue;
+      if (asprintf (&sub, "%s/%s", objects, de->d_name) >= 0 && fs_rm_rf (sub, &e) < 0)
+        bvm_error_free (&e);
+    }
+  closedir (d);
+  {
+    cleanup_free char *pack = NULL;
+    size_t klen = strlen (keep);
+    if (asprintf (&pack, "%s/pack", objects) < 0 || (d = opendir (pack)) == NULL)
+      return;
+    while ((de = readdir (d)) != NULL)
+      if (strncmp (de->d_name, "pack-", 5) == 0
+          && !(strncmp (de->d_name, keep, klen) == 0 && de->d_name[klen] == '.'))
+        unlinkat (dirfd (d), de->d_name, 0);
+    closedir (d);
+  }
+}
+
+static int
+repack_mirror (git_repository *repo, const char *mirror, const char *keep_ref,
+               const struct gitsrc_limits *lim, struct gitsrc_stats *st, bvm_error_t *err)
+{
+  git_packbuilder *pb = NULL;
+  git_revwalk *walk = NULL;
+  git_strarray refs = { 0 };
+  cleanup_free char *name = NULL;
+  size_t packs = 0;
+  int64_t t0 = now_ms ();
+  int ret = -1;
+
+  if (count_packs (&packs, mirror) < 0 || packs <= GITSRC_REPACK_PACKS)
+    return 0;
+  if (prune_refs (repo, keep_ref, &st->pruned_refs, err) < 0)
+    return -1;
+  if (git_packbuilder_new (&pb, repo) < 0 || git_revwalk_new (&walk, repo) < 0
+      || git_reference_list (&refs, repo) < 0)
+    {
+      git_fail (err, BVM_E_IO, "repacking the mirror");
+      goto cleanup;
+    }
+  git_packbuilder_set_threads (pb, 1);
+  for (size_t i = 0; i < refs.count; i++)
+    {
+      git_oid oid;
+      git_object *obj = NULL;
+      if (git_reference_name_to_id (&oid, repo, refs.strings[i]) < 0
+          || git_object_lookup (&obj, repo, &oid, GIT_OBJECT_ANY) < 0)
+        {
+          git_fail (err, BVM_E_IO, "repacking the mirror: ref `%s`", refs.strings[i]);
+          goto cleanup;
+        }
+      /* an annotated tag: the tag object itself, then its commit's history */
+      if (git_object_type (obj) == GIT_OBJECT_TAG
+          && git_packbuilder_insert_recur (pb, &oid, NULL) < 0)
+        {
+          git_object_free (obj);
+          git_fail (err, BVM_E_IO, "repacking the mirror: tag `%s`", refs.strings[i]);
+          goto cleanup;
+        }
+      git_object_free (obj);
+      if (git_revwalk_push_ref (walk, refs.strings[i]) < 0)
+        git_error_clear (); /* a ref to a tree or blob: inserted above or not at all */
+    }
+  if (git_packbuilder_insert_walk (pb, walk) < 0)
+    {
+      git_fail (err, BVM_E_IO, "repacking the mirror");
+      goto cleanup;
+    }
+  git_packbuilder_set_callbacks (pb, repack_progress, (void *) lim);
+  if (git_packbuilder_write (pb, NULL, 0, NULL, NULL) < 0)
+    {
+      git_fail (err, repack_progress (0, 0, 0, (void *) lim) ? BVM_E_TIMEOUT : BVM_E_IO,
+                "repacking the mirror");
+      goto cleanup;
+    }
+  if (asprintf (&name, "pack-%s", git_packbuilder_name (pb)) < 0)
+    {
+      bvm_error (err, ENOMEM, "asprintf");
+      goto cleanup;
+    }
+  remove_old_objects (mirror, name);
+  st->repacked = true;
+  st->repacked_packs = packs;
+  ret = 0;
+
+cleanup:
+  st->repack_ms = now_ms () - t0;
+  git_strarray_dispose (&refs);
+  git_revwalk_free (walk);
+  git_packbuilder_free (pb);
+  return ret;
+}
+
 
 void
 gitsrc_repo_free (struct gitsrc_repo *repo)
@@ -1545,7 +1777,10 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
     stats = &dummy;
   if (lim == NULL)
     lim = &default_limits;
-  stats->fetched = false;
+  stats->fetched = stats->repacked = false;
+  stats->repacked_packs = stats->pruned_refs = 0;
+  stats->repack_ms = 0;
+  stats->repack_error[0] = '\0';
   stats->fetch_objects = stats->fetch_bytes = 0;
   stats->fetch_ms = 0;
 
@@ -1628,6 +1863,24 @@ gitsrc_fetch (struct gitsrc_repo **out, const char *cache_dir, const char *app, 
     goto fail;
   if (ref != NULL && check_on_ref (repo, ref, commit, url, err) < 0)
     goto fail;
+  if (stats->fetched)
+    {
+      /* a failed repack costs the job nothing: the old packs are all there */
+      bvm_error_t e2 = NULL;
+      if (repack_mirror (repo, mirror, ref, lim, stats, &e2) < 0)
+        {
+          snprintf (stats->repack_error, sizeof stats->repack_error, "%s", bvm_error_msg (&e2));
+          bvm_error_free (&e2);
+        }
+      else if (stats->repacked)
+        {
+          /* the packs it had open are gone: reopen on the new one */
+          git_repository_free (repo);
+          repo = NULL;
+          if (open_mirror (&repo, mirror, canon, err) < 0)
+            goto fail;
+        }
+    }
 
   r = calloc (1, sizeof *r);
   if (r == NULL)
@@ -1891,6 +2144,15 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
                         const struct gitsrc_limits *lim, struct gitsrc_stats *stats,
                         bvm_error_t *err)
 {
+  struct gitsrc_sink sink = { &archive_sink_ops, w };
+  return gitsrc_export_worktree_to (&sink, dir, prefix, lim, stats, err);
+}
+
+int
+gitsrc_export_worktree_to (const struct gitsrc_sink *sink, const char *dir, const char *prefix,
+                           const struct gitsrc_limits *lim, struct gitsrc_stats *stats,
+                           bvm_error_t *err)
+{
   char e[ESC_MAX + 8];
   struct gitsrc_stats dummy;
   struct exporter ex;
@@ -1923,7 +2185,7 @@ gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
   /* no HEAD yet (a fresh repository) is fine for a working-tree build */
   if (git_repository_head_unborn (repo) != 1 && head_commit (&head, repo, dir, err) < 0)
     bvm_error_free (err);
-  if (ex_init (&ex, w, prefix, head ? git_commit_time (head) : 0, lim, stats, err) < 0)
+  if (ex_init (&ex, sink, prefix, head ? git_commit_time (head) : 0, lim, stats, err) < 0)
     goto cleanup;
 
   /* Tracked files (modified or not) and untracked files that no ignore rule

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "error.h"
 
@@ -64,6 +65,11 @@ struct gitsrc_stats
   uint64_t fetch_objects, fetch_bytes; /* received by the fetch (0 when not fetched) */
   int64_t fetch_ms, export_ms;
   bool fetched; /* false when the mirror already had the commit */
+  /* the fetch left too many packs: the mirror was repacked (gitsrc.c) */
+  bool repacked;
+  size_t repacked_packs, pruned_refs; /* packs before the repack, refs it dropped */
+  int64_t repack_ms;
+  char repack_error[256]; /* "" or why a repack failed (the job goes on) */
 };
 
 /* In every function below `lim` may be NULL (GITSRC_LIMITS_INIT) and so may
@@ -120,6 +126,30 @@ int gitsrc_export (struct archive *w, struct gitsrc_repo *repo, const char *comm
                    const char *prefix, const struct gitsrc_limits *lim, struct gitsrc_stats *stats,
                    bvm_error_t *err);
 
+/* Where an export goes: the tar stream above (gitsrc_export), or any other
+ * writer of a tree (srcfs.h: the source file system image). The exporter
+ * calls `entry` once per directory, file and symlink, parents before their
+ * contents, every name already checked; then `data` for a file's bytes, in
+ * order, until `size` bytes were given. `path` is prefix + relative path.
+ * Each returns 0 or a negative value with `err` set. */
+struct gitsrc_sink_ops
+{
+  int (*entry) (void *ctx, const char *path, mode_t type, mode_t perm, uint64_t size,
+                const char *target, int64_t mtime, bvm_error_t *err);
+  int (*data) (void *ctx, const char *path, const void *data, size_t len, bvm_error_t *err);
+};
+
+struct gitsrc_sink
+{
+  const struct gitsrc_sink_ops *ops;
+  void *ctx;
+};
+
+/* gitsrc_export() into any sink; same checks, caps and errors. */
+int gitsrc_export_to (const struct gitsrc_sink *sink, struct gitsrc_repo *repo, const char *commit,
+                      const char *prefix, const struct gitsrc_limits *lim,
+                      struct gitsrc_stats *stats, bvm_error_t *err);
+
 /* Releases the mirror lock. NULL is fine. */
 void gitsrc_repo_free (struct gitsrc_repo *repo);
 
@@ -144,6 +174,9 @@ int gitsrc_head (char out[GITSRC_OID_HEX + 1], const char *dir, bvm_error_t *err
 int gitsrc_export_worktree (struct archive *w, const char *dir, const char *prefix,
                             const struct gitsrc_limits *lim, struct gitsrc_stats *stats,
                             bvm_error_t *err);
+int gitsrc_export_worktree_to (const struct gitsrc_sink *sink, const char *dir, const char *prefix,
+                               const struct gitsrc_limits *lim, struct gitsrc_stats *stats,
+                               bvm_error_t *err);
 
 /* The committer time of `commit` (seconds since the epoch). */
 int gitsrc_commit_time (int64_t *out, struct gitsrc_repo *repo, const char *commit,

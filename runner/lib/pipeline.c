@@ -27,6 +27,7 @@
 #include "seal.h"
 #include "secrets.h"
 #include "spec.h"
+#include "srcfs.h"
 #include "steptail.h"
 #include "store.h"
 #include "util.h"
@@ -100,6 +101,7 @@ struct run
 
   struct workdir *wd;
   char *input_path;
+  char *scratch_path; /* the scratch disk with the source tree (srcfs.h) */
   struct vmjob_result vm;
   int64_t t_first_step; /* the agent's first step line (now_ms), or 0 */
   /* egress: the broker's thread logs too, so console lines take this lock */
@@ -485,6 +487,17 @@ phase_checkout (struct run *r, bvm_error_t *err)
             st.fetched ? "fetched" : "already in the mirror",
             (unsigned long long) st.fetch_objects, (unsigned long long) st.fetch_bytes,
             (long long) st.fetch_ms);
+      if (st.repacked)
+        note (r, "checkout: the mirror had %zu packs: repacked into one in %lld ms%s",
+              st.repacked_packs, (long long) st.repack_ms,
+              st.pruned_refs > 0 ? ", its other refs pruned" : "");
+      if (st.repack_error[0])
+        note (r, "checkout: repacking the mirror failed (its packs are kept): %s",
+              st.repack_error);
+      jset (r->record, "checkout",
+            json_pack ("{s:b, s:I, s:I, s:b, s:I}", "fetched", st.fetched, "fetch_bytes",
+                       (json_int_t) st.fetch_bytes, "fetch_ms", (json_int_t) st.fetch_ms,
+                       "repacked", st.repacked, "repack_ms", (json_int_t) st.repack_ms));
     }
   ret = gitsrc_commit_time (&r->commit_time, r->repo, r->commit, err);
   if (ret < 0)
@@ -658,6 +671,7 @@ static int
 phase_input (struct run *r, bvm_error_t *err)
 {
   struct guest_input *in = NULL;
+  struct srcfs *sfs = NULL;
   struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
   struct gitsrc_stats st = { 0 };
   struct guest_job gj = { 0 };
@@ -671,9 +685,10 @@ phase_input (struct run *r, bvm_error_t *err)
   if (ret < 0)
     return ret;
   r->input_path = workdir_file (r->wd, "input.img");
+  r->scratch_path = workdir_file (r->wd, "scratch.img");
   steps = calloc (r->spec->n_steps, sizeof *steps);
   env = calloc (r->spec->n_env + 1, sizeof *env);
-  if (r->input_path == NULL || steps == NULL || env == NULL)
+  if (r->input_path == NULL || r->scratch_path == NULL || steps == NULL || env == NULL)
     {
       ret = bvm_error (err, ENOMEM, "input disk");
       goto cleanup;
@@ -729,11 +744,16 @@ phase_input (struct run *r, bvm_error_t *err)
   if ((ret = guest_input_create (&in, r->input_path, err)) < 0
       || (ret = guest_input_add_control (in, &gj, err)) < 0)
     goto cleanup;
+  /* The source goes straight into the scratch disk's file system, where the
+   * build finds it: the guest copies nothing (srcfs.h) */
+  if ((ret = srcfs_create (&sfs, r->scratch_path, r->plan->res.disk_mib, err)) < 0)
+    goto cleanup;
   if (r->o->dry_run && r->o->worktree)
-    ret = gitsrc_export_worktree (guest_input_archive (in), r->o->local_dir, "src/", &lim, &st,
-                                  err);
+    ret = gitsrc_export_worktree_to (srcfs_sink (sfs), r->o->local_dir, "src/", &lim, &st, err);
   else
-    ret = gitsrc_export (guest_input_archive (in), r->repo, r->commit, "src/", &lim, &st, err);
+    ret = gitsrc_export_to (srcfs_sink (sfs), r->repo, r->commit, "src/", &lim, &st, err);
+  if (ret == 0)
+    ret = srcfs_finish (sfs, err);
   if (ret < 0)
     {
       bvm_error_wrap (err, "exporting the source tree");
@@ -761,6 +781,7 @@ phase_input (struct run *r, bvm_error_t *err)
 cleanup:
   secrets_wipe (r);
   free (senv);
+  srcfs_free (sfs);
   guest_input_free (in);
   if (env)
     for (size_t i = 0; i < r->spec->n_env; i++)
@@ -892,6 +913,7 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.cancel = r->o->cancel;
   vo.started = on_vm_started;
   vo.warm = r->o->warm;
+  vo.scratch = r->scratch_path;
   if ((ret = egress_prepare (r, err)) < 0)
     {
       unlink (r->input_path); /* it may hold secrets */
@@ -2280,6 +2302,7 @@ run_dispose (struct run *r)
   free (r->layer_path);
   free (r->to_rel);
   free (r->input_path);
+  free (r->scratch_path);
   plan_dispose (&r->plan_store);
   spec_free (r->spec);
   gitsrc_repo_free (r->repo);

@@ -189,8 +189,18 @@ vmjob_prewarm (struct vmjob_warm **out, const struct workdir *wd, const struct v
         goto fail;
       }
   }
-  if ((ret = guest_output_create (w->output, o->output_max, err)) < 0
-      || (ret = guest_scratch_create (w->scratch, o->disk_mib, err)) < 0)
+  {
+    /* blank and sparse too: the job's scratch disk, the source in it, is
+     * copied in after the lease */
+    cleanup_close int fd = open (w->scratch, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                                 0600);
+    if (fd < 0 || ftruncate (fd, (off_t) (o->disk_mib << 20)) < 0)
+      {
+        ret = bvm_error (err, errno, "create scratch disk `%s`", w->scratch);
+        goto fail;
+      }
+  }
+  if ((ret = guest_output_create (w->output, o->output_max, err)) < 0)
     goto fail;
   if (accel == VM_ACCEL_AUTO)
     accel = vm_accel_detect (NULL, 0);
@@ -271,6 +281,9 @@ warm_misfit (char *buf, size_t size, struct vmjob_warm *w, const struct vmjob_op
     return "the job's output size is not the pool VM's";
   if (stat (input_disk, &st) < 0 || (uint64_t) st.st_size > w->input_max)
     return "the job's input is larger than the pool VM's input disk";
+  if (o->scratch == NULL || stat (o->scratch, &st) < 0
+      || (uint64_t) st.st_size != (uint64_t) w->disk_mib << 20)
+    return "the job has no scratch disk of the pool VM's size";
   return NULL;
 }
 
@@ -301,6 +314,48 @@ fill_input (const char *dst, const char *src, bvm_error_t *err)
     }
 }
 
+/* Make the pool VM's blank scratch disk a copy of the job's (srcfs.h), in
+ * place (QEMU holds the file open): emptied, then only the source image's
+ * data copied, so it stays as sparse as the original. The guest has not
+ * mounted it yet; it drops its cache of the device after "go", as it does
+ * for the input disk. */
+static int
+fill_scratch (const char *dst, const char *src, bvm_error_t *err)
+{
+  cleanup_close int in = open (src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  cleanup_close int out = open (dst, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+  struct stat st;
+  off_t data = 0;
+
+  if (in < 0 || fstat (in, &st) < 0)
+    return bvm_error (err, errno, "open `%s`", src);
+  if (out < 0)
+    return bvm_error (err, errno, "open the pool VM's scratch disk `%s`", dst);
+  if (ftruncate (out, 0) < 0 || ftruncate (out, st.st_size) < 0)
+    return bvm_error (err, errno, "empty the pool VM's scratch disk `%s`", dst);
+  while ((data = lseek (in, data, SEEK_DATA)) >= 0)
+    {
+      off_t hole = lseek (in, data, SEEK_HOLE);
+      loff_t off_in = data, off_out = data;
+      if (hole < 0)
+        return bvm_error (err, errno, "read `%s`", src);
+      while (off_in < hole)
+        {
+          ssize_t n = copy_file_range (in, &off_in, out, &off_out, (size_t) (hole - off_in), 0);
+          if (n < 0 && errno == EINTR)
+            continue;
+          if (n < 0)
+            return bvm_error (err, errno, "write the pool VM's scratch disk `%s`", dst);
+          if (n == 0)
+            return bvm_error (err, EIO, "`%s` ended early", src);
+        }
+      data = hole;
+    }
+  if (errno != ENXIO) /* ENXIO: no data after `data` */
+    return bvm_error (err, errno, "read `%s`", src);
+  return 0;
+}
+
 static int
 run_warm (struct vmjob_result *out, struct vmjob_warm *w, const char *input_disk,
           const struct vmjob_opts *o, bvm_error_t *err)
@@ -317,8 +372,10 @@ run_warm (struct vmjob_result *out, struct vmjob_warm *w, const char *input_disk
   out->output_disk = strdup (w->output);
   if (out->output_disk == NULL)
     ret = bvm_error (err, ENOMEM, "vm job");
-  else
-    ret = fill_input (w->input, input_disk, err);
+  else if ((ret = fill_input (w->input, input_disk, err)) == 0)
+    ret = fill_scratch (w->scratch, o->scratch, err);
+  if (o->scratch != NULL)
+    unlink (o->scratch); /* copied: the biggest file of a job, gone at once */
   out->disks_ms = now_ms () - t0;
   if (ret < 0)
     {
@@ -376,8 +433,14 @@ vmjob_run (struct vmjob_result *out, const struct workdir *wd, const char *input
   ret = guest_output_create (out->output_disk, o->output_max, err);
   if (ret < 0)
     return ret;
-  ret = guest_scratch_create (scratch, o->disk_mib, err);
-  if (ret < 0)
+  if (o->scratch != NULL)
+    {
+      free (scratch);
+      scratch = strdup (o->scratch); /* made with the source in it */
+      if (scratch == NULL)
+        return bvm_error (err, ENOMEM, "vm job");
+    }
+  else if ((ret = guest_scratch_create (scratch, o->disk_mib, err)) < 0)
     return ret;
   out->disks_ms = now_ms () - t0;
   /* resolved here: the jail's memory limit depends on it */

@@ -47,6 +47,10 @@ struct vmjob_opts
    * boot. vmjob_run takes *warm (and sets it to NULL) whether it runs the
    * job in it or, when the job does not fit it, frees it and boots cold. */
   struct vmjob_warm **warm;
+  /* The scratch disk, made with the source tree in it (srcfs.h), in the
+   * job's work directory: the VM gets this file (a pool VM a copy of it).
+   * NULL: an empty one is made (`buildvm vm run`). Removed with the VM. */
+  const char *scratch;
 };
 
 /* How the job got its VM. */

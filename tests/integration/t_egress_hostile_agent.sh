@@ -8,7 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 
 stage=$T/stage
-mkdir -p "$stage"/{bin,proc,sys,dev,tmp}
+mkdir -p "$stage"/{bin,proc,sys,dev,tmp,work}
 cp /bin/busybox "$stage/bin/busybox"
 for a in sh mount cat dd printf tar reboot echo sleep sync; do ln -s busybox "$stage/bin/$a"; done
 cat >"$stage/init" <<'SH'
@@ -19,12 +19,14 @@ for d in /sys/block/vd*; do
   case "$(cat "$d/serial")" in
     input) in=/dev/${d##*/} ;;
     output) out=/dev/${d##*/} ;;
+    scratch) scratch=/dev/${d##*/} ;;
   esac
 done
 for p in /sys/class/virtio-ports/*; do
   [ "$(cat "$p/name")" = buildvm.egress ] && port=/dev/${p##*/}
 done
-case=$(tar -xOf "$in" src/case.txt)
+mount -t ext4 -o ro "$scratch" /work
+case=$(cat /work/src/case.txt)
 hello='\001\000\000\000\000\000\000\000\000\000\000\004\000\000\000\001'
 echo "evil guest: $case on ${port:-no port}" >/dev/hvc0
 case $case in

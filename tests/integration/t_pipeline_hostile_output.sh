@@ -11,7 +11,7 @@ pl_registry
 # --- the compromised image: the real kernel, a busybox rootfs with evil init
 python3 "$ROOT/tests/data/ingest/gen.py" "$T/cases" >/dev/null
 stage=$T/stage
-mkdir -p "$stage"/{bin,proc,sys,dev,tmp,evil}
+mkdir -p "$stage"/{bin,proc,sys,dev,tmp,evil,work}
 cp /bin/busybox "$stage/bin/busybox"
 for a in sh mount cat dd stat printf tar reboot echo sleep sync; do ln -s busybox "$stage/bin/$a"; done
 cp "$T/cases"/*.tar "$stage/evil/"
@@ -23,9 +23,11 @@ for d in /sys/block/vd*; do
   case "$(cat "$d/serial")" in
     input) in=/dev/${d##*/} ;;
     output) out=/dev/${d##*/} ;;
+    scratch) scratch=/dev/${d##*/} ;;
   esac
 done
-case=$(tar -xOf "$in" src/case.txt)
+mount -t ext4 -o ro "$scratch" /work
+case=$(cat /work/src/case.txt)
 size=$(stat -c %s "/evil/$case.tar")
 echo "evil guest: writing $case ($size bytes)" >/dev/hvc0
 dd if="/evil/$case.tar" of="$out" bs=4096 seek=1 conv=notrunc 2>/dev/null

@@ -20,7 +20,7 @@ svc_redis q
 # --- the stand-in VMM ------------------------------------------------------------
 cat >"$T/vmm" <<'PY'
 #!/usr/bin/python3
-import base64, binascii, os, sys, tarfile
+import base64, binascii, os, subprocess, sys, tarfile
 args = sys.argv[1:]
 disks = {}
 for i, a in enumerate(args):
@@ -31,8 +31,11 @@ out, kcon = sys.stdout.buffer, sys.stderr.buffer
 def con(b, f=out):
     f.write(b); f.flush()
 con(b"buildvm-agent: ready\n")
+# the source is on the scratch disk (an ext4 the runner wrote): read it
+# without mounting anything
+case = subprocess.run(["debugfs", "-R", "cat src/case.txt", disks["scratch"]],
+                      capture_output=True, check=True).stdout.decode().strip()
 with tarfile.open(disks["input"]) as t:
-    case = t.extractfile("src/case.txt").read().decode().strip()
     sec = {m.name.rsplit("/", 1)[1]: t.extractfile(m).read()
            for m in t.getmembers() if m.name.startswith(".buildvm/secrets/")}
 SPLIT = 8192

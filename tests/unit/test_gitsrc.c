@@ -1832,6 +1832,64 @@ test_worktree (void **state)
   fx_free (f);
 }
 
+
+/* A mirror does not grow without bound: a fetch that leaves more than 8
+ * packs repacks it into one of what its refs reach, and history a
+ * force-push dropped goes with the old packs. */
+static void
+test_mirror_repack (void **state)
+{
+  struct fx *f = fx_new ();
+  struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
+  struct gitsrc_stats st;
+  struct gitsrc_repo *repo = NULL;
+  bvm_error_t err = NULL;
+  char c[41], dropped[41];
+  char *out;
+  int repacks = 0;
+  (void) state;
+
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app1", f->src, "refs/heads/main", f->c1, &lim, &st,
+                           &err),
+             &err);
+  gitsrc_repo_free (repo);
+  add_commit (f, f->src, "soon unreachable", dropped);
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app1", f->src, "refs/heads/main", dropped, &lim, &st,
+                           &err),
+             &err);
+  gitsrc_repo_free (repo);
+  /* the branch is rewritten: `dropped` is on no ref any more */
+  assert_int_equal (t_sh ("cd %s && git reset -q --hard %s", f->src, f->c1), 0);
+  for (int i = 0; i < 9; i++)
+    {
+      char content[32];
+      snprintf (content, sizeof content, "round %d", i);
+      add_commit (f, f->src, content, c);
+      assert_ok (gitsrc_fetch (&repo, f->cache, "app1", f->src, "refs/heads/main", c, &lim, &st,
+                               &err),
+                 &err);
+      assert_true (st.fetched);
+      assert_string_equal (st.repack_error, "");
+      repacks += st.repacked;
+      gitsrc_repo_free (repo);
+    }
+  assert_int_equal (repacks, 1);
+  out = t_sh_out ("ls %s/app1.git/objects/pack/*.pack | wc -l", f->cache);
+  assert_true (atoi (out) <= 3);
+  free (out);
+  /* what the ref reaches is all there, and the dropped commit is gone */
+  assert_int_equal (t_sh ("git -C %s/app1.git fsck --no-dangling >/dev/null 2>&1", f->cache), 0);
+  assert_int_equal (t_sh ("git -C %s/app1.git cat-file -e %s 2>/dev/null", f->cache, c), 0);
+  assert_int_equal (t_sh ("git -C %s/app1.git cat-file -e %s 2>/dev/null", f->cache, f->c1), 0);
+  assert_true (t_sh ("git -C %s/app1.git cat-file -e %s 2>/dev/null", f->cache, dropped) != 0);
+  assert_ok (gitsrc_fetch (&repo, f->cache, "app1", f->src, "refs/heads/main", c, &lim, &st, &err),
+             &err);
+  assert_false (st.fetched);
+  assert_ok (export_to (f->tar, repo, c, &lim, &st, &err), &err);
+  gitsrc_repo_free (repo);
+  fx_free (f);
+}
+
 int
 main (void)
 {
@@ -1857,6 +1915,7 @@ main (void)
     cmocka_unit_test (test_read_file_bomb),
     cmocka_unit_test (test_head),
     cmocka_unit_test (test_worktree),
+    cmocka_unit_test (test_mirror_repack),
   };
   bvm_error_t err = NULL;
 
