@@ -91,9 +91,7 @@ egress_job http1 "mkdir -p out && $np wget -q -O out/blob http://localhost:$HTTP
 [ "$RC" = 0 ] || { cat "$T/out" "$T/err" "$T/log"; fail "the HTTP download through the proxy failed"; }
 cmp "$www/blob" "$(art http1 blob)" || fail "the bytes differ"
 assert_contains "$T/log" "eof-ok"
-python3 -c 'import sys; sys.exit(open(sys.argv[1], "rb").read() != b"to-eof
-" * 20000 + b"the-end
-")' "$(art http1 eof)" \
+python3 -c 'import sys; sys.exit(open(sys.argv[1], "rb").read() != b"to-eof\n" * 20000 + b"the-end\n")' "$(art http1 eof)" \
     || fail "the response read to EOF is not whole"
 rec=$(pl_record http1)
 jq -e '.egress.connections[0] | .host == "localhost" and .decision == "allow" and .address == "127.0.0.1" and .bytes_in > 3000000 and .mode == "http"' "$rec" >/dev/null \
