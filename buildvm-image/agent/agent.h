@@ -80,7 +80,8 @@ int agent_input_extract (int fd, const char *secretdir, char **control, size_t *
 /* tarout.c: write the declared outputs as a tar stream to fd at offset. */
 struct tar_out
 {
-  int fd;
+  int fd;          /* where the tar goes: direct_fd, or fd_buffered */
+  int fd_buffered; /* the output disk through the page cache */
   uint64_t offset; /* next write position on the device */
   uint64_t start;
   uint64_t max; /* bytes allowed after start */
@@ -89,7 +90,8 @@ struct tar_out
   size_t buf_len;
   bool overflow;
 };
-int tarout_init (struct tar_out *t, int fd, uint64_t start, uint64_t max);
+/* `direct_fd`: the same disk opened O_DIRECT, or -1. */
+int tarout_init (struct tar_out *t, int fd, int direct_fd, uint64_t start, uint64_t max);
 /* Add the tree at dirfd/rel (not following symlinks) under `prefix`. */
 int tarout_add_tree (struct tar_out *t, const char *root, const char *rel, const char *prefix,
                      char *msg, size_t msgsz);

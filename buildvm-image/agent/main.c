@@ -369,6 +369,71 @@ make_build_dir (const char *path, mode_t mode)
     fatal ("chown `%s`: %s", path, strerror (errno));
 }
 
+/* Start reading the source tree into the page cache, in a child that the
+ * steps do not wait for. The tree is on the scratch disk (the runner wrote
+ * it there) and nothing has read it yet: a build that opens its files one
+ * by one waits for one small virtio request after another, each an exit to
+ * QEMU under emulation. readahead(2) queues each file's reads without
+ * waiting, so they overlap and merge, and the build finds most of its
+ * files cached. Best effort: errors are ignored, the walk is bounded in
+ * depth and never follows a symlink, and the child is gone by the end of
+ * the first step (kill_all). */
+static void
+prefetch_walk (int dfd, unsigned depth)
+{
+  DIR *d = fdopendir (dfd);
+  struct dirent *de;
+
+  if (d == NULL)
+    {
+      close (dfd);
+      return;
+    }
+  while ((de = readdir (d)) != NULL)
+    {
+      int fd;
+      struct stat st;
+      if (de->d_name[0] == '.'
+          && (de->d_name[1] == '\0' || (de->d_name[1] == '.' && de->d_name[2] == '\0')))
+        continue;
+      if (de->d_type == DT_DIR && depth < 64)
+        {
+          fd = openat (dirfd (d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+          if (fd >= 0)
+            prefetch_walk (fd, depth + 1);
+        }
+      else if (de->d_type == DT_REG)
+        {
+          /* O_NONBLOCK: the build may have put a FIFO in the file's place */
+          fd = openat (dirfd (d), de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+          if (fd < 0)
+            continue;
+          if (fstat (fd, &st) == 0 && S_ISREG (st.st_mode) && st.st_size > 0)
+            readahead (fd, 0, (size_t) st.st_size);
+          close (fd);
+        }
+    }
+  closedir (d);
+}
+
+static pid_t prefetch_pid = -1;
+
+static void
+prefetch_source (void)
+{
+  pid_t pid = fork ();
+  if (pid > 0)
+    prefetch_pid = pid;
+  if (pid == 0)
+    {
+      setpriority (PRIO_PROCESS, 0, 0); /* not the agent's -20 */
+      int fd = open (SRC_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd >= 0)
+        prefetch_walk (fd, 0);
+      _exit (0);
+    }
+}
+
 /* --- build steps ------------------------------------------------------------- */
 
 static char **
@@ -488,6 +553,12 @@ exec_step (const struct agent_job *job, const struct agent_step *s, int out)
 static void
 kill_all (void)
 {
+  if (prefetch_pid > 0)
+    {
+      /* root's: the build's uid cannot kill it (below, with the proxy) */
+      kill (prefetch_pid, SIGKILL);
+      prefetch_pid = -1;
+    }
   if (proxy_pid > 0)
     {
       /* spare the egress proxy (its own uid): kill(-1) from the build's
@@ -649,7 +720,12 @@ write_outputs (const struct agent_job *job)
   struct tar_out t;
   char msg[512];
 
-  if (tarout_init (&t, out_fd, AGENT_HEADER_SIZE, job->output_max) < 0)
+  char dev_out[32];
+  int direct = -1;
+
+  if (find_disk ("output", dev_out, sizeof dev_out) == 0)
+    direct = open (dev_out, O_WRONLY | O_DIRECT | O_CLOEXEC); /* -1: buffered */
+  if (tarout_init (&t, out_fd, direct, AGENT_HEADER_SIZE, job->output_max) < 0)
     fatal ("out of memory");
   if (job->image_from != NULL
       && tarout_add_tree (&t, SRC_DIR, job->image_from, "image", msg, sizeof msg) < 0)
@@ -684,6 +760,8 @@ write_outputs (const struct agent_job *job)
     goto fail;
   result.tar_bytes = t.offset - t.start;
   result.entries = t.entries;
+  if (direct >= 0)
+    close (direct);
   return;
 
 fail:
@@ -731,7 +809,11 @@ main (void)
     fatal ("no scratch disk");
   wait_for_job (dev_in, dev_scratch);
 
-  do_mount (dev_scratch, "/work", "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, NULL);
+  /* noinit_itable: the runner's mkfs left the inode tables lazy, and the
+   * kernel's thread that would zero them in the background only takes the
+   * build's emulated CPU (the disk dies with the VM; uninitialised groups
+   * are marked so and never read) */
+  do_mount (dev_scratch, "/work", "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "noinit_itable");
   if (chmod ("/work", 0755) < 0)
     fatal ("chmod /work: %s", strerror (errno));
   /* the runner wrote the source into the scratch disk: /work/src is there
@@ -740,6 +822,7 @@ main (void)
   make_build_dir ("/work/home", 0755);
   make_build_dir ("/work/tmp", 01777);
   make_build_dir (SECRET_DIR, 0500);
+  prefetch_source ();
 
   in_fd = open (dev_in, O_RDONLY | O_CLOEXEC);
   if (in_fd < 0)

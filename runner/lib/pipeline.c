@@ -948,6 +948,12 @@ phase_build (struct run *r, bvm_error_t *err)
                    (json_int_t) r->vm.vm.boot_ms, "vm_ms", (json_int_t) r->vm.vm.total_ms, "steps",
                    steps, "console_bytes", (json_int_t) r->vm.vm.console_bytes, "console_dropped",
                    (json_int_t) r->vm.vm.console_dropped));
+  /* where the VM's time went: the disks, then the agent's own clock (from
+   * its start to the result header: setup, steps, outputs) */
+  json_object_set_new (json_object_get (r->record, "build"), "disks_ms",
+                       json_integer (r->vm.disks_ms));
+  json_object_set_new (json_object_get (r->record, "build"), "agent_ms",
+                       json_integer (r->vm.guest.duration_ms));
   if (r->vm.pool != VMJOB_POOL_NONE)
     json_object_set_new (json_object_get (r->record, "build"), "pool",
                          r->vm.pool == VMJOB_POOL_HIT
