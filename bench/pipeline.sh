@@ -144,8 +144,8 @@ done
 warm_recs=$(for i in $(seq 1 "$RUNS"); do echo "$BUILDVM_HOME/state/jobs/warm/warm-$i.json"; done)
 warm_med () { for r in $warm_recs; do jq "$1" "$r"; done | med; }
 warm_overhead=$(warm_med '.duration_ms - ([.build.steps[].ms] | add)')
-printf '  %-44s median %6d ms  (checkout %d, input %d, build %d: boot %d, agent %d)\n' "warm mirror, cold boot: job overhead" \
-    "$warm_overhead" "$(warm_med .phases.checkout.ms)" "$(warm_med .phases.input.ms)" "$(warm_med .phases.build.ms)" "$(warm_med .build.boot_ms)" \
+printf '  %-44s median %6d ms  (total %d; checkout %d, input %d, build %d: boot %d, agent %d)\n' "warm mirror, cold boot: job overhead" \
+    "$warm_overhead" "$(warm_med .duration_ms)" "$(warm_med .phases.checkout.ms)" "$(warm_med .phases.input.ms)" "$(warm_med .phases.build.ms)" "$(warm_med .build.boot_ms)" \
     "$(warm_med '.build.agent_ms // 0')"
 
 PORT=$(svc_free_port)
@@ -179,8 +179,8 @@ pool_recs=$(for i in $(seq 1 "$RUNS"); do echo "$phome/state/jobs/pool/pool-$i.j
 pool_med () { for r in $pool_recs; do jq "$1" "$r"; done | med; }
 pool_hits=$(for r in $pool_recs; do jq -r '.build.pool.vm // "none"' "$r"; done | grep -c '^hit$' || true)
 pool_overhead=$(pool_med '.duration_ms - ([.build.steps[].ms] | add)')
-printf '  %-44s median %6d ms  (checkout %d, input %d, build %d: disks %d, agent %d; %d of %d in the pool VM)\n' "warm mirror, pool VM: job overhead" \
-    "$pool_overhead" "$(pool_med .phases.checkout.ms)" "$(pool_med .phases.input.ms)" "$(pool_med .phases.build.ms)" \
+printf '  %-44s median %6d ms  (total %d; checkout %d, input %d, build %d: disks %d, agent %d; %d of %d in the pool VM)\n' "warm mirror, pool VM: job overhead" \
+    "$pool_overhead" "$(pool_med .duration_ms)" "$(pool_med .phases.checkout.ms)" "$(pool_med .phases.input.ms)" "$(pool_med .phases.build.ms)" \
     "$(pool_med '.build.disks_ms // 0')" "$(pool_med '.build.agent_ms // 0')" "$pool_hits" "$RUNS"
 
 echo "  ratios (same run):"
