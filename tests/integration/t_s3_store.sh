@@ -5,8 +5,9 @@
 # owner (sealed by buildvm, SSE-KMS by RGW, nothing under a staging name);
 # the per-job STS credentials can write inside the commit's prefix and
 # nowhere else, the runner's own key can write nothing (RGW refuses, not
-# buildvm); a 500 is retried, a store that is down or an STS that refuses
-# leaves nothing visible and the job record says what happened.
+# buildvm); a 500 is retried, a store that is down, slower than the job's
+# deadline or an STS that refuses leaves nothing visible and the job record
+# says what happened.
 . "$(dirname "$0")/lib.sh"
 
 if [ -z "${BUILDVM_TEST_S3_DIR:-}" ]; then
@@ -128,6 +129,19 @@ rules '[{"action": "status", "status": 503, "body": "<Error><Code>SlowDown</Code
 if "$TOOL" put "$PSPEC" apps/flaky/c3/ apps/flaky/c3/blob "$T/blob" 2>"$T/e4"; then fail "a store that is down succeeded"; fi
 assert_contains "$T/e4" "giving up after 5 attempts"
 [ -z "$(listing apps/flaky/c3/)" ] || fail "something is visible after the store was down"
+note "a slow store past the job's deadline: given up at the deadline, nothing visible"
+# the deadline: the transaction's expiry (the job's) plus the store's 60 s of
+# slack for its last request, so an expiry 52 s ago leaves 8 s; every part
+# upload is held for 60 s
+rules '[{"method": "PUT", "path": "partNumber=", "action": "delay", "seconds": 60}]'
+start=$(date +%s)
+if S3_TOOL_EXPIRES=-52 "$TOOL" put "$PSPEC" apps/flaky/c6/ apps/flaky/c6/blob "$T/blob" 2>"$T/e6"; then fail "an upload past the deadline succeeded"; fi
+elapsed=$(( $(date +%s) - start ))
+[ "$elapsed" -lt 30 ] || fail "a store slower than the deadline held the upload ${elapsed}s"
+note "given up after ${elapsed}s: $(head -c 300 "$T/e6")"
+grep -qi "deadline\|timed out\|timeout" "$T/e6" || { cat "$T/e6"; fail "the error does not say the deadline passed"; }
+[ -z "$(listing apps/flaky/c6/)" ] || fail "something is visible after the deadline passed"
+curl -fs -X POST "http://$proxy/__proxy__/reset" >/dev/null
 note "the store unreachable"
 if "$TOOL" put "$(spec_for http://127.0.0.1:9)" apps/flaky/c4/ apps/flaky/c4/blob "$T/blob" 2>"$T/e5"; then fail "an unreachable store succeeded"; fi
 assert_contains "$T/e5" "STS AssumeRole"
