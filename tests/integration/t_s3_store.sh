@@ -7,7 +7,8 @@
 # nowhere else, the runner's own key can write nothing (RGW refuses, not
 # buildvm); a 500 is retried, a store that is down, slower than the job's
 # deadline or an STS that refuses leaves nothing visible and the job record
-# says what happened.
+# says what happened; a runner paused past its lease leaves the newer
+# attempt's artifacts and index, and nothing of its own.
 . "$(dirname "$0")/lib.sh"
 
 if [ -z "${BUILDVM_TEST_S3_DIR:-}" ]; then
@@ -98,6 +99,36 @@ run "$BUILDVM" run --config "$CONFIG" "$T/job2.json"
 jq -r .error "$(pl_record s3-2)" >"$T/e2"
 assert_contains "$T/e2" "STS AssumeRole"
 [ -z "$(listing "apps/hello-shell/$commit2/")" ] || fail "something is visible after STS refused"
+
+note "a runner paused past its lease: the newer attempt's artifacts stand, the late one's never show"
+fapp=$T/fenced
+mkdir -p "$fapp"
+printf 'sleep 3\nmkdir -p out\ncat /proc/sys/kernel/random/uuid >out/nonce\necho "nonce=$(cat out/nonce)"\n' >"$fapp/build.sh"
+jq -n '{profile: "minimal", steps: ["sh build.sh"], artifacts: ["out"]}' >"$fapp/buildvm.json"
+cf=$(pl_repo "$fapp")
+pl_config ".artifacts = \"$SPEC\" | .serve = {lease_seconds: 3}"
+pl_job "$T/jf.json" fenced-1 fenced "$fapp" "$cf"
+"$BUILDVM" enqueue --config "$CONFIG" "$T/jf.json" >/dev/null
+sv_start a
+for _ in $(seq 100); do [ "$(sv_state fenced-1)" = running ] && break; sleep 0.1; done
+sleep 0.5
+workers=$(pgrep -P "$SV_PID_a" | tr '\n' ' ')
+kill -STOP "$SV_PID_a" $workers
+sleep 5 # past the lease
+sv_start b
+for _ in $(seq 300); do [ "$(sv_state fenced-1)" = done ] && break; sleep 0.2; done
+[ "$(sv_state fenced-1)" = done ] || { cat "$T/serve-a.log" "$T/serve-b.log"; fail "not taken over and finished"; }
+kill -CONT $workers "$SV_PID_a"
+for _ in $(seq 150); do grep -q "job=fenced-1 app=fenced event=fenced\|event=lease.lost" "$T/serve-a.log" && break; sleep 0.2; done
+sleep 2
+grep -q "job=fenced-1 app=fenced event=fenced\|event=lease.lost" "$T/serve-a.log" || { cat "$T/serve-a.log"; fail "the paused runner was not fenced"; }
+kill -TERM "$SV_PID_a" "$SV_PID_b"; wait "$SV_PID_a" "$SV_PID_b" || true
+assert_eq 2 "$(jq -r .attempt "$(pl_record fenced-1)")" "the record is the newer attempt's"
+listing "apps/fenced/$cf/" | sort >"$T/flist"
+printf 'apps/fenced/%s/index.json\napps/fenced/%s/out/nonce\n' "$cf" "$cf" | diff - "$T/flist" || fail "not exactly one index and one artifact under the commit"
+owner multipart "s3://$RGW_BUCKET" 2>/dev/null | grep -q "$root/apps/fenced" && fail "the late attempt left an upload"
+"$BUILDVM" logs --config "$CONFIG" fenced-1 >"$T/flog" 2>/dev/null || fail "logs of the newer attempt"
+grep -q "nonce=$(cat "$(pl_artifact "fenced/$cf" out/nonce)")" "$T/flog" || { cat "$T/flog"; fail "the stored artifact is not the newer attempt's"; }
 
 note "a 500 on a part, then success: retried; the store down: nothing visible"
 python3 "$ROOT/tests/lib/faulty-proxy.py" --upstream "${RGW_ENDPOINT#http://}" --port-file "$T/proxy.port" >"$T/proxy.log" 2>&1 &
