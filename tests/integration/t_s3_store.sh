@@ -109,18 +109,7 @@ cf=$(pl_repo "$fapp")
 pl_config ".artifacts = \"$SPEC\" | .serve = {lease_seconds: 3}"
 pl_job "$T/jf.json" fenced-1 fenced "$fapp" "$cf"
 "$BUILDVM" enqueue --config "$CONFIG" "$T/jf.json" >/dev/null
-sv_start a
-for _ in $(seq 100); do [ "$(sv_state fenced-1)" = running ] && break; sleep 0.1; done
-sleep 0.5
-workers=$(pgrep -P "$SV_PID_a" | tr '\n' ' ')
-kill -STOP "$SV_PID_a" $workers
-sleep 5 # past the lease
-sv_start b
-for _ in $(seq 300); do [ "$(sv_state fenced-1)" = done ] && break; sleep 0.2; done
-[ "$(sv_state fenced-1)" = done ] || { cat "$T/serve-a.log" "$T/serve-b.log"; fail "not taken over and finished"; }
-kill -CONT $workers "$SV_PID_a"
-for _ in $(seq 150); do grep -q "job=fenced-1 app=fenced event=fenced\|event=lease.lost" "$T/serve-a.log" && break; sleep 0.2; done
-sleep 2
+sv_takeover fenced-1 fenced
 grep -q "job=fenced-1 app=fenced event=fenced\|event=lease.lost" "$T/serve-a.log" || { cat "$T/serve-a.log"; fail "the paused runner was not fenced"; }
 kill -TERM "$SV_PID_a" "$SV_PID_b"; wait "$SV_PID_a" "$SV_PID_b" || true
 assert_eq 2 "$(jq -r .attempt "$(pl_record fenced-1)")" "the record is the newer attempt's"
