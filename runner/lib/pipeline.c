@@ -2529,7 +2529,7 @@ pipeline_print_summary (FILE *out, const json_t *rec)
              (long long) json_integer_value (json_object_get (arts, "count")),
              json_string_value (json_object_get (arts, "prefix")));
   if (json_is_string (json_object_get (json_object_get (rec, "attestation"), "manifest")))
-    fprintf (out, "  signed    provenance %s, sbom %s\n",
+    fprintf (out, "  signed    provenance %s, sbom %s (their OCI artifacts)\n",
              json_string_value (
                  json_object_get (json_object_get (rec, "attestation"), "manifest")),
              json_string_value (json_object_get (json_object_get (rec, "attestation"), "sbom")));
