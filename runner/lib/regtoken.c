@@ -744,7 +744,7 @@ parse_basic (char **user, char **pass, const char *h)
 struct grant
 {
   char name[REGTOKEN_SCOPE_MAX];
-  bool pull, push;
+  bool pull, push, other;
 };
 
 static bool
@@ -762,17 +762,18 @@ role_allows (const struct role *role, const char *action, const char *repo)
   return d.allowed;
 }
 
-/* "name:pull,push" appended to a log note, cut at its size */
+/* "name:pull,push[,other]" appended to a log note, cut at its size */
 static void
-note_scope (char *dst, size_t size, const char *name, bool pull, bool push)
+note_scope (char *dst, size_t size, const char *name, bool pull, bool push, bool other)
 {
   size_t used = strlen (dst);
   int n;
 
   if (used + 1 >= size)
     return;
-  n = snprintf (dst + used, size - used, "%s%s:%s%s%s", used ? " " : "", name, pull ? "pull" : "",
-                pull && push ? "," : "", push ? "push" : "");
+  n = snprintf (dst + used, size - used, "%s%s:%s%s%s%s%s", used ? " " : "", name,
+                pull ? "pull" : "", pull && push ? "," : "", push ? "push" : "",
+                other && (pull || push) ? "," : "", other ? "other" : "");
   if (n < 0 || (size_t) n >= size - used)
     dst[used] = '\0'; /* a note that does not fit is left out whole */
 }
@@ -843,6 +844,7 @@ regtoken_handle (struct regtoken_response *res, const struct regtoken_server *s,
             }
           grants[g].pull |= sc.pull;
           grants[g].push |= sc.push;
+          grants[g].other |= sc.other;
         }
     }
 
@@ -881,10 +883,10 @@ regtoken_handle (struct regtoken_response *res, const struct regtoken_server *s,
     {
       bool pull = grants[g].pull && role_allows (role, POLICY_ACTION_PULL_IMAGE, grants[g].name);
       bool push = grants[g].push && role_allows (role, POLICY_ACTION_PUSH_IMAGE, grants[g].name);
-      if ((grants[g].pull && !pull) || (grants[g].push && !push))
+      if ((grants[g].pull && !pull) || (grants[g].push && !push) || grants[g].other)
         {
           note_scope (left, sizeof left, grants[g].name, grants[g].pull && !pull,
-                      grants[g].push && !push);
+                      grants[g].push && !push, grants[g].other);
         }
       if (!pull && !push)
         continue;
@@ -893,7 +895,7 @@ regtoken_handle (struct regtoken_response *res, const struct regtoken_server *s,
                                                     pull ? "pull" : NULL, push ? "push" : NULL))
           < 0)
         return bvm_error (err, ENOMEM, "token");
-      note_scope (granted, sizeof granted, grants[g].name, pull, push);
+      note_scope (granted, sizeof granted, grants[g].name, pull, push, false);
     }
 
   exp = rq->now + (int64_t) st->token_seconds;
