@@ -791,7 +791,7 @@ regtoken_handle (struct regtoken_response *res, const struct regtoken_server *s,
   struct regtoken_job job;
   struct policy_vars vars;
   bvm_error_t e2 = NULL;
-  char granted[REGTOKEN_REASON_MAX] = "", left[REGTOKEN_REASON_MAX] = "";
+  char granted[REGTOKEN_REASON_MAX / 2 - 32] = "", left[REGTOKEN_REASON_MAX / 2 - 32] = "";
   char issued[40], jti[33];
   unsigned char rnd[16];
   int64_t exp;
