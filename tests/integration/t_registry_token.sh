@@ -30,6 +30,16 @@ pl_config "
   .registry.credentials = null | .registry.job_tickets = \"$T/ticket.key\"
   | .token_server = {listen: \"127.0.0.1:$tport\", signing_key: \"$T/token.key\",
                      issuer: \"$issuer\", service: \"$service\", token_seconds: 120}"
+# the token server refuses to start without a signing key, or with one others can read
+jq 'del(.token_server.signing_key)' "$CONFIG" >"$T/nokey.json"
+run "$BUILDVM" token-server --config "$T/nokey.json"
+assert_eq 2 "$RC" "exit status without a signing key"
+assert_contains "$T/err" "token_server.signing_key"
+chmod 644 "$T/token.key"
+run "$BUILDVM" token-server --config "$CONFIG"
+assert_eq 2 "$RC" "exit status with a readable signing key"
+assert_contains "$T/err" "group or others"
+chmod 600 "$T/token.key"
 mkdir -p "$SVC_DIR/token-server"
 "$BUILDVM" token-server --config "$CONFIG" >"$T/token-server.log" 2>&1 &
 echo $! >"$SVC_DIR/token-server/pid"
@@ -92,6 +102,15 @@ assert_contains "$T/token-server.log" "subject=job:hello-shell/tok-1"
 # the base layer was mounted from base/ in one request with both scopes
 assert_contains "$T/token-server.log" "granted [apps/hello-shell:pull,push base/busybox:pull] left out []"
 assert_not_contains "$T/token-server.log" "status=500"
+# a runner whose ticket key is not the token server's: refused there, a clear error
+head -c 32 /dev/urandom >"$T/wrong-ticket.key"
+chmod 600 "$T/wrong-ticket.key"
+jq --arg k "$T/wrong-ticket.key" '.registry.job_tickets = $k' "$CONFIG" >"$T/wrong.json"
+pl_job "$T/job2.json" tok-wrong hello-shell "file://$app" "$commit"
+run "$BUILDVM" run --config "$T/wrong.json" "$T/job2.json"
+[ "$RC" != 0 ] || fail "a deploy with the wrong ticket key succeeded"
+assert_contains "$T/out" "job ticket refused: wrong mac"
+assert_eq denied "$(jq -r .error.code "$(pl_record tok-wrong)")" "error code"
 # an independent client reads the pushed image with a token for it
 token hello-shell/tok-2 "$(ticket hello-shell tok-2 $((now + 600)))" "repository:apps/hello-shell:pull"
 assert_eq 200 "$code" "token for pull"
