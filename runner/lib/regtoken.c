@@ -50,11 +50,12 @@ int
 regtoken__b64url_encode (char **out, const void *data, size_t len)
 {
   const unsigned char *in = data;
-  char *s, *p;
+  size_t o = 0;
+  char *s;
 
   if (len > SIZE_MAX / 2)
     return -1;
-  s = p = malloc ((len + 2) / 3 * 4 + 1);
+  s = malloc ((len + 2) / 3 * 4 + 1);
   if (s == NULL)
     return -1;
   for (size_t i = 0; i < len; i += 3)
@@ -65,14 +66,14 @@ regtoken__b64url_encode (char **out, const void *data, size_t len)
         v |= (uint32_t) in[i + 1] << 8;
       if (n > 2)
         v |= in[i + 2];
-      *p++ = b64url[(v >> 18) & 63];
-      *p++ = b64url[(v >> 12) & 63];
+      s[o++] = b64url[(v >> 18) & 63];
+      s[o++] = b64url[(v >> 12) & 63];
       if (n > 1)
-        *p++ = b64url[(v >> 6) & 63];
+        s[o++] = b64url[(v >> 6) & 63];
       if (n > 2)
-        *p++ = b64url[v & 63];
+        s[o++] = b64url[v & 63];
     }
-  *p = '\0';
+  s[o] = '\0';
   *out = s;
   return 0;
 }
@@ -112,6 +113,7 @@ b64_decode (unsigned char **out, size_t *out_len, const char *s, size_t len, siz
       int v = b64_value ((unsigned char) s[i], url);
       if (v < 0)
         {
+          mem_wipe (d, o); /* an Authorization header's bytes */
           free (d);
           return -1;
         }
