@@ -4,7 +4,9 @@
 # job's ticket; the registry itself refuses app A's token on apps/B, on a
 # push to base/, and once it has expired. Tokens and tickets are also made
 # here with openssl alone, from the formats in docs/security.md, so the
-# registry (not buildvm) is what is shown to decide.
+# registry (not buildvm) is what is shown to decide. Then the token server
+# moves to an RSA key whose cert is already in the bundle (the rotation of
+# docs/operations.md): RS256 tokens, scoped the same.
 . "$(dirname "$0")/lib.sh"
 
 service=buildvm-registry-test
@@ -17,6 +19,12 @@ b64url_d () { local s; s=$(tr -- '-_' '+/'); while [ $(( ${#s} % 4 )) != 0 ]; do
 openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$T/token.key"
 chmod 600 "$T/token.key"
 openssl req -x509 -new -key "$T/token.key" -subj /CN=buildvm-token-test -days 2 -out "$T/token.crt" 2>/dev/null
+# an RSA key too, its cert in the same bundle: RS256, and the rotation of
+# docs/operations.md (the registry trusts both while the server moves over)
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$T/token-rsa.key" 2>/dev/null
+chmod 600 "$T/token-rsa.key"
+openssl req -x509 -new -key "$T/token-rsa.key" -subj /CN=buildvm-token-rsa -days 2 -out "$T/token-rsa.crt" 2>/dev/null
+cat "$T/token.crt" "$T/token-rsa.crt" >"$T/bundle.crt"
 head -c 32 /dev/urandom >"$T/ticket.key"
 chmod 600 "$T/ticket.key"
 # the libtrust key id, computed here from its definition
@@ -24,7 +32,7 @@ kid=$(openssl pkey -in "$T/token.key" -pubout -outform DER | openssl dgst -sha25
     | base32 | tr -d '=\n' | sed 's/..../&:/g; s/:$//')
 
 tport=$(svc_free_port)
-svc_registry_token tok "http://127.0.0.1:$tport/token" "$service" "$issuer" "$T/token.crt"
+svc_registry_token tok "http://127.0.0.1:$tport/token" "$service" "$issuer" "$T/bundle.crt"
 REG=$REG_tok_ADDR
 pl_config "
   .registry.credentials = null | .registry.job_tickets = \"$T/ticket.key\"
@@ -170,4 +178,20 @@ assert_eq 401 "$code" "no ticket"
 token app-a/job-1 "$tk_a" "repository:apps/../app-b:push"
 assert_eq 400 "$code" "a scope that is not a repository"
 assert_not_contains "$T/token-server.log" "$tk_a"
+
+# --- rotation to the RSA key: RS256 tokens the registry accepts, scoped the same
+kill "$(cat "$SVC_DIR/token-server/pid")"
+wait "$(cat "$SVC_DIR/token-server/pid")" 2>/dev/null || true
+jq --arg k "$T/token-rsa.key" '.token_server.signing_key = $k' "$CONFIG" >"$T/rsa.json"
+"$BUILDVM" token-server --config "$T/rsa.json" >"$T/token-server-rsa.log" 2>&1 &
+echo $! >"$SVC_DIR/token-server/pid"
+svc_wait_port "$tport" || { cat "$T/token-server-rsa.log"; fail "the token server did not restart"; }
+token app-a/job-1 "$tk_a" "repository:apps/app-a:push,pull" "repository:apps/app-b:push,pull"
+assert_eq 200 "$code" "RS256 token status"
+tok_r=$(jq -r .token "$T/token.json")
+kid_r=$(openssl pkey -in "$T/token-rsa.key" -pubout -outform DER | openssl dgst -sha256 -binary | head -c 30 \
+    | base32 | tr -d '=\n' | sed 's/..../&:/g; s/:$//')
+assert_eq "RS256 $kid_r" "$(printf '%s' "${tok_r%%.*}" | b64url_d | jq -r '"\(.alg) \(.kid)"')" "RS256 header"
+assert_eq 202 "$(upload "$tok_r" apps/app-a)" "upload to apps/app-a with an RS256 token"
+assert_eq 401 "$(upload "$tok_r" apps/app-b)" "upload to apps/app-b with an RS256 token"
 assert_no_leftovers
