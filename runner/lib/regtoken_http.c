@@ -4,42 +4,23 @@
  * This file only moves bytes between libmicrohttpd and regtoken_handle(),
  * which decides every answer. A token request is a GET with no body: the
  * answer is made as soon as the headers are in, and a request with a body
- * is refused before it is read. One thread runs MHD's event loop (epoll,
- * MHD_run_wait), and between two turns of it the connections open longer
- * than the timeout are cut (MHD's own timeout only closes idle ones).
+ * is refused before it is read. The loop, the connection deadline and the
+ * log helpers are httpd.h's, shared with the webhook receiver.
  */
 #include "regtoken_http.h"
+#include "httpd.h"
 #include "log.h"
 #include "regtoken.h"
 #include "util.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-
-#define HEADER_MEMORY_LIMIT (32 * 1024) /* MHD answers 431 past it */
-#define LISTEN_BACKLOG 64
-#define LOOP_WAIT_MS 250
-
-struct conn
-{
-  struct conn *next, *prev;
-  int fd;
-  int64_t start_ms;
-  bool cut;
-};
 
 struct server
 {
   const struct regtoken_server *rs;
-  int64_t timeout_ms;
-  struct conn conns; /* list head */
 };
 
 struct params
@@ -71,33 +52,6 @@ collect_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *va
   return MHD_YES;
 }
 
-static void
-peer_name (char *out, size_t size, struct MHD_Connection *conn)
-{
-  const union MHD_ConnectionInfo *ci
-      = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-  const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-
-  snprintf (out, size, "-");
-  if (sa != NULL && sa->sa_family == AF_INET)
-    inet_ntop (AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, out, (socklen_t) size);
-  else if (sa != NULL && sa->sa_family == AF_INET6)
-    inet_ntop (AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, out, (socklen_t) size);
-}
-
-/* A value for a logfmt line: quotes inside would end the field early, and
- * the request's bytes are hostile. */
-static const char *
-log_value (char *buf, size_t size, const char *s)
-{
-  size_t o = 0;
-
-  for (; *s && o + 1 < size; s++)
-    buf[o++] = (*s == '"' || (unsigned char) *s < 0x20 || (unsigned char) *s >= 0x7f) ? '\'' : *s;
-  buf[o] = '\0';
-  return buf;
-}
-
 static enum MHD_Result
 send_answer (struct MHD_Connection *conn, int status, const char *body, bool basic_challenge)
 {
@@ -123,15 +77,15 @@ static void
 log_answer (struct MHD_Connection *conn, const char *method, const char *url, int status,
             const char *subject, const char *reason)
 {
-  char peer[INET6_ADDRSTRLEN + 1], path[64], why[REGTOKEN_REASON_MAX];
+  char peer[HTTPD_PEER_MAX], path[64], why[REGTOKEN_REASON_MAX];
 
   if (status == 200 && strcmp (url, REGTOKEN_HEALTH_PATH) == 0)
     return;
-  peer_name (peer, sizeof peer, conn);
+  httpd_peer_name (peer, sizeof peer, conn);
   log_msg (status >= 500 ? LOG_LEVEL_ERROR : LOG_LEVEL_INFO,
            "event=token peer=%s method=%.16s path=\"%s\" status=%d subject=%s result=\"%s\"", peer,
-           method, log_value (path, sizeof path, url), status, subject[0] ? subject : "-",
-           log_value (why, sizeof why, reason));
+           method, httpd_log_value (path, sizeof path, url), status, subject[0] ? subject : "-",
+           httpd_log_value (why, sizeof why, reason));
 }
 
 static enum MHD_Result
@@ -205,106 +159,24 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url, const char 
   return MHD_YES;
 }
 
-static void
-on_connection (void *cls, struct MHD_Connection *conn, void **socket_context,
-               enum MHD_ConnectionNotificationCode toe)
-{
-  struct server *s = cls;
-  struct conn *c = *socket_context;
-
-  if (toe == MHD_CONNECTION_NOTIFY_STARTED)
-    {
-      const union MHD_ConnectionInfo *ci
-          = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-      if (ci == NULL || (c = calloc (1, sizeof *c)) == NULL)
-        return; /* only the idle timeout applies to this one */
-      c->fd = ci->connect_fd;
-      c->start_ms = now_ms ();
-      c->next = s->conns.next;
-      c->prev = &s->conns;
-      s->conns.next->prev = c;
-      s->conns.next = c;
-      *socket_context = c;
-    }
-  else if (c != NULL)
-    {
-      c->prev->next = c->next;
-      c->next->prev = c->prev;
-      free (c);
-      *socket_context = NULL;
-    }
-}
-
-static void
-cut_overdue (struct server *s)
-{
-  int64_t now = now_ms ();
-
-  for (struct conn *c = s->conns.next; c != &s->conns; c = c->next)
-    if (!c->cut && now - c->start_ms > s->timeout_ms)
-      {
-        c->cut = true;
-        shutdown (c->fd, SHUT_RDWR);
-        log_info ("event=token.timeout result=\"request not in and answered within %lld s: "
-                  "connection closed\"",
-                  (long long) (s->timeout_ms / 1000));
-      }
-}
-
-static void
-on_mhd_log (void *cls, const char *fmt, va_list ap)
-{
-  char msg[512];
-  size_t n;
-
-  (void) cls;
-  vsnprintf (msg, sizeof msg, fmt, ap);
-  n = strlen (msg);
-  while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-    msg[--n] = '\0';
-  log_info ("event=token.http message=\"%s\"", msg);
-}
-
 int
 regtoken_serve (const struct regtoken_serve_opts *o, bvm_error_t *err)
 {
-  struct MHD_Daemon *d;
-  struct server s;
-  unsigned int flags;
-  int ret = 0;
+  struct httpd_opts ho = { 0 };
+  struct server s = { .rs = o->server };
+  char start[512];
 
-  memset (&s, 0, sizeof s);
-  s.rs = o->server;
-  s.timeout_ms = (int64_t) o->timeout_seconds * 1000;
-  s.conns.next = s.conns.prev = &s.conns;
-
-  flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-  if (o->addr->ss_family == AF_INET6)
-    flags |= MHD_USE_IPv6;
-  d = MHD_start_daemon (flags, 0, NULL, NULL, on_request, &s, MHD_OPTION_EXTERNAL_LOGGER,
-                        on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *) o->addr,
-                        MHD_OPTION_CONNECTION_LIMIT, (unsigned int) o->max_connections,
-                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) o->timeout_seconds,
-                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HEADER_MEMORY_LIMIT,
-                        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int) LISTEN_BACKLOG,
-                        MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s, MHD_OPTION_END);
-  if (d == NULL)
-    return bvm_error_code (err, BVM_E_IO, 0,
-                           "cannot listen on `%s` (in use, or not an address of this host?)",
-                           o->listen);
-  log_info ("event=token.start listen=%s realm_path=%s issuer=\"%s\" service=\"%s\" alg=%s "
-            "kid=%s",
-            o->listen, REGTOKEN_PATH, o->issuer, o->service, o->alg, o->kid);
-  while (!*o->stop)
-    {
-      if (MHD_run_wait (d, LOOP_WAIT_MS) != MHD_YES && errno != EINTR)
-        {
-          ret = bvm_error (err, errno, "the http server failed");
-          break;
-        }
-      cut_overdue (&s);
-    }
-  log_info ("event=token.stop");
-  MHD_stop_daemon (d);
-  return ret;
+  snprintf (start, sizeof start,
+            "listen=%s realm_path=%s issuer=\"%s\" service=\"%s\" alg=%s kid=%s", o->listen,
+            REGTOKEN_PATH, o->issuer, o->service, o->alg, o->kid);
+  ho.event = "token";
+  ho.addr = o->addr;
+  ho.listen = o->listen;
+  ho.max_connections = o->max_connections;
+  ho.timeout_seconds = o->timeout_seconds;
+  ho.handler = on_request;
+  ho.handler_cls = &s;
+  ho.start_fields = start;
+  ho.stop = o->stop;
+  return httpd_serve (&ho, err);
 }

@@ -2,9 +2,9 @@
  *
  * `buildvm token-server` (runner/cli/cmd_token_server.c) loads the keys and
  * the policies and hands them here; every GET of the realm goes to
- * regtoken_handle() (regtoken.h), which decides the answer. One thread, the
- * same shape as webhook_http.c: each connection is cut once it has been
- * open for timeout_seconds, whatever it trickles in.
+ * regtoken_handle() (regtoken.h), which decides the answer. One thread
+ * (httpd.h): each connection is cut once it has been open for
+ * timeout_seconds, whatever it trickles in.
  */
 #ifndef BUILDVM_REGTOKEN_HTTP_H
 #define BUILDVM_REGTOKEN_HTTP_H
