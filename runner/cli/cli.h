@@ -26,6 +26,7 @@ int cmd_jobs (int argc, char **argv);
 int cmd_status (int argc, char **argv);
 int cmd_cancel (int argc, char **argv);
 int cmd_webhook (int argc, char **argv);
+int cmd_token_server (int argc, char **argv);
 int cmd_dry_run (int argc, char **argv);
 int cmd_secrets (int argc, char **argv);
 int cmd_doctor (int argc, char **argv);

@@ -177,7 +177,7 @@ summary (FILE *out, const char *host, const char *repo, const char *digest, cons
   fprintf (out, "  build vm   %s: kernel sha256:%s rootfs sha256:%s\n", F ("profile"),
            F ("kernel"), F ("rootfs"));
   if (sbom)
-    fprintf (out, "  sbom       sha256:%s\n", sbom);
+    fprintf (out, "  sbom       sha256:%s (the CycloneDX document the provenance names)\n", sbom);
   fprintf (out, "  signed by  %s\n", attest_key_id (key));
 #undef F
 }

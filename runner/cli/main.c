@@ -33,6 +33,7 @@ static const struct command
   { "status", cmd_status, "print one job's record" },
   { "cancel", cmd_cancel, "cancel a queued or running job" },
   { "webhook", cmd_webhook, "receive git push webhooks and enqueue deploys" },
+  { "token-server", cmd_token_server, "issue registry tokens scoped to each job's role" },
   { "secrets", cmd_secrets, "manage per-app build secrets" },
   { "doctor", cmd_doctor, "report which isolation layers this host provides" },
   { "verify", cmd_verify, "check an image's signed provenance (and print the public key)" },

@@ -472,6 +472,7 @@ config_free (struct runner_config *c)
   free (c->artifacts_dir);
   free (c->registry.url);
   free (c->registry.credentials);
+  free (c->registry.job_tickets);
   free (c->registry.repository);
   free (c->registry.tag);
   config_strv_free (c->registry.extra_tags);
@@ -502,6 +503,7 @@ config_free (struct runner_config *c)
     }
   free (c->apps);
   egress_settings_dispose (&c->egress);
+  regtoken_settings_dispose (&c->token_server);
   config_strv_free (c->checkout.allow_addresses_text);
   free (c);
 }
@@ -571,6 +573,18 @@ get_path (char **out, const struct loader *L, const json_t *obj, const char *whe
     return bad_value (err, L->what, field, why, v);
   *out = path_dup_trimmed (v);
   return *out == NULL ? nomem (err) : 0;
+}
+
+/* get_path for an optional file, where null is the same as absent */
+static int
+get_opt_path (char **out, const struct loader *L, const json_t *obj, const char *where,
+              const char *key, const char *def, bvm_error_t *err)
+{
+  const json_t *v = obj ? json_object_get (obj, key) : NULL;
+
+  if (v != NULL && json_is_null (v))
+    obj = NULL;
+  return get_path (out, L, obj, where, key, def, err);
 }
 
 static int
@@ -661,9 +675,8 @@ load_artifacts_and_queue (struct runner_config *c, const struct loader *L, bvm_e
 static int
 load_registry (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 {
-  static const char *const keys[] = {
-    "url", "credentials", "repository", "tag", "extra_tags", NULL
-  };
+  static const char *const keys[] = { "url", "credentials", "job_tickets", "repository",
+                                      "tag", "extra_tags",  NULL };
   const json_t *o = NULL;
   json_t *cred;
   const char *why;
@@ -696,8 +709,15 @@ load_registry (struct runner_config *c, const struct loader *L, bvm_error_t *err
         return bvm_error_wrap (err, "%s: field `registry.credentials`", L->what);
     }
 
-  ret = get_string (&c->registry.repository, L, o, "registry", "repository", DEFAULT_REPOSITORY,
-                    4096, err);
+  /* job tickets (docs/security.md, "Registry tokens"): the key is checked
+   * now and read when a job opens the registry */
+  ret = get_opt_path (&c->registry.job_tickets, L, o, "registry", "job_tickets", NULL, err);
+  if (ret == 0 && c->registry.job_tickets != NULL
+      && fs_check_private (c->registry.job_tickets, err) < 0)
+    return bvm_error_wrap (err, "%s: field `registry.job_tickets`", L->what);
+  if (ret == 0)
+    ret = get_string (&c->registry.repository, L, o, "registry", "repository", DEFAULT_REPOSITORY,
+                      4096, err);
   if (ret == 0)
     ret = tmpl_check (c->registry.repository, TMPL_REPOSITORY, true, L->what,
                       "registry.repository", err);
@@ -1043,6 +1063,64 @@ load_webhook (struct runner_config *c, const struct loader *L, bvm_error_t *err)
     return ret;
   if (webhook_parse_listen (&sa, &salen, c->webhook.listen, err) < 0)
     return bvm_error_wrap (err, "%s: field `webhook.listen`", L->what);
+  return 0;
+}
+
+/* `token_server` (regtoken.h, docs/operations.md "Registry tokens"): read
+ * by `buildvm token-server` alone, whose keys are checked when it starts */
+static int
+load_token_server (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+#define TS(k, min, max, def)                                                                      \
+  {                                                                                               \
+#k, offsetof(struct regtoken_settings, k), (min), (max), (def)                                \
+  }
+  static const struct u64_field fields[] = {
+    TS (token_seconds, 60, 3600, 300),
+    TS (max_connections, 1, 1024, 64),
+    TS (timeout_seconds, 1, 300, 10),
+  };
+#undef TS
+  static const char *const keys[] = { "listen",          "signing_key",     "ticket_key",
+                                      "issuer",          "service",         "token_seconds",
+                                      "max_connections", "timeout_seconds", NULL };
+  struct regtoken_settings *t = &c->token_server;
+  const json_t *o = NULL;
+  struct sockaddr_storage sa;
+  socklen_t salen;
+  int ret;
+
+  ret = get_section (&o, L, "token_server", keys, err);
+  if (ret == 0)
+    ret = get_string (&t->listen, L, o, "token_server", "listen", "127.0.0.1:8586", 256, err);
+  if (ret == 0)
+    ret = get_opt_path (&t->signing_key, L, o, "token_server", "signing_key", NULL, err);
+  if (ret == 0)
+    ret = get_opt_path (&t->ticket_key, L, o, "token_server", "ticket_key",
+                        c->registry.job_tickets, err);
+  if (ret == 0)
+    ret = get_string (&t->issuer, L, o, "token_server", "issuer", "buildvm", 255, err);
+  if (ret == 0)
+    ret = get_string (&t->service, L, o, "token_server", "service", "buildvm-registry", 255, err);
+  for (size_t i = 0; ret == 0 && i < ARRAY_SIZE (fields); i++)
+    {
+      uint64_t *dst = (uint64_t *) ((char *) t + fields[i].off);
+      *dst = fields[i].def;
+      if (o != NULL)
+        ret = wrapped (jsonx_get_u64 (dst, o, fields[i].key, false, fields[i].min, fields[i].max,
+                                      "token_server", err),
+                       L, err);
+    }
+  if (ret < 0)
+    return ret;
+  if (t->issuer[0] == '\0' || has_control (t->issuer))
+    return bad_value (err, L->what, "token_server.issuer",
+                      "must be non-empty, without control characters", t->issuer);
+  if (t->service[0] == '\0' || has_control (t->service))
+    return bad_value (err, L->what, "token_server.service",
+                      "must be non-empty, without control characters", t->service);
+  if (webhook_parse_listen (&sa, &salen, t->listen, err) < 0)
+    return bvm_error_wrap (err, "%s: field `token_server.listen`", L->what);
   return 0;
 }
 
@@ -1418,11 +1496,12 @@ jail_to_json (const struct jail_settings *j)
 int
 config_load (struct runner_config **out, const char *path, bvm_error_t *err)
 {
-  static const char *const keys[] = { "home",      "work_dir", "log_dir", "cache_dir", "state_dir",
-                                      "artifacts", "registry", "images",  "vm",        "limits",
-                                      "defaults",  "policies", "queue",   "secrets",   "serve",
-                                      "jail",      "webhook",  "apps",    "egress",    "checkout",
-                                      "attest",    NULL };
+  static const char *const keys[] = { "home",      "work_dir",     "log_dir",  "cache_dir",
+                                      "state_dir", "artifacts",    "registry", "images",
+                                      "vm",        "limits",       "defaults", "policies",
+                                      "queue",     "secrets",      "serve",    "jail",
+                                      "webhook",   "apps",         "egress",   "checkout",
+                                      "attest",    "token_server", NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
   cleanup_free char *what = NULL;
@@ -1486,6 +1565,8 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
     ret = load_jail (c, &L, err);
   if (ret == 0)
     ret = load_webhook (c, &L, err);
+  if (ret == 0)
+    ret = load_token_server (c, &L, err);
   if (ret == 0)
     ret = load_apps (c, &L, err);
   if (ret == 0)
@@ -1600,6 +1681,7 @@ config_to_json (const struct runner_config *c)
   r |= set_s (o, "queue", c->queue);
   r |= set_s (reg, "url", c->registry.url);
   r |= set_s (reg, "credentials", c->registry.credentials);
+  r |= set_s (reg, "job_tickets", c->registry.job_tickets);
   r |= set_s (reg, "repository", c->registry.repository);
   r |= set_s (reg, "tag", c->registry.tag);
   for (size_t i = 0; i < c->registry.n_extra_tags; i++)
@@ -1667,6 +1749,16 @@ config_to_json (const struct runner_config *c)
          a != NULL && c->checkout.allow_addresses_text && c->checkout.allow_addresses_text[i]; i++)
       json_array_append_new (a, json_string (c->checkout.allow_addresses_text[i]));
     r |= json_object_set_new (o, "checkout", json_pack ("{s:o?}", "allow_addresses", a));
+  }
+  {
+    const struct regtoken_settings *t = &c->token_server;
+    r |= json_object_set_new (o, "token_server",
+                              json_pack ("{s:s, s:s?, s:s?, s:s, s:s, s:I, s:I, s:I}", "listen",
+                                         t->listen, "signing_key", t->signing_key, "ticket_key",
+                                         t->ticket_key, "issuer", t->issuer, "service", t->service,
+                                         "token_seconds", (json_int_t) t->token_seconds,
+                                         "max_connections", (json_int_t) t->max_connections,
+                                         "timeout_seconds", (json_int_t) t->timeout_seconds));
   }
   if (r != 0 || webhook_apps_to_json (o, c) < 0)
     return NULL;

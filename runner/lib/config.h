@@ -23,6 +23,7 @@
 #include "error.h"
 #include "jail.h"
 #include "job.h"
+#include "regtoken.h"
 #include "spec.h"
 #include "webhook.h"
 #include "vm.h"
@@ -49,6 +50,7 @@ struct config_registry
 {
   char *url;         /* "http(s)://host[:port]", no path, no trailing slash */
   char *credentials; /* absolute path of a private JSON file, or NULL */
+  char *job_tickets; /* the ticket key shared with the token server (regtoken.h), or NULL */
   char *repository;  /* template, e.g. "apps/{app}" */
   char *tag;         /* template, e.g. "{commit}" */
   char **extra_tags; /* templates, NULL-terminated, may be empty */
@@ -166,6 +168,7 @@ struct runner_config
   size_t n_apps;
   struct egress_settings egress; /* `egress` (egress.h): built-in, nothing allowed */
   struct config_checkout checkout;
+  struct regtoken_settings token_server; /* `token_server` (regtoken.h): buildvm token-server */
 };
 
 /* Load `path` (NULL = built-in defaults only). Errors name the file and the

@@ -23,6 +23,7 @@
 #include "policy.h"
 #include "redact.h"
 #include "registry.h"
+#include "regtoken.h"
 #include "sbom.h"
 #include "seal.h"
 #include "secrets.h"
@@ -1285,6 +1286,34 @@ phase_ingest (struct run *r, bvm_error_t *err)
 
 /* --- image ------------------------------------------------------------------------ */
 
+/* The job's ticket for the token server (regtoken.h): it names the job
+ * and expires with its role. */
+static int
+mint_job_ticket (struct run *r, char **user, char **ticket, bvm_error_t *err)
+{
+  struct regtoken_job tj;
+  unsigned char *key = NULL;
+  size_t key_len = 0;
+  int ret;
+
+  memset (&tj, 0, sizeof tj);
+  if (snprintf_checked (tj.app, sizeof tj.app, "%s", r->job->app) < 0
+      || snprintf_checked (tj.id, sizeof tj.id, "%s", r->job->id) < 0
+      || snprintf_checked (tj.commit, sizeof tj.commit, "%s", r->job->commit) < 0
+      || snprintf_checked (tj.ref, sizeof tj.ref, "%s", r->job->ref ? r->job->ref : "") < 0)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the job's fields do not fit a ticket");
+  tj.expires_at = r->role ? role_expires_at (r->role) : wall_s () + ROLE_MARGIN_S;
+  ret = regtoken_ticket_key_load (&key, &key_len, r->cfg->registry.job_tickets, err);
+  if (ret == 0)
+    ret = regtoken_ticket_mint (ticket, user, key, key_len, &tj, err);
+  if (key != NULL)
+    {
+      mem_wipe (key, key_len);
+      free (key);
+    }
+  return ret;
+}
+
 static int
 open_registry (struct run *r, bvm_error_t *err)
 {
@@ -1292,23 +1321,46 @@ open_registry (struct run *r, bvm_error_t *err)
   struct registry_credentials *cr = NULL;
   int ret;
 
+  cleanup_free char *user = NULL;
+  char *ticket = NULL;
+
   if (r->reg)
     return 0;
-  ret = registry_credentials_load (&cr, r->cfg->registry.credentials, err);
-  if (ret < 0)
-    return ret;
-  ro.url = r->cfg->registry.url;
-  if (cr)
+  if (r->cfg->registry.job_tickets != NULL)
     {
-      ro.username = cr->username;
-      ro.password = cr->password ? cr->password : cr->token;
+      /* registry tokens scoped per job (docs/security.md, "Registry
+       * tokens"): the job's ticket, not the runner's credentials, goes to
+       * the token realm, and the token server grants what the job's role
+       * allows */
+      ret = mint_job_ticket (r, &user, &ticket, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "registry.job_tickets");
+      ro.username = user;
+      ro.password = ticket;
     }
+  else
+    {
+      ret = registry_credentials_load (&cr, r->cfg->registry.credentials, err);
+      if (ret < 0)
+        return ret;
+      if (cr)
+        {
+          ro.username = cr->username;
+          ro.password = cr->password ? cr->password : cr->token;
+        }
+    }
+  ro.url = r->cfg->registry.url;
   ro.cancel = r->o->cancel;
   ro.deadline_ms = now_ms () + REGISTRY_DEADLINE_MS;
   if (r->o->dry_run)
     ro.max_attempts = 1; /* the registry is optional here: do not wait on it */
   ret = registry_open (&r->reg, &ro, err);
   registry_credentials_free (cr);
+  if (ticket != NULL)
+    {
+      mem_wipe (ticket, strlen (ticket));
+      free (ticket);
+    }
   return ret;
 }
 
@@ -2558,7 +2610,7 @@ pipeline_print_summary (FILE *out, const json_t *rec)
              (long long) json_integer_value (json_object_get (arts, "count")),
              json_string_value (json_object_get (arts, "prefix")));
   if (json_is_string (json_object_get (json_object_get (rec, "attestation"), "manifest")))
-    fprintf (out, "  signed    provenance %s, sbom %s\n",
+    fprintf (out, "  signed    provenance %s, sbom %s (their OCI artifacts)\n",
              json_string_value (
                  json_object_get (json_object_get (rec, "attestation"), "manifest")),
              json_string_value (json_object_get (json_object_get (rec, "attestation"), "sbom")));

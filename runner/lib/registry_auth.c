@@ -535,13 +535,16 @@ token_fetch (struct registry *r, const char *scope, const char *extra, const cha
     }
   if (q.status == 401 || q.status == 403)
     {
-      char m[512];
+      char m[512], detail[300];
+      /* the token server's reason, cleaned to one line (buildvm
+       * token-server's never quotes the ticket) */
+      registry__error_detail (detail, sizeof detail, &q);
       ret = bvm_error_code (
           err, BVM_E_DENIED, 0,
           "authentication failed for `%s`: the token server `%s` returned HTTP %ld "
-          "(%s)",
+          "(%s)%s",
           r->url, http_url_for_msg (m, sizeof m, r->realm), q.status,
-          r->username ? "wrong credentials?" : "no credentials given");
+          r->username ? "wrong credentials?" : "no credentials given", detail);
       http_req_dispose (&q);
       return ret;
     }

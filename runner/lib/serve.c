@@ -369,6 +369,29 @@ w_on_signal (int sig)
   w_cancel = 1;
 }
 
+/* A process of the daemon's own (a job's worker, a pool VM's keeper): it
+ * never outlives the daemon (a fault point takes the daemon down too), takes
+ * the daemon's signals to it, and leaves ^C to the daemon. */
+static void
+child_init (const struct serve *s, int fail_status)
+{
+  struct sigaction sa;
+  sigset_t none;
+
+  if (prctl (PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid () != s->daemon_pid)
+    _exit (fail_status);
+  fault_set_partner (s->daemon_pid);
+  memset (&sa, 0, sizeof sa);
+  sa.sa_handler = w_on_signal;
+  sigemptyset (&sa.sa_mask);
+  sigaction (SIGUSR1, &sa, NULL);
+  sigaction (SIGUSR2, &sa, NULL);
+  sigaction (SIGTERM, &sa, NULL);
+  signal (SIGINT, SIG_IGN);
+  sigemptyset (&none);
+  sigprocmask (SIG_SETMASK, &none, NULL);
+}
+
 struct wctx
 {
   struct serve *s;
@@ -500,29 +523,13 @@ worker_main (struct serve *s, struct worker *w, struct vmjob_warm **warm, struct
   struct queue *q = NULL;
   struct pipeline_opts po = { 0 };
   struct wctx c = { s, w, NULL };
-  struct sigaction sa;
   json_t *record = NULL;
   bvm_error_t err = NULL, qerr = NULL;
   int ret, code, status;
   int64_t t_record, t_ack;
   const struct queue_msg *m = w->m;
 
-  /* never outlive the daemon; a fault point takes the daemon down too */
-  if (prctl (PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid () != s->daemon_pid)
-    _exit (W_QUEUE_ERROR);
-  fault_set_partner (s->daemon_pid);
-  memset (&sa, 0, sizeof sa);
-  sa.sa_handler = w_on_signal;
-  sigemptyset (&sa.sa_mask);
-  sigaction (SIGUSR1, &sa, NULL);
-  sigaction (SIGUSR2, &sa, NULL);
-  sigaction (SIGTERM, &sa, NULL);
-  signal (SIGINT, SIG_IGN); /* the daemon decides what a ^C means */
-  {
-    sigset_t none;
-    sigemptyset (&none);
-    sigprocmask (SIG_SETMASK, &none, NULL);
-  }
+  child_init (s, W_QUEUE_ERROR);
 
   /* An inflation bomb or any other runaway allocation fails this job with
    * ENOMEM (not retried: retryable()) instead of taking the host down. */
@@ -786,28 +793,13 @@ pool_main (struct serve *s, unsigned shape, unsigned seq, int fd)
   struct vmjob_warm *warm = NULL;
   struct queue_msg *m = NULL;
   struct worker w;
-  struct sigaction sa;
   char name[64], journal[PATH_MAX + 32];
   bvm_error_t err = NULL;
   int64_t born = now_ms (), leased = 0;
   uint64_t start = 0;
   int ret, status = P_RETIRED;
 
-  if (prctl (PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid () != s->daemon_pid)
-    _exit (P_FAILED);
-  fault_set_partner (s->daemon_pid);
-  memset (&sa, 0, sizeof sa);
-  sa.sa_handler = w_on_signal;
-  sigemptyset (&sa.sa_mask);
-  sigaction (SIGUSR1, &sa, NULL);
-  sigaction (SIGUSR2, &sa, NULL);
-  sigaction (SIGTERM, &sa, NULL);
-  signal (SIGINT, SIG_IGN);
-  {
-    sigset_t none;
-    sigemptyset (&none);
-    sigprocmask (SIG_SETMASK, &none, NULL);
-  }
+  child_init (s, P_FAILED);
   if (proc_limit_memory (cfg->limits.max_worker_memory_mib, &err) < 0)
     bvm_error_free (&err);
   snprintf (name, sizeof name, "pool-%u", seq);

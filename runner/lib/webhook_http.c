@@ -2,57 +2,31 @@
  * webhook_http.h
  *
  * This file only moves bytes between libmicrohttpd and webhook_handle(),
- * which decides every answer. One thread runs everything: MHD's event loop
- * (epoll) is driven from here with MHD_run_wait, so every callback, hence
- * every use of the queue handle and of the replay store (neither is
- * thread-safe), happens on this thread, and between two turns of the loop
- * the connections that have been open longer than the timeout are cut. A
- * slow client therefore costs one connection slot for at most
- * `timeout_seconds`, whatever it trickles in.
+ * which decides every answer. One thread runs everything (httpd.h), so
+ * every callback, hence every use of the queue handle and of the replay
+ * store (neither is thread-safe), happens on it, and a connection is cut
+ * once it has been open for `timeout_seconds`.
  */
 #include "webhook_http.h"
 #include "buf.h"
+#include "httpd.h"
 #include "jsonx.h"
 #include "log.h"
 #include "queue.h"
 #include "util.h"
 #include "webhook.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-
-/* Headers are read into MHD's per-connection pool: this caps their size
- * (MHD answers 431 past it). The body is ours, capped separately. */
-#define HEADER_MEMORY_LIMIT (32 * 1024)
-#define LISTEN_BACKLOG 64
-#define LOOP_WAIT_MS 250
-
-/* Every open connection, for the deadline: MHD's own timeout only closes
- * idle connections, and a client that sends a byte now and then is never
- * idle. */
-struct conn
-{
-  struct conn *next, *prev;
-  int fd;
-  int64_t start_ms;
-  bool cut;
-};
 
 struct server
 {
   const struct webhook_config *wc;
   struct webhook_deps deps;
   struct queue *queue;
-  size_t max_body;
-  int64_t timeout_ms;
-  struct conn conns; /* list head */
+  size_t max_body; /* the body is ours, capped apart from the headers (httpd.h) */
 };
 
 /* One request, from its headers to its answer. */
@@ -95,55 +69,29 @@ collect_header (void *cls, enum MHD_ValueKind kind, const char *key, const char 
   return MHD_YES;
 }
 
-/* The client's address for the log. */
-static void
-peer_name (char *out, size_t size, struct MHD_Connection *conn)
-{
-  const union MHD_ConnectionInfo *ci
-      = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-  const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-
-  snprintf (out, size, "-");
-  if (sa != NULL && sa->sa_family == AF_INET)
-    inet_ntop (AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, out, (socklen_t) size);
-  else if (sa != NULL && sa->sa_family == AF_INET6)
-    inet_ntop (AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, out, (socklen_t) size);
-}
-
-/* A value for a logfmt line: quotes inside would end the field early. */
-static const char *
-log_value (char *buf, size_t size, const char *s)
-{
-  size_t o = 0;
-
-  for (; *s && o + 1 < size; s++)
-    buf[o++] = *s == '"' ? '\'' : *s;
-  buf[o] = '\0';
-  return buf;
-}
-
 static void
 log_answer (struct MHD_Connection *conn, const char *method, const char *url,
             const struct webhook_response *res, const bvm_error_t *err)
 {
-  char peer[INET6_ADDRSTRLEN + 1], reason[WEBHOOK_REASON_MAX + 1], path[64];
+  char peer[HTTPD_PEER_MAX], reason[WEBHOOK_REASON_MAX + 1], path[64];
   char delivery[JOB_DELIVERY_MAX + 1];
 
-  peer_name (peer, sizeof peer, conn);
+  httpd_peer_name (peer, sizeof peer, conn);
   /* health checks come every few seconds; they are not events */
   if (res->status == 200 && strcmp (url, WEBHOOK_HEALTH_PATH) == 0)
     return;
   log_msg (res->status >= 500 ? LOG_LEVEL_ERROR : LOG_LEVEL_INFO,
            "event=webhook peer=%s method=%.16s path=\"%s\" status=%d format=%s delivery=\"%s\" "
            "app=%s job=%s result=\"%s\"%s%s",
-           peer, method, log_value (path, sizeof path, url), res->status,
-           webhook_format_name (res->format), log_value (delivery, sizeof delivery, res->delivery),
+           peer, method, httpd_log_value (path, sizeof path, url), res->status,
+           webhook_format_name (res->format),
+           httpd_log_value (delivery, sizeof delivery, res->delivery),
            res->app[0] ? res->app : "-", res->job_id[0] ? res->job_id : "-",
-           log_value (reason, sizeof reason, res->reason), err ? " error=" : "",
+           httpd_log_value (reason, sizeof reason, res->reason), err ? " error=" : "",
            err ? bvm_error_msg (err) : "");
   if (res->warning[0])
     log_warn ("event=webhook.replay job=%s error=\"%s\"", res->job_id,
-              log_value (reason, sizeof reason, res->warning));
+              httpd_log_value (reason, sizeof reason, res->warning));
 }
 
 static enum MHD_Result
@@ -271,118 +219,33 @@ on_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
   *con_cls = NULL;
 }
 
-static void
-on_connection (void *cls, struct MHD_Connection *conn, void **socket_context,
-               enum MHD_ConnectionNotificationCode toe)
-{
-  struct server *s = cls;
-  struct conn *c = *socket_context;
-
-  if (toe == MHD_CONNECTION_NOTIFY_STARTED)
-    {
-      const union MHD_ConnectionInfo *ci
-          = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-      if (ci == NULL || (c = calloc (1, sizeof *c)) == NULL)
-        return; /* only the idle timeout applies to this one */
-      c->fd = ci->connect_fd;
-      c->start_ms = now_ms ();
-      c->next = s->conns.next;
-      c->prev = &s->conns;
-      s->conns.next->prev = c;
-      s->conns.next = c;
-      *socket_context = c;
-    }
-  else if (c != NULL)
-    {
-      /* MHD closes the socket after this, so a listed fd is always still
-       * the connection's own */
-      c->prev->next = c->next;
-      c->next->prev = c->prev;
-      free (c);
-      *socket_context = NULL;
-    }
-}
-
-/* Cut every connection open for longer than the timeout: shutdown() makes
- * MHD see the end of the stream and close it on its next turn. */
-static void
-cut_overdue (struct server *s)
-{
-  int64_t now = now_ms ();
-
-  for (struct conn *c = s->conns.next; c != &s->conns; c = c->next)
-    if (!c->cut && now - c->start_ms > s->timeout_ms)
-      {
-        c->cut = true;
-        shutdown (c->fd, SHUT_RDWR);
-        log_info ("event=webhook.timeout result=\"request not in and answered within %lld s: "
-                  "connection closed\"",
-                  (long long) (s->timeout_ms / 1000));
-      }
-}
-
-static void
-on_mhd_log (void *cls, const char *fmt, va_list ap)
-{
-  char msg[512];
-  size_t n;
-
-  (void) cls;
-  vsnprintf (msg, sizeof msg, fmt, ap);
-  n = strlen (msg);
-  while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-    msg[--n] = '\0';
-  log_info ("event=webhook.http message=\"%s\"", msg);
-}
-
 int
 webhook_serve (const struct webhook_serve_opts *o, bvm_error_t *err)
 {
-  struct MHD_Daemon *d;
+  struct httpd_opts ho = { 0 };
   struct server s;
-  unsigned int flags;
-  int ret = 0;
+  char start[1024];
 
   memset (&s, 0, sizeof s);
   s.wc = o->wc;
   s.queue = o->queue;
   s.max_body = o->max_body_bytes;
-  s.timeout_ms = (int64_t) o->timeout_seconds * 1000;
   s.deps.enqueue = enqueue_job;
   s.deps.ctx = &s;
   s.deps.replay = o->replay;
-  s.conns.next = s.conns.prev = &s.conns;
 
-  flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-  if (o->addr->ss_family == AF_INET6)
-    flags |= MHD_USE_IPv6;
-  d = MHD_start_daemon (flags, 0, NULL, NULL, on_request, &s,
-                        /* first, so that every message of MHD's goes through our log */
-                        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-                        (const struct sockaddr *) o->addr, MHD_OPTION_CONNECTION_LIMIT,
-                        (unsigned int) o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-                        (unsigned int) o->timeout_seconds, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                        (size_t) HEADER_MEMORY_LIMIT, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-                        (unsigned int) LISTEN_BACKLOG, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                        NULL, MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s, MHD_OPTION_END);
-  if (d == NULL)
-    return bvm_error_code (err, BVM_E_IO, 0,
-                           "cannot listen on `%s` (in use, or not an address of "
-                           "this host?)",
-                           o->listen);
-  log_info ("event=webhook.start listen=%s apps=%zu queue=%s replay_store=%s remembered=%zu",
+  snprintf (start, sizeof start, "listen=%s apps=%zu queue=%s replay_store=%s remembered=%zu",
             o->listen, o->n_apps, o->queue_url, o->replay_store, webhook_replay_count (o->replay));
-
-  while (!*o->stop)
-    {
-      if (MHD_run_wait (d, LOOP_WAIT_MS) != MHD_YES && errno != EINTR)
-        {
-          ret = bvm_error (err, errno, "the http server failed");
-          break;
-        }
-      cut_overdue (&s);
-    }
-  log_info ("event=webhook.stop");
-  MHD_stop_daemon (d);
-  return ret;
+  ho.event = "webhook";
+  ho.addr = o->addr;
+  ho.listen = o->listen;
+  ho.max_connections = o->max_connections;
+  ho.timeout_seconds = o->timeout_seconds;
+  ho.handler = on_request;
+  ho.handler_cls = &s;
+  ho.completed = on_completed;
+  ho.completed_cls = NULL;
+  ho.start_fields = start;
+  ho.stop = o->stop;
+  return httpd_serve (&ho, err);
 }

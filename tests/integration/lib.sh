@@ -192,6 +192,28 @@ sv_start () {
     eval "SV_PID_${name//-/_}=$!"
 }
 
+# sv_takeover JOB APP: runner a leases JOB and is paused (with its workers)
+# while it runs, past the lease; runner b takes the job over and finishes it;
+# then a is resumed, and this waits until it is fenced off (or lost its
+# lease), its log in $T/serve-a.log; the record as b left it is
+# $T/takeover-record.json. The config's lease must be under 5 s.
+sv_takeover () {
+    local job=$1 app=$2 workers
+    sv_start a
+    for _ in $(seq 100); do [ "$(sv_state "$job")" = running ] && break; sleep 0.1; done
+    sleep 0.5
+    workers=$(pgrep -P "$SV_PID_a" | tr '\n' ' ')
+    kill -STOP "$SV_PID_a" $workers
+    sleep 5 # past the lease
+    sv_start b
+    for _ in $(seq 300); do [ "$(sv_state "$job")" = done ] && break; sleep 0.2; done
+    [ "$(sv_state "$job")" = done ] || { cat "$T/serve-a.log" "$T/serve-b.log"; "$BUILDVM" status --config "$CONFIG" --json "$job" | jq -c .queue; fail "not taken over and finished"; }
+    cp "$(pl_record "$job")" "$T/takeover-record.json" # as it was when b finished
+    kill -CONT $workers "$SV_PID_a"
+    for _ in $(seq 150); do grep -q "job=$job app=$app event=fenced\|event=lease.lost" "$T/serve-a.log" && break; sleep 0.2; done
+    sleep 2
+}
+
 # sv_wait_done COUNT [SECONDS]: wait until COUNT jobs are done or dead
 sv_wait_done () {
     local want=$1 deadline=$(( $(date +%s) + ${2:-120} )) n

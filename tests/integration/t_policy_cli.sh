@@ -111,7 +111,7 @@ expect 0 deny "implicit deny" -- eval --policy "$tmp/cond.json" --job "$tmp/job.
 
 # check
 "$bvm" policy check policies/build-role.json policies/boundary.json >"$tmp/out"
-grep -qx "policies/build-role.json: ok (5 statements)" "$tmp/out" || fail "check: $(cat "$tmp/out")"
+grep -qx "policies/build-role.json: ok (6 statements)" "$tmp/out" || fail "check: $(cat "$tmp/out")"
 grep -qx "policies/boundary.json: ok (7 statements)" "$tmp/out" || fail "check: $(cat "$tmp/out")"
 echo '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*", "Foo": 1}]}' >"$tmp/bad.json"
 expect_error 2 "policy \`$tmp/bad.json\`: unknown statement key \`Foo\` in Statement[0]" -- check "$tmp/bad.json"

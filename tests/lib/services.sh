@@ -45,6 +45,36 @@ svc_registry () {
     eval "REG_${name}_DIR=$dir"
 }
 
+# svc_registry_token NAME REALM SERVICE ISSUER BUNDLE: a registry with the
+# token auth of the distribution spec (`auth: token`): a client without a
+# token signed by a key whose certificate is in BUNDLE gets a Bearer
+# challenge naming REALM. Sets REG_<NAME>_ADDR and REG_<NAME>_DIR.
+svc_registry_token () {
+    local name=$1 realm=$2 service=$3 issuer=$4 bundle=$5 port dir
+    port=$(svc_free_port)
+    dir=$SVC_DIR/registry-$name
+    mkdir -p "$dir/data"
+    cat >"$dir/config.yml" <<EOF_CONFIG
+version: 0.1
+log: {level: info, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $dir/data}
+  delete: {enabled: true}
+http: {addr: 127.0.0.1:$port}
+auth:
+  token:
+    realm: $realm
+    service: $service
+    issuer: $issuer
+    rootcertbundle: $bundle
+EOF_CONFIG
+    docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+    echo $! >"$dir/pid"
+    svc_wait_port "$port" || { cat "$dir/log" >&2; return 1; }
+    eval "REG_${name}_ADDR=127.0.0.1:$port"
+    eval "REG_${name}_DIR=$dir"
+}
+
 # svc_redis NAME: a redis-server with no persistence.
 svc_redis () {
     local name=$1 port dir

@@ -349,6 +349,25 @@ static const struct field_case cases[] = {
   { "registry.url", "\"https://registry.example.com\"", NULL },
   { "registry.url", "\"http://[::1]:5000/\"", NULL },
   { "registry.credentials", "null", NULL },
+  { "registry.job_tickets", "null", NULL },
+  { "registry.job_tickets", "\"relative/ticket.key\"",
+    "field `registry.job_tickets` must be an absolute path" },
+  { "registry.job_tickets", "\"/nonexistent/ticket.key\"", "field `registry.job_tickets`" },
+  /* token_server: read by `buildvm token-server` */
+  { "token_server", "{}", NULL },
+  { "token_server.listen", "\"[::1]:8586\"", NULL },
+  { "token_server.listen", "\"0.0.0.0\"", "field `token_server.listen`" },
+  { "token_server.signing_key", "\"/etc/buildvm/token.key\"", NULL },
+  { "token_server.signing_key", "null", NULL },
+  { "token_server.ticket_key", "\"key\"",
+    "field `token_server.ticket_key` must be an absolute path" },
+  { "token_server.issuer", "\"\"", "field `token_server.issuer`" },
+  { "token_server.service", "\"a\\nb\"", "field `token_server.service`" },
+  { "token_server.token_seconds", "59", "token_seconds" },
+  { "token_server.token_seconds", "3600", NULL },
+  { "token_server.max_connections", "0", "max_connections" },
+  { "token_server.timeout_seconds", "301", "timeout_seconds" },
+  { "token_server.realm", "\"x\"", "unknown field `token_server.realm`" },
   { "registry.repository", "\"{app}\"", NULL },
   { "registry.repository", "\"team/apps/{app}\"", NULL },
   { "registry.repository", "\"apps/{app}-{short_commit}\"", NULL },
@@ -880,6 +899,45 @@ config_with_credentials (const char *content, mode_t mode)
   json_decref (doc);
 }
 
+/* registry.job_tickets: a private file, and the token server's ticket key
+ * unless token_server.ticket_key names another */
+static void
+test_job_tickets (void **state)
+{
+  struct runner_config *c = NULL;
+  bvm_error_t err = NULL;
+  char key[700], other[700];
+  json_t *doc;
+  (void) state;
+
+  setenv ("BUILDVM_HOME", tmp, 1);
+  snprintf (key, sizeof key, "%s/ticket.key", tmp);
+  snprintf (other, sizeof other, "%s/other.key", tmp);
+  t_write (key, "0123456789abcdef0123456789abcdef");
+  assert_int_equal (chmod (key, 0644), 0);
+  doc = json_pack ("{s:{s:s}}", "registry", "job_tickets", key);
+  write_json (cfg, doc);
+  json_decref (doc);
+  assert_int_equal (config_load (&c, cfg, &err), -1);
+  assert_non_null (strstr (bvm_error_msg (&err), "group or others"));
+  bvm_error_free (&err);
+  assert_int_equal (chmod (key, 0600), 0);
+  c = load_ok (cfg);
+  assert_string_equal (c->registry.job_tickets, key);
+  assert_string_equal (c->token_server.ticket_key, key);
+  assert_null (c->token_server.signing_key);
+  assert_string_equal (c->token_server.listen, "127.0.0.1:8586");
+  assert_int_equal (c->token_server.token_seconds, 300);
+  config_free (c);
+  doc = json_pack ("{s:{s:s}, s:{s:s}}", "registry", "job_tickets", key, "token_server",
+                   "ticket_key", other);
+  write_json (cfg, doc);
+  json_decref (doc);
+  c = load_ok (cfg);
+  assert_string_equal (c->token_server.ticket_key, other);
+  config_free (c);
+}
+
 static void
 test_credentials (void **state)
 {
@@ -1174,6 +1232,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_resources, setup, teardown),
     cmocka_unit_test_setup_teardown (test_destinations, setup, teardown),
     cmocka_unit_test_setup_teardown (test_credentials, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_job_tickets, setup, teardown),
     cmocka_unit_test_setup_teardown (test_webhook_and_apps, setup, teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);

@@ -498,7 +498,9 @@ static void
 test_takeover_race_two_processes (void **state)
 {
   struct fixture *f = *state;
-  struct queue *dead = open_q (f->url, "dies", 200, 0);
+  /* leases long enough that none expires while the ten are taken, even on
+   * a loaded machine (an expired one would be taken again, as attempt 2) */
+  struct queue *dead = open_q (f->url, "dies", 1500, 0);
 
   for (int i = 0; i < 10; i++)
     {
@@ -513,7 +515,7 @@ test_takeover_race_two_processes (void **state)
       queue_msg_free (m); /* never completed: the holder "dies" */
     }
   queue_close (dead);
-  sleep_ms (300);
+  sleep_ms (1600);
   dead = open_q (f->url, "checker", 60000, 0);
   run_two_workers (f, dead, 10, 60000, 2);
   queue_close (dead);
