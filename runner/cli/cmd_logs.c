@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DRY_RUN_PREFIX "dry-run-"        /* cmd_dry_run.c's job ids */
+#define DRY_RUN_PREFIX "dry-run-"       /* cmd_dry_run.c's job ids */
 #define DRY_RUN_LOGS "buildvm-out/logs" /* and its default --out */
 
 static void

@@ -1422,8 +1422,7 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
                                       "artifacts", "registry", "images",  "vm",        "limits",
                                       "defaults",  "policies", "queue",   "secrets",   "serve",
                                       "jail",      "webhook",  "apps",    "egress",    "checkout",
-                                      "attest",
-                                      NULL };
+                                      "attest",    NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
   cleanup_free char *what = NULL;
