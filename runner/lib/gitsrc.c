@@ -1746,6 +1746,42 @@ gitsrc_path_ignored (bool *ignored, const char *dir, const char *rel, bvm_error_
   return 0;
 }
 
+int
+gitsrc_worktree_changes (size_t *n, const char *dir, const char *skip, bvm_error_t *err)
+{
+  git_repository *repo = NULL;
+  git_status_list *list = NULL;
+  git_status_options o;
+  size_t i, count, skip_len = skip ? strlen (skip) : 0;
+
+  *n = 0;
+  if (open_local (&repo, dir, err) < 0)
+    return -1;
+  git_status_options_init (&o, GIT_STATUS_OPTIONS_VERSION);
+  o.show = GIT_STATUS_SHOW_INDEX_AND_WORKDIR;
+  o.flags = GIT_STATUS_OPT_INCLUDE_UNTRACKED | GIT_STATUS_OPT_EXCLUDE_SUBMODULES;
+  if (git_status_list_new (&list, repo, &o) < 0)
+    {
+      git_repository_free (repo);
+      return git_fail (err, BVM_E_INVALID, "the status of `%s`", dir);
+    }
+  count = git_status_list_entrycount (list);
+  for (i = 0; i < count; i++)
+    {
+      const git_status_entry *e = git_status_byindex (list, i);
+      const git_diff_delta *d = e->index_to_workdir ? e->index_to_workdir : e->head_to_index;
+      const char *path = d && d->new_file.path ? d->new_file.path : d ? d->old_file.path : NULL;
+      if (e->status == GIT_STATUS_CURRENT || (e->status & GIT_STATUS_IGNORED))
+        continue;
+      if (skip_len && path && strncmp (path, skip, skip_len) == 0)
+        continue;
+      (*n)++;
+    }
+  git_status_list_free (list);
+  git_repository_free (repo);
+  return 0;
+}
+
 /* Open the parent directory of `rel` (relative to rootfd) one component at a
  * time with O_NOFOLLOW: a directory replaced by a symlink in the working tree
  * is never traversed. *base points at the last component of rel. Returns the
