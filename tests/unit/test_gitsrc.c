@@ -568,10 +568,19 @@ test_commit_not_on_ref (void **state)
       fail_msg ("unexpected error: %s", bvm_error_msg (&err));
     bvm_error_free (&err);
   }
-  /* a ref that does not exist: same answer */
+  /* a ref the server does not have: said plainly, with its branches */
   assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/nope", dangling, &lim,
                                    &st, &err),
-                     &err, "is not reachable from `refs/heads/nope`");
+                     &err, "` has no ref `refs/heads/nope` (its branches: `");
+  /* main asked of a repository whose branch is master (a fresh mirror) */
+  assert_int_equal (t_sh ("git -C %s branch -m main master", f->src), 0);
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app2", url, "refs/heads/main", f->c1, &lim,
+                                   &st, &err),
+                     &err, "` has no branch `main`");
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app2", url, "refs/heads/main", f->c1, &lim,
+                                   &st, &err),
+                     &err, "ask for `refs/heads/master`");
+  assert_int_equal (t_sh ("git -C %s branch -m master main", f->src), 0);
   /* an object that is not a commit */
   s = t_sh_out ("git -C %s rev-parse HEAD:README", f->src);
   assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", s, &lim, &st,
