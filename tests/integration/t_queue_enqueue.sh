@@ -92,6 +92,17 @@ assert_eq 1 "$(grep -c 'app1/d-42' "$T/out")" "app1/d-42 listed once (queued, no
 run "$BUILDVM" jobs --json
 assert_eq "succeeded" "$(jq -r '.records[] | select(.app == "app3" and .job == "r-1") | .status' "$T/out")" "jobs --json records"
 rm -r "$BUILDVM_HOME/state/jobs/app3" "$BUILDVM_HOME/state/jobs/app1/d-42.json"
+# a running job's SINCE is when its attempt was leased, not when the lease
+# ends: a lease as `buildvm serve` writes it (spool/cur/KEY.lease)
+printf '{"id": "r-9", "app": "app5", "repo": "file:///srv/a.git", "commit": "%s", "ref": "refs/heads/main"}\n' "$commit" >"$T/r9.json"
+"$BUILDVM" enqueue "$T/r9.json" >/dev/null
+mv "$spool/new/app5+r-9.json" "$spool/cur/"
+printf '{"job": "app5+r-9", "owner": "host-a-1", "attempt": 1, "host": "a", "pid": 1, "leased_at": 1767323045000, "lease_until": 1767323105000, "history": []}\n' \
+    >"$spool/cur/app5+r-9.lease"
+chmod 600 "$spool/cur/app5+r-9.lease"
+run "$BUILDVM" jobs
+grep -qE '^running +app5/r-9 +1 +2026-01-02T03:04:05Z owner host-a-1$' "$T/out" || { cat "$T/out"; fail "a running job's SINCE is not its start"; }
+rm "$spool/cur/app5+r-9.json" "$spool/cur/app5+r-9.lease"
 # an id alone that only one app has still works
 sed 's/"d-42"/"solo-1"/' "$T/job2.json" >"$T/solo.json"
 "$BUILDVM" enqueue "$T/solo.json" >/dev/null
