@@ -99,6 +99,10 @@ int tarout_finish (struct tar_out *t, char *msg, size_t msgsz);
  * channel, forked when the runner gave the VM one: 1 started, 0 no channel,
  * -1 failed (msg says why). proxy_pid is its pid, or -1. */
 int proxy_start (char *msg, size_t msgsz);
+
+/* The virtio-serial port the runner named `name`: its /dev/vportNpM into
+ * dev. 0, or -1 when the VM has no such port. (main.c) */
+int agent_find_port (const char *name, char *dev, size_t size);
 extern pid_t proxy_pid;
 
 /* main.c: line-oriented forwarding of build output with a byte cap. */

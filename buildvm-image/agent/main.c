@@ -264,9 +264,8 @@ find_disk (const char *serial, char *out, size_t outsz)
   return -1;
 }
 
-/* The virtio-serial port the runner named `name`: its /dev/vportNpM. */
-static int
-find_port (const char *name, char *dev, size_t size)
+int
+agent_find_port (const char *name, char *dev, size_t size)
 {
   DIR *d = opendir ("/sys/class/virtio-ports");
   struct dirent *de;
@@ -315,7 +314,7 @@ wait_for_job (const char *dev_in)
   size_t have = 0;
   int in, fd;
 
-  if (find_port (PROTO_CONTROL_PORT, port, sizeof port) < 0)
+  if (agent_find_port (PROTO_CONTROL_PORT, port, sizeof port) < 0)
     return;
   in = open (dev_in, O_RDONLY | O_CLOEXEC);
   if (in < 0)

@@ -28,6 +28,8 @@
  * cold boot, whose input is there from the start. */
 #define PROTO_CONTROL_PORT "buildvm.control"
 #define PROTO_GO "go\n"
+/* The egress channel's virtio-serial port (docs/architecture.md, "Egress"). */
+#define PROTO_EGRESS_PORT "buildvm.egress"
 
 /* input disk */
 #define PROTO_CONTROL_PATH ".buildvm/job"

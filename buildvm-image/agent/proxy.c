@@ -18,7 +18,6 @@
 #include "agent.h"
 #include "egress_proto.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -79,40 +78,6 @@ static uint8_t in[EGRESS_FRAME_MAX];
 static size_t in_len;
 static bool hello_seen;
 static uint32_t next_id = 1;
-
-/* The channel's device: the virtio-serial port the runner named. */
-static int
-find_port (char *dev, size_t size)
-{
-  DIR *d = opendir ("/sys/class/virtio-ports");
-  struct dirent *de;
-  int found = -1;
-
-  if (d == NULL)
-    return -1;
-  while (found < 0 && (de = readdir (d)) != NULL)
-    {
-      char path[512], name[64] = { 0 };
-      int fd;
-      ssize_t n;
-      if (de->d_name[0] == '.')
-        continue;
-      snprintf (path, sizeof path, "/sys/class/virtio-ports/%s/name", de->d_name);
-      fd = open (path, O_RDONLY | O_CLOEXEC);
-      if (fd < 0)
-        continue;
-      n = read (fd, name, sizeof name - 1);
-      close (fd);
-      if (n > 0 && strncmp (name, "buildvm.egress", 14) == 0
-          && (name[14] == '\n' || name[14] == 0))
-        {
-          snprintf (dev, size, "/dev/%s", de->d_name);
-          found = 0;
-        }
-    }
-  closedir (d);
-  return found;
-}
 
 static bool
 queue_frame (unsigned type, unsigned flags, uint32_t id, const void *p, uint32_t len)
@@ -715,7 +680,7 @@ proxy_start (char *msg, size_t msgsz)
   int one = 1, lfd;
   pid_t pid;
 
-  if (find_port (dev, sizeof dev) < 0)
+  if (agent_find_port (PROTO_EGRESS_PORT, dev, sizeof dev) < 0)
     return 0; /* no channel: the build has no egress */
   if (loopback_up () < 0)
     {

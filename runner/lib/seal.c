@@ -18,21 +18,6 @@
 #define LAST_FLAG 0x80000000u
 #define AAD_WRAP "buildvm-seal-dek-v1"
 
-static void
-put_u32 (unsigned char *p, uint32_t v)
-{
-  p[0] = (unsigned char) (v >> 24);
-  p[1] = (unsigned char) (v >> 16);
-  p[2] = (unsigned char) (v >> 8);
-  p[3] = (unsigned char) v;
-}
-
-static uint32_t
-get_u32 (const unsigned char *p)
-{
-  return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | (uint32_t) p[3];
-}
-
 bool
 seal_is_sealed (const void *buf, size_t len)
 {
@@ -157,7 +142,7 @@ seal_writer_new (struct seal_writer **out, const unsigned char key[SEAL_KEY_BYTE
   h = w->header;
   memcpy (h, MAGIC, MAGIC_BYTES);
   h[MAGIC_BYTES] = VERSION;
-  put_u32 (h + MAGIC_BYTES + 1, (uint32_t) chunk);
+  be32_put (h + MAGIC_BYTES + 1, (uint32_t) chunk);
   if (RAND_bytes (w->dek, SEAL_KEY_BYTES) != 1 || RAND_bytes (h + FIXED_BYTES, NONCE_BYTES) != 1)
     return bvm_error_code (err, BVM_E_INTERNAL, 0, "seal: no random bytes");
   {
@@ -188,7 +173,7 @@ emit_chunk (struct seal_writer *w, const unsigned char *src, size_t n, bool last
 
   chunk_nonce (nonce, w->index);
   chunk_aad (aad, w->index, last);
-  put_u32 (w->out, (uint32_t) n | (last ? LAST_FLAG : 0));
+  be32_put (w->out, (uint32_t) n | (last ? LAST_FLAG : 0));
   /* the DEK's schedule is set on the first chunk and kept */
   if (gcm (w->c, true, w->index == 0 ? w->dek : NULL, nonce, w->header, SEAL_HEADER_BYTES, aad,
            sizeof aad, src, n, w->out + 4, w->out + 4 + n)
@@ -349,7 +334,7 @@ open_header (struct seal_reader *r, bvm_error_t *err)
     return bad (r, err, "not a sealed object");
   if (h[MAGIC_BYTES] != VERSION)
     return bad (r, err, "unknown format version");
-  chunk = get_u32 (h + MAGIC_BYTES + 1);
+  chunk = be32_get (h + MAGIC_BYTES + 1);
   if (chunk == 0 || chunk > SEAL_CHUNK_MAX)
     return bad (r, err, "bad chunk size");
   memcpy (aad, AAD_WRAP, sizeof AAD_WRAP), alen += sizeof AAD_WRAP;
@@ -428,7 +413,7 @@ seal_reader_feed (struct seal_reader *r, const void *buf, size_t len, bvm_error_
           break;
         case R_LEN:
           {
-            uint32_t v = get_u32 (r->lenb);
+            uint32_t v = be32_get (r->lenb);
             r->last = (v & LAST_FLAG) != 0;
             r->body_len = v & ~LAST_FLAG;
             if (r->body_len > r->chunk || (!r->last && r->body_len != r->chunk))

@@ -185,31 +185,16 @@ nomem (bvm_error_t *err)
 }
 
 static void
-put_u32 (unsigned char *p, uint32_t v)
-{
-  p[0] = (unsigned char) (v >> 24);
-  p[1] = (unsigned char) (v >> 16);
-  p[2] = (unsigned char) (v >> 8);
-  p[3] = (unsigned char) v;
-}
-
-static uint32_t
-get_u32 (const unsigned char *p)
-{
-  return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
-}
-
-static void
 put_u64 (unsigned char *p, uint64_t v)
 {
-  put_u32 (p, (uint32_t) (v >> 32));
-  put_u32 (p + 4, (uint32_t) v);
+  be32_put (p, (uint32_t) (v >> 32));
+  be32_put (p + 4, (uint32_t) v);
 }
 
 static uint64_t
 get_u64 (const unsigned char *p)
 {
-  return (uint64_t) get_u32 (p) << 32 | get_u32 (p + 4);
+  return (uint64_t) be32_get (p) << 32 | be32_get (p + 4);
 }
 
 const char *
@@ -844,7 +829,7 @@ secret_header (unsigned char *h, uint32_t version, uint64_t updated_at, const ch
 {
   size_t a = strlen (app), n = strlen (name);
   memcpy (h, secret_magic, MAGIC_BYTES);
-  put_u32 (h + MAGIC_BYTES, version);
+  be32_put (h + MAGIC_BYTES, version);
   put_u64 (h + MAGIC_BYTES + 4, updated_at);
   h[MAGIC_BYTES + 12] = (unsigned char) a;
   h[MAGIC_BYTES + 13] = (unsigned char) n;
@@ -871,7 +856,7 @@ secret_parse (struct secret_file *f, const unsigned char *d, size_t len, const c
     return "unknown format version";
   if (len < SECRET_HDR_FIXED)
     return "truncated";
-  f->version = get_u32 (d + MAGIC_BYTES);
+  f->version = be32_get (d + MAGIC_BYTES);
   f->updated_at = get_u64 (d + MAGIC_BYTES + 4);
   if (f->version == 0)
     return "bad header";
@@ -888,7 +873,7 @@ secret_parse (struct secret_file *f, const unsigned char *d, size_t len, const c
   f->dek_ct = d + p, p += SECRETS_KEY_BYTES;
   f->dek_tag = d + p, p += TAG_BYTES;
   f->nonce = d + p, p += NONCE_BYTES;
-  f->ct_len = get_u32 (d + p), p += 4;
+  f->ct_len = be32_get (d + p), p += 4;
   if (f->ct_len == 0 || f->ct_len > SECRETS_VALUE_MAX)
     return "bad length";
   if (len - p < f->ct_len + TAG_BYTES)
@@ -1004,7 +989,7 @@ secrets_set (struct secrets *s, const char *app, const char *name, const void *v
   alen = make_aad (aad, AAD_PAYLOAD, image, h);
   if ((ret = random_bytes (image + p, NONCE_BYTES, false, err)) < 0)
     return ret;
-  put_u32 (image + p + NONCE_BYTES, (uint32_t) len);
+  be32_put (image + p + NONCE_BYTES, (uint32_t) len);
   if (gcm_seal (image + p + NONCE_BYTES + 4, image + p + NONCE_BYTES + 4 + len, dek, image + p,
                 aad, alen, value, len)
       < 0)

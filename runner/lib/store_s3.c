@@ -42,18 +42,6 @@ s3_location_dispose (struct s3_location *l)
   memset (l, 0, sizeof *l);
 }
 
-static int
-hexval (int c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* a query value, percent-decoded; NULL on a bad escape or a NUL */
 static char *
 query_decode (const char *s, size_t n)
@@ -68,8 +56,8 @@ query_decode (const char *s, size_t n)
           int h, lo;
           if (i + 2 >= n)
             goto bad;
-          h = hexval ((unsigned char) s[i + 1]);
-          lo = hexval ((unsigned char) s[i + 2]);
+          h = hex_digit ((unsigned char) s[i + 1]);
+          lo = hex_digit ((unsigned char) s[i + 2]);
           if (h < 0 || lo < 0 || (h == 0 && lo == 0))
             goto bad;
           *o++ = (char) (h * 16 + lo);

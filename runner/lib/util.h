@@ -144,5 +144,23 @@ const char *hostport_problem (const char *s, size_t n);
 
 /* Lowercase hex of `n` bytes into out (2n+1 bytes). */
 void hex_encode (char *out, const unsigned char *in, size_t n);
+/* The value of one hex digit (either case), or -1. */
+int hex_digit (int c);
+
+/* Big-endian 32-bit integers in byte buffers (the sealed formats). */
+static inline void
+be32_put (unsigned char *p, uint32_t v)
+{
+  p[0] = (unsigned char) (v >> 24);
+  p[1] = (unsigned char) (v >> 16);
+  p[2] = (unsigned char) (v >> 8);
+  p[3] = (unsigned char) v;
+}
+
+static inline uint32_t
+be32_get (const unsigned char *p)
+{
+  return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
+}
 
 #endif

@@ -32,18 +32,6 @@
 
 /* --- small helpers ------------------------------------------------------------------------ */
 
-static int
-hex_value (char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* Exactly 2n hex digits (either case) into n bytes. */
 static bool
 hex_decode (unsigned char *out, size_t n, const char *s)
@@ -52,7 +40,7 @@ hex_decode (unsigned char *out, size_t n, const char *s)
     return false;
   for (size_t i = 0; i < n; i++)
     {
-      int hi = hex_value (s[2 * i]), lo = hex_value (s[2 * i + 1]);
+      int hi = hex_digit (s[2 * i]), lo = hex_digit (s[2 * i + 1]);
       if (hi < 0 || lo < 0)
         return false;
       out[i] = (unsigned char) (hi << 4 | lo);

@@ -64,7 +64,7 @@ egress_job () {
         '{profile: "minimal", steps: [$step], artifacts: ["out"], egress: $rules}' | jq "${4:-.}" >"$app/buildvm.json"
     COMMIT=$(pl_repo "$app")
     pl_job "$T/j-$id.json" "$id" "egress-$id" "$app" "$COMMIT"
-    run "$BUILDVM" run --config "$CONFIG" "$T/j-$id.json"
+    run ${RUNNER_ENV:-} "$BUILDVM" run --config "$CONFIG" "$T/j-$id.json"
     "$BUILDVM" logs --config "$CONFIG" "$id" >"$T/log" 2>&1 || true
 }
 # Nothing of this test's jobs is left: other tests on this machine may run
@@ -91,9 +91,7 @@ egress_job http1 "mkdir -p out && $np wget -q -O out/blob http://localhost:$HTTP
 [ "$RC" = 0 ] || { cat "$T/out" "$T/err" "$T/log"; fail "the HTTP download through the proxy failed"; }
 cmp "$www/blob" "$(art http1 blob)" || fail "the bytes differ"
 assert_contains "$T/log" "eof-ok"
-python3 -c 'import sys; sys.exit(open(sys.argv[1], "rb").read() != b"to-eof
-" * 20000 + b"the-end
-")' "$(art http1 eof)" \
+python3 -c 'import sys; sys.exit(open(sys.argv[1], "rb").read() != b"to-eof\n" * 20000 + b"the-end\n")' "$(art http1 eof)" \
     || fail "the response read to EOF is not whole"
 rec=$(pl_record http1)
 jq -e '.egress.connections[0] | .host == "localhost" and .decision == "allow" and .address == "127.0.0.1" and .bytes_in > 3000000 and .mode == "http"' "$rec" >/dev/null \
@@ -137,14 +135,23 @@ if ./connect-exec 127.0.0.1:3128 localhost:22 true >out/cport.out 2>&1; then ech
 for u in 169.254.169.254 2852039166 0xa9fea9fe 0251.0376.0251.0376 169.254.43518 0xa9.0xfe.0xa9.0xfe '[::ffff:169.254.169.254]' '[::ffff:a9fe:a9fe]'; do
     try "meta-\$u" "http://\$u/latest/meta-data/"
 done
+# the metadata address by name: an allowed name the runner resolves to it
+try meta-name http://metadata.test/latest/meta-data/
 # plain-HTTP domain fronting: an allowed host and port, another site's Host
 if $np wget -q -O /dev/null --header "Host: evil.example" http://localhost:$HTTP_PORT/blob 2>out/front.err; then echo "front: REACHED"; else echo "front: refused: \$(cat out/front.err)"; fi
 if nc -w 3 93.184.216.34 80 </dev/null 2>out/raw.err; then echo "raw: REACHED"; else echo "raw: refused: \$(cat out/raw.err)"; fi
 if nc -w 3 10.0.2.2 80 </dev/null 2>out/raw2.err; then echo "raw2: REACHED"; else echo "raw2: refused: \$(cat out/raw2.err)"; fi
 PROBE
-cfg "{allow: [\"localhost:*\", \"169.254.169.254:80\"], allow_addresses: [\"127.0.0.1/32\"]}"
+cfg "{allow: [\"localhost:*\", \"169.254.169.254:80\", \"metadata.test:80\"], allow_addresses: [\"127.0.0.1/32\"]}"
 mkdir -p "$T/app-hostile" && cp "$T/probe.sh" "$T/app-hostile/"
+# No DNS server here: the runner resolves metadata.test from a hosts file of
+# the test's through nss_wrapper (getaddrinfo, as a DNS answer would reach it)
+NSS=$(ls /usr/lib/*/libnss_wrapper.so 2>/dev/null | head -1)
+[ -n "$NSS" ] || fail "libnss_wrapper.so is missing (Debian's libnss-wrapper: make deps)"
+printf '169.254.169.254 metadata.test\n127.0.0.1 localhost\n' >"$T/hosts"
+RUNNER_ENV="env LD_PRELOAD=$NSS NSS_WRAPPER_HOSTS=$T/hosts"
 egress_job hostile "sh probe.sh"
+RUNNER_ENV=
 [ "$RC" = 0 ] || { cat "$T/out" "$T/log"; fail "the probe job failed"; }
 assert_not_contains "$T/log" "REACHED"
 assert_contains "$T/log" "role: refused"
@@ -154,14 +161,16 @@ assert_contains "$T/log" "[egress] deny HTTP localhost:22: the job's role denies
 assert_contains "$T/log" "cport: refused: connect-exec: the proxy answered: HTTP/1.1 403 Forbidden"
 assert_contains "$T/log" "[egress] deny CONNECT localhost:22: the job's role denies net:localhost:22 (not allowed by the permission boundary"
 n=$(grep -c "meta-.*: refused.*403" "$T/log" || true)
-assert_eq 8 "$n" "metadata spellings refused with 403"
+assert_eq 9 "$n" "metadata spellings and name refused with 403"
 n=$(grep -c "\[egress\] deny HTTP .*link-local" "$T/log" || true)
-assert_eq 8 "$n" "metadata spellings refused as link-local by the runner"
+assert_eq 9 "$n" "metadata spellings and name refused as link-local by the runner"
+grep -q "\[egress\] deny HTTP metadata.test:80.*169.254.169.254.*link-local" "$T/log" \
+    || { grep egress "$T/log"; fail "the name resolving to the metadata address is not refused for its address"; }
 assert_contains "$T/log" "raw: refused: nc: can't connect to remote host (93.184.216.34): Network is unreachable"
 assert_contains "$T/log" "raw2: refused"
 assert_contains "$T/log" "front: refused: wget: server returned error: HTTP/1.1 403 Forbidden"
 assert_contains "$T/log" "[egress] deny HTTP request to localhost: the HTTP Host header names another host than the proxy request"
-jq -e '.egress.denied == 12 and .egress.allowed == 1' "$(pl_record hostile)" >/dev/null \
+jq -e '.egress.denied == 13 and .egress.allowed == 1' "$(pl_record hostile)" >/dev/null \
     || { jq .egress "$(pl_record hostile)"; fail "the refusals are not all in the record"; }
 no_leftovers
 

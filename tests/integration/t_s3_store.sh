@@ -5,8 +5,10 @@
 # owner (sealed by buildvm, SSE-KMS by RGW, nothing under a staging name);
 # the per-job STS credentials can write inside the commit's prefix and
 # nowhere else, the runner's own key can write nothing (RGW refuses, not
-# buildvm); a 500 is retried, a store that is down or an STS that refuses
-# leaves nothing visible and the job record says what happened.
+# buildvm); a 500 is retried, a store that is down, slower than the job's
+# deadline or an STS that refuses leaves nothing visible and the job record
+# says what happened; a runner paused past its lease leaves the newer
+# attempt's artifacts and index, and nothing of its own.
 . "$(dirname "$0")/lib.sh"
 
 if [ -z "${BUILDVM_TEST_S3_DIR:-}" ]; then
@@ -98,6 +100,36 @@ jq -r .error "$(pl_record s3-2)" >"$T/e2"
 assert_contains "$T/e2" "STS AssumeRole"
 [ -z "$(listing "apps/hello-shell/$commit2/")" ] || fail "something is visible after STS refused"
 
+note "a runner paused past its lease: the newer attempt's artifacts stand, the late one's never show"
+fapp=$T/fenced
+mkdir -p "$fapp"
+printf 'sleep 3\nmkdir -p out\ncat /proc/sys/kernel/random/uuid >out/nonce\necho "nonce=$(cat out/nonce)"\n' >"$fapp/build.sh"
+jq -n '{profile: "minimal", steps: ["sh build.sh"], artifacts: ["out"]}' >"$fapp/buildvm.json"
+cf=$(pl_repo "$fapp")
+pl_config ".artifacts = \"$SPEC\" | .serve = {lease_seconds: 3}"
+pl_job "$T/jf.json" fenced-1 fenced "$fapp" "$cf"
+"$BUILDVM" enqueue --config "$CONFIG" "$T/jf.json" >/dev/null
+sv_start a
+for _ in $(seq 100); do [ "$(sv_state fenced-1)" = running ] && break; sleep 0.1; done
+sleep 0.5
+workers=$(pgrep -P "$SV_PID_a" | tr '\n' ' ')
+kill -STOP "$SV_PID_a" $workers
+sleep 5 # past the lease
+sv_start b
+for _ in $(seq 300); do [ "$(sv_state fenced-1)" = done ] && break; sleep 0.2; done
+[ "$(sv_state fenced-1)" = done ] || { cat "$T/serve-a.log" "$T/serve-b.log"; fail "not taken over and finished"; }
+kill -CONT $workers "$SV_PID_a"
+for _ in $(seq 150); do grep -q "job=fenced-1 app=fenced event=fenced\|event=lease.lost" "$T/serve-a.log" && break; sleep 0.2; done
+sleep 2
+grep -q "job=fenced-1 app=fenced event=fenced\|event=lease.lost" "$T/serve-a.log" || { cat "$T/serve-a.log"; fail "the paused runner was not fenced"; }
+kill -TERM "$SV_PID_a" "$SV_PID_b"; wait "$SV_PID_a" "$SV_PID_b" || true
+assert_eq 2 "$(jq -r .attempt "$(pl_record fenced-1)")" "the record is the newer attempt's"
+listing "apps/fenced/$cf/" | sort >"$T/flist"
+printf 'apps/fenced/%s/index.json\napps/fenced/%s/out/nonce\n' "$cf" "$cf" | diff - "$T/flist" || fail "not exactly one index and one artifact under the commit"
+owner multipart "s3://$RGW_BUCKET" 2>/dev/null | grep -q "$root/apps/fenced" && fail "the late attempt left an upload"
+"$BUILDVM" logs --config "$CONFIG" fenced-1 >"$T/flog" 2>/dev/null || fail "logs of the newer attempt"
+grep -q "nonce=$(cat "$(pl_artifact "fenced/$cf" out/nonce)")" "$T/flog" || { cat "$T/flog"; fail "the stored artifact is not the newer attempt's"; }
+
 note "a 500 on a part, then success: retried; the store down: nothing visible"
 python3 "$ROOT/tests/lib/faulty-proxy.py" --upstream "${RGW_ENDPOINT#http://}" --port-file "$T/proxy.port" >"$T/proxy.log" 2>&1 &
 mkdir -p "$SVC_DIR/proxy" && echo $! >"$SVC_DIR/proxy/pid"
@@ -128,6 +160,19 @@ rules '[{"action": "status", "status": 503, "body": "<Error><Code>SlowDown</Code
 if "$TOOL" put "$PSPEC" apps/flaky/c3/ apps/flaky/c3/blob "$T/blob" 2>"$T/e4"; then fail "a store that is down succeeded"; fi
 assert_contains "$T/e4" "giving up after 5 attempts"
 [ -z "$(listing apps/flaky/c3/)" ] || fail "something is visible after the store was down"
+note "a slow store past the job's deadline: given up at the deadline, nothing visible"
+# the deadline: the transaction's expiry (the job's) plus the store's 60 s of
+# slack for its last request, so an expiry 52 s ago leaves 8 s; every part
+# upload is held for 60 s
+rules '[{"method": "PUT", "path": "partNumber=", "action": "delay", "seconds": 60}]'
+start=$(date +%s)
+if S3_TOOL_EXPIRES=-52 "$TOOL" put "$PSPEC" apps/flaky/c6/ apps/flaky/c6/blob "$T/blob" 2>"$T/e6"; then fail "an upload past the deadline succeeded"; fi
+elapsed=$(( $(date +%s) - start ))
+[ "$elapsed" -lt 30 ] || fail "a store slower than the deadline held the upload ${elapsed}s"
+note "given up after ${elapsed}s: $(head -c 300 "$T/e6")"
+grep -qi "deadline\|timed out\|timeout" "$T/e6" || { cat "$T/e6"; fail "the error does not say the deadline passed"; }
+[ -z "$(listing apps/flaky/c6/)" ] || fail "something is visible after the deadline passed"
+curl -fs -X POST "http://$proxy/__proxy__/reset" >/dev/null
 note "the store unreachable"
 if "$TOOL" put "$(spec_for http://127.0.0.1:9)" apps/flaky/c4/ apps/flaky/c4/blob "$T/blob" 2>"$T/e5"; then fail "an unreachable store succeeded"; fi
 assert_contains "$T/e5" "STS AssumeRole"

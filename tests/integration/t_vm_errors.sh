@@ -69,7 +69,7 @@ assert_no_leftovers
 # an unknown profile name, and a hostile one
 run "$BUILDVM" vm run --rootfs nope -- true
 assert_eq 125 "$RC" "unknown profile"
-assert_contains "$T/err" "not found"
+assert_contains "$T/err" 'no build VM image `nope` on this host: it has'
 run "$BUILDVM" vm run --rootfs ../../etc/passwd -- true
 assert_eq 125 "$RC" "hostile profile"
 assert_contains "$T/err" "not a valid image profile"

@@ -40,7 +40,7 @@ chmod +x "$BARE/hooks/post-receive"
 note "the app: examples/apps/hello-shell without its base image"
 work=$T/work-hello
 cp -r "$ROOT/examples/apps/hello-shell" "$work"
-jq '.image.base = null' "$work/buildvm.json" >"$work/buildvm.json.new"
+jq '.image.base = null | del(.image.entrypoint)' "$work/buildvm.json" >"$work/buildvm.json.new"
 mv "$work/buildvm.json.new" "$work/buildvm.json"
 commit=$(pl_repo "$work")
 git -C "$work" remote add origin "$BARE"

@@ -15,6 +15,8 @@ Rules are set at run time through the proxy itself:
         action "status": answer `status` with a distribution error body (or
                          `body` repeated `repeat` times, as `ctype`), plus `headers`
                "drop":   read the request, close the connection, answer nothing
+               "delay":  wait `seconds` (default 30), then forward it (a slow
+                         upstream)
     GET  /__proxy__/log     ["PUT /v2/...", ...] every proxied request since reset
     POST /__proxy__/reset   forget rules and the log
 
@@ -28,6 +30,7 @@ import os
 import re
 import socket
 import sys
+import time
 import threading
 
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -118,6 +121,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         rule = match(self.command, self.path)
         if rule is not None:
             action = rule.get("action", "status")
+            if action == "delay":
+                time.sleep(float(rule.get("seconds", 30)))
+                return self.forward(body)
             if action == "drop":
                 self.close_connection = True
                 try:

@@ -11,6 +11,9 @@
  *                                      prints the summary; S3_TOOL_SEAL=1
  *                                      seals it first (a fixed test key), as
  *                                      a job's artifacts are
+ *                                      S3_TOOL_EXPIRES=N: the transaction
+ *                                      expires N seconds from now (a job's
+ *                                      deadline; N may be negative)
  *   s3-tool get SPEC PREFIX KEY        store_get to stdout (not sealed)
  *
  * Built for the integration tests and the bench only (never installed): the
@@ -26,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct store *the_store;
@@ -83,7 +87,9 @@ main (int argc, char **argv)
         return perror (argv[5]), 1;
       static const unsigned char key[SEAL_KEY_BYTES] = { 1, 2, 3 };
       const char *seal = getenv ("S3_TOOL_SEAL");
+      const char *expires = getenv ("S3_TOOL_EXPIRES");
       if (store_open (&s, argv[2], &err) < 0 || ((the_store = s), 0)
+          || (expires && (store_set_expiry (s, time (NULL) + atol (expires)), 0))
           || store_txn_begin (&t, s, argv[3], &err) < 0 || ((the_txn = t), 0)
           || (seal && strcmp (seal, "1") == 0 && store_txn_seal (t, key, &err) < 0)
           || store_put_begin (t, argv[4], &err) < 0)

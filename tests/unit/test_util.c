@@ -248,6 +248,32 @@ test_strv (void **state)
   strv_free (NULL);
 }
 
+static void
+test_hex_and_be32 (void **state)
+{
+  (void) state;
+  unsigned char b[4], in[3] = { 0x00, 0xab, 0xff };
+  char hex[7];
+
+  assert_int_equal (hex_digit ('0'), 0);
+  assert_int_equal (hex_digit ('9'), 9);
+  assert_int_equal (hex_digit ('a'), 10);
+  assert_int_equal (hex_digit ('F'), 15);
+  assert_int_equal (hex_digit ('g'), -1);
+  assert_int_equal (hex_digit ('/'), -1);
+  assert_int_equal (hex_digit (0x80 | 'a'), -1);
+  hex_encode (hex, in, sizeof in);
+  assert_string_equal (hex, "00abff");
+  for (size_t i = 0; i < 6; i += 2)
+    assert_int_equal (hex_digit (hex[i]) << 4 | hex_digit (hex[i + 1]), in[i / 2]);
+  be32_put (b, 0x01020304u);
+  assert_int_equal (b[0], 1);
+  assert_int_equal (b[3], 4);
+  assert_int_equal (be32_get (b), 0x01020304u);
+  be32_put (b, 0xffffffffu);
+  assert_int_equal (be32_get (b), 0xffffffffu);
+}
+
 int
 main (void)
 {
@@ -262,6 +288,7 @@ main (void)
     cmocka_unit_test (test_hostport),
     cmocka_unit_test (test_strv),
     cmocka_unit_test (test_has_control),
+    cmocka_unit_test (test_hex_and_be32),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -156,11 +156,11 @@ vm_qemu_argv (char ***argv, const struct vm_spec *spec, enum vm_accel accel, con
   add (&b, "virtconsole,chardev=con");
   if (spec->egress)
     {
-      /* the guest finds it by its name, buildvm.egress, in /sys/class/virtio-ports */
+      /* the guest finds it by its name in /sys/class/virtio-ports */
       add (&b, "-chardev");
       add (&b, "socket,id=egress,fd=0");
       add (&b, "-device");
-      add (&b, "virtserialport,chardev=egress,name=buildvm.egress");
+      add (&b, "virtserialport,chardev=egress,name=%s", GUEST_EGRESS_PORT);
     }
   else if (spec->control)
     {
