@@ -56,7 +56,7 @@ cat >"$d/buildvm.json" <<'EOF'
     {"name": "tools", "run": "mkdir -p out && cmake --version && autoreconf --version | head -1 && libtoolize --version | head -1 && pkg-config --exists zlib openssl libpq libcurl && echo libs ok"},
     {"name": "go", "run": "cd go && go build -o ../out/hello-go . && ../out/hello-go"},
     {"name": "rust", "run": "cd rust && cargo build --offline && cp /work/tmp/target/debug/hello-rust ../out/"},
-    {"name": "pip", "run": "python3 -m venv --without-pip /work/tmp/venv && python3 -m pip --python /work/tmp/venv/bin/python install -q --no-index --find-links wheels --disable-pip-version-check hello-greeting && /work/tmp/venv/bin/python -c 'import hello_greeting; print(hello_greeting.greet(\"pip\"))' >out/py.txt"}
+    {"name": "pip", "run": "python3 -m venv --system-site-packages --without-pip /work/tmp/venv && /work/tmp/venv/bin/python -m pip install -q --no-index --find-links wheels --disable-pip-version-check --no-compile --no-cache-dir hello-greeting && test -f /work/tmp/venv/lib/python3*/site-packages/hello_greeting.py && /work/tmp/venv/bin/python -c 'import hello_greeting; print(hello_greeting.greet(\"pip\"))' >out/py.txt"}
   ],
   "artifacts": ["out/"]
 }
