@@ -10,6 +10,10 @@ root=$1 agent=$2 pkglist=$3
 . "$(dirname "$0")/common.sh"
 
 PACKAGES=build-essential,git,python3,python3-pip,python3-venv,nodejs,npm,ca-certificates,make,pkg-config,xz-utils,zstd,file,less
+# toolchains (issue 18): Go, Rust, the autotools and cmake, and the -dev
+# libraries builds link against most often
+PACKAGES+=,golang,rustc,cargo,autoconf,automake,libtool,cmake,python3-dev
+PACKAGES+=,zlib1g-dev,libssl-dev,libpq-dev,libcurl4-openssl-dev,libffi-dev,libsqlite3-dev
 
 mirror=${BUILDVM_DEBIAN_MIRROR:-}
 if [ -z "$mirror" ]; then
@@ -33,10 +37,25 @@ echo "debian: debootstrap bookworm from $mirror" >&2
 # new tree, installs the toolchain with its real resolver.
 debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
 echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
+# dpkg need not fsync every file of a tree that becomes an image file, and
+# no build reads documentation, manual pages or translations (the copyright
+# files stay): both only while apt runs here, not in the image
+printf '%s\n' force-unsafe-io 'path-exclude=/usr/share/doc/*' \
+    'path-include=/usr/share/doc/*/copyright' 'path-exclude=/usr/share/man/*' \
+    'path-exclude=/usr/share/info/*' 'path-exclude=/usr/share/locale/*' \
+    >"$root/etc/dpkg/dpkg.cfg.d/buildvm"
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 chroot "$root" apt-get -q -o Acquire::Retries=3 update >&2
 chroot "$root" apt-get -q -o Acquire::Retries=3 install -y --no-install-recommends $(echo "$PACKAGES" | tr , ' ') >&2
 chroot "$root" apt-get clean
+rm "$root/etc/dpkg/dpkg.cfg.d/buildvm"
+# Python's byte code: a .pyc records its source's mtime, which build-image.sh
+# sets to the epoch, so every .pyc would be stale and every import compiled
+# again in memory (the rootfs is read-only: pip took seconds to start under
+# TCG). The image never changes: byte code that is not checked against its
+# source (PEP 552), made again here for every module apt installed.
+chroot "$root" sh -c 'python3 -m compileall -q -f -j 0 --invalidation-mode unchecked-hash \
+    /usr/lib/python3 /usr/lib/python3.*' >&2
 # nothing of the build machine's apt state, caches or logs belongs in the image
 : >"$root/etc/apt/sources.list"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*

@@ -93,7 +93,7 @@ cmd_dry_run (int argc, char **argv)
   const char *config_path = NULL, *app_opt = NULL, *out_opt = "buildvm-out";
   bool worktree = false, verbose = false;
   char dir[PATH_MAX], out_dir[PATH_MAX], app[64], head[GITSRC_OID_HEX + 1], id[160];
-  char stamp[32];
+  char stamp[32], out_rel[PATH_MAX] = "";
   struct runner_config *cfg = NULL;
   struct job_request *job = NULL;
   struct pipeline_opts po = { 0 };
@@ -123,30 +123,43 @@ cmd_dry_run (int argc, char **argv)
   if (fs_mkdir_p (out_opt, 0755, &err) < 0 || realpath (out_opt, out_dir) == NULL)
     return cli_fail ("dry-run", &err, 1);
 
+  /* the output directory relative to the working tree, when inside it */
+  {
+    size_t n = strlen (dir);
+    if (strncmp (out_dir, dir, n) == 0 && out_dir[n] == '/')
+      snprintf (out_rel, sizeof out_rel, "%s/", out_dir + n + 1);
+  }
   /* --worktree exports what is not ignored: our own output must not end up
    * in the next build's sources */
-  if (worktree)
+  if (worktree && out_rel[0] != '\0')
     {
-      size_t n = strlen (dir);
-      if (strncmp (out_dir, dir, n) == 0 && out_dir[n] == '/')
-        {
-          bool ignored = false;
-          char rel[PATH_MAX];
-          snprintf (rel, sizeof rel, "%s/", out_dir + n + 1);
-          if (gitsrc_path_ignored (&ignored, dir, rel, &err) < 0)
-            return cli_fail ("dry-run", &err, 2);
-          if (!ignored)
-            return cli_usage ("dry-run",
-                              "the output directory `%s` is inside the working tree and not "
-                              "ignored, so --worktree would build it into the sources: add "
-                              "`%s` to .gitignore or choose another --out",
-                              out_dir + n + 1, rel);
-        }
+      bool ignored = false;
+      if (gitsrc_path_ignored (&ignored, dir, out_rel, &err) < 0)
+        return cli_fail ("dry-run", &err, 2);
+      if (!ignored)
+        return cli_usage ("dry-run",
+                          "the output directory `%s` is inside the working tree and not "
+                          "ignored, so --worktree would build it into the sources: add "
+                          "`%s` to .gitignore or choose another --out",
+                          out_rel, out_rel);
     }
   if (gitsrc_head (head, dir, &err) < 0)
     {
       bvm_error_wrap (&err, "`%s` must be a git repository with at least one commit", dir);
       return cli_fail ("dry-run", &err, 2);
+    }
+  /* the committed HEAD is built: say so when the working tree differs */
+  if (!worktree)
+    {
+      size_t changes = 0;
+      if (gitsrc_worktree_changes (&changes, dir, out_rel[0] ? out_rel : NULL, &err) < 0)
+        return cli_fail ("dry-run", &err, 2);
+      if (changes > 0)
+        fprintf (stderr,
+                 "buildvm dry-run: %zu uncommitted change%s in `%s` %s not included: this "
+                 "builds the committed HEAD %.12s (--worktree builds the working tree as it "
+                 "is)\n",
+                 changes, changes == 1 ? "" : "s", dir, changes == 1 ? "is" : "are", head);
     }
   if (config_load (&cfg, config_path, &err) < 0)
     return cli_fail ("dry-run", &err, 2);

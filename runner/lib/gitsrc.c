@@ -1523,6 +1523,68 @@ on_sideband (const char *str, int len, void *payload)
   return fetch_check (payload, 0);
 }
 
+/* After a fetch: 1 with err set when the server advertised no `ref`,
+ * naming the branches it has (at most 8, the first in its order), 0 when it
+ * has the ref (or its list cannot be read: the caller's checks then say the
+ * commit is not reachable). */
+static int
+missing_ref (bvm_error_t *err, git_remote *remote, const char *ref, const char *show_url)
+{
+  static const char heads[] = "refs/heads/";
+  const git_remote_head **refs = NULL;
+  char e[ESC_MAX + 8], names[640] = "", other[16] = "";
+  size_t n = 0, i, nheads = 0, used = 0;
+  bool has_main = false, has_master = false;
+
+  if (git_remote_ls (&refs, &n, remote) < 0)
+    {
+      git_error_clear ();
+      return 0;
+    }
+  for (i = 0; i < n; i++)
+    if (refs[i]->name != NULL && strcmp (refs[i]->name, ref) == 0)
+      return 0;
+  for (i = 0; i < n; i++)
+    {
+      const char *name = refs[i]->name;
+      int w;
+      if (name == NULL || strncmp (name, heads, sizeof heads - 1) != 0)
+        continue;
+      name += sizeof heads - 1;
+      has_main |= strcmp (name, "main") == 0;
+      has_master |= strcmp (name, "master") == 0;
+      if (nheads++ >= 8 || used >= sizeof names)
+        continue;
+      w = snprintf (names + used, sizeof names - used, "%s`%s`", used ? ", " : "",
+                    esc (e, name, strlen (name)));
+      used = w < 0 ? sizeof names : used + (size_t) w;
+    }
+  if (strcmp (ref, "refs/heads/main") == 0 && has_master)
+    snprintf (other, sizeof other, "master");
+  else if (strcmp (ref, "refs/heads/master") == 0 && has_main)
+    snprintf (other, sizeof other, "main");
+  {
+    char er[ESC_MAX + 8];
+    const char *u = esc (e, show_url, strlen (show_url));
+    esc (er, ref, strlen (ref));
+    if (nheads == 0)
+      bvm_error_code (err, BVM_E_INVALID, 0, "`%s` has no ref `%s`, and no branches at all", u,
+                      er);
+    else if (other[0] != '\0' && nheads == 1)
+      bvm_error_code (err, BVM_E_INVALID, 0,
+                      "`%s` has no branch `%s`, only `%s`: ask for `refs/heads/%s`", u,
+                      er + sizeof heads - 1, other, other);
+    else if (other[0] != '\0')
+      bvm_error_code (err, BVM_E_INVALID, 0,
+                      "`%s` has no branch `%s` (its branches: %s%s): ask for `refs/heads/%s`", u,
+                      er + sizeof heads - 1, names, nheads > 8 ? ", ..." : "", other);
+    else
+      bvm_error_code (err, BVM_E_INVALID, 0, "`%s` has no ref `%s` (its branch%s: %s%s)", u, er,
+                      nheads == 1 ? "" : "es", names, nheads > 8 ? ", ..." : "");
+  }
+  return 1;
+}
+
 static int
 fetch_here (git_repository *repo, const char *url, const char *show_url, char **specs,
             size_t nspecs, const char *what, const struct gitsrc_limits *lim,
@@ -1573,6 +1635,17 @@ fetch_here (git_repository *repo, const char *url, const char *show_url, char **
     {
       st->objects = prog->received_objects;
       st->bytes = prog->received_bytes;
+    }
+  /* one ref asked for that the server does not have: say so plainly, with
+   * its branches (a request for main where there is only master) */
+  if (r == 0 && nspecs == 1 && strchr (what, '*') == NULL)
+    {
+      int m = missing_ref (err, remote, what, show_url);
+      if (m != 0)
+        {
+          git_remote_free (remote);
+          return m < 0 ? m : -1;
+        }
     }
   if (r < 0)
     {
@@ -1996,6 +2069,42 @@ gitsrc_path_ignored (bool *ignored, const char *dir, const char *rel, bvm_error_
     }
   git_repository_free (repo);
   *ignored = v != 0;
+  return 0;
+}
+
+int
+gitsrc_worktree_changes (size_t *n, const char *dir, const char *skip, bvm_error_t *err)
+{
+  git_repository *repo = NULL;
+  git_status_list *list = NULL;
+  git_status_options o;
+  size_t i, count, skip_len = skip ? strlen (skip) : 0;
+
+  *n = 0;
+  if (open_local (&repo, dir, err) < 0)
+    return -1;
+  git_status_options_init (&o, GIT_STATUS_OPTIONS_VERSION);
+  o.show = GIT_STATUS_SHOW_INDEX_AND_WORKDIR;
+  o.flags = GIT_STATUS_OPT_INCLUDE_UNTRACKED | GIT_STATUS_OPT_EXCLUDE_SUBMODULES;
+  if (git_status_list_new (&list, repo, &o) < 0)
+    {
+      git_repository_free (repo);
+      return git_fail (err, BVM_E_INVALID, "the status of `%s`", dir);
+    }
+  count = git_status_list_entrycount (list);
+  for (i = 0; i < count; i++)
+    {
+      const git_status_entry *e = git_status_byindex (list, i);
+      const git_diff_delta *d = e->index_to_workdir ? e->index_to_workdir : e->head_to_index;
+      const char *path = d && d->new_file.path ? d->new_file.path : d ? d->old_file.path : NULL;
+      if (e->status == GIT_STATUS_CURRENT || (e->status & GIT_STATUS_IGNORED))
+        continue;
+      if (skip_len && path && strncmp (path, skip, skip_len) == 0)
+        continue;
+      (*n)++;
+    }
+  git_status_list_free (list);
+  git_repository_free (repo);
   return 0;
 }
 

@@ -193,6 +193,13 @@ int gitsrc_read_file (char **out, size_t *len, struct gitsrc_repo *repo, const c
  * `dir`) is ignored by its .gitignore rules. */
 int gitsrc_path_ignored (bool *ignored, const char *dir, const char *rel, bvm_error_t *err);
 
+/* dry-run without --worktree: how many paths of the working tree `dir`
+ * differ from HEAD (staged, unstaged or untracked and not ignored; an
+ * untracked directory counts once). Paths under `skip` (relative, ending in
+ * '/', e.g. the dry-run's own output directory; NULL for none) are not
+ * counted. */
+int gitsrc_worktree_changes (size_t *n, const char *dir, const char *skip, bvm_error_t *err);
+
 /* The commit `ref` names in the mirror, peeled (an annotated tag gives its
  * commit): the tip as of the last fetch of that ref. *found is false, and
  * `out` empty, when the mirror has no such ref. */

@@ -178,6 +178,22 @@ image_upstream_version (char *out, size_t size, const char *v)
   snprintf (out, size, "%.*s", (int) n, v);
 }
 
+/* The version of the package `name` in the image, or NULL. */
+static const char *
+package_version (const struct vm_image *img, const char *name)
+{
+  size_t i;
+  json_t *p;
+
+  json_array_foreach (img->packages, i, p)
+    {
+      const char *n = json_string_value (json_object_get (p, "name"));
+      if (n != NULL && strcmp (n, name) == 0)
+        return json_string_value (json_object_get (p, "version"));
+    }
+  return NULL;
+}
+
 void
 image_toolchains (char *out, size_t size, const struct vm_image *img)
 {
@@ -221,6 +237,15 @@ image_toolchains (char *out, size_t size, const struct vm_image *img)
           if (name == NULL || ver == NULL || strcmp (name, known[k][0]) != 0)
             continue;
           image_upstream_version (up, sizeof up, ver);
+          if (strcmp (known[k][0], "golang-go") == 0)
+            {
+              /* 2:1.19~1 names the Go line; golang-1.19-go has the release */
+              char line[96];
+              const char *rel;
+              snprintf (line, sizeof line, "golang-%s-go", up);
+              if ((rel = package_version (img, line)) != NULL)
+                image_upstream_version (up, sizeof up, rel);
+            }
           if (strcmp (known[k][0], "default-jdk-headless") == 0)
             {
               /* 2:1.17-74: the JDK's major version */

@@ -24,6 +24,11 @@
 
 #define MARKER_WIDTH 112 /* the marker line is padded to this, so it can be rewritten in place */
 #define CHUNK (64 * 1024)
+/* What is dropped past the cap still ends in the log: its last lines (the
+ * error of a late step), up to a quarter of the cap, at least 4 KiB, at most
+ * 1 MiB, kept in memory and written after the marker when the log closes. */
+#define TAIL_MIN (4 * 1024)
+#define TAIL_MAX (1024 * 1024)
 #define FOLLOW_POLL_MS 200
 #define LOCK_TRIES 20 /* x 50 ms: a follower holds a shared lock only for an instant */
 
@@ -37,6 +42,8 @@ struct joblog
   uint64_t written; /* bytes of lines in the file, without the marker */
   bool truncated;
   uint64_t dropped_bytes, dropped_lines;
+  unsigned char *tail; /* a ring of the last dropped bytes, escaped as in the log */
+  size_t tail_cap, tail_len, tail_next;
   joblog_filter_fn filter;
   void *filter_opaque;
   struct buf fbuf;
@@ -129,6 +136,108 @@ escape_line (char *out, const char *line, size_t len)
   return o;
 }
 
+static void
+tail_put (struct joblog *l, const void *data, size_t n)
+{
+  const unsigned char *p = data;
+  if (n >= l->tail_cap)
+    {
+      memcpy (l->tail, p + n - l->tail_cap, l->tail_cap);
+      l->tail_next = 0;
+      l->tail_len = l->tail_cap;
+      return;
+    }
+  while (n > 0)
+    {
+      size_t take = l->tail_cap - l->tail_next < n ? l->tail_cap - l->tail_next : n;
+      memcpy (l->tail + l->tail_next, p, take);
+      l->tail_next = (l->tail_next + take) % l->tail_cap;
+      l->tail_len = l->tail_len + take > l->tail_cap ? l->tail_cap : l->tail_len + take;
+      p += take;
+      n -= take;
+    }
+}
+
+/* A dropped line, escaped as it would have been written, into the tail
+ * ring (none when its memory cannot be had: the head and the marker stay). */
+static void
+tail_keep (struct joblog *l, const char *line, size_t len, const char *cut, size_t cut_len)
+{
+  char chunk[CHUNK + 4];
+
+  if (l->tail == NULL)
+    {
+      l->tail_cap = l->max_bytes / 4 < TAIL_MIN   ? TAIL_MIN
+                    : l->max_bytes / 4 > TAIL_MAX ? TAIL_MAX
+                                                  : (size_t) (l->max_bytes / 4);
+      if ((l->tail = malloc (l->tail_cap)) == NULL)
+        return;
+    }
+  for (size_t i = 0; i < len;)
+    {
+      size_t take = len - i < CHUNK / 4 ? len - i : CHUNK / 4;
+      while (take < len - i && take > 0 && (((unsigned char) line[i + take]) & 0xc0) == 0x80)
+        take--; /* never split a UTF-8 sequence, as joblog_write does not */
+      if (take == 0)
+        take = len - i < CHUNK / 4 ? len - i : CHUNK / 4;
+      tail_put (l, chunk, escape_line (chunk, line + i, take));
+      i += take;
+    }
+  tail_put (l, cut, cut_len);
+  tail_put (l, "\n", 1);
+}
+
+static int
+pwrite_all (struct joblog *l, const void *data, size_t n, uint64_t off, bvm_error_t *err)
+{
+  const char *p = data;
+  for (size_t done = 0; done < n;)
+    {
+      ssize_t w = pwrite (l->fd, p + done, n - done, (off_t) (off + done));
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w < 0)
+        return bvm_error (err, errno, "write `%s`", l->path);
+      done += (size_t) w;
+    }
+  return 0;
+}
+
+/* After the marker: the tail of what was dropped, from its first whole line. */
+static int
+write_tail (struct joblog *l, bvm_error_t *err)
+{
+  uint64_t off = l->written + MARKER_WIDTH + 1;
+  size_t start = (l->tail_next + l->tail_cap - l->tail_len) % l->tail_cap, n = l->tail_len;
+  char head[128];
+  int hn;
+
+  if (l->tail == NULL || n == 0)
+    return 0;
+  if (l->tail_len == l->tail_cap) /* wrapped: the oldest line may be a part */
+    while (n > 0)
+      {
+        unsigned char c = l->tail[start];
+        start = (start + 1) % l->tail_cap;
+        n--;
+        if (c == '\n')
+          break;
+      }
+  hn = snprintf (head, sizeof head, "[buildvm: the last %zu bytes of what was dropped follow]\n",
+                 n);
+  if (pwrite_all (l, head, (size_t) hn, off, err) < 0)
+    return -1;
+  off += (uint64_t) hn;
+  if (start + n > l->tail_cap)
+    {
+      size_t first = l->tail_cap - start;
+      if (pwrite_all (l, l->tail + start, first, off, err) < 0)
+        return -1;
+      return pwrite_all (l, l->tail, n - first, off + first, err);
+    }
+  return pwrite_all (l, l->tail + start, n, off, err);
+}
+
 static int
 write_marker (struct joblog *l, bvm_error_t *err)
 {
@@ -168,6 +277,7 @@ joblog_free (struct joblog *l)
   if (l->fd >= 0)
     close (l->fd); /* releases the writer's lock */
   buf_dispose (&l->fbuf);
+  free (l->tail);
   OPENSSL_cleanse (l->seal_key, sizeof l->seal_key);
   free (l->context);
   free (l->dir);
@@ -299,6 +409,7 @@ joblog_write (struct joblog *l, const char *line, size_t len, bvm_error_t *err)
     {
       l->dropped_bytes += elen;
       l->dropped_lines++;
+      tail_keep (l, line, len, cut, was_cut ? sizeof cut - 1 : 0);
       if (l->truncated)
         return 0;
       l->truncated = true;
@@ -456,6 +567,8 @@ joblog_close (struct joblog *l, bool compress, bvm_error_t *err)
     return 0;
   if (l->truncated)
     ret = write_marker (l, err);
+  if (ret == 0 && l->truncated)
+    ret = write_tail (l, err);
   if (ret == 0 && fsync (l->fd) < 0)
     ret = bvm_error (err, errno, "fsync `%s`", l->path);
   if (ret == 0 && compress)

@@ -181,11 +181,12 @@ int queue_cancel (bool *was_running, struct queue *q, const char *job_id, bvm_er
 bool queue_cancel_requested (struct queue *q, const struct queue_msg *m);
 
 /* {"queued":  [{"job", "msg", "attempts", "enqueued_at"}],   oldest first
- *  "running": [{"job", "msg", "attempt", "owner", "lease_until", "cancel"}],
+ *  "running": [{"job", "msg", "attempt", "owner", "started_at", "lease_until", "cancel"}],
  *  "done":    [{"job", "attempt", "finished_at", "record"}],   newest first
  *  "dead":    [{"job", "reason", "attempt", "at"}]}            newest first
  * each at most `limit` long (0: QUEUE_LIST_DEFAULT); drivers may add keys.
- * Times are ms since the epoch. */
+ * Times are ms since the epoch; "started_at" is when the running attempt was
+ * leased (absent when the driver cannot tell). */
 int queue_list (json_t **out, struct queue *q, size_t limit, bvm_error_t *err);
 
 /* One job: {"job", "state", "attempt", "owner", "request"} and, by state,

@@ -3,7 +3,8 @@
 # a registry), with no queue; the OCI layout is readable by skopeo and umoci;
 # a base the registry does not have fails before the build; a spec that would
 # write outside the app's prefix shows `deny` and exits non-zero; --worktree
-# picks up an uncommitted change; a profile no image has names those there
+# picks up an uncommitted change, and without it the dry-run says the
+# changes are not included; a profile no image has names those there
 # are, and a shipped one not built says how to build it.
 . "$(dirname "$0")/lib.sh"
 
@@ -30,6 +31,7 @@ for ex in hello-shell hello-c hello-node; do
     run env -C "$d" "$BUILDVM" dry-run --config "$CONFIG" --out "$T/out-$ex"
     [ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "$ex: dry-run failed"; }
     assert_contains "$T/out" "allow  registry:PushImage   registry:apps/$ex:$c"
+    assert_not_contains "$T/err" "uncommitted change" # a clean working tree
     skopeo inspect "oci:$T/out-$ex/image:$c" >"$T/inspect.json" || fail "$ex: skopeo cannot read the layout"
     assert_eq "$c" "$(jq -r '.Labels["dev.buildvm.commit"]' "$T/inspect.json")" "$ex commit label"
     umoci unpack --image "$T/out-$ex/image:$c" "$T/bundle-$ex" >/dev/null || fail "$ex: umoci cannot unpack"
@@ -88,6 +90,10 @@ run env -C "$d" "$BUILDVM" dry-run --config "$CONFIG"
 [ "$RC" = 0 ] || { cat "$T/out"; fail "dry-run of HEAD failed"; }
 umoci unpack --image "$d/buildvm-out/image:$c" "$T/b-head" >/dev/null
 grep -q "Built in a throwaway VM" "$T/b-head/rootfs/app/www/index.html" || fail "HEAD build has the change"
+# ...and says the changes are not in it (the edit and .gitignore; not the
+# ignored file, not its own buildvm-out/)
+assert_contains "$T/err" "buildvm dry-run: 2 uncommitted changes in \`"
+assert_contains "$T/err" "are not included: this builds the committed HEAD ${c:0:12} (--worktree builds the working tree as it is)"
 # the output directory inside the working tree, not ignored: refused
 run env -C "$d" "$BUILDVM" dry-run --worktree --out "$d/out-here"
 assert_eq 2 "$RC" "--worktree with an unignored output directory"
@@ -97,6 +103,7 @@ run env -C "$d" "$BUILDVM" dry-run --config "$CONFIG" --worktree --out "$T/out-w
 umoci unpack --image "$T/out-wt/image:$c" "$T/b-wt" >/dev/null
 grep -q "UNCOMMITTED CHANGE" "$T/b-wt/rootfs/app/www/index.html" || fail "--worktree missed the uncommitted change"
 assert_contains "$T/out" "(working tree)"
+assert_not_contains "$T/err" "uncommitted change"
 
 # --- no image: the message says how to build it
 d=$T/noimg

@@ -3,7 +3,8 @@
 # `buildvm run` (at the commit examples/jobs/ names) onto the base image its
 # spec names (pushed by push-base.sh), pull it back with skopeo, unpack it
 # with umoci and run it with runc - host network, 127.0.0.1, a free port in
-# $PORT - then curl it, kill and delete the container.
+# $PORT - then curl it, kill and delete the container. An example this test
+# does not start must be started by t_examples_deps (it fails otherwise).
 . "$(dirname "$0")/lib.sh"
 
 pl_registry
@@ -13,8 +14,17 @@ pl_config
 . "$(dirname "$0")/runc.sh"
 trap '_rc=$?; stop_containers; _cleanup' EXIT
 
+# every bundled example's image is started: here, or by t_examples_deps
+# when it installs dependencies (an npm registry, a package index)
+here_examples="hello-shell hello-c hello-node"
+for ex in $(ls "$ROOT/examples/apps"); do
+    case " $here_examples " in *" $ex "*) continue ;; esac
+    grep -qE "^for ex in (.* )?$ex( |;)" "$ROOT/tests/integration/t_examples_deps.sh" \
+        || fail "example $ex: no test starts its image (add it here or to t_examples_deps)"
+done
+
 ran=0
-for ex in hello-shell hello-c hello-node; do
+for ex in $here_examples; do
     spec=$ROOT/examples/apps/$ex/buildvm.json
     if [ "$(jq -r .profile "$spec")" = debian ] && [ ! -f "$BUILDVM_IMAGES/debian.json" ]; then
         note "$ex: needs the debian image (make image-debian): not started"

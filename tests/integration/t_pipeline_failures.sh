@@ -44,6 +44,16 @@ pl_tag_exists apps/failing "$c" && fail "a failed build was pushed"
 [ ! -e "$BUILDVM_HOME/artifacts/apps/failing" ] || fail "a failed build stored artifacts"
 assert_no_leftovers
 
+# --- refs/heads/main asked of a repository that has only master: said
+# plainly, before any VM (a spec error: exit 2, never retried)
+c=$(mkapp "$T/master" '{"profile": "minimal", "steps": ["true"]}')
+git -C "$T/master" branch -m main master
+pl_job "$T/j.json" master-1 master "$T/master" "$c"
+run "$BUILDVM" run --config "$CONFIG" "$T/j.json"
+assert_eq 2 "$RC" "exit status of a ref the repository does not have"
+assert_contains "$T/out" "has no branch \`main\`, only \`master\`: ask for \`refs/heads/master\`"
+assert_eq invalid "$(jq -r .error.code "$(pl_record master-1)")" "error code"
+
 # --- a step that runs past its timeout
 c=$(mkapp "$T/slow" '{"profile": "minimal", "steps": [{"name": "hang", "run": "sleep 600", "timeout": 2}]}')
 pl_job "$T/j.json" slow-1 slow "$T/slow" "$c"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # t_queue_enqueue.sh: `buildvm enqueue` into the default spool and into a real
 # redis: the job id on stdout, idempotent re-enqueue, invalid requests refused
-# with the field named, nothing enqueued on error
+# with the field named, nothing enqueued on error; `buildvm jobs` lists the
+# queue and this host's job records
 . "$(dirname "$0")/lib.sh"
 [ -x "$BUILDVM" ] || fail "$BUILDVM is not built (make build/buildvm)"
 
@@ -75,6 +76,33 @@ assert_eq queued "$(jq -r .queue.state "$T/out")" "app1's d-42 untouched by app2
 run "$BUILDVM" jobs
 assert_contains "$T/out" "app1/d-42"
 assert_contains "$T/out" "app2/d-42"
+# the jobs this host ran come from its records (`buildvm run` jobs never were
+# on the queue); one the queue lists is not listed twice, an unreadable one
+# is named
+mkdir -p "$BUILDVM_HOME/state/jobs/app3" "$BUILDVM_HOME/state/jobs/app1"
+printf '{"app": "app3", "id": "r-1", "attempt": 1, "status": "succeeded", "started_at": "2026-01-02T03:04:00Z", "finished_at": "2026-01-02T03:04:05Z"}\n' \
+    >"$BUILDVM_HOME/state/jobs/app3/r-1.json"
+echo '{"app": "app3", "id": "r-2", "status": "fai' >"$BUILDVM_HOME/state/jobs/app3/r-2.json"
+printf '{"app": "app1", "id": "d-42", "status": "failed"}\n' >"$BUILDVM_HOME/state/jobs/app1/d-42.json"
+run "$BUILDVM" jobs
+assert_eq 0 "$RC" "jobs with records"
+grep -qE '^ran +app3/r-1 +1 +2026-01-02T03:04:05Z +succeeded$' "$T/out" || { cat "$T/out"; fail "the record of app3/r-1 is not listed"; }
+grep -qE '^ran +app3/r-2 .* unreadable$' "$T/out" || { cat "$T/out"; fail "an unreadable record is not named"; }
+assert_eq 1 "$(grep -c 'app1/d-42' "$T/out")" "app1/d-42 listed once (queued, not again as ran)"
+run "$BUILDVM" jobs --json
+assert_eq "succeeded" "$(jq -r '.records[] | select(.app == "app3" and .job == "r-1") | .status' "$T/out")" "jobs --json records"
+rm -r "$BUILDVM_HOME/state/jobs/app3" "$BUILDVM_HOME/state/jobs/app1/d-42.json"
+# a running job's SINCE is when its attempt was leased, not when the lease
+# ends: a lease as `buildvm serve` writes it (spool/cur/KEY.lease)
+printf '{"id": "r-9", "app": "app5", "repo": "file:///srv/a.git", "commit": "%s", "ref": "refs/heads/main"}\n' "$commit" >"$T/r9.json"
+"$BUILDVM" enqueue "$T/r9.json" >/dev/null
+mv "$spool/new/app5+r-9.json" "$spool/cur/"
+printf '{"job": "app5+r-9", "owner": "host-a-1", "attempt": 1, "host": "a", "pid": 1, "leased_at": 1767323045000, "lease_until": 1767323105000, "history": []}\n' \
+    >"$spool/cur/app5+r-9.lease"
+chmod 600 "$spool/cur/app5+r-9.lease"
+run "$BUILDVM" jobs
+grep -qE '^running +app5/r-9 +1 +2026-01-02T03:04:05Z owner host-a-1$' "$T/out" || { cat "$T/out"; fail "a running job's SINCE is not its start"; }
+rm "$spool/cur/app5+r-9.json" "$spool/cur/app5+r-9.lease"
 # an id alone that only one app has still works
 sed 's/"d-42"/"solo-1"/' "$T/job2.json" >"$T/solo.json"
 "$BUILDVM" enqueue "$T/solo.json" >/dev/null

@@ -568,10 +568,19 @@ test_commit_not_on_ref (void **state)
       fail_msg ("unexpected error: %s", bvm_error_msg (&err));
     bvm_error_free (&err);
   }
-  /* a ref that does not exist: same answer */
+  /* a ref the server does not have: said plainly, with its branches */
   assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/nope", dangling, &lim,
                                    &st, &err),
-                     &err, "is not reachable from `refs/heads/nope`");
+                     &err, "` has no ref `refs/heads/nope` (its branches: `");
+  /* main asked of a repository whose branch is master (a fresh mirror) */
+  assert_int_equal (t_sh ("git -C %s branch -m main master", f->src), 0);
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app2", url, "refs/heads/main", f->c1, &lim,
+                                   &st, &err),
+                     &err, "` has no branch `main`");
+  assert_fails_with (gitsrc_fetch (&repo, f->cache, "app2", url, "refs/heads/main", f->c1, &lim,
+                                   &st, &err),
+                     &err, "ask for `refs/heads/master`");
+  assert_int_equal (t_sh ("git -C %s branch -m master main", f->src), 0);
   /* an object that is not a commit */
   s = t_sh_out ("git -C %s rev-parse HEAD:README", f->src);
   assert_fails_with (gitsrc_fetch (&repo, f->cache, "app", url, "refs/heads/main", s, &lim, &st,
@@ -1719,6 +1728,38 @@ test_head (void **state)
   fx_free (f);
 }
 
+/* what dry-run without --worktree counts as not included */
+static void
+test_worktree_changes (void **state)
+{
+  struct fx *f = fx_new ();
+  bvm_error_t err = NULL;
+  size_t n = 99;
+  (void) state;
+
+  assert_ok (gitsrc_worktree_changes (&n, f->src, NULL, &err), &err);
+  assert_int_equal (n, 0);
+  assert_int_equal (t_sh (GITENV
+                          "cd %s && printf 'x.log\\n' > .gitignore && git add .gitignore && "
+                          "git commit -q -m ignore && echo x > x.log && mkdir -p out/a && "
+                          "echo o > out/a/o",
+                          f->tmp, f->src),
+                    0);
+  assert_ok (gitsrc_worktree_changes (&n, f->src, "out/", &err), &err);
+  assert_int_equal (n, 0); /* ignored, and the skipped output directory */
+  assert_ok (gitsrc_worktree_changes (&n, f->src, NULL, &err), &err);
+  assert_int_equal (n, 1); /* an untracked directory counts once */
+  assert_int_equal (t_sh ("cd %s && echo edited > README && echo new > new.txt && "
+                          "echo staged > s.txt && git add s.txt",
+                          f->src),
+                    0);
+  assert_ok (gitsrc_worktree_changes (&n, f->src, "out/", &err), &err);
+  assert_int_equal (n, 3);
+  assert_fails_with (gitsrc_worktree_changes (&n, f->tmp, NULL, &err), &err,
+                     "is not the top of a git repository");
+  fx_free (f);
+}
+
 static void
 test_worktree (void **state)
 {
@@ -1914,6 +1955,7 @@ main (void)
     cmocka_unit_test (test_names_round_trip),
     cmocka_unit_test (test_read_file_bomb),
     cmocka_unit_test (test_head),
+    cmocka_unit_test (test_worktree_changes),
     cmocka_unit_test (test_worktree),
     cmocka_unit_test (test_mirror_repack),
   };

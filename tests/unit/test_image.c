@@ -129,6 +129,11 @@ test_toolchains (void **state)
   assert_string_equal (out, "gcc 12.2.0, node 18.20.4, go 1.19, java 17");
   image_toolchains (out, 12, &img); /* cut at a whole entry */
   assert_string_equal (out, "gcc 12.2.0");
+  /* Go's release from the package of its line */
+  json_array_append_new (img.packages, json_pack ("{s:s, s:s}", "name", "golang-1.19-go",
+                                                  "version", "1.19.8-2"));
+  image_toolchains (out, sizeof out, &img);
+  assert_string_equal (out, "gcc 12.2.0, node 18.20.4, go 1.19.8, java 17");
   json_decref (img.packages);
   img.packages = json_array ();
   image_toolchains (out, sizeof out, &img);

@@ -102,11 +102,51 @@ test_cap_and_marker (void **state)
   out = cat (d, "capped");
   snprintf (expect, sizeof expect,
             "0123456789\nabcdefghij\n"
-            "[buildvm: log truncated at 22 bytes; 29 more bytes (3 lines) dropped]%*s\n",
+            "[buildvm: log truncated at 22 bytes; 29 more bytes (3 lines) dropped]%*s\n"
+            "[buildvm: the last 29 bytes of what was dropped follow]\n"
+            "this one does not fit\nx\n\\x1b\n",
             112 - 69, "");
   assert_string_equal (out, expect);
   assert_int_equal (stat (p, &st), 0);
-  assert_int_equal (st.st_size, 22 + 113);
+  assert_int_equal (st.st_size, 22 + 113 + 56 + 29);
+  t_tmpdir_free (d);
+}
+
+/* Far past the cap: the head, the marker, and the last lines whole (the
+ * error of a late step), not the middle. */
+static void
+test_cap_keeps_the_tail (void **state)
+{
+  char *d = t_tmpdir ();
+  struct joblog *l = NULL;
+  bvm_error_t err = NULL;
+  cleanup_free char *out = NULL;
+  char line[64];
+  const char *tail;
+  (void) state;
+
+  assert_ok (joblog_open (&l, d, "hello", "long-run", 1000, &err), &err);
+  for (int i = 0; i < 100000; i++)
+    {
+      snprintf (line, sizeof line, "line %06d of the build", i);
+      wline (l, line);
+    }
+  wline (l, "error: the last step failed");
+  assert_ok (joblog_close (l, false, &err), &err);
+
+  out = cat (d, "long-run");
+  assert_non_null (strstr (out, "line 000000 of the build\n"));
+  assert_non_null (strstr (out, "[buildvm: log truncated at "));
+  tail = strstr (out, "[buildvm: the last ");
+  assert_non_null (tail);
+  /* 4 KiB of tail (the floor): whole lines only, the end exactly */
+  tail = strchr (tail, '\n') + 1;
+  assert_memory_equal (tail, "line ", 5);
+  assert_true (strlen (tail) <= 4096);
+  assert_true (strlen (tail) > 4096 - 64);
+  assert_non_null (strstr (tail, "line 099999 of the build\nerror: the last step failed\n"));
+  assert_string_equal (tail + strlen (tail) - 28, "error: the last step failed\n");
+  assert_null (strstr (out, "line 050000 "));
   t_tmpdir_free (d);
 }
 
@@ -389,6 +429,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_write_and_escape),
     cmocka_unit_test (test_cap_and_marker),
+    cmocka_unit_test (test_cap_keeps_the_tail),
     cmocka_unit_test (test_long_line_cut),
     cmocka_unit_test (test_filter_hook),
     cmocka_unit_test (test_lz4_round_trip),

@@ -1148,10 +1148,13 @@ test_list_and_depth (void **state)
   bvm_error_t err = NULL;
   json_t *doc, *running;
   uint64_t queued, nrun;
+  int64_t t0;
+  bool was_running = false;
 
   free (enqueue (q, "a-1"));
   free (enqueue (q, "a-2"));
   free (enqueue (q, "a-3"));
+  t0 = queue__wall_ms ();
   m = lease (q, 0);
   assert_string_equal (m->job_id, "a-1");
   assert_ok (queue_depth (&queued, &nrun, q, &err), &err);
@@ -1167,6 +1170,18 @@ test_list_and_depth (void **state)
   assert_string_equal (jstr (running, "owner"), "lister");
   assert_int_equal (jint (running, "attempt"), 1);
   assert_true (jint (running, "lease_until") > queue__wall_ms ());
+  /* when the attempt began, not when its lease ends */
+  assert_true (jint (running, "started_at") >= t0);
+  assert_true (jint (running, "started_at") <= queue__wall_ms ());
+  assert_false (json_is_true (json_object_get (running, "cancel")));
+  json_decref (doc);
+  /* a cancel requested of the running job shows (the script looked its
+   * hash up by a job id pattern that refused every APP+ID key) */
+  assert_ok (queue_cancel (&was_running, q, m->key, &err), &err);
+  assert_true (was_running);
+  assert_ok (queue_list (&doc, q, 0, &err), &err);
+  running = json_array_get (json_object_get (doc, "running"), 0);
+  assert_true (json_is_true (json_object_get (running, "cancel")));
   json_decref (doc);
   assert_ok (queue_list (&doc, q, 1, &err), &err);
   assert_int_equal (json_array_size (json_object_get (doc, "queued")), 1);

@@ -1073,12 +1073,14 @@ test_list_and_depth (void **state)
   bvm_error_t err = NULL;
   json_t *doc, *running;
   uint64_t queued, nrun;
+  int64_t t0;
 
   enqueue (q, "a-1");
   sleep_ms (15);
   enqueue (q, "a-2");
   sleep_ms (15);
   enqueue (q, "a-3");
+  t0 = queue__wall_ms ();
   m = lease (q, 0);
   assert_string_equal (m->job_id, "a-1"); /* oldest first */
   assert_ok (queue_depth (&queued, &nrun, q, &err), &err);
@@ -1092,6 +1094,9 @@ test_list_and_depth (void **state)
   assert_string_equal (jstr (running, "owner"), "lister");
   assert_int_equal (jint (running, "attempt"), 1);
   assert_true (jint (running, "lease_until") > queue__wall_ms ());
+  /* when the attempt began, not when its lease ends */
+  assert_true (jint (running, "started_at") >= t0);
+  assert_true (jint (running, "started_at") <= queue__wall_ms ());
   json_decref (doc);
   assert_ok (queue_list (&doc, q, 1, &err), &err);
   assert_int_equal (json_array_size (json_object_get (doc, "queued")), 1);

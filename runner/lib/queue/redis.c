@@ -563,7 +563,7 @@ static const char lua_cancel[] = LUA_PRELUDE
     "return {'running'}\n";
 
 /* ARGV[9]: limit. {queued: {{id, job, count}...}, running: {{id, job, owner,
- * idle, count, cancel}...}} */
+ * idle, count, cancel, started_at}...}} */
 static const char lua_list[] = LUA_PRELUDE
     "local limit = tonumber(ARGV[9])\n"
     "local function jobof(f)\n"
@@ -571,8 +571,8 @@ static const char lua_list[] = LUA_PRELUDE
     "  for i = 1, #f - 1, 2 do if f[i] == 'job' then return f[i + 1] end end\n"
     "  return ''\n"
     "end\n"
-    "local function valid(j)\n"
-    "  return #j <= 128 and string.match(j, '^[A-Za-z0-9][A-Za-z0-9._-]*$') ~= nil\n"
+    "local function valid(j)\n" /* a job key, APP+ID (job_key_problem) */
+    "  return #j <= 192 and string.match(j, '^[a-z0-9][a-z0-9-]*[+][A-Za-z0-9][A-Za-z0-9._-]*$') ~= nil\n"
     "end\n"
     "local pend = {}\n"
     "local running = {}\n"
@@ -582,9 +582,12 @@ static const char lua_list[] = LUA_PRELUDE
     "    local r = redis.call('XRANGE', stream, e[1], e[1])\n"
     "    local j = ''\n"
     "    if #r > 0 then j = jobof(r[1][2]) end\n"
-    "    local c = ''\n"
-    "    if valid(j) then c = redis.call('HGET', stream .. ':job:' .. j, 'cancel') or '' end\n"
-    "    running[#running + 1] = {e[1], j, e[2], e[3], e[4], c}\n"
+    "    local c, st = '', ''\n"
+    "    if valid(j) then\n"
+    "      c = redis.call('HGET', stream .. ':job:' .. j, 'cancel') or ''\n"
+    "      st = redis.call('HGET', stream .. ':job:' .. j, 'started_at') or ''\n"
+    "    end\n"
+    "    running[#running + 1] = {e[1], j, e[2], e[3], e[4], c, st}\n"
     "  end\n"
     "end\n"
     "local queued = {}\n"
@@ -1242,10 +1245,13 @@ rq_list (json_t **out, struct queue *q, size_t limit, bvm_error_t *err)
   for (size_t i = 0; part != NULL && i < part->elements; i++)
     {
       redisReply *e = el (part, i);
+      long long started = int_el (e, 6);
       json_t *item = json_pack ("{s:s?,s:s?,s:s?,s:I,s:I,s:b}", "msg", str_el (e, 0), "job",
                                 str_el (e, 1), "owner", str_el (e, 2), "lease_until",
                                 (json_int_t) (now - int_el (e, 3) + q->lease_ms), "attempt",
                                 (json_int_t) int_el (e, 4), "cancel", str_is (e, 5, "1"));
+      if (item != NULL && started >= 0)
+        json_object_set_new (item, "started_at", json_integer (started));
       if (item == NULL || json_array_append_new (json_object_get (doc, "running"), item) < 0)
         return bvm_error (err, ENOMEM, "listing");
     }

@@ -1649,8 +1649,9 @@ list_dir (json_t *arr, struct spool *s, enum spool_dir d, size_t limit, bvm_erro
             item = json_pack ("{s:s,s:s,s:i,s:I}", "job", id, "msg", e[i].name, "attempts",
                               (int) v.attempt, "enqueued_at", (json_int_t) e[i].mtime_ms);
           else
-            item = json_pack ("{s:s,s:s,s:i,s:s?,s:I,s:b}", "job", id, "msg", e[i].name, "attempt",
-                              (int) v.attempt, "owner", v.owner, "lease_until",
+            item = json_pack ("{s:s,s:s,s:i,s:s?,s:O?,s:I,s:b}", "job", id, "msg", e[i].name,
+                              "attempt", (int) v.attempt, "owner", v.owner, "started_at",
+                              doc ? json_object_get (doc, "leased_at") : NULL, "lease_until",
                               (json_int_t) v.until, "cancel",
                               job_file_exists (s, D_CUR, id, "cancel"));
         }
