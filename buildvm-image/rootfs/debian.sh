@@ -12,7 +12,7 @@ root=$1 agent=$2 pkglist=$3
 PACKAGES=build-essential,git,python3,python3-pip,python3-venv,nodejs,npm,ca-certificates,make,pkg-config,xz-utils,zstd,file,less
 # toolchains (issue 18): Go, Rust, the autotools and cmake, and the -dev
 # libraries builds link against most often
-PACKAGES+=,golang,rustc,cargo,autoconf,automake,libtool,cmake,python3-dev
+PACKAGES+=,golang,rustc,cargo,autoconf,automake,libtool,cmake,python3-dev,default-jdk-headless
 PACKAGES+=,zlib1g-dev,libssl-dev,libpq-dev,libcurl4-openssl-dev,libffi-dev,libsqlite3-dev
 
 mirror=${BUILDVM_DEBIAN_MIRROR:-}
@@ -45,9 +45,15 @@ printf '%s\n' force-unsafe-io 'path-exclude=/usr/share/doc/*' \
     'path-exclude=/usr/share/info/*' 'path-exclude=/usr/share/locale/*' \
     >"$root/etc/dpkg/dpkg.cfg.d/buildvm"
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
+# the JDK's post-installation runs java, which needs /proc: mounted for apt
+# only, and unmounted whatever happens
+mount -t proc proc "$root/proc"
+trap 'umount "$root/proc" 2>/dev/null || true' EXIT
 chroot "$root" apt-get -q -o Acquire::Retries=3 update >&2
 chroot "$root" apt-get -q -o Acquire::Retries=3 install -y --no-install-recommends $(echo "$PACKAGES" | tr , ' ') >&2
 chroot "$root" apt-get clean
+umount "$root/proc"
+trap - EXIT
 rm "$root/etc/dpkg/dpkg.cfg.d/buildvm"
 # Python's byte code: a .pyc records its source's mtime, which build-image.sh
 # sets to the epoch, so every .pyc would be stale and every import compiled
