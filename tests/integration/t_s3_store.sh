@@ -15,7 +15,7 @@ if [ -z "${BUILDVM_TEST_S3_DIR:-}" ]; then
     note "no gateway from with-services.sh: starting one (~20 s)"
     svc_ceph_rgw_start
 fi
-svc_ceph_rgw_wait 120 || fail "the RADOS Gateway did not start"
+svc_ceph_rgw_wait 300 || fail "the RADOS Gateway did not start"
 TOOL=$ROOT/build/test/s3-tool
 [ -x "$TOOL" ] || fail "make build/test/s3-tool first"
 

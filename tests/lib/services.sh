@@ -104,16 +104,21 @@ svc_base_images () {
 # failed file if the start failed.
 svc_ceph_rgw_start () {
     local dir=$SVC_DIR/ceph-rgw
-    mkdir -p "$dir/cluster"
+    mkdir -p "$dir"
     (
-        # a second try in a fresh directory: a start on a loaded machine
-        # has been seen to fail once (the OSD's first boot)
+        # up to three tries, each in a directory of its own with its own
+        # ports and fsid, so that nothing a failed one left (a daemon slow to
+        # die, a socket) can meet the next: a start on a loaded machine has
+        # been seen to fail (the OSD's first boot, once a "wrong fsid")
         script=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/services/ceph-rgw.sh
-        for try in 1 2; do
-            if "$script" start "$dir/cluster" >>"$dir/start.log" 2>&1; then exit 0; fi
-            "$script" stop "$dir/cluster" >/dev/null 2>&1
-            rm -rf "$dir/cluster"
+        for try in 1 2 3; do
+            if "$script" start "$dir/try$try" >>"$dir/start.log" 2>&1; then
+                ln -sfn "try$try" "$dir/cluster"
+                exit 0
+            fi
+            "$script" stop "$dir/try$try" >/dev/null 2>&1
             echo "services: ceph-rgw start $try failed" >>"$dir/start.log"
+            sleep 2
         done
         touch "$dir/failed"
     ) &
@@ -128,7 +133,7 @@ svc_ceph_rgw_wait () {
     local dir=${BUILDVM_TEST_S3_DIR:-} deadline=$(( $(date +%s) + ${1:-120} ))
     [ -n "$dir" ] && [ -d "$dir" ] || return 1
     while [ ! -f "$dir/cluster/env" ]; do
-        [ ! -f "$dir/failed" ] || { cat "$dir/start.log" >&2; return 1; }
+        [ ! -f "$dir/failed" ] || { tail -n 40 "$dir/start.log" >&2; grep -E '^(ceph-rgw|services):' "$dir/start.log" >&2; return 1; }
         [ "$(date +%s)" -lt "$deadline" ] || { echo "services: ceph-rgw not ready" >&2; return 1; }
         sleep 0.2
     done
@@ -146,11 +151,13 @@ svc_stop () { # NAME-DIR under SVC_DIR, e.g. registry-main
 }
 
 svc_stop_all () {
-    local p
+    local p d
     if [ -d "$SVC_DIR/ceph-rgw" ]; then
         kill "$(cat "$SVC_DIR/ceph-rgw/starter.pid" 2>/dev/null)" 2>/dev/null || true
-        "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/services/ceph-rgw.sh" stop \
-            "$SVC_DIR/ceph-rgw/cluster" || true
+        for d in "$SVC_DIR"/ceph-rgw/try*; do
+            [ -d "$d" ] || continue
+            "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/services/ceph-rgw.sh" stop "$d" || true
+        done
     fi
     for p in "$SVC_DIR"/*/pid; do
         [ -f "$p" ] || continue
