@@ -40,6 +40,11 @@
 
 /* scratch disk */
 #define PROTO_SOURCE_DIR "src"
+/* A Dockerfile job (issue 17): the base images its FROM lines resolved to,
+ * pulled by the runner, as an OCI image layout (mounted on /work: /work/bases),
+ * each manifest named in index.json by its `org.opencontainers.image.ref.name`
+ * annotation (the `base` record's first value). */
+#define PROTO_BASES_DIR "bases"
 
 /* control file records */
 #define PROTO_CONTROL_VERSION "1"
@@ -52,6 +57,25 @@
 #define PROTO_CTL_IMAGE "image"
 #define PROTO_CTL_ARTIFACT "artifact"
 #define PROTO_CTL_SECRET_ENV "secret_env" /* variable, secret name */
+/* A Dockerfile job has no `step` records but one `dockerfile` record: the
+ * agent builds with buildah, as root in the guest, and reports the three
+ * steps below in the result header. Paths are relative to the source
+ * directory; target "" builds the last stage. */
+#define PROTO_CTL_DOCKERFILE "dockerfile" /* path, context, target */
+#define PROTO_CTL_BUILD_ARG "build_arg"   /* name, value */
+#define PROTO_CTL_BASE "base" /* ref name in bases/index.json, image name to tag it as */
+
+/* a Dockerfile job's steps, numbered as in the result header */
+#define PROTO_DF_STEPS 3
+#define PROTO_DF_STEP_1 "load the base images"
+#define PROTO_DF_STEP_2 "buildah build"
+#define PROTO_DF_STEP_3 "export the image"
+
+/* output tar roots: `image/` (a build's image directory), `artifacts/`, and
+ * `oci/` for a Dockerfile job: the built image as an OCI image layout
+ * (oci-layout, index.json naming one manifest, blobs/sha256/<hex>), its
+ * layers uncompressed tars (the runner compresses what it pushes) */
+#define PROTO_OUT_OCI "oci"
 
 /* result header */
 #define PROTO_HEADER_MAGIC "buildvm-output 1\n"

@@ -43,6 +43,32 @@ struct guest_secret_env
   const char *name;
 };
 
+struct guest_build_arg
+{
+  const char *name;
+  const char *value;
+};
+
+/* a base image in the scratch disk's bases/ layout, and the name the
+ * Dockerfile's FROM calls it by (tagged so in the guest's storage) */
+struct guest_base
+{
+  const char *ref;  /* its index.json ref name */
+  const char *name; /* a normalized image name, e.g. docker.io/library/node:18 */
+};
+
+/* A Dockerfile job (PROTO_CTL_DOCKERFILE): built by the agent with buildah */
+struct guest_dockerfile
+{
+  const char *path;    /* relative to the source tree */
+  const char *context; /* relative, "." = the source tree */
+  const char *target;  /* NULL or "": the last stage */
+  const struct guest_build_arg *args;
+  size_t n_args;
+  const struct guest_base *bases;
+  size_t n_bases;
+};
+
 struct guest_job
 {
   uint64_t timeout_s;  /* all steps together */
@@ -57,6 +83,7 @@ struct guest_job
   size_t n_artifacts;
   const struct guest_secret_env *secret_env;
   size_t n_secret_env;
+  const struct guest_dockerfile *dockerfile; /* NULL: the steps; else no steps */
 };
 
 /* Encode the control file (NUL-separated records). */

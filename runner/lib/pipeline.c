@@ -65,6 +65,20 @@
 #define CONSOLE_MARGIN (64 * 1024)   /* the VMM's console on top of the build's log */
 #define ERROR_REDACT_MAX (64 * 1024) /* a job's error message, redacted */
 
+/* A Dockerfile job's base image (issue 17): a FROM line (or COPY --from of
+ * an image) resolved to the runner's registry, pulled before the build. */
+struct run_base
+{
+  char *from;                      /* as the Dockerfile names it, ARGs substituted */
+  char *name;                      /* normalized (docker.io/library/node:18): tagged so in the guest */
+  char *repository;                /* in the runner's registry, after dockerfile.from_map */
+  char *reference;                 /* the tag or digest asked for */
+  char digest[DIGEST_STR_LEN + 1]; /* its manifest's, recorded */
+  struct oci_manifest *manifest;   /* an image manifest (linux/amd64) */
+  char *config;                    /* its config's JSON text */
+  size_t config_len;
+};
+
 struct run
 {
   const struct pipeline_opts *o;
@@ -126,6 +140,8 @@ struct run
   char *base_config;
   size_t base_config_len;
   struct oci_manifest *base_manifest;
+  struct run_base *bases; /* a Dockerfile job's, from phase_base */
+  size_t n_bases;
   char *config_json;
   size_t config_len;
   struct oci_descriptor config_desc;
