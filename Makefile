@@ -34,6 +34,8 @@ DEBIAN_PACKAGES += ceph-mon ceph-osd radosgw s3cmd
 # t_egress: a name that resolves to the metadata address, without a DNS
 # server (NSS_WRAPPER_HOSTS, preloaded into the runner only)
 DEBIAN_PACKAGES += libnss-wrapper
+# bench/dockerfile.sh: the same Dockerfile built by buildah on the host
+DEBIAN_PACKAGES += buildah
 # t_examples_deps: npm installs verdaccio (a Node.js from elsewhere may bring
 # its own npm, which Debian's would conflict with)
 DEBIAN_PACKAGES += nodejs $(if $(shell command -v npm 2>/dev/null),,npm)

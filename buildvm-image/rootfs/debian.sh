@@ -14,6 +14,10 @@ PACKAGES=build-essential,git,python3,python3-pip,python3-venv,nodejs,npm,ca-cert
 # libraries builds link against most often
 PACKAGES+=,golang,rustc,cargo,autoconf,automake,libtool,cmake,python3-dev,default-jdk-headless
 PACKAGES+=,zlib1g-dev,libssl-dev,libpq-dev,libcurl4-openssl-dev,libffi-dev,libsqlite3-dev
+# the Dockerfile builder (issue 17): buildah runs as root in the guest with
+# chroot isolation and the kernel's overlayfs, so no OCI runtime and no
+# fuse-overlayfs (its recommends) are installed
+PACKAGES+=,buildah
 
 mirror=${BUILDVM_DEBIAN_MIRROR:-}
 if [ -z "$mirror" ]; then

@@ -75,8 +75,11 @@ struct run_base
   char *reference;                 /* the tag or digest asked for */
   char digest[DIGEST_STR_LEN + 1]; /* its manifest's, recorded */
   struct oci_manifest *manifest;   /* an image manifest (linux/amd64) */
+  char *manifest_json;             /* its bytes, as pulled (digest above) */
+  size_t manifest_len;
   char *config;                    /* its config's JSON text */
   size_t config_len;
+  char **layer_paths; /* layer j's blob in the work directory (base_blob_path), checked */
 };
 
 struct run

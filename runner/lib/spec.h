@@ -100,6 +100,21 @@ struct spec_secret
   char *env;  /* deliver as this environment variable, or NULL: as a file */
 };
 
+/* `dockerfile` (issue 17): the build is the Dockerfile's, run by buildah in
+ * the VM. Given in buildvm.json, or detected: no buildvm.json and a
+ * `Dockerfile` at the root (defaults, `detected` set). A Dockerfile spec has
+ * no steps and no `image` of its own; spec_parse() gives it a default
+ * `image` (base, from and to NULL) so that the plan names a destination. */
+struct spec_dockerfile
+{
+  char *path;    /* normalized relative path, default "Dockerfile" */
+  char *context; /* normalized relative directory, default "." */
+  char *target;  /* a stage name, or NULL: the last stage */
+  struct spec_kv *args; /* build args, in the order given */
+  size_t n_args;
+  bool detected; /* not from buildvm.json: why the plan says it was chosen */
+};
+
 struct build_spec
 {
   char *profile;
@@ -116,6 +131,7 @@ struct build_spec
   char **egress; /* "host:port" rules the build asks for (egress.h), NULL-terminated */
   size_t n_egress;
   bool fail_on_deny; /* a refused connection fails the build */
+  struct spec_dockerfile *dockerfile; /* NULL: the steps */
 };
 
 /* Parse and validate `buildvm.json`. Errors are BVM_E_INVALID (BVM_E_LIMIT
