@@ -530,7 +530,9 @@ expand_var (struct parser *p, struct buf *out, const char *s, size_t n, size_t *
         return fail (p, BVM_E_LIMIT, "a FROM line grew too long");
       return 0;
     }
-  if (i < n && s[i] == '}')
+  if (i >= n)
+    return fail (p, BVM_E_INVALID, "a `${` without its `}`");
+  if (s[i] == '}')
     {
       *used = i + 1;
       if (v && v->value && buf_adds (out, v->value) < 0)

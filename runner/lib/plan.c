@@ -36,6 +36,18 @@ resolve_one (uint64_t *out, uint64_t asked, uint64_t def, uint64_t limit, const 
   return 0;
 }
 
+/* A Dockerfile job's default disk: the configured default, at least
+ * PLAN_DOCKERFILE_DISK_MIB, never above the limit */
+static uint64_t
+default_disk (const struct runner_config *c, const struct build_spec *s)
+{
+  uint64_t d = c->defaults.disk_mib;
+  if (s != NULL && s->dockerfile != NULL && d < PLAN_DOCKERFILE_DISK_MIB)
+    d = PLAN_DOCKERFILE_DISK_MIB < c->limits.max_disk_mib ? PLAN_DOCKERFILE_DISK_MIB
+                                                          : c->limits.max_disk_mib;
+  return d;
+}
+
 int
 plan_resolve_resources (struct job_resources *out, const struct runner_config *c,
                         const struct build_spec *s, bvm_error_t *err)
@@ -51,7 +63,7 @@ plan_resolve_resources (struct job_resources *out, const struct runner_config *c
     ret = resolve_one (&res.memory_mib, r->memory_mib, c->defaults.memory_mib,
                        c->limits.max_memory_mib, "resources.memory_mib", "max_memory_mib", err);
   if (ret == 0)
-    ret = resolve_one (&res.disk_mib, r->disk_mib, c->defaults.disk_mib, c->limits.max_disk_mib,
+    ret = resolve_one (&res.disk_mib, r->disk_mib, default_disk (c, s), c->limits.max_disk_mib,
                        "resources.disk_mib", "max_disk_mib", err);
   if (ret == 0)
     ret = resolve_one (&res.timeout, r->timeout, c->defaults.build_seconds,

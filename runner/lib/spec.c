@@ -945,12 +945,13 @@ spec_free (struct build_spec *s)
   free (s);
 }
 
-/* `dockerfile` given and not false/null: `profile` has a default then */
+/* `dockerfile` given and not false/null (parse_dockerfile checks its type):
+ * `profile` has a default then */
 static bool
 spec__wants_dockerfile (const json_t *doc)
 {
   const json_t *v = json_object_get (doc, "dockerfile");
-  return v != NULL && (json_is_true (v) || json_is_object (v));
+  return v != NULL && !json_is_null (v) && !json_is_false (v);
 }
 
 int
@@ -963,17 +964,18 @@ spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *
   cleanup_spec struct build_spec *s = NULL;
   const char *profile = NULL;
   uint64_t version = SPEC_VERSION;
+  bool df;
   int ret;
 
   ret = jsonx_parse_object (&doc, json, len, SPEC_MAX_BYTES, WHAT, NULL, err);
   if (ret < 0)
     return ret;
+  df = spec__wants_dockerfile (doc);
   ret = jsonx_check_keys (doc, keys, "", err);
   if (ret == 0)
     ret = jsonx_get_u64 (&version, doc, "version", false, SPEC_VERSION, SPEC_VERSION, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&profile, doc, "profile", !spec__wants_dockerfile (doc), CAP_FIELD_READ,
-                         "", err);
+    ret = jsonx_get_str (&profile, doc, "profile", !df, CAP_FIELD_READ, "", err);
   if (ret < 0)
     return wrapped (ret, err);
   if (profile != NULL && image_profile_problem (profile) != NULL)
@@ -983,23 +985,25 @@ spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *
   if (s == NULL)
     return nomem (err);
   ret = profile != NULL ? dup_to (&s->profile, profile, err) : 0;
-  if (ret == 0)
+  /* a Dockerfile build: steps, env, image and artifacts must be absent,
+   * which parse_dockerfile says, first */
+  if (ret == 0 && df)
+    ret = parse_dockerfile (s, doc, err);
+  if (ret == 0 && !df)
     ret = parse_steps (s, doc, err);
-  if (ret == 0)
+  if (ret == 0 && !df)
     ret = parse_map (&s->env, &s->n_env, doc, "env", "", SPEC_MAX_ENV, SPEC_ENV_VALUE_MAX, false,
                      build_env_key_problem, err);
   if (ret == 0)
     ret = parse_resources (s, doc, err);
-  if (ret == 0)
+  if (ret == 0 && !df)
     ret = parse_image (s, doc, err);
-  if (ret == 0)
+  if (ret == 0 && !df)
     ret = parse_artifacts (s, doc, err);
   if (ret == 0)
     ret = parse_secrets (s, doc, err);
   if (ret == 0)
     ret = parse_egress (s, doc, err);
-  if (ret == 0)
-    ret = parse_dockerfile (s, doc, err);
   if (ret < 0)
     return ret;
   *out = steal_pointer (&s);
