@@ -1939,7 +1939,9 @@ pull_df_bases (struct run *r, bvm_error_t *err)
         }
       if (json_array_get (recbases, i) != NULL)
         json_object_set_new (json_array_get (recbases, i), "digest", json_string (b->digest));
-      note (r, "base: %s \u2192 %s@%s (%zu layer%s)", b->from, b->repository, b->digest, n_layers,
+      note (r, "base: %s \u2192 %s%s%s@%s (%zu layer%s)", b->from, b->repository,
+            strncmp (b->reference, "sha256:", 7) == 0 ? "" : ":",
+            strncmp (b->reference, "sha256:", 7) == 0 ? "" : b->reference, b->digest, n_layers,
             n_layers == 1 ? "" : "s");
     }
   return 0;
