@@ -9,6 +9,7 @@
 #include "gitsrc.h"
 #include "srcfs.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,70 @@ test_names (void **state)
   t_tmpdir_free (d);
 }
 
+/* What the runner adds beside the tree (a Dockerfile job's bases/): root's
+ * directories and files, from a buffer and from an fd, read back intact. */
+static void
+test_add (void **state)
+{
+  char *d = t_tmpdir ();
+  char img[512], blob[512], cmd[1200];
+  struct srcfs *fs = NULL;
+  bvm_error_t err = NULL;
+  char *out;
+  int fd;
+  (void) state;
+
+  snprintf (img, sizeof img, "%s/scratch.img", d);
+  snprintf (blob, sizeof blob, "%s/blob", d);
+  assert_int_equal (t_sh ("head -c 3000000 /dev/urandom > '%s'", blob), 0);
+  assert_ok (srcfs_create (&fs, img, 64, &err), &err);
+  assert_ok (srcfs_add_dir (fs, "bases", 0755, &err), &err);
+  assert_ok (srcfs_add_dir (fs, "bases/blobs", 0755, &err), &err);
+  assert_ok (srcfs_add_file (fs, "bases/oci-layout", "{}", 2, 0644, &err), &err);
+  assert_ok (srcfs_add_file (fs, "bases/empty", "", 0, 0644, &err), &err);
+  fd = open (blob, O_RDONLY);
+  assert_true (fd >= 0);
+  assert_ok (srcfs_add_file_from_fd (fs, "bases/blobs/b", fd, 3000000, 0644, &err), &err);
+  /* an fd shorter than it is said to be */
+  lseek (fd, 0, SEEK_SET);
+  assert_fails_with (srcfs_add_file_from_fd (fs, "bases/blobs/c", fd, 3000001, 0644, &err), &err,
+                     "is shorter than 3000001 bytes");
+  close (fd);
+  srcfs_free (fs);
+
+  /* again, finished this time */
+  fs = NULL;
+  unlink (img);
+  assert_ok (srcfs_create (&fs, img, 64, &err), &err);
+  assert_ok (srcfs_add_dir (fs, "bases", 0755, &err), &err);
+  assert_ok (srcfs_add_file (fs, "bases/oci-layout", "{}", 2, 0644, &err), &err);
+  fd = open (blob, O_RDONLY);
+  assert_ok (srcfs_add_file_from_fd (fs, "bases/b", fd, 3000000, 0644, &err), &err);
+  close (fd);
+  /* a parent that does not exist */
+  assert_fails_with (srcfs_add_file (fs, "nope/x", "a", 1, 0644, &err), &err, "nope");
+  assert_ok (srcfs_finish (fs, &err), &err);
+  srcfs_free (fs);
+  assert_int_equal (t_sh ("e2fsck -fn '%s' >/dev/null 2>&1", img), 0);
+  out = t_sh_out ("debugfs -R 'cat bases/oci-layout' '%s' 2>/dev/null", img);
+  assert_string_equal (out, "{}");
+  free (out);
+  snprintf (
+      cmd, sizeof cmd,
+      "debugfs -R 'dump bases/b %s/b.out' '%s' >/dev/null 2>&1 && cmp %s/b.out '%s' && echo same",
+      d, img, d, blob);
+  out = t_sh_out ("%s", cmd);
+  assert_string_equal (out, "same");
+  free (out);
+  out = t_sh_out ("debugfs -R 'stat bases/b' '%s' 2>/dev/null | grep -o 'User: *[0-9]*'", img);
+  assert_string_equal (out, "User:     0");
+  free (out);
+  out = t_sh_out ("debugfs -R 'stat bases' '%s' 2>/dev/null | grep -o 'Mode: *[0-7]*'", img);
+  assert_string_equal (out, "Mode:  0755");
+  free (out);
+  t_tmpdir_free (d);
+}
+
 int
 main (void)
 {
@@ -161,6 +226,7 @@ main (void)
     cmocka_unit_test (test_tree),
     cmocka_unit_test (test_too_big),
     cmocka_unit_test (test_names),
+    cmocka_unit_test (test_add),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
