@@ -878,8 +878,8 @@ parse_dockerfile (struct build_spec *s, const json_t *doc, bvm_error_t *err)
           if ((ret = dup_to (&d->target, json_string_value (t), err)) < 0)
             return ret;
         }
-      ret = parse_map (&d->args, &d->n_args, v, "args", "dockerfile", SPEC_MAX_ENV,
-                       SPEC_ENV_VALUE_MAX, true, build_arg_key_problem, err);
+      ret = parse_map (&d->args, &d->n_args, v, "args", "dockerfile", SPEC_DOCKERFILE_MAX_ARGS,
+                       SPEC_DOCKERFILE_ARG_MAX, true, build_arg_key_problem, err);
       if (ret < 0)
         return ret;
     }

@@ -41,6 +41,8 @@
 #define SPEC_USER_MAX 65       /* "user[:group]", each part <= 32 */
 #define SPEC_MAX_ARTIFACTS 256
 #define SPEC_MAX_SECRETS 64
+#define SPEC_DOCKERFILE_MAX_ARGS 128 /* dockerfile.args: the control file's bound */
+#define SPEC_DOCKERFILE_ARG_MAX 8192 /* a build arg's value */
 
 /* Bounds the spec itself enforces; the runner's limits are usually lower. */
 #define SPEC_VCPUS_MAX 1024
