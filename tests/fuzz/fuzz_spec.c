@@ -2,7 +2,8 @@
  * app's repository
  *
  * Properties checked on every spec spec_parse accepts:
- *   - the counts are within the documented caps, steps are 1..64;
+ *   - the counts are within the documented caps, steps are 1..64 (none in a
+ *     Dockerfile build, whose path and context stay inside the tree);
  *   - paths that steer the guest stay inside their tree: artifacts and
  *     image.from are relative without `..` components, image.to and
  *     image.workdir are absolute without `..` components;
@@ -55,6 +56,19 @@ static void
 check_spec (const struct build_spec *s)
 {
   FUZZ_CHECK (image_profile_problem (s->profile) == NULL);
+  if (s->dockerfile != NULL)
+    {
+      /* the Dockerfile describes the build and the image (issue 17) */
+      const struct spec_dockerfile *d = s->dockerfile;
+      FUZZ_CHECK (s->n_steps == 0 && s->n_env == 0 && s->n_artifacts == 0);
+      FUZZ_CHECK (s->image != NULL && s->image->from == NULL && s->image->to == NULL
+                  && s->image->base == NULL);
+      FUZZ_CHECK (d->path != NULL && d->path[0] != '/' && !has_dotdot (d->path));
+      FUZZ_CHECK (d->context != NULL && d->context[0] != '/' && !has_dotdot (d->context));
+      FUZZ_CHECK (d->n_args <= SPEC_DOCKERFILE_MAX_ARGS);
+      check_env (d->args, d->n_args);
+      return;
+    }
   FUZZ_CHECK (s->n_steps >= 1 && s->n_steps <= SPEC_MAX_STEPS);
   for (size_t i = 0; i < s->n_steps; i++)
     {
