@@ -1081,7 +1081,8 @@ spec_to_json (const struct build_spec *s)
     if (r == 0 && s->resources.timeout)
       r |= json_object_set_new (res, "timeout", json_integer ((json_int_t) s->resources.timeout));
   }
-  if (r == 0 && s->image != NULL)
+  /* a Dockerfile spec's image is the Dockerfile's: not a field of its own */
+  if (r == 0 && s->image != NULL && s->dockerfile == NULL)
     {
       const struct spec_image *im = s->image;
       json_t *img = json_object ();
@@ -1125,11 +1126,10 @@ spec_to_json (const struct build_spec *s)
     {
       const struct spec_dockerfile *d = s->dockerfile;
       r |= json_object_set_new (o, "dockerfile",
-                                json_pack ("{s:s, s:s, s:o, s:o, s:b}", "path", d->path, "context",
+                                json_pack ("{s:s, s:s, s:o, s:o}", "path", d->path, "context",
                                            d->context, "target",
                                            d->target ? json_string (d->target) : json_null (),
-                                           "args", kv_json (d->args, d->n_args), "detected",
-                                           d->detected));
+                                           "args", kv_json (d->args, d->n_args)));
     }
   if (r != 0)
     return NULL;
