@@ -120,7 +120,12 @@ plan_make (struct job_plan *out, const struct runner_config *cfg, const struct j
       /* a profile no image has is the spec's mistake: say which field */
       if (ret < 0 && bvm_error_get_code (err) == BVM_E_INVALID
           && !image_present (cfg->images.dir, spec->profile))
-        bvm_error_wrap (err, "`buildvm.json`: field `profile`");
+        {
+          if (spec->dockerfile && spec->dockerfile->detected)
+            bvm_error_wrap (err, "a Dockerfile build (profile `%s`, the default)", spec->profile);
+          else
+            bvm_error_wrap (err, "`buildvm.json`: field `profile`");
+        }
     }
   /* Destinations come from the job and the runner's config, never from
    * anything the build produces; the role is the second wall behind that. */
