@@ -818,17 +818,19 @@ from_ref (struct parser *p, const char *value, const char *how)
 
 /* --- instructions ---------------------------------------------------------------------- */
 
-static bool
-stage_name_ok (const char *s)
+const char *
+dockerfile_stage_name_problem (const char *s)
 {
+  static const char why[] = "is not a stage name (^[a-z][a-z0-9._-]*$ in any case, at most 255 "
+                            "bytes)";
   size_t n = strlen (s);
-  if (n == 0 || n > DOCKERFILE_NAME_MAX || !(s[0] >= 'a' && s[0] <= 'z'))
-    return false;
+  if (n == 0 || n > DOCKERFILE_NAME_MAX
+      || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')))
+    return why;
   for (size_t i = 1; i < n; i++)
-    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'
-          || s[i] == '_' || s[i] == '.'))
-      return false;
-  return true;
+    if (!(is_alnum (s[i]) || s[i] == '-' || s[i] == '_' || s[i] == '.'))
+      return why;
+  return NULL;
 }
 
 static int
@@ -872,10 +874,9 @@ do_from (struct parser *p, struct words *w, struct words *flags)
       for (char *c = name; *c; c++)
         if (*c >= 'A' && *c <= 'Z')
           *c = (char) (*c - 'A' + 'a');
-      if (!stage_name_ok (name))
-        return fail (p, BVM_E_INVALID,
-                     "stage name `%s` is not valid (^[a-z][a-z0-9._-]*$, at most %d bytes)",
-                     show (shown, sizeof shown, w->v[2]), DOCKERFILE_NAME_MAX);
+      if (dockerfile_stage_name_problem (name) != NULL)
+        return fail (p, BVM_E_INVALID, "`%s` %s", show (shown, sizeof shown, w->v[2]),
+                     dockerfile_stage_name_problem (name));
       if (stage_by_name (p, name) >= 0)
         return fail (p, BVM_E_INVALID, "stage name `%s` is used twice",
                      show (shown, sizeof shown, name));

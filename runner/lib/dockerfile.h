@@ -61,6 +61,11 @@ struct dockerfile_ref
  * else a static reason. */
 const char *dockerfile_ref_parse (struct dockerfile_ref *out, const char *ref);
 
+/* NULL when `s` is a stage name (`FROM ... AS s`, buildvm.json
+ * `dockerfile.target`): ^[a-z][a-z0-9._-]*$ in any case, at most 255 bytes;
+ * else a static reason. */
+const char *dockerfile_stage_name_problem (const char *s);
+
 /* A base image the build needs: one per distinct normalized name. */
 struct dockerfile_base
 {

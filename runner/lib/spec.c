@@ -1,6 +1,7 @@
 /* spec.c - the app build spec `buildvm.json`, see spec.h and docs/schemas.md */
 #include "spec.h"
 #include "digest.h"
+#include "dockerfile.h"
 #include "image.h"
 #include "egress.h"
 #include "job.h"
@@ -753,19 +754,6 @@ build_arg_key_problem (const char *k)
   return NULL;
 }
 
-/* A Dockerfile stage name as --target names it (BuildKit's grammar, any case). */
-static const char *
-target_problem (const char *t)
-{
-  size_t n = strlen (t);
-  if (n == 0 || n > 255 || !((t[0] >= 'a' && t[0] <= 'z') || (t[0] >= 'A' && t[0] <= 'Z')))
-    return "must be a stage name (^[a-z][a-z0-9._-]*$, at most 255 bytes)";
-  for (size_t i = 1; i < n; i++)
-    if (!(is_alnum (t[i]) || t[i] == '.' || t[i] == '_' || t[i] == '-'))
-      return "must be a stage name (^[a-z][a-z0-9._-]*$, at most 255 bytes)";
-  return NULL;
-}
-
 static void
 dockerfile_spec_free (struct spec_dockerfile *d)
 {
@@ -873,7 +861,7 @@ parse_dockerfile (struct build_spec *s, const json_t *doc, bvm_error_t *err)
         {
           if (!json_is_string (t))
             return bad (err, "dockerfile.target", "must be a string or null");
-          if ((why = target_problem (json_string_value (t))) != NULL)
+          if ((why = dockerfile_stage_name_problem (json_string_value (t))) != NULL)
             return bad_value (err, "dockerfile.target", why, json_string_value (t));
           if ((ret = dup_to (&d->target, json_string_value (t), err)) < 0)
             return ret;

@@ -300,7 +300,7 @@ test_stages_and_target (void **state)
   expect_fail_code ("FROM a AS x\n", 11, "y", BVM_E_INVALID,
                     "`Dockerfile` has no stage named `y` (`dockerfile.target`)");
   expect_fail ("FROM a AS x\nFROM b AS X\n", "Dockerfile:2: stage name `x` is used twice");
-  expect_fail ("FROM a AS 1x\n", "Dockerfile:1: stage name `1x` is not valid");
+  expect_fail ("FROM a AS 1x\n", "Dockerfile:1: `1x` is not a stage name");
   expect_fail ("FROM a x\n", "FROM must be `FROM [--platform=...] IMAGE [AS NAME]`");
   expect_fail ("FROM a AS b c\n", "FROM must be");
   expect_fail ("RUN x\nFROM a\n", "Dockerfile:1: RUN before the first FROM");
@@ -443,7 +443,7 @@ test_caps (void **state)
   buf_adds (&b, "FROM a AS ");
   for (int i = 0; i < 256; i++)
     buf_adds (&b, "x");
-  expect_fail (buf_cstr (&b), "is not valid");
+  expect_fail (buf_cstr (&b), "is not a stage name");
   /* a NUL byte */
   expect_fail_code ("FROM a\nRUN x\0y\n", 13, NULL, BVM_E_INVALID,
                     "Dockerfile:2: the Dockerfile contains a NUL byte");
