@@ -238,6 +238,20 @@ setup_mounts (void)
   do_mount ("run", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=16m");
 }
 
+/* The kernel has user namespaces only because buildah's chroot isolation
+ * reads /proc/self/uid_map (issue 17); nothing in the guest may create one
+ * (a build user's way to the kernel's namespace code), buildah as root
+ * needs none. A kernel without them has no such file. */
+static void
+no_user_namespaces (void)
+{
+  int fd = open ("/proc/sys/user/max_user_namespaces", O_WRONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT)
+    return;
+  if (fd < 0 || write (fd, "0\n", 2) != 2 || close (fd) < 0)
+    fatal ("set user.max_user_namespaces to 0: %s", strerror (errno));
+}
+
 /* Find /dev/vdX whose virtio serial is `serial`; the runner names its disks. */
 static int
 find_disk (const char *serial, char *out, size_t outsz)
@@ -1309,6 +1323,7 @@ main (void)
   if (setpriority (PRIO_PROCESS, 0, -20) < 0)
     fatal ("setpriority: %s", strerror (errno));
   setup_mounts ();
+  no_user_namespaces ();
   console_open ();
   console_printf (PROTO_READY_LINE "\n");
 
