@@ -15,7 +15,11 @@
 pl_registry
 
 # --- the compromised image: the real kernel, a busybox rootfs with evil init
-python3 "$ROOT/tests/data/ocilayout/gen.py" "$T/cases" >/dev/null
+python3 "$ROOT/tests/data/ocilayout/gen.py" "$T/cases" >"$T/gen.out"
+# a tiny base image in the registry, for the cases built FROM it
+base_blob=$(awk '$1 == "base-blob" {print $2}' "$T/gen.out")
+skopeo copy -q --dest-tls-verify=false --dest-creds "$REG_CREDS" "oci:$T/cases/base:1" \
+    "docker://$REG/base/tiny:1"
 stage=$T/stage
 mkdir -p "$stage"/{bin,proc,sys,dev,tmp,evil,work}
 cp /bin/busybox "$stage/bin/busybox"
@@ -64,6 +68,10 @@ repo_dir=$REG_main_DIR/data/docker/registry/v2
 
 commit_case () {
     echo "$1" >"$app/case.txt"
+    case $1 in
+        with_base | base_swapped) printf 'FROM base/tiny:1\nCOPY case.txt /case.txt\n' >"$app/Dockerfile" ;;
+        *) printf 'FROM scratch\nCOPY case.txt /case.txt\n' >"$app/Dockerfile" ;;
+    esac
     (cd "$app" && git add -A && git -c user.name=t -c user.email=t@x commit -qm "$1" && git rev-parse HEAD)
 }
 
@@ -84,12 +92,14 @@ declare -A why=(
     [bad_name]="not a name of an OCI image layout"
     [image_root]="a Dockerfile job's image is its \`oci/\` output"
     [symlink]="links are not allowed under \`oci/\`"
+    [base_swapped]="its uncompressed content is"
 )
+blobs0=$(find "$repo_dir/blobs" -type f | wc -l)
 
 n=0
 for case in blob_mismatch dotdot abs_path device sparse_huge foreign_blob oversized_config \
             diff_ids_count diff_id_mismatch two_manifests no_index bad_platform bad_name \
-            image_root symlink; do
+            image_root symlink base_swapped; do
     n=$((n + 1))
     c=$(commit_case "$case")
     pl_job "$T/j.json" "df-$n" evilapp "$app" "$c"
@@ -100,13 +110,13 @@ for case in blob_mismatch dotdot abs_path device sparse_huge foreign_blob oversi
     pl_tag_exists apps/evilapp "$c" && fail "$case: tagged"
     # nothing of it reached the registry: no blob, no manifest, no repository
     [ ! -e "$repo_dir/repositories/apps/evilapp" ] || fail "$case: the registry has apps/evilapp"
-    [ -z "$(find "$repo_dir/blobs" -type f 2>/dev/null | head -1)" ] || fail "$case: a blob was pushed"
+    assert_eq "$blobs0" "$(find "$repo_dir/blobs" -type f | wc -l)" "$case: blobs in the registry"
     assert_no_leftovers
     note "$case: $(grep -o 'refused: .*' "$T/out" | head -1 | cut -c1-160)"
 done
 
-# --- the controls: a valid layout (plain and gzip layers) is pushed as the runner's image
-for case in valid valid_gzip; do
+# --- the controls: a valid layout (plain and gzip layers, on a base) is pushed as the runner's image
+for case in valid valid_gzip with_base; do
     n=$((n + 1))
     c=$(commit_case "$case")
     pl_job "$T/j.json" "df-$n" evilapp "$app" "$c"
@@ -118,8 +128,16 @@ for case in valid valid_gzip; do
     assert_eq "$c" "$(jq -r '.config.Labels["dev.buildvm.commit"]' "$T/cfg.json")" "$case: commit label"
     assert_eq "/app" "$(jq -r '.config.WorkingDir' "$T/cfg.json")" "$case: WorkingDir kept"
     skopeo inspect --tls-verify=false --creds "$REG_CREDS" --raw "docker://$REG/apps/evilapp:$c" >"$T/man.json"
-    assert_eq "application/vnd.oci.image.layer.v1.tar+gzip" "$(jq -r '.layers[0].mediaType' "$T/man.json")" \
+    assert_eq "application/vnd.oci.image.layer.v1.tar+gzip" "$(jq -r '.layers[-1].mediaType' "$T/man.json")" \
         "$case: the runner compressed the layer"
+    if [ "$case" = with_base ]; then
+        # the base's layer is the base's own blob, mounted from base/tiny, not uploaded again
+        assert_eq 2 "$(jq '.layers | length' "$T/man.json")" "with_base: layers"
+        assert_eq "$base_blob" "$(jq -r '.layers[0].digest' "$T/man.json")" "with_base: the base's blob"
+        grep -q "push: .* 1 mounted" "$T/out" || { grep "push:" "$T/out"; fail "with_base: the base layer was not mounted"; }
+        # a real client takes the image whole
+        skopeo copy -q --src-tls-verify=false --src-creds "$REG_CREDS" "docker://$REG/apps/evilapp:$c" "oci:$T/pulled:x"
+    fi
     assert_no_leftovers
     note "$case: pushed $(jq -r '.layers[0].digest' "$T/man.json")"
 done

@@ -105,6 +105,36 @@ class Layout:
         return out.getvalue()
 
 
+# the base image's one layer
+BASE_LAYER = raw(entry("bin/", typeflag=b"5", mode=0o755), entry("bin/sh", b"#!tiny shell\n", mode=0o755))
+
+
+def base_layout(outdir):
+    """base/tiny:1 as an OCI layout (gzip layer) in OUTDIR/base, for skopeo."""
+    layer = gzip.compress(BASE_LAYER, mtime=0)
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                      "rootfs": {"type": "layers", "diff_ids": [sha(BASE_LAYER)]},
+                      "history": [{"created_by": "tiny base"}]}).encode()
+    lay = Layout()
+    ld, cd = lay.blob(layer), lay.blob(cfg)
+    man = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                      "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(cfg)},
+                      "layers": [{"mediaType": OCI_GZIP, "digest": ld, "size": len(layer)}]}).encode()
+    md = lay.blob(man)
+    d = os.path.join(outdir, "base")
+    os.makedirs(os.path.join(d, "blobs", "sha256"), exist_ok=True)
+    for name, data in lay.blobs.items():
+        with open(os.path.join(d, "blobs", "sha256", name), "wb") as f:
+            f.write(data)
+    with open(os.path.join(d, "oci-layout"), "wb") as f:
+        f.write(lay.layout)
+    with open(os.path.join(d, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": md, "size": len(man),
+             "annotations": {"org.opencontainers.image.ref.name": "1"}}]}, f)
+    return ld
+
+
 def cases():
     c = {}
     ok = good_layer()
@@ -135,6 +165,12 @@ def cases():
     c["diff_ids_count"] = Layout().image([ok], cfg=config([sha(ok), sha(ok)]))
     c["diff_id_mismatch"] = Layout().image([ok], cfg=config([sha(b"not the layer")]))
     c["two_manifests"] = Layout().image([ok], n_manifests=2)
+    # on a base (base/tiny:1, pushed by the test from OUTDIR/base): its layer
+    # leads, and is pushed as the base's blob, mounted; a layer that claims
+    # the base's diffID but is another tar is refused by its content
+    c["with_base"] = Layout().image([BASE_LAYER, ok])
+    c["base_swapped"] = Layout().image([raw(entry("bin/sh", b"#!evil\n")), ok],
+                                       cfg=config([sha(BASE_LAYER), sha(ok)]))
     c["no_index"] = Layout().image([ok])
     c["no_index"].index = None
     c["bad_platform"] = Layout().image([ok], cfg=json.dumps(
@@ -157,6 +193,7 @@ def cases():
 def main():
     outdir = sys.argv[1]
     os.makedirs(outdir, exist_ok=True)
+    print("base-blob", base_layout(outdir))
     for name, lay in cases().items():
         with open(os.path.join(outdir, name + ".tar"), "wb") as f:
             f.write(lay.tar())
