@@ -141,3 +141,33 @@ for case in valid valid_gzip with_base; do
     assert_no_leftovers
     note "$case: pushed $(jq -r '.layers[0].digest' "$T/man.json")"
 done
+
+# --- the provenance names the base by digest, the SBOM the new layer's files only
+rec=$(pl_record "df-$n" evilapp)
+jq -r .payload "$(jq -r .attestation.path "$rec")" | base64 -d >"$T/statement.json"
+jq -e --arg d "$(skopeo inspect --tls-verify=false --creds "$REG_CREDS" --format '{{.Digest}}' "docker://$REG/base/tiny:1")" '
+    [.predicate.buildDefinition.resolvedDependencies[] | select(.name == "base-image")]
+    | length == 1 and .[0].uri == "base/tiny:1" and ("sha256:" + .[0].digest.sha256) == $d' \
+    "$T/statement.json" >/dev/null || { jq .predicate.buildDefinition.resolvedDependencies "$T/statement.json"; fail "the provenance does not name the base"; }
+sbom=$(jq -r .attestation.sbom_path "$rec")
+grep -q '"app/hello.txt"' "$sbom" || fail "the SBOM lacks the new layer's file"
+if grep -q '"bin/sh"' "$sbom"; then fail "the SBOM lists the base layer's files as the build's"; fi
+
+# --- a re-run of the same commit: the same image, the tag where it was
+digest=$(skopeo inspect --tls-verify=false --creds "$REG_CREDS" --format '{{.Digest}}' "docker://$REG/apps/evilapp:$c")
+pl_job "$T/j.json" "df-rerun" evilapp "$app" "$c"
+run "$BUILDVM" run --config "$CONFIG" "$T/j.json"
+[ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "the re-run failed"; }
+assert_eq "$digest" "$(skopeo inspect --tls-verify=false --creds "$REG_CREDS" --format '{{.Digest}}' "docker://$REG/apps/evilapp:$c")" "the re-run's image"
+assert_no_leftovers
+
+# --- a dry-run writes the image as an OCI layout, base layer included
+run env -C "$app" "$BUILDVM" dry-run --config "$CONFIG" --app evilapp --out "$T/dry"
+[ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "the dry-run failed"; }
+ref=$(grep -o 'oci:[^ ]*' "$T/out" | head -1)
+skopeo inspect --raw "$ref" >"$T/dry-man.json" || fail "the dry-run's layout does not read: $ref"
+assert_eq "$base_blob" "$(jq -r '.layers[0].digest' "$T/dry-man.json")" "dry-run: the base's blob"
+assert_eq 2 "$(jq '.layers | length' "$T/dry-man.json")" "dry-run: layers"
+umoci unpack --image "${ref#oci:}" "$T/bundle" >/dev/null 2>&1 || fail "umoci cannot unpack the dry-run's image"
+[ -f "$T/bundle/rootfs/app/hello.txt" ] && [ -f "$T/bundle/rootfs/bin/sh" ] || fail "the dry-run's image lacks a layer's files"
+note "re-run and dry-run: $digest"
