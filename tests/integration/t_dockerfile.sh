@@ -121,11 +121,13 @@ for ex in docker-c docker-node; do
     jq -e --argjson want "$bases" '[.dockerfile.bases[] | {from, repository}] == $want' "$rec" >/dev/null \
         || { jq .dockerfile "$rec"; fail "$ex: the record's bases are not $bases"; }
     for i in $(seq 0 $(( $(jq '.dockerfile.bases | length' "$rec") - 1 ))); do
-        ref=$(jq -r ".dockerfile.bases[$i] | .repository + \":\" + .reference" "$rec")
+        repo=$(jq -r ".dockerfile.bases[$i].repository" "$rec")
+        ref=$repo:$(jq -r ".dockerfile.bases[$i].reference" "$rec")
         want=$(base_digest "$ref")
         got=$(jq -r ".dockerfile.bases[$i].digest" "$rec")
         assert_eq "$want" "$got" "$ex: the digest of $ref in the record"
-        grep -qF "$ref@$want" "$T/log-$ex" "$T/err" || fail "$ex: neither the log nor stderr names $ref@$want"
+        # "base: node:18 → base/node@sha256:..."
+        grep -qF "$repo@$want" "$T/log-$ex" "$T/err" || fail "$ex: neither the log nor stderr names $repo@$want"
     done
 
     # --- the image: pulled back, its config as the Dockerfile says, the
