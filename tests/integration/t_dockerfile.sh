@@ -144,7 +144,7 @@ for ex in docker-c docker-node; do
             want="hello, world" ;;
         docker-node)
             jq -e '.config.Cmd == ["node", "server.js"] and .config.WorkingDir == "/app" and .config.User == "1000:1000"
-                and (.config.Env | index("NODE_ENV=production")) != null' "$T/config-$ex.json" >/dev/null \
+                and any(.config.Env[]; . == "NODE_ENV=production")' "$T/config-$ex.json" >/dev/null \
                 || { jq .config "$T/config-$ex.json"; fail "$ex: the image config is not the Dockerfile's"; }
             skopeo inspect --raw --tls-verify=false --creds "$REG_CREDS" "docker://$REG/base/node:18" >"$T/base-manifest.json"
             [ "$(jq -c '[.layers[].digest]' "$T/base-manifest.json")" = "$(jq -c '[.layers[0].digest]' "$T/manifest-$ex.json")" ] \
