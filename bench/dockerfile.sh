@@ -86,7 +86,7 @@ done
 printf '    %-10s %6d   (of which boot %d; the builder %d:' total "$df_total" "$(df_med '.build.boot_ms // 0')" "$df_builder"
 n=$(jq '.build.steps | length' "${df_recs##* }")
 for j in $(seq 0 $((n - 1))); do
-    printf ' %s %d' "$(jq -r ".build.steps[$j].name" "${df_recs##* }" | cut -d' ' -f1-3)" "$(df_med ".build.steps[$j].ms")"
+    printf '%s %s %d' "$([ "$j" = 0 ] && echo ' ' || echo ',')" "$(jq -r ".build.steps[$j].name" "${df_recs##* }")" "$(df_med ".build.steps[$j].ms")"
 done
 echo ")"
 
