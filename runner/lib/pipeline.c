@@ -20,6 +20,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "oci.h"
+#include "ocilayout.h"
 #include "plan.h"
 #include "policy.h"
 #include "redact.h"
@@ -172,6 +173,11 @@ struct run
   const char *frontend_why; /* why this frontend: the plan's note and the record */
   char *dockerfile_text;    /* the Dockerfile, read from the commit */
   size_t dockerfile_len;
+  /* a Dockerfile job's image (issue 17): the builder's OCI layout as
+   * received (ocilayout.h), then verified into the layers the push takes */
+  struct ocilayout *oci;
+  struct ocilayout_image df;
+  bool have_df;
 };
 
 /* --- small helpers --------------------------------------------------------- */
@@ -1413,6 +1419,15 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
   r->cur_is_file = false;
   r->cur_in_store = false;
 
+  /* a Dockerfile job's image: its layout's files go to ocilayout, which
+   * hashes each blob as it arrives */
+  if (e->kind == INGEST_OCI)
+    {
+      if (e->type != S_IFREG)
+        return 0;
+      r->cur_is_file = true;
+      return ocilayout_file_begin (r->oci, e->path, e->size, err);
+    }
   if (e->kind == INGEST_IMAGE)
     {
       struct oci_layer_entry le = { 0 };
@@ -1515,6 +1530,8 @@ sink_data (void *opaque, const void *buf, size_t len, bvm_error_t *err)
   struct run *r = opaque;
   if (!r->cur_is_file)
     return bvm_error (err, 0, "data for an entry that takes none");
+  if (r->cur_kind == INGEST_OCI)
+    return ocilayout_file_write (r->oci, buf, len, err);
   if (r->cur_kind == INGEST_IMAGE)
     {
       if (r->file_hashing)
@@ -1528,6 +1545,12 @@ static int
 sink_end (void *opaque, bvm_error_t *err)
 {
   struct run *r = opaque;
+  if (r->cur_kind == INGEST_OCI)
+    {
+      bool file = r->cur_is_file;
+      r->cur_is_file = false;
+      return file ? ocilayout_file_end (r->oci, err) : 0;
+    }
   if (r->file_hashing)
     {
       char d[DIGEST_STR_LEN + 1];
@@ -1596,6 +1619,63 @@ seal_artifacts (struct run *r, bvm_error_t *err)
   return ret < 0 ? ret : store_txn_seal (r->txn, r->seal_key, err);
 }
 
+/* A regular file of a Dockerfile image's new layers, for the SBOM. */
+static int
+df_sbom_file (void *opaque, const char *path, const char *digest, uint64_t size, bvm_error_t *err)
+{
+  struct run *r = opaque;
+  return r->sbom ? sbom_add_file (r->sbom, path, digest, size, err) : 0;
+}
+
+/* The builder's layout, received whole: verified as hostile (ocilayout.h),
+ * its leading layers matched to a resolved base's. */
+static int
+ingest_dockerfile_image (struct run *r, bvm_error_t *err)
+{
+  cleanup_free struct ocilayout_base *bases = calloc (r->n_bases + 1, sizeof *bases);
+  const struct ocilayout_image *d = &r->df;
+  json_t *layers;
+  int ret;
+
+  if (bases == NULL)
+    return bvm_error (err, ENOMEM, "bases");
+  for (size_t i = 0; i < r->n_bases; i++)
+    {
+      bases[i].name = r->bases[i].repository;
+      bases[i].manifest = r->bases[i].manifest;
+      bases[i].config = r->bases[i].config;
+      bases[i].config_len = r->bases[i].config_len;
+      bases[i].layer_paths = r->bases[i].layer_paths;
+    }
+  ret = ocilayout_verify (&r->df, r->oci, bases, r->n_bases, df_sbom_file, r, err);
+  if (ret < 0)
+    return ret;
+  r->have_df = true;
+  layers = json_array ();
+  for (size_t i = 0; layers != NULL && i < d->n_layers; i++)
+    json_array_append_new (layers,
+                           json_pack ("{s:s, s:s, s:I, s:I, s:o}", "digest",
+                                      d->layers[i].desc.digest, "diff_id", d->layers[i].diff_id,
+                                      "size", (json_int_t) d->layers[i].desc.size, "tar_bytes",
+                                      (json_int_t) d->layers[i].tar_bytes, "base",
+                                      d->layers[i].base >= 0
+                                          ? json_string (r->bases[d->layers[i].base].repository)
+                                          : json_null ()));
+  jset (r->record, "oci_output",
+        json_pack ("{s:s, s:s, s:o}", "manifest", d->manifest_digest, "config", d->config_digest,
+                   "layers", layers ? layers : json_array ()));
+  if (d->base >= 0)
+    note (r,
+          "ingest: the builder's image %s: %zu layers, %zu of them the base %s's, %llu files "
+          "in the new ones",
+          d->manifest_digest, d->n_layers, d->n_base_layers, r->bases[d->base].repository,
+          (unsigned long long) d->files);
+  else
+    note (r, "ingest: the builder's image %s: %zu layers, no base's, %llu files",
+          d->manifest_digest, d->n_layers, (unsigned long long) d->files);
+  return 0;
+}
+
 static int
 phase_ingest (struct run *r, bvm_error_t *err)
 {
@@ -1606,7 +1686,21 @@ phase_ingest (struct run *r, bvm_error_t *err)
   const char *store_spec;
   int ret;
 
-  if (r->spec->image)
+  if (r->spec->dockerfile)
+    {
+      /* the image is the builder's, under `oci/`; `image/` is refused */
+      cleanup_free char *dir = workdir_file (r->wd, "oci-blobs");
+      struct ocilayout_limits ol = OCILAYOUT_LIMITS_INIT;
+      ol.max_entry_bytes = r->cfg->limits.max_output_bytes;
+      ol.max_total_bytes = r->cfg->limits.max_output_bytes;
+      ol.deadline_ms = now_ms () + INGEST_DEADLINE_MS;
+      if (dir == NULL)
+        return bvm_error (err, ENOMEM, "image layout");
+      if ((ret = ocilayout_new (&r->oci, dir, &ol, err)) < 0)
+        return ret;
+      lim.roots = INGEST_ROOTS_DOCKERFILE;
+    }
+  else if (r->spec->image)
     {
       const char *to = r->spec->image->to;
       r->to_rel = xstrdup (to[0] == '/' ? to + 1 : to);
@@ -1656,6 +1750,8 @@ phase_ingest (struct run *r, bvm_error_t *err)
   lim.deadline_ms = now_ms () + INGEST_DEADLINE_MS;
   ret = ingest_run (fd, GUEST_HEADER_SIZE, r->vm.guest.tar_bytes, &lim, &sink, &st, err);
   if (ret < 0)
+    return bvm_error_wrap (err, "the build's outputs were refused");
+  if (r->oci && (ret = ingest_dockerfile_image (r, err)) < 0)
     return bvm_error_wrap (err, "the build's outputs were refused");
   if (r->layer)
     {
@@ -1976,6 +2072,70 @@ phase_base (struct run *r, bvm_error_t *err)
   return ret;
 }
 
+/* provenance: what was built, from where, in which build VM */
+static void
+provenance_labels (struct run *r, json_t *labels)
+{
+  json_object_set_new (labels, "org.opencontainers.image.revision", json_string (r->commit));
+  json_object_set_new (labels, "dev.buildvm.app", json_string (r->job->app));
+  json_object_set_new (labels, "dev.buildvm.commit", json_string (r->commit));
+  json_object_set_new (labels, "dev.buildvm.ref", json_string (r->job->ref));
+  json_object_set_new (labels, "dev.buildvm.vm.kernel", json_string (r->plan->img->kernel_sha256));
+  json_object_set_new (labels, "dev.buildvm.vm.rootfs", json_string (r->plan->img->rootfs_sha256));
+  json_object_set_new (labels, "dev.buildvm.vm.profile", json_string (r->plan->img->profile));
+}
+
+/* A Dockerfile job's config and manifest: the runner's own, from the
+ * builder's checked fields (ocilayout_config_build) and the verified layers:
+ * the base's blobs as the base's manifest names them, the new ones as the
+ * runner compressed them. */
+static int
+phase_image_dockerfile (struct run *r, bvm_error_t *err)
+{
+  const struct spec_image *im = r->spec->image;
+  cleanup_free struct oci_descriptor *layers = NULL;
+  cleanup_free char *by = NULL;
+  json_t *labels = json_object (), *ann;
+  char created[40];
+  int ret;
+
+  format_rfc3339 (created, sizeof created, r->commit_time);
+  by = xasprintf_or_null ("buildvm: %s@%s (%s)", r->job->app, r->commit,
+                          r->spec->dockerfile->path ? r->spec->dockerfile->path : "Dockerfile");
+  layers = calloc (r->df.n_layers + 1, sizeof *layers);
+  if (labels == NULL || by == NULL || layers == NULL)
+    {
+      json_decref (labels);
+      return bvm_error (err, ENOMEM, "image config");
+    }
+  for (size_t i = 0; im != NULL && i < im->n_labels; i++)
+    json_object_set_new (labels, im->labels[i].key, json_string (im->labels[i].value));
+  provenance_labels (r, labels);
+  ret = ocilayout_config_build (&r->config_json, &r->config_len, &r->df, created, labels, by, err);
+  json_decref (labels);
+  if (ret < 0)
+    return ret;
+  snprintf (r->config_desc.media_type, sizeof r->config_desc.media_type, "%s", OCI_MEDIA_CONFIG);
+  r->config_desc.size = r->config_len;
+  if ((ret = digest_buffer (r->config_desc.digest, r->config_json, r->config_len, err)) < 0)
+    return ret;
+  for (size_t i = 0; i < r->df.n_layers; i++)
+    layers[i] = r->df.layers[i].desc;
+  ann = json_pack ("{s:s, s:s}", "org.opencontainers.image.revision", r->commit,
+                   "org.opencontainers.image.created", created);
+  ret = oci_manifest_build (&r->manifest_json, &r->manifest_len, &r->config_desc, layers,
+                            r->df.n_layers, ann, err);
+  json_decref (ann);
+  if (ret < 0)
+    return ret;
+  if ((ret = digest_buffer (r->manifest_digest, r->manifest_json, r->manifest_len, err)) < 0)
+    return ret;
+  note (r, "image: %zu layers (%zu new, compressed by the runner), config %s, manifest %s",
+        r->df.n_layers, r->df.n_layers - r->df.n_base_layers, r->config_desc.digest,
+        r->manifest_digest);
+  return 0;
+}
+
 static int
 phase_image (struct run *r, bvm_error_t *err)
 {
@@ -1989,6 +2149,8 @@ phase_image (struct run *r, bvm_error_t *err)
   size_t n_base = 0;
   int ret;
 
+  if (r->spec->dockerfile)
+    return phase_image_dockerfile (r, err);
   format_rfc3339 (created, sizeof created, r->commit_time);
   env = calloc (im->n_env + 1, sizeof *env);
   labels = json_object ();
@@ -2001,14 +2163,7 @@ phase_image (struct run *r, bvm_error_t *err)
     env[i] = xasprintf_or_null ("%s=%s", im->env[i].key, im->env[i].value);
   for (size_t i = 0; i < im->n_labels; i++)
     json_object_set_new (labels, im->labels[i].key, json_string (im->labels[i].value));
-  /* provenance: what was built, from where, in which build VM */
-  json_object_set_new (labels, "org.opencontainers.image.revision", json_string (r->commit));
-  json_object_set_new (labels, "dev.buildvm.app", json_string (r->job->app));
-  json_object_set_new (labels, "dev.buildvm.commit", json_string (r->commit));
-  json_object_set_new (labels, "dev.buildvm.ref", json_string (r->job->ref));
-  json_object_set_new (labels, "dev.buildvm.vm.kernel", json_string (r->plan->img->kernel_sha256));
-  json_object_set_new (labels, "dev.buildvm.vm.rootfs", json_string (r->plan->img->rootfs_sha256));
-  json_object_set_new (labels, "dev.buildvm.vm.profile", json_string (r->plan->img->profile));
+  provenance_labels (r, labels);
 
   os.created = created;
   os.entrypoint = (const char *const *) im->entrypoint;
@@ -2067,6 +2222,56 @@ phase_image (struct run *r, bvm_error_t *err)
  * out in an imgfs, and the program its config names (Entrypoint[0], else
  * Cmd[0]) must resolve there as a runtime resolves it, with what the kernel
  * needs to exec it. A failure names the missing path: nothing is pushed. */
+/* A Dockerfile image: every layer, bottom first (the base's blobs as
+ * pulled, the runner's gzip of the new ones), and the program its
+ * ENTRYPOINT or CMD names. */
+static int
+phase_startable_dockerfile (struct run *r, bvm_error_t *err)
+{
+  cleanup_json json_t *cfg = json_loadb (r->config_json, r->config_len, 0, NULL);
+  json_t *c = json_object_get (cfg, "config"), *argv, *v;
+  const char *argv0, *path_env = NULL, *workdir, *field = "the Dockerfile's ENTRYPOINT[0]";
+  const char *fix = NULL;
+  struct imgfs *fs = NULL;
+  char why[2048];
+  size_t i;
+  int ret;
+
+  argv = json_object_get (c, "Entrypoint");
+  if (json_array_size (argv) == 0)
+    {
+      argv = json_object_get (c, "Cmd");
+      field = "the Dockerfile's CMD[0]";
+    }
+  argv0 = json_string_value (json_array_get (argv, 0));
+  if (argv0 == NULL)
+    {
+      note (r, "image: names no program to run (no ENTRYPOINT or CMD): not checked");
+      return 0;
+    }
+  json_array_foreach (json_object_get (c, "Env"), i, v)
+    if (json_is_string (v) && strncmp (json_string_value (v), "PATH=", 5) == 0)
+      path_env = json_string_value (v) + 5;
+  workdir = json_string_value (json_object_get (c, "WorkingDir"));
+  if (workdir != NULL && workdir[0] == '\0')
+    workdir = NULL;
+  if ((ret = imgfs_new (&fs, err)) < 0)
+    return ret;
+  for (i = 0; i < r->df.n_layers && ret == 0; i++)
+    {
+      char what[DIGEST_STR_LEN + 64];
+      snprintf (what, sizeof what, "layer %zu (%s)", i, r->df.layers[i].desc.digest);
+      ret = imgfs_add_layer (fs, r->df.layers[i].path, what, err);
+    }
+  if (ret == 0 && imgfs_check_start (fs, argv0, path_env, workdir, why, sizeof why, &fix) == 1)
+    ret = bvm_error_code (err, BVM_E_INVALID, 0, "the image cannot start: %s (%s): %s", why, field,
+                          fix);
+  imgfs_free (fs);
+  if (ret == 0)
+    note (r, "image: `%s` (%s) resolves in the image", argv0, field);
+  return ret;
+}
+
 static int
 phase_startable (struct run *r, bvm_error_t *err)
 {
@@ -2081,6 +2286,8 @@ phase_startable (struct run *r, bvm_error_t *err)
   json_t *v;
   int ret;
 
+  if (r->spec->dockerfile)
+    return phase_startable_dockerfile (r, err);
   if (im->base && r->base_skipped)
     {
       note (r, "image: not checked that it can start: the base image was not pulled");
@@ -2142,6 +2349,38 @@ phase_startable (struct run *r, bvm_error_t *err)
 
 /* --- push ----------------------------------------------------------------------- */
 
+/* A Dockerfile image's layers: the base's mounted from the base's
+ * repository (or copied), never uploaded again; the new ones uploaded. */
+static int
+push_dockerfile_layers (struct run *r, bvm_error_t *err)
+{
+  for (size_t i = 0; i < r->df.n_layers; i++)
+    {
+      const struct ocilayout_layer *l = &r->df.layers[i];
+      bool exists = false, mounted = false;
+      int ret;
+
+      if (l->base < 0)
+        {
+          ret = registry_blob_push (r->reg, r->plan->dest_repo, l->desc.digest, l->desc.size,
+                                    l->path, NULL, err);
+          if (ret < 0)
+            return bvm_error_wrap (err, "pushing layer %zu", i);
+          continue;
+        }
+      ret = registry_blob_exists (r->reg, r->plan->dest_repo, l->desc.digest, &exists, NULL, err);
+      if (ret == 0 && !exists)
+        ret = registry_blob_mount (r->reg, r->plan->dest_repo, r->bases[l->base].repository,
+                                   l->desc.digest, &mounted, err);
+      if (ret == 0 && !exists && !mounted)
+        ret = registry_blob_copy (r->reg, r->plan->dest_repo, r->bases[l->base].repository,
+                                  l->desc.digest, l->desc.size, r->wd->path, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "base layer %s", l->desc.digest);
+    }
+  return 0;
+}
+
 static int
 phase_push (struct run *r, bvm_error_t *err)
 {
@@ -2174,10 +2413,14 @@ phase_push (struct run *r, bvm_error_t *err)
       if (ret < 0)
         return bvm_error_wrap (err, "base layer %s", base_layers[i].digest);
     }
-  ret = registry_blob_push (r->reg, r->plan->dest_repo, r->layer_desc.digest, r->layer_desc.size,
-                            r->layer_path, &uploaded, err);
+  if (r->spec->dockerfile)
+    ret = push_dockerfile_layers (r, err);
+  else if ((ret = registry_blob_push (r->reg, r->plan->dest_repo, r->layer_desc.digest,
+                                      r->layer_desc.size, r->layer_path, &uploaded, err))
+           < 0)
+    bvm_error_wrap (err, "pushing the layer");
   if (ret < 0)
-    return bvm_error_wrap (err, "pushing the layer");
+    return ret;
   if ((ret = fs_write_atomic (config_path, r->config_json, r->config_len, 0600, err)) < 0)
     return ret;
   ret = registry_blob_push (r->reg, r->plan->dest_repo, r->config_desc.digest, r->config_desc.size,
@@ -2411,6 +2654,51 @@ base_packages_label (json_t *doc)
                        "org.buildvm.base.packages"));
 }
 
+/* A base as the provenance names it: `repository:tag` or `repository@digest`. */
+static char *
+base_ref (const struct run_base *b)
+{
+  const char *ref = b->reference ? b->reference : b->digest;
+  return xasprintf_or_null ("%s%s%s", b->repository, digest_problem (ref) == NULL ? "@" : ":",
+                            ref);
+}
+
+/* A Dockerfile job's resolvedDependencies beyond the commit: every base
+ * image its FROM lines (and COPY --from images) resolved to, by digest, then
+ * the lock files' packages. */
+static int
+dockerfile_dependencies (json_t **out, struct run *r, const json_t *packages, bvm_error_t *err)
+{
+  json_t *deps = json_array (), *d;
+  size_t i;
+
+  if (deps == NULL)
+    return bvm_error (err, ENOMEM, "provenance");
+  for (i = 0; i < r->n_bases; i++)
+    {
+      const struct run_base *b = &r->bases[i];
+      cleanup_free char *ref = base_ref (b);
+      if (ref == NULL || digest_problem (b->digest) != NULL)
+        continue;
+      d = json_pack ("{s:s, s:s, s:{s:s}, s:s, s:{s:s}}", "name", "base-image", "uri", ref,
+                     "digest", "sha256", b->digest + 7, "mediaType", OCI_MEDIA_MANIFEST,
+                     "annotations", "from", b->from ? b->from : "");
+      if (d == NULL || json_array_append_new (deps, d) < 0)
+        {
+          json_decref (deps);
+          return bvm_error (err, ENOMEM, "provenance");
+        }
+    }
+  json_array_foreach (packages, i, d)
+    if (json_array_append_new (deps, json_deep_copy (d)) < 0)
+      {
+        json_decref (deps);
+        return bvm_error (err, ENOMEM, "provenance");
+      }
+  *out = deps;
+  return 0;
+}
+
 /* The SBOM and the signed statement, from the runner's state only: the
  * request, the spec read from the commit, the role, the VM image manifest,
  * the egress decisions the broker made, and digests this process computed.
@@ -2426,7 +2714,7 @@ attest_build (struct run *r, char **sbom_text, size_t *sbom_len,
                             BUILDVM_VERSION };
   bool image = r->spec->image != NULL;
   struct attest_provenance p = { 0 };
-  cleanup_json json_t *base_cfg = NULL, *spec = NULL, *role = NULL, *st = NULL;
+  cleanup_json json_t *base_cfg = NULL, *spec = NULL, *role = NULL, *st = NULL, *deps = NULL;
   char finished[40], art_name[STORE_KEY_MAX + 16];
   int ret;
 
@@ -2442,6 +2730,18 @@ attest_build (struct run *r, char **sbom_text, size_t *sbom_len,
       if ((ret = sbom_set_base (r->sbom, im->base, r->base_digest, base_packages_label (base_cfg),
                                 err))
           < 0)
+        return bvm_error_wrap (err, "the SBOM");
+    }
+  else if (r->have_df && r->df.base >= 0)
+    {
+      /* a Dockerfile image: the base its leading layers are */
+      const struct run_base *b = &r->bases[r->df.base];
+      cleanup_free char *ref = base_ref (b);
+      if (b->config)
+        base_cfg = json_loadb (b->config, b->config_len, 0, NULL);
+      if (ref == NULL)
+        return bvm_error (err, ENOMEM, "the SBOM");
+      if ((ret = sbom_set_base (r->sbom, ref, b->digest, base_packages_label (base_cfg), err)) < 0)
         return bvm_error_wrap (err, "the SBOM");
     }
   if ((ret = sbom_to_json (sbom_text, sbom_len, r->sbom, &meta, err)) < 0
@@ -2486,6 +2786,10 @@ statement:
   p.sbom_digest = image ? sbom_digest : NULL;
   p.sbom_media_type = SBOM_MEDIA_TYPE;
   p.dependencies = image ? sbom_dependencies (r->sbom) : NULL;
+  if (r->have_df && (ret = dockerfile_dependencies (&deps, r, p.dependencies, err)) < 0)
+    return ret;
+  if (deps != NULL)
+    p.dependencies = deps;
   if ((ret = attest_statement (&st, &p, err)) < 0)
     return ret;
   if ((*statement = json_dumps (st, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
@@ -2655,6 +2959,40 @@ phase_attest (struct run *r, bvm_error_t *err)
   return 0;
 }
 
+static int
+layout_record (struct run *r, const char *dir)
+{
+  jset (r->record, "image",
+        json_pack ("{s:s, s:s, s:s, s:s, s:s}", "layout", dir, "repository", r->plan->dest_repo,
+                   "tag", r->plan->dest_tag, "digest", r->manifest_digest, "config",
+                   r->config_desc.digest));
+  note (r, "image: OCI layout %s:%s (%s)", dir, r->plan->dest_tag, r->manifest_digest);
+  return 0;
+}
+
+/* A Dockerfile image's layout: every layer is in the work directory (the
+ * bases' as phase_base pulled them, the new ones as the runner gzipped them) */
+static int
+layout_dockerfile (struct run *r, const char *dir, bvm_error_t *err)
+{
+  cleanup_free const char **paths = calloc (r->df.n_layers + 1, sizeof *paths);
+  cleanup_free struct oci_descriptor *layers = calloc (r->df.n_layers + 1, sizeof *layers);
+  int ret;
+
+  if (paths == NULL || layers == NULL)
+    return bvm_error (err, ENOMEM, "layout");
+  for (size_t i = 0; i < r->df.n_layers; i++)
+    {
+      paths[i] = r->df.layers[i].path;
+      layers[i] = r->df.layers[i].desc;
+    }
+  ret = oci_layout_write (dir, r->plan->dest_tag, r->manifest_json, r->manifest_len,
+                          r->config_json, r->config_len, paths, layers, r->df.n_layers, err);
+  if (ret < 0)
+    return ret;
+  return layout_record (r, dir);
+}
+
 /* dry-run: an OCI image layout instead of a push */
 static int
 phase_layout (struct run *r, bvm_error_t *err)
@@ -2670,6 +3008,8 @@ phase_layout (struct run *r, bvm_error_t *err)
 
   if (snprintf_checked (dir, sizeof dir, "%s/image", r->o->out_dir) < 0)
     return bvm_error (err, ENAMETOOLONG, "layout path");
+  if (r->spec->dockerfile)
+    return layout_dockerfile (r, dir, err);
   if (r->base_manifest)
     base = oci_manifest_layers (r->base_manifest, &n_base);
   if (n_base + 1 > OCI_MAX_LAYERS)
@@ -2699,12 +3039,7 @@ phase_layout (struct run *r, bvm_error_t *err)
     free (paths[i]);
   if (ret < 0)
     return ret;
-  jset (r->record, "image",
-        json_pack ("{s:s, s:s, s:s, s:s, s:s}", "layout", dir, "repository", r->plan->dest_repo,
-                   "tag", r->plan->dest_tag, "digest", r->manifest_digest, "config",
-                   r->config_desc.digest));
-  note (r, "image: OCI layout %s:%s (%s)", dir, r->plan->dest_tag, r->manifest_digest);
-  return 0;
+  return layout_record (r, dir);
 }
 
 /* --- the straight line ---------------------------------------------------------- */
@@ -2882,6 +3217,8 @@ fleet_log (struct run *r, const char *path, bvm_error_t *err)
 static void
 run_dispose (struct run *r)
 {
+  ocilayout_image_dispose (&r->df);
+  ocilayout_free (r->oci);
   secrets_wipe (r);
   if (r->file_hashing)
     digest_dispose (&r->file_digest);
