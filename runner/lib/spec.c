@@ -8,6 +8,7 @@
 #include "jsonx.h"
 #include "oci.h"
 #include "secrets.h"
+#include "../../buildvm-image/agent/protocol.h"
 #include "caps.h"
 #include "util.h"
 
@@ -735,23 +736,13 @@ parse_secrets (struct build_spec *s, const json_t *doc, bvm_error_t *err)
 }
 
 /* A build arg's name: passed to buildah by name from the agent's
- * environment (its value never in an argv), so it must be a variable name
- * that is not one of the variables the agent sets for buildah itself. */
+ * environment (its value never in an argv), so the agent's rule
+ * (protocol.h: a variable name, none the builder or the agent reads) is the
+ * one rule; here it fails as the spec's field, before anything is pulled. */
 static const char *
 build_arg_key_problem (const char *k)
 {
-  static const char *const reserved[] = { "PATH",       "HOME",        "TMPDIR",   "USER",
-                                          "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
-                                          "FTP_PROXY",  NULL };
-  if (spec_env_name_problem (k) != NULL)
-    return "is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes)";
-  for (size_t i = 0; reserved[i]; i++)
-    if (strcasecmp (k, reserved[i]) == 0)
-      return "is reserved (PATH, HOME, TMPDIR, USER and the proxy variables are set by the build "
-             "agent)";
-  if (strncmp (k, "BUILDVM_", 8) == 0)
-    return "is reserved (BUILDVM_* are set by the build agent)";
-  return NULL;
+  return proto_df_arg_name_problem (k);
 }
 
 static void

@@ -21,6 +21,7 @@
 #include "jsonx.h"
 #include "oci.h"
 #include "spec.h"
+#include "../../buildvm-image/agent/protocol.h"
 
 static struct runner_config *g_config;
 
@@ -66,7 +67,9 @@ check_spec (const struct build_spec *s)
       FUZZ_CHECK (d->path != NULL && d->path[0] != '/' && !has_dotdot (d->path));
       FUZZ_CHECK (d->context != NULL && d->context[0] != '/' && !has_dotdot (d->context));
       FUZZ_CHECK (d->n_args <= SPEC_DOCKERFILE_MAX_ARGS);
-      check_env (d->args, d->n_args);
+      for (size_t i = 0; i < d->n_args; i++)
+        FUZZ_CHECK (proto_df_arg_name_problem (d->args[i].key) == NULL
+                    && d->args[i].value != NULL);
       return;
     }
   FUZZ_CHECK (s->n_steps >= 1 && s->n_steps <= SPEC_MAX_STEPS);

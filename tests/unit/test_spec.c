@@ -749,10 +749,14 @@ test_dockerfile (void **state)
   expect_fail ("{\"dockerfile\":{\"target\":\"1x\"}}", "field `dockerfile.target`");
   expect_fail ("{\"dockerfile\":{\"target\":\"a b\"}}", "field `dockerfile.target`");
   expect_fail ("{\"dockerfile\":{\"target\":3}}", "must be a string or null");
-  expect_fail ("{\"dockerfile\":{\"args\":{\"A B\":\"x\"}}}", "not a valid variable name");
-  expect_fail ("{\"dockerfile\":{\"args\":{\"HTTP_PROXY\":\"x\"}}}", "is reserved");
-  expect_fail ("{\"dockerfile\":{\"args\":{\"https_proxy\":\"x\"}}}", "is reserved");
-  expect_fail ("{\"dockerfile\":{\"args\":{\"PATH\":\"x\"}}}", "is reserved");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"A B\":\"x\"}}}",
+               "field `dockerfile.args.A B` is not made of letters, digits and `_`");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"HTTP_PROXY\":\"x\"}}}", "is a proxy variable");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"https_proxy\":\"x\"}}}", "is a proxy variable");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"PATH\":\"x\"}}}",
+               "is a variable the builder itself reads");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"BUILDAH_ISOLATION\":\"x\"}}}",
+               "is a variable the builder itself reads");
   expect_fail ("{\"dockerfile\":{\"args\":{\"A\":1}}}", "must be a string");
   expect_fail ("{\"dockerfile\":{\"args\":{\"A\":\"x\\ny\"}}}", "control characters");
   /* without dockerfile the profile is still required */
