@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(vm pipeline queue egress attest)
+[ ${#names[@]} -gt 0 ] || names=(vm pipeline queue egress attest dockerfile)
 for n in "${names[@]}"; do
     if [ -x "$here/$n.sh" ]; then
         "$here/$n.sh"

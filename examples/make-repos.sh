@@ -17,7 +17,7 @@ export GIT_COMMITTER_NAME=buildvm GIT_COMMITTER_EMAIL=examples@buildvm.invalid
 export GIT_AUTHOR_DATE='2026-01-01T00:00:00Z' GIT_COMMITTER_DATE='2026-01-01T00:00:00Z'
 for app in "${apps[@]}"; do
     src=$here/apps/$app
-    [ -f "$src/buildvm.json" ] || { echo "make-repos: no example app \`$app\`" >&2; exit 1; }
+    [ -f "$src/buildvm.json" ] || [ -f "$src/Dockerfile" ] || { echo "make-repos: no example app \`$app\`" >&2; exit 1; }
     repo=$dest/$app.git
     rm -rf "$repo"
     git init -q --bare -b main "$repo"

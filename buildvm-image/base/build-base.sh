@@ -11,7 +11,9 @@
 # `apt-get download` (checked against the signed index) into OUTDIR/debs/ and
 # unpacked with dpkg-deb - no maintainer script runs, nothing is chrooted
 # into, nothing is mounted. What those scripts would have done that a program
-# needs at run time is done here: the CA bundle, the loader cache, the users.
+# needs at run time is done here: the CA bundle, the loader cache, the users;
+# and the alternatives a recipe names (`# links: /usr/bin/cc=gcc`: what
+# update-alternatives would have linked, since no postinst runs).
 #
 # Reproducible: the layer is a tar with sorted names, one mtime
 # ($SOURCE_DATE_EPOCH, by default the newest file of the packages), owner 0,
@@ -159,6 +161,21 @@ finish () {
     find "$root" \( -type b -o -type c -o -type p -o -type s \) -delete
 }
 
+# links NAME ROOT: the recipe's `# links: LINK=TARGET ...` symbolic links
+links () {
+    local l link target
+    for l in $(header "$1" links); do
+        link=${l%%=*} target=${l#*=}
+        case $link in /*) ;; *) die "$1: links: \`$link\` is not an absolute path" ;; esac
+        case "/$link/$target/" in */../*) die "$1: links: \`$l\` has a .. component" ;; esac
+        [ -e "$2$link" ] || [ -L "$2$link" ] && die "$1: links: $link is already in the packages"
+        mkdir -p "$2$(dirname "$link")"
+        ln -s "$target" "$2$link"
+        case $target in /*) l=$2$target ;; *) l=$2$(dirname "$link")/$target ;; esac
+        [ -e "$l" ] || die "$1: links: $link -> $target points at nothing in the image"
+    done
+}
+
 # sha FILE: its sha256, in hex
 sha () { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -209,6 +226,7 @@ build_one () {
     # the packages' own newest file: a date that changes only when they do
     sde=${SOURCE_DATE_EPOCH:-$(find "$root" -type f ! -path "$root/var/lib/dpkg/status" -printf '%T@\n' | cut -d. -f1 | sort -n | tail -1)}
     finish "$root"
+    links "$name" "$root"
     created=$(date -u -d "@$sde" +%Y-%m-%dT%H:%M:%SZ)
 
     mkdir -p "$tmp/layout/blobs/sha256"

@@ -16,6 +16,8 @@ done <"$T/commits"
 
 # every example runs on a base image the project makes (push-base.sh pushes it)
 while read -r app commit; do
+    # a Dockerfile app's bases are its FROM lines (t_dockerfile builds them)
+    [ -f "$ROOT/examples/apps/$app/Dockerfile" ] && continue
     base=$(jq -r '.image.base // empty' "$ROOT/examples/apps/$app/buildvm.json")
     [ -n "$base" ] || fail "$app: no base image, so nothing in its image can run it"
     case $base in

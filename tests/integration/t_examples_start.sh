@@ -20,7 +20,8 @@ here_examples="hello-shell hello-c hello-node"
 for ex in $(ls "$ROOT/examples/apps"); do
     case " $here_examples " in *" $ex "*) continue ;; esac
     grep -qE "^for ex in (.* )?$ex( |;)" "$ROOT/tests/integration/t_examples_deps.sh" \
-        || fail "example $ex: no test starts its image (add it here or to t_examples_deps)"
+        "$ROOT/tests/integration/t_dockerfile.sh" \
+        || fail "example $ex: no test starts its image (add it here, to t_examples_deps or t_dockerfile)"
 done
 
 ran=0
