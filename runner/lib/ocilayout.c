@@ -63,6 +63,14 @@ struct ocilayout
   char hex[DIGEST_HEX_LEN + 1];
 };
 
+/* A value of the builder's for a message: printable ASCII, cut (a name
+ * or media type could carry escape sequences for the operator's terminal). */
+static const char *
+esc (char *buf, size_t size, const char *s)
+{
+  return str_escape (buf, size, s, strlen (s), 64);
+}
+
 /* --- names ------------------------------------------------------------------ */
 
 static bool
@@ -239,10 +247,13 @@ ocilayout_file_begin (struct ocilayout *l, const char *path, uint64_t size, bvm_
         return 0;
       }
     default:
-      return bvm_error_code (err, BVM_E_INVALID, 0,
-                             "`oci/%.200s` is not a file of an OCI image layout (oci-layout, "
-                             "index.json, blobs/sha256/<hex>)",
-                             path ? path : "");
+      {
+        char e[300];
+        return bvm_error_code (err, BVM_E_INVALID, 0,
+                               "`oci/%s` is not a file of an OCI image layout (oci-layout, "
+                               "index.json, blobs/sha256/<hex>)",
+                               esc (e, sizeof e, path ? path : ""));
+      }
     }
 }
 
@@ -366,8 +377,11 @@ check_layout_file (const struct ocilayout *l, bvm_error_t *err)
       || jsonx_get_str (&v, doc, "imageLayoutVersion", true, 64, "oci-layout", err) < 0)
     return -1;
   if (strcmp (v, "1.0.0") != 0)
-    return bvm_error_code (err, BVM_E_INVALID, 0, "`oci/oci-layout`: version `%.64s` is not 1.0.0",
-                           v);
+    {
+      char e[300];
+      return bvm_error_code (err, BVM_E_INVALID, 0, "`oci/oci-layout`: version `%s` is not 1.0.0",
+                             esc (e, sizeof e, v));
+    }
   return 0;
 }
 
@@ -377,14 +391,15 @@ check_annotations (const json_t *obj, const char *where, bvm_error_t *err)
 {
   json_t *a = NULL, *v;
   const char *k;
+  char e[300];
 
   if (jsonx_get_typed (&a, obj, "annotations", JSON_OBJECT, false, where, err) < 0)
     return -1;
   if (a != NULL)
     json_object_foreach (a, k, v)
       if (!json_is_string (v))
-        return bvm_error_code (err, BVM_E_INVALID, 0, "%s: annotation `%.100s` is not a string",
-                               where, k);
+        return bvm_error_code (err, BVM_E_INVALID, 0, "%s: annotation `%s` is not a string", where,
+                               esc (e, sizeof e, k));
   return 0;
 }
 
@@ -400,6 +415,7 @@ read_index (struct oci_descriptor *out, const struct ocilayout *l, bvm_error_t *
   json_t *list = NULL, *d, *plat = NULL;
   const char *mt = NULL, *dg = NULL, *os = NULL, *arch = NULL;
   uint64_t version = 0, size = 0;
+  char e[300], e2[300];
 
   if (l->index == NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0, "the output has no `oci/index.json`");
@@ -413,7 +429,8 @@ read_index (struct oci_descriptor *out, const struct ocilayout *l, bvm_error_t *
     return bvm_error_wrap (err, "the image layout");
   if (mt != NULL && strcmp (mt, OCI_MEDIA_INDEX) != 0)
     return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "`oci/index.json` has media type `%.100s`, not an OCI index", mt);
+                           "`oci/index.json` has media type `%s`, not an OCI index",
+                           esc (e, sizeof e, mt));
   if (json_array_size (list) != 1)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "`oci/index.json` names %zu manifests: the build must export exactly "
@@ -432,7 +449,8 @@ read_index (struct oci_descriptor *out, const struct ocilayout *l, bvm_error_t *
     return bvm_error_wrap (err, "`oci/index.json`");
   if (strcmp (mt, OCI_MEDIA_MANIFEST) != 0 && strcmp (mt, DOCKER_MEDIA_MANIFEST) != 0)
     return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "`oci/index.json` names a `%.100s`, not an image manifest", mt);
+                           "`oci/index.json` names a `%s`, not an image manifest",
+                           esc (e, sizeof e, mt));
   if (digest_problem (dg) != NULL)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "`oci/index.json`: manifests[0].digest is not a sha256 digest");
@@ -443,9 +461,9 @@ read_index (struct oci_descriptor *out, const struct ocilayout *l, bvm_error_t *
     return bvm_error_wrap (err, "`oci/index.json`");
   if ((os && strcmp (os, "linux") != 0) || (arch && strcmp (arch, "amd64") != 0))
     return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "`oci/index.json` names an image for %.64s/%.64s, "
-                           "not linux/amd64",
-                           os ? os : "?", arch ? arch : "?");
+                           "`oci/index.json` names an image for %s/%s, not linux/amd64",
+                           esc (e, sizeof e, os ? os : "?"),
+                           esc (e2, sizeof e2, arch ? arch : "?"));
   memset (out, 0, sizeof *out);
   snprintf (out->media_type, sizeof out->media_type, "%s", mt);
   snprintf (out->digest, sizeof out->digest, "%s", dg);
@@ -773,6 +791,7 @@ read_config (struct ocilayout_image *img, char ***diff_ids, const char *text, si
   cleanup_json json_t *doc = NULL;
   json_t *rootfs = NULL, *ids = NULL, *cfg = NULL, *v;
   const char *os = NULL, *arch = NULL, *type = NULL;
+  char e[300], e2[300];
   size_t i;
 
   if (jsonx_parse (&doc, text, len, OCI_CONFIG_MAX, "the image config", err) < 0)
@@ -786,9 +805,10 @@ read_config (struct ocilayout_image *img, char ***diff_ids, const char *text, si
       || jsonx_get_typed (&ids, rootfs, "diff_ids", JSON_ARRAY, true, "config.rootfs", err) < 0)
     return bvm_error_wrap (err, "the image config");
   if (strcmp (os, "linux") != 0 || strcmp (arch, "amd64") != 0)
-    return bad (err, "the image is for %.64s/%.64s, not linux/amd64", os, arch);
+    return bad (err, "the image is for %s/%s, not linux/amd64", esc (e, sizeof e, os),
+                esc (e2, sizeof e2, arch));
   if (strcmp (type, "layers") != 0)
-    return bad (err, "`rootfs.type` is `%.64s`, not `layers`", type);
+    return bad (err, "`rootfs.type` is `%s`, not `layers`", esc (e, sizeof e, type));
   if (json_array_size (ids) != n_layers)
     return bad (err, "`rootfs.diff_ids` has %zu entries but the manifest has %zu layers",
                 json_array_size (ids), n_layers);
@@ -1606,7 +1626,11 @@ ocilayout_config_build (char **out, size_t *len, const struct ocilayout_image *i
     json_object_foreach ((json_t *) labels, k, v)
       {
         if (!json_is_string (v))
-          return bvm_error_code (err, BVM_E_INVALID, 0, "label `%.100s` is not a string", k);
+          {
+            char e[300];
+            return bvm_error_code (err, BVM_E_INVALID, 0, "label `%s` is not a string",
+                                   esc (e, sizeof e, k));
+          }
         if (json_object_set (lab, k, v) < 0)
           return bvm_error (err, ENOMEM, "the image config");
       }

@@ -702,6 +702,7 @@ test_oci_root (void **state)
   assert_int_equal (e->size, 4);
   assert_non_null (find_rec (&r, INGEST_OCI, "blobs/sha256"));
   assert_non_null (find_rec (&r, INGEST_ARTIFACT, "a"));
+  json_decref (r.index);
 }
 
 static void
