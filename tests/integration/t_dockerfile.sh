@@ -127,7 +127,8 @@ for ex in docker-c docker-node; do
         got=$(jq -r ".dockerfile.bases[$i].digest" "$rec")
         assert_eq "$want" "$got" "$ex: the digest of $ref in the record"
         # "base: node:18 → base/node@sha256:..."
-        grep -qF "$repo@$want" "$T/log-$ex" "$T/err" || fail "$ex: neither the log nor stderr names $repo@$want"
+        grep -qF "$repo@$want" "$T/log-$ex" "$T/err" \
+            || { grep -n "base" "$T/log-$ex" "$T/err" | head; fail "$ex: neither the log nor stderr names $repo@$want"; }
     done
 
     # --- the image: pulled back, its config as the Dockerfile says, the
