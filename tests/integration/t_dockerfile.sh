@@ -107,7 +107,8 @@ for ex in docker-c docker-node; do
     "$BUILDVM" logs --config "$CONFIG" "df-$ex" >"$T/log-$ex" 2>&1 || true
     [ "$RC" = 0 ] || { cat "$T/out" "$T/err"; tail -60 "$T/log-$ex"; fail "$ex: the deploy failed"; }
     rec=$(pl_record "df-$ex")
-    note "$ex: built and pushed in ${secs}s (build phase $(jq '.phases.build.ms // 0' "$rec") ms)"
+    note "$ex: built and pushed in ${secs}s ($(jq -r '[(.phases | to_entries[] | select(.value.ms > 500) | "\(.key) \(.value.ms)ms")]
+        + [.build.steps[]? | "\(.name) \(.ms)ms"] | join(", ")' "$rec"))"
 
     # --- the record: which frontend and why, each base by digest
     case $ex in
