@@ -37,6 +37,30 @@ struct agent_secret_env
   char *name; /* secret name: /run/secrets/<name> */
 };
 
+struct agent_build_arg
+{
+  char *name;
+  char *value; /* passed to buildah in its environment, never in an argv */
+};
+
+struct agent_base
+{
+  char *ref;  /* its ref name in /work/bases/index.json */
+  char *name; /* the image name the Dockerfile calls it by */
+};
+
+/* A Dockerfile job (PROTO_CTL_DOCKERFILE): built with buildah, as root */
+struct agent_dockerfile
+{
+  char *path;    /* relative to the source tree */
+  char *context; /* relative to the source tree */
+  char *target;  /* "": the last stage */
+  struct agent_build_arg args[PROTO_DF_MAX_BUILD_ARGS];
+  size_t n_args;
+  struct agent_base bases[PROTO_DF_MAX_BASES];
+  size_t n_bases;
+};
+
 struct agent_job
 {
   uint64_t timeout_s;  /* all steps together */
@@ -51,6 +75,8 @@ struct agent_job
   size_t n_artifacts;
   struct agent_secret_env secret_env[AGENT_MAX_SECRETS];
   size_t n_secret_env;
+  bool is_dockerfile; /* then `dockerfile` is the build, and there are no steps */
+  struct agent_dockerfile dockerfile;
 };
 
 /* Result written into the output header. */

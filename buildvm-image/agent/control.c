@@ -154,6 +154,87 @@ agent_control_parse (struct agent_job *job, char *data, size_t len, char *msg, s
           job->secret_env[job->n_secret_env].name = v2;
           job->n_secret_env++;
         }
+      else if (strcmp (key, PROTO_CTL_DOCKERFILE) == 0)
+        {
+          const char *why;
+          NEED (v1);
+          NEED (v2);
+          NEED (v3);
+          if (job->is_dockerfile)
+            {
+              snprintf (msg, msgsz, "control: more than one `dockerfile` record");
+              return -1;
+            }
+          if ((why = proto_df_path_problem (v1)) != NULL
+              || (why = proto_df_path_problem (v2)) != NULL
+              || (v3[0] && (why = proto_df_name_problem (v3)) != NULL))
+            {
+              snprintf (msg, msgsz, "control: `dockerfile` record: a value %s", why);
+              return -1;
+            }
+          job->is_dockerfile = true;
+          job->dockerfile.path = v1;
+          job->dockerfile.context = v2;
+          job->dockerfile.target = v3;
+        }
+      else if (strcmp (key, PROTO_CTL_BUILD_ARG) == 0)
+        {
+          struct agent_dockerfile *df = &job->dockerfile;
+          const char *why;
+          NEED (v1);
+          NEED (v2);
+          if (df->n_args >= PROTO_DF_MAX_BUILD_ARGS)
+            {
+              snprintf (msg, msgsz, "control: more than %d build args", PROTO_DF_MAX_BUILD_ARGS);
+              return -1;
+            }
+          if ((why = proto_df_arg_name_problem (v1)) != NULL)
+            {
+              snprintf (msg, msgsz, "control: build arg `%.64s` %s", v1, why);
+              return -1;
+            }
+          if (strlen (v2) > PROTO_DF_ARG_VALUE_MAX)
+            {
+              snprintf (msg, msgsz, "control: build arg `%.64s` is too long", v1);
+              return -1;
+            }
+          for (size_t i = 0; i < df->n_args; i++)
+            if (strcmp (df->args[i].name, v1) == 0)
+              {
+                snprintf (msg, msgsz, "control: build arg `%.64s` is given twice", v1);
+                return -1;
+              }
+          df->args[df->n_args].name = v1;
+          df->args[df->n_args].value = v2;
+          df->n_args++;
+        }
+      else if (strcmp (key, PROTO_CTL_BASE) == 0)
+        {
+          struct agent_dockerfile *df = &job->dockerfile;
+          const char *why;
+          NEED (v1);
+          NEED (v2);
+          if (df->n_bases >= PROTO_DF_MAX_BASES)
+            {
+              snprintf (msg, msgsz, "control: more than %d base images", PROTO_DF_MAX_BASES);
+              return -1;
+            }
+          if ((why = proto_df_name_problem (v1)) != NULL
+              || (why = proto_df_image_problem (v2)) != NULL)
+            {
+              snprintf (msg, msgsz, "control: base image `%.64s`: a value %s", v1, why);
+              return -1;
+            }
+          for (size_t i = 0; i < df->n_bases; i++)
+            if (strcmp (df->bases[i].ref, v1) == 0)
+              {
+                snprintf (msg, msgsz, "control: base image `%.64s` is given twice", v1);
+                return -1;
+              }
+          df->bases[df->n_bases].ref = v1;
+          df->bases[df->n_bases].name = v2;
+          df->n_bases++;
+        }
       else
         {
           snprintf (msg, msgsz, "control: unknown record `%.32s`", key);
@@ -169,6 +250,17 @@ agent_control_parse (struct agent_job *job, char *data, size_t len, char *msg, s
   if (!have_version)
     {
       snprintf (msg, msgsz, "control: no version record");
+      return -1;
+    }
+  /* a Dockerfile job is that and nothing else; a steps job has none of it */
+  if (job->is_dockerfile && (job->n_steps > 0 || job->image_from != NULL))
+    {
+      snprintf (msg, msgsz, "control: a Dockerfile job with steps or an image directory");
+      return -1;
+    }
+  if (!job->is_dockerfile && (job->dockerfile.n_args > 0 || job->dockerfile.n_bases > 0))
+    {
+      snprintf (msg, msgsz, "control: build args or base images without a `dockerfile` record");
       return -1;
     }
   return 0;

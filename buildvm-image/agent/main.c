@@ -29,7 +29,9 @@
 #include <sys/reboot.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sched.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
@@ -234,6 +236,20 @@ setup_mounts (void)
   do_mount ("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m");
   do_mount ("tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=256m");
   do_mount ("run", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=16m");
+}
+
+/* The kernel has user namespaces only because buildah's chroot isolation
+ * reads /proc/self/uid_map (issue 17); nothing in the guest may create one
+ * (a build user's way to the kernel's namespace code), buildah as root
+ * needs none. A kernel without them has no such file. */
+static void
+no_user_namespaces (void)
+{
+  int fd = open ("/proc/sys/user/max_user_namespaces", O_WRONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT)
+    return;
+  if (fd < 0 || write (fd, "0\n", 2) != 2 || close (fd) < 0)
+    fatal ("set user.max_user_namespaces to 0: %s", strerror (errno));
 }
 
 /* Find /dev/vdX whose virtio serial is `serial`; the runner names its disks. */
@@ -589,6 +605,105 @@ enum step_outcome
   STEP_TIMEOUT,
 };
 
+/* Forward the output of child `pid` (read end `rfd`) until it has exited
+ * and its output is drained, or the deadline passes: then everything is
+ * killed. `pid` itself is killed too: a Dockerfile command is the init of a
+ * PID namespace of its own, and killing it kills the namespace. Gives the
+ * child's wait status in *status. */
+static enum step_outcome
+supervise (pid_t pid, int rfd, int64_t deadline, int sfd, int *status)
+{
+  bool main_done = false, eof = false, timed_out = false;
+  int64_t drain_deadline = 0;
+
+  *status = 0;
+  while (!(main_done && eof))
+    {
+      struct pollfd fds[2];
+      int nf = 0, pi = -1, si;
+      int64_t now = mono_ms ();
+      int64_t until = main_done ? drain_deadline : deadline;
+      int timeout;
+      int r;
+
+      if (now >= until)
+        {
+          if (!main_done)
+            {
+              timed_out = true;
+              kill (pid, SIGKILL);
+              kill_all ();
+              main_done = true;
+              drain_deadline = mono_ms () + 2000;
+              continue;
+            }
+          break; /* output still open after everyone was killed: stop reading */
+        }
+      timeout = (int) (until - now > 60000 ? 60000 : until - now);
+      if (!eof)
+        {
+          pi = nf;
+          fds[nf++] = (struct pollfd){ rfd, POLLIN, 0 };
+        }
+      si = nf;
+      fds[nf++] = (struct pollfd){ sfd, POLLIN, 0 };
+      r = poll (fds, (nfds_t) nf, timeout);
+      if (r < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          fatal ("poll: %s", strerror (errno));
+        }
+      if (pi >= 0 && (fds[pi].revents & (POLLIN | POLLHUP | POLLERR)))
+        {
+          static char buf[65536];
+          ssize_t n = read (rfd, buf, sizeof buf);
+          if (n > 0)
+            forward_output (buf, (size_t) n);
+          else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+            eof = true;
+        }
+      if (fds[si].revents & POLLIN)
+        {
+          struct signalfd_siginfo si_buf;
+          pid_t w;
+          int st;
+          while (read (sfd, &si_buf, sizeof si_buf) == sizeof si_buf)
+            ;
+          while ((w = waitpid (-1, &st, WNOHANG)) > 0)
+            if (w == pid && !main_done)
+              {
+                *status = st;
+                main_done = true;
+                /* the step is over when its shell exits: whatever it left
+                 * running (daemons, double forks, setsid) dies now */
+                kill_all ();
+                drain_deadline = mono_ms () + 2000;
+              }
+        }
+    }
+  if (!at_bol)
+    console_write_raw ("\n", 1); /* an unfinished last line ends with the step */
+  kill_all ();
+  return timed_out ? STEP_TIMEOUT : STEP_OK;
+}
+
+/* The exit code of a wait status, into the result */
+static void
+set_exit (int status)
+{
+  if (WIFEXITED (status))
+    {
+      result.exit_code = WEXITSTATUS (status);
+      result.signal = 0;
+    }
+  else if (WIFSIGNALED (status))
+    {
+      result.exit_code = 128 + WTERMSIG (status);
+      result.signal = WTERMSIG (status);
+    }
+}
+
 static enum step_outcome
 run_step (const struct agent_job *job, unsigned idx, int64_t job_deadline, int sfd)
 {
@@ -596,10 +711,9 @@ run_step (const struct agent_job *job, unsigned idx, int64_t job_deadline, int s
   int p[2];
   pid_t pid;
   int status = 0;
-  bool main_done = false, eof = false, timed_out = false;
   int64_t t0 = mono_ms ();
   int64_t deadline = job_deadline;
-  int64_t drain_deadline = 0;
+  enum step_outcome o;
 
   if (s->timeout_s > 0 && t0 + (int64_t) s->timeout_s * 1000 < deadline)
     deadline = t0 + (int64_t) s->timeout_s * 1000;
@@ -617,98 +731,509 @@ run_step (const struct agent_job *job, unsigned idx, int64_t job_deadline, int s
       exec_step (job, s, p[1]);
     }
   close (p[1]);
-
-  while (!(main_done && eof))
-    {
-      struct pollfd fds[2];
-      int nf = 0, pi = -1, si;
-      int64_t now = mono_ms ();
-      int64_t until = main_done ? drain_deadline : deadline;
-      int timeout;
-      int r;
-
-      if (now >= until)
-        {
-          if (!main_done)
-            {
-              timed_out = true;
-              kill_all ();
-              main_done = true;
-              drain_deadline = mono_ms () + 2000;
-              continue;
-            }
-          break; /* output still open after everyone was killed: stop reading */
-        }
-      timeout = (int) (until - now > 60000 ? 60000 : until - now);
-      if (!eof)
-        {
-          pi = nf;
-          fds[nf++] = (struct pollfd){ p[0], POLLIN, 0 };
-        }
-      si = nf;
-      fds[nf++] = (struct pollfd){ sfd, POLLIN, 0 };
-      r = poll (fds, (nfds_t) nf, timeout);
-      if (r < 0)
-        {
-          if (errno == EINTR)
-            continue;
-          fatal ("poll: %s", strerror (errno));
-        }
-      if (pi >= 0 && (fds[pi].revents & (POLLIN | POLLHUP | POLLERR)))
-        {
-          static char buf[65536];
-          ssize_t n = read (p[0], buf, sizeof buf);
-          if (n > 0)
-            forward_output (buf, (size_t) n);
-          else if (n == 0 || (errno != EINTR && errno != EAGAIN))
-            eof = true;
-        }
-      if (fds[si].revents & POLLIN)
-        {
-          struct signalfd_siginfo si_buf;
-          pid_t w;
-          int st;
-          while (read (sfd, &si_buf, sizeof si_buf) == sizeof si_buf)
-            ;
-          while ((w = waitpid (-1, &st, WNOHANG)) > 0)
-            if (w == pid)
-              {
-                status = st;
-                main_done = true;
-                /* the step is over when its shell exits: whatever it left
-                 * running (daemons, double forks, setsid) dies now */
-                kill_all ();
-                drain_deadline = mono_ms () + 2000;
-              }
-        }
-    }
-  if (!at_bol)
-    console_write_raw ("\n", 1); /* an unfinished last line ends with the step */
+  o = supervise (pid, p[0], deadline, sfd, &status);
   close (p[0]);
-  kill_all ();
 
   result.step_ms[idx] = mono_ms () - t0;
   result.steps_run = idx + 1;
   result.step = idx + 1;
-  if (timed_out)
+  if (o == STEP_TIMEOUT)
     {
       console_printf ("==> step %u (%s) timed out after %.1fs\n", idx + 1, s->name,
                       (double) result.step_ms[idx] / 1000.0);
       return STEP_TIMEOUT;
     }
-  if (WIFEXITED (status))
-    {
-      result.exit_code = WEXITSTATUS (status);
-      result.signal = 0;
-    }
-  else if (WIFSIGNALED (status))
-    {
-      result.exit_code = 128 + WTERMSIG (status);
-      result.signal = WTERMSIG (status);
-    }
+  set_exit (status);
   console_printf ("==> step %u (%s) exited with status %d after %.1fs\n", idx + 1, s->name,
                   result.exit_code, (double) result.step_ms[idx] / 1000.0);
   return result.exit_code == 0 ? STEP_OK : STEP_FAILED;
+}
+
+/* --- a Dockerfile job ---------------------------------------------------------
+ *
+ * buildah builds it, as root in the guest (the VM is the wall, and the
+ * builder needs root for its overlay mounts and chroots), in three steps
+ * reported like build steps (PROTO_DF_STEP_1..3): load the base images the
+ * runner put on the scratch disk (an OCI layout, /work/bases) into buildah's
+ * storage under the names the Dockerfile calls them by; build; export the
+ * image. Every command is an argv (no shell): the job's values are single
+ * arguments after `--name=`, so none can be taken for an option, and a
+ * build arg's value is never in an argv at all (buildah reads it from its
+ * environment: `--build-arg NAME`). Each command runs as the init of a PID
+ * namespace of its own, so that everything it started (RUN's processes, as
+ * root, which the end-of-step kill from the build's uid cannot reach) dies
+ * with it; its output is forwarded under the job's log cap, and the job's
+ * deadline applies. Storage is on the scratch disk with the overlay driver
+ * (the kernel's overlayfs); the image leaves as an OCI layout with
+ * uncompressed layers under the output root `oci/`. */
+
+#define DF_BUILDAH "/usr/bin/buildah"
+#define DF_STORAGE "/work/.buildah/storage"
+#define DF_TMP "/work/.buildah/tmp"
+#define DF_RUNROOT "/run/buildah"
+#define DF_BASES "/work/" PROTO_BASES_DIR
+#define DF_OUT_TAG "localhost/buildvm-out:latest"
+#define DF_DIR_OUT "/work/.buildah/image" /* buildah's `dir:` export */
+#define DF_DIGEST "/work/.buildah/digest" /* its manifest's digest */
+#define DF_PULLED "/work/.buildah/pulled" /* a pull's image id */
+#define DF_OCI_OUT_REL ".oci-out"         /* the OCI layout that is output */
+#define DF_OCI_OUT "/work/" DF_OCI_OUT_REL
+#define DF_MAX_ARGV (32 + 2 * PROTO_DF_MAX_BUILD_ARGS + AGENT_MAX_SECRETS)
+
+struct df_cmd
+{
+  char **argv;
+  char **env;
+  const char *stdout_path; /* NULL: stdout goes to the log */
+};
+
+/* buildah's environment: no app env and no secret env (they would change
+ * what buildah itself does); the proxy as steps get it, which buildah
+ * passes on to RUN (its --http-proxy, on by default); the build args. */
+static char **
+df_env (const struct agent_job *job)
+{
+  static char *env[32 + PROTO_DF_MAX_BUILD_ARGS];
+  size_t n = 0;
+
+  env[n++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  env[n++] = "HOME=/root";
+  env[n++] = "TMPDIR=" DF_TMP;
+  env[n++] = "LANG=C.UTF-8";
+  if (proxy_pid > 0)
+    {
+      static char *const proxy_env[] = {
+        "HTTPS_PROXY=http://127.0.0.1:3128", "HTTP_PROXY=http://127.0.0.1:3128",
+        "https_proxy=http://127.0.0.1:3128", "http_proxy=http://127.0.0.1:3128",
+        "NO_PROXY=localhost,127.0.0.1",      "no_proxy=localhost,127.0.0.1",
+      };
+      for (size_t i = 0; i < sizeof proxy_env / sizeof proxy_env[0]; i++)
+        env[n++] = proxy_env[i];
+    }
+  for (size_t i = 0; i < job->dockerfile.n_args; i++)
+    {
+      const struct agent_build_arg *a = &job->dockerfile.args[i];
+      size_t len = strlen (a->name) + 1 + strlen (a->value) + 1;
+      char *e = malloc (len);
+      if (e == NULL)
+        fatal ("out of memory");
+      snprintf (e, len, "%s=%s", a->name, a->value);
+      env[n++] = e;
+    }
+  env[n] = NULL;
+  return env;
+}
+
+/* PID 1 of the command's namespace: start buildah, reap whatever is
+ * orphaned to us, and exit with buildah's status, which ends the
+ * namespace and kills everything still in it. */
+static void __attribute__ ((noreturn)) df_child (const struct df_cmd *c, int out)
+{
+  sigset_t all;
+  struct rlimit core = { 0, 0 };
+  int devnull, so = out;
+  pid_t pid;
+
+  sigemptyset (&all);
+  sigprocmask (SIG_SETMASK, &all, NULL);
+  for (int sig = 1; sig < NSIG; sig++)
+    signal (sig, SIG_DFL);
+  if (setsid () < 0)
+    _exit (126);
+  devnull = open ("/dev/null", O_RDONLY);
+  if (c->stdout_path)
+    so = open (c->stdout_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (devnull < 0 || so < 0 || dup2 (devnull, 0) < 0 || dup2 (so, 1) < 0 || dup2 (out, 2) < 0)
+    _exit (126);
+  /* as for a step: the build at the lowest priority, the agent above it */
+  if (setrlimit (RLIMIT_CORE, &core) < 0 || setpriority (PRIO_PROCESS, 0, 19) < 0)
+    _exit (126);
+  if (chdir ("/work") < 0)
+    _exit (126);
+  umask (022);
+  pid = fork ();
+  if (pid < 0)
+    _exit (126);
+  if (pid == 0)
+    {
+      execve (DF_BUILDAH, c->argv, c->env);
+      _exit (127);
+    }
+  for (;;)
+    {
+      int st;
+      pid_t w = waitpid (-1, &st, 0);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w < 0)
+        _exit (126);
+      if (w == pid)
+        _exit (WIFEXITED (st) ? WEXITSTATUS (st) : 128 + WTERMSIG (st));
+    }
+}
+
+/* Run one command; its exit status goes into the result. */
+static enum step_outcome
+df_run (const struct df_cmd *c, int64_t deadline, int sfd)
+{
+  int p[2], status;
+  pid_t pid;
+  enum step_outcome o;
+  char line[1024];
+  size_t n = 0;
+
+  /* the command as it runs: names and paths, never a build arg's value */
+  line[0] = '\0';
+  for (char **a = c->argv; *a && n < sizeof line - 1; a++)
+    n += (size_t) snprintf (line + n, sizeof line - n, "%s%s", a == c->argv ? "" : " ", *a);
+  console_printf ("+ %s%s\n", line, n >= sizeof line - 1 ? " ..." : "");
+  if (pipe2 (p, O_CLOEXEC) < 0)
+    fatal ("pipe: %s", strerror (errno));
+  /* fork() into a new PID namespace (the kernel has PID_NS): the child
+   * is its init */
+  pid = (pid_t) syscall (SYS_clone, CLONE_NEWPID | SIGCHLD, NULL, NULL, NULL, NULL);
+  if (pid < 0)
+    fatal ("clone: %s", strerror (errno));
+  if (pid == 0)
+    {
+      close (p[0]);
+      df_child (c, p[1]);
+    }
+  close (p[1]);
+  o = supervise (pid, p[0], deadline, sfd, &status);
+  close (p[0]);
+  if (o == STEP_TIMEOUT)
+    return o;
+  set_exit (status);
+  return result.exit_code == 0 ? STEP_OK : STEP_FAILED;
+}
+
+/* the global options every buildah command gets, then the subcommand */
+static size_t
+df_argv_start (char **argv, const char *subcommand)
+{
+  size_t n = 0;
+  argv[n++] = "buildah";
+  argv[n++] = "--root=" DF_STORAGE;
+  argv[n++] = "--runroot=" DF_RUNROOT;
+  argv[n++] = "--storage-driver=overlay";
+  argv[n++] = (char *) subcommand;
+  return n;
+}
+
+static char *
+df_strdupf (const char *fmt, const char *a, const char *b)
+{
+  size_t len = strlen (fmt) + strlen (a) + strlen (b) + 1;
+  char *s = malloc (len);
+  if (s == NULL)
+    fatal ("out of memory");
+  snprintf (s, len, fmt, a, b);
+  return s;
+}
+
+/* The 64 hex digits of an image id that `buildah pull -q` printed */
+static int
+df_read_id (char *id, size_t size)
+{
+  char buf[256];
+  int fd = open (DF_PULLED, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  ssize_t n = fd < 0 ? -1 : read (fd, buf, sizeof buf - 1);
+  size_t len;
+
+  if (fd >= 0)
+    close (fd);
+  if (n <= 0)
+    return -1;
+  buf[n] = '\0';
+  len = strspn (buf, "0123456789abcdef");
+  if (len != 64 || (buf[len] != '\n' && buf[len] != '\0') || size < 65)
+    return -1;
+  memcpy (id, buf, 64);
+  id[64] = '\0';
+  return 0;
+}
+
+/* Step 1: each base into buildah's storage, tagged as the Dockerfile names
+ * it (a name with a digest is tagged by its repository: buildah finds
+ * `repo@sha256:...` by the manifest digest it recorded at the pull, which
+ * is the runner's, byte for byte) */
+static enum step_outcome
+df_load_bases (const struct agent_job *job, char **env, int64_t deadline, int sfd)
+{
+  for (size_t i = 0; i < job->dockerfile.n_bases; i++)
+    {
+      const struct agent_base *b = &job->dockerfile.bases[i];
+      char *argv[16], id[65], name[PROTO_DF_IMAGE_MAX + 1], *at;
+      size_t n = df_argv_start (argv, "pull");
+      struct df_cmd c = { argv, env, DF_PULLED };
+      enum step_outcome o;
+
+      argv[n++] = "--quiet"; /* stdout: the image id, nothing else */
+      argv[n++] = df_strdupf ("oci:%s:%s", DF_BASES, b->ref);
+      argv[n] = NULL;
+      if ((o = df_run (&c, deadline, sfd)) != STEP_OK)
+        return o;
+      if (df_read_id (id, sizeof id) < 0)
+        {
+          console_printf ("buildvm-agent: `buildah pull` printed no image id\n");
+          result.exit_code = 1;
+          return STEP_FAILED;
+        }
+      snprintf (name, sizeof name, "%s", b->name);
+      if ((at = strchr (name, '@')) != NULL)
+        *at = '\0';
+      n = df_argv_start (argv, "tag");
+      argv[n++] = id;
+      argv[n++] = name;
+      argv[n] = NULL;
+      c.stdout_path = NULL;
+      if ((o = df_run (&c, deadline, sfd)) != STEP_OK)
+        return o;
+    }
+  return STEP_OK;
+}
+
+/* the granted secrets: the files the input disk put in SECRET_DIR */
+static size_t
+df_secret_args (char **argv, size_t n, size_t max)
+{
+  DIR *d = opendir (SECRET_DIR);
+  struct dirent *de;
+
+  if (d == NULL)
+    fatal ("open `%s`: %s", SECRET_DIR, strerror (errno));
+  while ((de = readdir (d)) != NULL)
+    {
+      const char *s = de->d_name;
+      if (s[0] == '.' || de->d_type != DT_REG)
+        continue;
+      /* the runner's names (^[A-Za-z0-9_.-]+$): nothing that would end the
+       * `id=` value early (`,`) */
+      if (s[strspn (s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")]
+          != '\0')
+        fatal ("secret `%.64s` has a name buildah cannot take", s);
+      if (n >= max)
+        fatal ("too many secrets");
+      argv[n++] = df_strdupf ("--secret=id=%s,src=" SECRET_DIR "/%s", s, s);
+    }
+  closedir (d);
+  return n;
+}
+
+/* Step 2: buildah build */
+static enum step_outcome
+df_build (const struct agent_job *job, char **env, int64_t deadline, int sfd)
+{
+  static char *argv[DF_MAX_ARGV];
+  const struct agent_dockerfile *df = &job->dockerfile;
+  size_t n = df_argv_start (argv, "build");
+  struct df_cmd c = { argv, env, NULL };
+
+  argv[n++] = "--pull=never";       /* the guest never reaches a registry */
+  argv[n++] = "--isolation=chroot"; /* no OCI runtime in the image */
+  argv[n++] = "--layers=false";
+  argv[n++] = "--format=oci";
+  argv[n++] = df_strdupf ("--file=" SRC_DIR "/%s%s", df->path, "");
+  if (df->target[0])
+    argv[n++] = df_strdupf ("--target=%s%s", df->target, "");
+  for (size_t i = 0; i < df->n_args; i++)
+    argv[n++] = df_strdupf ("--build-arg=%s%s", df->args[i].name, "");
+  n = df_secret_args (argv, n, DF_MAX_ARGV - 4);
+  argv[n++] = "--tag=" DF_OUT_TAG;
+  argv[n++] = df_strdupf (SRC_DIR "/%s%s", df->context, "");
+  argv[n] = NULL;
+  return df_run (&c, deadline, sfd);
+}
+
+/* Step 3: export the image. An `oci:` destination compresses every layer
+ * (buildah 1.28 ignores --disable-compression there), which under
+ * emulation is slow and the runner does again anyway; a `dir:` one keeps
+ * them as they are, and --digestfile names its manifest, so the layout is
+ * made here by renaming: blobs/sha256/<hex> for each blob and for the
+ * manifest, index.json naming the manifest. */
+static enum step_outcome
+df_export (char **env, int64_t deadline, int sfd)
+{
+  char *argv[16];
+  size_t n = df_argv_start (argv, "push");
+  struct df_cmd c = { argv, env, NULL };
+  enum step_outcome o;
+
+  argv[n++] = "--disable-compression";
+  argv[n++] = "--format=oci";
+  argv[n++] = "--digestfile=" DF_DIGEST;
+  argv[n++] = DF_OUT_TAG;
+  argv[n++] = "dir:" DF_DIR_OUT;
+  argv[n] = NULL;
+  if ((o = df_run (&c, deadline, sfd)) != STEP_OK)
+    return o;
+  return STEP_OK;
+}
+
+static void __attribute__ ((format (printf, 2, 3)))
+df_write_file (const char *path, const char *fmt, ...)
+{
+  char buf[1024];
+  va_list ap;
+  int n, fd;
+
+  va_start (ap, fmt);
+  n = vsnprintf (buf, sizeof buf, fmt, ap);
+  va_end (ap);
+  fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (n < 0 || (size_t) n >= sizeof buf || fd < 0 || write (fd, buf, (size_t) n) != n
+      || close (fd) < 0)
+    fatal ("write `%s`: %s", path, strerror (errno));
+}
+
+static bool
+df_is_hex64 (const char *s)
+{
+  return strlen (s) == 64 && strspn (s, "0123456789abcdef") == 64;
+}
+
+/* buildah's `dir:` export into the OCI layout DF_OCI_OUT (renames on the
+ * scratch disk: no copy). Everything buildah wrote is checked by the
+ * runner; this only refuses what it would not know how to lay out. */
+static int
+df_make_layout (char *msg, size_t msgsz)
+{
+  char digest[128] = { 0 }, path[512], to[512];
+  int fd = open (DF_DIGEST, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  ssize_t len = fd < 0 ? -1 : read (fd, digest, sizeof digest - 1);
+  struct stat st;
+  struct dirent *de;
+  DIR *d;
+
+  if (fd >= 0)
+    close (fd);
+  while (len > 0 && (digest[len - 1] == '\n' || digest[len - 1] == ' '))
+    digest[--len] = '\0';
+  if (len != 71 || strncmp (digest, "sha256:", 7) != 0 || !df_is_hex64 (digest + 7))
+    {
+      snprintf (msg, msgsz, "the image export left no manifest digest");
+      return -1;
+    }
+  if (stat (DF_DIR_OUT "/manifest.json", &st) < 0 || !S_ISREG (st.st_mode))
+    {
+      snprintf (msg, msgsz, "the image export has no manifest");
+      return -1;
+    }
+  if (mkdir (DF_OCI_OUT, 0755) < 0 || mkdir (DF_OCI_OUT "/blobs", 0755) < 0
+      || mkdir (DF_OCI_OUT "/blobs/sha256", 0755) < 0)
+    {
+      snprintf (msg, msgsz, "mkdir `%s`: %s", DF_OCI_OUT, strerror (errno));
+      return -1;
+    }
+  df_write_file (DF_OCI_OUT "/oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}");
+  df_write_file (
+      DF_OCI_OUT "/index.json",
+      "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":"
+      "\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%lld}]}",
+      digest, (long long) st.st_size);
+  snprintf (to, sizeof to, DF_OCI_OUT "/blobs/sha256/%s", digest + 7);
+  if (rename (DF_DIR_OUT "/manifest.json", to) < 0)
+    {
+      snprintf (msg, msgsz, "rename the manifest: %s", strerror (errno));
+      return -1;
+    }
+  d = opendir (DF_DIR_OUT);
+  if (d == NULL)
+    {
+      snprintf (msg, msgsz, "open `%s`: %s", DF_DIR_OUT, strerror (errno));
+      return -1;
+    }
+  while ((de = readdir (d)) != NULL)
+    {
+      if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0
+          || strcmp (de->d_name, "version") == 0)
+        continue;
+      if (!df_is_hex64 (de->d_name))
+        {
+          closedir (d);
+          snprintf (msg, msgsz, "the image export has a file `%.64s`", de->d_name);
+          return -1;
+        }
+      snprintf (path, sizeof path, DF_DIR_OUT "/%s", de->d_name);
+      snprintf (to, sizeof to, DF_OCI_OUT "/blobs/sha256/%s", de->d_name);
+      if (rename (path, to) < 0)
+        {
+          closedir (d);
+          snprintf (msg, msgsz, "rename blob `%.64s`: %s", de->d_name, strerror (errno));
+          return -1;
+        }
+    }
+  closedir (d);
+  return 0;
+}
+
+/* Where buildah keeps state the read-only root file system cannot: the
+ * short-name alias cache's lock (/var/cache/containers: without it buildah
+ * resolves no short name at all, and `FROM node:18` would not find the
+ * docker.io/library/node:18 it was tagged as) and the blob info cache
+ * (/var/lib/containers/cache). The rootfs has the mount points. */
+static void
+df_setup (void)
+{
+  if (access (DF_BUILDAH, X_OK) < 0)
+    fatal ("this image has no builder (%s): a Dockerfile job needs the debian profile",
+           DF_BUILDAH);
+  do_mount ("containers-cache", "/var/cache/containers", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "mode=0700,size=16m");
+  do_mount ("containers-lib", "/var/lib/containers", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "mode=0700,size=64m");
+  if ((mkdir ("/work/.buildah", 0700) < 0 && errno != EEXIST)
+      || (mkdir (DF_TMP, 0700) < 0 && errno != EEXIST))
+    fatal ("mkdir `%s`: %s", DF_TMP, strerror (errno));
+}
+
+/* Run the three steps; returns only when all succeeded. */
+static void
+df_run_job (const struct agent_job *job, int64_t deadline, int sfd)
+{
+  static const char *const names[PROTO_DF_STEPS] = { PROTO_DF_STEP_1, PROTO_DF_STEP_2,
+                                                     PROTO_DF_STEP_3 };
+  char **env;
+
+  df_setup ();
+  env = df_env (job);
+  if (job->n_env > 0 || job->n_secret_env > 0)
+    console_printf ("buildvm-agent: a Dockerfile build gets no `env` and no secret variables "
+                    "(only build args and secret mounts)\n");
+  for (unsigned i = 0; i < PROTO_DF_STEPS; i++)
+    {
+      int64_t t0 = mono_ms ();
+      enum step_outcome o;
+      console_printf ("==> step %u/%d: %s\n", i + 1, PROTO_DF_STEPS, names[i]);
+      result.exit_code = 0;
+      result.signal = 0;
+      o = i == 0   ? df_load_bases (job, env, deadline, sfd)
+          : i == 1 ? df_build (job, env, deadline, sfd)
+                   : df_export (env, deadline, sfd);
+      result.step_ms[i] = mono_ms () - t0;
+      result.steps_run = i + 1;
+      result.step = i + 1;
+      if (o == STEP_TIMEOUT)
+        {
+          console_printf ("==> step %u (%s) timed out after %.1fs\n", i + 1, names[i],
+                          (double) result.step_ms[i] / 1000.0);
+          result.status = PROTO_STATUS_TIMEOUT;
+          snprintf (result.message, sizeof result.message, "step %u (%s) timed out", i + 1,
+                    names[i]);
+          finish ();
+        }
+      console_printf ("==> step %u (%s) exited with status %d after %.1fs\n", i + 1, names[i],
+                      result.exit_code, (double) result.step_ms[i] / 1000.0);
+      if (o == STEP_FAILED)
+        {
+          result.status = PROTO_STATUS_STEP_FAILED;
+          snprintf (result.message, sizeof result.message, "step %u (%s) exited with status %d",
+                    i + 1, names[i], result.exit_code);
+          finish ();
+        }
+    }
+  result.exit_code = 0;
 }
 
 /* --- outputs ------------------------------------------------------------------- */
@@ -728,6 +1253,10 @@ write_outputs (const struct agent_job *job)
     fatal ("out of memory");
   if (job->image_from != NULL
       && tarout_add_tree (&t, SRC_DIR, job->image_from, "image", msg, sizeof msg) < 0)
+    goto fail;
+  if (job->is_dockerfile
+      && (df_make_layout (msg, sizeof msg) < 0
+          || tarout_add_tree (&t, "/work", DF_OCI_OUT_REL, PROTO_OUT_OCI, msg, sizeof msg) < 0))
     goto fail;
   for (size_t i = 0; i < job->n_artifacts; i++)
     {
@@ -794,6 +1323,7 @@ main (void)
   if (setpriority (PRIO_PROCESS, 0, -20) < 0)
     fatal ("setpriority: %s", strerror (errno));
   setup_mounts ();
+  no_user_namespaces ();
   console_open ();
   console_printf (PROTO_READY_LINE "\n");
 
@@ -846,6 +1376,8 @@ main (void)
 
   job_deadline = mono_ms () + (int64_t) job.timeout_s * 1000;
   result.status = PROTO_STATUS_OK;
+  if (job.is_dockerfile)
+    df_run_job (&job, job_deadline, sfd);
   for (unsigned i = 0; i < job.n_steps; i++)
     {
       enum step_outcome o = run_step (&job, i, job_deadline, sfd);

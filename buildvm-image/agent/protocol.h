@@ -65,6 +65,173 @@
 #define PROTO_CTL_BUILD_ARG "build_arg"   /* name, value */
 #define PROTO_CTL_BASE "base" /* ref name in bases/index.json, image name to tag it as */
 
+/* A Dockerfile job's caps, checked by both sides (guest.c when it encodes,
+ * control.c when it parses). Build arg values reach buildah through its
+ * environment (`--build-arg NAME`, the value never in an argv), so they are
+ * bounded to keep the environment far below the kernel's ARG_MAX. */
+#define PROTO_DF_PATH_MAX 4096  /* the Dockerfile's path, the context's */
+#define PROTO_DF_NAME_MAX 255   /* a target, a build arg's name, a ref */
+#define PROTO_DF_IMAGE_MAX 1024 /* a base image's name */
+#define PROTO_DF_MAX_BUILD_ARGS 128
+#define PROTO_DF_ARG_VALUE_MAX 8192
+#define PROTO_DF_MAX_BASES 64
+
+/* The checks both sides make of a Dockerfile job's records: each gives NULL
+ * or why the value is refused. No value may start with `-` (none can be
+ * taken for an option), and none has a control character. */
+static inline int
+proto__df_ctl (char c)
+{
+  return (unsigned char) c < 0x20 || c == 0x7f;
+}
+
+static inline int
+proto__df_upper (char c)
+{
+  return c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c;
+}
+
+/* `s` starts with `prefix` (upper case), ignoring case */
+static inline int
+proto__df_prefix (const char *s, const char *prefix)
+{
+  for (; *prefix; s++, prefix++)
+    if (proto__df_upper (*s) != *prefix)
+      return 0;
+  return 1;
+}
+
+/* A path relative to the source tree: not absolute, no `..` component */
+static inline const char *
+proto_df_path_problem (const char *s)
+{
+  unsigned long n = 0;
+  const char *c = s;
+  if (s == 0 || s[0] == '\0')
+    return "is empty";
+  if (s[0] == '/')
+    return "is absolute";
+  if (s[0] == '-')
+    return "starts with `-`";
+  for (; s[n]; n++)
+    if (proto__df_ctl (s[n]))
+      return "has a control character";
+  if (n > PROTO_DF_PATH_MAX)
+    return "is too long";
+  for (;;)
+    {
+      if (c[0] == '.' && c[1] == '.' && (c[2] == '/' || c[2] == '\0'))
+        return "has a `..` component";
+      while (*c && *c != '/')
+        c++;
+      if (*c == '\0')
+        return 0;
+      c++;
+    }
+}
+
+/* A stage name for `--target`, a ref name in bases/index.json */
+static inline const char *
+proto_df_name_problem (const char *s)
+{
+  unsigned long n;
+  if (s == 0 || s[0] == '\0')
+    return "is empty";
+  if (s[0] == '-' || s[0] == '.')
+    return "starts with `-` or `.`";
+  for (n = 0; s[n]; n++)
+    {
+      char c = s[n];
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'
+            || c == '-' || c == '.'))
+        return "is not made of letters, digits, `_`, `-` and `.`";
+    }
+  return n > PROTO_DF_NAME_MAX ? "is too long" : 0;
+}
+
+/* A base image's name as the Dockerfile calls it (a normalized reference:
+ * registry/path[:tag][@sha256:hex]) */
+static inline const char *
+proto_df_image_problem (const char *s)
+{
+  unsigned long n;
+  if (s == 0 || s[0] == '\0')
+    return "is empty";
+  if (s[0] == '-')
+    return "starts with `-`";
+  for (n = 0; s[n]; n++)
+    {
+      char c = s[n];
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'
+            || c == '-' || c == '.' || c == '/' || c == ':' || c == '@'))
+        return "is not an image reference";
+    }
+  return n > PROTO_DF_IMAGE_MAX ? "is too long" : 0;
+}
+
+/* A build arg's name: an environment variable's name, and none that the
+ * agent sets for buildah or that buildah, its libraries or the Go runtime
+ * read themselves (the value is passed in buildah's own environment). */
+static inline const char *
+proto_df_arg_name_problem (const char *s)
+{
+  static const char *const exact[] = {
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "PWD",
+    "TERM",
+    "TZ",
+    "GODEBUG",
+    "GOMAXPROCS",
+    "GOGC",
+    "GOMEMLIMIT",
+    "GOTRACEBACK",
+    "GOTMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REGISTRY_AUTH_FILE",
+    0,
+  };
+  static const char *const prefixes[] = {
+    "BUILDAH", "CONTAINERS", "_CONTAINERS", "STORAGE_", "XDG_", "DOCKER_",
+    "BUILDVM", "LD_",        "LC_",         "PODMAN",   0,
+  };
+  unsigned long n;
+  if (s == 0 || s[0] == '\0')
+    return "is empty";
+  if (s[0] >= '0' && s[0] <= '9')
+    return "starts with a digit";
+  for (n = 0; s[n]; n++)
+    {
+      char c = s[n];
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+            || c == '_'))
+        return "is not made of letters, digits and `_`";
+    }
+  if (n > PROTO_DF_NAME_MAX)
+    return "is too long";
+  for (int i = 0; exact[i]; i++)
+    {
+      const char *a = s, *b = exact[i];
+      while (*a && proto__df_upper (*a) == *b)
+        a++, b++;
+      if (*a == '\0' && *b == '\0')
+        return "is a variable the builder itself reads";
+    }
+  for (int i = 0; prefixes[i]; i++)
+    if (proto__df_prefix (s, prefixes[i]))
+      return "is a variable the builder itself reads";
+  /* the proxy variables are the agent's (HTTP_PROXY, no_proxy, ...) */
+  if (n >= 6 && proto__df_prefix (s + n - 6, "_PROXY"))
+    return "is a proxy variable (the build's proxy is set by the runner)";
+  return 0;
+}
+
 /* a Dockerfile job's steps, numbered as in the result header */
 #define PROTO_DF_STEPS 3
 #define PROTO_DF_STEP_1 "load the base images"

@@ -412,7 +412,8 @@ tarout_add_tree (struct tar_out *t, const char *root, const char *rel, const cha
   c = buf;
   while (c[0] == '.' && c[1] == '/')
     c += 2;
-  image_root = strcmp (prefix, "image") == 0;
+  /* `image` and `oci` are each one directory, the root of its tree */
+  image_root = strcmp (prefix, "image") == 0 || strcmp (prefix, PROTO_OUT_OCI) == 0;
   if (strcmp (c, ".") == 0 || *c == '\0')
     {
       close (dfd);
@@ -424,7 +425,7 @@ tarout_add_tree (struct tar_out *t, const char *root, const char *rel, const cha
       dfd = open (root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
       if (dfd < 0)
         return -1;
-      ret = add_at (t, dfd, ".", "image", false, 0, msg, msgsz);
+      ret = add_at (t, dfd, ".", prefix, false, 0, msg, msgsz);
       close (dfd);
       return ret;
     }
@@ -435,7 +436,7 @@ tarout_add_tree (struct tar_out *t, const char *root, const char *rel, const cha
       return -1;
     }
   if (image_root)
-    snprintf (name, sizeof name, "image");
+    snprintf (name, sizeof name, "%s", prefix);
   else
     snprintf (name, sizeof name, "%s/%s", prefix, c);
   for (;;)

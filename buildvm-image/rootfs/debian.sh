@@ -69,5 +69,9 @@ chroot "$root" sh -c 'python3 -m compileall -q -f -j 0 --invalidation-mode unche
 # nothing of the build machine's apt state, caches or logs belongs in the image
 : >"$root/etc/apt/sources.list"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*
+# the mount points of the tmpfs the agent gives buildah for what it keeps
+# outside its storage (the short-name alias cache's lock, without which no
+# `FROM node:18` resolves; the blob info cache): the rootfs is read-only
+mkdir -p "$root/var/cache/containers" "$root/var/lib/containers"
 rootfs_base "$root" "$agent"
 dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${Package} ${Version}\n' >"$pkglist"

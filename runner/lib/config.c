@@ -3,6 +3,7 @@
  * each checking through the module that owns the grammar. Resource
  * resolution leaves for the job plan (issue 12, item 2). */
 #include "config.h"
+#include "dockerfile.h"
 #include "image.h"
 #include "buf.h"
 #include "caps.h"
@@ -462,6 +463,15 @@ config_free (struct runner_config *c)
 {
   if (c == NULL)
     return;
+  for (size_t i = 0; i < c->dockerfile.n_from_map; i++)
+    {
+      free (c->dockerfile.from_map[i].key);
+      free (c->dockerfile.from_map[i].name);
+      free (c->dockerfile.from_map[i].repository);
+      free (c->dockerfile.from_map[i].tag);
+    }
+  free (c->dockerfile.from_map);
+  config_strv_free (c->dockerfile.local_prefixes);
   free (c->path);
   free (c->home);
   free (c->work_dir);
@@ -961,6 +971,138 @@ load_checkout (struct runner_config *c, const struct loader *L, bvm_error_t *err
       if (netaddr_allow_parse (&c->checkout.allow_addresses, v[i], err) < 0)
         return bvm_error_wrap (err, "%s: field `checkout.allow_addresses[%zu]`", L->what, i);
     }
+  return 0;
+}
+
+/* `dockerfile.from_map`'s built-in default: the upstream names the
+ * platform's base images stand for (buildvm-image/base/). */
+static const char *const default_from_map[][2] = {
+  { "node:18", "base/node:18-build" },   { "node:18-slim", "base/node:18" },
+  { "debian:12", "base/debian:12" },     { "debian:bookworm", "base/debian:12" },
+  { "python:3.11", "base/python:3.11" }, { "gcc:12", "base/gcc:12" },
+};
+static const char *const default_local_prefixes[] = { "base/", "apps/" };
+
+static int
+add_from_map (struct runner_config *c, const struct loader *L, const char *key, const char *value,
+              bvm_error_t *err)
+{
+  struct config_from_map_entry *e = &c->dockerfile.from_map[c->dockerfile.n_from_map];
+  struct dockerfile_ref ref;
+  char field[600], kbuf[DOCKERFILE_REF_MAX + 16], shown[JOB__SHOW_SIZE];
+  const char *colon = strrchr (value, ':'), *why;
+  size_t klen = strlen (key);
+  bool any = klen > 2 && strcmp (key + klen - 2, ":*") == 0;
+
+  snprintf (field, sizeof field, "dockerfile.from_map.%s", job__show (shown, sizeof shown, key));
+  if (klen > DOCKERFILE_REF_MAX)
+    return bad (err, L->what, field, "is longer than %d bytes", DOCKERFILE_REF_MAX);
+  /* "node:*": every tag of node, checked as "node:latest" */
+  snprintf (kbuf, sizeof kbuf, "%.*s%s", (int) (any ? klen - 2 : klen), key, any ? ":latest" : "");
+  if ((why = dockerfile_ref_parse (&ref, kbuf)) != NULL)
+    return bad_value (err, L->what, field, why, key);
+  if (ref.digest[0] != '\0')
+    return bad_value (err, L->what, field, "must be a name and a tag, not a digest", key);
+  if (colon != NULL && strchr (colon, '/') != NULL)
+    colon = NULL;
+  if (strlen (value) > DOCKERFILE_REF_MAX
+      || (colon != NULL && oci_tag_problem (colon + 1) != NULL))
+    return bad_value (err, L->what, field, "must be `repository[:tag]` in the runner's registry",
+                      value);
+  memset (e, 0, sizeof *e);
+  e->any_tag = any;
+  if ((e->key = strdup (key)) == NULL || (e->name = strdup (ref.name)) == NULL
+      || (e->repository = colon ? strndup (value, (size_t) (colon - value)) : strdup (value))
+             == NULL
+      || (colon != NULL && (e->tag = strdup (colon + 1)) == NULL))
+    {
+      free (e->key), free (e->name), free (e->repository), free (e->tag);
+      return nomem (err);
+    }
+  c->dockerfile.n_from_map++;
+  if (oci_repository_problem (e->repository) != NULL)
+    return bad_value (err, L->what, field, "must be `repository[:tag]` in the runner's registry",
+                      value);
+  if (any && e->tag != NULL)
+    return bad_value (err, L->what, field, "a `:*` key maps to a repository without a tag", value);
+  for (size_t i = 0; i + 1 < c->dockerfile.n_from_map; i++)
+    if (strcmp (c->dockerfile.from_map[i].name, e->name) == 0
+        && c->dockerfile.from_map[i].any_tag == any)
+      return bad_value (err, L->what, field, "names the same image as another key", key);
+  return 0;
+}
+
+/* `dockerfile`: from_map (replaces the built-in map when given) and
+ * local_prefixes (likewise), docs/schemas.md. */
+static int
+load_dockerfile (struct runner_config *c, const struct loader *L, bvm_error_t *err)
+{
+  static const char *const keys[] = { "from_map", "local_prefixes", NULL };
+  cleanup_free const char **pv = NULL;
+  const json_t *o = NULL;
+  json_t *map = NULL, *v;
+  const char *k;
+  size_t n = 0;
+  int ret;
+
+  ret = get_section (&o, L, "dockerfile", keys, err);
+  if (ret == 0 && o != NULL)
+    ret = wrapped (jsonx_get_typed (&map, o, "from_map", JSON_OBJECT, false, "dockerfile", err), L,
+                   err);
+  if (ret == 0 && o != NULL)
+    ret = wrapped (jsonx_get_str_array (&pv, &n, o, "local_prefixes", false,
+                                        CONFIG_LOCAL_PREFIXES_MAX, 255, "dockerfile", err),
+                   L, err);
+  if (ret < 0)
+    return ret;
+  if (map != NULL && json_object_size (map) > CONFIG_FROM_MAP_MAX)
+    return bad (err, L->what, "dockerfile.from_map", "has more than %d entries",
+                CONFIG_FROM_MAP_MAX);
+  c->dockerfile.from_map = calloc (map ? json_object_size (map) + 1
+                                       : ARRAY_SIZE (default_from_map),
+                                   sizeof *c->dockerfile.from_map);
+  if (c->dockerfile.from_map == NULL)
+    return nomem (err);
+  if (map == NULL)
+    for (size_t i = 0; ret == 0 && i < ARRAY_SIZE (default_from_map); i++)
+      ret = add_from_map (c, L, default_from_map[i][0], default_from_map[i][1], err);
+  else
+    json_object_foreach (map, k, v)
+      {
+        char field[600], shown[JOB__SHOW_SIZE];
+        if (!json_is_string (v))
+          {
+            snprintf (field, sizeof field, "dockerfile.from_map.%s",
+                      job__show (shown, sizeof shown, k));
+            return bad (err, L->what, field, "must be a string");
+          }
+        if ((ret = add_from_map (c, L, k, json_string_value (v), err)) < 0)
+          return ret;
+      }
+  if (ret < 0)
+    return ret;
+  if (pv == NULL)
+    {
+      pv = calloc (ARRAY_SIZE (default_local_prefixes) + 1, sizeof *pv);
+      if (pv == NULL)
+        return nomem (err);
+      for (n = 0; n < ARRAY_SIZE (default_local_prefixes); n++)
+        pv[n] = default_local_prefixes[n];
+    }
+  for (size_t i = 0; i < n; i++)
+    {
+      char field[64], repo[256];
+      size_t len = strlen (pv[i]);
+      snprintf (field, sizeof field, "dockerfile.local_prefixes[%zu]", i);
+      snprintf (repo, sizeof repo, "%.*s", (int) (len > 0 ? len - 1 : 0), pv[i]);
+      if (len < 2 || pv[i][len - 1] != '/' || oci_repository_problem (repo) != NULL)
+        return bad_value (err, L->what, field,
+                          "must be a repository path ending in `/` (such as `base/`)", pv[i]);
+    }
+  c->dockerfile.local_prefixes = (char **) strv_dup (pv, n);
+  if (c->dockerfile.local_prefixes == NULL)
+    return nomem (err);
+  c->dockerfile.n_local_prefixes = n;
   return 0;
 }
 
@@ -1496,12 +1638,12 @@ jail_to_json (const struct jail_settings *j)
 int
 config_load (struct runner_config **out, const char *path, bvm_error_t *err)
 {
-  static const char *const keys[] = { "home",      "work_dir",     "log_dir",  "cache_dir",
-                                      "state_dir", "artifacts",    "registry", "images",
-                                      "vm",        "limits",       "defaults", "policies",
-                                      "queue",     "secrets",      "serve",    "jail",
-                                      "webhook",   "apps",         "egress",   "checkout",
-                                      "attest",    "token_server", NULL };
+  static const char *const keys[] = { "home",      "work_dir",     "log_dir",    "cache_dir",
+                                      "state_dir", "artifacts",    "registry",   "images",
+                                      "vm",        "limits",       "defaults",   "policies",
+                                      "queue",     "secrets",      "serve",      "jail",
+                                      "webhook",   "apps",         "egress",     "checkout",
+                                      "attest",    "token_server", "dockerfile", NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_config struct runner_config *c = NULL;
   cleanup_free char *what = NULL;
@@ -1573,6 +1715,8 @@ config_load (struct runner_config **out, const char *path, bvm_error_t *err)
     ret = egress_settings_load (&c->egress, json_object_get (L.doc, "egress"), L.what, err);
   if (ret == 0)
     ret = load_checkout (c, &L, err);
+  if (ret == 0)
+    ret = load_dockerfile (c, &L, err);
   if (ret < 0)
     return ret;
   *out = steal_pointer (&c);
@@ -1759,6 +1903,21 @@ config_to_json (const struct runner_config *c)
                                          "token_seconds", (json_int_t) t->token_seconds,
                                          "max_connections", (json_int_t) t->max_connections,
                                          "timeout_seconds", (json_int_t) t->timeout_seconds));
+  }
+  {
+    json_t *map = json_object (), *df;
+    for (size_t i = 0; map != NULL && i < c->dockerfile.n_from_map; i++)
+      {
+        const struct config_from_map_entry *e = &c->dockerfile.from_map[i];
+        char *v = NULL;
+        if (asprintf (&v, "%s%s%s", e->repository, e->tag ? ":" : "", e->tag ? e->tag : "") < 0)
+          v = NULL;
+        r |= json_object_set_new (map, e->key, v ? json_string (v) : NULL);
+        free (v);
+      }
+    df = json_pack ("{s:o?, s:o?}", "from_map", map, "local_prefixes",
+                    strv_to_json (c->dockerfile.local_prefixes, c->dockerfile.n_local_prefixes));
+    r |= json_object_set_new (o, "dockerfile", df);
   }
   if (r != 0 || webhook_apps_to_json (o, c) < 0)
     return NULL;

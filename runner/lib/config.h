@@ -141,6 +141,31 @@ struct config_checkout
   char **allow_addresses_text;          /* as written, NULL-terminated, for config_to_json */
 };
 
+/* `dockerfile` (issue 17): what a Dockerfile's FROM may name. A reference
+ * already in the runner's registry (its domain is registry.url's host, or,
+ * with no domain, its path starts with one of local_prefixes) is taken as
+ * it is; any other must be a key of from_map, which names the repository
+ * (and tag) in the runner's registry that stands for it. */
+#define CONFIG_FROM_MAP_MAX 256
+#define CONFIG_LOCAL_PREFIXES_MAX 16
+
+struct config_from_map_entry
+{
+  char *key;        /* as written: "node:18", "docker.io/library/node:18", "node:*" */
+  char *name;       /* normalized (dockerfile_ref_parse): "docker.io/library/node:18" */
+  bool any_tag;     /* the key ends in `:*`: every tag of that name */
+  char *repository; /* in the runner's registry: "base/node" */
+  char *tag;        /* "18-build", or NULL: the FROM's own tag */
+};
+
+struct config_dockerfile
+{
+  struct config_from_map_entry *from_map;
+  size_t n_from_map;
+  char **local_prefixes; /* "base/", "apps/"; NULL-terminated */
+  size_t n_local_prefixes;
+};
+
 struct runner_config
 {
   char *path; /* the file it was loaded from, or NULL for defaults only */
@@ -169,6 +194,7 @@ struct runner_config
   struct egress_settings egress; /* `egress` (egress.h): built-in, nothing allowed */
   struct config_checkout checkout;
   struct regtoken_settings token_server; /* `token_server` (regtoken.h): buildvm token-server */
+  struct config_dockerfile dockerfile;   /* `dockerfile` (issue 17) */
 };
 
 /* Load `path` (NULL = built-in defaults only). Errors name the file and the

@@ -30,12 +30,80 @@ put_u64 (struct buf *b, uint64_t v)
   return put (b, num);
 }
 
+/* A Dockerfile job's records (PROTO_CTL_DOCKERFILE, _BUILD_ARG, _BASE),
+ * checked with the agent's own rules (protocol.h): the agent refuses what
+ * this would let through, so a job it would refuse fails here, on the host,
+ * with the value named. */
+static int
+encode_dockerfile (struct buf *out, const struct guest_dockerfile *df, int *full, bvm_error_t *err)
+{
+  const char *why;
+  int r = 0;
+
+  if ((why = proto_df_path_problem (df->path)) != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the Dockerfile's path `%.200s` %s",
+                           df->path ? df->path : "", why);
+  if ((why = proto_df_path_problem (df->context)) != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the build context `%.200s` %s",
+                           df->context ? df->context : "", why);
+  if (df->target && df->target[0] && (why = proto_df_name_problem (df->target)) != NULL)
+    return bvm_error_code (err, BVM_E_INVALID, 0, "the build target `%.200s` %s", df->target, why);
+  if (df->n_args > PROTO_DF_MAX_BUILD_ARGS)
+    return bvm_error_code (err, BVM_E_LIMIT, 0, "%zu build args: at most %d", df->n_args,
+                           PROTO_DF_MAX_BUILD_ARGS);
+  if (df->n_bases > PROTO_DF_MAX_BASES)
+    return bvm_error_code (err, BVM_E_LIMIT, 0, "%zu base images: at most %d", df->n_bases,
+                           PROTO_DF_MAX_BASES);
+  r |= put (out, PROTO_CTL_DOCKERFILE) | put (out, df->path) | put (out, df->context)
+       | put (out, df->target ? df->target : "");
+  for (size_t i = 0; i < df->n_args; i++)
+    {
+      const struct guest_build_arg *a = &df->args[i];
+      if ((why = proto_df_arg_name_problem (a->name)) != NULL)
+        return bvm_error_code (err, BVM_E_INVALID, 0, "build arg `%.64s` %s",
+                               a->name ? a->name : "", why);
+      for (size_t k = 0; k < i; k++)
+        if (strcmp (df->args[k].name, a->name) == 0)
+          return bvm_error_code (err, BVM_E_INVALID, 0, "build arg `%.64s` is given twice",
+                                 a->name);
+      if (a->value == NULL || strlen (a->value) > PROTO_DF_ARG_VALUE_MAX)
+        return bvm_error_code (err, BVM_E_LIMIT, 0,
+                               "the value of build arg `%.64s` is longer than %d bytes", a->name,
+                               PROTO_DF_ARG_VALUE_MAX);
+      r |= put (out, PROTO_CTL_BUILD_ARG) | put (out, a->name) | put (out, a->value);
+    }
+  for (size_t i = 0; i < df->n_bases; i++)
+    {
+      const struct guest_base *b = &df->bases[i];
+      if ((why = proto_df_name_problem (b->ref)) != NULL)
+        return bvm_error_code (err, BVM_E_INVALID, 0, "base image ref `%.64s` %s",
+                               b->ref ? b->ref : "", why);
+      if ((why = proto_df_image_problem (b->name)) != NULL)
+        return bvm_error_code (err, BVM_E_INVALID, 0, "base image name `%.200s` %s",
+                               b->name ? b->name : "", why);
+      for (size_t k = 0; k < i; k++)
+        if (strcmp (df->bases[k].ref, b->ref) == 0)
+          return bvm_error_code (err, BVM_E_INVALID, 0, "base image ref `%.64s` is given twice",
+                                 b->ref);
+      r |= put (out, PROTO_CTL_BASE) | put (out, b->ref) | put (out, b->name);
+    }
+  *full |= r; /* the caller says the control file is too big */
+  return 0;
+}
+
 int
 guest_control_encode (struct buf *out, const struct guest_job *job, bvm_error_t *err)
 {
-  int r = 0;
+  int r = 0, d;
 
-  if (job->n_steps == 0 || job->n_steps > GUEST_MAX_STEPS)
+  if (job->dockerfile != NULL)
+    {
+      /* the Dockerfile describes the build and the image */
+      if (job->n_steps != 0 || job->image_from != NULL)
+        return bvm_error_code (err, BVM_E_INVALID, 0,
+                               "a Dockerfile job has no steps and no image directory");
+    }
+  else if (job->n_steps == 0 || job->n_steps > GUEST_MAX_STEPS)
     return bvm_error_code (err, BVM_E_INVALID, 0, "a job needs 1 to %d steps, not %zu",
                            GUEST_MAX_STEPS, job->n_steps);
   r |= put (out, PROTO_CTL_VERSION) | put (out, PROTO_CONTROL_VERSION);
@@ -64,6 +132,8 @@ guest_control_encode (struct buf *out, const struct guest_job *job, bvm_error_t 
   for (size_t i = 0; i < job->n_secret_env; i++)
     r |= put (out, PROTO_CTL_SECRET_ENV) | put (out, job->secret_env[i].var)
          | put (out, job->secret_env[i].name);
+  if (job->dockerfile != NULL && (d = encode_dockerfile (out, job->dockerfile, &r, err)) < 0)
+    return d;
   if (r != 0)
     return bvm_error_code (err, BVM_E_LIMIT, errno == ENOMEM ? ENOMEM : 0,
                            "the job's control file exceeds %zu bytes", out->max);

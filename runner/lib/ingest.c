@@ -9,6 +9,7 @@
  * (tsearch's red-black tree: no hash to flood).
  */
 #include "ingest.h"
+#include "ocilayout.h"
 #include "util.h"
 
 #include <archive.h>
@@ -30,8 +31,9 @@
 #define EOF_MARKER_BYTES 1024             /* two zero blocks */
 
 static const char *const root_names[] = {
-  [INGEST_IMAGE] = "image", [INGEST_ARTIFACT] = "artifacts"
+  [INGEST_IMAGE] = "image", [INGEST_ARTIFACT] = "artifacts", [INGEST_OCI] = "oci"
 };
+#define N_ROOTS ARRAY_SIZE (root_names)
 
 /* One path component of an accepted entry, or a directory its name implies. */
 struct vnode
@@ -53,7 +55,8 @@ struct ingest_ctx
   bool timed_out;
   int read_errno;
   unsigned char *buf;
-  struct vnode *roots[2];
+  struct vnode *roots[N_ROOTS];
+  unsigned roots_allowed; /* ingest_limits.roots */
   uint64_t nodes, names_bytes, resolve_steps;
   struct vnode **symlinks;
   size_t nsymlinks, symlinks_alloc;
@@ -139,9 +142,11 @@ check_name (const char *name, size_t max_path, struct name *out, bvm_error_t *er
             out->kind = INGEST_IMAGE;
           else if (n == 9 && memcmp (p, "artifacts", 9) == 0)
             out->kind = INGEST_ARTIFACT;
+          else if (n == 3 && memcmp (p, "oci", 3) == 0)
+            out->kind = INGEST_OCI;
           else
             return refuse (err, BVM_E_INVALID, name, len,
-                           "names must start with `image/` or `artifacts/`");
+                           "names must start with `image/`, `artifacts/` or `oci/`");
           out->rel = slash ? slash + 1 : end;
           first = false;
         }
@@ -490,6 +495,7 @@ check_symlinks (struct ingest_ctx *c, bvm_error_t *err)
         continue;
       while (root->parent != NULL)
         root = root->parent;
+      /* symlinks exist under `image/` only */
       memcpy (c->path, root == c->roots[INGEST_IMAGE] ? "image/" : "artifacts/",
               root == c->roots[INGEST_IMAGE] ? 7 : 11);
       node_path (c->path + strlen (c->path), sizeof c->path - strlen (c->path), l);
@@ -790,6 +796,13 @@ take_entry (struct ingest_ctx *c, struct archive *a, struct archive_entry *ae,
                            archive_read_header_position (a));
   if (check_name (name, c->lim->max_path, &nm, err) < 0)
     return -1;
+  if (!(c->roots_allowed & INGEST_ROOT (nm.kind)))
+    return refuse (err, BVM_E_INVALID, name, strlen (name), "%s",
+                   nm.kind == INGEST_IMAGE
+                       ? "a Dockerfile job's image is its `oci/` output (the Dockerfile "
+                         "describes the image), not `image/`"
+                   : nm.kind == INGEST_OCI ? "`oci/` is the output of a Dockerfile job only"
+                                           : "this job has no such output");
 
   if (hardlink != NULL && symlink != NULL)
     return refuse (err, BVM_E_INVALID, name, strlen (name), "both a hardlink and a symlink");
@@ -857,6 +870,26 @@ take_entry (struct ingest_ctx *c, struct archive *a, struct archive_entry *ae,
         return refuse (err, BVM_E_INVALID, name, strlen (name),
                        "the root `%s/` must be a directory", root_names[nm.kind]);
       return 0;
+    }
+  if (nm.kind == INGEST_OCI)
+    {
+      /* an OCI image layout and nothing else: its names are ocilayout.c's */
+      char rel[INGEST_PATH_MAX + 1];
+      enum ocilayout_name k;
+
+      memcpy (rel, nm.rel, nm.rel_len);
+      rel[nm.rel_len] = '\0';
+      k = ocilayout_name_kind (rel);
+      if (k == OCILAYOUT_NAME_BAD)
+        return refuse (err, BVM_E_INVALID, name, strlen (name),
+                       "not a name of an OCI image layout (oci-layout, index.json, "
+                       "blobs/sha256/<64 lowercase hex>)");
+      if (hardlink != NULL || type == S_IFLNK)
+        return refuse (err, BVM_E_INVALID, name, strlen (name),
+                       "links are not allowed under `oci/`");
+      if ((k == OCILAYOUT_NAME_DIR) != (type == S_IFDIR))
+        return refuse (err, BVM_E_INVALID, name, strlen (name), "must be a %s",
+                       k == OCILAYOUT_NAME_DIR ? "directory" : "regular file");
     }
 
   if (type == S_IFLNK)
@@ -1119,15 +1152,20 @@ ingest_run (int fd, uint64_t offset, uint64_t len, const struct ingest_limits *l
   c->len = len;
   c->lim = lim;
   c->buf = malloc (READ_CHUNK);
-  c->roots[0] = calloc (1, sizeof (struct vnode));
-  c->roots[1] = calloc (1, sizeof (struct vnode));
-  if (c->buf == NULL || c->roots[0] == NULL || c->roots[1] == NULL)
+  c->roots_allowed = lim->roots ? lim->roots : INGEST_ROOTS_STEPS;
+  for (size_t i = 0; i < N_ROOTS; i++)
+    {
+      c->roots[i] = calloc (1, sizeof (struct vnode));
+      if (c->roots[i] == NULL)
+        break;
+      c->roots[i]->type = S_IFDIR;
+      c->roots[i]->name = "";
+    }
+  if (c->buf == NULL || c->roots[N_ROOTS - 1] == NULL)
     {
       ret = bvm_error (err, ENOMEM, "ingest");
       goto cleanup;
     }
-  c->roots[0]->type = c->roots[1]->type = S_IFDIR;
-  c->roots[0]->name = c->roots[1]->name = "";
 
   /* Pax names are UTF-8; in the C locale libarchive would fail to convert
    * non-ASCII ones. Switch this thread (only) to C.UTF-8 while reading. */
@@ -1141,8 +1179,8 @@ ingest_run (int fd, uint64_t offset, uint64_t len, const struct ingest_limits *l
       freelocale (utf8);
     }
 cleanup:
-  node_free (c->roots[0]);
-  node_free (c->roots[1]);
+  for (size_t i = 0; i < N_ROOTS; i++)
+    node_free (c->roots[i]);
   free (c->symlinks);
   free (c->buf);
   free (c);

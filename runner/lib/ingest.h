@@ -9,15 +9,22 @@
  * the artifact store, which stage everything and commit only on success.
  *
  * Entry names are `image/<path>` (the app's OCI image layer) or
- * `artifacts/<path>` (artifacts to keep). Refused, with BVM_E_INVALID naming
- * the entry (printable-escaped) and the rule:
+ * `artifacts/<path>` (artifacts to keep), or in a Dockerfile job (issue 17)
+ * `oci/<path>` (the image the builder exported, an OCI image layout, see
+ * ocilayout.h) instead of `image/`: which roots a job may write is
+ * ingest_limits.roots. Refused, with BVM_E_INVALID naming the entry
+ * (printable-escaped) and the rule:
  *   - names that are absolute, have `.`, `..` or empty (`//`) components, a
  *     NUL, control characters (C0, DEL, C1) or invalid UTF-8, a component
  *     over 255 bytes or more than INGEST_MAX_DEPTH components, a trailing
  *     `/` on anything but a directory, or (under `image/`) a component
  *     starting with `.wh.` (OCI whiteouts);
- *   - names under neither root, and the roots themselves as anything but a
- *     directory (a root directory entry is accepted and not delivered);
+ *   - names under no root the job may write, and the roots themselves as
+ *     anything but a directory (a root directory entry is accepted and not
+ *     delivered);
+ *   - under `oci/`: anything but the names of a layout (ocilayout_name_kind:
+ *     `oci-layout`, `index.json`, `blobs/sha256/<64 hex>` as regular files,
+ *     `blobs` and `blobs/sha256` as directories), symlinks and hardlinks;
  *   - device nodes, FIFOs, sockets and unknown types; setuid, setgid and
  *     sticky bits (refused, not stripped); xattrs, ACLs, file flags, Mac
  *     metadata (file capabilities live in xattrs);
@@ -67,19 +74,26 @@ struct ingest_limits
   size_t max_header_bytes;  /* all header records of one entry, including pax
                                extended headers and GNU long names */
   int64_t deadline_ms;      /* now_ms() value after which ingest fails, 0 = none */
+  unsigned roots;           /* the roots accepted (1u << enum ingest_kind), 0: image/
+                               and artifacts/ (INGEST_ROOTS_STEPS) */
 };
+
+#define INGEST_ROOT(kind) (1u << (kind))
+#define INGEST_ROOTS_STEPS (INGEST_ROOT (INGEST_IMAGE) | INGEST_ROOT (INGEST_ARTIFACT))
+#define INGEST_ROOTS_DOCKERFILE (INGEST_ROOT (INGEST_OCI) | INGEST_ROOT (INGEST_ARTIFACT))
 
 #define INGEST_LIMITS_INIT                                                                        \
   {                                                                                               \
     .max_entries = 100000, .max_entry_bytes = UINT64_C (1) << 30,                                 \
     .max_total_bytes = UINT64_C (4) << 30, .max_names_bytes = UINT64_C (32) << 20,                \
-    .max_path = INGEST_PATH_MAX, .max_header_bytes = 64 * 1024, .deadline_ms = 0,                 \
+    .max_path = INGEST_PATH_MAX, .max_header_bytes = 64 * 1024, .deadline_ms = 0, .roots = 0,     \
   }
 
 enum ingest_kind
 {
   INGEST_IMAGE,    /* under `image/` */
   INGEST_ARTIFACT, /* under `artifacts/` */
+  INGEST_OCI,      /* under `oci/`: a Dockerfile job's image, an OCI image layout */
 };
 
 /* One validated entry, valid until the sink's end() returns.
@@ -96,7 +110,7 @@ enum ingest_kind
 struct ingest_entry
 {
   enum ingest_kind kind;
-  const char *path; /* relative to its root: no leading `image/` or `artifacts/`,
+  const char *path; /* relative to its root: no leading `image/`, `artifacts/`, `oci/`,
                        no trailing `/`, never "", never absolute, no `.`, `..` or
                        empty components, valid UTF-8 without control characters */
   mode_t type;      /* S_IFREG, S_IFDIR or S_IFLNK */
@@ -138,8 +152,8 @@ struct ingest_stats
 int ingest_run (int fd, uint64_t offset, uint64_t len, const struct ingest_limits *lim,
                 const struct ingest_sink *sink, struct ingest_stats *stats, bvm_error_t *err);
 
-/* Check one entry name as found in the tar (`image/...` or `artifacts/...`)
- * against the name rules above, with max_path = INGEST_PATH_MAX. A trailing
+/* Check one entry name as found in the tar (`image/...`, `artifacts/...` or
+ * `oci/...`) against the name rules above, with max_path = INGEST_PATH_MAX. A trailing
  * `/` is accepted (the caller decides whether the entry is a directory).
  * Exposed for fuzzing. */
 int ingest_check_path (const char *path, bvm_error_t *err);

@@ -7,6 +7,7 @@
 #include "attest.h"
 #include "attest_oci.h"
 #include "digest.h"
+#include "dockerfile.h"
 #include "egress.h"
 #include "fault.h"
 #include "fs.h"
@@ -19,6 +20,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "oci.h"
+#include "ocilayout.h"
 #include "plan.h"
 #include "policy.h"
 #include "redact.h"
@@ -49,7 +51,8 @@
 
 #define SPEC_FILE "buildvm.json"
 #define SPEC_FILE_MAX (256 * 1024)
-#define ROLE_MARGIN_S 1800 /* checkout, ingest and push on top of boot + build */
+#define DOCKERFILE_DEFAULT "Dockerfile" /* at the root, when there is no buildvm.json */
+#define ROLE_MARGIN_S 1800              /* checkout, ingest and push on top of boot + build */
 
 /* Each phase's own deadline, on top of the job's (serve.job_seconds). */
 #define INPUT_DEADLINE_MS (10 * 60 * 1000)    /* exporting the tree to the input disk */
@@ -69,15 +72,15 @@
  * an image) resolved to the runner's registry, pulled before the build. */
 struct run_base
 {
-  char *from;                      /* as the Dockerfile names it, ARGs substituted */
-  char *name;                      /* normalized (docker.io/library/node:18): tagged so in the guest */
-  char *repository;                /* in the runner's registry, after dockerfile.from_map */
-  char *reference;                 /* the tag or digest asked for */
+  char *from;       /* as the Dockerfile names it, ARGs substituted */
+  char *name;       /* normalized (docker.io/library/node:18): tagged so in the guest */
+  char *repository; /* in the runner's registry, after dockerfile.from_map */
+  char *reference;  /* the tag or digest asked for */
   char digest[DIGEST_STR_LEN + 1]; /* its manifest's, recorded */
   struct oci_manifest *manifest;   /* an image manifest (linux/amd64) */
   char *manifest_json;             /* its bytes, as pulled (digest above) */
   size_t manifest_len;
-  char *config;                    /* its config's JSON text */
+  char *config; /* its config's JSON text */
   size_t config_len;
   char **layer_paths; /* layer j's blob in the work directory (base_blob_path), checked */
 };
@@ -165,6 +168,16 @@ struct run
   uint64_t file_size;
   struct store_summary art_sum;
   bool have_art_sum;
+
+  /* a Dockerfile job (issue 17): checkout, plan, base, input */
+  const char *frontend_why; /* why this frontend: the plan's note and the record */
+  char *dockerfile_text;    /* the Dockerfile, read from the commit */
+  size_t dockerfile_len;
+  /* a Dockerfile job's image (issue 17): the builder's OCI layout as
+   * received (ocilayout.h), then verified into the layers the push takes */
+  struct ocilayout *oci;
+  struct ocilayout_image df;
+  bool have_df;
 };
 
 /* --- small helpers --------------------------------------------------------- */
@@ -475,6 +488,36 @@ read_lockfiles (struct run *r, bvm_error_t *err)
   return 0;
 }
 
+/* A file of the commit (of the working tree in a worktree dry run), at
+ * most `max` bytes. */
+static int
+read_commit_file (struct run *r, char **out, size_t *len, const char *name, size_t max,
+                  bvm_error_t *err)
+{
+  if (r->o->dry_run && r->o->worktree)
+    {
+      char path[PATH_MAX];
+      int ret;
+      if (snprintf_checked (path, sizeof path, "%s/%s", r->o->local_dir, name) < 0)
+        return bvm_error (err, ENAMETOOLONG, "path of `%s`", name);
+      ret = fs_read_file (out, len, path, max, err);
+      if (ret < 0 && errno == ENOENT)
+        return bvm_error_code (err, BVM_E_INVALID, 0, "the working tree has no `%s` at its root",
+                               name);
+      return ret;
+    }
+  return gitsrc_read_file (out, len, r->repo, r->commit, name, max, err);
+}
+
+/* read_commit_file's "there is no such file" (not a link, a directory or
+ * one too large: those are the repository's mistakes, said as they are) */
+static bool
+is_absent (const bvm_error_t *err)
+{
+  return bvm_error_get_code (err) == BVM_E_INVALID && strstr (bvm_error_msg (err), "has no `")
+         && strstr (bvm_error_msg (err), "at its root");
+}
+
 static int
 phase_checkout (struct run *r, bvm_error_t *err)
 {
@@ -523,35 +566,185 @@ phase_checkout (struct run *r, bvm_error_t *err)
   if (ret < 0)
     return ret;
 
-  if (r->o->dry_run && r->o->worktree)
+  ret = read_commit_file (r, &spec_text, &spec_len, SPEC_FILE, SPEC_FILE_MAX, err);
+  if (ret < 0 && !is_absent (err))
+    return bvm_error_wrap (err, "reading `%s`", SPEC_FILE);
+  if (ret == 0)
     {
-      char path[PATH_MAX];
-      if (snprintf_checked (path, sizeof path, "%s/%s", r->o->local_dir, SPEC_FILE) < 0)
-        return bvm_error (err, ENAMETOOLONG, "spec path");
-      ret = fs_read_file (&spec_text, &spec_len, path, SPEC_FILE_MAX, err);
-      if (ret < 0 && errno == ENOENT)
-        return bvm_error_code (err, BVM_E_INVALID, 0, "the working tree has no `%s` at its root",
-                               SPEC_FILE);
+      ret = spec_parse (&r->spec, spec_text, spec_len, err);
+      if (ret < 0)
+        return ret;
+      if ((ret = digest_buffer (r->spec_digest, spec_text, spec_len, err)) < 0)
+        return ret;
+      r->frontend_why = r->spec->dockerfile ? "buildvm.json \"dockerfile\"" : "buildvm.json";
     }
   else
     {
-      ret = gitsrc_read_file (&spec_text, &spec_len, r->repo, r->commit, SPEC_FILE, SPEC_FILE_MAX,
-                              err);
+      /* no buildvm.json: a Dockerfile at the root is the build, with the
+       * defaults; neither is the error it always was */
+      cleanup_error bvm_error_t e = NULL;
+      cleanup_free char *spec_err = xstrdup (bvm_error_msg (err));
+      bvm_error_free (err);
+      ret = read_commit_file (r, &r->dockerfile_text, &r->dockerfile_len, DOCKERFILE_DEFAULT,
+                              DOCKERFILE_MAX_BYTES, &e);
+      if (ret < 0 && is_absent (&e))
+        return bvm_error_code (err, BVM_E_INVALID, 0, "reading `%s`: %s", SPEC_FILE, spec_err);
+      if (ret < 0)
+        {
+          *err = steal_pointer (&e);
+          return bvm_error_wrap (err, "reading `%s` (there is no `%s`)", DOCKERFILE_DEFAULT,
+                                 SPEC_FILE);
+        }
+      if ((ret = spec_dockerfile_detected (&r->spec, err)) < 0)
+        return ret;
+      r->frontend_why = "Dockerfile at the root, no buildvm.json";
     }
-  if (ret < 0)
-    return bvm_error_wrap (err, "reading `%s`", SPEC_FILE);
-  ret = spec_parse (&r->spec, spec_text, spec_len, err);
-  if (ret < 0)
-    return ret;
   jset (r->record, "spec", spec_to_json (r->spec));
-  if ((ret = digest_buffer (r->spec_digest, spec_text, spec_len, err)) < 0)
-    return ret;
+  jset (r->record, "frontend",
+        json_pack ("{s:s, s:s}", "kind", r->spec->dockerfile ? "dockerfile" : "steps", "why",
+                   r->frontend_why));
+  if (r->spec->dockerfile && r->dockerfile_text == NULL)
+    {
+      ret = read_commit_file (r, &r->dockerfile_text, &r->dockerfile_len,
+                              r->spec->dockerfile->path, DOCKERFILE_MAX_BYTES, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "reading the Dockerfile `%s` (`dockerfile.path`)",
+                               r->spec->dockerfile->path);
+    }
   if (r->spec->image)
     return read_lockfiles (r, err);
   return 0;
 }
 
 /* --- plan ---------------------------------------------------------------------- */
+
+/* "Dockerfile:LINE: " before a role's refusal */
+static int
+df_wrap (struct run *r, unsigned line, const char *what, const char *subject, bvm_error_t *err)
+{
+  char shown[JOB__SHOW_SIZE];
+  return bvm_error_wrap (err, "%s:%u: %s `%s`", r->spec->dockerfile->path, line, what,
+                         job__show (shown, sizeof shown, subject));
+}
+
+/* Whether the job's egress role lets the build connect to `hp`: the
+ * decision the broker makes for the connection (egress_prepare mints the
+ * same role for the build), without the address checks of its lookup. */
+static int
+egress_would_allow (struct run *r, const struct netaddr_hostport *hp, bool *allowed, char *why,
+                    size_t why_size, bvm_error_t *err)
+{
+  const struct egress_settings *es = &r->cfg->egress;
+  struct policy_vars vars = { r->job->app, r->job->commit, r->job->ref, r->job->id };
+  const char *rules[EGRESS_RULES_MAX];
+  struct role *role = NULL;
+  struct policy_decision d;
+  char res[NETADDR_HOSTPORT_STRLEN + 8];
+  size_t n = 0;
+  int ret;
+
+  *allowed = false;
+  snprintf (why, why_size, "the build has no egress rules");
+  if (es->n_allow == 0 && r->spec->n_egress == 0)
+    return 0;
+  if (es->n_allow + r->spec->n_egress > EGRESS_RULES_MAX)
+    return bvm_error_code (err, BVM_E_INVALID, 0,
+                           "more than %d egress rules in runner.json and buildvm.json together",
+                           EGRESS_RULES_MAX);
+  for (size_t i = 0; i < es->n_allow; i++)
+    rules[n++] = es->allow[i];
+  for (size_t i = 0; i < r->spec->n_egress; i++)
+    rules[n++] = r->spec->egress[i];
+  ret = egress_role_mint (&role, r->tmpl, r->boundary, &vars, role_expires_at (r->role), rules, n,
+                          err);
+  if (ret < 0)
+    return bvm_error_wrap (err, "minting the job's egress role");
+  netaddr_resource (res, sizeof res, hp);
+  role_decide (role, POLICY_ACTION_NET_CONNECT, res, NULL, &d);
+  *allowed = d.allowed;
+  snprintf (why, why_size, "%s", d.why);
+  role_free (role);
+  return 0;
+}
+
+/* A Dockerfile job's plan, asked of the role: every base image is pulled
+ * (registry:PullImage) and every ADD URL's host is one the build may
+ * connect to (net:Connect, as the broker will decide), before any VM. */
+static int
+plan_dockerfile_checks (struct run *r, bvm_error_t *err)
+{
+  const struct job_plan *p = &r->plan_store;
+  const struct spec_dockerfile *sd = r->spec->dockerfile;
+  json_t *rec, *bases;
+  char res[1024];
+  int ret;
+
+  for (size_t i = 0; i < p->n_bases; i++)
+    {
+      const struct plan_base *b = &p->bases[i];
+      char shown[JOB__SHOW_SIZE];
+      if (snprintf_checked (res, sizeof res, "registry:%s:%s", b->repository, b->reference) < 0)
+        return bvm_error (err, ENAMETOOLONG, "base image resource");
+      ret = authorize (r, POLICY_ACTION_PULL_IMAGE, res, err);
+      if (ret > 0) /* dry-run: the build cannot go on without its base */
+        ret = bvm_error_code (err, BVM_E_DENIED, 0, "the role denies %s on %s",
+                              POLICY_ACTION_PULL_IMAGE, res);
+      if (ret < 0)
+        return df_wrap (r, b->line, b->how, b->from, err);
+      note (r, "plan: %s %s -> %s:%s%s", b->how, job__show (shown, sizeof shown, b->from),
+            b->repository, b->reference, b->mapped ? " (dockerfile.from_map)" : "");
+    }
+  for (size_t i = 0; i < p->n_urls; i++)
+    {
+      const struct plan_url *u = &p->urls[i];
+      char hp[NETADDR_HOSTPORT_STRLEN], why[POLICY_DECISION_MAX + 64], shown[JOB__SHOW_SIZE];
+      bool allowed = false;
+
+      if ((ret = egress_would_allow (r, &u->hp, &allowed, why, sizeof why, err)) < 0)
+        return ret;
+      netaddr_hostport_format (hp, sizeof hp, &u->hp);
+      if (r->o->plan)
+        json_array_append_new (r->o->plan,
+                               json_pack ("{s:s, s:s+, s:s, s:s}", "action",
+                                          POLICY_ACTION_NET_CONNECT, "resource", "net:", hp,
+                                          "decision", allowed ? "allow" : "deny", "why", why));
+      if (allowed)
+        continue;
+      if (r->cfg->egress.mode == EGRESS_MODE_AUDIT)
+        {
+          note (r, "plan: ADD %s: the role would deny connecting to %s; allowed in audit mode",
+                job__show (shown, sizeof shown, u->url), hp);
+          continue;
+        }
+      return bvm_error_code (err, BVM_E_DENIED, 0,
+                             "%s:%u: ADD %s: the role does not allow connecting to %s (add it to "
+                             "buildvm.json `egress`)",
+                             sd->path, u->line, job__show (shown, sizeof shown, u->url), hp);
+    }
+
+  rec = json_pack ("{s:s, s:s, s:o, s:I, s:I}", "path", sd->path, "context", sd->context, "target",
+                   sd->target ? json_string (sd->target) : json_null (), "stages",
+                   (json_int_t) p->dockerfile->n_stages, "target_stage",
+                   (json_int_t) p->dockerfile->target);
+  bases = json_array ();
+  for (size_t i = 0; rec != NULL && bases != NULL && i < p->n_bases; i++)
+    json_array_append_new (bases,
+                           json_pack ("{s:s, s:s, s:s, s:s, s:I}", "from", p->bases[i].from,
+                                      "name", p->bases[i].name, "repository",
+                                      p->bases[i].repository, "reference", p->bases[i].reference,
+                                      "line", (json_int_t) p->bases[i].line));
+  if (rec != NULL && bases != NULL)
+    json_object_set_new (rec, "bases", bases);
+  else
+    json_decref (bases);
+  jset (r->record, "dockerfile", rec);
+  note (r,
+        "plan: Dockerfile `%s`: %zu stage%s, %zu base image%s, %zu secret mount%s, %zu ADD URL%s",
+        sd->path, p->dockerfile->n_stages, p->dockerfile->n_stages == 1 ? "" : "s", p->n_bases,
+        p->n_bases == 1 ? "" : "s", p->dockerfile->n_secrets,
+        p->dockerfile->n_secrets == 1 ? "" : "s", p->n_urls, p->n_urls == 1 ? "" : "s");
+  return 0;
+}
 
 static int
 phase_plan (struct run *r, bvm_error_t *err)
@@ -560,7 +753,11 @@ phase_plan (struct run *r, bvm_error_t *err)
   char res[1024];
   int ret;
 
+  note (r, "plan: frontend: %s (%s)", r->spec->dockerfile ? "dockerfile" : "steps",
+        r->frontend_why);
   ret = plan_make (p, r->cfg, r->job, r->spec, err);
+  if (ret == 0 && r->spec->dockerfile)
+    ret = plan_dockerfile (p, r->cfg, r->spec, r->dockerfile_text, r->dockerfile_len, err);
   if (ret < 0)
     return ret;
   jset (r->record, "resources",
@@ -592,6 +789,8 @@ phase_plan (struct run *r, bvm_error_t *err)
             r->base_skipped = true; /* dry-run: a denied pull is not made */
         }
     }
+  if (r->spec->dockerfile && (ret = plan_dockerfile_checks (r, err)) < 0)
+    return ret;
   for (size_t i = 0; i < p->n_secrets; i++)
     {
       snprintf (res, sizeof res, "secrets:apps/%s/%s", r->job->app, p->secrets[i].name);
@@ -687,6 +886,161 @@ phase_secrets (struct run *r, bvm_error_t *err)
 
 /* --- input ------------------------------------------------------------------------ */
 
+/* The control file's Dockerfile record: path, context, target, the build
+ * args (not secret: plan_dockerfile refused any that look like one) and
+ * each base as `b<i>` in bases/ with the name its FROM gives it. */
+static int
+df_guest_job (struct run *r, struct guest_dockerfile *gdf, bvm_error_t *err)
+{
+  const struct spec_dockerfile *sd = r->spec->dockerfile;
+  struct guest_build_arg *args = calloc (sd->n_args + 1, sizeof *args);
+  struct guest_base *bases = calloc (r->n_bases + 1, sizeof *bases);
+
+  gdf->args = args;
+  gdf->bases = bases;
+  if (args == NULL || bases == NULL)
+    return bvm_error (err, ENOMEM, "the control file");
+  gdf->path = sd->path;
+  gdf->context = sd->context;
+  gdf->target = sd->target;
+  for (size_t i = 0; i < sd->n_args; i++)
+    {
+      args[i].name = sd->args[i].key;
+      args[i].value = sd->args[i].value;
+    }
+  gdf->n_args = sd->n_args;
+  for (size_t i = 0; i < r->n_bases; i++)
+    {
+      if ((bases[i].ref = xasprintf_or_null ("b%zu", i)) == NULL)
+        return bvm_error (err, ENOMEM, "the control file");
+      bases[i].name = r->bases[i].name;
+      gdf->n_bases = i + 1;
+    }
+  return 0;
+}
+
+static int
+add_blob_buf (struct srcfs *sfs, const char *digest, const void *data, size_t len,
+              bvm_error_t *err)
+{
+  char path[128];
+  if (snprintf_checked (path, sizeof path, PROTO_BASES_DIR "/blobs/sha256/%s", digest + 7) < 0)
+    return bvm_error_code (err, BVM_E_INTERNAL, 0, "a blob path");
+  return srcfs_add_file (sfs, path, data, len, 0644, err);
+}
+
+/* bases/ on the scratch disk: an OCI image layout of every base (one
+ * index.json entry each, ref name b<i>), each blob once. The guest reads it
+ * read-only as root; nothing in it comes from the repository. */
+static int
+write_bases_layout (struct run *r, struct srcfs *sfs, bvm_error_t *err)
+{
+  static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+  cleanup_json json_t *index = NULL;
+  cleanup_free char *index_text = NULL;
+  json_t *manifests;
+  char **written = NULL;
+  size_t n_written = 0, cap = 0;
+  int ret = 0;
+
+  index = json_pack ("{s:i, s:s, s:[]}", "schemaVersion", 2, "mediaType", OCI_MEDIA_INDEX,
+                     "manifests");
+  if (index == NULL)
+    return bvm_error (err, ENOMEM, "bases/index.json");
+  manifests = json_object_get (index, "manifests");
+  if ((ret = srcfs_add_dir (sfs, PROTO_BASES_DIR, 0755, err)) < 0
+      || (ret = srcfs_add_dir (sfs, PROTO_BASES_DIR "/blobs", 0755, err)) < 0
+      || (ret = srcfs_add_dir (sfs, PROTO_BASES_DIR "/blobs/sha256", 0755, err)) < 0
+      || (ret = srcfs_add_file (sfs, PROTO_BASES_DIR "/oci-layout", layout, sizeof layout - 1,
+                                0644, err))
+             < 0)
+    return ret;
+  for (size_t i = 0; ret == 0 && i < r->n_bases; i++)
+    {
+      const struct run_base *b = &r->bases[i];
+      const struct oci_descriptor *cfg = oci_manifest_config (b->manifest), *layers;
+      size_t n_layers = 0;
+      char ref[32];
+      struct
+      {
+        const char *digest;
+        uint64_t size;
+        const char *path; /* NULL: in memory */
+        const char *data;
+      } blobs[OCI_MAX_LAYERS + 2];
+      size_t nb = 0;
+
+      layers = oci_manifest_layers (b->manifest, &n_layers);
+      if (n_layers > OCI_MAX_LAYERS)
+        return bvm_error_code (err, BVM_E_LIMIT, 0, "base image `%s` has too many layers",
+                               b->from);
+      blobs[nb++] = (typeof (blobs[0])){ b->digest, b->manifest_len, NULL, b->manifest_json };
+      blobs[nb++] = (typeof (blobs[0])){ cfg->digest, b->config_len, NULL, b->config };
+      for (size_t j = 0; j < n_layers; j++)
+        blobs[nb++] = (typeof (blobs[0])){ layers[j].digest, layers[j].size, b->layer_paths[j],
+                                           NULL };
+      for (size_t k = 0; ret == 0 && k < nb; k++)
+        {
+          bool seen = false;
+          for (size_t m = 0; m < n_written; m++)
+            if (strcmp (written[m], blobs[k].digest) == 0)
+              seen = true;
+          if (seen)
+            continue;
+          if (n_written == cap)
+            {
+              size_t c = cap ? cap * 2 : 16;
+              char **w = realloc (written, c * sizeof *w);
+              if (w == NULL)
+                {
+                  ret = bvm_error (err, ENOMEM, "bases/");
+                  break;
+                }
+              written = w;
+              cap = c;
+            }
+          written[n_written++] = (char *) blobs[k].digest;
+          if (blobs[k].path == NULL)
+            ret = add_blob_buf (sfs, blobs[k].digest, blobs[k].data, (size_t) blobs[k].size, err);
+          else
+            {
+              char path[128];
+              cleanup_close int fd = open (blobs[k].path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+              struct stat st;
+              if (fd < 0 || fstat (fd, &st) < 0)
+                ret = bvm_error (err, errno, "open `%s`", blobs[k].path);
+              else if ((uint64_t) st.st_size != blobs[k].size)
+                ret = bvm_error_code (err, BVM_E_INTERNAL, 0, "`%s` is not %llu bytes",
+                                      blobs[k].path, (unsigned long long) blobs[k].size);
+              else if (snprintf_checked (path, sizeof path, PROTO_BASES_DIR "/blobs/sha256/%s",
+                                         blobs[k].digest + 7)
+                       < 0)
+                ret = bvm_error_code (err, BVM_E_INTERNAL, 0, "a blob path");
+              else
+                ret = srcfs_add_file_from_fd (sfs, path, fd, blobs[k].size, 0644, err);
+            }
+        }
+      snprintf (ref, sizeof ref, "b%zu", i);
+      if (ret == 0
+          && json_array_append_new (manifests,
+                                    json_pack ("{s:s, s:s, s:I, s:{s:s}}", "mediaType",
+                                               oci_manifest_media_type (b->manifest), "digest",
+                                               b->digest, "size", (json_int_t) b->manifest_len,
+                                               "annotations", "org.opencontainers.image.ref.name",
+                                               ref))
+                 < 0)
+        ret = bvm_error (err, ENOMEM, "bases/index.json");
+    }
+  free (written);
+  if (ret < 0)
+    return ret;
+  index_text = json_dumps (index, JSON_COMPACT | JSON_SORT_KEYS);
+  if (index_text == NULL)
+    return bvm_error (err, ENOMEM, "bases/index.json");
+  return srcfs_add_file (sfs, PROTO_BASES_DIR "/index.json", index_text, strlen (index_text), 0644,
+                         err);
+}
+
 static int
 phase_input (struct run *r, bvm_error_t *err)
 {
@@ -695,13 +1049,15 @@ phase_input (struct run *r, bvm_error_t *err)
   struct gitsrc_limits lim = GITSRC_LIMITS_INIT;
   struct gitsrc_stats st = { 0 };
   struct guest_job gj = { 0 };
+  struct guest_dockerfile gdf = { 0 };
   struct guest_step *steps = NULL;
   struct guest_secret_env *senv = NULL;
   const char **env = NULL;
   uint64_t size = 0;
   int ret;
 
-  ret = workdir_create (&r->wd, r->cfg->work_dir, r->job->id, err);
+  /* phase_base made it when a Dockerfile job pulled its bases */
+  ret = r->wd ? 0 : workdir_create (&r->wd, r->cfg->work_dir, r->job->id, err);
   if (ret < 0)
     return ret;
   r->input_path = workdir_file (r->wd, "input.img");
@@ -740,6 +1096,13 @@ phase_input (struct run *r, bvm_error_t *err)
   gj.image_from = r->spec->image ? r->spec->image->from : NULL;
   gj.artifacts = (const char *const *) r->spec->artifacts;
   gj.n_artifacts = r->spec->n_artifacts;
+  if (r->spec->dockerfile)
+    {
+      if ((ret = df_guest_job (r, &gdf, err)) < 0)
+        goto cleanup;
+      gj.dockerfile = &gdf;
+      gj.image_from = NULL;
+    }
   if (r->n_secret_vals > 0)
     {
       senv = calloc (r->plan->n_secrets, sizeof *senv);
@@ -772,9 +1135,17 @@ phase_input (struct run *r, bvm_error_t *err)
     ret = gitsrc_export_worktree_to (srcfs_sink (sfs), r->o->local_dir, "src/", &lim, &st, err);
   else
     ret = gitsrc_export_to (srcfs_sink (sfs), r->repo, r->commit, "src/", &lim, &st, err);
-  if (ret == 0)
-    ret = srcfs_finish (sfs, err);
   if (ret < 0)
+    {
+      bvm_error_wrap (err, "exporting the source tree");
+      goto cleanup;
+    }
+  if (r->spec->dockerfile && (ret = write_bases_layout (r, sfs, err)) < 0)
+    {
+      bvm_error_wrap (err, "writing the base images to the scratch disk");
+      goto cleanup;
+    }
+  if ((ret = srcfs_finish (sfs, err)) < 0)
     {
       bvm_error_wrap (err, "exporting the source tree");
       goto cleanup;
@@ -801,6 +1172,11 @@ phase_input (struct run *r, bvm_error_t *err)
 cleanup:
   secrets_wipe (r);
   free (senv);
+  free ((void *) gdf.args);
+  if (gdf.bases)
+    for (size_t i = 0; i < gdf.n_bases; i++)
+      free ((char *) gdf.bases[i].ref);
+  free ((void *) gdf.bases);
   srcfs_free (sfs);
   guest_input_free (in);
   if (env)
@@ -1043,6 +1419,15 @@ sink_begin (void *opaque, const struct ingest_entry *e, bvm_error_t *err)
   r->cur_is_file = false;
   r->cur_in_store = false;
 
+  /* a Dockerfile job's image: its layout's files go to ocilayout, which
+   * hashes each blob as it arrives */
+  if (e->kind == INGEST_OCI)
+    {
+      if (e->type != S_IFREG)
+        return 0;
+      r->cur_is_file = true;
+      return ocilayout_file_begin (r->oci, e->path, e->size, err);
+    }
   if (e->kind == INGEST_IMAGE)
     {
       struct oci_layer_entry le = { 0 };
@@ -1145,6 +1530,8 @@ sink_data (void *opaque, const void *buf, size_t len, bvm_error_t *err)
   struct run *r = opaque;
   if (!r->cur_is_file)
     return bvm_error (err, 0, "data for an entry that takes none");
+  if (r->cur_kind == INGEST_OCI)
+    return ocilayout_file_write (r->oci, buf, len, err);
   if (r->cur_kind == INGEST_IMAGE)
     {
       if (r->file_hashing)
@@ -1158,6 +1545,12 @@ static int
 sink_end (void *opaque, bvm_error_t *err)
 {
   struct run *r = opaque;
+  if (r->cur_kind == INGEST_OCI)
+    {
+      bool file = r->cur_is_file;
+      r->cur_is_file = false;
+      return file ? ocilayout_file_end (r->oci, err) : 0;
+    }
   if (r->file_hashing)
     {
       char d[DIGEST_STR_LEN + 1];
@@ -1226,6 +1619,63 @@ seal_artifacts (struct run *r, bvm_error_t *err)
   return ret < 0 ? ret : store_txn_seal (r->txn, r->seal_key, err);
 }
 
+/* A regular file of a Dockerfile image's new layers, for the SBOM. */
+static int
+df_sbom_file (void *opaque, const char *path, const char *digest, uint64_t size, bvm_error_t *err)
+{
+  struct run *r = opaque;
+  return r->sbom ? sbom_add_file (r->sbom, path, digest, size, err) : 0;
+}
+
+/* The builder's layout, received whole: verified as hostile (ocilayout.h),
+ * its leading layers matched to a resolved base's. */
+static int
+ingest_dockerfile_image (struct run *r, bvm_error_t *err)
+{
+  cleanup_free struct ocilayout_base *bases = calloc (r->n_bases + 1, sizeof *bases);
+  const struct ocilayout_image *d = &r->df;
+  json_t *layers;
+  int ret;
+
+  if (bases == NULL)
+    return bvm_error (err, ENOMEM, "bases");
+  for (size_t i = 0; i < r->n_bases; i++)
+    {
+      bases[i].name = r->bases[i].repository;
+      bases[i].manifest = r->bases[i].manifest;
+      bases[i].config = r->bases[i].config;
+      bases[i].config_len = r->bases[i].config_len;
+      bases[i].layer_paths = r->bases[i].layer_paths;
+    }
+  ret = ocilayout_verify (&r->df, r->oci, bases, r->n_bases, df_sbom_file, r, err);
+  if (ret < 0)
+    return ret;
+  r->have_df = true;
+  layers = json_array ();
+  for (size_t i = 0; layers != NULL && i < d->n_layers; i++)
+    json_array_append_new (layers,
+                           json_pack ("{s:s, s:s, s:I, s:I, s:o}", "digest",
+                                      d->layers[i].desc.digest, "diff_id", d->layers[i].diff_id,
+                                      "size", (json_int_t) d->layers[i].desc.size, "tar_bytes",
+                                      (json_int_t) d->layers[i].tar_bytes, "base",
+                                      d->layers[i].base >= 0
+                                          ? json_string (r->bases[d->layers[i].base].repository)
+                                          : json_null ()));
+  jset (r->record, "oci_output",
+        json_pack ("{s:s, s:s, s:o}", "manifest", d->manifest_digest, "config", d->config_digest,
+                   "layers", layers ? layers : json_array ()));
+  if (d->base >= 0)
+    note (r,
+          "ingest: the builder's image %s: %zu layers, %zu of them the base %s's, %llu files "
+          "in the new ones",
+          d->manifest_digest, d->n_layers, d->n_base_layers, r->bases[d->base].repository,
+          (unsigned long long) d->files);
+  else
+    note (r, "ingest: the builder's image %s: %zu layers, no base's, %llu files",
+          d->manifest_digest, d->n_layers, (unsigned long long) d->files);
+  return 0;
+}
+
 static int
 phase_ingest (struct run *r, bvm_error_t *err)
 {
@@ -1236,7 +1686,21 @@ phase_ingest (struct run *r, bvm_error_t *err)
   const char *store_spec;
   int ret;
 
-  if (r->spec->image)
+  if (r->spec->dockerfile)
+    {
+      /* the image is the builder's, under `oci/`; `image/` is refused */
+      cleanup_free char *dir = workdir_file (r->wd, "oci-blobs");
+      struct ocilayout_limits ol = OCILAYOUT_LIMITS_INIT;
+      ol.max_entry_bytes = r->cfg->limits.max_output_bytes;
+      ol.max_total_bytes = r->cfg->limits.max_output_bytes;
+      ol.deadline_ms = now_ms () + INGEST_DEADLINE_MS;
+      if (dir == NULL)
+        return bvm_error (err, ENOMEM, "image layout");
+      if ((ret = ocilayout_new (&r->oci, dir, &ol, err)) < 0)
+        return ret;
+      lim.roots = INGEST_ROOTS_DOCKERFILE;
+    }
+  else if (r->spec->image)
     {
       const char *to = r->spec->image->to;
       r->to_rel = xstrdup (to[0] == '/' ? to + 1 : to);
@@ -1286,6 +1750,8 @@ phase_ingest (struct run *r, bvm_error_t *err)
   lim.deadline_ms = now_ms () + INGEST_DEADLINE_MS;
   ret = ingest_run (fd, GUEST_HEADER_SIZE, r->vm.guest.tar_bytes, &lim, &sink, &st, err);
   if (ret < 0)
+    return bvm_error_wrap (err, "the build's outputs were refused");
+  if (r->oci && (ret = ingest_dockerfile_image (r, err)) < 0)
     return bvm_error_wrap (err, "the build's outputs were refused");
   if (r->layer)
     {
@@ -1427,6 +1893,156 @@ fetch_base (struct run *r, bvm_error_t *err)
   return 0;
 }
 
+static void
+bases_free (struct run *r)
+{
+  for (size_t i = 0; i < r->n_bases; i++)
+    {
+      struct run_base *b = &r->bases[i];
+      free (b->from);
+      free (b->name);
+      free (b->repository);
+      free (b->reference);
+      oci_manifest_free (b->manifest);
+      free (b->manifest_json);
+      free (b->config);
+      if (b->layer_paths)
+        for (size_t j = 0; b->layer_paths[j]; j++)
+          free (b->layer_paths[j]);
+      free (b->layer_paths);
+    }
+  free (r->bases);
+  r->bases = NULL;
+  r->n_bases = 0;
+}
+
+/* An image manifest for linux/amd64 of repo:ref (through an index when it
+ * is one), its bytes and its digest. */
+static int
+pull_manifest (struct run *r, struct run_base *b, bvm_error_t *err)
+{
+  cleanup_free char *mt = NULL;
+  int ret;
+
+  ret = registry_manifest_get (r->reg, b->repository, b->reference, &b->manifest_json,
+                               &b->manifest_len, &mt, b->digest, err);
+  if (ret == 0)
+    ret = oci_manifest_parse (&b->manifest, b->manifest_json, b->manifest_len, mt, "linux",
+                              "amd64", err);
+  if (ret == 0 && oci_manifest_kind (b->manifest) == OCI_MANIFEST_INDEX)
+    {
+      char sel[DIGEST_STR_LEN + 1];
+      snprintf (sel, sizeof sel, "%s", oci_manifest_selected (b->manifest)->digest);
+      oci_manifest_free (b->manifest);
+      b->manifest = NULL;
+      free (b->manifest_json);
+      b->manifest_json = NULL;
+      free (mt);
+      mt = NULL;
+      ret = registry_manifest_get (r->reg, b->repository, sel, &b->manifest_json, &b->manifest_len,
+                                   &mt, b->digest, err);
+      if (ret == 0)
+        ret = oci_manifest_parse (&b->manifest, b->manifest_json, b->manifest_len, mt, "linux",
+                                  "amd64", err);
+      if (ret == 0 && oci_manifest_kind (b->manifest) != OCI_MANIFEST_IMAGE)
+        ret = bvm_error_code (err, BVM_E_INVALID, 0, "an index inside an index");
+    }
+  return ret;
+}
+
+/* A Dockerfile job's bases (plan.bases): each manifest (the digest
+ * recorded), config and layer blob, digest-checked, into the work
+ * directory as base<i>-<j>.blob; a layer two bases share is pulled once.
+ * Together they must fit the job's scratch disk, where they go next. */
+static int
+pull_df_bases (struct run *r, bvm_error_t *err)
+{
+  const struct job_plan *p = r->plan;
+  uint64_t total = 0, disk = p->res.disk_mib * 1024 * 1024;
+  json_t *recbases = json_object_get (json_object_get (r->record, "dockerfile"), "bases");
+  int ret;
+
+  if (p->n_bases == 0)
+    return 0;
+  if (r->wd == NULL && (ret = workdir_create (&r->wd, r->cfg->work_dir, r->job->id, err)) < 0)
+    return ret;
+  if ((ret = open_registry (r, err)) < 0)
+    return ret;
+  r->bases = calloc (p->n_bases, sizeof *r->bases);
+  if (r->bases == NULL)
+    return bvm_error (err, ENOMEM, "base images");
+  for (size_t i = 0; i < p->n_bases; i++)
+    {
+      const struct plan_base *pb = &p->bases[i];
+      struct run_base *b = &r->bases[i];
+      const struct oci_descriptor *layers;
+      size_t n_layers = 0;
+
+      r->n_bases = i + 1;
+      b->from = strdup (pb->from);
+      b->name = strdup (pb->name);
+      b->repository = strdup (pb->repository);
+      b->reference = strdup (pb->reference);
+      if (b->from == NULL || b->name == NULL || b->repository == NULL || b->reference == NULL)
+        return bvm_error (err, ENOMEM, "base images");
+      ret = pull_manifest (r, b, err);
+      if (ret == 0)
+        ret = registry_blob_read (r->reg, b->repository, oci_manifest_config (b->manifest)->digest,
+                                  OCI_CONFIG_MAX, &b->config, &b->config_len, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "base image `%s:%s` (%s)", b->repository, b->reference,
+                               b->from);
+      layers = oci_manifest_layers (b->manifest, &n_layers);
+      b->layer_paths = calloc (n_layers + 1, sizeof *b->layer_paths);
+      if (b->layer_paths == NULL)
+        return bvm_error (err, ENOMEM, "base images");
+      for (size_t j = 0; j < n_layers; j++)
+        {
+          const char *have = NULL;
+          char name[64];
+          /* a layer an earlier base has is that base's file */
+          for (size_t k = 0; have == NULL && k <= i; k++)
+            {
+              size_t nk = 0;
+              const struct oci_descriptor *lk;
+              if (r->bases[k].manifest == NULL || r->bases[k].layer_paths == NULL)
+                continue;
+              lk = oci_manifest_layers (r->bases[k].manifest, &nk);
+              for (size_t m = 0; have == NULL && m < nk && (k < i || m < j); m++)
+                if (r->bases[k].layer_paths[m] && strcmp (lk[m].digest, layers[j].digest) == 0)
+                  have = r->bases[k].layer_paths[m];
+            }
+          if (have != NULL)
+            {
+              if ((b->layer_paths[j] = strdup (have)) == NULL)
+                return bvm_error (err, ENOMEM, "base images");
+              continue;
+            }
+          total += layers[j].size;
+          if (total > disk)
+            return bvm_error_code (err, BVM_E_LIMIT, 0,
+                                   "the base images are larger than the job's disk (%llu MiB, "
+                                   "`resources.disk_mib`)",
+                                   (unsigned long long) p->res.disk_mib);
+          snprintf (name, sizeof name, "base%zu-%zu.blob", i, j);
+          if ((b->layer_paths[j] = workdir_file (r->wd, name)) == NULL)
+            return bvm_error (err, ENOMEM, "base images");
+          ret = registry_blob_get (r->reg, b->repository, layers[j].digest, layers[j].size,
+                                   b->layer_paths[j], err);
+          if (ret < 0)
+            return bvm_error_wrap (err, "base image `%s:%s` layer %zu", b->repository,
+                                   b->reference, j);
+        }
+      if (json_array_get (recbases, i) != NULL)
+        json_object_set_new (json_array_get (recbases, i), "digest", json_string (b->digest));
+      note (r, "base: %s \u2192 %s%s%s@%s (%zu layer%s)", b->from, b->repository,
+            strncmp (b->reference, "sha256:", 7) == 0 ? "" : ":",
+            strncmp (b->reference, "sha256:", 7) == 0 ? "" : b->reference, b->digest, n_layers,
+            n_layers == 1 ? "" : "s");
+    }
+  return 0;
+}
+
 /* The base image's manifest and config, before the build: a base that
  * cannot be pulled fails the job now, not after the whole build - in a
  * dry-run too, whose image would otherwise differ from the real run's. */
@@ -1436,6 +2052,8 @@ phase_base (struct run *r, bvm_error_t *err)
   const struct spec_image *im = r->spec->image;
   int ret;
 
+  if (r->spec->dockerfile)
+    return pull_df_bases (r, err);
   if (im == NULL || im->base == NULL || r->base_skipped)
     return 0;
   ret = open_registry (r, err);
@@ -1454,6 +2072,70 @@ phase_base (struct run *r, bvm_error_t *err)
   return ret;
 }
 
+/* provenance: what was built, from where, in which build VM */
+static void
+provenance_labels (struct run *r, json_t *labels)
+{
+  json_object_set_new (labels, "org.opencontainers.image.revision", json_string (r->commit));
+  json_object_set_new (labels, "dev.buildvm.app", json_string (r->job->app));
+  json_object_set_new (labels, "dev.buildvm.commit", json_string (r->commit));
+  json_object_set_new (labels, "dev.buildvm.ref", json_string (r->job->ref));
+  json_object_set_new (labels, "dev.buildvm.vm.kernel", json_string (r->plan->img->kernel_sha256));
+  json_object_set_new (labels, "dev.buildvm.vm.rootfs", json_string (r->plan->img->rootfs_sha256));
+  json_object_set_new (labels, "dev.buildvm.vm.profile", json_string (r->plan->img->profile));
+}
+
+/* A Dockerfile job's config and manifest: the runner's own, from the
+ * builder's checked fields (ocilayout_config_build) and the verified layers:
+ * the base's blobs as the base's manifest names them, the new ones as the
+ * runner compressed them. */
+static int
+phase_image_dockerfile (struct run *r, bvm_error_t *err)
+{
+  const struct spec_image *im = r->spec->image;
+  cleanup_free struct oci_descriptor *layers = NULL;
+  cleanup_free char *by = NULL;
+  json_t *labels = json_object (), *ann;
+  char created[40];
+  int ret;
+
+  format_rfc3339 (created, sizeof created, r->commit_time);
+  by = xasprintf_or_null ("buildvm: %s@%s (%s)", r->job->app, r->commit,
+                          r->spec->dockerfile->path ? r->spec->dockerfile->path : "Dockerfile");
+  layers = calloc (r->df.n_layers + 1, sizeof *layers);
+  if (labels == NULL || by == NULL || layers == NULL)
+    {
+      json_decref (labels);
+      return bvm_error (err, ENOMEM, "image config");
+    }
+  for (size_t i = 0; im != NULL && i < im->n_labels; i++)
+    json_object_set_new (labels, im->labels[i].key, json_string (im->labels[i].value));
+  provenance_labels (r, labels);
+  ret = ocilayout_config_build (&r->config_json, &r->config_len, &r->df, created, labels, by, err);
+  json_decref (labels);
+  if (ret < 0)
+    return ret;
+  snprintf (r->config_desc.media_type, sizeof r->config_desc.media_type, "%s", OCI_MEDIA_CONFIG);
+  r->config_desc.size = r->config_len;
+  if ((ret = digest_buffer (r->config_desc.digest, r->config_json, r->config_len, err)) < 0)
+    return ret;
+  for (size_t i = 0; i < r->df.n_layers; i++)
+    layers[i] = r->df.layers[i].desc;
+  ann = json_pack ("{s:s, s:s}", "org.opencontainers.image.revision", r->commit,
+                   "org.opencontainers.image.created", created);
+  ret = oci_manifest_build (&r->manifest_json, &r->manifest_len, &r->config_desc, layers,
+                            r->df.n_layers, ann, err);
+  json_decref (ann);
+  if (ret < 0)
+    return ret;
+  if ((ret = digest_buffer (r->manifest_digest, r->manifest_json, r->manifest_len, err)) < 0)
+    return ret;
+  note (r, "image: %zu layers (%zu new, compressed by the runner), config %s, manifest %s",
+        r->df.n_layers, r->df.n_layers - r->df.n_base_layers, r->config_desc.digest,
+        r->manifest_digest);
+  return 0;
+}
+
 static int
 phase_image (struct run *r, bvm_error_t *err)
 {
@@ -1467,6 +2149,8 @@ phase_image (struct run *r, bvm_error_t *err)
   size_t n_base = 0;
   int ret;
 
+  if (r->spec->dockerfile)
+    return phase_image_dockerfile (r, err);
   format_rfc3339 (created, sizeof created, r->commit_time);
   env = calloc (im->n_env + 1, sizeof *env);
   labels = json_object ();
@@ -1479,14 +2163,7 @@ phase_image (struct run *r, bvm_error_t *err)
     env[i] = xasprintf_or_null ("%s=%s", im->env[i].key, im->env[i].value);
   for (size_t i = 0; i < im->n_labels; i++)
     json_object_set_new (labels, im->labels[i].key, json_string (im->labels[i].value));
-  /* provenance: what was built, from where, in which build VM */
-  json_object_set_new (labels, "org.opencontainers.image.revision", json_string (r->commit));
-  json_object_set_new (labels, "dev.buildvm.app", json_string (r->job->app));
-  json_object_set_new (labels, "dev.buildvm.commit", json_string (r->commit));
-  json_object_set_new (labels, "dev.buildvm.ref", json_string (r->job->ref));
-  json_object_set_new (labels, "dev.buildvm.vm.kernel", json_string (r->plan->img->kernel_sha256));
-  json_object_set_new (labels, "dev.buildvm.vm.rootfs", json_string (r->plan->img->rootfs_sha256));
-  json_object_set_new (labels, "dev.buildvm.vm.profile", json_string (r->plan->img->profile));
+  provenance_labels (r, labels);
 
   os.created = created;
   os.entrypoint = (const char *const *) im->entrypoint;
@@ -1545,6 +2222,56 @@ phase_image (struct run *r, bvm_error_t *err)
  * out in an imgfs, and the program its config names (Entrypoint[0], else
  * Cmd[0]) must resolve there as a runtime resolves it, with what the kernel
  * needs to exec it. A failure names the missing path: nothing is pushed. */
+/* A Dockerfile image: every layer, bottom first (the base's blobs as
+ * pulled, the runner's gzip of the new ones), and the program its
+ * ENTRYPOINT or CMD names. */
+static int
+phase_startable_dockerfile (struct run *r, bvm_error_t *err)
+{
+  cleanup_json json_t *cfg = json_loadb (r->config_json, r->config_len, 0, NULL);
+  json_t *c = json_object_get (cfg, "config"), *argv, *v;
+  const char *argv0, *path_env = NULL, *workdir, *field = "the Dockerfile's ENTRYPOINT[0]";
+  const char *fix = NULL;
+  struct imgfs *fs = NULL;
+  char why[2048];
+  size_t i;
+  int ret;
+
+  argv = json_object_get (c, "Entrypoint");
+  if (json_array_size (argv) == 0)
+    {
+      argv = json_object_get (c, "Cmd");
+      field = "the Dockerfile's CMD[0]";
+    }
+  argv0 = json_string_value (json_array_get (argv, 0));
+  if (argv0 == NULL)
+    {
+      note (r, "image: names no program to run (no ENTRYPOINT or CMD): not checked");
+      return 0;
+    }
+  json_array_foreach (json_object_get (c, "Env"), i, v)
+    if (json_is_string (v) && strncmp (json_string_value (v), "PATH=", 5) == 0)
+      path_env = json_string_value (v) + 5;
+  workdir = json_string_value (json_object_get (c, "WorkingDir"));
+  if (workdir != NULL && workdir[0] == '\0')
+    workdir = NULL;
+  if ((ret = imgfs_new (&fs, err)) < 0)
+    return ret;
+  for (i = 0; i < r->df.n_layers && ret == 0; i++)
+    {
+      char what[DIGEST_STR_LEN + 64];
+      snprintf (what, sizeof what, "layer %zu (%s)", i, r->df.layers[i].desc.digest);
+      ret = imgfs_add_layer (fs, r->df.layers[i].path, what, err);
+    }
+  if (ret == 0 && imgfs_check_start (fs, argv0, path_env, workdir, why, sizeof why, &fix) == 1)
+    ret = bvm_error_code (err, BVM_E_INVALID, 0, "the image cannot start: %s (%s): %s", why, field,
+                          fix);
+  imgfs_free (fs);
+  if (ret == 0)
+    note (r, "image: `%s` (%s) resolves in the image", argv0, field);
+  return ret;
+}
+
 static int
 phase_startable (struct run *r, bvm_error_t *err)
 {
@@ -1559,6 +2286,8 @@ phase_startable (struct run *r, bvm_error_t *err)
   json_t *v;
   int ret;
 
+  if (r->spec->dockerfile)
+    return phase_startable_dockerfile (r, err);
   if (im->base && r->base_skipped)
     {
       note (r, "image: not checked that it can start: the base image was not pulled");
@@ -1620,6 +2349,38 @@ phase_startable (struct run *r, bvm_error_t *err)
 
 /* --- push ----------------------------------------------------------------------- */
 
+/* A Dockerfile image's layers: the base's mounted from the base's
+ * repository (or copied), never uploaded again; the new ones uploaded. */
+static int
+push_dockerfile_layers (struct run *r, bvm_error_t *err)
+{
+  for (size_t i = 0; i < r->df.n_layers; i++)
+    {
+      const struct ocilayout_layer *l = &r->df.layers[i];
+      bool exists = false, mounted = false;
+      int ret;
+
+      if (l->base < 0)
+        {
+          ret = registry_blob_push (r->reg, r->plan->dest_repo, l->desc.digest, l->desc.size,
+                                    l->path, NULL, err);
+          if (ret < 0)
+            return bvm_error_wrap (err, "pushing layer %zu", i);
+          continue;
+        }
+      ret = registry_blob_exists (r->reg, r->plan->dest_repo, l->desc.digest, &exists, NULL, err);
+      if (ret == 0 && !exists)
+        ret = registry_blob_mount (r->reg, r->plan->dest_repo, r->bases[l->base].repository,
+                                   l->desc.digest, &mounted, err);
+      if (ret == 0 && !exists && !mounted)
+        ret = registry_blob_copy (r->reg, r->plan->dest_repo, r->bases[l->base].repository,
+                                  l->desc.digest, l->desc.size, r->wd->path, err);
+      if (ret < 0)
+        return bvm_error_wrap (err, "base layer %s", l->desc.digest);
+    }
+  return 0;
+}
+
 static int
 phase_push (struct run *r, bvm_error_t *err)
 {
@@ -1652,10 +2413,14 @@ phase_push (struct run *r, bvm_error_t *err)
       if (ret < 0)
         return bvm_error_wrap (err, "base layer %s", base_layers[i].digest);
     }
-  ret = registry_blob_push (r->reg, r->plan->dest_repo, r->layer_desc.digest, r->layer_desc.size,
-                            r->layer_path, &uploaded, err);
+  if (r->spec->dockerfile)
+    ret = push_dockerfile_layers (r, err);
+  else if ((ret = registry_blob_push (r->reg, r->plan->dest_repo, r->layer_desc.digest,
+                                      r->layer_desc.size, r->layer_path, &uploaded, err))
+           < 0)
+    bvm_error_wrap (err, "pushing the layer");
   if (ret < 0)
-    return bvm_error_wrap (err, "pushing the layer");
+    return ret;
   if ((ret = fs_write_atomic (config_path, r->config_json, r->config_len, 0600, err)) < 0)
     return ret;
   ret = registry_blob_push (r->reg, r->plan->dest_repo, r->config_desc.digest, r->config_desc.size,
@@ -1889,6 +2654,51 @@ base_packages_label (json_t *doc)
                        "org.buildvm.base.packages"));
 }
 
+/* A base as the provenance names it: `repository:tag` or `repository@digest`. */
+static char *
+base_ref (const struct run_base *b)
+{
+  const char *ref = b->reference ? b->reference : b->digest;
+  return xasprintf_or_null ("%s%s%s", b->repository, digest_problem (ref) == NULL ? "@" : ":",
+                            ref);
+}
+
+/* A Dockerfile job's resolvedDependencies beyond the commit: every base
+ * image its FROM lines (and COPY --from images) resolved to, by digest, then
+ * the lock files' packages. */
+static int
+dockerfile_dependencies (json_t **out, struct run *r, const json_t *packages, bvm_error_t *err)
+{
+  json_t *deps = json_array (), *d;
+  size_t i;
+
+  if (deps == NULL)
+    return bvm_error (err, ENOMEM, "provenance");
+  for (i = 0; i < r->n_bases; i++)
+    {
+      const struct run_base *b = &r->bases[i];
+      cleanup_free char *ref = base_ref (b);
+      if (ref == NULL || digest_problem (b->digest) != NULL)
+        continue;
+      d = json_pack ("{s:s, s:s, s:{s:s}, s:s, s:{s:s}}", "name", "base-image", "uri", ref,
+                     "digest", "sha256", b->digest + 7, "mediaType", OCI_MEDIA_MANIFEST,
+                     "annotations", "from", b->from ? b->from : "");
+      if (d == NULL || json_array_append_new (deps, d) < 0)
+        {
+          json_decref (deps);
+          return bvm_error (err, ENOMEM, "provenance");
+        }
+    }
+  json_array_foreach (packages, i, d)
+    if (json_array_append_new (deps, json_deep_copy (d)) < 0)
+      {
+        json_decref (deps);
+        return bvm_error (err, ENOMEM, "provenance");
+      }
+  *out = deps;
+  return 0;
+}
+
 /* The SBOM and the signed statement, from the runner's state only: the
  * request, the spec read from the commit, the role, the VM image manifest,
  * the egress decisions the broker made, and digests this process computed.
@@ -1904,7 +2714,7 @@ attest_build (struct run *r, char **sbom_text, size_t *sbom_len,
                             BUILDVM_VERSION };
   bool image = r->spec->image != NULL;
   struct attest_provenance p = { 0 };
-  cleanup_json json_t *base_cfg = NULL, *spec = NULL, *role = NULL, *st = NULL;
+  cleanup_json json_t *base_cfg = NULL, *spec = NULL, *role = NULL, *st = NULL, *deps = NULL;
   char finished[40], art_name[STORE_KEY_MAX + 16];
   int ret;
 
@@ -1920,6 +2730,18 @@ attest_build (struct run *r, char **sbom_text, size_t *sbom_len,
       if ((ret = sbom_set_base (r->sbom, im->base, r->base_digest, base_packages_label (base_cfg),
                                 err))
           < 0)
+        return bvm_error_wrap (err, "the SBOM");
+    }
+  else if (r->have_df && r->df.base >= 0)
+    {
+      /* a Dockerfile image: the base its leading layers are */
+      const struct run_base *b = &r->bases[r->df.base];
+      cleanup_free char *ref = base_ref (b);
+      if (b->config)
+        base_cfg = json_loadb (b->config, b->config_len, 0, NULL);
+      if (ref == NULL)
+        return bvm_error (err, ENOMEM, "the SBOM");
+      if ((ret = sbom_set_base (r->sbom, ref, b->digest, base_packages_label (base_cfg), err)) < 0)
         return bvm_error_wrap (err, "the SBOM");
     }
   if ((ret = sbom_to_json (sbom_text, sbom_len, r->sbom, &meta, err)) < 0
@@ -1964,6 +2786,10 @@ statement:
   p.sbom_digest = image ? sbom_digest : NULL;
   p.sbom_media_type = SBOM_MEDIA_TYPE;
   p.dependencies = image ? sbom_dependencies (r->sbom) : NULL;
+  if (r->have_df && (ret = dockerfile_dependencies (&deps, r, p.dependencies, err)) < 0)
+    return ret;
+  if (deps != NULL)
+    p.dependencies = deps;
   if ((ret = attest_statement (&st, &p, err)) < 0)
     return ret;
   if ((*statement = json_dumps (st, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
@@ -2133,6 +2959,40 @@ phase_attest (struct run *r, bvm_error_t *err)
   return 0;
 }
 
+static int
+layout_record (struct run *r, const char *dir)
+{
+  jset (r->record, "image",
+        json_pack ("{s:s, s:s, s:s, s:s, s:s}", "layout", dir, "repository", r->plan->dest_repo,
+                   "tag", r->plan->dest_tag, "digest", r->manifest_digest, "config",
+                   r->config_desc.digest));
+  note (r, "image: OCI layout %s:%s (%s)", dir, r->plan->dest_tag, r->manifest_digest);
+  return 0;
+}
+
+/* A Dockerfile image's layout: every layer is in the work directory (the
+ * bases' as phase_base pulled them, the new ones as the runner gzipped them) */
+static int
+layout_dockerfile (struct run *r, const char *dir, bvm_error_t *err)
+{
+  cleanup_free const char **paths = calloc (r->df.n_layers + 1, sizeof *paths);
+  cleanup_free struct oci_descriptor *layers = calloc (r->df.n_layers + 1, sizeof *layers);
+  int ret;
+
+  if (paths == NULL || layers == NULL)
+    return bvm_error (err, ENOMEM, "layout");
+  for (size_t i = 0; i < r->df.n_layers; i++)
+    {
+      paths[i] = r->df.layers[i].path;
+      layers[i] = r->df.layers[i].desc;
+    }
+  ret = oci_layout_write (dir, r->plan->dest_tag, r->manifest_json, r->manifest_len,
+                          r->config_json, r->config_len, paths, layers, r->df.n_layers, err);
+  if (ret < 0)
+    return ret;
+  return layout_record (r, dir);
+}
+
 /* dry-run: an OCI image layout instead of a push */
 static int
 phase_layout (struct run *r, bvm_error_t *err)
@@ -2148,6 +3008,8 @@ phase_layout (struct run *r, bvm_error_t *err)
 
   if (snprintf_checked (dir, sizeof dir, "%s/image", r->o->out_dir) < 0)
     return bvm_error (err, ENAMETOOLONG, "layout path");
+  if (r->spec->dockerfile)
+    return layout_dockerfile (r, dir, err);
   if (r->base_manifest)
     base = oci_manifest_layers (r->base_manifest, &n_base);
   if (n_base + 1 > OCI_MAX_LAYERS)
@@ -2177,12 +3039,7 @@ phase_layout (struct run *r, bvm_error_t *err)
     free (paths[i]);
   if (ret < 0)
     return ret;
-  jset (r->record, "image",
-        json_pack ("{s:s, s:s, s:s, s:s, s:s}", "layout", dir, "repository", r->plan->dest_repo,
-                   "tag", r->plan->dest_tag, "digest", r->manifest_digest, "config",
-                   r->config_desc.digest));
-  note (r, "image: OCI layout %s:%s (%s)", dir, r->plan->dest_tag, r->manifest_digest);
-  return 0;
+  return layout_record (r, dir);
 }
 
 /* --- the straight line ---------------------------------------------------------- */
@@ -2208,7 +3065,7 @@ run_phases (struct run *r, bvm_error_t *err)
   PHASE ("log", phase_log);
   PHASE ("checkout", phase_checkout);
   PHASE ("plan", phase_plan);
-  if (r->spec->image && r->spec->image->base)
+  if (r->spec->dockerfile || (r->spec->image && r->spec->image->base))
     PHASE ("base", phase_base);
   PHASE ("secrets", phase_secrets);
   PHASE ("input", phase_input);
@@ -2360,6 +3217,8 @@ fleet_log (struct run *r, const char *path, bvm_error_t *err)
 static void
 run_dispose (struct run *r)
 {
+  ocilayout_image_dispose (&r->df);
+  ocilayout_free (r->oci);
   secrets_wipe (r);
   if (r->file_hashing)
     digest_dispose (&r->file_digest);
@@ -2380,6 +3239,7 @@ run_dispose (struct run *r)
   free (r->to_rel);
   free (r->input_path);
   free (r->scratch_path);
+  bases_free (r);
   plan_dispose (&r->plan_store);
   spec_free (r->spec);
   gitsrc_repo_free (r->repo);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define WHAT "`buildvm.json`"
 
@@ -732,6 +733,173 @@ parse_secrets (struct build_spec *s, const json_t *doc, bvm_error_t *err)
   return 0;
 }
 
+/* A build arg's name: passed to buildah by name from the agent's
+ * environment (its value never in an argv), so it must be a variable name
+ * that is not one of the variables the agent sets for buildah itself. */
+static const char *
+build_arg_key_problem (const char *k)
+{
+  static const char *const reserved[] = { "PATH",       "HOME",        "TMPDIR",   "USER",
+                                          "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+                                          "FTP_PROXY",  NULL };
+  if (spec_env_name_problem (k) != NULL)
+    return "is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes)";
+  for (size_t i = 0; reserved[i]; i++)
+    if (strcasecmp (k, reserved[i]) == 0)
+      return "is reserved (PATH, HOME, TMPDIR, USER and the proxy variables are set by the build "
+             "agent)";
+  if (strncmp (k, "BUILDVM_", 8) == 0)
+    return "is reserved (BUILDVM_* are set by the build agent)";
+  return NULL;
+}
+
+/* A Dockerfile stage name as --target names it (BuildKit's grammar, any case). */
+static const char *
+target_problem (const char *t)
+{
+  size_t n = strlen (t);
+  if (n == 0 || n > 255 || !((t[0] >= 'a' && t[0] <= 'z') || (t[0] >= 'A' && t[0] <= 'Z')))
+    return "must be a stage name (^[a-z][a-z0-9._-]*$, at most 255 bytes)";
+  for (size_t i = 1; i < n; i++)
+    if (!(is_alnum (t[i]) || t[i] == '.' || t[i] == '_' || t[i] == '-'))
+      return "must be a stage name (^[a-z][a-z0-9._-]*$, at most 255 bytes)";
+  return NULL;
+}
+
+static void
+dockerfile_spec_free (struct spec_dockerfile *d)
+{
+  if (d == NULL)
+    return;
+  free (d->path);
+  free (d->context);
+  free (d->target);
+  kv_free (d->args, d->n_args);
+  free (d);
+}
+
+/* "dist/" and "./" spelled once: no trailing slash, "." for the tree */
+static void
+dir_normalize (char *d)
+{
+  size_t n = strlen (d);
+  if (n > 1 && d[n - 1] == '/')
+    d[n - 1] = '\0';
+  if (strcmp (d, "./") == 0)
+    d[1] = '\0';
+}
+
+/* A Dockerfile spec's own defaults: the image it describes, and the
+ * destination the plan names for it (spec_image with no base, from, to). */
+static int
+dockerfile_defaults (struct build_spec *s, bvm_error_t *err)
+{
+  if (s->profile == NULL && dup_to (&s->profile, SPEC_DOCKERFILE_PROFILE, err) < 0)
+    return -1;
+  if (s->dockerfile->path == NULL && dup_to (&s->dockerfile->path, "Dockerfile", err) < 0)
+    return -1;
+  if (s->dockerfile->context == NULL && dup_to (&s->dockerfile->context, ".", err) < 0)
+    return -1;
+  if (s->image == NULL && (s->image = calloc (1, sizeof *s->image)) == NULL)
+    return nomem (err);
+  return 0;
+}
+
+/* [] or {}: said, but nothing */
+static bool
+empty_value (const json_t *v)
+{
+  return (json_is_array (v) && json_array_size (v) == 0)
+         || (json_is_object (v) && json_object_size (v) == 0);
+}
+
+/* `dockerfile`: true (the defaults), false or null (absent), or
+ * {path, context, target, args}. With it, the Dockerfile is the build and
+ * the image: `steps`, `image`, `env` and `artifacts` have nothing to say. */
+static int
+parse_dockerfile (struct build_spec *s, const json_t *doc, bvm_error_t *err)
+{
+  static const char *const keys[] = { "path", "context", "target", "args", NULL };
+  static const char *const others[] = { "steps", "image", "env", "artifacts", NULL };
+  json_t *v = json_object_get (doc, "dockerfile"), *t;
+  const char *path = NULL, *context = NULL, *why;
+  struct spec_dockerfile *d;
+  int ret = 0;
+
+  if (v == NULL || json_is_null (v) || json_is_false (v))
+    return 0;
+  if (!json_is_true (v) && !json_is_object (v))
+    return bad (err, "dockerfile", "must be true or an object");
+  for (size_t i = 0; others[i]; i++)
+    if (json_object_get (doc, others[i]) != NULL
+        && !empty_value (json_object_get (doc, others[i])))
+      return bad (err, others[i],
+                  "must be absent in a Dockerfile build: the Dockerfile describes the build "
+                  "and the image");
+  d = s->dockerfile = calloc (1, sizeof *d);
+  if (d == NULL)
+    return nomem (err);
+  if (json_is_object (v))
+    {
+      const struct jsonx_str_field fields[] = {
+        { &path, "path", false, SPEC_PATH_MAX },
+        { &context, "context", false, SPEC_PATH_MAX },
+      };
+      ret = jsonx_check_keys (v, keys, "dockerfile", err);
+      if (ret == 0)
+        ret = jsonx_get_strs (v, fields, ARRAY_SIZE (fields), "dockerfile", err);
+      if (ret < 0)
+        return wrapped (ret, err);
+      if (path != NULL)
+        {
+          size_t n = strlen (path);
+          if ((why = rel_path_problem (path, false)) != NULL)
+            return bad_value (err, "dockerfile.path", why, path);
+          if (strcmp (path, ".") == 0 || strcmp (path, "./") == 0 || path[n - 1] == '/')
+            return bad_value (err, "dockerfile.path", "must name a file", path);
+          if ((ret = dup_to (&d->path, path, err)) < 0)
+            return ret;
+        }
+      if (context != NULL)
+        {
+          if ((why = rel_path_problem (context, false)) != NULL)
+            return bad_value (err, "dockerfile.context", why, context);
+          if ((ret = dup_to (&d->context, context, err)) < 0)
+            return ret;
+          dir_normalize (d->context);
+        }
+      t = json_object_get (v, "target");
+      if (t != NULL && !json_is_null (t))
+        {
+          if (!json_is_string (t))
+            return bad (err, "dockerfile.target", "must be a string or null");
+          if ((why = target_problem (json_string_value (t))) != NULL)
+            return bad_value (err, "dockerfile.target", why, json_string_value (t));
+          if ((ret = dup_to (&d->target, json_string_value (t), err)) < 0)
+            return ret;
+        }
+      ret = parse_map (&d->args, &d->n_args, v, "args", "dockerfile", SPEC_MAX_ENV,
+                       SPEC_ENV_VALUE_MAX, true, build_arg_key_problem, err);
+      if (ret < 0)
+        return ret;
+    }
+  return dockerfile_defaults (s, err);
+}
+
+int
+spec_dockerfile_detected (struct build_spec **out, bvm_error_t *err)
+{
+  cleanup_spec struct build_spec *s = calloc (1, sizeof *s);
+
+  if (s == NULL || (s->dockerfile = calloc (1, sizeof *s->dockerfile)) == NULL)
+    return nomem (err);
+  s->dockerfile->detected = true;
+  if (dockerfile_defaults (s, err) < 0)
+    return -1;
+  *out = steal_pointer (&s);
+  return 0;
+}
+
 /* --- the document ---------------------------------------------------------------- */
 
 void
@@ -773,48 +941,64 @@ spec_free (struct build_spec *s)
       free (s->secrets[i].env);
     }
   free (s->secrets);
+  dockerfile_spec_free (s->dockerfile);
   free (s);
+}
+
+/* `dockerfile` given and not false/null (parse_dockerfile checks its type):
+ * `profile` has a default then */
+static bool
+spec__wants_dockerfile (const json_t *doc)
+{
+  const json_t *v = json_object_get (doc, "dockerfile");
+  return v != NULL && !json_is_null (v) && !json_is_false (v);
 }
 
 int
 spec_parse (struct build_spec **out, const char *json, size_t len, bvm_error_t *err)
 {
-  static const char *const keys[] = { "version",   "profile",      "steps",     "env",
-                                      "resources", "image",        "artifacts", "secrets",
-                                      "egress",    "fail_on_deny", NULL };
+  static const char *const keys[] = { "version",   "profile",      "steps",      "env",
+                                      "resources", "image",        "artifacts",  "secrets",
+                                      "egress",    "fail_on_deny", "dockerfile", NULL };
   cleanup_json json_t *doc = NULL;
   cleanup_spec struct build_spec *s = NULL;
   const char *profile = NULL;
   uint64_t version = SPEC_VERSION;
+  bool df;
   int ret;
 
   ret = jsonx_parse_object (&doc, json, len, SPEC_MAX_BYTES, WHAT, NULL, err);
   if (ret < 0)
     return ret;
+  df = spec__wants_dockerfile (doc);
   ret = jsonx_check_keys (doc, keys, "", err);
   if (ret == 0)
     ret = jsonx_get_u64 (&version, doc, "version", false, SPEC_VERSION, SPEC_VERSION, "", err);
   if (ret == 0)
-    ret = jsonx_get_str (&profile, doc, "profile", true, CAP_FIELD_READ, "", err);
+    ret = jsonx_get_str (&profile, doc, "profile", !df, CAP_FIELD_READ, "", err);
   if (ret < 0)
     return wrapped (ret, err);
-  if (image_profile_problem (profile) != NULL)
+  if (profile != NULL && image_profile_problem (profile) != NULL)
     return bad_value (err, "profile", "must match ^[a-z0-9][a-z0-9-]{0,31}$", profile);
 
   s = calloc (1, sizeof *s);
   if (s == NULL)
     return nomem (err);
-  ret = dup_to (&s->profile, profile, err);
-  if (ret == 0)
+  ret = profile != NULL ? dup_to (&s->profile, profile, err) : 0;
+  /* a Dockerfile build: steps, env, image and artifacts must be absent,
+   * which parse_dockerfile says, first */
+  if (ret == 0 && df)
+    ret = parse_dockerfile (s, doc, err);
+  if (ret == 0 && !df)
     ret = parse_steps (s, doc, err);
-  if (ret == 0)
+  if (ret == 0 && !df)
     ret = parse_map (&s->env, &s->n_env, doc, "env", "", SPEC_MAX_ENV, SPEC_ENV_VALUE_MAX, false,
                      build_env_key_problem, err);
   if (ret == 0)
     ret = parse_resources (s, doc, err);
-  if (ret == 0)
+  if (ret == 0 && !df)
     ret = parse_image (s, doc, err);
-  if (ret == 0)
+  if (ret == 0 && !df)
     ret = parse_artifacts (s, doc, err);
   if (ret == 0)
     ret = parse_secrets (s, doc, err);
@@ -905,8 +1089,8 @@ spec_to_json (const struct build_spec *s)
       if (r == 0)
         {
           r |= json_object_set_new (img, "base", im->base ? json_string (im->base) : json_null ());
-          r |= json_object_set_new (img, "from", json_string (im->from));
-          r |= json_object_set_new (img, "to", json_string (im->to));
+          r |= json_object_set_new (img, "from", im->from ? json_string (im->from) : json_null ());
+          r |= json_object_set_new (img, "to", im->to ? json_string (im->to) : json_null ());
           if (im->entrypoint)
             r |= json_object_set_new (img, "entrypoint",
                                       strv_json (im->entrypoint, im->n_entrypoint));
@@ -936,6 +1120,16 @@ spec_to_json (const struct build_spec *s)
           if (s->secrets[i].env)
             r |= json_object_set_new (sec, "env", json_string (s->secrets[i].env));
         }
+    }
+  if (r == 0 && s->dockerfile != NULL)
+    {
+      const struct spec_dockerfile *d = s->dockerfile;
+      r |= json_object_set_new (o, "dockerfile",
+                                json_pack ("{s:s, s:s, s:o, s:o, s:b}", "path", d->path, "context",
+                                           d->context, "target",
+                                           d->target ? json_string (d->target) : json_null (),
+                                           "args", kv_json (d->args, d->n_args), "detected",
+                                           d->detected));
     }
   if (r != 0)
     return NULL;

@@ -107,9 +107,9 @@ struct spec_secret
  * `image` (base, from and to NULL) so that the plan names a destination. */
 struct spec_dockerfile
 {
-  char *path;    /* normalized relative path, default "Dockerfile" */
-  char *context; /* normalized relative directory, default "." */
-  char *target;  /* a stage name, or NULL: the last stage */
+  char *path;           /* normalized relative path, default "Dockerfile" */
+  char *context;        /* normalized relative directory, default "." */
+  char *target;         /* a stage name, or NULL: the last stage */
   struct spec_kv *args; /* build args, in the order given */
   size_t n_args;
   bool detected; /* not from buildvm.json: why the plan says it was chosen */
@@ -130,7 +130,7 @@ struct build_spec
   size_t n_secrets;
   char **egress; /* "host:port" rules the build asks for (egress.h), NULL-terminated */
   size_t n_egress;
-  bool fail_on_deny; /* a refused connection fails the build */
+  bool fail_on_deny;                  /* a refused connection fails the build */
   struct spec_dockerfile *dockerfile; /* NULL: the steps */
 };
 
@@ -143,6 +143,13 @@ void spec_free (struct build_spec *s);
 
 DEFINE_CLEANUP_FUNC (spec_freep, struct build_spec, spec_free)
 #define cleanup_spec __attribute__ ((cleanup (spec_freep)))
+
+/* A Dockerfile job's default profile: buildah is in the debian image. */
+#define SPEC_DOCKERFILE_PROFILE "debian"
+
+/* The spec of a repository with no buildvm.json but a `Dockerfile` at its
+ * root: a Dockerfile build with the defaults (`dockerfile->detected`). */
+int spec_dockerfile_detected (struct build_spec **out, bvm_error_t *err);
 
 /* Validators shared with other modules. */
 /* ^[A-Za-z_][A-Za-z0-9_]*$, at most 128 bytes */

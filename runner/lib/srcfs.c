@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <et/com_err.h>
 #include <ext2fs/ext2fs.h>
@@ -34,6 +35,9 @@ struct srcfs
   char *dir;
   size_t dir_len, dir_cap;
   ext2_ino_t dir_ino;
+  /* the owner of what is written: the build user for the source tree,
+   * root for what the runner adds (srcfs_add_*) */
+  uint32_t uid, gid;
 };
 
 static int
@@ -72,6 +76,8 @@ srcfs_create (struct srcfs **out, const char *path, uint64_t mib, bvm_error_t *e
       return ret;
     }
   s->dir_ino = EXT2_ROOT_INO; /* "" is the root */
+  s->uid = SRCFS_UID;
+  s->gid = SRCFS_GID;
   *out = s;
   return 0;
 }
@@ -141,10 +147,10 @@ link_in (ext2_filsys fs, ext2_ino_t dir, const char *name, ext2_ino_t ino, int t
 }
 
 static void
-own (struct ext2_inode *inode, int64_t mtime)
+own (const struct srcfs *s, struct ext2_inode *inode, int64_t mtime)
 {
-  inode->i_uid = SRCFS_UID;
-  inode->i_gid = SRCFS_GID;
+  inode->i_uid = (__u16) s->uid;
+  inode->i_gid = (__u16) s->gid;
   ext2fs_set_i_uid_high (*inode, 0);
   ext2fs_set_i_gid_high (*inode, 0);
   inode->i_atime = inode->i_ctime = inode->i_mtime = (__u32) mtime;
@@ -168,7 +174,7 @@ new_file (struct srcfs *s, ext2_ino_t dir, const char *name, const char *path, m
   memset (&inode, 0, sizeof inode);
   inode.i_mode = (__u16) (LINUX_S_IFREG | perm);
   inode.i_links_count = 1;
-  own (&inode, mtime);
+  own (s, &inode, mtime);
   r = ext2fs_inode_size_set (fs, &inode, (ext2_off64_t) size);
   if (r == 0 && ext2fs_has_feature_extents (fs->super))
     {
@@ -188,13 +194,15 @@ new_file (struct srcfs *s, ext2_ino_t dir, const char *name, const char *path, m
 }
 
 static int
-set_owner (ext2_filsys fs, ext2_ino_t ino, int64_t mtime, const char *path, bvm_error_t *err)
+set_owner (const struct srcfs *s, ext2_ino_t ino, int64_t mtime, const char *path,
+           bvm_error_t *err)
 {
+  ext2_filsys fs = s->fs;
   struct ext2_inode inode;
   errcode_t r = ext2fs_read_inode (fs, ino, &inode);
   if (r == 0)
     {
-      own (&inode, mtime);
+      own (s, &inode, mtime);
       r = ext2fs_write_inode (fs, ino, &inode);
     }
   return r == 0 ? 0 : e2fail (err, r, "creating", path);
@@ -255,7 +263,7 @@ sink_entry (void *ctx, const char *path, mode_t type, mode_t perm, uint64_t size
         r = ext2fs_lookup (fs, dir, name, (int) strlen (name), NULL, &ino);
       if (r != 0)
         return e2fail (err, r, "creating directory", path);
-      return set_owner (fs, ino, mtime, path, err);
+      return set_owner (s, ino, mtime, path, err);
     case S_IFLNK:
       if (target == NULL)
         return bvm_error_code (err, BVM_E_INTERNAL, 0, "a symlink without a target");
@@ -270,7 +278,7 @@ sink_entry (void *ctx, const char *path, mode_t type, mode_t perm, uint64_t size
         r = ext2fs_lookup (fs, dir, name, (int) strlen (name), NULL, &ino);
       if (r != 0)
         return e2fail (err, r, "creating symlink", path);
-      return set_owner (fs, ino, mtime, path, err);
+      return set_owner (s, ino, mtime, path, err);
     case S_IFREG: return new_file (s, dir, name, path, perm & 07777, size, mtime, err);
     default:
       return bvm_error_code (err, BVM_E_INTERNAL, 0, "entry type %o in the source image",
@@ -310,6 +318,71 @@ srcfs_sink (struct srcfs *s)
   s->sink.ops = &srcfs_ops;
   s->sink.ctx = s;
   return &s->sink;
+}
+
+/* --- what the runner adds: root's, never the build user's ------------------------------ */
+
+int
+srcfs_add_dir (struct srcfs *s, const char *path, mode_t mode, bvm_error_t *err)
+{
+  int ret;
+
+  s->uid = s->gid = 0;
+  ret = sink_entry (s, path, S_IFDIR, mode & 07777, 0, NULL, 0, err);
+  s->uid = SRCFS_UID;
+  s->gid = SRCFS_GID;
+  return ret;
+}
+
+int
+srcfs_add_file (struct srcfs *s, const char *path, const void *data, size_t len, mode_t mode,
+                bvm_error_t *err)
+{
+  int ret;
+
+  s->uid = s->gid = 0;
+  ret = sink_entry (s, path, S_IFREG, mode & 07777, len, NULL, 0, err);
+  s->uid = SRCFS_UID;
+  s->gid = SRCFS_GID;
+  if (ret == 0 && len > 0)
+    ret = sink_data (s, path, data, len, err);
+  if (ret == 0)
+    ret = close_file (s, path, err);
+  return ret;
+}
+
+int
+srcfs_add_file_from_fd (struct srcfs *s, const char *path, int fd, uint64_t size, mode_t mode,
+                        bvm_error_t *err)
+{
+  static const size_t chunk = 1u << 20;
+  cleanup_free char *b = malloc (chunk);
+  uint64_t left = size;
+  int ret;
+
+  if (b == NULL)
+    return bvm_error (err, ENOMEM, "source image");
+  s->uid = s->gid = 0;
+  ret = sink_entry (s, path, S_IFREG, mode & 07777, size, NULL, 0, err);
+  s->uid = SRCFS_UID;
+  s->gid = SRCFS_GID;
+  while (ret == 0 && left > 0)
+    {
+      ssize_t n = read (fd, b, left < chunk ? (size_t) left : chunk);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return bvm_error (err, errno, "reading the file for `%s` in the scratch disk", path);
+      if (n == 0)
+        return bvm_error_code (err, BVM_E_IO, 0,
+                               "the file for `%s` in the scratch disk is shorter than %llu bytes",
+                               path, (unsigned long long) size);
+      ret = sink_data (s, path, b, (size_t) n, err);
+      left -= (uint64_t) n;
+    }
+  if (ret == 0)
+    ret = close_file (s, path, err);
+  return ret;
 }
 
 int

@@ -19,7 +19,9 @@
 #ifndef BUILDVM_SRCFS_H
 #define BUILDVM_SRCFS_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "error.h"
 #include "gitsrc.h"
@@ -36,6 +38,16 @@ int srcfs_create (struct srcfs **out, const char *path, uint64_t mib, bvm_error_
 /* The sink to hand gitsrc_export_to(): entries under the prefix it is given
  * ("src/") land at that path from the file system's root. */
 const struct gitsrc_sink *srcfs_sink (struct srcfs *fs);
+/* What the runner itself adds beside the tree (a Dockerfile job's bases/
+ * layout): a directory, or a regular file from a buffer or from `size`
+ * bytes read from `fd`, at `path` from the root (its parent must exist),
+ * owned by root, mtime 0. Never a name the source tree has: the tree is
+ * under "src/". */
+int srcfs_add_dir (struct srcfs *fs, const char *path, mode_t mode, bvm_error_t *err);
+int srcfs_add_file (struct srcfs *fs, const char *path, const void *data, size_t len, mode_t mode,
+                    bvm_error_t *err);
+int srcfs_add_file_from_fd (struct srcfs *fs, const char *path, int fd, uint64_t size, mode_t mode,
+                            bvm_error_t *err);
 /* Write the bitmaps, inode tables and superblock and close the file system.
  * Until this returns 0 the image is not valid. */
 int srcfs_finish (struct srcfs *fs, bvm_error_t *err);

@@ -19,7 +19,7 @@ tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
     # the slow ones first (measured: minutes under TCG), then the rest by name
     slow="t_examples_deps t_dockerfile t_hostile_builds t_serve t_serve_fleet t_serve_artifacts t_serve_crash
-          t_dry_run t_pipeline_hostile_output t_examples_start t_toolchains t_base_images t_git_hang t_egress"
+          t_dry_run t_pipeline_hostile_output t_examples_start t_toolchains t_base_images t_git_hang t_egress t_dockerfile_hostile"
     for s in $slow; do [ -f "$here/$s.sh" ] && tests+=("$here/$s.sh"); done
     for t in "$here"/t_*.sh; do
         case " $(echo $slow) " in *" $(basename "$t" .sh) "*) continue ;; esac

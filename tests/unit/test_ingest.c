@@ -279,6 +279,7 @@ enum lim_tweak
   L_PATH,
   L_NAMES,
   L_DEADLINE,
+  L_DOCKERFILE, /* the roots of a Dockerfile job */
 };
 
 struct hcase
@@ -296,7 +297,19 @@ static const struct hcase hostile[] = {
   { "dot", BVM_E_INVALID, "`.` components are not allowed", L_NONE },
   { "empty_component", BVM_E_INVALID, "empty path component", L_NONE },
   { "outside_roots", BVM_E_INVALID,
-    "entry `etc/passwd`: names must start with `image/` or `artifacts/`", L_NONE },
+    "entry `etc/passwd`: names must start with `image/`, `artifacts/` or `oci/`", L_NONE },
+  /* the roots a job may write: `oci/` in a Dockerfile job instead of `image/` */
+  { "valid", BVM_E_INVALID,
+    "a Dockerfile job's image is its `oci/` output (the Dockerfile describes the image)",
+    L_DOCKERFILE },
+  { "oci_ok", BVM_E_INVALID, "entry `oci/`: `oci/` is the output of a Dockerfile job only",
+    L_NONE },
+  { "oci_bad_name", BVM_E_INVALID, "not a name of an OCI image layout", L_DOCKERFILE },
+  { "oci_symlink", BVM_E_INVALID, "entry `oci/index.json`: links are not allowed under `oci/`",
+    L_DOCKERFILE },
+  { "oci_hardlink", BVM_E_INVALID, "entry `oci/index.json`: links are not allowed under `oci/`",
+    L_DOCKERFILE },
+  { "oci_blob_dir", BVM_E_INVALID, "must be a regular file", L_DOCKERFILE },
   { "bare_name", BVM_E_INVALID, "names must start with", L_NONE },
   { "root_as_file", BVM_E_INVALID, "the root `image/` must be a directory", L_NONE },
   { "root_as_symlink", BVM_E_INVALID, "the root `artifacts/` must be a directory", L_NONE },
@@ -408,6 +421,7 @@ test_hostile (void **state)
     case L_PATH: lim.max_path = 100; break;
     case L_NAMES: lim.max_names_bytes = 200; break;
     case L_DEADLINE: lim.deadline_ms = now_ms () - 1; break;
+    case L_DOCKERFILE: lim.roots = INGEST_ROOTS_DOCKERFILE; break;
     case L_NONE: break;
     }
   run_fixture (&r, hc->fixture, &lim);
@@ -666,6 +680,30 @@ test_sink_failure_propagates (void **state)
   close (fd);
 }
 
+/* A Dockerfile job's `oci/` root: a layout's names, delivered as INGEST_OCI */
+static void
+test_oci_root (void **state)
+{
+  struct ingest_limits lim = INGEST_LIMITS_INIT;
+  const struct rec *e;
+  struct run r;
+
+  (void) state;
+  lim.roots = INGEST_ROOTS_DOCKERFILE;
+  run_fixture (&r, "oci_ok", &lim);
+  if (r.ret < 0)
+    fail_msg ("oci_ok: %s", bvm_error_msg (&r.err));
+  e = find_rec (&r, INGEST_OCI, "oci-layout");
+  assert_non_null (e);
+  assert_int_equal (e->type, S_IFREG);
+  e = find_rec (&r, INGEST_OCI,
+                "blobs/sha256/abababababababababababababababababababababababababababababababab");
+  assert_non_null (e);
+  assert_int_equal (e->size, 4);
+  assert_non_null (find_rec (&r, INGEST_OCI, "blobs/sha256"));
+  assert_non_null (find_rec (&r, INGEST_ARTIFACT, "a"));
+}
+
 static void
 test_check_path (void **state)
 {
@@ -761,6 +799,7 @@ main (void)
 {
   static const struct CMUnitTest fixed[] = {
     cmocka_unit_test (test_check_path),
+    cmocka_unit_test (test_oci_root),
     cmocka_unit_test (test_valid_delivered_exactly),
     cmocka_unit_test (test_valid_variants),
     cmocka_unit_test (test_reads_bounded_to_region),

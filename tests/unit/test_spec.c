@@ -680,6 +680,97 @@ test_validators (void **state)
   assert_non_null (spec_env_name_problem ("A B"));
 }
 
+/* issue 17: `dockerfile` (true, an object, or absent), and the detected spec */
+static void
+test_dockerfile (void **state)
+{
+  struct build_spec *s;
+  json_t *j;
+  bvm_error_t err = NULL;
+  (void) state;
+
+  /* true: the defaults; the profile defaults to debian; an image with no
+   * base/from/to so the plan names a destination */
+  s = expect_ok ("{\"dockerfile\":true}");
+  assert_non_null (s->dockerfile);
+  assert_string_equal (s->profile, "debian");
+  assert_string_equal (s->dockerfile->path, "Dockerfile");
+  assert_string_equal (s->dockerfile->context, ".");
+  assert_null (s->dockerfile->target);
+  assert_false (s->dockerfile->detected);
+  assert_non_null (s->image);
+  assert_null (s->image->base);
+  assert_null (s->image->from);
+  assert_null (s->image->to);
+  assert_int_equal (s->n_steps, 0);
+  j = spec_to_json (s);
+  assert_non_null (j);
+  assert_string_equal (json_string_value (
+                           json_object_get (json_object_get (j, "dockerfile"), "path")),
+                       "Dockerfile");
+  json_decref (j);
+  spec_free (s);
+
+  s = expect_ok ("{\"profile\":\"minimal\",\"dockerfile\":{\"path\":\"docker/Dockerfile.prod\","
+                 "\"context\":\"svc/api/\",\"target\":\"Runtime\",\"args\":{\"NODE_ENV\":"
+                 "\"production\",\"V\":\"1\"}},\"secrets\":[\"NPM_TOKEN\"],\"egress\":"
+                 "[\"registry.npmjs.org:443\"]}");
+  assert_string_equal (s->profile, "minimal");
+  assert_string_equal (s->dockerfile->path, "docker/Dockerfile.prod");
+  assert_string_equal (s->dockerfile->context, "svc/api");
+  assert_string_equal (s->dockerfile->target, "Runtime");
+  assert_int_equal (s->dockerfile->n_args, 2);
+  assert_string_equal (s->dockerfile->args[0].key, "NODE_ENV");
+  assert_int_equal (s->n_secrets, 1);
+  spec_free (s);
+
+  /* false / null: a steps spec as before */
+  s = expect_ok ("{\"profile\":\"a\",\"steps\":[\"x\"],\"dockerfile\":false}");
+  assert_null (s->dockerfile);
+  spec_free (s);
+  s = expect_ok ("{\"profile\":\"a\",\"steps\":[],\"dockerfile\":{}}");
+  assert_non_null (s->dockerfile);
+  spec_free (s);
+
+  /* both: the Dockerfile describes the build and the image */
+  expect_fail ("{\"dockerfile\":true,\"steps\":[\"make\"]}",
+               "field `steps` must be absent in a Dockerfile build");
+  expect_fail ("{\"dockerfile\":true,\"image\":{\"from\":\".\"}}",
+               "field `image` must be absent in a Dockerfile build");
+  expect_fail ("{\"dockerfile\":true,\"artifacts\":[\"x\"]}", "field `artifacts` must be absent");
+  expect_fail ("{\"dockerfile\":true,\"env\":{\"A\":\"b\"}}", "field `env` must be absent");
+  expect_fail ("{\"dockerfile\":1}", "field `dockerfile` must be true or an object");
+  expect_fail ("{\"dockerfile\":{\"file\":\"x\"}}", "file");
+  expect_fail ("{\"dockerfile\":{\"path\":\"../Dockerfile\"}}", "field `dockerfile.path`");
+  expect_fail ("{\"dockerfile\":{\"path\":\"/Dockerfile\"}}", "field `dockerfile.path`");
+  expect_fail ("{\"dockerfile\":{\"path\":\".\"}}", "must name a file");
+  expect_fail ("{\"dockerfile\":{\"path\":\"d/\"}}", "must name a file");
+  expect_fail ("{\"dockerfile\":{\"context\":\"a/../..\"}}", "field `dockerfile.context`");
+  expect_fail ("{\"dockerfile\":{\"target\":\"1x\"}}", "field `dockerfile.target`");
+  expect_fail ("{\"dockerfile\":{\"target\":\"a b\"}}", "field `dockerfile.target`");
+  expect_fail ("{\"dockerfile\":{\"target\":3}}", "must be a string or null");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"A B\":\"x\"}}}", "not a valid variable name");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"HTTP_PROXY\":\"x\"}}}", "is reserved");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"https_proxy\":\"x\"}}}", "is reserved");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"PATH\":\"x\"}}}", "is reserved");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"A\":1}}}", "must be a string");
+  expect_fail ("{\"dockerfile\":{\"args\":{\"A\":\"x\\ny\"}}}", "control characters");
+  /* without dockerfile the profile is still required */
+  expect_fail ("{\"steps\":[\"x\"]}", "profile");
+
+  /* detected: no buildvm.json, a Dockerfile at the root */
+  assert_int_equal (spec_dockerfile_detected (&s, &err), 0);
+  assert_true (s->dockerfile->detected);
+  assert_string_equal (s->profile, "debian");
+  assert_string_equal (s->dockerfile->path, "Dockerfile");
+  assert_non_null (s->image);
+  j = spec_to_json (s);
+  assert_non_null (j);
+  assert_true (json_is_true (json_object_get (json_object_get (j, "dockerfile"), "detected")));
+  json_decref (j);
+  spec_free (s);
+}
+
 int
 main (void)
 {
@@ -687,6 +778,7 @@ main (void)
     cmocka_unit_test (test_minimal),          cmocka_unit_test (test_full),
     cmocka_unit_test (test_field_table),      cmocka_unit_test (test_bounds),
     cmocka_unit_test (test_document_attacks), cmocka_unit_test (test_validators),
+    cmocka_unit_test (test_dockerfile),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

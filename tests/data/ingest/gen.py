@@ -182,6 +182,18 @@ def cases(outdir):
     c["empty_component"] = raw(entry("image//x", b"x"))
     c["outside_roots"] = raw(entry("etc/passwd", b"x"))
     c["bare_name"] = raw(entry("passwd", b"x"))
+    # a Dockerfile job's `oci/` root (issue 17): an OCI image layout only
+    hexname = "oci/blobs/sha256/" + "ab" * 32
+    c["oci_ok"] = raw(entry("oci/", typeflag=b"5", mode=0o755),
+                      entry("oci/oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+                      entry("oci/blobs/", typeflag=b"5", mode=0o755),
+                      entry("oci/blobs/sha256/", typeflag=b"5", mode=0o755),
+                      entry(hexname, b"blob"), entry("artifacts/a", b"a"))
+    c["oci_bad_name"] = raw(entry("oci/blobs/sha256/evil", b"x"))
+    c["oci_symlink"] = raw(entry("oci/index.json", typeflag=b"2", linkname="../../etc/passwd"))
+    c["oci_hardlink"] = raw(entry(hexname, b"x"), entry("oci/index.json", typeflag=b"1",
+                                                        linkname=hexname))
+    c["oci_blob_dir"] = raw(entry(hexname + "/", typeflag=b"5", mode=0o755))
     c["root_as_file"] = raw(entry("image", b"x"))
     c["root_as_symlink"] = raw(entry("artifacts", typeflag=b"2", linkname="/"))
     c["ctrl_char"] = raw(entry("image/a\x1b[31mb", b"x"))
