@@ -64,7 +64,7 @@ deploy () {
     echo "$BUILDVM_HOME/state/jobs/$app/$1-$3.json"
 }
 # the first of each is a warm-up (the page cache, the registry), not counted
-df_recs= steps_recs=
+df_recs='' steps_recs=''
 for i in $(seq 0 "$RUNS"); do
     r=$(deploy df "$df" "$i")
     [ "$i" = 0 ] || df_recs="$df_recs $r"

@@ -217,6 +217,25 @@ note (struct run *r, const char *fmt, ...)
     joblog_write (r->log, line, strlen (line), &r->log_err);
 }
 
+/* the build's steps as the guest numbers them: the spec's, or a
+ * Dockerfile job's three (protocol.h) */
+static unsigned
+build_step_count (const struct run *r)
+{
+  return r->spec->dockerfile ? PROTO_DF_STEPS : (unsigned) r->spec->n_steps;
+}
+
+/* step IDX's name (from 1), "?" for a number the build does not have */
+static const char *
+build_step_name (const struct run *r, unsigned idx)
+{
+  static const char *const df[PROTO_DF_STEPS] = { PROTO_DF_STEP_1, PROTO_DF_STEP_2,
+                                                  PROTO_DF_STEP_3 };
+  if (idx < 1 || idx > build_step_count (r))
+    return "?";
+  return r->spec->dockerfile ? df[idx - 1] : r->spec->steps[idx - 1].name;
+}
+
 static void
 emit_line (struct run *r, const char *line, size_t len)
 {
@@ -1334,9 +1353,9 @@ phase_build (struct run *r, bvm_error_t *err)
     return bvm_error_wrap (err, "running the build VM");
 
   steps = json_array ();
-  for (unsigned i = 0; i < r->vm.guest.steps_run && i < r->spec->n_steps; i++)
-    json_array_append_new (steps, json_pack ("{s:s, s:I}", "name", r->spec->steps[i].name, "ms",
-                                             (json_int_t) r->vm.guest.step_ms[i]));
+  for (unsigned i = 0; i < r->vm.guest.steps_run && i < build_step_count (r); i++)
+    json_array_append_new (steps, json_pack ("{s:s, s:I}", "name", build_step_name (r, i + 1),
+                                             "ms", (json_int_t) r->vm.guest.step_ms[i]));
   jset (r->record, "build",
         json_pack ("{s:s, s:s, s:I, s:I, s:o, s:I, s:I}", "outcome",
                    vm_outcome_name (r->vm.vm.outcome), "status",
@@ -1385,8 +1404,7 @@ phase_build (struct run *r, bvm_error_t *err)
     case VMJOB_STEP_FAILED:
       {
         unsigned idx = r->vm.guest.step;
-        const char *name = idx >= 1 && idx <= r->spec->n_steps ? r->spec->steps[idx - 1].name
-                                                               : "?";
+        const char *name = build_step_name (r, idx);
         jset (r->record, "failed_step",
               json_pack ("{s:I, s:s, s:i}", "index", (json_int_t) idx, "name", name, "exit_code",
                          r->vm.guest.exit_code));
@@ -1395,10 +1413,10 @@ phase_build (struct run *r, bvm_error_t *err)
                                idx, name, r->vm.guest.exit_code);
       }
     case VMJOB_TIMEOUT:
-      if (r->vm.guest.step >= 1 && r->vm.guest.step <= r->spec->n_steps)
+      if (r->vm.guest.step >= 1 && r->vm.guest.step <= build_step_count (r))
         jset (r->record, "failed_step",
               json_pack ("{s:I, s:s, s:s}", "index", (json_int_t) r->vm.guest.step, "name",
-                         r->spec->steps[r->vm.guest.step - 1].name, "reason", "timeout"));
+                         build_step_name (r, r->vm.guest.step), "reason", "timeout"));
       failed_step_output (r, r->vm.guest.step);
       return bvm_error_code (err, code, 0, "the build timed out: %s", what);
     case VMJOB_BUILD_FAILED:

@@ -99,6 +99,8 @@ app () { # EX: the example as a repository of its own; prints the commit
 }
 
 for ex in docker-c docker-node; do
+    # (T_DOCKERFILE_ONLY=docker-node: one app only, when working on it)
+    case ${T_DOCKERFILE_ONLY:-$ex} in "$ex") ;; *) continue ;; esac
     commit=$(app "$ex")
     pl_job "$T/j-$ex.json" "df-$ex" "$ex" "file://$T/app-$ex" "$commit"
     t0=$(date +%s)
@@ -107,7 +109,8 @@ for ex in docker-c docker-node; do
     "$BUILDVM" logs --config "$CONFIG" "df-$ex" >"$T/log-$ex" 2>&1 || true
     [ "$RC" = 0 ] || { cat "$T/out" "$T/err"; tail -60 "$T/log-$ex"; fail "$ex: the deploy failed"; }
     rec=$(pl_record "df-$ex")
-    note "$ex: built and pushed in ${secs}s (build phase $(jq '.phases.build.ms // 0' "$rec") ms)"
+    note "$ex: built and pushed in ${secs}s ($(jq -r '[(.phases | to_entries[] | select(.value.ms > 500) | "\(.key) \(.value.ms)ms")]
+        + [.build.steps[]? | "\(.name) \(.ms)ms"] | join(", ")' "$rec"))"
 
     # --- the record: which frontend and why, each base by digest
     case $ex in
@@ -126,8 +129,9 @@ for ex in docker-c docker-node; do
         want=$(base_digest "$ref")
         got=$(jq -r ".dockerfile.bases[$i].digest" "$rec")
         assert_eq "$want" "$got" "$ex: the digest of $ref in the record"
-        # "base: node:18 → base/node@sha256:..."
-        grep -qF "$repo@$want" "$T/log-$ex" "$T/err" || fail "$ex: neither the log nor stderr names $repo@$want"
+        # "base: node:18 → base/node:18-build@sha256:..."
+        grep -qE "$repo(:[^@ ]+)?@$want" "$T/log-$ex" "$T/err" \
+            || { grep -n "base" "$T/log-$ex" "$T/err" | head; fail "$ex: neither the log nor stderr names $repo@$want"; }
     done
 
     # --- the image: pulled back, its config as the Dockerfile says, the
@@ -173,7 +177,7 @@ while IFS= read -r -d '' f; do
     ! grep -qaF -- "$canary" "$f" || fail "the canary is in the blob $f"
     n=$((n + 1))
 done < <(find "$REG_main_DIR/data" "$T/layout-docker-node" -type f -print0)
-[ "$n" -ge 8 ] || fail "only $n registry files looked at"
+[ "$n" -ge 4 ] || fail "only $n registry files looked at"
 assert_not_contains "$T/log-docker-node" "$canary"
 assert_not_contains "$(pl_record df-docker-node)" "$canary"
 note "the canary is in none of $n registry and layout files (layers decompressed), the log or the record"
