@@ -2240,6 +2240,29 @@ phase_image (struct run *r, bvm_error_t *err)
  * out in an imgfs, and the program its config names (Entrypoint[0], else
  * Cmd[0]) must resolve there as a runtime resolves it, with what the kernel
  * needs to exec it. A failure names the missing path: nothing is pushed. */
+/* The program an image config runs (Entrypoint[0], else Cmd[0]: *from_cmd
+ * says which), its PATH and its working directory, as a runtime reads them;
+ * *argv0 NULL when it names none. */
+static void
+config_program (const json_t *c, const char **argv0, const char **path_env, const char **workdir,
+                bool *from_cmd)
+{
+  json_t *argv = json_object_get (c, "Entrypoint"), *v;
+  size_t i;
+
+  *from_cmd = json_array_size (argv) == 0;
+  if (*from_cmd)
+    argv = json_object_get (c, "Cmd");
+  *argv0 = json_string_value (json_array_get (argv, 0));
+  *path_env = NULL;
+  json_array_foreach (json_object_get (c, "Env"), i, v)
+    if (json_is_string (v) && strncmp (json_string_value (v), "PATH=", 5) == 0)
+      *path_env = json_string_value (v) + 5;
+  *workdir = json_string_value (json_object_get (c, "WorkingDir"));
+  if (*workdir != NULL && (*workdir)[0] == '\0')
+    *workdir = NULL;
+}
+
 /* A Dockerfile image: every layer, bottom first (the base's blobs as
  * pulled, the runner's gzip of the new ones), and the program its
  * ENTRYPOINT or CMD names. */
@@ -2247,32 +2270,21 @@ static int
 phase_startable_dockerfile (struct run *r, bvm_error_t *err)
 {
   cleanup_json json_t *cfg = json_loadb (r->config_json, r->config_len, 0, NULL);
-  json_t *c = json_object_get (cfg, "config"), *argv, *v;
-  const char *argv0, *path_env = NULL, *workdir, *field = "the Dockerfile's ENTRYPOINT[0]";
-  const char *fix = NULL;
+  json_t *c = json_object_get (cfg, "config");
+  const char *argv0, *path_env, *workdir, *field, *fix = NULL;
   struct imgfs *fs = NULL;
   char why[2048];
+  bool from_cmd;
   size_t i;
   int ret;
 
-  argv = json_object_get (c, "Entrypoint");
-  if (json_array_size (argv) == 0)
-    {
-      argv = json_object_get (c, "Cmd");
-      field = "the Dockerfile's CMD[0]";
-    }
-  argv0 = json_string_value (json_array_get (argv, 0));
+  config_program (c, &argv0, &path_env, &workdir, &from_cmd);
+  field = from_cmd ? "the Dockerfile's CMD[0]" : "the Dockerfile's ENTRYPOINT[0]";
   if (argv0 == NULL)
     {
       note (r, "image: names no program to run (no ENTRYPOINT or CMD): not checked");
       return 0;
     }
-  json_array_foreach (json_object_get (c, "Env"), i, v)
-    if (json_is_string (v) && strncmp (json_string_value (v), "PATH=", 5) == 0)
-      path_env = json_string_value (v) + 5;
-  workdir = json_string_value (json_object_get (c, "WorkingDir"));
-  if (workdir != NULL && workdir[0] == '\0')
-    workdir = NULL;
   if ((ret = imgfs_new (&fs, err)) < 0)
     return ret;
   for (i = 0; i < r->df.n_layers && ret == 0; i++)
@@ -2295,13 +2307,13 @@ phase_startable (struct run *r, bvm_error_t *err)
 {
   const struct spec_image *im = r->spec->image;
   cleanup_json json_t *cfg = NULL;
-  json_t *c, *argv;
+  json_t *c;
   struct imgfs *fs = NULL;
   const struct oci_descriptor *base = NULL;
-  const char *argv0, *path_env = NULL, *workdir, *field, *fix = NULL;
+  const char *argv0, *path_env, *workdir, *field, *fix = NULL;
   char why[2048];
   size_t n_base = 0, i;
-  json_t *v;
+  bool from_cmd;
   int ret;
 
   if (r->spec->dockerfile)
@@ -2313,25 +2325,16 @@ phase_startable (struct run *r, bvm_error_t *err)
     }
   cfg = json_loadb (r->config_json, r->config_len, 0, NULL);
   c = json_object_get (cfg, "config");
-  argv = json_object_get (c, "Entrypoint");
-  field = im->entrypoint ? "image.entrypoint[0]" : "the base image's Entrypoint[0]";
-  if (json_array_size (argv) == 0)
-    {
-      argv = json_object_get (c, "Cmd");
-      field = im->cmd ? "image.cmd[0]" : "the base image's Cmd[0]";
-    }
-  argv0 = json_string_value (json_array_get (argv, 0));
+  config_program (c, &argv0, &path_env, &workdir, &from_cmd);
+  if (from_cmd)
+    field = im->cmd ? "image.cmd[0]" : "the base image's Cmd[0]";
+  else
+    field = im->entrypoint ? "image.entrypoint[0]" : "the base image's Entrypoint[0]";
   if (argv0 == NULL)
     {
       note (r, "image: names no program to run (no entrypoint or cmd): not checked");
       return 0;
     }
-  json_array_foreach (json_object_get (c, "Env"), i, v)
-    if (json_is_string (v) && strncmp (json_string_value (v), "PATH=", 5) == 0)
-      path_env = json_string_value (v) + 5;
-  workdir = json_string_value (json_object_get (c, "WorkingDir"));
-  if (workdir != NULL && workdir[0] == '\0')
-    workdir = NULL;
 
   if ((ret = imgfs_new (&fs, err)) < 0)
     return ret;
