@@ -17,49 +17,11 @@ BUILDVM=$BUILDVM_TEST
 command -v npm >/dev/null || fail "npm is not installed (make deps)"
 [ -f "$BUILDVM_IMAGES/debian.json" ] || fail "no debian build image in $BUILDVM_IMAGES (make image-debian)"
 
-# --- a real npm registry: verdaccio, as t_examples_deps installs and starts
-# it (its uplink fills its storage at set-up; the VM's npm ci is then served
-# from 127.0.0.1)
-VERDACCIO_VERSION=6.8.0
-tools=${BUILDVM_TEST_TOOLS:-$ROOT/build/test-tools}/verdaccio-$VERDACCIO_VERSION
-upstream=$(npm config get registry)
-if [ ! -x "$tools/node_modules/.bin/verdaccio" ]; then
-    rm -rf "$tools.tmp" && mkdir -p "$tools.tmp"
-    jq -n --arg v "$VERDACCIO_VERSION" '{name: "buildvm-test-verdaccio", version: "0.0.0", private: true,
-        dependencies: {verdaccio: $v}, overrides: {"node-fetch": "2.7.0"}}' >"$tools.tmp/package.json"
-    note "installing verdaccio $VERDACCIO_VERSION from $upstream into $tools"
-    (cd "$tools.tmp" && timeout 600 npm install --no-audit --no-fund --loglevel=error) >"$T/verdaccio-install.log" 2>&1 \
-        || { tail -20 "$T/verdaccio-install.log"; fail "cannot install verdaccio $VERDACCIO_VERSION with npm from $upstream"; }
-    rm -rf "$tools" && mv "$tools.tmp" "$tools"
-fi
-NPM_PORT=$(svc_free_port)
-vd=$SVC_DIR/verdaccio
-mkdir -p "$vd/storage"
-cat >"$vd/config.yaml" <<EOF
-storage: $vd/storage
-auth:
-  htpasswd:
-    file: $vd/htpasswd
-    max_users: -1
-uplinks:
-  upstream:
-    url: $upstream
-    timeout: 60s
-packages:
-  '**':
-    access: \$all
-    proxy: upstream
-listen: 127.0.0.1:$NPM_PORT
-log: {type: stdout, format: pretty, level: warn}
-EOF
-node "$tools/node_modules/verdaccio/bin/verdaccio" --config "$vd/config.yaml" >"$vd/log" 2>&1 &
-echo $! >"$vd/pid"
-svc_wait_port "$NPM_PORT" 60 || { cat "$vd/log"; fail "verdaccio did not listen on 127.0.0.1:$NPM_PORT"; }
-mkdir -p "$T/prefetch"
-cp "$ROOT/examples/apps/docker-node/package.json" "$ROOT/examples/apps/docker-node/package-lock.json" "$T/prefetch/"
-(cd "$T/prefetch" && timeout 300 npm ci --omit=dev --no-audit --no-fund --ignore-scripts \
-    --cache "$T/npm-cache" --registry "http://127.0.0.1:$NPM_PORT/") >"$T/prefetch.log" 2>&1 \
-    || { tail -20 "$T/prefetch.log"; tail -20 "$vd/log"; fail "verdaccio on 127.0.0.1:$NPM_PORT cannot serve the lockfile's packages"; }
+# --- a real npm registry: verdaccio (tests/lib/services.sh), its storage
+# filled with docker-node's lockfile at set-up; the VM's npm ci is then
+# served from 127.0.0.1
+svc_verdaccio "$ROOT/examples/apps/docker-node" \
+    || fail "this test needs a real npm registry server (verdaccio) on 127.0.0.1"
 
 # --- the runner: a registry with the base images the FROM lines map to, the
 # npm registry's port allowed by the boundary and granted to every build,

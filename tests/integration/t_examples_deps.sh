@@ -17,54 +17,13 @@ for b in node-18 python-3.11; do
         || fail "no base image layout $BUILDVM_IMAGES/base/$b (make base-images)"
 done
 
-# --- a real npm registry: verdaccio, installed once into build/test-tools from
-# the registry this machine's npm is configured with; its uplink is that
-# registry too, so its storage fills at set-up (below) and the VM's install
-# is then served from 127.0.0.1
-VERDACCIO_VERSION=6.8.0
-tools=${BUILDVM_TEST_TOOLS:-$ROOT/build/test-tools}/verdaccio-$VERDACCIO_VERSION
-upstream=$(npm config get registry)
-if [ ! -x "$tools/node_modules/.bin/verdaccio" ]; then
-    rm -rf "$tools.tmp" && mkdir -p "$tools.tmp"
-    # 6.8.0 is the last release for Node.js 18 (Debian's); node-fetch 3 is ESM-only
-    jq -n --arg v "$VERDACCIO_VERSION" '{name: "buildvm-test-verdaccio", version: "0.0.0", private: true,
-        dependencies: {verdaccio: $v}, overrides: {"node-fetch": "2.7.0"}}' >"$tools.tmp/package.json"
-    note "installing verdaccio $VERDACCIO_VERSION from $upstream into $tools"
-    (cd "$tools.tmp" && timeout 600 npm install --no-audit --no-fund --loglevel=error) >"$T/verdaccio-install.log" 2>&1 \
-        || { tail -20 "$T/verdaccio-install.log"; fail "cannot install verdaccio $VERDACCIO_VERSION with npm from $upstream (is the npm registry reachable?): this test needs a real npm registry server"; }
-    rm -rf "$tools" && mv "$tools.tmp" "$tools"
-fi
-NPM_PORT=$(svc_free_port)
-vd=$SVC_DIR/verdaccio
-mkdir -p "$vd/storage"
-cat >"$vd/config.yaml" <<EOF
-storage: $vd/storage
-auth:
-  htpasswd:
-    file: $vd/htpasswd
-    max_users: -1
-uplinks:
-  upstream:
-    url: $upstream
-    timeout: 60s
-packages:
-  '**':
-    access: \$all
-    proxy: upstream
-listen: 127.0.0.1:$NPM_PORT
-log: {type: stdout, format: pretty, level: warn}
-EOF
-node "$tools/node_modules/verdaccio/bin/verdaccio" --config "$vd/config.yaml" >"$vd/log" 2>&1 &
-echo $! >"$vd/pid"
-svc_wait_port "$NPM_PORT" 60 || { cat "$vd/log"; fail "verdaccio did not listen on 127.0.0.1:$NPM_PORT"; }
-
-# fill its storage with what the lockfile names (from the uplink, once)
-mkdir -p "$T/prefetch"
-cp "$ROOT/examples/apps/hello-express/package.json" "$ROOT/examples/apps/hello-express/package-lock.json" "$T/prefetch/"
+# --- a real npm registry: verdaccio (tests/lib/services.sh), its uplink the
+# registry this machine's npm is configured with, its storage filled with
+# hello-express's lockfile at set-up; the VM's install is then served from
+# 127.0.0.1
 t0=$(date +%s)
-(cd "$T/prefetch" && timeout 300 npm ci --omit=dev --no-audit --no-fund --ignore-scripts \
-    --cache "$T/npm-cache" --registry "http://127.0.0.1:$NPM_PORT/") >"$T/prefetch.log" 2>&1 \
-    || { tail -20 "$T/prefetch.log"; tail -20 "$vd/log"; fail "verdaccio on 127.0.0.1:$NPM_PORT cannot serve the lockfile's packages (its uplink: $upstream)"; }
+svc_verdaccio "$ROOT/examples/apps/hello-express" \
+    || fail "this test needs a real npm registry server (verdaccio) on 127.0.0.1"
 note "verdaccio on 127.0.0.1:$NPM_PORT holds the lockfile's packages ($(( $(date +%s) - t0 ))s)"
 
 # --- a PEP 503 simple index with the wheel hello-wsgi needs, built here

@@ -97,6 +97,67 @@ svc_base_images () {
     "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/buildvm-image/base/push-base.sh" "$@"
 }
 
+# svc_verdaccio APP-DIR: a real npm registry server (verdaccio) on a free
+# port, its uplink the registry this machine's npm is configured with, its
+# storage filled with what APP-DIR's package-lock.json names (so that a build
+# VM's install is then served from 127.0.0.1). verdaccio is installed once
+# into build/test-tools ($BUILDVM_TEST_TOOLS), under a lock: tests that run
+# at the same time share the install. Sets NPM_PORT.
+VERDACCIO_VERSION=6.8.0
+svc_verdaccio () {
+    local app=$1 root tools upstream dir tmp
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    tools=${BUILDVM_TEST_TOOLS:-$root/build/test-tools}/verdaccio-$VERDACCIO_VERSION
+    upstream=$(npm config get registry)
+    dir=$SVC_DIR/verdaccio
+    mkdir -p "$dir/storage" "$(dirname "$tools")"
+    (
+        flock 9
+        [ ! -x "$tools/node_modules/.bin/verdaccio" ] || exit 0
+        tmp=$(mktemp -d "$tools.tmp.XXXXXX")
+        # 6.8.0 is the last release for Node.js 18 (Debian's); node-fetch 3 is ESM-only
+        jq -n --arg v "$VERDACCIO_VERSION" '{name: "buildvm-test-verdaccio", version: "0.0.0", private: true,
+            dependencies: {verdaccio: $v}, overrides: {"node-fetch": "2.7.0"}}' >"$tmp/package.json"
+        echo "-- installing verdaccio $VERDACCIO_VERSION from $upstream into $tools"
+        if ! (cd "$tmp" && timeout 600 npm install --no-audit --no-fund --loglevel=error) >"$dir/install.log" 2>&1; then
+            tail -20 "$dir/install.log" >&2
+            rm -rf "$tmp"
+            echo "services: cannot install verdaccio $VERDACCIO_VERSION with npm from $upstream (is the npm registry reachable?)" >&2
+            exit 1
+        fi
+        rm -rf "$tools" && mv "$tmp" "$tools"
+    ) 9>"$tools.lock" || return 1
+    NPM_PORT=$(svc_free_port)
+    cat >"$dir/config.yaml" <<EOF_CONFIG
+storage: $dir/storage
+auth:
+  htpasswd:
+    file: $dir/htpasswd
+    max_users: -1
+uplinks:
+  upstream:
+    url: $upstream
+    timeout: 60s
+packages:
+  '**':
+    access: \$all
+    proxy: upstream
+listen: 127.0.0.1:$NPM_PORT
+log: {type: stdout, format: pretty, level: warn}
+EOF_CONFIG
+    node "$tools/node_modules/verdaccio/bin/verdaccio" --config "$dir/config.yaml" >"$dir/log" 2>&1 &
+    echo $! >"$dir/pid"
+    svc_wait_port "$NPM_PORT" 60 || { cat "$dir/log" >&2; echo "services: verdaccio did not listen on 127.0.0.1:$NPM_PORT" >&2; return 1; }
+    mkdir -p "$dir/prefetch"
+    cp "$app/package.json" "$app/package-lock.json" "$dir/prefetch/"
+    if ! (cd "$dir/prefetch" && timeout 300 npm ci --omit=dev --no-audit --no-fund --ignore-scripts \
+        --cache "$dir/npm-cache" --registry "http://127.0.0.1:$NPM_PORT/") >"$dir/prefetch.log" 2>&1; then
+        tail -20 "$dir/prefetch.log" >&2; tail -20 "$dir/log" >&2
+        echo "services: verdaccio on 127.0.0.1:$NPM_PORT cannot serve $app's lockfile (its uplink: $upstream)" >&2
+        return 1
+    fi
+}
+
 # svc_ceph_rgw_start: a single-node Ceph with a RADOS Gateway
 # (tests/services/ceph-rgw.sh), started in the background because it takes
 # ~20 s: the tests that need it call svc_ceph_rgw_wait. Exports
