@@ -646,26 +646,18 @@ df_wrap (struct run *r, unsigned line, const char *what, const char *subject, bv
                          job__show (shown, sizeof shown, subject));
 }
 
-/* Whether the job's egress role lets the build connect to `hp`: the
- * decision the broker makes for the connection (egress_prepare mints the
- * same role for the build), without the address checks of its lookup. */
+/* The job's egress role: its template plus the host rules of runner.json
+ * and buildvm.json, under the boundary. The plan's ADD check and the build's
+ * broker (egress_prepare) decide with the same role. */
 static int
-egress_would_allow (struct run *r, const struct netaddr_hostport *hp, bool *allowed, char *why,
-                    size_t why_size, bvm_error_t *err)
+egress_role_for_job (struct role **out, struct run *r, bvm_error_t *err)
 {
   const struct egress_settings *es = &r->cfg->egress;
   struct policy_vars vars = { r->job->app, r->job->commit, r->job->ref, r->job->id };
   const char *rules[EGRESS_RULES_MAX];
-  struct role *role = NULL;
-  struct policy_decision d;
-  char res[NETADDR_HOSTPORT_STRLEN + 8];
   size_t n = 0;
   int ret;
 
-  *allowed = false;
-  snprintf (why, why_size, "the build has no egress rules");
-  if (es->n_allow == 0 && r->spec->n_egress == 0)
-    return 0;
   if (es->n_allow + r->spec->n_egress > EGRESS_RULES_MAX)
     return bvm_error_code (err, BVM_E_INVALID, 0,
                            "more than %d egress rules in runner.json and buildvm.json together",
@@ -674,10 +666,30 @@ egress_would_allow (struct run *r, const struct netaddr_hostport *hp, bool *allo
     rules[n++] = es->allow[i];
   for (size_t i = 0; i < r->spec->n_egress; i++)
     rules[n++] = r->spec->egress[i];
-  ret = egress_role_mint (&role, r->tmpl, r->boundary, &vars, role_expires_at (r->role), rules, n,
+  ret = egress_role_mint (out, r->tmpl, r->boundary, &vars, role_expires_at (r->role), rules, n,
                           err);
-  if (ret < 0)
-    return bvm_error_wrap (err, "minting the job's egress role");
+  return ret < 0 ? bvm_error_wrap (err, "minting the job's egress role") : ret;
+}
+
+/* Whether the job's egress role lets the build connect to `hp`: the
+ * decision the broker makes for the connection (egress_prepare mints the
+ * same role for the build), without the address checks of its lookup. */
+static int
+egress_would_allow (struct run *r, const struct netaddr_hostport *hp, bool *allowed, char *why,
+                    size_t why_size, bvm_error_t *err)
+{
+  const struct egress_settings *es = &r->cfg->egress;
+  struct role *role = NULL;
+  struct policy_decision d;
+  char res[NETADDR_HOSTPORT_STRLEN + 8];
+  int ret;
+
+  *allowed = false;
+  snprintf (why, why_size, "the build has no egress rules");
+  if (es->n_allow == 0 && r->spec->n_egress == 0)
+    return 0;
+  if ((ret = egress_role_for_job (&role, r, err)) < 0)
+    return ret;
   netaddr_resource (res, sizeof res, hp);
   role_decide (role, POLICY_ACTION_NET_CONNECT, res, NULL, &d);
   *allowed = d.allowed;
@@ -1215,25 +1227,13 @@ static int
 egress_prepare (struct run *r, bvm_error_t *err)
 {
   const struct egress_settings *es = &r->cfg->egress;
-  struct policy_vars vars = { r->job->app, r->job->commit, r->job->ref, r->job->id };
-  const char *rules[EGRESS_RULES_MAX];
-  size_t n = 0;
+  size_t n = es->n_allow + r->spec->n_egress;
   int ret;
 
-  if (es->n_allow == 0 && r->spec->n_egress == 0 && es->mode != EGRESS_MODE_AUDIT)
+  if (n == 0 && es->mode != EGRESS_MODE_AUDIT)
     return 0;
-  if (es->n_allow + r->spec->n_egress > EGRESS_RULES_MAX)
-    return bvm_error_code (err, BVM_E_INVALID, 0,
-                           "more than %d egress rules in runner.json and buildvm.json together",
-                           EGRESS_RULES_MAX);
-  for (size_t i = 0; i < es->n_allow; i++)
-    rules[n++] = es->allow[i];
-  for (size_t i = 0; i < r->spec->n_egress; i++)
-    rules[n++] = r->spec->egress[i];
-  ret = egress_role_mint (&r->egress_role, r->tmpl, r->boundary, &vars, role_expires_at (r->role),
-                          rules, n, err);
-  if (ret < 0)
-    return bvm_error_wrap (err, "minting the job's egress role");
+  if ((ret = egress_role_for_job (&r->egress_role, r, err)) < 0)
+    return ret;
   r->egress.settings = es;
   r->egress.role = r->egress_role;
   r->egress.log = on_egress_log;
