@@ -349,9 +349,15 @@ wait_for_job (const char *dev_in, const char *dev_scratch)
   int in, scratch, fd;
 
   if (agent_find_port (PROTO_CONTROL_PORT, port, sizeof port) < 0)
-    return;
+    {
+      console_printf (PROTO_READY_LINE "\n");
+      return;
+    }
   in = open_blank (dev_in, "input");
   scratch = open_blank (dev_scratch, "scratch");
+  /* ready only now: the runner writes the job's disks once it reads this,
+   * and the blank check above must have read them before */
+  console_printf (PROTO_READY_LINE "\n");
   fd = open (port, O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (fd < 0)
     fatal ("open control port `%s`: %s", port, strerror (errno));
@@ -1325,7 +1331,6 @@ main (void)
   setup_mounts ();
   no_user_namespaces ();
   console_open ();
-  console_printf (PROTO_READY_LINE "\n");
 
   if (find_disk ("output", dev_out, sizeof dev_out) < 0)
     fatal ("no output disk");
