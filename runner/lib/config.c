@@ -772,7 +772,8 @@ static int
 load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *err)
 {
   static const char *const ikeys[] = { "dir", "default_profile", NULL };
-  static const char *const vkeys[] = { "driver", "accel", "qemu", "boot_timeout", NULL };
+  static const char *const vkeys[] = { "driver",       "accel",      "qemu",
+                                       "boot_timeout", "early_boot", NULL };
   const json_t *o = NULL;
   cleanup_free char *accel = NULL;
   int ret;
@@ -830,6 +831,9 @@ load_images_vm (struct runner_config *c, const struct loader *L, bvm_error_t *er
   if (o != NULL)
     ret = jsonx_get_u64 (&c->vm.boot_timeout, o, "boot_timeout", false, 1, BOOT_TIMEOUT_MAX, "vm",
                          err);
+  c->vm.early_boot = true;
+  if (ret == 0 && o != NULL)
+    ret = jsonx_get_bool (&c->vm.early_boot, o, "early_boot", false, "vm", err);
   return wrapped (ret, L, err);
 }
 
@@ -1836,6 +1840,7 @@ config_to_json (const struct runner_config *c)
   r |= set_s (vm, "accel", accel[c->vm.accel]);
   r |= set_s (vm, "qemu", c->vm.qemu);
   r |= set_u (vm, "boot_timeout", c->vm.boot_timeout);
+  r |= json_object_set_new (vm, "early_boot", json_boolean (c->vm.early_boot));
   r |= set_u (lim, "max_vcpus", c->limits.max_vcpus);
   r |= set_u (lim, "max_memory_mib", c->limits.max_memory_mib);
   r |= set_u (lim, "max_disk_mib", c->limits.max_disk_mib);

@@ -121,6 +121,16 @@ struct run
   struct steptail tail;       /* the last lines of the step that ran last */
 
   struct workdir *wd;
+  /* the early VM (phase_boot): booted as the job starts, taken by the build
+   * when the job fits it; its own work directory and image */
+  struct workdir *early_wd;
+  struct vm_image *early_img;
+  struct vmjob_warm *early;
+  struct vmjob_opts early_vo; /* its boot options: the warm VM points at them */
+  bool early_started;         /* it was booted for this job */
+  char early_note[160];       /* why there was none, or why it was not used */
+  int64_t early_boot_ms;      /* its boot, start to agent */
+  int64_t early_wait_ms;      /* what of it the build phase waited for */
   char *input_path;
   char *scratch_path; /* the scratch disk with the source tree (srcfs.h) */
   struct vmjob_result vm;
@@ -1303,6 +1313,115 @@ failed_step_output (struct run *r, unsigned idx)
     }
 }
 
+/* --- boot: the early VM ------------------------------------------------------ */
+
+uint64_t
+pipeline_input_max (const struct runner_config *cfg)
+{
+  /* its source with a tar header and padding per entry, the control file,
+   * its secrets; sparse, it costs what the job writes into it */
+  return cfg->limits.max_source_bytes + cfg->limits.max_source_entries * 1536 + GUEST_MAX_CONTROL
+         + (64u << 20);
+}
+
+/* A job that was offered no pool VM starts one of the runner's default
+ * shape now, the way the pool does (vmjob_prewarm), and does not wait for
+ * it: the VM boots while the checkout, the plan and the input are made, and
+ * the build phase takes it when the job fits it (its profile, resources and
+ * no egress channel), else frees it and boots one of the job's shape. A
+ * failure here costs the job nothing but that overlap. */
+static int
+phase_boot (struct run *r, bvm_error_t *err)
+{
+  const struct runner_config *cfg = r->cfg;
+  struct vmjob_opts *vo = &r->early_vo;
+  char name[JOB_ID_MAX + 8];
+  bvm_error_t e = NULL;
+  int ret;
+
+  (void) err;
+  if (!cfg->vm.early_boot)
+    {
+      snprintf (r->early_note, sizeof r->early_note, "vm.early_boot is off");
+      return 0;
+    }
+  if (r->o->warm != NULL && *r->o->warm != NULL)
+    {
+      snprintf (r->early_note, sizeof r->early_note, "the job was offered a pool VM");
+      return 0;
+    }
+  snprintf (name, sizeof name, "%s-vm", r->job->id);
+  ret = image_load (&r->early_img, cfg->images.dir, cfg->images.default_profile, &e);
+  if (ret == 0)
+    ret = workdir_create (&r->early_wd, cfg->work_dir, name, &e);
+  if (ret == 0)
+    {
+      vo->image = r->early_img;
+      vmjob_opts_settings (vo, &cfg->vm, &cfg->jail);
+      vo->name = r->job->id;
+      vo->vcpus = (unsigned) cfg->defaults.vcpus;
+      vo->memory_mib = (unsigned) cfg->defaults.memory_mib;
+      vo->disk_mib = cfg->defaults.disk_mib;
+      vo->output_max = cfg->limits.max_output_bytes;
+      vo->boot_timeout_ms = (int64_t) cfg->vm.boot_timeout * 1000;
+      vo->console_max = cfg->limits.max_log_bytes;
+      vo->cancel = r->o->cancel;
+      ret = vmjob_prewarm_start (&r->early, r->early_wd, vo, pipeline_input_max (cfg), &e);
+    }
+  if (ret < 0)
+    {
+      snprintf (r->early_note, sizeof r->early_note, "it did not start: %s", bvm_error_msg (&e));
+      log_warn ("job=%s app=%s event=early_vm.failed error=\"%s\"", r->job->id, r->job->app,
+                bvm_error_msg (&e));
+      bvm_error_free (&e);
+      return 0;
+    }
+  r->early_started = true;
+  return 0;
+}
+
+/* The early VM, once the job is ready for it: wait for its agent (the rest
+ * of its boot), or give up on it. */
+static void
+early_vm_ready (struct run *r)
+{
+  bvm_error_t e = NULL;
+  int64_t t0 = now_ms ();
+  int ret;
+
+  if (r->early == NULL)
+    return;
+  ret = vmjob_prewarm_wait (&r->early, &e);
+  r->early_wait_ms = now_ms () - t0;
+  if (ret == 0)
+    r->early_boot_ms = vmjob_warm_boot_ms (r->early);
+  else
+    {
+      snprintf (r->early_note, sizeof r->early_note, "it did not boot: %s", bvm_error_msg (&e));
+      if (bvm_error_get_code (&e) != BVM_E_CANCELED)
+        log_warn ("job=%s app=%s event=early_vm.failed error=\"%s\"", r->job->id, r->job->app,
+                  bvm_error_msg (&e));
+      bvm_error_free (&e);
+    }
+}
+
+static void
+early_vm_free (struct run *r)
+{
+  bvm_error_t e = NULL;
+  vmjob_warm_free (r->early);
+  r->early = NULL;
+  if (workdir_remove (r->early_wd, &e) < 0)
+    {
+      log_warn ("job=%s app=%s event=cleanup.failed error=\"%s\"", r->job->id, r->job->app,
+                bvm_error_msg (&e));
+      bvm_error_free (&e);
+    }
+  r->early_wd = NULL;
+  image_free (r->early_img);
+  r->early_img = NULL;
+}
+
 static int
 phase_build (struct run *r, bvm_error_t *err)
 {
@@ -1328,6 +1447,11 @@ phase_build (struct run *r, bvm_error_t *err)
   vo.cancel = r->o->cancel;
   vo.started = on_vm_started;
   vo.warm = r->o->warm;
+  if (r->early_started)
+    {
+      early_vm_ready (r);
+      vo.warm = &r->early; /* NULL when it did not boot: a cold boot */
+    }
   vo.scratch = r->scratch_path;
   if ((ret = egress_prepare (r, err)) < 0)
     {
@@ -1369,7 +1493,19 @@ phase_build (struct run *r, bvm_error_t *err)
                        json_integer (r->vm.disks_ms));
   json_object_set_new (json_object_get (r->record, "build"), "agent_ms",
                        json_integer (r->vm.guest.duration_ms));
-  if (r->vm.pool != VMJOB_POOL_NONE)
+  if (r->early_started)
+    {
+      /* the early VM's own key: `pool` counts the pool's hits and misses */
+      if (r->vm.pool == VMJOB_POOL_MISS)
+        snprintf (r->early_note, sizeof r->early_note, "%s", r->vm.pool_note);
+      json_object_set_new (json_object_get (r->record, "build"), "early_vm",
+                           r->vm.pool == VMJOB_POOL_HIT
+                               ? json_pack ("{s:b, s:I, s:I}", "used", 1, "boot_ms",
+                                            (json_int_t) r->early_boot_ms, "wait_ms",
+                                            (json_int_t) r->early_wait_ms)
+                               : json_pack ("{s:b, s:s}", "used", 0, "why", r->early_note));
+    }
+  else if (r->vm.pool != VMJOB_POOL_NONE)
     json_object_set_new (json_object_get (r->record, "build"), "pool",
                          r->vm.pool == VMJOB_POOL_HIT
                              ? json_pack ("{s:s}", "vm", "hit")
@@ -3084,6 +3220,7 @@ run_phases (struct run *r, bvm_error_t *err)
 {
   PHASE ("role", phase_role);
   PHASE ("log", phase_log);
+  PHASE ("boot", phase_boot);
   PHASE ("checkout", phase_checkout);
   PHASE ("plan", phase_plan);
   if (r->spec->dockerfile || (r->spec->image && r->spec->image->base))
@@ -3319,6 +3456,7 @@ pipeline_run (json_t **record, const struct job_request *job, const struct pipel
   oci_layer_free (r->layer);
   r->layer = NULL;
   vmjob_result_dispose (&r->vm);
+  early_vm_free (r); /* a job that ended before its build, or a misfit */
   if (workdir_remove (r->wd, &cleanup_err) < 0)
     {
       log_warn ("job=%s app=%s event=cleanup.failed error=\"%s\"", job->id, job->app,

@@ -84,6 +84,11 @@ struct pipeline_opts
 int pipeline_run (json_t **record, const struct job_request *job, const struct pipeline_opts *o,
                   bvm_error_t *err);
 
+/* The largest input disk a job can need under cfg's limits (its source
+ * tar, the control message and room for secrets): the size of the blank,
+ * sparse input disk of a VM booted before its job (a pool VM, the early VM). */
+uint64_t pipeline_input_max (const struct runner_config *cfg);
+
 /* Where a job's record lives: <state_dir>/jobs/<app>/<id>.json (ids are
  * unique per app only: keyed by the id alone, one app's record replaced
  * another's). */

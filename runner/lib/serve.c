@@ -626,16 +626,6 @@ worker_main (struct serve *s, struct worker *w, struct vmjob_warm **warm, struct
 
 /* --- the pool ------------------------------------------------------------------- */
 
-/* The largest input disk a job can need: its source with a tar header and
- * padding per entry, the control file, its secrets. Sparse: it costs what
- * the job writes into it. A larger input does not fit (vmjob: a miss). */
-static uint64_t
-pool_input_max (const struct runner_config *cfg)
-{
-  return cfg->limits.max_source_bytes + cfg->limits.max_source_entries * 1536 + GUEST_MAX_CONTROL
-         + (64u << 20);
-}
-
 static int
 pool_shapes_resolve (struct serve *s, bvm_error_t *err)
 {
@@ -820,7 +810,7 @@ pool_main (struct serve *s, unsigned shape, unsigned seq, int fd)
       vo.boot_timeout_ms = (int64_t) cfg->vm.boot_timeout * 1000;
       vo.console_max = cfg->limits.max_log_bytes;
       vo.cancel = &w_cancel;
-      ret = vmjob_prewarm (&warm, wd, &vo, pool_input_max (cfg), &err);
+      ret = vmjob_prewarm (&warm, wd, &vo, pipeline_input_max (cfg), &err);
     }
   if (ret < 0)
     {

@@ -687,23 +687,38 @@ vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
 /* --- a pool VM: booted ahead, resumed with its job ------------------------------ */
 
 int
-vm_boot (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *err)
+vm_boot_start (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *err)
 {
   struct vm_warm *w = calloc (1, sizeof *w);
-  struct vm_result *res;
-  bool woke = false;
   int ret;
 
   if (w == NULL)
     return bvm_error (err, ENOMEM, "pool VM");
-  res = &w->boot_res;
   if (!spec->control)
     ret = bvm_error_code (err, BVM_E_INTERNAL, 0, "a pool VM needs its control port");
   else
-    ret = vm__start (w, spec, res, err);
-  if (ret == 0)
-    ret = vm__loop (w, spec, res, w->t0 + spec->boot_timeout_ms, w->t0 + spec->boot_timeout_ms,
-                    true, -1, &woke, err);
+    ret = vm__start (w, spec, &w->boot_res, err);
+  if (ret < 0)
+    {
+      vm__end (w, &w->boot_res);
+      free (w);
+      return ret;
+    }
+  *out = w;
+  return 0;
+}
+
+int
+vm_boot_wait (struct vm_warm **wp, bvm_error_t *err)
+{
+  struct vm_warm *w = *wp;
+  const struct vm_spec *spec = w->vm.spec;
+  struct vm_result *res = &w->boot_res;
+  bool woke = false;
+  int ret;
+
+  ret = vm__loop (w, spec, res, w->t0 + spec->boot_timeout_ms, w->t0 + spec->boot_timeout_ms, true,
+                  -1, &woke, err);
   if (ret == 0 && !w->cst.ready)
     {
       char tail[4 * 300 + 8];
@@ -720,10 +735,22 @@ vm_boot (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *err)
   if (ret < 0)
     {
       free (w);
-      return ret;
+      *wp = NULL;
     }
-  *out = w;
-  return 0;
+  return ret;
+}
+
+int
+vm_boot (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *err)
+{
+  struct vm_warm *w = NULL;
+  int ret = vm_boot_start (&w, spec, err);
+
+  if (ret == 0)
+    ret = vm_boot_wait (&w, err);
+  if (ret == 0)
+    *out = w;
+  return ret;
 }
 
 pid_t

@@ -120,6 +120,9 @@ struct vm_settings
   enum vm_accel accel;
   char *qemu;            /* command name (looked up in PATH) or absolute path */
   uint64_t boot_timeout; /* seconds */
+  /* A job that gets no pool VM boots one as it starts, while its checkout
+   * runs (pipeline.c, phase "boot"); default on */
+  bool early_boot;
 };
 
 /* The driver interface (struct vm_driver, struct vm) is in vm/vm_int.h, for
@@ -150,6 +153,13 @@ int vm_run (const struct vm_spec *spec, struct vm_result *res, bvm_error_t *err)
  * it points at, must outlive the handle. */
 struct vm_warm;
 int vm_boot (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *err);
+/* vm_boot() in two halves, for a boot that overlaps the caller's other
+ * work (the pipeline's early VM): vm_boot_start() starts the VMM and
+ * returns at once; nothing reads its consoles until vm_boot_wait(), which
+ * waits for the agent (up to the spec's boot_timeout_ms from the start) and,
+ * when it fails, frees the handle and sets *w to NULL. */
+int vm_boot_start (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *err);
+int vm_boot_wait (struct vm_warm **w, bvm_error_t *err);
 pid_t vm_warm_pid (const struct vm_warm *w);
 int64_t vm_warm_boot_ms (const struct vm_warm *w);
 /* false once its VMM has exited (it is reaped then) */

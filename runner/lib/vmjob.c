@@ -156,8 +156,8 @@ vmjob_warm_free (struct vmjob_warm *w)
 }
 
 int
-vmjob_prewarm (struct vmjob_warm **out, const struct workdir *wd, const struct vmjob_opts *o,
-               uint64_t input_max, bvm_error_t *err)
+vmjob_prewarm_start (struct vmjob_warm **out, const struct workdir *wd, const struct vmjob_opts *o,
+                     uint64_t input_max, bvm_error_t *err)
 {
   struct vmjob_warm *w = calloc (1, sizeof *w);
   enum vm_accel accel = o->accel;
@@ -226,13 +226,33 @@ vmjob_prewarm (struct vmjob_warm **out, const struct workdir *wd, const struct v
   w->spec.jail = w->jail;
   w->spec.egress_fd = -1;
   w->spec.control = true;
-  if ((ret = vm_boot (&w->vm, &w->spec, err)) < 0)
+  if ((ret = vm_boot_start (&w->vm, &w->spec, err)) < 0)
     goto fail;
   *out = w;
   return 0;
 fail:
   vmjob_warm_free (w);
   return ret;
+}
+
+int
+vmjob_prewarm_wait (struct vmjob_warm **w, bvm_error_t *err)
+{
+  int ret = vm_boot_wait (&(*w)->vm, err);
+  if (ret < 0)
+    {
+      vmjob_warm_free (*w);
+      *w = NULL;
+    }
+  return ret;
+}
+
+int
+vmjob_prewarm (struct vmjob_warm **out, const struct workdir *wd, const struct vmjob_opts *o,
+               uint64_t input_max, bvm_error_t *err)
+{
+  int ret = vmjob_prewarm_start (out, wd, o, input_max, err);
+  return ret < 0 ? ret : vmjob_prewarm_wait (out, err);
 }
 
 pid_t

@@ -89,6 +89,11 @@ void vmjob_opts_settings (struct vmjob_opts *o, const struct vm_settings *vm,
 struct vmjob_warm;
 int vmjob_prewarm (struct vmjob_warm **out, const struct workdir *wd, const struct vmjob_opts *o,
                    uint64_t input_max, bvm_error_t *err);
+/* vmjob_prewarm() in two halves (vm_boot_start, vm_boot_wait): the VMM is
+ * started, and later waited for; a failed wait frees *w and sets it NULL. */
+int vmjob_prewarm_start (struct vmjob_warm **out, const struct workdir *wd,
+                         const struct vmjob_opts *o, uint64_t input_max, bvm_error_t *err);
+int vmjob_prewarm_wait (struct vmjob_warm **w, bvm_error_t *err);
 pid_t vmjob_warm_pid (const struct vmjob_warm *w);
 int64_t vmjob_warm_boot_ms (const struct vmjob_warm *w);
 /* vm_warm_idle (vm.h) */

@@ -129,6 +129,7 @@ test_defaults_without_file (void **state)
   assert_int_equal (c->vm.accel, VM_ACCEL_AUTO);
   assert_string_equal (c->vm.qemu, "qemu-system-x86_64");
   assert_int_equal (c->vm.boot_timeout, 60);
+  assert_true (c->vm.early_boot);
   assert_int_equal (c->limits.max_vcpus, 2);
   assert_int_equal (c->limits.max_memory_mib, 2048);
   assert_int_equal (c->limits.max_disk_mib, 8192);
@@ -384,6 +385,7 @@ static const struct field_case cases[] = {
   { "vm.qemu", "\"/usr/bin/qemu-system-x86_64\"", NULL },
   { "vm.qemu", "\"qemu-kvm\"", NULL },
   { "vm.boot_timeout", "600", NULL },
+  { "vm.early_boot", "false", NULL },
   { "limits.max_vcpus", "1024", NULL },
   { "limits.max_log_bytes", "4096", NULL },
   { "defaults.build_seconds", "3600", NULL },
@@ -504,6 +506,7 @@ static const struct field_case cases[] = {
   { "vm.boot_timeout", "0", "field `vm.boot_timeout` is 0, outside the range 1..600" },
   { "vm.boot_timeout", "601", "field `vm.boot_timeout` is 601" },
   { "vm.boot_timeout", "\"60\"", "field `vm.boot_timeout` must be an integer" },
+  { "vm.early_boot", "\"no\"", "field `vm.early_boot` must be" },
   { "vm.kernel_cmdline_extra", "\"init=/bin/sh\"", "unknown field `vm.kernel_cmdline_extra`" },
   /* limits, defaults */
   { "limits", "[]", "field `limits` must be an object" },

@@ -314,6 +314,18 @@ test_warm_boot_idle_resume (void **state)
   vm_warm_free (w);
   assert_reaped (pid);
 
+  /* the boot in two halves (the early VM): started, the caller's own work,
+   * then waited for; its console was not read in between */
+  assert_ok (vm_boot_start (&w, &boot, &err), &err);
+  pid = vm_warm_pid (w);
+  assert_true (pid > 0);
+  usleep (200 * 1000);
+  assert_ok (vm_boot_wait (&w, &err), &err);
+  assert_non_null (w);
+  assert_int_equal (vm_warm_pid (w), pid);
+  vm_warm_free (w);
+  assert_reaped (pid);
+
   /* a VMM that ends while it waits */
   free (vmm);
   vmm = fake_vmm (d, "vmm2", "printf 'buildvm-agent: ready\\n'; exit 0");
@@ -327,6 +339,12 @@ test_warm_boot_idle_resume (void **state)
   boot.vmm = vmm;
   boot.boot_timeout_ms = 300;
   assert_fails_with (vm_boot (&w, &boot, &err), &err, "did not reach the guest agent");
+  /* started, never ready: the wait fails, frees the handle and kills its VMM */
+  assert_ok (vm_boot_start (&w, &boot, &err), &err);
+  pid = vm_warm_pid (w);
+  assert_fails_with (vm_boot_wait (&w, &err), &err, "did not reach the guest agent");
+  assert_null (w);
+  assert_reaped (pid);
   close (p[0]);
   close (p[1]);
   free (vmm);
