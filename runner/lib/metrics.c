@@ -43,6 +43,7 @@ struct metrics
   char pool_label[N_POOL][96];
   uint64_t pool_booting[N_POOL], pool_ready[N_POOL];
   uint64_t pool_hits, pool_misses[N_MISS];
+  uint64_t early_vms[2];                   /* [used] */
   uint64_t fs_bucket[2][N_B], fs_count[2]; /* [0] cold, [1] pool */
   double fs_sum[2];
   struct MHD_Daemon *http;
@@ -169,6 +170,16 @@ metrics_pool_hit (struct metrics *m)
 }
 
 void
+metrics_early_vm (struct metrics *m, bool used)
+{
+  if (m == NULL)
+    return;
+  pthread_mutex_lock (&m->lock);
+  m->early_vms[used ? 1 : 0]++;
+  pthread_mutex_unlock (&m->lock);
+}
+
+void
 metrics_pool_miss (struct metrics *m, const char *reason)
 {
   if (m == NULL)
@@ -261,6 +272,13 @@ metrics_render (struct metrics *m, struct buf *b)
   for (size_t i = 0; i < N_MISS; i++)
     r |= buf_addf (b, "buildvm_pool_misses_total{reason=\"%s\"} %llu\n", miss_reasons[i],
                    (unsigned long long) m->pool_misses[i]);
+  r |= buf_addf (b,
+                 "# HELP buildvm_early_vms_total Jobs that booted an early VM during their "
+                 "checkout, by whether their build ran in it.\n"
+                 "# TYPE buildvm_early_vms_total counter\n"
+                 "buildvm_early_vms_total{used=\"true\"} %llu\n"
+                 "buildvm_early_vms_total{used=\"false\"} %llu\n",
+                 (unsigned long long) m->early_vms[1], (unsigned long long) m->early_vms[0]);
   r |= buf_adds (b, "# HELP buildvm_lease_to_first_step_seconds From the lease to the guest "
                     "agent's first build step.\n"
                     "# TYPE buildvm_lease_to_first_step_seconds histogram\n");

@@ -10,7 +10,8 @@
  * buildvm_egress_bytes_total{decision,direction}, and for the pool of VMs
  * booted ahead (serve.c) buildvm_pool_vms{shape,state},
  * buildvm_pool_hits_total, buildvm_pool_misses_total{reason} and
- * buildvm_lease_to_first_step_seconds{vm} (a histogram). Updates and scrapes are serialised by one
+ * buildvm_lease_to_first_step_seconds{vm} (a histogram), and for a job's
+ * early VM (pipeline.c) buildvm_early_vms_total{used}. Updates and scrapes are serialised by one
  * mutex; the HTTP server runs in libmicrohttpd's own thread.
  */
 #ifndef BUILDVM_METRICS_H
@@ -47,6 +48,9 @@ void metrics_pool_hit (struct metrics *m);
 /* reason: empty (no ready pool VM at the lease) | shape (the one offered did
  * not fit the job) */
 void metrics_pool_miss (struct metrics *m, const char *reason);
+/* A job booted its early VM; used: its build ran in it (else it did not
+ * fit, or did not boot). */
+void metrics_early_vm (struct metrics *m, bool used);
 /* From the lease to the agent's first build step; pool: in a pool VM. */
 void metrics_first_step (struct metrics *m, bool pool, double seconds);
 

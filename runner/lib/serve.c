@@ -1128,6 +1128,9 @@ completed_outcome (struct serve *s, const struct job_request *job)
     const char *pool = json_string_value (
         json_object_get (json_object_get (json_object_get (rec, "build"), "pool"), "vm"));
     json_t *fs = json_object_get (rec, "first_step_ms");
+    const json_t *early = json_object_get (json_object_get (rec, "build"), "early_vm");
+    if (early != NULL)
+      metrics_early_vm (s->metrics, json_is_true (json_object_get (early, "used")));
     if (pool && strcmp (pool, "hit") == 0)
       metrics_pool_hit (s->metrics);
     else if (pool)

@@ -153,7 +153,12 @@ test_metrics_render (void **state)
   metrics_pool_miss (m, "no-such-reason");
   metrics_first_step (m, true, 0.04);
   metrics_first_step (m, false, 1.2);
+  metrics_early_vm (m, true);
+  metrics_early_vm (m, true);
+  metrics_early_vm (m, false);
   assert_int_equal (metrics_render (m, &b), 0);
+  assert_non_null (strstr (b.ptr, "buildvm_early_vms_total{used=\"true\"} 2\n"));
+  assert_non_null (strstr (b.ptr, "buildvm_early_vms_total{used=\"false\"} 1\n"));
   assert_non_null (
       strstr (b.ptr, "buildvm_pool_vms{shape=\"minimal/1/1024\",state=\"booting\"} 1\n"));
   assert_non_null (
