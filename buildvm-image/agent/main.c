@@ -5,7 +5,7 @@
  * unpack the control file and secrets from the input, run each
  * build step as the unprivileged build user under a deadline while forwarding
  * its output byte for byte, write the declared outputs and a result header to
- * the output disk, sync, reboot. Whatever happens - a failed mount, a hostile
+ * the output disk (fsync), reboot. Whatever happens - a failed mount, a hostile
  * build, a bug here - the VM ends: fatal() writes what it can and reboots, and
  * if the agent itself dies the kernel panics, and panic=-1 reboots.
  */
@@ -194,7 +194,10 @@ static void __attribute__ ((noreturn)) finish (void)
 {
   write_header ();
   console_printf ("buildvm-agent: done: %s\n", result.status);
-  sync ();
+  /* no sync(): the output disk, the only one whose bytes outlive the VM,
+   * is written and fsync'ed already (the tar, then the header); a sync
+   * would write the build's dirty pages of the scratch disk out through
+   * the emulated disk, only for the runner to delete the file */
   reboot (RB_AUTOBOOT);
   /* still here: PID 1 exiting panics the kernel, and panic=-1 reboots */
   _exit (1);

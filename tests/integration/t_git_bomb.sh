@@ -32,7 +32,9 @@ python3 "$ROOT/tests/lib/git-http-server.py" "$T" "$T/http.port" "$T/http.log" &
 for _ in $(seq 50); do [ -s "$T/http.port" ] && break; sleep 0.1; done
 [ -s "$T/http.port" ] || fail "the git HTTP server did not start"
 BOMB_URL=http://127.0.0.1:$(cat "$T/http.port")/bomb/.git
-pl_config
+# no early VM (vm.early_boot): the peak RSS taken here is the runner's and
+# every child it waited for, and a booting QEMU is not what this measures
+pl_config '.vm.early_boot = false'
 pl_job "$T/j.json" spec-bomb bomb "$BOMB_URL" "$c_spec"
 # the largest RSS of the runner and every process it waited for (the fetch)
 run /usr/bin/time -f %M -o "$T/maxrss" "$BUILDVM" run --config "$CONFIG" "$T/j.json"
@@ -46,7 +48,7 @@ assert_no_leftovers
 # --- the source bomb: the worker's memory cap fails the job cleanly
 spec=$(printf '{"profile": "minimal", "steps": ["ls -la"], "image": {"from": "."}}' | GIT_DIR=$T/bomb/.git git hash-object -w --stdin)
 c_src=$(bomb_repo "$T/bomb" "$spec" "100644 blob $zeros	zeros.bin")
-pl_config '.limits.max_worker_memory_mib = 200'
+pl_config '.limits.max_worker_memory_mib = 200 | .vm.early_boot = false'
 # over HTTP the fetch streams it; the export inflates it in the worker
 pl_job "$T/j.json" src-bomb bomb "$BOMB_URL" "$c_src"
 peak_rss "$BUILDVM" run --config "$CONFIG" "$T/j.json"
