@@ -1324,6 +1324,23 @@ pipeline_input_max (const struct runner_config *cfg)
          + (64u << 20);
 }
 
+static void
+early_vm_free (struct run *r)
+{
+  bvm_error_t e = NULL;
+  vmjob_warm_free (r->early);
+  r->early = NULL;
+  if (workdir_remove (r->early_wd, &e) < 0)
+    {
+      log_warn ("job=%s app=%s event=cleanup.failed error=\"%s\"", r->job->id, r->job->app,
+                bvm_error_msg (&e));
+      bvm_error_free (&e);
+    }
+  r->early_wd = NULL;
+  image_free (r->early_img);
+  r->early_img = NULL;
+}
+
 /* A job that was offered no pool VM starts one of the runner's default
  * shape now, the way the pool does (vmjob_prewarm), and does not wait for
  * it: the VM boots while the checkout, the plan and the input are made, and
@@ -1374,6 +1391,7 @@ phase_boot (struct run *r, bvm_error_t *err)
       log_warn ("job=%s app=%s event=early_vm.failed error=\"%s\"", r->job->id, r->job->app,
                 bvm_error_msg (&e));
       bvm_error_free (&e);
+      early_vm_free (r);
       return 0;
     }
   r->early_started = true;
@@ -1403,23 +1421,6 @@ early_vm_ready (struct run *r)
                   bvm_error_msg (&e));
       bvm_error_free (&e);
     }
-}
-
-static void
-early_vm_free (struct run *r)
-{
-  bvm_error_t e = NULL;
-  vmjob_warm_free (r->early);
-  r->early = NULL;
-  if (workdir_remove (r->early_wd, &e) < 0)
-    {
-      log_warn ("job=%s app=%s event=cleanup.failed error=\"%s\"", r->job->id, r->job->app,
-                bvm_error_msg (&e));
-      bvm_error_free (&e);
-    }
-  r->early_wd = NULL;
-  image_free (r->early_img);
-  r->early_img = NULL;
 }
 
 static int
