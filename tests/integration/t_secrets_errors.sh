@@ -85,7 +85,9 @@ printf 'crlf-%s\r\nsecond-%s' "$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' 
 setup () { # QUEUE-OR-EMPTY
     rm -rf "$BUILDVM_HOME"
     mkdir -p "$BUILDVM_HOME"
-    pl_config ".vm.qemu = \"$T/vmm\" | .jail.enabled = \"off\"
+    # no early VM: the stand-in VMM plays a cold boot's guest, not one that
+    # waits at its control port for a job (vm.early_boot)
+    pl_config ".vm.qemu = \"$T/vmm\" | .jail.enabled = \"off\" | .vm.early_boot = false
                | .queue = \"${1:-spool:$BUILDVM_HOME/spool}\"
                | .serve = {lease_seconds: 10, max_attempts: 2}"
     "$BUILDVM" secrets --config "$CONFIG" init-master-key >/dev/null
