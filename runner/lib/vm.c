@@ -695,10 +695,11 @@ vm_boot_start (struct vm_warm **out, const struct vm_spec *spec, bvm_error_t *er
   if (w == NULL)
     return bvm_error (err, ENOMEM, "pool VM");
   if (!spec->control)
-    ret = bvm_error_code (err, BVM_E_INTERNAL, 0, "a pool VM needs its control port");
-  else
-    ret = vm__start (w, spec, &w->boot_res, err);
-  if (ret < 0)
+    {
+      free (w); /* nothing started: its fds are not set yet */
+      return bvm_error_code (err, BVM_E_INTERNAL, 0, "a pool VM needs its control port");
+    }
+  if ((ret = vm__start (w, spec, &w->boot_res, err)) < 0)
     {
       vm__end (w, &w->boot_res);
       free (w);
