@@ -273,37 +273,39 @@ vmjob_warm_idle (struct vmjob_warm *w, int fd, int64_t until_ms, bvm_error_t *er
   return vm_warm_idle (w->vm, fd, until_ms, err);
 }
 
-/* Why the job cannot run in this pool VM, or NULL when it can. */
+/* Why the job cannot run in this VM booted ahead (a pool VM, an early VM),
+ * or NULL when it can. The caller says which kind (the record's `pool` or
+ * `early_vm`). */
 static const char *
 warm_misfit (char *buf, size_t size, struct vmjob_warm *w, const struct vmjob_opts *o,
              const char *input_disk)
 {
   struct stat st;
   if (!vm_warm_alive (w->vm))
-    return "the pool VM ended while it waited";
+    return "the VM ended before its job came";
   if (o->egress != NULL)
-    return "the job has an egress channel, which pool VMs do not";
+    return "the job has an egress channel, which a VM booted ahead has not";
   if (w->image != o->image
       && (strcmp (w->image->kernel, o->image->kernel) != 0
           || strcmp (w->image->rootfs, o->image->rootfs) != 0
           || strcmp (w->image->cmdline, o->image->cmdline) != 0))
-    return "the job's image profile is not the pool VM's";
+    return "the job's image profile is not the VM's";
   if (w->vcpus != o->vcpus || w->memory_mib != o->memory_mib || w->disk_mib != o->disk_mib)
     {
       snprintf (buf, size,
-                "the job's shape (%u vCPUs, %u MiB, %llu MiB disk) is not the pool VM's "
+                "the job's shape (%u vCPUs, %u MiB, %llu MiB disk) is not the VM's "
                 "(%u, %u, %llu)",
                 o->vcpus, o->memory_mib, (unsigned long long) o->disk_mib, w->vcpus, w->memory_mib,
                 (unsigned long long) w->disk_mib);
       return buf;
     }
   if (w->output_max != o->output_max)
-    return "the job's output size is not the pool VM's";
+    return "the job's output size is not the VM's";
   if (stat (input_disk, &st) < 0 || (uint64_t) st.st_size > w->input_max)
-    return "the job's input is larger than the pool VM's input disk";
+    return "the job's input is larger than the VM's input disk";
   if (o->scratch == NULL || stat (o->scratch, &st) < 0
       || (uint64_t) st.st_size != (uint64_t) w->disk_mib << 20)
-    return "the job has no scratch disk of the pool VM's size";
+    return "the job has no scratch disk of the VM's size";
   return NULL;
 }
 
