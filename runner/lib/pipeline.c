@@ -128,7 +128,7 @@ struct run
   struct vmjob_warm *early;
   struct vmjob_opts early_vo; /* its boot options: the warm VM points at them */
   bool early_started;         /* it was booted for this job */
-  char early_note[160];       /* why there was none, or why it was not used */
+  char early_note[160];       /* why the build did not run in it */
   int64_t early_boot_ms;      /* its boot, start to agent */
   int64_t early_wait_ms;      /* what of it the build phase waited for */
   char *input_path;
@@ -1341,6 +1341,23 @@ early_vm_free (struct run *r)
   r->early_img = NULL;
 }
 
+void
+pipeline_prewarm_opts (struct vmjob_opts *vo, const struct runner_config *cfg,
+                       const struct vm_image *img, const char *name, unsigned vcpus,
+                       unsigned memory_mib, uint64_t disk_mib, const volatile sig_atomic_t *cancel)
+{
+  vo->image = img;
+  vmjob_opts_settings (vo, &cfg->vm, &cfg->jail);
+  vo->name = name;
+  vo->vcpus = vcpus;
+  vo->memory_mib = memory_mib;
+  vo->disk_mib = disk_mib;
+  vo->output_max = cfg->limits.max_output_bytes;
+  vo->boot_timeout_ms = (int64_t) cfg->vm.boot_timeout * 1000;
+  vo->console_max = cfg->limits.max_log_bytes;
+  vo->cancel = cancel;
+}
+
 /* A job that was offered no pool VM starts one of the runner's default
  * shape now, the way the pool does (vmjob_prewarm), and does not wait for
  * it: the VM boots while the checkout, the plan and the input are made, and
@@ -1357,32 +1374,17 @@ phase_boot (struct run *r, bvm_error_t *err)
   int ret;
 
   (void) err;
-  if (!cfg->vm.early_boot)
-    {
-      snprintf (r->early_note, sizeof r->early_note, "vm.early_boot is off");
-      return 0;
-    }
-  if (r->o->warm != NULL && *r->o->warm != NULL)
-    {
-      snprintf (r->early_note, sizeof r->early_note, "the job was offered a pool VM");
-      return 0;
-    }
+  if (!cfg->vm.early_boot || (r->o->warm != NULL && *r->o->warm != NULL))
+    return 0;
   snprintf (name, sizeof name, "%s-vm", r->job->id);
   ret = image_load (&r->early_img, cfg->images.dir, cfg->images.default_profile, &e);
   if (ret == 0)
     ret = workdir_create (&r->early_wd, cfg->work_dir, name, &e);
   if (ret == 0)
     {
-      vo->image = r->early_img;
-      vmjob_opts_settings (vo, &cfg->vm, &cfg->jail);
-      vo->name = r->job->id;
-      vo->vcpus = (unsigned) cfg->defaults.vcpus;
-      vo->memory_mib = (unsigned) cfg->defaults.memory_mib;
-      vo->disk_mib = cfg->defaults.disk_mib;
-      vo->output_max = cfg->limits.max_output_bytes;
-      vo->boot_timeout_ms = (int64_t) cfg->vm.boot_timeout * 1000;
-      vo->console_max = cfg->limits.max_log_bytes;
-      vo->cancel = r->o->cancel;
+      pipeline_prewarm_opts (vo, cfg, r->early_img, r->job->id, (unsigned) cfg->defaults.vcpus,
+                             (unsigned) cfg->defaults.memory_mib, cfg->defaults.disk_mib,
+                             r->o->cancel);
       ret = vmjob_prewarm_start (&r->early, r->early_wd, vo, pipeline_input_max (cfg), &e);
     }
   if (ret < 0)

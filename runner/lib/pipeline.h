@@ -89,6 +89,16 @@ int pipeline_run (json_t **record, const struct job_request *job, const struct p
  * sparse input disk of a VM booted before its job (a pool VM, the early VM). */
 uint64_t pipeline_input_max (const struct runner_config *cfg);
 
+struct vmjob_opts;
+struct vm_image;
+/* The boot options of a VM booted before its job (vmjob_prewarm): cfg's
+ * VM, jail and limits, the image and shape given. `cancel` stops its boot
+ * and its wait. */
+void pipeline_prewarm_opts (struct vmjob_opts *vo, const struct runner_config *cfg,
+                            const struct vm_image *img, const char *name, unsigned vcpus,
+                            unsigned memory_mib, uint64_t disk_mib,
+                            const volatile sig_atomic_t *cancel);
+
 /* Where a job's record lives: <state_dir>/jobs/<app>/<id>.json (ids are
  * unique per app only: keyed by the id alone, one app's record replaced
  * another's). */

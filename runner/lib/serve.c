@@ -800,16 +800,8 @@ pool_main (struct serve *s, unsigned shape, unsigned seq, int fd)
     ret = workdir_create (&wd, cfg->work_dir, name, &err);
   if (ret == 0)
     {
-      vo.image = img;
-      vmjob_opts_settings (&vo, &cfg->vm, &cfg->jail);
-      vo.name = name;
-      vo.vcpus = sh->vcpus;
-      vo.memory_mib = sh->memory_mib;
-      vo.disk_mib = sh->disk_mib;
-      vo.output_max = cfg->limits.max_output_bytes;
-      vo.boot_timeout_ms = (int64_t) cfg->vm.boot_timeout * 1000;
-      vo.console_max = cfg->limits.max_log_bytes;
-      vo.cancel = &w_cancel;
+      pipeline_prewarm_opts (&vo, cfg, img, name, sh->vcpus, sh->memory_mib, sh->disk_mib,
+                             &w_cancel);
       ret = vmjob_prewarm (&warm, wd, &vo, pipeline_input_max (cfg), &err);
     }
   if (ret < 0)
