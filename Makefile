@@ -202,7 +202,9 @@ unit-asan: $(ASAN_UNIT_BIN) $(BUILD)/buildvm
 integration: all $(BUILD)/test/buildvm $(BUILD)/test/s3-tool image-minimal
 	tests/with-services.sh tests/integration/run.sh
 
-host-check: format-check lint unit unit-asan fuzz-corpus
+# The unit tests run once, built with ASan and UBSan (`make unit` is the
+# same tests without them, the quicker loop while working on a module)
+host-check: format-check lint unit-asan fuzz-corpus
 check: host-check integration
 
 bench: all image-minimal $(BUILD)/bench/store-write $(BUILD)/test/s3-tool

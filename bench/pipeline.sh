@@ -10,6 +10,9 @@
 #                      (the job's wall time minus the build steps' own time):
 #                      cold (a new app: cold mirror, the early VM)      target <= 2.0
 #                      cold without the early VM (vm.early_boot off; reported)
+#                      cold from a git server (reported): the same commit
+#                      packed, as a git host keeps it, and fetched over
+#                      git's smart HTTP (git http-backend), early VM
 #                      warm mirror (the same app, a new commit), no pool (reported)
 #                      warm mirror and a pool VM (`buildvm serve`)      target <= 1.5
 #   sealed store write vs  plain store write of the same 64 MiB           target <= 1.3
@@ -21,7 +24,8 @@
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/tests/lib/services.sh"
 SVC_DIR=$B/svc
-trap 'svc_stop_all; rm -rf "$B"' EXIT
+http_pid=
+trap 'svc_stop_all; [ -z "$http_pid" ] || kill "$http_pid" 2>/dev/null; rm -rf "$B"' EXIT
 
 svc_registry bench
 REG=$REG_bench_ADDR
@@ -63,23 +67,40 @@ cat >"$B/runner.json" <<JSON
  "defaults": {"memory_mib": 512, "disk_mib": 512}}
 JSON
 jq '.vm.early_boot = false' "$B/runner.json" >"$B/runner-noearly.json"
+jq '.checkout.allow_addresses = ["127.0.0.1/32"]' "$B/runner.json" >"$B/runner-http.json"
+
+# --- the same commit as a git host serves it: a bare copy, packed (a hosted
+# repository is: its fetches reuse the pack's compressed objects instead of
+# compressing loose ones, as libgit2's local transport does for file://),
+# over git's smart HTTP on 127.0.0.1 (tests/lib/git-http-server.py runs the
+# real `git http-backend` for each request)
+git clone -q --bare "$app" "$B/git-srv/app.git" && git -C "$B/git-srv/app.git" repack -adq
+python3 "$ROOT/tests/lib/git-http-server.py" "$B/git-srv" "$B/http.port" "$B/http.log" &
+http_pid=$!
+for _ in $(seq 50); do [ -s "$B/http.port" ] && break; sleep 0.1; done
+[ -s "$B/http.port" ] || { echo "bench: the git HTTP server did not start" >&2; exit 1; }
+http_url=http://127.0.0.1:$(cat "$B/http.port")/app.git
 
 echo "bench/pipeline ($RUNS runs, $(du -sh "$app/data" | cut -f1) in $(find "$app/data" -type f | wc -l) files)"
 
 # --- the pipeline, RUNS times: a fresh app name each time, so the mirror is
 # cold and every blob is uploaded; each run also without the early VM
-# (apps cold<i>), interleaved
+# (apps cold<i>) and fetched from the git server (apps http<i>), interleaved
 for i in $(seq 0 "$RUNS"); do
-    for v in bench cold; do
-        cfg=$B/runner.json
-        [ "$v" = bench ] || cfg=$B/runner-noearly.json
-        jq -n --arg c "$commit" --arg r "file://$app" --arg i "$i" --arg v "$v" \
+    for v in bench cold http; do
+        cfg=$B/runner.json url=file://$app
+        case $v in
+            cold) cfg=$B/runner-noearly.json ;;
+            http) cfg=$B/runner-http.json url=$http_url ;;
+        esac
+        jq -n --arg c "$commit" --arg r "$url" --arg i "$i" --arg v "$v" \
             '{id: ($v + "-" + $i), app: ($v + $i), repo: $r, commit: $c, ref: "refs/heads/main"}' >"$B/job.json"
         "$BUILDVM" run --config "$cfg" "$B/job.json" >/dev/null || { "$BUILDVM" run --config "$cfg" "$B/job.json"; exit 1; }
     done
 done
 recs=$(for i in $(seq 1 "$RUNS"); do echo "$BUILDVM_HOME/state/jobs/bench$i/bench-$i.json"; done)
 noearly_recs=$(for i in $(seq 1 "$RUNS"); do echo "$BUILDVM_HOME/state/jobs/cold$i/cold-$i.json"; done)
+http_recs=$(for i in $(seq 1 "$RUNS"); do echo "$BUILDVM_HOME/state/jobs/http$i/http-$i.json"; done)
 
 med () { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
 phase_med () { for r in $recs; do jq "[.phases[\"$1\"].ms // 0] | add" "$r"; done | med; }
@@ -105,10 +126,17 @@ overhead=$(expr_med '.duration_ms - ([.build.steps[].ms] | add)')
 noearly_overhead=$(for r in $noearly_recs; do jq '.duration_ms - ([.build.steps[].ms] | add)' "$r"; done | med)
 noearly_total=$(for r in $noearly_recs; do jq '.duration_ms' "$r"; done | med)
 printf '  %-44s median %6d ms  (total %d)\n' "cold, without the early VM: job overhead" "$noearly_overhead" "$noearly_total"
+http_med () { for r in $http_recs; do jq "$1" "$r"; done | med; }
+http_overhead=$(http_med '.duration_ms - ([.build.steps[].ms] | add)')
+printf '  %-44s median %6d ms  (total %d; checkout %d; %d of %d in the early VM, which the build phase waited %d ms for)\n' \
+    "cold, from the git server: job overhead" "$http_overhead" "$(http_med .duration_ms)" "$(http_med .phases.checkout.ms)" \
+    "$(for r in $http_recs; do jq -r '.build.early_vm.used' "$r"; done | grep -c true)" "$RUNS" "$(http_med '.build.early_vm.wait_ms // 0')"
 
 # --- baselines on the same bytes
 median_ms "git clone file:// (baseline)" sh -c "rm -rf '$B/clone' && git clone -q 'file://$app' '$B/clone'"
 git_ms=$MEDIAN
+median_ms "git clone from the git server (baseline)" sh -c "rm -rf '$B/clone' && git clone -q '$http_url' '$B/clone'"
+git_http_ms=$MEDIAN
 rm -rf "$B/dist" && cp -a "$app/data" "$B/dist"
 median_ms "tar -c | gzip -1 | sha256sum (baseline)" sh -c "tar -C '$B/dist' -c . | gzip -1 | sha256sum >/dev/null"
 tar_ms=$MEDIAN
@@ -207,6 +235,8 @@ verdict "$(ratio "$layer" "$tar_ms")" 1.1 "layer ${layer}ms / tar|gzip|sha256 ${
 verdict "$(ratio "$push" "$curl_ms")" 1.2 "push ${push}ms / curl -T ${curl_ms}ms"
 verdict "$(ratio "$overhead" "$bare_ms")" 2.0 "job overhead, cold ${overhead}ms / bare VM ${bare_ms}ms"
 printf '  %-44s %s\n' "job overhead, cold without the early VM ${noearly_overhead}ms / bare VM" "$(ratio "$noearly_overhead" "$bare_ms")"
+printf '  %-44s %s\n' "job overhead, cold from the git server ${http_overhead}ms / bare VM" "$(ratio "$http_overhead" "$bare_ms")"
+printf '  %-44s %s\n' "checkout+input from the git server / its git clone ${git_http_ms}ms" "$(ratio "$(http_med '.phases.checkout.ms + .phases.input.ms')" "$git_http_ms")"
 printf '  %-44s %s\n' "job overhead, cold: early VM / none" "$(ratio "$overhead" "$noearly_overhead")"
 printf '  %-44s %s\n' "job overhead, warm mirror ${warm_overhead}ms / bare VM" "$(ratio "$warm_overhead" "$bare_ms")"
 verdict "$(ratio "$pool_overhead" "$bare_ms")" 1.5 "job overhead, warm+pool ${pool_overhead}ms / bare VM"
