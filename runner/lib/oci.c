@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -101,87 +103,331 @@ oci_reference_problem (const char *ref)
 
 /* --- layers ----------------------------------------------------------------- */
 
-/* The compressed output is written in 1 MiB pieces: big enough that write(2)
- * and the blob sha256 run on large buffers, small enough to stay in cache. */
-#define LAYER_OUT_SIZE (1u << 20)
+/* The tar stream is compressed in blocks of LAYER_BLOCK bytes, each on its
+ * own, the way pigz does: raw deflate primed with the last 32 KiB of the
+ * block before it (deflateSetDictionary), ended with a sync flush (byte
+ * aligned, not final), the last block with Z_FINISH. Written in order after
+ * a gzip header, with the CRC-32 and the length after them, the blocks are
+ * one gzip member that any inflater reads as one stream. Where the blocks
+ * end and what primes them depends only on the bytes, never on the threads'
+ * timing, so the same tar always gives the same blob.
+ *
+ * Up to LAYER_WORKERS threads compress while the caller's thread goes on
+ * reading, checking and hashing the next bytes: compression is most of a
+ * layer's cost, and the host's other core is idle once the VM is gone.
+ * With no thread (oci_layer_set_threads (0), or pthread_create failing)
+ * the blocks are compressed in the caller's thread: the same bytes. Memory
+ * is bounded by LAYER_SLOTS blocks in flight. */
+#define LAYER_BLOCK (1u << 20)
+#define LAYER_DICT 32768u
+#define LAYER_SLOTS 4
+#define LAYER_WORKERS 2
+/* a block's deflate output at most: zlib's bound for incompressible data
+ * (stored blocks), with room for the sync flush's empty stored block */
+#define LAYER_OUT_CAP (LAYER_BLOCK + (LAYER_BLOCK >> 12) + (LAYER_BLOCK >> 14) + 1024)
+
+enum slot_state
+{
+  SLOT_FILLING, /* the caller's thread is filling it */
+  SLOT_QUEUED,
+  SLOT_BUSY,
+  SLOT_DONE,
+};
+
+struct layer_slot
+{
+  unsigned char *in; /* the dictionary (dict_len bytes), then the block */
+  size_t dict_len, in_len;
+  unsigned char *out;
+  size_t out_len;
+  bool last;
+  bool failed; /* deflate said no */
+  enum slot_state state;
+};
+
+struct layer_worker
+{
+  struct oci_layer *l;
+  z_stream z;
+  bool z_ready;
+  pthread_t thread;
+  bool running;
+};
 
 struct oci_layer
 {
   struct archive *a;
   char *path;
   int fd;
-  z_stream z;
-  bool z_ready;
+  int level;
   struct digest_ctx diff; /* the uncompressed tar: the diffID */
   struct digest_ctx blob; /* the gzip bytes: the blob digest */
-  unsigned char *out;
+  uLong crc;              /* the gzip trailer's CRC-32 of the tar */
+  struct layer_slot slot[LAYER_SLOTS];
+  uint64_t filled;  /* blocks handed to the compressors */
+  uint64_t written; /* blocks written to the file, in order */
+  pthread_mutex_t mu;
+  pthread_cond_t work; /* a block is queued, or stop */
+  pthread_cond_t done; /* a block is compressed */
+  bool sync_ready;
+  bool stop;
+  struct layer_worker worker[LAYER_WORKERS];
+  struct layer_worker inline_z; /* the caller's own, when no thread runs */
+  unsigned n_workers;
   uint64_t tar_bytes;
   uint64_t blob_bytes;
   bool finished; /* the blob is complete: keep the file */
   bool discard;  /* being freed: drop whatever libarchive still writes */
 };
 
-static int
-layer_flush (struct oci_layer *l)
-{
-  size_t n = LAYER_OUT_SIZE - l->z.avail_out;
+static unsigned layer_threads = LAYER_WORKERS;
 
-  if (n > 0)
+void
+oci_layer_set_threads (unsigned n)
+{
+  layer_threads = n > LAYER_WORKERS ? LAYER_WORKERS : n;
+}
+
+/* Compress slot `s` with `w`'s stream (either thread's: no shared state) */
+static void
+layer_compress (struct layer_worker *w, struct layer_slot *s)
+{
+  z_stream *z = &w->z;
+  int want = s->last ? Z_STREAM_END : Z_OK;
+  int zr;
+
+  s->failed = true;
+  if (deflateReset (z) != Z_OK
+      || (s->dict_len > 0 && deflateSetDictionary (z, s->in, (uInt) s->dict_len) != Z_OK))
+    return;
+  z->next_in = s->in + s->dict_len;
+  z->avail_in = (uInt) s->in_len;
+  z->next_out = s->out;
+  z->avail_out = LAYER_OUT_CAP;
+  zr = deflate (z, s->last ? Z_FINISH : Z_SYNC_FLUSH);
+  /* all in, and the flush complete (room left after it) */
+  if (zr != want || z->avail_in != 0 || z->avail_out == 0)
+    return;
+  s->out_len = LAYER_OUT_CAP - z->avail_out;
+  s->failed = false;
+}
+
+static struct layer_slot *
+queued_slot (struct oci_layer *l)
+{
+  for (unsigned i = 0; i < LAYER_SLOTS; i++)
+    if (l->slot[i].state == SLOT_QUEUED)
+      return &l->slot[i];
+  return NULL;
+}
+
+static void *
+layer_worker_main (void *arg)
+{
+  struct layer_worker *w = arg;
+  struct oci_layer *l = w->l;
+
+  pthread_mutex_lock (&l->mu);
+  for (;;)
     {
-      digest_update (&l->blob, l->out, n);
-      if (fs_write_all (l->fd, l->out, n) < 0)
-        return -1;
-      l->blob_bytes += n;
+      struct layer_slot *s;
+      while (!l->stop && (s = queued_slot (l)) == NULL)
+        pthread_cond_wait (&l->work, &l->mu);
+      if (l->stop)
+        break;
+      s->state = SLOT_BUSY;
+      pthread_mutex_unlock (&l->mu);
+      layer_compress (w, s);
+      pthread_mutex_lock (&l->mu);
+      s->state = SLOT_DONE;
+      pthread_cond_broadcast (&l->done);
     }
-  l->z.next_out = l->out;
-  l->z.avail_out = LAYER_OUT_SIZE;
+  pthread_mutex_unlock (&l->mu);
+  return NULL;
+}
+
+static int
+layer_stream_init (struct layer_worker *w, int level)
+{
+  /* raw deflate (windowBits -15): the gzip wrapper is ours */
+  if (deflateInit2 (&w->z, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    return -1;
+  w->z_ready = true;
   return 0;
 }
 
-/* Feed `len` bytes to deflate (Z_NO_FLUSH). -1 with errno on a write error. */
-static int
-layer_deflate (struct oci_layer *l, const unsigned char *p, size_t len)
+/* Start up to layer_threads compressors; none is fine (inline) */
+static void
+layer_start_workers (struct oci_layer *l)
 {
-  while (len > 0)
-    {
-      uInt chunk = len > UINT_MAX ? UINT_MAX : (uInt) len;
+  sigset_t all, old;
 
-      l->z.next_in = p;
-      l->z.avail_in = chunk;
-      while (l->z.avail_in > 0)
+  if (layer_threads == 0)
+    return;
+  /* signals stay the caller's thread's: the workers block them all */
+  sigfillset (&all);
+  pthread_sigmask (SIG_SETMASK, &all, &old);
+  for (unsigned i = 0; i < layer_threads; i++)
+    {
+      struct layer_worker *w = &l->worker[i];
+      w->l = l;
+      if (layer_stream_init (w, l->level) < 0)
+        break;
+      if (pthread_create (&w->thread, NULL, layer_worker_main, w) != 0)
         {
-          int zr;
-          if (l->z.avail_out == 0 && layer_flush (l) < 0)
-            return -1;
-          zr = deflate (&l->z, Z_NO_FLUSH);
-          if (zr != Z_OK && zr != Z_BUF_ERROR)
-            {
-              errno = EIO;
-              return -1;
-            }
+          deflateEnd (&w->z);
+          w->z_ready = false;
+          break;
         }
-      p += chunk;
-      len -= chunk;
+      w->running = true;
+      l->n_workers++;
     }
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
+}
+
+static void
+layer_stop_workers (struct oci_layer *l)
+{
+  if (l->n_workers == 0)
+    return;
+  pthread_mutex_lock (&l->mu);
+  l->stop = true;
+  pthread_cond_broadcast (&l->work);
+  pthread_mutex_unlock (&l->mu);
+  for (unsigned i = 0; i < LAYER_WORKERS; i++)
+    if (l->worker[i].running)
+      {
+        pthread_join (l->worker[i].thread, NULL);
+        l->worker[i].running = false;
+      }
+  l->n_workers = 0;
+}
+
+static int
+layer_put (struct oci_layer *l, const void *p, size_t n)
+{
+  digest_update (&l->blob, p, n);
+  if (fs_write_all (l->fd, p, n) < 0)
+    return -1;
+  l->blob_bytes += n;
+  return 0;
+}
+
+static bool
+layer_block_done (struct oci_layer *l, uint64_t seq)
+{
+  struct layer_slot *s = &l->slot[seq % LAYER_SLOTS];
+  bool done;
+
+  if (l->n_workers == 0)
+    return s->state == SLOT_DONE;
+  pthread_mutex_lock (&l->mu);
+  done = s->state == SLOT_DONE;
+  pthread_mutex_unlock (&l->mu);
+  return done;
+}
+
+/* Write the oldest block in flight once it is compressed; -1 with errno */
+static int
+layer_write_oldest (struct oci_layer *l)
+{
+  struct layer_slot *s = &l->slot[l->written % LAYER_SLOTS];
+
+  if (l->n_workers > 0)
+    {
+      pthread_mutex_lock (&l->mu);
+      while (s->state != SLOT_DONE)
+        pthread_cond_wait (&l->done, &l->mu);
+      pthread_mutex_unlock (&l->mu);
+    }
+  if (s->failed)
+    {
+      errno = EIO;
+      return -1;
+    }
+  if (layer_put (l, s->out, s->out_len) < 0)
+    return -1;
+  /* free for the caller's thread to fill again (the workers look at every
+   * slot's state: changed under the lock) */
+  if (l->n_workers > 0)
+    pthread_mutex_lock (&l->mu);
+  s->state = SLOT_FILLING;
+  if (l->n_workers > 0)
+    pthread_mutex_unlock (&l->mu);
+  l->written++;
+  return 0;
+}
+
+/* Hand the block being filled to the compressors and start the next one,
+ * primed with this one's last 32 KiB. -1 with errno. */
+static int
+layer_submit (struct oci_layer *l, bool last)
+{
+  struct layer_slot *s = &l->slot[l->filled % LAYER_SLOTS], *next;
+
+  s->last = last;
+  if (l->n_workers == 0)
+    {
+      layer_compress (&l->inline_z, s);
+      s->state = SLOT_DONE;
+    }
+  else
+    {
+      pthread_mutex_lock (&l->mu);
+      s->state = SLOT_QUEUED;
+      pthread_cond_signal (&l->work);
+      pthread_mutex_unlock (&l->mu);
+    }
+  l->filled++;
+  if (last)
+    return 0;
+  /* the next slot holds the block LAYER_SLOTS before: written first */
+  if (l->filled - l->written >= LAYER_SLOTS && layer_write_oldest (l) < 0)
+    return -1;
+  /* and whatever is compressed already goes out now: a write error (disk
+   * full) is reported within a few blocks of where it happened */
+  while (l->written < l->filled && layer_block_done (l, l->written))
+    if (layer_write_oldest (l) < 0)
+      return -1;
+  next = &l->slot[l->filled % LAYER_SLOTS];
+  /* s is full (only the last block is short); the workers only read it */
+  memcpy (next->in, s->in + s->dict_len + LAYER_BLOCK - LAYER_DICT, LAYER_DICT);
+  next->dict_len = LAYER_DICT;
+  next->in_len = 0; /* its state is SLOT_FILLING: new, or written */
   return 0;
 }
 
 /* libarchive's output callback. Blocking is disabled (bytes_per_block 0), so
- * this sees the caller's own data buffers: no copy through libarchive. */
+ * this sees the caller's own data buffers; they are copied into the block
+ * being filled. */
 static la_ssize_t
 layer_write_cb (struct archive *a, void *client_data, const void *buffer, size_t length)
 {
   struct oci_layer *l = client_data;
+  const unsigned char *p = buffer;
+  size_t left;
 
   if (l->discard)
     return (la_ssize_t) length;
   if (length > SSIZE_MAX)
     length = SSIZE_MAX;
   digest_update (&l->diff, buffer, length);
-  if (layer_deflate (l, buffer, length) < 0)
+  l->crc = crc32_z (l->crc, buffer, length);
+  for (left = length; left > 0;)
     {
-      archive_set_error (a, errno, "writing layer blob `%s`: %s", l->path, strerror (errno));
-      return -1;
+      struct layer_slot *s = &l->slot[l->filled % LAYER_SLOTS];
+      size_t n = LAYER_BLOCK - s->in_len;
+      if (n > left)
+        n = left;
+      memcpy (s->in + s->dict_len + s->in_len, p, n);
+      s->in_len += n;
+      p += n;
+      left -= n;
+      if (s->in_len == LAYER_BLOCK && layer_submit (l, false) < 0)
+        {
+          archive_set_error (a, errno, "writing layer blob `%s`: %s", l->path, strerror (errno));
+          return -1;
+        }
     }
   l->tar_bytes += length;
   return (la_ssize_t) length;
@@ -199,13 +445,40 @@ oci_layer_new (struct oci_layer **out, const char *blob_path, int gzip_level, bv
   if (l == NULL)
     return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
   l->fd = -1;
+  l->level = gzip_level;
+  l->crc = crc32_z (0, NULL, 0);
   l->path = strdup (blob_path);
-  l->out = malloc (LAYER_OUT_SIZE);
-  if (l->path == NULL || l->out == NULL)
+  if (l->path == NULL)
     {
       oci_layer_free (l);
       return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
     }
+  for (unsigned i = 0; i < LAYER_SLOTS; i++)
+    if ((l->slot[i].in = malloc (LAYER_DICT + LAYER_BLOCK)) == NULL
+        || (l->slot[i].out = malloc (LAYER_OUT_CAP)) == NULL)
+      {
+        oci_layer_free (l);
+        return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
+      }
+  if (pthread_mutex_init (&l->mu, NULL) != 0)
+    {
+      oci_layer_free (l);
+      return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
+    }
+  if (pthread_cond_init (&l->work, NULL) != 0)
+    {
+      pthread_mutex_destroy (&l->mu);
+      oci_layer_free (l);
+      return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
+    }
+  if (pthread_cond_init (&l->done, NULL) != 0)
+    {
+      pthread_cond_destroy (&l->work);
+      pthread_mutex_destroy (&l->mu);
+      oci_layer_free (l);
+      return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
+    }
+  l->sync_ready = true;
   if (digest_init (&l->diff, err) < 0)
     {
       oci_layer_free (l);
@@ -216,16 +489,11 @@ oci_layer_new (struct oci_layer **out, const char *blob_path, int gzip_level, bv
       oci_layer_free (l);
       return -1;
     }
-  /* windowBits 15 + 16: a gzip wrapper. zlib writes mtime 0 and no name in
-   * the gzip header, so the same tar always gives the same blob digest. */
-  if (deflateInit2 (&l->z, gzip_level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+  if (layer_stream_init (&l->inline_z, gzip_level) < 0)
     {
       oci_layer_free (l);
       return bvm_error (err, ENOMEM, "deflate init for `%s`", blob_path);
     }
-  l->z_ready = true;
-  l->z.next_out = l->out;
-  l->z.avail_out = LAYER_OUT_SIZE;
 
   /* O_NONBLOCK and no O_TRUNC until we know it is a regular file: a FIFO
    * must not block us and a device must not be truncated (or later unlinked
@@ -242,6 +510,20 @@ oci_layer_new (struct oci_layer **out, const char *blob_path, int gzip_level, bv
                                blob_path);
       return bvm_error (err, e, "create layer blob `%s`", blob_path);
     }
+  {
+    /* the gzip header as zlib writes it: no name, mtime 0, the level's
+     * flag, OS Unix; the same tar gives the same blob */
+    const unsigned char hdr[10] = {
+      0x1f, 0x8b, 8, 0, 0, 0, 0, 0, gzip_level == 9 ? 2 : gzip_level < 2 ? 4 : 0, 3,
+    };
+    if (layer_put (l, hdr, sizeof hdr) < 0)
+      {
+        int r = bvm_error (err, errno, "write layer blob `%s`", blob_path);
+        oci_layer_free (l);
+        return r;
+      }
+  }
+  layer_start_workers (l);
 
   l->a = archive_write_new ();
   if (l->a == NULL)
@@ -376,8 +658,6 @@ int
 oci_layer_finish (struct oci_layer *l, struct oci_descriptor *blob,
                   char diff_id[DIGEST_STR_LEN + 1], bvm_error_t *err)
 {
-  int zr;
-
   if (l->finished)
     return bvm_error (err, 0, "layer `%s` is already finished", l->path);
   /* The tar trailer goes through the callback, so close before flushing. */
@@ -385,19 +665,24 @@ oci_layer_finish (struct oci_layer *l, struct oci_descriptor *blob,
     return bvm_error (err, archive_errno (l->a) > 0 ? archive_errno (l->a) : 0,
                       "closing the tar stream of `%s`: %s", l->path,
                       archive_error_string (l->a) ? archive_error_string (l->a) : "unknown error");
-  l->z.next_in = NULL;
-  l->z.avail_in = 0;
-  do
-    {
-      if (l->z.avail_out == 0 && layer_flush (l) < 0)
-        return bvm_error (err, errno, "write layer blob `%s`", l->path);
-      zr = deflate (&l->z, Z_FINISH);
-      if (zr != Z_OK && zr != Z_BUF_ERROR && zr != Z_STREAM_END)
-        return bvm_error (err, 0, "gzip stream of `%s` failed (%d)", l->path, zr);
-    }
-  while (zr != Z_STREAM_END);
-  if (layer_flush (l) < 0)
+  if (layer_submit (l, true) < 0)
     return bvm_error (err, errno, "write layer blob `%s`", l->path);
+  while (l->written < l->filled)
+    if (layer_write_oldest (l) < 0)
+      return bvm_error (err, errno, "%s layer blob `%s`", errno == EIO ? "compress" : "write",
+                        l->path);
+  layer_stop_workers (l);
+  {
+    /* the gzip trailer: CRC-32 and length mod 2^32, little-endian */
+    unsigned char t[8];
+    for (int i = 0; i < 4; i++)
+      {
+        t[i] = (unsigned char) (l->crc >> (8 * i));
+        t[4 + i] = (unsigned char) (l->tar_bytes >> (8 * i));
+      }
+    if (layer_put (l, t, sizeof t) < 0)
+      return bvm_error (err, errno, "write layer blob `%s`", l->path);
+  }
   /* close(2) can report a deferred write error (NFS, quota). */
   {
     int fd = steal_fd (&l->fd);
@@ -421,8 +706,23 @@ oci_layer_free (struct oci_layer *l)
   l->discard = true;
   if (l->a)
     archive_write_free (l->a);
-  if (l->z_ready)
-    deflateEnd (&l->z);
+  layer_stop_workers (l);
+  for (unsigned i = 0; i < LAYER_WORKERS; i++)
+    if (l->worker[i].z_ready)
+      deflateEnd (&l->worker[i].z);
+  if (l->inline_z.z_ready)
+    deflateEnd (&l->inline_z.z);
+  if (l->sync_ready)
+    {
+      pthread_cond_destroy (&l->done);
+      pthread_cond_destroy (&l->work);
+      pthread_mutex_destroy (&l->mu);
+    }
+  for (unsigned i = 0; i < LAYER_SLOTS; i++)
+    {
+      free (l->slot[i].in);
+      free (l->slot[i].out);
+    }
   digest_dispose (&l->diff);
   digest_dispose (&l->blob);
   if (l->fd >= 0)
@@ -430,7 +730,6 @@ oci_layer_free (struct oci_layer *l)
   if (!l->finished && l->path != NULL)
     unlink (l->path);
   free (l->path);
-  free (l->out);
   free (l);
 }
 
@@ -1146,6 +1445,8 @@ oci_manifest_free (struct oci_manifest *m)
 
 /* --- image layout ---------------------------------------------------------- */
 
+#define COPY_BUF_SIZE (1u << 20)
+
 static int
 copy_file (const char *src, const char *dst, bvm_error_t *err)
 {
@@ -1158,12 +1459,12 @@ copy_file (const char *src, const char *dst, bvm_error_t *err)
   outfd = open (dst, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (outfd < 0)
     return bvm_error (err, errno, "create `%s`", dst);
-  buf = malloc (LAYER_OUT_SIZE);
+  buf = malloc (COPY_BUF_SIZE);
   if (buf == NULL)
     return bvm_error (err, ENOMEM, "copy `%s`", src);
   for (;;)
     {
-      ssize_t n = read (in, buf, LAYER_OUT_SIZE);
+      ssize_t n = read (in, buf, COPY_BUF_SIZE);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)

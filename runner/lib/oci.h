@@ -110,6 +110,10 @@ int oci_layer_finish (struct oci_layer *l, struct oci_descriptor *blob,
 void oci_layer_free (struct oci_layer *l);
 /* Bytes of uncompressed tar written so far. */
 uint64_t oci_layer_tar_size (const struct oci_layer *l);
+/* How many threads compress each layer made after this call (at most 2;
+ * the default). 0 compresses in the caller's thread; the blob's bytes are
+ * the same either way. */
+void oci_layer_set_threads (unsigned n);
 
 /* --- image config ------------------------------------------------------------ */
 

@@ -202,6 +202,61 @@ test_layer_digests (void **state)
   build_layer (blob9, 9, &desc9, diff9);
   assert_string_not_equal (desc.digest, desc9.digest);
   assert_string_equal (diff, diff9);
+  /* compressed in the caller's thread alone: the same bytes as with the
+   * compressing threads (the blocks and their dictionaries depend on the
+   * bytes only) */
+  oci_layer_set_threads (0);
+  build_layer (blob2, 1, &desc2, diff2);
+  oci_layer_set_threads (2);
+  assert_string_equal (desc.digest, desc2.digest);
+  assert_int_equal (t_sh ("cmp -s '%s' '%s'", blob, blob2), 0);
+  /* text over several blocks: its matches reach back into the block
+   * before (the dictionary); gzip -dc gives the tar back */
+  {
+    size_t n = (5u << 20) / 2 + 12345, off = 0;
+    char *text = malloc (n);
+    struct oci_layer *l = NULL;
+    bvm_error_t err = NULL;
+    char blobt[512], blobt0[512];
+    struct oci_descriptor dt, dt0;
+    char difft[DIGEST_STR_LEN + 1], difft0[DIGEST_STR_LEN + 1];
+    assert_non_null (text);
+    for (unsigned i = 0; off < n; i++)
+      {
+        int k = snprintf (text + off, n - off, "line %u of a text that repeats %u\n", i % 977,
+                          i % 13);
+        off += k > 0 && (size_t) k < n - off ? (size_t) k : n - off;
+      }
+    snprintf (blobt, sizeof blobt, "%s/text.tar.gz", d);
+    snprintf (blobt0, sizeof blobt0, "%s/text0.tar.gz", d);
+    for (int pass = 0; pass < 2; pass++)
+      {
+        oci_layer_set_threads (pass == 0 ? 2 : 0);
+        assert_ok (oci_layer_new (&l, pass == 0 ? blobt : blobt0, 1, &err), &err);
+        add_entry (l, "text.txt", AE_IFREG, 0644, text, n, NULL);
+        assert_ok (oci_layer_finish (l, pass == 0 ? &dt : &dt0, pass == 0 ? difft : difft0, &err),
+                   &err);
+        oci_layer_free (l);
+      }
+    oci_layer_set_threads (2);
+    assert_true (dt.size < n / 4); /* it did compress, across blocks */
+    assert_string_equal (dt.digest, dt0.digest);
+    s = sha_of ("gzip -dc '%s'", blobt);
+    assert_string_equal (difft, s);
+    free (s);
+    s = t_sh_out ("tar -xOzf '%s' text.txt | wc -c", blobt);
+    assert_int_equal (strtoull (s, NULL, 10), n);
+    free (s);
+    free (text);
+  }
+  /* one gzip member, read whole by zlib itself (gzip -t checks the CRC and
+   * the length; python's zlib refuses trailing garbage or a second member) */
+  assert_int_equal (t_sh ("gzip -t '%s'", blob), 0);
+  assert_int_equal (t_sh ("python3 -c 'import sys, zlib; d = zlib.decompressobj(31); "
+                          "d.decompress(open(sys.argv[1], \"rb\").read()); "
+                          "sys.exit(0 if d.eof and not d.unused_data else 1)' '%s'",
+                          blob),
+                    0);
   t_tmpdir_free (d);
 }
 
@@ -232,35 +287,45 @@ test_layer_errors (void **state)
   assert_fails_with (oci_layer_new (&l, blob, 10, &err), &err, "gzip level 10");
 
   /* a write error (here: the file size limit) surfaces through libarchive's
-   * error string or oci_layer_finish, and the partial blob is removed */
-  {
-    struct oci_descriptor desc;
-    char diff[DIGEST_STR_LEN + 1];
-    char *big = noise (BIG_SIZE);
-    struct archive_entry *e = archive_entry_new ();
-    struct rlimit old, small = { 1 << 20, 1 << 20 };
-    la_ssize_t r;
+   * error string or oci_layer_finish, and the partial blob is removed.
+   * Compressed in the caller's thread, the block is written as soon as it
+   * is full, so archive_write_data fails; with the compressing threads a
+   * block may still be in flight then, and the error comes at the latest
+   * from oci_layer_finish. */
+  for (unsigned threads = 0; threads <= 2; threads += 2)
+    {
+      struct oci_descriptor desc;
+      char diff[DIGEST_STR_LEN + 1];
+      char *big = noise (BIG_SIZE);
+      struct archive_entry *e = archive_entry_new ();
+      struct rlimit old, small = { 1 << 20, 1 << 20 };
+      la_ssize_t r;
 
-    signal (SIGXFSZ, SIG_IGN);
-    assert_int_equal (getrlimit (RLIMIT_FSIZE, &old), 0);
-    small.rlim_max = old.rlim_max;
-    assert_ok (oci_layer_new (&l, blob, 0, &err), &err);
-    assert_int_equal (setrlimit (RLIMIT_FSIZE, &small), 0);
-    archive_entry_set_pathname (e, "big");
-    archive_entry_set_filetype (e, AE_IFREG);
-    archive_entry_set_perm (e, 0644);
-    archive_entry_set_size (e, BIG_SIZE);
-    assert_int_equal (archive_write_header (oci_layer_archive (l), e), ARCHIVE_OK);
-    r = archive_write_data (oci_layer_archive (l), big, BIG_SIZE);
-    assert_true (r < 0);
-    assert_non_null (strstr (archive_error_string (oci_layer_archive (l)), "File too large"));
-    assert_fails_with (oci_layer_finish (l, &desc, diff, &err), &err, "partial.tar.gz");
-    assert_int_equal (setrlimit (RLIMIT_FSIZE, &old), 0);
-    archive_entry_free (e);
-    oci_layer_free (l);
-    assert_int_equal (access (blob, F_OK), -1);
-    free (big);
-  }
+      signal (SIGXFSZ, SIG_IGN);
+      assert_int_equal (getrlimit (RLIMIT_FSIZE, &old), 0);
+      small.rlim_max = old.rlim_max;
+      oci_layer_set_threads (threads);
+      assert_ok (oci_layer_new (&l, blob, 0, &err), &err);
+      assert_int_equal (setrlimit (RLIMIT_FSIZE, &small), 0);
+      archive_entry_set_pathname (e, "big");
+      archive_entry_set_filetype (e, AE_IFREG);
+      archive_entry_set_perm (e, 0644);
+      archive_entry_set_size (e, BIG_SIZE);
+      assert_int_equal (archive_write_header (oci_layer_archive (l), e), ARCHIVE_OK);
+      r = archive_write_data (oci_layer_archive (l), big, BIG_SIZE);
+      if (threads == 0 || r < 0)
+        {
+          assert_true (r < 0);
+          assert_non_null (
+              strstr (archive_error_string (oci_layer_archive (l)), "File too large"));
+        }
+      assert_fails_with (oci_layer_finish (l, &desc, diff, &err), &err, "partial.tar.gz");
+      assert_int_equal (setrlimit (RLIMIT_FSIZE, &old), 0);
+      archive_entry_free (e);
+      oci_layer_free (l);
+      assert_int_equal (access (blob, F_OK), -1);
+      free (big);
+    }
   /* never a device or anything but a regular file: free would unlink it */
   assert_fails_with (oci_layer_new (&l, "/dev/null", 1, &err), &err, "not a regular file");
   t_tmpdir_free (d);
