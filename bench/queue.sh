@@ -2,9 +2,16 @@
 # bench/queue: jobs per minute for 20 trivial jobs (a shell app on the
 # minimal profile) through `buildvm serve` at concurrency 1 and 2, and the
 # queue's overhead per job - lease to VM start plus record to ack, less the
-# job's own pre-VM phases (checkout, plan, input), as recorded - as a
+# job's own pre-VM phases (checkout, plan, input, and the wait for its
+# early VM's boot), as recorded - as a
 # fraction of the whole job. The spool queue; REDIS=1 adds the redis driver.
 . "$(dirname "$0")/lib.sh"
+# the job records under a runner's home (not the attestation and the SBOM
+# written beside each)
+records () {
+    find "$1/state/jobs" -mindepth 2 -maxdepth 2 -name '*.json' \
+        ! -name '*.intoto.dsse.json' ! -name '*.sbom.cdx.json' | sort
+}
 . "$ROOT/tests/lib/services.sh"
 SVC_DIR=$B/svc
 trap 'svc_stop_all; rm -rf "$B"' EXIT
@@ -44,13 +51,13 @@ JSON
         ms=$(( (t1 - t0) / 1000000 ))
         jpm=$(awk -v n="$N" -v ms="$ms" 'BEGIN { printf "%.1f", n * 60000 / ms }')
         # per job: (lease_to_vm - pre-VM phases) + record_to_ack, over total
-        frac=$(for r in "$home"/state/jobs/*/*.json; do
+        frac=$(for r in $(records "$home"); do
                    id=$(jq -r .id "$r")
                    line=$(grep "job=$id app=bench event=finished" "$B/serve.log")
                    l2v=$(echo "$line" | sed -E 's/.*lease_to_vm_ms=([0-9-]+).*/\1/')
                    r2a=$(echo "$line" | sed -E 's/.*record_to_ack_ms=([0-9-]+).*/\1/')
                    tot=$(echo "$line" | sed -E 's/.*total_ms=([0-9-]+).*/\1/')
-                   own=$(jq '[.phases.role.ms, .phases.log.ms, .phases.checkout.ms, .phases.plan.ms, .phases.secrets.ms, .phases.input.ms] | map(. // 0) | add' "$r")
+                   own=$(jq '[.phases.role.ms, .phases.log.ms, .phases.checkout.ms, .phases.plan.ms, .phases.secrets.ms, .phases.input.ms, .build.early_vm.wait_ms] | map(. // 0) | add' "$r")
                    echo "$l2v $own $r2a $tot"
                done | awk '{ q = ($1 - $2) + $3; if (q < 0) q = 0; print q / $4 }' | sort -n \
                     | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}')
@@ -110,10 +117,10 @@ for mode in cold pool; do
         while [ "$(exits)" -lt "$i" ]; do sleep 0.05; done
     done
     kill -TERM "$SERVE_PID"; wait "$SERVE_PID"
-    hits=$(cat "$home"/state/jobs/bench/*.json | jq -s '[.[] | select(.build.pool.vm == "hit")] | length')
-    FS[$mode]=$(cat "$home"/state/jobs/bench/*.json | jq -s -r '.[].first_step_ms' | median)
+    hits=$(records "$home" | xargs cat | jq -s '[.[] | select(.build.pool.vm == "hit")] | length')
+    FS[$mode]=$(records "$home" | xargs cat | jq -s -r '.[].first_step_ms' | median)
     printf '  %-6s lease to first step: median %6d ms  (runs: %s; %d in pool VMs)\n' "$mode" "${FS[$mode]}" \
-        "$(cat "$home"/state/jobs/bench/*.json | jq -s -r '[.[].first_step_ms] | map(tostring) | join(" ")')" "$hits"
+        "$(records "$home" | xargs cat | jq -s -r '[.[].first_step_ms] | map(tostring) | join(" ")')" "$hits"
 done
 verdict "$(awk -v a="${FS[pool]}" 'BEGIN { printf "%d", a }')" 200 "lease to first step with a warm pool (ms)"
 printf '  %-44s %s\n' "ratio pool / cold" "$(ratio "${FS[pool]}" "${FS[cold]}")"
@@ -129,7 +136,7 @@ for conc in 1 2; do
     t1=$(date +%s%N)
     kill -TERM "$SERVE_PID"; wait "$SERVE_PID"
     ms=$(( (t1 - t0) / 1000000 ))
-    hits=$(cat "$home"/state/jobs/bench/*.json | jq -s '[.[] | select(.build.pool.vm == "hit")] | length')
+    hits=$(records "$home" | xargs cat | jq -s '[.[] | select(.build.pool.vm == "hit")] | length')
     printf '  pool   concurrency %d: %6d ms for %d jobs = %5s jobs/min (%d in pool VMs)\n' "$conc" "$ms" "$N" \
         "$(awk -v n="$N" -v ms="$ms" 'BEGIN { printf "%.1f", n * 60000 / ms }')" "$hits"
 done
