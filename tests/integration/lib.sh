@@ -138,9 +138,14 @@ pl_config () {
 
 # pl_repo DIR: make DIR a git repository with everything in it committed on
 # main; prints the commit.
-pl_repo () {
-    (cd "$1" && git init -q -b main . && git add -A && \
-        git -c user.name=t -c user.email=t@example.invalid commit -qm "commit" && git rev-parse HEAD)
+pl_repo () { pl_commit "$1" commit; }
+
+# pl_commit DIR MSG: commit everything in DIR, on the branch checked out (a
+# new repository on `main` where DIR is not one yet); prints the commit.
+pl_commit () {
+    [ -d "$1/.git" ] || git -C "$1" init -q -b main . || return
+    (cd "$1" && git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm "$2" \
+        && git rev-parse HEAD)
 }
 
 # pl_job FILE ID APP REPO COMMIT: write a deploy request.

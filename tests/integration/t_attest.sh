@@ -189,7 +189,7 @@ put_manifest "sha256-$hex" "$T/index.json" application/vnd.oci.image.index.v1+js
 # an attestation of another image: a second deploy (another commit), whose
 # referrers tag is made to list the first image's attestation
 echo "changed" >"$app/CHANGE"
-commit2=$(cd "$app" && git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm two && git rev-parse HEAD)
+commit2=$(pl_commit "$app" two)
 pl_job "$T/job2.json" att-2 hello-shell "file://$app" "$commit2"
 run "$BUILDVM" run --config "$CONFIG" "$T/job2.json"
 [ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "second run failed"; }
@@ -214,7 +214,7 @@ verify_fails "for another image" --envelope "$env_file" --subject "$digest2"
 
 # --- a job with artifacts and no image: its provenance is signed beside the record
 jq 'del(.image)' "$app/buildvm.json" >"$T/s" && mv "$T/s" "$app/buildvm.json"
-commit3=$(cd "$app" && git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm three && git rev-parse HEAD)
+commit3=$(pl_commit "$app" three)
 pl_job "$T/job3.json" att-3 hello-shell "file://$app" "$commit3"
 run "$BUILDVM" run --config "$CONFIG" "$T/job3.json"
 [ "$RC" = 0 ] || { cat "$T/out" "$T/err"; fail "artifacts-only run failed"; }

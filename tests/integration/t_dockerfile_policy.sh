@@ -149,7 +149,7 @@ refused df-11
 svc_base_images "$REG" "$REG_CREDS" base/debian:12 >/dev/null
 printf '{"dockerfile": {"args": {"GREETING": "hi"}}}\n' >"$app/buildvm.json"
 printf 'ARG DEB=12\nFROM debian:${DEB} AS one\nRUN echo one\nFROM base/debian:12\nCOPY --from=one /etc/os-release /x\n' >"$app/Dockerfile"
-commit=$(cd "$app" && git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm ok && git rev-parse HEAD)
+commit=$(pl_commit "$app" ok)
 pl_job "$T/j.json" df-ok df-app "$app" "$commit"
 set +e
 BUILDVM_FAULT=build "$BUILDVM_TEST" run --config "$CONFIG" "$T/j.json" >"$T/out" 2>"$T/err"

@@ -30,12 +30,7 @@ jq -n --arg step "$step" '{profile: "minimal", steps: [$step], image: {from: "."
 
 commit () { # TEXT: job.txt says TEXT, committed; prints the commit
     echo "$1" >"$app/job.txt"
-    if [ -d "$app/.git" ]; then
-        (cd "$app" && git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm "$1" \
-            && git rev-parse HEAD)
-    else
-        pl_repo "$app"
-    fi
+    pl_commit "$app" "$1"
 }
 
 # --- two jobs of the default shape, each in its own early VM

@@ -28,12 +28,10 @@ echo "job-input: $(cat job.txt)"
 echo "boot-id: $(cat /proc/sys/kernel/random/boot_id)"
 for f in /work/pool-marker /tmp/pool-marker /dev/shm/pool-marker; do echo written >$f; done'
 jq -n --arg step "$step" '{profile: "minimal", steps: [$step], image: {from: "."}}' >"$app/buildvm.json"
-(cd "$app" && git init -q -b main .)
 commits=()
 for i in $(seq 1 "$N"); do
     echo "$i" >"$app/job.txt"
-    (cd "$app" && git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm "job $i")
-    commits+=("$(git -C "$app" rev-parse HEAD)")
+    commits+=("$(pl_commit "$app" "job $i")")
 done
 # the same app asking for another shape: no pool for it
 cold=$T/cold

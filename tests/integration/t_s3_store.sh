@@ -91,7 +91,8 @@ echo linked >"$T/l"
 owner get --force "s3://$RGW_BUCKET/$root/apps/links/c1/b" "$T/o4" >/dev/null && cmp "$T/o4" "$T/l" || fail "the owner cannot read the link"
 
 note "STS refusing: the job fails, nothing is visible, the record says why"
-commit2=$(cd "$app" && echo 2 >>README.md 2>/dev/null; git add -A && git -c user.name=t -c user.email=t@example.invalid commit -qm two && git rev-parse HEAD)
+echo 2 >>"$app/README.md"
+commit2=$(pl_commit "$app" two)
 pl_config ".artifacts = \"$(spec_for "$RGW_ENDPOINT" arn:aws:iam:::role/no-such-role)\""
 pl_job "$T/job2.json" s3-2 hello-shell "file://$app" "$commit2"
 run "$BUILDVM" run --config "$CONFIG" "$T/job2.json"

@@ -11,9 +11,8 @@ pl_registry
 pl_config '.registry.extra_tags = ["latest", "{ref_name}"]'
 src=$T/src
 old=$(sv_app "$src")
-git_commit () { # DIR MSG: a commit on the checked-out branch, prints it
-    (cd "$1" && echo "$2" >"$2" && git add -A && \
-        git -c user.name=t -c user.email=t@example.invalid commit -qm "$2" && git rev-parse HEAD)
+git_commit () { # DIR MSG: a file MSG, committed on the checked-out branch; prints the commit
+    echo "$2" >"$1/$2" && pl_commit "$1" "$2"
 }
 new=$(git_commit "$src" second)
 label () { # TAG: the commit the image at TAG was built from
