@@ -85,6 +85,13 @@ struct run_base
   char **layer_paths; /* layer j's blob in the work directory (base_blob_path), checked */
 };
 
+/* An early VM's shape: profile and resources */
+struct early_shape
+{
+  char profile[64];
+  uint64_t vcpus, memory_mib, disk_mib;
+};
+
 struct run
 {
   const struct pipeline_opts *o;
@@ -126,11 +133,14 @@ struct run
   struct workdir *early_wd;
   struct vm_image *early_img;
   struct vmjob_warm *early;
-  struct vmjob_opts early_vo; /* its boot options: the warm VM points at them */
-  bool early_started;         /* it was booted for this job */
-  char early_note[160];       /* why the build did not run in it */
-  int64_t early_boot_ms;      /* its boot, start to agent */
-  int64_t early_wait_ms;      /* what of it the build phase waited for */
+  struct vmjob_opts early_vo;    /* its boot options: the warm VM points at them */
+  bool early_started;            /* it was booted for this job */
+  char early_note[160];          /* why the build did not run in it */
+  int64_t early_boot_ms;         /* its boot, start to agent */
+  int64_t early_wait_ms;         /* what of it the build phase waited for */
+  const char *early_shape;       /* whose shape it has: "defaults" or "last job" */
+  struct early_shape last_shape; /* the app's, as read (last_shape_known) */
+  bool last_shape_known;
   char *input_path;
   char *scratch_path; /* the scratch disk with the source tree (srcfs.h) */
   struct vmjob_result vm;
@@ -787,6 +797,8 @@ plan_dockerfile_checks (struct run *r, bvm_error_t *err)
   return 0;
 }
 
+static void shape_remember (struct run *r, const struct job_plan *p); /* below */
+
 static int
 phase_plan (struct run *r, bvm_error_t *err)
 {
@@ -806,6 +818,7 @@ phase_plan (struct run *r, bvm_error_t *err)
                    (json_int_t) p->res.memory_mib, "disk_mib", (json_int_t) p->res.disk_mib,
                    "timeout", (json_int_t) p->res.timeout));
   jset (r->record, "vm_image", image_to_json (p->img));
+  shape_remember (r, p);
 
   /* every write the plan makes is asked of the role now, before anything runs */
   if (p->dest_repo)
@@ -1358,9 +1371,97 @@ pipeline_prewarm_opts (struct vmjob_opts *vo, const struct runner_config *cfg,
   vo->cancel = cancel;
 }
 
-/* A job that was offered no pool VM starts one of the runner's default
- * shape now, the way the pool does (vmjob_prewarm), and does not wait for
- * it: the VM boots while the checkout, the plan and the input are made, and
+/* --- the early VM's shape ------------------------------------------------- */
+
+/* `<state>/jobs/<app>/.shape.json` (a job id never starts with a dot): the
+ * profile and resources of the app's last planned job. The next job's
+ * early VM boots of that shape, the one an app's next commit most likely
+ * asks for too, instead of the runner's defaults. Written by the runner;
+ * read back as untrusted all the same (capped, every field checked against
+ * today's limits), and anything wrong with it only means the defaults. */
+#define SHAPE_FILE ".shape.json"
+#define SHAPE_FILE_MAX 1024
+
+
+static char *
+shape_path (const struct run *r)
+{
+  char *path;
+  if (asprintf (&path, "%s/jobs/%s/" SHAPE_FILE, r->cfg->state_dir, r->job->app) < 0)
+    return NULL;
+  return path;
+}
+
+/* After the plan: remember the job's shape for the app's next job */
+static void
+shape_remember (struct run *r, const struct job_plan *p)
+{
+  cleanup_free char *path = NULL, *dir = NULL;
+  bvm_error_t e = NULL;
+  json_t *doc;
+
+  if (r->o->dry_run || !r->cfg->vm.early_boot)
+    return;
+  if (r->last_shape_known && strcmp (r->last_shape.profile, p->img->profile) == 0
+      && r->last_shape.vcpus == p->res.vcpus && r->last_shape.memory_mib == p->res.memory_mib
+      && r->last_shape.disk_mib == p->res.disk_mib)
+    return; /* the same as last time: no write */
+  path = shape_path (r);
+  doc = json_pack ("{s:s, s:I, s:I, s:I}", "profile", p->img->profile, "vcpus",
+                   (json_int_t) p->res.vcpus, "memory_mib", (json_int_t) p->res.memory_mib,
+                   "disk_mib", (json_int_t) p->res.disk_mib);
+  if (path == NULL || doc == NULL
+      || asprintf (&dir, "%s/jobs/%s", r->cfg->state_dir, r->job->app) < 0)
+    bvm_error (&e, ENOMEM, "the app's shape");
+  else if (fs_mkdir_p (dir, 0750, &e) == 0)
+    jsonx_write_file (path, doc, &e);
+  json_decref (doc);
+  if (e != NULL)
+    {
+      log_warn ("job=%s app=%s event=early_vm.shape.failed error=\"%s\"", r->job->id, r->job->app,
+                bvm_error_msg (&e));
+      bvm_error_free (&e);
+    }
+}
+
+/* The app's last shape, if there is a valid one within today's limits */
+static bool
+shape_recall (const struct run *r, struct early_shape *sh)
+{
+  static const char *const keys[] = { "profile", "vcpus", "memory_mib", "disk_mib", NULL };
+  const struct config_limits *lim = &r->cfg->limits;
+  cleanup_free char *path = shape_path (r);
+  json_t *doc = NULL;
+  bvm_error_t e = NULL;
+  const char *profile = NULL;
+  bool ok;
+
+  if (path == NULL || access (path, F_OK) < 0)
+    return false; /* the app's first job, or one of a runner without it */
+  ok = jsonx_parse_file (&doc, path, SHAPE_FILE_MAX, &e) == 0 && json_is_object (doc)
+       && jsonx_check_keys (doc, keys, SHAPE_FILE, &e) == 0
+       && jsonx_get_str (&profile, doc, "profile", true, 63, SHAPE_FILE, &e) == 0
+       && image_profile_problem (profile) == NULL && strlen (profile) < sizeof sh->profile
+       && jsonx_get_u64 (&sh->vcpus, doc, "vcpus", true, 1, lim->max_vcpus, SHAPE_FILE, &e) == 0
+       && jsonx_get_u64 (&sh->memory_mib, doc, "memory_mib", true, 1, lim->max_memory_mib,
+                         SHAPE_FILE, &e)
+              == 0
+       && jsonx_get_u64 (&sh->disk_mib, doc, "disk_mib", true, 1, lim->max_disk_mib, SHAPE_FILE,
+                         &e)
+              == 0;
+  if (ok)
+    snprintf (sh->profile, sizeof sh->profile, "%s", profile);
+  else
+    log_warn ("job=%s app=%s event=early_vm.shape.ignored path=\"%s\" error=\"%s\"", r->job->id,
+              r->job->app, path, e ? bvm_error_msg (&e) : "not a valid shape");
+  bvm_error_free (&e);
+  json_decref (doc);
+  return ok;
+}
+
+/* A job that was offered no pool VM starts one now, of its app's last
+ * shape (above) or else the runner's defaults, the way the pool does
+ * (vmjob_prewarm), and does not wait for it: the VM boots while the checkout, the plan and the input are made, and
  * the build phase takes it when the job fits it (its profile, resources and
  * no egress channel), else frees it and boots one of the job's shape. A
  * failure here costs the job nothing but that overlap. */
@@ -1370,21 +1471,39 @@ phase_boot (struct run *r, bvm_error_t *err)
   const struct runner_config *cfg = r->cfg;
   struct vmjob_opts *vo = &r->early_vo;
   char name[JOB_ID_MAX + 8];
+  struct early_shape sh = { "", cfg->defaults.vcpus, cfg->defaults.memory_mib,
+                            cfg->defaults.disk_mib };
   bvm_error_t e = NULL;
-  int ret;
+  int ret = -1;
 
   (void) err;
   if (!cfg->vm.early_boot || (r->o->warm != NULL && *r->o->warm != NULL))
     return 0;
   snprintf (name, sizeof name, "%s-vm", r->job->id);
-  ret = image_load (&r->early_img, cfg->images.dir, cfg->images.default_profile, &e);
+  r->early_shape = "defaults";
+  if (!r->o->dry_run && shape_recall (r, &sh))
+    {
+      r->last_shape = sh;
+      r->last_shape_known = true;
+      ret = image_load (&r->early_img, cfg->images.dir, sh.profile, &e);
+      if (ret == 0)
+        r->early_shape = "last job";
+      else
+        {
+          /* a profile gone since: the defaults, quietly */
+          bvm_error_free (&e);
+          sh = (struct early_shape){ "", cfg->defaults.vcpus, cfg->defaults.memory_mib,
+                                     cfg->defaults.disk_mib };
+        }
+    }
+  if (ret < 0)
+    ret = image_load (&r->early_img, cfg->images.dir, cfg->images.default_profile, &e);
   if (ret == 0)
     ret = workdir_create (&r->early_wd, cfg->work_dir, name, &e);
   if (ret == 0)
     {
-      pipeline_prewarm_opts (vo, cfg, r->early_img, r->job->id, (unsigned) cfg->defaults.vcpus,
-                             (unsigned) cfg->defaults.memory_mib, cfg->defaults.disk_mib,
-                             r->o->cancel);
+      pipeline_prewarm_opts (vo, cfg, r->early_img, r->job->id, (unsigned) sh.vcpus,
+                             (unsigned) sh.memory_mib, sh.disk_mib, r->o->cancel);
       ret = vmjob_prewarm_start (&r->early, r->early_wd, vo, pipeline_input_max (cfg), &e);
     }
   if (ret < 0)
@@ -1503,10 +1622,11 @@ phase_build (struct run *r, bvm_error_t *err)
         snprintf (r->early_note, sizeof r->early_note, "%s", r->vm.pool_note);
       json_object_set_new (json_object_get (r->record, "build"), "early_vm",
                            r->vm.pool == VMJOB_POOL_HIT
-                               ? json_pack ("{s:b, s:I, s:I}", "used", 1, "boot_ms",
+                               ? json_pack ("{s:b, s:I, s:I, s:s}", "used", 1, "boot_ms",
                                             (json_int_t) r->early_boot_ms, "wait_ms",
-                                            (json_int_t) r->early_wait_ms)
-                               : json_pack ("{s:b, s:s}", "used", 0, "why", r->early_note));
+                                            (json_int_t) r->early_wait_ms, "shape", r->early_shape)
+                               : json_pack ("{s:b, s:s, s:s}", "used", 0, "why", r->early_note,
+                                            "shape", r->early_shape));
     }
   else if (r->vm.pool != VMJOB_POOL_NONE)
     json_object_set_new (json_object_get (r->record, "build"), "pool",

@@ -8,7 +8,10 @@
 #   source (not the blank disk the VM booted with), in a VM no other job saw
 #   (boot ids differ, the first job's marker is not there for the second).
 # - A job whose resources are not the default shape: the early VM is freed,
-#   the build boots cold and succeeds, the record says why.
+#   the build boots cold and succeeds, the record says why. The app's next
+#   job boots its early VM of that shape (the app's last, remembered in
+#   state/jobs/<app>/.shape.json) and runs in it; a .shape.json that is not
+#   a valid shape within the limits only means the defaults again.
 # - A job that fails before its build (an invalid buildvm.json): its early
 #   VM is killed and its disks are gone.
 # - SIGKILL of `buildvm run` while its checkout hangs on a silent git
@@ -41,6 +44,11 @@ for i in 1 2; do
     assert_eq 0 "$RC" "job $i's exit status ($(tail -n 5 "$T/out"))"
     rec=$(pl_record "early-$i")
     assert_eq true "$(jq -r .build.early_vm.used "$rec")" "job $i ran in its early VM"
+    # the app's first job boots the defaults; its second the app's last
+    # shape (here the same)
+    want=defaults
+    [ "$i" = 1 ] || want="last job"
+    assert_eq "$want" "$(jq -r .build.early_vm.shape "$rec")" "job $i's early VM's shape"
     "$BUILDVM" logs "early-$i" >"$T/log$i" 2>&1
     assert_contains "$T/log$i" "job-input: input-of-job-$i"
     assert_not_contains "$T/log$i" "MARKER FOUND"
@@ -65,6 +73,38 @@ jq -r .build.early_vm.why "$rec" | grep -q "shape" \
 "$BUILDVM" logs early-3 >"$T/log3" 2>&1
 assert_contains "$T/log3" "job-input: input-of-job-3"
 assert_no_leftovers
+
+# --- the app's next job: its early VM has the app's last shape, and fits
+shape=$BUILDVM_HOME/state/jobs/early/.shape.json
+jq -e '.profile == "minimal" and .memory_mib == 384' "$shape" >/dev/null \
+    || fail "the app's shape is not remembered: $(cat "$shape" 2>&1)"
+c=$(commit "input-of-job-3b")
+pl_job "$T/j3b.json" early-3b early "$app" "$c"
+run "$BUILDVM" run --config "$CONFIG" "$T/j3b.json"
+assert_eq 0 "$RC" "the second job of the other shape ($(tail -n 5 "$T/out"))"
+rec=$(pl_record early-3b)
+jq -e '.build.early_vm.used == true and .build.early_vm.shape == "last job"' "$rec" >/dev/null \
+    || fail "the app's next job did not run in an early VM of its last shape: $(jq -c .build.early_vm "$rec")"
+"$BUILDVM" logs early-3b >"$T/log3b" 2>&1
+assert_contains "$T/log3b" "job-input: input-of-job-3b"
+assert_no_leftovers
+
+# --- a .shape.json that is no valid shape: the defaults (and a warning)
+n=0
+for bad in '{"profile": "../../etc/x", "vcpus": 1, "memory_mib": 384, "disk_mib": 1024}' \
+           '{"profile": "minimal", "vcpus": 1, "memory_mib": 99999999, "disk_mib": 1024}' \
+           '{"profile": "minimal"' "$(head -c 4096 /dev/zero | tr '\0' ' ')"; do
+    printf '%s' "$bad" >"$shape"
+    n=$((n + 1))
+    c=$(commit "input-of-job-bad-$n")
+    pl_job "$T/jbad.json" "early-bad-$n" early "$app" "$c"
+    run "$BUILDVM" run --config "$CONFIG" "$T/jbad.json"
+    assert_eq 0 "$RC" "a job after a bad .shape.json ($(tail -n 5 "$T/out"))"
+    rec=$(pl_record "$(jq -r .id "$T/jbad.json")")
+    assert_eq defaults "$(jq -r .build.early_vm.shape "$rec")" "the early VM's shape after [$bad]"
+    assert_contains "$T/err" "event=early_vm.shape.ignored"
+    assert_no_leftovers
+done
 
 # --- a job that fails before its build: its early VM goes with it
 echo '{"profile": "minimal", "steps": [' >"$app/buildvm.json"
