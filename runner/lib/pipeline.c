@@ -1382,7 +1382,6 @@ pipeline_prewarm_opts (struct vmjob_opts *vo, const struct runner_config *cfg,
 #define SHAPE_FILE ".shape.json"
 #define SHAPE_FILE_MAX 1024
 
-
 static char *
 shape_path (const struct run *r)
 {
@@ -1443,10 +1442,10 @@ shape_recall (const struct run *r, struct early_shape *sh)
        && jsonx_get_str (&profile, doc, "profile", true, 63, SHAPE_FILE, &e) == 0
        && image_profile_problem (profile) == NULL && strlen (profile) < sizeof sh->profile
        && jsonx_get_u64 (&sh->vcpus, doc, "vcpus", true, 1, lim->max_vcpus, SHAPE_FILE, &e) == 0
-       && jsonx_get_u64 (&sh->memory_mib, doc, "memory_mib", true, 1, lim->max_memory_mib,
+       && jsonx_get_u64 (&sh->memory_mib, doc, "memory_mib", true, 64, lim->max_memory_mib,
                          SHAPE_FILE, &e)
               == 0
-       && jsonx_get_u64 (&sh->disk_mib, doc, "disk_mib", true, 1, lim->max_disk_mib, SHAPE_FILE,
+       && jsonx_get_u64 (&sh->disk_mib, doc, "disk_mib", true, 16, lim->max_disk_mib, SHAPE_FILE,
                          &e)
               == 0;
   if (ok)
@@ -1461,10 +1460,11 @@ shape_recall (const struct run *r, struct early_shape *sh)
 
 /* A job that was offered no pool VM starts one now, of its app's last
  * shape (above) or else the runner's defaults, the way the pool does
- * (vmjob_prewarm), and does not wait for it: the VM boots while the checkout, the plan and the input are made, and
- * the build phase takes it when the job fits it (its profile, resources and
- * no egress channel), else frees it and boots one of the job's shape. A
- * failure here costs the job nothing but that overlap. */
+ * (vmjob_prewarm), and does not wait for it: the VM boots while the
+ * checkout, the plan and the input are made, and the build phase takes it
+ * when the job fits it (its profile, resources and no egress channel),
+ * else frees it and boots one of the job's shape. A failure here costs the
+ * job nothing but that overlap. */
 static int
 phase_boot (struct run *r, bvm_error_t *err)
 {
