@@ -169,7 +169,6 @@ struct oci_layer
   pthread_mutex_t mu;
   pthread_cond_t work; /* a block is queued, or stop */
   pthread_cond_t done; /* a block is compressed */
-  bool sync_ready;
   bool stop;
   struct layer_worker worker[LAYER_WORKERS];
   struct layer_worker inline_z; /* the caller's own, when no thread runs */
@@ -445,6 +444,9 @@ oci_layer_new (struct oci_layer **out, const char *blob_path, int gzip_level, bv
   if (l == NULL)
     return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
   l->fd = -1;
+  l->mu = (pthread_mutex_t) PTHREAD_MUTEX_INITIALIZER;
+  l->work = (pthread_cond_t) PTHREAD_COND_INITIALIZER;
+  l->done = (pthread_cond_t) PTHREAD_COND_INITIALIZER;
   l->level = gzip_level;
   l->crc = crc32_z (0, NULL, 0);
   l->path = strdup (blob_path);
@@ -460,25 +462,6 @@ oci_layer_new (struct oci_layer **out, const char *blob_path, int gzip_level, bv
         oci_layer_free (l);
         return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
       }
-  if (pthread_mutex_init (&l->mu, NULL) != 0)
-    {
-      oci_layer_free (l);
-      return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
-    }
-  if (pthread_cond_init (&l->work, NULL) != 0)
-    {
-      pthread_mutex_destroy (&l->mu);
-      oci_layer_free (l);
-      return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
-    }
-  if (pthread_cond_init (&l->done, NULL) != 0)
-    {
-      pthread_cond_destroy (&l->work);
-      pthread_mutex_destroy (&l->mu);
-      oci_layer_free (l);
-      return bvm_error (err, ENOMEM, "layer `%s`", blob_path);
-    }
-  l->sync_ready = true;
   if (digest_init (&l->diff, err) < 0)
     {
       oci_layer_free (l);
@@ -712,12 +695,9 @@ oci_layer_free (struct oci_layer *l)
       deflateEnd (&l->worker[i].z);
   if (l->inline_z.z_ready)
     deflateEnd (&l->inline_z.z);
-  if (l->sync_ready)
-    {
-      pthread_cond_destroy (&l->done);
-      pthread_cond_destroy (&l->work);
-      pthread_mutex_destroy (&l->mu);
-    }
+  pthread_cond_destroy (&l->done);
+  pthread_cond_destroy (&l->work);
+  pthread_mutex_destroy (&l->mu);
   for (unsigned i = 0; i < LAYER_SLOTS; i++)
     {
       free (l->slot[i].in);

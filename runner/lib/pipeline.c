@@ -1382,6 +1382,18 @@ pipeline_prewarm_opts (struct vmjob_opts *vo, const struct runner_config *cfg,
 #define SHAPE_FILE ".shape.json"
 #define SHAPE_FILE_MAX 1024
 
+/* `<state>/jobs/<app>`, made if need be: the app's records and its shape */
+static int
+app_state_dir (char **out, const struct run *r, bvm_error_t *err)
+{
+  if (asprintf (out, "%s/jobs/%s", r->cfg->state_dir, r->job->app) < 0)
+    {
+      *out = NULL;
+      return bvm_error (err, ENOMEM, "the app's state directory");
+    }
+  return fs_mkdir_p (*out, 0750, err);
+}
+
 static char *
 shape_path (const struct run *r)
 {
@@ -1409,10 +1421,9 @@ shape_remember (struct run *r, const struct job_plan *p)
   doc = json_pack ("{s:s, s:I, s:I, s:I}", "profile", p->img->profile, "vcpus",
                    (json_int_t) p->res.vcpus, "memory_mib", (json_int_t) p->res.memory_mib,
                    "disk_mib", (json_int_t) p->res.disk_mib);
-  if (path == NULL || doc == NULL
-      || asprintf (&dir, "%s/jobs/%s", r->cfg->state_dir, r->job->app) < 0)
+  if (path == NULL || doc == NULL)
     bvm_error (&e, ENOMEM, "the app's shape");
-  else if (fs_mkdir_p (dir, 0750, &e) == 0)
+  else if (app_state_dir (&dir, r, &e) == 0)
     jsonx_write_file (path, doc, &e);
   json_decref (doc);
   if (e != NULL)
@@ -1439,8 +1450,9 @@ shape_recall (const struct run *r, struct early_shape *sh)
     return false; /* the app's first job, or one of a runner without it */
   ok = jsonx_parse_file (&doc, path, SHAPE_FILE_MAX, &e) == 0 && json_is_object (doc)
        && jsonx_check_keys (doc, keys, SHAPE_FILE, &e) == 0
-       && jsonx_get_str (&profile, doc, "profile", true, 63, SHAPE_FILE, &e) == 0
-       && image_profile_problem (profile) == NULL && strlen (profile) < sizeof sh->profile
+       && jsonx_get_str (&profile, doc, "profile", true, sizeof sh->profile - 1, SHAPE_FILE, &e)
+              == 0
+       && image_profile_problem (profile) == NULL
        && jsonx_get_u64 (&sh->vcpus, doc, "vcpus", true, 1, lim->max_vcpus, SHAPE_FILE, &e) == 0
        && jsonx_get_u64 (&sh->memory_mib, doc, "memory_mib", true, 64, lim->max_memory_mib,
                          SHAPE_FILE, &e)
@@ -1481,20 +1493,17 @@ phase_boot (struct run *r, bvm_error_t *err)
     return 0;
   snprintf (name, sizeof name, "%s-vm", r->job->id);
   r->early_shape = "defaults";
-  if (!r->o->dry_run && shape_recall (r, &sh))
+  r->last_shape_known = !r->o->dry_run && shape_recall (r, &r->last_shape);
+  if (r->last_shape_known)
     {
-      r->last_shape = sh;
-      r->last_shape_known = true;
-      ret = image_load (&r->early_img, cfg->images.dir, sh.profile, &e);
+      ret = image_load (&r->early_img, cfg->images.dir, r->last_shape.profile, &e);
       if (ret == 0)
-        r->early_shape = "last job";
-      else
         {
-          /* a profile gone since: the defaults, quietly */
-          bvm_error_free (&e);
-          sh = (struct early_shape){ "", cfg->defaults.vcpus, cfg->defaults.memory_mib,
-                                     cfg->defaults.disk_mib };
+          sh = r->last_shape;
+          r->early_shape = "last job";
         }
+      else
+        bvm_error_free (&e); /* a profile gone since: the defaults, quietly */
     }
   if (ret < 0)
     ret = image_load (&r->early_img, cfg->images.dir, cfg->images.default_profile, &e);
@@ -3398,9 +3407,7 @@ write_record (struct run *r, bvm_error_t *err)
     return 0;
   if ((ret = pipeline_record_path (&path, r->cfg, r->job->app, r->job->id, err)) < 0)
     return ret;
-  if (asprintf (&dir, "%s/jobs/%s", r->cfg->state_dir, r->job->app) < 0)
-    return bvm_error (err, ENOMEM, "record dir");
-  if ((ret = fs_mkdir_p (dir, 0750, err)) < 0)
+  if ((ret = app_state_dir (&dir, r, err)) < 0)
     return ret;
   jset (r->record, "record", json_string (path));
   return jsonx_write_file (path, r->record, err);
