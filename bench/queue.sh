@@ -6,13 +6,15 @@
 # early VM's boot), as recorded - as a
 # fraction of the whole job. The spool queue; REDIS=1 adds the redis driver.
 . "$(dirname "$0")/lib.sh"
+. "$ROOT/tests/lib/services.sh"
 # the job records under a runner's home (not the attestation and the SBOM
 # written beside each)
 records () {
     find "$1/state/jobs" -mindepth 2 -maxdepth 2 -name '*.json' \
         ! -name '*.intoto.dsse.json' ! -name '*.sbom.cdx.json' | sort
 }
-. "$ROOT/tests/lib/services.sh"
+# records_jq HOME [JQ ARGS...] FILTER: FILTER over the array of those records
+records_jq () { records "$1" | xargs cat | jq -s "${@:2}"; }
 SVC_DIR=$B/svc
 trap 'svc_stop_all; rm -rf "$B"' EXIT
 N=${BENCH_JOBS:-20}
@@ -117,10 +119,10 @@ for mode in cold pool; do
         while [ "$(exits)" -lt "$i" ]; do sleep 0.05; done
     done
     kill -TERM "$SERVE_PID"; wait "$SERVE_PID"
-    hits=$(records "$home" | xargs cat | jq -s '[.[] | select(.build.pool.vm == "hit")] | length')
-    FS[$mode]=$(records "$home" | xargs cat | jq -s -r '.[].first_step_ms' | median)
+    hits=$(records_jq "$home" '[.[] | select(.build.pool.vm == "hit")] | length')
+    FS[$mode]=$(records_jq "$home" -r '.[].first_step_ms' | median)
     printf '  %-6s lease to first step: median %6d ms  (runs: %s; %d in pool VMs)\n' "$mode" "${FS[$mode]}" \
-        "$(records "$home" | xargs cat | jq -s -r '[.[].first_step_ms] | map(tostring) | join(" ")')" "$hits"
+        "$(records_jq "$home" -r '[.[].first_step_ms] | map(tostring) | join(" ")')" "$hits"
 done
 verdict "$(awk -v a="${FS[pool]}" 'BEGIN { printf "%d", a }')" 200 "lease to first step with a warm pool (ms)"
 printf '  %-44s %s\n' "ratio pool / cold" "$(ratio "${FS[pool]}" "${FS[cold]}")"
@@ -136,7 +138,7 @@ for conc in 1 2; do
     t1=$(date +%s%N)
     kill -TERM "$SERVE_PID"; wait "$SERVE_PID"
     ms=$(( (t1 - t0) / 1000000 ))
-    hits=$(records "$home" | xargs cat | jq -s '[.[] | select(.build.pool.vm == "hit")] | length')
+    hits=$(records_jq "$home" '[.[] | select(.build.pool.vm == "hit")] | length')
     printf '  pool   concurrency %d: %6d ms for %d jobs = %5s jobs/min (%d in pool VMs)\n' "$conc" "$ms" "$N" \
         "$(awk -v n="$N" -v ms="$ms" 'BEGIN { printf "%.1f", n * 60000 / ms }')" "$hits"
 done
